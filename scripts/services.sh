@@ -1,0 +1,183 @@
+#!/usr/bin/env bash
+# Local RabbitMQ and PostgreSQL for development and CI, without systemd or Docker.
+# Usage: scripts/services.sh up|down|status [--json]
+# Both run as private instances on fixed loopback ports with their data under $DANCEMOE_STATE
+# (default /var/tmp/dancemoe: outside the source tree, and readable by the postgres user even
+# when the checkout lives in a private temporary folder).
+set -euo pipefail
+
+STATE="${DANCEMOE_STATE:-/var/tmp/dancemoe}"
+AMQP_PORT="${DANCEMOE_AMQP_PORT:-5682}"
+MGMT_PORT="${DANCEMOE_RABBITMQ_MANAGEMENT_PORT:-15682}"
+DIST_PORT=$((AMQP_PORT + 20000))
+EPMD_PORT="${DANCEMOE_EPMD_PORT:-4382}"
+PG_PORT="${DANCEMOE_POSTGRES_PORT:-5442}"
+APP_USER=dancemoe
+APP_PASSWORD="${DANCEMOE_PASSWORD:-dancemoe}"
+APP_VHOST=dancemoe
+APP_DB=dancemoe
+
+RABBIT_DIR="$STATE/rabbitmq"
+RABBIT_NODE="dancemoe@localhost"
+RABBIT_BIN=/usr/lib/rabbitmq/bin
+PG_BIN=/usr/lib/postgresql/15/bin
+PG_DIR="$STATE/postgres"
+PG_DATA="$PG_DIR/data"
+
+log() { echo "services: $*" >&2; }
+die() { echo "services: error: $*" >&2; exit 1; }
+
+rabbit_env() {
+  env HOME="$RABBIT_DIR" ERL_EPMD_PORT="$EPMD_PORT" \
+    RABBITMQ_NODENAME="$RABBIT_NODE" RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 \
+    RABBITMQ_NODE_PORT="$AMQP_PORT" RABBITMQ_DIST_PORT="$DIST_PORT" \
+    RABBITMQ_MNESIA_BASE="$RABBIT_DIR/mnesia" RABBITMQ_LOG_BASE="$RABBIT_DIR/log" \
+    RABBITMQ_PID_FILE="$RABBIT_DIR/rabbitmq.pid" \
+    RABBITMQ_ENABLED_PLUGINS_FILE="$RABBIT_DIR/enabled_plugins" \
+    RABBITMQ_CONFIG_FILE="$RABBIT_DIR/rabbitmq" \
+    RABBITMQ_CONF_ENV_FILE="$RABBIT_DIR/rabbitmq-env.conf" \
+    "$@"
+}
+rabbitmqctl() { rabbit_env "$RABBIT_BIN/rabbitmqctl" -n "$RABBIT_NODE" "$@"; }
+pg() { runuser -u postgres -- "$@"; }
+psql_admin() { pg psql -h "$PG_DIR" -p "$PG_PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 -qtA "$@"; }
+
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+pid_alive() { [ -f "$1" ] && kill -0 "$(head -n1 "$1")" 2>/dev/null; }
+rabbit_running() { pid_alive "$RABBIT_DIR/rabbitmq.pid"; }
+pg_running() { [ -f "$PG_DATA/postmaster.pid" ] && pg "$PG_BIN/pg_ctl" -D "$PG_DATA" status >/dev/null 2>&1; }
+
+apt_install() {
+  command -v apt-get >/dev/null || die "apt-get is not available: install $* by hand"
+  log "installing $* from Debian's packages"
+  if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"; } >"$STATE/apt.log" 2>&1; then
+    die "apt-get install $* failed (see $STATE/apt.log): $(tail -n 1 "$STATE/apt.log")"
+  fi
+}
+
+ensure_installed() {
+  [ "$(id -u)" = 0 ] || die "run as root (installs packages and starts PostgreSQL as the postgres user)"
+  local missing=()
+  [ -x "$RABBIT_BIN/rabbitmq-server" ] || missing+=(rabbitmq-server)
+  [ -x "$PG_BIN/initdb" ] || missing+=(postgresql-15)
+  command -v psql >/dev/null || missing+=(postgresql-client-15)
+  if [ ${#missing[@]} -gt 0 ]; then apt_install "${missing[@]}"; fi
+}
+
+rabbit_up() {
+  if rabbit_running; then log "RabbitMQ already running on 127.0.0.1:$AMQP_PORT"; return; fi
+  for p in "$AMQP_PORT" "$MGMT_PORT" "$DIST_PORT"; do
+    port_in_use "$p" && die "port $p is taken by another process: stop it or set DANCEMOE_AMQP_PORT / DANCEMOE_RABBITMQ_MANAGEMENT_PORT"
+  done
+  mkdir -p "$RABBIT_DIR/log" "$RABBIT_DIR/mnesia"
+  echo "[rabbitmq_management]." >"$RABBIT_DIR/enabled_plugins"
+  cat >"$RABBIT_DIR/rabbitmq.conf" <<CONF
+listeners.tcp.default = 127.0.0.1:$AMQP_PORT
+management.tcp.ip = 127.0.0.1
+management.tcp.port = $MGMT_PORT
+loopback_users = none
+CONF
+  : >"$RABBIT_DIR/rabbitmq-env.conf"
+  log "starting RabbitMQ on 127.0.0.1:$AMQP_PORT (management http://127.0.0.1:$MGMT_PORT)"
+  rabbit_env "$RABBIT_BIN/rabbitmq-server" -detached >"$RABBIT_DIR/log/start.out" 2>&1 \
+    || die "rabbitmq-server failed to start: $(tail -n 3 "$RABBIT_DIR/log/start.out")"
+  local i
+  for i in $(seq 1 60); do
+    rabbitmqctl await_startup --timeout 5 >/dev/null 2>&1 && break
+    [ "$i" = 60 ] && die "RabbitMQ did not start within 2 minutes; see $RABBIT_DIR/log"
+    sleep 2
+  done
+}
+
+rabbit_setup() {
+  if ! rabbitmqctl list_users -q 2>/dev/null | awk '{print $1}' | grep -qx "$APP_USER"; then
+    rabbitmqctl add_user "$APP_USER" "$APP_PASSWORD" >/dev/null
+  fi
+  # administrator: the tests create and delete their own virtual hosts through the management API.
+  rabbitmqctl set_user_tags "$APP_USER" administrator >/dev/null
+  rabbitmqctl add_vhost "$APP_VHOST" >/dev/null 2>&1 || true
+  rabbitmqctl set_permissions -p "$APP_VHOST" "$APP_USER" ".*" ".*" ".*" >/dev/null
+  rabbitmqctl delete_user guest >/dev/null 2>&1 || true
+}
+
+pg_up() {
+  if pg_running; then log "PostgreSQL already running on 127.0.0.1:$PG_PORT"; return; fi
+  port_in_use "$PG_PORT" && die "port $PG_PORT is taken by another process: stop it or set DANCEMOE_POSTGRES_PORT"
+  mkdir -p "$PG_DIR"
+  chown postgres:postgres "$PG_DIR"
+  if [ ! -f "$PG_DATA/PG_VERSION" ]; then
+    log "initialising PostgreSQL cluster in $PG_DATA"
+    pg "$PG_BIN/initdb" -D "$PG_DATA" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
+      -E UTF8 --locale=C.UTF-8 >"$PG_DIR/initdb.log" 2>&1 || die "initdb failed: $(tail -n 3 "$PG_DIR/initdb.log")"
+  fi
+  log "starting PostgreSQL on 127.0.0.1:$PG_PORT"
+  pg "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$PG_DIR/postgres.log" -w -t 60 \
+    -o "-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1 -c max_connections=300" start >/dev/null \
+    || die "PostgreSQL failed to start: $(tail -n 3 "$PG_DIR/postgres.log")"
+}
+
+pg_setup() {
+  psql_admin <<SQL
+DO \$\$ BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$APP_USER') THEN
+    CREATE ROLE $APP_USER LOGIN CREATEDB PASSWORD '$APP_PASSWORD';
+  END IF;
+END \$\$;
+SQL
+  if [ -z "$(psql_admin -c "SELECT 1 FROM pg_database WHERE datname = '$APP_DB'")" ]; then
+    psql_admin -c "CREATE DATABASE $APP_DB OWNER $APP_USER" >/dev/null
+  fi
+}
+
+rabbit_down() {
+  if rabbit_running; then
+    log "stopping RabbitMQ"
+    rabbitmqctl stop "$RABBIT_DIR/rabbitmq.pid" >/dev/null 2>&1 || kill "$(head -n1 "$RABBIT_DIR/rabbitmq.pid")" 2>/dev/null || true
+  fi
+  rm -f "$RABBIT_DIR/rabbitmq.pid"
+  # epmd outlives the node; ours listens on its own port, so this kills only ours.
+  ERL_EPMD_PORT="$EPMD_PORT" epmd -kill >/dev/null 2>&1 || true
+}
+
+pg_down() {
+  if pg_running; then
+    log "stopping PostgreSQL"
+    pg "$PG_BIN/pg_ctl" -D "$PG_DATA" -m fast -w stop >/dev/null
+  fi
+}
+
+state_word() { if "$1"; then echo running; else echo stopped; fi; }
+
+status() {
+  local rabbitmq_uri="amqp://$APP_USER:$APP_PASSWORD@127.0.0.1:$AMQP_PORT/$APP_VHOST"
+  local postgres_url="postgresql://$APP_USER:$APP_PASSWORD@127.0.0.1:$PG_PORT/$APP_DB"
+  local r p; r=$(state_word rabbit_running); p=$(state_word pg_running)
+  if [ "${1:-}" = "--json" ]; then
+    cat <<JSON
+{"rabbitmq": "$r", "postgres": "$p", "rabbitmq_uri": "$rabbitmq_uri", "rabbitmq_management_url": "http://127.0.0.1:$MGMT_PORT", "postgres_url": "$postgres_url", "state_dir": "$STATE"}
+JSON
+  else
+    echo "RabbitMQ   $r  $rabbitmq_uri  (management http://127.0.0.1:$MGMT_PORT, node $RABBIT_NODE)"
+    echo "PostgreSQL $p  $postgres_url  (data $PG_DATA)"
+    echo "state      $STATE"
+  fi
+  [ "$r" = running ] && [ "$p" = running ]
+}
+
+main() {
+  local verb="${1:-}"; shift || true
+  case "$verb" in
+    up)
+      mkdir -p "$STATE"; chmod 755 "$STATE"
+      ensure_installed
+      rabbit_up; rabbit_setup
+      pg_up; pg_setup
+      status
+      ;;
+    down) rabbit_down; pg_down; log "stopped" ;;
+    status) status "$@" ;;
+    *) echo "usage: dancemoe services up|down|status [--json]" >&2; exit 2 ;;
+  esac
+}
+
+main "$@"

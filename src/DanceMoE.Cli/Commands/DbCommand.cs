@@ -1,0 +1,50 @@
+using DanceMoE.Migrations;
+using Npgsql;
+
+namespace DanceMoE.Cli.Commands;
+
+/// <summary><c>dancemoe db migrate</c>: applies the EF Core migrations; safe to run twice.</summary>
+public sealed class DbCommand : ICliCommand
+{
+    public string Verb => "db";
+
+    public string Usage => "db migrate [--wait-seconds N]       apply the EF Core migrations to ConnectionStrings__postgres";
+
+    public async Task<int> RunAsync(Arguments args, CancellationToken cancellationToken)
+    {
+        var sub = args.Positional0("sub-command (migrate)");
+        if (sub != "migrate")
+        {
+            throw new UsageException($"unknown sub-command '{sub}'");
+        }
+
+        var wait = TimeSpan.FromSeconds(args.Int("wait-seconds", 30, 0, 3600));
+        args.EnsureAllUsed(1);
+        var result = await MigrateAsync(CliEnvironment.PostgresUrl, wait, cancellationToken).ConfigureAwait(false);
+        Console.WriteLine(result.Applied.Count == 0
+            ? $"database is up to date ({result.AllApplied.Count} migrations applied)"
+            : $"applied {result.Applied.Count} migration(s): {string.Join(", ", result.Applied)}");
+        return ExitCodes.Ok;
+    }
+
+    internal static async Task<MigrationResult> MigrateAsync(string postgresUrl, TimeSpan wait, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return await DatabaseMigrator.MigrateAsync(postgresUrl, wait, cancellationToken).ConfigureAwait(false);
+        }
+        catch (NpgsqlException ex)
+        {
+            throw new CliException($"cannot migrate the database at {Redact(postgresUrl)}: {ex.Message} (is it up? ./dancemoe services up)", ExitCodes.Unavailable, ex);
+        }
+        catch (FormatException ex)
+        {
+            throw new CliException(ex.Message, ExitCodes.Usage, ex);
+        }
+    }
+
+    internal static string Redact(string url) =>
+        Uri.TryCreate(url, UriKind.Absolute, out var uri) && uri.UserInfo.Contains(':', StringComparison.Ordinal)
+            ? url.Replace(uri.UserInfo, uri.UserInfo.Split(':')[0] + ":***", StringComparison.Ordinal)
+            : url;
+}

@@ -1,0 +1,3 @@
+using DanceMoE.Cli;
+
+return await CommandLine.RunAsync(args).ConfigureAwait(false);

@@ -1,0 +1,46 @@
+using System.ComponentModel.DataAnnotations;
+using MassTransit;
+
+namespace DanceMoE.Hosting;
+
+/// <summary>Where RabbitMQ is. Bound from <c>ConnectionStrings:rabbitmq</c> (the compose service name).</summary>
+public sealed class RabbitMqOptions
+{
+    public const string ConnectionName = "rabbitmq";
+
+    /// <summary>The local services' broker (see <c>./dancemoe services status</c>).</summary>
+    public const string LocalDefault = "amqp://dancemoe:dancemoe@127.0.0.1:5682/dancemoe";
+
+    /// <summary>An <c>amqp://user:password@host:port/vhost</c> URI.</summary>
+    [Required]
+    public string ConnectionString { get; set; } = LocalDefault;
+
+    public void ConfigureHost(IRabbitMqBusFactoryConfigurator bus)
+    {
+        var broker = Parse(ConnectionString);
+        bus.Host(broker.Host, broker.Port, broker.VirtualHost, h =>
+        {
+            h.Username(broker.Username);
+            h.Password(broker.Password);
+        });
+    }
+
+    public static RabbitMqBroker Parse(string uri)
+    {
+        if (!Uri.TryCreate(uri, UriKind.Absolute, out var parsed) || parsed.Scheme is not ("amqp" or "rabbitmq") || string.IsNullOrEmpty(parsed.Host))
+        {
+            throw new FormatException($"'{uri}' is not an amqp://user:password@host:port/vhost URI");
+        }
+
+        var userInfo = parsed.UserInfo.Split(':', 2);
+        var vhost = Uri.UnescapeDataString(parsed.AbsolutePath.TrimStart('/'));
+        return new RabbitMqBroker(
+            parsed.Host,
+            (ushort)(parsed.IsDefaultPort || parsed.Port < 0 ? 5672 : parsed.Port),
+            vhost.Length == 0 ? "/" : vhost,
+            userInfo[0].Length == 0 ? "guest" : Uri.UnescapeDataString(userInfo[0]),
+            userInfo.Length == 2 ? Uri.UnescapeDataString(userInfo[1]) : "guest");
+    }
+}
+
+public sealed record RabbitMqBroker(string Host, ushort Port, string VirtualHost, string Username, string Password);
