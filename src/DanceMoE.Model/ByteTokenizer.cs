@@ -31,7 +31,7 @@ public sealed record ByteTokenizer(int BosTokenId, int EosTokenId)
 
     public string Decode(IEnumerable<int> ids)
     {
-        var bytes = ids.Where(i => i is >= 0 and < ByteCount).Select(i => (byte)i).ToArray();
+        var bytes = ids.Where(i => i is >= 0 and < ByteCount && i != BosTokenId && i != EosTokenId).Select(i => (byte)i).ToArray();
         return Encoding.UTF8.GetString(bytes);
     }
 

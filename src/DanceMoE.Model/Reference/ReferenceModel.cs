@@ -1,0 +1,174 @@
+namespace DanceMoE.Model.Reference;
+
+/// <summary>Keys (after RoPE) and values of every past position, per layer: [kv head][position][head dim].</summary>
+public sealed class ReferenceKvCache(int layers)
+{
+    internal List<float[]>[] Keys { get; } = [.. Enumerable.Range(0, layers).Select(_ => new List<float[]>())];
+
+    internal List<float[]>[] Values { get; } = [.. Enumerable.Range(0, layers).Select(_ => new List<float[]>())];
+
+    public int Length => Keys.Length == 0 ? 0 : Keys[0].Count;
+}
+
+/// <summary>
+/// The plain C# forward of a Mixtral-layout checkpoint: the numerical oracle for the exported subgraphs.
+/// </summary>
+public sealed class ReferenceModel
+{
+    private readonly MoeWeights _w;
+    private readonly MoeConfig _c;
+    private readonly float[] _cos;
+    private readonly float[] _sin;
+
+    public ReferenceModel(MoeWeights weights)
+    {
+        ArgumentNullException.ThrowIfNull(weights);
+        _w = weights;
+        _c = weights.Config;
+        (_cos, _sin) = Kernels.RopeTables(_c.MaxPositions, _c.HeadDim, _c.RopeTheta);
+    }
+
+    public MoeConfig Config => _c;
+
+    public ReferenceKvCache NewCache() => new(_c.NumLayers);
+
+    /// <summary>Runs the tokens after those already in the cache; returns logits [tokens, vocab].</summary>
+    public float[] Forward(ReadOnlySpan<int> tokens, ReferenceKvCache cache)
+    {
+        ArgumentNullException.ThrowIfNull(cache);
+        var s = tokens.Length;
+        var hsz = _c.HiddenSize;
+        if (cache.Length + s > _c.MaxPositions)
+        {
+            throw new ArgumentException($"sequence of {cache.Length + s} exceeds max_position_embeddings {_c.MaxPositions}", nameof(tokens));
+        }
+
+        var h = new float[s * hsz];
+        for (var t = 0; t < s; t++)
+        {
+            if (tokens[t] < 0 || tokens[t] >= _c.VocabSize)
+            {
+                throw new ArgumentOutOfRangeException(nameof(tokens), $"token id {tokens[t]} outside vocabulary of {_c.VocabSize}");
+            }
+
+            _w.Embed.AsSpan(tokens[t] * hsz, hsz).CopyTo(h.AsSpan(t * hsz));
+        }
+
+        for (var l = 0; l < _c.NumLayers; l++)
+        {
+            Attention(l, h, s, cache);
+            Moe(l, h, s);
+        }
+
+        var normed = Kernels.RmsNorm(h, s, _w.FinalNorm, _c.RmsNormEps);
+        return Kernels.Linear(normed, s, _w.LmHead, _c.VocabSize, hsz);
+    }
+
+    private void Attention(int l, float[] h, int s, ReferenceKvCache cache)
+    {
+        var layer = _w.Layers[l];
+        var hsz = _c.HiddenSize;
+        var d = _c.HeadDim;
+        var past = cache.Length;
+        var x = Kernels.RmsNorm(h, s, layer.InputNorm, _c.RmsNormEps);
+        var q = Kernels.Linear(x, s, layer.Wq, _c.QueryWidth, hsz);
+        var k = Kernels.Linear(x, s, layer.Wk, _c.KvWidth, hsz);
+        var v = Kernels.Linear(x, s, layer.Wv, _c.KvWidth, hsz);
+        for (var t = 0; t < s; t++)
+        {
+            for (var head = 0; head < _c.NumHeads; head++)
+            {
+                Rope(q.AsSpan((t * _c.QueryWidth) + (head * d), d), past + t);
+            }
+
+            for (var head = 0; head < _c.NumKvHeads; head++)
+            {
+                Rope(k.AsSpan((t * _c.KvWidth) + (head * d), d), past + t);
+            }
+
+            cache.Keys[l].Add(k.AsSpan(t * _c.KvWidth, _c.KvWidth).ToArray());
+            cache.Values[l].Add(v.AsSpan(t * _c.KvWidth, _c.KvWidth).ToArray());
+        }
+
+        var keys = cache.Keys[l];
+        var values = cache.Values[l];
+        var group = _c.NumHeads / _c.NumKvHeads;
+        var scale = 1f / MathF.Sqrt(d);
+        var attended = new float[s * _c.QueryWidth];
+        var scores = new float[past + s];
+        for (var t = 0; t < s; t++)
+        {
+            var visible = past + t + 1;
+            for (var head = 0; head < _c.NumHeads; head++)
+            {
+                var kvOffset = head / group * d;
+                var qh = q.AsSpan((t * _c.QueryWidth) + (head * d), d);
+                var max = float.NegativeInfinity;
+                for (var j = 0; j < visible; j++)
+                {
+                    scores[j] = Kernels.Dot(qh, keys[j].AsSpan(kvOffset, d)) * scale;
+                    max = Math.Max(max, scores[j]);
+                }
+
+                var sum = 0f;
+                for (var j = 0; j < visible; j++)
+                {
+                    scores[j] = MathF.Exp(scores[j] - max);
+                    sum += scores[j];
+                }
+
+                var output = attended.AsSpan((t * _c.QueryWidth) + (head * d), d);
+                for (var j = 0; j < visible; j++)
+                {
+                    var p = scores[j] / sum;
+                    var vj = values[j].AsSpan(kvOffset, d);
+                    for (var i = 0; i < d; i++)
+                    {
+                        output[i] += p * vj[i];
+                    }
+                }
+            }
+        }
+
+        var o = Kernels.Linear(attended, s, layer.Wo, hsz, _c.QueryWidth);
+        for (var i = 0; i < h.Length; i++)
+        {
+            h[i] += o[i];
+        }
+    }
+
+    private void Moe(int l, float[] h, int s)
+    {
+        var layer = _w.Layers[l];
+        var hsz = _c.HiddenSize;
+        var x = Kernels.RmsNorm(h, s, layer.PostNorm, _c.RmsNormEps);
+        var logits = Kernels.Linear(x, s, layer.Router, _c.NumExperts, hsz);
+        for (var t = 0; t < s; t++)
+        {
+            var row = x.AsSpan(t * hsz, hsz);
+            foreach (var choice in Routing.TopK(logits.AsSpan(t * _c.NumExperts, _c.NumExperts), _c.TopK))
+            {
+                var y = Kernels.SwiGlu(row, 1, layer.Experts[choice.Expert], hsz, _c.IntermediateSize);
+                for (var i = 0; i < hsz; i++)
+                {
+                    h[(t * hsz) + i] += choice.Weight * y[i];
+                }
+            }
+        }
+    }
+
+    private void Rope(Span<float> x, int position)
+    {
+        var d = x.Length;
+        var half = d / 2;
+        var cos = _cos.AsSpan(position * d, d);
+        var sin = _sin.AsSpan(position * d, d);
+        for (var i = 0; i < half; i++)
+        {
+            var a = x[i];
+            var b = x[i + half];
+            x[i] = (a * cos[i]) - (b * sin[i]);
+            x[i + half] = (b * cos[i + half]) + (a * sin[i + half]);
+        }
+    }
+}
