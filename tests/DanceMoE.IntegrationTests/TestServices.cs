@@ -1,0 +1,114 @@
+using System.Net.Http.Headers;
+using System.Text;
+using DanceMoE.Data;
+using DanceMoE.Hosting;
+using Npgsql;
+
+namespace DanceMoE.IntegrationTests;
+
+/// <summary>
+/// The real RabbitMQ and PostgreSQL started by <c>./dancemoe services up</c> (or named by
+/// <c>ConnectionStrings__rabbitmq</c> / <c>ConnectionStrings__postgres</c>). Tests fail, never skip,
+/// when they are not there.
+/// </summary>
+public static class TestServices
+{
+    public static string RabbitMqUri =>
+        Environment.GetEnvironmentVariable("ConnectionStrings__rabbitmq") ?? RabbitMqOptions.LocalDefault;
+
+    public static string PostgresUrl =>
+        Environment.GetEnvironmentVariable("ConnectionStrings__postgres") ?? DatabaseOptions.LocalDefault;
+
+    public static string ManagementUrl =>
+        Environment.GetEnvironmentVariable("DANCEMOE_RABBITMQ_MANAGEMENT_URL") ?? "http://127.0.0.1:15682";
+
+    public static string UniqueName(string prefix) => $"{prefix}_{Guid.NewGuid():N}"[..(prefix.Length + 13)];
+}
+
+/// <summary>A virtual host of its own for one test class, deleted afterwards.</summary>
+public sealed class IsolatedVirtualHost : IAsyncLifetime
+{
+    private readonly RabbitMqBroker _broker = RabbitMqOptions.Parse(TestServices.RabbitMqUri);
+
+    public string Name { get; } = TestServices.UniqueName("test");
+
+    /// <summary>The amqp:// URI of the isolated virtual host.</summary>
+    public string Uri => $"amqp://{_broker.Username}:{_broker.Password}@{_broker.Host}:{_broker.Port}/{Name}";
+
+    public async Task InitializeAsync()
+    {
+        try
+        {
+            await PutAsync($"api/vhosts/{Name}", "{}");
+            await PutAsync($"api/permissions/{Name}/{_broker.Username}", """{"configure":".*","write":".*","read":".*"}""");
+        }
+        catch (HttpRequestException ex)
+        {
+            throw new InvalidOperationException(
+                $"RabbitMQ management API at {TestServices.ManagementUrl} is not reachable: start the services with ./dancemoe services up ({ex.Message})", ex);
+        }
+    }
+
+    public async Task DisposeAsync()
+    {
+        using var management = CreateManagementClient();
+        using var response = await management.DeleteAsync(new Uri($"api/vhosts/{Name}", UriKind.Relative));
+    }
+
+    private async Task PutAsync(string path, string json)
+    {
+        using var management = CreateManagementClient();
+        using var content = new StringContent(json, Encoding.UTF8, "application/json");
+        using var response = await management.PutAsync(new Uri(path, UriKind.Relative), content);
+        response.EnsureSuccessStatusCode();
+    }
+
+    private HttpClient CreateManagementClient()
+    {
+        var client = new HttpClient { BaseAddress = new Uri(TestServices.ManagementUrl) };
+        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue(
+            "Basic", Convert.ToBase64String(Encoding.UTF8.GetBytes($"{_broker.Username}:{_broker.Password}")));
+        return client;
+    }
+}
+
+/// <summary>A database of its own for one test class, dropped afterwards.</summary>
+public sealed class IsolatedDatabase : IAsyncLifetime
+{
+    public string Name { get; } = TestServices.UniqueName("test");
+
+    public string ConnectionString { get; private set; } = "";
+
+    public async Task InitializeAsync()
+    {
+        var server = new NpgsqlConnectionStringBuilder(DatabaseOptions.ToNpgsql(TestServices.PostgresUrl));
+        await using (var connection = new NpgsqlConnection(server.ConnectionString))
+        {
+            try
+            {
+                await connection.OpenAsync();
+            }
+            catch (NpgsqlException ex)
+            {
+                throw new InvalidOperationException(
+                    $"PostgreSQL at {server.Host}:{server.Port} is not reachable: start the services with ./dancemoe services up ({ex.Message})", ex);
+            }
+
+            await using var create = new NpgsqlCommand($"CREATE DATABASE {Name}", connection);
+            await create.ExecuteNonQueryAsync();
+        }
+
+        server.Database = Name;
+        ConnectionString = server.ConnectionString;
+    }
+
+    public async Task DisposeAsync()
+    {
+        NpgsqlConnection.ClearAllPools();
+        var server = new NpgsqlConnectionStringBuilder(DatabaseOptions.ToNpgsql(TestServices.PostgresUrl));
+        await using var connection = new NpgsqlConnection(server.ConnectionString);
+        await connection.OpenAsync();
+        await using var drop = new NpgsqlCommand($"DROP DATABASE IF EXISTS {Name} WITH (FORCE)", connection);
+        await drop.ExecuteNonQueryAsync();
+    }
+}
