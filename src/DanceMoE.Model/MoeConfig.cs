@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using System.Text.Json.Serialization;
 
 namespace DanceMoE.Model;
 
@@ -27,7 +28,10 @@ public sealed record MoeConfig
     public int? EosTokenId { get; init; }
     public string TorchDtype { get; init; } = "float32";
 
+    [JsonIgnore]
     public int QueryWidth => NumHeads * HeadDim;
+
+    [JsonIgnore]
     public int KvWidth => NumKvHeads * HeadDim;
 
     public static MoeConfig Load(string path)

@@ -1,0 +1,28 @@
+namespace DanceMoE.Model.Onnx;
+
+/// <summary>Tensor names at the boundaries of the exported graphs.</summary>
+public static class GraphNames
+{
+    public const string InputIds = "input_ids";
+    public const string Hidden = "hidden";
+    public const string PositionIds = "position_ids";
+    public const string AttentionMask = "attention_mask";
+    public const string PastKey = "past_key";
+    public const string PastValue = "past_value";
+    public const string Residual = "residual";
+    public const string ExpertInput = "expert_input";
+    public const string RouterLogits = "router_logits";
+    public const string PresentKey = "present_key";
+    public const string PresentValue = "present_value";
+    public const string ExpertX = "x";
+    public const string ExpertY = "y";
+    public const string Logits = "logits";
+
+    public const string EmbeddingGraph = "embedding";
+    public const string DenseGraph = "dense";
+    public const string ExpertGraph = "expert";
+    public const string HeadGraph = "head";
+
+    /// <summary>Additive attention mask value for positions a query must not see.</summary>
+    public const float MaskedOut = -1e9f;
+}
