@@ -1,0 +1,93 @@
+using System.Globalization;
+
+namespace DanceMoE.Placement;
+
+/// <summary>
+/// Reads routing traces: one file per (domain, layer); each line is one sequence,
+/// "ids&lt;TAB&gt;&lt;TAB&gt;weights", k ids per token.
+/// </summary>
+public static class TraceReader
+{
+    /// <summary>Returns the expert ids of each line (sequence) of one layer file.</summary>
+    public static IReadOnlyList<int[]> ReadLayer(TextReader reader, int topK, int experts)
+    {
+        ArgumentNullException.ThrowIfNull(reader);
+        var sequences = new List<int[]>();
+        var lineNumber = 0;
+        while (reader.ReadLine() is { } line)
+        {
+            lineNumber++;
+            if (line.Length == 0)
+            {
+                continue;
+            }
+
+            var tab = line.IndexOf('\t', StringComparison.Ordinal);
+            var idsPart = tab < 0 ? line : line[..tab];
+            var ids = new List<int>();
+            foreach (var range in idsPart.AsSpan().Split(' '))
+            {
+                var token = idsPart.AsSpan()[range];
+                if (token.IsEmpty)
+                {
+                    continue;
+                }
+
+                if (!int.TryParse(token, NumberStyles.None, CultureInfo.InvariantCulture, out var id) || id >= experts)
+                {
+                    throw new FormatException($"line {lineNumber}: '{token.ToString()}' is not an expert id below {experts}");
+                }
+
+                ids.Add(id);
+            }
+
+            if (ids.Count == 0 || ids.Count % topK != 0)
+            {
+                throw new FormatException($"line {lineNumber}: {ids.Count} ids is not a positive multiple of top-{topK}");
+            }
+
+            sequences.Add([.. ids]);
+        }
+
+        return sequences;
+    }
+
+    /// <summary>Joins the per-layer files of one domain into requests (line i of every layer is request i).</summary>
+    public static IReadOnlyList<TraceRequest> Join(int server, IReadOnlyList<IReadOnlyList<int[]>> layers, int topK)
+    {
+        ArgumentNullException.ThrowIfNull(layers);
+        if (layers.Count == 0)
+        {
+            return [];
+        }
+
+        var count = layers[0].Count;
+        for (var l = 1; l < layers.Count; l++)
+        {
+            if (layers[l].Count != count)
+            {
+                throw new FormatException($"layer {l + 1} has {layers[l].Count} sequences, layer 1 has {count}");
+            }
+        }
+
+        var requests = new List<TraceRequest>(count);
+        for (var i = 0; i < count; i++)
+        {
+            var tokens = layers[0][i].Length / topK;
+            var experts = new int[layers.Count][];
+            for (var l = 0; l < layers.Count; l++)
+            {
+                if (layers[l][i].Length != tokens * topK)
+                {
+                    throw new FormatException($"sequence {i + 1}: layer {l + 1} has {layers[l][i].Length / topK} tokens, layer 1 has {tokens}");
+                }
+
+                experts[l] = layers[l][i];
+            }
+
+            requests.Add(new TraceRequest(server, tokens, experts));
+        }
+
+        return requests;
+    }
+}
