@@ -43,6 +43,7 @@ public sealed class ReferenceModel
             throw new ArgumentException($"sequence of {cache.Length + s} exceeds max_position_embeddings {_c.MaxPositions}", nameof(tokens));
         }
 
+        var past = cache.Length;
         var h = new float[s * hsz];
         for (var t = 0; t < s; t++)
         {
@@ -56,7 +57,7 @@ public sealed class ReferenceModel
 
         for (var l = 0; l < _c.NumLayers; l++)
         {
-            Attention(l, h, s, cache);
+            Attention(l, h, s, past, cache);
             Moe(l, h, s);
         }
 
@@ -64,12 +65,11 @@ public sealed class ReferenceModel
         return Kernels.Linear(normed, s, _w.LmHead, _c.VocabSize, hsz);
     }
 
-    private void Attention(int l, float[] h, int s, ReferenceKvCache cache)
+    private void Attention(int l, float[] h, int s, int past, ReferenceKvCache cache)
     {
         var layer = _w.Layers[l];
         var hsz = _c.HiddenSize;
         var d = _c.HeadDim;
-        var past = cache.Length;
         var x = Kernels.RmsNorm(h, s, layer.InputNorm, _c.RmsNormEps);
         var q = Kernels.Linear(x, s, layer.Wq, _c.QueryWidth, hsz);
         var k = Kernels.Linear(x, s, layer.Wk, _c.KvWidth, hsz);

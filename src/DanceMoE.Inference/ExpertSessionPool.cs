@@ -1,0 +1,121 @@
+using DanceMoE.Model;
+using DanceMoE.Model.Onnx;
+using Microsoft.ML.OnnxRuntime;
+
+namespace DanceMoE.Inference;
+
+/// <summary>
+/// Expert sessions loaded and disposed one by one; memory is accounted from the manifest's weight bytes.
+/// </summary>
+public sealed class ExpertSessionPool(ModelManifest manifest, SessionFactory factory) : IDisposable
+{
+    private readonly Dictionary<(int Layer, int Expert), InferenceSession> _sessions = [];
+    private readonly object _gate = new();
+    private readonly RunOptions _run = new();
+
+    public ModelManifest Manifest { get; } = manifest ?? throw new ArgumentNullException(nameof(manifest));
+
+    public long LoadedBytes
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _sessions.Keys.Sum(k => Manifest.Expert(k.Layer, k.Expert).WeightBytes);
+            }
+        }
+    }
+
+    public int LoadedCount
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _sessions.Count;
+            }
+        }
+    }
+
+    public bool IsLoaded(int layer, int expert)
+    {
+        lock (_gate)
+        {
+            return _sessions.ContainsKey((layer, expert));
+        }
+    }
+
+    public void Load(int layer, int expert) => Get(layer, expert);
+
+    public bool Unload(int layer, int expert)
+    {
+        InferenceSession? session;
+        lock (_gate)
+        {
+            if (!_sessions.Remove((layer, expert), out session))
+            {
+                return false;
+            }
+        }
+
+        session.Dispose();
+        return true;
+    }
+
+    public void LoadAll()
+    {
+        foreach (var e in Manifest.Experts)
+        {
+            Load(e.Layer, e.Expert);
+        }
+    }
+
+    /// <summary>Runs one expert on `rows` token rows [rows, hidden]; loads its session if needed.</summary>
+    public float[] Run(int layer, int expert, float[] input, int rows)
+    {
+        ArgumentNullException.ThrowIfNull(input);
+        var hidden = Manifest.Architecture.HiddenSize;
+        if (input.Length != rows * hidden)
+        {
+            throw new ArgumentException($"expert input has {input.Length} values, expected {rows} x {hidden}", nameof(input));
+        }
+
+        using var x = OrtValue.CreateTensorValueFromMemory(input, [rows, hidden]);
+        using var outputs = Get(layer, expert).Run(_run, [GraphNames.ExpertX], [x], [GraphNames.ExpertY]);
+        return outputs[0].GetTensorDataAsSpan<float>().ToArray();
+    }
+
+    public void Dispose()
+    {
+        lock (_gate)
+        {
+            foreach (var session in _sessions.Values)
+            {
+                session.Dispose();
+            }
+
+            _sessions.Clear();
+        }
+
+        _run.Dispose();
+    }
+
+    private InferenceSession Get(int layer, int expert)
+    {
+        if (layer < 0 || layer >= Manifest.Layers.Count || expert < 0 || expert >= Manifest.Layers[layer].Experts.Count)
+        {
+            throw new ArgumentOutOfRangeException(nameof(expert), $"no expert {layer}.{expert} in the manifest");
+        }
+
+        lock (_gate)
+        {
+            if (!_sessions.TryGetValue((layer, expert), out var session))
+            {
+                session = factory.Create(Manifest.PathOf(Manifest.Expert(layer, expert).File));
+                _sessions.Add((layer, expert), session);
+            }
+
+            return session;
+        }
+    }
+}

@@ -1,0 +1,97 @@
+using Microsoft.ML.OnnxRuntime;
+
+namespace DanceMoE.Inference;
+
+public enum ExecutionProvider
+{
+    Auto,
+    Cuda,
+    Cpu,
+}
+
+/// <summary>How ONNX Runtime sessions are created. Zero threads lets ONNX Runtime choose.</summary>
+public sealed record InferenceOptions
+{
+    public ExecutionProvider Provider { get; init; } = ExecutionProvider.Auto;
+    public int IntraOpThreads { get; init; }
+    public int InterOpThreads { get; init; }
+    public int CudaDeviceId { get; init; }
+
+    public static ExecutionProvider ParseProvider(string? text) => text switch
+    {
+        null or "auto" => ExecutionProvider.Auto,
+        "cuda" => ExecutionProvider.Cuda,
+        "cpu" => ExecutionProvider.Cpu,
+        _ => throw new ArgumentException($"unknown provider '{text}' (auto, cuda or cpu)", nameof(text)),
+    };
+}
+
+/// <summary>
+/// Creates ONNX Runtime sessions on the chosen execution provider. `auto` tries CUDA once and,
+/// when its libraries are absent (AppendExecutionProvider_CUDA throws), logs one line and stays on CPU.
+/// </summary>
+public sealed class SessionFactory(InferenceOptions options, Action<string>? log = null)
+{
+    private readonly object _gate = new();
+    private ExecutionProvider? _resolved;
+
+    public InferenceOptions Options { get; } = options ?? throw new ArgumentNullException(nameof(options));
+
+    /// <summary>The provider sessions actually use ("cuda" or "cpu"); null before the first session.</summary>
+    public string? ProviderInUse => _resolved switch
+    {
+        ExecutionProvider.Cuda => "cuda",
+        ExecutionProvider.Cpu => "cpu",
+        _ => null,
+    };
+
+    public InferenceSession Create(string path)
+    {
+        if (!File.Exists(path))
+        {
+            throw new FileNotFoundException($"{path}: model file not found", path);
+        }
+
+        using var sessionOptions = NewOptions();
+        return new InferenceSession(path, sessionOptions);
+    }
+
+    private SessionOptions NewOptions()
+    {
+        var sessionOptions = new SessionOptions
+        {
+            GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL,
+            IntraOpNumThreads = Options.IntraOpThreads,
+            InterOpNumThreads = Options.InterOpThreads,
+        };
+        lock (_gate)
+        {
+            var wanted = _resolved ?? Options.Provider;
+            if (wanted == ExecutionProvider.Cpu)
+            {
+                _resolved = ExecutionProvider.Cpu;
+                return sessionOptions;
+            }
+
+            try
+            {
+                sessionOptions.AppendExecutionProvider_CUDA(Options.CudaDeviceId);
+                _resolved = ExecutionProvider.Cuda;
+            }
+            catch (OnnxRuntimeException ex) when (wanted == ExecutionProvider.Auto)
+            {
+                _resolved = ExecutionProvider.Cpu;
+                log?.Invoke($"CUDA execution provider unavailable ({FirstLine(ex.Message)}); using CPU");
+            }
+            catch (OnnxRuntimeException ex)
+            {
+                sessionOptions.Dispose();
+                throw new InvalidOperationException($"CUDA execution provider unavailable: {FirstLine(ex.Message)}", ex);
+            }
+        }
+
+        return sessionOptions;
+    }
+
+    private static string FirstLine(string text) => text.Split('\n', 2)[0].Trim();
+}

@@ -1,0 +1,149 @@
+using System.Text;
+
+namespace DanceMoE.Model.Tests;
+
+public class CheckpointTests
+{
+    [Fact]
+    public void Tiny_checkpoint_with_the_same_seed_has_the_same_bytes()
+    {
+        using var dir = new TempDirectory();
+        TinyCheckpoint.Write(dir.Sub("a"), TinyModels.Small(3));
+        TinyCheckpoint.Write(dir.Sub("b"), TinyModels.Small(3));
+        TinyCheckpoint.Write(dir.Sub("c"), TinyModels.Small(4));
+        foreach (var file in new[] { "config.json", "model.safetensors", "tokenizer.json" })
+        {
+            Assert.Equal(File.ReadAllBytes(Path.Combine(dir.Sub("a"), file)), File.ReadAllBytes(Path.Combine(dir.Sub("b"), file)));
+        }
+
+        Assert.NotEqual(File.ReadAllBytes(Path.Combine(dir.Sub("a"), "model.safetensors")), File.ReadAllBytes(Path.Combine(dir.Sub("c"), "model.safetensors")));
+    }
+
+    [Fact]
+    public void Tiny_checkpoint_has_the_mixtral_layout_and_a_byte_tokenizer()
+    {
+        using var dir = new TempDirectory();
+        TinyCheckpoint.Write(dir.Path, new TinyOptions { Seed = 1 });
+        var checkpoint = Checkpoint.Open(dir.Path);
+        var c = checkpoint.Config;
+        Assert.Equal(("mixtral", 4, 16, 2, 128), (c.ModelType, c.NumLayers, c.NumExperts, c.TopK, c.HiddenSize));
+        Assert.NotNull(checkpoint.Tokenizer);
+        Assert.Equal(c.VocabSize, checkpoint.Tokenizer.VocabSize);
+        Assert.True(checkpoint.Has("model.layers.3.block_sparse_moe.experts.15.w2.weight"));
+        Assert.Equal(c.HiddenSize * c.IntermediateSize, checkpoint.Read(MixtralNames.Expert(3, 15, 2), c.HiddenSize, c.IntermediateSize).Length);
+    }
+
+    [Fact]
+    public void Sharded_checkpoint_reads_the_same_weights_as_a_single_file()
+    {
+        using var dir = new TempDirectory();
+        TinyCheckpoint.Write(dir.Sub("single"), TinyModels.Small());
+        TinyCheckpoint.Write(dir.Sub("sharded"), TinyModels.Small() with { MaxShardBytes = 40_000 });
+        Assert.True(File.Exists(Path.Combine(dir.Sub("sharded"), Checkpoint.IndexFile)));
+        Assert.True(Directory.GetFiles(dir.Sub("sharded"), "*.safetensors").Length > 1);
+        var single = MoeWeights.Load(Checkpoint.Open(dir.Sub("single")));
+        var sharded = MoeWeights.Load(Checkpoint.Open(dir.Sub("sharded")));
+        Assert.Equal(single.LmHead, sharded.LmHead);
+        Assert.Equal(single.Layers[1].Experts[3].W2, sharded.Layers[1].Experts[3].W2);
+    }
+
+    [Theory]
+    [InlineData(TensorDtype.F16)]
+    [InlineData(TensorDtype.BF16)]
+    public void Half_precision_checkpoints_read_close_to_float32(TensorDtype dtype)
+    {
+        using var dir = new TempDirectory();
+        TinyCheckpoint.Write(dir.Sub("f32"), TinyModels.Small());
+        TinyCheckpoint.Write(dir.Sub("half"), TinyModels.Small() with { Dtype = dtype });
+        var full = Checkpoint.Open(dir.Sub("f32"));
+        var half = Checkpoint.Open(dir.Sub("half"));
+        Assert.Equal(dtype, half.DtypeOf(MixtralNames.Embed));
+        var c = full.Config;
+        var a = full.Read(MixtralNames.Embed, c.VocabSize, c.HiddenSize);
+        var b = half.Read(MixtralNames.Embed, c.VocabSize, c.HiddenSize);
+        var tolerance = dtype == TensorDtype.F16 ? 1e-3 : 1e-2;
+        Assert.All(a.Zip(b), p => Assert.True(Math.Abs(p.First - p.Second) <= tolerance * Math.Max(1, Math.Abs(p.First))));
+    }
+
+    [Fact]
+    public void Truncated_safetensors_fails_naming_the_file_and_tensor()
+    {
+        using var dir = new TempDirectory();
+        TinyCheckpoint.Write(dir.Path, TinyModels.Small());
+        var path = Path.Combine(dir.Path, Checkpoint.SingleFile);
+        var bytes = File.ReadAllBytes(path);
+        File.WriteAllBytes(path, bytes[..(bytes.Length - 100)]);
+        var ex = Assert.Throws<ModelFormatException>(() => Checkpoint.Open(dir.Path));
+        Assert.Contains("model.safetensors", ex.Message, StringComparison.Ordinal);
+        Assert.Contains("truncated", ex.Message, StringComparison.Ordinal);
+        Assert.Contains(MixtralNames.LmHead, ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Safetensors_with_a_broken_header_fails_clearly()
+    {
+        using var dir = new TempDirectory();
+        var path = Path.Combine(dir.Path, "bad.safetensors");
+        var header = Encoding.UTF8.GetBytes("{\"w\": {\"dtype\": \"F32\", \"shape\": [2");
+        File.WriteAllBytes(path, [.. BitConverter.GetBytes((long)header.Length), .. header]);
+        var ex = Assert.Throws<ModelFormatException>(() => SafeTensorsFile.Open(path));
+        Assert.Contains("bad.safetensors", ex.Message, StringComparison.Ordinal);
+        Assert.Contains("JSON", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Tensor_with_the_wrong_shape_fails_naming_the_tensor_and_both_shapes()
+    {
+        using var dir = new TempDirectory();
+        TinyCheckpoint.Write(dir.Path, TinyModels.Small());
+        var config = Path.Combine(dir.Path, Checkpoint.ConfigFile);
+        File.WriteAllText(config, File.ReadAllText(config).Replace("\"intermediate_size\": 64", "\"intermediate_size\": 65", StringComparison.Ordinal));
+        var ex = Assert.Throws<ModelFormatException>(() => MoeWeights.Load(Checkpoint.Open(dir.Path)));
+        Assert.Contains("model.layers.0.block_sparse_moe.experts.0.w1.weight", ex.Message, StringComparison.Ordinal);
+        Assert.Contains("[64, 32]", ex.Message, StringComparison.Ordinal);
+        Assert.Contains("[65, 32]", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Missing_tensor_fails_naming_it()
+    {
+        using var dir = new TempDirectory();
+        TinyCheckpoint.Write(dir.Path, TinyModels.Small());
+        var config = Path.Combine(dir.Path, Checkpoint.ConfigFile);
+        File.WriteAllText(config, File.ReadAllText(config).Replace("\"num_local_experts\": 4", "\"num_local_experts\": 5", StringComparison.Ordinal));
+        var ex = Assert.Throws<ModelFormatException>(() => MoeWeights.Load(Checkpoint.Open(dir.Path)));
+        Assert.Contains("model.layers.0.block_sparse_moe", ex.Message, StringComparison.Ordinal);
+        Assert.Contains("missing", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Bad_config_json_fails_naming_the_file()
+    {
+        using var dir = new TempDirectory();
+        TinyCheckpoint.Write(dir.Path, TinyModels.Small());
+        File.WriteAllText(Path.Combine(dir.Path, Checkpoint.ConfigFile), "{ \"model_type\": \"mixtral\", ");
+        var ex = Assert.Throws<ModelFormatException>(() => Checkpoint.Open(dir.Path));
+        Assert.Contains("config.json", ex.Message, StringComparison.Ordinal);
+        Assert.Contains("invalid JSON", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Unsupported_model_type_is_rejected()
+    {
+        using var dir = new TempDirectory();
+        TinyCheckpoint.Write(dir.Path, TinyModels.Small());
+        var config = Path.Combine(dir.Path, Checkpoint.ConfigFile);
+        File.WriteAllText(config, File.ReadAllText(config).Replace("\"mixtral\"", "\"deepseek_v2\"", StringComparison.Ordinal));
+        var ex = Assert.Throws<ModelFormatException>(() => Checkpoint.Open(dir.Path));
+        Assert.Contains("unsupported model_type 'deepseek_v2'", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Byte_tokenizer_round_trips_utf8_text()
+    {
+        var tokenizer = ByteTokenizer.Default;
+        var ids = tokenizer.Encode("edge servers — share experts");
+        Assert.Equal(tokenizer.BosTokenId, ids[0]);
+        Assert.Equal("edge servers — share experts", tokenizer.Decode(ids));
+    }
+}
