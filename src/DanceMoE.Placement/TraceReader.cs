@@ -4,7 +4,7 @@ namespace DanceMoE.Placement;
 
 /// <summary>
 /// Reads routing traces: one file per (domain, layer); each line is one sequence,
-/// "ids&lt;TAB&gt;&lt;TAB&gt;weights", k ids per token.
+/// "ids&lt;TAB&gt;&lt;TAB&gt;weights" (each list tab-separated), k ids per token.
 /// </summary>
 public static class TraceReader
 {
@@ -22,10 +22,10 @@ public static class TraceReader
                 continue;
             }
 
-            var tab = line.IndexOf('\t', StringComparison.Ordinal);
-            var idsPart = tab < 0 ? line : line[..tab];
+            var split = line.IndexOf("\t\t", StringComparison.Ordinal);
+            var idsPart = split < 0 ? line : line[..split];
             var ids = new List<int>();
-            foreach (var range in idsPart.AsSpan().Split(' '))
+            foreach (var range in idsPart.AsSpan().SplitAny(" \t"))
             {
                 var token = idsPart.AsSpan()[range];
                 if (token.IsEmpty)

@@ -1,0 +1,406 @@
+namespace DanceMoE.Placement;
+
+/// <summary>
+/// Our planner: minimises the modelled mean request latency of the history requests instead of the call count.
+/// <para>
+/// Why the call count is not enough: a decode step at a layer avoids a round trip only when ALL top-k experts of the
+/// token are local, so slots spread thinly by frequency over every layer still pay a round trip almost everywhere,
+/// while the same slots concentrated into whole layers make those layers free. Prefill instead pays for bytes, which
+/// favours spreading. The mean latency is a sum over layers of per-layer terms, so the search can price every change
+/// by re-running only the layers it touches.
+/// </para>
+/// Seeds: the exact optimum of the call count, and an owner layout (each layer held whole by one server, chosen where
+/// the server's own tokens are least covered by a frequency share, the rest filled by frequency). Each seed is improved
+/// by steepest descent over moves "server n frees d slots in layer a (replicated experts it uses least) and takes its d
+/// most used missing experts of layer b" and "server n fills free slots", d in {1, 4, 16, E}; the better result wins.
+/// </summary>
+public sealed class LatencyPlacement : IPlacementAlgorithm
+{
+    public string Name => "latency";
+
+    /// <summary>Upper bound on improving moves per seed (each move is cheap; this only bounds the solve time).</summary>
+    public int MaxMoves { get; init; } = 400;
+
+    public ExpertPlacement Place(PlacementProblem problem)
+    {
+        ArgumentNullException.ThrowIfNull(problem);
+        problem.EnsureFeasible();
+        var optimal = new OptimalPlacement().Place(problem);
+        if (problem.History is null || problem.History.Requests.Count == 0)
+        {
+            return optimal;
+        }
+
+        var search = new LocalSearch(problem, MaxMoves);
+        var fromOptimal = search.Improve(optimal);
+        var fromOwners = search.Improve(OwnerSeed(problem, search));
+        return fromOwners.Seconds < fromOptimal.Seconds ? fromOwners.Placement : fromOptimal.Placement;
+    }
+
+    internal static ExpertPlacement OwnerSeed(PlacementProblem problem, LocalSearch search)
+    {
+        var model = problem.Model;
+        var f = problem.Activations;
+        var slots = problem.Slots();
+        var servers = slots.Length;
+        var experts = model.Experts;
+        var placement = new ExpertPlacement(servers, model.Layers, experts);
+        var value = search.WholeLayerValue(slots);
+        var owned = new bool[model.Layers];
+        var full = new int[servers];
+
+        while (true)
+        {
+            var (n, l) = BestPair(value, (n, l) => !owned[l] && slots[n] - (full[n] * experts) >= experts);
+            if (n < 0)
+            {
+                break;
+            }
+
+            Fill(placement, n, l, experts);
+            owned[l] = true;
+            full[n]++;
+        }
+
+        for (var l = 0; l < model.Layers; l++)
+        {
+            if (owned[l])
+            {
+                continue;
+            }
+
+            var layer = l;
+            foreach (var e in Enumerable.Range(0, experts).OrderByDescending(e => f.Global(layer, e)).ThenBy(e => e))
+            {
+                var host = -1;
+                for (var n = 0; n < servers; n++)
+                {
+                    if (placement.Count(n) < slots[n] && (host < 0 || f[n, l, e] > f[host, l, e]))
+                    {
+                        host = n;
+                    }
+                }
+
+                placement.Add(host, l, e);
+            }
+        }
+
+        while (true)
+        {
+            var (n, l) = BestPair(value, (n, l) => placement.CountLayer(n, l) < experts && slots[n] - placement.Count(n) >= experts - placement.CountLayer(n, l));
+            if (n < 0)
+            {
+                break;
+            }
+
+            Fill(placement, n, l, experts);
+        }
+
+        for (var n = 0; n < servers; n++)
+        {
+            var server = n;
+            var free = slots[n] - placement.Count(n);
+            var missing = Enumerable.Range(0, model.ExpertCount)
+                .Where(i => !placement.Holds(server, i / experts, i % experts))
+                .OrderByDescending(i => f[server, i / experts, i % experts])
+                .ThenBy(i => i)
+                .Take(free);
+            foreach (var i in missing)
+            {
+                placement.Add(n, i / experts, i % experts);
+            }
+        }
+
+        return placement;
+    }
+
+    private static (int Server, int Layer) BestPair(double[,] value, Func<int, int, bool> allowed)
+    {
+        var best = (Server: -1, Layer: -1);
+        for (var n = 0; n < value.GetLength(0); n++)
+        {
+            for (var l = 0; l < value.GetLength(1); l++)
+            {
+                if (allowed(n, l) && (best.Server < 0 || value[n, l] > value[best.Server, best.Layer]))
+                {
+                    best = (n, l);
+                }
+            }
+        }
+
+        return best;
+    }
+
+    private static void Fill(ExpertPlacement placement, int server, int layer, int experts)
+    {
+        for (var e = 0; e < experts; e++)
+        {
+            placement.Add(server, layer, e);
+        }
+    }
+}
+
+/// <summary>Steepest descent on the modelled latency of the history requests, layer by layer.</summary>
+internal sealed class LocalSearch
+{
+    private readonly PlacementProblem _problem;
+    private readonly LatencyModel _latency;
+    private readonly IReadOnlyList<TraceRequest> _requests;
+    private readonly int[] _slots;
+    private readonly int[][][] _rank;
+    private readonly int[] _steps;
+    private readonly int _maxMoves;
+
+    public LocalSearch(PlacementProblem problem, int maxMoves)
+    {
+        _problem = problem;
+        _maxMoves = maxMoves;
+        _latency = new LatencyModel(problem.Model, problem.Cluster, problem.Latency);
+        _requests = problem.History!.Requests;
+        _slots = problem.Slots();
+        var model = problem.Model;
+        var f = problem.Activations;
+        _rank = new int[_slots.Length][][];
+        for (var n = 0; n < _slots.Length; n++)
+        {
+            _rank[n] = new int[model.Layers][];
+            for (var l = 0; l < model.Layers; l++)
+            {
+                var server = n;
+                var layer = l;
+                _rank[n][l] = Enumerable.Range(0, model.Experts).OrderByDescending(e => f[server, layer, e]).ThenBy(e => e).ToArray();
+            }
+        }
+
+        _steps = new[] { 1, 4, 16, model.Experts }.Where(d => d <= model.Experts).Distinct().ToArray();
+    }
+
+    public double Seconds(ExpertPlacement placement) =>
+        Enumerable.Range(0, _problem.Model.Layers).Sum(l => _latency.LayerSeconds(placement, _requests, l));
+
+    /// <summary>
+    /// How much server n gains from holding layer l whole: its decode tokens at l that its frequency share of slots
+    /// (slots / layers, most used first) would not cover completely.
+    /// </summary>
+    public double[,] WholeLayerValue(int[] slots)
+    {
+        var model = _problem.Model;
+        var value = new double[slots.Length, model.Layers];
+        for (var n = 0; n < slots.Length; n++)
+        {
+            var share = Math.Min(model.Experts, slots[n] / model.Layers);
+            for (var l = 0; l < model.Layers; l++)
+            {
+                var inShare = new bool[model.Experts];
+                foreach (var e in _rank[n][l].Take(share))
+                {
+                    inShare[e] = true;
+                }
+
+                foreach (var request in _requests.Where(r => r.Server == n))
+                {
+                    var (prompt, _) = _problem.Latency.Split(request.Tokens);
+                    var ids = request.Experts[l];
+                    for (var t = prompt; t < request.Tokens; t++)
+                    {
+                        var covered = true;
+                        for (var j = 0; j < model.TopK && covered; j++)
+                        {
+                            covered = inShare[ids[(t * model.TopK) + j]];
+                        }
+
+                        if (!covered)
+                        {
+                            value[n, l]++;
+                        }
+                    }
+                }
+            }
+        }
+
+        return value;
+    }
+
+    public (ExpertPlacement Placement, double Seconds) Improve(ExpertPlacement seed)
+    {
+        var model = _problem.Model;
+        var servers = _slots.Length;
+        var layers = model.Layers;
+        var p = seed.Clone();
+        var cost = new double[layers];
+        var shrink = new double[servers, layers, _steps.Length];
+        var grow = new double[servers, layers, _steps.Length];
+        for (var l = 0; l < layers; l++)
+        {
+            cost[l] = _latency.LayerSeconds(p, _requests, l);
+            Price(p, l, cost[l], shrink, grow);
+        }
+
+        for (var move = 0; move < _maxMoves; move++)
+        {
+            var best = (Delta: -1e-9 * cost.Sum(), Server: -1, From: -1, To: -1, Step: -1);
+            for (var n = 0; n < servers; n++)
+            {
+                var free = _slots[n] - p.Count(n);
+                for (var s = 0; s < _steps.Length; s++)
+                {
+                    var (first, second) = TwoCheapest(shrink, n, s);
+                    for (var to = 0; to < layers; to++)
+                    {
+                        var g = grow[n, to, s];
+                        if (double.IsNaN(g))
+                        {
+                            continue;
+                        }
+
+                        if (free >= _steps[s] && g < best.Delta)
+                        {
+                            best = (g, n, -1, to, s);
+                        }
+
+                        var from = first == to ? second : first;
+                        if (from >= 0 && g + shrink[n, from, s] < best.Delta)
+                        {
+                            best = (g + shrink[n, from, s], n, from, to, s);
+                        }
+                    }
+                }
+            }
+
+            if (best.Server < 0)
+            {
+                break;
+            }
+
+            var d = _steps[best.Step];
+            if (best.From >= 0)
+            {
+                foreach (var e in ShrinkSet(p, best.Server, best.From, d))
+                {
+                    p.Remove(best.Server, best.From, e);
+                }
+
+                cost[best.From] = _latency.LayerSeconds(p, _requests, best.From);
+                Price(p, best.From, cost[best.From], shrink, grow);
+            }
+
+            foreach (var e in GrowSet(p, best.Server, best.To, d))
+            {
+                p.Add(best.Server, best.To, e);
+            }
+
+            cost[best.To] = _latency.LayerSeconds(p, _requests, best.To);
+            Price(p, best.To, cost[best.To], shrink, grow);
+        }
+
+        return (p, cost.Sum());
+    }
+
+    private static (int First, int Second) TwoCheapest(double[,,] shrink, int n, int s)
+    {
+        var first = -1;
+        var second = -1;
+        for (var l = 0; l < shrink.GetLength(1); l++)
+        {
+            var v = shrink[n, l, s];
+            if (double.IsNaN(v))
+            {
+                continue;
+            }
+
+            if (first < 0 || v < shrink[n, first, s])
+            {
+                second = first;
+                first = l;
+            }
+            else if (second < 0 || v < shrink[n, second, s])
+            {
+                second = l;
+            }
+        }
+
+        return (first, second);
+    }
+
+    private void Price(ExpertPlacement p, int layer, double current, double[,,] shrink, double[,,] grow)
+    {
+        for (var n = 0; n < _slots.Length; n++)
+        {
+            for (var s = 0; s < _steps.Length; s++)
+            {
+                var d = _steps[s];
+                var remove = ShrinkSet(p, n, layer, d);
+                shrink[n, layer, s] = remove.Count < d ? double.NaN : Delta(p, n, layer, remove, add: false, current);
+                var add = GrowSet(p, n, layer, d);
+                grow[n, layer, s] = add.Count < d ? double.NaN : Delta(p, n, layer, add, add: true, current);
+            }
+        }
+    }
+
+    private double Delta(ExpertPlacement p, int n, int layer, List<int> experts, bool add, double current)
+    {
+        foreach (var e in experts)
+        {
+            if (add)
+            {
+                p.Add(n, layer, e);
+            }
+            else
+            {
+                p.Remove(n, layer, e);
+            }
+        }
+
+        var seconds = _latency.LayerSeconds(p, _requests, layer);
+        foreach (var e in experts)
+        {
+            if (add)
+            {
+                p.Remove(n, layer, e);
+            }
+            else
+            {
+                p.Add(n, layer, e);
+            }
+        }
+
+        return seconds - current;
+    }
+
+    /// <summary>The d experts server n uses least in the layer among those another server also holds.</summary>
+    private List<int> ShrinkSet(ExpertPlacement p, int n, int layer, int d)
+    {
+        var set = new List<int>(d);
+        var order = _rank[n][layer];
+        for (var i = order.Length - 1; i >= 0 && set.Count < d; i--)
+        {
+            var e = order[i];
+            if (p.Holds(n, layer, e) && p.Replicas(layer, e) > 1)
+            {
+                set.Add(e);
+            }
+        }
+
+        return set;
+    }
+
+    /// <summary>The d experts server n uses most in the layer among those it lacks.</summary>
+    private List<int> GrowSet(ExpertPlacement p, int n, int layer, int d)
+    {
+        var set = new List<int>(d);
+        foreach (var e in _rank[n][layer])
+        {
+            if (set.Count == d)
+            {
+                break;
+            }
+
+            if (!p.Holds(n, layer, e))
+            {
+                set.Add(e);
+            }
+        }
+
+        return set;
+    }
+}
