@@ -62,13 +62,8 @@ public sealed class ExpertSessionPool(ModelManifest manifest, SessionFactory fac
         return true;
     }
 
-    public void LoadAll()
-    {
-        foreach (var e in Manifest.Experts)
-        {
-            Load(e.Layer, e.Expert);
-        }
-    }
+    /// <summary>Loads every expert of the manifest (the monolithic case); sessions are created in parallel.</summary>
+    public void LoadAll() => Parallel.ForEach(Manifest.Experts, e => Load(e.Layer, e.Expert));
 
     /// <summary>Runs one expert on `rows` token rows [rows, hidden]; loads its session if needed.</summary>
     public float[] Run(int layer, int expert, float[] input, int rows)
@@ -109,13 +104,22 @@ public sealed class ExpertSessionPool(ModelManifest manifest, SessionFactory fac
 
         lock (_gate)
         {
-            if (!_sessions.TryGetValue((layer, expert), out var session))
+            if (_sessions.TryGetValue((layer, expert), out var loaded))
             {
-                session = factory.Create(Manifest.PathOf(Manifest.Expert(layer, expert).File));
-                _sessions.Add((layer, expert), session);
+                return loaded;
             }
-
-            return session;
         }
+
+        var session = factory.Create(Manifest.PathOf(Manifest.Expert(layer, expert).File));
+        lock (_gate)
+        {
+            if (_sessions.TryAdd((layer, expert), session))
+            {
+                return session;
+            }
+        }
+
+        session.Dispose();
+        return Get(layer, expert);
     }
 }

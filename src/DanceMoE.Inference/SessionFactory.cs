@@ -64,6 +64,10 @@ public sealed class SessionFactory(InferenceOptions options, Action<string>? log
             IntraOpNumThreads = Options.IntraOpThreads,
             InterOpNumThreads = Options.InterOpThreads,
         };
+
+        // Many small sessions (one per expert) share the cores: idle pool threads must not spin.
+        sessionOptions.AddSessionConfigEntry("session.intra_op.allow_spinning", "0");
+        sessionOptions.AddSessionConfigEntry("session.inter_op.allow_spinning", "0");
         lock (_gate)
         {
             var wanted = _resolved ?? Options.Provider;
@@ -73,6 +77,10 @@ public sealed class SessionFactory(InferenceOptions options, Action<string>? log
                 return sessionOptions;
             }
 
+            // The native library logs its own error when CUDA is absent; our one line below says it instead.
+            var env = OrtEnv.Instance();
+            var logLevel = env.EnvLogLevel;
+            env.EnvLogLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_FATAL;
             try
             {
                 sessionOptions.AppendExecutionProvider_CUDA(Options.CudaDeviceId);
@@ -87,6 +95,10 @@ public sealed class SessionFactory(InferenceOptions options, Action<string>? log
             {
                 sessionOptions.Dispose();
                 throw new InvalidOperationException($"CUDA execution provider unavailable: {FirstLine(ex.Message)}", ex);
+            }
+            finally
+            {
+                env.EnvLogLevel = logLevel;
             }
         }
 

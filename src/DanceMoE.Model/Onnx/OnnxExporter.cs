@@ -88,6 +88,24 @@ public static class OnnxExporter
         };
     }
 
+    /// <summary>A lone MatMul x[rows, inner] · W[inner, outer] with seeded weights: the baseline for expert benchmarks.</summary>
+    public static void WriteMatMul(string path, int inner, int outer, ulong seed)
+    {
+        var random = new SplitMix64(seed);
+        var w = new float[inner * outer];
+        for (var i = 0; i < w.Length; i++)
+        {
+            w[i] = (float)(random.NextDouble() - 0.5);
+        }
+
+        var g = new GraphBuilder("matmul", TensorDtype.F32);
+        g.Input(ExpertX, DataType.Float, "rows", inner);
+        g.MatMul(ExpertX, g.Weight("w", w, inner, outer), ExpertY);
+        g.Output(ExpertY, DataType.Float, "rows", outer);
+        using var stream = File.Create(path);
+        g.ToModel().WriteTo(stream);
+    }
+
     internal static GraphBuilder BuildEmbedding(MoeConfig c, float[] embed, TensorDtype dtype)
     {
         var g = new GraphBuilder(EmbeddingGraph, dtype);
