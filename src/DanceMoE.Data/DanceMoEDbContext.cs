@@ -10,6 +10,16 @@ public sealed class DanceMoEDbContext(DbContextOptions<DanceMoEDbContext> option
 
     public DbSet<EdgeServer> EdgeServers => Set<EdgeServer>();
 
+    public DbSet<InferenceRequest> Requests => Set<InferenceRequest>();
+
+    public DbSet<RoutingEvent> RoutingEvents => Set<RoutingEvent>();
+
+    public DbSet<ActivationCount> ActivationCounts => Set<ActivationCount>();
+
+    public DbSet<PlacementVersion> Placements => Set<PlacementVersion>();
+
+    public DbSet<PlacementAssignment> PlacementAssignments => Set<PlacementAssignment>();
+
     /// <summary>The one place that configures Npgsql for this context, so every host maps the schema alike.</summary>
     public static DbContextOptionsBuilder Configure(DbContextOptionsBuilder builder, string connectionString) =>
         builder
@@ -30,6 +40,72 @@ public sealed class DanceMoEDbContext(DbContextOptions<DanceMoEDbContext> option
             edge.Property(e => e.Id).HasMaxLength(64);
             edge.Property(e => e.ComputeClass).HasMaxLength(128);
             edge.Property(e => e.ExecutionProvider).HasMaxLength(16);
+        });
+
+        modelBuilder.Entity<InferenceRequest>(request =>
+        {
+            request.ToTable("requests", t => t.HasComment("One row per finished inference request, written by its origin edge's trace writer."));
+            request.HasKey(r => r.Id);
+            request.Property(r => r.Id).ValueGeneratedNever().HasComment("Request id (the id the client and routing_events.request_id use).");
+            request.Property(r => r.OriginEdge).HasMaxLength(64).HasComment("Edge server where the request arrived (edge_servers.id).");
+            request.Property(r => r.WorkloadTag).HasMaxLength(128).HasComment("Workload the client declared (region, language, application), if any.");
+            request.Property(r => r.PromptTokens).HasComment("Tokens in the prompt.");
+            request.Property(r => r.GeneratedTokens).HasComment("Tokens generated.");
+            request.Property(r => r.Status).HasMaxLength(16).HasComment("completed, failed or cancelled.");
+            request.Property(r => r.Error).HasComment("Error message when the request failed.");
+            request.Property(r => r.PlacementVersion).HasComment("Placement version in force when the request arrived (placements.version).");
+            request.Property(r => r.ReceivedAt).HasComment("When the origin edge received the request.");
+            request.Property(r => r.FirstTokenAt).HasComment("When the first token was generated (end of prefill).");
+            request.Property(r => r.CompletedAt).HasComment("When the request completed or failed.");
+            request.HasIndex(r => new { r.OriginEdge, r.ReceivedAt });
+            request.HasIndex(r => r.ReceivedAt);
+        });
+
+        // Partitioned by day on recorded_at: the migration creates the table with raw SQL; this mapping is for reading.
+        modelBuilder.Entity<RoutingEvent>(routing =>
+        {
+            routing.ToTable("routing_events");
+            routing.HasKey(r => new { r.RequestId, r.Position, r.Layer, r.RecordedAt });
+            routing.Property(r => r.OriginEdge).HasMaxLength(64);
+        });
+
+        modelBuilder.Entity<ActivationCount>(count =>
+        {
+            count.ToTable("activation_counts", t => t.HasComment(
+                "Roll-up of routing_events: activations per one-minute bucket, origin edge, layer and expert. The placement job reads it; kept in step with routing_events by the writer, in the same transaction."));
+            count.HasKey(c => new { c.Bucket, c.OriginEdge, c.Layer, c.Expert });
+            count.Property(c => c.Bucket).HasComment("Start of the one-minute bucket (UTC) of routing_events.recorded_at.");
+            count.Property(c => c.OriginEdge).HasMaxLength(64).HasComment("Edge server whose requests activated the expert.");
+            count.Property(c => c.Layer).HasComment("MoE layer, from 0.");
+            count.Property(c => c.Expert).HasComment("Expert index within the layer, from 0.");
+            count.Property(c => c.Count).HasComment("Token-layer activations of the expert in the bucket.");
+            count.HasIndex(c => new { c.OriginEdge, c.Bucket });
+        });
+
+        modelBuilder.Entity<PlacementVersion>(placement =>
+        {
+            placement.ToTable("placements", t => t.HasComment("Every placement of experts on edges that the placement job computed; at most one is active."));
+            placement.HasKey(p => p.Version);
+            placement.Property(p => p.Version).ValueGeneratedNever().HasComment("Placement version, increasing; routing_events.placement_version refers to it.");
+            placement.Property(p => p.CreatedAt).HasComment("When it was computed.");
+            placement.Property(p => p.Algorithm).HasMaxLength(32).HasComment("Algorithm: uniform, redundance, eplb, dancemoe, optimal, latency.");
+            placement.Property(p => p.PredictedCost).HasComment("The algorithm's predicted cost (expected remote calls per token, or modelled latency).");
+            placement.Property(p => p.InputsDigest).HasMaxLength(128).HasComment("Digest of the inputs it was computed from (activation window, budgets, links).");
+            placement.Property(p => p.IsActive).HasComment("True for the placement the cluster serves with now.");
+            placement.Property(p => p.ActivatedAt).HasComment("When the cluster switched to it, if it did.");
+            placement.HasIndex(p => p.IsActive).IsUnique().HasFilter("is_active");
+            placement.HasMany(p => p.Assignments).WithOne().HasForeignKey(a => a.PlacementVersion).OnDelete(DeleteBehavior.Cascade);
+        });
+
+        modelBuilder.Entity<PlacementAssignment>(assignment =>
+        {
+            assignment.ToTable("placement_assignments", t => t.HasComment("Which edge holds which expert in each placement; one row per replica."));
+            assignment.HasKey(a => new { a.PlacementVersion, a.Layer, a.Expert, a.EdgeId });
+            assignment.Property(a => a.PlacementVersion).HasComment("placements.version.");
+            assignment.Property(a => a.Layer).HasComment("MoE layer, from 0.");
+            assignment.Property(a => a.Expert).HasComment("Expert index within the layer, from 0.");
+            assignment.Property(a => a.EdgeId).HasMaxLength(64).HasComment("Edge server that holds a replica (edge_servers.id).");
+            assignment.HasIndex(a => new { a.EdgeId, a.PlacementVersion });
         });
     }
 }

@@ -22,6 +22,46 @@ namespace DanceMoE.Migrations.Migrations
 
             NpgsqlModelBuilderExtensions.UseIdentityByDefaultColumns(modelBuilder);
 
+            modelBuilder.Entity("DanceMoE.Data.ActivationCount", b =>
+                {
+                    b.Property<DateTimeOffset>("Bucket")
+                        .HasColumnType("timestamp with time zone")
+                        .HasColumnName("bucket")
+                        .HasComment("Start of the one-minute bucket (UTC) of routing_events.recorded_at.");
+
+                    b.Property<string>("OriginEdge")
+                        .HasMaxLength(64)
+                        .HasColumnType("character varying(64)")
+                        .HasColumnName("origin_edge")
+                        .HasComment("Edge server whose requests activated the expert.");
+
+                    b.Property<short>("Layer")
+                        .HasColumnType("smallint")
+                        .HasColumnName("layer")
+                        .HasComment("MoE layer, from 0.");
+
+                    b.Property<short>("Expert")
+                        .HasColumnType("smallint")
+                        .HasColumnName("expert")
+                        .HasComment("Expert index within the layer, from 0.");
+
+                    b.Property<long>("Count")
+                        .HasColumnType("bigint")
+                        .HasColumnName("count")
+                        .HasComment("Token-layer activations of the expert in the bucket.");
+
+                    b.HasKey("Bucket", "OriginEdge", "Layer", "Expert")
+                        .HasName("pk_activation_counts");
+
+                    b.HasIndex("OriginEdge", "Bucket")
+                        .HasDatabaseName("ix_activation_counts_origin_edge_bucket");
+
+                    b.ToTable("activation_counts", null, t =>
+                        {
+                            t.HasComment("Roll-up of routing_events: activations per one-minute bucket, origin edge, layer and expert. The placement job reads it; kept in step with routing_events by the writer, in the same transaction.");
+                        });
+                });
+
             modelBuilder.Entity("DanceMoE.Data.EdgeServer", b =>
                 {
                     b.Property<string>("Id")
@@ -63,6 +103,241 @@ namespace DanceMoE.Migrations.Migrations
                         {
                             t.HasComment("Edge servers of the cluster, as their last heartbeat described them.");
                         });
+                });
+
+            modelBuilder.Entity("DanceMoE.Data.InferenceRequest", b =>
+                {
+                    b.Property<Guid>("Id")
+                        .HasColumnType("uuid")
+                        .HasColumnName("id")
+                        .HasComment("Request id (the id the client and routing_events.request_id use).");
+
+                    b.Property<DateTimeOffset>("CompletedAt")
+                        .HasColumnType("timestamp with time zone")
+                        .HasColumnName("completed_at")
+                        .HasComment("When the request completed or failed.");
+
+                    b.Property<string>("Error")
+                        .HasColumnType("text")
+                        .HasColumnName("error")
+                        .HasComment("Error message when the request failed.");
+
+                    b.Property<DateTimeOffset?>("FirstTokenAt")
+                        .HasColumnType("timestamp with time zone")
+                        .HasColumnName("first_token_at")
+                        .HasComment("When the first token was generated (end of prefill).");
+
+                    b.Property<int>("GeneratedTokens")
+                        .HasColumnType("integer")
+                        .HasColumnName("generated_tokens")
+                        .HasComment("Tokens generated.");
+
+                    b.Property<string>("OriginEdge")
+                        .IsRequired()
+                        .HasMaxLength(64)
+                        .HasColumnType("character varying(64)")
+                        .HasColumnName("origin_edge")
+                        .HasComment("Edge server where the request arrived (edge_servers.id).");
+
+                    b.Property<int?>("PlacementVersion")
+                        .HasColumnType("integer")
+                        .HasColumnName("placement_version")
+                        .HasComment("Placement version in force when the request arrived (placements.version).");
+
+                    b.Property<int>("PromptTokens")
+                        .HasColumnType("integer")
+                        .HasColumnName("prompt_tokens")
+                        .HasComment("Tokens in the prompt.");
+
+                    b.Property<DateTimeOffset>("ReceivedAt")
+                        .HasColumnType("timestamp with time zone")
+                        .HasColumnName("received_at")
+                        .HasComment("When the origin edge received the request.");
+
+                    b.Property<string>("Status")
+                        .IsRequired()
+                        .HasMaxLength(16)
+                        .HasColumnType("character varying(16)")
+                        .HasColumnName("status")
+                        .HasComment("completed, failed or cancelled.");
+
+                    b.Property<string>("WorkloadTag")
+                        .HasMaxLength(128)
+                        .HasColumnType("character varying(128)")
+                        .HasColumnName("workload_tag")
+                        .HasComment("Workload the client declared (region, language, application), if any.");
+
+                    b.HasKey("Id")
+                        .HasName("pk_requests");
+
+                    b.HasIndex("ReceivedAt")
+                        .HasDatabaseName("ix_requests_received_at");
+
+                    b.HasIndex("OriginEdge", "ReceivedAt")
+                        .HasDatabaseName("ix_requests_origin_edge_received_at");
+
+                    b.ToTable("requests", null, t =>
+                        {
+                            t.HasComment("One row per finished inference request, written by its origin edge's trace writer.");
+                        });
+                });
+
+            modelBuilder.Entity("DanceMoE.Data.PlacementAssignment", b =>
+                {
+                    b.Property<int>("PlacementVersion")
+                        .HasColumnType("integer")
+                        .HasColumnName("placement_version")
+                        .HasComment("placements.version.");
+
+                    b.Property<short>("Layer")
+                        .HasColumnType("smallint")
+                        .HasColumnName("layer")
+                        .HasComment("MoE layer, from 0.");
+
+                    b.Property<short>("Expert")
+                        .HasColumnType("smallint")
+                        .HasColumnName("expert")
+                        .HasComment("Expert index within the layer, from 0.");
+
+                    b.Property<string>("EdgeId")
+                        .HasMaxLength(64)
+                        .HasColumnType("character varying(64)")
+                        .HasColumnName("edge_id")
+                        .HasComment("Edge server that holds a replica (edge_servers.id).");
+
+                    b.HasKey("PlacementVersion", "Layer", "Expert", "EdgeId")
+                        .HasName("pk_placement_assignments");
+
+                    b.HasIndex("EdgeId", "PlacementVersion")
+                        .HasDatabaseName("ix_placement_assignments_edge_id_placement_version");
+
+                    b.ToTable("placement_assignments", null, t =>
+                        {
+                            t.HasComment("Which edge holds which expert in each placement; one row per replica.");
+                        });
+                });
+
+            modelBuilder.Entity("DanceMoE.Data.PlacementVersion", b =>
+                {
+                    b.Property<int>("Version")
+                        .HasColumnType("integer")
+                        .HasColumnName("version")
+                        .HasComment("Placement version, increasing; routing_events.placement_version refers to it.");
+
+                    b.Property<DateTimeOffset?>("ActivatedAt")
+                        .HasColumnType("timestamp with time zone")
+                        .HasColumnName("activated_at")
+                        .HasComment("When the cluster switched to it, if it did.");
+
+                    b.Property<string>("Algorithm")
+                        .IsRequired()
+                        .HasMaxLength(32)
+                        .HasColumnType("character varying(32)")
+                        .HasColumnName("algorithm")
+                        .HasComment("Algorithm: uniform, redundance, eplb, dancemoe, optimal, latency.");
+
+                    b.Property<DateTimeOffset>("CreatedAt")
+                        .HasColumnType("timestamp with time zone")
+                        .HasColumnName("created_at")
+                        .HasComment("When it was computed.");
+
+                    b.Property<string>("InputsDigest")
+                        .IsRequired()
+                        .HasMaxLength(128)
+                        .HasColumnType("character varying(128)")
+                        .HasColumnName("inputs_digest")
+                        .HasComment("Digest of the inputs it was computed from (activation window, budgets, links).");
+
+                    b.Property<bool>("IsActive")
+                        .HasColumnType("boolean")
+                        .HasColumnName("is_active")
+                        .HasComment("True for the placement the cluster serves with now.");
+
+                    b.Property<double>("PredictedCost")
+                        .HasColumnType("double precision")
+                        .HasColumnName("predicted_cost")
+                        .HasComment("The algorithm's predicted cost (expected remote calls per token, or modelled latency).");
+
+                    b.HasKey("Version")
+                        .HasName("pk_placements");
+
+                    b.HasIndex("IsActive")
+                        .IsUnique()
+                        .HasDatabaseName("ix_placements_is_active")
+                        .HasFilter("is_active");
+
+                    b.ToTable("placements", null, t =>
+                        {
+                            t.HasComment("Every placement of experts on edges that the placement job computed; at most one is active.");
+                        });
+                });
+
+            modelBuilder.Entity("DanceMoE.Data.RoutingEvent", b =>
+                {
+                    b.Property<Guid>("RequestId")
+                        .HasColumnType("uuid")
+                        .HasColumnName("request_id");
+
+                    b.Property<int>("Position")
+                        .HasColumnType("integer")
+                        .HasColumnName("position");
+
+                    b.Property<short>("Layer")
+                        .HasColumnType("smallint")
+                        .HasColumnName("layer");
+
+                    b.Property<DateTimeOffset>("RecordedAt")
+                        .HasColumnType("timestamp with time zone")
+                        .HasColumnName("recorded_at");
+
+                    b.PrimitiveCollection<short[]>("Experts")
+                        .IsRequired()
+                        .HasColumnType("smallint[]")
+                        .HasColumnName("experts");
+
+                    b.PrimitiveCollection<float[]>("GateWeights")
+                        .IsRequired()
+                        .HasColumnType("real[]")
+                        .HasColumnName("gate_weights");
+
+                    b.Property<string>("OriginEdge")
+                        .IsRequired()
+                        .HasMaxLength(64)
+                        .HasColumnType("character varying(64)")
+                        .HasColumnName("origin_edge");
+
+                    b.Property<int>("PlacementVersion")
+                        .HasColumnType("integer")
+                        .HasColumnName("placement_version");
+
+                    b.Property<bool>("Remote")
+                        .HasColumnType("boolean")
+                        .HasColumnName("remote");
+
+                    b.PrimitiveCollection<string[]>("ServedBy")
+                        .IsRequired()
+                        .HasColumnType("text[]")
+                        .HasColumnName("served_by");
+
+                    b.HasKey("RequestId", "Position", "Layer", "RecordedAt")
+                        .HasName("pk_routing_events");
+
+                    b.ToTable("routing_events", (string)null);
+                });
+
+            modelBuilder.Entity("DanceMoE.Data.PlacementAssignment", b =>
+                {
+                    b.HasOne("DanceMoE.Data.PlacementVersion", null)
+                        .WithMany("Assignments")
+                        .HasForeignKey("PlacementVersion")
+                        .OnDelete(DeleteBehavior.Cascade)
+                        .IsRequired()
+                        .HasConstraintName("fk_placement_assignments_placements_placement_version");
+                });
+
+            modelBuilder.Entity("DanceMoE.Data.PlacementVersion", b =>
+                {
+                    b.Navigation("Assignments");
                 });
 #pragma warning restore 612, 618
         }

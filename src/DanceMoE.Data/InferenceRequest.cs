@@ -1,0 +1,29 @@
+namespace DanceMoE.Data;
+
+/// <summary>One inference request as its origin edge finished it (table <c>requests</c>).</summary>
+public sealed class InferenceRequest
+{
+    public Guid Id { get; set; }
+
+    /// <summary>Edge server where the request arrived and whose dense layers ran it.</summary>
+    public required string OriginEdge { get; set; }
+
+    public string? WorkloadTag { get; set; }
+
+    public int PromptTokens { get; set; }
+
+    public int GeneratedTokens { get; set; }
+
+    /// <summary><c>completed</c>, <c>failed</c> or <c>cancelled</c>.</summary>
+    public required string Status { get; set; }
+
+    public string? Error { get; set; }
+
+    public int? PlacementVersion { get; set; }
+
+    public DateTimeOffset ReceivedAt { get; set; }
+
+    public DateTimeOffset? FirstTokenAt { get; set; }
+
+    public DateTimeOffset CompletedAt { get; set; }
+}
