@@ -1,0 +1,72 @@
+namespace DanceMoE.Placement.Tests;
+
+public class TraceAndStageTests
+{
+    [Fact]
+    public void A_trace_line_is_tab_separated_ids_then_two_tabs_then_weights()
+    {
+        var text = "1\t2\t3\t4\t\t0.1\t0.2\t0.3\t0.4\n5\t6\t\t0.5\t0.5\n";
+        var sequences = TraceReader.ReadLayer(new StringReader(text), 2, 8);
+        Assert.Equal(2, sequences.Count);
+        Assert.Equal([1, 2, 3, 4], sequences[0]);
+        Assert.Equal([5, 6], sequences[1]);
+    }
+
+    [Fact]
+    public void A_line_that_is_not_whole_tokens_is_rejected_with_its_number()
+    {
+        var error = Assert.Throws<FormatException>(() => TraceReader.ReadLayer(new StringReader("1\t2\t\t0.5\t0.5\n1\t2\t3\t\t1\t1\t1\n"), 2, 8));
+        Assert.Contains("line 2", error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Layers_of_one_domain_must_agree_on_their_sequences()
+    {
+        IReadOnlyList<int[]> one = [[1, 2, 3, 4]];
+        IReadOnlyList<int[]> other = [[1, 2]];
+        Assert.Throws<FormatException>(() => TraceReader.Join(0, [one, other], 2));
+        var request = Assert.Single(TraceReader.Join(3, [one, one], 2));
+        Assert.Equal(3, request.Server);
+        Assert.Equal(2, request.Tokens);
+    }
+
+    [Fact]
+    public void History_is_the_first_half_of_each_servers_requests()
+    {
+        var requests = Enumerable.Range(0, 5).Select(i => new TraceRequest(i % 2, i + 1, [])).ToList();
+        var (history, eval) = Workload.SplitHalves(requests);
+        Assert.Equal([1, 2], history.Requests.Select(r => r.Tokens).Order());
+        Assert.Equal(3, eval.Requests.Count);
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(3)]
+    [InlineData(4)]
+    public void Dancemoe_stage_one_gives_every_layer_enough_slots_and_uses_each_servers_memory(int seed)
+    {
+        var problem = Instances.Random(seed);
+        var k = DanceMoePlacement.SlotsPerLayer(problem);
+        var slots = problem.Slots();
+        for (var l = 0; l < problem.Model.Layers; l++)
+        {
+            Assert.True(Enumerable.Range(0, slots.Length).Sum(n => k[n, l]) >= problem.Model.Experts);
+        }
+
+        for (var n = 0; n < slots.Length; n++)
+        {
+            var given = Enumerable.Range(0, problem.Model.Layers).Sum(l => k[n, l]);
+            Assert.Equal(Math.Min(slots[n], problem.Model.ExpertCount), given);
+        }
+    }
+
+    [Fact]
+    public void Eplb_gives_the_heaviest_expert_the_most_replicas()
+    {
+        var problem = Instances.Tiny([[50, 1, 1, 1], [50, 1, 1, 1]], [3, 3]);
+        var placement = new EplbPlacement().Place(problem);
+        Assert.Equal(2, placement.Replicas(0, 0));
+        Assert.Empty(placement.Violations(problem.Model, problem.Cluster));
+    }
+}
