@@ -83,7 +83,7 @@ public sealed record MoeConfig
             MaxPositions = OptInt(root, "max_position_embeddings", source) ?? 4096,
             TieWordEmbeddings = root["tie_word_embeddings"] is JsonValue tie && tie.TryGetValue<bool>(out var t) && t,
             BosTokenId = OptInt(root, "bos_token_id", source),
-            EosTokenId = OptInt(root, "eos_token_id", source),
+            EosTokenId = root["eos_token_id"] is JsonArray eos && eos.Count > 0 ? eos[0]?.GetValue<int>() : OptInt(root, "eos_token_id", source),
             TorchDtype = root["torch_dtype"] is JsonValue dt && dt.TryGetValue<string>(out var s) ? s : "float32",
         };
         config.Validate(source);

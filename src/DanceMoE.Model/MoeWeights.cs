@@ -29,11 +29,12 @@ public sealed record MoeWeights(MoeConfig Config, float[] Embed, IReadOnlyList<L
         return new MoeWeights(c, embed, layers, checkpoint.Read(MixtralNames.FinalNorm, c.HiddenSize), head);
     }
 
-    public static LayerWeights LoadLayer(Checkpoint checkpoint, int layer)
+    /// <summary>Loads one layer; without experts when they are read one at a time (exporting large checkpoints).</summary>
+    public static LayerWeights LoadLayer(Checkpoint checkpoint, int layer, bool withExperts = true)
     {
         ArgumentNullException.ThrowIfNull(checkpoint);
         var c = checkpoint.Config;
-        var experts = Enumerable.Range(0, c.NumExperts).Select(e => LoadExpert(checkpoint, layer, e)).ToList();
+        var experts = withExperts ? Enumerable.Range(0, c.NumExperts).Select(e => LoadExpert(checkpoint, layer, e)).ToList() : [];
         return new LayerWeights(
             checkpoint.Read(MixtralNames.InputNorm(layer), c.HiddenSize),
             checkpoint.Read(MixtralNames.Attention(layer, 'q'), c.QueryWidth, c.HiddenSize),

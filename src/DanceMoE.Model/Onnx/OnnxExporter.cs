@@ -30,12 +30,12 @@ public static class OnnxExporter
         var layers = new List<LayerFiles>();
         for (var l = 0; l < c.NumLayers; l++)
         {
-            var layer = MoeWeights.LoadLayer(checkpoint, l);
+            var layer = MoeWeights.LoadLayer(checkpoint, l, withExperts: false);
             var dense = Save(outDirectory, Name($"dense.{l}.onnx"), BuildDense(c, layer, weightDtype));
             var experts = new List<ExpertFile>();
             for (var e = 0; e < c.NumExperts; e++)
             {
-                var file = Save(outDirectory, Name($"expert.{l}.{e}.onnx"), BuildExpert(c, layer.Experts[e], weightDtype));
+                var file = Save(outDirectory, Name($"expert.{l}.{e}.onnx"), BuildExpert(c, MoeWeights.LoadExpert(checkpoint, l, e), weightDtype));
                 experts.Add(new ExpertFile(l, e, file.File, file.Sha256, file.Bytes, file.WeightBytes));
             }
 
