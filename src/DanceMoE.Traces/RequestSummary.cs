@@ -1,0 +1,33 @@
+namespace DanceMoE.Traces;
+
+/// <summary>How a request ended on its origin edge. Becomes one row of <c>requests</c>.</summary>
+public sealed record RequestSummary
+{
+    public required Guid RequestId { get; init; }
+
+    public string? WorkloadTag { get; init; }
+
+    public required int PromptTokens { get; init; }
+
+    public required int GeneratedTokens { get; init; }
+
+    public required RequestStatus Status { get; init; }
+
+    /// <summary>Error message of a failed request; the writer keeps the first <see cref="TraceLimits.MaxErrorLength"/> characters.</summary>
+    public string? Error { get; init; }
+
+    public int? PlacementVersion { get; init; }
+
+    public required DateTimeOffset ReceivedAt { get; init; }
+
+    public DateTimeOffset? FirstTokenAt { get; init; }
+
+    public required DateTimeOffset CompletedAt { get; init; }
+}
+
+public enum RequestStatus
+{
+    Completed,
+    Failed,
+    Cancelled,
+}

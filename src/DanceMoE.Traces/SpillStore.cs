@@ -1,0 +1,326 @@
+using System.Globalization;
+using System.Text;
+
+namespace DanceMoE.Traces;
+
+/// <summary>
+/// The spill files of one edge: append-only segments <c>EDGE.TICKS.SEQ.spill</c> in one directory. Rows go to the
+/// open segment when the memory buffer is full or the writer stops with PostgreSQL away; the flusher seals it and
+/// replays sealed segments in order, deleting one only after all its rows are committed. A crash between commit
+/// and delete replays rows that are already there, which the idempotent insert skips.
+/// </summary>
+internal sealed class SpillStore : IDisposable
+{
+    private static readonly byte[] Magic = "DMTRSPL1"u8.ToArray();
+    private const byte RoutingKind = 1;
+    private const byte RequestKind = 2;
+    private const int MaxFrameBytes = 1 << 20;
+
+    private readonly Lock _lock = new();
+    private readonly string _prefix;
+    private readonly FileStream _lockFile;
+    private readonly MemoryStream _frame = new();
+    private readonly BinaryWriter _frameWriter;
+    private FileStream? _open;
+    private long _sequence;
+    private bool _disposed;
+
+    public SpillStore(string directory, string edgeId)
+    {
+        System.IO.Directory.CreateDirectory(directory);
+        Directory = directory;
+        var safe = new string([.. edgeId.Select(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' ? c : '_')]);
+        _prefix = safe + ".";
+        var lockPath = Path.Combine(directory, safe + ".lock");
+        try
+        {
+            _lockFile = new FileStream(lockPath, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None);
+        }
+        catch (IOException ex)
+        {
+            throw new InvalidOperationException($"another trace writer for edge '{edgeId}' holds {lockPath}: one writer per edge and spill directory", ex);
+        }
+
+        _frameWriter = new BinaryWriter(_frame, Encoding.UTF8, leaveOpen: true);
+    }
+
+    public string Directory { get; }
+
+    /// <summary>Sealed and open segments, oldest first.</summary>
+    public IReadOnlyList<string> Segments() =>
+        [.. System.IO.Directory.EnumerateFiles(Directory, _prefix + "*.spill").Where(p => Path.GetFileName(p).StartsWith(_prefix, StringComparison.Ordinal)).Order(StringComparer.Ordinal)];
+
+    public void Append(TraceItem item)
+    {
+        lock (_lock)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            _frame.SetLength(0);
+            Serialize(_frameWriter, item);
+            _frameWriter.Flush();
+            if (_open is null)
+            {
+                var path = Path.Combine(Directory, string.Create(CultureInfo.InvariantCulture, $"{_prefix}{DateTime.UtcNow.Ticks:D19}.{++_sequence:D6}.spill"));
+                _open = new FileStream(path, FileMode.CreateNew, FileAccess.Write, FileShare.Read, 1 << 16);
+                _open.Write(Magic);
+            }
+
+            Span<byte> length = stackalloc byte[4];
+            BitConverter.TryWriteBytes(length, (int)_frame.Length);
+            _open.Write(length);
+            _open.Write(_frame.GetBuffer(), 0, (int)_frame.Length);
+        }
+    }
+
+    /// <summary>Pushes appended rows to the operating system, so a crashed process keeps them.</summary>
+    public void Flush()
+    {
+        lock (_lock)
+        {
+            _open?.Flush();
+        }
+    }
+
+    /// <summary>Closes the open segment (the next append starts a new one) and returns the sealed segments, oldest first.</summary>
+    public IReadOnlyList<string> Seal()
+    {
+        lock (_lock)
+        {
+            _open?.Dispose();
+            _open = null;
+            return Segments();
+        }
+    }
+
+    /// <summary>Writes rows PostgreSQL refused to their own <c>EDGE.TICKS.rejected</c> file (same format) and returns its path.</summary>
+    public string WriteRejected(IReadOnlyList<TraceItem> items)
+    {
+        lock (_lock)
+        {
+            var path = Path.Combine(Directory, string.Create(CultureInfo.InvariantCulture, $"{_prefix}{DateTime.UtcNow.Ticks:D19}.{++_sequence:D6}.rejected"));
+            using var file = new FileStream(path, FileMode.CreateNew, FileAccess.Write, FileShare.Read, 1 << 16);
+            file.Write(Magic);
+            Span<byte> length = stackalloc byte[4];
+            foreach (var item in items)
+            {
+                _frame.SetLength(0);
+                Serialize(_frameWriter, item);
+                _frameWriter.Flush();
+                BitConverter.TryWriteBytes(length, (int)_frame.Length);
+                file.Write(length);
+                file.Write(_frame.GetBuffer(), 0, (int)_frame.Length);
+            }
+
+            return path;
+        }
+    }
+
+    /// <summary>Reads a sealed segment; a torn last frame (a crash mid-append) ends it.</summary>
+    public static IEnumerable<TraceItem> Read(string path)
+    {
+        using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite, 1 << 16);
+        using var reader = new BinaryReader(stream, Encoding.UTF8);
+        var magic = reader.ReadBytes(Magic.Length);
+        if (magic.Length < Magic.Length)
+        {
+            yield break;
+        }
+
+        if (!magic.AsSpan().SequenceEqual(Magic))
+        {
+            throw new InvalidDataException($"{path} is not a trace spill file");
+        }
+
+        while (stream.Length - stream.Position >= 4)
+        {
+            var length = reader.ReadInt32();
+            if (length <= 0 || length > MaxFrameBytes)
+            {
+                throw new InvalidDataException($"{path}: frame of {length} bytes at offset {stream.Position - 4}");
+            }
+
+            if (stream.Length - stream.Position < length)
+            {
+                yield break;
+            }
+
+            var end = stream.Position + length;
+            var item = Deserialize(reader, path);
+            if (stream.Position != end)
+            {
+                throw new InvalidDataException($"{path}: frame ending at {end} read to {stream.Position}");
+            }
+
+            yield return item;
+        }
+    }
+
+    public static long Count(string path)
+    {
+        try
+        {
+            return Read(path).LongCount();
+        }
+        catch (InvalidDataException)
+        {
+            return 0;
+        }
+    }
+
+    public void Dispose()
+    {
+        lock (_lock)
+        {
+            if (_disposed)
+            {
+                return;
+            }
+
+            _disposed = true;
+            _open?.Dispose();
+            _open = null;
+            _frameWriter.Dispose();
+            _frame.Dispose();
+            _lockFile.Dispose();
+        }
+    }
+
+    private static void Serialize(BinaryWriter writer, TraceItem item)
+    {
+        switch (item)
+        {
+            case RoutingRow r:
+                writer.Write(RoutingKind);
+                writer.Write(r.RequestId.ToByteArray());
+                writer.Write(r.Position);
+                writer.Write(r.Layer);
+                writer.Write((byte)r.Experts.Length);
+                foreach (var e in r.Experts)
+                {
+                    writer.Write(e);
+                }
+
+                foreach (var w in r.GateWeights)
+                {
+                    writer.Write(w);
+                }
+
+                foreach (var s in r.ServedBy)
+                {
+                    writer.Write(s);
+                }
+
+                writer.Write(r.PlacementVersion);
+                writer.Write(r.Remote);
+                writer.Write(r.RecordedAt.UtcTicks);
+                break;
+            case RequestRow q:
+                writer.Write(RequestKind);
+                writer.Write(q.RequestId.ToByteArray());
+                WriteOptional(writer, q.WorkloadTag);
+                writer.Write(q.PromptTokens);
+                writer.Write(q.GeneratedTokens);
+                writer.Write(q.Status);
+                WriteOptional(writer, q.Error);
+                writer.Write(q.PlacementVersion.HasValue);
+                writer.Write(q.PlacementVersion ?? 0);
+                writer.Write(q.ReceivedAt.UtcTicks);
+                writer.Write(q.FirstTokenAt.HasValue);
+                writer.Write(q.FirstTokenAt?.UtcTicks ?? 0);
+                writer.Write(q.CompletedAt.UtcTicks);
+                break;
+            default:
+                throw new ArgumentException($"unknown trace item {item.GetType().Name}", nameof(item));
+        }
+    }
+
+    private static TraceItem Deserialize(BinaryReader reader, string path)
+    {
+        var kind = reader.ReadByte();
+        switch (kind)
+        {
+            case RoutingKind:
+            {
+                var requestId = new Guid(reader.ReadBytes(16));
+                var position = reader.ReadInt32();
+                var layer = reader.ReadInt16();
+                int k = reader.ReadByte();
+                var experts = new short[k];
+                var weights = new float[k];
+                var servedBy = new string[k];
+                for (var i = 0; i < k; i++)
+                {
+                    experts[i] = reader.ReadInt16();
+                }
+
+                for (var i = 0; i < k; i++)
+                {
+                    weights[i] = reader.ReadSingle();
+                }
+
+                for (var i = 0; i < k; i++)
+                {
+                    servedBy[i] = reader.ReadString();
+                }
+
+                return new RoutingRow
+                {
+                    RequestId = requestId,
+                    Position = position,
+                    Layer = layer,
+                    Experts = experts,
+                    GateWeights = weights,
+                    ServedBy = servedBy,
+                    PlacementVersion = reader.ReadInt32(),
+                    Remote = reader.ReadBoolean(),
+                    RecordedAt = new DateTimeOffset(reader.ReadInt64(), TimeSpan.Zero),
+                };
+            }
+
+            case RequestKind:
+            {
+                var requestId = new Guid(reader.ReadBytes(16));
+                var tag = ReadOptional(reader);
+                var prompt = reader.ReadInt32();
+                var generated = reader.ReadInt32();
+                var status = reader.ReadString();
+                var error = ReadOptional(reader);
+                var hasVersion = reader.ReadBoolean();
+                var version = reader.ReadInt32();
+                var received = new DateTimeOffset(reader.ReadInt64(), TimeSpan.Zero);
+                var hasFirst = reader.ReadBoolean();
+                var first = reader.ReadInt64();
+                var completed = new DateTimeOffset(reader.ReadInt64(), TimeSpan.Zero);
+                return new RequestRow
+                {
+                    RequestId = requestId,
+                    WorkloadTag = tag,
+                    PromptTokens = prompt,
+                    GeneratedTokens = generated,
+                    Status = status,
+                    Error = error,
+                    PlacementVersion = hasVersion ? version : null,
+                    ReceivedAt = received,
+                    FirstTokenAt = hasFirst ? new DateTimeOffset(first, TimeSpan.Zero) : null,
+                    CompletedAt = completed,
+                };
+            }
+
+            default:
+                throw new InvalidDataException($"{path}: unknown record kind {kind}");
+        }
+    }
+
+    private static void WriteOptional(BinaryWriter writer, string? value)
+    {
+        writer.Write(value is not null);
+        writer.Write(value ?? "");
+    }
+
+    private static string? ReadOptional(BinaryReader reader)
+    {
+        var present = reader.ReadBoolean();
+        var value = reader.ReadString();
+        return present ? value : null;
+    }
+}

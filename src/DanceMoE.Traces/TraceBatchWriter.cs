@@ -1,0 +1,212 @@
+using Npgsql;
+using NpgsqlTypes;
+
+namespace DanceMoE.Traces;
+
+/// <summary>What one committed batch did.</summary>
+internal readonly record struct BatchOutcome(long RoutingInserted, long RoutingDuplicates, long RequestsInserted, long RequestDuplicates);
+
+/// <summary>
+/// Writes batches over one open connection: binary COPY into session temp tables, then one insert that skips rows
+/// already stored (same key) and adds only the inserted rows to <c>activation_counts</c>, all in one transaction.
+/// A batch written twice therefore stores and counts nothing the second time.
+/// </summary>
+internal sealed class TraceBatchWriter(string connectionString, string edgeId, TimeSpan commandTimeout) : IAsyncDisposable
+{
+    private const string CreateStaging = """
+        CREATE TEMP TABLE IF NOT EXISTS routing_events_staging (
+            request_id uuid, position integer, layer smallint, origin_edge character varying(64), experts smallint[],
+            gate_weights real[], served_by text[], placement_version integer, remote boolean, recorded_at timestamptz
+        ) ON COMMIT DELETE ROWS;
+        CREATE TEMP TABLE IF NOT EXISTS requests_staging (
+            id uuid, origin_edge character varying(64), workload_tag character varying(128), prompt_tokens integer,
+            generated_tokens integer, status character varying(16), error text, placement_version integer,
+            received_at timestamptz, first_token_at timestamptz, completed_at timestamptz
+        ) ON COMMIT DELETE ROWS;
+        """;
+
+    private const string CopyRouting = """
+        COPY routing_events_staging (request_id, position, layer, origin_edge, experts, gate_weights, served_by, placement_version, remote, recorded_at)
+        FROM STDIN (FORMAT BINARY)
+        """;
+
+    private const string InsertRouting = """
+        WITH inserted AS (
+            INSERT INTO routing_events (request_id, position, layer, origin_edge, experts, gate_weights, served_by, placement_version, remote, recorded_at)
+            SELECT request_id, position, layer, origin_edge, experts, gate_weights, served_by, placement_version, remote, recorded_at
+            FROM routing_events_staging
+            ON CONFLICT DO NOTHING
+            RETURNING origin_edge, layer, experts, recorded_at
+        ), counted AS (
+            INSERT INTO activation_counts AS a (bucket, origin_edge, layer, expert, count)
+            SELECT date_trunc('minute', i.recorded_at, 'UTC'), i.origin_edge, i.layer, e.expert, count(*)
+            FROM inserted i CROSS JOIN LATERAL unnest(i.experts) AS e(expert)
+            GROUP BY 1, 2, 3, 4
+            ORDER BY 1, 2, 3, 4
+            ON CONFLICT (bucket, origin_edge, layer, expert) DO UPDATE SET count = a.count + excluded.count
+        )
+        SELECT count(*) FROM inserted
+        """;
+
+    private const string CopyRequests = """
+        COPY requests_staging (id, origin_edge, workload_tag, prompt_tokens, generated_tokens, status, error, placement_version, received_at, first_token_at, completed_at)
+        FROM STDIN (FORMAT BINARY)
+        """;
+
+    private const string InsertRequests = """
+        WITH inserted AS (
+            INSERT INTO requests (id, origin_edge, workload_tag, prompt_tokens, generated_tokens, status, error, placement_version, received_at, first_token_at, completed_at)
+            SELECT DISTINCT ON (id) id, origin_edge, workload_tag, prompt_tokens, generated_tokens, status, error, placement_version, received_at, first_token_at, completed_at
+            FROM requests_staging
+            ORDER BY id
+            ON CONFLICT (id) DO NOTHING
+            RETURNING 1
+        )
+        SELECT count(*) FROM inserted
+        """;
+
+    private const string EnsurePartitions = "SELECT count(*) FROM dancemoe_create_routing_partitions((now() AT TIME ZONE 'UTC')::date - 1, @days)";
+
+    private NpgsqlConnection? _connection;
+
+    public bool IsOpen => _connection is { State: System.Data.ConnectionState.Open };
+
+    public async Task OpenAsync(CancellationToken cancellationToken)
+    {
+        if (IsOpen)
+        {
+            return;
+        }
+
+        await CloseAsync().ConfigureAwait(false);
+        var connection = new NpgsqlConnection(connectionString);
+        try
+        {
+            await connection.OpenAsync(cancellationToken).ConfigureAwait(false);
+            await using var command = new NpgsqlCommand(CreateStaging, connection) { CommandTimeout = Seconds(commandTimeout) };
+            await command.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch
+        {
+            await connection.DisposeAsync().ConfigureAwait(false);
+            throw;
+        }
+
+        _connection = connection;
+    }
+
+    /// <summary>Creates the daily partitions from yesterday to <paramref name="daysAhead"/> days ahead; returns how many were missing.</summary>
+    public async Task<long> EnsurePartitionsAsync(int daysAhead, CancellationToken cancellationToken)
+    {
+        var connection = _connection ?? throw new InvalidOperationException("not open");
+        await using var command = new NpgsqlCommand(EnsurePartitions, connection) { CommandTimeout = Seconds(commandTimeout) };
+        command.Parameters.AddWithValue("days", daysAhead + 2);
+        return (long)(await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!;
+    }
+
+    public async Task<BatchOutcome> WriteAsync(IReadOnlyList<TraceItem> batch, CancellationToken cancellationToken)
+    {
+        var connection = _connection ?? throw new InvalidOperationException("not open");
+        var routing = batch.OfType<RoutingRow>().ToList();
+        var requests = batch.OfType<RequestRow>().ToList();
+        await using var transaction = await connection.BeginTransactionAsync(cancellationToken).ConfigureAwait(false);
+        long routingInserted = 0, requestsInserted = 0;
+        if (routing.Count > 0)
+        {
+            await CopyRoutingAsync(connection, routing, cancellationToken).ConfigureAwait(false);
+            routingInserted = await ScalarAsync(connection, transaction, InsertRouting, cancellationToken).ConfigureAwait(false);
+        }
+
+        if (requests.Count > 0)
+        {
+            await CopyRequestsAsync(connection, requests, cancellationToken).ConfigureAwait(false);
+            requestsInserted = await ScalarAsync(connection, transaction, InsertRequests, cancellationToken).ConfigureAwait(false);
+        }
+
+        await transaction.CommitAsync(cancellationToken).ConfigureAwait(false);
+        return new BatchOutcome(routingInserted, routing.Count - routingInserted, requestsInserted, requests.Count - requestsInserted);
+    }
+
+    public async Task CloseAsync()
+    {
+        if (_connection is { } connection)
+        {
+            _connection = null;
+            await connection.DisposeAsync().ConfigureAwait(false);
+        }
+    }
+
+    public ValueTask DisposeAsync() => new(CloseAsync());
+
+    private async Task CopyRoutingAsync(NpgsqlConnection connection, List<RoutingRow> rows, CancellationToken cancellationToken)
+    {
+        var importer = await connection.BeginBinaryImportAsync(CopyRouting, cancellationToken).ConfigureAwait(false);
+        await using (importer.ConfigureAwait(false))
+        {
+            importer.Timeout = commandTimeout;
+            foreach (var row in rows)
+            {
+                // Synchronous writes: the flusher owns this thread, and per-value async costs several times more.
+                importer.StartRow();
+                importer.Write(row.RequestId, NpgsqlDbType.Uuid);
+                importer.Write(row.Position, NpgsqlDbType.Integer);
+                importer.Write(row.Layer, NpgsqlDbType.Smallint);
+                importer.Write(edgeId, NpgsqlDbType.Varchar);
+                importer.Write(row.Experts, NpgsqlDbType.Array | NpgsqlDbType.Smallint);
+                importer.Write(row.GateWeights, NpgsqlDbType.Array | NpgsqlDbType.Real);
+                importer.Write(row.ServedBy, NpgsqlDbType.Array | NpgsqlDbType.Text);
+                importer.Write(row.PlacementVersion, NpgsqlDbType.Integer);
+                importer.Write(row.Remote, NpgsqlDbType.Boolean);
+                importer.Write(row.RecordedAt, NpgsqlDbType.TimestampTz);
+            }
+
+            await importer.CompleteAsync(cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    private async Task CopyRequestsAsync(NpgsqlConnection connection, List<RequestRow> rows, CancellationToken cancellationToken)
+    {
+        var importer = await connection.BeginBinaryImportAsync(CopyRequests, cancellationToken).ConfigureAwait(false);
+        await using (importer.ConfigureAwait(false))
+        {
+            importer.Timeout = commandTimeout;
+            foreach (var row in rows)
+            {
+                importer.StartRow();
+                importer.Write(row.RequestId, NpgsqlDbType.Uuid);
+                importer.Write(edgeId, NpgsqlDbType.Varchar);
+                WriteNullable(importer, row.WorkloadTag, NpgsqlDbType.Varchar);
+                importer.Write(row.PromptTokens, NpgsqlDbType.Integer);
+                importer.Write(row.GeneratedTokens, NpgsqlDbType.Integer);
+                importer.Write(row.Status, NpgsqlDbType.Varchar);
+                WriteNullable(importer, row.Error, NpgsqlDbType.Text);
+                WriteNullable(importer, row.PlacementVersion, NpgsqlDbType.Integer);
+                importer.Write(row.ReceivedAt, NpgsqlDbType.TimestampTz);
+                WriteNullable(importer, row.FirstTokenAt, NpgsqlDbType.TimestampTz);
+                importer.Write(row.CompletedAt, NpgsqlDbType.TimestampTz);
+            }
+
+            await importer.CompleteAsync(cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    private static void WriteNullable<T>(NpgsqlBinaryImporter importer, T? value, NpgsqlDbType type)
+    {
+        if (value is null)
+        {
+            importer.WriteNull();
+        }
+        else
+        {
+            importer.Write(value, type);
+        }
+    }
+
+    private async Task<long> ScalarAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, string sql, CancellationToken cancellationToken)
+    {
+        await using var command = new NpgsqlCommand(sql, connection, transaction) { CommandTimeout = Seconds(commandTimeout) };
+        return (long)(await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!;
+    }
+
+    private static int Seconds(TimeSpan timeout) => Math.Max(1, (int)Math.Ceiling(timeout.TotalSeconds));
+}

@@ -1,0 +1,608 @@
+using System.Collections.Concurrent;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Logging.Abstractions;
+using Npgsql;
+
+namespace DanceMoE.Traces;
+
+/// <summary>
+/// One edge's trace writer. <c>Add</c> validates and copies a record into a bounded in-memory queue (past it, into an
+/// append-only spill file) and returns; a background flusher writes batches by binary COPY every
+/// <see cref="TraceWriterOptions.FlushInterval"/> or when a batch is full. When PostgreSQL is down or slow the batch
+/// in hand is retried with backoff, memory fills, then rows spill to disk; on recovery everything is replayed.
+/// Inserts skip rows already stored, so a replay writes and counts nothing twice.
+/// <code>
+/// token loop --Add--> memory queue --(full)--> spill segments
+///                          |                        |
+///                          +--> flusher: batch --> COPY + insert ON CONFLICT DO NOTHING + activation_counts
+/// </code>
+/// </summary>
+public sealed class TraceWriter : ITraceWriter, IAsyncDisposable
+{
+    private const int SpillBatchesPerRound = 4;
+    private static readonly TimeSpan PartitionCheckInterval = TimeSpan.FromHours(1);
+
+    private readonly TraceWriterOptions _options;
+    private readonly ILogger _logger;
+    private readonly TraceRecordValidator _validator;
+    private readonly ConcurrentQueue<TraceItem> _memory = new();
+    private readonly SemaphoreSlim _wake = new(0);
+    private readonly CancellationTokenSource _stopping = new();
+    private readonly SpillStore _spill;
+    private readonly TraceBatchWriter _database;
+    private readonly Lock _startLock = new();
+
+    private int _memoryCount;
+    private int _closed;
+    private int _wakeRequested;
+    private Task? _loop;
+
+    // Touched by the flusher only; the counts beside them are read by State.
+    private List<TraceItem>? _inFlight;
+    private bool _inFlightFromSpill;
+    private string? _inFlightCompletes;
+    private long _inFlightCompletesRows;
+    private IEnumerator<TraceItem>? _replay;
+    private string? _replayPath;
+    private long _replayRows;
+    private TimeSpan _retryDelay;
+    private long _nextAttemptMs;
+    private long _nextPartitionCheckMs;
+    private long _nextStateLogMs;
+    private bool _partitionWarningLogged;
+
+    private int _inFlightCount;
+    private long _inFlightOldestMs;
+    private long _spillOldestUtcTicks;
+    private long _rowsAdded;
+    private long _rowsWritten;
+    private long _rowsDuplicate;
+    private long _requestsAdded;
+    private long _requestsWritten;
+    private long _spilled;
+    private long _spilledTotal;
+    private long _rejected;
+    private long _quarantined;
+    private long _batches;
+    private long _failures;
+    private long _lastFlushUtcTicks;
+    private volatile bool _reachable = true;
+    private volatile string? _lastError;
+
+    public TraceWriter(TraceWriterOptions options, ILogger<TraceWriter>? logger = null)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        options.ThrowIfInvalid();
+        _options = options;
+        _logger = (ILogger?)logger ?? NullLogger.Instance;
+        _validator = new TraceRecordValidator(options);
+        _retryDelay = options.RetryDelay;
+        var connection = new NpgsqlConnectionStringBuilder(options.ConnectionString)
+        {
+            Pooling = false,
+            Timeout = Math.Max(1, (int)options.ConnectTimeout.TotalSeconds),
+            ApplicationName = $"dancemoe-traces {options.EdgeId}",
+        };
+        _database = new TraceBatchWriter(connection.ConnectionString, options.EdgeId, options.CommandTimeout);
+        _spill = new SpillStore(options.SpillDirectory, options.EdgeId);
+        foreach (var segment in _spill.Segments())
+        {
+            _spilled += SpillStore.Count(segment);
+        }
+
+        _spillOldestUtcTicks = OldestSegmentTicks();
+        if (_spilled > 0)
+        {
+            TraceLog.SpillFound(_logger, options.EdgeId, _spilled, _spill.Directory, null);
+        }
+    }
+
+    public string EdgeId => _options.EdgeId;
+
+    public TraceWriterState State
+    {
+        get
+        {
+            var nowMs = Environment.TickCount64;
+            var lagMs = 0L;
+            if (_memory.TryPeek(out var oldest))
+            {
+                lagMs = nowMs - oldest.AddedAtMs;
+            }
+
+            if (Volatile.Read(ref _inFlightCount) > 0 && Interlocked.Read(ref _inFlightOldestMs) is > 0 and var inFlight)
+            {
+                lagMs = Math.Max(lagMs, nowMs - inFlight);
+            }
+
+            var lag = TimeSpan.FromMilliseconds(Math.Max(0, lagMs));
+            if (Interlocked.Read(ref _spilled) > 0 && Interlocked.Read(ref _spillOldestUtcTicks) is > 0 and var spillTicks)
+            {
+                var spillLag = TimeSpan.FromTicks(Math.Max(0, DateTime.UtcNow.Ticks - spillTicks));
+                lag = spillLag > lag ? spillLag : lag;
+            }
+
+            var lastFlush = Interlocked.Read(ref _lastFlushUtcTicks);
+            return new TraceWriterState
+            {
+                EdgeId = _options.EdgeId,
+                RowsAdded = Interlocked.Read(ref _rowsAdded),
+                RowsWritten = Interlocked.Read(ref _rowsWritten),
+                RowsDuplicate = Interlocked.Read(ref _rowsDuplicate),
+                RequestsAdded = Interlocked.Read(ref _requestsAdded),
+                RequestsWritten = Interlocked.Read(ref _requestsWritten),
+                Pending = Volatile.Read(ref _memoryCount) + (_inFlightFromSpill ? 0 : Volatile.Read(ref _inFlightCount)),
+                Spilled = Interlocked.Read(ref _spilled),
+                SpilledTotal = Interlocked.Read(ref _spilledTotal),
+                Rejected = Interlocked.Read(ref _rejected),
+                Quarantined = Interlocked.Read(ref _quarantined),
+                Batches = Interlocked.Read(ref _batches),
+                FlushFailures = Interlocked.Read(ref _failures),
+                DatabaseReachable = _reachable,
+                Lag = lag,
+                LastFlushAt = lastFlush == 0 ? null : new DateTimeOffset(lastFlush, TimeSpan.Zero),
+                LastError = _lastError,
+            };
+        }
+    }
+
+    /// <summary>Starts the background flusher (idempotent). Records added before it wait in the buffer.</summary>
+    public void Start()
+    {
+        lock (_startLock)
+        {
+            ObjectDisposedException.ThrowIf(Volatile.Read(ref _closed) != 0, this);
+            _loop ??= Task.Run(LoopAsync);
+        }
+    }
+
+    public bool TryAdd(RoutingRecord record) => Enqueue(ValidateRouting(record), spillWhenFull: false);
+
+    public void Add(RoutingRecord record) => Enqueue(ValidateRouting(record), spillWhenFull: true);
+
+    public void Add(RequestSummary summary)
+    {
+        RequestRow row;
+        try
+        {
+            row = _validator.ToRow(summary, DateTimeOffset.UtcNow);
+        }
+        catch (InvalidTraceRecordException)
+        {
+            Interlocked.Increment(ref _rejected);
+            throw;
+        }
+
+        Enqueue(row, spillWhenFull: true);
+    }
+
+    /// <summary>Waits until everything added so far is in PostgreSQL (memory, batch in hand and spill files empty).</summary>
+    public async Task FlushAsync(CancellationToken cancellationToken)
+    {
+        while (Volatile.Read(ref _memoryCount) > 0 || Volatile.Read(ref _inFlightCount) > 0 || Interlocked.Read(ref _spilled) > 0)
+        {
+            Wake();
+            await Task.Delay(10, cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Writes what it can within <see cref="TraceWriterOptions.ShutdownTimeout"/>, spills the rest, releases the spill directory.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        if (Interlocked.Exchange(ref _closed, 1) != 0)
+        {
+            return;
+        }
+
+        Task? loop;
+        lock (_startLock)
+        {
+            loop = _loop;
+        }
+
+        await _stopping.CancelAsync().ConfigureAwait(false);
+        if (loop is not null)
+        {
+            await loop.ConfigureAwait(false);
+        }
+        else
+        {
+            await ShutdownAsync().ConfigureAwait(false);
+        }
+
+        _spill.Dispose();
+        await _database.DisposeAsync().ConfigureAwait(false);
+        _stopping.Dispose();
+        _wake.Dispose();
+    }
+
+    private RoutingRow ValidateRouting(RoutingRecord record)
+    {
+        try
+        {
+            return _validator.ToRow(record, DateTimeOffset.UtcNow);
+        }
+        catch (InvalidTraceRecordException)
+        {
+            Interlocked.Increment(ref _rejected);
+            throw;
+        }
+    }
+
+    private bool Enqueue(TraceItem item, bool spillWhenFull)
+    {
+        ObjectDisposedException.ThrowIf(Volatile.Read(ref _closed) != 0, this);
+        var count = Interlocked.Increment(ref _memoryCount);
+        if (count <= _options.BufferCapacity)
+        {
+            _memory.Enqueue(item);
+            if (count == _options.BatchSize)
+            {
+                Wake();
+            }
+        }
+        else
+        {
+            Interlocked.Decrement(ref _memoryCount);
+            if (!spillWhenFull)
+            {
+                return false;
+            }
+
+            _spill.Append(item);
+            Interlocked.CompareExchange(ref _spillOldestUtcTicks, DateTime.UtcNow.Ticks, 0);
+            Interlocked.Increment(ref _spilled);
+            Interlocked.Increment(ref _spilledTotal);
+        }
+
+        Interlocked.Increment(ref item is RoutingRow ? ref _rowsAdded : ref _requestsAdded);
+        return true;
+    }
+
+    private void Wake()
+    {
+        if (Interlocked.Exchange(ref _wakeRequested, 1) == 0)
+        {
+            _wake.Release();
+        }
+    }
+
+    private async Task LoopAsync()
+    {
+        var stopping = _stopping.Token;
+        TraceLog.Started(_logger, _options.EdgeId, _options.BufferCapacity, _options.BatchSize, _options.FlushInterval.TotalMilliseconds, _spill.Directory, null);
+        while (!stopping.IsCancellationRequested)
+        {
+            try
+            {
+                await _wake.WaitAsync(_options.FlushInterval, stopping).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+                break;
+            }
+
+            Volatile.Write(ref _wakeRequested, 0);
+            while (await RunOnceAsync(stopping).ConfigureAwait(false) && !stopping.IsCancellationRequested)
+            {
+            }
+
+            LogStateWhenDue();
+        }
+
+        await ShutdownAsync().ConfigureAwait(false);
+    }
+
+    private async Task ShutdownAsync()
+    {
+        using var deadline = new CancellationTokenSource(_options.ShutdownTimeout);
+        _nextAttemptMs = 0;
+        while (!deadline.IsCancellationRequested && HasWork())
+        {
+            var batchesBefore = Interlocked.Read(ref _batches);
+            await RunOnceAsync(deadline.Token).ConfigureAwait(false);
+            if (Interlocked.Read(ref _batches) == batchesBefore && HasWork())
+            {
+                var wait = TimeSpan.FromMilliseconds(Math.Max(10, _nextAttemptMs - Environment.TickCount64));
+                try
+                {
+                    await Task.Delay(wait, deadline.Token).ConfigureAwait(false);
+                }
+                catch (OperationCanceledException)
+                {
+                    break;
+                }
+            }
+        }
+
+        // What PostgreSQL did not take goes to disk; rows already in a spill segment stay there.
+        var spilled = 0L;
+        if (_inFlight is { } batch && !_inFlightFromSpill)
+        {
+            foreach (var item in batch)
+            {
+                _spill.Append(item);
+                spilled++;
+            }
+        }
+
+        ClearInFlight();
+        _replay?.Dispose();
+        _replay = null;
+        while (_memory.TryDequeue(out var item))
+        {
+            Interlocked.Decrement(ref _memoryCount);
+            _spill.Append(item);
+            spilled++;
+        }
+
+        _spill.Flush();
+        Interlocked.Add(ref _spilled, spilled);
+        Interlocked.Add(ref _spilledTotal, spilled);
+        var state = State;
+        TraceLog.Stopped(_logger, _options.EdgeId, state.RowsWritten, state.Spilled, null);
+    }
+
+    private bool HasWork() => Volatile.Read(ref _memoryCount) > 0 || _inFlight is not null || Interlocked.Read(ref _spilled) > 0;
+
+    /// <summary>One round: the batch in hand, then what memory holds, then some spilled rows. True when more is waiting.</summary>
+    private async Task<bool> RunOnceAsync(CancellationToken cancellationToken)
+    {
+        if (Environment.TickCount64 < _nextAttemptMs)
+        {
+            return false;
+        }
+
+        var progressed = false;
+        try
+        {
+            await OpenAsync(cancellationToken).ConfigureAwait(false);
+            if (_inFlight is not null)
+            {
+                await CommitInFlightAsync(cancellationToken).ConfigureAwait(false);
+                progressed = true;
+            }
+
+            var rounds = (Volatile.Read(ref _memoryCount) / _options.BatchSize) + 1;
+            for (var i = 0; i < rounds && TakeFromMemory(); i++)
+            {
+                await CommitInFlightAsync(cancellationToken).ConfigureAwait(false);
+                progressed = true;
+            }
+
+            if (Interlocked.Read(ref _spilled) > 0)
+            {
+                _spill.Flush();
+                for (var i = 0; i < SpillBatchesPerRound && TakeFromSpill(); i++)
+                {
+                    await CommitInFlightAsync(cancellationToken).ConfigureAwait(false);
+                    progressed = true;
+                }
+            }
+
+            if (!_reachable)
+            {
+                _reachable = true;
+                TraceLog.Recovered(_logger, _options.EdgeId, Interlocked.Read(ref _spilled), null);
+            }
+
+            _retryDelay = _options.RetryDelay;
+            return progressed && (Volatile.Read(ref _memoryCount) >= _options.BatchSize || Interlocked.Read(ref _spilled) > 0);
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+            // Stopping: the batch in hand stays in hand for the shutdown round or the spill file.
+            await _database.CloseAsync().ConfigureAwait(false);
+            return false;
+        }
+        catch (Exception ex)
+        {
+            Interlocked.Increment(ref _failures);
+            _lastError = ex.Message;
+            await _database.CloseAsync().ConfigureAwait(false);
+            if (_reachable)
+            {
+                _reachable = false;
+                TraceLog.Unreachable(_logger, _options.EdgeId, ex.Message, ex);
+            }
+
+            _nextAttemptMs = Environment.TickCount64 + (long)_retryDelay.TotalMilliseconds;
+            _retryDelay = TimeSpan.FromTicks(Math.Min(_retryDelay.Ticks * 2, _options.MaxRetryDelay.Ticks));
+            return false;
+        }
+    }
+
+    private async Task OpenAsync(CancellationToken cancellationToken)
+    {
+        if (!_database.IsOpen)
+        {
+            await _database.OpenAsync(cancellationToken).ConfigureAwait(false);
+            _nextPartitionCheckMs = 0;
+        }
+
+        if (Environment.TickCount64 >= _nextPartitionCheckMs)
+        {
+            _nextPartitionCheckMs = Environment.TickCount64 + (long)PartitionCheckInterval.TotalMilliseconds;
+            try
+            {
+                var created = await _database.EnsurePartitionsAsync(_options.PartitionDaysAhead, cancellationToken).ConfigureAwait(false);
+                if (created > 0)
+                {
+                    TraceLog.PartitionsCreated(_logger, _options.EdgeId, created, null);
+                }
+            }
+            catch (PostgresException ex) when (!_partitionWarningLogged)
+            {
+                // Rows still land in routing_events_default; the next run of the function moves them.
+                _partitionWarningLogged = true;
+                TraceLog.PartitionsFailed(_logger, _options.EdgeId, ex.MessageText, null);
+            }
+            catch (PostgresException)
+            {
+            }
+        }
+    }
+
+    private bool TakeFromMemory()
+    {
+        if (Volatile.Read(ref _memoryCount) == 0)
+        {
+            return false;
+        }
+
+        var batch = new List<TraceItem>(Math.Min(_options.BatchSize, Volatile.Read(ref _memoryCount)));
+        while (batch.Count < _options.BatchSize && _memory.TryDequeue(out var item))
+        {
+            batch.Add(item);
+        }
+
+        if (batch.Count == 0)
+        {
+            return false;
+        }
+
+        SetInFlight(batch, fromSpill: false, completes: null, completesRows: 0);
+        Interlocked.Add(ref _memoryCount, -batch.Count);
+        return true;
+    }
+
+    private bool TakeFromSpill()
+    {
+        while (true)
+        {
+            if (_replay is null)
+            {
+                var sealedSegments = _spill.Seal();
+                if (sealedSegments.Count == 0)
+                {
+                    return false;
+                }
+
+                var next = sealedSegments[0];
+
+                _replayPath = next;
+                _replayRows = SpillStore.Count(next);
+                _replay = SpillStore.Read(next).GetEnumerator();
+            }
+
+            var batch = new List<TraceItem>();
+            var finished = false;
+            try
+            {
+                while (batch.Count < _options.BatchSize)
+                {
+                    if (!_replay.MoveNext())
+                    {
+                        finished = true;
+                        break;
+                    }
+
+                    batch.Add(_replay.Current);
+                }
+            }
+            catch (InvalidDataException ex)
+            {
+                // A damaged segment: keep it aside for a person, write what was read before the damage.
+                TraceLog.SpillCorrupt(_logger, _options.EdgeId, _replayPath!, ex.Message, null);
+                File.Move(_replayPath!, _replayPath + ".corrupt", overwrite: true);
+                finished = true;
+                _replayPath += ".corrupt";
+            }
+
+            if (finished)
+            {
+                _replay.Dispose();
+                _replay = null;
+            }
+
+            SetInFlight(batch, fromSpill: true, completes: finished ? _replayPath : null, completesRows: finished ? _replayRows : 0);
+            return true;
+        }
+    }
+
+    private void SetInFlight(List<TraceItem> batch, bool fromSpill, string? completes, long completesRows)
+    {
+        _inFlight = batch;
+        _inFlightFromSpill = fromSpill;
+        _inFlightCompletes = completes;
+        _inFlightCompletesRows = completesRows;
+        Interlocked.Exchange(ref _inFlightOldestMs, batch.Count > 0 ? batch[0].AddedAtMs : Environment.TickCount64);
+        Volatile.Write(ref _inFlightCount, Math.Max(1, batch.Count));
+    }
+
+    private void ClearInFlight()
+    {
+        _inFlight = null;
+        _inFlightFromSpill = false;
+        _inFlightCompletes = null;
+        _inFlightCompletesRows = 0;
+        Volatile.Write(ref _inFlightCount, 0);
+        Interlocked.Exchange(ref _inFlightOldestMs, 0);
+    }
+
+    private async Task CommitInFlightAsync(CancellationToken cancellationToken)
+    {
+        var batch = _inFlight!;
+        if (batch.Count > 0)
+        {
+            try
+            {
+                var outcome = await _database.WriteAsync(batch, cancellationToken).ConfigureAwait(false);
+                Interlocked.Add(ref _rowsWritten, outcome.RoutingInserted);
+                Interlocked.Add(ref _rowsDuplicate, outcome.RoutingDuplicates);
+                Interlocked.Add(ref _requestsWritten, outcome.RequestsInserted);
+            }
+            catch (PostgresException ex) when (IsDataError(ex))
+            {
+                // Retrying a batch PostgreSQL refuses as data would stop every later row: set it aside instead.
+                var path = _spill.WriteRejected(batch);
+                Interlocked.Add(ref _quarantined, batch.Count);
+                _lastError = ex.Message;
+                TraceLog.Quarantined(_logger, _options.EdgeId, batch.Count, path, ex.MessageText, null);
+            }
+
+            Interlocked.Increment(ref _batches);
+            Interlocked.Exchange(ref _lastFlushUtcTicks, DateTime.UtcNow.Ticks);
+        }
+
+        if (_inFlightCompletes is { } done)
+        {
+            if (!done.EndsWith(".corrupt", StringComparison.Ordinal))
+            {
+                File.Delete(done);
+            }
+
+            Interlocked.Add(ref _spilled, -_inFlightCompletesRows);
+            Interlocked.Exchange(ref _spillOldestUtcTicks, OldestSegmentTicks());
+        }
+
+        ClearInFlight();
+    }
+
+    private static bool IsDataError(PostgresException ex) =>
+        ex.SqlState.StartsWith("22", StringComparison.Ordinal) || ex.SqlState.StartsWith("23", StringComparison.Ordinal);
+
+    private long OldestSegmentTicks()
+    {
+        var segments = _spill.Segments();
+        if (segments.Count == 0)
+        {
+            return 0;
+        }
+
+        var parts = Path.GetFileName(segments[0]).Split('.');
+        return parts.Length >= 3 && long.TryParse(parts[^3], out var ticks) ? ticks : DateTime.UtcNow.Ticks;
+    }
+
+    private void LogStateWhenDue()
+    {
+        if (_options.StateLogInterval <= TimeSpan.Zero || Environment.TickCount64 < _nextStateLogMs)
+        {
+            return;
+        }
+
+        _nextStateLogMs = Environment.TickCount64 + (long)_options.StateLogInterval.TotalMilliseconds;
+        var s = State;
+        TraceLog.State(_logger, s.EdgeId, s.RowsWritten, s.Pending, s.Spilled, s.Lag.TotalMilliseconds, s.FlushFailures, null);
+    }
+}
