@@ -9,6 +9,13 @@ public static class CommandLine
     {
         new DbCommand(),
         new DemoCommand(),
+        new PlacementCommand(),
+        new ModelCommand(),
+        new GenerateCommand(),
+        new BenchCommand(),
+        new EdgeCommand(),
+        new InferCommand(),
+        new ClusterCommand(),
     }.ToDictionary(c => c.Verb, StringComparer.Ordinal);
 
     public static async Task<int> RunAsync(string[] args)
