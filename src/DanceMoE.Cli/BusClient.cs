@@ -1,0 +1,77 @@
+using DanceMoE.Hosting;
+using MassTransit;
+using Microsoft.Extensions.DependencyInjection;
+using RabbitMQ.Client;
+using RabbitMQ.Client.Exceptions;
+
+namespace DanceMoE.Cli;
+
+/// <summary>A bus with no consumers, for commands that send requests (infer, benchmarks).</summary>
+public sealed class BusClient : IAsyncDisposable
+{
+    private readonly ServiceProvider _provider;
+
+    private BusClient(ServiceProvider provider, IBusControl bus)
+    {
+        _provider = provider;
+        Bus = bus;
+    }
+
+    public IBusControl Bus { get; }
+
+    public static async Task<BusClient> StartAsync(string rabbitMqUri, CancellationToken cancellationToken)
+    {
+        var provider = new ServiceCollection()
+            .AddMassTransit(bus => bus.UsingRabbitMq((_, cfg) => new RabbitMqOptions { ConnectionString = rabbitMqUri }.ConfigureHost(cfg)))
+            .BuildServiceProvider(true);
+        var bus = provider.GetRequiredService<IBusControl>();
+        try
+        {
+            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            timeout.CancelAfter(TimeSpan.FromSeconds(30));
+            await bus.StartAsync(timeout.Token).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is RabbitMqConnectionException or OperationCanceledException && !cancellationToken.IsCancellationRequested)
+        {
+            await provider.DisposeAsync().ConfigureAwait(false);
+            throw new CliException($"cannot connect to RabbitMQ at {Commands.DbCommand.Redact(rabbitMqUri)}: {ex.Message} (is it up? ./dancemoe services up)", ExitCodes.Unavailable, ex);
+        }
+
+        return new BusClient(provider, bus);
+    }
+
+    /// <summary>How many consumers a queue has; null when the queue does not exist (nobody ever served it).</summary>
+    public static async Task<uint?> ConsumersOfAsync(string rabbitMqUri, string queue, CancellationToken cancellationToken)
+    {
+        var broker = RabbitMqOptions.Parse(rabbitMqUri);
+        var factory = new ConnectionFactory
+        {
+            HostName = broker.Host,
+            Port = broker.Port,
+            VirtualHost = broker.VirtualHost,
+            UserName = broker.Username,
+            Password = broker.Password,
+        };
+        try
+        {
+            await using var connection = await factory.CreateConnectionAsync(cancellationToken).ConfigureAwait(false);
+            await using var channel = await connection.CreateChannelAsync(cancellationToken: cancellationToken).ConfigureAwait(false);
+            var ok = await channel.QueueDeclarePassiveAsync(queue, cancellationToken).ConfigureAwait(false);
+            return ok.ConsumerCount;
+        }
+        catch (OperationInterruptedException ex) when (ex.ShutdownReason?.ReplyCode == 404)
+        {
+            return null;
+        }
+        catch (BrokerUnreachableException ex)
+        {
+            throw new CliException($"cannot connect to RabbitMQ at {Commands.DbCommand.Redact(rabbitMqUri)}: {ex.Message} (is it up? ./dancemoe services up)", ExitCodes.Unavailable, ex);
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await Bus.StopAsync(CancellationToken.None).ConfigureAwait(false);
+        await _provider.DisposeAsync().ConfigureAwait(false);
+    }
+}

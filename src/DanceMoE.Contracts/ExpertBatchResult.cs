@@ -1,0 +1,23 @@
+namespace DanceMoE.Contracts;
+
+/// <summary>Response to <see cref="RunExpertBatch"/>: the experts' outputs in the same slice order and layout.</summary>
+public record ExpertBatchResult
+{
+    /// <summary>Id of this batch, echoed in its result.</summary>
+    public Guid BatchId { get; init; }
+
+    /// <summary>The edge that answered.</summary>
+    public required string EdgeId { get; init; }
+
+    /// <summary>Zero-based MoE layer.</summary>
+    public int Layer { get; init; }
+
+    /// <summary>The experts of the batch and their token rows, in payload order.</summary>
+    public IReadOnlyList<ExpertSlice> Slices { get; init; } = [];
+
+    /// <summary>Little-endian float32 [rows, hidden] per slice, in slice order.</summary>
+    public byte[] Output { get; init; } = [];
+
+    /// <summary>Time the edge spent running the experts, in milliseconds.</summary>
+    public double ComputeMs { get; init; }
+}

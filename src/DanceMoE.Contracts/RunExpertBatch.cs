@@ -1,0 +1,30 @@
+namespace DanceMoE.Contracts;
+
+/// <summary>
+/// Request from an origin edge to a peer's <c>edge-{id}-experts</c> queue: run several experts of one
+/// layer on their token rows. <see cref="Hidden"/> holds the rows of every slice, in slice order, as
+/// little-endian float32 [rows, <see cref="HiddenSize"/>]. Answered with <see cref="ExpertBatchResult"/>.
+/// </summary>
+public record RunExpertBatch
+{
+    /// <summary>Id of this batch, echoed in its result.</summary>
+    public Guid BatchId { get; init; }
+
+    /// <summary>Id of the generation request (from NewId); echoed in the answer and the traces.</summary>
+    public Guid RequestId { get; init; }
+
+    /// <summary>The edge whose request needs the experts.</summary>
+    public required string OriginEdgeId { get; init; }
+
+    /// <summary>Zero-based MoE layer.</summary>
+    public int Layer { get; init; }
+
+    /// <summary>Width of one token row.</summary>
+    public int HiddenSize { get; init; }
+
+    /// <summary>The experts of the batch and their token rows, in payload order.</summary>
+    public IReadOnlyList<ExpertSlice> Slices { get; init; } = [];
+
+    /// <summary>Little-endian float32 rows of all slices, in slice order.</summary>
+    public byte[] Hidden { get; init; } = [];
+}

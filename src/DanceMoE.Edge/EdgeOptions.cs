@@ -1,0 +1,62 @@
+using System.ComponentModel.DataAnnotations;
+
+namespace DanceMoE.Edge;
+
+/// <summary>One edge server's settings (section <c>Edge</c>, or the <c>dancemoe edge</c> command line).</summary>
+public sealed class EdgeOptions
+{
+    public const string Section = "Edge";
+
+    /// <summary>Edge id, for example <c>edge-1</c>; its queues are named after it (see <see cref="EdgeQueues"/>).</summary>
+    [Required]
+    [RegularExpression("^[a-z0-9][a-z0-9-]{0,62}$", ErrorMessage = "the edge id must be lowercase letters, digits and dashes")]
+    public string Id { get; set; } = "";
+
+    /// <summary>Directory of the exported model (its manifest.json).</summary>
+    [Required]
+    public string ModelDirectory { get; set; } = "";
+
+    /// <summary>Memory the edge may spend on expert weights.</summary>
+    [Range(1, 1_048_576)]
+    public int MemoryMb { get; set; } = 1024;
+
+    /// <summary>Placement file (JSON); without it the edge holds every expert that fits, in order.</summary>
+    public string? PlacementFile { get; set; }
+
+    /// <summary><c>auto</c>, <c>cuda</c> or <c>cpu</c>.</summary>
+    [RegularExpression("^(auto|cuda|cpu)$")]
+    public string Provider { get; set; } = "auto";
+
+    [Range(0, 64)]
+    public int IntraOpThreads { get; set; } = 1;
+
+    /// <summary>How long a remote expert batch may take before it is retried on another replica.</summary>
+    [Range(50, 600_000)]
+    public int ExpertDeadlineMs { get; set; } = 5000;
+
+    [Range(1, 16_384)]
+    public int MaxPromptTokens { get; set; } = 1024;
+
+    [Range(1, 16_384)]
+    public int MaxNewTokens { get; set; } = 512;
+
+    /// <summary>Largest expert-batch payload accepted or sent (RabbitMQ's own limit is 128 MiB).</summary>
+    [Range(1024, 128 << 20)]
+    public int MaxBatchBytes { get; set; } = 16 << 20;
+
+    [Range(0.1, 3600)]
+    public double HeartbeatSeconds { get; set; } = 2;
+
+    /// <summary>Emulated one-way latency added to every expert batch this edge sends or answers (0: none).</summary>
+    [Range(0, 10_000)]
+    public double LinkDelayMs { get; set; }
+
+    /// <summary>Emulated bandwidth of this edge's link for expert batches, in Mbit/s (0: unlimited).</summary>
+    [Range(0, 1_000_000)]
+    public double LinkMbps { get; set; }
+
+    /// <summary>File written once the edge serves (its experts loaded, its queues consumed).</summary>
+    public string? ReadyFile { get; set; }
+
+    public long MemoryBudgetBytes => (long)MemoryMb << 20;
+}

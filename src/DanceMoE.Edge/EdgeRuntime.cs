@@ -1,0 +1,167 @@
+using DanceMoE.Contracts;
+using DanceMoE.Inference;
+using DanceMoE.Model;
+
+namespace DanceMoE.Edge;
+
+/// <summary>What one edge server holds while it runs: its experts, its routing table, its forward loop.</summary>
+public sealed class EdgeRuntime(
+    EdgeOptions options, ExpertStore experts, IRoutingTable routing, MoeForward forward, ByteTokenizer tokenizer, LinkEmulator link, string executionProvider)
+{
+    public EdgeOptions Options { get; } = options;
+
+    public ExpertStore Experts { get; } = experts;
+
+    public IRoutingTable Routing { get; } = routing;
+
+    public MoeForward Forward { get; } = forward;
+
+    public ByteTokenizer Tokenizer { get; } = tokenizer;
+
+    public LinkEmulator Link { get; } = link;
+
+    public string ExecutionProvider { get; } = executionProvider;
+
+    public InFlightCounter InFlight { get; } = new();
+
+    /// <summary>Checks a request at the edge of the system and returns its prompt's token ids.</summary>
+    public IReadOnlyList<int> ValidateRequest(GenerateText request)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        var architecture = Experts.Manifest.Architecture;
+        if (request.Prompt is not null && request.PromptTokenIds is not null)
+        {
+            throw new InvalidRequestException("give either a prompt or prompt token ids, not both");
+        }
+
+        IReadOnlyList<int> ids;
+        if (request.PromptTokenIds is { } given)
+        {
+            if (given.Count > Options.MaxPromptTokens)
+            {
+                throw new InvalidRequestException($"the prompt has {given.Count} tokens; this edge accepts at most {Options.MaxPromptTokens}");
+            }
+
+            var bad = given.Where(t => t < 0 || t >= architecture.VocabSize).Select(t => (int?)t).FirstOrDefault();
+            if (bad is not null)
+            {
+                throw new InvalidRequestException($"prompt token id {bad} is outside the vocabulary of {architecture.VocabSize}");
+            }
+
+            ids = given;
+        }
+        else
+        {
+            if (string.IsNullOrEmpty(request.Prompt))
+            {
+                throw new InvalidRequestException("the prompt is empty");
+            }
+
+            if (request.Prompt.Length > Options.MaxPromptTokens * 4)
+            {
+                throw new InvalidRequestException($"the prompt has {request.Prompt.Length} characters; this edge accepts at most {Options.MaxPromptTokens} tokens");
+            }
+
+            ids = Tokenizer.Encode(request.Prompt);
+        }
+
+        if (ids.Count == 0)
+        {
+            throw new InvalidRequestException("the prompt is empty");
+        }
+
+        if (ids.Count > Options.MaxPromptTokens)
+        {
+            throw new InvalidRequestException($"the prompt has {ids.Count} tokens; this edge accepts at most {Options.MaxPromptTokens}");
+        }
+
+        if (request.MaxNewTokens < 1 || request.MaxNewTokens > Options.MaxNewTokens)
+        {
+            throw new InvalidRequestException($"max new tokens must be between 1 and {Options.MaxNewTokens} (got {request.MaxNewTokens})");
+        }
+
+        if (ids.Count + request.MaxNewTokens > architecture.MaxPositions)
+        {
+            throw new InvalidRequestException(
+                $"prompt ({ids.Count} tokens) plus max new tokens ({request.MaxNewTokens}) exceeds the model's context of {architecture.MaxPositions}");
+        }
+
+        if (double.IsNaN(request.Temperature) || request.Temperature < 0 || request.Temperature > 100)
+        {
+            throw new InvalidRequestException($"temperature must be between 0 and 100 (got {request.Temperature})");
+        }
+
+        if (double.IsNaN(request.TopP) || request.TopP <= 0 || request.TopP > 1)
+        {
+            throw new InvalidRequestException($"top-p must be in (0, 1] (got {request.TopP})");
+        }
+
+        return ids;
+    }
+
+    /// <summary>Checks a peer's expert batch before any of it runs.</summary>
+    public void ValidateBatch(RunExpertBatch batch)
+    {
+        ArgumentNullException.ThrowIfNull(batch);
+        var manifest = Experts.Manifest;
+        var hidden = manifest.Architecture.HiddenSize;
+        if (batch.Hidden is null || batch.Hidden.Length > Options.MaxBatchBytes)
+        {
+            throw new InvalidExpertBatchException($"batch payload of {batch.Hidden?.Length ?? 0} bytes exceeds this edge's limit of {Options.MaxBatchBytes} bytes");
+        }
+
+        if (batch.Layer < 0 || batch.Layer >= manifest.Layers.Count)
+        {
+            throw new InvalidExpertBatchException($"layer {batch.Layer} is outside the model's {manifest.Layers.Count} layers");
+        }
+
+        if (batch.HiddenSize != hidden)
+        {
+            throw new InvalidExpertBatchException($"batch hidden size {batch.HiddenSize} does not match the model's {hidden}");
+        }
+
+        if (batch.Slices is null || batch.Slices.Count == 0)
+        {
+            throw new InvalidExpertBatchException("batch has no expert slices");
+        }
+
+        long rows = 0;
+        foreach (var slice in batch.Slices)
+        {
+            if (slice.Expert < 0 || slice.Expert >= manifest.Architecture.NumExperts)
+            {
+                throw new InvalidExpertBatchException($"expert {slice.Expert} is outside layer {batch.Layer}'s {manifest.Architecture.NumExperts} experts");
+            }
+
+            if (slice.Rows <= 0)
+            {
+                throw new InvalidExpertBatchException($"expert {batch.Layer}.{slice.Expert} has {slice.Rows} rows");
+            }
+
+            if (!Experts.Holds(batch.Layer, slice.Expert))
+            {
+                throw new InvalidExpertBatchException($"{Options.Id} does not hold expert {batch.Layer}.{slice.Expert}");
+            }
+
+            rows += slice.Rows;
+        }
+
+        if (rows * hidden * sizeof(float) != batch.Hidden.Length)
+        {
+            throw new InvalidExpertBatchException(
+                $"batch payload has {batch.Hidden.Length} bytes; {rows} rows x {hidden} float32 need {rows * hidden * sizeof(float)}");
+        }
+    }
+}
+
+/// <summary>Messages being processed by this edge now: the queue depth its heartbeats report.</summary>
+public sealed class InFlightCounter
+{
+    private int _count;
+
+    public int Count => Volatile.Read(ref _count);
+
+    public void Enter() => Interlocked.Increment(ref _count);
+
+    public void Leave() => Interlocked.Decrement(ref _count);
+}

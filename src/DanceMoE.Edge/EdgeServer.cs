@@ -1,0 +1,119 @@
+using System.ComponentModel.DataAnnotations;
+using DanceMoE.Hosting;
+using DanceMoE.Inference;
+using DanceMoE.Model;
+using MassTransit;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+
+namespace DanceMoE.Edge;
+
+/// <summary>
+/// Builds an edge server's host: the model loaded through its manifest, the experts of the placement
+/// loaded within the budget (or refused before anything starts), and the three queues consumed.
+/// </summary>
+public static class EdgeServer
+{
+    public static IHost Build(EdgeOptions options, IConfiguration configuration, Action<ILoggingBuilder>? logging = null)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        Validate(options);
+        var manifest = ModelManifest.Load(options.ModelDirectory);
+        var architecture = manifest.Architecture;
+        var placement = options.PlacementFile is { } file
+            ? PlacementFile.Load(file)
+            : PlacementFile.Uniform(0, architecture.NumLayers, architecture.NumExperts, [options.Id]);
+        placement.Validate(architecture.NumLayers, architecture.NumExperts);
+
+        var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true });
+        builder.Configuration.AddConfiguration(configuration);
+        builder.Logging.AddSimpleConsole(o =>
+        {
+            o.SingleLine = true;
+            o.TimestampFormat = "HH:mm:ss.fff ";
+        });
+        builder.Logging.SetMinimumLevel(LogLevel.Information);
+        builder.Logging.AddFilter("MassTransit", LogLevel.Warning);
+        logging?.Invoke(builder.Logging);
+
+        var startupLog = LoggerFactory.Create(l => l.AddSimpleConsole(o => o.SingleLine = true)).CreateLogger("DanceMoE.Edge");
+        var sessions = new SessionFactory(
+            new InferenceOptions { Provider = InferenceOptions.ParseProvider(options.Provider), IntraOpThreads = options.IntraOpThreads, InterOpThreads = 1 },
+            message => startupLog.LogWarning("{Edge}: {Message}", options.Id, message));
+        var store = new ExpertStore(new ExpertSessionPool(manifest, sessions), options.MemoryBudgetBytes);
+        store.LoadAll([.. placement.ExpertsOf(options.Id)], options.Id);
+        var routing = new RoutingTable(placement);
+        var tokenizer = manifest.Tokenizer is { } t ? new ByteTokenizer(t.BosTokenId, t.EosTokenId) : ByteTokenizer.Default;
+        var link = new LinkEmulator(options.LinkDelayMs, options.LinkMbps);
+
+        var services = builder.Services;
+        services.AddSingleton(options);
+        services.AddSingleton(store);
+        services.AddSingleton<IRoutingTable>(routing);
+        services.AddSingleton(link);
+        services.AddDanceMoEConnections(builder.Configuration);
+        services.AddSingleton(sp => new DistributedExpertDispatcher(
+            options.Id, store, routing, sp.GetRequiredService<IClientFactory>(), link,
+            TimeSpan.FromMilliseconds(options.ExpertDeadlineMs), options.MaxBatchBytes,
+            sp.GetRequiredService<ILogger<DistributedExpertDispatcher>>()));
+        services.AddSingleton(sp => new MoeForward(manifest, sessions, sp.GetRequiredService<DistributedExpertDispatcher>()));
+        services.AddSingleton(sp => new EdgeRuntime(
+            options, store, routing, sp.GetRequiredService<MoeForward>(), tokenizer, link, sessions.ProviderInUse ?? "cpu"));
+        services.AddSingleton<HeartbeatService>();
+        services.AddHostedService(sp => sp.GetRequiredService<HeartbeatService>());
+
+        services.AddMassTransit(bus =>
+        {
+            bus.AddConsumer<GenerateTextConsumer>();
+            bus.AddConsumer<RunExpertBatchConsumer>();
+            bus.AddConsumer<LoadExpertConsumer>();
+            bus.AddConsumer<UnloadExpertConsumer>();
+            bus.AddConsumer<PlacementActivatedConsumer>();
+            bus.UsingRabbitMq((context, cfg) =>
+            {
+                context.GetRequiredService<IOptions<RabbitMqOptions>>().Value.ConfigureHost(cfg);
+                cfg.ReceiveEndpoint(EdgeQueues.Requests(options.Id), e =>
+                {
+                    // One generation at a time: the dense part is this edge's own CPU or GPU.
+                    e.PrefetchCount = 8;
+                    e.ConcurrentMessageLimit = 1;
+                    e.ConfigureConsumer<GenerateTextConsumer>(context);
+                });
+                cfg.ReceiveEndpoint(EdgeQueues.Experts(options.Id), e =>
+                {
+                    // Peers' expert work has its own queue, so it is never stuck behind a long generation.
+                    e.PrefetchCount = 32;
+                    e.ConcurrentMessageLimit = 4;
+                    e.ConfigureConsumer<RunExpertBatchConsumer>(context);
+                });
+                cfg.ReceiveEndpoint(EdgeQueues.Control(options.Id), e =>
+                {
+                    e.ConcurrentMessageLimit = 1;
+                    e.ConfigureConsumer<LoadExpertConsumer>(context);
+                    e.ConfigureConsumer<UnloadExpertConsumer>(context);
+                    e.ConfigureConsumer<PlacementActivatedConsumer>(context);
+                });
+            });
+        });
+        services.Configure<MassTransitHostOptions>(o =>
+        {
+            o.WaitUntilStarted = true;
+            o.StartTimeout = TimeSpan.FromSeconds(60);
+            o.StopTimeout = TimeSpan.FromSeconds(15);
+        });
+        services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(20));
+        return builder.Build();
+    }
+
+    private static void Validate(EdgeOptions options)
+    {
+        var results = new List<System.ComponentModel.DataAnnotations.ValidationResult>();
+        if (!Validator.TryValidateObject(options, new ValidationContext(options), results, validateAllProperties: true))
+        {
+            throw new OptionsValidationException(nameof(EdgeOptions), typeof(EdgeOptions), results.Select(r => $"{string.Join(",", r.MemberNames)}: {r.ErrorMessage}"));
+        }
+    }
+}

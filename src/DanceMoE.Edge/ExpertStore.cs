@@ -1,0 +1,128 @@
+using System.Diagnostics;
+using DanceMoE.Inference;
+using DanceMoE.Model;
+
+namespace DanceMoE.Edge;
+
+/// <summary>
+/// The experts this edge holds, within its memory budget (weight bytes from the manifest).
+/// Unlike the monolithic pool, it never loads an expert on use: what it does not hold, it refuses.
+/// </summary>
+public sealed class ExpertStore(ExpertSessionPool pool, long budgetBytes) : IDisposable
+{
+    private readonly object _gate = new();
+    private double _expertMsEwma;
+
+    public ModelManifest Manifest => pool.Manifest;
+
+    public long BudgetBytes { get; } = budgetBytes;
+
+    public long UsedBytes => pool.LoadedBytes;
+
+    /// <summary>Exponentially weighted mean time of one expert call here, in milliseconds.</summary>
+    public double ExpertMilliseconds
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _expertMsEwma;
+            }
+        }
+    }
+
+    public bool Holds(int layer, int expert) => pool.IsLoaded(layer, expert);
+
+    public IReadOnlyList<string> LoadedKeys() =>
+        [.. Manifest.Experts.Where(e => pool.IsLoaded(e.Layer, e.Expert)).Select(e => $"{e.Layer}:{e.Expert}")];
+
+    public long BytesOf(int layer, int expert) => Manifest.Expert(layer, expert).WeightBytes;
+
+    /// <summary>Loads every expert in the list, refusing the whole list when it exceeds the budget.</summary>
+    public void LoadAll(IReadOnlyCollection<(int Layer, int Expert)> experts, string edgeId)
+    {
+        ArgumentNullException.ThrowIfNull(experts);
+        var needed = experts.Sum(e => BytesOf(e.Layer, e.Expert));
+        if (needed > BudgetBytes)
+        {
+            throw new ExpertBudgetException(
+                $"{edgeId}: the placement gives it {experts.Count} experts of {needed / 1048576.0:F1} MiB, over its budget of {BudgetBytes / 1048576.0:F1} MiB");
+        }
+
+        foreach (var (layer, expert) in experts)
+        {
+            Load(layer, expert);
+        }
+    }
+
+    public void Load(int layer, int expert)
+    {
+        CheckRange(layer, expert);
+        lock (_gate)
+        {
+            if (pool.IsLoaded(layer, expert))
+            {
+                return;
+            }
+
+            var after = UsedBytes + BytesOf(layer, expert);
+            if (after > BudgetBytes)
+            {
+                throw new ExpertBudgetException(
+                    $"loading expert {layer}.{expert} would use {after / 1048576.0:F1} MiB, over the budget of {BudgetBytes / 1048576.0:F1} MiB");
+            }
+
+            pool.Load(layer, expert);
+        }
+    }
+
+    public bool Unload(int layer, int expert)
+    {
+        CheckRange(layer, expert);
+        lock (_gate)
+        {
+            return pool.Unload(layer, expert);
+        }
+    }
+
+    /// <summary>Runs a held expert on its rows; throws <see cref="ExpertNotHeldException"/> for any other.</summary>
+    public float[] Run(int layer, int expert, float[] input, int rows)
+    {
+        CheckRange(layer, expert);
+        if (!pool.IsLoaded(layer, expert))
+        {
+            throw new ExpertNotHeldException($"expert {layer}.{expert} is not held here");
+        }
+
+        var started = Stopwatch.GetTimestamp();
+        var output = pool.Run(layer, expert, input, rows);
+        var ms = Stopwatch.GetElapsedTime(started).TotalMilliseconds;
+        lock (_gate)
+        {
+            _expertMsEwma = _expertMsEwma == 0 ? ms : (0.9 * _expertMsEwma) + (0.1 * ms);
+        }
+
+        return output;
+    }
+
+    public void CheckRange(int layer, int expert)
+    {
+        var layers = Manifest.Layers.Count;
+        if (layer < 0 || layer >= layers)
+        {
+            throw new ArgumentOutOfRangeException(nameof(layer), $"layer {layer} is outside the model's {layers} layers");
+        }
+
+        var experts = Manifest.Layers[layer].Experts.Count;
+        if (expert < 0 || expert >= experts)
+        {
+            throw new ArgumentOutOfRangeException(nameof(expert), $"expert {expert} is outside layer {layer}'s {experts} experts");
+        }
+    }
+
+    public void Dispose() => pool.Dispose();
+}
+
+public sealed class ExpertBudgetException(string message) : Exception(message);
+
+public sealed class ExpertNotHeldException(string message) : Exception(message);

@@ -1,0 +1,58 @@
+using DanceMoE.Contracts;
+using DanceMoE.Inference;
+using MassTransit;
+
+namespace DanceMoE.Edge;
+
+/// <summary>Generates text for a request that arrived at this edge (its origin), with experts wherever they live.</summary>
+public sealed class GenerateTextConsumer(EdgeRuntime edge) : IConsumer<GenerateText>
+{
+    public async Task Consume(ConsumeContext<GenerateText> context)
+    {
+        var request = context.Message;
+        var requestId = request.RequestId == Guid.Empty ? context.RequestId ?? NewId.NextGuid() : request.RequestId;
+        var promptIds = edge.ValidateRequest(request);
+        var placementVersion = edge.Routing.Current.Version;
+        using var scope = RequestScope.Begin(requestId);
+        edge.InFlight.Enter();
+        GenerationResult result;
+        try
+        {
+            result = await Generator.GenerateAsync(
+                edge.Forward,
+                edge.Tokenizer,
+                promptIds,
+                request.MaxNewTokens,
+                new SamplingOptions { Temperature = request.Temperature, TopP = request.TopP, Seed = (ulong)request.Seed },
+                context.CancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            edge.InFlight.Leave();
+        }
+
+        await context.RespondAsync(new TextGenerated
+        {
+            RequestId = requestId,
+            EdgeId = edge.Options.Id,
+            TokenIds = result.TokenIds,
+            Text = result.Text,
+            StoppedAtEos = result.StoppedAtEos,
+            Stats = new GenerationStats
+            {
+                PromptTokens = promptIds.Count,
+                LocalExpertCalls = scope.LocalExpertCalls,
+                RemoteExpertCalls = scope.RemoteExpertCalls,
+                RemoteBatches = scope.RemoteBatches,
+                RemoteBytes = scope.RemoteBytes,
+                Retries = scope.Retries,
+                LatencyMs = Math.Round(scope.Clock.Elapsed.TotalMilliseconds, 2),
+                TokensPerSecond = Math.Round(result.TokensPerSecond, 2),
+                PlacementVersion = placementVersion,
+            },
+        }).ConfigureAwait(false);
+    }
+}
+
+/// <summary>A request the edge refuses before running it; the caller gets this message as the fault.</summary>
+public sealed class InvalidRequestException(string message) : Exception(message);

@@ -1,0 +1,17 @@
+namespace DanceMoE.Edge;
+
+/// <summary>
+/// Emulates this edge's network link on one machine: every expert batch the edge sends or answers
+/// waits its one-way delay plus its bytes over the bandwidth before it goes out. An emulation for
+/// benchmarks and demos on loopback, not a traffic shaper.
+/// </summary>
+public sealed class LinkEmulator(double delayMs, double mbps)
+{
+    public bool Enabled => delayMs > 0 || mbps > 0;
+
+    public TimeSpan CostOf(long bytes) =>
+        TimeSpan.FromMilliseconds(delayMs + (mbps > 0 ? bytes * 8.0 / (mbps * 1000.0) : 0));
+
+    public Task TransmitAsync(long bytes, CancellationToken cancellationToken) =>
+        Enabled ? Task.Delay(CostOf(bytes), cancellationToken) : Task.CompletedTask;
+}

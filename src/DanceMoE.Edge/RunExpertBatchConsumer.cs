@@ -1,0 +1,53 @@
+using System.Diagnostics;
+using DanceMoE.Contracts;
+using MassTransit;
+
+namespace DanceMoE.Edge;
+
+/// <summary>Runs a peer's expert batch on the experts this edge holds; anything malformed is refused with a fault.</summary>
+public sealed class RunExpertBatchConsumer(EdgeRuntime edge) : IConsumer<RunExpertBatch>
+{
+    public async Task Consume(ConsumeContext<RunExpertBatch> context)
+    {
+        var batch = context.Message;
+        edge.ValidateBatch(batch);
+        edge.InFlight.Enter();
+        byte[] output;
+        var clock = Stopwatch.StartNew();
+        try
+        {
+            var hidden = batch.HiddenSize;
+            var x = TensorBytes.ToFloats(batch.Hidden);
+            var y = new float[x.Length];
+            var offset = 0;
+            foreach (var slice in batch.Slices)
+            {
+                var length = slice.Rows * hidden;
+                var result = edge.Experts.Run(batch.Layer, slice.Expert, x.AsSpan(offset, length).ToArray(), slice.Rows);
+                result.CopyTo(y, offset);
+                offset += length;
+            }
+
+            output = TensorBytes.FromFloats(y);
+        }
+        finally
+        {
+            edge.InFlight.Leave();
+        }
+
+        var computeMs = clock.Elapsed.TotalMilliseconds;
+        await edge.Link.TransmitAsync(output.Length, context.CancellationToken).ConfigureAwait(false);
+        await context.RespondAsync(new ExpertBatchResult
+        {
+            BatchId = batch.BatchId,
+            EdgeId = edge.Options.Id,
+            Layer = batch.Layer,
+            Slices = batch.Slices,
+            Output = output,
+            ComputeMs = Math.Round(computeMs, 3),
+        }).ConfigureAwait(false);
+    }
+}
+
+/// <summary>An expert batch this edge refuses: out of range, malformed, oversized, or for an expert it does not hold.</summary>
+public sealed class InvalidExpertBatchException(string message) : Exception(message);

@@ -1,0 +1,27 @@
+using System.Runtime.InteropServices;
+
+namespace DanceMoE.Edge;
+
+/// <summary>float32 tensors as little-endian bytes on the wire (never JSON number arrays).</summary>
+public static class TensorBytes
+{
+    public static byte[] FromFloats(ReadOnlySpan<float> values)
+    {
+        if (!BitConverter.IsLittleEndian)
+        {
+            throw new PlatformNotSupportedException("tensor payloads are little-endian");
+        }
+
+        return MemoryMarshal.AsBytes(values).ToArray();
+    }
+
+    public static float[] ToFloats(ReadOnlySpan<byte> bytes)
+    {
+        if (bytes.Length % sizeof(float) != 0)
+        {
+            throw new ArgumentException($"a float32 payload must be a multiple of 4 bytes, got {bytes.Length}", nameof(bytes));
+        }
+
+        return MemoryMarshal.Cast<byte, float>(bytes).ToArray();
+    }
+}
