@@ -41,6 +41,9 @@ public sealed class ExpertPlacement
     public void Remove(int server, int layer, int expert) =>
         _bits[Offset(server, layer) + (expert >> 6)] &= ~(1UL << (expert & 63));
 
+    /// <summary>The bit words of one server's experts in one layer (bit e of word e / 64).</summary>
+    internal ReadOnlySpan<ulong> LayerBits(int server, int layer) => _bits.AsSpan(Offset(server, layer), _words);
+
     public int CountLayer(int server, int layer)
     {
         var count = 0;

@@ -1,3 +1,5 @@
+using System.Numerics;
+
 namespace DanceMoE.Placement;
 
 /// <summary>How requests are run in the latency model.</summary>
@@ -55,9 +57,7 @@ public sealed class LatencyModel
     private readonly int[] _tokensTo;
     private readonly int[] _expertTokens;
     private readonly int[] _touched;
-    private readonly int[] _remote;
-    private readonly int[] _chosen;
-    private readonly int[] _cover;
+    private readonly ulong[] _remoteMask;
 
     public LatencyModel(MoeModel model, Cluster cluster, LatencyOptions options)
     {
@@ -96,9 +96,7 @@ public sealed class LatencyModel
         _tokensTo = new int[n];
         _expertTokens = new int[n * model.Experts];
         _touched = new int[n * model.Experts];
-        _remote = new int[model.TopK];
-        _chosen = new int[model.TopK];
-        _cover = new int[n];
+        _remoteMask = new ulong[(model.Experts + 63) / 64];
     }
 
     /// <summary>Extra wait of a remote call at each server (queueing); zero until <see cref="Evaluate"/> sets it.</summary>
@@ -207,53 +205,28 @@ public sealed class LatencyModel
     {
         var n = _cluster.Count;
         var local = 0.0;
-        var remoteCount = 0;
-        var baseIndex = layer * _model.Experts;
-        foreach (var e in token)
-        {
-            if (placement.Holds(home, layer, e))
-            {
-                local += _decodeExpertSeconds[(home * _model.Layers * _model.Experts) + baseIndex + e];
-            }
-            else
-            {
-                _remote[remoteCount++] = e;
-            }
-        }
-
-        stats.Local += token.Length - remoteCount;
-        stats.Remote += remoteCount;
+        var remaining = Split(placement, home, layer, token, ref local);
+        stats.Local += token.Length - remaining;
+        stats.Remote += remaining;
         if (load is not null)
         {
             load.Busy[(home * n) + home] += local;
         }
 
-        if (remoteCount == 0)
-        {
-            return local;
-        }
-
-        Route(placement, home, layer, remoteCount);
         var slowest = local;
-        Array.Clear(_cover);
-        for (var i = 0; i < remoteCount; i++)
+        while (remaining > 0)
         {
-            _cover[_chosen[i]]++;
-        }
-
-        for (var s = 0; s < n; s++)
-        {
-            if (_cover[s] == 0)
-            {
-                continue;
-            }
-
+            var s = ChooseServer(placement, home, layer);
+            var held = placement.LayerBits(s, layer);
             var compute = 0.0;
-            for (var i = 0; i < remoteCount; i++)
+            foreach (var e in token)
             {
-                if (_chosen[i] == s)
+                var bit = 1UL << (e & 63);
+                if ((_remoteMask[e >> 6] & held[e >> 6] & bit) != 0)
                 {
-                    compute += _decodeExpertSeconds[(s * _model.Layers * _model.Experts) + baseIndex + _remote[i]];
+                    _remoteMask[e >> 6] &= ~bit;
+                    remaining--;
+                    compute += DecodeSeconds(s, layer, e);
                 }
             }
 
@@ -283,39 +256,44 @@ public sealed class LatencyModel
         var e0 = _model.Experts;
         var touched = 0;
         Array.Clear(_tokensTo);
+        var homeBits = placement.LayerBits(home, layer);
         for (var t = 0; t < count; t++)
         {
             var token = tokens.Slice(t * k, k);
-            var remoteCount = 0;
+            Array.Clear(_remoteMask);
+            var remaining = 0;
             foreach (var e in token)
             {
-                if (placement.Holds(home, layer, e))
+                if ((homeBits[e >> 6] & (1UL << (e & 63))) != 0)
                 {
                     Touch(home, e, ref touched);
                 }
                 else
                 {
-                    _remote[remoteCount++] = e;
+                    _remoteMask[e >> 6] |= 1UL << (e & 63);
+                    remaining++;
                 }
             }
 
-            stats.Local += k - remoteCount;
-            stats.Remote += remoteCount;
-            if (remoteCount == 0)
+            stats.Local += k - remaining;
+            stats.Remote += remaining;
+            while (remaining > 0)
             {
-                continue;
-            }
-
-            Route(placement, home, layer, remoteCount);
-            Array.Clear(_cover);
-            for (var i = 0; i < remoteCount; i++)
-            {
-                Touch(_chosen[i], _remote[i], ref touched);
-                if (_cover[_chosen[i]]++ == 0)
+                var s = ChooseServer(placement, home, layer);
+                var held = placement.LayerBits(s, layer);
+                foreach (var e in token)
                 {
-                    _tokensTo[_chosen[i]]++;
-                    stats.Bytes += 2.0 * _model.HiddenBytes;
+                    var bit = 1UL << (e & 63);
+                    if ((_remoteMask[e >> 6] & held[e >> 6] & bit) != 0)
+                    {
+                        _remoteMask[e >> 6] &= ~bit;
+                        remaining--;
+                        Touch(s, e, ref touched);
+                    }
                 }
+
+                _tokensTo[s]++;
+                stats.Bytes += 2.0 * _model.HiddenBytes;
             }
         }
 
@@ -324,8 +302,7 @@ public sealed class LatencyModel
         {
             var slot = _touched[i];
             var s = slot / e0;
-            var seconds = ExpertSeconds(s, layer, slot % e0, _expertTokens[slot]);
-            compute[s] += seconds;
+            compute[s] += ExpertSeconds(s, layer, slot % e0, _expertTokens[slot]);
             _expertTokens[slot] = 0;
         }
 
@@ -355,6 +332,65 @@ public sealed class LatencyModel
         return slowest;
     }
 
+    /// <summary>Splits a token into local experts (their decode time added to <paramref name="local"/>) and _remoteMask.</summary>
+    private int Split(ExpertPlacement placement, int home, int layer, ReadOnlySpan<int> token, ref double local)
+    {
+        Array.Clear(_remoteMask);
+        var held = placement.LayerBits(home, layer);
+        var remaining = 0;
+        foreach (var e in token)
+        {
+            var bit = 1UL << (e & 63);
+            if ((held[e >> 6] & bit) != 0)
+            {
+                local += DecodeSeconds(home, layer, e);
+            }
+            else
+            {
+                _remoteMask[e >> 6] |= bit;
+                remaining++;
+            }
+        }
+
+        return remaining;
+    }
+
+    /// <summary>
+    /// One round of the greedy set cover of the token's remote experts (_remoteMask): the server holding most of them,
+    /// ties to the cheaper link, then the lower index.
+    /// </summary>
+    private int ChooseServer(ExpertPlacement placement, int home, int layer)
+    {
+        var n = _cluster.Count;
+        var best = -1;
+        var bestCover = 0;
+        var bestCost = double.MaxValue;
+        for (var s = 0; s < n; s++)
+        {
+            if (s == home)
+            {
+                continue;
+            }
+
+            var held = placement.LayerBits(s, layer);
+            var cover = 0;
+            for (var w = 0; w < _remoteMask.Length; w++)
+            {
+                cover += BitOperations.PopCount(_remoteMask[w] & held[w]);
+            }
+
+            var cost = _linkFixed[(home * n) + s] + _linkPerToken[(home * n) + s];
+            if (cover > bestCover || (cover == bestCover && cover > 0 && cost < bestCost))
+            {
+                best = s;
+                bestCover = cover;
+                bestCost = cost;
+            }
+        }
+
+        return best >= 0 ? best : throw new InvalidOperationException($"layer {layer}: an expert of a token is on no server");
+    }
+
     private void Touch(int server, int expert, ref int touched)
     {
         var slot = (server * _model.Experts) + expert;
@@ -364,61 +400,8 @@ public sealed class LatencyModel
         }
     }
 
-    /// <summary>Greedy set cover of the remote experts in _remote[..count] by servers; fills _chosen.</summary>
-    private void Route(ExpertPlacement placement, int home, int layer, int count)
-    {
-        var n = _cluster.Count;
-        for (var i = 0; i < count; i++)
-        {
-            _chosen[i] = -1;
-        }
-
-        var left = count;
-        while (left > 0)
-        {
-            var best = -1;
-            var bestCover = 0;
-            var bestCost = double.MaxValue;
-            for (var s = 0; s < n; s++)
-            {
-                if (s == home)
-                {
-                    continue;
-                }
-
-                var cover = 0;
-                for (var i = 0; i < count; i++)
-                {
-                    if (_chosen[i] < 0 && placement.Holds(s, layer, _remote[i]))
-                    {
-                        cover++;
-                    }
-                }
-
-                var cost = _linkFixed[(home * n) + s] + _linkPerToken[(home * n) + s];
-                if (cover > bestCover || (cover == bestCover && cover > 0 && cost < bestCost))
-                {
-                    best = s;
-                    bestCover = cover;
-                    bestCost = cost;
-                }
-            }
-
-            if (best < 0)
-            {
-                throw new InvalidOperationException($"layer {layer}: an expert of a token is on no server");
-            }
-
-            for (var i = 0; i < count; i++)
-            {
-                if (_chosen[i] < 0 && placement.Holds(best, layer, _remote[i]))
-                {
-                    _chosen[i] = best;
-                    left--;
-                }
-            }
-        }
-    }
+    private double DecodeSeconds(int server, int layer, int expert) =>
+        _decodeExpertSeconds[(((server * _model.Layers) + layer) * _model.Experts) + expert];
 
     private double ExpertSeconds(int server, int layer, int expert, int tokens)
     {

@@ -322,49 +322,55 @@ internal sealed class LocalSearch
         return (first, second);
     }
 
+    /// <summary>
+    /// Prices every shrink and grow of one layer for every server and step. The variants are independent, so they run
+    /// in parallel, each on its own copy of the placement and its own latency model (the model keeps scratch buffers).
+    /// </summary>
     private void Price(ExpertPlacement p, int layer, double current, double[,,] shrink, double[,,] grow)
     {
-        for (var n = 0; n < _slots.Length; n++)
-        {
-            for (var s = 0; s < _steps.Length; s++)
+        var jobs = _slots.Length * _steps.Length * 2;
+        Parallel.For(
+            0,
+            jobs,
+            () => new LatencyModel(_problem.Model, _problem.Cluster, _problem.Latency),
+            (job, _, model) =>
             {
+                var n = job / (_steps.Length * 2);
+                var s = job / 2 % _steps.Length;
+                var add = job % 2 == 1;
                 var d = _steps[s];
-                var remove = ShrinkSet(p, n, layer, d);
-                shrink[n, layer, s] = remove.Count < d ? double.NaN : Delta(p, n, layer, remove, add: false, current);
-                var add = GrowSet(p, n, layer, d);
-                grow[n, layer, s] = add.Count < d ? double.NaN : Delta(p, n, layer, add, add: true, current);
-            }
-        }
-    }
+                var experts = add ? GrowSet(p, n, layer, d) : ShrinkSet(p, n, layer, d);
+                var delta = double.NaN;
+                if (experts.Count == d)
+                {
+                    var variant = p.Clone();
+                    foreach (var e in experts)
+                    {
+                        if (add)
+                        {
+                            variant.Add(n, layer, e);
+                        }
+                        else
+                        {
+                            variant.Remove(n, layer, e);
+                        }
+                    }
 
-    private double Delta(ExpertPlacement p, int n, int layer, List<int> experts, bool add, double current)
-    {
-        foreach (var e in experts)
-        {
-            if (add)
-            {
-                p.Add(n, layer, e);
-            }
-            else
-            {
-                p.Remove(n, layer, e);
-            }
-        }
+                    delta = model.LayerSeconds(variant, _requests, layer) - current;
+                }
 
-        var seconds = _latency.LayerSeconds(p, _requests, layer);
-        foreach (var e in experts)
-        {
-            if (add)
-            {
-                p.Remove(n, layer, e);
-            }
-            else
-            {
-                p.Add(n, layer, e);
-            }
-        }
+                if (add)
+                {
+                    grow[n, layer, s] = delta;
+                }
+                else
+                {
+                    shrink[n, layer, s] = delta;
+                }
 
-        return seconds - current;
+                return model;
+            },
+            _ => { });
     }
 
     /// <summary>The d experts server n uses least in the layer among those another server also holds.</summary>
