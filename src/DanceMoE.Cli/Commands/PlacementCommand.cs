@@ -1,0 +1,313 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json;
+using DanceMoE.Placement;
+
+namespace DanceMoE.Cli.Commands;
+
+/// <summary>
+/// <c>dancemoe placement simulate</c>: every placement algorithm computed from history routing traces and judged on
+/// other requests; <c>dancemoe placement bench</c>: solve times on seeded synthetic instances.
+/// </summary>
+public sealed class PlacementCommand : ICliCommand
+{
+    private static readonly JsonSerializerOptions Json = new() { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower, WriteIndented = true };
+
+    public string Verb => "placement";
+
+    public string Usage =>
+        "placement simulate --history DIR [--eval DIR] --servers D1,D2,.. [--memory 0.3|--memory-mb A,B,..] [--bandwidth-mbps 500] [--rtt-ms 2] "
+        + "[--speed 1,1,..] [--decode-tokens 64] [--algorithms all|a,b] [--migrate-from ALGO [--horizon-s 300]] [--json]  |  placement bench [--servers 8] [--layers 64] [--experts 256] [--memory 0.3] [--algorithms all]";
+
+    public Task<int> RunAsync(Arguments args, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(args);
+        var action = args.Positional0("action (simulate or bench)");
+        return Task.FromResult(action switch
+        {
+            "simulate" => Simulate(args, cancellationToken),
+            "bench" => Bench(args, cancellationToken),
+            _ => throw new UsageException($"unknown action '{action}' (simulate or bench)"),
+        });
+    }
+
+    private static int Simulate(Arguments args, CancellationToken cancellationToken)
+    {
+        var historyDir = args.Required("history");
+        var evalDir = args.Option("eval");
+        var domains = List(args.Required("servers"));
+        var model = MoeModel.DeepSeekV2Lite;
+        var budgets = Budgets(args, model, domains.Count);
+        var speeds = args.Option("speed") is { } speedText ? Numbers(speedText, "speed", domains.Count) : Enumerable.Repeat(1.0, domains.Count).ToArray();
+        var link = LinkSpec.FromMbps(args.Double("bandwidth-mbps", 500, 0.001), args.Double("rtt-ms", 2, 0));
+        var options = new LatencyOptions
+        {
+            DecodeTokens = args.Int("decode-tokens", 64, 0),
+            RequestIntervalSeconds = args.Double("request-interval-s", 10, 0.001),
+        };
+        var algorithms = Algorithms(args.Option("algorithms"));
+        var migrateFrom = args.Option("migrate-from");
+        var horizon = args.Double("horizon-s", 300, 0);
+        var asJson = args.Flag("json");
+        args.EnsureAllUsed(1);
+        if (migrateFrom is not null && !algorithms.Any(a => a.Name == migrateFrom))
+        {
+            throw new UsageException($"--migrate-from {migrateFrom} must be one of the algorithms run");
+        }
+
+        var requests = Load(historyDir, domains, model);
+        Workload history;
+        Workload eval;
+        if (evalDir is null)
+        {
+            (history, eval) = Workload.SplitHalves(requests);
+        }
+        else
+        {
+            history = new Workload(requests);
+            eval = new Workload(Load(evalDir, domains, model));
+        }
+
+        var servers = domains.Select((d, i) => ServerSpec.Edge(d, budgets[i], speeds[i])).ToList();
+        var cluster = Cluster.FullMesh(servers, link);
+        var problem = new PlacementProblem(model, cluster, ActivationCounts.FromWorkload(servers.Count, model, history))
+        {
+            History = history,
+            Latency = options,
+        };
+        var results = Solve(problem, eval, algorithms, cancellationToken);
+        var migrations = migrateFrom is null ? null : Migrations(problem, results, migrateFrom, horizon);
+        if (asJson)
+        {
+            Console.WriteLine(JsonSerializer.Serialize(results.Select(r => Row(r, migrations?[r.Algorithm])).ToList(), Json));
+        }
+        else
+        {
+            Console.WriteLine($"history {history.Requests.Count} requests / {history.Tokens} tokens, eval {eval.Requests.Count} requests / {eval.Tokens} tokens; "
+                + $"budgets {string.Join(",", budgets.Select(b => (b / 1e6).ToString("F0", CultureInfo.InvariantCulture)))} MB; link {link.BytesPerSecond * 8 / 1e6:F0} Mbps, RTT {link.RttSeconds * 1e3:F1} ms");
+            PrintTable(results);
+            if (migrations is not null)
+            {
+                Console.WriteLine();
+                Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"migration from {migrateFrom} (horizon {horizon:F0} s, one request per {options.RequestIntervalSeconds:F0} s per server):"));
+                Console.WriteLine($"{"to",-11} {"loads",6} {"unloads",8} {"GB moved",9} {"T_mig s",8} {"churn",6} {"migrate",8}");
+                foreach (var (name, (plan, decision)) in migrations)
+                {
+                    Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                        $"{name,-11} {plan.Loads,6} {plan.Unloads,8} {plan.BytesMoved / 1e9,9:F2} {plan.Seconds,8:F1} {plan.Churn,6:F2} {(decision.Migrate ? "yes" : "no"),8}"));
+                }
+            }
+        }
+
+        return ExitCodes.Ok;
+    }
+
+    private static Dictionary<string, (MigrationPlan Plan, MigrationDecision Decision)> Migrations(
+        PlacementProblem problem, IReadOnlyList<AlgorithmResult> results, string from, double horizon)
+    {
+        var source = results.First(r => r.Algorithm == from);
+        var rate = problem.Cluster.Count / problem.Latency.RequestIntervalSeconds;
+        var migrations = new Dictionary<string, (MigrationPlan, MigrationDecision)>(StringComparer.Ordinal);
+        foreach (var target in results)
+        {
+            MigrationPlan plan;
+            try
+            {
+                plan = MigrationPlanner.Plan(source.Placement, target.Placement, problem.Model, problem.Cluster);
+            }
+            catch (InvalidOperationException ex)
+            {
+                throw new CliException($"migration {from} -> {target.Algorithm}: {ex.Message}");
+            }
+
+            var decision = MigrationPlanner.Decide(source.Metrics.LatencyMsMean / 1e3, target.Metrics.LatencyMsMean / 1e3, rate, horizon, plan);
+            migrations[target.Algorithm] = (plan, decision);
+        }
+
+        return migrations;
+    }
+
+    private static int Bench(Arguments args, CancellationToken cancellationToken)
+    {
+        var serverCount = args.Int("servers", 8, 1, 64);
+        var layers = args.Int("layers", 64, 1, 1024);
+        var experts = args.Int("experts", 256, 2, 4096);
+        var topK = args.Int("top-k", 8, 1, experts);
+        var memory = args.Double("memory", 0.3, 0.0001, 1);
+        var requests = args.Int("requests", 4, 1, 1000);
+        var tokens = args.Int("tokens", 128, 2, 100_000);
+        var algorithms = Algorithms(args.Option("algorithms"));
+        var asJson = args.Flag("json");
+        args.EnsureAllUsed(1);
+
+        var model = MoeModel.Uniform(layers, experts, topK, MoeModel.DeepSeekV2Lite.ExpertBytes[0], MoeModel.DeepSeekV2Lite.HiddenBytes);
+        var budget = (long)(memory * model.TotalExpertBytes);
+        var cluster = Cluster.FullMesh(
+            Enumerable.Range(0, serverCount).Select(i => ServerSpec.Edge($"s{i}", budget)).ToList(),
+            LinkSpec.FromMbps(500, 2));
+        var clock = Stopwatch.StartNew();
+        var all = SyntheticWorkload.Generate(7, serverCount, model, 2 * requests, tokens);
+        var (history, eval) = Workload.SplitHalves(all.Requests);
+        var problem = new PlacementProblem(model, cluster, ActivationCounts.FromWorkload(serverCount, model, history)) { History = history };
+        Console.Error.WriteLine($"bench: {serverCount} servers x {layers} layers x {experts} experts (top-{topK}), memory {memory:P0}, "
+            + $"{history.Tokens} history tokens, generated in {clock.ElapsedMilliseconds} ms");
+        var results = Solve(problem, eval, algorithms, cancellationToken);
+        if (asJson)
+        {
+            Console.WriteLine(JsonSerializer.Serialize(results.Select(Row).ToList(), Json));
+        }
+        else
+        {
+            PrintTable(results);
+        }
+
+        return ExitCodes.Ok;
+    }
+
+    private static IReadOnlyList<AlgorithmResult> Solve(PlacementProblem problem, Workload eval, IReadOnlyList<IPlacementAlgorithm> algorithms, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return Simulation.Run(problem, eval, algorithms, cancellationToken);
+        }
+        catch (InfeasiblePlacementException ex)
+        {
+            throw new CliException($"infeasible: {ex.Message}");
+        }
+    }
+
+    private static Dictionary<string, object> Row(AlgorithmResult r) => Row(r, null);
+
+    private static Dictionary<string, object> Row(AlgorithmResult r, (MigrationPlan Plan, MigrationDecision Decision)? migration)
+    {
+        var row = Metrics(r);
+        if (migration is { } m)
+        {
+            row["migration_loads"] = m.Plan.Loads;
+            row["migration_bytes"] = m.Plan.BytesMoved;
+            row["migration_seconds"] = Math.Round(m.Plan.Seconds, 2);
+            row["churn"] = Math.Round(m.Plan.Churn, 4);
+            row["migrate"] = m.Decision.Migrate;
+        }
+
+        return row;
+    }
+
+    private static Dictionary<string, object> Metrics(AlgorithmResult r) => new()
+    {
+        ["algorithm"] = r.Algorithm,
+        ["local_ratio"] = Math.Round(r.Metrics.LocalRatio, 5),
+        ["remote_calls_per_token"] = Math.Round(r.Metrics.RemoteCallsPerToken, 4),
+        ["bytes_per_token"] = Math.Round(r.Metrics.BytesPerToken, 1),
+        ["latency_ms_mean"] = Math.Round(r.Metrics.LatencyMsMean, 2),
+        ["latency_ms_p99"] = Math.Round(r.Metrics.LatencyMsP99, 2),
+        ["decode_ms_per_token"] = Math.Round(r.Metrics.DecodeMsPerToken, 3),
+        ["solve_ms"] = Math.Round(r.SolveMs, 1),
+        ["replicas"] = r.Placement.TotalReplicas,
+    };
+
+    private static void PrintTable(IReadOnlyList<AlgorithmResult> results)
+    {
+        Console.WriteLine($"{"algorithm",-11} {"local",7} {"remote/tok",10} {"bytes/tok",10} {"mean ms",9} {"p99 ms",9} {"decode ms/tok",13} {"solve ms",9}");
+        foreach (var r in results)
+        {
+            var m = r.Metrics;
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"{r.Algorithm,-11} {m.LocalRatio,7:F3} {m.RemoteCallsPerToken,10:F2} {m.BytesPerToken,10:F0} {m.LatencyMsMean,9:F1} {m.LatencyMsP99,9:F1} {m.DecodeMsPerToken,13:F2} {r.SolveMs,9:F0}"));
+        }
+    }
+
+    private static IReadOnlyList<IPlacementAlgorithm> Algorithms(string? text)
+    {
+        if (text is null or "all")
+        {
+            return Simulation.All;
+        }
+
+        try
+        {
+            return List(text).Select(Simulation.Find).ToList();
+        }
+        catch (ArgumentException ex)
+        {
+            throw new UsageException(ex.Message.Split(" (Parameter", 2)[0]);
+        }
+    }
+
+    private static long[] Budgets(Arguments args, MoeModel model, int servers)
+    {
+        var fraction = args.Option("memory");
+        var megabytes = args.Option("memory-mb");
+        if (fraction is not null && megabytes is not null)
+        {
+            throw new UsageException("give --memory or --memory-mb, not both");
+        }
+
+        if (megabytes is not null)
+        {
+            return Numbers(megabytes, "memory-mb", servers).Select(mb => (long)(mb * 1e6)).ToArray();
+        }
+
+        var share = args.Double("memory", 0.3, 0.0001, 1);
+        return Enumerable.Repeat((long)(share * model.TotalExpertBytes), servers).ToArray();
+    }
+
+    private static double[] Numbers(string text, string option, int count)
+    {
+        var parts = List(text);
+        if (parts.Count != count)
+        {
+            throw new UsageException($"--{option} needs {count} comma-separated values, one per server (got {parts.Count})");
+        }
+
+        return parts.Select(p => double.TryParse(p, NumberStyles.Float, CultureInfo.InvariantCulture, out var v) && v > 0
+            ? v
+            : throw new UsageException($"--{option}: '{p}' is not a positive number")).ToArray();
+    }
+
+    private static List<string> List(string text) =>
+        text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).ToList();
+
+    private static List<TraceRequest> Load(string directory, List<string> domains, MoeModel model)
+    {
+        if (!Directory.Exists(directory))
+        {
+            throw new CliException($"no trace directory {directory}");
+        }
+
+        var requests = new List<TraceRequest>();
+        for (var server = 0; server < domains.Count; server++)
+        {
+            var layers = new List<IReadOnlyList<int[]>>();
+            for (var l = 1; l <= model.Layers; l++)
+            {
+                var path = Path.Combine(directory, string.Create(CultureInfo.InvariantCulture, $"{domains[server]}.layer{l:D2}.txt"));
+                if (!File.Exists(path))
+                {
+                    throw new CliException($"missing trace file {path}");
+                }
+
+                using var reader = File.OpenText(path);
+                try
+                {
+                    layers.Add(TraceReader.ReadLayer(reader, model.TopK, model.Experts));
+                }
+                catch (FormatException ex)
+                {
+                    throw new CliException($"{path}: {ex.Message}");
+                }
+            }
+
+            try
+            {
+                requests.AddRange(TraceReader.Join(server, layers, model.TopK));
+            }
+            catch (FormatException ex)
+            {
+                throw new CliException($"{domains[server]}: {ex.Message}");
+            }
+        }
+
+        return requests;
+    }
+}
