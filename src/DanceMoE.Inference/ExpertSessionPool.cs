@@ -1,3 +1,4 @@
+using System.Runtime.ExceptionServices;
 using DanceMoE.Model;
 using DanceMoE.Model.Onnx;
 using Microsoft.ML.OnnxRuntime;
@@ -63,7 +64,19 @@ public sealed class ExpertSessionPool(ModelManifest manifest, SessionFactory fac
     }
 
     /// <summary>Loads every expert of the manifest (the monolithic case); sessions are created in parallel.</summary>
-    public void LoadAll() => Parallel.ForEach(Manifest.Experts, e => Load(e.Layer, e.Expert));
+    public void LoadAll()
+    {
+        var experts = Manifest.Experts.ToList();
+        Load(experts[0].Layer, experts[0].Expert);
+        try
+        {
+            Parallel.ForEach(experts.Skip(1), e => Load(e.Layer, e.Expert));
+        }
+        catch (AggregateException ex) when (ex.InnerExceptions.Count > 0)
+        {
+            ExceptionDispatchInfo.Capture(ex.InnerExceptions[0]).Throw();
+        }
+    }
 
     /// <summary>Runs one expert on `rows` token rows [rows, hidden]; loads its session if needed.</summary>
     public float[] Run(int layer, int expert, float[] input, int rows)

@@ -94,7 +94,7 @@ public sealed class SessionFactory(InferenceOptions options, Action<string>? log
             catch (OnnxRuntimeException ex)
             {
                 sessionOptions.Dispose();
-                throw new InvalidOperationException($"CUDA execution provider unavailable: {FirstLine(ex.Message)}", ex);
+                throw new ExecutionProviderUnavailableException($"CUDA execution provider unavailable: {FirstLine(ex.Message)}", ex);
             }
             finally
             {
@@ -107,3 +107,6 @@ public sealed class SessionFactory(InferenceOptions options, Action<string>? log
 
     private static string FirstLine(string text) => text.Split('\n', 2)[0].Trim();
 }
+
+/// <summary>The execution provider asked for explicitly (not `auto`) cannot be used on this machine.</summary>
+public sealed class ExecutionProviderUnavailableException(string message, Exception inner) : Exception(message, inner);

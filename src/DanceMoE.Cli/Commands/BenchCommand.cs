@@ -73,6 +73,10 @@ public sealed class BenchCommand : ICliCommand
         {
             throw new CliException($"ONNX Runtime: {ex.Message.Split('\n', 2)[0]}", ExitCodes.Failed, ex);
         }
+        catch (ExecutionProviderUnavailableException ex)
+        {
+            throw new CliException(ex.Message, ExitCodes.Unavailable, ex);
+        }
         finally
         {
             File.Delete(matmulPath);

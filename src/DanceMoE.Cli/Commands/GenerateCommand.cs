@@ -61,6 +61,10 @@ public sealed class GenerateCommand : ICliCommand
         {
             throw new CliException($"ONNX Runtime: {ex.Message.Split('\n', 2)[0]}", ExitCodes.Failed, ex);
         }
+        catch (ExecutionProviderUnavailableException ex)
+        {
+            throw new CliException(ex.Message, ExitCodes.Unavailable, ex);
+        }
 
         if (asJson)
         {

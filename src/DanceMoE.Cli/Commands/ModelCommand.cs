@@ -42,6 +42,10 @@ public sealed class ModelCommand : ICliCommand
         {
             throw new CliException($"ONNX Runtime: {ex.Message.Split('\n', 2)[0]}", ExitCodes.Failed, ex);
         }
+        catch (ExecutionProviderUnavailableException ex)
+        {
+            throw new CliException(ex.Message, ExitCodes.Unavailable, ex);
+        }
     }
 
     private static int Tiny(Arguments args)
