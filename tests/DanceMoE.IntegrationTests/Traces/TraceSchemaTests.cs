@@ -1,0 +1,191 @@
+using DanceMoE.Traces;
+using Npgsql;
+
+namespace DanceMoE.IntegrationTests.Traces;
+
+public sealed class TraceSchemaTests(TraceDatabase database) : IClassFixture<TraceDatabase>
+{
+    private static readonly string[] Views = ["expert_popularity_hourly", "local_ratio_by_placement", "expert_coactivation", "request_path", "request_overview"];
+    private static readonly string[] Tables = ["requests", "routing_events", "activation_counts", "placements", "placement_assignments", "edge_servers"];
+
+    [Fact]
+    public async Task The_analyst_role_reads_every_table_and_view_but_cannot_write()
+    {
+        await WriteAsync("edge-analyst", TraceRecords.Request("edge-analyst", Guid.NewGuid(), 4, 3));
+        var analyst = new NpgsqlConnectionStringBuilder(database.ConnectionString) { Username = "analyst", Password = "analyst", Pooling = false }.ConnectionString;
+        await using var connection = new NpgsqlConnection(analyst);
+        await connection.OpenAsync();
+        foreach (var relation in Views.Concat(Tables))
+        {
+            await using var select = new NpgsqlCommand($"SELECT count(*) FROM {relation}", connection);
+            await select.ExecuteScalarAsync();
+        }
+
+        string[] writes =
+        [
+            "INSERT INTO requests (id, origin_edge, prompt_tokens, generated_tokens, status, received_at, completed_at) VALUES (gen_random_uuid(), 'x', 1, 1, 'completed', now(), now())",
+            "UPDATE routing_events SET remote = NOT remote",
+            "DELETE FROM activation_counts",
+            "INSERT INTO placements (version, created_at, algorithm, predicted_cost, inputs_digest, is_active) VALUES (99, now(), 'x', 0, 'x', false)",
+            "TRUNCATE routing_events",
+            "SELECT dancemoe_drop_old_routing_partitions(interval '0')",
+            "CREATE TABLE analyst_scratch (id int)",
+        ];
+        foreach (var sql in writes)
+        {
+            await using var write = new NpgsqlCommand(sql, connection);
+            var ex = await Assert.ThrowsAsync<PostgresException>(() => write.ExecuteNonQueryAsync());
+            Assert.Equal(PostgresErrorCodes.InsufficientPrivilege, ex.SqlState);
+        }
+
+        Assert.Equal(12, await database.ScalarAsync("SELECT count(*) FROM routing_events WHERE origin_edge = 'edge-analyst'"));
+    }
+
+    [Fact]
+    public async Task Every_table_view_and_column_an_analyst_sees_has_a_comment()
+    {
+        var missing = await database.RowsAsync("""
+            SELECT c.relname || coalesce('.' || a.attname, '')
+            FROM pg_class c
+            LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p')
+            WHERE c.relnamespace = 'public'::regnamespace
+              AND c.relname IN ('requests', 'routing_events', 'activation_counts', 'placements', 'placement_assignments',
+                                'expert_popularity_hourly', 'local_ratio_by_placement', 'expert_coactivation', 'request_path', 'request_overview')
+              AND (CASE WHEN a.attname IS NULL THEN obj_description(c.oid, 'pg_class') ELSE col_description(c.oid, a.attnum) END) IS NULL
+            """);
+        Assert.Empty(missing.Select(r => (string)r[0]));
+    }
+
+    [Fact]
+    public async Task Retention_drops_the_partitions_older_than_the_kept_window_and_keeps_the_rest()
+    {
+        const string edge = "edge-retention";
+        var today = DateOnly.FromDateTime(DateTime.UtcNow);
+        var created = await RoutingPartitions.EnsureAsync(database.ConnectionString, today.AddDays(-30), 3, CancellationToken.None);
+        Assert.Equal([Partition(today.AddDays(-30)), Partition(today.AddDays(-29)), Partition(today.AddDays(-28))], created);
+        Assert.Empty(await RoutingPartitions.EnsureAsync(database.ConnectionString, today.AddDays(-30), 3, CancellationToken.None));
+
+        var old = new DateTimeOffset(today.AddDays(-29).ToDateTime(new TimeOnly(12, 0)), TimeSpan.Zero);
+        var older = new DateTimeOffset(today.AddDays(-40).ToDateTime(new TimeOnly(12, 0)), TimeSpan.Zero);
+        await WriteAsync(edge, TraceRecords.Request(edge, Guid.NewGuid(), 5, 2, at: old)
+            .Concat(TraceRecords.Request(edge, Guid.NewGuid(), 5, 2, at: older))
+            .Concat(TraceRecords.Request(edge, Guid.NewGuid(), 5, 2)));
+        Assert.Equal(10, await database.ScalarAsync("SELECT count(*) FROM routing_events_default WHERE origin_edge = @e", ("e", edge)));
+
+        var dropped = await RoutingPartitions.DropOlderThanAsync(database.ConnectionString, TimeSpan.FromDays(7), CancellationToken.None);
+
+        Assert.Equal(created, dropped);
+        var remaining = await RoutingPartitions.ListAsync(database.ConnectionString, CancellationToken.None);
+        Assert.DoesNotContain(Partition(today.AddDays(-29)), remaining);
+        Assert.Contains(Partition(today), remaining);
+        Assert.Equal(10, await database.ScalarAsync("SELECT count(*) FROM routing_events WHERE origin_edge = @e", ("e", edge)));
+        Assert.Equal(0, await database.ScalarAsync("SELECT count(*) FROM routing_events WHERE origin_edge = @e AND recorded_at < now() - interval '7 days'", ("e", edge)));
+        Assert.Equal(30, await database.ScalarAsync("SELECT sum(count) / 2 FROM activation_counts WHERE origin_edge = @e", ("e", edge)));
+    }
+
+    [Fact]
+    public async Task Rows_of_a_day_without_a_partition_wait_in_the_default_one_and_move_when_it_is_created()
+    {
+        const string edge = "edge-default";
+        var day = DateOnly.FromDateTime(DateTime.UtcNow).AddDays(-20);
+        var at = new DateTimeOffset(day.ToDateTime(new TimeOnly(8, 30)), TimeSpan.Zero);
+        await WriteAsync(edge, TraceRecords.Request(edge, Guid.NewGuid(), 3, 4, at: at));
+        Assert.Equal(12, await database.ScalarAsync("SELECT count(*) FROM routing_events_default WHERE origin_edge = @e", ("e", edge)));
+
+        Assert.Equal([Partition(day)], await RoutingPartitions.EnsureAsync(database.ConnectionString, day, 1, CancellationToken.None));
+
+        Assert.Equal(0, await database.ScalarAsync("SELECT count(*) FROM routing_events_default WHERE origin_edge = @e", ("e", edge)));
+        Assert.Equal(12, await database.ScalarAsync($"SELECT count(*) FROM {Partition(day)} WHERE origin_edge = @e", ("e", edge)));
+        Assert.Equal(12, await database.ScalarAsync("SELECT count(*) FROM routing_events WHERE origin_edge = @e", ("e", edge)));
+    }
+
+    [Fact]
+    public async Task The_views_answer_the_common_questions()
+    {
+        const string edge = "edge-views";
+        var request = Guid.NewGuid();
+        var at = DateTimeOffset.UtcNow.AddMinutes(-1);
+        var records = TraceRecords.Request(edge, request, positions: 4, layers: 2, at: at, remoteEdge: "edge-peer").ToList();
+        await using (var writer = new TraceWriter(database.Options(edge)))
+        {
+            writer.Start();
+            records.ForEach(writer.Add);
+            writer.Add(new RequestSummary
+            {
+                RequestId = request, WorkloadTag = "intent", PromptTokens = 3, GeneratedTokens = 1, Status = RequestStatus.Completed,
+                ReceivedAt = at.AddSeconds(-1), FirstTokenAt = at, CompletedAt = at.AddSeconds(1),
+            });
+            await writer.FlushAsync(CancellationToken.None);
+        }
+
+        // Even positions send their second expert to edge-peer: 4 of 8 token-layers remote, 12 of 16 expert calls local.
+        var local = Assert.Single(await database.RowsAsync(
+            "SELECT sum(token_layers), sum(local_token_layers), sum(expert_calls), sum(local_expert_calls) FROM local_ratio_by_placement WHERE origin_edge = @e", ("e", edge)));
+        Assert.Equal([8m, 4m, 16m, 12m], local.Select(v => Convert.ToDecimal(v, System.Globalization.CultureInfo.InvariantCulture)));
+
+        var path = await database.RowsAsync(
+            "SELECT position, layer, rank, expert, served_by, remote_call, workload_tag FROM request_path WHERE request_id = @id ORDER BY position, layer, rank", ("id", request));
+        Assert.Equal(16, path.Count);
+        Assert.Equal([0, (short)0, 1, (short)0, edge, false, "intent"], path[0]);
+        Assert.Equal([0, (short)0, 2, (short)8, "edge-peer", true, "intent"], path[1]);
+
+        var pairs = await database.RowsAsync(
+            "SELECT layer, expert_a, expert_b, together FROM expert_coactivation WHERE origin_edge = @e ORDER BY layer, expert_a", ("e", edge));
+        Assert.Equal(records.Count, pairs.Sum(p => (long)p[3]));
+        Assert.All(pairs, p => Assert.Equal((short)((short)p[1] + 8), (short)p[2]));
+
+        var popularity = await database.RowsAsync(
+            "SELECT sum(activations), min(rank_in_layer), sum(share_of_layer) FROM expert_popularity_hourly WHERE origin_edge = @e GROUP BY hour, layer", ("e", edge));
+        Assert.All(popularity, p => Assert.Equal(1.0, (double)p[2], 6));
+        Assert.Equal(records.Count * 2, popularity.Sum(p => Convert.ToInt64(p[0], System.Globalization.CultureInfo.InvariantCulture)));
+
+        var overview = Assert.Single(await database.RowsAsync(
+            "SELECT token_layers, remote_token_layers, duration_ms, time_to_first_token_ms FROM request_overview WHERE request_id = @id", ("id", request)));
+        Assert.Equal([8L, 4L, 2000.0, 1000.0], overview);
+    }
+
+    [Fact]
+    public async Task Activation_history_sums_the_window_with_exponential_decay()
+    {
+        var to = new DateTimeOffset(2026, 11, 20, 12, 0, 0, TimeSpan.Zero);
+        await database.ExecuteAsync("""
+            INSERT INTO activation_counts (bucket, origin_edge, layer, expert, count) VALUES
+                ('2026-11-20 11:59:00+00', 'edge-h1', 0, 5, 60),
+                ('2026-11-20 11:00:00+00', 'edge-h1', 0, 5, 100),
+                ('2026-11-20 10:00:00+00', 'edge-h1', 0, 5, 400),
+                ('2026-11-20 09:00:00+00', 'edge-h1', 0, 5, 1000000),
+                ('2026-11-20 11:30:00+00', 'edge-h2', 1, 7, 10)
+            """);
+        var history = new ActivationHistory(database.ConnectionString);
+
+        var rows = await history.ReadAsync(to.AddHours(-2.5), to, TimeSpan.FromHours(1), CancellationToken.None);
+
+        var h1 = Assert.Single(rows, r => r.OriginEdge == "edge-h1");
+        Assert.Equal((0, 5, 560L), (h1.Layer, h1.Expert, h1.Count));
+        Assert.Equal((60 * Math.Pow(0.5, 1 / 60.0)) + 50 + 100, h1.Weight, 6);
+        var h2 = Assert.Single(rows, r => r.OriginEdge == "edge-h2");
+        Assert.Equal(10 * Math.Sqrt(0.5), h2.Weight, 6);
+
+        var flat = await history.ReadAsync(to.AddHours(-2.5), to, null, CancellationToken.None);
+        Assert.Equal(560.0, Assert.Single(flat, r => r.OriginEdge == "edge-h1").Weight, 6);
+
+        var dense = await history.ReadDenseAsync(["edge-h2", "edge-h1"], 2, 8, to.AddHours(-2.5), to, null, CancellationToken.None);
+        Assert.Equal(560.0, dense[1][0][5]);
+        Assert.Equal(10.0, dense[0][1][7]);
+        await Assert.ThrowsAsync<ArgumentOutOfRangeException>(() => history.ReadAsync(to.AddHours(-1), to, TimeSpan.Zero, CancellationToken.None));
+    }
+
+    private static string Partition(DateOnly day) => $"routing_events_p{day:yyyyMMdd}";
+
+    private async Task WriteAsync(string edge, IEnumerable<RoutingRecord> records)
+    {
+        await using var writer = new TraceWriter(database.Options(edge));
+        writer.Start();
+        foreach (var record in records)
+        {
+            writer.Add(record);
+        }
+
+        await writer.FlushAsync(CancellationToken.None);
+    }
+}
