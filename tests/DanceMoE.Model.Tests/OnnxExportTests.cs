@@ -132,6 +132,33 @@ public sealed class OnnxExportTests : IDisposable
     }
 
     [Fact]
+    public async Task Verify_against_another_checkpoint_reports_a_difference_far_above_tolerance()
+    {
+        var manifest = Export(TensorDtype.F32);
+        TinyCheckpoint.Write(_dir.Sub("other"), TinyModels.Small(seed: 8));
+        var reference = new ReferenceModel(MoeWeights.Load(Checkpoint.Open(_dir.Sub("other"))));
+        using var pool = new ExpertSessionPool(manifest, new SessionFactory(Cpu));
+        using var forward = new MoeForward(manifest, new SessionFactory(Cpu), new LocalExpertDispatcher(pool));
+        var result = await ModelVerifier.VerifyAsync(forward, reference, [256, 97, 98], 1, CancellationToken.None);
+        Assert.True(result.MaxAbsDiff > 1e-2);
+    }
+
+    [Fact]
+    public async Task Routing_records_cover_every_token_and_layer_with_top_k_experts()
+    {
+        var manifest = Export(TensorDtype.F32);
+        using var pool = new ExpertSessionPool(manifest, new SessionFactory(Cpu));
+        using var forward = new MoeForward(manifest, new SessionFactory(Cpu), new LocalExpertDispatcher(pool));
+        var records = new List<RoutingRecord>();
+        forward.OnRouting = records.Add;
+        await forward.ForwardAsync([256, 97, 98], forward.NewState(), CancellationToken.None);
+        var c = manifest.Architecture;
+        Assert.Equal(3 * c.NumLayers, records.Count);
+        Assert.All(records, r => Assert.Equal(c.TopK, r.Choices.Count));
+        Assert.All(records, r => Assert.Equal(1f, r.Choices.Sum(x => x.Weight), 5));
+    }
+
+    [Fact]
     public void Manifest_with_a_missing_file_is_rejected()
     {
         var manifest = Export(TensorDtype.F32);
