@@ -1,0 +1,150 @@
+using DanceMoE.Contracts;
+using DanceMoE.Edge;
+using MassTransit;
+
+namespace DanceMoE.EndToEndTests;
+
+/// <summary>Three real edge processes over the real RabbitMQ, one expert replica each (uniform placement).</summary>
+public sealed class UniformClusterFixture : IAsyncLifetime
+{
+    public static readonly string[] Edges = ["edge-1", "edge-2", "edge-3"];
+
+    public EdgeCluster Cluster { get; private set; } = null!;
+
+    public async Task InitializeAsync()
+    {
+        Cluster = await EdgeCluster.CreateAsync();
+        var architecture = Cluster.Manifest.Architecture;
+        var placement = Cluster.WritePlacement("uniform.json", PlacementFile.Uniform(1, architecture.NumLayers, architecture.NumExperts, Edges));
+        await Cluster.StartEdgesAsync(Edges, placement);
+    }
+
+    public async Task DisposeAsync() => await Cluster.DisposeAsync();
+}
+
+public sealed class DistributedInferenceTests(UniformClusterFixture fixture) : IClassFixture<UniformClusterFixture>
+{
+    private EdgeCluster Cluster => fixture.Cluster;
+
+    [Theory]
+    [InlineData("edge-1", "the law court heard the translation of the summary")]
+    [InlineData("edge-2", "edge servers share experts")]
+    [InlineData("edge-3", "def main():\n    return 0")]
+    public async Task Greedy_distributed_tokens_equal_the_monolithic_oracle_and_use_remote_experts(string edge, string prompt)
+    {
+        var expected = await Cluster.MonolithicAsync(prompt, 16);
+
+        var answer = await Cluster.GenerateAsync(edge, prompt, 16);
+
+        Assert.Equal(expected, answer.TokenIds);
+        Assert.Equal(edge, answer.EdgeId);
+        Assert.True(answer.Stats.RemoteExpertCalls > 0, "nothing was distributed");
+        Assert.True(answer.Stats.LocalExpertCalls > 0, "nothing ran locally");
+        Assert.True(answer.Stats.RemoteBytes > 0);
+        Assert.Equal(0, answer.Stats.Retries);
+        Assert.Equal(1, answer.Stats.PlacementVersion);
+    }
+
+    [Fact]
+    public async Task A_remote_batch_carries_all_of_a_layers_experts_for_that_server_at_once()
+    {
+        var answer = await Cluster.GenerateAsync("edge-1", "one message per remote server per layer", 4);
+
+        // Per forward step and layer at most one batch per remote server (2 here): prefill + 3 decode steps.
+        var steps = 4;
+        Assert.True(answer.Stats.RemoteBatches <= steps * Cluster.Manifest.Architecture.NumLayers * 2,
+            $"{answer.Stats.RemoteBatches} batches for {steps} steps x {Cluster.Manifest.Architecture.NumLayers} layers");
+        Assert.True(answer.Stats.RemoteExpertCalls >= answer.Stats.RemoteBatches);
+    }
+
+    [Fact]
+    public async Task The_same_request_sent_twice_gives_the_same_answer()
+    {
+        var request = new GenerateText { RequestId = NewId.NextGuid(), Prompt = "redelivered", MaxNewTokens = 8 };
+        var client = Cluster.Bus.CreateRequestClient<GenerateText>(EdgeQueues.RequestsAddress("edge-2"));
+
+        var first = await client.GetResponse<TextGenerated>(request);
+        var second = await client.GetResponse<TextGenerated>(request);
+
+        Assert.Equal(first.Message.TokenIds, second.Message.TokenIds);
+        Assert.Equal(request.RequestId, second.Message.RequestId);
+    }
+
+    [Theory]
+    [InlineData("", 8, "the prompt is empty")]
+    [InlineData("hello", 0, "max new tokens must be between 1 and 512")]
+    [InlineData("hello", 100_000, "max new tokens must be between 1 and 512")]
+    public async Task Bad_requests_get_a_clear_fault(string prompt, int maxTokens, string message)
+    {
+        var client = Cluster.Bus.CreateRequestClient<GenerateText>(EdgeQueues.RequestsAddress("edge-1"));
+
+        var fault = await Assert.ThrowsAsync<RequestFaultException>(() =>
+            client.GetResponse<TextGenerated>(new GenerateText { RequestId = NewId.NextGuid(), Prompt = prompt, MaxNewTokens = maxTokens }));
+
+        Assert.Contains(message, fault.Fault!.Exceptions[0].Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task A_prompt_longer_than_the_edge_accepts_gets_a_clear_fault()
+    {
+        var client = Cluster.Bus.CreateRequestClient<GenerateText>(EdgeQueues.RequestsAddress("edge-1"));
+
+        var fault = await Assert.ThrowsAsync<RequestFaultException>(() =>
+            client.GetResponse<TextGenerated>(new GenerateText { RequestId = NewId.NextGuid(), Prompt = new string('x', 5000), MaxNewTokens = 4 }));
+
+        Assert.Contains("this edge accepts at most 1024 tokens", fault.Fault!.Exceptions[0].Message, StringComparison.Ordinal);
+    }
+
+    public static TheoryData<string, int, int, int, int, string> BadBatches => new()
+    {
+        { "layer out of range", 99, 0, 1, 128 * 4, "layer 99 is outside the model's 4 layers" },
+        { "expert out of range", 0, 77, 1, 128 * 4, "expert 77 is outside layer 0's 16 experts" },
+        { "malformed payload", 0, 0, 2, 128 * 4, "batch payload has 512 bytes; 2 rows x 128 float32 need 1024" },
+        { "oversized payload", 0, 0, 1, 17 << 20, "exceeds this edge's limit of 16777216 bytes" },
+        { "expert not held", 0, 1, 1, 128 * 4, "edge-1 does not hold expert 0.1" },
+    };
+
+    [Theory]
+    [MemberData(nameof(BadBatches))]
+    public async Task Bad_expert_batches_get_a_clear_fault(string why, int layer, int expert, int rows, int bytes, string message)
+    {
+        Assert.NotEmpty(why);
+        var client = Cluster.Bus.CreateRequestClient<RunExpertBatch>(EdgeQueues.ExpertsAddress("edge-1"));
+        var batch = new RunExpertBatch
+        {
+            BatchId = NewId.NextGuid(),
+            OriginEdgeId = "test",
+            Layer = layer,
+            HiddenSize = 128,
+            Slices = [new ExpertSlice { Expert = expert, Rows = rows }],
+            Hidden = new byte[bytes],
+        };
+
+        var fault = await Assert.ThrowsAsync<RequestFaultException>(() => client.GetResponse<ExpertBatchResult>(batch));
+
+        Assert.Contains(message, fault.Fault!.Exceptions[0].Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task A_held_expert_batch_gives_the_same_output_as_the_local_session()
+    {
+        var hidden = Cluster.Manifest.Architecture.HiddenSize;
+        var input = Enumerable.Range(0, 2 * hidden).Select(i => (float)Math.Sin(i)).ToArray();
+        var client = Cluster.Bus.CreateRequestClient<RunExpertBatch>(EdgeQueues.ExpertsAddress("edge-1"));
+
+        var result = await client.GetResponse<ExpertBatchResult>(new RunExpertBatch
+        {
+            BatchId = NewId.NextGuid(),
+            OriginEdgeId = "test",
+            Layer = 0,
+            HiddenSize = hidden,
+            Slices = [new ExpertSlice { Expert = 0, Rows = 2 }],
+            Hidden = TensorBytes.FromFloats(input),
+        });
+
+        var factory = new DanceMoE.Inference.SessionFactory(new DanceMoE.Inference.InferenceOptions { Provider = DanceMoE.Inference.ExecutionProvider.Cpu });
+        using var pool = new DanceMoE.Inference.ExpertSessionPool(Cluster.Manifest, factory);
+        Assert.Equal(pool.Run(0, 0, input, 2), TensorBytes.ToFloats(result.Message.Output));
+        Assert.Equal("edge-1", result.Message.EdgeId);
+    }
+}

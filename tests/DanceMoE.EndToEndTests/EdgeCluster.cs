@@ -1,0 +1,178 @@
+using System.Diagnostics;
+using System.Globalization;
+using DanceMoE.Contracts;
+using DanceMoE.Edge;
+using DanceMoE.Hosting;
+using DanceMoE.Inference;
+using DanceMoE.IntegrationTests;
+using DanceMoE.Model;
+using DanceMoE.Model.Onnx;
+using MassTransit;
+using Microsoft.Extensions.DependencyInjection;
+
+namespace DanceMoE.EndToEndTests;
+
+/// <summary>
+/// A tiny exported model, an isolated RabbitMQ virtual host, and real edge processes
+/// (<c>dotnet dancemoe.dll edge ...</c>) started on it; plus a bus client to talk to them.
+/// </summary>
+public sealed class EdgeCluster : IAsyncDisposable
+{
+    private readonly List<(string Id, Process Process, string Log)> _edges = [];
+    private ServiceProvider? _provider;
+
+    private EdgeCluster(string directory, IsolatedVirtualHost vhost, ModelManifest manifest)
+    {
+        Directory = directory;
+        VirtualHost = vhost;
+        Manifest = manifest;
+    }
+
+    public string Directory { get; }
+
+    public IsolatedVirtualHost VirtualHost { get; }
+
+    public ModelManifest Manifest { get; }
+
+    public string ModelDirectory => Manifest.Directory;
+
+    public IBusControl Bus => _provider!.GetRequiredService<IBusControl>();
+
+    public static async Task<EdgeCluster> CreateAsync(ulong seed = 11)
+    {
+        var directory = Path.Combine(Path.GetTempPath(), "dancemoe-e2e-" + Guid.NewGuid().ToString("N")[..8]);
+        TinyCheckpoint.Write(Path.Combine(directory, "ckpt"), new TinyOptions { Seed = seed });
+        var manifest = OnnxExporter.Export(Checkpoint.Open(Path.Combine(directory, "ckpt")), Path.Combine(directory, "onnx"), TensorDtype.F32);
+        var vhost = new IsolatedVirtualHost();
+        await vhost.InitializeAsync();
+        var cluster = new EdgeCluster(directory, vhost, ModelManifest.Load(Path.Combine(directory, "onnx")));
+        cluster._provider = new ServiceCollection()
+            .AddMassTransit(bus => bus.UsingRabbitMq((_, cfg) => new RabbitMqOptions { ConnectionString = vhost.Uri }.ConfigureHost(cfg)))
+            .BuildServiceProvider(true);
+        await cluster.Bus.StartAsync();
+        return cluster;
+    }
+
+    public string WritePlacement(string name, EdgePlacement placement)
+    {
+        var path = Path.Combine(Directory, name);
+        PlacementFile.Save(path, placement);
+        return path;
+    }
+
+    /// <summary>Starts the edges and waits until each consumes its queues.</summary>
+    public async Task StartEdgesAsync(IEnumerable<string> ids, string placementFile, int deadlineMs = 5000, int memoryMb = 256)
+    {
+        var dll = Path.Combine(AppContext.BaseDirectory, "dancemoe.dll");
+        var starting = new List<(string Id, string Ready)>();
+        foreach (var id in ids)
+        {
+            var ready = Path.Combine(Directory, id + ".ready");
+            var log = Path.Combine(Directory, id + ".log");
+            var start = new ProcessStartInfo("dotnet")
+            {
+                UseShellExecute = false,
+                RedirectStandardOutput = true,
+                RedirectStandardError = true,
+            };
+            foreach (var a in new[]
+            {
+                dll, "edge", "--id", id, "--model", ModelDirectory, "--memory-mb", memoryMb.ToString(CultureInfo.InvariantCulture),
+                "--placement", placementFile, "--provider", "cpu", "--deadline-ms", deadlineMs.ToString(CultureInfo.InvariantCulture),
+                "--ready-file", ready, "--heartbeat-seconds", "1",
+            })
+            {
+                start.ArgumentList.Add(a);
+            }
+
+            start.Environment["ConnectionStrings__rabbitmq"] = VirtualHost.Uri;
+            var process = Process.Start(start)!;
+            var writer = new StreamWriter(log) { AutoFlush = true };
+            process.OutputDataReceived += (_, e) => { if (e.Data is not null) { lock (writer) { writer.WriteLine(e.Data); } } };
+            process.ErrorDataReceived += (_, e) => { if (e.Data is not null) { lock (writer) { writer.WriteLine(e.Data); } } };
+            process.BeginOutputReadLine();
+            process.BeginErrorReadLine();
+            _edges.Add((id, process, log));
+            starting.Add((id, ready));
+        }
+
+        var deadline = DateTime.UtcNow.AddSeconds(90);
+        foreach (var (id, ready) in starting)
+        {
+            var edge = _edges.Single(e => e.Id == id);
+            while (!File.Exists(ready))
+            {
+                if (edge.Process.HasExited || DateTime.UtcNow > deadline)
+                {
+                    throw new InvalidOperationException($"{id} did not start: {LogOf(id)}");
+                }
+
+                await Task.Delay(100);
+            }
+        }
+    }
+
+    public string LogOf(string id)
+    {
+        var log = _edges.Single(e => e.Id == id).Log;
+        try
+        {
+            using var stream = new FileStream(log, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
+            return new StreamReader(stream).ReadToEnd();
+        }
+        catch (IOException)
+        {
+            return "";
+        }
+    }
+
+    public void Kill(string id) => _edges.Single(e => e.Id == id).Process.Kill(entireProcessTree: true);
+
+    public async Task<TextGenerated> GenerateAsync(string edge, string prompt, int maxTokens, TimeSpan? timeout = null)
+    {
+        var client = Bus.CreateRequestClient<GenerateText>(EdgeQueues.RequestsAddress(edge), RequestTimeout.After(s: (int)(timeout ?? TimeSpan.FromSeconds(60)).TotalSeconds));
+        var response = await client.GetResponse<TextGenerated>(new GenerateText { RequestId = NewId.NextGuid(), Prompt = prompt, MaxNewTokens = maxTokens });
+        return response.Message;
+    }
+
+    /// <summary>The oracle: the same model, every expert local, no bus.</summary>
+    public async Task<IReadOnlyList<int>> MonolithicAsync(string prompt, int maxTokens)
+    {
+        var factory = new SessionFactory(new InferenceOptions { Provider = ExecutionProvider.Cpu });
+        using var pool = new ExpertSessionPool(Manifest, factory);
+        using var forward = new MoeForward(Manifest, factory, new LocalExpertDispatcher(pool));
+        var tokenizer = new ByteTokenizer(Manifest.Tokenizer!.BosTokenId, Manifest.Tokenizer.EosTokenId);
+        var result = await Generator.GenerateAsync(forward, tokenizer, tokenizer.Encode(prompt), maxTokens, new SamplingOptions(), CancellationToken.None);
+        return result.TokenIds;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        foreach (var (_, process, _) in _edges)
+        {
+            if (!process.HasExited)
+            {
+                process.Kill(entireProcessTree: true);
+                await process.WaitForExitAsync();
+            }
+
+            process.Dispose();
+        }
+
+        if (_provider is not null)
+        {
+            await Bus.StopAsync();
+            await _provider.DisposeAsync();
+        }
+
+        await VirtualHost.DisposeAsync();
+        try
+        {
+            System.IO.Directory.Delete(Directory, recursive: true);
+        }
+        catch (IOException)
+        {
+            // A log still open by a dying process: the temp folder is cleaned by the OS.
+        }
+    }
+}

@@ -1,0 +1,46 @@
+using DanceMoE.Edge;
+using MassTransit;
+
+namespace DanceMoE.EndToEndTests;
+
+public sealed class ReplicaFailureTests
+{
+    [Fact]
+    public async Task An_edge_killed_mid_request_is_replaced_by_another_replica_and_the_tokens_stay_the_same()
+    {
+        await using var cluster = await EdgeCluster.CreateAsync(seed: 13);
+        var a = cluster.Manifest.Architecture;
+        string[] edges = ["edge-1", "edge-2", "edge-3"];
+        // Every expert on two edges: edge-2 is listed first for the experts it holds, edge-3 backs them up.
+        var assignments = PlacementFile.Uniform(1, a.NumLayers, a.NumExperts, edges).Assignments
+            .Select(x => x with { Servers = [x.Servers[0], edges[(Array.IndexOf(edges, x.Servers[0]) + 1) % edges.Length]] });
+        var placement = cluster.WritePlacement("replicated.json", new EdgePlacement(1, assignments));
+        await cluster.StartEdgesAsync(edges, placement, deadlineMs: 3000);
+        const string prompt = "replicas keep the answer";
+        var expected = await cluster.MonolithicAsync(prompt, 120);
+
+        var pending = cluster.GenerateAsync("edge-1", prompt, 120, TimeSpan.FromSeconds(120));
+        await Task.Delay(400);
+        cluster.Kill("edge-2");
+        var answer = await pending;
+
+        Assert.Equal(expected, answer.TokenIds);
+        Assert.True(answer.Stats.Retries >= 1, $"no retry: the kill came too late? {answer.Stats}");
+    }
+
+    [Fact]
+    public async Task An_edge_killed_with_no_other_replica_fails_the_request_with_a_clear_error_within_the_deadline()
+    {
+        await using var cluster = await EdgeCluster.CreateAsync(seed: 17);
+        var a = cluster.Manifest.Architecture;
+        string[] edges = ["edge-1", "edge-2"];
+        var placement = cluster.WritePlacement("uniform.json", PlacementFile.Uniform(1, a.NumLayers, a.NumExperts, edges));
+        await cluster.StartEdgesAsync(edges, placement, deadlineMs: 1000);
+        cluster.Kill("edge-2");
+
+        // A hang would end in the client's RequestTimeoutException after 60 s, not in the edge's fault.
+        var fault = await Assert.ThrowsAsync<RequestFaultException>(() => cluster.GenerateAsync("edge-1", "nobody holds my experts", 8, TimeSpan.FromSeconds(60)));
+
+        Assert.Contains("failed on edge-2 (no answer within the deadline) and placement v1 has no other replica", fault.Fault!.Exceptions[0].Message, StringComparison.Ordinal);
+    }
+}
