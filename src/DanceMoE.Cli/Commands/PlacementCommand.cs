@@ -17,7 +17,7 @@ public sealed class PlacementCommand : ICliCommand
 
     public string Usage =>
         "placement simulate --history DIR [--eval DIR] --servers D1,D2,.. [--memory 0.3|--memory-mb A,B,..] [--bandwidth-mbps 500] [--rtt-ms 2] "
-        + "[--speed 1,1,..] [--decode-tokens 64] [--algorithms all|a,b] [--migrate-from ALGO [--horizon-s 300]] [--json]  |  placement bench [--servers 8] [--layers 64] [--experts 256] [--memory 0.3] [--algorithms all]";
+        + "[--speed 1,1,..] [--decode-tokens 64] [--algorithms all|a,b] [--migrate-from ALGO [--horizon-s 300]] [--json] [--plot FILE.png]  |  placement bench [--servers 8] [--layers 64] [--experts 256] [--memory 0.3] [--algorithms all]";
 
     public Task<int> RunAsync(Arguments args, CancellationToken cancellationToken)
     {
@@ -49,6 +49,7 @@ public sealed class PlacementCommand : ICliCommand
         var migrateFrom = args.Option("migrate-from");
         var horizon = args.Double("horizon-s", 300, 0);
         var asJson = args.Flag("json");
+        var plot = args.Option("plot");
         args.EnsureAllUsed(1);
         if (migrateFrom is not null && !algorithms.Any(a => a.Name == migrateFrom))
         {
@@ -77,6 +78,20 @@ public sealed class PlacementCommand : ICliCommand
         };
         var results = Solve(problem, eval, algorithms, cancellationToken);
         var migrations = migrateFrom is null ? null : Migrations(problem, results, migrateFrom, horizon);
+        if (plot is not null)
+        {
+            var title = string.Create(CultureInfo.InvariantCulture,
+                $"{string.Join(",", domains)}: {budgets.Average() / model.TotalExpertBytes:P0} memory, {link.BytesPerSecond * 8 / 1e6:F0} mbps, rtt {link.RttSeconds * 1e3:F1} ms");
+            try
+            {
+                File.WriteAllBytes(plot, PlacementPlot.Render(title, results));
+            }
+            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+            {
+                throw new CliException($"cannot write {plot}: {ex.Message}");
+            }
+        }
+
         if (asJson)
         {
             Console.WriteLine(JsonSerializer.Serialize(results.Select(r => Row(r, migrations?[r.Algorithm])).ToList(), Json));
