@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Globalization;
 using DanceMoE.Contracts;
 using DanceMoE.Coordinator;
 using DanceMoE.Data;
@@ -13,18 +14,30 @@ using Microsoft.Extensions.Options;
 namespace DanceMoE.Cli.Commands;
 
 /// <summary>
-/// <c>dancemoe demo</c>: the main job. Today it shows the wiring end to end: services up, migrations
-/// applied, an edge heartbeat through RabbitMQ, recorded as a row in PostgreSQL.
+/// <c>dancemoe demo</c>: the main job. Services up, migrations applied, a local cluster of three edge
+/// servers on the default model, a few requests answered with their local/remote statistics, and the
+/// edges' heartbeats recorded in PostgreSQL.
 /// </summary>
 public sealed class DemoCommand : ICliCommand
 {
+    private static readonly (string Edge, string Prompt)[] Requests =
+    [
+        ("edge-1", "The court held that the contract"),
+        ("edge-2", "NAME\n       ls - list directory contents"),
+        ("edge-3", "def parse_args(argv):\n    "),
+    ];
+
     public string Verb => "demo";
 
-    public string Usage => "demo [--no-services]                  services up, migrate, one message through the bus into the database";
+    public string Usage => "demo [--no-services] [--model DIR] [--max-tokens 48] [--keep]   services, a 3-edge cluster on the default model, a few requests";
 
     public async Task<int> RunAsync(Arguments args, CancellationToken cancellationToken)
     {
+        ArgumentNullException.ThrowIfNull(args);
         var noServices = args.Flag("no-services");
+        var model = args.Option("model");
+        var maxTokens = args.Int("max-tokens", 48, 1, 512);
+        var keep = args.Flag("keep");
         args.EnsureAllUsed(0);
         var clock = Stopwatch.StartNew();
 
@@ -36,6 +49,70 @@ public sealed class DemoCommand : ICliCommand
         var migration = await DbCommand.MigrateAsync(CliEnvironment.PostgresUrl, TimeSpan.FromSeconds(30), cancellationToken).ConfigureAwait(false);
         Console.WriteLine($"[demo] database migrated ({migration.AllApplied.Count} migrations, {migration.Applied.Count} new)");
 
+        using var membership = await StartMembershipAsync(cancellationToken).ConfigureAwait(false);
+        var startedHere = ClusterCommand.RunningEdges().Count == 0;
+        if (startedHere)
+        {
+            Console.WriteLine("[demo] starting 3 edge servers (uniform placement: every expert once, spread over them)...");
+            var edges = await ClusterCommand.UpAsync(new ClusterSpec { Edges = 3, Model = model }, line => Console.WriteLine($"[demo] {line}"), cancellationToken).ConfigureAwait(false);
+            foreach (var e in edges)
+            {
+                Console.WriteLine($"[demo] {e.Id}: pid {e.Pid}, {e.Experts} experts, budget {e.MemoryMb} MiB");
+            }
+        }
+        else
+        {
+            Console.WriteLine($"[demo] using the running cluster ({string.Join(", ", ClusterCommand.RunningEdges().Select(e => e.Id))})");
+        }
+
+        try
+        {
+            foreach (var (edge, prompt) in Requests)
+            {
+                var answer = await InferCommand.SendAsync(CliEnvironment.RabbitMqUri, edge, new GenerateText
+                {
+                    RequestId = NewId.NextGuid(),
+                    Prompt = prompt,
+                    MaxNewTokens = maxTokens,
+                    WorkloadTag = "demo",
+                }, TimeSpan.FromSeconds(120), cancellationToken).ConfigureAwait(false);
+                var s = answer.Stats;
+                Console.WriteLine();
+                Console.WriteLine($"[{edge}] prompt: {Printable(prompt)}");
+                Console.WriteLine($"[{edge}] answer: {Printable(answer.Text)}");
+                Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                    $"[{edge}] {answer.TokenIds.Count} tokens in {s.LatencyMs:F0} ms; expert calls local {s.LocalExpertCalls}, remote {s.RemoteExpertCalls} "
+                    + $"({(double)s.LocalExpertCalls / Math.Max(1, s.LocalExpertCalls + s.RemoteExpertCalls):P0} local) in {s.RemoteBatches} batches, {s.RemoteBytes / 1024.0:F0} KiB over the bus"));
+            }
+
+            var rows = await WaitForEdgesAsync(membership.Services.GetRequiredService<IDbContextFactory<DanceMoEDbContext>>(), cancellationToken).ConfigureAwait(false);
+            Console.WriteLine();
+            foreach (var row in rows)
+            {
+                Console.WriteLine($"[demo] edge_servers: {row.Id} provider={row.ExecutionProvider} budget={row.MemoryBudgetBytes >> 20} MiB used={row.MemoryUsedBytes / 1048576.0:F1} MiB last_seen={row.LastSeenAt:HH:mm:ss}");
+            }
+        }
+        finally
+        {
+            if (startedHere && !keep)
+            {
+                await ClusterCommand.DownAsync(CancellationToken.None).ConfigureAwait(false);
+                Console.WriteLine("[demo] cluster stopped (--keep leaves it running)");
+            }
+
+            await membership.StopAsync(CancellationToken.None).ConfigureAwait(false);
+        }
+
+        Console.WriteLine($"[demo] done in {clock.Elapsed.TotalSeconds:F1} s. Query the history: psql \"{CliEnvironment.PostgresUrl}\" -c 'select * from edge_servers'");
+        return ExitCodes.Ok;
+    }
+
+    private static string Printable(string text) =>
+        new(text.Select(c => char.IsControl(c) && c != ' ' ? (c == '\n' ? '↵' : '.') : c).ToArray());
+
+    /// <summary>Records the edges' heartbeats in edge_servers, as the coordinator will.</summary>
+    private static async Task<IHost> StartMembershipAsync(CancellationToken cancellationToken)
+    {
         var builder = Host.CreateApplicationBuilder();
         builder.Logging.SetMinimumLevel(LogLevel.Warning);
         builder.Services.AddDanceMoEConnections(builder.Configuration);
@@ -56,33 +133,18 @@ public sealed class DemoCommand : ICliCommand
             o.StopTimeout = TimeSpan.FromSeconds(10);
         });
 
-        using var host = builder.Build();
+        var host = builder.Build();
         try
         {
             await host.StartAsync(cancellationToken).ConfigureAwait(false);
         }
         catch (Exception ex) when (ex is RabbitMqConnectionException or TimeoutException or OptionsValidationException)
         {
+            host.Dispose();
             throw new CliException($"cannot start the bus on {DbCommand.Redact(CliEnvironment.RabbitMqUri)}: {ex.Message}", ExitCodes.Unavailable, ex);
         }
 
-        var heartbeat = new EdgeHeartbeat
-        {
-            EdgeId = "demo-edge",
-            MemoryBudgetBytes = 256L << 20,
-            ExecutionProvider = "cpu",
-            ComputeClass = Environment.MachineName,
-            SentAt = DateTimeOffset.UtcNow,
-        };
-        var sent = Stopwatch.StartNew();
-        await host.Services.GetRequiredService<IBus>().Publish(heartbeat, cancellationToken).ConfigureAwait(false);
-        Console.WriteLine($"[demo] published EdgeHeartbeat for {heartbeat.EdgeId} on {DbCommand.Redact(CliEnvironment.RabbitMqUri)}");
-
-        var row = await WaitForRowAsync(host.Services.GetRequiredService<IDbContextFactory<DanceMoEDbContext>>(), heartbeat, cancellationToken).ConfigureAwait(false);
-        Console.WriteLine($"[demo] row in edge_servers after {sent.Elapsed.TotalMilliseconds:F0} ms: id={row.Id} provider={row.ExecutionProvider} budget={row.MemoryBudgetBytes >> 20} MiB last_seen={row.LastSeenAt:O}");
-        await host.StopAsync(CancellationToken.None).ConfigureAwait(false);
-        Console.WriteLine($"[demo] done in {clock.Elapsed.TotalSeconds:F1} s. Query it: psql \"{CliEnvironment.PostgresUrl}\" -c 'select * from edge_servers'");
-        return ExitCodes.Ok;
+        return host;
     }
 
     private static async Task StartServicesAsync(CancellationToken cancellationToken)
@@ -97,24 +159,22 @@ public sealed class DemoCommand : ICliCommand
         }
     }
 
-    private static async Task<EdgeServer> WaitForRowAsync(IDbContextFactory<DanceMoEDbContext> dbFactory, EdgeHeartbeat heartbeat, CancellationToken cancellationToken)
+    private static async Task<List<EdgeServer>> WaitForEdgesAsync(IDbContextFactory<DanceMoEDbContext> dbFactory, CancellationToken cancellationToken)
     {
-        // PostgreSQL keeps microseconds; the heartbeat carries 100 ns ticks.
-        var since = heartbeat.SentAt.AddMilliseconds(-1);
+        var since = DateTimeOffset.UtcNow.AddSeconds(-10);
         var deadline = DateTime.UtcNow.AddSeconds(30);
         while (DateTime.UtcNow < deadline)
         {
             await using var db = await dbFactory.CreateDbContextAsync(cancellationToken).ConfigureAwait(false);
-            var row = await db.EdgeServers.AsNoTracking()
-                .FirstOrDefaultAsync(e => e.Id == heartbeat.EdgeId && e.LastSeenAt >= since, cancellationToken).ConfigureAwait(false);
-            if (row is not null)
+            var rows = await db.EdgeServers.AsNoTracking().Where(e => e.LastSeenAt >= since).OrderBy(e => e.Id).ToListAsync(cancellationToken).ConfigureAwait(false);
+            if (rows.Count >= 3)
             {
-                return row;
+                return rows;
             }
 
-            await Task.Delay(100, cancellationToken).ConfigureAwait(false);
+            await Task.Delay(200, cancellationToken).ConfigureAwait(false);
         }
 
-        throw new CliException("the heartbeat did not reach edge_servers within 30 s: is the consumer running? see the RabbitMQ management UI");
+        throw new CliException("the edges' heartbeats did not reach edge_servers within 30 s");
     }
 }
