@@ -27,6 +27,27 @@ public class ReferenceModelTests
     }
 
     [Fact]
+    public void Streaming_reference_reading_experts_on_demand_gives_the_same_logits()
+    {
+        using var dir = new TempDirectory();
+        TinyCheckpoint.Write(dir.Path, TinyModels.Small());
+        var checkpoint = Checkpoint.Open(dir.Path);
+        var inMemory = new ReferenceModel(MoeWeights.Load(checkpoint));
+        var streaming = ReferenceModel.Streaming(checkpoint, cacheBytes: 1);
+        int[] tokens = [256, 120, 121, 122];
+        Assert.Equal(inMemory.Forward(tokens, inMemory.NewCache()), streaming.Forward(tokens, streaming.NewCache()));
+    }
+
+    [Fact]
+    public void Parallel_and_sequential_matrix_products_agree_exactly()
+    {
+        var random = new SplitMix64(9);
+        var x = Enumerable.Range(0, 3 * 512).Select(_ => (float)random.NextDouble() - 0.5f).ToArray();
+        var w = Enumerable.Range(0, 4096 * 512).Select(_ => (float)random.NextDouble() - 0.5f).ToArray();
+        Assert.Equal(Kernels.Linear(x.AsSpan(), 3, w.AsSpan(), 4096, 512), Kernels.Linear(x, 3, w, 4096, 512));
+    }
+
+    [Fact]
     public void Router_renormalises_the_top_k_softmax_weights()
     {
         var choices = Routing.TopK([0.1f, 2f, -1f, 2f, 1f], 2);

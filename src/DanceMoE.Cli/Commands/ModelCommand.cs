@@ -18,12 +18,13 @@ public sealed class ModelCommand : ICliCommand
     public string Usage =>
         "model tiny --out DIR [--seed N] [--layers 4] [--experts 16] [--top-k 2] [--hidden 128] [--heads 4] [--kv-heads 2] [--dtype f32|f16|bf16] [--shard-mb N]"
         + "  |  model export CHECKPOINT --out DIR [--dtype f32|f16]"
-        + $"  |  model verify DIR --checkpoint CHECKPOINT [--prompt TEXT] [--decode-steps 4] [--tolerance X] {InferenceArguments.Usage}";
+        + $"  |  model verify DIR --checkpoint CHECKPOINT [--prompt TEXT] [--decode-steps 4] [--tolerance X] {InferenceArguments.Usage}"
+        + "  |  " + ModelLocalityCommand.Usage;
 
     public async Task<int> RunAsync(Arguments args, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(args);
-        var action = args.Positional0("action (tiny, export or verify)");
+        var action = args.Positional0("action (tiny, export, verify or locality)");
         try
         {
             return action switch
@@ -31,7 +32,8 @@ public sealed class ModelCommand : ICliCommand
                 "tiny" => Tiny(args),
                 "export" => Export(args),
                 "verify" => await VerifyAsync(args, cancellationToken).ConfigureAwait(false),
-                _ => throw new UsageException($"unknown action '{action}' (tiny, export or verify)"),
+                "locality" => await ModelLocalityCommand.RunAsync(args, cancellationToken).ConfigureAwait(false),
+                _ => throw new UsageException($"unknown action '{action}' (tiny, export, verify or locality)"),
             };
         }
         catch (ModelFormatException ex)
@@ -132,7 +134,7 @@ public sealed class ModelCommand : ICliCommand
             throw new CliException("the prompt's byte tokens do not fit this model's vocabulary");
         }
 
-        var reference = new ReferenceModel(MoeWeights.Load(checkpoint));
+        var reference = ReferenceModel.Streaming(checkpoint);
         var factory = new SessionFactory(options, InferenceArguments.Log);
         using var pool = new ExpertSessionPool(manifest, factory);
         using var forward = new MoeForward(manifest, factory, new LocalExpertDispatcher(pool));

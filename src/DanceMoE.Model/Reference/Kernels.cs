@@ -5,6 +5,8 @@ namespace DanceMoE.Model.Reference;
 /// <summary>Plain float32 building blocks of the reference forward.</summary>
 public static class Kernels
 {
+    private const long ParallelWork = 1L << 22;
+
     /// <summary>y[n, out] = x[n, in] · W[out, in]ᵀ (the layout of checkpoint projections).</summary>
     public static float[] Linear(ReadOnlySpan<float> x, int rows, ReadOnlySpan<float> w, int outputs, int inputs)
     {
@@ -18,6 +20,26 @@ public static class Kernels
             }
         }
 
+        return y;
+    }
+
+    /// <summary>As the span overload; large products run their outputs in parallel (each output is still one dot product in a fixed order).</summary>
+    public static float[] Linear(float[] x, int rows, float[] w, int outputs, int inputs)
+    {
+        if ((long)rows * outputs * inputs < ParallelWork)
+        {
+            return Linear(x.AsSpan(), rows, w.AsSpan(), outputs, inputs);
+        }
+
+        var y = new float[rows * outputs];
+        Parallel.For(0, outputs, o =>
+        {
+            var wo = w.AsSpan(o * inputs, inputs);
+            for (var r = 0; r < rows; r++)
+            {
+                y[(r * outputs) + o] = Dot(x.AsSpan(r * inputs, inputs), wo);
+            }
+        });
         return y;
     }
 
@@ -63,7 +85,7 @@ public static class Kernels
     }
 
     /// <summary>SwiGLU expert: w2 · (silu(w1 · x) ⊙ (w3 · x)).</summary>
-    public static float[] SwiGlu(ReadOnlySpan<float> x, int rows, ExpertWeights expert, int hidden, int ffn)
+    public static float[] SwiGlu(float[] x, int rows, ExpertWeights expert, int hidden, int ffn)
     {
         ArgumentNullException.ThrowIfNull(expert);
         var gate = Linear(x, rows, expert.W1, ffn, hidden);

@@ -19,16 +19,55 @@ public sealed class ReferenceModel
     private readonly MoeConfig _c;
     private readonly float[] _cos;
     private readonly float[] _sin;
+    private readonly Func<int, int, ExpertWeights>? _loadExpert;
 
     public ReferenceModel(MoeWeights weights)
+        : this(weights, null)
+    {
+    }
+
+    private ReferenceModel(MoeWeights weights, Func<int, int, ExpertWeights>? loadExpert)
     {
         ArgumentNullException.ThrowIfNull(weights);
         _w = weights;
+        _loadExpert = loadExpert;
         _c = weights.Config;
         (_cos, _sin) = Kernels.RopeTables(_c.MaxPositions, _c.HeadDim, _c.RopeTheta);
     }
 
     public MoeConfig Config => _c;
+
+    /// <summary>
+    /// A reference that keeps the dense weights in memory and reads experts from the checkpoint when a token
+    /// is routed to them, keeping up to <paramref name="cacheBytes"/> of them: for checkpoints larger than memory.
+    /// </summary>
+    public static ReferenceModel Streaming(Checkpoint checkpoint, long cacheBytes = 1L << 30)
+    {
+        ArgumentNullException.ThrowIfNull(checkpoint);
+        var c = checkpoint.Config;
+        var layers = Enumerable.Range(0, c.NumLayers).Select(l => MoeWeights.LoadLayer(checkpoint, l, withExperts: false)).ToList();
+        var embed = checkpoint.Read(MixtralNames.Embed, c.VocabSize, c.HiddenSize);
+        var head = c.TieWordEmbeddings && !checkpoint.Has(MixtralNames.LmHead) ? embed : checkpoint.Read(MixtralNames.LmHead, c.VocabSize, c.HiddenSize);
+        var weights = new MoeWeights(c, embed, layers, checkpoint.Read(MixtralNames.FinalNorm, c.HiddenSize), head);
+        var expertBytes = 3L * c.HiddenSize * c.IntermediateSize * sizeof(float);
+        var capacity = (int)Math.Max(1, cacheBytes / expertBytes);
+        var cache = new Dictionary<(int, int), ExpertWeights>();
+        return new ReferenceModel(weights, (l, e) =>
+        {
+            if (!cache.TryGetValue((l, e), out var expert))
+            {
+                if (cache.Count >= capacity)
+                {
+                    cache.Clear();
+                }
+
+                expert = MoeWeights.LoadExpert(checkpoint, l, e);
+                cache.Add((l, e), expert);
+            }
+
+            return expert;
+        });
+    }
 
     public ReferenceKvCache NewCache() => new(_c.NumLayers);
 
@@ -145,10 +184,10 @@ public sealed class ReferenceModel
         var logits = Kernels.Linear(x, s, layer.Router, _c.NumExperts, hsz);
         for (var t = 0; t < s; t++)
         {
-            var row = x.AsSpan(t * hsz, hsz);
+            var row = x.AsSpan(t * hsz, hsz).ToArray();
             foreach (var choice in Routing.TopK(logits.AsSpan(t * _c.NumExperts, _c.NumExperts), _c.TopK))
             {
-                var y = Kernels.SwiGlu(row, 1, layer.Experts[choice.Expert], hsz, _c.IntermediateSize);
+                var y = Kernels.SwiGlu(row, 1, _loadExpert?.Invoke(l, choice.Expert) ?? layer.Experts[choice.Expert], hsz, _c.IntermediateSize);
                 for (var i = 0; i < hsz; i++)
                 {
                     h[(t * hsz) + i] += choice.Weight * y[i];
