@@ -48,6 +48,21 @@ internal sealed class TraceBatchWriter(string connectionString, string edgeId, T
         SELECT count(*) FROM inserted
         """;
 
+    private const string InsertRoutingPlain = """
+        INSERT INTO routing_events (request_id, position, layer, origin_edge, experts, gate_weights, served_by, placement_version, remote, recorded_at)
+        SELECT request_id, position, layer, origin_edge, experts, gate_weights, served_by, placement_version, remote, recorded_at
+        FROM routing_events_staging
+        ON CONFLICT DO NOTHING
+        """;
+
+    private const string UpsertCounts = """
+        INSERT INTO activation_counts AS a (bucket, origin_edge, layer, expert, count)
+        SELECT t.bucket, @edge, t.layer, t.expert, t.count
+        FROM unnest(@buckets, @layers, @experts, @counts) AS t(bucket, layer, expert, count)
+        ORDER BY 1, 3, 4
+        ON CONFLICT (bucket, origin_edge, layer, expert) DO UPDATE SET count = a.count + excluded.count
+        """;
+
     private const string CopyRequests = """
         COPY requests_staging (id, origin_edge, workload_tag, prompt_tokens, generated_tokens, status, error, placement_version, received_at, first_token_at, completed_at)
         FROM STDIN (FORMAT BINARY)
@@ -104,7 +119,10 @@ internal sealed class TraceBatchWriter(string connectionString, string edgeId, T
         return (long)(await command.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false))!;
     }
 
-    public async Task<BatchOutcome> WriteAsync(IReadOnlyList<TraceItem> batch, CancellationToken cancellationToken)
+    /// <param name="batch">Rows to write.</param>
+    /// <param name="mayBeStored">True for rows that may already be in PostgreSQL (a spill replay, a retried batch).</param>
+    /// <param name="cancellationToken">Abandons the batch (rolled back).</param>
+    public async Task<BatchOutcome> WriteAsync(IReadOnlyList<TraceItem> batch, bool mayBeStored, CancellationToken cancellationToken)
     {
         var connection = _connection ?? throw new InvalidOperationException("not open");
         var routing = batch.OfType<RoutingRow>().ToList();
@@ -114,7 +132,11 @@ internal sealed class TraceBatchWriter(string connectionString, string edgeId, T
         if (routing.Count > 0)
         {
             await CopyRoutingAsync(connection, routing, cancellationToken).ConfigureAwait(false);
-            routingInserted = await ScalarAsync(connection, transaction, InsertRouting, cancellationToken).ConfigureAwait(false);
+            routingInserted = mayBeStored ? -1 : await InsertAllNewAsync(connection, transaction, routing, cancellationToken).ConfigureAwait(false);
+            if (routingInserted < 0)
+            {
+                routingInserted = await ScalarAsync(connection, transaction, InsertRouting, cancellationToken).ConfigureAwait(false);
+            }
         }
 
         if (requests.Count > 0)
@@ -125,6 +147,42 @@ internal sealed class TraceBatchWriter(string connectionString, string edgeId, T
 
         await transaction.CommitAsync(cancellationToken).ConfigureAwait(false);
         return new BatchOutcome(routingInserted, routing.Count - routingInserted, requestsInserted, requests.Count - requestsInserted);
+    }
+
+    /// <summary>
+    /// The common case, a fresh batch: insert, and when every row was new add counts summed here (cheaper than
+    /// unnesting the inserted rows in SQL). Returns -1, rolled back to before the insert, when some row was stored already.
+    /// </summary>
+    private async Task<long> InsertAllNewAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, List<RoutingRow> rows, CancellationToken cancellationToken)
+    {
+        await transaction.SaveAsync("fresh", cancellationToken).ConfigureAwait(false);
+        await using var insert = new NpgsqlCommand(InsertRoutingPlain, connection, transaction) { CommandTimeout = Seconds(commandTimeout) };
+        var inserted = await insert.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+        if (inserted != rows.Count)
+        {
+            await transaction.RollbackAsync("fresh", cancellationToken).ConfigureAwait(false);
+            return -1;
+        }
+
+        var counts = new Dictionary<(long Bucket, short Layer, short Expert), long>();
+        foreach (var row in rows)
+        {
+            var bucket = row.RecordedAt.UtcTicks - (row.RecordedAt.UtcTicks % TimeSpan.TicksPerMinute);
+            foreach (var expert in row.Experts)
+            {
+                var key = (bucket, row.Layer, expert);
+                counts[key] = counts.GetValueOrDefault(key) + 1;
+            }
+        }
+
+        await using var upsert = new NpgsqlCommand(UpsertCounts, connection, transaction) { CommandTimeout = Seconds(commandTimeout) };
+        upsert.Parameters.AddWithValue("edge", NpgsqlDbType.Varchar, edgeId);
+        upsert.Parameters.AddWithValue("buckets", NpgsqlDbType.Array | NpgsqlDbType.TimestampTz, counts.Keys.Select(k => new DateTime(k.Bucket, DateTimeKind.Utc)).ToArray());
+        upsert.Parameters.AddWithValue("layers", NpgsqlDbType.Array | NpgsqlDbType.Smallint, counts.Keys.Select(k => k.Layer).ToArray());
+        upsert.Parameters.AddWithValue("experts", NpgsqlDbType.Array | NpgsqlDbType.Smallint, counts.Keys.Select(k => k.Expert).ToArray());
+        upsert.Parameters.AddWithValue("counts", NpgsqlDbType.Array | NpgsqlDbType.Bigint, counts.Values.ToArray());
+        await upsert.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+        return inserted;
     }
 
     public async Task CloseAsync()

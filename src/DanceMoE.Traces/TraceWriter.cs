@@ -40,6 +40,7 @@ public sealed class TraceWriter : ITraceWriter, IAsyncDisposable
     // Touched by the flusher only; the counts beside them are read by State.
     private List<TraceItem>? _inFlight;
     private bool _inFlightFromSpill;
+    private int _inFlightAttempts;
     private string? _inFlightCompletes;
     private long _inFlightCompletesRows;
     private IEnumerator<TraceItem>? _replay;
@@ -524,6 +525,7 @@ public sealed class TraceWriter : ITraceWriter, IAsyncDisposable
     {
         _inFlight = batch;
         _inFlightFromSpill = fromSpill;
+        _inFlightAttempts = 0;
         _inFlightCompletes = completes;
         _inFlightCompletesRows = completesRows;
         Interlocked.Exchange(ref _inFlightOldestMs, batch.Count > 0 ? batch[0].AddedAtMs : Environment.TickCount64);
@@ -545,9 +547,11 @@ public sealed class TraceWriter : ITraceWriter, IAsyncDisposable
         var batch = _inFlight!;
         if (batch.Count > 0)
         {
+            // A failed attempt may have committed without us hearing it: later attempts assume rows may be stored.
+            var retried = _inFlightAttempts++ > 0;
             try
             {
-                var outcome = await _database.WriteAsync(batch, cancellationToken).ConfigureAwait(false);
+                var outcome = await _database.WriteAsync(batch, _inFlightFromSpill || retried, cancellationToken).ConfigureAwait(false);
                 Interlocked.Add(ref _rowsWritten, outcome.RoutingInserted);
                 Interlocked.Add(ref _rowsDuplicate, outcome.RoutingDuplicates);
                 Interlocked.Add(ref _requestsWritten, outcome.RequestsInserted);

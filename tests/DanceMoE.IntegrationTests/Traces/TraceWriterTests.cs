@@ -167,6 +167,29 @@ public sealed class TraceWriterTests(TraceDatabase database) : IClassFixture<Tra
     }
 
     [Fact]
+    public async Task A_record_added_again_in_a_fresh_batch_is_stored_and_counted_once()
+    {
+        const string edge = "edge-twice-added";
+        var at = DateTimeOffset.UtcNow.AddSeconds(-1);
+        var first = TraceRecords.Request(edge, Guid.NewGuid(), positions: 10, layers: 3, at: at).ToList();
+        var second = TraceRecords.Request(edge, Guid.NewGuid(), positions: 10, layers: 3, at: at).ToList();
+        await using var writer = new TraceWriter(database.Options(edge));
+        writer.Start();
+        first.ForEach(writer.Add);
+        await writer.FlushAsync(CancellationToken.None);
+
+        // The same keys again, mixed with new rows in one batch: the insert skips the stored ones and counts only the new.
+        first.Concat(second).ToList().ForEach(writer.Add);
+        await writer.FlushAsync(CancellationToken.None);
+
+        Assert.Equal(first.Count + second.Count, writer.State.RowsWritten);
+        Assert.Equal(first.Count, writer.State.RowsDuplicate);
+        Assert.Equal(first.Count + second.Count, await database.ScalarAsync("SELECT count(*) FROM routing_events WHERE origin_edge = @e", ("e", edge)));
+        Assert.Equal((first.Count + second.Count) * 2, await database.ScalarAsync("SELECT sum(count) FROM activation_counts WHERE origin_edge = @e", ("e", edge)));
+        Assert.Empty(await database.RollUpDifferencesAsync(edge));
+    }
+
+    [Fact]
     public async Task TryAdd_refuses_when_the_buffer_is_full_and_Add_spills_instead()
     {
         var options = database.Options("edge-full", connectionString: ClosedPort);
