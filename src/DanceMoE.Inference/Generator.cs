@@ -3,14 +3,6 @@ using DanceMoE.Model;
 
 namespace DanceMoE.Inference;
 
-public sealed record GenerationResult(
-    IReadOnlyList<int> PromptIds,
-    IReadOnlyList<int> TokenIds,
-    string Text,
-    double Seconds,
-    double TokensPerSecond,
-    bool StoppedAtEos);
-
 /// <summary>Prefill the prompt, then decode one token at a time with the KV cache.</summary>
 public static class Generator
 {

@@ -4,27 +4,6 @@ using Microsoft.ML.OnnxRuntime;
 
 namespace DanceMoE.Inference;
 
-/// <summary>The KV cache of one sequence: per layer, keys and values [kv heads, length, head dim].</summary>
-public sealed class KvState
-{
-    internal KvState(int layers)
-    {
-        Keys = new float[layers][];
-        Values = new float[layers][];
-        Array.Fill(Keys, []);
-        Array.Fill(Values, []);
-    }
-
-    internal float[][] Keys { get; }
-
-    internal float[][] Values { get; }
-
-    public int Length { get; internal set; }
-}
-
-/// <summary>One routing decision: which experts a token row went to in a layer, with their gate weights.</summary>
-public sealed record RoutingRecord(int Layer, int Position, IReadOnlyList<ExpertChoice> Choices);
-
 /// <summary>
 /// The forward loop over the exported subgraphs: embedding, then per layer dense (attention + router)
 /// and the top-k experts through <see cref="IExpertDispatcher"/>, then the head.

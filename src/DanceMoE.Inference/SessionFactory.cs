@@ -2,30 +2,6 @@ using Microsoft.ML.OnnxRuntime;
 
 namespace DanceMoE.Inference;
 
-public enum ExecutionProvider
-{
-    Auto,
-    Cuda,
-    Cpu,
-}
-
-/// <summary>How ONNX Runtime sessions are created. Zero threads lets ONNX Runtime choose.</summary>
-public sealed record InferenceOptions
-{
-    public ExecutionProvider Provider { get; init; } = ExecutionProvider.Auto;
-    public int IntraOpThreads { get; init; }
-    public int InterOpThreads { get; init; }
-    public int CudaDeviceId { get; init; }
-
-    public static ExecutionProvider ParseProvider(string? text) => text switch
-    {
-        null or "auto" => ExecutionProvider.Auto,
-        "cuda" => ExecutionProvider.Cuda,
-        "cpu" => ExecutionProvider.Cpu,
-        _ => throw new ArgumentException($"unknown provider '{text}' (auto, cuda or cpu)", nameof(text)),
-    };
-}
-
 /// <summary>
 /// Creates ONNX Runtime sessions on the chosen execution provider. `auto` tries CUDA once and,
 /// when its libraries are absent (AppendExecutionProvider_CUDA throws), logs one line and stays on CPU.
@@ -107,6 +83,3 @@ public sealed class SessionFactory(InferenceOptions options, Action<string>? log
 
     private static string FirstLine(string text) => text.Split('\n', 2)[0].Trim();
 }
-
-/// <summary>The execution provider asked for explicitly (not `auto`) cannot be used on this machine.</summary>
-public sealed class ExecutionProviderUnavailableException(string message, Exception inner) : Exception(message, inner);

@@ -4,24 +4,6 @@ using System.Text.Json.Nodes;
 
 namespace DanceMoE.Model;
 
-public sealed record TinyOptions
-{
-    public ulong Seed { get; init; }
-    public int Layers { get; init; } = 4;
-    public int Experts { get; init; } = 16;
-    public int TopK { get; init; } = 2;
-    public int Hidden { get; init; } = 128;
-    public int Heads { get; init; } = 4;
-    public int KvHeads { get; init; } = 2;
-    public int MaxPositions { get; init; } = 1024;
-    public TensorDtype Dtype { get; init; } = TensorDtype.F32;
-
-    /// <summary>0 writes one `model.safetensors`; otherwise shards of at most this many bytes plus the index.</summary>
-    public long MaxShardBytes { get; init; }
-
-    public int Ffn => Hidden * 2;
-}
-
 /// <summary>
 /// Writes a deterministic random Mixtral-layout checkpoint (same options, same bytes) with a byte-level tokenizer:
 /// test data and the demo model until a trained one exists.
@@ -160,21 +142,4 @@ public static class TinyCheckpoint
     }
 
     private static string Json(JsonNode node) => node.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n";
-}
-
-/// <summary>A seeded generator whose sequence never changes with the runtime version (unlike System.Random's contract).</summary>
-public sealed class SplitMix64(ulong seed)
-{
-    private ulong _state = seed;
-
-    public ulong Next()
-    {
-        var z = _state += 0x9E3779B97F4A7C15UL;
-        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9UL;
-        z = (z ^ (z >> 27)) * 0x94D049BB133111EBUL;
-        return z ^ (z >> 31);
-    }
-
-    /// <summary>Uniform in [0, 1).</summary>
-    public double NextDouble() => (Next() >> 11) * (1.0 / (1UL << 53));
 }

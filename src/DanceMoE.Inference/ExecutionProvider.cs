@@ -1,0 +1,8 @@
+namespace DanceMoE.Inference;
+
+public enum ExecutionProvider
+{
+    Auto,
+    Cuda,
+    Cpu,
+}

@@ -1,0 +1,18 @@
+namespace DanceMoE.Inference;
+
+/// <summary>How ONNX Runtime sessions are created. Zero threads lets ONNX Runtime choose.</summary>
+public sealed record InferenceOptions
+{
+    public ExecutionProvider Provider { get; init; } = ExecutionProvider.Auto;
+    public int IntraOpThreads { get; init; }
+    public int InterOpThreads { get; init; }
+    public int CudaDeviceId { get; init; }
+
+    public static ExecutionProvider ParseProvider(string? text) => text switch
+    {
+        null or "auto" => ExecutionProvider.Auto,
+        "cuda" => ExecutionProvider.Cuda,
+        "cpu" => ExecutionProvider.Cpu,
+        _ => throw new ArgumentException($"unknown provider '{text}' (auto, cuda or cpu)", nameof(text)),
+    };
+}

@@ -1,0 +1,19 @@
+namespace DanceMoE.Model;
+
+public sealed record TinyOptions
+{
+    public ulong Seed { get; init; }
+    public int Layers { get; init; } = 4;
+    public int Experts { get; init; } = 16;
+    public int TopK { get; init; } = 2;
+    public int Hidden { get; init; } = 128;
+    public int Heads { get; init; } = 4;
+    public int KvHeads { get; init; } = 2;
+    public int MaxPositions { get; init; } = 1024;
+    public TensorDtype Dtype { get; init; } = TensorDtype.F32;
+
+    /// <summary>0 writes one `model.safetensors`; otherwise shards of at most this many bytes plus the index.</summary>
+    public long MaxShardBytes { get; init; }
+
+    public int Ffn => Hidden * 2;
+}
