@@ -1,3 +1,5 @@
+using System.Numerics;
+
 namespace DanceMoE.Placement;
 
 /// <summary>
@@ -150,6 +152,7 @@ internal sealed class LocalSearch
     private readonly int[][][] _rank;
     private readonly int[] _steps;
     private readonly int _maxMoves;
+    private readonly ulong[][][] _decodeMasks;
 
     public LocalSearch(PlacementProblem problem, int maxMoves)
     {
@@ -169,6 +172,36 @@ internal sealed class LocalSearch
                 var server = n;
                 var layer = l;
                 _rank[n][l] = Enumerable.Range(0, model.Experts).OrderByDescending(e => f[server, layer, e]).ThenBy(e => e).ToArray();
+            }
+        }
+
+        // Each decode token of a server as a bit set of its experts, for the co-activation scores.
+        var words = (model.Experts + 63) / 64;
+        _decodeMasks = new ulong[_slots.Length][][];
+        for (var n = 0; n < _slots.Length; n++)
+        {
+            _decodeMasks[n] = new ulong[model.Layers][];
+            var mine = _requests.Where(r => r.Server == n).ToList();
+            for (var l = 0; l < model.Layers; l++)
+            {
+                var masks = new List<ulong>();
+                foreach (var request in mine)
+                {
+                    var (prompt, _) = problem.Latency.Split(request.Tokens);
+                    for (var t = prompt; t < request.Tokens; t++)
+                    {
+                        var mask = new ulong[words];
+                        for (var j = 0; j < model.TopK; j++)
+                        {
+                            var e = request.Experts[l][(t * model.TopK) + j];
+                            mask[e >> 6] |= 1UL << (e & 63);
+                        }
+
+                        masks.AddRange(mask);
+                    }
+                }
+
+                _decodeMasks[n][l] = [.. masks];
             }
         }
 
@@ -229,7 +262,7 @@ internal sealed class LocalSearch
         var p = seed.Clone();
         var cost = new double[layers];
         var shrink = new double[servers, layers, _steps.Length];
-        var grow = new double[servers, layers, _steps.Length];
+        var grow = new double[servers, layers, _steps.Length * 2];
         for (var l = 0; l < layers; l++)
         {
             cost[l] = _latency.LayerSeconds(p, _requests, l);
@@ -238,7 +271,7 @@ internal sealed class LocalSearch
 
         for (var move = 0; move < _maxMoves; move++)
         {
-            var best = (Delta: -1e-9 * cost.Sum(), Server: -1, From: -1, To: -1, Step: -1);
+            var best = (Delta: -1e-9 * cost.Sum(), Server: -1, From: -1, To: -1, Step: -1, Coactivation: false);
             for (var n = 0; n < servers; n++)
             {
                 var free = _slots[n] - p.Count(n);
@@ -247,21 +280,24 @@ internal sealed class LocalSearch
                     var (first, second) = TwoCheapest(shrink, n, s);
                     for (var to = 0; to < layers; to++)
                     {
-                        var g = grow[n, to, s];
-                        if (double.IsNaN(g))
+                        for (var kind = 0; kind < 2; kind++)
                         {
-                            continue;
-                        }
+                            var g = grow[n, to, (s * 2) + kind];
+                            if (double.IsNaN(g))
+                            {
+                                continue;
+                            }
 
-                        if (free >= _steps[s] && g < best.Delta)
-                        {
-                            best = (g, n, -1, to, s);
-                        }
+                            if (free >= _steps[s] && g < best.Delta)
+                            {
+                                best = (g, n, -1, to, s, kind == 1);
+                            }
 
-                        var from = first == to ? second : first;
-                        if (from >= 0 && g + shrink[n, from, s] < best.Delta)
-                        {
-                            best = (g + shrink[n, from, s], n, from, to, s);
+                            var from = first == to ? second : first;
+                            if (from >= 0 && g + shrink[n, from, s] < best.Delta)
+                            {
+                                best = (g + shrink[n, from, s], n, from, to, s, kind == 1);
+                            }
                         }
                     }
                 }
@@ -284,7 +320,7 @@ internal sealed class LocalSearch
                 Price(p, best.From, cost[best.From], shrink, grow);
             }
 
-            foreach (var e in GrowSet(p, best.Server, best.To, d))
+            foreach (var e in GrowSet(p, best.Server, best.To, d, best.Coactivation))
             {
                 p.Add(best.Server, best.To, e);
             }
@@ -328,20 +364,21 @@ internal sealed class LocalSearch
     /// </summary>
     private void Price(ExpertPlacement p, int layer, double current, double[,,] shrink, double[,,] grow)
     {
-        var jobs = _slots.Length * _steps.Length * 2;
+        var jobs = _slots.Length * _steps.Length * 3;
         Parallel.For(
             0,
             jobs,
             () => new LatencyModel(_problem.Model, _problem.Cluster, _problem.Latency),
             (job, _, model) =>
             {
-                var n = job / (_steps.Length * 2);
-                var s = job / 2 % _steps.Length;
-                var add = job % 2 == 1;
+                var n = job / (_steps.Length * 3);
+                var s = job / 3 % _steps.Length;
+                var add = job % 3 != 0;
+                var coactivation = job % 3 == 2;
                 var d = _steps[s];
-                var experts = add ? GrowSet(p, n, layer, d) : ShrinkSet(p, n, layer, d);
+                var experts = add ? GrowSet(p, n, layer, d, coactivation) : ShrinkSet(p, n, layer, d);
                 var delta = double.NaN;
-                if (experts.Count == d)
+                if (experts.Count == d && !(coactivation && d == _problem.Model.Experts))
                 {
                     var variant = p.Clone();
                     foreach (var e in experts)
@@ -361,7 +398,7 @@ internal sealed class LocalSearch
 
                 if (add)
                 {
-                    grow[n, layer, s] = delta;
+                    grow[n, layer, (s * 2) + (coactivation ? 1 : 0)] = delta;
                 }
                 else
                 {
@@ -390,21 +427,84 @@ internal sealed class LocalSearch
         return set;
     }
 
-    /// <summary>The d experts server n uses most in the layer among those it lacks.</summary>
-    private List<int> GrowSet(ExpertPlacement p, int n, int layer, int d)
+    /// <summary>
+    /// The d experts server n lacks in the layer: by its own frequency, or by co-activation, those that complete most
+    /// of its decode tokens (a token counts 1 for its last missing expert, 1/2 when two are missing, and so on;
+    /// frequency breaks ties).
+    /// </summary>
+    private List<int> GrowSet(ExpertPlacement p, int n, int layer, int d, bool coactivation)
     {
-        var set = new List<int>(d);
-        foreach (var e in _rank[n][layer])
+        if (!coactivation)
         {
-            if (set.Count == d)
-            {
-                break;
-            }
+            return _rank[n][layer].Where(e => !p.Holds(n, layer, e)).Take(d).ToList();
+        }
 
+        var experts = _problem.Model.Experts;
+        var set = new List<int>(d);
+        var missingCount = 0;
+        for (var e = 0; e < experts; e++)
+        {
             if (!p.Holds(n, layer, e))
             {
-                set.Add(e);
+                missingCount++;
             }
+        }
+
+        if (missingCount <= d)
+        {
+            set.AddRange(Enumerable.Range(0, experts).Where(e => !p.Holds(n, layer, e)));
+            return set;
+        }
+
+        var words = (experts + 63) / 64;
+        var masks = _decodeMasks[n][layer];
+        var held = p.LayerBits(n, layer);
+        Span<ulong> open = stackalloc ulong[words];
+        for (var w = 0; w < words; w++)
+        {
+            open[w] = ~held[w];
+        }
+
+        var score = new double[experts];
+        while (set.Count < d)
+        {
+            Array.Clear(score);
+            for (var t = 0; t < masks.Length; t += words)
+            {
+                var missing = 0;
+                for (var w = 0; w < words; w++)
+                {
+                    missing += BitOperations.PopCount(masks[t + w] & open[w]);
+                }
+
+                if (missing == 0)
+                {
+                    continue;
+                }
+
+                var weight = 1.0 / (1 << (missing - 1));
+                for (var w = 0; w < words; w++)
+                {
+                    var bits = masks[t + w] & open[w];
+                    while (bits != 0)
+                    {
+                        score[(w * 64) + BitOperations.TrailingZeroCount(bits)] += weight;
+                        bits &= bits - 1;
+                    }
+                }
+            }
+
+            var best = -1;
+            foreach (var e in _rank[n][layer])
+            {
+                if ((open[e >> 6] & (1UL << (e & 63))) != 0 && (best < 0 || score[e] > score[best]))
+                {
+                    best = e;
+                }
+            }
+
+            open[best >> 6] &= ~(1UL << (best & 63));
+            set.Add(best);
         }
 
         return set;
