@@ -14,9 +14,9 @@ public sealed record TraceBenchmarkOptions
 
     public int Edges { get; init; } = 4;
 
-    public int BufferCapacity { get; init; } = 65_536;
+    public int BufferCapacity { get; init; } = 131_072;
 
-    public int BatchSize { get; init; } = 4_096;
+    public int BatchSize { get; init; } = 16_384;
 
     public TimeSpan FlushInterval { get; init; } = TimeSpan.FromMilliseconds(200);
 

@@ -109,7 +109,7 @@ internal sealed class TraceRecordValidator(TraceWriterOptions options)
             ServedBy = servedBy,
             PlacementVersion = record.PlacementVersion,
             Remote = remote,
-            RecordedAt = Timestamp(record.RecordedAt == default ? now : record.RecordedAt, now, Where, "recorded-at"),
+            RecordedAt = Timestamp(record.RecordedAt == default ? now : record.RecordedAt, now) ?? throw OutOfRange(Where(), "recorded-at", record.RecordedAt),
         };
     }
 
@@ -152,14 +152,14 @@ internal sealed class TraceRecordValidator(TraceWriterOptions options)
             throw new InvalidTraceRecordException($"{Where()}: status {(int)summary.Status} is not a {nameof(RequestStatus)}");
         }
 
-        var received = Timestamp(summary.ReceivedAt, now, Where, "received-at");
-        var completed = Timestamp(summary.CompletedAt, now, Where, "completed-at");
+        var received = Timestamp(summary.ReceivedAt, now) ?? throw OutOfRange(Where(), "received-at", summary.ReceivedAt);
+        var completed = Timestamp(summary.CompletedAt, now) ?? throw OutOfRange(Where(), "completed-at", summary.CompletedAt);
         if (completed < received)
         {
             throw new InvalidTraceRecordException($"{Where()}: completed at {completed:O} before it was received at {received:O}");
         }
 
-        DateTimeOffset? firstToken = summary.FirstTokenAt is { } first ? Timestamp(first, now, Where, "first-token-at") : null;
+        DateTimeOffset? firstToken = summary.FirstTokenAt is { } first ? Timestamp(first, now) ?? throw OutOfRange(Where(), "first-token-at", first) : null;
         if (firstToken is { } f && (f < received || f > completed))
         {
             throw new InvalidTraceRecordException($"{Where()}: first token at {f:O} is outside {received:O}..{completed:O}");
@@ -180,15 +180,18 @@ internal sealed class TraceRecordValidator(TraceWriterOptions options)
         };
     }
 
-    /// <summary>UTC, truncated to the microsecond PostgreSQL keeps.</summary>
-    private static DateTimeOffset Timestamp(DateTimeOffset value, DateTimeOffset now, Func<string> where, string what)
+    /// <summary>UTC, truncated to the microsecond PostgreSQL keeps; null when out of range.</summary>
+    private static DateTimeOffset? Timestamp(DateTimeOffset value, DateTimeOffset now)
     {
         if (value < Earliest || value > now + FutureSlack)
         {
-            throw new InvalidTraceRecordException($"{where()}: {what} {value:O} is not between {Earliest:yyyy-MM-dd} and a day from now");
+            return null;
         }
 
-        var utc = value.ToUniversalTime();
-        return new DateTimeOffset(utc.Ticks - (utc.Ticks % 10), TimeSpan.Zero);
+        var ticks = value.UtcTicks;
+        return new DateTimeOffset(ticks - (ticks % 10), TimeSpan.Zero);
     }
+
+    private static InvalidTraceRecordException OutOfRange(string where, string what, DateTimeOffset value) =>
+        new($"{where}: {what} {value:O} is not between {Earliest:yyyy-MM-dd} and a day from now");
 }

@@ -18,11 +18,11 @@ public sealed class TraceWriterOptions
 
     /// <summary>Rows held in memory; past it, <c>Add</c> appends to the spill file and <c>TryAdd</c> returns false.</summary>
     [Range(1, 10_000_000)]
-    public int BufferCapacity { get; set; } = 65_536;
+    public int BufferCapacity { get; set; } = 131_072;
 
     /// <summary>Most rows per COPY batch (one transaction).</summary>
     [Range(1, 1_000_000)]
-    public int BatchSize { get; set; } = 4_096;
+    public int BatchSize { get; set; } = 16_384;
 
     /// <summary>How often the flusher writes what the buffer holds (it also wakes when a batch is full).</summary>
     [Range(typeof(TimeSpan), "00:00:00.001", "00:01:00")]
