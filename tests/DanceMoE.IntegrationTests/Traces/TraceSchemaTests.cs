@@ -1,4 +1,6 @@
+using DanceMoE.Data;
 using DanceMoE.Traces;
+using Microsoft.EntityFrameworkCore;
 using Npgsql;
 
 namespace DanceMoE.IntegrationTests.Traces;
@@ -173,6 +175,37 @@ public sealed class TraceSchemaTests(TraceDatabase database) : IClassFixture<Tra
         Assert.Equal(560.0, dense[1][0][5]);
         Assert.Equal(10.0, dense[0][1][7]);
         await Assert.ThrowsAsync<ArgumentOutOfRangeException>(() => history.ReadAsync(to.AddHours(-1), to, TimeSpan.Zero, CancellationToken.None));
+    }
+
+    [Fact]
+    public async Task The_EF_model_reads_routing_events_and_stores_placements_with_one_active()
+    {
+        const string edge = "edge-ef";
+        var request = Guid.NewGuid();
+        await WriteAsync(edge, TraceRecords.Request(edge, request, 2, 3, remoteEdge: "edge-peer"));
+
+        await using (var db = DanceMoEDbContext.Create(database.ConnectionString))
+        {
+            var events = await db.RoutingEvents.Where(r => r.RequestId == request).OrderBy(r => r.Position).ThenBy(r => r.Layer).ToListAsync();
+            Assert.Equal(6, events.Count);
+            Assert.Equal(["edge-ef", "edge-peer"], events[0].ServedBy);
+            Assert.True(events[0].Remote);
+            Assert.Equal(2, events[0].Experts.Length);
+
+            var placement = new PlacementVersion { Version = 1, CreatedAt = DateTimeOffset.UtcNow, Algorithm = "dancemoe", PredictedCost = 1.5, InputsDigest = "sha256:x", IsActive = true };
+            placement.Assignments.Add(new PlacementAssignment { Layer = 0, Expert = 3, EdgeId = edge });
+            placement.Assignments.Add(new PlacementAssignment { Layer = 0, Expert = 3, EdgeId = "edge-peer" });
+            db.Placements.Add(placement);
+            await db.SaveChangesAsync();
+        }
+
+        await using (var db = DanceMoEDbContext.Create(database.ConnectionString))
+        {
+            Assert.Equal(2, await db.PlacementAssignments.CountAsync(a => a.PlacementVersion == 1));
+            db.Placements.Add(new PlacementVersion { Version = 2, CreatedAt = DateTimeOffset.UtcNow, Algorithm = "eplb", InputsDigest = "sha256:y", IsActive = true });
+            var ex = await Assert.ThrowsAsync<DbUpdateException>(() => db.SaveChangesAsync());
+            Assert.Equal(PostgresErrorCodes.UniqueViolation, Assert.IsType<PostgresException>(ex.InnerException).SqlState);
+        }
     }
 
     private static string Partition(DateOnly day) => $"routing_events_p{day:yyyyMMdd}";
