@@ -230,6 +230,19 @@ public sealed class PlacementCommand : ICliCommand
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"{r.Algorithm,-11} {m.LocalRatio,7:F3} {m.RemoteCallsPerToken,10:F2} {m.BytesPerToken,10:F0} {m.LatencyMsMean,9:F1} {m.LatencyMsP99,9:F1} {m.DecodeMsPerToken,13:F2} {r.SolveMs,9:F0}"));
         }
+
+        if (results.FirstOrDefault(r => r.Algorithm == "latency") is { } ours)
+        {
+            var gains = results
+                .Where(r => r.Algorithm is "eplb" or "dancemoe" or "optimal")
+                .Select(r => string.Create(CultureInfo.InvariantCulture,
+                    $"{100 * (1 - (ours.Metrics.LatencyMsMean / r.Metrics.LatencyMsMean)):F1}% under {r.Algorithm} (p99 {100 * (1 - (ours.Metrics.LatencyMsP99 / r.Metrics.LatencyMsP99)):F1}%)"))
+                .ToList();
+            if (gains.Count > 0)
+            {
+                Console.WriteLine($"latency planner mean: {string.Join(", ", gains)}");
+            }
+        }
     }
 
     private static IReadOnlyList<IPlacementAlgorithm> Algorithms(string? text)
