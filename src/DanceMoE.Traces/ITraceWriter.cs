@@ -7,7 +7,10 @@ public interface ITraceWriter
     /// <exception cref="InvalidTraceRecordException">The record is malformed or oversized.</exception>
     bool TryAdd(RoutingRecord record);
 
-    /// <summary>Buffers the record in memory, or appends it to the spill file when the buffer is full.</summary>
+    /// <summary>
+    /// Buffers the record in memory, or appends it to the spill file when the buffer is full. Should the spill file
+    /// fail too (disk full), the record is counted in <see cref="TraceWriterState.Lost"/> and logged, not thrown.
+    /// </summary>
     /// <exception cref="InvalidTraceRecordException">The record is malformed or oversized.</exception>
     void Add(RoutingRecord record);
 

@@ -40,6 +40,10 @@ internal static class TraceLog
         LogLevel.Information, new EventId(9, "TraceWriterState"),
         "Traces {EdgeId}: written {RowsWritten}, pending {Pending}, spilled {Spilled}, lag {LagMs} ms, failed batches {Failures}");
 
+    public static readonly Action<ILogger, string, long, string, Exception?> Lost = LoggerMessage.Define<string, long, string>(
+        LogLevel.Error, new EventId(11, "TraceRowsLost"),
+        "Trace writer for {EdgeId} lost {Lost} rows so far: memory full and the spill file failed ({Error})");
+
     public static readonly Action<ILogger, string, long, long, Exception?> Stopped = LoggerMessage.Define<string, long, long>(
         LogLevel.Information, new EventId(10, "TraceWriterStopped"),
         "Trace writer for {EdgeId} stopped: {RowsWritten} rows written, {Spilled} rows left in spill files for the next start");

@@ -64,6 +64,7 @@ public sealed class TraceWriter : ITraceWriter, IAsyncDisposable
     private long _spilledTotal;
     private long _rejected;
     private long _quarantined;
+    private long _lost;
     private long _batches;
     private long _failures;
     private long _lastFlushUtcTicks;
@@ -137,6 +138,7 @@ public sealed class TraceWriter : ITraceWriter, IAsyncDisposable
                 SpilledTotal = Interlocked.Read(ref _spilledTotal),
                 Rejected = Interlocked.Read(ref _rejected),
                 Quarantined = Interlocked.Read(ref _quarantined),
+                Lost = Interlocked.Read(ref _lost),
                 Batches = Interlocked.Read(ref _batches),
                 FlushFailures = Interlocked.Read(ref _failures),
                 DatabaseReachable = _reachable,
@@ -187,7 +189,10 @@ public sealed class TraceWriter : ITraceWriter, IAsyncDisposable
         }
     }
 
-    /// <summary>Writes what it can within <see cref="TraceWriterOptions.ShutdownTimeout"/>, spills the rest, releases the spill directory.</summary>
+    /// <summary>
+    /// Writes what it can within <see cref="TraceWriterOptions.ShutdownTimeout"/>, spills the rest, releases the spill
+    /// directory. Stop adding first: an <c>Add</c> racing with disposal may be dropped.
+    /// </summary>
     public async ValueTask DisposeAsync()
     {
         if (Interlocked.Exchange(ref _closed, 1) != 0)
@@ -250,13 +255,38 @@ public sealed class TraceWriter : ITraceWriter, IAsyncDisposable
                 return false;
             }
 
-            _spill.Append(item);
-            Interlocked.CompareExchange(ref _spillOldestUtcTicks, DateTime.UtcNow.Ticks, 0);
-            Interlocked.Increment(ref _spilled);
-            Interlocked.Increment(ref _spilledTotal);
+            if (!TrySpill(item))
+            {
+                return false;
+            }
         }
 
         Interlocked.Increment(ref item is RoutingRow ? ref _rowsAdded : ref _requestsAdded);
+        return true;
+    }
+
+    private bool TrySpill(TraceItem item)
+    {
+        try
+        {
+            _spill.Append(item);
+        }
+        catch (IOException ex)
+        {
+            // Disk full or gone: the token loop must go on; the loss is counted and logged, never silent.
+            var lost = Interlocked.Increment(ref _lost);
+            if (lost == 1 || lost % 10_000 == 0)
+            {
+                TraceLog.Lost(_logger, _options.EdgeId, lost, ex.Message, null);
+            }
+
+            _lastError = ex.Message;
+            return false;
+        }
+
+        Interlocked.CompareExchange(ref _spillOldestUtcTicks, DateTime.UtcNow.Ticks, 0);
+        Interlocked.Increment(ref _spilled);
+        Interlocked.Increment(ref _spilledTotal);
         return true;
     }
 
@@ -317,13 +347,11 @@ public sealed class TraceWriter : ITraceWriter, IAsyncDisposable
         }
 
         // What PostgreSQL did not take goes to disk; rows already in a spill segment stay there.
-        var spilled = 0L;
         if (_inFlight is { } batch && !_inFlightFromSpill)
         {
             foreach (var item in batch)
             {
-                _spill.Append(item);
-                spilled++;
+                TrySpill(item);
             }
         }
 
@@ -333,13 +361,17 @@ public sealed class TraceWriter : ITraceWriter, IAsyncDisposable
         while (_memory.TryDequeue(out var item))
         {
             Interlocked.Decrement(ref _memoryCount);
-            _spill.Append(item);
-            spilled++;
+            TrySpill(item);
         }
 
-        _spill.Flush();
-        Interlocked.Add(ref _spilled, spilled);
-        Interlocked.Add(ref _spilledTotal, spilled);
+        try
+        {
+            _spill.Flush();
+        }
+        catch (IOException ex)
+        {
+            _lastError = ex.Message;
+        }
         var state = State;
         TraceLog.Stopped(_logger, _options.EdgeId, state.RowsWritten, state.Spilled, null);
     }

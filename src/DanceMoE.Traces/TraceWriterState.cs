@@ -33,6 +33,9 @@ public sealed record TraceWriterState
     /// <summary>Rows PostgreSQL refused as data errors, set aside in <c>*.rejected</c> files next to the spill files.</summary>
     public long Quarantined { get; init; }
 
+    /// <summary>Rows that could go neither to memory nor to the spill file (the disk failed); zero unless something is badly wrong.</summary>
+    public long Lost { get; init; }
+
     public long Batches { get; init; }
 
     public long FlushFailures { get; init; }

@@ -60,7 +60,15 @@ public sealed class TcpProxy : IAsyncDisposable
             _listener = null;
             foreach (var socket in _sockets)
             {
-                socket.LingerState = new LingerOption(true, 0);
+                try
+                {
+                    socket.LingerState = new LingerOption(true, 0);
+                }
+                catch (Exception ex) when (ex is ObjectDisposedException or SocketException)
+                {
+                    // Its pump already closed it.
+                }
+
                 socket.Close();
             }
 
@@ -118,9 +126,15 @@ public sealed class TcpProxy : IAsyncDisposable
         }
     }
 
-    private static async Task PumpAsync(Socket a, Socket b)
+    private async Task PumpAsync(Socket a, Socket b)
     {
         await Task.WhenAny(CopyAsync(a, b), CopyAsync(b, a));
+        lock (_lock)
+        {
+            _sockets.Remove(a);
+            _sockets.Remove(b);
+        }
+
         a.Close();
         b.Close();
     }

@@ -95,6 +95,53 @@ public sealed class TraceOutageTests(TraceDatabase database) : IClassFixture<Tra
         Assert.Empty(await database.RollUpDifferencesAsync(edge));
     }
 
+    [Fact]
+    public async Task Rows_added_while_PostgreSQL_is_stopped_and_started_again_arrive_exactly_once()
+    {
+        const string edge = "edge-restarted-server";
+        await using var server = await PrivatePostgres.StartAsync();
+        await using (var admin = new NpgsqlConnection(server.ConnectionString("postgres")))
+        {
+            await admin.OpenAsync();
+            await using var create = new NpgsqlCommand("CREATE DATABASE traces", admin);
+            await create.ExecuteNonQueryAsync();
+        }
+
+        var connectionString = server.ConnectionString("traces");
+        await DanceMoE.Migrations.DatabaseMigrator.MigrateAsync(connectionString, TimeSpan.FromSeconds(10), CancellationToken.None);
+        var options = database.Options(edge, connectionString: connectionString);
+        options.BufferCapacity = 300;
+        options.BatchSize = 100;
+        var request = Guid.NewGuid();
+        var records = TraceRecords.Request(edge, request, positions: 200, layers: 10, remoteEdge: "edge-peer").ToList();
+        await using var writer = new TraceWriter(options);
+        writer.Start();
+        records[..500].ForEach(writer.Add);
+        await writer.FlushAsync(CancellationToken.None);
+
+        await server.StopImmediatelyAsync();
+        records[500..1500].ForEach(writer.Add);
+        await WaitUntilAsync(() => !writer.State.DatabaseReachable, "the writer to notice PostgreSQL stopped");
+        Assert.True(writer.State.Spilled > 0);
+
+        await server.StartAgainAsync();
+        records[1500..].ForEach(writer.Add);
+        await writer.FlushAsync(CancellationToken.None);
+
+        Assert.Equal(records.Count, writer.State.RowsWritten + writer.State.RowsDuplicate);
+        await using var check = new NpgsqlConnection(connectionString);
+        await check.OpenAsync();
+        await using var count = new NpgsqlCommand(
+            "SELECT count(*), count(DISTINCT (position, layer)), (SELECT sum(count) FROM activation_counts WHERE origin_edge = @e) FROM routing_events WHERE request_id = @id", check);
+        count.Parameters.AddWithValue("id", request);
+        count.Parameters.AddWithValue("e", edge);
+        await using var reader = await count.ExecuteReaderAsync();
+        await reader.ReadAsync();
+        Assert.Equal((long)records.Count, reader.GetInt64(0));
+        Assert.Equal((long)records.Count, reader.GetInt64(1));
+        Assert.Equal(records.Count * 2L, reader.GetInt64(2));
+    }
+
     private static async Task WaitUntilAsync(Func<bool> condition, string what)
     {
         using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
