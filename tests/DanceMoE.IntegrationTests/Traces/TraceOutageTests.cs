@@ -39,6 +39,8 @@ public sealed class TraceOutageTests(TraceDatabase database) : IClassFixture<Tra
 
         await WaitUntilAsync(() => !writer.State.DatabaseReachable, "the writer to notice PostgreSQL is away");
         Assert.True(writer.State.Spilled > 0, "rows past the memory buffer spill to disk");
+        Assert.True(writer.State.Lag > TimeSpan.Zero);
+        Assert.NotNull(writer.State.LastError);
         Assert.True(writer.State.Pending <= options.BufferCapacity + options.BatchSize);
 
         // Back: the rest is added while the backlog replays.

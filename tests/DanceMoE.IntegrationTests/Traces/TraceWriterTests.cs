@@ -190,6 +190,38 @@ public sealed class TraceWriterTests(TraceDatabase database) : IClassFixture<Tra
     }
 
     [Fact]
+    public async Task A_spill_file_torn_by_a_crash_replays_every_whole_record()
+    {
+        const string edge = "edge-torn";
+        var spill = database.NewSpillDirectory();
+        var added = TraceRecords.Request(edge, Guid.NewGuid(), positions: 10, layers: 2).ToList();
+        var down = database.Options(edge, spill, ClosedPort);
+        down.ShutdownTimeout = TimeSpan.Zero;
+        await using (var writer = new TraceWriter(down))
+        {
+            added.ForEach(writer.Add);
+        }
+
+        // A crash in the middle of an append leaves half a record at the end of the segment.
+        var segment = Assert.Single(Directory.GetFiles(spill, "*.spill"));
+        await using (var file = new FileStream(segment, FileMode.Open))
+        {
+            file.SetLength(file.Length - 5);
+        }
+
+        await using (var writer = new TraceWriter(database.Options(edge, spill)))
+        {
+            Assert.Equal(added.Count - 1, writer.State.Spilled);
+            writer.Start();
+            await writer.FlushAsync(CancellationToken.None);
+            Assert.Equal(added.Count - 1, writer.State.RowsWritten);
+        }
+
+        Assert.Empty(Directory.GetFiles(spill, "*.spill"));
+        Assert.Equal(added.Count - 1, await database.ScalarAsync("SELECT count(*) FROM routing_events WHERE origin_edge = @e", ("e", edge)));
+    }
+
+    [Fact]
     public async Task TryAdd_refuses_when_the_buffer_is_full_and_Add_spills_instead()
     {
         var options = database.Options("edge-full", connectionString: ClosedPort);
