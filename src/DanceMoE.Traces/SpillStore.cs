@@ -21,8 +21,11 @@ internal sealed class SpillStore : IDisposable
     private readonly FileStream _lockFile;
     private readonly MemoryStream _frame = new();
     private readonly BinaryWriter _frameWriter;
+    private readonly Dictionary<string, long> _rows = new(StringComparer.Ordinal);
     private FileStream? _open;
+    private string? _openPath;
     private long _sequence;
+    private long _pendingRows;
     private bool _disposed;
 
     public SpillStore(string directory, string edgeId)
@@ -42,9 +45,32 @@ internal sealed class SpillStore : IDisposable
         }
 
         _frameWriter = new BinaryWriter(_frame, Encoding.UTF8, leaveOpen: true);
+        foreach (var segment in Segments())
+        {
+            var rows = Count(segment);
+            _rows[segment] = rows;
+            _pendingRows += rows;
+        }
     }
 
     public string Directory { get; }
+
+    /// <summary>Rows in segments not yet completed (replayed and deleted, or set aside).</summary>
+    public long PendingRows => Interlocked.Read(ref _pendingRows);
+
+    /// <summary>UTC ticks when the oldest pending segment was started; zero when there is none.</summary>
+    public long OldestTicks
+    {
+        get
+        {
+            lock (_lock)
+            {
+                var oldest = _rows.Keys.Order(StringComparer.Ordinal).FirstOrDefault();
+                var parts = oldest is null ? [] : Path.GetFileName(oldest).Split('.');
+                return parts.Length >= 3 && long.TryParse(parts[^3], CultureInfo.InvariantCulture, out var ticks) ? ticks : 0;
+            }
+        }
+    }
 
     /// <summary>Sealed and open segments, oldest first.</summary>
     public IReadOnlyList<string> Segments() =>
@@ -63,12 +89,47 @@ internal sealed class SpillStore : IDisposable
                 var path = Path.Combine(Directory, string.Create(CultureInfo.InvariantCulture, $"{_prefix}{DateTime.UtcNow.Ticks:D19}.{++_sequence:D6}.spill"));
                 _open = new FileStream(path, FileMode.CreateNew, FileAccess.Write, FileShare.Read, 1 << 16);
                 _open.Write(Magic);
+                _openPath = path;
+                _rows[path] = 0;
             }
 
             Span<byte> length = stackalloc byte[4];
             BitConverter.TryWriteBytes(length, (int)_frame.Length);
             _open.Write(length);
             _open.Write(_frame.GetBuffer(), 0, (int)_frame.Length);
+            _rows[_openPath!]++;
+            Interlocked.Increment(ref _pendingRows);
+        }
+    }
+
+    /// <summary>
+    /// A sealed segment is done: every row committed (deleted), or unreadable (renamed <c>.corrupt</c> for a person).
+    /// Its rows leave <see cref="PendingRows"/> either way.
+    /// </summary>
+    public void Complete(string path, bool corrupt)
+    {
+        lock (_lock)
+        {
+            if (_rows.Remove(path, out var rows))
+            {
+                Interlocked.Add(ref _pendingRows, -rows);
+            }
+
+            try
+            {
+                if (corrupt)
+                {
+                    File.Move(path, path + ".corrupt", overwrite: true);
+                }
+                else
+                {
+                    File.Delete(path);
+                }
+            }
+            catch (FileNotFoundException)
+            {
+                // Already gone.
+            }
         }
     }
 
@@ -88,7 +149,8 @@ internal sealed class SpillStore : IDisposable
         {
             _open?.Dispose();
             _open = null;
-            return Segments();
+            _openPath = null;
+            return [.. _rows.Keys.Order(StringComparer.Ordinal)];
         }
     }
 
@@ -155,16 +217,23 @@ internal sealed class SpillStore : IDisposable
         }
     }
 
+    /// <summary>Whole records in a segment, up to any damage.</summary>
     public static long Count(string path)
     {
+        long rows = 0;
         try
         {
-            return Read(path).LongCount();
+            foreach (var unused in Read(path))
+            {
+                rows++;
+            }
         }
-        catch (InvalidDataException)
+        catch (Exception ex) when (ex is InvalidDataException or IOException)
         {
-            return 0;
+            // Counted up to the damage: what replay will get from it.
         }
+
+        return rows;
     }
 
     public void Dispose()

@@ -42,10 +42,9 @@ public sealed class TraceWriter : ITraceWriter, IAsyncDisposable
     private bool _inFlightFromSpill;
     private int _inFlightAttempts;
     private string? _inFlightCompletes;
-    private long _inFlightCompletesRows;
+    private bool _inFlightCompletesCorrupt;
     private IEnumerator<TraceItem>? _replay;
     private string? _replayPath;
-    private long _replayRows;
     private TimeSpan _retryDelay;
     private long _nextAttemptMs;
     private long _nextPartitionCheckMs;
@@ -54,13 +53,11 @@ public sealed class TraceWriter : ITraceWriter, IAsyncDisposable
 
     private int _inFlightCount;
     private long _inFlightOldestMs;
-    private long _spillOldestUtcTicks;
     private long _rowsAdded;
     private long _rowsWritten;
     private long _rowsDuplicate;
     private long _requestsAdded;
     private long _requestsWritten;
-    private long _spilled;
     private long _spilledTotal;
     private long _rejected;
     private long _quarantined;
@@ -87,15 +84,9 @@ public sealed class TraceWriter : ITraceWriter, IAsyncDisposable
         };
         _database = new TraceBatchWriter(connection.ConnectionString, options.EdgeId, options.CommandTimeout);
         _spill = new SpillStore(options.SpillDirectory, options.EdgeId);
-        foreach (var segment in _spill.Segments())
+        if (_spill.PendingRows > 0)
         {
-            _spilled += SpillStore.Count(segment);
-        }
-
-        _spillOldestUtcTicks = OldestSegmentTicks();
-        if (_spilled > 0)
-        {
-            TraceLog.SpillFound(_logger, options.EdgeId, _spilled, _spill.Directory, null);
+            TraceLog.SpillFound(_logger, options.EdgeId, _spill.PendingRows, _spill.Directory, null);
         }
     }
 
@@ -118,7 +109,7 @@ public sealed class TraceWriter : ITraceWriter, IAsyncDisposable
             }
 
             var lag = TimeSpan.FromMilliseconds(Math.Max(0, lagMs));
-            if (Interlocked.Read(ref _spilled) > 0 && Interlocked.Read(ref _spillOldestUtcTicks) is > 0 and var spillTicks)
+            if (_spill.PendingRows > 0 && _spill.OldestTicks is > 0 and var spillTicks)
             {
                 var spillLag = TimeSpan.FromTicks(Math.Max(0, DateTime.UtcNow.Ticks - spillTicks));
                 lag = spillLag > lag ? spillLag : lag;
@@ -134,7 +125,7 @@ public sealed class TraceWriter : ITraceWriter, IAsyncDisposable
                 RequestsAdded = Interlocked.Read(ref _requestsAdded),
                 RequestsWritten = Interlocked.Read(ref _requestsWritten),
                 Pending = Volatile.Read(ref _memoryCount) + (_inFlightFromSpill ? 0 : Volatile.Read(ref _inFlightCount)),
-                Spilled = Interlocked.Read(ref _spilled),
+                Spilled = _spill.PendingRows,
                 SpilledTotal = Interlocked.Read(ref _spilledTotal),
                 Rejected = Interlocked.Read(ref _rejected),
                 Quarantined = Interlocked.Read(ref _quarantined),
@@ -182,7 +173,7 @@ public sealed class TraceWriter : ITraceWriter, IAsyncDisposable
     /// <summary>Waits until everything added so far is in PostgreSQL (memory, batch in hand and spill files empty).</summary>
     public async Task FlushAsync(CancellationToken cancellationToken)
     {
-        while (Volatile.Read(ref _memoryCount) > 0 || Volatile.Read(ref _inFlightCount) > 0 || Interlocked.Read(ref _spilled) > 0)
+        while (Volatile.Read(ref _memoryCount) > 0 || Volatile.Read(ref _inFlightCount) > 0 || _spill.PendingRows > 0)
         {
             Wake();
             await Task.Delay(10, cancellationToken).ConfigureAwait(false);
@@ -284,8 +275,6 @@ public sealed class TraceWriter : ITraceWriter, IAsyncDisposable
             return false;
         }
 
-        Interlocked.CompareExchange(ref _spillOldestUtcTicks, DateTime.UtcNow.Ticks, 0);
-        Interlocked.Increment(ref _spilled);
         Interlocked.Increment(ref _spilledTotal);
         return true;
     }
@@ -372,11 +361,12 @@ public sealed class TraceWriter : ITraceWriter, IAsyncDisposable
         {
             _lastError = ex.Message;
         }
+
         var state = State;
         TraceLog.Stopped(_logger, _options.EdgeId, state.RowsWritten, state.Spilled, null);
     }
 
-    private bool HasWork() => Volatile.Read(ref _memoryCount) > 0 || _inFlight is not null || Interlocked.Read(ref _spilled) > 0;
+    private bool HasWork() => Volatile.Read(ref _memoryCount) > 0 || _inFlight is not null || _spill.PendingRows > 0;
 
     /// <summary>One round: the batch in hand, then what memory holds, then some spilled rows. True when more is waiting.</summary>
     private async Task<bool> RunOnceAsync(CancellationToken cancellationToken)
@@ -403,7 +393,7 @@ public sealed class TraceWriter : ITraceWriter, IAsyncDisposable
                 progressed = true;
             }
 
-            if (Interlocked.Read(ref _spilled) > 0)
+            if (_spill.PendingRows > 0)
             {
                 _spill.Flush();
                 for (var i = 0; i < SpillBatchesPerRound && TakeFromSpill(); i++)
@@ -416,11 +406,11 @@ public sealed class TraceWriter : ITraceWriter, IAsyncDisposable
             if (!_reachable)
             {
                 _reachable = true;
-                TraceLog.Recovered(_logger, _options.EdgeId, Interlocked.Read(ref _spilled), null);
+                TraceLog.Recovered(_logger, _options.EdgeId, _spill.PendingRows, null);
             }
 
             _retryDelay = _options.RetryDelay;
-            return progressed && (Volatile.Read(ref _memoryCount) >= _options.BatchSize || Interlocked.Read(ref _spilled) > 0);
+            return progressed && (Volatile.Read(ref _memoryCount) >= _options.BatchSize || _spill.PendingRows > 0);
         }
         catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
         {
@@ -494,7 +484,7 @@ public sealed class TraceWriter : ITraceWriter, IAsyncDisposable
             return false;
         }
 
-        SetInFlight(batch, fromSpill: false, completes: null, completesRows: 0);
+        SetInFlight(batch, fromSpill: false, completes: null, completesCorrupt: false);
         Interlocked.Add(ref _memoryCount, -batch.Count);
         return true;
     }
@@ -512,14 +502,13 @@ public sealed class TraceWriter : ITraceWriter, IAsyncDisposable
                 }
 
                 var next = sealedSegments[0];
-
                 _replayPath = next;
-                _replayRows = SpillStore.Count(next);
                 _replay = SpillStore.Read(next).GetEnumerator();
             }
 
             var batch = new List<TraceItem>();
             var finished = false;
+            var corrupt = false;
             try
             {
                 while (batch.Count < _options.BatchSize)
@@ -533,13 +522,12 @@ public sealed class TraceWriter : ITraceWriter, IAsyncDisposable
                     batch.Add(_replay.Current);
                 }
             }
-            catch (InvalidDataException ex)
+            catch (Exception ex) when (ex is InvalidDataException or IOException)
             {
-                // A damaged segment: keep it aside for a person, write what was read before the damage.
+                // A damaged or vanished segment: keep it aside for a person, write what was read before the damage.
                 TraceLog.SpillCorrupt(_logger, _options.EdgeId, _replayPath!, ex.Message, null);
-                File.Move(_replayPath!, _replayPath + ".corrupt", overwrite: true);
                 finished = true;
-                _replayPath += ".corrupt";
+                corrupt = true;
             }
 
             if (finished)
@@ -548,18 +536,18 @@ public sealed class TraceWriter : ITraceWriter, IAsyncDisposable
                 _replay = null;
             }
 
-            SetInFlight(batch, fromSpill: true, completes: finished ? _replayPath : null, completesRows: finished ? _replayRows : 0);
+            SetInFlight(batch, fromSpill: true, completes: finished ? _replayPath : null, completesCorrupt: corrupt);
             return true;
         }
     }
 
-    private void SetInFlight(List<TraceItem> batch, bool fromSpill, string? completes, long completesRows)
+    private void SetInFlight(List<TraceItem> batch, bool fromSpill, string? completes, bool completesCorrupt)
     {
         _inFlight = batch;
         _inFlightFromSpill = fromSpill;
         _inFlightAttempts = 0;
         _inFlightCompletes = completes;
-        _inFlightCompletesRows = completesRows;
+        _inFlightCompletesCorrupt = completesCorrupt;
         Interlocked.Exchange(ref _inFlightOldestMs, batch.Count > 0 ? batch[0].AddedAtMs : Environment.TickCount64);
         Volatile.Write(ref _inFlightCount, Math.Max(1, batch.Count));
     }
@@ -569,7 +557,7 @@ public sealed class TraceWriter : ITraceWriter, IAsyncDisposable
         _inFlight = null;
         _inFlightFromSpill = false;
         _inFlightCompletes = null;
-        _inFlightCompletesRows = 0;
+        _inFlightCompletesCorrupt = false;
         Volatile.Write(ref _inFlightCount, 0);
         Interlocked.Exchange(ref _inFlightOldestMs, 0);
     }
@@ -603,13 +591,7 @@ public sealed class TraceWriter : ITraceWriter, IAsyncDisposable
 
         if (_inFlightCompletes is { } done)
         {
-            if (!done.EndsWith(".corrupt", StringComparison.Ordinal))
-            {
-                File.Delete(done);
-            }
-
-            Interlocked.Add(ref _spilled, -_inFlightCompletesRows);
-            Interlocked.Exchange(ref _spillOldestUtcTicks, OldestSegmentTicks());
+            _spill.Complete(done, _inFlightCompletesCorrupt);
         }
 
         ClearInFlight();
@@ -617,18 +599,6 @@ public sealed class TraceWriter : ITraceWriter, IAsyncDisposable
 
     private static bool IsDataError(PostgresException ex) =>
         ex.SqlState.StartsWith("22", StringComparison.Ordinal) || ex.SqlState.StartsWith("23", StringComparison.Ordinal);
-
-    private long OldestSegmentTicks()
-    {
-        var segments = _spill.Segments();
-        if (segments.Count == 0)
-        {
-            return 0;
-        }
-
-        var parts = Path.GetFileName(segments[0]).Split('.');
-        return parts.Length >= 3 && long.TryParse(parts[^3], out var ticks) ? ticks : DateTime.UtcNow.Ticks;
-    }
 
     private void LogStateWhenDue()
     {

@@ -222,6 +222,38 @@ public sealed class TraceWriterTests(TraceDatabase database) : IClassFixture<Tra
     }
 
     [Fact]
+    public async Task A_damaged_spill_file_replays_the_records_before_the_damage_and_is_set_aside()
+    {
+        const string edge = "edge-damaged";
+        var spill = database.NewSpillDirectory();
+        var added = TraceRecords.Request(edge, Guid.NewGuid(), positions: 10, layers: 2).ToList();
+        var down = database.Options(edge, spill, ClosedPort);
+        down.ShutdownTimeout = TimeSpan.Zero;
+        await using (var writer = new TraceWriter(down))
+        {
+            added.ForEach(writer.Add);
+        }
+
+        // Every frame has the same size here: break the length of the tenth.
+        var segment = Assert.Single(Directory.GetFiles(spill, "*.spill"));
+        var bytes = await File.ReadAllBytesAsync(segment);
+        var frame = 4 + BitConverter.ToInt32(bytes, 8);
+        BitConverter.TryWriteBytes(bytes.AsSpan(8 + (9 * frame), 4), -1);
+        await File.WriteAllBytesAsync(segment, bytes);
+
+        await using (var writer = new TraceWriter(database.Options(edge, spill)))
+        {
+            Assert.Equal(9, writer.State.Spilled);
+            writer.Start();
+            await writer.FlushAsync(CancellationToken.None);
+            Assert.Equal(9, writer.State.RowsWritten);
+        }
+
+        Assert.Equal([Path.GetFileName(segment) + ".corrupt"], Directory.GetFiles(spill, "*.corrupt").Select(Path.GetFileName));
+        Assert.Equal(9, await database.ScalarAsync("SELECT count(*) FROM routing_events WHERE origin_edge = @e", ("e", edge)));
+    }
+
+    [Fact]
     public async Task TryAdd_refuses_when_the_buffer_is_full_and_Add_spills_instead()
     {
         var options = database.Options("edge-full", connectionString: ClosedPort);
