@@ -309,9 +309,20 @@ internal sealed class LocalSearch
             }
 
             var d = _steps[best.Step];
+            var removed = best.From >= 0 ? ShrinkSet(p, best.Server, best.From, d) : [];
+            var added = GrowSet(p, best.Server, best.To, d, best.Coactivation);
+
+            // Slots are counted at the largest expert size; with unequal sizes a swap can still overflow the bytes.
+            var bytes = p.BytesOn(best.Server, model) + added.Sum(e => model.Bytes(best.To, e)) - removed.Sum(e => model.Bytes(best.From, e));
+            if (bytes > _problem.Cluster.Servers[best.Server].MemoryBytes)
+            {
+                grow[best.Server, best.To, (best.Step * 2) + (best.Coactivation ? 1 : 0)] = double.NaN;
+                continue;
+            }
+
             if (best.From >= 0)
             {
-                foreach (var e in ShrinkSet(p, best.Server, best.From, d))
+                foreach (var e in removed)
                 {
                     p.Remove(best.Server, best.From, e);
                 }
@@ -320,7 +331,7 @@ internal sealed class LocalSearch
                 Price(p, best.From, cost[best.From], shrink, grow);
             }
 
-            foreach (var e in GrowSet(p, best.Server, best.To, d, best.Coactivation))
+            foreach (var e in added)
             {
                 p.Add(best.Server, best.To, e);
             }

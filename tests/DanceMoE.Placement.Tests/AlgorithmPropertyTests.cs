@@ -45,7 +45,7 @@ public class AlgorithmPropertyTests
     [InlineData(3)]
     [InlineData(11)]
     [InlineData(19)]
-    public void Unequal_sizes_are_solved_exactly_by_the_ilp_and_fit_in_bytes(int seed)
+    public void Unequal_sizes_are_solved_exactly_by_the_ilp_and_every_algorithm_fits_in_bytes(int seed)
     {
         var problem = Instances.Random(seed, unequalSizes: true);
         var optimal = new OptimalPlacement();
@@ -53,11 +53,29 @@ public class AlgorithmPropertyTests
         Assert.True(optimal.LastProvedOptimal);
         Assert.Empty(placement.Violations(problem.Model, problem.Cluster));
         var best = Instances.LocalActivations(problem, placement);
+        Assert.Empty(new LatencyPlacement().Place(problem).Violations(problem.Model, problem.Cluster));
         foreach (var algorithm in Simulation.All.Where(a => a is not OptimalPlacement and not LatencyPlacement))
         {
             var other = algorithm.Place(problem);
             Assert.Empty(other.Violations(problem.Model, problem.Cluster));
             Assert.True(Instances.LocalActivations(problem, other) <= best + 1e-9, algorithm.Name);
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(Seeds))]
+    public void With_unequal_sizes_every_algorithm_stays_within_the_byte_budgets(int seed)
+    {
+        var problem = Instances.Random(seed + 100, unequalSizes: true);
+        if (problem.Slots().Sum() < problem.Model.ExpertCount)
+        {
+            return;
+        }
+
+        foreach (var algorithm in Simulation.All)
+        {
+            var placement = algorithm.Place(problem);
+            Assert.True(placement.Violations(problem.Model, problem.Cluster).Count == 0, algorithm.Name);
         }
     }
 
