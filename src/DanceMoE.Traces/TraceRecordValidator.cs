@@ -82,7 +82,7 @@ internal sealed class TraceRecordValidator(TraceWriterOptions options)
             }
 
             var edge = record.ServedBy[i];
-            if (string.IsNullOrWhiteSpace(edge) || edge.Length > TraceLimits.MaxEdgeIdLength)
+            if (string.IsNullOrWhiteSpace(edge) || edge.Length > TraceLimits.MaxEdgeIdLength || edge.Contains('\0', StringComparison.Ordinal))
             {
                 throw new InvalidTraceRecordException($"{Where()}: served-by of expert {expert} must be an edge id of 1..{TraceLimits.MaxEdgeIdLength} characters");
             }
@@ -142,6 +142,11 @@ internal sealed class TraceRecordValidator(TraceWriterOptions options)
             throw new InvalidTraceRecordException($"{Where()}: workload tag has {summary.WorkloadTag.Length} characters, at most {TraceLimits.MaxWorkloadTagLength}");
         }
 
+        if (summary.WorkloadTag is not null && summary.WorkloadTag.Contains('\0', StringComparison.Ordinal))
+        {
+            throw new InvalidTraceRecordException($"{Where()}: workload tag contains a NUL character");
+        }
+
         if (summary.PlacementVersion is < 0)
         {
             throw new InvalidTraceRecordException($"{Where()}: placement version {summary.PlacementVersion} is negative");
@@ -172,7 +177,7 @@ internal sealed class TraceRecordValidator(TraceWriterOptions options)
             PromptTokens = summary.PromptTokens,
             GeneratedTokens = summary.GeneratedTokens,
             Status = summary.Status.ToString().ToLowerInvariant(),
-            Error = summary.Error is { Length: > TraceLimits.MaxErrorLength } error ? error[..TraceLimits.MaxErrorLength] : summary.Error,
+            Error = Truncate(summary.Error?.Replace("\0", "", StringComparison.Ordinal), TraceLimits.MaxErrorLength),
             PlacementVersion = summary.PlacementVersion,
             ReceivedAt = received,
             FirstTokenAt = firstToken,
@@ -191,6 +196,8 @@ internal sealed class TraceRecordValidator(TraceWriterOptions options)
         var ticks = value.UtcTicks;
         return new DateTimeOffset(ticks - (ticks % 10), TimeSpan.Zero);
     }
+
+    private static string? Truncate(string? text, int length) => text is { Length: > 0 } && text.Length > length ? text[..length] : text;
 
     private static InvalidTraceRecordException OutOfRange(string where, string what, DateTimeOffset value) =>
         new($"{where}: {what} {value:O} is not between {Earliest:yyyy-MM-dd} and a day from now");

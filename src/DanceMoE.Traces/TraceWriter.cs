@@ -569,22 +569,7 @@ public sealed class TraceWriter : ITraceWriter, IAsyncDisposable
         {
             // A failed attempt may have committed without us hearing it: later attempts assume rows may be stored.
             var retried = _inFlightAttempts++ > 0;
-            try
-            {
-                var outcome = await _database.WriteAsync(batch, _inFlightFromSpill || retried, cancellationToken).ConfigureAwait(false);
-                Interlocked.Add(ref _rowsWritten, outcome.RoutingInserted);
-                Interlocked.Add(ref _rowsDuplicate, outcome.RoutingDuplicates);
-                Interlocked.Add(ref _requestsWritten, outcome.RequestsInserted);
-            }
-            catch (PostgresException ex) when (IsDataError(ex))
-            {
-                // Retrying a batch PostgreSQL refuses as data would stop every later row: set it aside instead.
-                var path = _spill.WriteRejected(batch);
-                Interlocked.Add(ref _quarantined, batch.Count);
-                _lastError = ex.Message;
-                TraceLog.Quarantined(_logger, _options.EdgeId, batch.Count, path, ex.MessageText, null);
-            }
-
+            await WriteOrSplitAsync(batch, _inFlightFromSpill || retried, cancellationToken).ConfigureAwait(false);
             Interlocked.Increment(ref _batches);
             Interlocked.Exchange(ref _lastFlushUtcTicks, DateTime.UtcNow.Ticks);
         }
@@ -595,6 +580,34 @@ public sealed class TraceWriter : ITraceWriter, IAsyncDisposable
         }
 
         ClearInFlight();
+    }
+
+    /// <summary>
+    /// Retrying a batch PostgreSQL refuses as data would stop every later row: halve it until the refused rows are
+    /// alone, write the others, and set the refused ones aside in a <c>.rejected</c> file.
+    /// </summary>
+    private async Task WriteOrSplitAsync(List<TraceItem> rows, bool mayBeStored, CancellationToken cancellationToken)
+    {
+        try
+        {
+            var outcome = await _database.WriteAsync(rows, mayBeStored, cancellationToken).ConfigureAwait(false);
+            Interlocked.Add(ref _rowsWritten, outcome.RoutingInserted);
+            Interlocked.Add(ref _rowsDuplicate, outcome.RoutingDuplicates);
+            Interlocked.Add(ref _requestsWritten, outcome.RequestsInserted);
+        }
+        catch (PostgresException ex) when (IsDataError(ex) && rows.Count > 1)
+        {
+            var half = rows.Count / 2;
+            await WriteOrSplitAsync(rows[..half], mayBeStored, cancellationToken).ConfigureAwait(false);
+            await WriteOrSplitAsync(rows[half..], mayBeStored, cancellationToken).ConfigureAwait(false);
+        }
+        catch (PostgresException ex) when (IsDataError(ex))
+        {
+            var path = _spill.WriteRejected(rows);
+            Interlocked.Add(ref _quarantined, rows.Count);
+            _lastError = ex.Message;
+            TraceLog.Quarantined(_logger, _options.EdgeId, rows.Count, path, ex.MessageText, null);
+        }
     }
 
     private static bool IsDataError(PostgresException ex) =>

@@ -208,6 +208,34 @@ public sealed class TraceSchemaTests(TraceDatabase database) : IClassFixture<Tra
         }
     }
 
+    [Fact]
+    public async Task Rows_PostgreSQL_refuses_as_data_are_set_aside_and_the_rest_of_their_batch_is_written()
+    {
+        const string edge = "edge-refused";
+        var spill = database.NewSpillDirectory();
+
+        // Stands for data the checks at Add let through and PostgreSQL refuses.
+        await database.ExecuteAsync("ALTER TABLE routing_events ADD CONSTRAINT ck_test_refused CHECK (origin_edge <> 'edge-refused' OR layer <> 777)");
+        var request = Guid.NewGuid();
+        var records = TraceRecords.Request(edge, request, positions: 50, layers: 2).ToList();
+        records.Insert(37, TraceRecords.Routing(edge, request, 0, 777));
+        records.Insert(71, TraceRecords.Routing(edge, request, 1, 777));
+        var options = database.Options(edge, spill);
+        options.FlushInterval = TimeSpan.FromSeconds(30);
+        await using (var writer = new TraceWriter(options))
+        {
+            records.ForEach(writer.Add);
+            writer.Start();
+            await writer.FlushAsync(CancellationToken.None);
+            Assert.Equal(records.Count - 2, writer.State.RowsWritten);
+            Assert.Equal(2, writer.State.Quarantined);
+        }
+
+        Assert.Equal(records.Count - 2, await database.ScalarAsync("SELECT count(*) FROM routing_events WHERE origin_edge = @e", ("e", edge)));
+        Assert.Equal(2, Directory.GetFiles(spill, "*.rejected").Length);
+        Assert.Empty(await database.RollUpDifferencesAsync(edge));
+    }
+
     private static string Partition(DateOnly day) => $"routing_events_p{day:yyyyMMdd}";
 
     private async Task WriteAsync(string edge, IEnumerable<RoutingRecord> records)

@@ -300,6 +300,7 @@ public sealed class TraceWriterTests(TraceDatabase database) : IClassFixture<Tra
             { "gate weight of expert", good with { GateWeights = [float.NaN, 0.5f] } },
             { "served-by of expert", good with { ServedBy = ["edge-bad", ""] } },
             { "served-by of expert", good with { ServedBy = ["edge-bad", new string('x', 65)] } },
+            { "served-by of expert", good with { ServedBy = ["edge-bad", "edge\0"] } },
             { "remote flag is True but served-by", good with { Remote = true } },
             { "recorded-at", good with { RecordedAt = new DateTimeOffset(1999, 1, 1, 0, 0, 0, TimeSpan.Zero) } },
         };
