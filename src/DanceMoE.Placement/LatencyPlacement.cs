@@ -13,8 +13,9 @@ namespace DanceMoE.Placement;
 /// </para>
 /// Seeds: the exact optimum of the call count, and an owner layout (each layer held whole by one server, chosen where
 /// the server's own tokens are least covered by a frequency share, the rest filled by frequency). Each seed is improved
-/// by steepest descent over moves "server n frees d slots in layer a (replicated experts it uses least) and takes its d
-/// most used missing experts of layer b" and "server n fills free slots", d in {1, 4, 16, E}; the better result wins.
+/// by steepest descent over moves "server n frees d slots in layer a (replicated experts it uses least) and takes d
+/// missing experts of layer b" and "server n fills free slots", d in {1, 4, 16, E}; the experts taken are the most
+/// frequent or those completing most whole token sets (co-activation). The better result on the history wins.
 /// </summary>
 public sealed class LatencyPlacement : IPlacementAlgorithm
 {
