@@ -48,11 +48,9 @@ internal sealed class TraceBatchWriter(string connectionString, string edgeId, T
         SELECT count(*) FROM inserted
         """;
 
-    private const string InsertRoutingPlain = """
-        INSERT INTO routing_events (request_id, position, layer, origin_edge, experts, gate_weights, served_by, placement_version, remote, recorded_at)
-        SELECT request_id, position, layer, origin_edge, experts, gate_weights, served_by, placement_version, remote, recorded_at
-        FROM routing_events_staging
-        ON CONFLICT DO NOTHING
+    private const string CopyRoutingDirect = """
+        COPY routing_events (request_id, position, layer, origin_edge, experts, gate_weights, served_by, placement_version, remote, recorded_at)
+        FROM STDIN (FORMAT BINARY)
         """;
 
     private const string UpsertCounts = """
@@ -131,10 +129,10 @@ internal sealed class TraceBatchWriter(string connectionString, string edgeId, T
         long routingInserted = 0, requestsInserted = 0;
         if (routing.Count > 0)
         {
-            await CopyRoutingAsync(connection, routing, cancellationToken).ConfigureAwait(false);
-            routingInserted = mayBeStored ? -1 : await InsertAllNewAsync(connection, transaction, routing, cancellationToken).ConfigureAwait(false);
+            routingInserted = mayBeStored ? -1 : await CopyAllNewAsync(connection, transaction, routing, cancellationToken).ConfigureAwait(false);
             if (routingInserted < 0)
             {
+                await CopyRoutingAsync(connection, routing, CopyRouting, cancellationToken).ConfigureAwait(false);
                 routingInserted = await ScalarAsync(connection, transaction, InsertRouting, cancellationToken).ConfigureAwait(false);
             }
         }
@@ -150,19 +148,24 @@ internal sealed class TraceBatchWriter(string connectionString, string edgeId, T
     }
 
     /// <summary>
-    /// The common case, a fresh batch: insert, and when every row was new add counts summed here (cheaper than
-    /// unnesting the inserted rows in SQL). Returns -1, rolled back to before the insert, when some row was stored already.
+    /// The common case, a fresh batch: COPY straight into <c>routing_events</c> (no staging, about twice as fast) and
+    /// add counts summed here. Returns -1, rolled back to before the COPY, when some row was stored already; the
+    /// caller then takes the staging path, which skips stored rows.
     /// </summary>
-    private async Task<long> InsertAllNewAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, List<RoutingRow> rows, CancellationToken cancellationToken)
+    private async Task<long> CopyAllNewAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, List<RoutingRow> rows, CancellationToken cancellationToken)
     {
         await transaction.SaveAsync("fresh", cancellationToken).ConfigureAwait(false);
-        await using var insert = new NpgsqlCommand(InsertRoutingPlain, connection, transaction) { CommandTimeout = Seconds(commandTimeout) };
-        var inserted = await insert.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
-        if (inserted != rows.Count)
+        try
+        {
+            await CopyRoutingAsync(connection, rows, CopyRoutingDirect, cancellationToken).ConfigureAwait(false);
+        }
+        catch (PostgresException ex) when (ex.SqlState == PostgresErrorCodes.UniqueViolation)
         {
             await transaction.RollbackAsync("fresh", cancellationToken).ConfigureAwait(false);
             return -1;
         }
+
+        var inserted = rows.Count;
 
         var counts = new Dictionary<(long Bucket, short Layer, short Expert), long>();
         foreach (var row in rows)
@@ -196,9 +199,9 @@ internal sealed class TraceBatchWriter(string connectionString, string edgeId, T
 
     public ValueTask DisposeAsync() => new(CloseAsync());
 
-    private async Task CopyRoutingAsync(NpgsqlConnection connection, List<RoutingRow> rows, CancellationToken cancellationToken)
+    private async Task CopyRoutingAsync(NpgsqlConnection connection, List<RoutingRow> rows, string copy, CancellationToken cancellationToken)
     {
-        var importer = await connection.BeginBinaryImportAsync(CopyRouting, cancellationToken).ConfigureAwait(false);
+        var importer = await connection.BeginBinaryImportAsync(copy, cancellationToken).ConfigureAwait(false);
         await using (importer.ConfigureAwait(false))
         {
             importer.Timeout = commandTimeout;
