@@ -390,7 +390,10 @@ internal sealed class LocalSearch
                 var d = _steps[s];
                 var experts = add ? GrowSet(p, n, layer, d, coactivation) : ShrinkSet(p, n, layer, d);
                 var delta = double.NaN;
-                if (experts.Count == d && !(coactivation && d == _problem.Model.Experts))
+
+                // A co-activation set equal to the frequency set is the same move: price it once.
+                var duplicate = coactivation && experts.Order().SequenceEqual(GrowSet(p, n, layer, d, coactivation: false).Order());
+                if (experts.Count == d && !duplicate)
                 {
                     var variant = p.Clone();
                     foreach (var e in experts)
