@@ -26,7 +26,11 @@ public sealed record PlacementMetrics(
     double BytesPerToken,
     double LatencyMsMean,
     double LatencyMsP99,
-    double DecodeMsPerToken);
+    double DecodeMsPerToken)
+{
+    /// <summary>Share of (decode token, layer) steps that needed at least one remote expert, i.e. paid a round trip.</summary>
+    public double DecodeRoundTripRatio { get; init; }
+}
 
 /// <summary>
 /// The request latency model. Assumptions (also in the README):
@@ -124,7 +128,10 @@ public sealed class LatencyModel
             stats.Bytes / tokens,
             latencies.Length == 0 ? 0 : latencies.Average() * 1e3,
             latencies.Length == 0 ? 0 : latencies[Math.Max(0, (int)Math.Ceiling(0.99 * latencies.Length) - 1)] * 1e3,
-            stats.DecodeTokens == 0 ? 0 : stats.DecodeSeconds / stats.DecodeTokens * 1e3);
+            stats.DecodeTokens == 0 ? 0 : stats.DecodeSeconds / stats.DecodeTokens * 1e3)
+        {
+            DecodeRoundTripRatio = stats.DecodeSteps == 0 ? 0 : (double)stats.RemoteDecodeSteps / stats.DecodeSteps,
+        };
     }
 
     /// <summary>Seconds that one layer adds to the requests, summed over them (mean latency = sum over layers / count).</summary>
@@ -208,6 +215,12 @@ public sealed class LatencyModel
         var remaining = Split(placement, home, layer, token, ref local);
         stats.Local += token.Length - remaining;
         stats.Remote += remaining;
+        stats.DecodeSteps++;
+        if (remaining > 0)
+        {
+            stats.RemoteDecodeSteps++;
+        }
+
         if (load is not null)
         {
             load.Busy[(home * n) + home] += local;
@@ -420,6 +433,10 @@ public sealed class LatencyModel
         public double DecodeSeconds { get; set; }
 
         public long DecodeTokens { get; set; }
+
+        public long DecodeSteps { get; set; }
+
+        public long RemoteDecodeSteps { get; set; }
     }
 
     private sealed class LoadStats(int servers)

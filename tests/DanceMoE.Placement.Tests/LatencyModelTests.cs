@@ -30,6 +30,7 @@ public class LatencyModelTests
         Assert.Equal(4.0, metrics.LatencyMsMean, 6);
         Assert.Equal(1.0, metrics.LocalRatio, 6);
         Assert.Equal(0.0, metrics.BytesPerToken, 6);
+        Assert.Equal(0.0, metrics.DecodeRoundTripRatio, 6);
     }
 
     [Fact]
@@ -42,6 +43,7 @@ public class LatencyModelTests
         Assert.Equal(2.0 + 5.0, metrics.LatencyMsMean, 4);
         Assert.Equal(0.75, metrics.LocalRatio, 6);
         Assert.Equal(0.5, metrics.RemoteCallsPerToken, 6);
+        Assert.Equal(1.0, metrics.DecodeRoundTripRatio, 6);
         Assert.Equal(1000.0, metrics.BytesPerToken, 6);
     }
 

@@ -217,18 +217,19 @@ public sealed class PlacementCommand : ICliCommand
         ["latency_ms_mean"] = Math.Round(r.Metrics.LatencyMsMean, 2),
         ["latency_ms_p99"] = Math.Round(r.Metrics.LatencyMsP99, 2),
         ["decode_ms_per_token"] = Math.Round(r.Metrics.DecodeMsPerToken, 3),
+        ["decode_round_trip_ratio"] = Math.Round(r.Metrics.DecodeRoundTripRatio, 4),
         ["solve_ms"] = Math.Round(r.SolveMs, 1),
         ["replicas"] = r.Placement.TotalReplicas,
     };
 
     private static void PrintTable(IReadOnlyList<AlgorithmResult> results)
     {
-        Console.WriteLine($"{"algorithm",-11} {"local",7} {"remote/tok",10} {"bytes/tok",10} {"mean ms",9} {"p99 ms",9} {"decode ms/tok",13} {"solve ms",9}");
+        Console.WriteLine($"{"algorithm",-11} {"local",7} {"remote/tok",10} {"bytes/tok",10} {"mean ms",9} {"p99 ms",9} {"decode ms/tok",13} {"decode RT",9} {"solve ms",9}");
         foreach (var r in results)
         {
             var m = r.Metrics;
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"{r.Algorithm,-11} {m.LocalRatio,7:F3} {m.RemoteCallsPerToken,10:F2} {m.BytesPerToken,10:F0} {m.LatencyMsMean,9:F1} {m.LatencyMsP99,9:F1} {m.DecodeMsPerToken,13:F2} {r.SolveMs,9:F0}"));
+                $"{r.Algorithm,-11} {m.LocalRatio,7:F3} {m.RemoteCallsPerToken,10:F2} {m.BytesPerToken,10:F0} {m.LatencyMsMean,9:F1} {m.LatencyMsP99,9:F1} {m.DecodeMsPerToken,13:F2} {m.DecodeRoundTripRatio,9:F3} {r.SolveMs,9:F0}"));
         }
 
         if (results.FirstOrDefault(r => r.Algorithm == "latency") is { } ours)
