@@ -80,6 +80,7 @@ public sealed class TraceWriter : ITraceWriter, IAsyncDisposable
         {
             Pooling = false,
             Timeout = Math.Max(1, (int)options.ConnectTimeout.TotalSeconds),
+            CommandTimeout = Math.Max(1, (int)Math.Ceiling(options.CommandTimeout.TotalSeconds)),
             ApplicationName = $"dancemoe-traces {options.EdgeId}",
         };
         _database = new TraceBatchWriter(connection.ConnectionString, options.EdgeId, options.CommandTimeout);

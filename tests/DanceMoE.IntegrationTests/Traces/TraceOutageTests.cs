@@ -64,6 +64,39 @@ public sealed class TraceOutageTests(TraceDatabase database) : IClassFixture<Tra
     }
 
     [Fact]
+    public async Task A_blocked_PostgreSQL_times_batches_out_and_Add_spills_instead_of_waiting()
+    {
+        const string edge = "edge-blocked";
+        var options = database.Options(edge);
+        options.BufferCapacity = 200;
+        options.BatchSize = 100;
+        options.CommandTimeout = TimeSpan.FromSeconds(1);
+        var request = Guid.NewGuid();
+        var records = TraceRecords.Request(edge, request, positions: 100, layers: 10).ToList();
+
+        await using var locker = new NpgsqlConnection(database.ConnectionString);
+        await locker.OpenAsync();
+        await using var transaction = await locker.BeginTransactionAsync();
+        await using (var lockTable = new NpgsqlCommand("LOCK TABLE routing_events IN ACCESS EXCLUSIVE MODE", locker, transaction))
+        {
+            await lockTable.ExecuteNonQueryAsync();
+        }
+
+        await using var writer = new TraceWriter(options);
+        writer.Start();
+        records.ForEach(writer.Add);
+        await WaitUntilAsync(() => writer.State.FlushFailures > 0, "a batch to time out");
+        Assert.True(writer.State.Spilled > 0);
+        Assert.Equal(0, writer.State.RowsWritten);
+
+        await transaction.RollbackAsync();
+        await writer.FlushAsync(CancellationToken.None);
+        Assert.Equal(records.Count, writer.State.RowsWritten + writer.State.RowsDuplicate);
+        Assert.Equal(records.Count, await database.ScalarAsync("SELECT count(*) FROM routing_events WHERE request_id = @id", ("id", request)));
+        Assert.Empty(await database.RollUpDifferencesAsync(edge));
+    }
+
+    [Fact]
     public async Task A_connection_cut_again_and_again_loses_and_doubles_nothing()
     {
         const string edge = "edge-flaky";
