@@ -120,9 +120,11 @@ pg_setup() {
   psql_admin <<SQL
 DO \$\$ BEGIN
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$APP_USER') THEN
-    CREATE ROLE $APP_USER LOGIN CREATEDB PASSWORD '$APP_PASSWORD';
+    CREATE ROLE $APP_USER LOGIN CREATEDB CREATEROLE PASSWORD '$APP_PASSWORD';
   END IF;
 END \$\$;
+-- CREATEROLE: the migrations create the read-only analyst roles.
+ALTER ROLE $APP_USER CREATEROLE;
 SQL
   if [ -z "$(psql_admin -c "SELECT 1 FROM pg_database WHERE datname = '$APP_DB'")" ]; then
     psql_admin -c "CREATE DATABASE $APP_DB OWNER $APP_USER" >/dev/null

@@ -43,15 +43,7 @@ public sealed class BusClient : IAsyncDisposable
     /// <summary>How many consumers a queue has; null when the queue does not exist (nobody ever served it).</summary>
     public static async Task<uint?> ConsumersOfAsync(string rabbitMqUri, string queue, CancellationToken cancellationToken)
     {
-        var broker = RabbitMqOptions.Parse(rabbitMqUri);
-        var factory = new ConnectionFactory
-        {
-            HostName = broker.Host,
-            Port = broker.Port,
-            VirtualHost = broker.VirtualHost,
-            UserName = broker.Username,
-            Password = broker.Password,
-        };
+        var factory = Factory(rabbitMqUri);
         try
         {
             await using var connection = await factory.CreateConnectionAsync(cancellationToken).ConfigureAwait(false);
@@ -67,6 +59,28 @@ public sealed class BusClient : IAsyncDisposable
         {
             throw new CliException($"cannot connect to RabbitMQ at {Commands.DbCommand.Redact(rabbitMqUri)}: {ex.Message} (is it up? ./dancemoe services up)", ExitCodes.Unavailable, ex);
         }
+    }
+
+    /// <summary>Deletes a queue and its same-named exchange, as MassTransit declared them for an endpoint.</summary>
+    public static async Task DeleteQueueAsync(string rabbitMqUri, string queue, CancellationToken cancellationToken)
+    {
+        await using var connection = await Factory(rabbitMqUri).CreateConnectionAsync(cancellationToken).ConfigureAwait(false);
+        await using var channel = await connection.CreateChannelAsync(cancellationToken: cancellationToken).ConfigureAwait(false);
+        await channel.QueueDeleteAsync(queue, ifUnused: false, ifEmpty: false, cancellationToken: cancellationToken).ConfigureAwait(false);
+        await channel.ExchangeDeleteAsync(queue, ifUnused: false, cancellationToken: cancellationToken).ConfigureAwait(false);
+    }
+
+    private static ConnectionFactory Factory(string rabbitMqUri)
+    {
+        var broker = RabbitMqOptions.Parse(rabbitMqUri);
+        return new ConnectionFactory
+        {
+            HostName = broker.Host,
+            Port = broker.Port,
+            VirtualHost = broker.VirtualHost,
+            UserName = broker.Username,
+            Password = broker.Password,
+        };
     }
 
     public async ValueTask DisposeAsync()

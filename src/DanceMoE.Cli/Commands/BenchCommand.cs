@@ -14,17 +14,19 @@ public sealed class BenchCommand : ICliCommand
 
     public string Verb => "bench";
 
-    public string Usage => $"bench expert --model DIR [--layer 0] [--expert 0] [--iterations 50] {InferenceArguments.Usage}";
+    public string Usage =>
+        $"bench expert --model DIR [--layer 0] [--expert 0] [--iterations 50] {InferenceArguments.Usage} | {Benchmarks.ClusterBenchmark.Usage}";
 
-    public Task<int> RunAsync(Arguments args, CancellationToken cancellationToken)
+    public async Task<int> RunAsync(Arguments args, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(args);
-        var action = args.Positional0("action (expert)");
-        return Task.FromResult(action switch
+        var action = args.Positional0("action (expert, cluster)");
+        return action switch
         {
             "expert" => Expert(args, cancellationToken),
-            _ => throw new UsageException($"unknown action '{action}' (expert)"),
-        });
+            "cluster" => await Benchmarks.ClusterBenchmark.RunAsync(args, cancellationToken).ConfigureAwait(false),
+            _ => throw new UsageException($"unknown action '{action}' (expert, cluster)"),
+        };
     }
 
     private static int Expert(Arguments args, CancellationToken cancellationToken)

@@ -78,7 +78,14 @@ public sealed class InferCommand : ICliCommand
         }
 
         await using var client = await BusClient.StartAsync(rabbitMqUri, cancellationToken).ConfigureAwait(false);
-        var requestClient = client.Bus.CreateRequestClient<GenerateText>(EdgeQueues.RequestsAddress(edge), RequestTimeout.After(ms: (int)timeout.TotalMilliseconds));
+        return await SendAsync(client.Bus, edge, request, timeout, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>Sends on a running bus; faults and timeouts become clear <see cref="CliException"/>s.</summary>
+    public static async Task<TextGenerated> SendAsync(IBus bus, string edge, GenerateText request, TimeSpan timeout, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(bus);
+        var requestClient = bus.CreateRequestClient<GenerateText>(EdgeQueues.RequestsAddress(edge), RequestTimeout.After(ms: (int)timeout.TotalMilliseconds));
         try
         {
             var response = await requestClient.GetResponse<TextGenerated>(request, cancellationToken).ConfigureAwait(false);

@@ -1,0 +1,239 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json;
+using DanceMoE.Cli.Commands;
+using DanceMoE.Contracts;
+using DanceMoE.Edge;
+using DanceMoE.Inference;
+using DanceMoE.Model;
+using MassTransit;
+using Microsoft.Extensions.DependencyInjection;
+
+namespace DanceMoE.Cli.Benchmarks;
+
+/// <summary>
+/// <c>dancemoe bench cluster</c>: in one run, the monolithic forward loop vs a local cluster with a
+/// uniform placement, without and with link emulation; and the overhead of our remote expert path vs a
+/// bare MassTransit request/response carrying the same payload.
+/// </summary>
+public static class ClusterBenchmark
+{
+    public const string Usage =
+        "bench cluster [--model DIR] [--edges 3] [--requests 6] [--max-tokens 24] [--link-delay-ms 1] [--link-mbps 500] [--round-trips 200] [--json]";
+
+    private static readonly string[] Prompts =
+    [
+        "The court held that the contract was void because",
+        "NAME\n       grep - print lines that match patterns",
+        "def read_config(path):\n    with open(path) as f:",
+        "Die Datei wird gelesen und",
+        "La commande affiche",
+        "Edge servers share the experts of one model",
+    ];
+
+    private static readonly JsonSerializerOptions Json = new() { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower, WriteIndented = true };
+
+    public static async Task<int> RunAsync(Arguments args, CancellationToken cancellationToken)
+    {
+        var edges = args.Int("edges", 3, 2, 16);
+        var requests = args.Int("requests", 6, 1, 1000);
+        var maxTokens = args.Int("max-tokens", 24, 1, 512);
+        var delayMs = args.Double("link-delay-ms", 1, 0, 10_000);
+        var mbps = args.Double("link-mbps", 500, 0, 1_000_000);
+        var roundTrips = args.Int("round-trips", 200, 10, 100_000);
+        var model = args.Option("model");
+        var asJson = args.Flag("json");
+        args.EnsureAllUsed(1);
+        if (ClusterCommand.RunningEdges().Count > 0)
+        {
+            throw new CliException("a cluster is already running: ./dancemoe cluster down first (the benchmark starts its own)");
+        }
+
+        var exported = ModelCatalog.ResolveExported(model, Console.Error.WriteLine);
+        var manifest = ModelManifest.Load(exported);
+        var prompts = Enumerable.Range(0, requests).Select(i => Prompts[i % Prompts.Length]).ToList();
+        var rows = new List<RunFigures>();
+
+        Console.Error.WriteLine("bench: monolithic...");
+        rows.Add(await MonolithicAsync(manifest, prompts, maxTokens, cancellationToken).ConfigureAwait(false));
+
+        OverheadFigures overhead;
+        Console.Error.WriteLine($"bench: {edges} edges, uniform placement, no link emulation...");
+        await ClusterCommand.UpAsync(new ClusterSpec { Edges = edges, Model = exported }, Console.Error.WriteLine, cancellationToken).ConfigureAwait(false);
+        try
+        {
+            rows.Add(await DistributedAsync("distributed", edges, prompts, maxTokens, cancellationToken).ConfigureAwait(false));
+            overhead = await OverheadAsync(manifest, roundTrips, cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            await ClusterCommand.DownAsync(CancellationToken.None).ConfigureAwait(false);
+        }
+
+        var label = string.Create(CultureInfo.InvariantCulture, $"distributed+link({2 * delayMs:0.#}ms rtt,{mbps:0.#}Mbps)");
+        Console.Error.WriteLine($"bench: {edges} edges, uniform placement, {label}...");
+        await ClusterCommand.UpAsync(new ClusterSpec { Edges = edges, Model = exported, LinkDelayMs = delayMs, LinkMbps = mbps }, Console.Error.WriteLine, cancellationToken).ConfigureAwait(false);
+        try
+        {
+            rows.Add(await DistributedAsync(label, edges, prompts, maxTokens, cancellationToken).ConfigureAwait(false));
+        }
+        finally
+        {
+            await ClusterCommand.DownAsync(CancellationToken.None).ConfigureAwait(false);
+        }
+
+        var mono = rows[0];
+        if (asJson)
+        {
+            Console.WriteLine(JsonSerializer.Serialize(new { Runs = rows, Overhead = overhead }, Json));
+            return ExitCodes.Ok;
+        }
+
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"model {manifest.Architecture.NumLayers} layers x {manifest.Architecture.NumExperts} experts (top-{manifest.Architecture.TopK}), hidden {manifest.Architecture.HiddenSize}; {requests} requests x {maxTokens} tokens"));
+        Console.WriteLine("run                                   tokens/s  vs mono  ms/token p50  ms/token p99  remote calls/token  KiB/token");
+        foreach (var r in rows)
+        {
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"{r.Run,-36} {r.TokensPerSecond,9:F1} {r.TokensPerSecond / mono.TokensPerSecond,8:F2} {r.MsPerTokenP50,13:F1} {r.MsPerTokenP99,13:F1} {r.RemoteCallsPerToken,19:F1} {r.RemoteKibPerToken,10:F1}"));
+        }
+
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"round trip with a {overhead.PayloadBytes}-byte payload ({overhead.RoundTrips} each, median): bare MassTransit request/response {overhead.BareMedianMs:F2} ms (p99 {overhead.BareP99Ms:F2}); "
+            + $"our expert batch {overhead.ExpertBatchMedianMs:F2} ms (p99 {overhead.ExpertBatchP99Ms:F2}) of which expert compute {overhead.ExpertComputeMedianMs:F3} ms; overhead ratio {overhead.Ratio:F2}x"));
+        return ExitCodes.Ok;
+    }
+
+    private static async Task<RunFigures> MonolithicAsync(ModelManifest manifest, List<string> prompts, int maxTokens, CancellationToken cancellationToken)
+    {
+        var factory = new SessionFactory(new InferenceOptions { Provider = ExecutionProvider.Cpu, IntraOpThreads = 1, InterOpThreads = 1 });
+        using var pool = new ExpertSessionPool(manifest, factory);
+        pool.LoadAll();
+        using var forward = new MoeForward(manifest, factory, new LocalExpertDispatcher(pool));
+        var tokenizer = manifest.Tokenizer is { } t ? new ByteTokenizer(t.BosTokenId, t.EosTokenId) : ByteTokenizer.Default;
+        var perToken = new List<double>();
+        var tokens = 0;
+        var total = Stopwatch.StartNew();
+        foreach (var prompt in prompts)
+        {
+            var clock = Stopwatch.StartNew();
+            var result = await Generator.GenerateAsync(forward, tokenizer, tokenizer.Encode(prompt), maxTokens, new SamplingOptions(), cancellationToken).ConfigureAwait(false);
+            tokens += result.TokenIds.Count;
+            perToken.Add(clock.Elapsed.TotalMilliseconds / Math.Max(1, result.TokenIds.Count));
+        }
+
+        return RunFigures.From("monolithic", tokens, total.Elapsed, perToken, 0, 0);
+    }
+
+    private static async Task<RunFigures> DistributedAsync(string run, int edges, List<string> prompts, int maxTokens, CancellationToken cancellationToken)
+    {
+        var perToken = new List<double>();
+        var tokens = 0;
+        long remoteCalls = 0;
+        long remoteBytes = 0;
+        await using var client = await BusClient.StartAsync(CliEnvironment.RabbitMqUri, cancellationToken).ConfigureAwait(false);
+        var total = Stopwatch.StartNew();
+        for (var i = 0; i < prompts.Count; i++)
+        {
+            var clock = Stopwatch.StartNew();
+            var answer = await InferCommand.SendAsync(client.Bus, $"edge-{(i % edges) + 1}",
+                new GenerateText { RequestId = NewId.NextGuid(), Prompt = prompts[i], MaxNewTokens = maxTokens, WorkloadTag = "bench" },
+                TimeSpan.FromSeconds(300), cancellationToken).ConfigureAwait(false);
+            tokens += answer.TokenIds.Count;
+            remoteCalls += answer.Stats.RemoteExpertCalls;
+            remoteBytes += answer.Stats.RemoteBytes;
+            perToken.Add(clock.Elapsed.TotalMilliseconds / Math.Max(1, answer.TokenIds.Count));
+        }
+
+        return RunFigures.From(run, tokens, total.Elapsed, perToken, remoteCalls, remoteBytes);
+    }
+
+    /// <summary>The same payload through a bare echo consumer and through an edge's expert queue (one expert, two rows).</summary>
+    private static async Task<OverheadFigures> OverheadAsync(ModelManifest manifest, int roundTrips, CancellationToken cancellationToken)
+    {
+        var hidden = manifest.Architecture.HiddenSize;
+        var payload = TensorBytes.FromFloats(Enumerable.Range(0, 2 * hidden).Select(i => (float)Math.Cos(i)).ToArray());
+        const string queue = "dancemoe-bench-echo";
+        await using var provider = new ServiceCollection()
+            .AddMassTransit(bus =>
+            {
+                bus.AddConsumer<EchoBatchConsumer>();
+                bus.UsingRabbitMq((context, cfg) =>
+                {
+                    new Hosting.RabbitMqOptions { ConnectionString = CliEnvironment.RabbitMqUri }.ConfigureHost(cfg);
+                    // A plain durable queue: a send to `queue:` declares it durable, and a temporary queue would clash with that.
+                    cfg.ReceiveEndpoint(queue, e => e.ConfigureConsumer<EchoBatchConsumer>(context));
+                });
+            })
+            .BuildServiceProvider(true);
+        var bus = provider.GetRequiredService<IBusControl>();
+        await bus.StartAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            var bare = bus.CreateRequestClient<RunExpertBatch>(new Uri($"queue:{queue}"), RequestTimeout.After(s: 10));
+            var edge = bus.CreateRequestClient<RunExpertBatch>(EdgeQueues.ExpertsAddress("edge-1"), RequestTimeout.After(s: 10));
+            var held = PlacementFile.Load(Path.Combine(ClusterCommand.ClusterDirectory, "placement.json")).ExpertsOf("edge-1").First();
+            RunExpertBatch Batch() => new()
+            {
+                BatchId = NewId.NextGuid(),
+                OriginEdgeId = "bench",
+                Layer = held.Layer,
+                HiddenSize = hidden,
+                Slices = [new ExpertSlice { Expert = held.Expert, Rows = 2 }],
+                Hidden = payload,
+            };
+
+            var bareMs = new List<double>();
+            var edgeMs = new List<double>();
+            var computeMs = new List<double>();
+            Console.Error.WriteLine($"bench: {roundTrips} round trips each through a bare echo consumer and through edge-1's expert queue...");
+            for (var i = 0; i < roundTrips + 10; i++)
+            {
+                var clock = Stopwatch.StartNew();
+                await bare.GetResponse<ExpertBatchResult>(Batch(), cancellationToken).ConfigureAwait(false);
+                var b = clock.Elapsed.TotalMilliseconds;
+                clock.Restart();
+                var result = await edge.GetResponse<ExpertBatchResult>(Batch(), cancellationToken).ConfigureAwait(false);
+                var e = clock.Elapsed.TotalMilliseconds;
+                if (i >= 10)
+                {
+                    bareMs.Add(b);
+                    edgeMs.Add(e);
+                    computeMs.Add(result.Message.ComputeMs);
+                }
+            }
+
+            return new OverheadFigures(payload.Length, roundTrips, Stats.Median(bareMs), Stats.Percentile(bareMs, 99),
+                Stats.Median(edgeMs), Stats.Percentile(edgeMs, 99), Stats.Median(computeMs), Stats.Median(edgeMs) / Stats.Median(bareMs));
+        }
+        finally
+        {
+            await bus.StopAsync(CancellationToken.None).ConfigureAwait(false);
+            await BusClient.DeleteQueueAsync(CliEnvironment.RabbitMqUri, queue, CancellationToken.None).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Answers an expert batch with its own input: MassTransit's round trip and nothing else.</summary>
+    private sealed class EchoBatchConsumer : IConsumer<RunExpertBatch>
+    {
+        public Task Consume(ConsumeContext<RunExpertBatch> context) => context.RespondAsync(new ExpertBatchResult
+        {
+            BatchId = context.Message.BatchId,
+            EdgeId = "echo",
+            Layer = context.Message.Layer,
+            Slices = context.Message.Slices,
+            Output = context.Message.Hidden,
+        });
+    }
+}
+
+public sealed record RunFigures(string Run, int Tokens, double Seconds, double TokensPerSecond, double MsPerTokenP50, double MsPerTokenP99, double RemoteCallsPerToken, double RemoteKibPerToken)
+{
+    public static RunFigures From(string run, int tokens, TimeSpan elapsed, IReadOnlyCollection<double> perToken, long remoteCalls, long remoteBytes) =>
+        new(run, tokens, Math.Round(elapsed.TotalSeconds, 3), Math.Round(tokens / elapsed.TotalSeconds, 2),
+            Math.Round(Stats.Median(perToken), 2), Math.Round(Stats.Percentile(perToken, 99), 2),
+            Math.Round((double)remoteCalls / Math.Max(1, tokens), 2), Math.Round(remoteBytes / 1024.0 / Math.Max(1, tokens), 2));
+}
+
+public sealed record OverheadFigures(
+    int PayloadBytes, int RoundTrips, double BareMedianMs, double BareP99Ms, double ExpertBatchMedianMs, double ExpertBatchP99Ms, double ExpertComputeMedianMs, double Ratio);
