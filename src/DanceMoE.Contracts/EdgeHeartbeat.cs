@@ -27,6 +27,21 @@ public record EdgeHeartbeat
     /// <summary>Relative compute class of the edge (free text, for example a GPU name).</summary>
     public string? ComputeClass { get; init; }
 
+    /// <summary>The placement version the edge routes by.</summary>
+    public int PlacementVersion { get; init; }
+
+    /// <summary>Routing rows the edge's trace writer has written to PostgreSQL since it started.</summary>
+    public long TraceRowsWritten { get; init; }
+
+    /// <summary>Routing rows waiting in the trace writer's memory buffer.</summary>
+    public long TraceRowsPending { get; init; }
+
+    /// <summary>Routing rows waiting in spill files while PostgreSQL is unreachable.</summary>
+    public long TraceRowsSpilled { get; init; }
+
+    /// <summary>Age of the oldest row not yet written, in milliseconds.</summary>
+    public double TraceLagMs { get; init; }
+
     /// <summary>When the edge sent it (UTC).</summary>
     public DateTimeOffset SentAt { get; init; }
 }

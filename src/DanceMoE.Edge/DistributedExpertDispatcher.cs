@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using DanceMoE.Contracts;
 using DanceMoE.Inference;
+using DanceMoE.Traces;
 using MassTransit;
 using Microsoft.Extensions.Logging;
 
@@ -19,6 +20,7 @@ public sealed class DistributedExpertDispatcher(
     LinkEmulator link,
     TimeSpan deadline,
     int maxBatchBytes,
+    ITraceWriter traces,
     ILogger<DistributedExpertDispatcher> logger) : IExpertDispatcher
 {
     private static readonly TimeSpan SuspectFor = TimeSpan.FromSeconds(30);
@@ -28,6 +30,7 @@ public sealed class DistributedExpertDispatcher(
     {
         ArgumentNullException.ThrowIfNull(batches);
         var outputs = new float[batches.Count][];
+        var servedBy = new string[batches.Count];
         var placement = routing.Current;
         var local = new List<int>();
         var remote = new Dictionary<string, List<int>>(StringComparer.Ordinal);
@@ -50,23 +53,26 @@ public sealed class DistributedExpertDispatcher(
             list.Add(i);
         }
 
-        var pending = remote.Select(kv => RunRemoteAsync(placement, kv.Key, layer, kv.Value, batches, outputs, cancellationToken)).ToList();
+        var pending = remote.Select(kv => RunRemoteAsync(placement, kv.Key, layer, kv.Value, batches, outputs, servedBy, cancellationToken)).ToList();
         foreach (var i in local)
         {
             outputs[i] = store.Run(layer, batches[i].Expert, batches[i].Input, batches[i].Rows);
+            servedBy[i] = edgeId;
         }
 
-        RequestScope.Current?.AddLocal(local.Count);
+        var scope = RequestScope.Current;
+        scope?.AddLocal(local.Count);
         await Task.WhenAll(pending).ConfigureAwait(false);
+        scope?.CompleteLayer(layer, Enumerable.Range(0, batches.Count).ToDictionary(i => batches[i].Expert, i => servedBy[i]), placement.Version, traces);
         return outputs;
     }
 
     private async Task RunRemoteAsync(
-        EdgePlacement placement, string server, int layer, List<int> indexes, IReadOnlyList<ExpertBatch> batches, float[][] outputs, CancellationToken cancellationToken)
+        EdgePlacement placement, string server, int layer, List<int> indexes, IReadOnlyList<ExpertBatch> batches, float[][] outputs, string[] servedBy, CancellationToken cancellationToken)
     {
         try
         {
-            await SendAsync(server, layer, indexes, batches, outputs, cancellationToken).ConfigureAwait(false);
+            await SendAsync(server, layer, indexes, batches, outputs, servedBy, cancellationToken).ConfigureAwait(false);
             return;
         }
         catch (Exception ex) when (ex is RequestTimeoutException or RequestFaultException or InvalidExpertResultException && !cancellationToken.IsCancellationRequested)
@@ -91,7 +97,7 @@ public sealed class DistributedExpertDispatcher(
 
             try
             {
-                await Task.WhenAll(retry.Select(kv => SendAsync(kv.Key, layer, kv.Value, batches, outputs, cancellationToken))).ConfigureAwait(false);
+                await Task.WhenAll(retry.Select(kv => SendAsync(kv.Key, layer, kv.Value, batches, outputs, servedBy, cancellationToken))).ConfigureAwait(false);
             }
             catch (Exception retryEx) when (retryEx is RequestTimeoutException or RequestFaultException or InvalidExpertResultException && !cancellationToken.IsCancellationRequested)
             {
@@ -101,7 +107,8 @@ public sealed class DistributedExpertDispatcher(
         }
     }
 
-    private async Task SendAsync(string server, int layer, List<int> indexes, IReadOnlyList<ExpertBatch> batches, float[][] outputs, CancellationToken cancellationToken)
+    private async Task SendAsync(
+        string server, int layer, List<int> indexes, IReadOnlyList<ExpertBatch> batches, float[][] outputs, string[] servedBy, CancellationToken cancellationToken)
     {
         var hidden = store.Manifest.Architecture.HiddenSize;
         var slices = indexes.Select(i => new ExpertSlice { Expert = batches[i].Expert, Rows = batches[i].Rows }).ToList();
@@ -145,6 +152,7 @@ public sealed class DistributedExpertDispatcher(
         foreach (var i in indexes)
         {
             outputs[i] = y.AsSpan(offset, batches[i].Input.Length).ToArray();
+            servedBy[i] = server;
             offset += batches[i].Input.Length;
         }
 

@@ -55,6 +55,12 @@ public sealed class EdgeOptions
     [Range(0, 1_000_000)]
     public double LinkMbps { get; set; }
 
+    /// <summary>Record routing decisions and request summaries in PostgreSQL (ConnectionStrings:postgres).</summary>
+    public bool TracesEnabled { get; set; } = true;
+
+    /// <summary>Where trace rows spill while PostgreSQL is unreachable; null: the writer's default under the temp folder.</summary>
+    public string? TraceSpillDirectory { get; set; }
+
     /// <summary>File written once the edge serves (its experts loaded, its queues consumed).</summary>
     public string? ReadyFile { get; set; }
 

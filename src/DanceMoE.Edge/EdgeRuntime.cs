@@ -1,12 +1,20 @@
 using DanceMoE.Contracts;
 using DanceMoE.Inference;
 using DanceMoE.Model;
+using DanceMoE.Traces;
 
 namespace DanceMoE.Edge;
 
 /// <summary>What one edge server holds while it runs: its experts, its routing table, its forward loop.</summary>
 public sealed class EdgeRuntime(
-    EdgeOptions options, ExpertStore experts, IRoutingTable routing, MoeForward forward, ByteTokenizer tokenizer, LinkEmulator link, string executionProvider)
+    EdgeOptions options,
+    ExpertStore experts,
+    IRoutingTable routing,
+    MoeForward forward,
+    ByteTokenizer tokenizer,
+    LinkEmulator link,
+    ITraceWriter traces,
+    string executionProvider)
 {
     public EdgeOptions Options { get; } = options;
 
@@ -19,6 +27,9 @@ public sealed class EdgeRuntime(
     public ByteTokenizer Tokenizer { get; } = tokenizer;
 
     public LinkEmulator Link { get; } = link;
+
+    /// <summary>Where this edge's routing decisions and request summaries go (PostgreSQL, or nowhere with tracing off).</summary>
+    public ITraceWriter Traces { get; } = traces;
 
     public string ExecutionProvider { get; } = executionProvider;
 

@@ -1,7 +1,9 @@
 using System.ComponentModel.DataAnnotations;
 using DanceMoE.Hosting;
 using DanceMoE.Inference;
+using DanceMoE.Data;
 using DanceMoE.Model;
+using DanceMoE.Traces;
 using MassTransit;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
@@ -51,17 +53,25 @@ public static class EdgeServer
 
         var services = builder.Services;
         services.AddSingleton(options);
+        services.AddSingleton<ITraceWriter>(sp => options.TracesEnabled
+            ? CreateTraceWriter(options, builder.Configuration, sp.GetRequiredService<ILogger<TraceWriter>>())
+            : new NullTraceWriter(options.Id));
+        // Registered before the bus so it stops after it: rows of the last requests are flushed or spilled.
+        services.AddHostedService<TraceWriterLifetime>();
         services.AddSingleton(store);
         services.AddSingleton<IRoutingTable>(routing);
         services.AddSingleton(link);
         services.AddDanceMoEConnections(builder.Configuration);
         services.AddSingleton(sp => new DistributedExpertDispatcher(
             options.Id, store, routing, sp.GetRequiredService<IClientFactory>(), link,
-            TimeSpan.FromMilliseconds(options.ExpertDeadlineMs), options.MaxBatchBytes,
+            TimeSpan.FromMilliseconds(options.ExpertDeadlineMs), options.MaxBatchBytes, sp.GetRequiredService<ITraceWriter>(),
             sp.GetRequiredService<ILogger<DistributedExpertDispatcher>>()));
-        services.AddSingleton(sp => new MoeForward(manifest, sessions, sp.GetRequiredService<DistributedExpertDispatcher>()));
+        services.AddSingleton(sp => new MoeForward(manifest, sessions, sp.GetRequiredService<DistributedExpertDispatcher>())
+        {
+            OnRouting = record => RequestScope.Current?.Route(record),
+        });
         services.AddSingleton(sp => new EdgeRuntime(
-            options, store, routing, sp.GetRequiredService<MoeForward>(), tokenizer, link, sessions.ProviderInUse ?? "cpu"));
+            options, store, routing, sp.GetRequiredService<MoeForward>(), tokenizer, link, sp.GetRequiredService<ITraceWriter>(), sessions.ProviderInUse ?? "cpu"));
         services.AddSingleton<HeartbeatService>();
         services.AddHostedService(sp => sp.GetRequiredService<HeartbeatService>());
 
@@ -106,6 +116,22 @@ public static class EdgeServer
         });
         services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(20));
         return builder.Build();
+    }
+
+    private static TraceWriter CreateTraceWriter(EdgeOptions options, IConfiguration configuration, ILogger<TraceWriter> logger)
+    {
+        var writerOptions = new TraceWriterOptions
+        {
+            EdgeId = options.Id,
+            ConnectionString = DatabaseOptions.ToNpgsql(configuration.GetConnectionString(DatabaseOptions.ConnectionName) ?? DatabaseOptions.LocalDefault),
+        };
+        if (options.TraceSpillDirectory is { } spill)
+        {
+            writerOptions.SpillDirectory = spill;
+        }
+
+        writerOptions.ThrowIfInvalid();
+        return new TraceWriter(writerOptions, logger);
     }
 
     private static void Validate(EdgeOptions options)

@@ -1,5 +1,6 @@
 using DanceMoE.Contracts;
 using DanceMoE.Inference;
+using DanceMoE.Traces;
 using MassTransit;
 
 namespace DanceMoE.Edge;
@@ -11,6 +12,7 @@ public sealed class GenerateTextConsumer(EdgeRuntime edge) : IConsumer<GenerateT
     {
         var request = context.Message;
         var requestId = request.RequestId == Guid.Empty ? context.RequestId ?? NewId.NextGuid() : request.RequestId;
+        var receivedAt = DateTimeOffset.UtcNow;
         var promptIds = edge.ValidateRequest(request);
         var placementVersion = edge.Routing.Current.Version;
         using var scope = RequestScope.Begin(requestId);
@@ -26,10 +28,17 @@ public sealed class GenerateTextConsumer(EdgeRuntime edge) : IConsumer<GenerateT
                 new SamplingOptions { Temperature = request.Temperature, TopP = request.TopP, Seed = (ulong)request.Seed },
                 context.CancellationToken).ConfigureAwait(false);
         }
+        catch (Exception ex)
+        {
+            edge.Traces.Add(Summary(ex is OperationCanceledException ? RequestStatus.Cancelled : RequestStatus.Failed, 0, ex.Message));
+            throw;
+        }
         finally
         {
             edge.InFlight.Leave();
         }
+
+        edge.Traces.Add(Summary(RequestStatus.Completed, result.TokenIds.Count, null));
 
         await context.RespondAsync(new TextGenerated
         {
@@ -51,6 +60,19 @@ public sealed class GenerateTextConsumer(EdgeRuntime edge) : IConsumer<GenerateT
                 PlacementVersion = placementVersion,
             },
         }).ConfigureAwait(false);
+
+        RequestSummary Summary(RequestStatus status, int generated, string? error) => new()
+        {
+            RequestId = requestId,
+            WorkloadTag = request.WorkloadTag,
+            PromptTokens = promptIds.Count,
+            GeneratedTokens = generated,
+            Status = status,
+            Error = error,
+            PlacementVersion = placementVersion,
+            ReceivedAt = receivedAt,
+            CompletedAt = DateTimeOffset.UtcNow,
+        };
     }
 }
 

@@ -15,7 +15,9 @@ public sealed class HeartbeatService(EdgeRuntime edge, IBus bus, ILogger<Heartbe
         {
             try
             {
-                await bus.Publish(Snapshot(), stoppingToken).ConfigureAwait(false);
+                var beat = Snapshot();
+                // A heartbeat is stale after a few intervals: let the broker drop it rather than queue it.
+                await bus.Publish(beat, c => c.TimeToLive = TimeSpan.FromSeconds(edge.Options.HeartbeatSeconds * 5), stoppingToken).ConfigureAwait(false);
             }
             catch (Exception ex) when (ex is not OperationCanceledException)
             {
@@ -25,8 +27,11 @@ public sealed class HeartbeatService(EdgeRuntime edge, IBus bus, ILogger<Heartbe
         while (await timer.WaitForNextTickAsync(stoppingToken).ConfigureAwait(false));
     }
 
-    public EdgeHeartbeat Snapshot() => new()
+    public EdgeHeartbeat Snapshot()
     {
+        var traces = edge.Traces.State;
+        return new()
+        {
         EdgeId = edge.Options.Id,
         MemoryBudgetBytes = edge.Experts.BudgetBytes,
         MemoryUsedBytes = edge.Experts.UsedBytes,
@@ -34,6 +39,12 @@ public sealed class HeartbeatService(EdgeRuntime edge, IBus bus, ILogger<Heartbe
         QueueDepth = edge.InFlight.Count,
         ExpertMilliseconds = Math.Round(edge.Experts.ExpertMilliseconds, 3),
         ExecutionProvider = edge.ExecutionProvider,
+        PlacementVersion = edge.Routing.Current.Version,
+        TraceRowsWritten = traces.RowsWritten,
+        TraceRowsPending = traces.Pending,
+        TraceRowsSpilled = traces.Spilled,
+        TraceLagMs = Math.Round(traces.Lag.TotalMilliseconds, 1),
         SentAt = DateTimeOffset.UtcNow,
-    };
+        };
+    }
 }

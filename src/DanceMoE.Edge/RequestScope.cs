@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using DanceMoE.Traces;
 
 namespace DanceMoE.Edge;
 
@@ -15,6 +16,7 @@ public sealed class RequestScope : IDisposable
     private long _remoteBatches;
     private long _remoteBytes;
     private int _retries;
+    private readonly List<Inference.RoutingRecord> _pendingRouting = [];
 
     private RequestScope(Guid requestId)
     {
@@ -51,6 +53,44 @@ public sealed class RequestScope : IDisposable
     }
 
     public void AddRetry() => Interlocked.Increment(ref _retries);
+
+    /// <summary>A routing decision of the forward loop, held until the layer's experts have run somewhere.</summary>
+    public void Route(Inference.RoutingRecord record)
+    {
+        lock (_pendingRouting)
+        {
+            _pendingRouting.Add(record);
+        }
+    }
+
+    /// <summary>Writes the layer's routing decisions with the edge that served each expert.</summary>
+    public void CompleteLayer(int layer, IReadOnlyDictionary<int, string> servedBy, int placementVersion, ITraceWriter traces)
+    {
+        ArgumentNullException.ThrowIfNull(servedBy);
+        ArgumentNullException.ThrowIfNull(traces);
+        List<Inference.RoutingRecord> done;
+        lock (_pendingRouting)
+        {
+            done = _pendingRouting.Where(r => r.Layer == layer).ToList();
+            _pendingRouting.RemoveAll(r => r.Layer == layer);
+        }
+
+        var now = DateTimeOffset.UtcNow;
+        foreach (var record in done)
+        {
+            traces.Add(new Traces.RoutingRecord
+            {
+                RequestId = RequestId,
+                Position = record.Position,
+                Layer = record.Layer,
+                Experts = [.. record.Choices.Select(c => c.Expert)],
+                GateWeights = [.. record.Choices.Select(c => c.Weight)],
+                ServedBy = [.. record.Choices.Select(c => servedBy[c.Expert])],
+                PlacementVersion = placementVersion,
+                RecordedAt = now,
+            });
+        }
+    }
 
     public void Dispose() => Ambient.Value = _previous;
 }

@@ -60,8 +60,8 @@ public sealed class EdgeCluster : IAsyncDisposable
         return path;
     }
 
-    /// <summary>Starts the edges and waits until each consumes its queues.</summary>
-    public async Task StartEdgesAsync(IEnumerable<string> ids, string placementFile, int deadlineMs = 5000, int memoryMb = 256)
+    /// <summary>Starts the edges and waits until each consumes its queues; with a database, they record traces there.</summary>
+    public async Task StartEdgesAsync(IEnumerable<string> ids, string placementFile, int deadlineMs = 5000, int memoryMb = 256, string? traceDatabase = null)
     {
         var dll = Path.Combine(AppContext.BaseDirectory, "dancemoe.dll");
         var starting = new List<(string Id, string Ready)>();
@@ -79,10 +79,19 @@ public sealed class EdgeCluster : IAsyncDisposable
             {
                 dll, "edge", "--id", id, "--model", ModelDirectory, "--memory-mb", memoryMb.ToString(CultureInfo.InvariantCulture),
                 "--placement", placementFile, "--provider", "cpu", "--deadline-ms", deadlineMs.ToString(CultureInfo.InvariantCulture),
-                "--ready-file", ready, "--heartbeat-seconds", "1",
+                "--ready-file", ready, "--heartbeat-seconds", "1", "--trace-spill-dir", Path.Combine(Directory, "spill"),
             })
             {
                 start.ArgumentList.Add(a);
+            }
+
+            if (traceDatabase is null)
+            {
+                start.ArgumentList.Add("--no-traces");
+            }
+            else
+            {
+                start.Environment["ConnectionStrings__postgres"] = traceDatabase;
             }
 
             start.Environment["ConnectionStrings__rabbitmq"] = VirtualHost.Uri;

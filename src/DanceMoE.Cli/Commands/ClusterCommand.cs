@@ -14,7 +14,7 @@ public sealed class ClusterCommand : ICliCommand
     public string Verb => "cluster";
 
     public string Usage =>
-        "cluster up --edges N [--model DIR] [--placement uniform|FILE] [--memory-mb A,B,C] [--link-delay-ms D] [--link-mbps B] [--threads 1] [--deadline-ms 5000] | cluster down | cluster status";
+        "cluster up --edges N [--model DIR] [--placement uniform|FILE] [--memory-mb A,B,C] [--link-delay-ms D] [--link-mbps B] [--threads 1] [--deadline-ms 5000] [--no-traces] | cluster down | cluster status";
 
     public static string ClusterDirectory => Path.Combine(ModelCatalog.StateDirectory, "cluster");
 
@@ -68,6 +68,12 @@ public sealed class ClusterCommand : ICliCommand
             File.Delete(stale);
         }
 
+        if (spec.Traces)
+        {
+            // The edges write routing traces: the schema must be there before the first request.
+            await DbCommand.MigrateAsync(CliEnvironment.PostgresUrl, TimeSpan.FromSeconds(30), cancellationToken).ConfigureAwait(false);
+        }
+
         var model = ModelCatalog.ResolveExported(spec.Model, log);
         var manifest = ModelManifest.Load(model);
         var ids = Enumerable.Range(1, spec.Edges).Select(i => $"edge-{i}").ToList();
@@ -104,7 +110,8 @@ public sealed class ClusterCommand : ICliCommand
                 "--deadline-ms", spec.DeadlineMs.ToString(CultureInfo.InvariantCulture),
                 "--link-delay-ms", spec.LinkDelayMs.ToString(CultureInfo.InvariantCulture),
                 "--link-mbps", spec.LinkMbps.ToString(CultureInfo.InvariantCulture),
-                "--ready-file", ready,
+                "--ready-file", ready, "--trace-spill-dir", Path.Combine(ModelCatalog.StateDirectory, "trace-spill"),
+                .. spec.Traces ? Array.Empty<string>() : ["--no-traces"],
             ];
             var pid = Launch(dll, edgeArgs, logFile);
             File.WriteAllText(PidFile(id), pid.ToString(CultureInfo.InvariantCulture));
@@ -255,6 +262,7 @@ public sealed record ClusterSpec
     public double LinkDelayMs { get; init; }
     public double LinkMbps { get; init; }
     public int StartTimeoutSeconds { get; init; } = 120;
+    public bool Traces { get; init; } = true;
 
     public static ClusterSpec Read(Arguments args)
     {
@@ -282,6 +290,7 @@ public sealed record ClusterSpec
             LinkDelayMs = args.Double("link-delay-ms", 0, 0, 10_000),
             LinkMbps = args.Double("link-mbps", 0, 0, 1_000_000),
             StartTimeoutSeconds = args.Int("start-timeout-seconds", 120, 1, 3600),
+            Traces = !args.Flag("no-traces"),
         };
     }
 }

@@ -12,7 +12,7 @@ public sealed class EdgeCommand : ICliCommand
 
     public string Usage =>
         "edge --id ID --model DIR --memory-mb N [--placement FILE] [--provider auto|cuda|cpu] [--threads N] "
-        + "[--deadline-ms 5000] [--link-delay-ms 0] [--link-mbps 0] [--ready-file FILE]";
+        + "[--deadline-ms 5000] [--link-delay-ms 0] [--link-mbps 0] [--no-traces] [--trace-spill-dir DIR] [--ready-file FILE]";
 
     public async Task<int> RunAsync(Arguments args, CancellationToken cancellationToken)
     {
@@ -30,6 +30,8 @@ public sealed class EdgeCommand : ICliCommand
             LinkMbps = args.Double("link-mbps", 0, 0, 1_000_000),
             HeartbeatSeconds = args.Double("heartbeat-seconds", 2, 0.1, 3600),
             ReadyFile = args.Option("ready-file"),
+            TracesEnabled = !args.Flag("no-traces"),
+            TraceSpillDirectory = args.Option("trace-spill-dir"),
         };
         args.EnsureAllUsed(0);
 
