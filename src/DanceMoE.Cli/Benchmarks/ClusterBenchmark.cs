@@ -21,7 +21,7 @@ public static class ClusterBenchmark
     public const string Usage =
         "bench cluster [--model DIR] [--edges 3] [--requests 6] [--max-tokens 24] [--link-delay-ms 1] [--link-mbps 500] [--round-trips 200] [--json]";
 
-    private static readonly string[] Prompts =
+    internal static readonly string[] Prompts =
     [
         "The court held that the contract was void because",
         "NAME\n       grep - print lines that match patterns",
@@ -125,7 +125,7 @@ public static class ClusterBenchmark
         return RunFigures.From("monolithic", tokens, total.Elapsed, perToken, 0, 0);
     }
 
-    private static async Task<RunFigures> DistributedAsync(string run, int edges, List<string> prompts, int maxTokens, CancellationToken cancellationToken)
+    internal static async Task<RunFigures> DistributedAsync(string run, int edges, List<string> prompts, int maxTokens, CancellationToken cancellationToken)
     {
         var perToken = new List<double>();
         var tokens = 0;

@@ -15,17 +15,18 @@ public sealed class BenchCommand : ICliCommand
     public string Verb => "bench";
 
     public string Usage =>
-        $"bench expert --model DIR [--layer 0] [--expert 0] [--iterations 50] {InferenceArguments.Usage} | {Benchmarks.ClusterBenchmark.Usage}";
+        $"bench expert --model DIR [--layer 0] [--expert 0] [--iterations 50] {InferenceArguments.Usage} | {Benchmarks.ClusterBenchmark.Usage} | {Benchmarks.TracesBenchmark.Usage}";
 
     public async Task<int> RunAsync(Arguments args, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(args);
-        var action = args.Positional0("action (expert, cluster)");
+        var action = args.Positional0("action (expert, cluster, traces)");
         return action switch
         {
             "expert" => Expert(args, cancellationToken),
             "cluster" => await Benchmarks.ClusterBenchmark.RunAsync(args, cancellationToken).ConfigureAwait(false),
-            _ => throw new UsageException($"unknown action '{action}' (expert, cluster)"),
+            "traces" => await Benchmarks.TracesBenchmark.RunAsync(args, cancellationToken).ConfigureAwait(false),
+            _ => throw new UsageException($"unknown action '{action}' (expert, cluster, traces)"),
         };
     }
 
