@@ -137,6 +137,17 @@ public sealed class EdgeCluster : IAsyncDisposable
 
     public void Kill(string id) => _edges.Single(e => e.Id == id).Process.Kill(entireProcessTree: true);
 
+    /// <summary>Starts a killed edge again with the same arguments; its queues keep what was not acknowledged.</summary>
+    public async Task RestartAsync(string id, string placementFile, int deadlineMs = 5000)
+    {
+        var old = _edges.Single(e => e.Id == id);
+        await old.Process.WaitForExitAsync();
+        old.Process.Dispose();
+        _edges.Remove(old);
+        File.Delete(Path.Combine(Directory, id + ".ready"));
+        await StartEdgesAsync([id], placementFile, deadlineMs);
+    }
+
     public async Task<TextGenerated> GenerateAsync(string edge, string prompt, int maxTokens, TimeSpan? timeout = null)
     {
         var client = Bus.CreateRequestClient<GenerateText>(EdgeQueues.RequestsAddress(edge), RequestTimeout.After(s: (int)(timeout ?? TimeSpan.FromSeconds(60)).TotalSeconds));

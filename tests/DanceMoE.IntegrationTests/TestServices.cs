@@ -109,6 +109,18 @@ public sealed class IsolatedDatabase : IAsyncLifetime
         await using var connection = new NpgsqlConnection(server.ConnectionString);
         await connection.OpenAsync();
         await using var drop = new NpgsqlCommand($"DROP DATABASE IF EXISTS {Name} WITH (FORCE)", connection);
-        await drop.ExecuteNonQueryAsync();
+        for (var attempt = 1; ; attempt++)
+        {
+            try
+            {
+                await drop.ExecuteNonQueryAsync();
+                return;
+            }
+            catch (PostgresException ex) when (attempt < 10 && ex.SqlState is PostgresErrorCodes.ObjectInUse or PostgresErrorCodes.InsufficientPrivilege)
+            {
+                // A writer of the test class may still be closing its last connection.
+                await Task.Delay(200);
+            }
+        }
     }
 }
