@@ -2,9 +2,11 @@ using DanceMoE.Data;
 using DanceMoE.Edge;
 using DanceMoE.Inference;
 using DanceMoE.IntegrationTests;
+using DanceMoE.IntegrationTests.Traces;
 using DanceMoE.Migrations;
 using DanceMoE.Model;
 using Microsoft.EntityFrameworkCore;
+using Npgsql;
 
 namespace DanceMoE.EndToEndTests;
 
@@ -60,6 +62,48 @@ public sealed class RoutingTraceTests
         }
     }
 
+    [Fact]
+    public async Task PostgreSQL_stopped_during_a_run_stalls_no_request_and_afterwards_every_row_is_there_once()
+    {
+        await using var server = await PrivatePostgres.StartAsync();
+        await using (var admin = new NpgsqlConnection(server.ConnectionString("postgres")))
+        {
+            await admin.OpenAsync();
+            await using var create = new NpgsqlCommand("CREATE DATABASE traces", admin);
+            await create.ExecuteNonQueryAsync();
+        }
+
+        var connectionString = server.ConnectionString("traces");
+        await DatabaseMigrator.MigrateAsync(connectionString, TimeSpan.FromSeconds(10), CancellationToken.None);
+        await using var cluster = await EdgeCluster.CreateAsync(seed: 29);
+        var a = cluster.Manifest.Architecture;
+        string[] edges = ["edge-1", "edge-2"];
+        var placement = cluster.WritePlacement("uniform.json", PlacementFile.Uniform(1, a.NumLayers, a.NumExperts, edges));
+        await cluster.StartEdgesAsync(edges, placement, traceDatabase: connectionString);
+
+        var before = await cluster.GenerateAsync("edge-1", "before the outage", 12);
+        await server.StopImmediatelyAsync();
+        var during = new List<DanceMoE.Contracts.TextGenerated>();
+        foreach (var prompt in new[] { "while the database is down", "still down, still serving" })
+        {
+            during.Add(await cluster.GenerateAsync("edge-1", prompt, 12, TimeSpan.FromSeconds(60)));
+            during.Add(await cluster.GenerateAsync("edge-2", prompt, 12, TimeSpan.FromSeconds(60)));
+        }
+
+        await server.StartAgainAsync();
+
+        foreach (var answer in during.Prepend(before))
+        {
+            var expected = (answer.Stats.PromptTokens + answer.TokenIds.Count - 1) * a.NumLayers;
+            var rows = await WaitForRowsAsync(connectionString, answer.RequestId, expected, TimeSpan.FromSeconds(60));
+            Assert.Equal(expected, rows.Count);
+            Assert.Equal(expected, rows.Select(r => (r.Position, r.Layer)).Distinct().Count());
+        }
+
+        await using var db = DanceMoEDbContext.Create(connectionString);
+        Assert.Equal(during.Count + 1, await db.Requests.CountAsync());
+    }
+
     /// <summary>The monolithic run's routing decisions, per (position, layer): what any correct edge must record.</summary>
     private static async Task<Dictionary<(int Position, int Layer), IReadOnlyList<ExpertChoice>>> OracleRoutingAsync(ModelManifest manifest, string prompt, int maxTokens)
     {
@@ -73,13 +117,24 @@ public sealed class RoutingTraceTests
         return routing;
     }
 
-    private static async Task<List<RoutingEvent>> WaitForRowsAsync(string connectionString, Guid requestId, int expected)
+    private static async Task<List<RoutingEvent>> WaitForRowsAsync(string connectionString, Guid requestId, int expected, TimeSpan? wait = null)
     {
-        var deadline = DateTime.UtcNow.AddSeconds(30);
+        var deadline = DateTime.UtcNow + (wait ?? TimeSpan.FromSeconds(30));
         while (true)
         {
             await using var db = DanceMoEDbContext.Create(connectionString);
-            var rows = await db.RoutingEvents.AsNoTracking().Where(r => r.RequestId == requestId).OrderBy(r => r.Position).ThenBy(r => r.Layer).ToListAsync();
+            List<RoutingEvent> rows;
+            try
+            {
+                rows = await db.RoutingEvents.AsNoTracking().Where(r => r.RequestId == requestId).OrderBy(r => r.Position).ThenBy(r => r.Layer).ToListAsync();
+            }
+            catch (NpgsqlException) when (DateTime.UtcNow < deadline)
+            {
+                // The server is still recovering from its hard stop.
+                await Task.Delay(200);
+                continue;
+            }
+
             if (rows.Count >= expected || DateTime.UtcNow > deadline)
             {
                 return rows;
