@@ -5,13 +5,17 @@ using Microsoft.EntityFrameworkCore;
 
 namespace DanceMoE.Coordinator;
 
-/// <summary>Records each edge's last heartbeat in <c>edge_servers</c>: the cluster's membership as analysts see it.</summary>
-public sealed class EdgeHeartbeatConsumer(IDbContextFactory<DanceMoEDbContext> dbFactory) : IConsumer<EdgeHeartbeat>
+/// <summary>
+/// Records each edge's last heartbeat in <c>edge_servers</c> (the membership analysts see) and in
+/// <see cref="ClusterMembership"/> (the one the placement job uses, with the experts each edge has loaded).
+/// </summary>
+public sealed class EdgeHeartbeatConsumer(IDbContextFactory<DanceMoEDbContext> dbFactory, ClusterMembership membership) : IConsumer<EdgeHeartbeat>
 {
     public async Task Consume(ConsumeContext<EdgeHeartbeat> context)
     {
         var beat = context.Message;
         var seenAt = beat.SentAt == default ? DateTimeOffset.UtcNow : beat.SentAt;
+        membership.Record(beat with { SentAt = seenAt });
         await using var db = await dbFactory.CreateDbContextAsync(context.CancellationToken).ConfigureAwait(false);
         var edge = await db.EdgeServers.FindAsync([beat.EdgeId], context.CancellationToken).ConfigureAwait(false);
         if (edge is null)

@@ -20,6 +20,8 @@ public sealed class DanceMoEDbContext(DbContextOptions<DanceMoEDbContext> option
 
     public DbSet<PlacementAssignment> PlacementAssignments => Set<PlacementAssignment>();
 
+    public DbSet<PlacementDecision> PlacementDecisions => Set<PlacementDecision>();
+
     /// <summary>The one place that configures Npgsql for this context, so every host maps the schema alike.</summary>
     public static DbContextOptionsBuilder Configure(DbContextOptionsBuilder builder, string connectionString) =>
         builder
@@ -106,6 +108,35 @@ public sealed class DanceMoEDbContext(DbContextOptions<DanceMoEDbContext> option
             assignment.Property(a => a.Expert).HasComment("Expert index within the layer, from 0.");
             assignment.Property(a => a.EdgeId).HasMaxLength(64).HasComment("Edge server that holds a replica (edge_servers.id).");
             assignment.HasIndex(a => new { a.EdgeId, a.PlacementVersion });
+        });
+
+        modelBuilder.Entity<PlacementDecision>(decision =>
+        {
+            decision.ToTable("placement_decisions", t => t.HasComment("Every run of the placement job: the candidate placement, the migration rule's inputs and its decision."));
+            decision.HasKey(d => d.Id);
+            decision.Property(d => d.Id).UseIdentityAlwaysColumn();
+            decision.Property(d => d.DecidedAt).HasComment("When the job decided.");
+            decision.Property(d => d.Trigger).HasMaxLength(16).HasComment("schedule (cron) or run-now.");
+            decision.Property(d => d.CommandId).HasComment("Id of the RunPlacementNow command that asked for the run, if any.");
+            decision.Property(d => d.Algorithm).HasMaxLength(32).HasComment("Placement algorithm the job ran.");
+            decision.Property(d => d.CurrentVersion).HasComment("placements.version active when the job ran.");
+            decision.Property(d => d.CandidateVersion).HasComment("placements.version of the candidate (the current one when they are equal).");
+            decision.Property(d => d.Decision).HasMaxLength(16).HasComment("migrate, stay or skipped.");
+            decision.Property(d => d.Status).HasMaxLength(16).HasComment("activated (switched directly: every expert already loaded where it goes), pending-saga (experts must move first) or none.");
+            decision.Property(d => d.Reason).HasComment("Why, in words.");
+            decision.Property(d => d.CurrentCostSeconds).HasComment("Remote-call seconds over the horizon with the current placement.");
+            decision.Property(d => d.CandidateCostSeconds).HasComment("Remote-call seconds over the horizon with the candidate.");
+            decision.Property(d => d.MigrationCostSeconds).HasComment("Seconds to transfer the experts that move (T_mig).");
+            decision.Property(d => d.PredictedGainSeconds).HasComment("current - candidate - migration cost; the rule migrates when it is positive.");
+            decision.Property(d => d.Loads).HasComment("Expert loads the migration needs.");
+            decision.Property(d => d.Unloads).HasComment("Expert unloads the migration needs.");
+            decision.Property(d => d.BytesMoved).HasComment("Expert bytes the migration transfers.");
+            decision.Property(d => d.WindowFrom).HasComment("Start of the activation window read.");
+            decision.Property(d => d.WindowTo).HasComment("End of the activation window read.");
+            decision.Property(d => d.Edges).HasComment("Live edges the placement was computed for, in server order.");
+            decision.Property(d => d.SolveMilliseconds).HasComment("Time the algorithm took.");
+            decision.HasIndex(d => d.DecidedAt);
+            decision.HasIndex(d => d.CommandId);
         });
     }
 }

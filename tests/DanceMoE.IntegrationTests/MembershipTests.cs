@@ -36,6 +36,8 @@ public sealed class MembershipTests(MembershipFixture fixture) : IClassFixture<M
     {
         await using var provider = new ServiceCollection()
             .AddDbContextFactory<DanceMoEDbContext>(b => DanceMoEDbContext.Configure(b, fixture.Database.ConnectionString))
+            .AddSingleton<ClusterMembership>()
+            .Configure<MembershipOptions>(_ => { })
             .AddMassTransit(bus =>
             {
                 bus.AddConsumer<EdgeHeartbeatConsumer, EdgeHeartbeatConsumerDefinition>();

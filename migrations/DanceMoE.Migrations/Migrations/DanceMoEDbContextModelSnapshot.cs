@@ -217,6 +217,140 @@ namespace DanceMoE.Migrations.Migrations
                         });
                 });
 
+            modelBuilder.Entity("DanceMoE.Data.PlacementDecision", b =>
+                {
+                    b.Property<long>("Id")
+                        .ValueGeneratedOnAdd()
+                        .HasColumnType("bigint")
+                        .HasColumnName("id");
+
+                    NpgsqlPropertyBuilderExtensions.UseIdentityAlwaysColumn(b.Property<long>("Id"));
+
+                    b.Property<string>("Algorithm")
+                        .IsRequired()
+                        .HasMaxLength(32)
+                        .HasColumnType("character varying(32)")
+                        .HasColumnName("algorithm")
+                        .HasComment("Placement algorithm the job ran.");
+
+                    b.Property<long?>("BytesMoved")
+                        .HasColumnType("bigint")
+                        .HasColumnName("bytes_moved")
+                        .HasComment("Expert bytes the migration transfers.");
+
+                    b.Property<double?>("CandidateCostSeconds")
+                        .HasColumnType("double precision")
+                        .HasColumnName("candidate_cost_seconds")
+                        .HasComment("Remote-call seconds over the horizon with the candidate.");
+
+                    b.Property<int?>("CandidateVersion")
+                        .HasColumnType("integer")
+                        .HasColumnName("candidate_version")
+                        .HasComment("placements.version of the candidate (the current one when they are equal).");
+
+                    b.Property<Guid?>("CommandId")
+                        .HasColumnType("uuid")
+                        .HasColumnName("command_id")
+                        .HasComment("Id of the RunPlacementNow command that asked for the run, if any.");
+
+                    b.Property<double?>("CurrentCostSeconds")
+                        .HasColumnType("double precision")
+                        .HasColumnName("current_cost_seconds")
+                        .HasComment("Remote-call seconds over the horizon with the current placement.");
+
+                    b.Property<int?>("CurrentVersion")
+                        .HasColumnType("integer")
+                        .HasColumnName("current_version")
+                        .HasComment("placements.version active when the job ran.");
+
+                    b.Property<DateTimeOffset>("DecidedAt")
+                        .HasColumnType("timestamp with time zone")
+                        .HasColumnName("decided_at")
+                        .HasComment("When the job decided.");
+
+                    b.Property<string>("Decision")
+                        .IsRequired()
+                        .HasMaxLength(16)
+                        .HasColumnType("character varying(16)")
+                        .HasColumnName("decision")
+                        .HasComment("migrate, stay or skipped.");
+
+                    b.PrimitiveCollection<string[]>("Edges")
+                        .IsRequired()
+                        .HasColumnType("text[]")
+                        .HasColumnName("edges")
+                        .HasComment("Live edges the placement was computed for, in server order.");
+
+                    b.Property<int?>("Loads")
+                        .HasColumnType("integer")
+                        .HasColumnName("loads")
+                        .HasComment("Expert loads the migration needs.");
+
+                    b.Property<double?>("MigrationCostSeconds")
+                        .HasColumnType("double precision")
+                        .HasColumnName("migration_cost_seconds")
+                        .HasComment("Seconds to transfer the experts that move (T_mig).");
+
+                    b.Property<double?>("PredictedGainSeconds")
+                        .HasColumnType("double precision")
+                        .HasColumnName("predicted_gain_seconds")
+                        .HasComment("current - candidate - migration cost; the rule migrates when it is positive.");
+
+                    b.Property<string>("Reason")
+                        .IsRequired()
+                        .HasColumnType("text")
+                        .HasColumnName("reason")
+                        .HasComment("Why, in words.");
+
+                    b.Property<double>("SolveMilliseconds")
+                        .HasColumnType("double precision")
+                        .HasColumnName("solve_milliseconds")
+                        .HasComment("Time the algorithm took.");
+
+                    b.Property<string>("Status")
+                        .IsRequired()
+                        .HasMaxLength(16)
+                        .HasColumnType("character varying(16)")
+                        .HasColumnName("status")
+                        .HasComment("activated (switched directly: every expert already loaded where it goes), pending-saga (experts must move first) or none.");
+
+                    b.Property<string>("Trigger")
+                        .IsRequired()
+                        .HasMaxLength(16)
+                        .HasColumnType("character varying(16)")
+                        .HasColumnName("trigger")
+                        .HasComment("schedule (cron) or run-now.");
+
+                    b.Property<int?>("Unloads")
+                        .HasColumnType("integer")
+                        .HasColumnName("unloads")
+                        .HasComment("Expert unloads the migration needs.");
+
+                    b.Property<DateTimeOffset>("WindowFrom")
+                        .HasColumnType("timestamp with time zone")
+                        .HasColumnName("window_from")
+                        .HasComment("Start of the activation window read.");
+
+                    b.Property<DateTimeOffset>("WindowTo")
+                        .HasColumnType("timestamp with time zone")
+                        .HasColumnName("window_to")
+                        .HasComment("End of the activation window read.");
+
+                    b.HasKey("Id")
+                        .HasName("pk_placement_decisions");
+
+                    b.HasIndex("CommandId")
+                        .HasDatabaseName("ix_placement_decisions_command_id");
+
+                    b.HasIndex("DecidedAt")
+                        .HasDatabaseName("ix_placement_decisions_decided_at");
+
+                    b.ToTable("placement_decisions", null, t =>
+                        {
+                            t.HasComment("Every run of the placement job: the candidate placement, the migration rule's inputs and its decision.");
+                        });
+                });
+
             modelBuilder.Entity("DanceMoE.Data.PlacementVersion", b =>
                 {
                     b.Property<int>("Version")

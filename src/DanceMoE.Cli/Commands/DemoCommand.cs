@@ -117,6 +117,7 @@ public sealed class DemoCommand : ICliCommand
         builder.Logging.SetMinimumLevel(LogLevel.Warning);
         builder.Services.AddDanceMoEConnections(builder.Configuration);
         builder.Services.AddDanceMoEDatabase(builder.Configuration);
+        builder.Services.AddClusterMembership(builder.Configuration);
         builder.Services.AddMassTransit(bus =>
         {
             bus.AddConsumer<EdgeHeartbeatConsumer, EdgeHeartbeatConsumerDefinition>();

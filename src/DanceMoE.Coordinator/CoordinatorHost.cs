@@ -1,0 +1,77 @@
+using DanceMoE.Hosting;
+using MassTransit;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+using Quartz;
+
+namespace DanceMoE.Coordinator;
+
+/// <summary>
+/// Builds the coordinator's host: options validated at start, membership, the placement registry, the Quartz placement
+/// job on its cron trigger (the scheduler waits for a running job at shutdown) and the bus endpoints.
+/// </summary>
+public static class CoordinatorHost
+{
+    public static IHost Build(IConfiguration configuration, Action<ILoggingBuilder>? logging = null)
+    {
+        var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true });
+        builder.Configuration.AddConfiguration(configuration);
+        builder.Logging.AddSimpleConsole(o =>
+        {
+            o.SingleLine = true;
+            o.TimestampFormat = "HH:mm:ss.fff ";
+        });
+        builder.Logging.SetMinimumLevel(LogLevel.Information);
+        builder.Logging.AddFilter("MassTransit", LogLevel.Warning);
+        builder.Logging.AddFilter("Quartz", LogLevel.Warning);
+        logging?.Invoke(builder.Logging);
+
+        var services = builder.Services;
+        services.AddDanceMoEConnections(builder.Configuration);
+        services.AddDanceMoEDatabase(builder.Configuration);
+        services.AddClusterMembership(builder.Configuration);
+        services.AddOptions<PlacementJobOptions>().Bind(builder.Configuration.GetSection(PlacementJobOptions.Section)).ValidateDataAnnotations().ValidateOnStart();
+        services.AddSingleton(TimeProvider.System);
+        services.AddSingleton<PlacementAcknowledgements>();
+        services.AddSingleton(sp => new PlacementRegistry(
+            sp.GetRequiredService<Microsoft.EntityFrameworkCore.IDbContextFactory<Data.DanceMoEDbContext>>(),
+            sp.GetRequiredService<IBus>(),
+            sp.GetRequiredService<PlacementAcknowledgements>()));
+        services.AddSingleton<PlacementRunner>();
+
+        var cron = builder.Configuration.GetSection(PlacementJobOptions.Section).Get<PlacementJobOptions>()?.Cron ?? new PlacementJobOptions().Cron;
+        services.AddQuartz(q =>
+        {
+            q.ConfigureScheduler(o => o.InstanceName = "dancemoe-coordinator");
+            q.AddJob<PlacementJob>(j => j.WithIdentity(PlacementJob.Key));
+            q.AddTrigger(t => t
+                .ForJob(PlacementJob.Key)
+                .WithIdentity(PlacementJob.ScheduleKey)
+                .WithCronSchedule(cron, c => c.WithMisfireInstruction(CronTriggerMisfireInstruction.FireAndProceed)));
+        });
+        services.AddQuartzHostedService(o => o.WaitForJobsToComplete = true);
+
+        services.AddMassTransit(bus =>
+        {
+            bus.AddConsumer<EdgeHeartbeatConsumer, EdgeHeartbeatConsumerDefinition>();
+            bus.AddConsumer<PlacementAppliedConsumer, PlacementAppliedConsumerDefinition>();
+            bus.AddConsumer<RunPlacementNowConsumer, RunPlacementNowConsumerDefinition>();
+            bus.UsingRabbitMq((context, cfg) =>
+            {
+                context.GetRequiredService<IOptions<RabbitMqOptions>>().Value.ConfigureHost(cfg);
+                cfg.ConfigureEndpoints(context);
+            });
+        });
+        services.Configure<MassTransitHostOptions>(o =>
+        {
+            o.WaitUntilStarted = true;
+            o.StartTimeout = TimeSpan.FromSeconds(60);
+            o.StopTimeout = TimeSpan.FromSeconds(15);
+        });
+        services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(60));
+        return builder.Build();
+    }
+}

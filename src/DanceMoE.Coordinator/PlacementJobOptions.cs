@@ -1,0 +1,85 @@
+using System.ComponentModel.DataAnnotations;
+
+namespace DanceMoE.Coordinator;
+
+/// <summary>The placement job: when it runs, what it reads and how it decides (section <c>PlacementJob</c>).</summary>
+public sealed class PlacementJobOptions : IValidatableObject
+{
+    public const string Section = "PlacementJob";
+
+    /// <summary>Algorithms that need only activation counts (<c>latency</c> also needs whole requests).</summary>
+    public static readonly IReadOnlyList<string> Algorithms = ["uniform", "redundance", "eplb", "dancemoe", "optimal"];
+
+    /// <summary>Quartz cron expression (seconds first); default every 5 minutes.</summary>
+    [Required]
+    public string Cron { get; set; } = "0 0/5 * * * ?";
+
+    [Required]
+    public string Algorithm { get; set; } = "dancemoe";
+
+    /// <summary>How far back activation counts are read.</summary>
+    [Range(1, 7 * 24 * 60)]
+    public double WindowMinutes { get; set; } = 30;
+
+    /// <summary>Age at which a minute of activations counts half; 0 for no decay.</summary>
+    [Range(0, 7 * 24 * 60)]
+    public double HalfLifeMinutes { get; set; } = 10;
+
+    /// <summary>Horizon of the migration rule: the candidate must repay the migration within it.</summary>
+    [Range(1, 7 * 24 * 3600)]
+    public double HorizonSeconds { get; set; } = 300;
+
+    [Range(1, 4096)]
+    public int Layers { get; set; }
+
+    [Range(1, 65536)]
+    public int Experts { get; set; }
+
+    [Range(1, 1024)]
+    public int TopK { get; set; } = 2;
+
+    /// <summary>Bytes of one expert's weights (the largest, when they differ).</summary>
+    [Range(1, long.MaxValue)]
+    public long ExpertBytes { get; set; } = 1;
+
+    /// <summary>Bytes of one token's hidden state on the wire, each way.</summary>
+    [Range(1, long.MaxValue)]
+    public long HiddenBytes { get; set; } = 4096;
+
+    [Range(0.001, 1e6)]
+    public double BandwidthMbps { get; set; } = 500;
+
+    [Range(0, 10_000)]
+    public double RttMs { get; set; } = 2;
+
+    public IEnumerable<ValidationResult> Validate(ValidationContext validationContext)
+    {
+        if (!Algorithms.Contains(Algorithm, StringComparer.Ordinal))
+        {
+            yield return new ValidationResult($"PlacementJob:Algorithm '{Algorithm}' is not one of {string.Join(", ", Algorithms)}", [nameof(Algorithm)]);
+        }
+
+        if (!IsCron(Cron))
+        {
+            yield return new ValidationResult($"PlacementJob:Cron '{Cron}' is not a Quartz cron expression", [nameof(Cron)]);
+        }
+
+        if (TopK > Experts)
+        {
+            yield return new ValidationResult($"PlacementJob:TopK {TopK} exceeds Experts {Experts}", [nameof(TopK)]);
+        }
+    }
+
+    private static bool IsCron(string? expression)
+    {
+        try
+        {
+            _ = new Quartz.CronExpression(expression ?? "");
+            return true;
+        }
+        catch (Exception ex) when (ex is FormatException or ArgumentException)
+        {
+            return false;
+        }
+    }
+}

@@ -1,0 +1,303 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Security.Cryptography;
+using System.Text;
+using DanceMoE.Contracts;
+using DanceMoE.Data;
+using DanceMoE.Placement;
+using DanceMoE.Traces;
+using Microsoft.EntityFrameworkCore;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+
+namespace DanceMoE.Coordinator;
+
+/// <summary>
+/// One run of the placement job: live edges from <see cref="ClusterMembership"/>, decayed activation counts from
+/// <c>activation_counts</c>, a candidate from the configured algorithm, the paper's migration rule against the active
+/// placement, and the decision recorded in <c>placement_decisions</c>. A migration whose experts are all loaded where
+/// the candidate puts them is activated at once; any other waits for the migration saga (<c>pending-saga</c>).
+/// </summary>
+public sealed class PlacementRunner(
+    ClusterMembership membership,
+    PlacementRegistry registry,
+    IDbContextFactory<DanceMoEDbContext> dbFactory,
+    IOptions<PlacementJobOptions> options,
+    IOptions<DatabaseOptions> database,
+    TimeProvider time,
+    ILogger<PlacementRunner> logger)
+{
+    private readonly PlacementJobOptions _options = options.Value;
+    private readonly ActivationHistory _history = new(DatabaseOptions.ToNpgsql(database.Value.ConnectionString));
+    private int _running;
+    private int _maxConcurrent;
+
+    /// <summary>Runs in progress now.</summary>
+    public int RunningRuns => Volatile.Read(ref _running);
+
+    /// <summary>The most runs ever in progress at once in this process (the job forbids more than one).</summary>
+    public int MaxConcurrentRuns => Volatile.Read(ref _maxConcurrent);
+
+    public async Task<PlacementDecision> RunAsync(string trigger, Guid? commandId, CancellationToken cancellationToken)
+    {
+        var running = Interlocked.Increment(ref _running);
+        InterlockedMax(ref _maxConcurrent, running);
+        try
+        {
+            var decision = await DecideAsync(trigger, commandId, cancellationToken).ConfigureAwait(false);
+            await using var db = await dbFactory.CreateDbContextAsync(cancellationToken).ConfigureAwait(false);
+            db.PlacementDecisions.Add(decision);
+            await db.SaveChangesAsync(cancellationToken).ConfigureAwait(false);
+            logger.LogInformation(
+                "placement {Trigger}: {Decision} ({Status}) candidate v{Candidate} over v{Current}: {Reason}",
+                trigger, decision.Decision, decision.Status, decision.CandidateVersion, decision.CurrentVersion, decision.Reason);
+            return decision;
+        }
+        finally
+        {
+            Interlocked.Decrement(ref _running);
+        }
+    }
+
+    private async Task<PlacementDecision> DecideAsync(string trigger, Guid? commandId, CancellationToken cancellationToken)
+    {
+        var now = time.GetUtcNow();
+        var from = now - TimeSpan.FromMinutes(_options.WindowMinutes);
+        var edges = membership.Alive(now);
+        var decision = new PlacementDecision
+        {
+            DecidedAt = now,
+            Trigger = trigger,
+            CommandId = commandId,
+            Algorithm = _options.Algorithm,
+            Decision = "skipped",
+            Status = "none",
+            Reason = "",
+            WindowFrom = from,
+            WindowTo = now,
+            Edges = edges.Select(e => e.EdgeId).ToArray(),
+        };
+        var active = await registry.GetActiveAsync(cancellationToken).ConfigureAwait(false);
+        decision.CurrentVersion = active?.Version;
+        if (edges.Count == 0)
+        {
+            decision.Reason = $"no live edge (none heard from within {membership.Options.DownAfter.TotalSeconds:F0} s)";
+            return decision;
+        }
+
+        var halfLife = _options.HalfLifeMinutes > 0 ? TimeSpan.FromMinutes(_options.HalfLifeMinutes) : (TimeSpan?)null;
+        var rows = await _history.ReadAsync(from, now, halfLife, cancellationToken).ConfigureAwait(false);
+        var model = MoeModel.Uniform(_options.Layers, _options.Experts, _options.TopK, _options.ExpertBytes, _options.HiddenBytes);
+        var index = edges.Select((e, i) => (e.EdgeId, i)).ToDictionary(p => p.EdgeId, p => p.i, StringComparer.Ordinal);
+        var counts = new ActivationCounts(edges.Count, model.Layers, model.Experts);
+        long activations = 0;
+        foreach (var row in rows)
+        {
+            if (index.TryGetValue(row.OriginEdge, out var n) && row.Layer < model.Layers && row.Expert < model.Experts)
+            {
+                counts[n, row.Layer, row.Expert] += row.Weight;
+                activations += row.Count;
+            }
+        }
+
+        if (activations == 0)
+        {
+            decision.Reason = $"no activations of live edges between {from:O} and {now:O}";
+            return decision;
+        }
+
+        var cluster = Cluster.FullMesh(
+            edges.Select(e => ServerSpec.Edge(e.EdgeId, e.MemoryBudgetBytes)).ToList(),
+            LinkSpec.FromMbps(_options.BandwidthMbps, _options.RttMs));
+        var problem = new PlacementProblem(model, cluster, counts);
+        var algorithm = Create(_options.Algorithm);
+        var watch = Stopwatch.StartNew();
+        ExpertPlacement candidate;
+        try
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            candidate = algorithm.Place(problem);
+        }
+        catch (InfeasiblePlacementException ex)
+        {
+            decision.Reason = $"no placement fits the live edges: {ex.Message}";
+            return decision;
+        }
+
+        decision.SolveMilliseconds = watch.Elapsed.TotalMilliseconds;
+        cancellationToken.ThrowIfCancellationRequested();
+
+        // One remote activation costs a round trip plus the hidden state both ways; costs are seconds over the horizon.
+        var link = cluster.Link(0, Math.Min(1, cluster.Count - 1));
+        var secondsPerRemoteCall = cluster.Count == 1 ? 0 : link.RttSeconds + (2.0 * model.HiddenBytes / link.BytesPerSecond);
+        var activationsPerSecond = activations / (now - from).TotalSeconds;
+        var candidateShare = RemoteShare(candidate, counts);
+        var digest = Digest(edges, from, now);
+        var candidateCost = candidateShare * model.Layers * model.TopK;
+        decision.CandidateCostSeconds = candidateShare * secondsPerRemoteCall * activationsPerSecond * _options.HorizonSeconds;
+
+        if (active is null)
+        {
+            decision.CandidateVersion = await registry.AddAsync(algorithm.Name, candidateCost, digest, Assignments(candidate, edges), cancellationToken).ConfigureAwait(false);
+            decision.Decision = "migrate";
+            decision.Reason = "no active placement yet: the candidate is the first";
+            return await SwitchOrWaitAsync(decision, candidate, edges, cancellationToken).ConfigureAwait(false);
+        }
+
+        var current = ToPlacement(active, index, model);
+        var currentShare = RemoteShare(current, counts);
+        decision.CurrentCostSeconds = currentShare * secondsPerRemoteCall * activationsPerSecond * _options.HorizonSeconds;
+        if (candidate.SameAs(current) && active.Assignments.All(a => a.Servers.All(index.ContainsKey)))
+        {
+            decision.CandidateVersion = active.Version;
+            decision.Decision = "stay";
+            decision.MigrationCostSeconds = 0;
+            decision.PredictedGainSeconds = 0;
+            decision.Reason = "the candidate equals the active placement";
+            return decision;
+        }
+
+        decision.CandidateVersion = await registry.AddAsync(algorithm.Name, candidateCost, digest, Assignments(candidate, edges), cancellationToken).ConfigureAwait(false);
+        MigrationPlan plan;
+        try
+        {
+            plan = MigrationPlanner.Plan(current, candidate, model, cluster);
+        }
+        catch (Exception ex) when (ex is InvalidOperationException or ArgumentException)
+        {
+            decision.Decision = "stay";
+            decision.Reason = $"no safe order of moves from v{active.Version}: {ex.Message}";
+            return decision;
+        }
+
+        var rule = MigrationPlanner.Decide(currentShare * secondsPerRemoteCall, candidateShare * secondsPerRemoteCall, activationsPerSecond, _options.HorizonSeconds, plan);
+        decision.Loads = plan.Loads;
+        decision.Unloads = plan.Unloads;
+        decision.BytesMoved = plan.BytesMoved;
+        decision.MigrationCostSeconds = rule.MigrationSeconds;
+        decision.PredictedGainSeconds = rule.CurrentCostSeconds - rule.CandidateCostSeconds - rule.MigrationSeconds;
+        var terms = string.Create(
+            CultureInfo.InvariantCulture,
+            $"candidate {rule.CandidateCostSeconds:F3} s + migration {rule.MigrationSeconds:F3} s vs current {rule.CurrentCostSeconds:F3} s over {_options.HorizonSeconds:F0} s");
+        if (!rule.Migrate)
+        {
+            decision.Decision = "stay";
+            decision.Reason = $"{terms}: not worth moving";
+            return decision;
+        }
+
+        decision.Decision = "migrate";
+        decision.Reason = $"{terms}: {plan.Loads} loads, {plan.Unloads} unloads";
+        return await SwitchOrWaitAsync(decision, candidate, edges, cancellationToken).ConfigureAwait(false);
+    }
+
+    private async Task<PlacementDecision> SwitchOrWaitAsync(
+        PlacementDecision decision, ExpertPlacement candidate, IReadOnlyList<EdgeMember> edges, CancellationToken cancellationToken)
+    {
+        var missing = edges.Select((edge, n) => candidate.On(n).Count(x => !edge.Holds(x.Layer, x.Expert))).Sum();
+        if (missing > 0)
+        {
+            decision.Status = "pending-saga";
+            decision.Reason += $"; {missing} experts must be loaded first";
+            return decision;
+        }
+
+        await registry.ActivateAsync(decision.CandidateVersion!.Value, cancellationToken).ConfigureAwait(false);
+        decision.Status = "activated";
+        decision.Reason += "; every expert already loaded where it goes: switched directly";
+        return decision;
+    }
+
+    public static IPlacementAlgorithm Create(string name) => name switch
+    {
+        "uniform" => new UniformPlacement(),
+        "redundance" => new RedundancePlacement(),
+        "eplb" => new EplbPlacement(),
+        "dancemoe" => new DanceMoePlacement(),
+        "optimal" => new OptimalPlacement(),
+        _ => throw new ArgumentException($"unknown placement algorithm '{name}'", nameof(name)),
+    };
+
+    /// <summary>Share of the (decayed) activations that a placement serves off their origin edge.</summary>
+    public static double RemoteShare(ExpertPlacement placement, ActivationCounts counts)
+    {
+        ArgumentNullException.ThrowIfNull(placement);
+        ArgumentNullException.ThrowIfNull(counts);
+        double remote = 0;
+        double total = 0;
+        for (var n = 0; n < counts.Servers; n++)
+        {
+            for (var l = 0; l < counts.Layers; l++)
+            {
+                for (var e = 0; e < counts.Experts; e++)
+                {
+                    var f = counts[n, l, e];
+                    total += f;
+                    if (!placement.Holds(n, l, e))
+                    {
+                        remote += f;
+                    }
+                }
+            }
+        }
+
+        return total > 0 ? remote / total : 0;
+    }
+
+    private static ExpertPlacement ToPlacement(RegisteredPlacement registered, Dictionary<string, int> index, MoeModel model)
+    {
+        // Replicas on edges that are down are gone as far as the live cluster is concerned.
+        var placement = new ExpertPlacement(index.Count, model.Layers, model.Experts);
+        foreach (var assignment in registered.Assignments.Where(a => a.Layer < model.Layers && a.Expert < model.Experts))
+        {
+            foreach (var server in assignment.Servers)
+            {
+                if (index.TryGetValue(server, out var n))
+                {
+                    placement.Add(n, assignment.Layer, assignment.Expert);
+                }
+            }
+        }
+
+        return placement;
+    }
+
+    private static List<ExpertAssignment> Assignments(ExpertPlacement placement, IReadOnlyList<EdgeMember> edges)
+    {
+        var list = new List<ExpertAssignment>(placement.Layers * placement.Experts);
+        for (var l = 0; l < placement.Layers; l++)
+        {
+            for (var e = 0; e < placement.Experts; e++)
+            {
+                var servers = Enumerable.Range(0, placement.Servers).Where(n => placement.Holds(n, l, e)).Select(n => edges[n].EdgeId).ToList();
+                list.Add(new ExpertAssignment { Layer = l, Expert = e, Servers = servers });
+            }
+        }
+
+        return list;
+    }
+
+    private string Digest(IReadOnlyList<EdgeMember> edges, DateTimeOffset from, DateTimeOffset to)
+    {
+        var text = string.Join(
+            ';',
+            edges.Select(e => FormattableString.Invariant($"{e.EdgeId}={e.MemoryBudgetBytes}"))
+                .Append(FormattableString.Invariant($"window={from:O}/{to:O};half-life={_options.HalfLifeMinutes};link={_options.BandwidthMbps}/{_options.RttMs}")));
+        return "sha256:" + Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(text)));
+    }
+
+    private static void InterlockedMax(ref int target, int value)
+    {
+        var seen = Volatile.Read(ref target);
+        while (value > seen)
+        {
+            var previous = Interlocked.CompareExchange(ref target, value, seen);
+            if (previous == seen)
+            {
+                return;
+            }
+
+            seen = previous;
+        }
+    }
+}

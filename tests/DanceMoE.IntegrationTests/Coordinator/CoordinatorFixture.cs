@@ -1,0 +1,145 @@
+using DanceMoE.Contracts;
+using DanceMoE.Coordinator;
+using DanceMoE.Data;
+using DanceMoE.Hosting;
+using DanceMoE.Migrations;
+using MassTransit;
+using Microsoft.EntityFrameworkCore;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+
+namespace DanceMoE.IntegrationTests.Coordinator;
+
+/// <summary>
+/// A real coordinator host on its own virtual host and database, with two pretend edges (<c>edge-a</c>, <c>edge-b</c>)
+/// that acknowledge placements the way edges do. The cron trigger lies in 2099: only the tests fire the job.
+/// Model: 2 layers x 4 experts, top-2, 1000-byte experts; each edge holds 4 experts.
+/// </summary>
+public sealed class CoordinatorFixture : IAsyncLifetime
+{
+    public static readonly string[] EdgeIds = ["edge-a", "edge-b"];
+
+    private ServiceProvider? _edges;
+
+    public IsolatedVirtualHost VirtualHost { get; } = new();
+
+    public IsolatedDatabase Database { get; } = new();
+
+    public IHost Host { get; private set; } = null!;
+
+    public IBusControl EdgeBus { get; private set; } = null!;
+
+    public async Task InitializeAsync()
+    {
+        await VirtualHost.InitializeAsync();
+        await Database.InitializeAsync();
+        await DatabaseMigrator.MigrateAsync(Database.ConnectionString, TimeSpan.FromSeconds(10), CancellationToken.None);
+        var configuration = new ConfigurationBuilder().AddInMemoryCollection(new Dictionary<string, string?>
+        {
+            ["ConnectionStrings:rabbitmq"] = VirtualHost.Uri,
+            ["ConnectionStrings:postgres"] = Database.ConnectionString,
+            ["Membership:HeartbeatSeconds"] = "3600",
+            ["Membership:MissedHeartbeats"] = "3",
+            ["PlacementJob:Cron"] = "0 0 0 1 1 ? 2099",
+            ["PlacementJob:Algorithm"] = "dancemoe",
+            ["PlacementJob:Layers"] = "2",
+            ["PlacementJob:Experts"] = "4",
+            ["PlacementJob:TopK"] = "2",
+            ["PlacementJob:ExpertBytes"] = "1000",
+            ["PlacementJob:HorizonSeconds"] = "300",
+        }).Build();
+        Host = CoordinatorHost.Build(configuration, l => l.SetMinimumLevel(LogLevel.Warning));
+        await Host.StartAsync();
+
+        _edges = new ServiceCollection()
+            .AddMassTransit(bus => bus.UsingRabbitMq((_, cfg) =>
+            {
+                new RabbitMqOptions { ConnectionString = VirtualHost.Uri }.ConfigureHost(cfg);
+                foreach (var edge in EdgeIds)
+                {
+                    cfg.ReceiveEndpoint($"{edge}-control", e => e.Handler<PlacementActivated>(context =>
+                        context.Publish(new PlacementApplied { EdgeId = edge, Version = context.Message.Version })));
+                }
+            }))
+            .BuildServiceProvider(true);
+        EdgeBus = _edges.GetRequiredService<IBusControl>();
+        await EdgeBus.StartAsync();
+    }
+
+    public async Task DisposeAsync()
+    {
+        await EdgeBus.StopAsync();
+        await _edges!.DisposeAsync();
+        await Host.StopAsync();
+        Host.Dispose();
+        await VirtualHost.DisposeAsync();
+        await Database.DisposeAsync();
+    }
+
+    public T Get<T>()
+        where T : notnull => Host.Services.GetRequiredService<T>();
+
+    public DanceMoEDbContext Db() => DanceMoEDbContext.Create(Database.ConnectionString);
+
+    /// <summary>Heartbeats through the bus; returns once the coordinator's membership has them.</summary>
+    public async Task BeatAsync(DateTimeOffset sentAt, params (string Edge, string[] Loaded)[] edges)
+    {
+        foreach (var (edge, loaded) in edges)
+        {
+            await EdgeBus.Publish(new EdgeHeartbeat
+            {
+                EdgeId = edge,
+                MemoryBudgetBytes = 4000,
+                MemoryUsedBytes = loaded.Length * 1000L,
+                LoadedExperts = loaded,
+                ExecutionProvider = "cpu",
+                SentAt = sentAt,
+            });
+        }
+
+        var membership = Get<ClusterMembership>();
+        await WaitForAsync(
+            () => Task.FromResult(edges.All(e => membership.Snapshot(sentAt).Any(m => m.EdgeId == e.Edge && m.LastSeenAt >= sentAt)) ? (object)true : null),
+            "heartbeats reach the coordinator's membership");
+    }
+
+    /// <summary>Counts edge-a mostly activating experts 0 and 1 of each layer, edge-b experts 2 and 3.</summary>
+    public async Task SeedActivationsAsync(DateTimeOffset bucket)
+    {
+        await using var db = Db();
+        for (short layer = 0; layer < 2; layer++)
+        {
+            for (short expert = 0; expert < 4; expert++)
+            {
+                db.ActivationCounts.Add(new ActivationCount { Bucket = bucket, OriginEdge = "edge-a", Layer = layer, Expert = expert, Count = expert < 2 ? 100 : 3 });
+                db.ActivationCounts.Add(new ActivationCount { Bucket = bucket, OriginEdge = "edge-b", Layer = layer, Expert = expert, Count = expert < 2 ? 2 : 90 });
+            }
+        }
+
+        await db.SaveChangesAsync();
+    }
+
+    public async Task<List<PlacementDecision>> DecisionsAsync()
+    {
+        await using var db = Db();
+        return await db.PlacementDecisions.AsNoTracking().OrderBy(d => d.Id).ToListAsync();
+    }
+
+    public static async Task<T> WaitForAsync<T>(Func<Task<T?>> probe, string what)
+        where T : class
+    {
+        var deadline = DateTime.UtcNow.AddSeconds(60);
+        while (true)
+        {
+            if (await probe() is { } result)
+            {
+                return result;
+            }
+
+            Assert.True(DateTime.UtcNow < deadline, $"timed out waiting until {what}");
+            await Task.Delay(50);
+        }
+    }
+}
