@@ -16,6 +16,8 @@ public static class CommandLine
         new EdgeCommand(),
         new InferCommand(),
         new ClusterCommand(),
+        new CoordinatorCommand(),
+        new StatusCommand(),
     }.ToDictionary(c => c.Verb, StringComparer.Ordinal);
 
     public static async Task<int> RunAsync(string[] args)

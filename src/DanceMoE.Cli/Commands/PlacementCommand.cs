@@ -17,12 +17,17 @@ public sealed class PlacementCommand : ICliCommand
 
     public string Usage =>
         "placement simulate --history DIR [--eval DIR] --servers D1,D2,.. [--memory 0.3|--memory-mb A,B,..] [--bandwidth-mbps 500] [--rtt-ms 2] "
-        + "[--speed 1,1,..] [--decode-tokens 64] [--algorithms all|a,b] [--migrate-from ALGO [--horizon-s 300]] [--json] [--plot FILE.png]  |  placement bench [--servers 8] [--layers 64] [--experts 256] [--memory 0.3] [--algorithms all]";
+        + "[--speed 1,1,..] [--decode-tokens 64] [--algorithms all|a,b] [--migrate-from ALGO [--horizon-s 300]] [--json] [--plot FILE.png]  |  placement bench [--servers 8] [--layers 64] [--experts 256] [--memory 0.3] [--algorithms all]  |  " + PlacementRunNow.Usage;
 
     public Task<int> RunAsync(Arguments args, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(args);
-        var action = args.Positional0("action (simulate or bench)");
+        var action = args.Positional0("action (simulate, bench or run-now)");
+        if (action == "run-now")
+        {
+            return PlacementRunNow.RunAsync(args, cancellationToken);
+        }
+
         return Task.FromResult(action switch
         {
             "simulate" => Simulate(args, cancellationToken),

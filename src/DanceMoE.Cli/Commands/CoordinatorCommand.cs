@@ -1,0 +1,97 @@
+using System.Globalization;
+using DanceMoE.Coordinator;
+using DanceMoE.Model;
+using Microsoft.Extensions.Configuration;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Options;
+
+namespace DanceMoE.Cli.Commands;
+
+/// <summary><c>dancemoe coordinator</c>: membership, placement registry and the Quartz placement job, until stopped.</summary>
+public sealed class CoordinatorCommand : ICliCommand
+{
+    public string Verb => "coordinator";
+
+    public string Usage =>
+        "coordinator (--model DIR | --layers L --experts E --top-k K --expert-bytes B) [--algorithm dancemoe|optimal|eplb|redundance|uniform] "
+        + "[--cron '0 0/5 * * * ?'] [--window-minutes 30] [--half-life-minutes 10] [--horizon-s 300] [--bandwidth-mbps 500] [--rtt-ms 2] "
+        + "[--heartbeat-seconds 2] [--missed-heartbeats 3] [--ready-file FILE]";
+
+    public async Task<int> RunAsync(Arguments args, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(args);
+        var settings = new Dictionary<string, string?>(StringComparer.Ordinal);
+        if (args.Option("model") is { } modelDir)
+        {
+            ModelManifest manifest;
+            try
+            {
+                manifest = ModelManifest.Load(modelDir);
+            }
+            catch (Exception ex) when (ex is ModelFormatException or FileNotFoundException or DirectoryNotFoundException)
+            {
+                throw new CliException($"cannot read the model manifest in {modelDir}: {ex.Message}", ExitCodes.Failed, ex);
+            }
+
+            var architecture = manifest.Architecture;
+            settings["PlacementJob:Layers"] = Invariant(architecture.NumLayers);
+            settings["PlacementJob:Experts"] = Invariant(architecture.NumExperts);
+            settings["PlacementJob:TopK"] = Invariant(architecture.TopK);
+            settings["PlacementJob:ExpertBytes"] = Invariant(manifest.Experts.Max(e => e.WeightBytes));
+            settings["PlacementJob:HiddenBytes"] = Invariant(architecture.HiddenSize * (manifest.WeightDtype == "f32" ? 4 : 2));
+        }
+
+        Map(args, settings, "layers", "PlacementJob:Layers");
+        Map(args, settings, "experts", "PlacementJob:Experts");
+        Map(args, settings, "top-k", "PlacementJob:TopK");
+        Map(args, settings, "expert-bytes", "PlacementJob:ExpertBytes");
+        Map(args, settings, "algorithm", "PlacementJob:Algorithm");
+        Map(args, settings, "cron", "PlacementJob:Cron");
+        Map(args, settings, "window-minutes", "PlacementJob:WindowMinutes");
+        Map(args, settings, "half-life-minutes", "PlacementJob:HalfLifeMinutes");
+        Map(args, settings, "horizon-s", "PlacementJob:HorizonSeconds");
+        Map(args, settings, "bandwidth-mbps", "PlacementJob:BandwidthMbps");
+        Map(args, settings, "rtt-ms", "PlacementJob:RttMs");
+        Map(args, settings, "heartbeat-seconds", "Membership:HeartbeatSeconds");
+        Map(args, settings, "missed-heartbeats", "Membership:MissedHeartbeats");
+        var readyFile = args.Option("ready-file");
+        args.EnsureAllUsed(0);
+
+        var configuration = new ConfigurationBuilder().AddConfiguration(CliEnvironment.Configuration).AddInMemoryCollection(settings).Build();
+        using var host = CoordinatorHost.Build(configuration);
+        try
+        {
+            await host.StartAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (OptionsValidationException ex)
+        {
+            throw new UsageException(string.Join("; ", ex.Failures));
+        }
+        catch (Exception ex) when (ex is MassTransit.RabbitMqConnectionException or TimeoutException)
+        {
+            throw new CliException($"the coordinator cannot start its bus: {ex.Message} (is it up? ./dancemoe services up)", ExitCodes.Unavailable, ex);
+        }
+
+        if (readyFile is not null)
+        {
+            await File.WriteAllTextAsync(readyFile, Environment.ProcessId.ToString(CultureInfo.InvariantCulture), CancellationToken.None).ConfigureAwait(false);
+        }
+
+        var job = host.Services.GetRequiredService<IOptions<PlacementJobOptions>>().Value;
+        Console.Error.WriteLine(
+            $"dancemoe coordinator: serving queue {RunPlacementNowConsumerDefinition.Queue}; placement job '{job.Algorithm}' on cron '{job.Cron}' ({job.Layers} layers x {job.Experts} experts)");
+        await host.WaitForShutdownAsync(cancellationToken).ConfigureAwait(false);
+        return ExitCodes.Ok;
+    }
+
+    private static void Map(Arguments args, Dictionary<string, string?> settings, string option, string key)
+    {
+        if (args.Option(option) is { } value)
+        {
+            settings[key] = value;
+        }
+    }
+
+    private static string Invariant(long value) => value.ToString(CultureInfo.InvariantCulture);
+}

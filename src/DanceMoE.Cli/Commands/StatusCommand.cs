@@ -1,0 +1,163 @@
+using System.Globalization;
+using System.Text.Json;
+using DanceMoE.Coordinator;
+using DanceMoE.Data;
+using Microsoft.EntityFrameworkCore;
+using Npgsql;
+
+namespace DanceMoE.Cli.Commands;
+
+/// <summary>
+/// <c>dancemoe status</c>: the cluster as PostgreSQL records it: edges (alive by their last heartbeat), the active
+/// placement, how local routing was over the last window, and the placement job's latest decisions.
+/// </summary>
+public sealed class StatusCommand : ICliCommand
+{
+    internal static readonly JsonSerializerOptions Json = new() { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower, WriteIndented = true };
+
+    private const string LocalRatioQuery = """
+        SELECT count(*),
+               avg(CASE WHEN remote THEN 0 ELSE 1 END)::double precision,
+               (sum((SELECT count(*) FROM unnest(served_by) AS s(edge) WHERE s.edge = origin_edge))::double precision
+                   / nullif(sum(cardinality(experts)), 0))
+        FROM routing_events
+        WHERE recorded_at >= @from
+        """;
+
+    public string Verb => "status";
+
+    public string Usage => "status [--json] [--window-minutes 10] [--decisions 5] [--heartbeat-seconds 2] [--missed-heartbeats 3]";
+
+    public async Task<int> RunAsync(Arguments args, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(args);
+        var asJson = args.Flag("json");
+        var window = TimeSpan.FromMinutes(args.Double("window-minutes", 10, 0.01, 7 * 24 * 60));
+        var decisionCount = args.Int("decisions", 5, 0, 1000);
+        var membership = new MembershipOptions
+        {
+            HeartbeatSeconds = args.Double("heartbeat-seconds", 2, 0.1, 3600),
+            MissedHeartbeats = args.Int("missed-heartbeats", 3, 1, 1000),
+        };
+        args.EnsureAllUsed(0);
+
+        var now = DateTimeOffset.UtcNow;
+        List<EdgeServer> edges;
+        PlacementVersion? active;
+        int activeReplicas;
+        List<PlacementDecision> decisions;
+        int pendingSaga;
+        (long TokenLayers, double? LayerLocal, double? ExpertLocal) local;
+        try
+        {
+            await using var db = DanceMoEDbContext.Create(CliEnvironment.PostgresUrl);
+            edges = await db.EdgeServers.AsNoTracking().OrderBy(e => e.Id).ToListAsync(cancellationToken).ConfigureAwait(false);
+            active = await db.Placements.AsNoTracking().SingleOrDefaultAsync(p => p.IsActive, cancellationToken).ConfigureAwait(false);
+            activeReplicas = active is null ? 0 : await db.PlacementAssignments.CountAsync(a => a.PlacementVersion == active.Version, cancellationToken).ConfigureAwait(false);
+            decisions = await db.PlacementDecisions.AsNoTracking().OrderByDescending(d => d.Id).Take(decisionCount).ToListAsync(cancellationToken).ConfigureAwait(false);
+            pendingSaga = await db.PlacementDecisions.CountAsync(d => d.Status == "pending-saga", cancellationToken).ConfigureAwait(false);
+            local = await LocalRatioAsync(now - window, cancellationToken).ConfigureAwait(false);
+        }
+        catch (NpgsqlException ex)
+        {
+            throw new CliException($"cannot read the cluster state at {DbCommand.Redact(CliEnvironment.PostgresUrl)}: {ex.Message} (is it up? ./dancemoe services up)", ExitCodes.Unavailable, ex);
+        }
+
+        if (asJson)
+        {
+            var document = new Dictionary<string, object?>
+            {
+                ["at"] = now,
+                ["edges"] = edges.Select(e => new Dictionary<string, object?>
+                {
+                    ["id"] = e.Id,
+                    ["alive"] = membership.IsAlive(e.LastSeenAt, now),
+                    ["last_seen_at"] = e.LastSeenAt,
+                    ["memory_budget_bytes"] = e.MemoryBudgetBytes,
+                    ["memory_used_bytes"] = e.MemoryUsedBytes,
+                    ["execution_provider"] = e.ExecutionProvider,
+                    ["compute_class"] = e.ComputeClass,
+                }).ToList(),
+                ["active_placement"] = active is null ? null : new Dictionary<string, object?>
+                {
+                    ["version"] = active.Version,
+                    ["algorithm"] = active.Algorithm,
+                    ["predicted_cost"] = active.PredictedCost,
+                    ["activated_at"] = active.ActivatedAt,
+                    ["replicas"] = activeReplicas,
+                },
+                ["local_ratio"] = new Dictionary<string, object?>
+                {
+                    ["window_minutes"] = window.TotalMinutes,
+                    ["token_layers"] = local.TokenLayers,
+                    ["layer_local_ratio"] = local.LayerLocal,
+                    ["expert_local_ratio"] = local.ExpertLocal,
+                },
+                ["pending_saga_decisions"] = pendingSaga,
+                ["decisions"] = decisions.Select(DecisionJson).ToList(),
+            };
+            Console.WriteLine(JsonSerializer.Serialize(document, Json));
+            return ExitCodes.Ok;
+        }
+
+        Console.WriteLine($"edges ({edges.Count(e => membership.IsAlive(e.LastSeenAt, now))} of {edges.Count} alive; down after {membership.MissedHeartbeats} missed heartbeats of {membership.HeartbeatSeconds} s):");
+        foreach (var e in edges)
+        {
+            Console.WriteLine(string.Create(
+                CultureInfo.InvariantCulture,
+                $"  {e.Id,-16} {(membership.IsAlive(e.LastSeenAt, now) ? "alive" : "down"),-6} budget {e.MemoryBudgetBytes / 1048576.0,9:F1} MiB  used {e.MemoryUsedBytes / 1048576.0,9:F1} MiB  {e.ExecutionProvider,-5} last seen {(now - e.LastSeenAt).TotalSeconds:F0} s ago"));
+        }
+
+        Console.WriteLine(active is null
+            ? "active placement: none"
+            : string.Create(CultureInfo.InvariantCulture, $"active placement: v{active.Version} ({active.Algorithm}, predicted cost {active.PredictedCost:F3}, {activeReplicas} replicas, activated {active.ActivatedAt:u})"));
+        Console.WriteLine(local.TokenLayers == 0
+            ? string.Create(CultureInfo.InvariantCulture, $"local ratio (last {window.TotalMinutes:F0} min): no routing events")
+            : string.Create(CultureInfo.InvariantCulture, $"local ratio (last {window.TotalMinutes:F0} min): layers {local.LayerLocal:F3}, expert calls {local.ExpertLocal:F3} over {local.TokenLayers} token-layers"));
+        Console.WriteLine($"placement decisions (latest {decisions.Count}; {pendingSaga} waiting for the migration saga):");
+        foreach (var d in decisions)
+        {
+            Console.WriteLine("  " + DecisionLine(d));
+        }
+
+        return ExitCodes.Ok;
+    }
+
+    internal static string DecisionLine(PlacementDecision d) => string.Create(
+        CultureInfo.InvariantCulture,
+        $"{d.DecidedAt:u} {d.Trigger,-8} {d.Algorithm} v{d.CurrentVersion?.ToString(CultureInfo.InvariantCulture) ?? "-"} -> v{d.CandidateVersion?.ToString(CultureInfo.InvariantCulture) ?? "-"}: {d.Decision} ({d.Status}) gain {d.PredictedGainSeconds?.ToString("F3", CultureInfo.InvariantCulture) ?? "-"} s, migration {d.MigrationCostSeconds?.ToString("F3", CultureInfo.InvariantCulture) ?? "-"} s: {d.Reason}");
+
+    internal static Dictionary<string, object?> DecisionJson(PlacementDecision d) => new()
+    {
+        ["id"] = d.Id,
+        ["decided_at"] = d.DecidedAt,
+        ["trigger"] = d.Trigger,
+        ["command_id"] = d.CommandId,
+        ["algorithm"] = d.Algorithm,
+        ["current_version"] = d.CurrentVersion,
+        ["candidate_version"] = d.CandidateVersion,
+        ["decision"] = d.Decision,
+        ["status"] = d.Status,
+        ["reason"] = d.Reason,
+        ["current_cost_seconds"] = d.CurrentCostSeconds,
+        ["candidate_cost_seconds"] = d.CandidateCostSeconds,
+        ["migration_cost_seconds"] = d.MigrationCostSeconds,
+        ["predicted_gain_seconds"] = d.PredictedGainSeconds,
+        ["loads"] = d.Loads,
+        ["unloads"] = d.Unloads,
+        ["bytes_moved"] = d.BytesMoved,
+        ["edges"] = d.Edges,
+        ["solve_ms"] = d.SolveMilliseconds,
+    };
+
+    private static async Task<(long, double?, double?)> LocalRatioAsync(DateTimeOffset from, CancellationToken cancellationToken)
+    {
+        await using var connection = new NpgsqlConnection(DatabaseOptions.ToNpgsql(CliEnvironment.PostgresUrl));
+        await connection.OpenAsync(cancellationToken).ConfigureAwait(false);
+        await using var command = new NpgsqlCommand(LocalRatioQuery, connection);
+        command.Parameters.AddWithValue("from", from.ToUniversalTime());
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+        await reader.ReadAsync(cancellationToken).ConfigureAwait(false);
+        return (reader.GetInt64(0), reader.IsDBNull(1) ? null : reader.GetDouble(1), reader.IsDBNull(2) ? null : reader.GetDouble(2));
+    }
+}
