@@ -15,9 +15,9 @@ namespace DanceMoE.IntegrationTests.Coordinator;
 /// <summary>
 /// A real coordinator host on its own virtual host and database, with two pretend edges (<c>edge-a</c>, <c>edge-b</c>)
 /// that acknowledge placements the way edges do. The cron trigger lies in 2099: only the tests fire the job.
-/// Model: 2 layers x 4 experts, top-2, 1000-byte experts; each edge holds 4 experts.
+/// Model: 2 layers x 4 experts, top-2, <see cref="ExpertBytes"/> per expert; each edge's budget holds <see cref="Slots"/> experts.
 /// </summary>
-public sealed class CoordinatorFixture : IAsyncLifetime
+public class CoordinatorFixture : IAsyncLifetime
 {
     public static readonly string[] EdgeIds = ["edge-a", "edge-b"];
 
@@ -29,9 +29,14 @@ public sealed class CoordinatorFixture : IAsyncLifetime
 
     public IHost Host { get; private set; } = null!;
 
+    public virtual long ExpertBytes => 1000;
+
+    /// <summary>Experts an edge's budget holds.</summary>
+    public virtual int Slots => 4;
+
     public IBusControl EdgeBus { get; private set; } = null!;
 
-    public async Task InitializeAsync()
+    public virtual async Task InitializeAsync()
     {
         await VirtualHost.InitializeAsync();
         await Database.InitializeAsync();
@@ -47,7 +52,7 @@ public sealed class CoordinatorFixture : IAsyncLifetime
             ["PlacementJob:Layers"] = "2",
             ["PlacementJob:Experts"] = "4",
             ["PlacementJob:TopK"] = "2",
-            ["PlacementJob:ExpertBytes"] = "1000",
+            ["PlacementJob:ExpertBytes"] = ExpertBytes.ToString(System.Globalization.CultureInfo.InvariantCulture),
             ["PlacementJob:HorizonSeconds"] = "300",
         }).Build();
         Host = CoordinatorHost.Build(configuration, l => l.SetMinimumLevel(LogLevel.Warning));
@@ -68,7 +73,7 @@ public sealed class CoordinatorFixture : IAsyncLifetime
         await EdgeBus.StartAsync();
     }
 
-    public async Task DisposeAsync()
+    public virtual async Task DisposeAsync()
     {
         await EdgeBus.StopAsync();
         await _edges!.DisposeAsync();
@@ -91,8 +96,8 @@ public sealed class CoordinatorFixture : IAsyncLifetime
             await EdgeBus.Publish(new EdgeHeartbeat
             {
                 EdgeId = edge,
-                MemoryBudgetBytes = 4000,
-                MemoryUsedBytes = loaded.Length * 1000L,
+                MemoryBudgetBytes = Slots * ExpertBytes,
+                MemoryUsedBytes = loaded.Length * ExpertBytes,
                 LoadedExperts = loaded,
                 ExecutionProvider = "cpu",
                 SentAt = sentAt,
@@ -105,16 +110,17 @@ public sealed class CoordinatorFixture : IAsyncLifetime
             "heartbeats reach the coordinator's membership");
     }
 
-    /// <summary>Counts edge-a mostly activating experts 0 and 1 of each layer, edge-b experts 2 and 3.</summary>
-    public async Task SeedActivationsAsync(DateTimeOffset bucket)
+    /// <summary>Counts edge-a mostly activating experts 0 and 1 of each layer, edge-b experts 2 and 3 (swapped, times <paramref name="scale"/>).</summary>
+    public async Task SeedActivationsAsync(DateTimeOffset bucket, bool swapped = false, long scale = 1)
     {
         await using var db = Db();
         for (short layer = 0; layer < 2; layer++)
         {
             for (short expert = 0; expert < 4; expert++)
             {
-                db.ActivationCounts.Add(new ActivationCount { Bucket = bucket, OriginEdge = "edge-a", Layer = layer, Expert = expert, Count = expert < 2 ? 100 : 3 });
-                db.ActivationCounts.Add(new ActivationCount { Bucket = bucket, OriginEdge = "edge-b", Layer = layer, Expert = expert, Count = expert < 2 ? 2 : 90 });
+                var low = expert < 2 != swapped;
+                db.ActivationCounts.Add(new ActivationCount { Bucket = bucket, OriginEdge = "edge-a", Layer = layer, Expert = expert, Count = scale * (low ? 100 : 3) });
+                db.ActivationCounts.Add(new ActivationCount { Bucket = bucket, OriginEdge = "edge-b", Layer = layer, Expert = expert, Count = scale * (low ? 2 : 90) });
             }
         }
 
