@@ -136,11 +136,21 @@ public sealed class PlacementRunner(
         var candidateCost = candidateShare * model.Layers * model.TopK;
         decision.CandidateCostSeconds = candidateShare * secondsPerRemoteCall * activationsPerSecond * _options.HorizonSeconds;
 
+        if (active is null && Loaded(edges, model) is { } loaded)
+        {
+            // Cold start: the edges serve their bootstrap placement; register what they hold as the first version.
+            var version = await registry.AddAsync("bootstrap", RemoteShare(loaded, counts) * model.Layers * model.TopK, digest, Assignments(loaded, edges), cancellationToken)
+                .ConfigureAwait(false);
+            await registry.ActivateAsync(version, cancellationToken).ConfigureAwait(false);
+            active = await registry.GetActiveAsync(cancellationToken).ConfigureAwait(false);
+            decision.CurrentVersion = active?.Version;
+        }
+
         if (active is null)
         {
             decision.CandidateVersion = await registry.AddAsync(algorithm.Name, candidateCost, digest, Assignments(candidate, edges), cancellationToken).ConfigureAwait(false);
             decision.Decision = "migrate";
-            decision.Reason = "no active placement yet: the candidate is the first";
+            decision.Reason = "no active placement yet and the live edges do not hold every expert: the candidate is the first";
             return await SwitchOrWaitAsync(decision, candidate, edges, cancellationToken).ConfigureAwait(false);
         }
 
@@ -242,6 +252,38 @@ public sealed class PlacementRunner(
         }
 
         return total > 0 ? remote / total : 0;
+    }
+
+    /// <summary>What the live edges hold by their heartbeats, when that covers every expert; otherwise null.</summary>
+    private static ExpertPlacement? Loaded(IReadOnlyList<EdgeMember> edges, MoeModel model)
+    {
+        var placement = new ExpertPlacement(edges.Count, model.Layers, model.Experts);
+        for (var n = 0; n < edges.Count; n++)
+        {
+            for (var l = 0; l < model.Layers; l++)
+            {
+                for (var e = 0; e < model.Experts; e++)
+                {
+                    if (edges[n].Holds(l, e))
+                    {
+                        placement.Add(n, l, e);
+                    }
+                }
+            }
+        }
+
+        for (var l = 0; l < model.Layers; l++)
+        {
+            for (var e = 0; e < model.Experts; e++)
+            {
+                if (placement.Replicas(l, e) == 0)
+                {
+                    return null;
+                }
+            }
+        }
+
+        return placement;
     }
 
     private static ExpertPlacement ToPlacement(RegisteredPlacement registered, Dictionary<string, int> index, MoeModel model)

@@ -40,13 +40,15 @@ public sealed class PlacementJobTests(PlacementJobFixture fixture) : IClassFixtu
         Assert.NotNull(decision.CandidateCostSeconds);
         Assert.NotEmpty(decision.Reason);
 
-        // Whichever run came first found no placement and activated its candidate: the heartbeats list every expert as loaded.
+        // Whichever run came first found no placement, registered what the edges hold as the bootstrap version, and the
+        // candidate equals it.
         var first = (await Coordinator.DecisionsAsync())[0];
-        Assert.Equal("migrate", first.Decision);
-        Assert.Equal("activated", first.Status);
+        Assert.Equal(("stay", "none"), (first.Decision, first.Status));
+        Assert.Equal(first.CurrentVersion, first.CandidateVersion);
 
         var active = await Coordinator.Get<PlacementRegistry>().GetActiveAsync(CancellationToken.None);
         Assert.NotNull(active);
+        Assert.Equal("bootstrap", active.Algorithm);
         foreach (var layer in new[] { 0, 1 })
         {
             Assert.Equal(["edge-a"], active.Assignments.Single(a => a.Layer == layer && a.Expert == 0).Servers);

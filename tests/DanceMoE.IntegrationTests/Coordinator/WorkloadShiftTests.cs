@@ -13,6 +13,12 @@ public class ShiftFixture : CoordinatorFixture
     public override int Slots => 5;
 }
 
+/// <summary>Each edge has room for every expert and holds them all.</summary>
+public sealed class RoomyFixture : CoordinatorFixture
+{
+    public override int Slots => 8;
+}
+
 /// <summary>Experts of 10 GB: moving any costs far more than the remote calls it would save over the horizon.</summary>
 public sealed class HeavyExpertsFixture : ShiftFixture
 {
@@ -39,7 +45,7 @@ public sealed class WorkloadShiftTests(ShiftFixture fixture) : IClassFixture<Shi
     /// Activates edge-a = experts 0, 1 and edge-b = experts 2, 3 of each layer, as loaded, with history to match; then the
     /// two workloads swap and the job runs once.
     /// </summary>
-    internal static async Task<(int Active, PlacementDecision Shifted)> ShiftAsync(CoordinatorFixture coordinator)
+    internal static async Task<(int Active, PlacementDecision Shifted)> ShiftAsync(CoordinatorFixture coordinator, bool everythingLoaded = false)
     {
         var registry = coordinator.Get<PlacementRegistry>();
         List<ExpertAssignment> split =
@@ -53,7 +59,8 @@ public sealed class WorkloadShiftTests(ShiftFixture fixture) : IClassFixture<Shi
 
         var now = DateTimeOffset.UtcNow;
         var minute = new DateTimeOffset(now.Year, now.Month, now.Day, now.Hour, now.Minute, 0, TimeSpan.Zero);
-        await coordinator.BeatAsync(now, ("edge-a", ["0:0", "0:1", "1:0", "1:1"]), ("edge-b", ["0:2", "0:3", "1:2", "1:3"]));
+        string[] all = ["0:0", "0:1", "0:2", "0:3", "1:0", "1:1", "1:2", "1:3"];
+        await coordinator.BeatAsync(now, ("edge-a", everythingLoaded ? all : ["0:0", "0:1", "1:0", "1:1"]), ("edge-b", everythingLoaded ? all : ["0:2", "0:3", "1:2", "1:3"]));
         await coordinator.SeedActivationsAsync(minute.AddMinutes(-20));
         await coordinator.SeedActivationsAsync(minute.AddMinutes(-1), swapped: true, scale: 100);
 
@@ -83,5 +90,20 @@ public sealed class HeavyExpertShiftTests(HeavyExpertsFixture fixture) : IClassF
         Assert.True(shifted.PredictedGainSeconds < 0, shifted.Reason);
         Assert.Contains("not worth moving", shifted.Reason, StringComparison.Ordinal);
         Assert.Equal(active, (await fixture.Get<PlacementRegistry>().GetActiveAsync(CancellationToken.None))?.Version);
+    }
+}
+
+public sealed class LoadedShiftTests(RoomyFixture fixture) : IClassFixture<RoomyFixture>
+{
+    [Fact]
+    public async Task A_migration_whose_experts_are_all_loaded_already_is_activated_and_acknowledged_by_every_edge()
+    {
+        var (previous, shifted) = await WorkloadShiftTests.ShiftAsync(fixture, everythingLoaded: true);
+
+        Assert.Equal(("migrate", "activated"), (shifted.Decision, shifted.Status));
+        Assert.Equal(previous, shifted.CurrentVersion);
+        var active = await fixture.Get<PlacementRegistry>().GetActiveAsync(CancellationToken.None);
+        Assert.Equal(shifted.CandidateVersion, active?.Version);
+        Assert.True(await fixture.Get<PlacementAcknowledgements>().WaitForAsync(active!.Version, CoordinatorFixture.EdgeIds, TimeSpan.FromSeconds(60), CancellationToken.None));
     }
 }
