@@ -11,6 +11,9 @@ namespace DanceMoE.Edge;
 public sealed class ExpertStore(ExpertSessionPool pool, long budgetBytes) : IDisposable
 {
     private readonly object _gate = new();
+
+    // Runs share the lock; an unload waits for the runs in flight, so it never races a run into reloading the expert.
+    private readonly ReaderWriterLockSlim _residency = new();
     private double _expertMsEwma;
 
     public ModelManifest Manifest => pool.Manifest;
@@ -79,9 +82,17 @@ public sealed class ExpertStore(ExpertSessionPool pool, long budgetBytes) : IDis
     public bool Unload(int layer, int expert)
     {
         CheckRange(layer, expert);
-        lock (_gate)
+        _residency.EnterWriteLock();
+        try
         {
-            return pool.Unload(layer, expert);
+            lock (_gate)
+            {
+                return pool.Unload(layer, expert);
+            }
+        }
+        finally
+        {
+            _residency.ExitWriteLock();
         }
     }
 
@@ -89,13 +100,23 @@ public sealed class ExpertStore(ExpertSessionPool pool, long budgetBytes) : IDis
     public float[] Run(int layer, int expert, float[] input, int rows)
     {
         CheckRange(layer, expert);
-        if (!pool.IsLoaded(layer, expert))
+        float[] output;
+        var started = Stopwatch.GetTimestamp();
+        _residency.EnterReadLock();
+        try
         {
-            throw new ExpertNotHeldException($"expert {layer}.{expert} is not held here");
+            if (!pool.IsLoaded(layer, expert))
+            {
+                throw new ExpertNotHeldException($"expert {layer}.{expert} is not held here");
+            }
+
+            output = pool.Run(layer, expert, input, rows);
+        }
+        finally
+        {
+            _residency.ExitReadLock();
         }
 
-        var started = Stopwatch.GetTimestamp();
-        var output = pool.Run(layer, expert, input, rows);
         var ms = Stopwatch.GetElapsedTime(started).TotalMilliseconds;
         lock (_gate)
         {
@@ -120,7 +141,11 @@ public sealed class ExpertStore(ExpertSessionPool pool, long budgetBytes) : IDis
         }
     }
 
-    public void Dispose() => pool.Dispose();
+    public void Dispose()
+    {
+        pool.Dispose();
+        _residency.Dispose();
+    }
 }
 
 public sealed class ExpertBudgetException(string message) : Exception(message);
