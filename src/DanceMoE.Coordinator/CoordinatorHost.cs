@@ -43,18 +43,6 @@ public static class CoordinatorHost
             sp.GetRequiredService<PlacementAcknowledgements>()));
         services.AddSingleton<PlacementRunner>();
 
-        var cron = builder.Configuration.GetSection(PlacementJobOptions.Section).Get<PlacementJobOptions>()?.Cron ?? new PlacementJobOptions().Cron;
-        services.AddQuartz(q =>
-        {
-            q.ConfigureScheduler(o => o.InstanceName = "dancemoe-coordinator");
-            q.AddJob<PlacementJob>(j => j.WithIdentity(PlacementJob.Key));
-            q.AddTrigger(t => t
-                .ForJob(PlacementJob.Key)
-                .WithIdentity(PlacementJob.ScheduleKey)
-                .WithCronSchedule(cron, c => c.WithMisfireInstruction(CronTriggerMisfireInstruction.FireAndProceed)));
-        });
-        services.AddQuartzHostedService(o => o.WaitForJobsToComplete = true);
-
         services.AddMassTransit(bus =>
         {
             bus.AddConsumer<EdgeHeartbeatConsumer, EdgeHeartbeatConsumerDefinition>();
@@ -66,6 +54,22 @@ public static class CoordinatorHost
                 cfg.ConfigureEndpoints(context);
             });
         });
+        // An invalid expression is reported by the options validation at start, not here.
+        var cron = builder.Configuration.GetSection(PlacementJobOptions.Section).Get<PlacementJobOptions>()?.Cron is { } configured && PlacementJobOptions.IsCron(configured)
+            ? configured
+            : new PlacementJobOptions().Cron;
+        services.AddQuartz(q =>
+        {
+            q.ConfigureScheduler(o => o.InstanceName = "dancemoe-coordinator");
+            q.AddJob<PlacementJob>(j => j.WithIdentity(PlacementJob.Key));
+            q.AddTrigger(t => t
+                .ForJob(PlacementJob.Key)
+                .WithIdentity(PlacementJob.ScheduleKey)
+                .WithCronSchedule(cron, c => c.WithMisfireInstruction(CronTriggerMisfireInstruction.FireAndProceed)));
+        });
+        // Registered after the bus so it stops first: a running job finishes while it can still publish.
+        services.AddQuartzHostedService(o => o.WaitForJobsToComplete = true);
+
         services.Configure<MassTransitHostOptions>(o =>
         {
             o.WaitUntilStarted = true;

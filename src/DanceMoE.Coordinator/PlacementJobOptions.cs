@@ -70,7 +70,7 @@ public sealed class PlacementJobOptions : IValidatableObject
         }
     }
 
-    private static bool IsCron(string? expression)
+    public static bool IsCron(string? expression)
     {
         try
         {
