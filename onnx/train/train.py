@@ -314,7 +314,8 @@ def main():
     parser.add_argument("--out", required=True)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--init", help="checkpoint directory to continue from (default: random initialisation)")
+    parser.add_argument("--steps", type=int, default=3400)
     parser.add_argument("--per-domain", type=int, default=2, help="sequences per domain in a batch")
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--warmup", type=int, default=100)
@@ -339,6 +340,10 @@ def main():
     heldout = {d: read_corpus(os.path.join(args.corpus, f"{d}.heldout.txt")) for d in DOMAINS}
     model = Model(c)
     model.init_weights(torch.Generator().manual_seed(args.seed))
+    if args.init:
+        # Continue from a written checkpoint (fp16 weights, fresh optimizer and schedule).
+        from evaluate import load
+        model.load_state_dict(load(args.init).state_dict())
     params = sum(p.numel() for p in model.parameters())
     print(f"{params} parameters; corpus bytes {[len(x) for x in corpora]}", flush=True)
 
