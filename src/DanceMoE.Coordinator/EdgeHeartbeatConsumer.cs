@@ -14,26 +14,29 @@ public sealed class EdgeHeartbeatConsumer(IDbContextFactory<DanceMoEDbContext> d
     public async Task Consume(ConsumeContext<EdgeHeartbeat> context)
     {
         var beat = context.Message;
-        var seenAt = beat.SentAt == default ? DateTimeOffset.UtcNow : beat.SentAt;
+        var seenAt = (beat.SentAt == default ? DateTimeOffset.UtcNow : beat.SentAt).ToUniversalTime();
         membership.Record(beat with { SentAt = seenAt });
         await using var db = await dbFactory.CreateDbContextAsync(context.CancellationToken).ConfigureAwait(false);
-        var edge = await db.EdgeServers.FindAsync([beat.EdgeId], context.CancellationToken).ConfigureAwait(false);
-        if (edge is null)
-        {
-            edge = new EdgeServer { Id = beat.EdgeId, ExecutionProvider = beat.ExecutionProvider, FirstSeenAt = seenAt };
-            db.EdgeServers.Add(edge);
-        }
 
-        edge.MemoryBudgetBytes = beat.MemoryBudgetBytes;
-        edge.MemoryUsedBytes = beat.MemoryUsedBytes;
-        edge.ComputeClass = beat.ComputeClass;
-        edge.ExecutionProvider = beat.ExecutionProvider;
-        edge.LastSeenAt = seenAt;
-        await db.SaveChangesAsync(context.CancellationToken).ConfigureAwait(false);
+        // One atomic upsert: heartbeats of one edge are consumed concurrently and may arrive out of order, so the
+        // newest one wins and first_seen_at only moves back.
+        await db.Database.ExecuteSqlAsync(
+            $"""
+            INSERT INTO edge_servers AS e (id, memory_budget_bytes, memory_used_bytes, compute_class, execution_provider, first_seen_at, last_seen_at)
+            VALUES ({beat.EdgeId}, {beat.MemoryBudgetBytes}, {beat.MemoryUsedBytes}, {beat.ComputeClass}, {beat.ExecutionProvider}, {seenAt}, {seenAt})
+            ON CONFLICT (id) DO UPDATE SET
+                first_seen_at = LEAST(e.first_seen_at, EXCLUDED.first_seen_at),
+                memory_budget_bytes = CASE WHEN EXCLUDED.last_seen_at >= e.last_seen_at THEN EXCLUDED.memory_budget_bytes ELSE e.memory_budget_bytes END,
+                memory_used_bytes = CASE WHEN EXCLUDED.last_seen_at >= e.last_seen_at THEN EXCLUDED.memory_used_bytes ELSE e.memory_used_bytes END,
+                compute_class = CASE WHEN EXCLUDED.last_seen_at >= e.last_seen_at THEN EXCLUDED.compute_class ELSE e.compute_class END,
+                execution_provider = CASE WHEN EXCLUDED.last_seen_at >= e.last_seen_at THEN EXCLUDED.execution_provider ELSE e.execution_provider END,
+                last_seen_at = GREATEST(e.last_seen_at, EXCLUDED.last_seen_at)
+            """,
+            context.CancellationToken).ConfigureAwait(false);
     }
 }
 
-/// <summary>Heartbeats are frequent and idempotent: a concurrent first insert is retried as an update.</summary>
+/// <summary>Heartbeats are frequent and idempotent; a transient database error is retried.</summary>
 public sealed class EdgeHeartbeatConsumerDefinition : ConsumerDefinition<EdgeHeartbeatConsumer>
 {
     public EdgeHeartbeatConsumerDefinition()
