@@ -58,6 +58,10 @@ public sealed class StatusCommand : ICliCommand
             pendingSaga = await db.PlacementDecisions.CountAsync(d => d.Status == "pending-saga", cancellationToken).ConfigureAwait(false);
             local = await LocalRatioAsync(now - window, cancellationToken).ConfigureAwait(false);
         }
+        catch (PostgresException ex) when (ex.SqlState == PostgresErrorCodes.UndefinedTable)
+        {
+            throw new CliException($"the database at {DbCommand.Redact(CliEnvironment.PostgresUrl)} lacks a table ({ex.MessageText}): apply the migrations with ./dancemoe db migrate", ExitCodes.Failed, ex);
+        }
         catch (NpgsqlException ex)
         {
             throw new CliException($"cannot read the cluster state at {DbCommand.Redact(CliEnvironment.PostgresUrl)}: {ex.Message} (is it up? ./dancemoe services up)", ExitCodes.Unavailable, ex);
