@@ -126,7 +126,11 @@ END \$\$;
 -- CREATEROLE: the migrations create the read-only analyst roles.
 ALTER ROLE $APP_USER CREATEROLE;
 -- pg_signal_backend: tests drop their own databases WITH (FORCE), which ends the analyst's sessions too.
-GRANT pg_signal_backend TO $APP_USER;
+DO \$\$ BEGIN
+  IF NOT pg_has_role('$APP_USER', 'pg_signal_backend', 'MEMBER') THEN
+    GRANT pg_signal_backend TO $APP_USER;
+  END IF;
+END \$\$;
 SQL
   if [ -z "$(psql_admin -c "SELECT 1 FROM pg_database WHERE datname = '$APP_DB'")" ]; then
     psql_admin -c "CREATE DATABASE $APP_DB OWNER $APP_USER" >/dev/null

@@ -4,6 +4,7 @@ using DanceMoE.Contracts;
 using DanceMoE.Coordinator;
 using DanceMoE.Data;
 using DanceMoE.Hosting;
+using DanceMoE.Model.Locality;
 using MassTransit;
 using Microsoft.EntityFrameworkCore;
 using Microsoft.Extensions.DependencyInjection;
@@ -14,22 +15,22 @@ using Microsoft.Extensions.Options;
 namespace DanceMoE.Cli.Commands;
 
 /// <summary>
-/// <c>dancemoe demo</c>: the main job. Services up, migrations applied, a local cluster of three edge
-/// servers on the default model, a few requests answered with their local/remote statistics, and the
+/// <c>dancemoe demo</c>: the main job. Services up, migrations applied, a local cluster of one edge
+/// server per workload domain of the default model, a few requests answered with their local/remote statistics, and the
 /// edges' heartbeats recorded in PostgreSQL.
 /// </summary>
 public sealed class DemoCommand : ICliCommand
 {
-    private static readonly (string Edge, string Prompt)[] Requests =
+    private static readonly string[] FallbackPrompts =
     [
-        ("edge-1", "The court held that the contract"),
-        ("edge-2", "NAME\n       ls - list directory contents"),
-        ("edge-3", "def parse_args(argv):\n    "),
+        "The court held that the contract",
+        "NAME\n       ls - list directory contents",
+        "def parse_args(argv):\n    ",
     ];
 
     public string Verb => "demo";
 
-    public string Usage => "demo [--no-services] [--model DIR] [--max-tokens 48] [--keep]   services, a 3-edge cluster on the default model, a few requests";
+    public string Usage => "demo [--no-services] [--model DIR] [--max-tokens 48] [--keep]   services, a cluster with one edge per domain of the default model, one request each";
 
     public async Task<int> RunAsync(Arguments args, CancellationToken cancellationToken)
     {
@@ -50,11 +51,12 @@ public sealed class DemoCommand : ICliCommand
         Console.WriteLine($"[demo] database migrated ({migration.AllApplied.Count} migrations, {migration.Applied.Count} new)");
 
         using var membership = await StartMembershipAsync(cancellationToken).ConfigureAwait(false);
+        var requests = DemoRequests(model);
         var startedHere = ClusterCommand.RunningEdges().Count == 0;
         if (startedHere)
         {
-            Console.WriteLine("[demo] starting 3 edge servers (uniform placement: every expert once, spread over them)...");
-            var edges = await ClusterCommand.UpAsync(new ClusterSpec { Edges = 3, Model = model }, line => Console.WriteLine($"[demo] {line}"), cancellationToken).ConfigureAwait(false);
+            Console.WriteLine($"[demo] starting {requests.Count} edge servers (uniform placement: every expert once, spread over them)...");
+            var edges = await ClusterCommand.UpAsync(new ClusterSpec { Edges = requests.Count, Model = model }, line => Console.WriteLine($"[demo] {line}"), cancellationToken).ConfigureAwait(false);
             foreach (var e in edges)
             {
                 Console.WriteLine($"[demo] {e.Id}: pid {e.Pid}, {e.Experts} experts, budget {e.MemoryMb} MiB");
@@ -67,7 +69,7 @@ public sealed class DemoCommand : ICliCommand
 
         try
         {
-            foreach (var (edge, prompt) in Requests)
+            foreach (var (edge, domain, prompt) in requests)
             {
                 var answer = await InferCommand.SendAsync(CliEnvironment.RabbitMqUri, edge, new GenerateText
                 {
@@ -78,14 +80,14 @@ public sealed class DemoCommand : ICliCommand
                 }, TimeSpan.FromSeconds(120), cancellationToken).ConfigureAwait(false);
                 var s = answer.Stats;
                 Console.WriteLine();
-                Console.WriteLine($"[{edge}] prompt: {Printable(prompt)}");
+                Console.WriteLine($"[{edge}] {domain} prompt: {Printable(prompt)}");
                 Console.WriteLine($"[{edge}] answer: {Printable(answer.Text)}");
                 Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
                     $"[{edge}] {answer.TokenIds.Count} tokens in {s.LatencyMs:F0} ms; expert calls local {s.LocalExpertCalls}, remote {s.RemoteExpertCalls} "
                     + $"({(double)s.LocalExpertCalls / Math.Max(1, s.LocalExpertCalls + s.RemoteExpertCalls):P0} local) in {s.RemoteBatches} batches, {s.RemoteBytes / 1024.0:F0} KiB over the bus"));
             }
 
-            var rows = await WaitForEdgesAsync(membership.Services.GetRequiredService<IDbContextFactory<DanceMoEDbContext>>(), cancellationToken).ConfigureAwait(false);
+            var rows = await WaitForEdgesAsync(membership.Services.GetRequiredService<IDbContextFactory<DanceMoEDbContext>>(), requests.Count, cancellationToken).ConfigureAwait(false);
             Console.WriteLine();
             foreach (var row in rows)
             {
@@ -160,7 +162,29 @@ public sealed class DemoCommand : ICliCommand
         }
     }
 
-    private static async Task<List<EdgeServer>> WaitForEdgesAsync(IDbContextFactory<DanceMoEDbContext> dbFactory, CancellationToken cancellationToken)
+    /// <summary>
+    /// One request per domain of the model's held-out samples (the trained default model has four), each
+    /// sent to its own edge: edge i serves domain i. A model without samples gets three fixed prompts.
+    /// </summary>
+    private static List<(string Edge, string Domain, string Prompt)> DemoRequests(string? model)
+    {
+        var checkpoint = model ?? ModelCatalog.DefaultCheckpoint;
+        var domains = Directory.Exists(Path.Combine(checkpoint, HeldOutTrace.Folder)) ? HeldOutTrace.Domains(checkpoint) : [];
+        if (domains.Count == 0)
+        {
+            return [.. FallbackPrompts.Select((p, i) => ($"edge-{i + 1}", "sample", p))];
+        }
+
+        return [.. domains.Select((domain, i) =>
+        {
+            var text = System.Text.Encoding.UTF8.GetString(HeldOutTrace.Sample(checkpoint, domain, 400));
+            var lines = text.Split('\n').Select(l => l.Trim()).Where(l => l.Length >= 12).ToList();
+            var prompt = System.Text.RegularExpressions.Regex.Replace(string.Join(" ", lines), @"\s+", " ");
+            return ($"edge-{i + 1}", domain, prompt[..Math.Min(prompt.Length, 72)]);
+        })];
+    }
+
+    private static async Task<List<EdgeServer>> WaitForEdgesAsync(IDbContextFactory<DanceMoEDbContext> dbFactory, int edges, CancellationToken cancellationToken)
     {
         var since = DateTimeOffset.UtcNow.AddSeconds(-10);
         var deadline = DateTime.UtcNow.AddSeconds(30);
@@ -168,7 +192,7 @@ public sealed class DemoCommand : ICliCommand
         {
             await using var db = await dbFactory.CreateDbContextAsync(cancellationToken).ConfigureAwait(false);
             var rows = await db.EdgeServers.AsNoTracking().Where(e => e.LastSeenAt >= since).OrderBy(e => e.Id).ToListAsync(cancellationToken).ConfigureAwait(false);
-            if (rows.Count >= 3)
+            if (rows.Count >= edges)
             {
                 return rows;
             }
