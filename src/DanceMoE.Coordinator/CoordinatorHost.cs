@@ -17,18 +17,7 @@ public static class CoordinatorHost
 {
     public static IHost Build(IConfiguration configuration, Action<ILoggingBuilder>? logging = null)
     {
-        var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true });
-        builder.Configuration.AddConfiguration(configuration);
-        builder.Logging.AddSimpleConsole(o =>
-        {
-            o.SingleLine = true;
-            o.TimestampFormat = "HH:mm:ss.fff ";
-        });
-        builder.Logging.SetMinimumLevel(LogLevel.Information);
-        builder.Logging.AddFilter("MassTransit", LogLevel.Warning);
-        builder.Logging.AddFilter("Quartz", LogLevel.Warning);
-        builder.Logging.AddFilter("Microsoft.EntityFrameworkCore", LogLevel.Warning);
-        logging?.Invoke(builder.Logging);
+        var builder = ServiceHost.CreateBuilder(configuration, logging);
 
         var services = builder.Services;
         services.AddDanceMoEConnections(builder.Configuration);

@@ -54,14 +54,29 @@ public sealed class DistributedExpertDispatcher(
         }
 
         var pending = remote.Select(kv => RunRemoteAsync(placement, kv.Key, layer, kv.Value, batches, outputs, servedBy, cancellationToken)).ToList();
+        var unloaded = new List<int>();
         foreach (var i in local)
         {
-            outputs[i] = store.Run(layer, batches[i].Expert, batches[i].Input, batches[i].Rows);
-            servedBy[i] = edgeId;
+            try
+            {
+                outputs[i] = store.Run(layer, batches[i].Expert, batches[i].Input, batches[i].Rows);
+                servedBy[i] = edgeId;
+            }
+            catch (ExpertNotHeldException)
+            {
+                // Unloaded by a migration since the routing decision: another replica serves it.
+                unloaded.Add(i);
+            }
+        }
+
+        foreach (var group in unloaded.GroupBy(i => ChooseReplica(placement, layer, batches[i].Expert, exclude: null)
+            ?? throw new ExpertUnavailableException($"expert {layer}.{batches[i].Expert} was unloaded here and placement v{placement.Version} has no other replica")))
+        {
+            pending.Add(RunRemoteAsync(placement, group.Key, layer, [.. group], batches, outputs, servedBy, cancellationToken));
         }
 
         var scope = RequestScope.Current;
-        scope?.AddLocal(local.Count);
+        scope?.AddLocal(local.Count - unloaded.Count);
         await Task.WhenAll(pending).ConfigureAwait(false);
         scope?.CompleteLayer(layer, Enumerable.Range(0, batches.Count).ToDictionary(i => batches[i].Expert, i => servedBy[i]), placement.Version, traces);
         return outputs;

@@ -30,16 +30,7 @@ public static class EdgeServer
             : PlacementFile.Uniform(0, architecture.NumLayers, architecture.NumExperts, [options.Id]);
         placement.Validate(architecture.NumLayers, architecture.NumExperts);
 
-        var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true });
-        builder.Configuration.AddConfiguration(configuration);
-        builder.Logging.AddSimpleConsole(o =>
-        {
-            o.SingleLine = true;
-            o.TimestampFormat = "HH:mm:ss.fff ";
-        });
-        builder.Logging.SetMinimumLevel(LogLevel.Information);
-        builder.Logging.AddFilter("MassTransit", LogLevel.Warning);
-        logging?.Invoke(builder.Logging);
+        var builder = ServiceHost.CreateBuilder(configuration, logging);
 
         var startupLog = LoggerFactory.Create(l => l.AddSimpleConsole(o => o.SingleLine = true)).CreateLogger("DanceMoE.Edge");
         var sessions = new SessionFactory(

@@ -43,4 +43,28 @@ public sealed class ReplicaFailureTests
 
         Assert.Contains("failed on edge-2 (no answer within the deadline) and placement v1 has no other replica", fault.Fault!.Exceptions[0].Message, StringComparison.Ordinal);
     }
+
+    [Fact]
+    public async Task Experts_unloaded_behind_the_placement_are_served_by_another_replica_with_the_same_tokens()
+    {
+        await using var cluster = await EdgeCluster.CreateAsync(seed: 31);
+        var a = cluster.Manifest.Architecture;
+        string[] edges = ["edge-1", "edge-2"];
+        // Every expert on both edges: edge-1 runs everything locally until it unloads layer 0.
+        var assignments = PlacementFile.Uniform(1, a.NumLayers, a.NumExperts, edges).Assignments.Select(x => x with { Servers = edges });
+        await cluster.StartEdgesAsync(edges, cluster.WritePlacement("replicated.json", new EdgePlacement(1, assignments)));
+        const string prompt = "unloaded while the placement still says here";
+        var expected = await cluster.MonolithicAsync(prompt, 12);
+        var control = cluster.Bus.CreateRequestClient<DanceMoE.Contracts.UnloadExpert>(EdgeQueues.ControlAddress("edge-1"));
+        for (var e = 0; e < a.NumExperts; e++)
+        {
+            var unloaded = await control.GetResponse<DanceMoE.Contracts.ExpertUnloaded>(new DanceMoE.Contracts.UnloadExpert { CommandId = NewId.NextGuid(), Layer = 0, Expert = e });
+            Assert.True(unloaded.Message.WasLoaded);
+        }
+
+        var answer = await cluster.GenerateAsync("edge-1", prompt, 12);
+
+        Assert.Equal(expected, answer.TokenIds);
+        Assert.True(answer.Stats.RemoteExpertCalls > 0, "layer 0 should have run on edge-2");
+    }
 }
