@@ -20,8 +20,11 @@ public sealed class EdgeOptions
     [Range(1, 1_048_576)]
     public int MemoryMb { get; set; } = 1024;
 
-    /// <summary>Placement file (JSON); without it the edge holds every expert that fits, in order.</summary>
+    /// <summary>Placement file (JSON), or <c>uniform</c> with <see cref="UniformOver"/>; without it the edge holds every expert.</summary>
     public string? PlacementFile { get; set; }
+
+    /// <summary>With <c>PlacementFile = uniform</c>: the edges every expert is spread over, once each, round-robin.</summary>
+    public IReadOnlyList<string>? UniformOver { get; set; }
 
     /// <summary><c>auto</c>, <c>cuda</c> or <c>cpu</c>.</summary>
     [RegularExpression("^(auto|cuda|cpu)$")]

@@ -25,9 +25,13 @@ public static class EdgeServer
         Validate(options);
         var manifest = ModelManifest.Load(options.ModelDirectory);
         var architecture = manifest.Architecture;
-        var placement = options.PlacementFile is { } file
-            ? PlacementFile.Load(file)
-            : PlacementFile.Uniform(0, architecture.NumLayers, architecture.NumExperts, [options.Id]);
+        var placement = options.PlacementFile switch
+        {
+            null => PlacementFile.Uniform(0, architecture.NumLayers, architecture.NumExperts, [options.Id]),
+            "uniform" => PlacementFile.Uniform(1, architecture.NumLayers, architecture.NumExperts,
+                options.UniformOver ?? throw new PlacementException("a uniform placement needs the list of edges to spread over")),
+            var file => PlacementFile.Load(file),
+        };
         placement.Validate(architecture.NumLayers, architecture.NumExperts);
 
         var builder = ServiceHost.CreateBuilder(configuration, logging);

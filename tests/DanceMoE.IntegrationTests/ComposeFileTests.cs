@@ -13,12 +13,14 @@ public sealed class ComposeFileTests
     }
 
     [Fact]
-    public async Task The_compose_file_has_the_broker_the_database_and_the_one_shot_migrations()
+    public async Task The_compose_file_has_the_broker_the_database_the_migrations_the_edges_and_the_coordinator()
     {
-        var (exitCode, output, errors) = await DockerComposeAsync("--profile demo config --services");
+        var (exitCode, output, errors) = await DockerComposeAsync("--profile tools config --services");
 
         Assert.True(exitCode == 0, errors);
-        Assert.Equal(["demo", "migrations", "postgres", "rabbitmq"], output.Split('\n', StringSplitOptions.RemoveEmptyEntries).Order());
+        Assert.Equal(
+            ["client", "coordinator", "edge-1", "edge-2", "edge-3", "migrations", "postgres", "rabbitmq"],
+            output.Split('\n', StringSplitOptions.RemoveEmptyEntries).Order());
     }
 
     private static async Task<(int ExitCode, string Output, string Errors)> DockerComposeAsync(string arguments)

@@ -27,7 +27,7 @@ public sealed class CoordinatorCommand : ICliCommand
             ModelManifest manifest;
             try
             {
-                manifest = ModelManifest.Load(modelDir);
+                manifest = ModelManifest.Load(ModelCatalog.ResolveExported(modelDir, Console.Error.WriteLine));
             }
             catch (Exception ex) when (ex is ModelFormatException or FileNotFoundException or DirectoryNotFoundException)
             {

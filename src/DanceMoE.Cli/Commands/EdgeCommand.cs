@@ -11,7 +11,7 @@ public sealed class EdgeCommand : ICliCommand
     public string Verb => "edge";
 
     public string Usage =>
-        "edge --id ID --model DIR --memory-mb N [--placement FILE] [--provider auto|cuda|cpu] [--threads N] "
+        "edge --id ID --model DIR --memory-mb N [--placement FILE | --placement uniform --uniform-over ID,ID,...] [--provider auto|cuda|cpu] [--threads N] "
         + "[--deadline-ms 5000] [--link-delay-ms 0] [--link-mbps 0] [--no-traces] [--trace-spill-dir DIR] [--ready-file FILE]";
 
     public async Task<int> RunAsync(Arguments args, CancellationToken cancellationToken)
@@ -21,6 +21,7 @@ public sealed class EdgeCommand : ICliCommand
         {
             Id = args.Required("id"),
             ModelDirectory = args.Required("model"),
+            UniformOver = args.Option("uniform-over")?.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
             MemoryMb = args.Int("memory-mb", 1024, 1, 1_048_576),
             PlacementFile = args.Option("placement"),
             Provider = args.Option("provider") ?? "auto",
@@ -34,7 +35,12 @@ public sealed class EdgeCommand : ICliCommand
             TraceSpillDirectory = args.Option("trace-spill-dir"),
         };
         args.EnsureAllUsed(0);
+        if (options.PlacementFile == "uniform" && options.UniformOver is null)
+        {
+            throw new UsageException("--placement uniform needs --uniform-over ID,ID,... (the edges to spread the experts over)");
+        }
 
+        options.ModelDirectory = ModelCatalog.ResolveExported(options.ModelDirectory, line => Console.Error.WriteLine($"dancemoe edge: {line}"));
         IHost host;
         try
         {
