@@ -6,7 +6,7 @@ namespace DanceMoE.Model;
 
 /// <summary>
 /// Writes a deterministic random Mixtral-layout checkpoint (same options, same bytes) with a byte-level tokenizer:
-/// test data and the demo model until a trained one exists.
+/// test data, and the fallback when the trained default model is absent.
 /// </summary>
 public static class TinyCheckpoint
 {
