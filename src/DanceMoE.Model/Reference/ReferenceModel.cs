@@ -61,8 +61,11 @@ public sealed class ReferenceModel
 
     public ReferenceKvCache NewCache() => new(_c.NumLayers);
 
-    /// <summary>Runs the tokens after those already in the cache; returns logits [tokens, vocab].</summary>
-    public float[] Forward(ReadOnlySpan<int> tokens, ReferenceKvCache cache)
+    /// <summary>
+    /// Runs the tokens after those already in the cache; returns logits [tokens, vocab]. <paramref name="onRouting"/>
+    /// sees every router decision as (layer, position, choices).
+    /// </summary>
+    public float[] Forward(ReadOnlySpan<int> tokens, ReferenceKvCache cache, Action<int, int, ExpertChoice[]>? onRouting = null)
     {
         ArgumentNullException.ThrowIfNull(cache);
         var s = tokens.Length;
@@ -87,7 +90,7 @@ public sealed class ReferenceModel
         for (var l = 0; l < _c.NumLayers; l++)
         {
             Attention(l, h, s, past, cache);
-            Moe(l, h, s);
+            Moe(l, h, s, past, onRouting);
         }
 
         var normed = Kernels.RmsNorm(h, s, _w.FinalNorm, _c.RmsNormEps);
@@ -166,7 +169,7 @@ public sealed class ReferenceModel
         }
     }
 
-    private void Moe(int l, float[] h, int s)
+    private void Moe(int l, float[] h, int s, int past, Action<int, int, ExpertChoice[]>? onRouting)
     {
         var layer = _w.Layers[l];
         var hsz = _c.HiddenSize;
@@ -175,7 +178,9 @@ public sealed class ReferenceModel
         for (var t = 0; t < s; t++)
         {
             var row = x.AsSpan(t * hsz, hsz).ToArray();
-            foreach (var choice in Routing.TopK(logits.AsSpan(t * _c.NumExperts, _c.NumExperts), _c.TopK))
+            var choices = Routing.TopK(logits.AsSpan(t * _c.NumExperts, _c.NumExperts), _c.TopK);
+            onRouting?.Invoke(l, past + t, choices);
+            foreach (var choice in choices)
             {
                 var y = Kernels.SwiGlu(row, 1, _loadExpert?.Invoke(l, choice.Expert) ?? layer.Experts[choice.Expert], hsz, _c.IntermediateSize);
                 for (var i = 0; i < hsz; i++)
