@@ -66,15 +66,7 @@ public sealed class RoutingTraceTests
     public async Task PostgreSQL_stopped_during_a_run_stalls_no_request_and_afterwards_every_row_is_there_once()
     {
         await using var server = await PrivatePostgres.StartAsync();
-        await using (var admin = new NpgsqlConnection(server.ConnectionString("postgres")))
-        {
-            await admin.OpenAsync();
-            await using var create = new NpgsqlCommand("CREATE DATABASE traces", admin);
-            await create.ExecuteNonQueryAsync();
-        }
-
-        var connectionString = server.ConnectionString("traces");
-        await DatabaseMigrator.MigrateAsync(connectionString, TimeSpan.FromSeconds(10), CancellationToken.None);
+        var connectionString = await server.CreateMigratedDatabaseAsync("traces");
         await using var cluster = await EdgeCluster.CreateAsync(seed: 29);
         var a = cluster.Manifest.Architecture;
         string[] edges = ["edge-1", "edge-2"];

@@ -22,6 +22,21 @@ public sealed class PrivatePostgres : IAsyncDisposable
 
     public string ConnectionString(string database) => $"Host=127.0.0.1;Port={_port};Database={database};Username=postgres;Pooling=false";
 
+    /// <summary>Creates a database on this server, applies the migrations, and returns its connection string.</summary>
+    public async Task<string> CreateMigratedDatabaseAsync(string name)
+    {
+        await using (var admin = new Npgsql.NpgsqlConnection(ConnectionString("postgres")))
+        {
+            await admin.OpenAsync();
+            await using var create = new Npgsql.NpgsqlCommand($"CREATE DATABASE {name}", admin);
+            await create.ExecuteNonQueryAsync();
+        }
+
+        var connectionString = ConnectionString(name);
+        await DanceMoE.Migrations.DatabaseMigrator.MigrateAsync(connectionString, TimeSpan.FromSeconds(10), CancellationToken.None);
+        return connectionString;
+    }
+
     public static async Task<PrivatePostgres> StartAsync()
     {
         var directory = Path.Combine("/var/tmp", TestServices.UniqueName("dancemoe_pgtest"));

@@ -135,15 +135,7 @@ public sealed class TraceOutageTests(TraceDatabase database) : IClassFixture<Tra
     {
         const string edge = "edge-restarted-server";
         await using var server = await PrivatePostgres.StartAsync();
-        await using (var admin = new NpgsqlConnection(server.ConnectionString("postgres")))
-        {
-            await admin.OpenAsync();
-            await using var create = new NpgsqlCommand("CREATE DATABASE traces", admin);
-            await create.ExecuteNonQueryAsync();
-        }
-
-        var connectionString = server.ConnectionString("traces");
-        await DanceMoE.Migrations.DatabaseMigrator.MigrateAsync(connectionString, TimeSpan.FromSeconds(10), CancellationToken.None);
+        var connectionString = await server.CreateMigratedDatabaseAsync("traces");
         var options = database.Options(edge, connectionString: connectionString);
         options.BufferCapacity = 300;
         options.BatchSize = 100;
