@@ -22,6 +22,8 @@ public sealed class DanceMoEDbContext(DbContextOptions<DanceMoEDbContext> option
 
     public DbSet<PlacementDecision> PlacementDecisions => Set<PlacementDecision>();
 
+    public DbSet<MigrationState> Migrations => Set<MigrationState>();
+
     /// <summary>The one place that configures Npgsql for this context, so every host maps the schema alike.</summary>
     public static DbContextOptionsBuilder Configure(DbContextOptionsBuilder builder, string connectionString) =>
         builder
@@ -137,6 +139,34 @@ public sealed class DanceMoEDbContext(DbContextOptions<DanceMoEDbContext> option
             decision.Property(d => d.SolveMilliseconds).HasComment("Time the algorithm took.");
             decision.HasIndex(d => d.DecidedAt);
             decision.HasIndex(d => d.CommandId);
+        });
+
+        modelBuilder.Entity<MigrationState>(migration =>
+        {
+            migration.ToTable("migrations", t => t.HasComment("Every migration saga: the moves that turn one placement into another, how far it got and how it ended."));
+            migration.HasKey(m => m.CorrelationId);
+            migration.Property(m => m.CorrelationId).HasColumnName("id").ValueGeneratedNever().HasComment("Migration id.");
+            migration.Property(m => m.CurrentState).HasColumnName("state").HasMaxLength(32)
+                .HasComment("Loading, Activating, Draining, Unloading, Compensating (in progress), Completed or Failed.");
+            migration.Property(m => m.DecisionId).HasComment("placement_decisions.id of the decision that started it.");
+            migration.Property(m => m.FromVersion).HasComment("placements.version active when it started.");
+            migration.Property(m => m.ToVersion).HasComment("placements.version it moves to.");
+            migration.Property(m => m.Moves).HasColumnType("jsonb").HasComment("The moves in order: action (load or unload), edge, layer, expert.");
+            migration.Property(m => m.MoveIndex).HasComment("Index of the move in progress (from 0).");
+            migration.Property(m => m.Stage).HasComment("Counter of commands sent; answers and timeouts of older stages are ignored.");
+            migration.Property(m => m.DeadlineAt).HasComment("When the step in progress times out.");
+            migration.Property(m => m.Retries).HasComment("Times the move in progress was sent again after a timeout.");
+            migration.Property(m => m.Routed).HasColumnType("jsonb").HasComment("Replicas the edges route by now (edge/layer/expert).");
+            migration.Property(m => m.LoadedByMigration).HasColumnType("jsonb").HasComment("Replicas this migration loaded (edge/layer/expert): what compensation unloads.");
+            migration.Property(m => m.ActivatedVersion).HasComment("placements.version the migration activated last.");
+            migration.Property(m => m.LoadsDone).HasComment("Expert loads done.");
+            migration.Property(m => m.UnloadsDone).HasComment("Expert unloads done.");
+            migration.Property(m => m.StartedAt).HasComment("When the saga started.");
+            migration.Property(m => m.UpdatedAt).HasComment("When the saga last changed.");
+            migration.Property(m => m.FinishedAt).HasComment("When it completed or failed.");
+            migration.Property(m => m.Reason).HasComment("Why it failed, or what compensation did.");
+            migration.HasIndex(m => m.CurrentState);
+            migration.HasIndex(m => m.DeadlineAt);
         });
     }
 }

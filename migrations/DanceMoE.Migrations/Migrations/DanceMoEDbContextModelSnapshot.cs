@@ -182,6 +182,123 @@ namespace DanceMoE.Migrations.Migrations
                         });
                 });
 
+            modelBuilder.Entity("DanceMoE.Data.MigrationState", b =>
+                {
+                    b.Property<Guid>("CorrelationId")
+                        .HasColumnType("uuid")
+                        .HasColumnName("id")
+                        .HasComment("Migration id.");
+
+                    b.Property<int?>("ActivatedVersion")
+                        .HasColumnType("integer")
+                        .HasColumnName("activated_version")
+                        .HasComment("placements.version the migration activated last.");
+
+                    b.Property<string>("CurrentState")
+                        .IsRequired()
+                        .HasMaxLength(32)
+                        .HasColumnType("character varying(32)")
+                        .HasColumnName("state")
+                        .HasComment("Loading, Activating, Draining, Unloading, Compensating (in progress), Completed or Failed.");
+
+                    b.Property<DateTimeOffset?>("DeadlineAt")
+                        .HasColumnType("timestamp with time zone")
+                        .HasColumnName("deadline_at")
+                        .HasComment("When the step in progress times out.");
+
+                    b.Property<long?>("DecisionId")
+                        .HasColumnType("bigint")
+                        .HasColumnName("decision_id")
+                        .HasComment("placement_decisions.id of the decision that started it.");
+
+                    b.Property<DateTimeOffset?>("FinishedAt")
+                        .HasColumnType("timestamp with time zone")
+                        .HasColumnName("finished_at")
+                        .HasComment("When it completed or failed.");
+
+                    b.Property<int>("FromVersion")
+                        .HasColumnType("integer")
+                        .HasColumnName("from_version")
+                        .HasComment("placements.version active when it started.");
+
+                    b.Property<string>("LoadedByMigration")
+                        .IsRequired()
+                        .HasColumnType("jsonb")
+                        .HasColumnName("loaded_by_migration")
+                        .HasComment("Replicas this migration loaded (edge/layer/expert): what compensation unloads.");
+
+                    b.Property<int>("LoadsDone")
+                        .HasColumnType("integer")
+                        .HasColumnName("loads_done")
+                        .HasComment("Expert loads done.");
+
+                    b.Property<int>("MoveIndex")
+                        .HasColumnType("integer")
+                        .HasColumnName("move_index")
+                        .HasComment("Index of the move in progress (from 0).");
+
+                    b.Property<string>("Moves")
+                        .IsRequired()
+                        .HasColumnType("jsonb")
+                        .HasColumnName("moves")
+                        .HasComment("The moves in order: action (load or unload), edge, layer, expert.");
+
+                    b.Property<string>("Reason")
+                        .HasColumnType("text")
+                        .HasColumnName("reason")
+                        .HasComment("Why it failed, or what compensation did.");
+
+                    b.Property<int>("Retries")
+                        .HasColumnType("integer")
+                        .HasColumnName("retries")
+                        .HasComment("Times the move in progress was sent again after a timeout.");
+
+                    b.Property<string>("Routed")
+                        .IsRequired()
+                        .HasColumnType("jsonb")
+                        .HasColumnName("routed")
+                        .HasComment("Replicas the edges route by now (edge/layer/expert).");
+
+                    b.Property<int>("Stage")
+                        .HasColumnType("integer")
+                        .HasColumnName("stage")
+                        .HasComment("Counter of commands sent; answers and timeouts of older stages are ignored.");
+
+                    b.Property<DateTimeOffset>("StartedAt")
+                        .HasColumnType("timestamp with time zone")
+                        .HasColumnName("started_at")
+                        .HasComment("When the saga started.");
+
+                    b.Property<int>("ToVersion")
+                        .HasColumnType("integer")
+                        .HasColumnName("to_version")
+                        .HasComment("placements.version it moves to.");
+
+                    b.Property<int>("UnloadsDone")
+                        .HasColumnType("integer")
+                        .HasColumnName("unloads_done")
+                        .HasComment("Expert unloads done.");
+
+                    b.Property<DateTimeOffset>("UpdatedAt")
+                        .HasColumnType("timestamp with time zone")
+                        .HasColumnName("updated_at")
+                        .HasComment("When the saga last changed.");
+
+                    b.HasKey("CorrelationId")
+                        .HasName("pk_migrations");
+
+                    b.HasIndex("CurrentState")
+                        .HasDatabaseName("ix_migrations_state");
+
+                    b.HasIndex("DeadlineAt")
+                        .HasDatabaseName("ix_migrations_deadline_at");
+
+                    b.ToTable("migrations", null, t =>
+                        {
+                            t.HasComment("Every migration saga: the moves that turn one placement into another, how far it got and how it ended.");
+                        });
+                });
+
             modelBuilder.Entity("DanceMoE.Data.PlacementAssignment", b =>
                 {
                     b.Property<int>("PlacementVersion")
