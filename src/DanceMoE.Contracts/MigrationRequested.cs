@@ -12,6 +12,9 @@ public record MigrationRequested
     /// <summary>Placement version active now.</summary>
     public int FromVersion { get; init; }
 
+    /// <summary>Every expert with the servers that hold it in <see cref="FromVersion"/>: what the edges route by when it starts.</summary>
+    public IReadOnlyList<ExpertAssignment> FromAssignments { get; init; } = [];
+
     /// <summary>Placement version to activate once every move is done.</summary>
     public int ToVersion { get; init; }
 

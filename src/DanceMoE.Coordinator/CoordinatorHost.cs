@@ -1,3 +1,5 @@
+using DanceMoE.Coordinator.Saga;
+using DanceMoE.Data;
 using DanceMoE.Hosting;
 using MassTransit;
 using Microsoft.Extensions.Configuration;
@@ -11,7 +13,8 @@ namespace DanceMoE.Coordinator;
 
 /// <summary>
 /// Builds the coordinator's host: options validated at start, membership, the placement registry, the Quartz placement
-/// job on its cron trigger (the scheduler waits for a running job at shutdown) and the bus endpoints.
+/// job on its cron trigger (the scheduler waits for a running job at shutdown), the migration saga persisted in
+/// PostgreSQL with its timeout job, and the bus endpoints.
 /// </summary>
 public static class CoordinatorHost
 {
@@ -28,15 +31,19 @@ public static class CoordinatorHost
         services.AddSingleton<PlacementAcknowledgements>();
         services.AddSingleton(sp => new PlacementRegistry(
             sp.GetRequiredService<Microsoft.EntityFrameworkCore.IDbContextFactory<Data.DanceMoEDbContext>>(),
-            sp.GetRequiredService<IBus>(),
-            sp.GetRequiredService<PlacementAcknowledgements>()));
+            sp.GetRequiredService<IBus>()));
         services.AddSingleton<PlacementRunner>();
+        services.AddSingleton<LaggingEdges>();
+        services.AddOptions<MigrationOptions>().Bind(builder.Configuration.GetSection(MigrationOptions.Section)).ValidateDataAnnotations().ValidateOnStart();
+        var migration = builder.Configuration.GetSection(MigrationOptions.Section).Get<MigrationOptions>() ?? new MigrationOptions();
 
         services.AddMassTransit(bus =>
         {
             bus.AddConsumer<EdgeHeartbeatConsumer, EdgeHeartbeatConsumerDefinition>();
             bus.AddConsumer<PlacementAppliedConsumer, PlacementAppliedConsumerDefinition>();
             bus.AddConsumer<RunPlacementNowConsumer, RunPlacementNowConsumerDefinition>();
+            bus.AddConsumer<ActivatePlacementConsumer, ActivatePlacementConsumerDefinition>();
+            bus.AddSagaStateMachine<MigrationStateMachine, MigrationState, MigrationStateDefinition>().PostgresRepository();
             bus.UsingRabbitMq((context, cfg) =>
             {
                 context.GetRequiredService<IOptions<RabbitMqOptions>>().Value.ConfigureHost(cfg);
@@ -55,6 +62,13 @@ public static class CoordinatorHost
                 .ForJob(PlacementJob.Key)
                 .WithIdentity(PlacementJob.ScheduleKey)
                 .WithCronSchedule(cron, c => c.WithMisfireInstruction(CronTriggerMisfireInstruction.FireAndProceed)));
+            q.AddJob<MigrationTimeoutJob>(j => j.WithIdentity(MigrationTimeoutJob.Key));
+            q.AddTrigger(t => t
+                .ForJob(MigrationTimeoutJob.Key)
+                .WithIdentity(MigrationTimeoutJob.ScheduleKey)
+                .WithSimpleSchedule(s => s
+                    .WithInterval(TimeSpan.FromMilliseconds(Math.Clamp(migration.TimeoutScanMilliseconds, 50, 60_000)))
+                    .RepeatForever()));
         });
         // Registered after the bus so it stops first: a running job finishes while it can still publish.
         services.AddQuartzHostedService(o => o.WaitForJobsToComplete = true);

@@ -2,23 +2,22 @@ using System.Collections.Concurrent;
 
 namespace DanceMoE.Coordinator;
 
-/// <summary>Which edges answered <c>PlacementApplied</c> for which versions (in memory: acknowledgements matter while a switch is under way).</summary>
+/// <summary>
+/// The placement version each edge last said it routes by (<c>PlacementApplied</c>). Versions are not activated in
+/// number order (a migration's target was registered before its intermediate steps), so only the latest answer counts.
+/// Kept in memory: acknowledgements matter while a switch is under way, and edges answer again when it is republished.
+/// </summary>
 public sealed class PlacementAcknowledgements
 {
-    private readonly ConcurrentDictionary<int, ConcurrentDictionary<string, DateTimeOffset>> _applied = new();
+    private readonly ConcurrentDictionary<string, int> _latest = new(StringComparer.Ordinal);
 
-    public void Expect(int version) => _applied.GetOrAdd(version, _ => new(StringComparer.Ordinal));
+    public void Record(string edgeId, int version) => _latest[edgeId] = version;
 
-    /// <summary>An edge that routes by <paramref name="version"/> also acknowledges every older version.</summary>
-    public void Record(string edgeId, int version, DateTimeOffset at)
-    {
-        _applied.GetOrAdd(version, _ => new(StringComparer.Ordinal))[edgeId] = at;
-    }
-
+    /// <summary>Edges whose latest acknowledgement is <paramref name="version"/>.</summary>
     public IReadOnlySet<string> AppliedBy(int version) =>
-        _applied.Where(p => p.Key >= version).SelectMany(p => p.Value.Keys).ToHashSet(StringComparer.Ordinal);
+        _latest.Where(p => p.Value == version).Select(p => p.Key).ToHashSet(StringComparer.Ordinal);
 
-    /// <summary>Waits until every edge in <paramref name="edges"/> routes by <paramref name="version"/> or newer.</summary>
+    /// <summary>Waits until every edge in <paramref name="edges"/> routes by <paramref name="version"/>.</summary>
     public async Task<bool> WaitForAsync(int version, IEnumerable<string> edges, TimeSpan timeout, CancellationToken cancellationToken)
     {
         var wanted = edges.ToHashSet(StringComparer.Ordinal);

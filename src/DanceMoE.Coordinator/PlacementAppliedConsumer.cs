@@ -8,7 +8,7 @@ public sealed class PlacementAppliedConsumer(PlacementAcknowledgements acknowled
 {
     public Task Consume(ConsumeContext<PlacementApplied> context)
     {
-        acknowledgements.Record(context.Message.EdgeId, context.Message.Version, context.SentTime is { } sent ? new DateTimeOffset(sent, TimeSpan.Zero) : DateTimeOffset.UtcNow);
+        acknowledgements.Record(context.Message.EdgeId, context.Message.Version);
         return Task.CompletedTask;
     }
 }
@@ -18,5 +18,8 @@ public sealed class PlacementAppliedConsumerDefinition : ConsumerDefinition<Plac
     public PlacementAppliedConsumerDefinition()
     {
         EndpointName = "coordinator-placement-applied";
+
+        // One at a time, in arrival order: the latest acknowledgement of an edge is the one that counts.
+        ConcurrentMessageLimit = 1;
     }
 }

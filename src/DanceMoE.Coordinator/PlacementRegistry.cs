@@ -12,7 +12,7 @@ public sealed record RegisteredPlacement(int Version, string Algorithm, double P
 /// Placement versions in PostgreSQL (<c>placements</c>, <c>placement_assignments</c>). Versions only grow; exactly one is
 /// active once the first is activated. Activation switches the flag in one transaction, then tells every edge.
 /// </summary>
-public sealed class PlacementRegistry(IDbContextFactory<DanceMoEDbContext> dbFactory, IPublishEndpoint publish, PlacementAcknowledgements acknowledgements)
+public sealed class PlacementRegistry(IDbContextFactory<DanceMoEDbContext> dbFactory, IPublishEndpoint publish)
 {
     // Serialises version numbering and activation across coordinator instances (pg_advisory_xact_lock key).
     private const long RegistryLock = 0x44616E63654D6F45;
@@ -74,9 +74,41 @@ public sealed class PlacementRegistry(IDbContextFactory<DanceMoEDbContext> dbFac
 
         var placement = await GetAsync(version, cancellationToken).ConfigureAwait(false)
             ?? throw new InvalidOperationException($"placement version {version} vanished");
-        acknowledgements.Expect(version);
         await publish.Publish(new PlacementActivated { Version = version, Assignments = placement.Assignments, ActivatedAt = activatedAt }, cancellationToken)
             .ConfigureAwait(false);
+    }
+
+    /// <summary>Publishes <see cref="PlacementActivated"/> again for the active <paramref name="version"/>, with its first activation time.</summary>
+    public async Task RepublishAsync(int version, CancellationToken cancellationToken)
+    {
+        var activated = await ActivatedAsync(version, cancellationToken).ConfigureAwait(false);
+        await publish.Publish(activated, cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>The active placement as the event edges take it, or null when none is active.</summary>
+    public async Task<PlacementActivated?> ActiveEventAsync(CancellationToken cancellationToken)
+    {
+        await using var db = await dbFactory.CreateDbContextAsync(cancellationToken).ConfigureAwait(false);
+        var version = await db.Placements.Where(p => p.IsActive).Select(p => (int?)p.Version).SingleOrDefaultAsync(cancellationToken).ConfigureAwait(false);
+        return version is { } v ? await ActivatedAsync(v, cancellationToken).ConfigureAwait(false) : null;
+    }
+
+    /// <summary>The version registered with <paramref name="inputsDigest"/>, if any (a migration registers each of its steps once).</summary>
+    public async Task<int?> FindByDigestAsync(string inputsDigest, CancellationToken cancellationToken)
+    {
+        await using var db = await dbFactory.CreateDbContextAsync(cancellationToken).ConfigureAwait(false);
+        return await db.Placements.Where(p => p.InputsDigest == inputsDigest).OrderBy(p => p.Version).Select(p => (int?)p.Version)
+            .FirstOrDefaultAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    private async Task<PlacementActivated> ActivatedAsync(int version, CancellationToken cancellationToken)
+    {
+        await using var db = await dbFactory.CreateDbContextAsync(cancellationToken).ConfigureAwait(false);
+        var activatedAt = await db.Placements.Where(p => p.Version == version && p.IsActive).Select(p => p.ActivatedAt).SingleOrDefaultAsync(cancellationToken).ConfigureAwait(false)
+            ?? throw new InvalidOperationException($"placement version {version} is not active");
+        var placement = await GetAsync(version, cancellationToken).ConfigureAwait(false)
+            ?? throw new InvalidOperationException($"placement version {version} vanished");
+        return new PlacementActivated { Version = version, Assignments = placement.Assignments, ActivatedAt = activatedAt };
     }
 
     public async Task<RegisteredPlacement?> GetActiveAsync(CancellationToken cancellationToken)

@@ -6,6 +6,7 @@ using DanceMoE.Contracts;
 using DanceMoE.Data;
 using DanceMoE.Placement;
 using DanceMoE.Traces;
+using MassTransit;
 using Microsoft.EntityFrameworkCore;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
@@ -16,7 +17,8 @@ namespace DanceMoE.Coordinator;
 /// One run of the placement job: live edges from <see cref="ClusterMembership"/>, decayed activation counts from
 /// <c>activation_counts</c>, a candidate from the configured algorithm, the paper's migration rule against the active
 /// placement, and the decision recorded in <c>placement_decisions</c>. A migration whose experts are all loaded where
-/// the candidate puts them is activated at once; any other waits for the migration saga (<c>pending-saga</c>).
+/// the candidate puts them is activated at once; any other starts the migration saga (<c>pending-saga</c>). While a
+/// migration runs, the job plans nothing: a second plan would start from a placement that is about to change.
 /// </summary>
 public sealed class PlacementRunner(
     ClusterMembership membership,
@@ -24,11 +26,14 @@ public sealed class PlacementRunner(
     IDbContextFactory<DanceMoEDbContext> dbFactory,
     IOptions<PlacementJobOptions> options,
     IOptions<DatabaseOptions> database,
+    IPublishEndpoint publish,
     TimeProvider time,
     ILogger<PlacementRunner> logger)
 {
     private readonly PlacementJobOptions _options = options.Value;
     private readonly ActivationHistory _history = new(DatabaseOptions.ToNpgsql(database.Value.ConnectionString));
+    // The migration the run in progress decided on; runs never overlap (the job disallows concurrent execution).
+    private MigrationRequested? _migration;
     private int _running;
     private int _maxConcurrent;
 
@@ -45,9 +50,17 @@ public sealed class PlacementRunner(
         try
         {
             var decision = await DecideAsync(trigger, commandId, cancellationToken).ConfigureAwait(false);
+            var migration = _migration;
+            _migration = null;
+            decision.MigrationId = migration?.MigrationId;
             await using var db = await dbFactory.CreateDbContextAsync(cancellationToken).ConfigureAwait(false);
             db.PlacementDecisions.Add(decision);
             await db.SaveChangesAsync(cancellationToken).ConfigureAwait(false);
+            if (migration is not null)
+            {
+                await publish.Publish(migration with { DecisionId = decision.Id }, cancellationToken).ConfigureAwait(false);
+            }
+
             logger.LogInformation(
                 "placement {Trigger}: {Decision} ({Status}) candidate v{Candidate} over v{Current}: {Reason}",
                 trigger, decision.Decision, decision.Status, decision.CandidateVersion, decision.CurrentVersion, decision.Reason);
@@ -61,6 +74,7 @@ public sealed class PlacementRunner(
 
     private async Task<PlacementDecision> DecideAsync(string trigger, Guid? commandId, CancellationToken cancellationToken)
     {
+        _migration = null;
         var now = time.GetUtcNow();
         var from = now - TimeSpan.FromMinutes(_options.WindowMinutes);
         var edges = membership.Alive(now);
@@ -79,6 +93,12 @@ public sealed class PlacementRunner(
         };
         var active = await registry.GetActiveAsync(cancellationToken).ConfigureAwait(false);
         decision.CurrentVersion = active?.Version;
+        if (await RunningMigrationAsync(now, cancellationToken).ConfigureAwait(false) is { } running)
+        {
+            decision.Reason = $"migration {running} is still running: no new plan until it ends";
+            return decision;
+        }
+
         if (edges.Count == 0)
         {
             decision.Reason = $"no live edge (none heard from within {membership.Options.DownAfter.TotalSeconds:F0} s)";
@@ -151,7 +171,7 @@ public sealed class PlacementRunner(
             decision.CandidateVersion = await registry.AddAsync(algorithm.Name, candidateCost, digest, Assignments(candidate, edges), cancellationToken).ConfigureAwait(false);
             decision.Decision = "migrate";
             decision.Reason = "no active placement yet and the live edges do not hold every expert: the candidate is the first";
-            return await SwitchOrWaitAsync(decision, candidate, edges, cancellationToken).ConfigureAwait(false);
+            return await SwitchOrWaitAsync(decision, candidate, edges, null, cancellationToken).ConfigureAwait(false);
         }
 
         var current = ToPlacement(active, index, model);
@@ -198,17 +218,39 @@ public sealed class PlacementRunner(
 
         decision.Decision = "migrate";
         decision.Reason = $"{terms}: {plan.Loads} loads, {plan.Unloads} unloads";
-        return await SwitchOrWaitAsync(decision, candidate, edges, cancellationToken).ConfigureAwait(false);
+        return await SwitchOrWaitAsync(decision, candidate, edges, (active, plan), cancellationToken).ConfigureAwait(false);
     }
 
     private async Task<PlacementDecision> SwitchOrWaitAsync(
-        PlacementDecision decision, ExpertPlacement candidate, IReadOnlyList<EdgeMember> edges, CancellationToken cancellationToken)
+        PlacementDecision decision, ExpertPlacement candidate, IReadOnlyList<EdgeMember> edges, (RegisteredPlacement Active, MigrationPlan Plan)? from,
+        CancellationToken cancellationToken)
     {
         var missing = edges.Select((edge, n) => candidate.On(n).Count(x => !edge.Holds(x.Layer, x.Expert))).Sum();
-        if (missing > 0)
+        if (missing > 0 && from is var (active, plan))
         {
             decision.Status = "pending-saga";
-            decision.Reason += $"; {missing} experts must be loaded first";
+            decision.Reason += $"; {missing} experts must be loaded first: a migration saga moves them";
+            _migration = new MigrationRequested
+            {
+                MigrationId = NewId.NextGuid(),
+                FromVersion = active.Version,
+                FromAssignments = active.Assignments,
+                ToVersion = decision.CandidateVersion!.Value,
+                Moves = [.. plan.Steps.Select(step => new ExpertMove
+                {
+                    Action = step.Action == MigrationAction.Load ? Saga.MigrationProgress.Load : Saga.MigrationProgress.Unload,
+                    EdgeId = edges[step.Server].EdgeId,
+                    Layer = step.Layer,
+                    Expert = step.Expert,
+                })],
+            };
+            return decision;
+        }
+
+        if (missing > 0)
+        {
+            decision.Status = "none";
+            decision.Reason += $"; {missing} experts are not loaded where it puts them and no placement is active to migrate from";
             return decision;
         }
 
@@ -216,6 +258,27 @@ public sealed class PlacementRunner(
         decision.Status = "activated";
         decision.Reason += "; every expert already loaded where it goes: switched directly";
         return decision;
+    }
+
+    /// <summary>
+    /// The migration still running, if any: a saga row in a running state, or a decision that started one whose row is
+    /// not there yet (the request is on its way); a request lost for ten minutes blocks no more.
+    /// </summary>
+    private async Task<Guid?> RunningMigrationAsync(DateTimeOffset now, CancellationToken cancellationToken)
+    {
+        await using var db = await dbFactory.CreateDbContextAsync(cancellationToken).ConfigureAwait(false);
+        var running = await db.Migrations.AsNoTracking()
+            .Where(m => Saga.MigrationStateMachine.RunningStates.Contains(m.CurrentState))
+            .Select(m => (Guid?)m.CorrelationId).FirstOrDefaultAsync(cancellationToken).ConfigureAwait(false);
+        if (running is not null)
+        {
+            return running;
+        }
+
+        var since = now - TimeSpan.FromMinutes(10);
+        return await db.PlacementDecisions.AsNoTracking()
+            .Where(d => d.Status == "pending-saga" && d.MigrationId != null && d.DecidedAt > since && !db.Migrations.Any(m => m.CorrelationId == d.MigrationId))
+            .Select(d => d.MigrationId).FirstOrDefaultAsync(cancellationToken).ConfigureAwait(false);
     }
 
     public static IPlacementAlgorithm Create(string name) => name switch

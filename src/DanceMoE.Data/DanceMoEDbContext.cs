@@ -124,7 +124,9 @@ public sealed class DanceMoEDbContext(DbContextOptions<DanceMoEDbContext> option
             decision.Property(d => d.CurrentVersion).HasComment("placements.version active when the job ran.");
             decision.Property(d => d.CandidateVersion).HasComment("placements.version of the candidate (the current one when they are equal).");
             decision.Property(d => d.Decision).HasMaxLength(16).HasComment("migrate, stay or skipped.");
-            decision.Property(d => d.Status).HasMaxLength(16).HasComment("activated (switched directly: every expert already loaded where it goes), pending-saga (experts must move first) or none.");
+            decision.Property(d => d.Status).HasMaxLength(16).HasComment(
+                "activated (switched directly: every expert already loaded where it goes), pending-saga (a migration moves experts first), migrated or migration-failed (how that migration ended), or none.");
+            decision.Property(d => d.MigrationId).HasComment("migrations.id of the migration started for this decision, if any.");
             decision.Property(d => d.Reason).HasComment("Why, in words.");
             decision.Property(d => d.CurrentCostSeconds).HasComment("Remote-call seconds over the horizon with the current placement.");
             decision.Property(d => d.CandidateCostSeconds).HasComment("Remote-call seconds over the horizon with the candidate.");

@@ -24,10 +24,16 @@ public sealed class PlacementDecision
     /// <summary><c>migrate</c>, <c>stay</c> or <c>skipped</c>.</summary>
     public required string Decision { get; set; }
 
-    /// <summary><c>activated</c>, <c>pending-saga</c> or <c>none</c>.</summary>
+    /// <summary>
+    /// <c>activated</c>, <c>pending-saga</c> (a migration saga moves experts first), then <c>migrated</c> or
+    /// <c>migration-failed</c> when the saga ends; <c>none</c> when nothing changes.
+    /// </summary>
     public required string Status { get; set; }
 
     public required string Reason { get; set; }
+
+    /// <summary>The migration saga started for this decision (<c>migrations.id</c>), if any.</summary>
+    public Guid? MigrationId { get; set; }
 
     /// <summary>Remote-call seconds over the horizon with the current placement.</summary>
     public double? CurrentCostSeconds { get; set; }

@@ -64,6 +64,10 @@ public sealed class EdgeOptions
     /// <summary>Where trace rows spill while PostgreSQL is unreachable; null: the writer's default under the temp folder.</summary>
     public string? TraceSpillDirectory { get; set; }
 
+    /// <summary>Emulated transfer time of expert weights into this edge when a migration loads one, in ms per MiB; 0 for none.</summary>
+    [Range(0, 1_000_000)]
+    public double LoadMsPerMb { get; set; }
+
     /// <summary>File written once the edge serves (its experts loaded, its queues consumed).</summary>
     public string? ReadyFile { get; set; }
 

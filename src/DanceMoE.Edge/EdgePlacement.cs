@@ -7,10 +7,11 @@ public sealed class EdgePlacement
 {
     private readonly Dictionary<(int Layer, int Expert), string[]> _servers = [];
 
-    public EdgePlacement(int version, IEnumerable<ExpertAssignment> assignments)
+    public EdgePlacement(int version, IEnumerable<ExpertAssignment> assignments, DateTimeOffset activatedAt = default)
     {
         ArgumentNullException.ThrowIfNull(assignments);
         Version = version;
+        ActivatedAt = activatedAt;
         foreach (var a in assignments)
         {
             var servers = a.Servers?.Where(s => !string.IsNullOrWhiteSpace(s)).Distinct(StringComparer.Ordinal).ToArray() ?? [];
@@ -24,6 +25,19 @@ public sealed class EdgePlacement
     }
 
     public int Version { get; }
+
+    /// <summary>When the coordinator activated it; the default for a bootstrap placement read from a file.</summary>
+    public DateTimeOffset ActivatedAt { get; }
+
+    /// <summary>
+    /// Whether this edge should switch from <paramref name="current"/> to this one. Activation time decides, not the
+    /// version number: a migration's target is registered before the intermediate versions it activates on the way.
+    /// </summary>
+    public bool Supersedes(EdgePlacement current)
+    {
+        ArgumentNullException.ThrowIfNull(current);
+        return ActivatedAt > current.ActivatedAt || (ActivatedAt == current.ActivatedAt && Version > current.Version);
+    }
 
     public IReadOnlyList<ExpertAssignment> Assignments { get; }
 

@@ -1,21 +1,19 @@
+using DanceMoE.Hosting;
+
 namespace DanceMoE.Edge;
 
-/// <summary>
-/// The three queues of an edge. An edge with id <c>edge-1</c> (or just <c>1</c>) consumes <c>edge-1</c>
-/// (text generation), <c>edge-1-experts</c> (expert batches from peers) and <c>edge-1-control</c>.
-/// </summary>
+/// <summary>The three queues of an edge (names from <see cref="EdgeQueueNames"/>) and their send addresses.</summary>
 public static class EdgeQueues
 {
-    public static string Requests(string edgeId) =>
-        edgeId.StartsWith("edge-", StringComparison.Ordinal) ? edgeId : "edge-" + edgeId;
+    public static string Requests(string edgeId) => EdgeQueueNames.Requests(edgeId);
 
-    public static string Experts(string edgeId) => Requests(edgeId) + "-experts";
+    public static string Experts(string edgeId) => EdgeQueueNames.Experts(edgeId);
 
-    public static string Control(string edgeId) => Requests(edgeId) + "-control";
+    public static string Control(string edgeId) => EdgeQueueNames.Control(edgeId);
 
     public static Uri RequestsAddress(string edgeId) => new($"queue:{Requests(edgeId)}");
 
     public static Uri ExpertsAddress(string edgeId) => new($"queue:{Experts(edgeId)}");
 
-    public static Uri ControlAddress(string edgeId) => new($"queue:{Control(edgeId)}");
+    public static Uri ControlAddress(string edgeId) => EdgeQueueNames.ControlAddress(edgeId);
 }

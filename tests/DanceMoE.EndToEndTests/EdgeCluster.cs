@@ -61,7 +61,8 @@ public sealed class EdgeCluster : IAsyncDisposable
     }
 
     /// <summary>Starts the edges and waits until each consumes its queues; with a database, they record traces there.</summary>
-    public async Task StartEdgesAsync(IEnumerable<string> ids, string placementFile, int deadlineMs = 5000, int memoryMb = 256, string? traceDatabase = null)
+    public async Task StartEdgesAsync(
+        IEnumerable<string> ids, string placementFile, int deadlineMs = 5000, int memoryMb = 256, string? traceDatabase = null, params string[] extraArguments)
     {
         var dll = Path.Combine(AppContext.BaseDirectory, "dancemoe.dll");
         var starting = new List<(string Id, string Ready)>();
@@ -75,12 +76,13 @@ public sealed class EdgeCluster : IAsyncDisposable
                 RedirectStandardOutput = true,
                 RedirectStandardError = true,
             };
-            foreach (var a in new[]
-            {
+            string[] arguments =
+            [
                 dll, "edge", "--id", id, "--model", ModelDirectory, "--memory-mb", memoryMb.ToString(CultureInfo.InvariantCulture),
                 "--placement", placementFile, "--provider", "cpu", "--deadline-ms", deadlineMs.ToString(CultureInfo.InvariantCulture),
-                "--ready-file", ready, "--heartbeat-seconds", "1", "--trace-spill-dir", Path.Combine(Directory, "spill"),
-            })
+                "--ready-file", ready, "--heartbeat-seconds", "1", "--trace-spill-dir", Path.Combine(Directory, "spill"), .. extraArguments,
+            ];
+            foreach (var a in arguments)
             {
                 start.ArgumentList.Add(a);
             }
@@ -138,14 +140,14 @@ public sealed class EdgeCluster : IAsyncDisposable
     public void Kill(string id) => _edges.Single(e => e.Id == id).Process.Kill(entireProcessTree: true);
 
     /// <summary>Starts a killed edge again with the same arguments; its queues keep what was not acknowledged.</summary>
-    public async Task RestartAsync(string id, string placementFile, int deadlineMs = 5000)
+    public async Task RestartAsync(string id, string placementFile, int deadlineMs = 5000, int memoryMb = 256, params string[] extraArguments)
     {
         var old = _edges.Single(e => e.Id == id);
         await old.Process.WaitForExitAsync();
         old.Process.Dispose();
         _edges.Remove(old);
         File.Delete(Path.Combine(Directory, id + ".ready"));
-        await StartEdgesAsync([id], placementFile, deadlineMs);
+        await StartEdgesAsync([id], placementFile, deadlineMs, memoryMb, null, extraArguments);
     }
 
     public async Task<TextGenerated> GenerateAsync(string edge, string prompt, int maxTokens, TimeSpan? timeout = null)

@@ -16,7 +16,8 @@ public sealed class CoordinatorCommand : ICliCommand
     public string Usage =>
         "coordinator (--model DIR | --layers L --experts E --top-k K --expert-bytes B) [--algorithm dancemoe|optimal|eplb|redundance|uniform] "
         + "[--cron '0 0/5 * * * ?'] [--window-minutes 30] [--half-life-minutes 10] [--horizon-s 300] [--bandwidth-mbps 500] [--rtt-ms 2] "
-        + "[--heartbeat-seconds 2] [--missed-heartbeats 3] [--ready-file FILE]";
+        + "[--heartbeat-seconds 2] [--missed-heartbeats 3] [--load-timeout-s 60] [--unload-timeout-s 30] [--activation-timeout-s 30] [--drain-ms 1000] "
+        + "[--migration-retries 1] [--timeout-scan-ms 500] [--ready-file FILE]";
 
     public async Task<int> RunAsync(Arguments args, CancellationToken cancellationToken)
     {
@@ -55,6 +56,12 @@ public sealed class CoordinatorCommand : ICliCommand
         Map(args, settings, "rtt-ms", "PlacementJob:RttMs");
         Map(args, settings, "heartbeat-seconds", "Membership:HeartbeatSeconds");
         Map(args, settings, "missed-heartbeats", "Membership:MissedHeartbeats");
+        Map(args, settings, "load-timeout-s", "Migration:LoadTimeoutSeconds");
+        Map(args, settings, "unload-timeout-s", "Migration:UnloadTimeoutSeconds");
+        Map(args, settings, "activation-timeout-s", "Migration:ActivationTimeoutSeconds");
+        Map(args, settings, "drain-ms", "Migration:DrainMilliseconds");
+        Map(args, settings, "migration-retries", "Migration:Retries");
+        Map(args, settings, "timeout-scan-ms", "Migration:TimeoutScanMilliseconds");
         var readyFile = args.Option("ready-file");
         args.EnsureAllUsed(0);
 

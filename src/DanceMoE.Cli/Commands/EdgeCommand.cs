@@ -12,7 +12,7 @@ public sealed class EdgeCommand : ICliCommand
 
     public string Usage =>
         "edge --id ID --model DIR --memory-mb N [--placement FILE | --placement uniform --uniform-over ID,ID,...] [--provider auto|cuda|cpu] [--threads N] "
-        + "[--deadline-ms 5000] [--link-delay-ms 0] [--link-mbps 0] [--no-traces] [--trace-spill-dir DIR] [--ready-file FILE]";
+        + "[--deadline-ms 5000] [--link-delay-ms 0] [--link-mbps 0] [--load-ms-per-mb 0] [--no-traces] [--trace-spill-dir DIR] [--ready-file FILE]";
 
     public async Task<int> RunAsync(Arguments args, CancellationToken cancellationToken)
     {
@@ -29,6 +29,7 @@ public sealed class EdgeCommand : ICliCommand
             ExpertDeadlineMs = args.Int("deadline-ms", 5000, 50, 600_000),
             LinkDelayMs = args.Double("link-delay-ms", 0, 0, 10_000),
             LinkMbps = args.Double("link-mbps", 0, 0, 1_000_000),
+            LoadMsPerMb = args.Double("load-ms-per-mb", 0, 0, 1_000_000),
             HeartbeatSeconds = args.Double("heartbeat-seconds", 2, 0.1, 3600),
             ReadyFile = args.Option("ready-file"),
             TracesEnabled = !args.Flag("no-traces"),

@@ -11,6 +11,25 @@ namespace DanceMoE.Migrations.Migrations
         /// <inheritdoc />
         protected override void Up(MigrationBuilder migrationBuilder)
         {
+            migrationBuilder.AlterColumn<string>(
+                name: "status",
+                table: "placement_decisions",
+                type: "character varying(16)",
+                maxLength: 16,
+                nullable: false,
+                comment: "activated (switched directly: every expert already loaded where it goes), pending-saga (a migration moves experts first), migrated or migration-failed (how that migration ended), or none.",
+                oldClrType: typeof(string),
+                oldType: "character varying(16)",
+                oldMaxLength: 16,
+                oldComment: "activated (switched directly: every expert already loaded where it goes), pending-saga (experts must move first) or none.");
+
+            migrationBuilder.AddColumn<Guid>(
+                name: "migration_id",
+                table: "placement_decisions",
+                type: "uuid",
+                nullable: true,
+                comment: "migrations.id of the migration started for this decision, if any.");
+
             migrationBuilder.CreateTable(
                 name: "migrations",
                 columns: table => new
@@ -57,6 +76,22 @@ namespace DanceMoE.Migrations.Migrations
         {
             migrationBuilder.DropTable(
                 name: "migrations");
+
+            migrationBuilder.DropColumn(
+                name: "migration_id",
+                table: "placement_decisions");
+
+            migrationBuilder.AlterColumn<string>(
+                name: "status",
+                table: "placement_decisions",
+                type: "character varying(16)",
+                maxLength: 16,
+                nullable: false,
+                comment: "activated (switched directly: every expert already loaded where it goes), pending-saga (experts must move first) or none.",
+                oldClrType: typeof(string),
+                oldType: "character varying(16)",
+                oldMaxLength: 16,
+                oldComment: "activated (switched directly: every expert already loaded where it goes), pending-saga (a migration moves experts first), migrated or migration-failed (how that migration ended), or none.");
         }
     }
 }

@@ -12,7 +12,7 @@ using Npgsql.EntityFrameworkCore.PostgreSQL.Metadata;
 namespace DanceMoE.Migrations.Migrations
 {
     [DbContext(typeof(DanceMoEDbContext))]
-    [Migration("20261130205352_MigrationSagas")]
+    [Migration("20261130205528_MigrationSagas")]
     partial class MigrationSagas
     {
         /// <inheritdoc />
@@ -411,6 +411,11 @@ namespace DanceMoE.Migrations.Migrations
                         .HasColumnName("migration_cost_seconds")
                         .HasComment("Seconds to transfer the experts that move (T_mig).");
 
+                    b.Property<Guid?>("MigrationId")
+                        .HasColumnType("uuid")
+                        .HasColumnName("migration_id")
+                        .HasComment("migrations.id of the migration started for this decision, if any.");
+
                     b.Property<double?>("PredictedGainSeconds")
                         .HasColumnType("double precision")
                         .HasColumnName("predicted_gain_seconds")
@@ -432,7 +437,7 @@ namespace DanceMoE.Migrations.Migrations
                         .HasMaxLength(16)
                         .HasColumnType("character varying(16)")
                         .HasColumnName("status")
-                        .HasComment("activated (switched directly: every expert already loaded where it goes), pending-saga (experts must move first) or none.");
+                        .HasComment("activated (switched directly: every expert already loaded where it goes), pending-saga (a migration moves experts first), migrated or migration-failed (how that migration ended), or none.");
 
                     b.Property<string>("Trigger")
                         .IsRequired()

@@ -1,0 +1,74 @@
+using DanceMoE.Contracts;
+using MassTransit;
+using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
+
+namespace DanceMoE.Coordinator.Saga;
+
+/// <summary>
+/// Activates a placement for a migration saga: registers it (once per migration and stage, so a redelivery reuses it),
+/// checks the invariants, activates it and answers once every live edge routes by it.
+/// </summary>
+public sealed class ActivatePlacementConsumer(
+    PlacementRegistry registry,
+    PlacementAcknowledgements acknowledgements,
+    ClusterMembership membership,
+    IOptions<PlacementJobOptions> job,
+    IOptions<MigrationOptions> options,
+    TimeProvider time,
+    ILogger<ActivatePlacementConsumer> logger) : IConsumer<ActivatePlacement>
+{
+    public async Task Consume(ConsumeContext<ActivatePlacement> context)
+    {
+        var command = context.Message;
+        var version = command.Version;
+        if (version == 0)
+        {
+            var digest = $"migration:{command.MigrationId:N}:{command.Stage}";
+            version = await registry.FindByDigestAsync(digest, context.CancellationToken).ConfigureAwait(false)
+                ?? await registry.AddAsync("migration", 0, digest, command.Assignments, context.CancellationToken).ConfigureAwait(false);
+        }
+
+        var placement = await registry.GetAsync(version, context.CancellationToken).ConfigureAwait(false)
+            ?? throw new InvalidOperationException($"placement version {version} does not exist");
+        var edges = membership.Alive(time.GetUtcNow());
+        var violations = PlacementInvariants.Check(placement.Assignments, job.Value, edges);
+        if (violations.Count > 0)
+        {
+            throw new InvalidOperationException($"placement v{version} breaks the invariants: {string.Join("; ", violations)}");
+        }
+
+        if (!placement.IsActive)
+        {
+            await registry.ActivateAsync(version, context.CancellationToken).ConfigureAwait(false);
+        }
+        else
+        {
+            await registry.RepublishAsync(version, context.CancellationToken).ConfigureAwait(false);
+        }
+
+        var wanted = edges.Select(e => e.EdgeId).ToList();
+        var wait = TimeSpan.FromSeconds(options.Value.ActivationTimeoutSeconds * 0.8);
+        if (!await acknowledgements.WaitForAsync(version, wanted, wait, context.CancellationToken).ConfigureAwait(false))
+        {
+            var missing = wanted.Except(acknowledgements.AppliedBy(version), StringComparer.Ordinal);
+            throw new TimeoutException($"{string.Join(", ", missing)} did not acknowledge placement v{version} within {wait.TotalSeconds:0.#} s");
+        }
+
+        logger.LogInformation("migration {Migration}: v{Version} active on {Edges}", command.MigrationId, version, string.Join(", ", wanted));
+        await context.RespondAsync(new PlacementSwitched { MigrationId = command.MigrationId, Stage = command.Stage, Version = version }).ConfigureAwait(false);
+    }
+}
+
+public sealed class ActivatePlacementConsumerDefinition : ConsumerDefinition<ActivatePlacementConsumer>
+{
+    public const string Queue = "coordinator-activations";
+
+    public static readonly Uri Address = new($"queue:{Queue}");
+
+    public ActivatePlacementConsumerDefinition()
+    {
+        EndpointName = Queue;
+        ConcurrentMessageLimit = 1;
+    }
+}

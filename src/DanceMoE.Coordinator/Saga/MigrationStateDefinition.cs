@@ -1,0 +1,25 @@
+using DanceMoE.Data;
+using MassTransit;
+
+namespace DanceMoE.Coordinator.Saga;
+
+/// <summary>
+/// The saga's endpoint: one message at a time (one migration runs at once, and its steps are sequential), a retry that
+/// re-runs a message from a fresh load of the row, and an outbox so a retried message sends its commands once.
+/// </summary>
+public sealed class MigrationStateDefinition : SagaDefinition<MigrationState>
+{
+    public const string Queue = "coordinator-migrations";
+
+    public MigrationStateDefinition()
+    {
+        EndpointName = Queue;
+        ConcurrentMessageLimit = 1;
+    }
+
+    protected override void ConfigureSaga(IReceiveEndpointConfigurator endpointConfigurator, ISagaConfigurator<MigrationState> sagaConfigurator, IRegistrationContext context)
+    {
+        endpointConfigurator.UseMessageRetry(r => r.Intervals(100, 500, 1000, 2000, 5000));
+        endpointConfigurator.UseInMemoryOutbox(context);
+    }
+}

@@ -1,0 +1,33 @@
+using DanceMoE.Contracts;
+using DanceMoE.Data;
+using MassTransit;
+using Microsoft.EntityFrameworkCore;
+using Quartz;
+
+namespace DanceMoE.Coordinator.Saga;
+
+/// <summary>
+/// The saga's timer (MassTransit's schedulers need a broker plugin or a package we do not have): every few hundred
+/// milliseconds, each running migration whose step is past its deadline is told so, with the stage that timed out.
+/// </summary>
+[DisallowConcurrentExecution]
+public sealed class MigrationTimeoutJob(IDbContextFactory<DanceMoEDbContext> dbFactory, IBus bus, TimeProvider time) : IJob
+{
+    public static readonly JobKey Key = new("migration-timeouts", "coordinator");
+
+    public static readonly TriggerKey ScheduleKey = new("migration-timeouts-schedule", "coordinator");
+
+    public async ValueTask Execute(IJobExecutionContext context, CancellationToken cancellationToken)
+    {
+        var now = time.GetUtcNow();
+        await using var db = await dbFactory.CreateDbContextAsync(cancellationToken).ConfigureAwait(false);
+        var late = await db.Migrations.AsNoTracking()
+            .Where(m => MigrationStateMachine.RunningStates.Contains(m.CurrentState) && m.DeadlineAt != null && m.DeadlineAt < now)
+            .Select(m => new { m.CorrelationId, m.Stage })
+            .ToListAsync(cancellationToken).ConfigureAwait(false);
+        foreach (var migration in late)
+        {
+            await bus.Publish(new MigrationStepTimedOut { MigrationId = migration.CorrelationId, Stage = migration.Stage }, cancellationToken).ConfigureAwait(false);
+        }
+    }
+}

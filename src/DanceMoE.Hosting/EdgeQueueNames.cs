@@ -1,0 +1,18 @@
+namespace DanceMoE.Hosting;
+
+/// <summary>
+/// The queue names of an edge, shared by the edge that consumes them and the coordinator that sends to them. An edge
+/// with id <c>edge-1</c> (or just <c>1</c>) consumes <c>edge-1</c> (text generation), <c>edge-1-experts</c> (expert
+/// batches from peers) and <c>edge-1-control</c> (loads, unloads, placements).
+/// </summary>
+public static class EdgeQueueNames
+{
+    public static string Requests(string edgeId) =>
+        edgeId.StartsWith("edge-", StringComparison.Ordinal) ? edgeId : "edge-" + edgeId;
+
+    public static string Experts(string edgeId) => Requests(edgeId) + "-experts";
+
+    public static string Control(string edgeId) => Requests(edgeId) + "-control";
+
+    public static Uri ControlAddress(string edgeId) => new($"queue:{Control(edgeId)}");
+}
