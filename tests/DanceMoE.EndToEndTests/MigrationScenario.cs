@@ -113,6 +113,24 @@ public sealed class MigrationScenario : IAsyncDisposable
         return await db.Placements.Where(p => p.IsActive).Select(p => (int?)p.Version).SingleOrDefaultAsync();
     }
 
+    /// <summary>Runs <c>dancemoe status --json</c> against the scenario's database and returns its document.</summary>
+    public async Task<System.Text.Json.JsonDocument> StatusAsync()
+    {
+        var start = new System.Diagnostics.ProcessStartInfo("dotnet") { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var argument in new[] { Path.Combine(AppContext.BaseDirectory, "dancemoe.dll"), "status", "--json", "--heartbeat-seconds", "1" })
+        {
+            start.ArgumentList.Add(argument);
+        }
+
+        start.Environment["ConnectionStrings__postgres"] = Database.ConnectionString;
+        using var process = System.Diagnostics.Process.Start(start)!;
+        var stdout = process.StandardOutput.ReadToEndAsync();
+        var stderr = process.StandardError.ReadToEndAsync();
+        await process.WaitForExitAsync();
+        Assert.True(process.ExitCode == 0, $"status exited {process.ExitCode}: {await stderr}");
+        return System.Text.Json.JsonDocument.Parse(await stdout);
+    }
+
     public DanceMoEDbContext Db() => DanceMoEDbContext.Create(Database.ConnectionString);
 
     /// <summary>Requests on every edge, one after another per edge, until <paramref name="stop"/>; every answer or failure is returned.</summary>

@@ -40,6 +40,13 @@ public sealed class MigrationTests(ITestOutputHelper output)
         Assert.Empty(results.Where(r => r.Error is not null).Select(r => $"{r.Edge}: {r.Error!.Message}"));
         Assert.All(results, r => Assert.Equal(scenario.Oracle[r.Prompt], r.Answer!.TokenIds));
         Assert.Contains(results, r => r.Answer!.Stats.PlacementVersion == decision.CandidateVersion);
+
+        using var status = await scenario.StatusAsync();
+        var migrations = status.RootElement.GetProperty("migrations");
+        Assert.Equal((0, 1, 0), (migrations.GetProperty("running").GetInt32(), migrations.GetProperty("completed").GetInt32(), migrations.GetProperty("failed").GetInt32()));
+        Assert.Equal(id, migrations.GetProperty("latest")[0].GetProperty("id").GetGuid());
+        Assert.Equal(migration.LoadsDone, migrations.GetProperty("latest")[0].GetProperty("loads").GetInt32());
+        Assert.Equal(decision.CandidateVersion, status.RootElement.GetProperty("active_placement").GetProperty("version").GetInt32());
         Assert.True(results.Count >= 6, $"only {results.Count} requests during the run");
         Assert.Empty(scenario.InvariantViolations);
     }

@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text.Json;
 using DanceMoE.Coordinator;
+using DanceMoE.Coordinator.Saga;
 using DanceMoE.Data;
 using Microsoft.EntityFrameworkCore;
 using Npgsql;
@@ -9,7 +10,8 @@ namespace DanceMoE.Cli.Commands;
 
 /// <summary>
 /// <c>dancemoe status</c>: the cluster as PostgreSQL records it: edges (alive by their last heartbeat), the active
-/// placement, how local routing was over the last window, and the placement job's latest decisions.
+/// placement, how local routing was over the last window, the migrations (running, completed, failed with their
+/// reasons) and the placement job's latest decisions.
 /// </summary>
 public sealed class StatusCommand : ICliCommand
 {
@@ -26,7 +28,7 @@ public sealed class StatusCommand : ICliCommand
 
     public string Verb => "status";
 
-    public string Usage => "status [--json] [--window-minutes 10] [--decisions 5] [--heartbeat-seconds 2] [--missed-heartbeats 3]";
+    public string Usage => "status [--json] [--window-minutes 10] [--decisions 5] [--migrations 5] [--heartbeat-seconds 2] [--missed-heartbeats 3]";
 
     public async Task<int> RunAsync(Arguments args, CancellationToken cancellationToken)
     {
@@ -34,6 +36,7 @@ public sealed class StatusCommand : ICliCommand
         var asJson = args.Flag("json");
         var window = TimeSpan.FromMinutes(args.Double("window-minutes", 10, 0.01, 7 * 24 * 60));
         var decisionCount = args.Int("decisions", 5, 0, 1000);
+        var migrationCount = args.Int("migrations", 5, 0, 1000);
         var membership = new MembershipOptions
         {
             HeartbeatSeconds = args.Double("heartbeat-seconds", 2, 0.1, 3600),
@@ -47,6 +50,8 @@ public sealed class StatusCommand : ICliCommand
         int activeReplicas;
         List<PlacementDecision> decisions;
         int pendingSaga;
+        List<MigrationState> migrations;
+        Dictionary<string, int> migrationsByState;
         (long TokenLayers, double? LayerLocal, double? ExpertLocal) local;
         try
         {
@@ -56,6 +61,9 @@ public sealed class StatusCommand : ICliCommand
             activeReplicas = active is null ? 0 : await db.PlacementAssignments.CountAsync(a => a.PlacementVersion == active.Version, cancellationToken).ConfigureAwait(false);
             decisions = await db.PlacementDecisions.AsNoTracking().OrderByDescending(d => d.Id).Take(decisionCount).ToListAsync(cancellationToken).ConfigureAwait(false);
             pendingSaga = await db.PlacementDecisions.CountAsync(d => d.Status == "pending-saga", cancellationToken).ConfigureAwait(false);
+            migrations = await db.Migrations.AsNoTracking().OrderByDescending(m => m.StartedAt).Take(migrationCount).ToListAsync(cancellationToken).ConfigureAwait(false);
+            migrationsByState = await db.Migrations.GroupBy(m => m.CurrentState).Select(g => new { g.Key, Count = g.Count() })
+                .ToDictionaryAsync(g => g.Key, g => g.Count, StringComparer.Ordinal, cancellationToken).ConfigureAwait(false);
             local = await LocalRatioAsync(now - window, cancellationToken).ConfigureAwait(false);
         }
         catch (PostgresException ex) when (ex.SqlState == PostgresErrorCodes.UndefinedTable)
@@ -98,6 +106,13 @@ public sealed class StatusCommand : ICliCommand
                     ["expert_local_ratio"] = local.ExpertLocal,
                 },
                 ["pending_saga_decisions"] = pendingSaga,
+                ["migrations"] = new Dictionary<string, object?>
+                {
+                    ["running"] = MigrationStateMachine.RunningStates.Sum(state => migrationsByState.GetValueOrDefault(state)),
+                    ["completed"] = migrationsByState.GetValueOrDefault("Completed"),
+                    ["failed"] = migrationsByState.GetValueOrDefault("Failed"),
+                    ["latest"] = migrations.Select(MigrationJson).ToList(),
+                },
                 ["decisions"] = decisions.Select(DecisionJson).ToList(),
             };
             Console.WriteLine(JsonSerializer.Serialize(document, Json));
@@ -118,6 +133,14 @@ public sealed class StatusCommand : ICliCommand
         Console.WriteLine(local.TokenLayers == 0
             ? string.Create(CultureInfo.InvariantCulture, $"local ratio (last {window.TotalMinutes:F0} min): no routing events")
             : string.Create(CultureInfo.InvariantCulture, $"local ratio (last {window.TotalMinutes:F0} min): layers {local.LayerLocal:F3}, expert calls {local.ExpertLocal:F3} over {local.TokenLayers} token-layers"));
+        Console.WriteLine(string.Create(
+            CultureInfo.InvariantCulture,
+            $"migrations: {MigrationStateMachine.RunningStates.Sum(state => migrationsByState.GetValueOrDefault(state))} running, {migrationsByState.GetValueOrDefault("Completed")} completed, {migrationsByState.GetValueOrDefault("Failed")} failed"));
+        foreach (var m in migrations)
+        {
+            Console.WriteLine("  " + MigrationLine(m));
+        }
+
         Console.WriteLine($"placement decisions (latest {decisions.Count}; {pendingSaga} waiting for the migration saga):");
         foreach (var d in decisions)
         {
@@ -131,9 +154,42 @@ public sealed class StatusCommand : ICliCommand
         CultureInfo.InvariantCulture,
         $"{d.DecidedAt:u} {d.Trigger,-8} {d.Algorithm} v{d.CurrentVersion?.ToString(CultureInfo.InvariantCulture) ?? "-"} -> v{d.CandidateVersion?.ToString(CultureInfo.InvariantCulture) ?? "-"}: {d.Decision} ({d.Status}) gain {d.PredictedGainSeconds?.ToString("F3", CultureInfo.InvariantCulture) ?? "-"} s, migration {d.MigrationCostSeconds?.ToString("F3", CultureInfo.InvariantCulture) ?? "-"} s: {d.Reason}");
 
+    internal static string MigrationLine(MigrationState m)
+    {
+        var moves = MigrationProgress.Moves(m.Moves);
+        var loads = moves.Count(x => x.Action == MigrationProgress.Load);
+        var took = (m.FinishedAt ?? DateTimeOffset.UtcNow) - m.StartedAt;
+        return string.Create(
+            CultureInfo.InvariantCulture,
+            $"{m.StartedAt:u} {m.CorrelationId} v{m.FromVersion} -> v{m.ToVersion}: {m.CurrentState}, loads {m.LoadsDone}/{loads}, unloads {m.UnloadsDone}/{moves.Count - loads}, {took.TotalSeconds:F1} s{(m.Reason is null ? "" : ": " + m.Reason)}");
+    }
+
+    internal static Dictionary<string, object?> MigrationJson(MigrationState m)
+    {
+        var moves = MigrationProgress.Moves(m.Moves);
+        return new()
+        {
+            ["id"] = m.CorrelationId,
+            ["state"] = m.CurrentState,
+            ["decision_id"] = m.DecisionId,
+            ["from_version"] = m.FromVersion,
+            ["to_version"] = m.ToVersion,
+            ["moves"] = moves.Count,
+            ["loads_done"] = m.LoadsDone,
+            ["loads"] = moves.Count(x => x.Action == MigrationProgress.Load),
+            ["unloads_done"] = m.UnloadsDone,
+            ["unloads"] = moves.Count(x => x.Action == MigrationProgress.Unload),
+            ["started_at"] = m.StartedAt,
+            ["finished_at"] = m.FinishedAt,
+            ["deadline_at"] = m.DeadlineAt,
+            ["reason"] = m.Reason,
+        };
+    }
+
     internal static Dictionary<string, object?> DecisionJson(PlacementDecision d) => new()
     {
         ["id"] = d.Id,
+        ["migration_id"] = d.MigrationId,
         ["decided_at"] = d.DecidedAt,
         ["trigger"] = d.Trigger,
         ["command_id"] = d.CommandId,

@@ -64,14 +64,17 @@ public class CoordinatorFixture : IAsyncLifetime
                 new RabbitMqOptions { ConnectionString = VirtualHost.Uri }.ConfigureHost(cfg);
                 foreach (var edge in EdgeIds)
                 {
-                    cfg.ReceiveEndpoint($"{edge}-control", e => e.Handler<PlacementActivated>(context =>
-                        context.Publish(new PlacementApplied { EdgeId = edge, Version = context.Message.Version })));
+                    cfg.ReceiveEndpoint($"{edge}-control", e => ConfigureEdge(e, edge));
                 }
             }))
             .BuildServiceProvider(true);
         EdgeBus = _edges.GetRequiredService<IBusControl>();
         await EdgeBus.StartAsync();
     }
+
+    /// <summary>What a pretend edge answers on its control queue: placements, acknowledged as edges do.</summary>
+    protected virtual void ConfigureEdge(IReceiveEndpointConfigurator endpoint, string edge) =>
+        endpoint.Handler<PlacementActivated>(context => context.Publish(new PlacementApplied { EdgeId = edge, Version = context.Message.Version }));
 
     public virtual async Task DisposeAsync()
     {
