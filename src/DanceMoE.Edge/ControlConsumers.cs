@@ -52,8 +52,11 @@ public sealed class UnloadExpertConsumer(EdgeRuntime edge) : IConsumer<UnloadExp
 }
 
 /// <summary>
-/// Routes by the coordinator's newest placement from now on (older activations are ignored). Experts it gives this edge
-/// that are not loaded (an edge restarted from its bootstrap file) are loaded first, within the budget.
+/// Routes by the coordinator's newest placement from now on (older activations are ignored). A placement that gives this
+/// edge experts it does not hold (the edge restarted from its bootstrap file, or missed versions while it was down) is
+/// caught up with: the missing experts are loaded, then the ones it no longer gives this edge are unloaded (nothing
+/// routes to them any more) to make room for any that did not fit. A migration's placements never need this: its saga
+/// loads and unloads each expert itself, with a drain before every unload.
 /// </summary>
 public sealed class PlacementActivatedConsumer(EdgeRuntime edge, ILogger<PlacementActivatedConsumer> logger) : IConsumer<PlacementActivated>
 {
@@ -65,23 +68,50 @@ public sealed class PlacementActivatedConsumer(EdgeRuntime edge, ILogger<Placeme
         if (placement.Supersedes(current))
         {
             placement.Validate(edge.Experts.Manifest.Layers.Count, edge.Experts.Manifest.Architecture.NumExperts);
-            foreach (var (layer, expert) in placement.ExpertsOf(edge.Options.Id).Where(x => !edge.Experts.Holds(x.Layer, x.Expert)))
+            var mine = placement.ExpertsOf(edge.Options.Id).ToHashSet();
+            var catchingUp = mine.Any(x => !edge.Experts.Holds(x.Layer, x.Expert));
+            if (catchingUp)
             {
-                try
-                {
-                    edge.Experts.Load(layer, expert);
-                }
-                catch (ExpertBudgetException ex)
-                {
-                    logger.LogWarning("{Edge}: placement v{Version} gives it expert {Layer}.{Expert} but {Reason}; peers asking for it get a fault and retry elsewhere",
-                        edge.Options.Id, message.Version, layer, expert, ex.Message);
-                }
+                LoadWithinBudget(mine);
             }
 
             edge.Routing.Activate(placement);
+            if (catchingUp)
+            {
+                foreach (var (layer, expert) in edge.Experts.Loaded().Where(x => !mine.Contains(x)))
+                {
+                    edge.Experts.Unload(layer, expert);
+                }
+
+                foreach (var (layer, expert) in LoadWithinBudget(mine))
+                {
+                    logger.LogWarning("{Edge}: placement v{Version} gives it expert {Layer}.{Expert} but it does not fit its budget; peers asking for it get a fault and retry elsewhere",
+                        edge.Options.Id, message.Version, layer, expert);
+                }
+            }
+
             logger.LogInformation("{Edge} routes by placement v{Version} (was v{Previous})", edge.Options.Id, message.Version, current.Version);
         }
 
         await context.Publish(new PlacementApplied { EdgeId = edge.Options.Id, Version = edge.Routing.Current.Version }).ConfigureAwait(false);
+    }
+
+    /// <summary>Loads what the placement gives this edge and it lacks; returns the experts that did not fit.</summary>
+    private List<(int Layer, int Expert)> LoadWithinBudget(HashSet<(int Layer, int Expert)> mine)
+    {
+        var refused = new List<(int Layer, int Expert)>();
+        foreach (var (layer, expert) in mine.Where(x => !edge.Experts.Holds(x.Layer, x.Expert)).Order())
+        {
+            try
+            {
+                edge.Experts.Load(layer, expert);
+            }
+            catch (ExpertBudgetException)
+            {
+                refused.Add((layer, expert));
+            }
+        }
+
+        return refused;
     }
 }

@@ -36,6 +36,9 @@ public sealed class ExpertStore(ExpertSessionPool pool, long budgetBytes) : IDis
 
     public bool Holds(int layer, int expert) => pool.IsLoaded(layer, expert);
 
+    public IReadOnlyList<(int Layer, int Expert)> Loaded() =>
+        [.. Manifest.Experts.Where(e => pool.IsLoaded(e.Layer, e.Expert)).Select(e => (e.Layer, e.Expert))];
+
     public IReadOnlyList<string> LoadedKeys() =>
         [.. Manifest.Experts.Where(e => pool.IsLoaded(e.Layer, e.Expert)).Select(e => $"{e.Layer}:{e.Expert}")];
 

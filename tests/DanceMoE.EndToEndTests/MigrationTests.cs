@@ -110,5 +110,15 @@ public sealed class MigrationTests(ITestOutputHelper output)
         Assert.Empty(results.Where(r => r.Error is not null).Select(r => $"{r.Edge}: {r.Error!.Message}"));
         Assert.All(results, r => Assert.Equal(scenario.Oracle[r.Prompt], r.Answer!.TokenIds));
         Assert.Empty(scenario.InvariantViolations);
+
+        // An edge restarted from its bootstrap file is brought up to the active placement by the coordinator.
+        scenario.Cluster.Kill("edge-1");
+        await scenario.RestartEdgeAsync("edge-1");
+        var prompt = MigrationScenario.Prompts[1];
+        var caughtUp = await scenario.WaitForAsync(
+            async () => await scenario.Cluster.GenerateAsync("edge-1", prompt, MigrationScenario.MaxTokens) is var a && a.Stats.PlacementVersion == decision.CandidateVersion ? a : null,
+            "the restarted edge routes by the active placement");
+        Assert.Equal(scenario.Oracle[prompt], caughtUp.TokenIds);
+        Assert.True(caughtUp.Stats.LocalExpertCalls > 0, $"{caughtUp.Stats}");
     }
 }
