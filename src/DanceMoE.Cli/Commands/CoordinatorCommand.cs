@@ -8,7 +8,7 @@ using Microsoft.Extensions.Options;
 
 namespace DanceMoE.Cli.Commands;
 
-/// <summary><c>dancemoe coordinator</c>: membership, placement registry and the Quartz placement job, until stopped.</summary>
+/// <summary><c>dancemoe coordinator</c>: membership, placement registry, the Quartz placement job and the migration saga, until stopped.</summary>
 public sealed class CoordinatorCommand : ICliCommand
 {
     public string Verb => "coordinator";
