@@ -18,9 +18,11 @@ public sealed record EdgeMember(
 /// The coordinator's live view of the cluster, fed by heartbeats. Kept in memory: after a restart the coordinator
 /// knows an edge again at its next heartbeat, a few seconds later.
 /// </summary>
-public sealed class ClusterMembership(IOptions<MembershipOptions> options)
+public sealed class ClusterMembership(IOptions<MembershipOptions> options, TimeProvider? time = null)
 {
     private readonly ConcurrentDictionary<string, EdgeHeartbeat> _beats = new(StringComparer.Ordinal);
+    private readonly TimeProvider _time = time ?? TimeProvider.System;
+    private readonly DateTimeOffset _startedAt = (time ?? TimeProvider.System).GetUtcNow();
 
     public MembershipOptions Options { get; } = options.Value;
 
@@ -40,4 +42,14 @@ public sealed class ClusterMembership(IOptions<MembershipOptions> options)
             .ToList();
 
     public IReadOnlyList<EdgeMember> Alive(DateTimeOffset now) => Snapshot(now).Where(e => e.IsAlive).ToList();
+
+    /// <summary>
+    /// Waits, after a (re)start, until every live edge has had the time to send a heartbeat: until then an edge missing
+    /// from the membership may just not have been heard from yet.
+    /// </summary>
+    public Task WaitUntilWarmAsync(CancellationToken cancellationToken)
+    {
+        var left = _startedAt + Options.DownAfter - _time.GetUtcNow();
+        return left > TimeSpan.Zero ? Task.Delay(left, _time, cancellationToken) : Task.CompletedTask;
+    }
 }

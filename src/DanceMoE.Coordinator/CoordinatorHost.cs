@@ -33,7 +33,7 @@ public static class CoordinatorHost
             sp.GetRequiredService<Microsoft.EntityFrameworkCore.IDbContextFactory<Data.DanceMoEDbContext>>(),
             sp.GetRequiredService<IBus>()));
         services.AddSingleton<PlacementRunner>();
-        services.AddSingleton<LaggingEdges>();
+        services.AddSingleton<LaggingEdgeConsumer.SentLog>();
         services.AddOptions<MigrationOptions>().Bind(builder.Configuration.GetSection(MigrationOptions.Section)).ValidateDataAnnotations().ValidateOnStart();
         var migration = builder.Configuration.GetSection(MigrationOptions.Section).Get<MigrationOptions>() ?? new MigrationOptions();
 
@@ -42,6 +42,7 @@ public static class CoordinatorHost
             bus.AddConsumer<EdgeHeartbeatConsumer, EdgeHeartbeatConsumerDefinition>();
             bus.AddConsumer<PlacementAppliedConsumer, PlacementAppliedConsumerDefinition>();
             bus.AddConsumer<RunPlacementNowConsumer, RunPlacementNowConsumerDefinition>();
+            bus.AddConsumer<LaggingEdgeConsumer, LaggingEdgeConsumerDefinition>();
             bus.AddConsumer<ActivatePlacementConsumer, ActivatePlacementConsumerDefinition>();
             bus.AddSagaStateMachine<MigrationStateMachine, MigrationState, MigrationStateDefinition>().PostgresRepository();
             bus.UsingRabbitMq((context, cfg) =>

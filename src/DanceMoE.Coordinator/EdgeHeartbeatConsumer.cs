@@ -9,7 +9,7 @@ namespace DanceMoE.Coordinator;
 /// Records each edge's last heartbeat in <c>edge_servers</c> (the membership analysts see) and in
 /// <see cref="ClusterMembership"/> (the one the placement job uses, with the experts each edge has loaded).
 /// </summary>
-public sealed class EdgeHeartbeatConsumer(IDbContextFactory<DanceMoEDbContext> dbFactory, ClusterMembership membership, LaggingEdges lagging) : IConsumer<EdgeHeartbeat>
+public sealed class EdgeHeartbeatConsumer(IDbContextFactory<DanceMoEDbContext> dbFactory, ClusterMembership membership) : IConsumer<EdgeHeartbeat>
 {
     public async Task Consume(ConsumeContext<EdgeHeartbeat> context)
     {
@@ -33,7 +33,6 @@ public sealed class EdgeHeartbeatConsumer(IDbContextFactory<DanceMoEDbContext> d
                 last_seen_at = GREATEST(e.last_seen_at, EXCLUDED.last_seen_at)
             """,
             context.CancellationToken).ConfigureAwait(false);
-        await lagging.CatchUpAsync(beat, context, context.CancellationToken).ConfigureAwait(false);
     }
 }
 

@@ -31,6 +31,7 @@ public sealed class ActivatePlacementConsumer(
 
         var placement = await registry.GetAsync(version, context.CancellationToken).ConfigureAwait(false)
             ?? throw new InvalidOperationException($"placement version {version} does not exist");
+        await membership.WaitUntilWarmAsync(context.CancellationToken).ConfigureAwait(false);
         var edges = membership.Alive(time.GetUtcNow());
         var violations = PlacementInvariants.Check(placement.Assignments, job.Value, edges);
         if (violations.Count > 0)

@@ -1,0 +1,51 @@
+using System.Collections.Concurrent;
+using DanceMoE.Contracts;
+using DanceMoE.Hosting;
+using MassTransit;
+
+namespace DanceMoE.Coordinator;
+
+/// <summary>
+/// Sends the active placement to an edge whose heartbeat says it routes by another one: an edge that (re)started from
+/// its bootstrap file, or missed the event while it was down. At most once per edge every few seconds.
+/// </summary>
+public sealed class LaggingEdgeConsumer(PlacementRegistry registry, LaggingEdgeConsumer.SentLog sent, TimeProvider time) : IConsumer<EdgeHeartbeat>
+{
+    private static readonly TimeSpan Every = TimeSpan.FromSeconds(5);
+
+    public async Task Consume(ConsumeContext<EdgeHeartbeat> context)
+    {
+        var beat = context.Message;
+        var now = time.GetUtcNow();
+        if (sent.At.TryGetValue(beat.EdgeId, out var last) && now - last < Every)
+        {
+            return;
+        }
+
+        var active = await registry.ActiveEventAsync(context.CancellationToken).ConfigureAwait(false);
+        if (active is null || active.Version == beat.PlacementVersion)
+        {
+            return;
+        }
+
+        sent.At[beat.EdgeId] = now;
+        var endpoint = await context.GetSendEndpoint(EdgeQueueNames.ControlAddress(beat.EdgeId)).ConfigureAwait(false);
+        await endpoint.Send(active, s => s.TimeToLive = Every, context.CancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>When each edge was last sent the active placement (a singleton: consumers live for one message).</summary>
+    public sealed class SentLog
+    {
+        public ConcurrentDictionary<string, DateTimeOffset> At { get; } = new(StringComparer.Ordinal);
+    }
+}
+
+/// <summary>Its own subscription to the heartbeats, beside the membership's.</summary>
+public sealed class LaggingEdgeConsumerDefinition : ConsumerDefinition<LaggingEdgeConsumer>
+{
+    public LaggingEdgeConsumerDefinition()
+    {
+        EndpointName = "coordinator-lagging-edges";
+        ConcurrentMessageLimit = 1;
+    }
+}
