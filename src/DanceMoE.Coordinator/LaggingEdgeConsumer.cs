@@ -22,7 +22,7 @@ public sealed class LaggingEdgeConsumer(PlacementRegistry registry, LaggingEdgeC
             return;
         }
 
-        var active = await registry.ActiveEventAsync(context.CancellationToken).ConfigureAwait(false);
+        var active = await registry.GetActiveAsync(context.CancellationToken).ConfigureAwait(false);
         if (active is null || active.Version == beat.PlacementVersion)
         {
             return;
@@ -30,7 +30,7 @@ public sealed class LaggingEdgeConsumer(PlacementRegistry registry, LaggingEdgeC
 
         sent.At[beat.EdgeId] = now;
         var endpoint = await context.GetSendEndpoint(EdgeQueueNames.ControlAddress(beat.EdgeId)).ConfigureAwait(false);
-        await endpoint.Send(active, s => s.TimeToLive = Every, context.CancellationToken).ConfigureAwait(false);
+        await endpoint.Send(active.ToEvent(), s => s.TimeToLive = Every, context.CancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>When each edge was last sent the active placement (a singleton: consumers live for one message).</summary>

@@ -6,7 +6,17 @@ using Microsoft.EntityFrameworkCore;
 namespace DanceMoE.Coordinator;
 
 /// <summary>A placement as the registry stores it: version, algorithm, predicted cost and every replica.</summary>
-public sealed record RegisteredPlacement(int Version, string Algorithm, double PredictedCost, bool IsActive, IReadOnlyList<ExpertAssignment> Assignments);
+public sealed record RegisteredPlacement(
+    int Version, string Algorithm, double PredictedCost, bool IsActive, DateTimeOffset? ActivatedAt, IReadOnlyList<ExpertAssignment> Assignments)
+{
+    /// <summary>The event that tells edges to route by it (when it was activated).</summary>
+    public PlacementActivated ToEvent() => new()
+    {
+        Version = Version,
+        Assignments = Assignments,
+        ActivatedAt = ActivatedAt ?? throw new InvalidOperationException($"placement version {Version} was never activated"),
+    };
+}
 
 /// <summary>
 /// Placement versions in PostgreSQL (<c>placements</c>, <c>placement_assignments</c>). Versions only grow; exactly one is
@@ -55,7 +65,9 @@ public sealed class PlacementRegistry(IDbContextFactory<DanceMoEDbContext> dbFac
     /// <summary>Makes <paramref name="version"/> the only active placement and publishes <see cref="PlacementActivated"/>.</summary>
     public async Task ActivateAsync(int version, CancellationToken cancellationToken)
     {
-        var activatedAt = DateTimeOffset.UtcNow;
+        // PostgreSQL keeps microseconds: the time republished later must equal the one published now.
+        var now = DateTimeOffset.UtcNow;
+        var activatedAt = new DateTimeOffset(now.Ticks - (now.Ticks % 10), TimeSpan.Zero);
         await using (var db = await dbFactory.CreateDbContextAsync(cancellationToken).ConfigureAwait(false))
         {
             await using var transaction = await db.Database.BeginTransactionAsync(cancellationToken).ConfigureAwait(false);
@@ -78,19 +90,12 @@ public sealed class PlacementRegistry(IDbContextFactory<DanceMoEDbContext> dbFac
             .ConfigureAwait(false);
     }
 
-    /// <summary>Publishes <see cref="PlacementActivated"/> again for the active <paramref name="version"/>, with its first activation time.</summary>
+    /// <summary>Publishes <see cref="PlacementActivated"/> again for <paramref name="version"/>, with its first activation time.</summary>
     public async Task RepublishAsync(int version, CancellationToken cancellationToken)
     {
-        var activated = await ActivatedAsync(version, cancellationToken).ConfigureAwait(false);
-        await publish.Publish(activated, cancellationToken).ConfigureAwait(false);
-    }
-
-    /// <summary>The active placement as the event edges take it, or null when none is active.</summary>
-    public async Task<PlacementActivated?> ActiveEventAsync(CancellationToken cancellationToken)
-    {
-        await using var db = await dbFactory.CreateDbContextAsync(cancellationToken).ConfigureAwait(false);
-        var version = await db.Placements.Where(p => p.IsActive).Select(p => (int?)p.Version).SingleOrDefaultAsync(cancellationToken).ConfigureAwait(false);
-        return version is { } v ? await ActivatedAsync(v, cancellationToken).ConfigureAwait(false) : null;
+        var placement = await GetAsync(version, cancellationToken).ConfigureAwait(false)
+            ?? throw new InvalidOperationException($"placement version {version} does not exist");
+        await publish.Publish(placement.ToEvent(), cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>The version registered with <paramref name="inputsDigest"/>, if any (a migration registers each of its steps once).</summary>
@@ -99,16 +104,6 @@ public sealed class PlacementRegistry(IDbContextFactory<DanceMoEDbContext> dbFac
         await using var db = await dbFactory.CreateDbContextAsync(cancellationToken).ConfigureAwait(false);
         return await db.Placements.Where(p => p.InputsDigest == inputsDigest).OrderBy(p => p.Version).Select(p => (int?)p.Version)
             .FirstOrDefaultAsync(cancellationToken).ConfigureAwait(false);
-    }
-
-    private async Task<PlacementActivated> ActivatedAsync(int version, CancellationToken cancellationToken)
-    {
-        await using var db = await dbFactory.CreateDbContextAsync(cancellationToken).ConfigureAwait(false);
-        var activatedAt = await db.Placements.Where(p => p.Version == version && p.IsActive).Select(p => p.ActivatedAt).SingleOrDefaultAsync(cancellationToken).ConfigureAwait(false)
-            ?? throw new InvalidOperationException($"placement version {version} is not active");
-        var placement = await GetAsync(version, cancellationToken).ConfigureAwait(false)
-            ?? throw new InvalidOperationException($"placement version {version} vanished");
-        return new PlacementActivated { Version = version, Assignments = placement.Assignments, ActivatedAt = activatedAt };
     }
 
     public async Task<RegisteredPlacement?> GetActiveAsync(CancellationToken cancellationToken)
@@ -138,7 +133,7 @@ public sealed class PlacementRegistry(IDbContextFactory<DanceMoEDbContext> dbFac
                 Servers = g.Select(a => a.EdgeId).Order(StringComparer.Ordinal).ToList(),
             })
             .ToList();
-        return new RegisteredPlacement(placement.Version, placement.Algorithm, placement.PredictedCost, placement.IsActive, assignments);
+        return new RegisteredPlacement(placement.Version, placement.Algorithm, placement.PredictedCost, placement.IsActive, placement.ActivatedAt, assignments);
     }
 
     private static Task<int> LockAsync(DanceMoEDbContext db, CancellationToken cancellationToken) =>

@@ -15,18 +15,19 @@ public sealed class BenchCommand : ICliCommand
     public string Verb => "bench";
 
     public string Usage =>
-        $"bench expert --model DIR [--layer 0] [--expert 0] [--iterations 50] {InferenceArguments.Usage} | {Benchmarks.ClusterBenchmark.Usage} | {Benchmarks.TracesBenchmark.Usage}";
+        $"bench expert --model DIR [--layer 0] [--expert 0] [--iterations 50] {InferenceArguments.Usage} | {Benchmarks.ClusterBenchmark.Usage} | {Benchmarks.TracesBenchmark.Usage} | {Benchmarks.ShiftBenchmark.Usage}";
 
     public async Task<int> RunAsync(Arguments args, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(args);
-        var action = args.Positional0("action (expert, cluster, traces)");
+        var action = args.Positional0("action (expert, cluster, traces, shift)");
         return action switch
         {
             "expert" => Expert(args, cancellationToken),
             "cluster" => await Benchmarks.ClusterBenchmark.RunAsync(args, cancellationToken).ConfigureAwait(false),
             "traces" => await Benchmarks.TracesBenchmark.RunAsync(args, cancellationToken).ConfigureAwait(false),
-            _ => throw new UsageException($"unknown action '{action}' (expert, cluster, traces)"),
+            "shift" => await Benchmarks.ShiftBenchmark.RunAsync(args, cancellationToken).ConfigureAwait(false),
+            _ => throw new UsageException($"unknown action '{action}' (expert, cluster, traces, shift)"),
         };
     }
 

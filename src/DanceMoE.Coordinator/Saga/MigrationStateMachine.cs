@@ -226,7 +226,6 @@ public sealed class MigrationStateMachine : MassTransitStateMachine<MigrationSta
         var moves = MigrationProgress.Moves(saga.Moves);
         if (saga.MoveIndex >= moves.Count)
         {
-            saga.Routed = MigrationProgress.Serialize([]);
             await FinishAsync(context, Completed, "migrated", null).ConfigureAwait(false);
             _logger.LogInformation("migration {Migration}: completed, v{Version} active", saga.CorrelationId, context.Message.Version);
             return;
