@@ -5,22 +5,26 @@ using Microsoft.Extensions.Logging;
 namespace DanceMoE.Edge;
 
 /// <summary>
-/// Loads an expert on command (a migration step), within the budget. With <c>--load-ms-per-mb</c> the weights' transfer
-/// from a peer is emulated (on one machine every edge reads the same files).
+/// Loads an expert on command (a migration step): its memory is reserved first (a load that cannot fit fails before any
+/// transfer), then the weights arrive and are loaded. With <c>--load-ms-per-mb</c> the transfer from a peer is emulated
+/// (on one machine every edge reads the same files).
 /// </summary>
 public sealed class LoadExpertConsumer(EdgeRuntime edge) : IConsumer<LoadExpert>
 {
     public async Task Consume(ConsumeContext<LoadExpert> context)
     {
         var command = context.Message;
-        edge.Experts.CheckRange(command.Layer, command.Expert);
-        if (!edge.Experts.Holds(command.Layer, command.Expert) && edge.Options.LoadMsPerMb > 0)
+        using (var reservation = edge.Experts.Reserve(command.Layer, command.Expert))
         {
-            var megabytes = edge.Experts.BytesOf(command.Layer, command.Expert) / 1048576.0;
-            await Task.Delay(TimeSpan.FromMilliseconds(Math.Max(1, megabytes * edge.Options.LoadMsPerMb)), context.CancellationToken).ConfigureAwait(false);
+            if (!edge.Experts.Holds(command.Layer, command.Expert) && edge.Options.LoadMsPerMb > 0)
+            {
+                var megabytes = edge.Experts.BytesOf(command.Layer, command.Expert) / 1048576.0;
+                await Task.Delay(TimeSpan.FromMilliseconds(Math.Max(1, megabytes * edge.Options.LoadMsPerMb)), context.CancellationToken).ConfigureAwait(false);
+            }
+
+            reservation.Load();
         }
 
-        edge.Experts.Load(command.Layer, command.Expert);
         await context.RespondAsync(new ExpertLoaded
         {
             CommandId = command.CommandId,

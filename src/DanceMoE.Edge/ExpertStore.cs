@@ -15,6 +15,7 @@ public sealed class ExpertStore(ExpertSessionPool pool, long budgetBytes) : IDis
     // Runs share the lock; an unload waits for the runs in flight, so it never races a run into reloading the expert.
     private readonly ReaderWriterLockSlim _residency = new();
     private double _expertMsEwma;
+    private long _reservedBytes;
 
     public ModelManifest Manifest => pool.Manifest;
 
@@ -71,14 +72,80 @@ public sealed class ExpertStore(ExpertSessionPool pool, long budgetBytes) : IDis
                 return;
             }
 
-            var after = UsedBytes + BytesOf(layer, expert);
-            if (after > BudgetBytes)
+            CheckRoom(layer, expert);
+            pool.Load(layer, expert);
+        }
+    }
+
+    /// <summary>
+    /// Sets aside the expert's bytes before its weights arrive, so a load that cannot fit fails before the transfer and
+    /// nothing else takes the room meanwhile. <see cref="Reservation.Load"/> turns it into the loaded expert; disposing
+    /// a reservation that was not loaded frees the room.
+    /// </summary>
+    public Reservation Reserve(int layer, int expert)
+    {
+        CheckRange(layer, expert);
+        lock (_gate)
+        {
+            if (pool.IsLoaded(layer, expert))
             {
-                throw new ExpertBudgetException(
-                    $"loading expert {layer}.{expert} would use {after / 1048576.0:F1} MiB, over the budget of {BudgetBytes / 1048576.0:F1} MiB");
+                return new Reservation(this, layer, expert, 0);
             }
 
-            pool.Load(layer, expert);
+            CheckRoom(layer, expert);
+            var bytes = BytesOf(layer, expert);
+            _reservedBytes += bytes;
+            return new Reservation(this, layer, expert, bytes);
+        }
+    }
+
+    private void LoadReserved(int layer, int expert, long reservedBytes)
+    {
+        lock (_gate)
+        {
+            _reservedBytes -= reservedBytes;
+            if (!pool.IsLoaded(layer, expert))
+            {
+                CheckRoom(layer, expert);
+                pool.Load(layer, expert);
+            }
+        }
+    }
+
+    private void Release(long reservedBytes)
+    {
+        lock (_gate)
+        {
+            _reservedBytes -= reservedBytes;
+        }
+    }
+
+    private void CheckRoom(int layer, int expert)
+    {
+        var after = UsedBytes + _reservedBytes + BytesOf(layer, expert);
+        if (after > BudgetBytes)
+        {
+            throw new ExpertBudgetException(
+                $"loading expert {layer}.{expert} would use {after / 1048576.0:F1} MiB (reservations included), over the budget of {BudgetBytes / 1048576.0:F1} MiB");
+        }
+    }
+
+    /// <summary>Room set aside for one expert until it is loaded or given up.</summary>
+    public sealed class Reservation(ExpertStore store, int layer, int expert, long bytes) : IDisposable
+    {
+        private long _bytes = bytes;
+
+        public void Load()
+        {
+            var bytes = _bytes;
+            _bytes = 0;
+            store.LoadReserved(layer, expert, bytes);
+        }
+
+        public void Dispose()
+        {
+            store.Release(_bytes);
+            _bytes = 0;
         }
     }
 
