@@ -65,13 +65,16 @@ public sealed class PlacementRegistry(IDbContextFactory<DanceMoEDbContext> dbFac
     /// <summary>Makes <paramref name="version"/> the only active placement and publishes <see cref="PlacementActivated"/>.</summary>
     public async Task ActivateAsync(int version, CancellationToken cancellationToken)
     {
-        // PostgreSQL keeps microseconds: the time republished later must equal the one published now.
-        var now = DateTimeOffset.UtcNow;
-        var activatedAt = new DateTimeOffset(now.Ticks - (now.Ticks % 10), TimeSpan.Zero);
+        DateTimeOffset activatedAt;
         await using (var db = await dbFactory.CreateDbContextAsync(cancellationToken).ConfigureAwait(false))
         {
             await using var transaction = await db.Database.BeginTransactionAsync(cancellationToken).ConfigureAwait(false);
             await LockAsync(db, cancellationToken).ConfigureAwait(false);
+
+            // Taken under the lock, so activation times follow the order the registry activated in (edges go by them);
+            // cut to the microseconds PostgreSQL keeps, so a republished event carries the same time.
+            var now = DateTimeOffset.UtcNow;
+            activatedAt = new DateTimeOffset(now.Ticks - (now.Ticks % 10), TimeSpan.Zero);
             if (!await db.Placements.AnyAsync(p => p.Version == version, cancellationToken).ConfigureAwait(false))
             {
                 throw new InvalidOperationException($"placement version {version} does not exist");

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Globalization;
 using DanceMoE.Contracts;
 using DanceMoE.Edge;
@@ -18,7 +17,7 @@ namespace DanceMoE.EndToEndTests;
 /// </summary>
 public sealed class EdgeCluster : IAsyncDisposable
 {
-    private readonly List<(string Id, Process Process, string Log)> _edges = [];
+    private readonly List<(string Id, CliProcess Process)> _edges = [];
     private ServiceProvider? _provider;
 
     private EdgeCluster(string directory, IsolatedVirtualHost vhost, ModelManifest manifest)
@@ -64,89 +63,44 @@ public sealed class EdgeCluster : IAsyncDisposable
     public async Task StartEdgesAsync(
         IEnumerable<string> ids, string placementFile, int deadlineMs = 5000, int memoryMb = 256, string? traceDatabase = null, params string[] extraArguments)
     {
-        var dll = Path.Combine(AppContext.BaseDirectory, "dancemoe.dll");
-        var starting = new List<(string Id, string Ready)>();
+        var started = new List<(string Id, CliProcess Process)>();
         foreach (var id in ids)
         {
-            var ready = Path.Combine(Directory, id + ".ready");
-            var log = Path.Combine(Directory, id + ".log");
-            var start = new ProcessStartInfo("dotnet")
-            {
-                UseShellExecute = false,
-                RedirectStandardOutput = true,
-                RedirectStandardError = true,
-            };
             string[] arguments =
             [
-                dll, "edge", "--id", id, "--model", ModelDirectory, "--memory-mb", memoryMb.ToString(CultureInfo.InvariantCulture),
+                "edge", "--id", id, "--model", ModelDirectory, "--memory-mb", memoryMb.ToString(CultureInfo.InvariantCulture),
                 "--placement", placementFile, "--provider", "cpu", "--deadline-ms", deadlineMs.ToString(CultureInfo.InvariantCulture),
-                "--ready-file", ready, "--heartbeat-seconds", "1", "--trace-spill-dir", Path.Combine(Directory, "spill"), .. extraArguments,
+                "--heartbeat-seconds", "1", "--trace-spill-dir", Path.Combine(Directory, "spill"), .. extraArguments,
+                .. traceDatabase is null ? ["--no-traces"] : Array.Empty<string>(),
             ];
-            foreach (var a in arguments)
+            var environment = new Dictionary<string, string> { ["ConnectionStrings__rabbitmq"] = VirtualHost.Uri };
+            if (traceDatabase is not null)
             {
-                start.ArgumentList.Add(a);
+                environment["ConnectionStrings__postgres"] = traceDatabase;
             }
 
-            if (traceDatabase is null)
-            {
-                start.ArgumentList.Add("--no-traces");
-            }
-            else
-            {
-                start.Environment["ConnectionStrings__postgres"] = traceDatabase;
-            }
-
-            start.Environment["ConnectionStrings__rabbitmq"] = VirtualHost.Uri;
-            var process = Process.Start(start)!;
-            var writer = new StreamWriter(log) { AutoFlush = true };
-            process.OutputDataReceived += (_, e) => { if (e.Data is not null) { lock (writer) { writer.WriteLine(e.Data); } } };
-            process.ErrorDataReceived += (_, e) => { if (e.Data is not null) { lock (writer) { writer.WriteLine(e.Data); } } };
-            process.BeginOutputReadLine();
-            process.BeginErrorReadLine();
-            _edges.Add((id, process, log));
-            starting.Add((id, ready));
+            var process = CliProcess.Start(arguments, environment, Path.Combine(Directory, id + ".log"), Path.Combine(Directory, id + ".ready"));
+            _edges.Add((id, process));
+            started.Add((id, process));
         }
 
         var deadline = DateTime.UtcNow.AddSeconds(90);
-        foreach (var (id, ready) in starting)
+        foreach (var (id, process) in started)
         {
-            var edge = _edges.Single(e => e.Id == id);
-            while (!File.Exists(ready))
-            {
-                if (edge.Process.HasExited || DateTime.UtcNow > deadline)
-                {
-                    throw new InvalidOperationException($"{id} did not start: {LogOf(id)}");
-                }
-
-                await Task.Delay(100);
-            }
+            await process.WaitUntilReadyAsync(id, deadline);
         }
     }
 
-    public string LogOf(string id)
-    {
-        var log = _edges.Single(e => e.Id == id).Log;
-        try
-        {
-            using var stream = new FileStream(log, FileMode.Open, FileAccess.Read, FileShare.ReadWrite);
-            return new StreamReader(stream).ReadToEnd();
-        }
-        catch (IOException)
-        {
-            return "";
-        }
-    }
+    public string LogOf(string id) => _edges.Single(e => e.Id == id).Process.Log();
 
-    public void Kill(string id) => _edges.Single(e => e.Id == id).Process.Kill(entireProcessTree: true);
+    public void Kill(string id) => _edges.Single(e => e.Id == id).Process.Process.Kill(entireProcessTree: true);
 
     /// <summary>Starts a killed edge again with the same arguments; its queues keep what was not acknowledged.</summary>
     public async Task RestartAsync(string id, string placementFile, int deadlineMs = 5000, int memoryMb = 256, params string[] extraArguments)
     {
         var old = _edges.Single(e => e.Id == id);
-        await old.Process.WaitForExitAsync();
-        old.Process.Dispose();
+        await old.Process.DisposeAsync();
         _edges.Remove(old);
-        File.Delete(Path.Combine(Directory, id + ".ready"));
         await StartEdgesAsync([id], placementFile, deadlineMs, memoryMb, null, extraArguments);
     }
 
@@ -170,15 +124,9 @@ public sealed class EdgeCluster : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
-        foreach (var (_, process, _) in _edges)
+        foreach (var (_, process) in _edges)
         {
-            if (!process.HasExited)
-            {
-                process.Kill(entireProcessTree: true);
-                await process.WaitForExitAsync();
-            }
-
-            process.Dispose();
+            await process.DisposeAsync();
         }
 
         if (_provider is not null)

@@ -64,7 +64,12 @@ public class CoordinatorFixture : IAsyncLifetime
                 new RabbitMqOptions { ConnectionString = VirtualHost.Uri }.ConfigureHost(cfg);
                 foreach (var edge in EdgeIds)
                 {
-                    cfg.ReceiveEndpoint($"{edge}-control", e => ConfigureEdge(e, edge));
+                    cfg.ReceiveEndpoint($"{edge}-control", e =>
+                    {
+                        // One message at a time, like an edge's control queue: acknowledgements leave in order.
+                        e.ConcurrentMessageLimit = 1;
+                        ConfigureEdge(e, edge);
+                    });
                 }
             }))
             .BuildServiceProvider(true);
@@ -72,9 +77,31 @@ public class CoordinatorFixture : IAsyncLifetime
         await EdgeBus.StartAsync();
     }
 
-    /// <summary>What a pretend edge answers on its control queue: placements, acknowledged as edges do.</summary>
-    protected virtual void ConfigureEdge(IReceiveEndpointConfigurator endpoint, string edge) =>
-        endpoint.Handler<PlacementActivated>(context => context.Publish(new PlacementApplied { EdgeId = edge, Version = context.Message.Version }));
+    /// <summary>
+    /// What a pretend edge answers on its control queue: placements, followed and acknowledged as edges do (the latest
+    /// activation wins, and the answer names the version the edge routes by).
+    /// </summary>
+    protected virtual void ConfigureEdge(IReceiveEndpointConfigurator endpoint, string edge)
+    {
+        var current = (Version: 0, At: DateTimeOffset.MinValue);
+        var gate = new object();
+        endpoint.Handler<PlacementActivated>(context =>
+        {
+            int routes;
+            lock (gate)
+            {
+                var message = context.Message;
+                if (message.ActivatedAt > current.At || (message.ActivatedAt == current.At && message.Version > current.Version))
+                {
+                    current = (message.Version, message.ActivatedAt);
+                }
+
+                routes = current.Version;
+            }
+
+            return context.Publish(new PlacementApplied { EdgeId = edge, Version = routes });
+        });
+    }
 
     public virtual async Task DisposeAsync()
     {
