@@ -66,7 +66,7 @@ public sealed class CoordinatorCommand : ICliCommand
         args.EnsureAllUsed(0);
 
         var configuration = new ConfigurationBuilder().AddConfiguration(CliEnvironment.Configuration).AddInMemoryCollection(settings).Build();
-        using var host = CoordinatorHost.Build(configuration);
+        using var host = BuildHost(configuration);
         try
         {
             await host.StartAsync(cancellationToken).ConfigureAwait(false);
@@ -74,6 +74,10 @@ public sealed class CoordinatorCommand : ICliCommand
         catch (OptionsValidationException ex)
         {
             throw new UsageException(string.Join("; ", ex.Failures));
+        }
+        catch (InvalidOperationException ex) when (IsConversionFailure(ex))
+        {
+            throw new UsageException(ex.Message);
         }
         catch (Exception ex) when (ex is MassTransit.RabbitMqConnectionException or TimeoutException)
         {
@@ -91,6 +95,22 @@ public sealed class CoordinatorCommand : ICliCommand
         await host.WaitForShutdownAsync(cancellationToken).ConfigureAwait(false);
         return ExitCodes.Ok;
     }
+
+    private static IHost BuildHost(IConfiguration configuration)
+    {
+        try
+        {
+            return CoordinatorHost.Build(configuration);
+        }
+        catch (InvalidOperationException ex) when (IsConversionFailure(ex))
+        {
+            throw new UsageException(ex.Message);
+        }
+    }
+
+    /// <summary>A setting that does not convert to its option's type (for example <c>--drain-ms abc</c>): the caller's mistake.</summary>
+    private static bool IsConversionFailure(InvalidOperationException ex) =>
+        ex.Message.StartsWith("Failed to convert configuration value", StringComparison.Ordinal);
 
     private static void Map(Arguments args, Dictionary<string, string?> settings, string option, string key)
     {
