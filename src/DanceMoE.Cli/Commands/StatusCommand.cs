@@ -152,7 +152,7 @@ public sealed class StatusCommand : ICliCommand
 
     internal static string DecisionLine(PlacementDecision d) => string.Create(
         CultureInfo.InvariantCulture,
-        $"{d.DecidedAt:u} {d.Trigger,-8} {d.Algorithm} v{d.CurrentVersion?.ToString(CultureInfo.InvariantCulture) ?? "-"} -> v{d.CandidateVersion?.ToString(CultureInfo.InvariantCulture) ?? "-"}: {d.Decision} ({d.Status}) gain {d.PredictedGainSeconds?.ToString("F3", CultureInfo.InvariantCulture) ?? "-"} s, migration {d.MigrationCostSeconds?.ToString("F3", CultureInfo.InvariantCulture) ?? "-"} s: {d.Reason}");
+        $"{d.DecidedAt:u} {d.Trigger,-8} {d.Algorithm} v{d.CurrentVersion?.ToString(CultureInfo.InvariantCulture) ?? "-"} -> v{d.CandidateVersion?.ToString(CultureInfo.InvariantCulture) ?? "-"}: {d.Decision} ({d.Status}) gain {d.PredictedGainSeconds?.ToString("F3", CultureInfo.InvariantCulture) ?? "-"} s, migration {d.MigrationCostSeconds?.ToString("F3", CultureInfo.InvariantCulture) ?? "-"} s: {d.Reason}{(d.MigrationId is { } id ? $" (migration {id})" : "")}");
 
     internal static string MigrationLine(MigrationState m)
     {
