@@ -53,7 +53,7 @@ public sealed class DistributedExpertDispatcher(
             list.Add(i);
         }
 
-        var pending = remote.Select(kv => RunRemoteAsync(placement, kv.Key, layer, kv.Value, batches, outputs, servedBy, cancellationToken)).ToList();
+        var pending = remote.Select(kv => RunRemoteAsync(kv.Key, layer, kv.Value, batches, outputs, servedBy, cancellationToken)).ToList();
         var unloaded = new List<int>();
         foreach (var i in local)
         {
@@ -69,10 +69,12 @@ public sealed class DistributedExpertDispatcher(
             }
         }
 
-        foreach (var group in unloaded.GroupBy(i => ChooseReplica(placement, layer, batches[i].Expert, exclude: null)
-            ?? throw new ExpertUnavailableException($"expert {layer}.{batches[i].Expert} was unloaded here and placement v{placement.Version} has no other replica")))
+        // The placement that made this edge unload them already routes elsewhere: ask the newest one.
+        var latest = routing.Current;
+        foreach (var group in unloaded.GroupBy(i => ChooseReplica(latest, layer, batches[i].Expert, exclude: null)
+            ?? throw new ExpertUnavailableException($"expert {layer}.{batches[i].Expert} was unloaded here and placement v{latest.Version} has no other replica")))
         {
-            pending.Add(RunRemoteAsync(placement, group.Key, layer, [.. group], batches, outputs, servedBy, cancellationToken));
+            pending.Add(RunRemoteAsync(group.Key, layer, [.. group], batches, outputs, servedBy, cancellationToken));
         }
 
         var scope = RequestScope.Current;
@@ -83,7 +85,7 @@ public sealed class DistributedExpertDispatcher(
     }
 
     private async Task RunRemoteAsync(
-        EdgePlacement placement, string server, int layer, List<int> indexes, IReadOnlyList<ExpertBatch> batches, float[][] outputs, string[] servedBy, CancellationToken cancellationToken)
+        string server, int layer, List<int> indexes, IReadOnlyList<ExpertBatch> batches, float[][] outputs, string[] servedBy, CancellationToken cancellationToken)
     {
         try
         {
@@ -95,9 +97,20 @@ public sealed class DistributedExpertDispatcher(
             _suspects[server] = DateTime.UtcNow;
             logger.LogWarning("expert batch for layer {Layer} on {Server} failed ({Reason}); retrying on other replicas", layer, server, Describe(ex));
             RequestScope.Current?.AddRetry();
+
+            // The newest placement: a migration may have moved the expert since the batch was sent (the source unloads it
+            // after a drain, and a batch that waited longer in its queue is refused there).
+            var placement = routing.Current;
             var retry = new Dictionary<string, List<int>>(StringComparer.Ordinal);
             foreach (var i in indexes)
             {
+                if (TryRunHere(layer, batches[i], out var output))
+                {
+                    outputs[i] = output;
+                    servedBy[i] = edgeId;
+                    continue;
+                }
+
                 var other = ChooseReplica(placement, layer, batches[i].Expert, exclude: server)
                     ?? throw new ExpertUnavailableException(
                         $"expert {layer}.{batches[i].Expert} failed on {server} ({Describe(ex)}) and placement v{placement.Version} has no other replica", ex);
@@ -172,6 +185,27 @@ public sealed class DistributedExpertDispatcher(
         }
 
         RequestScope.Current?.AddRemote(indexes.Count, payload.Length + result.Output.Length);
+    }
+
+    /// <summary>Runs the expert on this edge when a migration has loaded it here since the batch was routed.</summary>
+    private bool TryRunHere(int layer, ExpertBatch batch, out float[] output)
+    {
+        output = [];
+        if (!store.Holds(layer, batch.Expert))
+        {
+            return false;
+        }
+
+        try
+        {
+            output = store.Run(layer, batch.Expert, batch.Input, batch.Rows);
+            RequestScope.Current?.AddLocal(1);
+            return true;
+        }
+        catch (ExpertNotHeldException)
+        {
+            return false;
+        }
     }
 
     /// <summary>The first replica in placement order that is not excluded, preferring edges that have not failed lately.</summary>
