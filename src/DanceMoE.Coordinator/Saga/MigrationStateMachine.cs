@@ -356,10 +356,7 @@ public sealed class MigrationStateMachine : MassTransitStateMachine<MigrationSta
         return move.Action == action && move.Layer == layer && move.Expert == expert && (edgeId is null || move.EdgeId == edgeId);
     }
 
-    private static Task SendAsync(BehaviorContext<MigrationState> context, Uri address, object message) =>
-        SendCoreAsync(context, address, message);
-
-    private static async Task SendCoreAsync(BehaviorContext<MigrationState> context, Uri address, object message)
+    private static async Task SendAsync(BehaviorContext<MigrationState> context, Uri address, object message)
     {
         // Answers and faults come back to the saga's own queue, where they are correlated by the migration id.
         var endpoint = await context.GetSendEndpoint(address).ConfigureAwait(false);
