@@ -179,12 +179,15 @@ public sealed class MigrationStateMachine : MassTransitStateMachine<MigrationSta
         var saga = context.Saga;
         var move = CurrentMove(saga);
         var load = move.Action == MigrationProgress.Load;
-        NextStage(saga, TimeSpan.FromSeconds(load ? _options.LoadTimeoutSeconds : _options.UnloadTimeoutSeconds));
+        var timeout = TimeSpan.FromSeconds(load ? _options.LoadTimeoutSeconds : _options.UnloadTimeoutSeconds);
+        NextStage(saga, timeout);
         await context.TransitionToState(load ? Loading : Unloading).ConfigureAwait(false);
         object command = load
             ? new LoadExpert { CommandId = saga.CorrelationId, Layer = move.Layer, Expert = move.Expert }
             : new UnloadExpert { CommandId = saga.CorrelationId, Layer = move.Layer, Expert = move.Expert };
-        await SendAsync(context, EdgeQueueNames.ControlAddress(move.EdgeId), command).ConfigureAwait(false);
+
+        // Past its deadline nobody waits for it: an edge that was down must not find it queued when it comes back.
+        await SendAsync(context, EdgeQueueNames.ControlAddress(move.EdgeId), command, timeout).ConfigureAwait(false);
     }
 
     private async Task RetryAsync(BehaviorContext<MigrationState> context)
@@ -356,7 +359,7 @@ public sealed class MigrationStateMachine : MassTransitStateMachine<MigrationSta
         return move.Action == action && move.Layer == layer && move.Expert == expert && (edgeId is null || move.EdgeId == edgeId);
     }
 
-    private static async Task SendAsync(BehaviorContext<MigrationState> context, Uri address, object message)
+    private static async Task SendAsync(BehaviorContext<MigrationState> context, Uri address, object message, TimeSpan? timeToLive = null)
     {
         // Answers and faults come back to the saga's own queue, where they are correlated by the migration id.
         var endpoint = await context.GetSendEndpoint(address).ConfigureAwait(false);
@@ -365,6 +368,7 @@ public sealed class MigrationStateMachine : MassTransitStateMachine<MigrationSta
         {
             s.ResponseAddress = self;
             s.FaultAddress = self;
+            s.TimeToLive = timeToLive;
         }).ConfigureAwait(false);
     }
 
