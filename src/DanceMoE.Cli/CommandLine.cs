@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using DanceMoE.Cli.Commands;
 
 namespace DanceMoE.Cli;
@@ -35,12 +36,23 @@ public static class CommandLine
             return ExitCodes.Usage;
         }
 
+        // Ctrl-C, SIGTERM and SIGHUP (a timeout, a closed terminal) all cancel the command, which cleans up what it
+        // started (processes, databases, virtual hosts) before it returns.
         using var cancellation = new CancellationTokenSource();
         Console.CancelKeyPress += (_, e) =>
         {
             e.Cancel = true;
             cancellation.Cancel();
         };
+        void OnSignal(PosixSignalContext context)
+        {
+            context.Cancel = true;
+            Console.Error.WriteLine($"dancemoe {command.Verb}: {context.Signal}: stopping...");
+            cancellation.Cancel();
+        }
+
+        using var term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnSignal);
+        using var hup = PosixSignalRegistration.Create(PosixSignal.SIGHUP, OnSignal);
 
         try
         {

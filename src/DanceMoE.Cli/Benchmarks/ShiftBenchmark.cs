@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using System.Globalization;
-using System.Runtime.InteropServices;
 using System.Text.Json;
 using DanceMoE.Cli.Commands;
 using DanceMoE.Contracts;
@@ -71,27 +70,7 @@ public static class ShiftBenchmark
             throw new CliException("a cluster is already running: ./dancemoe cluster down first (the benchmark starts its own)");
         }
 
-        // Ctrl-C cancels through the command line's token; SIGTERM and SIGHUP (timeout, a closed terminal) do the same
-        // here, so the processes, the database and the virtual host are always cleaned up.
-        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        void OnSignal(PosixSignalContext context)
-        {
-            context.Cancel = true;
-            Console.Error.WriteLine($"bench shift: {context.Signal}: stopping and cleaning up...");
-            stop.Cancel();
-        }
-
-        using var term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnSignal);
-        using var hup = PosixSignalRegistration.Create(PosixSignal.SIGHUP, OnSignal);
-        ShiftReport report;
-        try
-        {
-            report = await RunCoreAsync(options, stop.Token).ConfigureAwait(false);
-        }
-        catch (OperationCanceledException) when (stop.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
-        {
-            throw new CliException("stopped by a signal (its processes, database and virtual host are removed)", ExitCodes.Cancelled);
-        }
+        var report = await RunCoreAsync(options, cancellationToken).ConfigureAwait(false);
 
         Console.WriteLine(asJson ? JsonSerializer.Serialize(report, Json) : Text(report));
         if (report.MigrationState is "timeout" or "not started")

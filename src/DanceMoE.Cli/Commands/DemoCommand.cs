@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using System.Globalization;
-using System.Runtime.InteropServices;
 using DanceMoE.Contracts;
 using DanceMoE.Coordinator;
 using DanceMoE.Coordinator.Saga;
@@ -69,24 +68,9 @@ public sealed class DemoCommand : ICliCommand
         args.EnsureAllUsed(0);
         var clock = Stopwatch.StartNew();
 
-        // SIGTERM and SIGHUP (a timeout, a closed terminal) stop the demo as Ctrl-C does: edges and coordinator stopped.
-        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        void OnSignal(PosixSignalContext context)
-        {
-            context.Cancel = true;
-            Console.Error.WriteLine($"[demo] {context.Signal}: stopping the edges and the coordinator...");
-            stop.Cancel();
-        }
-
-        using var term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnSignal);
-        using var hup = PosixSignalRegistration.Create(PosixSignal.SIGHUP, OnSignal);
         try
         {
-            return await RunCoreAsync(noServices, model, maxTokens, memoryOption, keep, clock, stop.Token).ConfigureAwait(false);
-        }
-        catch (OperationCanceledException) when (stop.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
-        {
-            throw new CliException("stopped by a signal (the edges and the coordinator are stopped)", ExitCodes.Cancelled);
+            return await RunCoreAsync(noServices, model, maxTokens, memoryOption, keep, clock, cancellationToken).ConfigureAwait(false);
         }
         catch (NpgsqlException ex)
         {
