@@ -29,7 +29,7 @@ public sealed class LaggingEdgeConsumer(PlacementRegistry registry, LaggingEdgeC
         }
 
         sent.At[beat.EdgeId] = now;
-        var endpoint = await context.GetSendEndpoint(EdgeQueueNames.ControlAddress(beat.EdgeId)).ConfigureAwait(false);
+        var endpoint = await context.GetSendEndpoint(EdgeQueues.ControlAddress(beat.EdgeId)).ConfigureAwait(false);
         await endpoint.Send(active.ToEvent(), s => s.TimeToLive = Every, context.CancellationToken).ConfigureAwait(false);
     }
 

@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using DanceMoE.Contracts;
+using DanceMoE.Hosting;
 using DanceMoE.Inference;
 using DanceMoE.Traces;
 using MassTransit;
@@ -57,12 +58,12 @@ public sealed class DistributedExpertDispatcher(
         var unloaded = new List<int>();
         foreach (var i in local)
         {
-            try
+            if (TryRunHere(layer, batches[i], out var output))
             {
-                outputs[i] = store.Run(layer, batches[i].Expert, batches[i].Input, batches[i].Rows);
+                outputs[i] = output;
                 servedBy[i] = edgeId;
             }
-            catch (ExpertNotHeldException)
+            else
             {
                 // Unloaded by a migration since the routing decision: another replica serves it.
                 unloaded.Add(i);
@@ -77,10 +78,8 @@ public sealed class DistributedExpertDispatcher(
             pending.Add(RunRemoteAsync(group.Key, layer, [.. group], batches, outputs, servedBy, cancellationToken));
         }
 
-        var scope = RequestScope.Current;
-        scope?.AddLocal(local.Count - unloaded.Count);
         await Task.WhenAll(pending).ConfigureAwait(false);
-        scope?.CompleteLayer(layer, Enumerable.Range(0, batches.Count).ToDictionary(i => batches[i].Expert, i => servedBy[i]), placement.Version, traces);
+        RequestScope.Current?.CompleteLayer(layer, Enumerable.Range(0, batches.Count).ToDictionary(i => batches[i].Expert, i => servedBy[i]), placement.Version, traces);
         return outputs;
     }
 
@@ -187,7 +186,7 @@ public sealed class DistributedExpertDispatcher(
         RequestScope.Current?.AddRemote(indexes.Count, payload.Length + result.Output.Length);
     }
 
-    /// <summary>Runs the expert on this edge when a migration has loaded it here since the batch was routed.</summary>
+    /// <summary>Runs the expert on this edge if it holds it now (a migration may have loaded or unloaded it since routing).</summary>
     private bool TryRunHere(int layer, ExpertBatch batch, out float[] output)
     {
         output = [];

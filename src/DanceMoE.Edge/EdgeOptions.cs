@@ -1,4 +1,5 @@
 using System.ComponentModel.DataAnnotations;
+using DanceMoE.Hosting;
 
 namespace DanceMoE.Edge;
 

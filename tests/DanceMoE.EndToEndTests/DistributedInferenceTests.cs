@@ -1,5 +1,6 @@
 using DanceMoE.Contracts;
 using DanceMoE.Edge;
+using DanceMoE.Hosting;
 using MassTransit;
 
 namespace DanceMoE.EndToEndTests;

@@ -1,4 +1,5 @@
 using DanceMoE.Edge;
+using DanceMoE.Hosting;
 using MassTransit;
 
 namespace DanceMoE.EndToEndTests;

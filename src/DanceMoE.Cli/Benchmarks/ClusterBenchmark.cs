@@ -4,6 +4,7 @@ using System.Text.Json;
 using DanceMoE.Cli.Commands;
 using DanceMoE.Contracts;
 using DanceMoE.Edge;
+using DanceMoE.Hosting;
 using DanceMoE.Inference;
 using DanceMoE.Model;
 using MassTransit;

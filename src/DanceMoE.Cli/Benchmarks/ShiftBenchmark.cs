@@ -2,7 +2,6 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
 using DanceMoE.Cli.Commands;
-using DanceMoE.Contracts;
 using DanceMoE.Coordinator;
 using DanceMoE.Data;
 using DanceMoE.Edge;
@@ -244,7 +243,7 @@ public static class ShiftBenchmark
         }
     }
 
-    private static async Task<DecisionRow> RunPlacementNowAsync(ShiftEnvironment environment, IBus bus, Action<string> log, CancellationToken cancellationToken)
+    private static async Task<PlacementDecision> RunPlacementNowAsync(ShiftEnvironment environment, IBus bus, Action<string> log, CancellationToken cancellationToken)
     {
         var consumers = await BusClient.ConsumersOfAsync(environment.RabbitMqUri, RunPlacementNowConsumerDefinition.Queue, cancellationToken).ConfigureAwait(false);
         if (consumers is null or 0)
@@ -252,38 +251,12 @@ public static class ShiftBenchmark
             throw new CliException($"the coordinator does not consume queue '{RunPlacementNowConsumerDefinition.Queue}'");
         }
 
-        var command = new RunPlacementNow { CommandId = NewId.NextGuid(), RequestedBy = "bench shift", RequestedAt = DateTimeOffset.UtcNow };
-        var endpoint = await bus.GetSendEndpoint(new Uri($"queue:{RunPlacementNowConsumerDefinition.Queue}")).ConfigureAwait(false);
-        await endpoint.Send(command, cancellationToken).ConfigureAwait(false);
-        log($"run-now {command.CommandId} sent to the coordinator, load continuing; waiting for its decision...");
-        var deadline = DateTime.UtcNow.AddMinutes(3);
-        while (true)
-        {
-            environment.EnsureRunning();
-            await using (var connection = await OpenAsync(environment, cancellationToken).ConfigureAwait(false))
-            {
-                await using var query = new NpgsqlCommand(
-                    "SELECT id, decision, status, reason, loads, unloads, window_from, window_to FROM placement_decisions WHERE command_id = @id", connection);
-                query.Parameters.AddWithValue("id", command.CommandId);
-                await using var reader = await query.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
-                if (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
-                {
-                    var row = new DecisionRow(
-                        reader.GetInt64(0), reader.GetString(1), reader.GetString(2), reader.GetString(3),
-                        reader.IsDBNull(4) ? null : reader.GetInt32(4), reader.IsDBNull(5) ? null : reader.GetInt32(5),
-                        reader.GetFieldValue<DateTimeOffset>(6), reader.GetFieldValue<DateTimeOffset>(7));
-                    log($"decision {row.Id}: {row.Decision} ({row.Status}): {row.Reason}");
-                    return row;
-                }
-            }
-
-            if (DateTime.UtcNow > deadline)
-            {
-                throw new CliException($"no decision for run-now {command.CommandId} within 3 minutes (see {environment.Directory}/coordinator.log)");
-            }
-
-            await Task.Delay(250, cancellationToken).ConfigureAwait(false);
-        }
+        var commandId = await PlacementRunNow.SendAsync(bus, "bench shift", cancellationToken).ConfigureAwait(false);
+        log($"run-now {commandId} sent to the coordinator, load continuing; waiting for its decision...");
+        var decision = await PlacementRunNow.WaitForDecisionAsync(environment.PostgresUrl, commandId, TimeSpan.FromMinutes(3), environment.EnsureRunning, cancellationToken)
+            .ConfigureAwait(false);
+        log($"decision {decision.Id}: {decision.Decision} ({decision.Status}): {decision.Reason}");
+        return decision;
     }
 
     private static async Task<MigrationOutcome> WaitForMigrationAsync(
@@ -355,7 +328,7 @@ public static class ShiftBenchmark
 
     /// <summary>Activations per origin edge in the decision's window, and the first bucket the window holds.</summary>
     private static async Task<(Dictionary<string, long> PerEdge, DateTimeOffset? FirstBucket)> WindowActivationsAsync(
-        ShiftEnvironment environment, DecisionRow decision, CancellationToken cancellationToken)
+        ShiftEnvironment environment, PlacementDecision decision, CancellationToken cancellationToken)
     {
         await using var connection = await OpenAsync(environment, cancellationToken).ConfigureAwait(false);
         await using var query = new NpgsqlCommand(
@@ -376,7 +349,7 @@ public static class ShiftBenchmark
     }
 
     private static ShiftReport Report(
-        ShiftOptions options, List<string> edges, IReadOnlyList<RequestOutcome> outcomes, DecisionRow decision, MigrationOutcome migration,
+        ShiftOptions options, List<string> edges, IReadOnlyList<RequestOutcome> outcomes, PlacementDecision decision, MigrationOutcome migration,
         int completed, int failed, (Dictionary<string, long> PerEdge, DateTimeOffset? FirstBucket) window, DateTimeOffset lastOld)
     {
         var phases = new[] { Before, AfterShift, DuringMigration, AfterMigration }.Select(p => PhaseFigures.Of(p, outcomes.Where(o => o.Phase == p).ToList())).ToList();
@@ -510,9 +483,6 @@ public static class ShiftBenchmark
         public required string Provider { get; init; }
         public bool KeepLogs { get; init; }
     }
-
-    private sealed record DecisionRow(
-        long Id, string Decision, string Status, string Reason, int? Loads, int? Unloads, DateTimeOffset WindowFrom, DateTimeOffset WindowTo);
 
     private sealed record MigrationOutcome(string State, string? Reason, int? LoadsDone, int? UnloadsDone, double? Seconds)
     {

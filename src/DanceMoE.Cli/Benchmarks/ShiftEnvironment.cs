@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using System.Globalization;
 using System.Net.Http.Headers;
 using System.Text;
 using DanceMoE.Cli.Commands;
@@ -183,7 +182,7 @@ internal sealed class ShiftEnvironment : IAsyncDisposable
     {
         foreach (var child in _processes.Where(c => !c.Process.HasExited))
         {
-            Signal("TERM", child.Process.Id);
+            ClusterCommand.Signal("TERM", child.Process.Id);
         }
 
         foreach (var child in _processes)
@@ -286,12 +285,6 @@ internal sealed class ShiftEnvironment : IAsyncDisposable
         using var content = new StringContent(json, Encoding.UTF8, "application/json");
         using var response = await management.PutAsync(new Uri(path, UriKind.Relative), content, cancellationToken).ConfigureAwait(false);
         response.EnsureSuccessStatusCode();
-    }
-
-    private static void Signal(string signal, int pid)
-    {
-        using var kill = Process.Start(new ProcessStartInfo("kill", ["-" + signal, pid.ToString(CultureInfo.InvariantCulture)]) { UseShellExecute = false });
-        kill?.WaitForExit();
     }
 }
 

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Text;
 using DanceMoE.Contracts;
 using DanceMoE.Edge;
+using DanceMoE.Hosting;
 using DanceMoE.Inference;
 using DanceMoE.Model;
 using DanceMoE.Model.Locality;

@@ -240,7 +240,8 @@ public sealed class ClusterCommand : ICliCommand
         }
     }
 
-    private static void Signal(string signal, int pid)
+    /// <summary>Sends a signal (<c>TERM</c>, <c>KILL</c>) to a process by pid, as <c>kill</c> does.</summary>
+    internal static void Signal(string signal, int pid)
     {
         using var kill = Process.Start(new ProcessStartInfo("kill", ["-" + signal, pid.ToString(CultureInfo.InvariantCulture)]) { UseShellExecute = false });
         kill?.WaitForExit();

@@ -169,7 +169,8 @@ public sealed class DemoCommand : ICliCommand
             var activations = await WaitForTracesAsync(round1, architecture.NumLayers * architecture.TopK, cancellationToken).ConfigureAwait(false);
             await WaitForMembersAsync(services.GetRequiredService<ClusterMembership>(), ids, bootstrap, cancellationToken).ConfigureAwait(false);
             Console.WriteLine($"[demo] the edges recorded round 1's {activations} expert activations; running the placement job now...");
-            var decision = await RunPlacementNowAsync(services.GetRequiredService<IBus>(), dbFactory, cancellationToken).ConfigureAwait(false);
+            var commandId = await PlacementRunNow.SendAsync(services.GetRequiredService<IBus>(), "demo", cancellationToken).ConfigureAwait(false);
+            var decision = await PlacementRunNow.WaitForDecisionAsync(CliEnvironment.PostgresUrl, commandId, DecisionTimeout, null, cancellationToken).ConfigureAwait(false);
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"[demo] decision {decision.Id}: {decision.Decision} ({decision.Status}), v{decision.CurrentVersion} -> v{decision.CandidateVersion?.ToString(CultureInfo.InvariantCulture) ?? "-"}: {decision.Reason}"));
             string? migrationOutcome = null;
@@ -403,33 +404,6 @@ public sealed class DemoCommand : ICliCommand
             }
 
             await Task.Delay(200, cancellationToken).ConfigureAwait(false);
-        }
-    }
-
-    /// <summary>Sends <see cref="RunPlacementNow"/> to the coordinator's queue, as <c>placement run-now</c> does, and waits for the decision.</summary>
-    private static async Task<PlacementDecision> RunPlacementNowAsync(IBus bus, IDbContextFactory<DanceMoEDbContext> dbFactory, CancellationToken cancellationToken)
-    {
-        var command = new RunPlacementNow { CommandId = NewId.NextGuid(), RequestedBy = "demo", RequestedAt = DateTimeOffset.UtcNow };
-        var endpoint = await bus.GetSendEndpoint(new Uri($"queue:{RunPlacementNowConsumerDefinition.Queue}")).ConfigureAwait(false);
-        await endpoint.Send(command, cancellationToken).ConfigureAwait(false);
-        var deadline = DateTime.UtcNow + DecisionTimeout;
-        while (true)
-        {
-            await using (var db = await dbFactory.CreateDbContextAsync(cancellationToken).ConfigureAwait(false))
-            {
-                var decision = await db.PlacementDecisions.AsNoTracking().SingleOrDefaultAsync(d => d.CommandId == command.CommandId, cancellationToken).ConfigureAwait(false);
-                if (decision is not null)
-                {
-                    return decision;
-                }
-            }
-
-            if (DateTime.UtcNow > deadline)
-            {
-                throw new CliException($"no placement decision within {DecisionTimeout.TotalSeconds:F0} s");
-            }
-
-            await Task.Delay(250, cancellationToken).ConfigureAwait(false);
         }
     }
 

@@ -1,4 +1,5 @@
 using DanceMoE.Edge;
+using DanceMoE.Hosting;
 using DanceMoE.Model;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Options;

@@ -1,7 +1,7 @@
 using System.Globalization;
 using System.Text.Json;
 using DanceMoE.Contracts;
-using DanceMoE.Edge;
+using DanceMoE.Hosting;
 using MassTransit;
 
 namespace DanceMoE.Cli.Commands;

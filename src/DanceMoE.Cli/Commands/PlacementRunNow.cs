@@ -32,20 +32,19 @@ public static class PlacementRunNow
             throw new CliException($"no coordinator serves queue '{RunPlacementNowConsumerDefinition.Queue}': start one with ./dancemoe coordinator", ExitCodes.Unavailable);
         }
 
-        var command = new RunPlacementNow { CommandId = NewId.NextGuid(), RequestedBy = $"cli@{Environment.MachineName}", RequestedAt = DateTimeOffset.UtcNow };
+        Guid commandId;
         await using (var client = await BusClient.StartAsync(CliEnvironment.RabbitMqUri, cancellationToken).ConfigureAwait(false))
         {
-            var endpoint = await client.Bus.GetSendEndpoint(new Uri($"queue:{RunPlacementNowConsumerDefinition.Queue}")).ConfigureAwait(false);
-            await endpoint.Send(command, cancellationToken).ConfigureAwait(false);
+            commandId = await SendAsync(client.Bus, $"cli@{Environment.MachineName}", cancellationToken).ConfigureAwait(false);
         }
 
         if (noWait)
         {
-            Console.WriteLine($"run-now {command.CommandId} sent");
+            Console.WriteLine($"run-now {commandId} sent");
             return ExitCodes.Ok;
         }
 
-        var decision = await WaitForDecisionAsync(command.CommandId, timeout, cancellationToken).ConfigureAwait(false);
+        var decision = await WaitForDecisionAsync(CliEnvironment.PostgresUrl, commandId, timeout, null, cancellationToken).ConfigureAwait(false);
         if (asJson)
         {
             Console.WriteLine(JsonSerializer.Serialize(StatusCommand.DecisionJson(decision), StatusCommand.Json));
@@ -58,14 +57,29 @@ public static class PlacementRunNow
         return ExitCodes.Ok;
     }
 
-    private static async Task<PlacementDecision> WaitForDecisionAsync(Guid commandId, TimeSpan timeout, CancellationToken cancellationToken)
+    /// <summary>Sends <see cref="RunPlacementNow"/> to the coordinator's queue; returns its command id.</summary>
+    internal static async Task<Guid> SendAsync(IBus bus, string requestedBy, CancellationToken cancellationToken)
+    {
+        var command = new RunPlacementNow { CommandId = NewId.NextGuid(), RequestedBy = requestedBy, RequestedAt = DateTimeOffset.UtcNow };
+        var endpoint = await bus.GetSendEndpoint(new Uri($"queue:{RunPlacementNowConsumerDefinition.Queue}")).ConfigureAwait(false);
+        await endpoint.Send(command, cancellationToken).ConfigureAwait(false);
+        return command.CommandId;
+    }
+
+    /// <summary>
+    /// Waits for the decision the run of <paramref name="commandId"/> records in <paramref name="postgresUrl"/>;
+    /// <paramref name="check"/>, when given, runs between polls (to fail early when the coordinator died).
+    /// </summary>
+    internal static async Task<PlacementDecision> WaitForDecisionAsync(
+        string postgresUrl, Guid commandId, TimeSpan timeout, Action? check, CancellationToken cancellationToken)
     {
         var deadline = DateTime.UtcNow + timeout;
         try
         {
             while (true)
             {
-                await using (var db = DanceMoEDbContext.Create(CliEnvironment.PostgresUrl))
+                check?.Invoke();
+                await using (var db = DanceMoEDbContext.Create(postgresUrl))
                 {
                     var decision = await db.PlacementDecisions.AsNoTracking().SingleOrDefaultAsync(d => d.CommandId == commandId, cancellationToken).ConfigureAwait(false);
                     if (decision is not null)
@@ -85,7 +99,7 @@ public static class PlacementRunNow
         }
         catch (NpgsqlException ex)
         {
-            throw new CliException($"cannot read placement_decisions at {DbCommand.Redact(CliEnvironment.PostgresUrl)}: {ex.Message}", ExitCodes.Unavailable, ex);
+            throw new CliException($"cannot read placement_decisions at {DbCommand.Redact(postgresUrl)}: {ex.Message}", ExitCodes.Unavailable, ex);
         }
     }
 }

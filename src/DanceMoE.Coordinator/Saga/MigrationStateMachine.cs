@@ -187,7 +187,7 @@ public sealed class MigrationStateMachine : MassTransitStateMachine<MigrationSta
             : new UnloadExpert { CommandId = saga.CorrelationId, Layer = move.Layer, Expert = move.Expert };
 
         // Past its deadline nobody waits for it: an edge that was down must not find it queued when it comes back.
-        await SendAsync(context, EdgeQueueNames.ControlAddress(move.EdgeId), command, timeout).ConfigureAwait(false);
+        await SendAsync(context, EdgeQueues.ControlAddress(move.EdgeId), command, timeout).ConfigureAwait(false);
     }
 
     private async Task RetryAsync(BehaviorContext<MigrationState> context)
@@ -288,7 +288,7 @@ public sealed class MigrationStateMachine : MassTransitStateMachine<MigrationSta
         foreach (var key in MigrationProgress.Replicas(saga.LoadedByMigration).Where(k => !routed.Contains(k)))
         {
             var (edge, layer, expert) = MigrationProgress.Parse(key);
-            var endpoint = await context.GetSendEndpoint(EdgeQueueNames.ControlAddress(edge)).ConfigureAwait(false);
+            var endpoint = await context.GetSendEndpoint(EdgeQueues.ControlAddress(edge)).ConfigureAwait(false);
             await endpoint.Send(new UnloadExpert { CommandId = NewId.NextGuid(), Layer = layer, Expert = expert }, s => s.TimeToLive = TimeSpan.FromMinutes(5))
                 .ConfigureAwait(false);
         }
