@@ -84,8 +84,8 @@ public sealed class PlacementRunner(
             Trigger = trigger,
             CommandId = commandId,
             Algorithm = _options.Algorithm,
-            Decision = "skipped",
-            Status = "none",
+            Decision = DecisionKind.Skipped,
+            Status = DecisionStatus.None,
             Reason = "",
             WindowFrom = from,
             WindowTo = now,
@@ -169,7 +169,7 @@ public sealed class PlacementRunner(
         if (active is null)
         {
             decision.CandidateVersion = await registry.AddAsync(algorithm.Name, candidateCost, digest, Assignments(candidate, edges), cancellationToken).ConfigureAwait(false);
-            decision.Decision = "migrate";
+            decision.Decision = DecisionKind.Migrate;
             decision.Reason = "no active placement yet and the live edges do not hold every expert: the candidate is the first";
             return await SwitchOrWaitAsync(decision, candidate, edges, null, cancellationToken).ConfigureAwait(false);
         }
@@ -180,7 +180,7 @@ public sealed class PlacementRunner(
         if (candidate.SameAs(current) && active.Assignments.All(a => a.Servers.All(index.ContainsKey)))
         {
             decision.CandidateVersion = active.Version;
-            decision.Decision = "stay";
+            decision.Decision = DecisionKind.Stay;
             decision.MigrationCostSeconds = 0;
             decision.PredictedGainSeconds = 0;
             decision.Reason = "the candidate equals the active placement";
@@ -195,7 +195,7 @@ public sealed class PlacementRunner(
         }
         catch (Exception ex) when (ex is InvalidOperationException or ArgumentException)
         {
-            decision.Decision = "stay";
+            decision.Decision = DecisionKind.Stay;
             decision.Reason = $"no safe order of moves from v{active.Version}: {ex.Message}";
             return decision;
         }
@@ -211,12 +211,12 @@ public sealed class PlacementRunner(
             $"candidate {rule.CandidateCostSeconds:F3} s + migration {rule.MigrationSeconds:F3} s vs current {rule.CurrentCostSeconds:F3} s over {_options.HorizonSeconds:F0} s");
         if (!rule.Migrate)
         {
-            decision.Decision = "stay";
+            decision.Decision = DecisionKind.Stay;
             decision.Reason = $"{terms}: not worth moving";
             return decision;
         }
 
-        decision.Decision = "migrate";
+        decision.Decision = DecisionKind.Migrate;
         decision.Reason = $"{terms}: {plan.Loads} loads, {plan.Unloads} unloads";
         return await SwitchOrWaitAsync(decision, candidate, edges, (active, plan), cancellationToken).ConfigureAwait(false);
     }
@@ -228,7 +228,7 @@ public sealed class PlacementRunner(
         var missing = edges.Select((edge, n) => candidate.On(n).Count(x => !edge.Holds(x.Layer, x.Expert))).Sum();
         if (missing > 0 && from is var (active, plan))
         {
-            decision.Status = "pending-saga";
+            decision.Status = DecisionStatus.PendingSaga;
             decision.Reason += $"; {missing} experts must be loaded first: a migration saga moves them";
             _migration = new MigrationRequested
             {
@@ -249,13 +249,13 @@ public sealed class PlacementRunner(
 
         if (missing > 0)
         {
-            decision.Status = "none";
+            decision.Status = DecisionStatus.None;
             decision.Reason += $"; {missing} experts are not loaded where it puts them and no placement is active to migrate from";
             return decision;
         }
 
         await registry.ActivateAsync(decision.CandidateVersion!.Value, cancellationToken).ConfigureAwait(false);
-        decision.Status = "activated";
+        decision.Status = DecisionStatus.Activated;
         decision.Reason += "; every expert already loaded where it goes: switched directly";
         return decision;
     }
@@ -268,7 +268,7 @@ public sealed class PlacementRunner(
     {
         await using var db = await dbFactory.CreateDbContextAsync(cancellationToken).ConfigureAwait(false);
         var running = await db.Migrations.AsNoTracking()
-            .Where(m => Saga.MigrationStateMachine.RunningStates.Contains(m.CurrentState))
+            .Where(m => MigrationStateName.Running.Contains(m.CurrentState))
             .Select(m => (Guid?)m.CorrelationId).FirstOrDefaultAsync(cancellationToken).ConfigureAwait(false);
         if (running is not null)
         {
@@ -277,7 +277,7 @@ public sealed class PlacementRunner(
 
         var since = now - TimeSpan.FromMinutes(10);
         return await db.PlacementDecisions.AsNoTracking()
-            .Where(d => d.Status == "pending-saga" && d.MigrationId != null && d.DecidedAt > since && !db.Migrations.Any(m => m.CorrelationId == d.MigrationId))
+            .Where(d => d.Status == DecisionStatus.PendingSaga && d.MigrationId != null && d.DecidedAt > since && !db.Migrations.Any(m => m.CorrelationId == d.MigrationId))
             .Select(d => d.MigrationId).FirstOrDefaultAsync(cancellationToken).ConfigureAwait(false);
     }
 

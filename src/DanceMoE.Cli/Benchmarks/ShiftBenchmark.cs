@@ -211,7 +211,7 @@ public static class ShiftBenchmark
             load.Set(DuringMigration, 1);
             var decision = await RunPlacementNowAsync(environment, client.Bus, log, cancellationToken).ConfigureAwait(false);
             var migration = MigrationOutcome.None;
-            if (decision.Decision == "migrate" && decision.Status == "pending-saga")
+            if (decision.Decision == DecisionKind.Migrate && decision.Status == DecisionStatus.PendingSaga)
             {
                 migration = await WaitForMigrationAsync(environment, decision.Id, options.MigrationTimeout, log, cancellationToken).ConfigureAwait(false);
             }
@@ -293,7 +293,7 @@ public static class ShiftBenchmark
 
                     lastState = last.State;
 
-                    if (last.State is "Completed" or "Failed")
+                    if (MigrationStateName.IsFinal(last.State))
                     {
                         return last;
                     }

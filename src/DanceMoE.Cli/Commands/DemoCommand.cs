@@ -174,15 +174,15 @@ public sealed class DemoCommand : ICliCommand
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"[demo] decision {decision.Id}: {decision.Decision} ({decision.Status}), v{decision.CurrentVersion} -> v{decision.CandidateVersion?.ToString(CultureInfo.InvariantCulture) ?? "-"}: {decision.Reason}"));
             string? migrationOutcome = null;
-            if (decision.Status == "pending-saga")
+            if (decision.Status == DecisionStatus.PendingSaga)
             {
                 var migration = await WaitForMigrationAsync(dbFactory, decision, cancellationToken).ConfigureAwait(false);
-                if (migration?.CurrentState != "Completed")
+                if (migration?.CurrentState != MigrationStateName.Completed)
                 {
                     migrationOutcome = migration is null ? "never started" : $"{migration.CurrentState}{(migration.Reason is { } why ? ": " + why : "")}";
                 }
             }
-            else if (decision.Decision != "migrate")
+            else if (decision.Decision != DecisionKind.Migrate)
             {
                 migrationOutcome = $"the job decided {decision.Decision}";
             }
@@ -204,7 +204,7 @@ public sealed class DemoCommand : ICliCommand
             else if (migrationOutcome is not null)
             {
                 summary += $"; no migration: {migrationOutcome}";
-                outcome = decision.Status == "pending-saga" ? ExitCodes.Failed : ExitCodes.Ok;
+                outcome = decision.Status == DecisionStatus.PendingSaga ? ExitCodes.Failed : ExitCodes.Ok;
             }
 
             finalLine = summary;
@@ -326,7 +326,7 @@ public sealed class DemoCommand : ICliCommand
         while (true)
         {
             await using var db = await dbFactory.CreateDbContextAsync(cancellationToken).ConfigureAwait(false);
-            var left = await db.Migrations.AsNoTracking().Where(m => MigrationStateMachine.RunningStates.Contains(m.CurrentState))
+            var left = await db.Migrations.AsNoTracking().Where(m => MigrationStateName.Running.Contains(m.CurrentState))
                 .Select(m => new { m.CorrelationId, m.CurrentState }).FirstOrDefaultAsync(cancellationToken).ConfigureAwait(false);
             if (left is null)
             {
@@ -425,7 +425,7 @@ public sealed class DemoCommand : ICliCommand
                 var moves = MigrationProgress.Moves(last.Moves);
                 var loads = moves.Count(x => x.Action == MigrationProgress.Load);
                 var progress = string.Create(CultureInfo.InvariantCulture, $"loads {last.LoadsDone}/{loads}, unloads {last.UnloadsDone}/{moves.Count - loads}");
-                if (last.CurrentState is "Completed" or "Failed")
+                if (MigrationStateName.IsFinal(last.CurrentState))
                 {
                     var took = ((last.FinishedAt ?? DateTimeOffset.UtcNow) - last.StartedAt).TotalSeconds;
                     Console.WriteLine(string.Create(CultureInfo.InvariantCulture,

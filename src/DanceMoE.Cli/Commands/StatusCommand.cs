@@ -60,7 +60,7 @@ public sealed class StatusCommand : ICliCommand
             active = await db.Placements.AsNoTracking().SingleOrDefaultAsync(p => p.IsActive, cancellationToken).ConfigureAwait(false);
             activeReplicas = active is null ? 0 : await db.PlacementAssignments.CountAsync(a => a.PlacementVersion == active.Version, cancellationToken).ConfigureAwait(false);
             decisions = await db.PlacementDecisions.AsNoTracking().OrderByDescending(d => d.Id).Take(decisionCount).ToListAsync(cancellationToken).ConfigureAwait(false);
-            pendingSaga = await db.PlacementDecisions.CountAsync(d => d.Status == "pending-saga", cancellationToken).ConfigureAwait(false);
+            pendingSaga = await db.PlacementDecisions.CountAsync(d => d.Status == DecisionStatus.PendingSaga, cancellationToken).ConfigureAwait(false);
             migrations = await db.Migrations.AsNoTracking().OrderByDescending(m => m.StartedAt).Take(migrationCount).ToListAsync(cancellationToken).ConfigureAwait(false);
             migrationsByState = await db.Migrations.GroupBy(m => m.CurrentState).Select(g => new { g.Key, Count = g.Count() })
                 .ToDictionaryAsync(g => g.Key, g => g.Count, StringComparer.Ordinal, cancellationToken).ConfigureAwait(false);
@@ -108,9 +108,9 @@ public sealed class StatusCommand : ICliCommand
                 ["pending_saga_decisions"] = pendingSaga,
                 ["migrations"] = new Dictionary<string, object?>
                 {
-                    ["running"] = MigrationStateMachine.RunningStates.Sum(state => migrationsByState.GetValueOrDefault(state)),
-                    ["completed"] = migrationsByState.GetValueOrDefault("Completed"),
-                    ["failed"] = migrationsByState.GetValueOrDefault("Failed"),
+                    ["running"] = MigrationStateName.Running.Sum(state => migrationsByState.GetValueOrDefault(state)),
+                    ["completed"] = migrationsByState.GetValueOrDefault(MigrationStateName.Completed),
+                    ["failed"] = migrationsByState.GetValueOrDefault(MigrationStateName.Failed),
                     ["latest"] = migrations.Select(MigrationJson).ToList(),
                 },
                 ["decisions"] = decisions.Select(DecisionJson).ToList(),
@@ -135,7 +135,7 @@ public sealed class StatusCommand : ICliCommand
             : string.Create(CultureInfo.InvariantCulture, $"local ratio (last {window.TotalMinutes:F0} min): layers {local.LayerLocal:F3}, expert calls {local.ExpertLocal:F3} over {local.TokenLayers} token-layers"));
         Console.WriteLine(string.Create(
             CultureInfo.InvariantCulture,
-            $"migrations: {MigrationStateMachine.RunningStates.Sum(state => migrationsByState.GetValueOrDefault(state))} running, {migrationsByState.GetValueOrDefault("Completed")} completed, {migrationsByState.GetValueOrDefault("Failed")} failed"));
+            $"migrations: {MigrationStateName.Running.Sum(state => migrationsByState.GetValueOrDefault(state))} running, {migrationsByState.GetValueOrDefault(MigrationStateName.Completed)} completed, {migrationsByState.GetValueOrDefault(MigrationStateName.Failed)} failed"));
         foreach (var m in migrations)
         {
             Console.WriteLine("  " + MigrationLine(m));

@@ -125,9 +125,6 @@ public sealed class MigrationStateMachine : MassTransitStateMachine<MigrationSta
 
     public Event<MigrationStepTimedOut> TimedOut { get; private set; } = null!;
 
-    /// <summary>States in which a migration is still running.</summary>
-    public static readonly IReadOnlyList<string> RunningStates = ["Loading", "Activating", "Draining", "Unloading", "Compensating"];
-
     private void Start(BehaviorContext<MigrationState, MigrationRequested> context)
     {
         var saga = context.Saga;
@@ -229,7 +226,7 @@ public sealed class MigrationStateMachine : MassTransitStateMachine<MigrationSta
         var moves = MigrationProgress.Moves(saga.Moves);
         if (saga.MoveIndex >= moves.Count)
         {
-            await FinishAsync(context, Completed, "migrated", null).ConfigureAwait(false);
+            await FinishAsync(context, Completed, DecisionStatus.Migrated, null).ConfigureAwait(false);
             _logger.LogInformation("migration {Migration}: completed, v{Version} active", saga.CorrelationId, context.Message.Version);
             return;
         }
@@ -278,7 +275,7 @@ public sealed class MigrationStateMachine : MassTransitStateMachine<MigrationSta
         }
 
         saga.Reason = $"{saga.Reason}; {outcome}";
-        await FinishAsync(context, Failed, "migration-failed", saga.Reason).ConfigureAwait(false);
+        await FinishAsync(context, Failed, DecisionStatus.MigrationFailed, saga.Reason).ConfigureAwait(false);
     }
 
     /// <summary>Unloads, without waiting, the replicas the migration loaded that nothing routes to; an edge that is down has lost them anyway.</summary>

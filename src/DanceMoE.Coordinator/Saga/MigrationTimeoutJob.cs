@@ -22,7 +22,7 @@ public sealed class MigrationTimeoutJob(IDbContextFactory<DanceMoEDbContext> dbF
         var now = time.GetUtcNow();
         await using var db = await dbFactory.CreateDbContextAsync(cancellationToken).ConfigureAwait(false);
         var late = await db.Migrations.AsNoTracking()
-            .Where(m => MigrationStateMachine.RunningStates.Contains(m.CurrentState) && m.DeadlineAt != null && m.DeadlineAt < now)
+            .Where(m => MigrationStateName.Running.Contains(m.CurrentState) && m.DeadlineAt != null && m.DeadlineAt < now)
             .Select(m => new { m.CorrelationId, m.Stage })
             .ToListAsync(cancellationToken).ConfigureAwait(false);
         foreach (var migration in late)
