@@ -159,7 +159,7 @@ public sealed class PlacementRunner(
         if (active is null && Loaded(edges, model) is { } loaded)
         {
             // Cold start: the edges serve their bootstrap placement; register what they hold as the first version.
-            var version = await registry.AddAsync("bootstrap", RemoteShare(loaded, counts) * model.Layers * model.TopK, digest, Assignments(loaded, edges), cancellationToken)
+            var version = await registry.AddAsync("bootstrap", RemoteShare(loaded, counts) * model.Layers * model.TopK, digest, PlacementAssignments.From(loaded, [.. edges.Select(e => e.EdgeId)]), cancellationToken)
                 .ConfigureAwait(false);
             await registry.ActivateAsync(version, cancellationToken).ConfigureAwait(false);
             active = await registry.GetActiveAsync(cancellationToken).ConfigureAwait(false);
@@ -168,13 +168,13 @@ public sealed class PlacementRunner(
 
         if (active is null)
         {
-            decision.CandidateVersion = await registry.AddAsync(algorithm.Name, candidateCost, digest, Assignments(candidate, edges), cancellationToken).ConfigureAwait(false);
+            decision.CandidateVersion = await registry.AddAsync(algorithm.Name, candidateCost, digest, PlacementAssignments.From(candidate, [.. edges.Select(e => e.EdgeId)]), cancellationToken).ConfigureAwait(false);
             decision.Decision = DecisionKind.Migrate;
             decision.Reason = "no active placement yet and the live edges do not hold every expert: the candidate is the first";
             return await SwitchOrWaitAsync(decision, candidate, edges, null, cancellationToken).ConfigureAwait(false);
         }
 
-        var current = ToPlacement(active, index, model);
+        var current = PlacementAssignments.ToPlacement(active.Assignments, index, model.Layers, model.Experts);
         var currentShare = RemoteShare(current, counts);
         decision.CurrentCostSeconds = currentShare * secondsPerRemoteCall * activationsPerSecond * _options.HorizonSeconds;
         if (candidate.SameAs(current) && active.Assignments.All(a => a.Servers.All(index.ContainsKey)))
@@ -187,7 +187,7 @@ public sealed class PlacementRunner(
             return decision;
         }
 
-        decision.CandidateVersion = await registry.AddAsync(algorithm.Name, candidateCost, digest, Assignments(candidate, edges), cancellationToken).ConfigureAwait(false);
+        decision.CandidateVersion = await registry.AddAsync(algorithm.Name, candidateCost, digest, PlacementAssignments.From(candidate, [.. edges.Select(e => e.EdgeId)]), cancellationToken).ConfigureAwait(false);
         MigrationPlan plan;
         try
         {
@@ -347,39 +347,6 @@ public sealed class PlacementRunner(
         }
 
         return placement;
-    }
-
-    private static ExpertPlacement ToPlacement(RegisteredPlacement registered, Dictionary<string, int> index, MoeModel model)
-    {
-        // Replicas on edges that are down are gone as far as the live cluster is concerned.
-        var placement = new ExpertPlacement(index.Count, model.Layers, model.Experts);
-        foreach (var assignment in registered.Assignments.Where(a => a.Layer < model.Layers && a.Expert < model.Experts))
-        {
-            foreach (var server in assignment.Servers)
-            {
-                if (index.TryGetValue(server, out var n))
-                {
-                    placement.Add(n, assignment.Layer, assignment.Expert);
-                }
-            }
-        }
-
-        return placement;
-    }
-
-    private static List<ExpertAssignment> Assignments(ExpertPlacement placement, IReadOnlyList<EdgeMember> edges)
-    {
-        var list = new List<ExpertAssignment>(placement.Layers * placement.Experts);
-        for (var l = 0; l < placement.Layers; l++)
-        {
-            for (var e = 0; e < placement.Experts; e++)
-            {
-                var servers = Enumerable.Range(0, placement.Servers).Where(n => placement.Holds(n, l, e)).Select(n => edges[n].EdgeId).ToList();
-                list.Add(new ExpertAssignment { Layer = l, Expert = e, Servers = servers });
-            }
-        }
-
-        return list;
     }
 
     private string Digest(IReadOnlyList<EdgeMember> edges, DateTimeOffset from, DateTimeOffset to)

@@ -1,3 +1,4 @@
+using DanceMoE.Coordinator;
 using System.Diagnostics;
 using System.Text;
 using DanceMoE.Contracts;
@@ -86,16 +87,7 @@ internal static class ShiftWorkload
             throw new CliException($"no placement of {c.NumLayers * c.NumExperts} experts fits {edges.Count} edges of {budgetBytes >> 20} MiB: {ex.Message} (raise --memory-mb)", ExitCodes.Usage, ex);
         }
 
-        var assignments = new List<ExpertAssignment>();
-        for (var l = 0; l < c.NumLayers; l++)
-        {
-            for (var e = 0; e < c.NumExperts; e++)
-            {
-                assignments.Add(new ExpertAssignment { Layer = l, Expert = e, Servers = [.. Enumerable.Range(0, edges.Count).Where(n => placement.Holds(n, l, e)).Select(n => edges[n])] });
-            }
-        }
-
-        return new EdgePlacement(1, assignments);
+        return new EdgePlacement(1, PlacementAssignments.From(placement, edges));
     }
 
     /// <summary>Prompts of at most <paramref name="promptBytes"/> UTF-8 bytes from a domain's sample after its history, each starting at a line.</summary>
