@@ -2,9 +2,9 @@ using System.Collections.Concurrent;
 using DanceMoE.Contracts;
 using DanceMoE.Hosting;
 using DanceMoE.Inference;
-using DanceMoE.Traces;
 using MassTransit;
 using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
 
 namespace DanceMoE.Edge;
 
@@ -12,24 +12,26 @@ namespace DanceMoE.Edge;
 /// Runs a layer's experts where they live: held experts on this edge's sessions, the others as ONE
 /// <see cref="RunExpertBatch"/> per remote edge, all awaited in parallel with a deadline. A batch that
 /// times out or faults is retried once on other replicas; then the request fails with a clear error.
+/// Each batch's result says which edge served it; the request's costs are counted in its <see cref="ForwardContext"/>.
 /// </summary>
 public sealed class DistributedExpertDispatcher(
-    string edgeId,
+    IOptions<EdgeOptions> options,
     ExpertStore store,
     IRoutingTable routing,
     IClientFactory clients,
     LinkEmulator link,
-    TimeSpan deadline,
-    int maxBatchBytes,
-    ITraceWriter traces,
     ILogger<DistributedExpertDispatcher> logger) : IExpertDispatcher
 {
     private static readonly TimeSpan SuspectFor = TimeSpan.FromSeconds(30);
     private readonly ConcurrentDictionary<string, DateTime> _suspects = new(StringComparer.Ordinal);
+    private readonly string _edgeId = options.Value.Id;
+    private readonly int _deadlineMs = options.Value.ExpertDeadlineMs;
+    private readonly int _maxBatchBytes = options.Value.MaxBatchBytes;
 
-    public async ValueTask<IReadOnlyList<float[]>> RunAsync(int layer, IReadOnlyList<ExpertBatch> batches, CancellationToken cancellationToken)
+    public async ValueTask<DispatchResult> RunAsync(int layer, IReadOnlyList<ExpertBatch> batches, ForwardContext context, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(batches);
+        ArgumentNullException.ThrowIfNull(context);
         var outputs = new float[batches.Count][];
         var servedBy = new string[batches.Count];
         var placement = routing.Current;
@@ -54,14 +56,14 @@ public sealed class DistributedExpertDispatcher(
             list.Add(i);
         }
 
-        var pending = remote.Select(kv => RunRemoteAsync(kv.Key, layer, kv.Value, batches, outputs, servedBy, cancellationToken)).ToList();
+        var pending = remote.Select(kv => RunRemoteAsync(kv.Key, layer, kv.Value, batches, outputs, servedBy, context, cancellationToken)).ToList();
         var unloaded = new List<int>();
         foreach (var i in local)
         {
-            if (TryRunHere(layer, batches[i], out var output))
+            if (TryRunHere(layer, batches[i], context, out var output))
             {
                 outputs[i] = output;
-                servedBy[i] = edgeId;
+                servedBy[i] = _edgeId;
             }
             else
             {
@@ -75,27 +77,26 @@ public sealed class DistributedExpertDispatcher(
         foreach (var group in unloaded.GroupBy(i => ChooseReplica(latest, layer, batches[i].Expert, exclude: null)
             ?? throw new ExpertUnavailableException($"expert {layer}.{batches[i].Expert} was unloaded here and placement v{latest.Version} has no other replica")))
         {
-            pending.Add(RunRemoteAsync(group.Key, layer, [.. group], batches, outputs, servedBy, cancellationToken));
+            pending.Add(RunRemoteAsync(group.Key, layer, [.. group], batches, outputs, servedBy, context, cancellationToken));
         }
 
         await Task.WhenAll(pending).ConfigureAwait(false);
-        RequestScope.Current?.CompleteLayer(layer, Enumerable.Range(0, batches.Count).ToDictionary(i => batches[i].Expert, i => servedBy[i]), placement.Version, traces);
-        return outputs;
+        return new DispatchResult(outputs, servedBy, placement.Version);
     }
 
     private async Task RunRemoteAsync(
-        string server, int layer, List<int> indexes, IReadOnlyList<ExpertBatch> batches, float[][] outputs, string[] servedBy, CancellationToken cancellationToken)
+        string server, int layer, List<int> indexes, IReadOnlyList<ExpertBatch> batches, float[][] outputs, string[] servedBy, ForwardContext context, CancellationToken cancellationToken)
     {
         try
         {
-            await SendAsync(server, layer, indexes, batches, outputs, servedBy, cancellationToken).ConfigureAwait(false);
+            await SendAsync(server, layer, indexes, batches, outputs, servedBy, context, cancellationToken).ConfigureAwait(false);
             return;
         }
         catch (Exception ex) when (ex is RequestTimeoutException or RequestFaultException or InvalidExpertResultException && !cancellationToken.IsCancellationRequested)
         {
             _suspects[server] = DateTime.UtcNow;
             logger.LogWarning("expert batch for layer {Layer} on {Server} failed ({Reason}); retrying on other replicas", layer, server, Describe(ex));
-            RequestScope.Current?.AddRetry();
+            context.AddRetry();
 
             // The newest placement: a migration may have moved the expert since the batch was sent (the source unloads it
             // after a drain, and a batch that waited longer in its queue is refused there).
@@ -103,10 +104,10 @@ public sealed class DistributedExpertDispatcher(
             var retry = new Dictionary<string, List<int>>(StringComparer.Ordinal);
             foreach (var i in indexes)
             {
-                if (TryRunHere(layer, batches[i], out var output))
+                if (TryRunHere(layer, batches[i], context, out var output))
                 {
                     outputs[i] = output;
-                    servedBy[i] = edgeId;
+                    servedBy[i] = _edgeId;
                     continue;
                 }
 
@@ -124,7 +125,7 @@ public sealed class DistributedExpertDispatcher(
 
             try
             {
-                await Task.WhenAll(retry.Select(kv => SendAsync(kv.Key, layer, kv.Value, batches, outputs, servedBy, cancellationToken))).ConfigureAwait(false);
+                await Task.WhenAll(retry.Select(kv => SendAsync(kv.Key, layer, kv.Value, batches, outputs, servedBy, context, cancellationToken))).ConfigureAwait(false);
             }
             catch (Exception retryEx) when (retryEx is RequestTimeoutException or RequestFaultException or InvalidExpertResultException && !cancellationToken.IsCancellationRequested)
             {
@@ -135,7 +136,7 @@ public sealed class DistributedExpertDispatcher(
     }
 
     private async Task SendAsync(
-        string server, int layer, List<int> indexes, IReadOnlyList<ExpertBatch> batches, float[][] outputs, string[] servedBy, CancellationToken cancellationToken)
+        string server, int layer, List<int> indexes, IReadOnlyList<ExpertBatch> batches, float[][] outputs, string[] servedBy, ForwardContext context, CancellationToken cancellationToken)
     {
         var hidden = store.Manifest.Architecture.HiddenSize;
         var slices = indexes.Select(i => new ExpertSlice { Expert = batches[i].Expert, Rows = batches[i].Rows }).ToList();
@@ -149,23 +150,23 @@ public sealed class DistributedExpertDispatcher(
         }
 
         var payload = TensorBytes.FromFloats(floats);
-        if (payload.Length > maxBatchBytes)
+        if (payload.Length > _maxBatchBytes)
         {
-            throw new ExpertUnavailableException($"expert batch of {payload.Length} bytes for {server} exceeds the limit of {maxBatchBytes} bytes");
+            throw new ExpertUnavailableException($"expert batch of {payload.Length} bytes for {server} exceeds the limit of {_maxBatchBytes} bytes");
         }
 
         var request = new RunExpertBatch
         {
             BatchId = NewId.NextGuid(),
-            RequestId = RequestScope.Current?.RequestId ?? Guid.Empty,
-            OriginEdgeId = edgeId,
+            RequestId = context.RequestId,
+            OriginEdgeId = _edgeId,
             Layer = layer,
             HiddenSize = hidden,
             Slices = slices,
             Hidden = payload,
         };
         await link.TransmitAsync(payload.Length, cancellationToken).ConfigureAwait(false);
-        var client = clients.CreateRequestClient<RunExpertBatch>(EdgeQueues.ExpertsAddress(server), RequestTimeout.After(ms: (int)deadline.TotalMilliseconds));
+        var client = clients.CreateRequestClient<RunExpertBatch>(EdgeQueues.ExpertsAddress(server), RequestTimeout.After(ms: _deadlineMs));
         var response = await client.GetResponse<ExpertBatchResult>(request, cancellationToken).ConfigureAwait(false);
         var result = response.Message;
         if (result.BatchId != request.BatchId || result.Output.Length != payload.Length
@@ -183,11 +184,11 @@ public sealed class DistributedExpertDispatcher(
             offset += batches[i].Input.Length;
         }
 
-        RequestScope.Current?.AddRemote(indexes.Count, payload.Length + result.Output.Length);
+        context.AddRemote(indexes.Count, payload.Length + result.Output.Length);
     }
 
     /// <summary>Runs the expert on this edge if it holds it now (a migration may have loaded or unloaded it since routing).</summary>
-    private bool TryRunHere(int layer, ExpertBatch batch, out float[] output)
+    private bool TryRunHere(int layer, ExpertBatch batch, ForwardContext context, out float[] output)
     {
         output = [];
         if (!store.Holds(layer, batch.Expert))
@@ -198,7 +199,7 @@ public sealed class DistributedExpertDispatcher(
         try
         {
             output = store.Run(layer, batch.Expert, batch.Input, batch.Rows);
-            RequestScope.Current?.AddLocal(1);
+            context.AddLocal(1);
             return true;
         }
         catch (ExpertNotHeldException)
@@ -211,7 +212,7 @@ public sealed class DistributedExpertDispatcher(
     private string? ChooseReplica(EdgePlacement placement, int layer, int expert, string? exclude)
     {
         var candidates = placement.ServersOf(layer, expert)
-            .Where(s => !string.Equals(s, edgeId, StringComparison.Ordinal) && !string.Equals(s, exclude, StringComparison.Ordinal))
+            .Where(s => !string.Equals(s, _edgeId, StringComparison.Ordinal) && !string.Equals(s, exclude, StringComparison.Ordinal))
             .ToList();
         var now = DateTime.UtcNow;
         return candidates.FirstOrDefault(s => !_suspects.TryGetValue(s, out var at) || now - at > SuspectFor)

@@ -3,7 +3,7 @@ using DanceMoE.Hosting;
 
 namespace DanceMoE.Edge;
 
-/// <summary>One edge server's settings (section <c>Edge</c>, or the <c>dancemoe edge</c> command line).</summary>
+/// <summary>One edge server's identity, model, memory, placement and limits (section <c>Edge</c>, or the <c>dancemoe edge</c> command line).</summary>
 public sealed class EdgeOptions
 {
     public const string Section = "Edge";
@@ -24,8 +24,8 @@ public sealed class EdgeOptions
     /// <summary>Placement file (JSON), or <c>uniform</c> with <see cref="UniformOver"/>; without it the edge holds every expert.</summary>
     public string? PlacementFile { get; set; }
 
-    /// <summary>With <c>PlacementFile = uniform</c>: the edges every expert is spread over, once each, round-robin.</summary>
-    public IReadOnlyList<string>? UniformOver { get; set; }
+    /// <summary>With <c>PlacementFile = uniform</c>: the edges every expert is spread over, once each, round-robin (comma-separated).</summary>
+    public string? UniformOver { get; set; }
 
     /// <summary><c>auto</c>, <c>cuda</c> or <c>cpu</c>.</summary>
     [RegularExpression("^(auto|cuda|cpu)$")]
@@ -51,20 +51,6 @@ public sealed class EdgeOptions
     [Range(0.1, 3600)]
     public double HeartbeatSeconds { get; set; } = 2;
 
-    /// <summary>Emulated one-way latency added to every expert batch this edge sends or answers (0: none).</summary>
-    [Range(0, 10_000)]
-    public double LinkDelayMs { get; set; }
-
-    /// <summary>Emulated bandwidth of this edge's link for expert batches, in Mbit/s (0: unlimited).</summary>
-    [Range(0, 1_000_000)]
-    public double LinkMbps { get; set; }
-
-    /// <summary>Record routing decisions and request summaries in PostgreSQL (ConnectionStrings:postgres).</summary>
-    public bool TracesEnabled { get; set; } = true;
-
-    /// <summary>Where trace rows spill while PostgreSQL is unreachable; null: the writer's default under the temp folder.</summary>
-    public string? TraceSpillDirectory { get; set; }
-
     /// <summary>Emulated transfer time of expert weights into this edge when a migration loads one, in ms per MiB; 0 for none.</summary>
     [Range(0, 1_000_000)]
     public double LoadMsPerMb { get; set; }
@@ -73,4 +59,34 @@ public sealed class EdgeOptions
     public string? ReadyFile { get; set; }
 
     public long MemoryBudgetBytes => (long)MemoryMb << 20;
+
+    /// <summary>The edges of <see cref="UniformOver"/>; null when it is not set.</summary>
+    public IReadOnlyList<string>? UniformEdges() =>
+        UniformOver?.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+}
+
+/// <summary>The emulated network link of an edge for expert batches (section <c>Edge:Link</c>); all zero: none.</summary>
+public sealed class LinkOptions
+{
+    public const string Section = "Edge:Link";
+
+    /// <summary>Emulated one-way latency added to every expert batch this edge sends or answers (0: none).</summary>
+    [Range(0, 10_000)]
+    public double DelayMs { get; set; }
+
+    /// <summary>Emulated bandwidth of this edge's link for expert batches, in Mbit/s (0: unlimited).</summary>
+    [Range(0, 1_000_000)]
+    public double Mbps { get; set; }
+}
+
+/// <summary>Whether and where an edge records its routing decisions and request summaries (section <c>Edge:Traces</c>).</summary>
+public sealed class EdgeTraceOptions
+{
+    public const string Section = "Edge:Traces";
+
+    /// <summary>Record routing decisions and request summaries in PostgreSQL (ConnectionStrings:postgres).</summary>
+    public bool Enabled { get; set; } = true;
+
+    /// <summary>Where trace rows spill while PostgreSQL is unreachable; null: the writer's default under the temp folder.</summary>
+    public string? SpillDirectory { get; set; }
 }

@@ -2,21 +2,21 @@ using DanceMoE.Contracts;
 using DanceMoE.Inference;
 using DanceMoE.Model;
 using DanceMoE.Traces;
+using Microsoft.Extensions.Options;
 
 namespace DanceMoE.Edge;
 
 /// <summary>What one edge server holds while it runs: its experts, its routing table, its forward loop.</summary>
 public sealed class EdgeRuntime(
-    EdgeOptions options,
+    IOptions<EdgeOptions> options,
+    EdgeModel model,
     ExpertStore experts,
     IRoutingTable routing,
     MoeForward forward,
-    ByteTokenizer tokenizer,
     LinkEmulator link,
-    ITraceWriter traces,
-    string executionProvider)
+    ITraceWriter traces)
 {
-    public EdgeOptions Options { get; } = options;
+    public EdgeOptions Options { get; } = options.Value;
 
     public ExpertStore Experts { get; } = experts;
 
@@ -24,16 +24,43 @@ public sealed class EdgeRuntime(
 
     public MoeForward Forward { get; } = forward;
 
-    public ByteTokenizer Tokenizer { get; } = tokenizer;
+    public ByteTokenizer Tokenizer { get; } = model.Tokenizer;
 
     public LinkEmulator Link { get; } = link;
 
     /// <summary>Where this edge's routing decisions and request summaries go (PostgreSQL, or nowhere with tracing off).</summary>
     public ITraceWriter Traces { get; } = traces;
 
-    public string ExecutionProvider { get; } = executionProvider;
+    /// <summary>The provider the sessions run on, once the first one is created.</summary>
+    public string ExecutionProvider => model.Sessions.ProviderInUse ?? "cpu";
 
     public InFlightCounter InFlight { get; } = new();
+
+    /// <summary>
+    /// Writes the routing decisions of a request's completed layers with the edge that served each expert, one
+    /// <c>routing_events</c> row per (position, layer), stamped when its layer completed.
+    /// </summary>
+    public void WriteRouting(ForwardContext request)
+    {
+        ArgumentNullException.ThrowIfNull(request);
+        foreach (var layer in request.RoutedLayers)
+        {
+            foreach (var decision in layer.Decisions)
+            {
+                Traces.Add(new RoutingRecord
+                {
+                    RequestId = request.RequestId,
+                    Position = decision.Position,
+                    Layer = decision.Layer,
+                    Experts = [.. decision.Choices.Select(c => c.Expert)],
+                    GateWeights = [.. decision.Choices.Select(c => c.Weight)],
+                    ServedBy = [.. decision.Choices.Select(c => layer.ServedBy[c.Expert])],
+                    PlacementVersion = layer.PlacementVersion,
+                    RecordedAt = layer.CompletedAt,
+                });
+            }
+        }
+    }
 
     /// <summary>Checks a request at the edge of the system and returns its prompt's token ids.</summary>
     public IReadOnlyList<int> ValidateRequest(GenerateText request)

@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using DanceMoE.Inference;
 using DanceMoE.Model;
+using Microsoft.Extensions.Options;
 
 namespace DanceMoE.Edge;
 
@@ -16,6 +17,14 @@ public sealed class ExpertStore(ExpertSessionPool pool, long budgetBytes) : IDis
     private readonly ReaderWriterLockSlim _residency = new();
     private double _expertMsEwma;
     private long _reservedBytes;
+
+    /// <summary>An edge's store: the budget of its options, holding the experts its bootstrap placement gives it (or refusing them all).</summary>
+    public ExpertStore(EdgeModel model, IOptions<EdgeOptions> options)
+        : this(new ExpertSessionPool(model.Manifest, model.Sessions), options.Value.MemoryBudgetBytes)
+    {
+        var id = options.Value.Id;
+        LoadAll([.. model.Placement.ExpertsOf(id)], id);
+    }
 
     public ModelManifest Manifest => pool.Manifest;
 

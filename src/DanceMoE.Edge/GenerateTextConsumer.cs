@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using DanceMoE.Contracts;
 using DanceMoE.Inference;
 using DanceMoE.Traces;
@@ -14,8 +15,8 @@ public sealed class GenerateTextConsumer(EdgeRuntime edge) : IConsumer<GenerateT
         var requestId = request.RequestId == Guid.Empty ? context.RequestId ?? NewId.NextGuid() : request.RequestId;
         var receivedAt = DateTimeOffset.UtcNow;
         var promptIds = edge.ValidateRequest(request);
-        var placementVersion = edge.Routing.Current.Version;
-        using var scope = RequestScope.Begin(requestId);
+        var requestContext = new ForwardContext(requestId, recordRouting: true) { PlacementVersion = edge.Routing.Current.Version };
+        var clock = Stopwatch.StartNew();
         edge.InFlight.Enter();
         GenerationResult result;
         try
@@ -26,10 +27,12 @@ public sealed class GenerateTextConsumer(EdgeRuntime edge) : IConsumer<GenerateT
                 promptIds,
                 request.MaxNewTokens,
                 new SamplingOptions { Temperature = request.Temperature, TopP = request.TopP, Seed = (ulong)request.Seed },
+                requestContext,
                 context.CancellationToken).ConfigureAwait(false);
         }
         catch (Exception ex)
         {
+            edge.WriteRouting(requestContext);
             edge.Traces.Add(Summary(ex is OperationCanceledException ? RequestStatus.Cancelled : RequestStatus.Failed, 0, ex.Message));
             throw;
         }
@@ -38,6 +41,7 @@ public sealed class GenerateTextConsumer(EdgeRuntime edge) : IConsumer<GenerateT
             edge.InFlight.Leave();
         }
 
+        edge.WriteRouting(requestContext);
         edge.Traces.Add(Summary(RequestStatus.Completed, result.TokenIds.Count, null));
 
         await context.RespondAsync(new TextGenerated
@@ -50,14 +54,14 @@ public sealed class GenerateTextConsumer(EdgeRuntime edge) : IConsumer<GenerateT
             Stats = new GenerationStats
             {
                 PromptTokens = promptIds.Count,
-                LocalExpertCalls = scope.LocalExpertCalls,
-                RemoteExpertCalls = scope.RemoteExpertCalls,
-                RemoteBatches = scope.RemoteBatches,
-                RemoteBytes = scope.RemoteBytes,
-                Retries = scope.Retries,
-                LatencyMs = Math.Round(scope.Clock.Elapsed.TotalMilliseconds, 2),
+                LocalExpertCalls = requestContext.LocalExpertCalls,
+                RemoteExpertCalls = requestContext.RemoteExpertCalls,
+                RemoteBatches = requestContext.RemoteBatches,
+                RemoteBytes = requestContext.RemoteBytes,
+                Retries = requestContext.Retries,
+                LatencyMs = Math.Round(clock.Elapsed.TotalMilliseconds, 2),
                 TokensPerSecond = Math.Round(result.TokensPerSecond, 2),
-                PlacementVersion = placementVersion,
+                PlacementVersion = requestContext.PlacementVersion,
             },
         }).ConfigureAwait(false);
 
@@ -69,7 +73,7 @@ public sealed class GenerateTextConsumer(EdgeRuntime edge) : IConsumer<GenerateT
             GeneratedTokens = generated,
             Status = status,
             Error = error,
-            PlacementVersion = placementVersion,
+            PlacementVersion = requestContext.PlacementVersion,
             ReceivedAt = receivedAt,
             CompletedAt = DateTimeOffset.UtcNow,
         };

@@ -8,9 +8,10 @@ public interface IRoutingTable
     void Activate(EdgePlacement placement);
 }
 
-public sealed class RoutingTable(EdgePlacement initial) : IRoutingTable
+/// <summary>The routing table of an edge: the bootstrap placement of its model until a newer one is activated.</summary>
+public sealed class RoutingTable(EdgeModel model) : IRoutingTable
 {
-    private EdgePlacement _current = initial ?? throw new ArgumentNullException(nameof(initial));
+    private EdgePlacement _current = model?.Placement ?? throw new ArgumentNullException(nameof(model));
 
     public EdgePlacement Current => Volatile.Read(ref _current);
 

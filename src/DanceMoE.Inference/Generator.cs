@@ -3,21 +3,22 @@ using DanceMoE.Model;
 
 namespace DanceMoE.Inference;
 
-/// <summary>Prefill the prompt, then decode one token at a time with the KV cache.</summary>
+/// <summary>Prefill the prompt, then decode one token at a time with the KV cache, all for the request of one <see cref="ForwardContext"/>.</summary>
 public static class Generator
 {
     public static async Task<GenerationResult> GenerateAsync(
-        MoeForward forward, ByteTokenizer tokenizer, IReadOnlyList<int> promptIds, int maxTokens, SamplingOptions sampling, CancellationToken cancellationToken)
+        MoeForward forward, ByteTokenizer tokenizer, IReadOnlyList<int> promptIds, int maxTokens, SamplingOptions sampling, ForwardContext context, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(forward);
         ArgumentNullException.ThrowIfNull(tokenizer);
         ArgumentNullException.ThrowIfNull(promptIds);
+        ArgumentNullException.ThrowIfNull(context);
         var vocab = forward.Manifest.Architecture.VocabSize;
         var sampler = new Sampler(sampling);
         var state = forward.NewState();
         var generated = new List<int>(maxTokens);
         var stopwatch = Stopwatch.StartNew();
-        var logits = await forward.ForwardAsync(promptIds, state, cancellationToken).ConfigureAwait(false);
+        var logits = await forward.ForwardAsync(promptIds, state, context, cancellationToken).ConfigureAwait(false);
         var last = logits.AsMemory((promptIds.Count - 1) * vocab, vocab);
         var eos = false;
         while (generated.Count < maxTokens)
@@ -35,7 +36,7 @@ public static class Generator
                 break;
             }
 
-            last = await forward.ForwardAsync([next], state, cancellationToken).ConfigureAwait(false);
+            last = await forward.ForwardAsync([next], state, context, cancellationToken).ConfigureAwait(false);
         }
 
         var seconds = stopwatch.Elapsed.TotalSeconds;

@@ -1,10 +1,11 @@
 namespace DanceMoE.Inference;
 
 /// <summary>
-/// The one seam between the forward loop and expert execution: local sessions now, a remote
-/// dispatcher (one batch message per server per layer) later. Outputs come back in the order of the batches.
+/// The one seam between the forward loop and expert execution: local sessions, or a remote dispatcher (one batch
+/// message per server per layer). Outputs come back in the order of the batches, with the server that ran each.
 /// </summary>
 public interface IExpertDispatcher
 {
-    ValueTask<IReadOnlyList<float[]>> RunAsync(int layer, IReadOnlyList<ExpertBatch> batches, CancellationToken cancellationToken);
+    /// <summary>Runs the layer's batches for the request of <paramref name="context"/>, counting what they cost there.</summary>
+    ValueTask<DispatchResult> RunAsync(int layer, IReadOnlyList<ExpertBatch> batches, ForwardContext context, CancellationToken cancellationToken);
 }

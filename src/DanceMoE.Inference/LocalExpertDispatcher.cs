@@ -3,9 +3,13 @@ namespace DanceMoE.Inference;
 /// <summary>Runs every expert on this machine's sessions, loading each on first use.</summary>
 public sealed class LocalExpertDispatcher(ExpertSessionPool pool) : IExpertDispatcher
 {
-    public ValueTask<IReadOnlyList<float[]>> RunAsync(int layer, IReadOnlyList<ExpertBatch> batches, CancellationToken cancellationToken)
+    /// <summary>The server name of every batch this dispatcher runs.</summary>
+    public const string ServerName = "local";
+
+    public ValueTask<DispatchResult> RunAsync(int layer, IReadOnlyList<ExpertBatch> batches, ForwardContext context, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(batches);
+        ArgumentNullException.ThrowIfNull(context);
         var outputs = new float[batches.Count][];
         for (var i = 0; i < batches.Count; i++)
         {
@@ -13,6 +17,7 @@ public sealed class LocalExpertDispatcher(ExpertSessionPool pool) : IExpertDispa
             outputs[i] = pool.Run(layer, batches[i].Expert, batches[i].Input, batches[i].Rows);
         }
 
-        return ValueTask.FromResult<IReadOnlyList<float[]>>(outputs);
+        context.AddLocal(batches.Count);
+        return ValueTask.FromResult(new DispatchResult(outputs, [.. Enumerable.Repeat(ServerName, batches.Count)], 0));
     }
 }

@@ -22,11 +22,12 @@ public static class ModelVerifier
         var state = forward.NewState();
         var cache = reference.NewCache();
         var steps = new List<VerifyStep>();
+        var context = new ForwardContext();
         var tokens = prompt.ToArray();
         for (var step = 0; step <= decodeSteps; step++)
         {
             var expected = reference.Forward(tokens, cache);
-            var actual = await forward.ForwardAsync(tokens, state, cancellationToken).ConfigureAwait(false);
+            var actual = await forward.ForwardAsync(tokens, state, context, cancellationToken).ConfigureAwait(false);
             steps.Add(new VerifyStep(step == 0 ? "prefill" : "decode", tokens.Length, MaxAbsDiff(expected, actual)));
             tokens = [Sampler.ArgMax(expected.AsSpan(expected.Length - vocab, vocab))];
         }

@@ -29,16 +29,17 @@ public sealed class MoeForward : IDisposable
 
     public ModelManifest Manifest { get; }
 
-    /// <summary>Called for every (token, layer) routing decision; keep it cheap.</summary>
-    public Action<RoutingRecord>? OnRouting { get; set; }
-
     public KvState NewState() => new(Manifest.Architecture.NumLayers);
 
-    /// <summary>Runs the tokens after those already in <paramref name="state"/>; returns logits [tokens, vocab].</summary>
-    public async Task<float[]> ForwardAsync(IReadOnlyList<int> tokens, KvState state, CancellationToken cancellationToken)
+    /// <summary>
+    /// Runs the tokens after those already in <paramref name="state"/> for the request of <paramref name="context"/>
+    /// (its routing decisions are recorded there when it asks); returns logits [tokens, vocab].
+    /// </summary>
+    public async Task<float[]> ForwardAsync(IReadOnlyList<int> tokens, KvState state, ForwardContext context, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(tokens);
         ArgumentNullException.ThrowIfNull(state);
+        ArgumentNullException.ThrowIfNull(context);
         var c = Manifest.Architecture;
         var s = tokens.Count;
         if (s == 0)
@@ -82,7 +83,7 @@ public sealed class MoeForward : IDisposable
         {
             cancellationToken.ThrowIfCancellationRequested();
             var (residual, expertInput, routerLogits) = RunDense(l, hidden, positions, mask, state, s, total);
-            hidden = await MixExpertsAsync(l, residual, expertInput, routerLogits, past, s, cancellationToken).ConfigureAwait(false);
+            hidden = await MixExpertsAsync(l, residual, expertInput, routerLogits, past, s, context, cancellationToken).ConfigureAwait(false);
         }
 
         state.Length = total;
@@ -129,15 +130,16 @@ public sealed class MoeForward : IDisposable
 
     /// <summary>Routes each row to its top-k experts, one batch per expert, and adds Σ wᵢ·yᵢ to the residual.</summary>
     private async Task<float[]> MixExpertsAsync(
-        int l, float[] residual, float[] expertInput, float[] routerLogits, int past, int s, CancellationToken cancellationToken)
+        int l, float[] residual, float[] expertInput, float[] routerLogits, int past, int s, ForwardContext context, CancellationToken cancellationToken)
     {
         var c = Manifest.Architecture;
         var hsz = c.HiddenSize;
         var rowsByExpert = new SortedDictionary<int, List<(int Row, float Weight)>>();
+        var decisions = new List<RoutingDecision>(s);
         for (var t = 0; t < s; t++)
         {
             var choices = Routing.TopK(routerLogits.AsSpan(t * c.NumExperts, c.NumExperts), c.TopK);
-            OnRouting?.Invoke(new RoutingRecord(l, past + t, choices));
+            decisions.Add(new RoutingDecision(l, past + t, choices));
             foreach (var choice in choices)
             {
                 if (!rowsByExpert.TryGetValue(choice.Expert, out var rows))
@@ -160,7 +162,14 @@ public sealed class MoeForward : IDisposable
 
             return new ExpertBatch(kv.Key, kv.Value.Count, input);
         }).ToList();
-        var outputs = await _experts.RunAsync(l, batches, cancellationToken).ConfigureAwait(false);
+        var result = await _experts.RunAsync(l, batches, context, cancellationToken).ConfigureAwait(false);
+        var outputs = result.Outputs;
+        if (context.RecordsRouting)
+        {
+            var servedBy = Enumerable.Range(0, batches.Count).ToDictionary(b => batches[b].Expert, b => result.ServedBy[b]);
+            context.Record(new RoutedLayer(l, decisions, servedBy, result.PlacementVersion, DateTimeOffset.UtcNow));
+        }
+
         var groups = rowsByExpert.Values.ToList();
         for (var b = 0; b < batches.Count; b++)
         {

@@ -118,7 +118,7 @@ public sealed class EdgeCluster : IAsyncDisposable
         using var pool = new ExpertSessionPool(Manifest, factory);
         using var forward = new MoeForward(Manifest, factory, new LocalExpertDispatcher(pool));
         var tokenizer = new ByteTokenizer(Manifest.Tokenizer!.BosTokenId, Manifest.Tokenizer.EosTokenId);
-        var result = await Generator.GenerateAsync(forward, tokenizer, tokenizer.Encode(prompt), maxTokens, new SamplingOptions(), CancellationToken.None);
+        var result = await Generator.GenerateAsync(forward, tokenizer, tokenizer.Encode(prompt), maxTokens, new SamplingOptions(), new ForwardContext(), CancellationToken.None);
         return result.TokenIds;
     }
 

@@ -103,9 +103,14 @@ public sealed class RoutingTraceTests
         using var pool = new ExpertSessionPool(manifest, factory);
         using var forward = new MoeForward(manifest, factory, new LocalExpertDispatcher(pool));
         var routing = new Dictionary<(int, int), IReadOnlyList<ExpertChoice>>();
-        forward.OnRouting = r => routing[(r.Position, r.Layer)] = r.Choices;
         var tokenizer = new ByteTokenizer(manifest.Tokenizer!.BosTokenId, manifest.Tokenizer.EosTokenId);
-        await Generator.GenerateAsync(forward, tokenizer, tokenizer.Encode(prompt), maxTokens, new SamplingOptions(), CancellationToken.None);
+        var context = new ForwardContext(recordRouting: true);
+        await Generator.GenerateAsync(forward, tokenizer, tokenizer.Encode(prompt), maxTokens, new SamplingOptions(), context, CancellationToken.None);
+        foreach (var r in context.Decisions)
+        {
+            routing[(r.Position, r.Layer)] = r.Choices;
+        }
+
         return routing;
     }
 

@@ -59,12 +59,13 @@ public sealed class OnnxExportTests : IDisposable
         using var forward = new MoeForward(manifest, new SessionFactory(Cpu), new LocalExpertDispatcher(pool));
         int[] tokens = [256, 104, 105, 32, 116, 104, 101, 114];
         var vocab = manifest.Architecture.VocabSize;
-        var full = await forward.ForwardAsync(tokens, forward.NewState(), CancellationToken.None);
+        var full = await forward.ForwardAsync(tokens, forward.NewState(), new ForwardContext(), CancellationToken.None);
         var state = forward.NewState();
-        await forward.ForwardAsync(tokens[..4], state, CancellationToken.None);
+        var context = new ForwardContext();
+        await forward.ForwardAsync(tokens[..4], state, context, CancellationToken.None);
         for (var t = 4; t < tokens.Length; t++)
         {
-            var step = await forward.ForwardAsync([tokens[t]], state, CancellationToken.None);
+            var step = await forward.ForwardAsync([tokens[t]], state, context, CancellationToken.None);
             Assert.True(ModelVerifier.MaxAbsDiff(full.AsSpan(t * vocab, vocab), step) < 1e-4, $"position {t}");
         }
     }
@@ -80,7 +81,7 @@ public sealed class OnnxExportTests : IDisposable
         {
             using var pool = new ExpertSessionPool(manifest, new SessionFactory(Cpu));
             using var forward = new MoeForward(manifest, new SessionFactory(Cpu), new LocalExpertDispatcher(pool));
-            var result = await Generator.GenerateAsync(forward, tokenizer, prompt, 10, new SamplingOptions(), CancellationToken.None);
+            var result = await Generator.GenerateAsync(forward, tokenizer, prompt, 10, new SamplingOptions(), new ForwardContext(), CancellationToken.None);
             runs.Add(result.TokenIds);
         }
 
@@ -149,9 +150,9 @@ public sealed class OnnxExportTests : IDisposable
         var manifest = Export(TensorDtype.F32);
         using var pool = new ExpertSessionPool(manifest, new SessionFactory(Cpu));
         using var forward = new MoeForward(manifest, new SessionFactory(Cpu), new LocalExpertDispatcher(pool));
-        var records = new List<RoutingRecord>();
-        forward.OnRouting = records.Add;
-        await forward.ForwardAsync([256, 97, 98], forward.NewState(), CancellationToken.None);
+        var context = new ForwardContext(recordRouting: true);
+        await forward.ForwardAsync([256, 97, 98], forward.NewState(), context, CancellationToken.None);
+        var records = context.Decisions;
         var c = manifest.Architecture;
         Assert.Equal(3 * c.NumLayers, records.Count);
         Assert.All(records, r => Assert.Equal(c.TopK, r.Choices.Count));

@@ -118,7 +118,7 @@ public static class ClusterBenchmark
         foreach (var prompt in prompts)
         {
             var clock = Stopwatch.StartNew();
-            var result = await Generator.GenerateAsync(forward, tokenizer, tokenizer.Encode(prompt), maxTokens, new SamplingOptions(), cancellationToken).ConfigureAwait(false);
+            var result = await Generator.GenerateAsync(forward, tokenizer, tokenizer.Encode(prompt), maxTokens, new SamplingOptions(), new ForwardContext(), cancellationToken).ConfigureAwait(false);
             tokens += result.TokenIds.Count;
             perToken.Add(clock.Elapsed.TotalMilliseconds / Math.Max(1, result.TokenIds.Count));
         }

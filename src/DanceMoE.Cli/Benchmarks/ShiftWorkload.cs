@@ -27,17 +27,9 @@ internal static class ShiftWorkload
         var factory = new SessionFactory(new InferenceOptions { Provider = ExecutionProvider.Cpu, IntraOpThreads = 1, InterOpThreads = 1 });
         using var pool = new ExpertSessionPool(manifest, factory);
         var counts = domains.Select(_ => Enumerable.Range(0, c.NumLayers).Select(_ => new double[c.NumExperts]).ToArray()).ToArray();
-        var domain = 0;
         using var forward = new MoeForward(manifest, factory, new LocalExpertDispatcher(pool));
-        forward.OnRouting = record =>
-        {
-            foreach (var choice in record.Choices)
-            {
-                counts[domain][record.Layer][choice.Expert]++;
-            }
-        };
         var window = c.MaxPositions - 1;
-        for (domain = 0; domain < domains.Count; domain++)
+        for (var domain = 0; domain < domains.Count; domain++)
         {
             var bytes = HeldOutTrace.Sample(checkpoint, domains[domain], historyBytes);
             for (var start = 0; start < bytes.Length; start += window)
@@ -49,7 +41,15 @@ internal static class ShiftWorkload
                     ids.Add(b);
                 }
 
-                await forward.ForwardAsync(ids, forward.NewState(), cancellationToken).ConfigureAwait(false);
+                var routed = new ForwardContext(recordRouting: true);
+                await forward.ForwardAsync(ids, forward.NewState(), routed, cancellationToken).ConfigureAwait(false);
+                foreach (var decision in routed.Decisions)
+                {
+                    foreach (var choice in decision.Choices)
+                    {
+                        counts[domain][decision.Layer][choice.Expert]++;
+                    }
+                }
             }
         }
 

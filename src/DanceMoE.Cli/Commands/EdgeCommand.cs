@@ -1,12 +1,12 @@
+using System.Globalization;
 using DanceMoE.Edge;
 using DanceMoE.Hosting;
-using DanceMoE.Model;
+using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.Hosting;
-using Microsoft.Extensions.Options;
 
 namespace DanceMoE.Cli.Commands;
 
-/// <summary><c>dancemoe edge</c>: one edge server process, until it is stopped.</summary>
+/// <summary><c>dancemoe edge</c>: one edge server process, until it is stopped; the same composition as the edge host.</summary>
 public sealed class EdgeCommand : ICliCommand
 {
     public string Verb => "edge";
@@ -18,61 +18,55 @@ public sealed class EdgeCommand : ICliCommand
     public async Task<int> RunAsync(Arguments args, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(args);
-        var options = new EdgeOptions
+        var settings = new Dictionary<string, string?>(StringComparer.Ordinal);
+        void Set(string flag, object? value)
         {
-            Id = args.Required("id"),
-            ModelDirectory = args.Required("model"),
-            UniformOver = args.Option("uniform-over")?.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
-            MemoryMb = args.Int("memory-mb", 1024, 1, 1_048_576),
-            PlacementFile = args.Option("placement"),
-            Provider = args.Option("provider") ?? "auto",
-            IntraOpThreads = args.Int("threads", 1, 0, 64),
-            ExpertDeadlineMs = args.Int("deadline-ms", 5000, 50, 600_000),
-            LinkDelayMs = args.Double("link-delay-ms", 0, 0, 10_000),
-            LinkMbps = args.Double("link-mbps", 0, 0, 1_000_000),
-            LoadMsPerMb = args.Double("load-ms-per-mb", 0, 0, 1_000_000),
-            HeartbeatSeconds = args.Double("heartbeat-seconds", 2, 0.1, 3600),
-            ReadyFile = args.Option("ready-file"),
-            TracesEnabled = !args.Flag("no-traces"),
-            TraceSpillDirectory = args.Option("trace-spill-dir"),
-        };
+            if (value is not null)
+            {
+                settings[EdgeCommandLine.Switches[flag]] = Convert.ToString(value, CultureInfo.InvariantCulture);
+            }
+        }
+
+        var id = args.Required("id");
+        Set("--id", id);
+        var model = args.Required("model");
+        var uniformOver = args.Option("uniform-over");
+        Set("--uniform-over", uniformOver);
+        Set("--memory-mb", args.Int("memory-mb", 1024, 1, 1_048_576));
+        var placement = args.Option("placement");
+        Set("--placement", placement);
+        Set("--provider", args.Option("provider") ?? "auto");
+        Set("--threads", args.Int("threads", 1, 0, 64));
+        Set("--deadline-ms", args.Int("deadline-ms", 5000, 50, 600_000));
+        Set("--link-delay-ms", args.Double("link-delay-ms", 0, 0, 10_000));
+        Set("--link-mbps", args.Double("link-mbps", 0, 0, 1_000_000));
+        Set("--load-ms-per-mb", args.Double("load-ms-per-mb", 0, 0, 1_000_000));
+        Set("--heartbeat-seconds", args.Double("heartbeat-seconds", 2, 0.1, 3600));
+        Set("--ready-file", args.Option("ready-file"));
+        Set("--traces", !args.Flag("no-traces"));
+        Set("--trace-spill-dir", args.Option("trace-spill-dir"));
         args.EnsureAllUsed(0);
-        if (options.PlacementFile == "uniform" && options.UniformOver is null)
+        if (placement == "uniform" && uniformOver is null)
         {
             throw new UsageException("--placement uniform needs --uniform-over ID,ID,... (the edges to spread the experts over)");
         }
 
-        options.ModelDirectory = ModelCatalog.ResolveExported(options.ModelDirectory, line => Console.Error.WriteLine($"dancemoe edge: {line}"));
-        IHost host;
+        Set("--model", ModelCatalog.ResolveExported(model, line => Console.Error.WriteLine($"dancemoe edge: {line}")));
+        var configuration = new ConfigurationBuilder().AddConfiguration(CliEnvironment.Configuration).AddInMemoryCollection(settings).Build();
+        var builder = ServiceHost.CreateBuilder(configuration);
+        builder.AddEdgeServer();
+        using var host = builder.Build();
         try
         {
-            host = EdgeServer.Build(options, CliEnvironment.Configuration);
+            await host.StartEdgeAsync(cancellationToken).ConfigureAwait(false);
         }
-        catch (Exception ex) when (ex is PlacementException or ExpertBudgetException or ModelFormatException or OptionsValidationException or FileNotFoundException)
+        catch (EdgeStartupException ex)
         {
-            throw new CliException(ex.Message, ExitCodes.Failed, ex);
+            throw new CliException(ex.Message, ex.BrokerUnreachable ? ExitCodes.Unavailable : ExitCodes.Failed, ex);
         }
 
-        using (host)
-        {
-            try
-            {
-                await host.StartAsync(cancellationToken).ConfigureAwait(false);
-            }
-            catch (Exception ex) when (ex is MassTransit.RabbitMqConnectionException or TimeoutException or OptionsValidationException)
-            {
-                throw new CliException($"{options.Id} cannot start its bus: {ex.Message}", ExitCodes.Unavailable, ex);
-            }
-
-            if (options.ReadyFile is { } ready)
-            {
-                await File.WriteAllTextAsync(ready, Environment.ProcessId.ToString(System.Globalization.CultureInfo.InvariantCulture), CancellationToken.None).ConfigureAwait(false);
-            }
-
-            Console.Error.WriteLine($"dancemoe edge: {options.Id} serves queues {EdgeQueues.Requests(options.Id)}, {EdgeQueues.Experts(options.Id)}, {EdgeQueues.Control(options.Id)}");
-            await host.WaitForShutdownAsync(cancellationToken).ConfigureAwait(false);
-        }
-
+        Console.Error.WriteLine($"dancemoe edge: {id} serves queues {EdgeQueues.Requests(id)}, {EdgeQueues.Experts(id)}, {EdgeQueues.Control(id)}");
+        await host.WaitForShutdownAsync(cancellationToken).ConfigureAwait(false);
         return ExitCodes.Ok;
     }
 }

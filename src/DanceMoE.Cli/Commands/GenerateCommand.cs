@@ -55,7 +55,7 @@ public sealed class GenerateCommand : ICliCommand
             using var pool = new ExpertSessionPool(manifest, factory);
             pool.LoadAll();
             using var forward = new MoeForward(manifest, factory, new LocalExpertDispatcher(pool));
-            result = await Generator.GenerateAsync(forward, tokenizer, promptIds, maxTokens, sampling, cancellationToken).ConfigureAwait(false);
+            result = await Generator.GenerateAsync(forward, tokenizer, promptIds, maxTokens, sampling, new ForwardContext(), cancellationToken).ConfigureAwait(false);
         }
         catch (OnnxRuntimeException ex)
         {

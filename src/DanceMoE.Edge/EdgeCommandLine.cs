@@ -1,0 +1,37 @@
+using Microsoft.Extensions.Configuration;
+
+namespace DanceMoE.Edge;
+
+/// <summary>The flags of an edge process (<c>dancemoe edge</c> and the edge host), each mapped to its configuration key.</summary>
+public static class EdgeCommandLine
+{
+    /// <summary>Flag to configuration key; <c>--no-traces</c> is <c>--traces false</c>.</summary>
+    public static IReadOnlyDictionary<string, string> Switches => SwitchMappings;
+
+    private static readonly Dictionary<string, string> SwitchMappings = new(StringComparer.Ordinal)
+    {
+        ["--id"] = "Edge:Id",
+        ["--model"] = "Edge:ModelDirectory",
+        ["--memory-mb"] = "Edge:MemoryMb",
+        ["--placement"] = "Edge:PlacementFile",
+        ["--uniform-over"] = "Edge:UniformOver",
+        ["--provider"] = "Edge:Provider",
+        ["--threads"] = "Edge:IntraOpThreads",
+        ["--deadline-ms"] = "Edge:ExpertDeadlineMs",
+        ["--load-ms-per-mb"] = "Edge:LoadMsPerMb",
+        ["--heartbeat-seconds"] = "Edge:HeartbeatSeconds",
+        ["--ready-file"] = "Edge:ReadyFile",
+        ["--link-delay-ms"] = "Edge:Link:DelayMs",
+        ["--link-mbps"] = "Edge:Link:Mbps",
+        ["--traces"] = "Edge:Traces:Enabled",
+        ["--trace-spill-dir"] = "Edge:Traces:SpillDirectory",
+    };
+
+    /// <summary>An edge process's configuration: its command line over the environment (<c>Edge__Id</c>, <c>ConnectionStrings__rabbitmq</c>, ...).</summary>
+    public static IConfiguration Build(IEnumerable<string> args)
+    {
+        // The command-line provider reads every flag as a key and a value; the one flag without a value gets its value here.
+        var withValues = args.Select(a => a == "--no-traces" ? "--traces=false" : a).ToArray();
+        return new ConfigurationBuilder().AddEnvironmentVariables().AddCommandLine(withValues, SwitchMappings).Build();
+    }
+}
