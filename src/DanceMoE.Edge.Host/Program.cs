@@ -1,0 +1,21 @@
+using DanceMoE.Edge;
+using DanceMoE.Hosting;
+using Microsoft.Extensions.Hosting;
+
+// Flags as `dancemoe edge` (--id, --model DIR of an exported model, --memory-mb, ...) over Edge__* environment variables.
+var builder = ServiceHost.CreateBuilder(EdgeCommandLine.Build(args));
+builder.AddEdgeServer();
+using var host = builder.Build();
+try
+{
+    var edge = await host.StartEdgeAsync(CancellationToken.None).ConfigureAwait(false);
+    Console.Error.WriteLine($"dancemoe-edge: {edge.Id} serves queues {EdgeQueues.Requests(edge.Id)}, {EdgeQueues.Experts(edge.Id)}, {EdgeQueues.Control(edge.Id)}");
+}
+catch (EdgeStartupException ex)
+{
+    Console.Error.WriteLine($"dancemoe-edge: error: {ex.Message}");
+    return ex.BrokerUnreachable ? 3 : 1;
+}
+
+await host.WaitForShutdownAsync().ConfigureAwait(false);
+return 0;
