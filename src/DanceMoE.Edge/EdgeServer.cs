@@ -35,7 +35,11 @@ public static class EdgeServer
         services.AddSingleton<IRoutingTable, RoutingTable>();
         services.AddSingleton<LinkEmulator>();
         services.AddSingleton<IExpertDispatcher, DistributedExpertDispatcher>();
-        services.AddSingleton(sp => new MoeForward(sp.GetRequiredService<EdgeModel>().Manifest, sp.GetRequiredService<EdgeModel>().Sessions, sp.GetRequiredService<IExpertDispatcher>()));
+        services.AddSingleton(sp =>
+        {
+            var model = sp.GetRequiredService<EdgeModel>();
+            return new MoeForward(model.Manifest, model.Sessions, sp.GetRequiredService<IExpertDispatcher>());
+        });
         services.AddSingleton<EdgeRuntime>();
         services.AddSingleton<HeartbeatService>();
         services.AddHostedService(sp => sp.GetRequiredService<HeartbeatService>());
@@ -78,7 +82,8 @@ public static class EdgeServer
             // Loads the model and the placement's experts now, so an edge that cannot hold them never joins the bus.
             host.Services.GetRequiredService<EdgeRuntime>();
         }
-        catch (Exception ex) when (ex is PlacementException or ExpertBudgetException or ModelFormatException or OptionsValidationException or FileNotFoundException)
+        catch (Exception ex) when (ex is PlacementException or ExpertBudgetException or ModelFormatException or OptionsValidationException or FileNotFoundException
+            || IsUnconvertibleSetting(ex))
         {
             throw new EdgeStartupException(ex.Message, brokerUnreachable: false, ex);
         }
@@ -99,6 +104,10 @@ public static class EdgeServer
 
         return options;
     }
+
+    // A setting that is not a number where one is expected (--memory-mb lots): the binder says which in its message.
+    private static bool IsUnconvertibleSetting(Exception ex) =>
+        ex is InvalidOperationException { Source: "Microsoft.Extensions.Configuration.Binder" };
 
     private static ITraceWriter CreateTraceWriter(IServiceProvider services)
     {

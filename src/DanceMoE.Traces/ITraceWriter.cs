@@ -1,6 +1,6 @@
 namespace DanceMoE.Traces;
 
-/// <summary>Where the token loop hands its routing records; no call waits on PostgreSQL.</summary>
+/// <summary>Where an edge hands the routing records and summaries of its requests; no call waits on PostgreSQL.</summary>
 public interface ITraceWriter
 {
     /// <summary>Buffers the record in memory; false when the memory buffer is full (nothing is stored then).</summary>
