@@ -48,9 +48,9 @@ public class AlgorithmPropertyTests
     public void Unequal_sizes_are_solved_exactly_by_the_ilp_and_every_algorithm_fits_in_bytes(int seed)
     {
         var problem = Instances.Random(seed, unequalSizes: true);
-        var optimal = new OptimalPlacement();
-        var placement = optimal.Place(problem);
-        Assert.True(optimal.LastProvedOptimal);
+        var solution = new OptimalPlacement().Solve(problem);
+        var placement = solution.Placement;
+        Assert.True(solution.ProvedOptimal);
         Assert.Empty(placement.Violations(problem.Model, problem.Cluster));
         var best = Instances.LocalActivations(problem, placement);
         Assert.Empty(new LatencyPlacement().Place(problem).Violations(problem.Model, problem.Cluster));
