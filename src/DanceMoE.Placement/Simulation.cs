@@ -8,12 +8,6 @@ public sealed record AlgorithmResult(string Algorithm, ExpertPlacement Placement
 /// <summary>Computes each placement from the history and evaluates it on other requests, side by side.</summary>
 public static class Simulation
 {
-    /// <summary>Same as <see cref="PlacementAlgorithms.All"/>.</summary>
-    public static IReadOnlyList<IPlacementAlgorithm> All => PlacementAlgorithms.All;
-
-    /// <summary>Same as <see cref="PlacementAlgorithms.Create"/>.</summary>
-    public static IPlacementAlgorithm Find(string name) => PlacementAlgorithms.Create(name);
-
     public static IReadOnlyList<AlgorithmResult> Run(PlacementProblem problem, Workload eval, IEnumerable<IPlacementAlgorithm> algorithms, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(problem);
