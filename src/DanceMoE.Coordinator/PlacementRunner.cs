@@ -93,8 +93,7 @@ public sealed class PlacementRunner(
         }
 
         var candidateShare = RemoteShare(candidate, demand.Counts);
-        var candidateCost = candidateShare * demand.Model.Layers * demand.Model.TopK;
-        decision.CandidateCostSeconds = candidateShare * demand.SecondsPerRemoteCall * demand.ActivationsPerSecond * _options.HorizonSeconds;
+        decision.CandidateCostSeconds = demand.SecondsOver(_options.HorizonSeconds, candidateShare);
         var digest = Digest(edges, from, now);
         if (active is null && Loaded(edges, demand.Model) is { } loaded)
         {
@@ -104,7 +103,7 @@ public sealed class PlacementRunner(
 
         if (active is null)
         {
-            decision.CandidateVersion = await registry.AddAsync(algorithm.Name, candidateCost, digest, PlacementAssignments.From(candidate, demand.EdgeIds), cancellationToken).ConfigureAwait(false);
+            decision.CandidateVersion = await RegisterAsync(algorithm.Name, candidate, demand, digest, cancellationToken).ConfigureAwait(false);
             decision.Decision = DecisionKind.Migrate;
             decision.Reason = "no active placement yet and the live edges do not hold every expert: the candidate is the first";
             return await StartMigrationOrActivateAsync(decision, candidate, edges, null, cancellationToken).ConfigureAwait(false);
@@ -112,7 +111,7 @@ public sealed class PlacementRunner(
 
         var current = PlacementAssignments.ToPlacement(active.Assignments, demand.Index, demand.Model.Layers, demand.Model.Experts);
         var currentShare = RemoteShare(current, demand.Counts);
-        decision.CurrentCostSeconds = currentShare * demand.SecondsPerRemoteCall * demand.ActivationsPerSecond * _options.HorizonSeconds;
+        decision.CurrentCostSeconds = demand.SecondsOver(_options.HorizonSeconds, currentShare);
         if (candidate.SameAs(current) && active.Assignments.All(a => a.Servers.All(demand.Index.ContainsKey)))
         {
             decision.CandidateVersion = active.Version;
@@ -123,7 +122,7 @@ public sealed class PlacementRunner(
             return new Outcome(decision, null);
         }
 
-        decision.CandidateVersion = await registry.AddAsync(algorithm.Name, candidateCost, digest, PlacementAssignments.From(candidate, demand.EdgeIds), cancellationToken).ConfigureAwait(false);
+        decision.CandidateVersion = await RegisterAsync(algorithm.Name, candidate, demand, digest, cancellationToken).ConfigureAwait(false);
         var plan = ApplyMigrationRule(decision, active, current, currentShare, candidate, candidateShare, demand);
         return plan is null
             ? new Outcome(decision, null)
@@ -196,10 +195,16 @@ public sealed class PlacementRunner(
     /// <summary>Cold start: the edges serve their bootstrap placement; what they hold is registered and activated as the first version.</summary>
     private async Task<RegisteredPlacement?> RegisterBootstrapAsync(ExpertPlacement loaded, Demand demand, string digest, CancellationToken cancellationToken)
     {
-        var cost = RemoteShare(loaded, demand.Counts) * demand.Model.Layers * demand.Model.TopK;
-        var version = await registry.AddAsync("bootstrap", cost, digest, PlacementAssignments.From(loaded, demand.EdgeIds), cancellationToken).ConfigureAwait(false);
+        var version = await RegisterAsync("bootstrap", loaded, demand, digest, cancellationToken).ConfigureAwait(false);
         await registry.ActivateAsync(version, cancellationToken).ConfigureAwait(false);
         return await registry.GetActiveAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>Adds a placement to the registry, its cost the remote calls per token it leaves.</summary>
+    private Task<int> RegisterAsync(string algorithm, ExpertPlacement placement, Demand demand, string digest, CancellationToken cancellationToken)
+    {
+        var remoteCallsPerToken = RemoteShare(placement, demand.Counts) * demand.Model.Layers * demand.Model.TopK;
+        return registry.AddAsync(algorithm, remoteCallsPerToken, digest, PlacementAssignments.From(placement, demand.EdgeIds), cancellationToken);
     }
 
     /// <summary>
@@ -427,6 +432,9 @@ public sealed class PlacementRunner(
             LinkSpec.FromMbps(options.BandwidthMbps, options.RttMs));
 
         public double ActivationsPerSecond => activations / window.TotalSeconds;
+
+        /// <summary>Seconds that remote calls cost over <paramref name="horizonSeconds"/> when this share of the activations is served remotely.</summary>
+        public double SecondsOver(double horizonSeconds, double remoteShare) => remoteShare * SecondsPerRemoteCall * ActivationsPerSecond * horizonSeconds;
 
         /// <summary>One remote activation costs a round trip plus the hidden state both ways.</summary>
         public double SecondsPerRemoteCall
