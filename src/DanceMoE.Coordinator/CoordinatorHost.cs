@@ -12,21 +12,29 @@ using Quartz;
 namespace DanceMoE.Coordinator;
 
 /// <summary>
-/// Builds the coordinator's host: options validated at start, membership, the placement registry, the Quartz placement
+/// The coordinator's composition: options validated at start, membership, the placement registry, the Quartz placement
 /// job on its cron trigger (the scheduler waits for a running job at shutdown), the migration saga persisted in
-/// PostgreSQL with its timeout job, and the bus endpoints.
+/// PostgreSQL with its timeout job, and the bus endpoints (each consumer's definition names its queue and limits).
 /// </summary>
 public static class CoordinatorHost
 {
+    /// <summary>The coordinator's host on <see cref="ServiceHost"/>'s defaults, configured by <paramref name="configuration"/>.</summary>
     public static IHost Build(IConfiguration configuration, Action<ILoggingBuilder>? logging = null)
     {
         var builder = ServiceHost.CreateBuilder(configuration, logging);
+        builder.AddCoordinator();
+        return builder.Build();
+    }
 
+    /// <summary>Adds everything the coordinator runs to <paramref name="builder"/>, configured from its configuration.</summary>
+    public static HostApplicationBuilder AddCoordinator(this HostApplicationBuilder builder)
+    {
+        ArgumentNullException.ThrowIfNull(builder);
         var services = builder.Services;
         services.AddDanceMoEConnections(builder.Configuration);
         services.AddDanceMoEDatabase(builder.Configuration);
-        services.AddClusterMembership(builder.Configuration);
-        services.AddOptions<PlacementJobOptions>().Bind(builder.Configuration.GetSection(PlacementJobOptions.Section)).ValidateDataAnnotations().ValidateOnStart();
+        services.AddClusterMembership();
+        services.AddOptions<PlacementJobOptions>().BindConfiguration(PlacementJobOptions.Section).ValidateDataAnnotations().ValidateOnStart();
         services.AddSingleton(TimeProvider.System);
         services.AddSingleton<PlacementAcknowledgements>();
         services.AddSingleton(sp => new PlacementRegistry(
@@ -34,7 +42,7 @@ public static class CoordinatorHost
             sp.GetRequiredService<IBus>()));
         services.AddSingleton<PlacementRunner>();
         services.AddSingleton<LaggingEdgeConsumer.SentLog>();
-        services.AddOptions<MigrationOptions>().Bind(builder.Configuration.GetSection(MigrationOptions.Section)).ValidateDataAnnotations().ValidateOnStart();
+        services.AddOptions<MigrationOptions>().BindConfiguration(MigrationOptions.Section).ValidateDataAnnotations().ValidateOnStart();
         var migration = builder.Configuration.GetSection(MigrationOptions.Section).Get<MigrationOptions>() ?? new MigrationOptions();
 
         services.AddMassTransit(bus =>
@@ -81,6 +89,6 @@ public static class CoordinatorHost
             o.StopTimeout = TimeSpan.FromSeconds(15);
         });
         services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(60));
-        return builder.Build();
+        return builder;
     }
 }

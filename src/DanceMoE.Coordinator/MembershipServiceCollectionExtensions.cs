@@ -1,4 +1,3 @@
-using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 
 namespace DanceMoE.Coordinator;
@@ -6,9 +5,9 @@ namespace DanceMoE.Coordinator;
 public static class MembershipServiceCollectionExtensions
 {
     /// <summary>What <see cref="EdgeHeartbeatConsumer"/> needs besides the database: the membership and its options (section <c>Membership</c>).</summary>
-    public static IServiceCollection AddClusterMembership(this IServiceCollection services, IConfiguration configuration)
+    public static IServiceCollection AddClusterMembership(this IServiceCollection services)
     {
-        services.AddOptions<MembershipOptions>().Bind(configuration.GetSection(MembershipOptions.Section)).ValidateDataAnnotations().ValidateOnStart();
+        services.AddOptions<MembershipOptions>().BindConfiguration(MembershipOptions.Section).ValidateDataAnnotations().ValidateOnStart();
         services.AddSingleton<ClusterMembership>();
         return services;
     }

@@ -1,4 +1,5 @@
 using System.ComponentModel.DataAnnotations;
+using DanceMoE.Placement;
 
 namespace DanceMoE.Coordinator;
 
@@ -7,13 +8,11 @@ public sealed class PlacementJobOptions : IValidatableObject
 {
     public const string Section = "PlacementJob";
 
-    /// <summary>Algorithms that need only activation counts (<c>latency</c> also needs whole requests).</summary>
-    public static readonly IReadOnlyList<string> Algorithms = ["uniform", "redundance", "eplb", "dancemoe", "optimal"];
-
     /// <summary>Quartz cron expression (seconds first); default every 5 minutes.</summary>
     [Required]
     public string Cron { get; set; } = "0 0/5 * * * ?";
 
+    /// <summary>One of <see cref="PlacementAlgorithms.CountsOnly"/>.</summary>
     [Required]
     public string Algorithm { get; set; } = "dancemoe";
 
@@ -54,9 +53,9 @@ public sealed class PlacementJobOptions : IValidatableObject
 
     public IEnumerable<ValidationResult> Validate(ValidationContext validationContext)
     {
-        if (!Algorithms.Contains(Algorithm, StringComparer.Ordinal))
+        if (!PlacementAlgorithms.CountsOnly.Contains(Algorithm, StringComparer.Ordinal))
         {
-            yield return new ValidationResult($"PlacementJob:Algorithm '{Algorithm}' is not one of {string.Join(", ", Algorithms)}", [nameof(Algorithm)]);
+            yield return new ValidationResult($"PlacementJob:Algorithm '{Algorithm}' is not one of {string.Join(", ", PlacementAlgorithms.CountsOnly)}", [nameof(Algorithm)]);
         }
 
         if (!IsCron(Cron))

@@ -32,8 +32,6 @@ public sealed class PlacementRunner(
 {
     private readonly PlacementJobOptions _options = options.Value;
     private readonly ActivationHistory _history = new(DatabaseOptions.ToNpgsql(database.Value.ConnectionString));
-    // The migration the run in progress decided on; runs never overlap (the job disallows concurrent execution).
-    private MigrationRequested? _migration;
     private int _running;
     private int _maxConcurrent;
 
@@ -49,18 +47,9 @@ public sealed class PlacementRunner(
         InterlockedMax(ref _maxConcurrent, running);
         try
         {
-            var decision = await DecideAsync(trigger, commandId, cancellationToken).ConfigureAwait(false);
-            var migration = _migration;
-            _migration = null;
-            decision.MigrationId = migration?.MigrationId;
-            await using var db = await dbFactory.CreateDbContextAsync(cancellationToken).ConfigureAwait(false);
-            db.PlacementDecisions.Add(decision);
-            await db.SaveChangesAsync(cancellationToken).ConfigureAwait(false);
-            if (migration is not null)
-            {
-                await publish.Publish(migration with { DecisionId = decision.Id }, cancellationToken).ConfigureAwait(false);
-            }
-
+            var outcome = await DecideAsync(trigger, commandId, cancellationToken).ConfigureAwait(false);
+            await RecordAsync(outcome, cancellationToken).ConfigureAwait(false);
+            var decision = outcome.Decision;
             logger.LogInformation(
                 "placement {Trigger}: {Decision} ({Status}) candidate v{Candidate} over v{Current}: {Reason}",
                 trigger, decision.Decision, decision.Status, decision.CandidateVersion, decision.CurrentVersion, decision.Reason);
@@ -72,41 +61,99 @@ public sealed class PlacementRunner(
         }
     }
 
-    private async Task<PlacementDecision> DecideAsync(string trigger, Guid? commandId, CancellationToken cancellationToken)
+    private async Task<Outcome> DecideAsync(string trigger, Guid? commandId, CancellationToken cancellationToken)
     {
-        _migration = null;
         var now = time.GetUtcNow();
         var from = now - TimeSpan.FromMinutes(_options.WindowMinutes);
         var edges = membership.Alive(now);
-        var decision = new PlacementDecision
-        {
-            DecidedAt = now,
-            Trigger = trigger,
-            CommandId = commandId,
-            Algorithm = _options.Algorithm,
-            Decision = DecisionKind.Skipped,
-            Status = DecisionStatus.None,
-            Reason = "",
-            WindowFrom = from,
-            WindowTo = now,
-            Edges = edges.Select(e => e.EdgeId).ToArray(),
-        };
+        var decision = NewDecision(trigger, commandId, edges, from, now);
         var active = await registry.GetActiveAsync(cancellationToken).ConfigureAwait(false);
         decision.CurrentVersion = active?.Version;
         if (await RunningMigrationAsync(now, cancellationToken).ConfigureAwait(false) is { } running)
         {
-            decision.Reason = $"migration {running} is still running: no new plan until it ends";
-            return decision;
+            return Skip(decision, $"migration {running} is still running: no new plan until it ends");
         }
 
         if (edges.Count == 0)
         {
-            decision.Reason = $"no live edge (none heard from within {membership.Options.DownAfter.TotalSeconds:F0} s)";
-            return decision;
+            return Skip(decision, $"no live edge (none heard from within {membership.Options.DownAfter.TotalSeconds:F0} s)");
         }
 
+        var demand = await ReadDemandAsync(edges, from, now, cancellationToken).ConfigureAwait(false);
+        if (demand.Activations == 0)
+        {
+            return Skip(decision, $"no activations of live edges between {from:O} and {now:O}");
+        }
+
+        var algorithm = PlacementAlgorithms.Create(_options.Algorithm);
+        var candidate = PlanCandidate(algorithm, demand, decision, cancellationToken);
+        if (candidate is null)
+        {
+            return new Outcome(decision, null);
+        }
+
+        var candidateShare = RemoteShare(candidate, demand.Counts);
+        decision.CandidateCostSeconds = demand.SecondsOver(_options.HorizonSeconds, candidateShare);
+        var digest = Digest(edges, from, now);
+        if (active is null && Loaded(edges, demand.Model) is { } loaded)
+        {
+            active = await RegisterBootstrapAsync(loaded, demand, digest, cancellationToken).ConfigureAwait(false);
+            decision.CurrentVersion = active?.Version;
+        }
+
+        if (active is null)
+        {
+            decision.CandidateVersion = await RegisterAsync(algorithm.Name, candidate, demand, digest, cancellationToken).ConfigureAwait(false);
+            decision.Decision = DecisionKind.Migrate;
+            decision.Reason = "no active placement yet and the live edges do not hold every expert: the candidate is the first";
+            return await StartMigrationOrActivateAsync(decision, candidate, edges, null, cancellationToken).ConfigureAwait(false);
+        }
+
+        var current = PlacementAssignments.ToPlacement(active.Assignments, demand.Index, demand.Model.Layers, demand.Model.Experts);
+        var currentShare = RemoteShare(current, demand.Counts);
+        decision.CurrentCostSeconds = demand.SecondsOver(_options.HorizonSeconds, currentShare);
+        if (candidate.SameAs(current) && active.Assignments.All(a => a.Servers.All(demand.Index.ContainsKey)))
+        {
+            decision.CandidateVersion = active.Version;
+            decision.Decision = DecisionKind.Stay;
+            decision.MigrationCostSeconds = 0;
+            decision.PredictedGainSeconds = 0;
+            decision.Reason = "the candidate equals the active placement";
+            return new Outcome(decision, null);
+        }
+
+        decision.CandidateVersion = await RegisterAsync(algorithm.Name, candidate, demand, digest, cancellationToken).ConfigureAwait(false);
+        var plan = ApplyMigrationRule(decision, active, current, currentShare, candidate, candidateShare, demand);
+        return plan is null
+            ? new Outcome(decision, null)
+            : await StartMigrationOrActivateAsync(decision, candidate, edges, (active, plan), cancellationToken).ConfigureAwait(false);
+    }
+
+    private PlacementDecision NewDecision(string trigger, Guid? commandId, IReadOnlyList<EdgeMember> edges, DateTimeOffset from, DateTimeOffset to) => new()
+    {
+        DecidedAt = to,
+        Trigger = trigger,
+        CommandId = commandId,
+        Algorithm = _options.Algorithm,
+        Decision = DecisionKind.Skipped,
+        Status = DecisionStatus.None,
+        Reason = "",
+        WindowFrom = from,
+        WindowTo = to,
+        Edges = edges.Select(e => e.EdgeId).ToArray(),
+    };
+
+    private static Outcome Skip(PlacementDecision decision, string reason)
+    {
+        decision.Reason = reason;
+        return new Outcome(decision, null);
+    }
+
+    /// <summary>The live edges' decayed activation counts in the window, the model and the cluster they make.</summary>
+    private async Task<Demand> ReadDemandAsync(IReadOnlyList<EdgeMember> edges, DateTimeOffset from, DateTimeOffset to, CancellationToken cancellationToken)
+    {
         var halfLife = _options.HalfLifeMinutes > 0 ? TimeSpan.FromMinutes(_options.HalfLifeMinutes) : (TimeSpan?)null;
-        var rows = await _history.ReadAsync(from, now, halfLife, cancellationToken).ConfigureAwait(false);
+        var rows = await _history.ReadAsync(from, to, halfLife, cancellationToken).ConfigureAwait(false);
         var model = MoeModel.Uniform(_options.Layers, _options.Experts, _options.TopK, _options.ExpertBytes, _options.HiddenBytes);
         var index = edges.Select((e, i) => (e.EdgeId, i)).ToDictionary(p => p.EdgeId, p => p.i, StringComparer.Ordinal);
         var counts = new ActivationCounts(edges.Count, model.Layers, model.Experts);
@@ -120,87 +167,67 @@ public sealed class PlacementRunner(
             }
         }
 
-        if (activations == 0)
-        {
-            decision.Reason = $"no activations of live edges between {from:O} and {now:O}";
-            return decision;
-        }
+        return new Demand(edges, index, model, counts, activations, to - from, _options);
+    }
 
-        var cluster = Cluster.FullMesh(
-            edges.Select(e => ServerSpec.Edge(e.EdgeId, e.MemoryBudgetBytes)).ToList(),
-            LinkSpec.FromMbps(_options.BandwidthMbps, _options.RttMs));
-        var problem = new PlacementProblem(model, cluster, counts);
-        var algorithm = Create(_options.Algorithm);
+    /// <summary>The configured algorithm's candidate, or null (the reason recorded) when no placement fits the live edges.</summary>
+    private static ExpertPlacement? PlanCandidate(IPlacementAlgorithm algorithm, Demand demand, PlacementDecision decision, CancellationToken cancellationToken)
+    {
+        var problem = new PlacementProblem(demand.Model, demand.Cluster, demand.Counts);
         var watch = Stopwatch.StartNew();
         ExpertPlacement candidate;
         try
         {
             cancellationToken.ThrowIfCancellationRequested();
-            candidate = algorithm.Place(problem);
+            candidate = algorithm.Place(problem, cancellationToken);
         }
         catch (InfeasiblePlacementException ex)
         {
             decision.Reason = $"no placement fits the live edges: {ex.Message}";
-            return decision;
+            return null;
         }
 
         decision.SolveMilliseconds = watch.Elapsed.TotalMilliseconds;
         cancellationToken.ThrowIfCancellationRequested();
+        return candidate;
+    }
 
-        // One remote activation costs a round trip plus the hidden state both ways; costs are seconds over the horizon.
-        var link = cluster.Link(0, Math.Min(1, cluster.Count - 1));
-        var secondsPerRemoteCall = cluster.Count == 1 ? 0 : link.RttSeconds + (2.0 * model.HiddenBytes / link.BytesPerSecond);
-        var activationsPerSecond = activations / (now - from).TotalSeconds;
-        var candidateShare = RemoteShare(candidate, counts);
-        var digest = Digest(edges, from, now);
-        var candidateCost = candidateShare * model.Layers * model.TopK;
-        decision.CandidateCostSeconds = candidateShare * secondsPerRemoteCall * activationsPerSecond * _options.HorizonSeconds;
+    /// <summary>Cold start: the edges serve their bootstrap placement; what they hold is registered and activated as the first version.</summary>
+    private async Task<RegisteredPlacement?> RegisterBootstrapAsync(ExpertPlacement loaded, Demand demand, string digest, CancellationToken cancellationToken)
+    {
+        var version = await RegisterAsync("bootstrap", loaded, demand, digest, cancellationToken).ConfigureAwait(false);
+        await registry.ActivateAsync(version, cancellationToken).ConfigureAwait(false);
+        return await registry.GetActiveAsync(cancellationToken).ConfigureAwait(false);
+    }
 
-        if (active is null && Loaded(edges, model) is { } loaded)
-        {
-            // Cold start: the edges serve their bootstrap placement; register what they hold as the first version.
-            var version = await registry.AddAsync("bootstrap", RemoteShare(loaded, counts) * model.Layers * model.TopK, digest, PlacementAssignments.From(loaded, [.. edges.Select(e => e.EdgeId)]), cancellationToken)
-                .ConfigureAwait(false);
-            await registry.ActivateAsync(version, cancellationToken).ConfigureAwait(false);
-            active = await registry.GetActiveAsync(cancellationToken).ConfigureAwait(false);
-            decision.CurrentVersion = active?.Version;
-        }
+    /// <summary>Adds a placement to the registry, its cost the remote calls per token it leaves.</summary>
+    private Task<int> RegisterAsync(string algorithm, ExpertPlacement placement, Demand demand, string digest, CancellationToken cancellationToken)
+    {
+        var remoteCallsPerToken = RemoteShare(placement, demand.Counts) * demand.Model.Layers * demand.Model.TopK;
+        return registry.AddAsync(algorithm, remoteCallsPerToken, digest, PlacementAssignments.From(placement, demand.EdgeIds), cancellationToken);
+    }
 
-        if (active is null)
-        {
-            decision.CandidateVersion = await registry.AddAsync(algorithm.Name, candidateCost, digest, PlacementAssignments.From(candidate, [.. edges.Select(e => e.EdgeId)]), cancellationToken).ConfigureAwait(false);
-            decision.Decision = DecisionKind.Migrate;
-            decision.Reason = "no active placement yet and the live edges do not hold every expert: the candidate is the first";
-            return await SwitchOrWaitAsync(decision, candidate, edges, null, cancellationToken).ConfigureAwait(false);
-        }
-
-        var current = PlacementAssignments.ToPlacement(active.Assignments, index, model.Layers, model.Experts);
-        var currentShare = RemoteShare(current, counts);
-        decision.CurrentCostSeconds = currentShare * secondsPerRemoteCall * activationsPerSecond * _options.HorizonSeconds;
-        if (candidate.SameAs(current) && active.Assignments.All(a => a.Servers.All(index.ContainsKey)))
-        {
-            decision.CandidateVersion = active.Version;
-            decision.Decision = DecisionKind.Stay;
-            decision.MigrationCostSeconds = 0;
-            decision.PredictedGainSeconds = 0;
-            decision.Reason = "the candidate equals the active placement";
-            return decision;
-        }
-
-        decision.CandidateVersion = await registry.AddAsync(algorithm.Name, candidateCost, digest, PlacementAssignments.From(candidate, [.. edges.Select(e => e.EdgeId)]), cancellationToken).ConfigureAwait(false);
+    /// <summary>
+    /// The paper's migration rule: the plan of moves from the active placement when the candidate repays it within the
+    /// horizon; null (a stay, its reason recorded) when no safe order of moves exists or moving is not worth it.
+    /// </summary>
+    private MigrationPlan? ApplyMigrationRule(
+        PlacementDecision decision, RegisteredPlacement active, ExpertPlacement current, double currentShare, ExpertPlacement candidate, double candidateShare, Demand demand)
+    {
         MigrationPlan plan;
         try
         {
-            plan = MigrationPlanner.Plan(current, candidate, model, cluster);
+            plan = MigrationPlanner.Plan(current, candidate, demand.Model, demand.Cluster);
         }
         catch (Exception ex) when (ex is InvalidOperationException or ArgumentException)
         {
             decision.Decision = DecisionKind.Stay;
             decision.Reason = $"no safe order of moves from v{active.Version}: {ex.Message}";
-            return decision;
+            return null;
         }
 
-        var rule = MigrationPlanner.Decide(currentShare * secondsPerRemoteCall, candidateShare * secondsPerRemoteCall, activationsPerSecond, _options.HorizonSeconds, plan);
+        var rule = MigrationPlanner.Decide(
+            currentShare * demand.SecondsPerRemoteCall, candidateShare * demand.SecondsPerRemoteCall, demand.ActivationsPerSecond, _options.HorizonSeconds, plan);
         decision.Loads = plan.Loads;
         decision.Unloads = plan.Unloads;
         decision.BytesMoved = plan.BytesMoved;
@@ -213,15 +240,19 @@ public sealed class PlacementRunner(
         {
             decision.Decision = DecisionKind.Stay;
             decision.Reason = $"{terms}: not worth moving";
-            return decision;
+            return null;
         }
 
         decision.Decision = DecisionKind.Migrate;
         decision.Reason = $"{terms}: {plan.Loads} loads, {plan.Unloads} unloads";
-        return await SwitchOrWaitAsync(decision, candidate, edges, (active, plan), cancellationToken).ConfigureAwait(false);
+        return plan;
     }
 
-    private async Task<PlacementDecision> SwitchOrWaitAsync(
+    /// <summary>
+    /// Activates the candidate at once when every expert is already loaded where it goes; otherwise asks for a
+    /// migration saga (when there is an active placement to migrate from) that moves them first.
+    /// </summary>
+    private async Task<Outcome> StartMigrationOrActivateAsync(
         PlacementDecision decision, ExpertPlacement candidate, IReadOnlyList<EdgeMember> edges, (RegisteredPlacement Active, MigrationPlan Plan)? from,
         CancellationToken cancellationToken)
     {
@@ -230,7 +261,7 @@ public sealed class PlacementRunner(
         {
             decision.Status = DecisionStatus.PendingSaga;
             decision.Reason += $"; {missing} experts must be loaded first: a migration saga moves them";
-            _migration = new MigrationRequested
+            var migration = new MigrationRequested
             {
                 MigrationId = NewId.NextGuid(),
                 FromVersion = active.Version,
@@ -244,20 +275,34 @@ public sealed class PlacementRunner(
                     Expert = step.Expert,
                 })],
             };
-            return decision;
+            return new Outcome(decision, migration);
         }
 
         if (missing > 0)
         {
             decision.Status = DecisionStatus.None;
             decision.Reason += $"; {missing} experts are not loaded where it puts them and no placement is active to migrate from";
-            return decision;
+            return new Outcome(decision, null);
         }
 
         await registry.ActivateAsync(decision.CandidateVersion!.Value, cancellationToken).ConfigureAwait(false);
         decision.Status = DecisionStatus.Activated;
         decision.Reason += "; every expert already loaded where it goes: switched directly";
-        return decision;
+        return new Outcome(decision, null);
+    }
+
+    /// <summary>Records the decision in <c>placement_decisions</c>, then asks for its migration, if any.</summary>
+    private async Task RecordAsync(Outcome outcome, CancellationToken cancellationToken)
+    {
+        var decision = outcome.Decision;
+        decision.MigrationId = outcome.Migration?.MigrationId;
+        await using var db = await dbFactory.CreateDbContextAsync(cancellationToken).ConfigureAwait(false);
+        db.PlacementDecisions.Add(decision);
+        await db.SaveChangesAsync(cancellationToken).ConfigureAwait(false);
+        if (outcome.Migration is { } migration)
+        {
+            await publish.Publish(migration with { DecisionId = decision.Id }, cancellationToken).ConfigureAwait(false);
+        }
     }
 
     /// <summary>
@@ -280,16 +325,6 @@ public sealed class PlacementRunner(
             .Where(d => d.Status == DecisionStatus.PendingSaga && d.MigrationId != null && d.DecidedAt > since && !db.Migrations.Any(m => m.CorrelationId == d.MigrationId))
             .Select(d => d.MigrationId).FirstOrDefaultAsync(cancellationToken).ConfigureAwait(false);
     }
-
-    public static IPlacementAlgorithm Create(string name) => name switch
-    {
-        "uniform" => new UniformPlacement(),
-        "redundance" => new RedundancePlacement(),
-        "eplb" => new EplbPlacement(),
-        "dancemoe" => new DanceMoePlacement(),
-        "optimal" => new OptimalPlacement(),
-        _ => throw new ArgumentException($"unknown placement algorithm '{name}'", nameof(name)),
-    };
 
     /// <summary>Share of the (decayed) activations that a placement serves off their origin edge.</summary>
     public static double RemoteShare(ExpertPlacement placement, ActivationCounts counts)
@@ -370,6 +405,45 @@ public sealed class PlacementRunner(
             }
 
             seen = previous;
+        }
+    }
+
+    /// <summary>A decision and the migration it asks for, if any.</summary>
+    private sealed record Outcome(PlacementDecision Decision, MigrationRequested? Migration);
+
+    /// <summary>What one run plans for: the live edges, their activations in the window, the model and the cluster.</summary>
+    private sealed class Demand(
+        IReadOnlyList<EdgeMember> edges, Dictionary<string, int> index, MoeModel model, ActivationCounts counts, long activations, TimeSpan window, PlacementJobOptions options)
+    {
+        public string[] EdgeIds { get; } = [.. edges.Select(e => e.EdgeId)];
+
+        /// <summary>Each live edge's row in <see cref="Counts"/> and server index in <see cref="Cluster"/>.</summary>
+        public Dictionary<string, int> Index => index;
+
+        public MoeModel Model => model;
+
+        public ActivationCounts Counts => counts;
+
+        /// <summary>Activations in the window, undecayed.</summary>
+        public long Activations => activations;
+
+        public Cluster Cluster { get; } = Cluster.FullMesh(
+            edges.Select(e => ServerSpec.Edge(e.EdgeId, e.MemoryBudgetBytes)).ToList(),
+            LinkSpec.FromMbps(options.BandwidthMbps, options.RttMs));
+
+        public double ActivationsPerSecond => activations / window.TotalSeconds;
+
+        /// <summary>Seconds that remote calls cost over <paramref name="horizonSeconds"/> when this share of the activations is served remotely.</summary>
+        public double SecondsOver(double horizonSeconds, double remoteShare) => remoteShare * SecondsPerRemoteCall * ActivationsPerSecond * horizonSeconds;
+
+        /// <summary>One remote activation costs a round trip plus the hidden state both ways.</summary>
+        public double SecondsPerRemoteCall
+        {
+            get
+            {
+                var link = Cluster.Link(0, Math.Min(1, Cluster.Count - 1));
+                return Cluster.Count == 1 ? 0 : link.RttSeconds + (2.0 * model.HiddenBytes / link.BytesPerSecond);
+            }
         }
     }
 }

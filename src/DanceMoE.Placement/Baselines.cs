@@ -5,9 +5,10 @@ public sealed class UniformPlacement : IPlacementAlgorithm
 {
     public string Name => "uniform";
 
-    public ExpertPlacement Place(PlacementProblem problem)
+    public ExpertPlacement Place(PlacementProblem problem, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(problem);
+        cancellationToken.ThrowIfCancellationRequested();
         problem.EnsureFeasible();
         var slots = problem.Slots();
         var model = problem.Model;
@@ -40,10 +41,11 @@ public sealed class RedundancePlacement : IPlacementAlgorithm
 {
     public string Name => "redundance";
 
-    public ExpertPlacement Place(PlacementProblem problem)
+    public ExpertPlacement Place(PlacementProblem problem, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(problem);
-        var placement = new UniformPlacement().Place(problem);
+        cancellationToken.ThrowIfCancellationRequested();
+        var placement = new UniformPlacement().Place(problem, cancellationToken);
         var model = problem.Model;
         var hottest = Enumerable.Range(0, model.ExpertCount)
             .Select(i => (Layer: i / model.Experts, Expert: i % model.Experts))
@@ -84,9 +86,10 @@ public sealed class EplbPlacement : IPlacementAlgorithm
 {
     public string Name => "eplb";
 
-    public ExpertPlacement Place(PlacementProblem problem)
+    public ExpertPlacement Place(PlacementProblem problem, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(problem);
+        cancellationToken.ThrowIfCancellationRequested();
         problem.EnsureFeasible();
         var model = problem.Model;
         var slots = problem.Slots();

@@ -11,9 +11,10 @@ public sealed class DanceMoePlacement : IPlacementAlgorithm
 {
     public string Name => "dancemoe";
 
-    public ExpertPlacement Place(PlacementProblem problem)
+    public ExpertPlacement Place(PlacementProblem problem, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(problem);
+        cancellationToken.ThrowIfCancellationRequested();
         problem.EnsureFeasible();
         var k = SlotsPerLayer(problem);
         return Assign(problem, k);

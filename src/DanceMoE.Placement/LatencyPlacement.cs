@@ -24,19 +24,19 @@ public sealed class LatencyPlacement : IPlacementAlgorithm
     /// <summary>Upper bound on improving moves per seed (each move is cheap; this only bounds the solve time).</summary>
     public int MaxMoves { get; init; } = 400;
 
-    public ExpertPlacement Place(PlacementProblem problem)
+    public ExpertPlacement Place(PlacementProblem problem, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(problem);
         problem.EnsureFeasible();
-        var optimal = new OptimalPlacement().Place(problem);
+        var optimal = new OptimalPlacement().Place(problem, cancellationToken);
         if (problem.History is null || problem.History.Requests.Count == 0)
         {
             return optimal;
         }
 
         var search = new LocalSearch(problem, MaxMoves);
-        var fromOptimal = search.Improve(optimal);
-        var fromOwners = search.Improve(OwnerSeed(problem, search));
+        var fromOptimal = search.Improve(optimal, cancellationToken);
+        var fromOwners = search.Improve(OwnerSeed(problem, search), cancellationToken);
         return fromOwners.Seconds < fromOptimal.Seconds ? fromOwners.Placement : fromOptimal.Placement;
     }
 
@@ -255,7 +255,7 @@ internal sealed class LocalSearch
         return value;
     }
 
-    public (ExpertPlacement Placement, double Seconds) Improve(ExpertPlacement seed)
+    public (ExpertPlacement Placement, double Seconds) Improve(ExpertPlacement seed, CancellationToken cancellationToken)
     {
         var model = _problem.Model;
         var servers = _slots.Length;
@@ -272,6 +272,7 @@ internal sealed class LocalSearch
 
         for (var move = 0; move < _maxMoves; move++)
         {
+            cancellationToken.ThrowIfCancellationRequested();
             var best = (Delta: -1e-9 * cost.Sum(), Server: -1, From: -1, To: -1, Step: -1, Coactivation: false);
             for (var n = 0; n < servers; n++)
             {

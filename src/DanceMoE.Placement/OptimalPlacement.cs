@@ -22,20 +22,20 @@ public sealed class OptimalPlacement : IPlacementAlgorithm
     /// <summary>Time limit for the ILP (unequal sizes); the flow needs none.</summary>
     public double IlpSeconds { get; init; } = 60;
 
-    /// <summary>True when the last ILP solve proved optimality (always true for the flow).</summary>
-    public bool LastProvedOptimal { get; private set; }
+    public ExpertPlacement Place(PlacementProblem problem, CancellationToken cancellationToken = default) => Solve(problem, cancellationToken).Placement;
 
-    public ExpertPlacement Place(PlacementProblem problem)
+    /// <summary>The placement and whether the solver proved it optimal (the flow always does; the ILP may stop at its time limit).</summary>
+    public OptimalSolution Solve(PlacementProblem problem, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(problem);
+        cancellationToken.ThrowIfCancellationRequested();
         if (problem.Model.EqualSizes)
         {
             problem.EnsureFeasible();
-            LastProvedOptimal = true;
-            return SolveFlow(problem);
+            return new OptimalSolution(SolveFlow(problem), ProvedOptimal: true);
         }
 
-        return SolveIlp(problem);
+        return SolveIlp(problem, cancellationToken);
     }
 
     /// <summary>Integer costs for the solvers: counts stay exact; fractional weights are scaled to about 1e6 at the top.</summary>
@@ -123,7 +123,7 @@ public sealed class OptimalPlacement : IPlacementAlgorithm
         return placement;
     }
 
-    private ExpertPlacement SolveIlp(PlacementProblem problem)
+    private OptimalSolution SolveIlp(PlacementProblem problem, CancellationToken cancellationToken)
     {
         var model = problem.Model;
         var servers = problem.Cluster.Count;
@@ -158,13 +158,18 @@ public sealed class OptimalPlacement : IPlacementAlgorithm
         {
             StringParameters = $"max_time_in_seconds:{IlpSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture)} num_workers:2 random_seed:1",
         };
-        var status = solver.Solve(cp);
+        CpSolverStatus status;
+        using (cancellationToken.Register(solver.StopSearch))
+        {
+            status = solver.Solve(cp);
+        }
+
+        cancellationToken.ThrowIfCancellationRequested();
         if (status is not (CpSolverStatus.Optimal or CpSolverStatus.Feasible))
         {
             throw new InfeasiblePlacementException($"no placement covers every expert within the budgets (CP-SAT: {status})");
         }
 
-        LastProvedOptimal = status == CpSolverStatus.Optimal;
         var placement = new ExpertPlacement(servers, model.Layers, model.Experts);
         for (var n = 0; n < servers; n++)
         {
@@ -177,6 +182,9 @@ public sealed class OptimalPlacement : IPlacementAlgorithm
             }
         }
 
-        return placement;
+        return new OptimalSolution(placement, ProvedOptimal: status == CpSolverStatus.Optimal);
     }
 }
+
+/// <summary>What <see cref="OptimalPlacement.Solve"/> found, and whether the solver proved it optimal.</summary>
+public sealed record OptimalSolution(ExpertPlacement Placement, bool ProvedOptimal);

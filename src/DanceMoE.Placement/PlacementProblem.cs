@@ -52,10 +52,16 @@ public sealed class InfeasiblePlacementException : Exception
     }
 }
 
-/// <summary>One placement algorithm. Implementations are deterministic: same problem, same placement.</summary>
+/// <summary>
+/// One placement algorithm. Implementations are deterministic (same problem, same placement) and keep no state
+/// between calls, so one instance may serve any number of calls.
+/// </summary>
 public interface IPlacementAlgorithm
 {
     string Name { get; }
 
-    ExpertPlacement Place(PlacementProblem problem);
+    /// <summary>A placement that covers every expert within the budgets; long solvers stop early when <paramref name="cancellationToken"/> fires.</summary>
+    /// <exception cref="InfeasiblePlacementException">No placement fits.</exception>
+    /// <exception cref="OperationCanceledException"><paramref name="cancellationToken"/> fired.</exception>
+    ExpertPlacement Place(PlacementProblem problem, CancellationToken cancellationToken = default);
 }

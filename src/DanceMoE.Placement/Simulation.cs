@@ -8,20 +8,6 @@ public sealed record AlgorithmResult(string Algorithm, ExpertPlacement Placement
 /// <summary>Computes each placement from the history and evaluates it on other requests, side by side.</summary>
 public static class Simulation
 {
-    public static IReadOnlyList<IPlacementAlgorithm> All { get; } =
-    [
-        new UniformPlacement(),
-        new RedundancePlacement(),
-        new EplbPlacement(),
-        new DanceMoePlacement(),
-        new OptimalPlacement(),
-        new LatencyPlacement(),
-    ];
-
-    public static IPlacementAlgorithm Find(string name) =>
-        All.FirstOrDefault(a => string.Equals(a.Name, name, StringComparison.OrdinalIgnoreCase))
-        ?? throw new ArgumentException($"unknown algorithm '{name}' (known: {string.Join(", ", All.Select(a => a.Name))})", nameof(name));
-
     public static IReadOnlyList<AlgorithmResult> Run(PlacementProblem problem, Workload eval, IEnumerable<IPlacementAlgorithm> algorithms, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(problem);
@@ -33,7 +19,7 @@ public static class Simulation
         {
             cancellationToken.ThrowIfCancellationRequested();
             var clock = Stopwatch.StartNew();
-            var placement = algorithm.Place(problem);
+            var placement = algorithm.Place(problem, cancellationToken);
             var solveMs = clock.Elapsed.TotalMilliseconds;
             var violations = placement.Violations(problem.Model, problem.Cluster);
             if (violations.Count > 0)

@@ -37,12 +37,14 @@ public sealed class TraceWriter : ITraceWriter, IAsyncDisposable
     private int _wakeRequested;
     private Task? _loop;
 
-    // Touched by the flusher only; the counts beside them are read by State.
-    private List<TraceItem>? _inFlight;
-    private bool _inFlightFromSpill;
-    private int _inFlightAttempts;
-    private string? _inFlightCompletes;
-    private bool _inFlightCompletesCorrupt;
+    // Set and cleared by the flusher only; State and FlushAsync read it.
+    private volatile InFlightBatch? _inFlight;
+
+    // Completed by the flusher each time it finds nothing left to write, then replaced; FlushAsync waits on it.
+    private TaskCompletionSource _drained = NewSignal();
+    private int _flushWaiters;
+
+    // Touched by the flusher only.
     private IEnumerator<TraceItem>? _replay;
     private string? _replayPath;
     private TimeSpan _retryDelay;
@@ -51,8 +53,6 @@ public sealed class TraceWriter : ITraceWriter, IAsyncDisposable
     private long _nextStateLogMs;
     private bool _partitionWarningLogged;
 
-    private int _inFlightCount;
-    private long _inFlightOldestMs;
     private long _rowsAdded;
     private long _rowsWritten;
     private long _rowsDuplicate;
@@ -104,9 +104,10 @@ public sealed class TraceWriter : ITraceWriter, IAsyncDisposable
                 lagMs = nowMs - oldest.AddedAtMs;
             }
 
-            if (Volatile.Read(ref _inFlightCount) > 0 && Interlocked.Read(ref _inFlightOldestMs) is > 0 and var inFlight)
+            var inFlight = _inFlight;
+            if (inFlight is not null && inFlight.OldestAddedAtMs > 0)
             {
-                lagMs = Math.Max(lagMs, nowMs - inFlight);
+                lagMs = Math.Max(lagMs, nowMs - inFlight.OldestAddedAtMs);
             }
 
             var lag = TimeSpan.FromMilliseconds(Math.Max(0, lagMs));
@@ -125,7 +126,7 @@ public sealed class TraceWriter : ITraceWriter, IAsyncDisposable
                 RowsDuplicate = Interlocked.Read(ref _rowsDuplicate),
                 RequestsAdded = Interlocked.Read(ref _requestsAdded),
                 RequestsWritten = Interlocked.Read(ref _requestsWritten),
-                Pending = Volatile.Read(ref _memoryCount) + (_inFlightFromSpill ? 0 : Volatile.Read(ref _inFlightCount)),
+                Pending = Volatile.Read(ref _memoryCount) + (inFlight is { FromSpill: false } ? inFlight.Items.Count : 0),
                 Spilled = _spill.PendingRows,
                 SpilledTotal = Interlocked.Read(ref _spilledTotal),
                 Rejected = Interlocked.Read(ref _rejected),
@@ -174,10 +175,25 @@ public sealed class TraceWriter : ITraceWriter, IAsyncDisposable
     /// <summary>Waits until everything added so far is in PostgreSQL (memory, batch in hand and spill files empty).</summary>
     public async Task FlushAsync(CancellationToken cancellationToken)
     {
-        while (Volatile.Read(ref _memoryCount) > 0 || Volatile.Read(ref _inFlightCount) > 0 || _spill.PendingRows > 0)
+        Interlocked.Increment(ref _flushWaiters);
+        try
         {
-            Wake();
-            await Task.Delay(10, cancellationToken).ConfigureAwait(false);
+            while (true)
+            {
+                // Taken before the check: a drain the flusher reports after the check completes this very signal.
+                var drained = Volatile.Read(ref _drained);
+                if (!HasWork())
+                {
+                    return;
+                }
+
+                Wake();
+                await drained.Task.WaitAsync(cancellationToken).ConfigureAwait(false);
+            }
+        }
+        finally
+        {
+            Interlocked.Decrement(ref _flushWaiters);
         }
     }
 
@@ -296,7 +312,7 @@ public sealed class TraceWriter : ITraceWriter, IAsyncDisposable
         {
             try
             {
-                await _wake.WaitAsync(_options.FlushInterval, stopping).ConfigureAwait(false);
+                await _wake.WaitAsync(NextWait(), stopping).ConfigureAwait(false);
             }
             catch (OperationCanceledException)
             {
@@ -308,11 +324,38 @@ public sealed class TraceWriter : ITraceWriter, IAsyncDisposable
             {
             }
 
+            SignalWhenDrained();
             LogStateWhenDue();
         }
 
         await ShutdownAsync().ConfigureAwait(false);
     }
+
+    /// <summary>
+    /// The flush interval; while someone waits in <see cref="FlushAsync"/> with rows still to write, as soon as the
+    /// retry backoff allows (at least 10 ms apart), so a flush never waits a whole interval for nothing.
+    /// </summary>
+    private TimeSpan NextWait()
+    {
+        if (Volatile.Read(ref _flushWaiters) == 0 || !HasWork())
+        {
+            return _options.FlushInterval;
+        }
+
+        var due = TimeSpan.FromMilliseconds(Math.Max(10, _nextAttemptMs - Environment.TickCount64));
+        return due < _options.FlushInterval ? due : _options.FlushInterval;
+    }
+
+    /// <summary>Releases every <see cref="FlushAsync"/> waiting now when nothing is left to write; later ones wait on a fresh signal.</summary>
+    private void SignalWhenDrained()
+    {
+        if (!HasWork())
+        {
+            Interlocked.Exchange(ref _drained, NewSignal()).TrySetResult();
+        }
+    }
+
+    private static TaskCompletionSource NewSignal() => new(TaskCreationOptions.RunContinuationsAsynchronously);
 
     private async Task ShutdownAsync()
     {
@@ -337,15 +380,15 @@ public sealed class TraceWriter : ITraceWriter, IAsyncDisposable
         }
 
         // What PostgreSQL did not take goes to disk; rows already in a spill segment stay there.
-        if (_inFlight is { } batch && !_inFlightFromSpill)
+        if (_inFlight is { FromSpill: false } batch)
         {
-            foreach (var item in batch)
+            foreach (var item in batch.Items)
             {
                 TrySpill(item);
             }
         }
 
-        ClearInFlight();
+        _inFlight = null;
         _replay?.Dispose();
         _replay = null;
         while (_memory.TryDequeue(out var item))
@@ -363,10 +406,12 @@ public sealed class TraceWriter : ITraceWriter, IAsyncDisposable
             _lastError = ex.Message;
         }
 
+        SignalWhenDrained();
         var state = State;
         TraceLog.Stopped(_logger, _options.EdgeId, state.RowsWritten, state.Spilled, null);
     }
 
+    /// <summary>Rows in memory, in hand or in spill files. Read in this order: a batch is in hand before it leaves memory.</summary>
     private bool HasWork() => Volatile.Read(ref _memoryCount) > 0 || _inFlight is not null || _spill.PendingRows > 0;
 
     /// <summary>One round: the batch in hand, then what memory holds, then some spilled rows. True when more is waiting.</summary>
@@ -485,7 +530,7 @@ public sealed class TraceWriter : ITraceWriter, IAsyncDisposable
             return false;
         }
 
-        SetInFlight(batch, fromSpill: false, completes: null, completesCorrupt: false);
+        _inFlight = new InFlightBatch(batch, fromSpill: false);
         Interlocked.Add(ref _memoryCount, -batch.Count);
         return true;
     }
@@ -537,50 +582,29 @@ public sealed class TraceWriter : ITraceWriter, IAsyncDisposable
                 _replay = null;
             }
 
-            SetInFlight(batch, fromSpill: true, completes: finished ? _replayPath : null, completesCorrupt: corrupt);
+            _inFlight = new InFlightBatch(batch, fromSpill: true, finished ? _replayPath : null, corrupt);
             return true;
         }
-    }
-
-    private void SetInFlight(List<TraceItem> batch, bool fromSpill, string? completes, bool completesCorrupt)
-    {
-        _inFlight = batch;
-        _inFlightFromSpill = fromSpill;
-        _inFlightAttempts = 0;
-        _inFlightCompletes = completes;
-        _inFlightCompletesCorrupt = completesCorrupt;
-        Interlocked.Exchange(ref _inFlightOldestMs, batch.Count > 0 ? batch[0].AddedAtMs : Environment.TickCount64);
-        Volatile.Write(ref _inFlightCount, Math.Max(1, batch.Count));
-    }
-
-    private void ClearInFlight()
-    {
-        _inFlight = null;
-        _inFlightFromSpill = false;
-        _inFlightCompletes = null;
-        _inFlightCompletesCorrupt = false;
-        Volatile.Write(ref _inFlightCount, 0);
-        Interlocked.Exchange(ref _inFlightOldestMs, 0);
     }
 
     private async Task CommitInFlightAsync(CancellationToken cancellationToken)
     {
         var batch = _inFlight!;
-        if (batch.Count > 0)
+        if (batch.Items.Count > 0)
         {
             // A failed attempt may have committed without us hearing it: later attempts assume rows may be stored.
-            var retried = _inFlightAttempts++ > 0;
-            await WriteOrSplitAsync(batch, _inFlightFromSpill || retried, cancellationToken).ConfigureAwait(false);
+            var retried = batch.Attempts++ > 0;
+            await WriteOrSplitAsync(batch.Items, batch.FromSpill || retried, cancellationToken).ConfigureAwait(false);
             Interlocked.Increment(ref _batches);
             Interlocked.Exchange(ref _lastFlushUtcTicks, DateTime.UtcNow.Ticks);
         }
 
-        if (_inFlightCompletes is { } done)
+        if (batch.CompletesSegment is { } done)
         {
-            _spill.Complete(done, _inFlightCompletesCorrupt);
+            _spill.Complete(done, batch.SegmentCorrupt);
         }
 
-        ClearInFlight();
+        _inFlight = null;
     }
 
     /// <summary>

@@ -9,7 +9,7 @@ public class AlgorithmPropertyTests
     public void Every_algorithm_covers_every_expert_within_every_budget(int seed)
     {
         var problem = Instances.Random(seed);
-        foreach (var algorithm in Simulation.All)
+        foreach (var algorithm in PlacementAlgorithms.All)
         {
             var placement = algorithm.Place(problem);
             Assert.True(placement.Violations(problem.Model, problem.Cluster).Count == 0,
@@ -23,7 +23,7 @@ public class AlgorithmPropertyTests
     {
         var problem = Instances.Random(seed);
         var optimal = Instances.LocalActivations(problem, new OptimalPlacement().Place(problem));
-        foreach (var algorithm in Simulation.All)
+        foreach (var algorithm in PlacementAlgorithms.All)
         {
             var value = Instances.LocalActivations(problem, algorithm.Place(problem));
             Assert.True(value <= optimal + 1e-9, $"{algorithm.Name} serves {value} locally, optimal {optimal}");
@@ -35,7 +35,7 @@ public class AlgorithmPropertyTests
     public void Algorithms_are_deterministic(int seed)
     {
         var problem = Instances.Random(seed);
-        foreach (var algorithm in Simulation.All)
+        foreach (var algorithm in PlacementAlgorithms.All)
         {
             Assert.True(algorithm.Place(problem).SameAs(algorithm.Place(problem)), algorithm.Name);
         }
@@ -48,13 +48,13 @@ public class AlgorithmPropertyTests
     public void Unequal_sizes_are_solved_exactly_by_the_ilp_and_every_algorithm_fits_in_bytes(int seed)
     {
         var problem = Instances.Random(seed, unequalSizes: true);
-        var optimal = new OptimalPlacement();
-        var placement = optimal.Place(problem);
-        Assert.True(optimal.LastProvedOptimal);
+        var solution = new OptimalPlacement().Solve(problem);
+        var placement = solution.Placement;
+        Assert.True(solution.ProvedOptimal);
         Assert.Empty(placement.Violations(problem.Model, problem.Cluster));
         var best = Instances.LocalActivations(problem, placement);
         Assert.Empty(new LatencyPlacement().Place(problem).Violations(problem.Model, problem.Cluster));
-        foreach (var algorithm in Simulation.All.Where(a => a is not OptimalPlacement and not LatencyPlacement))
+        foreach (var algorithm in PlacementAlgorithms.All.Where(a => a is not OptimalPlacement and not LatencyPlacement))
         {
             var other = algorithm.Place(problem);
             Assert.Empty(other.Violations(problem.Model, problem.Cluster));
@@ -72,7 +72,7 @@ public class AlgorithmPropertyTests
             return;
         }
 
-        foreach (var algorithm in Simulation.All)
+        foreach (var algorithm in PlacementAlgorithms.All)
         {
             var placement = algorithm.Place(problem);
             Assert.True(placement.Violations(problem.Model, problem.Cluster).Count == 0, algorithm.Name);
@@ -94,7 +94,7 @@ public class AlgorithmPropertyTests
     public void Too_little_memory_for_one_copy_of_each_expert_is_reported_as_infeasible()
     {
         var problem = Instances.Tiny([[1, 1, 1], [1, 1, 1]], [1, 1]);
-        foreach (var algorithm in Simulation.All)
+        foreach (var algorithm in PlacementAlgorithms.All)
         {
             Assert.Throws<InfeasiblePlacementException>(() => algorithm.Place(problem));
         }

@@ -9,7 +9,7 @@ public class MigrationPlannerTests
     public void Every_step_keeps_budgets_and_a_live_copy_of_every_expert(int seed)
     {
         var problem = Instances.Random(seed);
-        var algorithms = Simulation.All;
+        var algorithms = PlacementAlgorithms.All;
         var from = algorithms[seed % algorithms.Count].Place(problem);
         var to = algorithms[(seed + 3) % algorithms.Count].Place(problem);
         var plan = MigrationPlanner.Plan(from, to, problem.Model, problem.Cluster);

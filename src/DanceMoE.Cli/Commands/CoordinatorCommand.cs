@@ -25,43 +25,24 @@ public sealed class CoordinatorCommand : ICliCommand
         var settings = new Dictionary<string, string?>(StringComparer.Ordinal);
         if (args.Option("model") is { } modelDir)
         {
-            ModelManifest manifest;
             try
             {
-                manifest = ModelManifest.Load(ModelCatalog.ResolveExported(modelDir, Console.Error.WriteLine));
+                settings = CoordinatorConfiguration.ModelShape(ModelManifest.Load(ModelCatalog.ResolveExported(modelDir, Console.Error.WriteLine)));
             }
             catch (Exception ex) when (ex is ModelFormatException or FileNotFoundException or DirectoryNotFoundException)
             {
                 throw new CliException($"cannot read the model manifest in {modelDir}: {ex.Message}", ExitCodes.Failed, ex);
             }
-
-            var architecture = manifest.Architecture;
-            settings["PlacementJob:Layers"] = Invariant(architecture.NumLayers);
-            settings["PlacementJob:Experts"] = Invariant(architecture.NumExperts);
-            settings["PlacementJob:TopK"] = Invariant(architecture.TopK);
-            settings["PlacementJob:ExpertBytes"] = Invariant(manifest.Experts.Max(e => e.WeightBytes));
-            settings["PlacementJob:HiddenBytes"] = Invariant(architecture.HiddenSize * (manifest.WeightDtype == "f32" ? 4 : 2));
         }
 
-        Map(args, settings, "layers", "PlacementJob:Layers");
-        Map(args, settings, "experts", "PlacementJob:Experts");
-        Map(args, settings, "top-k", "PlacementJob:TopK");
-        Map(args, settings, "expert-bytes", "PlacementJob:ExpertBytes");
-        Map(args, settings, "algorithm", "PlacementJob:Algorithm");
-        Map(args, settings, "cron", "PlacementJob:Cron");
-        Map(args, settings, "window-minutes", "PlacementJob:WindowMinutes");
-        Map(args, settings, "half-life-minutes", "PlacementJob:HalfLifeMinutes");
-        Map(args, settings, "horizon-s", "PlacementJob:HorizonSeconds");
-        Map(args, settings, "bandwidth-mbps", "PlacementJob:BandwidthMbps");
-        Map(args, settings, "rtt-ms", "PlacementJob:RttMs");
-        Map(args, settings, "heartbeat-seconds", "Membership:HeartbeatSeconds");
-        Map(args, settings, "missed-heartbeats", "Membership:MissedHeartbeats");
-        Map(args, settings, "load-timeout-s", "Migration:LoadTimeoutSeconds");
-        Map(args, settings, "unload-timeout-s", "Migration:UnloadTimeoutSeconds");
-        Map(args, settings, "activation-timeout-s", "Migration:ActivationTimeoutSeconds");
-        Map(args, settings, "drain-ms", "Migration:DrainMilliseconds");
-        Map(args, settings, "migration-retries", "Migration:Retries");
-        Map(args, settings, "timeout-scan-ms", "Migration:TimeoutScanMilliseconds");
+        foreach (var (flag, key) in CoordinatorConfiguration.SwitchMappings)
+        {
+            if (key != CoordinatorConfiguration.ModelKey && args.Option(flag[2..]) is { } value)
+            {
+                settings[key] = value;
+            }
+        }
+
         var readyFile = args.Option("ready-file");
         args.EnsureAllUsed(0);
 
@@ -111,14 +92,4 @@ public sealed class CoordinatorCommand : ICliCommand
     /// <summary>A setting that does not convert to its option's type (for example <c>--drain-ms abc</c>): the caller's mistake.</summary>
     private static bool IsConversionFailure(InvalidOperationException ex) =>
         ex.Message.StartsWith("Failed to convert configuration value", StringComparison.Ordinal);
-
-    private static void Map(Arguments args, Dictionary<string, string?> settings, string option, string key)
-    {
-        if (args.Option(option) is { } value)
-        {
-            settings[key] = value;
-        }
-    }
-
-    private static string Invariant(long value) => value.ToString(CultureInfo.InvariantCulture);
 }

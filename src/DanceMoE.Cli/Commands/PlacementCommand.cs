@@ -255,12 +255,12 @@ public sealed class PlacementCommand : ICliCommand
     {
         if (text is null or "all")
         {
-            return Simulation.All;
+            return PlacementAlgorithms.All;
         }
 
         try
         {
-            return List(text).Select(Simulation.Find).ToList();
+            return List(text).Select(PlacementAlgorithms.Create).ToList();
         }
         catch (ArgumentException ex)
         {

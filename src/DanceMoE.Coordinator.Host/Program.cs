@@ -1,0 +1,21 @@
+using DanceMoE.Coordinator;
+using DanceMoE.Model;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Options;
+
+// The flags of `dancemoe coordinator`, or environment variables (PlacementJob__Algorithm, ConnectionStrings__rabbitmq).
+try
+{
+    await CoordinatorHost.Build(CoordinatorConfiguration.FromCommandLine(args)).RunAsync().ConfigureAwait(false);
+    return 0;
+}
+catch (Exception ex) when (ex is ModelFormatException or FileNotFoundException or DirectoryNotFoundException)
+{
+    await Console.Error.WriteLineAsync($"coordinator: cannot read the model manifest: {ex.Message}").ConfigureAwait(false);
+    return 2;
+}
+catch (OptionsValidationException ex)
+{
+    await Console.Error.WriteLineAsync($"coordinator: {string.Join("; ", ex.Failures)}").ConfigureAwait(false);
+    return 2;
+}

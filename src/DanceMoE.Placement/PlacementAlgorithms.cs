@@ -1,0 +1,30 @@
+namespace DanceMoE.Placement;
+
+/// <summary>
+/// The placement algorithms by name: the one list the coordinator's options, its placement job and the CLI's
+/// <c>placement simulate</c> choose from. Each call to <see cref="Create"/> returns a new instance.
+/// </summary>
+public static class PlacementAlgorithms
+{
+    /// <summary>Every algorithm's name, in the order reports list them.</summary>
+    public static IReadOnlyList<string> Names { get; } = ["uniform", "redundance", "eplb", "dancemoe", "optimal", "latency"];
+
+    /// <summary>The algorithms that need only activation counts (<c>latency</c> also needs whole requests): what the placement job can run.</summary>
+    public static IReadOnlyList<string> CountsOnly { get; } = ["uniform", "redundance", "eplb", "dancemoe", "optimal"];
+
+    /// <summary>One instance of every algorithm, in the order of <see cref="Names"/>.</summary>
+    public static IReadOnlyList<IPlacementAlgorithm> All { get; } = [.. Names.Select(Create)];
+
+    /// <summary>The algorithm called <paramref name="name"/> (any case).</summary>
+    /// <exception cref="ArgumentException">No algorithm has that name.</exception>
+    public static IPlacementAlgorithm Create(string name) => name?.ToLowerInvariant() switch
+    {
+        "uniform" => new UniformPlacement(),
+        "redundance" => new RedundancePlacement(),
+        "eplb" => new EplbPlacement(),
+        "dancemoe" => new DanceMoePlacement(),
+        "optimal" => new OptimalPlacement(),
+        "latency" => new LatencyPlacement(),
+        _ => throw new ArgumentException($"unknown algorithm '{name}' (known: {string.Join(", ", Names)})", nameof(name)),
+    };
+}
