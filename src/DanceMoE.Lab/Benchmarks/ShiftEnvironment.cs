@@ -57,18 +57,23 @@ internal sealed class ShiftEnvironment : IAsyncDisposable
     {
         ArgumentNullException.ThrowIfNull(log);
         var environment = new ShiftEnvironment(log);
+        var created = false;
         try
         {
             System.IO.Directory.CreateDirectory(environment.Directory);
             await environment.CreateVirtualHostAsync(cancellationToken).ConfigureAwait(false);
             await environment.CreateDatabaseAsync(cancellationToken).ConfigureAwait(false);
             await LocalDatabase.MigrateAsync(environment.PostgresUrl, TimeSpan.FromSeconds(30), cancellationToken).ConfigureAwait(false);
+            created = true;
             return environment;
         }
-        catch
+        finally
         {
-            await environment.DisposeAsync().ConfigureAwait(false);
-            throw;
+            // Whatever failed half-way, what was created so far is deleted.
+            if (!created)
+            {
+                await environment.DisposeAsync().ConfigureAwait(false);
+            }
         }
     }
 
