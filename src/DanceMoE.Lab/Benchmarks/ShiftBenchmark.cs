@@ -90,11 +90,11 @@ public static class ShiftBenchmark
 
         var edges = Enumerable.Range(1, domains.Count).Select(i => $"edge-{i}").ToList();
         var budgetBytes = (long)options.MemoryMb << 20;
-        var expertBytes = manifest.Experts.Max(e => e.WeightBytes);
-        var perEdge = (int)Math.Min(budgetBytes / expertBytes, c.NumLayers * c.NumExperts);
-        var share = (double)perEdge / (c.NumLayers * c.NumExperts);
+        var shape = ModelShape.Of(manifest);
+        var perEdge = (int)Math.Min(budgetBytes / shape.ExpertBytes, shape.RoutedExperts);
+        var share = (double)perEdge / shape.RoutedExperts;
         Log(string.Create(CultureInfo.InvariantCulture,
-            $"{edges.Count} edges, edge i serves domain i ({string.Join(", ", edges.Zip(domains, (e, d) => $"{e}={d}"))}); {options.MemoryMb} MiB each = {perEdge} of {c.NumLayers * c.NumExperts} experts ({share:P0})"));
+            $"{edges.Count} edges, edge i serves domain i ({string.Join(", ", edges.Zip(domains, (e, d) => $"{e}={d}"))}); {options.MemoryMb} MiB each = {perEdge} of {shape.RoutedExperts} experts ({share:P0})"));
 
         Log($"initial placement: dancemoe from the routing of the first {options.HistoryBytes} held-out bytes of each domain...");
         var history = await ShiftWorkload.HistoryCountsAsync(manifest, checkpoint, domains, options.HistoryBytes, cancellationToken).ConfigureAwait(false);

@@ -106,9 +106,8 @@ public static class ClosedLoopDemo
         var requests = DemoRequests(model);
         var exported = ModelCatalog.ResolveExported(model, line => output.WriteLine($"[demo] {line}"));
         var manifest = ModelManifest.Load(exported);
-        var architecture = manifest.Architecture;
-        var routed = architecture.NumLayers * architecture.NumExperts;
-        var expertBytes = manifest.Experts.Max(e => e.WeightBytes);
+        var shape = ModelShape.Of(manifest);
+        var (routed, expertBytes) = (shape.RoutedExperts, shape.ExpertBytes);
         var uniformPerEdge = (routed + requests.Count - 1) / requests.Count;
         var memoryMb = settings.MemoryMb
             ?? (int)Math.Ceiling(Math.Max(Math.Ceiling(routed * BudgetShare), uniformPerEdge) * expertBytes / 1048576.0);
@@ -122,7 +121,7 @@ public static class ClosedLoopDemo
         Directory.CreateDirectory(logDirectory);
         var coordinatorLog = Path.Combine(logDirectory, "coordinator.log");
         using var log = new FileLoggerProvider(coordinatorLog);
-        using var coordinator = await StartCoordinatorAsync(manifest, log, cancellationToken).ConfigureAwait(false);
+        using var coordinator = await StartCoordinatorAsync(shape, log, cancellationToken).ConfigureAwait(false);
         output.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"[demo] coordinator started in this process: placement job 'dancemoe' (only the demo fires it), window {WindowMinutes:0.#} min, half-life {HalfLifeMinutes:0.#} min; log {coordinatorLog}"));
         var edgesStarted = false;
@@ -137,10 +136,10 @@ public static class ClosedLoopDemo
             // The edges start from the uniform bootstrap file; registering it as the active version keeps the coordinator
             // from catching them up with whatever an earlier run left active, so every run starts from the same place.
             var ids = requests.Select(r => r.Edge).ToList();
-            var uniform = PlacementFile.Uniform(1, architecture.NumLayers, architecture.NumExperts, ids);
+            var uniform = PlacementFile.Uniform(1, shape.Layers, shape.Experts, ids);
             var registry = services.GetRequiredService<PlacementRegistry>();
             var bootstrap = await registry.AddAsync(
-                "uniform", (1 - (1.0 / ids.Count)) * architecture.NumLayers * architecture.TopK, $"demo:{Guid.NewGuid():N}", uniform.Assignments, cancellationToken)
+                "uniform", (1 - (1.0 / ids.Count)) * shape.Layers * shape.TopK, $"demo:{Guid.NewGuid():N}", uniform.Assignments, cancellationToken)
                 .ConfigureAwait(false);
             await registry.ActivateAsync(bootstrap, cancellationToken).ConfigureAwait(false);
 
@@ -159,7 +158,7 @@ public static class ClosedLoopDemo
             output.WriteLine($"[demo] round 1: {Percent(share1)} of the expert calls local ({PerEdge(round1)})");
 
             output.WriteLine();
-            var activations = await WaitForTracesAsync(round1, architecture.NumLayers * architecture.TopK, cancellationToken).ConfigureAwait(false);
+            var activations = await WaitForTracesAsync(round1, shape.Layers * shape.TopK, cancellationToken).ConfigureAwait(false);
             await WaitForMembersAsync(services.GetRequiredService<ClusterMembership>(), ids, bootstrap, cancellationToken).ConfigureAwait(false);
             output.WriteLine($"[demo] the edges recorded round 1's {activations} expert activations; running the placement job now...");
             var commandId = await PlacementJobTrigger.SendAsync(services.GetRequiredService<IBus>(), "demo", cancellationToken).ConfigureAwait(false);
@@ -273,10 +272,10 @@ public static class ClosedLoopDemo
         new(text.Select(c => char.IsControl(c) && c != ' ' ? (c == '\n' ? '↵' : '.') : c).ToArray());
 
     /// <summary>The coordinator, in this process, on the model's shape: its placement job fires only when the demo asks.</summary>
-    private static async Task<IHost> StartCoordinatorAsync(ModelManifest manifest, ILoggerProvider log, CancellationToken cancellationToken)
+    private static async Task<IHost> StartCoordinatorAsync(ModelShape shape, ILoggerProvider log, CancellationToken cancellationToken)
     {
         var inv = CultureInfo.InvariantCulture;
-        var settings = new Dictionary<string, string?>(ModelShape.Of(manifest).PlacementJobSettings(), StringComparer.Ordinal)
+        var settings = new Dictionary<string, string?>(shape.PlacementJobSettings(), StringComparer.Ordinal)
         {
             ["PlacementJob:Cron"] = FarCron,
             ["PlacementJob:WindowMinutes"] = WindowMinutes.ToString(inv),
