@@ -12,8 +12,6 @@ namespace DanceMoE.Operations;
 /// </summary>
 public static class ModelCatalog
 {
-    public static string StateDirectory => LocalEnvironment.StateDirectory;
-
     public static string DefaultCheckpoint
     {
         get
@@ -38,7 +36,7 @@ public static class ModelCatalog
             throw new OperationException($"{directory}: neither an exported model (manifest.json) nor a checkpoint (config.json)");
         }
 
-        var target = Path.Combine(StateDirectory, "models", $"{Path.GetFileName(Path.GetFullPath(directory).TrimEnd('/'))}-{Fingerprint(directory)}");
+        var target = Path.Combine(LocalEnvironment.StateDirectory, "models", $"{Path.GetFileName(Path.GetFullPath(directory).TrimEnd('/'))}-{Fingerprint(directory)}");
         if (File.Exists(Path.Combine(target, ModelManifest.FileName)))
         {
             return target;
@@ -71,7 +69,7 @@ public static class ModelCatalog
 
     private static string TinyDefault()
     {
-        var directory = Path.Combine(StateDirectory, "models", "tiny-seed1");
+        var directory = Path.Combine(LocalEnvironment.StateDirectory, "models", "tiny-seed1");
         if (!File.Exists(Path.Combine(directory, Checkpoint.ConfigFile)))
         {
             TinyCheckpoint.Write(directory, new TinyOptions { Seed = 1 });

@@ -117,7 +117,7 @@ public static class ClosedLoopDemo
             throw new InvalidSettingsException($"--memory-mb {memoryMb} holds {fits} experts; the uniform start gives each edge {uniformPerEdge}");
         }
 
-        var logDirectory = Path.Combine(ModelCatalog.StateDirectory, "demo");
+        var logDirectory = Path.Combine(LocalEnvironment.StateDirectory, "demo");
         Directory.CreateDirectory(logDirectory);
         var coordinatorLog = Path.Combine(logDirectory, "coordinator.log");
         using var log = new FileLoggerProvider(coordinatorLog);
