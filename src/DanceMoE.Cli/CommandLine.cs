@@ -69,6 +69,17 @@ public static class CommandLine
             Console.Error.WriteLine($"dancemoe {command.Verb}: error: {ex.Message}");
             return ex.ExitCode;
         }
+        catch (InvalidSettingsException ex)
+        {
+            Console.Error.WriteLine($"dancemoe {command.Verb}: {ex.Message}");
+            Console.Error.WriteLine($"usage: {command.Usage}");
+            return ExitCodes.Usage;
+        }
+        catch (OperationException ex)
+        {
+            Console.Error.WriteLine($"dancemoe {command.Verb}: error: {ex.Message}");
+            return ex.Failure switch { OperationFailure.Unavailable => ExitCodes.Unavailable, OperationFailure.InvalidSettings => ExitCodes.Usage, _ => ExitCodes.Failed };
+        }
         catch (OperationCanceledException) when (cancellation.IsCancellationRequested)
         {
             Console.Error.WriteLine($"dancemoe {command.Verb}: cancelled");

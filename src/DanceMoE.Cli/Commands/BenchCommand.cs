@@ -1,110 +1,115 @@
-using System.Diagnostics;
-using System.Globalization;
-using DanceMoE.Inference;
-using DanceMoE.Model;
-using DanceMoE.Model.Onnx;
-using Microsoft.ML.OnnxRuntime;
+using DanceMoE.Lab.Benchmarks;
 
 namespace DanceMoE.Cli.Commands;
 
-/// <summary><c>dancemoe bench expert</c>: latency and GFLOP/s of one expert next to a plain matrix product of the same size.</summary>
+/// <summary><c>dancemoe bench expert|cluster|traces|shift</c>: the benchmarks of the lab, from the command line.</summary>
 public sealed class BenchCommand : ICliCommand
 {
-    private static readonly int[] BatchSizes = [1, 8, 32];
+    private const string ExpertUsage = "bench expert --model DIR [--layer 0] [--expert 0] [--iterations 50]";
+
+    private const string ClusterUsage =
+        "bench cluster [--model DIR] [--edges 3] [--requests 6] [--max-tokens 24] [--link-delay-ms 1] [--link-mbps 500] [--round-trips 200] [--json]";
+
+    private const string TracesUsage = "bench traces [--rows 300000] [--model DIR] [--edges 3] [--requests 6] [--max-tokens 24] [--json]";
+
+    private const string ShiftUsage =
+        "bench shift [--model DIR] [--requests-per-phase 10 (per edge)] [--warmup-s 10] [--max-tokens 32] [--prompt-bytes 160] [--memory-mb 8] [--history-bytes 8192] "
+        + "[--window-minutes 1] [--half-life-minutes 1] [--deadline-ms 10000] [--request-timeout-s 120] [--migration-timeout-s 300] [--provider auto] [--keep-logs] [--json]";
 
     public string Verb => "bench";
 
-    public string Usage =>
-        $"bench expert --model DIR [--layer 0] [--expert 0] [--iterations 50] {InferenceArguments.Usage} | {Benchmarks.ClusterBenchmark.Usage} | {Benchmarks.TracesBenchmark.Usage} | {Benchmarks.ShiftBenchmark.Usage}";
+    public string Usage => $"{ExpertUsage} {InferenceArguments.Usage} | {ClusterUsage} | {TracesUsage} | {ShiftUsage}";
 
     public async Task<int> RunAsync(Arguments args, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(args);
         var action = args.Positional0("action (expert, cluster, traces, shift)");
-        return action switch
+        switch (action)
         {
-            "expert" => Expert(args, cancellationToken),
-            "cluster" => await Benchmarks.ClusterBenchmark.RunAsync(args, cancellationToken).ConfigureAwait(false),
-            "traces" => await Benchmarks.TracesBenchmark.RunAsync(args, cancellationToken).ConfigureAwait(false),
-            "shift" => await Benchmarks.ShiftBenchmark.RunAsync(args, cancellationToken).ConfigureAwait(false),
-            _ => throw new UsageException($"unknown action '{action}' (expert, cluster, traces, shift)"),
+            case "expert":
+                ExpertBenchmark.Run(ReadExpert(args), Console.Out, Console.Error, cancellationToken);
+                return ExitCodes.Ok;
+            case "cluster":
+                await ClusterBenchmark.RunAsync(ReadCluster(args), Console.Out, Console.Error, cancellationToken).ConfigureAwait(false);
+                return ExitCodes.Ok;
+            case "traces":
+                await TracesBenchmark.RunAsync(ReadTraces(args), Console.Out, Console.Error, cancellationToken).ConfigureAwait(false);
+                return ExitCodes.Ok;
+            case "shift":
+                var shift = await ShiftBenchmark.RunAsync(ReadShift(args), Console.Out, Console.Error, cancellationToken).ConfigureAwait(false);
+                return shift.Succeeded ? ExitCodes.Ok : ExitCodes.Failed;
+            default:
+                throw new UsageException($"unknown action '{action}' (expert, cluster, traces, shift)");
+        }
+    }
+
+    private static ExpertBenchmarkSettings ReadExpert(Arguments args)
+    {
+        var settings = new ExpertBenchmarkSettings
+        {
+            ModelDirectory = args.Required("model"),
+            Layer = args.Int("layer", 0, 0),
+            Expert = args.Int("expert", 0, 0),
+            Iterations = args.Int("iterations", 50, 1, 100_000),
+            Inference = InferenceArguments.Read(args),
         };
-    }
-
-    private static int Expert(Arguments args, CancellationToken cancellationToken)
-    {
-        var modelDir = args.Required("model");
-        var layer = args.Int("layer", 0, 0);
-        var expert = args.Int("expert", 0, 0);
-        var iterations = args.Int("iterations", 50, 1, 100_000);
-        var options = InferenceArguments.Read(args);
         args.EnsureAllUsed(1);
-        var manifest = InferenceArguments.LoadManifest(modelDir);
-        var c = manifest.Architecture;
-        if (layer >= c.NumLayers || expert >= c.NumExperts)
-        {
-            throw new UsageException($"the model has {c.NumLayers} layers x {c.NumExperts} experts");
-        }
-
-        var factory = new SessionFactory(options, InferenceArguments.Log);
-        var matmulPath = Path.Combine(Path.GetTempPath(), $"dancemoe-bench-{Guid.NewGuid():N}.onnx");
-        try
-        {
-            OnnxExporter.WriteMatMul(matmulPath, c.HiddenSize, 3 * c.IntermediateSize, 1);
-            using var pool = new ExpertSessionPool(manifest, factory);
-            using var matmul = factory.Create(matmulPath);
-            using var run = new RunOptions();
-            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"expert {layer}.{expert}: hidden {c.HiddenSize}, ffn {c.IntermediateSize}, {manifest.WeightDtype}, {factory.ProviderInUse}, {iterations} iterations (median)"));
-            Console.WriteLine("rows   expert ms  expert GFLOP/s   matmul ms  matmul GFLOP/s");
-            var random = new SplitMix64(3);
-            foreach (var rows in BatchSizes)
-            {
-                cancellationToken.ThrowIfCancellationRequested();
-                var x = Enumerable.Range(0, rows * c.HiddenSize).Select(_ => (float)random.NextDouble() - 0.5f).ToArray();
-                var expertMs = Median(iterations, () => pool.Run(layer, expert, x, rows));
-                var matmulMs = Median(iterations, () =>
-                {
-                    using var input = OrtValue.CreateTensorValueFromMemory(x, [rows, c.HiddenSize]);
-                    using var output = matmul.Run(run, [GraphNames.ExpertX], [input], [GraphNames.ExpertY]);
-                });
-                var flops = 2.0 * rows * c.HiddenSize * c.IntermediateSize * 3;
-                Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                    $"{rows,4} {expertMs,11:F3} {flops / expertMs / 1e6,16:F2} {matmulMs,11:F3} {flops / matmulMs / 1e6,15:F2}"));
-            }
-        }
-        catch (OnnxRuntimeException ex)
-        {
-            throw new CliException($"ONNX Runtime: {ex.Message.Split('\n', 2)[0]}", ExitCodes.Failed, ex);
-        }
-        catch (ExecutionProviderUnavailableException ex)
-        {
-            throw new CliException(ex.Message, ExitCodes.Unavailable, ex);
-        }
-        finally
-        {
-            File.Delete(matmulPath);
-        }
-
-        return ExitCodes.Ok;
+        return settings;
     }
 
-    private static double Median(int iterations, Action action)
+    private static ClusterBenchmarkSettings ReadCluster(Arguments args)
     {
-        for (var i = 0; i < Math.Min(5, iterations); i++)
+        var settings = new ClusterBenchmarkSettings
         {
-            action();
-        }
+            Edges = args.Int("edges", 3, 2, 16),
+            Requests = args.Int("requests", 6, 1, 1000),
+            MaxTokens = args.Int("max-tokens", 24, 1, 512),
+            LinkDelayMs = args.Double("link-delay-ms", 1, 0, 10_000),
+            LinkMbps = args.Double("link-mbps", 500, 0, 1_000_000),
+            RoundTrips = args.Int("round-trips", 200, 10, 100_000),
+            Model = args.Option("model"),
+            Json = args.Flag("json"),
+        };
+        args.EnsureAllUsed(1);
+        return settings;
+    }
 
-        var times = new double[iterations];
-        for (var i = 0; i < iterations; i++)
+    private static TracesBenchmarkSettings ReadTraces(Arguments args)
+    {
+        var settings = new TracesBenchmarkSettings
         {
-            var start = Stopwatch.GetTimestamp();
-            action();
-            times[i] = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
-        }
+            Rows = args.Int("rows", 300_000, 1000, 100_000_000),
+            Edges = args.Int("edges", 3, 2, 16),
+            Requests = args.Int("requests", 6, 1, 1000),
+            MaxTokens = args.Int("max-tokens", 24, 1, 512),
+            Model = args.Option("model"),
+            Json = args.Flag("json"),
+        };
+        args.EnsureAllUsed(1);
+        return settings;
+    }
 
-        Array.Sort(times);
-        return times[iterations / 2];
+    private static ShiftBenchmarkSettings ReadShift(Arguments args)
+    {
+        var settings = new ShiftBenchmarkSettings
+        {
+            Model = args.Option("model"),
+            RequestsPerEdge = args.Int("requests-per-phase", 10, 1, 10_000),
+            Warmup = TimeSpan.FromSeconds(args.Double("warmup-s", 10, 0, 3600)),
+            MaxTokens = args.Int("max-tokens", 32, 1, 512),
+            PromptBytes = args.Int("prompt-bytes", 160, 8, 4096),
+            MemoryMb = args.Int("memory-mb", 8, 1, 1_048_576),
+            HistoryBytes = args.Int("history-bytes", 8192, 256, 100_000_000),
+            WindowMinutes = args.Double("window-minutes", 1, 1, 7 * 24 * 60),
+            HalfLifeMinutes = args.Double("half-life-minutes", 1, 0, 7 * 24 * 60),
+            DeadlineMs = args.Int("deadline-ms", 10_000, 50, 600_000),
+            RequestTimeout = TimeSpan.FromSeconds(args.Double("request-timeout-s", 120, 1, 3600)),
+            MigrationTimeout = TimeSpan.FromSeconds(args.Double("migration-timeout-s", 300, 1, 24 * 3600)),
+            Provider = args.Option("provider") ?? "auto",
+            KeepLogs = args.Flag("keep-logs"),
+            Json = args.Flag("json"),
+        };
+        args.EnsureAllUsed(1);
+        return settings;
     }
 }

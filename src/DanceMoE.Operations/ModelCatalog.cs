@@ -3,7 +3,7 @@ using System.Text;
 using DanceMoE.Model;
 using DanceMoE.Model.Onnx;
 
-namespace DanceMoE.Cli;
+namespace DanceMoE.Operations;
 
 /// <summary>
 /// Finds the model a command runs: an exported directory (manifest.json) as is, or a checkpoint
@@ -12,14 +12,11 @@ namespace DanceMoE.Cli;
 /// </summary>
 public static class ModelCatalog
 {
-    public static string StateDirectory =>
-        Environment.GetEnvironmentVariable("DANCEMOE_STATE") is { Length: > 0 } state ? state : "/var/tmp/dancemoe";
-
     public static string DefaultCheckpoint
     {
         get
         {
-            var trained = Path.Combine(CliEnvironment.RepositoryRoot, "onnx", "default");
+            var trained = Path.Combine(LocalEnvironment.RepositoryRoot, "onnx", "default");
             return File.Exists(Path.Combine(trained, Checkpoint.ConfigFile)) ? trained : TinyDefault();
         }
     }
@@ -36,10 +33,10 @@ public static class ModelCatalog
 
         if (!File.Exists(Path.Combine(directory, Checkpoint.ConfigFile)))
         {
-            throw new CliException($"{directory}: neither an exported model (manifest.json) nor a checkpoint (config.json)");
+            throw new OperationException($"{directory}: neither an exported model (manifest.json) nor a checkpoint (config.json)");
         }
 
-        var target = Path.Combine(StateDirectory, "models", $"{Path.GetFileName(Path.GetFullPath(directory).TrimEnd('/'))}-{Fingerprint(directory)}");
+        var target = Path.Combine(LocalEnvironment.StateDirectory, "models", $"{Path.GetFileName(Path.GetFullPath(directory).TrimEnd('/'))}-{Fingerprint(directory)}");
         if (File.Exists(Path.Combine(target, ModelManifest.FileName)))
         {
             return target;
@@ -57,7 +54,7 @@ public static class ModelCatalog
         }
         catch (ModelFormatException ex)
         {
-            throw new CliException(ex.Message, ExitCodes.Failed, ex);
+            throw new OperationException(ex.Message, OperationFailure.Failed, ex);
         }
         finally
         {
@@ -72,7 +69,7 @@ public static class ModelCatalog
 
     private static string TinyDefault()
     {
-        var directory = Path.Combine(StateDirectory, "models", "tiny-seed1");
+        var directory = Path.Combine(LocalEnvironment.StateDirectory, "models", "tiny-seed1");
         if (!File.Exists(Path.Combine(directory, Checkpoint.ConfigFile)))
         {
             TinyCheckpoint.Write(directory, new TinyOptions { Seed = 1 });

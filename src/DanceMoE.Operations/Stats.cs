@@ -1,4 +1,4 @@
-namespace DanceMoE.Cli.Benchmarks;
+namespace DanceMoE.Operations;
 
 /// <summary>Order statistics for benchmark samples: these machines are noisy, so medians and tails, not means.</summary>
 public static class Stats

@@ -1,16 +1,16 @@
 using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
-using DanceMoE.Cli.Commands;
 using DanceMoE.Coordinator;
 using DanceMoE.Data;
 using DanceMoE.Edge;
 using DanceMoE.Model;
 using DanceMoE.Model.Locality;
+using DanceMoE.Operations;
 using MassTransit;
 using Npgsql;
 
-namespace DanceMoE.Cli.Benchmarks;
+namespace DanceMoE.Lab.Benchmarks;
 
 /// <summary>
 /// <c>dancemoe bench shift</c>: the closed loop in one run. Its own virtual host, database, edges (edge i serves
@@ -20,10 +20,6 @@ namespace DanceMoE.Cli.Benchmarks;
 /// </summary>
 public static class ShiftBenchmark
 {
-    public const string Usage =
-        "bench shift [--model DIR] [--requests-per-phase 10 (per edge)] [--warmup-s 10] [--max-tokens 32] [--prompt-bytes 160] [--memory-mb 8] [--history-bytes 8192] "
-        + "[--window-minutes 1] [--half-life-minutes 1] [--deadline-ms 10000] [--request-timeout-s 120] [--migration-timeout-s 300] [--provider auto] [--keep-logs] [--json]";
-
     public const string Before = "before";
     public const string AfterShift = "after_shift";
     public const string DuringMigration = "during_migration";
@@ -42,49 +38,32 @@ public static class ShiftBenchmark
 
     private static readonly JsonSerializerOptions JsonLine = new() { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
 
-    public static async Task<int> RunAsync(Arguments args, CancellationToken cancellationToken)
+    /// <summary>
+    /// Runs the benchmark; the report (a table, or JSON) goes to <paramref name="output"/>, progress to <paramref name="log"/>.
+    /// Not <see cref="ShiftBenchmarkResult.Succeeded"/> when the migration did not finish.
+    /// </summary>
+    public static async Task<ShiftBenchmarkResult> RunAsync(ShiftBenchmarkSettings settings, TextWriter output, TextWriter log, CancellationToken cancellationToken)
     {
-        ArgumentNullException.ThrowIfNull(args);
-        var options = new ShiftOptions
-        {
-            Model = args.Option("model"),
-            RequestsPerEdge = args.Int("requests-per-phase", 10, 1, 10_000),
-            Warmup = TimeSpan.FromSeconds(args.Double("warmup-s", 10, 0, 3600)),
-            MaxTokens = args.Int("max-tokens", 32, 1, 512),
-            PromptBytes = args.Int("prompt-bytes", 160, 8, 4096),
-            MemoryMb = args.Int("memory-mb", 8, 1, 1_048_576),
-            HistoryBytes = args.Int("history-bytes", 8192, 256, 100_000_000),
-            WindowMinutes = args.Double("window-minutes", 1, 1, 7 * 24 * 60),
-            HalfLifeMinutes = args.Double("half-life-minutes", 1, 0, 7 * 24 * 60),
-            DeadlineMs = args.Int("deadline-ms", 10_000, 50, 600_000),
-            RequestTimeout = TimeSpan.FromSeconds(args.Double("request-timeout-s", 120, 1, 3600)),
-            MigrationTimeout = TimeSpan.FromSeconds(args.Double("migration-timeout-s", 300, 1, 24 * 3600)),
-            Provider = args.Option("provider") ?? "auto",
-            KeepLogs = args.Flag("keep-logs"),
-        };
-        var asJson = args.Flag("json");
-        args.EnsureAllUsed(1);
-        if (ClusterCommand.RunningEdges().Count > 0)
-        {
-            throw new CliException("a cluster is already running: ./dancemoe cluster down first (the benchmark starts its own)");
-        }
+        ArgumentNullException.ThrowIfNull(settings);
+        ArgumentNullException.ThrowIfNull(output);
+        ArgumentNullException.ThrowIfNull(log);
+        LabChecks.EnsureNoCluster();
+        var report = await RunCoreAsync(settings, log, cancellationToken).ConfigureAwait(false);
 
-        var report = await RunCoreAsync(options, cancellationToken).ConfigureAwait(false);
-
-        Console.WriteLine(asJson ? JsonSerializer.Serialize(report, Json) : Text(report));
+        output.WriteLine(settings.Json ? JsonSerializer.Serialize(report, Json) : Text(report));
         if (report.MigrationState is "timeout" or "not started")
         {
-            Console.Error.WriteLine($"bench shift: the migration of decision {report.DecisionId} did not finish: {report.MigrationState}");
-            return ExitCodes.Failed;
+            log.WriteLine($"bench shift: the migration of decision {report.DecisionId} did not finish: {report.MigrationState}");
+            return new ShiftBenchmarkResult(report, false);
         }
 
-        return ExitCodes.Ok;
+        return new ShiftBenchmarkResult(report, true);
     }
 
-    private static async Task<ShiftReport> RunCoreAsync(ShiftOptions options, CancellationToken cancellationToken)
+    private static async Task<ShiftReport> RunCoreAsync(ShiftBenchmarkSettings options, TextWriter log, CancellationToken cancellationToken)
     {
         var total = Stopwatch.StartNew();
-        void Log(string line) => Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture, $"bench shift [{total.Elapsed.TotalSeconds,5:F1} s]: {line}"));
+        void Log(string line) => log.WriteLine(string.Create(CultureInfo.InvariantCulture, $"bench shift [{total.Elapsed.TotalSeconds,5:F1} s]: {line}"));
         var checkpoint = options.Model ?? ModelCatalog.DefaultCheckpoint;
         IReadOnlyList<string> domains;
         try
@@ -93,12 +72,12 @@ public static class ShiftBenchmark
         }
         catch (ModelFormatException ex)
         {
-            throw new CliException($"bench shift needs a model with held-out samples of its workload domains (onnx/default has four): {ex.Message}", ExitCodes.Usage, ex);
+            throw new OperationException($"bench shift needs a model with held-out samples of its workload domains (onnx/default has four): {ex.Message}", OperationFailure.InvalidSettings, ex);
         }
 
         if (domains.Count < 2)
         {
-            throw new CliException($"{checkpoint}: a workload shift needs at least two domains (found {domains.Count})", ExitCodes.Usage);
+            throw new OperationException($"{checkpoint}: a workload shift needs at least two domains (found {domains.Count})", OperationFailure.InvalidSettings);
         }
 
         var exported = ModelCatalog.ResolveExported(checkpoint, Log);
@@ -106,16 +85,16 @@ public static class ShiftBenchmark
         var c = manifest.Architecture;
         if (options.PromptBytes + options.MaxTokens + 1 > c.MaxPositions)
         {
-            throw new UsageException($"--prompt-bytes {options.PromptBytes} + --max-tokens {options.MaxTokens} + BOS exceed the model's context of {c.MaxPositions}");
+            throw new InvalidSettingsException($"--prompt-bytes {options.PromptBytes} + --max-tokens {options.MaxTokens} + BOS exceed the model's context of {c.MaxPositions}");
         }
 
         var edges = Enumerable.Range(1, domains.Count).Select(i => $"edge-{i}").ToList();
         var budgetBytes = (long)options.MemoryMb << 20;
-        var expertBytes = manifest.Experts.Max(e => e.WeightBytes);
-        var perEdge = (int)Math.Min(budgetBytes / expertBytes, c.NumLayers * c.NumExperts);
-        var share = (double)perEdge / (c.NumLayers * c.NumExperts);
+        var shape = ModelShape.Of(manifest);
+        var perEdge = (int)Math.Min(budgetBytes / shape.ExpertBytes, shape.RoutedExperts);
+        var share = (double)perEdge / shape.RoutedExperts;
         Log(string.Create(CultureInfo.InvariantCulture,
-            $"{edges.Count} edges, edge i serves domain i ({string.Join(", ", edges.Zip(domains, (e, d) => $"{e}={d}"))}); {options.MemoryMb} MiB each = {perEdge} of {c.NumLayers * c.NumExperts} experts ({share:P0})"));
+            $"{edges.Count} edges, edge i serves domain i ({string.Join(", ", edges.Zip(domains, (e, d) => $"{e}={d}"))}); {options.MemoryMb} MiB each = {perEdge} of {shape.RoutedExperts} experts ({share:P0})"));
 
         Log($"initial placement: dancemoe from the routing of the first {options.HistoryBytes} held-out bytes of each domain...");
         var history = await ShiftWorkload.HistoryCountsAsync(manifest, checkpoint, domains, options.HistoryBytes, cancellationToken).ConfigureAwait(false);
@@ -167,7 +146,7 @@ public static class ShiftBenchmark
     }
 
     private static async Task<ShiftReport> MeasureAsync(
-        ShiftOptions options, ShiftEnvironment environment, List<string> edges, IReadOnlyList<string> domains, List<IReadOnlyList<string>> prompts,
+        ShiftBenchmarkSettings options, ShiftEnvironment environment, List<string> edges, IReadOnlyList<string> domains, List<IReadOnlyList<string>> prompts,
         Action<string> log, CancellationToken cancellationToken)
     {
         var phaseTimeout = TimeSpan.FromSeconds(Math.Max(600, options.RequestTimeout.TotalSeconds * 3));
@@ -248,12 +227,12 @@ public static class ShiftBenchmark
         var consumers = await BusClient.ConsumersOfAsync(environment.RabbitMqUri, RunPlacementNowConsumerDefinition.Queue, cancellationToken).ConfigureAwait(false);
         if (consumers is null or 0)
         {
-            throw new CliException($"the coordinator does not consume queue '{RunPlacementNowConsumerDefinition.Queue}'");
+            throw new OperationException($"the coordinator does not consume queue '{RunPlacementNowConsumerDefinition.Queue}'");
         }
 
-        var commandId = await PlacementRunNow.SendAsync(bus, "bench shift", cancellationToken).ConfigureAwait(false);
+        var commandId = await PlacementJobTrigger.SendAsync(bus, "bench shift", cancellationToken).ConfigureAwait(false);
         log($"run-now {commandId} sent to the coordinator, load continuing; waiting for its decision...");
-        var decision = await PlacementRunNow.WaitForDecisionAsync(environment.PostgresUrl, commandId, TimeSpan.FromMinutes(3), environment.EnsureRunning, cancellationToken)
+        var decision = await PlacementJobTrigger.WaitForDecisionAsync(environment.PostgresUrl, commandId, TimeSpan.FromMinutes(3), environment.EnsureRunning, cancellationToken)
             .ConfigureAwait(false);
         log($"decision {decision.Id}: {decision.Decision} ({decision.Status}): {decision.Reason}");
         return decision;
@@ -262,57 +241,35 @@ public static class ShiftBenchmark
     private static async Task<MigrationOutcome> WaitForMigrationAsync(
         ShiftEnvironment environment, long decisionId, TimeSpan timeout, Action<string> log, CancellationToken cancellationToken)
     {
-        var clock = Stopwatch.StartNew();
-        var appearBy = TimeSpan.FromSeconds(60);
         string? lastState = null;
         var seen = new HashSet<string>(StringComparer.Ordinal);
         var progress = Stopwatch.StartNew();
-        MigrationOutcome? last = null;
-        while (true)
+        void Report(MigrationState row)
         {
-            environment.EnsureRunning();
-            await using (var connection = await OpenAsync(environment, cancellationToken).ConfigureAwait(false))
+            // A state seen for the first time, or progress every 5 s: a plan of many moves cycles through the states.
+            if (row.CurrentState != lastState && (seen.Add(row.CurrentState) || progress.Elapsed > TimeSpan.FromSeconds(5)))
             {
-                await using var query = new NpgsqlCommand(
-                    "SELECT state, reason, loads_done, unloads_done, started_at, finished_at FROM migrations WHERE decision_id = @d ORDER BY started_at LIMIT 1", connection);
-                query.Parameters.AddWithValue("d", decisionId);
-                await using var reader = await query.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
-                if (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
-                {
-                    var started = reader.GetFieldValue<DateTimeOffset>(4);
-                    DateTimeOffset? finishedAt = reader.IsDBNull(5) ? null : reader.GetFieldValue<DateTimeOffset>(5);
-                    last = new MigrationOutcome(
-                        reader.GetString(0), reader.IsDBNull(1) ? null : reader.GetString(1), reader.GetInt32(2), reader.GetInt32(3),
-                        finishedAt is { } f ? Math.Round((f - started).TotalSeconds, 2) : null);
-                    // A state seen for the first time, or progress every 5 s: a plan of many moves cycles through the states.
-                    if (last.State != lastState && (seen.Add(last.State) || progress.Elapsed > TimeSpan.FromSeconds(5)))
-                    {
-                        log($"migration: {last.State} ({last.LoadsDone} loads, {last.UnloadsDone} unloads done){(last.Reason is { } r ? ": " + r : "")}");
-                        progress.Restart();
-                    }
-
-                    lastState = last.State;
-
-                    if (MigrationStateName.IsFinal(last.State))
-                    {
-                        return last;
-                    }
-                }
+                log($"migration: {row.CurrentState} ({row.LoadsDone} loads, {row.UnloadsDone} unloads done){(row.Reason is { } r ? ": " + r : "")}");
+                progress.Restart();
             }
 
-            if (last is null && clock.Elapsed > appearBy)
-            {
-                log($"no migration saga started for decision {decisionId} within {appearBy.TotalSeconds:F0} s");
+            lastState = row.CurrentState;
+        }
+
+        var wait = await MigrationWaiter.WaitAsync(environment.PostgresUrl, decisionId, timeout, Report, environment.EnsureRunning, cancellationToken).ConfigureAwait(false);
+        var last = wait.Last is { } m
+            ? new MigrationOutcome(m.CurrentState, m.Reason, m.LoadsDone, m.UnloadsDone, m.FinishedAt is { } f ? Math.Round((f - m.StartedAt).TotalSeconds, 2) : null)
+            : null;
+        switch (wait.End)
+        {
+            case MigrationWaitEnd.NotStarted:
+                log($"no migration saga started for decision {decisionId} within {MigrationWaiter.StartTimeout.TotalSeconds:F0} s");
                 return MigrationOutcome.None with { State = "not started" };
-            }
-
-            if (clock.Elapsed > timeout)
-            {
+            case MigrationWaitEnd.TimedOut:
                 log($"migration still {last?.State} after {timeout.TotalSeconds:F0} s: giving up waiting");
                 return (last ?? MigrationOutcome.None) with { State = "timeout", Reason = $"still {last?.State} after {timeout.TotalSeconds:F0} s" };
-            }
-
-            await Task.Delay(250, cancellationToken).ConfigureAwait(false);
+            default:
+                return last!;
         }
     }
 
@@ -349,7 +306,7 @@ public static class ShiftBenchmark
     }
 
     private static ShiftReport Report(
-        ShiftOptions options, List<string> edges, IReadOnlyList<RequestOutcome> outcomes, PlacementDecision decision, MigrationOutcome migration,
+        ShiftBenchmarkSettings options, List<string> edges, IReadOnlyList<RequestOutcome> outcomes, PlacementDecision decision, MigrationOutcome migration,
         int completed, int failed, (Dictionary<string, long> PerEdge, DateTimeOffset? FirstBucket) window, DateTimeOffset lastOld)
     {
         var phases = new[] { Before, AfterShift, DuringMigration, AfterMigration }.Select(p => PhaseFigures.Of(p, outcomes.Where(o => o.Phase == p).ToList())).ToList();
@@ -436,7 +393,7 @@ public static class ShiftBenchmark
             environment.EnsureRunning();
             if (DateTime.UtcNow > deadline)
             {
-                throw new CliException($"{what}: not done within {timeout.TotalSeconds:F0} s (logs in {environment.Directory})");
+                throw new OperationException($"{what}: not done within {timeout.TotalSeconds:F0} s (logs in {environment.Directory})");
             }
 
             await Task.Delay(200, cancellationToken).ConfigureAwait(false);
@@ -454,7 +411,7 @@ public static class ShiftBenchmark
         catch (NpgsqlException ex)
         {
             await connection.DisposeAsync().ConfigureAwait(false);
-            throw new CliException($"cannot read database {environment.Database}: {ex.Message}", ExitCodes.Unavailable, ex);
+            throw new OperationException($"cannot read database {environment.Database}: {ex.Message}", OperationFailure.Unavailable, ex);
         }
     }
 
@@ -466,29 +423,36 @@ public static class ShiftBenchmark
         return floor == t ? floor : floor.AddMinutes(1);
     }
 
-    private sealed record ShiftOptions
-    {
-        public string? Model { get; init; }
-        public int RequestsPerEdge { get; init; }
-        public TimeSpan Warmup { get; init; }
-        public int MaxTokens { get; init; }
-        public int PromptBytes { get; init; }
-        public int MemoryMb { get; init; }
-        public int HistoryBytes { get; init; }
-        public double WindowMinutes { get; init; }
-        public double HalfLifeMinutes { get; init; }
-        public int DeadlineMs { get; init; }
-        public TimeSpan RequestTimeout { get; init; }
-        public TimeSpan MigrationTimeout { get; init; }
-        public required string Provider { get; init; }
-        public bool KeepLogs { get; init; }
-    }
-
     private sealed record MigrationOutcome(string State, string? Reason, int? LoadsDone, int? UnloadsDone, double? Seconds)
     {
         public static MigrationOutcome None { get; } = new("none", null, null, null, null);
     }
 }
+
+/// <summary>What <c>bench shift</c> runs.</summary>
+public sealed record ShiftBenchmarkSettings
+{
+    public string? Model { get; init; }
+
+    /// <summary>Requests per phase, per edge.</summary>
+    public int RequestsPerEdge { get; init; } = 10;
+    public TimeSpan Warmup { get; init; } = TimeSpan.FromSeconds(10);
+    public int MaxTokens { get; init; } = 32;
+    public int PromptBytes { get; init; } = 160;
+    public int MemoryMb { get; init; } = 8;
+    public int HistoryBytes { get; init; } = 8192;
+    public double WindowMinutes { get; init; } = 1;
+    public double HalfLifeMinutes { get; init; } = 1;
+    public int DeadlineMs { get; init; } = 10_000;
+    public TimeSpan RequestTimeout { get; init; } = TimeSpan.FromSeconds(120);
+    public TimeSpan MigrationTimeout { get; init; } = TimeSpan.FromSeconds(300);
+    public string Provider { get; init; } = "auto";
+    public bool KeepLogs { get; init; }
+    public bool Json { get; init; }
+}
+
+/// <summary>The report of one <c>bench shift</c>, and whether its migration finished.</summary>
+public sealed record ShiftBenchmarkResult(ShiftReport Report, bool Succeeded);
 
 /// <summary>One phase's requests: how many, how many failed, the local ratio of their expert calls and their per-token latency.</summary>
 public sealed record PhaseFigures(

@@ -4,9 +4,9 @@ using Microsoft.Extensions.DependencyInjection;
 using RabbitMQ.Client;
 using RabbitMQ.Client.Exceptions;
 
-namespace DanceMoE.Cli;
+namespace DanceMoE.Operations;
 
-/// <summary>A bus with no consumers, for commands that send requests (infer, benchmarks).</summary>
+/// <summary>A bus with no consumers, for front ends that send requests (infer, the demo, benchmarks).</summary>
 public sealed class BusClient : IAsyncDisposable
 {
     private readonly ServiceProvider _provider;
@@ -34,7 +34,7 @@ public sealed class BusClient : IAsyncDisposable
         catch (Exception ex) when (ex is RabbitMqConnectionException or OperationCanceledException && !cancellationToken.IsCancellationRequested)
         {
             await provider.DisposeAsync().ConfigureAwait(false);
-            throw new CliException($"cannot connect to RabbitMQ at {Commands.DbCommand.Redact(rabbitMqUri)}: {ex.Message} (is it up? ./dancemoe services up)", ExitCodes.Unavailable, ex);
+            throw Unreachable(rabbitMqUri, ex);
         }
 
         return new BusClient(provider, bus);
@@ -57,7 +57,7 @@ public sealed class BusClient : IAsyncDisposable
         }
         catch (BrokerUnreachableException ex)
         {
-            throw new CliException($"cannot connect to RabbitMQ at {Commands.DbCommand.Redact(rabbitMqUri)}: {ex.Message} (is it up? ./dancemoe services up)", ExitCodes.Unavailable, ex);
+            throw Unreachable(rabbitMqUri, ex);
         }
     }
 
@@ -69,6 +69,9 @@ public sealed class BusClient : IAsyncDisposable
         await channel.QueueDeleteAsync(queue, ifUnused: false, ifEmpty: false, cancellationToken: cancellationToken).ConfigureAwait(false);
         await channel.ExchangeDeleteAsync(queue, ifUnused: false, cancellationToken: cancellationToken).ConfigureAwait(false);
     }
+
+    private static OperationException Unreachable(string rabbitMqUri, Exception ex) =>
+        new($"cannot connect to RabbitMQ at {LocalEnvironment.Redact(rabbitMqUri)}: {ex.Message} (is it up? ./dancemoe services up)", OperationFailure.Unavailable, ex);
 
     private static ConnectionFactory Factory(string rabbitMqUri)
     {

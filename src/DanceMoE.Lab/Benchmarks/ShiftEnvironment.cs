@@ -1,12 +1,12 @@
 using System.Diagnostics;
 using System.Net.Http.Headers;
 using System.Text;
-using DanceMoE.Cli.Commands;
 using DanceMoE.Data;
 using DanceMoE.Hosting;
+using DanceMoE.Operations;
 using Npgsql;
 
-namespace DanceMoE.Cli.Benchmarks;
+namespace DanceMoE.Lab.Benchmarks;
 
 /// <summary>
 /// The isolated set-up of one <c>bench shift</c> run: a RabbitMQ virtual host and a PostgreSQL database of its own
@@ -28,9 +28,9 @@ internal sealed class ShiftEnvironment : IAsyncDisposable
         var suffix = Guid.NewGuid().ToString("N")[..8];
         VirtualHost = $"dancemoe-shift-{suffix}";
         Database = $"dancemoe_shift_{suffix}";
-        Directory = Path.Combine(ModelCatalog.StateDirectory, $"bench-shift-{suffix}");
-        _broker = RabbitMqOptions.Parse(CliEnvironment.RabbitMqUri);
-        _server = new NpgsqlConnectionStringBuilder(DatabaseOptions.ToNpgsql(CliEnvironment.PostgresUrl));
+        Directory = Path.Combine(LocalEnvironment.StateDirectory, $"bench-shift-{suffix}");
+        _broker = RabbitMqOptions.Parse(LocalEnvironment.RabbitMqUri);
+        _server = new NpgsqlConnectionStringBuilder(DatabaseOptions.ToNpgsql(LocalEnvironment.PostgresUrl));
     }
 
     public string VirtualHost { get; }
@@ -57,18 +57,23 @@ internal sealed class ShiftEnvironment : IAsyncDisposable
     {
         ArgumentNullException.ThrowIfNull(log);
         var environment = new ShiftEnvironment(log);
+        var created = false;
         try
         {
             System.IO.Directory.CreateDirectory(environment.Directory);
             await environment.CreateVirtualHostAsync(cancellationToken).ConfigureAwait(false);
             await environment.CreateDatabaseAsync(cancellationToken).ConfigureAwait(false);
-            await DbCommand.MigrateAsync(environment.PostgresUrl, TimeSpan.FromSeconds(30), cancellationToken).ConfigureAwait(false);
+            await LocalDatabase.MigrateAsync(environment.PostgresUrl, TimeSpan.FromSeconds(30), cancellationToken).ConfigureAwait(false);
+            created = true;
             return environment;
         }
-        catch
+        finally
         {
-            await environment.DisposeAsync().ConfigureAwait(false);
-            throw;
+            // Whatever failed half-way, what was created so far is deleted.
+            if (!created)
+            {
+                await environment.DisposeAsync().ConfigureAwait(false);
+            }
         }
     }
 
@@ -84,7 +89,7 @@ internal sealed class ShiftEnvironment : IAsyncDisposable
         start.ArgumentList.Add("sh");
         start.ArgumentList.Add(log);
         start.ArgumentList.Add("dotnet");
-        start.ArgumentList.Add(typeof(ShiftEnvironment).Assembly.Location);
+        start.ArgumentList.Add(LocalEnvironment.CliAssemblyPath);
         foreach (var argument in arguments)
         {
             start.ArgumentList.Add(argument);
@@ -101,7 +106,7 @@ internal sealed class ShiftEnvironment : IAsyncDisposable
         {
             start.Environment["DOTNET_TieredCompilation"] = "0";
         }
-        var process = Process.Start(start) ?? throw new CliException($"cannot start {name}");
+        var process = Process.Start(start) ?? throw new OperationException($"cannot start {name}");
         var child = new ChildProcess(name, process, log, ready);
         _processes.Add(child);
         return child;
@@ -118,7 +123,7 @@ internal sealed class ShiftEnvironment : IAsyncDisposable
                 EnsureRunning();
                 if (DateTime.UtcNow > deadline)
                 {
-                    throw new CliException($"{child.Name} not ready after {timeout.TotalSeconds:F0} s; its log ({child.LogFile}) ends with:{Environment.NewLine}{child.Tail(5)}");
+                    throw new OperationException($"{child.Name} not ready after {timeout.TotalSeconds:F0} s; its log ({child.LogFile}) ends with:{Environment.NewLine}{child.Tail(5)}");
                 }
 
                 await Task.Delay(100, cancellationToken).ConfigureAwait(false);
@@ -133,7 +138,7 @@ internal sealed class ShiftEnvironment : IAsyncDisposable
         {
             if (child.Process.HasExited)
             {
-                throw new CliException(
+                throw new OperationException(
                     $"{child.Name} exited (code {child.Process.ExitCode}); its log ({child.LogFile}) ends with:{Environment.NewLine}{child.Tail(8)}");
             }
         }
@@ -182,7 +187,7 @@ internal sealed class ShiftEnvironment : IAsyncDisposable
     {
         foreach (var child in _processes.Where(c => !c.Process.HasExited))
         {
-            ClusterCommand.Signal("TERM", child.Process.Id);
+            LocalCluster.Signal("TERM", child.Process.Id);
         }
 
         foreach (var child in _processes)
@@ -216,9 +221,9 @@ internal sealed class ShiftEnvironment : IAsyncDisposable
         }
         catch (HttpRequestException ex)
         {
-            throw new CliException(
+            throw new OperationException(
                 $"cannot create virtual host {VirtualHost} through the RabbitMQ management API at {ManagementUrl}: {ex.Message} (is it up? ./dancemoe services up)",
-                ExitCodes.Unavailable,
+                OperationFailure.Unavailable,
                 ex);
         }
     }
@@ -235,7 +240,7 @@ internal sealed class ShiftEnvironment : IAsyncDisposable
         }
         catch (NpgsqlException ex)
         {
-            throw new CliException($"cannot create database {Database} at {_server.Host}:{_server.Port}: {ex.Message} (is it up? ./dancemoe services up)", ExitCodes.Unavailable, ex);
+            throw new OperationException($"cannot create database {Database} at {_server.Host}:{_server.Port}: {ex.Message} (is it up? ./dancemoe services up)", OperationFailure.Unavailable, ex);
         }
     }
 

@@ -1,10 +1,11 @@
 using System.Diagnostics;
+using DanceMoE.Traces;
 using Npgsql;
 
-namespace DanceMoE.Traces;
+namespace DanceMoE.Lab.Benchmarks;
 
 /// <summary>Shape of the synthetic routing records the benchmark writes (defaults: DeepSeek-V2-Lite, 4 edges).</summary>
-public sealed record TraceBenchmarkOptions
+public sealed record TraceWriterBenchmarkOptions
 {
     public int Layers { get; init; } = 26;
 
@@ -30,7 +31,7 @@ public sealed record TraceBenchmarkOptions
 }
 
 /// <summary>What one benchmark run measured.</summary>
-public sealed record TraceBenchmarkResult
+public sealed record TraceWriterBenchmarkResult
 {
     public required string EdgeId { get; init; }
 
@@ -55,20 +56,20 @@ public sealed record TraceBenchmarkResult
     /// <summary>Sum of <c>activation_counts</c> the run added: should be rows x top-k.</summary>
     public required long Activations { get; init; }
 
-    public required TraceBenchmarkOptions Options { get; init; }
+    public required TraceWriterBenchmarkOptions Options { get; init; }
 }
 
-/// <summary><c>dancemoe bench traces</c>: sustained rows/s of synthetic routing records through <see cref="TraceWriter"/>.</summary>
-public static class TraceBenchmark
+/// <summary>The writer half of <c>dancemoe bench traces</c>: sustained rows/s of synthetic routing records through <see cref="TraceWriter"/>.</summary>
+public static class TraceWriterBenchmark
 {
     /// <param name="connectionString">Npgsql connection string of a migrated database.</param>
     /// <param name="rows">Routing records to write.</param>
     /// <param name="options">Shape of the records and of the writer; defaults when null.</param>
     /// <param name="cancellationToken">Stops the run.</param>
-    public static async Task<TraceBenchmarkResult> RunAsync(string connectionString, int rows, TraceBenchmarkOptions? options, CancellationToken cancellationToken)
+    public static async Task<TraceWriterBenchmarkResult> RunAsync(string connectionString, int rows, TraceWriterBenchmarkOptions? options, CancellationToken cancellationToken)
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(rows);
-        options ??= new TraceBenchmarkOptions();
+        options ??= new TraceWriterBenchmarkOptions();
         var edgeId = $"bench-{Guid.NewGuid():N}"[..14];
         var spillDirectory = options.SpillDirectory ?? Path.Combine(Path.GetTempPath(), edgeId);
         var writerOptions = new TraceWriterOptions
@@ -139,7 +140,7 @@ public static class TraceBenchmark
             Directory.Delete(spillDirectory, recursive: true);
         }
 
-        return new TraceBenchmarkResult
+        return new TraceWriterBenchmarkResult
         {
             EdgeId = edgeId,
             Rows = rows,
@@ -153,7 +154,7 @@ public static class TraceBenchmark
         };
     }
 
-    private static RoutingRecord[] Synthesize(string edgeId, TraceBenchmarkOptions options, int count)
+    private static RoutingRecord[] Synthesize(string edgeId, TraceWriterBenchmarkOptions options, int count)
     {
         var random = new Random(options.Seed);
         var edges = Enumerable.Range(0, options.Edges).Select(i => i == 0 ? edgeId : $"edge-{i}").ToArray();

@@ -1,16 +1,16 @@
 using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
-using DanceMoE.Cli.Commands;
 using DanceMoE.Contracts;
 using DanceMoE.Edge;
 using DanceMoE.Hosting;
 using DanceMoE.Inference;
 using DanceMoE.Model;
+using DanceMoE.Operations;
 using MassTransit;
 using Microsoft.Extensions.DependencyInjection;
 
-namespace DanceMoE.Cli.Benchmarks;
+namespace DanceMoE.Lab.Benchmarks;
 
 /// <summary>
 /// <c>dancemoe bench cluster</c>: in one run, the monolithic forward loop vs a local cluster with a
@@ -19,9 +19,6 @@ namespace DanceMoE.Cli.Benchmarks;
 /// </summary>
 public static class ClusterBenchmark
 {
-    public const string Usage =
-        "bench cluster [--model DIR] [--edges 3] [--requests 6] [--max-tokens 24] [--link-delay-ms 1] [--link-mbps 500] [--round-trips 200] [--json]";
-
     internal static readonly string[] Prompts =
     [
         "The court held that the contract was void because",
@@ -34,75 +31,68 @@ public static class ClusterBenchmark
 
     private static readonly JsonSerializerOptions Json = new() { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower, WriteIndented = true };
 
-    public static async Task<int> RunAsync(Arguments args, CancellationToken cancellationToken)
+    /// <summary>Runs the benchmark; the report (a table, or JSON) goes to <paramref name="output"/>, progress to <paramref name="log"/>.</summary>
+    public static async Task<ClusterBenchmarkReport> RunAsync(ClusterBenchmarkSettings settings, TextWriter output, TextWriter log, CancellationToken cancellationToken)
     {
-        var edges = args.Int("edges", 3, 2, 16);
-        var requests = args.Int("requests", 6, 1, 1000);
-        var maxTokens = args.Int("max-tokens", 24, 1, 512);
-        var delayMs = args.Double("link-delay-ms", 1, 0, 10_000);
-        var mbps = args.Double("link-mbps", 500, 0, 1_000_000);
-        var roundTrips = args.Int("round-trips", 200, 10, 100_000);
-        var model = args.Option("model");
-        var asJson = args.Flag("json");
-        args.EnsureAllUsed(1);
-        if (ClusterCommand.RunningEdges().Count > 0)
-        {
-            throw new CliException("a cluster is already running: ./dancemoe cluster down first (the benchmark starts its own)");
-        }
-
-        var exported = ModelCatalog.ResolveExported(model, Console.Error.WriteLine);
+        ArgumentNullException.ThrowIfNull(settings);
+        ArgumentNullException.ThrowIfNull(output);
+        ArgumentNullException.ThrowIfNull(log);
+        LabChecks.EnsureNoCluster();
+        var (edges, requests, maxTokens, delayMs, mbps) = (settings.Edges, settings.Requests, settings.MaxTokens, settings.LinkDelayMs, settings.LinkMbps);
+        var exported = ModelCatalog.ResolveExported(settings.Model, log.WriteLine);
         var manifest = ModelManifest.Load(exported);
         var prompts = Enumerable.Range(0, requests).Select(i => Prompts[i % Prompts.Length]).ToList();
         var rows = new List<RunFigures>();
 
-        Console.Error.WriteLine("bench: monolithic...");
+        log.WriteLine("bench: monolithic...");
         rows.Add(await MonolithicAsync(manifest, prompts, maxTokens, cancellationToken).ConfigureAwait(false));
 
         OverheadFigures overhead;
-        Console.Error.WriteLine($"bench: {edges} edges, uniform placement, no link emulation...");
-        await ClusterCommand.UpAsync(new ClusterSpec { Edges = edges, Model = exported }, Console.Error.WriteLine, cancellationToken).ConfigureAwait(false);
+        log.WriteLine($"bench: {edges} edges, uniform placement, no link emulation...");
+        await LocalCluster.UpAsync(new ClusterSpec { Edges = edges, Model = exported }, log.WriteLine, cancellationToken).ConfigureAwait(false);
         try
         {
             rows.Add(await DistributedAsync("distributed", edges, prompts, maxTokens, cancellationToken).ConfigureAwait(false));
-            overhead = await OverheadAsync(manifest, roundTrips, cancellationToken).ConfigureAwait(false);
+            overhead = await OverheadAsync(manifest, settings.RoundTrips, log, cancellationToken).ConfigureAwait(false);
         }
         finally
         {
-            await ClusterCommand.DownAsync(CancellationToken.None).ConfigureAwait(false);
+            await LocalCluster.DownAsync(CancellationToken.None).ConfigureAwait(false);
         }
 
         var label = string.Create(CultureInfo.InvariantCulture, $"distributed+link({2 * delayMs:0.#}ms rtt,{mbps:0.#}Mbps)");
-        Console.Error.WriteLine($"bench: {edges} edges, uniform placement, {label}...");
-        await ClusterCommand.UpAsync(new ClusterSpec { Edges = edges, Model = exported, LinkDelayMs = delayMs, LinkMbps = mbps }, Console.Error.WriteLine, cancellationToken).ConfigureAwait(false);
+        log.WriteLine($"bench: {edges} edges, uniform placement, {label}...");
+        await LocalCluster.UpAsync(new ClusterSpec { Edges = edges, Model = exported, LinkDelayMs = delayMs, LinkMbps = mbps }, log.WriteLine, cancellationToken).ConfigureAwait(false);
         try
         {
             rows.Add(await DistributedAsync(label, edges, prompts, maxTokens, cancellationToken).ConfigureAwait(false));
         }
         finally
         {
-            await ClusterCommand.DownAsync(CancellationToken.None).ConfigureAwait(false);
+            await LocalCluster.DownAsync(CancellationToken.None).ConfigureAwait(false);
         }
 
+        var report = new ClusterBenchmarkReport(rows, overhead);
         var mono = rows[0];
-        if (asJson)
+        if (settings.Json)
         {
-            Console.WriteLine(JsonSerializer.Serialize(new { Runs = rows, Overhead = overhead }, Json));
-            return ExitCodes.Ok;
+            output.WriteLine(JsonSerializer.Serialize(report, Json));
+            return report;
         }
 
-        Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+        output.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"model {manifest.Architecture.NumLayers} layers x {manifest.Architecture.NumExperts} experts (top-{manifest.Architecture.TopK}), hidden {manifest.Architecture.HiddenSize}; {requests} requests x {maxTokens} tokens"));
-        Console.WriteLine("run                                   tokens/s  vs mono  ms/token p50  ms/token p99  remote calls/token  KiB/token");
+        output.WriteLine("run                                   tokens/s  vs mono  ms/token p50  ms/token p99  remote calls/token  KiB/token");
         foreach (var r in rows)
         {
-            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            output.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"{r.Run,-36} {r.TokensPerSecond,9:F1} {r.TokensPerSecond / mono.TokensPerSecond,8:F2} {r.MsPerTokenP50,13:F1} {r.MsPerTokenP99,13:F1} {r.RemoteCallsPerToken,19:F1} {r.RemoteKibPerToken,10:F1}"));
         }
 
-        Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+        output.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"round trip with a {overhead.PayloadBytes}-byte payload ({overhead.RoundTrips} each, median): bare MassTransit request/response {overhead.BareMedianMs:F2} ms (p99 {overhead.BareP99Ms:F2}); "
             + $"our expert batch {overhead.ExpertBatchMedianMs:F2} ms (p99 {overhead.ExpertBatchP99Ms:F2}) of which expert compute {overhead.ExpertComputeMedianMs:F3} ms; overhead ratio {overhead.Ratio:F2}x"));
-        return ExitCodes.Ok;
+        return report;
     }
 
     private static async Task<RunFigures> MonolithicAsync(ModelManifest manifest, List<string> prompts, int maxTokens, CancellationToken cancellationToken)
@@ -132,12 +122,12 @@ public static class ClusterBenchmark
         var tokens = 0;
         long remoteCalls = 0;
         long remoteBytes = 0;
-        await using var client = await BusClient.StartAsync(CliEnvironment.RabbitMqUri, cancellationToken).ConfigureAwait(false);
+        await using var client = await BusClient.StartAsync(LocalEnvironment.RabbitMqUri, cancellationToken).ConfigureAwait(false);
         var total = Stopwatch.StartNew();
         for (var i = 0; i < prompts.Count; i++)
         {
             var clock = Stopwatch.StartNew();
-            var answer = await InferCommand.SendAsync(client.Bus, $"edge-{(i % edges) + 1}",
+            var answer = await EdgeRequests.SendAsync(client.Bus, $"edge-{(i % edges) + 1}",
                 new GenerateText { RequestId = NewId.NextGuid(), Prompt = prompts[i], MaxNewTokens = maxTokens, WorkloadTag = "bench" },
                 TimeSpan.FromSeconds(300), cancellationToken).ConfigureAwait(false);
             tokens += answer.TokenIds.Count;
@@ -150,7 +140,7 @@ public static class ClusterBenchmark
     }
 
     /// <summary>The same payload through a bare echo consumer and through an edge's expert queue (one expert, two rows).</summary>
-    private static async Task<OverheadFigures> OverheadAsync(ModelManifest manifest, int roundTrips, CancellationToken cancellationToken)
+    private static async Task<OverheadFigures> OverheadAsync(ModelManifest manifest, int roundTrips, TextWriter log, CancellationToken cancellationToken)
     {
         var hidden = manifest.Architecture.HiddenSize;
         var payload = TensorBytes.FromFloats(Enumerable.Range(0, 2 * hidden).Select(i => (float)Math.Cos(i)).ToArray());
@@ -161,7 +151,7 @@ public static class ClusterBenchmark
                 bus.AddConsumer<EchoBatchConsumer>();
                 bus.UsingRabbitMq((context, cfg) =>
                 {
-                    new Hosting.RabbitMqOptions { ConnectionString = CliEnvironment.RabbitMqUri }.ConfigureHost(cfg);
+                    new RabbitMqOptions { ConnectionString = LocalEnvironment.RabbitMqUri }.ConfigureHost(cfg);
                     // A plain durable queue: a send to `queue:` declares it durable, and a temporary queue would clash with that.
                     cfg.ReceiveEndpoint(queue, e => e.ConfigureConsumer<EchoBatchConsumer>(context));
                 });
@@ -173,7 +163,7 @@ public static class ClusterBenchmark
         {
             var bare = bus.CreateRequestClient<RunExpertBatch>(new Uri($"queue:{queue}"), RequestTimeout.After(s: 10));
             var edge = bus.CreateRequestClient<RunExpertBatch>(EdgeQueues.ExpertsAddress("edge-1"), RequestTimeout.After(s: 10));
-            var held = PlacementFile.Load(Path.Combine(ClusterCommand.ClusterDirectory, "placement.json")).ExpertsOf("edge-1").First();
+            var held = PlacementFile.Load(Path.Combine(LocalCluster.Directory, "placement.json")).ExpertsOf("edge-1").First();
             RunExpertBatch Batch() => new()
             {
                 BatchId = NewId.NextGuid(),
@@ -187,7 +177,7 @@ public static class ClusterBenchmark
             var bareMs = new List<double>();
             var edgeMs = new List<double>();
             var computeMs = new List<double>();
-            Console.Error.WriteLine($"bench: {roundTrips} round trips each through a bare echo consumer and through edge-1's expert queue...");
+            log.WriteLine($"bench: {roundTrips} round trips each through a bare echo consumer and through edge-1's expert queue...");
             for (var i = 0; i < roundTrips + 10; i++)
             {
                 var clock = Stopwatch.StartNew();
@@ -210,7 +200,7 @@ public static class ClusterBenchmark
         finally
         {
             await bus.StopAsync(CancellationToken.None).ConfigureAwait(false);
-            await BusClient.DeleteQueueAsync(CliEnvironment.RabbitMqUri, queue, CancellationToken.None).ConfigureAwait(false);
+            await BusClient.DeleteQueueAsync(LocalEnvironment.RabbitMqUri, queue, CancellationToken.None).ConfigureAwait(false);
         }
     }
 
@@ -234,6 +224,22 @@ public sealed record RunFigures(string Run, int Tokens, double Seconds, double T
         new(run, tokens, Math.Round(elapsed.TotalSeconds, 3), Math.Round(tokens / elapsed.TotalSeconds, 2),
             Math.Round(Stats.Median(perToken), 2), Math.Round(Stats.Percentile(perToken, 99), 2),
             Math.Round((double)remoteCalls / Math.Max(1, tokens), 2), Math.Round(remoteBytes / 1024.0 / Math.Max(1, tokens), 2));
+}
+
+/// <summary>What <c>bench cluster</c> measured; <c>--json</c> prints it.</summary>
+public sealed record ClusterBenchmarkReport(IReadOnlyList<RunFigures> Runs, OverheadFigures Overhead);
+
+/// <summary>What <c>bench cluster</c> runs.</summary>
+public sealed record ClusterBenchmarkSettings
+{
+    public string? Model { get; init; }
+    public int Edges { get; init; } = 3;
+    public int Requests { get; init; } = 6;
+    public int MaxTokens { get; init; } = 24;
+    public double LinkDelayMs { get; init; } = 1;
+    public double LinkMbps { get; init; } = 500;
+    public int RoundTrips { get; init; } = 200;
+    public bool Json { get; init; }
 }
 
 public sealed record OverheadFigures(

@@ -7,10 +7,11 @@ using DanceMoE.Hosting;
 using DanceMoE.Inference;
 using DanceMoE.Model;
 using DanceMoE.Model.Locality;
+using DanceMoE.Operations;
 using DanceMoE.Placement;
 using MassTransit;
 
-namespace DanceMoE.Cli.Benchmarks;
+namespace DanceMoE.Lab.Benchmarks;
 
 /// <summary>
 /// The workloads of <c>bench shift</c>: one domain of the model's held-out text per edge. The first bytes of each
@@ -63,7 +64,7 @@ internal static class ShiftWorkload
     public static EdgePlacement InitialPlacement(ModelManifest manifest, double[][][] counts, IReadOnlyList<string> edges, long budgetBytes)
     {
         var c = manifest.Architecture;
-        var model = MoeModel.Uniform(c.NumLayers, c.NumExperts, c.TopK, manifest.Experts.Max(e => e.WeightBytes), c.HiddenSize * (manifest.WeightDtype == "f32" ? 4 : 2));
+        var model = ModelShape.Of(manifest).ToMoeModel();
         var cluster = Cluster.FullMesh([.. edges.Select(e => ServerSpec.Edge(e, budgetBytes))], LinkSpec.FromMbps(500, 2));
         var activations = new ActivationCounts(edges.Count, c.NumLayers, c.NumExperts);
         for (var n = 0; n < edges.Count; n++)
@@ -84,7 +85,7 @@ internal static class ShiftWorkload
         }
         catch (InfeasiblePlacementException ex)
         {
-            throw new CliException($"no placement of {c.NumLayers * c.NumExperts} experts fits {edges.Count} edges of {budgetBytes >> 20} MiB: {ex.Message} (raise --memory-mb)", ExitCodes.Usage, ex);
+            throw new OperationException($"no placement of {c.NumLayers * c.NumExperts} experts fits {edges.Count} edges of {budgetBytes >> 20} MiB: {ex.Message} (raise --memory-mb)", OperationFailure.InvalidSettings, ex);
         }
 
         return new EdgePlacement(1, PlacementAssignments.From(placement, edges));
@@ -129,7 +130,7 @@ internal static class ShiftWorkload
             position = cut < text.Length && text[cut] == '\n' ? cut + 1 : cut;
         }
 
-        return prompts.Count > 0 ? prompts : throw new CliException($"{checkpoint}: the {domain} sample has no text after its first {historyBytes} bytes for prompts");
+        return prompts.Count > 0 ? prompts : throw new OperationException($"{checkpoint}: the {domain} sample has no text after its first {historyBytes} bytes for prompts");
     }
 }
 

@@ -1,0 +1,230 @@
+using System.Diagnostics;
+using System.Globalization;
+using DanceMoE.Edge;
+using DanceMoE.Model;
+
+namespace DanceMoE.Operations;
+
+/// <summary>
+/// A local cluster of edge processes on this machine, named edge-1..edge-N, with their pid, ready and log files in the
+/// state folder's <c>cluster/</c>: what <c>cluster up|down|status</c>, the demo and the benchmarks start and stop.
+/// </summary>
+public static class LocalCluster
+{
+    public static string Directory => Path.Combine(LocalEnvironment.StateDirectory, "cluster");
+
+    /// <summary>Starts the edges of <paramref name="spec"/> and waits until each has written its ready file.</summary>
+    public static async Task<IReadOnlyList<StartedEdge>> UpAsync(ClusterSpec spec, Action<string> log, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(spec);
+        ArgumentNullException.ThrowIfNull(log);
+        var running = RunningEdges();
+        if (running.Count > 0)
+        {
+            throw new OperationException($"a cluster is already running ({string.Join(", ", running.Select(r => $"{r.Id} pid {r.Pid}"))}): ./dancemoe cluster down first");
+        }
+
+        System.IO.Directory.CreateDirectory(Directory);
+        foreach (var stale in System.IO.Directory.GetFiles(Directory))
+        {
+            File.Delete(stale);
+        }
+
+        if (spec.Traces)
+        {
+            // The edges write routing traces: the schema must be there before the first request.
+            await LocalDatabase.MigrateAsync(LocalEnvironment.PostgresUrl, TimeSpan.FromSeconds(30), cancellationToken).ConfigureAwait(false);
+        }
+
+        var model = ModelCatalog.ResolveExported(spec.Model, log);
+        var manifest = ModelManifest.Load(model);
+        var ids = Enumerable.Range(1, spec.Edges).Select(i => $"edge-{i}").ToList();
+        var placementFile = spec.Placement;
+        if (placementFile is null or "uniform")
+        {
+            placementFile = Path.Combine(Directory, "placement.json");
+            PlacementFile.Save(placementFile, PlacementFile.Uniform(1, manifest.Architecture.NumLayers, manifest.Architecture.NumExperts, ids));
+        }
+
+        EdgePlacement placement;
+        try
+        {
+            placement = PlacementFile.Load(placementFile);
+            placement.Validate(manifest.Architecture.NumLayers, manifest.Architecture.NumExperts);
+        }
+        catch (PlacementException ex)
+        {
+            throw new OperationException(ex.Message, OperationFailure.Failed, ex);
+        }
+
+        var started = new List<StartedEdge>();
+        for (var i = 0; i < ids.Count; i++)
+        {
+            var id = ids[i];
+            var memory = spec.MemoryMb.Count == 1 ? spec.MemoryMb[0] : spec.MemoryMb[i];
+            var logFile = Path.Combine(Directory, $"{id}.log");
+            var ready = Path.Combine(Directory, $"{id}.ready");
+            string[] edgeArgs =
+            [
+                "edge", "--id", id, "--model", model, "--memory-mb", memory.ToString(CultureInfo.InvariantCulture),
+                "--placement", placementFile, "--provider", spec.Provider, "--threads", spec.Threads.ToString(CultureInfo.InvariantCulture),
+                "--deadline-ms", spec.DeadlineMs.ToString(CultureInfo.InvariantCulture),
+                "--link-delay-ms", spec.LinkDelayMs.ToString(CultureInfo.InvariantCulture),
+                "--link-mbps", spec.LinkMbps.ToString(CultureInfo.InvariantCulture),
+                "--ready-file", ready, "--trace-spill-dir", Path.Combine(LocalEnvironment.StateDirectory, "trace-spill"),
+                .. spec.Traces ? Array.Empty<string>() : ["--no-traces"],
+            ];
+            var pid = Launch(edgeArgs, logFile);
+            File.WriteAllText(PidFile(id), pid.ToString(CultureInfo.InvariantCulture));
+            started.Add(new StartedEdge(id, pid, memory, placement.ExpertsOf(id).Count(), logFile));
+        }
+
+        log($"started {started.Count} edges; waiting until they serve...");
+        var deadline = DateTime.UtcNow.AddSeconds(spec.StartTimeoutSeconds);
+        foreach (var edge in started)
+        {
+            var ready = Path.Combine(Directory, $"{edge.Id}.ready");
+            while (!File.Exists(ready))
+            {
+                if (!IsAlive(edge.Pid) || DateTime.UtcNow > deadline)
+                {
+                    var why = IsAlive(edge.Pid) ? $"not ready after {spec.StartTimeoutSeconds} s" : "exited";
+                    var tail = File.Exists(edge.LogFile) ? string.Join(Environment.NewLine, File.ReadLines(edge.LogFile).TakeLast(5)) : "";
+                    await DownAsync(CancellationToken.None).ConfigureAwait(false);
+                    throw new OperationException($"{edge.Id} {why}; its log ({edge.LogFile}) ends with:{Environment.NewLine}{tail}");
+                }
+
+                await Task.Delay(100, cancellationToken).ConfigureAwait(false);
+            }
+        }
+
+        return started;
+    }
+
+    /// <summary>Stops exactly the edges this folder's pid files name: SIGTERM, then SIGKILL after 20 s.</summary>
+    public static async Task<IReadOnlyList<string>> DownAsync(CancellationToken cancellationToken)
+    {
+        var stopped = new List<string>();
+        if (!System.IO.Directory.Exists(Directory))
+        {
+            return stopped;
+        }
+
+        var edges = System.IO.Directory.GetFiles(Directory, "*.pid")
+            .Select(f => (Id: Path.GetFileNameWithoutExtension(f), Pid: ReadPid(f), File: f))
+            .ToList();
+        foreach (var edge in edges.Where(e => e.Pid is not null && IsAlive(e.Pid.Value)))
+        {
+            Signal("TERM", edge.Pid!.Value);
+        }
+
+        var deadline = DateTime.UtcNow.AddSeconds(20);
+        foreach (var edge in edges)
+        {
+            if (edge.Pid is { } pid)
+            {
+                while (IsAlive(pid) && DateTime.UtcNow < deadline)
+                {
+                    await Task.Delay(100, cancellationToken).ConfigureAwait(false);
+                }
+
+                if (IsAlive(pid))
+                {
+                    Signal("KILL", pid);
+                }
+
+                stopped.Add(edge.Id);
+            }
+
+            File.Delete(edge.File);
+            File.Delete(Path.Combine(Directory, $"{edge.Id}.ready"));
+        }
+
+        return stopped;
+    }
+
+    /// <summary>The edges whose pid files name a live process, by id.</summary>
+    public static IReadOnlyList<(string Id, int Pid)> RunningEdges() =>
+        !System.IO.Directory.Exists(Directory)
+            ? []
+            : [.. System.IO.Directory.GetFiles(Directory, "*.pid")
+                .Select(f => (Id: Path.GetFileNameWithoutExtension(f), Pid: ReadPid(f)))
+                .Where(e => e.Pid is not null && IsAlive(e.Pid.Value))
+                .Select(e => (e.Id, e.Pid!.Value))
+                .OrderBy(e => e.Id, StringComparer.Ordinal)];
+
+    /// <summary>Sends a signal (<c>TERM</c>, <c>KILL</c>) to a process by pid, as <c>kill</c> does.</summary>
+    public static void Signal(string signal, int pid)
+    {
+        using var kill = Process.Start(new ProcessStartInfo("kill", ["-" + signal, pid.ToString(CultureInfo.InvariantCulture)]) { UseShellExecute = false });
+        kill?.WaitForExit();
+    }
+
+    private static string PidFile(string id) => Path.Combine(Directory, $"{id}.pid");
+
+    /// <summary>Starts the edge in its own session so it outlives this command; returns its pid.</summary>
+    private static int Launch(string[] edgeArgs, string logFile)
+    {
+        var start = new ProcessStartInfo("/bin/sh") { RedirectStandardOutput = true, UseShellExecute = false };
+        start.ArgumentList.Add("-c");
+        start.ArgumentList.Add("log=$1; shift; setsid \"$@\" >\"$log\" 2>&1 </dev/null & echo $!");
+        start.ArgumentList.Add("sh");
+        start.ArgumentList.Add(logFile);
+        start.ArgumentList.Add("dotnet");
+        start.ArgumentList.Add(LocalEnvironment.CliAssemblyPath);
+        foreach (var a in edgeArgs)
+        {
+            start.ArgumentList.Add(a);
+        }
+
+        using var shell = Process.Start(start) ?? throw new OperationException("cannot start /bin/sh");
+        var output = shell.StandardOutput.ReadToEnd();
+        shell.WaitForExit();
+        return int.TryParse(output.Trim(), NumberStyles.Integer, CultureInfo.InvariantCulture, out var pid)
+            ? pid
+            : throw new OperationException($"cannot start an edge process: {output}");
+    }
+
+    private static int? ReadPid(string file) =>
+        int.TryParse(File.ReadAllText(file).Trim(), NumberStyles.Integer, CultureInfo.InvariantCulture, out var pid) ? pid : null;
+
+    private static bool IsAlive(int pid)
+    {
+        // A zombie has exited: /proc/PID/stat's third field is Z.
+        var stat = $"/proc/{pid}/stat";
+        if (!File.Exists(stat))
+        {
+            return false;
+        }
+
+        try
+        {
+            var text = File.ReadAllText(stat);
+            var state = text[(text.LastIndexOf(')') + 2)..].Split(' ', 2)[0];
+            return state != "Z" && state != "X";
+        }
+        catch (IOException)
+        {
+            return false;
+        }
+    }
+}
+
+/// <summary>One edge <see cref="LocalCluster.UpAsync"/> started.</summary>
+public sealed record StartedEdge(string Id, int Pid, int MemoryMb, int Experts, string LogFile);
+
+/// <summary>What <see cref="LocalCluster.UpAsync"/> starts.</summary>
+public sealed record ClusterSpec
+{
+    public int Edges { get; init; } = 3;
+    public string? Model { get; init; }
+    public string? Placement { get; init; }
+    public IReadOnlyList<int> MemoryMb { get; init; } = [1024];
+    public string Provider { get; init; } = "auto";
+    public int Threads { get; init; } = 1;
+    public int DeadlineMs { get; init; } = 5000;
+    public double LinkDelayMs { get; init; }
+    public double LinkMbps { get; init; }
+    public int StartTimeoutSeconds { get; init; } = 120;
+    public bool Traces { get; init; } = true;
+}

@@ -1,0 +1,24 @@
+namespace DanceMoE.Operations;
+
+/// <summary>How an operation failed, for a front end to turn into its own exit code.</summary>
+public enum OperationFailure
+{
+    /// <summary>The operation itself failed.</summary>
+    Failed,
+
+    /// <summary>A service it needs (RabbitMQ, PostgreSQL, an edge, the coordinator) is not there or did not answer.</summary>
+    Unavailable,
+
+    /// <summary>The settings it was given cannot work (the CLI's usage exit code).</summary>
+    InvalidSettings,
+}
+
+/// <summary>A failure to report as one clear line, without a stack trace.</summary>
+public class OperationException(string message, OperationFailure failure = OperationFailure.Failed, Exception? inner = null)
+    : Exception(message, inner)
+{
+    public OperationFailure Failure { get; } = failure;
+}
+
+/// <summary>An option of the operation is wrong: a front end shows its usage after the message.</summary>
+public sealed class InvalidSettingsException(string message) : OperationException(message, OperationFailure.InvalidSettings);
