@@ -1,4 +1,3 @@
-using System.Globalization;
 using DanceMoE.Coordinator.Saga;
 using DanceMoE.Model;
 using Microsoft.Extensions.Configuration;
@@ -51,25 +50,9 @@ public static class CoordinatorConfiguration
         var model = flags[ModelKey] ?? environment[ModelKey];
         return new ConfigurationBuilder()
             .AddConfiguration(environment)
-            .AddInMemoryCollection(model is null ? [] : ModelShape(ModelManifest.Load(model)))
+            .AddInMemoryCollection(model is null ? [] : ModelShape.Of(ModelManifest.Load(model)).PlacementJobSettings())
             .AddConfiguration(flags)
             .Build();
     }
 
-    /// <summary>The placement job's model settings (layers, experts, top-k, expert and hidden-state bytes) of an exported model.</summary>
-    public static Dictionary<string, string?> ModelShape(ModelManifest manifest)
-    {
-        ArgumentNullException.ThrowIfNull(manifest);
-        var architecture = manifest.Architecture;
-        return new Dictionary<string, string?>(StringComparer.Ordinal)
-        {
-            ["PlacementJob:Layers"] = Invariant(architecture.NumLayers),
-            ["PlacementJob:Experts"] = Invariant(architecture.NumExperts),
-            ["PlacementJob:TopK"] = Invariant(architecture.TopK),
-            ["PlacementJob:ExpertBytes"] = Invariant(manifest.Experts.Max(e => e.WeightBytes)),
-            ["PlacementJob:HiddenBytes"] = Invariant(architecture.HiddenSize * (manifest.WeightDtype == "f32" ? 4 : 2)),
-        };
-    }
-
-    private static string Invariant(long value) => value.ToString(CultureInfo.InvariantCulture);
 }

@@ -27,7 +27,7 @@ public sealed class CoordinatorCommand : ICliCommand
         {
             try
             {
-                settings = CoordinatorConfiguration.ModelShape(ModelManifest.Load(ModelCatalog.ResolveExported(modelDir, Console.Error.WriteLine)));
+                settings = ModelShape.Of(ModelManifest.Load(ModelCatalog.ResolveExported(modelDir, Console.Error.WriteLine))).PlacementJobSettings();
             }
             catch (Exception ex) when (ex is ModelFormatException or FileNotFoundException or DirectoryNotFoundException)
             {

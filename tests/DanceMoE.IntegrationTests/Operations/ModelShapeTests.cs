@@ -1,4 +1,4 @@
-using DanceMoE.Operations;
+using DanceMoE.Coordinator;
 
 namespace DanceMoE.IntegrationTests.Operations;
 

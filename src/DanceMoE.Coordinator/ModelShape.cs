@@ -2,7 +2,7 @@ using System.Globalization;
 using DanceMoE.Model;
 using DanceMoE.Placement;
 
-namespace DanceMoE.Operations;
+namespace DanceMoE.Coordinator;
 
 /// <summary>
 /// An exported model as the Placement library sees it: layers, experts, top-k, the bytes of one expert (the largest)
@@ -23,7 +23,7 @@ public sealed record ModelShape(int Layers, int Experts, int TopK, long ExpertBy
     public MoeModel ToMoeModel() => MoeModel.Uniform(Layers, Experts, TopK, ExpertBytes, HiddenBytes);
 
     /// <summary>The coordinator's <c>PlacementJob</c> settings for this model, as configuration keys.</summary>
-    public IReadOnlyDictionary<string, string?> PlacementJobSettings()
+    public Dictionary<string, string?> PlacementJobSettings()
     {
         var inv = CultureInfo.InvariantCulture;
         return new Dictionary<string, string?>(StringComparer.Ordinal)
