@@ -111,7 +111,7 @@ public static class PlacementCommand
                 $"{string.Join(",", domains)}: {budgets.Average() / model.TotalExpertBytes:P0} memory, {link.BytesPerSecond * 8 / 1e6:F0} mbps, rtt {link.RttSeconds * 1e3:F1} ms");
             try
             {
-                File.WriteAllBytes(plot, PlacementPlot.Render(title, results));
+                PlacementPlot.Save(plot, title, results);
             }
             catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
             {
