@@ -19,7 +19,7 @@ public static class LegacyBridge
         return command;
     }
 
-    /// <summary>Runs an <see cref="ICliCommand"/> whose verb is <paramref name="command"/>'s parent, as sub-verb <paramref name="command"/>.</summary>
+    /// <summary>Sets <paramref name="command"/>'s action to <paramref name="verb"/>'s, with <paramref name="words"/> (its sub-verb) first.</summary>
     public static Command Bridge(this Command command, ICliCommand verb, params string[] words)
     {
         ArgumentNullException.ThrowIfNull(verb);
