@@ -30,6 +30,7 @@ public static class CommandLine
         StatusCommand.Create(),
     };
 
+    /// <summary>Runs the command line <paramref name="args"/>; returns its exit code (see <see cref="ExitCodes"/>).</summary>
     public static async Task<int> RunAsync(string[] args)
     {
         ArgumentNullException.ThrowIfNull(args);
@@ -42,9 +43,8 @@ public static class CommandLine
 
         // `@file` stays a plain word (a prompt may start with @), as it was before System.CommandLine.
         var parse = root.Parse(args is ["help"] ? ["--help"] : args, new ParserConfiguration { ResponseFileTokenReplacer = null });
-        var verb = string.Join(' ', parse.CommandResult.Command == root
-            ? ["dancemoe"]
-            : ["dancemoe", .. Path(parse.CommandResult)]);
+        var path = Path(parse.CommandResult);
+        var verb = string.Join(' ', ["dancemoe", .. path]);
         if (parse.Action is ParseErrorAction)
         {
             // A bad value or a word nobody expects says more than what is missing besides: report it first.
@@ -56,7 +56,7 @@ public static class CommandLine
 
         // Ctrl-C, SIGTERM and SIGHUP (a timeout, a closed terminal) all cancel the command, which cleans up what it
         // started (processes, databases, virtual hosts) before it returns.
-        var topVerb = verb.Split(' ').ElementAtOrDefault(1) ?? "dancemoe";
+        var topVerb = path.FirstOrDefault() ?? "dancemoe";
         using var cancellation = new CancellationTokenSource();
         Console.CancelKeyPress += (_, e) =>
         {
