@@ -15,6 +15,7 @@ public static class CliOptions
     public static Option<int> Int(string name, int fallback, string description, int min = int.MinValue, int max = int.MaxValue) => new("--" + name)
     {
         Description = description + RangeText(min, max, int.MinValue, int.MaxValue),
+        HelpName = "N",
         DefaultValueFactory = _ => fallback,
         CustomParser = result => (int)Parse(result, name, fallback, min, max, true),
     };
@@ -23,6 +24,7 @@ public static class CliOptions
     public static Option<int?> OptionalInt(string name, string description, int min = int.MinValue, int max = int.MaxValue) => new("--" + name)
     {
         Description = description + RangeText(min, max, int.MinValue, int.MaxValue),
+        HelpName = "N",
         CustomParser = result => (int)Parse(result, name, 0, min, max, true),
     };
 
@@ -30,6 +32,7 @@ public static class CliOptions
     public static Option<long?> OptionalLong(string name, string description, long min = long.MinValue) => new("--" + name)
     {
         Description = description + RangeText(min, long.MaxValue, long.MinValue, long.MaxValue),
+        HelpName = "N",
         CustomParser = result => (long)Parse(result, name, 0, min, long.MaxValue, true),
     };
 
@@ -38,6 +41,7 @@ public static class CliOptions
     public static Option<double> Double(string name, double fallback, string description, double min = double.MinValue, double max = double.MaxValue) => new("--" + name)
     {
         Description = description + RangeText(min, max, double.MinValue, double.MaxValue),
+        HelpName = "X",
         DefaultValueFactory = _ => fallback,
         CustomParser = result => Parse(result, name, fallback, min, max, false),
     };
@@ -46,6 +50,7 @@ public static class CliOptions
     public static Option<double?> OptionalDouble(string name, string description, double min = double.MinValue, double max = double.MaxValue) => new("--" + name)
     {
         Description = description + RangeText(min, max, double.MinValue, double.MaxValue),
+        HelpName = "X",
         CustomParser = result => Parse(result, name, 0, min, max, false),
     };
 

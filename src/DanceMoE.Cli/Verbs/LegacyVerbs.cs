@@ -17,7 +17,7 @@ public static class LegacyVerbs
     public static Command Edge() => new Command("edge", "one edge server process, until it is stopped")
     {
         CliOptions.Text("id", "the edge's id (its queues are named after it)", required: true),
-        CliOptions.Text("model", "exported model directory (or a name in the model catalog)", required: true, valueName: "DIR"),
+        CliOptions.Text("model", "exported model, or a checkpoint (exported once into the state folder)", required: true, valueName: "DIR"),
         CliOptions.Int("memory-mb", 1024, "memory budget for experts, MiB", 1, 1_048_576),
         CliOptions.Text("placement", "placement file, or 'uniform' (with --uniform-over)", valueName: "FILE|uniform"),
         CliOptions.Text("uniform-over", "edges to spread the experts over with --placement uniform", valueName: "ID,ID,..."),
@@ -69,7 +69,7 @@ public static class LegacyVerbs
     public static Command Demo() => new Command("demo", "the closed loop: a cluster, the coordinator, a migration, the same answers with more local expert calls")
     {
         CliOptions.Flag("no-services", "do not start the local RabbitMQ and PostgreSQL"),
-        CliOptions.Text("model", "exported model (default: the catalog's default)", valueName: "DIR"),
+        CliOptions.Text("model", "exported model or checkpoint (default: onnx/default, else a tiny seeded one)", valueName: "DIR"),
         CliOptions.Int("max-tokens", 48, "tokens per answer", 1, 512),
         CliOptions.OptionalInt("memory-mb", "memory budget per edge, MiB (default: what the uniform start needs)", 1, 1_048_576),
         CliOptions.Flag("keep", "leave the cluster running afterwards"),
@@ -93,7 +93,7 @@ public static class LegacyVerbs
             }.Bridge(bench, "expert"),
             new Command("cluster", "monolithic vs a local cluster, with and without link emulation, and the remote expert path's overhead")
             {
-                CliOptions.Text("model", "exported model (default: the catalog's default)", valueName: "DIR"),
+                CliOptions.Text("model", "exported model or checkpoint (default: onnx/default, else a tiny seeded one)", valueName: "DIR"),
                 CliOptions.Int("edges", 3, "edges of the cluster", 2, 16),
                 CliOptions.Int("requests", 6, "requests per run", 1, 1000),
                 CliOptions.Int("max-tokens", 24, "tokens per answer", 1, 512),
@@ -105,7 +105,7 @@ public static class LegacyVerbs
             new Command("traces", "rows/s through the trace writer into PostgreSQL, and a local cluster's tokens/s with tracing off and on")
             {
                 CliOptions.Int("rows", 300_000, "routing events to write", 1000, 100_000_000),
-                CliOptions.Text("model", "exported model (default: the catalog's default)", valueName: "DIR"),
+                CliOptions.Text("model", "exported model or checkpoint (default: onnx/default, else a tiny seeded one)", valueName: "DIR"),
                 CliOptions.Int("edges", 3, "edges of the cluster", 2, 16),
                 CliOptions.Int("requests", 6, "requests", 1, 1000),
                 CliOptions.Int("max-tokens", 24, "tokens per answer", 1, 512),
@@ -113,7 +113,7 @@ public static class LegacyVerbs
             }.Bridge(bench, "traces"),
             new Command("shift", "the closed loop in one run: a workload shift, the placement job, the migration under load")
             {
-                CliOptions.Text("model", "model with held-out samples of its domains (default: the catalog's default)", valueName: "DIR"),
+                CliOptions.Text("model", "model with held-out samples of its domains (default: onnx/default)", valueName: "DIR"),
                 CliOptions.Int("requests-per-phase", 10, "requests per edge in each phase", 1, 10_000),
                 CliOptions.Double("warmup-s", 10, "warm-up before measuring", 0, 3600),
                 CliOptions.Int("max-tokens", 32, "tokens per answer", 1, 512),
@@ -141,7 +141,7 @@ public static class LegacyVerbs
             new Command("up", "start the edges")
             {
                 CliOptions.Int("edges", 3, "edges to start", 1, 64),
-                CliOptions.Text("model", "exported model (default: the catalog's default)", valueName: "DIR"),
+                CliOptions.Text("model", "exported model or checkpoint (default: onnx/default, else a tiny seeded one)", valueName: "DIR"),
                 CliOptions.Text("placement", "placement file, or 'uniform'", valueName: "uniform|FILE"),
                 CliOptions.Text("memory-mb", "memory budget, MiB: one for all edges, or one per edge", "1024", valueName: "A,B,C"),
                 CliOptions.Choice("provider", Providers, "auto", "cuda", "cpu"),
