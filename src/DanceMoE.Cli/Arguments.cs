@@ -3,8 +3,9 @@ using System.Globalization;
 namespace DanceMoE.Cli;
 
 /// <summary>
-/// Positional words and `--name value` / `--flag` options of one command line.
-/// Every option must be read by the command; <see cref="EnsureAllUsed"/> rejects the rest.
+/// Positional words and `--name value` / `--flag` options of one command line, as the verbs still behind
+/// <see cref="Verbs.LegacyBridge"/> read them (transitional). Every option must be read by the command;
+/// <see cref="EnsureAllUsed"/> rejects the rest.
 /// </summary>
 public sealed class Arguments
 {

@@ -1,43 +1,62 @@
+using System.CommandLine;
+using System.CommandLine.Invocation;
+using System.CommandLine.Parsing;
 using System.Runtime.InteropServices;
 using DanceMoE.Cli.Commands;
+using DanceMoE.Cli.Verbs;
 
 namespace DanceMoE.Cli;
 
-/// <summary>Dispatches `dancemoe VERB ...` to the command that owns the verb.</summary>
+/// <summary>Parses `dancemoe VERB ...` with System.CommandLine and runs the verb's action.</summary>
 public static class CommandLine
 {
-    private static readonly Dictionary<string, ICliCommand> Commands = new ICliCommand[]
+    /// <summary>Every verb of the CLI, with its options, defaults and help.</summary>
+    public static RootCommand Build() => new(
+        "DanceMoE.Bus: Mixture-of-Experts models served across edge servers over RabbitMQ.\n"
+        + "The ./dancemoe wrapper also handles:\n"
+        + "  services up|down|status [--json]   local RabbitMQ and PostgreSQL\n"
+        + "  test [dotnet test options]         services up, then the whole test suite")
     {
-        new DbCommand(),
-        new DemoCommand(),
-        new PlacementCommand(),
-        new ModelCommand(),
-        new GenerateCommand(),
-        new BenchCommand(),
-        new EdgeCommand(),
-        new InferCommand(),
-        new ClusterCommand(),
-        new CoordinatorCommand(),
-        new StatusCommand(),
-    }.ToDictionary(c => c.Verb, StringComparer.Ordinal);
+        LegacyVerbs.Bench(),
+        LegacyVerbs.Cluster(),
+        LegacyVerbs.Coordinator(),
+        DbCommand.Create(),
+        LegacyVerbs.Demo(),
+        LegacyVerbs.Edge(),
+        GenerateCommand.Create(),
+        InferCommand.Create(),
+        ModelCommand.Create(),
+        PlacementCommand.Create(),
+        StatusCommand.Create(),
+    };
 
+    /// <summary>Runs the command line <paramref name="args"/>; returns its exit code (see <see cref="ExitCodes"/>).</summary>
     public static async Task<int> RunAsync(string[] args)
     {
-        if (args.Length == 0 || args[0] is "-h" or "--help" or "help")
+        ArgumentNullException.ThrowIfNull(args);
+        var root = Build();
+        if (args.Length == 0)
         {
-            PrintUsage(Console.Out);
-            return args.Length == 0 ? ExitCodes.Usage : ExitCodes.Ok;
+            await root.Parse(["--help"]).InvokeAsync().ConfigureAwait(false);
+            return ExitCodes.Usage;
         }
 
-        if (!Commands.TryGetValue(args[0], out var command))
+        // `@file` stays a plain word (a prompt may start with @), as it was before System.CommandLine.
+        var parse = root.Parse(args is ["help"] ? ["--help"] : args, new ParserConfiguration { ResponseFileTokenReplacer = null });
+        var path = Path(parse.CommandResult);
+        var verb = string.Join(' ', ["dancemoe", .. path]);
+        if (parse.Action is ParseErrorAction)
         {
-            Console.Error.WriteLine($"dancemoe: unknown verb '{args[0]}'");
-            PrintUsage(Console.Error);
+            // A bad value or a word nobody expects says more than what is missing besides: report it first.
+            var error = parse.Errors.FirstOrDefault(e => e.SymbolResult is OptionResult { Tokens.Count: > 0 } or ArgumentResult)?.Message
+                ?? (parse.UnmatchedTokens.Count > 0 ? $"unknown option or argument '{parse.UnmatchedTokens[0]}'" : parse.Errors[0].Message);
+            Console.Error.WriteLine($"{verb}: {error} (see {verb} --help)");
             return ExitCodes.Usage;
         }
 
         // Ctrl-C, SIGTERM and SIGHUP (a timeout, a closed terminal) all cancel the command, which cleans up what it
         // started (processes, databases, virtual hosts) before it returns.
+        var topVerb = path.FirstOrDefault() ?? "dancemoe";
         using var cancellation = new CancellationTokenSource();
         Console.CancelKeyPress += (_, e) =>
         {
@@ -47,26 +66,26 @@ public static class CommandLine
         void OnSignal(PosixSignalContext context)
         {
             context.Cancel = true;
-            Console.Error.WriteLine($"dancemoe {command.Verb}: {context.Signal}: stopping...");
+            Console.Error.WriteLine($"dancemoe {topVerb}: {context.Signal}: stopping...");
             cancellation.Cancel();
         }
 
         using var term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnSignal);
         using var hup = PosixSignalRegistration.Create(PosixSignal.SIGHUP, OnSignal);
 
+        var invocation = new InvocationConfiguration { EnableDefaultExceptionHandler = false, ProcessTerminationTimeout = null };
         try
         {
-            return await command.RunAsync(new Arguments(args.Skip(1)), cancellation.Token).ConfigureAwait(false);
+            return await parse.InvokeAsync(invocation, cancellation.Token).ConfigureAwait(false);
         }
         catch (UsageException ex)
         {
-            Console.Error.WriteLine($"dancemoe {command.Verb}: {ex.Message}");
-            Console.Error.WriteLine($"usage: {command.Usage}");
+            Console.Error.WriteLine($"dancemoe {topVerb}: {ex.Message} (see {verb} --help)");
             return ExitCodes.Usage;
         }
         catch (CliException ex)
         {
-            Console.Error.WriteLine($"dancemoe {command.Verb}: error: {ex.Message}");
+            Console.Error.WriteLine($"dancemoe {topVerb}: error: {ex.Message}");
             return ex.ExitCode;
         }
         catch (InvalidSettingsException ex)
@@ -82,19 +101,20 @@ public static class CommandLine
         }
         catch (OperationCanceledException) when (cancellation.IsCancellationRequested)
         {
-            Console.Error.WriteLine($"dancemoe {command.Verb}: cancelled");
+            Console.Error.WriteLine($"dancemoe {topVerb}: cancelled");
             return ExitCodes.Cancelled;
         }
     }
 
-    private static void PrintUsage(TextWriter writer)
+    /// <summary>The verb and sub-verbs of a parse, root excluded: ["placement", "simulate"].</summary>
+    private static List<string> Path(CommandResult result)
     {
-        writer.WriteLine("usage: dancemoe <verb> ...");
-        writer.WriteLine("  services up|down|status [--json]   local RabbitMQ and PostgreSQL (handled by ./dancemoe itself)");
-        writer.WriteLine("  test [dotnet test options]          services up, then the whole test suite");
-        foreach (var command in Commands.Values.OrderBy(c => c.Verb, StringComparer.Ordinal))
+        var names = new List<string>();
+        for (var current = result; current.Parent is CommandResult parent; current = parent)
         {
-            writer.WriteLine($"  {command.Usage}");
+            names.Insert(0, current.Command.Name);
         }
+
+        return names;
     }
 }

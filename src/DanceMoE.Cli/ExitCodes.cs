@@ -1,5 +1,6 @@
 namespace DanceMoE.Cli;
 
+/// <summary>The exit codes of every verb.</summary>
 public static class ExitCodes
 {
     public const int Ok = 0;
@@ -16,5 +17,5 @@ public class CliException(string message, int exitCode = ExitCodes.Failed, Excep
     public int ExitCode { get; } = exitCode;
 }
 
-/// <summary>The command line itself is wrong: the usage line is printed after the message.</summary>
+/// <summary>The command line itself is wrong: printed as one line that points at the verb's --help, exit code 2.</summary>
 public sealed class UsageException(string message) : CliException(message, ExitCodes.Usage);

@@ -1,11 +1,14 @@
 namespace DanceMoE.Cli;
 
-/// <summary>One verb of the CLI. Register new commands in <see cref="CommandLine"/>.</summary>
+/// <summary>
+/// A verb whose body still reads <see cref="Arguments"/>, run through <see cref="Verbs.LegacyBridge"/> (transitional).
+/// New verbs declare a System.CommandLine <c>Command</c> and read its parse result instead.
+/// </summary>
 public interface ICliCommand
 {
     string Verb { get; }
 
-    /// <summary>One usage line, starting with the verb.</summary>
+    /// <summary>One usage line, starting with the verb (the help comes from the verb's System.CommandLine grammar).</summary>
     string Usage { get; }
 
     Task<int> RunAsync(Arguments args, CancellationToken cancellationToken);

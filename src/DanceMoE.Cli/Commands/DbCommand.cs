@@ -1,25 +1,23 @@
+using System.CommandLine;
+using DanceMoE.Cli.Verbs;
 using DanceMoE.Migrations;
 using Npgsql;
 
 namespace DanceMoE.Cli.Commands;
 
 /// <summary><c>dancemoe db migrate</c>: applies the EF Core migrations; safe to run twice.</summary>
-public sealed class DbCommand : ICliCommand
+public static class DbCommand
 {
-    public string Verb => "db";
-
-    public string Usage => "db migrate [--wait-seconds N]       apply the EF Core migrations to ConnectionStrings__postgres";
-
-    public async Task<int> RunAsync(Arguments args, CancellationToken cancellationToken)
+    public static Command Create()
     {
-        var sub = args.Positional0("sub-command (migrate)");
-        if (sub != "migrate")
-        {
-            throw new UsageException($"unknown sub-command '{sub}'");
-        }
+        var wait = CliOptions.Int("wait-seconds", 30, "how long to wait for PostgreSQL to accept connections", 0, 3600);
+        var migrate = new Command("migrate", "apply the EF Core migrations to ConnectionStrings__postgres; safe to run twice") { wait };
+        migrate.SetAction((result, cancellationToken) => RunAsync(TimeSpan.FromSeconds(result.GetValue(wait)), cancellationToken));
+        return new Command("db", "the cluster's PostgreSQL database") { migrate };
+    }
 
-        var wait = TimeSpan.FromSeconds(args.Int("wait-seconds", 30, 0, 3600));
-        args.EnsureAllUsed(1);
+    private static async Task<int> RunAsync(TimeSpan wait, CancellationToken cancellationToken)
+    {
         var result = await MigrateAsync(CliEnvironment.PostgresUrl, wait, cancellationToken).ConfigureAwait(false);
         Console.WriteLine(result.Applied.Count == 0
             ? $"database is up to date ({result.AllApplied.Count} migrations applied)"

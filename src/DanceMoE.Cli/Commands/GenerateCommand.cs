@@ -1,5 +1,7 @@
+using System.CommandLine;
 using System.Globalization;
 using System.Text.Json;
+using DanceMoE.Cli.Verbs;
 using DanceMoE.Inference;
 using DanceMoE.Model;
 using Microsoft.ML.OnnxRuntime;
@@ -10,31 +12,43 @@ namespace DanceMoE.Cli.Commands;
 /// <c>dancemoe generate</c>: monolithic generation through the exported subgraphs, every expert local.
 /// With greedy decoding this is the oracle the distributed runtime is compared with.
 /// </summary>
-public sealed class GenerateCommand : ICliCommand
+public static class GenerateCommand
 {
     private static readonly JsonSerializerOptions Json = new() { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
 
-    public string Verb => "generate";
-
-    public string Usage =>
-        $"generate --model DIR --prompt TEXT --max-tokens N [--temperature 0] [--top-p 1] [--seed 0] [--json] {InferenceArguments.Usage}";
-
-    public async Task<int> RunAsync(Arguments args, CancellationToken cancellationToken)
+    public static Command Create()
     {
-        ArgumentNullException.ThrowIfNull(args);
-        var modelDir = args.Required("model");
-        var prompt = args.Required("prompt");
-        var maxTokens = args.Int("max-tokens", 32, 1, 1_000_000);
-        var sampling = new SamplingOptions
+        var model = CliOptions.Text("model", "exported model directory", required: true, valueName: "DIR");
+        var prompt = CliOptions.Text("prompt", "the prompt", required: true, valueName: "TEXT");
+        var maxTokens = CliOptions.Int("max-tokens", 32, "tokens to generate at most", 1, 1_000_000);
+        var temperature = CliOptions.Double("temperature", 0, "sampling temperature (0: greedy)", 0, 100);
+        var topP = CliOptions.Double("top-p", 1, "nucleus sampling threshold", 0.000001, 1);
+        var seed = CliOptions.Int("seed", 0, "sampling seed", 0);
+        var json = CliOptions.Flag("json", "print the tokens, text and speed as JSON");
+        var command = new Command("generate", "monolithic generation through the exported subgraphs, every expert local")
         {
-            Temperature = args.Double("temperature", 0, 0, 100),
-            TopP = args.Double("top-p", 1, 0.000001, 1),
-            Seed = (ulong)args.Int("seed", 0, 0),
+            model, prompt, maxTokens, temperature, topP, seed, json,
         };
-        var asJson = args.Flag("json");
-        var options = InferenceArguments.Read(args);
-        args.EnsureAllUsed(0);
+        var inference = new InferenceArguments(command);
+        command.SetAction((result, cancellationToken) => RunAsync(
+            result.GetRequiredValue(model),
+            result.GetRequiredValue(prompt),
+            result.GetValue(maxTokens),
+            new SamplingOptions
+            {
+                Temperature = result.GetValue(temperature),
+                TopP = result.GetValue(topP),
+                Seed = (ulong)result.GetValue(seed),
+            },
+            result.GetValue(json),
+            inference.Read(result),
+            cancellationToken));
+        return command;
+    }
 
+    private static async Task<int> RunAsync(
+        string modelDir, string prompt, int maxTokens, SamplingOptions sampling, bool asJson, InferenceOptions options, CancellationToken cancellationToken)
+    {
         var manifest = InferenceArguments.LoadManifest(modelDir);
         if (manifest.Tokenizer is not { Kind: ByteTokenizer.Kind } info)
         {

@@ -1,5 +1,7 @@
+using System.CommandLine;
 using System.Globalization;
 using System.Text.Json;
+using DanceMoE.Cli.Verbs;
 using DanceMoE.Contracts;
 using DanceMoE.Hosting;
 using MassTransit;
@@ -7,32 +9,45 @@ using MassTransit;
 namespace DanceMoE.Cli.Commands;
 
 /// <summary><c>dancemoe infer</c>: sends one <see cref="GenerateText"/> to an edge and prints its answer.</summary>
-public sealed class InferCommand : ICliCommand
+public static class InferCommand
 {
     private static readonly JsonSerializerOptions Json = new() { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower, WriteIndented = true };
 
-    public string Verb => "infer";
-
-    public string Usage =>
-        "infer --edge ID --prompt TEXT --max-tokens N [--temperature 0] [--top-p 1] [--seed 0] [--workload TAG] [--timeout-seconds 120] [--json]";
-
-    public async Task<int> RunAsync(Arguments args, CancellationToken cancellationToken)
+    public static Command Create()
     {
-        ArgumentNullException.ThrowIfNull(args);
-        var edge = args.Required("edge");
-        var request = new GenerateText
+        var edge = CliOptions.Text("edge", "the edge to send the request to", required: true, valueName: "ID");
+        var prompt = CliOptions.Text("prompt", "the prompt", required: true, valueName: "TEXT");
+        var maxTokens = CliOptions.Int("max-tokens", 32, "tokens to generate at most", 1, 1_000_000);
+        var temperature = CliOptions.Double("temperature", 0, "sampling temperature (0: greedy)", 0, 100);
+        var topP = CliOptions.Double("top-p", 1, "nucleus sampling threshold", 0.000001, 1);
+        var seed = CliOptions.Int("seed", 0, "sampling seed", 0);
+        var workload = CliOptions.Text("workload", "workload tag recorded with the routing traces", valueName: "TAG");
+        var timeout = CliOptions.Int("timeout-seconds", 120, "how long to wait for the answer", 1, 3600);
+        var json = CliOptions.Flag("json", "print the answer and its statistics as JSON");
+        var command = new Command("infer", "send one request to an edge and print its answer")
         {
-            RequestId = NewId.NextGuid(),
-            Prompt = args.Required("prompt"),
-            MaxNewTokens = args.Int("max-tokens", 32, 1, 1_000_000),
-            Temperature = args.Double("temperature", 0, 0, 100),
-            TopP = args.Double("top-p", 1, 0.000001, 1),
-            Seed = args.Int("seed", 0, 0),
-            WorkloadTag = args.Option("workload"),
+            edge, prompt, maxTokens, temperature, topP, seed, workload, timeout, json,
         };
-        var timeout = TimeSpan.FromSeconds(args.Int("timeout-seconds", 120, 1, 3600));
-        var asJson = args.Flag("json");
-        args.EnsureAllUsed(0);
+        command.SetAction((result, cancellationToken) => RunAsync(
+            result.GetRequiredValue(edge),
+            new GenerateText
+            {
+                RequestId = NewId.NextGuid(),
+                Prompt = result.GetRequiredValue(prompt),
+                MaxNewTokens = result.GetValue(maxTokens),
+                Temperature = result.GetValue(temperature),
+                TopP = result.GetValue(topP),
+                Seed = result.GetValue(seed),
+                WorkloadTag = result.GetValue(workload),
+            },
+            TimeSpan.FromSeconds(result.GetValue(timeout)),
+            result.GetValue(json),
+            cancellationToken));
+        return command;
+    }
+
+    private static async Task<int> RunAsync(string edge, GenerateText request, TimeSpan timeout, bool asJson, CancellationToken cancellationToken)
+    {
         if (request.Prompt!.Length == 0)
         {
             throw new UsageException("--prompt is empty");

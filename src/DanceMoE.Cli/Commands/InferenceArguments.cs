@@ -1,13 +1,34 @@
+using System.CommandLine;
+using DanceMoE.Cli.Verbs;
 using DanceMoE.Inference;
 using DanceMoE.Model;
 
 namespace DanceMoE.Cli.Commands;
 
-/// <summary>Options shared by the commands that run exported models.</summary>
-internal static class InferenceArguments
+/// <summary>Options shared by the commands that run exported models: add them to a command, read them from its parse.</summary>
+internal sealed class InferenceArguments
 {
     public const string Usage = "[--provider auto|cuda|cpu] [--threads N] [--inter-threads N]";
 
+    private readonly Option<string> _provider = CliOptions.Choice("provider", "execution provider: auto, cuda or cpu", "auto", "cuda", "cpu");
+    private readonly Option<int> _threads = CliOptions.Int("threads", 0, "intra-op threads (0: ONNX Runtime's default)", 0, 1024);
+    private readonly Option<int> _interThreads = CliOptions.Int("inter-threads", 0, "inter-op threads (0: ONNX Runtime's default)", 0, 1024);
+
+    public InferenceArguments(Command command)
+    {
+        command.Options.Add(_provider);
+        command.Options.Add(_threads);
+        command.Options.Add(_interThreads);
+    }
+
+    public InferenceOptions Read(ParseResult result) => new()
+    {
+        Provider = InferenceOptions.ParseProvider(result.GetValue(_provider)),
+        IntraOpThreads = result.GetValue(_threads),
+        InterOpThreads = result.GetValue(_interThreads),
+    };
+
+    /// <summary>Transitional, for <c>bench expert</c> until it reads a parse result (see <see cref="LegacyBridge"/>).</summary>
     public static InferenceOptions Read(Arguments args)
     {
         ExecutionProvider provider;

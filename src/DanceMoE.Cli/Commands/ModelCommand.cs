@@ -1,4 +1,6 @@
+using System.CommandLine;
 using System.Globalization;
+using DanceMoE.Cli.Verbs;
 using DanceMoE.Inference;
 using DanceMoE.Model;
 using DanceMoE.Model.Onnx;
@@ -8,33 +10,25 @@ using Microsoft.ML.OnnxRuntime;
 namespace DanceMoE.Cli.Commands;
 
 /// <summary>
-/// <c>dancemoe model tiny|export|verify</c>: make a deterministic tiny checkpoint, export a checkpoint to ONNX
+/// <c>dancemoe model tiny|export|verify|locality</c>: make a deterministic tiny checkpoint, export a checkpoint to ONNX
 /// subgraphs with their manifest, and check the export against the C# reference forward.
 /// </summary>
-public sealed class ModelCommand : ICliCommand
+public static class ModelCommand
 {
-    public string Verb => "model";
-
-    public string Usage =>
-        "model tiny --out DIR [--seed N] [--layers 4] [--experts 16] [--top-k 2] [--hidden 128] [--heads 4] [--kv-heads 2] [--dtype f32|f16|bf16] [--shard-mb N]"
-        + "  |  model export CHECKPOINT --out DIR [--dtype f32|f16]"
-        + $"  |  model verify DIR --checkpoint CHECKPOINT [--prompt TEXT] [--decode-steps 4] [--tolerance X] {InferenceArguments.Usage}"
-        + "  |  " + ModelLocalityCommand.Usage;
-
-    public async Task<int> RunAsync(Arguments args, CancellationToken cancellationToken)
+    public static Command Create() => new("model", "make, export, check and analyse models")
     {
-        ArgumentNullException.ThrowIfNull(args);
-        var action = args.Positional0("action (tiny, export, verify or locality)");
+        Tiny(),
+        Export(),
+        Verify(),
+        ModelLocalityCommand.Create(),
+    };
+
+    /// <summary>Runs <paramref name="action"/>, turning the model's and ONNX Runtime's errors into one-line failures.</summary>
+    internal static async Task<int> Guarded(Func<Task<int>> action)
+    {
         try
         {
-            return action switch
-            {
-                "tiny" => Tiny(args),
-                "export" => Export(args),
-                "verify" => await VerifyAsync(args, cancellationToken).ConfigureAwait(false),
-                "locality" => await ModelLocalityCommand.RunAsync(args, cancellationToken).ConfigureAwait(false),
-                _ => throw new UsageException($"unknown action '{action}' (tiny, export, verify or locality)"),
-            };
+            return await action().ConfigureAwait(false);
         }
         catch (ModelFormatException ex)
         {
@@ -50,22 +44,36 @@ public sealed class ModelCommand : ICliCommand
         }
     }
 
-    private static int Tiny(Arguments args)
+    private static Command Tiny()
     {
-        var outDir = args.Required("out");
-        var options = new TinyOptions
+        var outDir = CliOptions.Text("out", "directory to write the checkpoint to", required: true, valueName: "DIR");
+        var seed = CliOptions.Int("seed", 0, "seed of the weights", 0);
+        var layers = CliOptions.Int("layers", 4, "layers", 1, 256);
+        var experts = CliOptions.Int("experts", 16, "experts per layer", 1, 1024);
+        var topK = CliOptions.Int("top-k", 2, "experts per token", 1, 64);
+        var hidden = CliOptions.Int("hidden", 128, "hidden size", 8, 8192);
+        var heads = CliOptions.Int("heads", 4, "attention heads", 1, 256);
+        var kvHeads = CliOptions.Int("kv-heads", 2, "key/value heads", 1, 256);
+        var dtype = CliOptions.Choice("dtype", "weight type", "f32", "f16", "bf16");
+        var shardMb = CliOptions.Int("shard-mb", 0, "largest safetensors shard, MB (0: one file)", 0);
+        var command = new Command("tiny", "write a deterministic tiny checkpoint") { outDir, seed, layers, experts, topK, hidden, heads, kvHeads, dtype, shardMb };
+        command.SetAction((result, _) => Guarded(() => Task.FromResult(Tiny(result.GetRequiredValue(outDir), new TinyOptions
         {
-            Seed = (ulong)args.Int("seed", 0, 0),
-            Layers = args.Int("layers", 4, 1, 256),
-            Experts = args.Int("experts", 16, 1, 1024),
-            TopK = args.Int("top-k", 2, 1, 64),
-            Hidden = args.Int("hidden", 128, 8, 8192),
-            Heads = args.Int("heads", 4, 1, 256),
-            KvHeads = args.Int("kv-heads", 2, 1, 256),
-            Dtype = Dtype(args.Option("dtype") ?? "f32", allowBf16: true),
-            MaxShardBytes = (long)args.Int("shard-mb", 0, 0) * 1024 * 1024,
-        };
-        args.EnsureAllUsed(1);
+            Seed = (ulong)result.GetValue(seed),
+            Layers = result.GetValue(layers),
+            Experts = result.GetValue(experts),
+            TopK = result.GetValue(topK),
+            Hidden = result.GetValue(hidden),
+            Heads = result.GetValue(heads),
+            KvHeads = result.GetValue(kvHeads),
+            Dtype = Dtype(result.GetRequiredValue(dtype)),
+            MaxShardBytes = (long)result.GetValue(shardMb) * 1024 * 1024,
+        }))));
+        return command;
+    }
+
+    private static int Tiny(string outDir, TinyOptions options)
+    {
         MoeConfig config;
         try
         {
@@ -81,43 +89,55 @@ public sealed class ModelCommand : ICliCommand
         return ExitCodes.Ok;
     }
 
-    private static int Export(Arguments args)
+    private static Command Export()
     {
-        if (args.Positional.Count < 2)
-        {
-            throw new UsageException("missing CHECKPOINT directory");
-        }
+        var checkpoint = new Argument<string>("CHECKPOINT") { Description = "checkpoint directory (config.json and safetensors)" };
+        var outDir = CliOptions.Text("out", "directory to write the subgraphs and their manifest to", required: true, valueName: "DIR");
+        var dtype = CliOptions.Choice("dtype", "weight type of the export", "f32", "f16");
+        var command = new Command("export", "export a checkpoint to ONNX subgraphs with their manifest") { checkpoint, outDir, dtype };
+        command.SetAction((result, _) => Guarded(() => Task.FromResult(
+            Export(result.GetRequiredValue(checkpoint), result.GetRequiredValue(outDir), Dtype(result.GetRequiredValue(dtype))))));
+        return command;
+    }
 
-        var outDir = args.Required("out");
-        var dtype = Dtype(args.Option("dtype") ?? "f32", allowBf16: false);
-        args.EnsureAllUsed(2);
-        var checkpoint = Checkpoint.Open(args.Positional[1]);
-        var manifest = OnnxExporter.Export(checkpoint, outDir, dtype, line => Console.Error.WriteLine($"dancemoe: {line}"));
+    private static int Export(string checkpointDir, string outDir, TensorDtype dtype)
+    {
+        var checkpoint = Checkpoint.Open(checkpointDir);
+        var manifest = Progress.Run($"exporting {checkpointDir}", log => OnnxExporter.Export(checkpoint, outDir, dtype, log));
         var expertBytes = manifest.Experts.First().WeightBytes;
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"exported to {outDir}: embedding, {manifest.Layers.Count} dense layers, {manifest.Experts.Count()} experts ({expertBytes} weight bytes each, {manifest.WeightDtype}), head; opset {manifest.Opset}"));
         return ExitCodes.Ok;
     }
 
-    private static async Task<int> VerifyAsync(Arguments args, CancellationToken cancellationToken)
+    private static Command Verify()
     {
-        if (args.Positional.Count < 2)
-        {
-            throw new UsageException("missing DIR of the exported model");
-        }
+        var model = new Argument<string>("DIR") { Description = "the exported model" };
+        var checkpoint = CliOptions.Text("checkpoint", "the checkpoint it was exported from", required: true, valueName: "CHECKPOINT");
+        var prompt = CliOptions.Text("prompt", "prompt to run through both", "edge servers share experts", valueName: "TEXT");
+        var decodeSteps = CliOptions.Int("decode-steps", 4, "decode steps after the prefill", 0, 1000);
+        var tolerance = CliOptions.OptionalDouble("tolerance", "largest |logit diff| accepted (default: 1e-4 for f32, 5e-2 otherwise)", 0);
+        var command = new Command("verify", "check an export against the C# reference forward") { model, checkpoint, prompt, decodeSteps, tolerance };
+        var inference = new InferenceArguments(command);
+        command.SetAction((result, cancellationToken) => Guarded(() => VerifyAsync(
+            result.GetRequiredValue(model),
+            result.GetRequiredValue(checkpoint),
+            result.GetRequiredValue(prompt),
+            result.GetValue(decodeSteps),
+            result.GetValue(tolerance),
+            inference.Read(result),
+            cancellationToken)));
+        return command;
+    }
 
-        var checkpointDir = args.Required("checkpoint");
-        var prompt = args.Option("prompt") ?? "edge servers share experts";
-        var decodeSteps = args.Int("decode-steps", 4, 0, 1000);
-        var tolerance = args.Option("tolerance") is null ? (double?)null : args.Double("tolerance", 1e-4, 0);
-        var options = InferenceArguments.Read(args);
-        args.EnsureAllUsed(2);
-
-        var manifest = InferenceArguments.LoadManifest(args.Positional[1]);
+    private static async Task<int> VerifyAsync(
+        string modelDir, string checkpointDir, string prompt, int decodeSteps, double? tolerance, InferenceOptions options, CancellationToken cancellationToken)
+    {
+        var manifest = InferenceArguments.LoadManifest(modelDir);
         var corrupt = manifest.FindCorruptFiles();
         if (corrupt.Count > 0)
         {
-            throw new CliException($"{args.Positional[1]}: file hashes differ from the manifest: {string.Join(", ", corrupt)}");
+            throw new CliException($"{modelDir}: file hashes differ from the manifest: {string.Join(", ", corrupt)}");
         }
 
         var checkpoint = Checkpoint.Open(checkpointDir);
@@ -150,11 +170,10 @@ public sealed class ModelCommand : ICliCommand
         return ok ? ExitCodes.Ok : ExitCodes.Failed;
     }
 
-    private static TensorDtype Dtype(string text, bool allowBf16) => text switch
+    private static TensorDtype Dtype(string text) => text switch
     {
-        "f32" => TensorDtype.F32,
         "f16" => TensorDtype.F16,
-        "bf16" when allowBf16 => TensorDtype.BF16,
-        _ => throw new UsageException($"--dtype must be f32{(allowBf16 ? ", f16 or bf16" : " or f16")} (got '{text}')"),
+        "bf16" => TensorDtype.BF16,
+        _ => TensorDtype.F32,
     };
 }

@@ -1,7 +1,9 @@
+using System.CommandLine;
 using System.Globalization;
 using System.Text;
 using System.Text.Json;
 using System.Text.Json.Nodes;
+using DanceMoE.Cli.Verbs;
 using DanceMoE.Model;
 using DanceMoE.Model.Locality;
 
@@ -13,17 +15,24 @@ namespace DanceMoE.Cli.Commands;
 /// </summary>
 public static class ModelLocalityCommand
 {
-    public const string Usage = "model locality [--model DIR] [--fraction 0.3] [--bytes N (per domain, 0: all)] [--json]";
-
-    public static async Task<int> RunAsync(Arguments args, CancellationToken cancellationToken)
+    public static Command Create()
     {
-        ArgumentNullException.ThrowIfNull(args);
-        var directory = args.Option("model") ?? Path.Combine(CliEnvironment.RepositoryRoot, "onnx", "default");
-        var fraction = args.Double("fraction", 0.3, 1e-9, 1);
-        var maxBytes = args.Int("bytes", 0, 0);
-        var asJson = args.Flag("json");
-        args.EnsureAllUsed(1);
+        var model = CliOptions.Text("model", "model directory with held-out samples of its domains (default: onnx/default)", valueName: "DIR");
+        var fraction = CliOptions.Double("fraction", 0.3, "share of each layer's experts that fits on one server", 1e-9, 1);
+        var bytes = CliOptions.Int("bytes", 0, "held-out bytes per domain (0: all)", 0);
+        var json = CliOptions.Flag("json", "print the report as JSON");
+        var command = new Command("locality", "how domain-specific the routing is and how much each placement keeps local") { model, fraction, bytes, json };
+        command.SetAction((result, cancellationToken) => ModelCommand.Guarded(() => RunAsync(
+            result.GetValue(model) ?? Path.Combine(CliEnvironment.RepositoryRoot, "onnx", "default"),
+            result.GetValue(fraction),
+            result.GetValue(bytes),
+            result.GetValue(json),
+            cancellationToken)));
+        return command;
+    }
 
+    private static async Task<int> RunAsync(string directory, double fraction, int maxBytes, bool asJson, CancellationToken cancellationToken)
+    {
         var checkpoint = Checkpoint.Open(directory);
         var tokenizer = checkpoint.Tokenizer ?? throw new CliException($"{directory}: locality needs a byte-level tokenizer ({ByteTokenizer.FileName})");
         var domains = HeldOutTrace.Domains(directory);

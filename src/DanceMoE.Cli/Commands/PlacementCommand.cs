@@ -1,6 +1,8 @@
+using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
+using DanceMoE.Cli.Verbs;
 using DanceMoE.Placement;
 
 namespace DanceMoE.Cli.Commands;
@@ -9,53 +11,73 @@ namespace DanceMoE.Cli.Commands;
 /// <c>dancemoe placement simulate</c>: every placement algorithm computed from history routing traces and judged on
 /// other requests; <c>dancemoe placement bench</c>: solve times on seeded synthetic instances.
 /// </summary>
-public sealed class PlacementCommand : ICliCommand
+public static class PlacementCommand
 {
     private static readonly JsonSerializerOptions Json = new() { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower, WriteIndented = true };
 
-    public string Verb => "placement";
-
-    public string Usage =>
-        "placement simulate --history DIR [--eval DIR] --servers D1,D2,.. [--memory 0.3|--memory-mb A,B,..] [--bandwidth-mbps 500] [--rtt-ms 2] "
-        + "[--speed 1,1,..] [--decode-tokens 64] [--algorithms all|a,b] [--migrate-from ALGO [--horizon-s 300]] [--json] [--plot FILE.png]  |  placement bench [--servers 8] [--layers 64] [--experts 256] [--memory 0.3] [--algorithms all]  |  " + PlacementRunNow.Usage;
-
-    public Task<int> RunAsync(Arguments args, CancellationToken cancellationToken)
+    public static Command Create() => new("placement", "expert placement: simulate the algorithms on routing traces, time them, or run the coordinator's job now")
     {
-        ArgumentNullException.ThrowIfNull(args);
-        var action = args.Positional0("action (simulate, bench or run-now)");
-        if (action == "run-now")
-        {
-            return PlacementRunNow.RunAsync(args, cancellationToken);
-        }
+        Simulate(),
+        Bench(),
+        LegacyVerbs.PlacementRunNow(),
+    };
 
-        return Task.FromResult(action switch
+    private static Command Simulate()
+    {
+        var history = CliOptions.Text("history", "routing traces the placements are computed from (SERVER.layerNN.txt)", required: true, valueName: "DIR");
+        var eval = CliOptions.Text("eval", "routing traces they are judged on (default: the second half of --history)", valueName: "DIR");
+        var servers = CliOptions.Text("servers", "one server per workload domain, named as in the trace files", required: true, valueName: "D1,D2,..");
+        var memory = CliOptions.Double("memory", 0.3, "share of all experts' bytes each server holds", 0.0001, 1);
+        var memoryMb = CliOptions.Text("memory-mb", "each server's budget in MB, one per server (instead of --memory)", valueName: "A,B,..");
+        var bandwidth = CliOptions.Double("bandwidth-mbps", 500, "link bandwidth", 0.001);
+        var rtt = CliOptions.Double("rtt-ms", 2, "link round-trip time", 0);
+        var speed = CliOptions.Text("speed", "each server's relative compute speed (default: 1 each)", valueName: "1,1,..");
+        var decodeTokens = CliOptions.Int("decode-tokens", 64, "decode tokens per request", 0);
+        var interval = CliOptions.Double("request-interval-s", 10, "seconds between one server's requests", 0.001);
+        var algorithms = CliOptions.Text("algorithms", "algorithms to run: all, or a comma-separated list", "all", valueName: "all|a,b");
+        var migrateFrom = CliOptions.Text("migrate-from", "also plan the migration from this algorithm's placement to each other one", valueName: "ALGO");
+        var horizon = CliOptions.Double("horizon-s", 300, "time over which a migration must pay for itself", 0);
+        var json = CliOptions.Flag("json", "print the results as JSON");
+        var plot = CliOptions.Text("plot", "also draw latency and local ratio per algorithm to this PNG", valueName: "FILE.png");
+        var command = new Command("simulate", "every placement algorithm computed from history routing traces and judged on other requests")
         {
-            "simulate" => Simulate(args, cancellationToken),
-            "bench" => Bench(args, cancellationToken),
-            _ => throw new UsageException($"unknown action '{action}' (simulate or bench)"),
+            history, eval, servers, memory, memoryMb, bandwidth, rtt, speed, decodeTokens, interval, algorithms, migrateFrom, horizon, json, plot,
+        };
+        command.SetAction((result, cancellationToken) =>
+        {
+            if (result.GetValue(memoryMb) is not null && result.GetResult(memory) is { Implicit: false })
+            {
+                throw new UsageException("give --memory or --memory-mb, not both");
+            }
+
+            return Task.FromResult(Simulate(
+                result.GetRequiredValue(history),
+                result.GetValue(eval),
+                List(result.GetRequiredValue(servers)),
+                result.GetValue(memory),
+                result.GetValue(memoryMb),
+                result.GetValue(speed),
+                LinkSpec.FromMbps(result.GetValue(bandwidth), result.GetValue(rtt)),
+                new LatencyOptions { DecodeTokens = result.GetValue(decodeTokens), RequestIntervalSeconds = result.GetValue(interval) },
+                Algorithms(result.GetRequiredValue(algorithms)),
+                result.GetValue(migrateFrom),
+                result.GetValue(horizon),
+                result.GetValue(json),
+                result.GetValue(plot),
+                cancellationToken));
         });
+        return command;
     }
 
-    private static int Simulate(Arguments args, CancellationToken cancellationToken)
+    private static int Simulate(
+        string historyDir, string? evalDir, List<string> domains, double memory, string? memoryMb, string? speedText, LinkSpec link, LatencyOptions options,
+        IReadOnlyList<IPlacementAlgorithm> algorithms, string? migrateFrom, double horizon, bool asJson, string? plot, CancellationToken cancellationToken)
     {
-        var historyDir = args.Required("history");
-        var evalDir = args.Option("eval");
-        var domains = List(args.Required("servers"));
         var model = MoeModel.DeepSeekV2Lite;
-        var budgets = Budgets(args, model, domains.Count);
-        var speeds = args.Option("speed") is { } speedText ? Numbers(speedText, "speed", domains.Count) : Enumerable.Repeat(1.0, domains.Count).ToArray();
-        var link = LinkSpec.FromMbps(args.Double("bandwidth-mbps", 500, 0.001), args.Double("rtt-ms", 2, 0));
-        var options = new LatencyOptions
-        {
-            DecodeTokens = args.Int("decode-tokens", 64, 0),
-            RequestIntervalSeconds = args.Double("request-interval-s", 10, 0.001),
-        };
-        var algorithms = Algorithms(args.Option("algorithms"));
-        var migrateFrom = args.Option("migrate-from");
-        var horizon = args.Double("horizon-s", 300, 0);
-        var asJson = args.Flag("json");
-        var plot = args.Option("plot");
-        args.EnsureAllUsed(1);
+        var budgets = memoryMb is null
+            ? Enumerable.Repeat((long)(memory * model.TotalExpertBytes), domains.Count).ToArray()
+            : Numbers(memoryMb, "memory-mb", domains.Count).Select(mb => (long)(mb * 1e6)).ToArray();
+        var speeds = speedText is null ? Enumerable.Repeat(1.0, domains.Count).ToArray() : Numbers(speedText, "speed", domains.Count);
         if (migrateFrom is not null && !algorithms.Any(a => a.Name == migrateFrom))
         {
             throw new UsageException($"--migrate-from {migrateFrom} must be one of the algorithms run");
@@ -81,7 +103,7 @@ public sealed class PlacementCommand : ICliCommand
             History = history,
             Latency = options,
         };
-        var results = Solve(problem, eval, algorithms, cancellationToken);
+        var results = Progress.Run($"planning with {algorithms.Count} algorithm(s)", _ => Solve(problem, eval, algorithms, cancellationToken));
         var migrations = migrateFrom is null ? null : Migrations(problem, results, migrateFrom, horizon);
         if (plot is not null)
         {
@@ -89,7 +111,7 @@ public sealed class PlacementCommand : ICliCommand
                 $"{string.Join(",", domains)}: {budgets.Average() / model.TotalExpertBytes:P0} memory, {link.BytesPerSecond * 8 / 1e6:F0} mbps, rtt {link.RttSeconds * 1e3:F1} ms");
             try
             {
-                File.WriteAllBytes(plot, PlacementPlot.Render(title, results));
+                PlacementPlot.Save(plot, title, results);
             }
             catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
             {
@@ -147,19 +169,42 @@ public sealed class PlacementCommand : ICliCommand
         return migrations;
     }
 
-    private static int Bench(Arguments args, CancellationToken cancellationToken)
+    private static Command Bench()
     {
-        var serverCount = args.Int("servers", 8, 1, 64);
-        var layers = args.Int("layers", 64, 1, 1024);
-        var experts = args.Int("experts", 256, 2, 4096);
-        var topK = args.Int("top-k", 8, 1, experts);
-        var memory = args.Double("memory", 0.3, 0.0001, 1);
-        var requests = args.Int("requests", 4, 1, 1000);
-        var tokens = args.Int("tokens", 128, 2, 100_000);
-        var algorithms = Algorithms(args.Option("algorithms"));
-        var asJson = args.Flag("json");
-        args.EnsureAllUsed(1);
+        var servers = CliOptions.Int("servers", 8, "servers", 1, 64);
+        var layers = CliOptions.Int("layers", 64, "MoE layers", 1, 1024);
+        var experts = CliOptions.Int("experts", 256, "experts per layer", 2, 4096);
+        var topK = CliOptions.Int("top-k", 8, "experts per token (at most --experts)", 1);
+        var memory = CliOptions.Double("memory", 0.3, "share of all experts' bytes each server holds", 0.0001, 1);
+        var requests = CliOptions.Int("requests", 4, "synthetic requests per half (history, eval)", 1, 1000);
+        var tokens = CliOptions.Int("tokens", 128, "tokens per request", 2, 100_000);
+        var algorithms = CliOptions.Text("algorithms", "algorithms to run: all, or a comma-separated list", "all", valueName: "all|a,b");
+        var json = CliOptions.Flag("json", "print the results as JSON");
+        var command = new Command("bench", "solve times on seeded synthetic instances") { servers, layers, experts, topK, memory, requests, tokens, algorithms, json };
+        command.Validators.Add(result =>
+        {
+            if (result.GetValue(topK) > result.GetValue(experts))
+            {
+                result.AddError($"--top-k must be between 1 and {result.GetValue(experts)} (got '{result.GetValue(topK)}')");
+            }
+        });
+        command.SetAction((result, cancellationToken) => Task.FromResult(Bench(
+            result.GetValue(servers),
+            result.GetValue(layers),
+            result.GetValue(experts),
+            result.GetValue(topK),
+            result.GetValue(memory),
+            result.GetValue(requests),
+            result.GetValue(tokens),
+            Algorithms(result.GetRequiredValue(algorithms)),
+            result.GetValue(json),
+            cancellationToken)));
+        return command;
+    }
 
+    private static int Bench(
+        int serverCount, int layers, int experts, int topK, double memory, int requests, int tokens, IReadOnlyList<IPlacementAlgorithm> algorithms, bool asJson, CancellationToken cancellationToken)
+    {
         var model = MoeModel.Uniform(layers, experts, topK, MoeModel.DeepSeekV2Lite.ExpertBytes[0], MoeModel.DeepSeekV2Lite.HiddenBytes);
         var budget = (long)(memory * model.TotalExpertBytes);
         var cluster = Cluster.FullMesh(
@@ -266,24 +311,6 @@ public sealed class PlacementCommand : ICliCommand
         {
             throw new UsageException(ex.Message.Split(" (Parameter", 2)[0]);
         }
-    }
-
-    private static long[] Budgets(Arguments args, MoeModel model, int servers)
-    {
-        var fraction = args.Option("memory");
-        var megabytes = args.Option("memory-mb");
-        if (fraction is not null && megabytes is not null)
-        {
-            throw new UsageException("give --memory or --memory-mb, not both");
-        }
-
-        if (megabytes is not null)
-        {
-            return Numbers(megabytes, "memory-mb", servers).Select(mb => (long)(mb * 1e6)).ToArray();
-        }
-
-        var share = args.Double("memory", 0.3, 0.0001, 1);
-        return Enumerable.Repeat((long)(share * model.TotalExpertBytes), servers).ToArray();
     }
 
     private static double[] Numbers(string text, string option, int count)

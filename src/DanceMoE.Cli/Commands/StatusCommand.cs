@@ -1,5 +1,7 @@
+using System.CommandLine;
 using System.Globalization;
 using System.Text.Json;
+using DanceMoE.Cli.Verbs;
 using DanceMoE.Coordinator;
 using DanceMoE.Coordinator.Saga;
 using DanceMoE.Data;
@@ -13,7 +15,7 @@ namespace DanceMoE.Cli.Commands;
 /// placement, how local routing was over the last window, the migrations (running, completed, failed with their
 /// reasons) and the placement job's latest decisions.
 /// </summary>
-public sealed class StatusCommand : ICliCommand
+public static class StatusCommand
 {
     internal static readonly JsonSerializerOptions Json = new() { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower, WriteIndented = true };
 
@@ -26,24 +28,31 @@ public sealed class StatusCommand : ICliCommand
         WHERE recorded_at >= @from
         """;
 
-    public string Verb => "status";
-
-    public string Usage => "status [--json] [--window-minutes 10] [--decisions 5] [--migrations 5] [--heartbeat-seconds 2] [--missed-heartbeats 3]";
-
-    public async Task<int> RunAsync(Arguments args, CancellationToken cancellationToken)
+    public static Command Create()
     {
-        ArgumentNullException.ThrowIfNull(args);
-        var asJson = args.Flag("json");
-        var window = TimeSpan.FromMinutes(args.Double("window-minutes", 10, 0.01, 7 * 24 * 60));
-        var decisionCount = args.Int("decisions", 5, 0, 1000);
-        var migrationCount = args.Int("migrations", 5, 0, 1000);
-        var membership = new MembershipOptions
+        var json = CliOptions.Flag("json", "print the state as JSON");
+        var window = CliOptions.Double("window-minutes", 10, "routing events the local ratio is computed over", 0.01, 7 * 24 * 60);
+        var decisions = CliOptions.Int("decisions", 5, "latest placement decisions to show", 0, 1000);
+        var migrations = CliOptions.Int("migrations", 5, "latest migrations to show", 0, 1000);
+        var heartbeat = CliOptions.Double("heartbeat-seconds", 2, "the edges' heartbeat interval", 0.1, 3600);
+        var missed = CliOptions.Int("missed-heartbeats", 3, "missed heartbeats before an edge counts as down", 1, 1000);
+        var command = new Command("status", "the cluster as PostgreSQL records it: edges, placement, local ratio, migrations, decisions")
         {
-            HeartbeatSeconds = args.Double("heartbeat-seconds", 2, 0.1, 3600),
-            MissedHeartbeats = args.Int("missed-heartbeats", 3, 1, 1000),
+            json, window, decisions, migrations, heartbeat, missed,
         };
-        args.EnsureAllUsed(0);
+        command.SetAction((result, cancellationToken) => RunAsync(
+            result.GetValue(json),
+            TimeSpan.FromMinutes(result.GetValue(window)),
+            result.GetValue(decisions),
+            result.GetValue(migrations),
+            new MembershipOptions { HeartbeatSeconds = result.GetValue(heartbeat), MissedHeartbeats = result.GetValue(missed) },
+            cancellationToken));
+        return command;
+    }
 
+    private static async Task<int> RunAsync(
+        bool asJson, TimeSpan window, int decisionCount, int migrationCount, MembershipOptions membership, CancellationToken cancellationToken)
+    {
         var now = DateTimeOffset.UtcNow;
         List<EdgeServer> edges;
         PlacementVersion? active;
