@@ -90,13 +90,12 @@ public static class CommandLine
         }
         catch (InvalidSettingsException ex)
         {
-            Console.Error.WriteLine($"dancemoe {command.Verb}: {ex.Message}");
-            Console.Error.WriteLine($"usage: {command.Usage}");
+            Console.Error.WriteLine($"dancemoe {topVerb}: {ex.Message} (see {verb} --help)");
             return ExitCodes.Usage;
         }
         catch (OperationException ex)
         {
-            Console.Error.WriteLine($"dancemoe {command.Verb}: error: {ex.Message}");
+            Console.Error.WriteLine($"dancemoe {topVerb}: error: {ex.Message}");
             return ex.Failure switch { OperationFailure.Unavailable => ExitCodes.Unavailable, OperationFailure.InvalidSettings => ExitCodes.Usage, _ => ExitCodes.Failed };
         }
         catch (OperationCanceledException) when (cancellation.IsCancellationRequested)
