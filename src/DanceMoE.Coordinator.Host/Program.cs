@@ -11,11 +11,11 @@ try
 }
 catch (Exception ex) when (ex is ModelFormatException or FileNotFoundException or DirectoryNotFoundException)
 {
-    await Console.Error.WriteLineAsync($"coordinator: cannot read the model manifest: {ex.Message}").ConfigureAwait(false);
+    await Console.Error.WriteLineAsync($"dancemoe-coordinator: cannot read the model manifest: {ex.Message}").ConfigureAwait(false);
     return 2;
 }
 catch (OptionsValidationException ex)
 {
-    await Console.Error.WriteLineAsync($"coordinator: {string.Join("; ", ex.Failures)}").ConfigureAwait(false);
+    await Console.Error.WriteLineAsync($"dancemoe-coordinator: {string.Join("; ", ex.Failures)}").ConfigureAwait(false);
     return 2;
 }
