@@ -3,7 +3,6 @@ using System.CommandLine.Invocation;
 using System.CommandLine.Parsing;
 using System.Runtime.InteropServices;
 using DanceMoE.Cli.Commands;
-using DanceMoE.Cli.Verbs;
 
 namespace DanceMoE.Cli;
 
@@ -17,12 +16,12 @@ public static class CommandLine
         + "  services up|down|status [--json]   local RabbitMQ and PostgreSQL\n"
         + "  test [dotnet test options]         services up, then the whole test suite")
     {
-        LegacyVerbs.Bench(),
-        LegacyVerbs.Cluster(),
-        LegacyVerbs.Coordinator(),
+        BenchCommand.Create(),
+        ClusterCommand.Create(),
+        CoordinatorCommand.Create(),
         DbCommand.Create(),
-        LegacyVerbs.Demo(),
-        LegacyVerbs.Edge(),
+        DemoCommand.Create(),
+        EdgeCommand.Create(),
         GenerateCommand.Create(),
         InferCommand.Create(),
         ModelCommand.Create(),

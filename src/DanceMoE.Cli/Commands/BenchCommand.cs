@@ -1,115 +1,157 @@
+using System.CommandLine;
+using DanceMoE.Cli.Verbs;
 using DanceMoE.Lab.Benchmarks;
 
 namespace DanceMoE.Cli.Commands;
 
 /// <summary><c>dancemoe bench expert|cluster|traces|shift</c>: the benchmarks of the lab, from the command line.</summary>
-public sealed class BenchCommand : ICliCommand
+public static class BenchCommand
 {
-    private const string ExpertUsage = "bench expert --model DIR [--layer 0] [--expert 0] [--iterations 50]";
+    private const string DefaultModel = "exported model or checkpoint (default: onnx/default, else a tiny seeded one)";
 
-    private const string ClusterUsage =
-        "bench cluster [--model DIR] [--edges 3] [--requests 6] [--max-tokens 24] [--link-delay-ms 1] [--link-mbps 500] [--round-trips 200] [--json]";
-
-    private const string TracesUsage = "bench traces [--rows 300000] [--model DIR] [--edges 3] [--requests 6] [--max-tokens 24] [--json]";
-
-    private const string ShiftUsage =
-        "bench shift [--model DIR] [--requests-per-phase 10 (per edge)] [--warmup-s 10] [--max-tokens 32] [--prompt-bytes 160] [--memory-mb 8] [--history-bytes 8192] "
-        + "[--window-minutes 1] [--half-life-minutes 1] [--deadline-ms 10000] [--request-timeout-s 120] [--migration-timeout-s 300] [--provider auto] [--keep-logs] [--json]";
-
-    public string Verb => "bench";
-
-    public string Usage => $"{ExpertUsage} {InferenceArguments.Usage} | {ClusterUsage} | {TracesUsage} | {ShiftUsage}";
-
-    public async Task<int> RunAsync(Arguments args, CancellationToken cancellationToken)
+    /// <summary>The <c>bench</c> verb and its four benchmarks.</summary>
+    public static Command Create() => new("bench", "benchmarks")
     {
-        ArgumentNullException.ThrowIfNull(args);
-        var action = args.Positional0("action (expert, cluster, traces, shift)");
-        switch (action)
+        Expert(),
+        Cluster(),
+        Traces(),
+        Shift(),
+    };
+
+    private static Command Expert()
+    {
+        var model = CliOptions.Text("model", "exported model directory", required: true, valueName: "DIR");
+        var layer = CliOptions.Int("layer", 0, "layer of the expert", 0);
+        var expert = CliOptions.Int("expert", 0, "expert in that layer", 0);
+        var iterations = CliOptions.Int("iterations", 50, "runs per batch size (the median is reported)", 1, 100_000);
+        var command = new Command("expert", "latency and GFLOP/s of one expert next to a plain matrix product of the same size")
         {
-            case "expert":
-                ExpertBenchmark.Run(ReadExpert(args), Console.Out, Console.Error, cancellationToken);
-                return ExitCodes.Ok;
-            case "cluster":
-                await ClusterBenchmark.RunAsync(ReadCluster(args), Console.Out, Console.Error, cancellationToken).ConfigureAwait(false);
-                return ExitCodes.Ok;
-            case "traces":
-                await TracesBenchmark.RunAsync(ReadTraces(args), Console.Out, Console.Error, cancellationToken).ConfigureAwait(false);
-                return ExitCodes.Ok;
-            case "shift":
-                var shift = await ShiftBenchmark.RunAsync(ReadShift(args), Console.Out, Console.Error, cancellationToken).ConfigureAwait(false);
-                return shift.Succeeded ? ExitCodes.Ok : ExitCodes.Failed;
-            default:
-                throw new UsageException($"unknown action '{action}' (expert, cluster, traces, shift)");
-        }
+            model, layer, expert, iterations,
+        };
+        var inference = new InferenceArguments(command);
+        command.SetAction((result, cancellationToken) =>
+        {
+            var settings = new ExpertBenchmarkSettings
+            {
+                ModelDirectory = result.GetRequiredValue(model),
+                Layer = result.GetValue(layer),
+                Expert = result.GetValue(expert),
+                Iterations = result.GetValue(iterations),
+                Inference = inference.Read(result),
+            };
+            ExpertBenchmark.Run(settings, Console.Out, Console.Error, cancellationToken);
+            return Task.FromResult(ExitCodes.Ok);
+        });
+        return command;
     }
 
-    private static ExpertBenchmarkSettings ReadExpert(Arguments args)
+    private static Command Cluster()
     {
-        var settings = new ExpertBenchmarkSettings
+        var model = CliOptions.Text("model", DefaultModel, valueName: "DIR");
+        var edges = CliOptions.Int("edges", 3, "edges of the cluster", 2, 16);
+        var requests = CliOptions.Int("requests", 6, "requests per run", 1, 1000);
+        var maxTokens = CliOptions.Int("max-tokens", 24, "tokens per answer", 1, 512);
+        var linkDelay = CliOptions.Double("link-delay-ms", 1, "emulated one-way link delay of the emulated run", 0, 10_000);
+        var linkMbps = CliOptions.Double("link-mbps", 500, "emulated link bandwidth of the emulated run", 0, 1_000_000);
+        var roundTrips = CliOptions.Int("round-trips", 200, "round trips of the overhead measurement", 10, 100_000);
+        var json = CliOptions.Flag("json", "print JSON");
+        var command = new Command("cluster", "monolithic vs a local cluster, with and without link emulation, and the remote expert path's overhead")
         {
-            ModelDirectory = args.Required("model"),
-            Layer = args.Int("layer", 0, 0),
-            Expert = args.Int("expert", 0, 0),
-            Iterations = args.Int("iterations", 50, 1, 100_000),
-            Inference = InferenceArguments.Read(args),
+            model, edges, requests, maxTokens, linkDelay, linkMbps, roundTrips, json,
         };
-        args.EnsureAllUsed(1);
-        return settings;
+        command.SetAction(async (result, cancellationToken) =>
+        {
+            var settings = new ClusterBenchmarkSettings
+            {
+                Edges = result.GetValue(edges),
+                Requests = result.GetValue(requests),
+                MaxTokens = result.GetValue(maxTokens),
+                LinkDelayMs = result.GetValue(linkDelay),
+                LinkMbps = result.GetValue(linkMbps),
+                RoundTrips = result.GetValue(roundTrips),
+                Model = result.GetValue(model),
+                Json = result.GetValue(json),
+            };
+            await ClusterBenchmark.RunAsync(settings, Console.Out, Console.Error, cancellationToken).ConfigureAwait(false);
+            return ExitCodes.Ok;
+        });
+        return command;
     }
 
-    private static ClusterBenchmarkSettings ReadCluster(Arguments args)
+    private static Command Traces()
     {
-        var settings = new ClusterBenchmarkSettings
+        var rows = CliOptions.Int("rows", 300_000, "routing events to write", 1000, 100_000_000);
+        var model = CliOptions.Text("model", DefaultModel, valueName: "DIR");
+        var edges = CliOptions.Int("edges", 3, "edges of the cluster", 2, 16);
+        var requests = CliOptions.Int("requests", 6, "requests", 1, 1000);
+        var maxTokens = CliOptions.Int("max-tokens", 24, "tokens per answer", 1, 512);
+        var json = CliOptions.Flag("json", "print JSON");
+        var command = new Command("traces", "rows/s through the trace writer into PostgreSQL, and a local cluster's tokens/s with tracing off and on")
         {
-            Edges = args.Int("edges", 3, 2, 16),
-            Requests = args.Int("requests", 6, 1, 1000),
-            MaxTokens = args.Int("max-tokens", 24, 1, 512),
-            LinkDelayMs = args.Double("link-delay-ms", 1, 0, 10_000),
-            LinkMbps = args.Double("link-mbps", 500, 0, 1_000_000),
-            RoundTrips = args.Int("round-trips", 200, 10, 100_000),
-            Model = args.Option("model"),
-            Json = args.Flag("json"),
+            rows, model, edges, requests, maxTokens, json,
         };
-        args.EnsureAllUsed(1);
-        return settings;
+        command.SetAction(async (result, cancellationToken) =>
+        {
+            var settings = new TracesBenchmarkSettings
+            {
+                Rows = result.GetValue(rows),
+                Edges = result.GetValue(edges),
+                Requests = result.GetValue(requests),
+                MaxTokens = result.GetValue(maxTokens),
+                Model = result.GetValue(model),
+                Json = result.GetValue(json),
+            };
+            await TracesBenchmark.RunAsync(settings, Console.Out, Console.Error, cancellationToken).ConfigureAwait(false);
+            return ExitCodes.Ok;
+        });
+        return command;
     }
 
-    private static TracesBenchmarkSettings ReadTraces(Arguments args)
+    private static Command Shift()
     {
-        var settings = new TracesBenchmarkSettings
+        var model = CliOptions.Text("model", "model with held-out samples of its domains (default: onnx/default)", valueName: "DIR");
+        var requestsPerPhase = CliOptions.Int("requests-per-phase", 10, "requests per edge in each phase", 1, 10_000);
+        var warmup = CliOptions.Double("warmup-s", 10, "warm-up before measuring", 0, 3600);
+        var maxTokens = CliOptions.Int("max-tokens", 32, "tokens per answer", 1, 512);
+        var promptBytes = CliOptions.Int("prompt-bytes", 160, "bytes of each prompt", 8, 4096);
+        var memoryMb = CliOptions.Int("memory-mb", 8, "memory budget per edge, MiB", 1, 1_048_576);
+        var historyBytes = CliOptions.Int("history-bytes", 8192, "bytes of history per domain", 256, 100_000_000);
+        var window = CliOptions.Double("window-minutes", 1, "routing history the placement job reads", 1, 7 * 24 * 60);
+        var halfLife = CliOptions.Double("half-life-minutes", 1, "half-life of older routing events", 0, 7 * 24 * 60);
+        var deadline = CliOptions.Int("deadline-ms", 10_000, "deadline of a remote expert call", 50, 600_000);
+        var requestTimeout = CliOptions.Double("request-timeout-s", 120, "timeout of one request", 1, 3600);
+        var migrationTimeout = CliOptions.Double("migration-timeout-s", 300, "timeout of the migration", 1, 24 * 3600);
+        var provider = CliOptions.Provider();
+        var keepLogs = CliOptions.Flag("keep-logs", "keep the processes' logs");
+        var json = CliOptions.Flag("json", "print JSON");
+        var command = new Command("shift", "the closed loop in one run: a workload shift, the placement job, the migration under load")
         {
-            Rows = args.Int("rows", 300_000, 1000, 100_000_000),
-            Edges = args.Int("edges", 3, 2, 16),
-            Requests = args.Int("requests", 6, 1, 1000),
-            MaxTokens = args.Int("max-tokens", 24, 1, 512),
-            Model = args.Option("model"),
-            Json = args.Flag("json"),
+            model, requestsPerPhase, warmup, maxTokens, promptBytes, memoryMb, historyBytes, window, halfLife, deadline,
+            requestTimeout, migrationTimeout, provider, keepLogs, json,
         };
-        args.EnsureAllUsed(1);
-        return settings;
-    }
-
-    private static ShiftBenchmarkSettings ReadShift(Arguments args)
-    {
-        var settings = new ShiftBenchmarkSettings
+        command.SetAction(async (result, cancellationToken) =>
         {
-            Model = args.Option("model"),
-            RequestsPerEdge = args.Int("requests-per-phase", 10, 1, 10_000),
-            Warmup = TimeSpan.FromSeconds(args.Double("warmup-s", 10, 0, 3600)),
-            MaxTokens = args.Int("max-tokens", 32, 1, 512),
-            PromptBytes = args.Int("prompt-bytes", 160, 8, 4096),
-            MemoryMb = args.Int("memory-mb", 8, 1, 1_048_576),
-            HistoryBytes = args.Int("history-bytes", 8192, 256, 100_000_000),
-            WindowMinutes = args.Double("window-minutes", 1, 1, 7 * 24 * 60),
-            HalfLifeMinutes = args.Double("half-life-minutes", 1, 0, 7 * 24 * 60),
-            DeadlineMs = args.Int("deadline-ms", 10_000, 50, 600_000),
-            RequestTimeout = TimeSpan.FromSeconds(args.Double("request-timeout-s", 120, 1, 3600)),
-            MigrationTimeout = TimeSpan.FromSeconds(args.Double("migration-timeout-s", 300, 1, 24 * 3600)),
-            Provider = args.Option("provider") ?? "auto",
-            KeepLogs = args.Flag("keep-logs"),
-            Json = args.Flag("json"),
-        };
-        args.EnsureAllUsed(1);
-        return settings;
+            var settings = new ShiftBenchmarkSettings
+            {
+                Model = result.GetValue(model),
+                RequestsPerEdge = result.GetValue(requestsPerPhase),
+                Warmup = TimeSpan.FromSeconds(result.GetValue(warmup)),
+                MaxTokens = result.GetValue(maxTokens),
+                PromptBytes = result.GetValue(promptBytes),
+                MemoryMb = result.GetValue(memoryMb),
+                HistoryBytes = result.GetValue(historyBytes),
+                WindowMinutes = result.GetValue(window),
+                HalfLifeMinutes = result.GetValue(halfLife),
+                DeadlineMs = result.GetValue(deadline),
+                RequestTimeout = TimeSpan.FromSeconds(result.GetValue(requestTimeout)),
+                MigrationTimeout = TimeSpan.FromSeconds(result.GetValue(migrationTimeout)),
+                Provider = result.GetRequiredValue(provider),
+                KeepLogs = result.GetValue(keepLogs),
+                Json = result.GetValue(json),
+            };
+            var shift = await ShiftBenchmark.RunAsync(settings, Console.Out, Console.Error, cancellationToken).ConfigureAwait(false);
+            return shift.Succeeded ? ExitCodes.Ok : ExitCodes.Failed;
+        });
+        return command;
     }
 }

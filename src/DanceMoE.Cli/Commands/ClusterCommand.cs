@@ -1,55 +1,86 @@
+using System.CommandLine;
 using System.Globalization;
+using DanceMoE.Cli.Verbs;
 
 namespace DanceMoE.Cli.Commands;
 
 /// <summary><c>dancemoe cluster up|down|status</c>: the <see cref="LocalCluster"/> of edge processes on this machine.</summary>
-public sealed class ClusterCommand : ICliCommand
+public static class ClusterCommand
 {
-    public string Verb => "cluster";
-
-    public string Usage =>
-        "cluster up --edges N [--model DIR] [--placement uniform|FILE] [--memory-mb A,B,C] [--link-delay-ms D] [--link-mbps B] [--threads 1] [--deadline-ms 5000] [--no-traces] | cluster down | cluster status";
-
-    public async Task<int> RunAsync(Arguments args, CancellationToken cancellationToken)
+    /// <summary>The <c>cluster</c> verb and its sub-verbs.</summary>
+    public static Command Create()
     {
-        ArgumentNullException.ThrowIfNull(args);
-        var sub = args.Positional0("sub-command (up, down or status)");
-        switch (sub)
+        var down = new Command("down", "stop the edges");
+        down.SetAction(async (_, cancellationToken) =>
         {
-            case "up":
-                var spec = ReadSpec(args);
-                args.EnsureAllUsed(1);
-                var edges = await LocalCluster.UpAsync(spec, Console.Error.WriteLine, cancellationToken).ConfigureAwait(false);
-                foreach (var e in edges)
-                {
-                    Console.WriteLine($"{e.Id} pid {e.Pid}: {e.Experts} experts, budget {e.MemoryMb} MiB, log {e.LogFile}");
-                }
+            var stopped = await LocalCluster.DownAsync(cancellationToken).ConfigureAwait(false);
+            Console.WriteLine(stopped.Count == 0 ? "no edge was running" : $"stopped {string.Join(", ", stopped)}");
+            return ExitCodes.Ok;
+        });
+        var status = new Command("status", "the running edges");
+        status.SetAction(_ =>
+        {
+            foreach (var (id, pid) in LocalCluster.RunningEdges())
+            {
+                Console.WriteLine($"{id} pid {pid} running");
+            }
 
-                return ExitCodes.Ok;
-            case "down":
-                args.EnsureAllUsed(1);
-                var stopped = await LocalCluster.DownAsync(cancellationToken).ConfigureAwait(false);
-                Console.WriteLine(stopped.Count == 0 ? "no edge was running" : $"stopped {string.Join(", ", stopped)}");
-                return ExitCodes.Ok;
-            case "status":
-                args.EnsureAllUsed(1);
-                foreach (var (id, pid) in LocalCluster.RunningEdges())
-                {
-                    Console.WriteLine($"{id} pid {pid} running");
-                }
-
-                return ExitCodes.Ok;
-            default:
-                throw new UsageException($"unknown sub-command '{sub}'");
-        }
+            return ExitCodes.Ok;
+        });
+        return new Command("cluster", "a local cluster of edge processes on this machine, edge-1..edge-N") { Up(), down, status };
     }
 
-    /// <summary>What <c>cluster up</c> starts, from its command line.</summary>
-    public static ClusterSpec ReadSpec(Arguments args)
+    private static Command Up()
     {
-        ArgumentNullException.ThrowIfNull(args);
-        var edges = args.Int("edges", 3, 1, 64);
-        var memory = (args.Option("memory-mb") ?? "1024").Split(',')
+        var edges = CliOptions.Int("edges", 3, "edges to start", 1, 64);
+        var model = CliOptions.Text("model", "exported model or checkpoint (default: onnx/default, else a tiny seeded one)", valueName: "DIR");
+        var placement = CliOptions.Text("placement", "placement file, or 'uniform'", valueName: "uniform|FILE");
+        var memoryMb = CliOptions.Text("memory-mb", "memory budget, MiB: one for all edges, or one per edge", "1024", valueName: "A,B,C");
+        var provider = CliOptions.Provider();
+        var threads = CliOptions.Int("threads", 1, "intra-op threads per session", 0, 64);
+        var deadline = CliOptions.Int("deadline-ms", 5000, "deadline of a remote expert call", 50, 600_000);
+        var linkDelay = CliOptions.Double("link-delay-ms", 0, "emulated one-way link delay", 0, 10_000);
+        var linkMbps = CliOptions.Double("link-mbps", 0, "emulated link bandwidth (0: unlimited)", 0, 1_000_000);
+        var startTimeout = CliOptions.Int("start-timeout-seconds", 120, "how long the edges may take to start", 1, 3600);
+        var noTraces = CliOptions.Flag("no-traces", "do not record routing traces");
+        var command = new Command("up", "start the edges")
+        {
+            edges, model, placement, memoryMb, provider, threads, deadline, linkDelay, linkMbps, startTimeout, noTraces,
+        };
+        command.SetAction((result, cancellationToken) => UpAsync(
+            new ClusterSpec
+            {
+                Edges = result.GetValue(edges),
+                Model = result.GetValue(model),
+                Placement = result.GetValue(placement),
+                MemoryMb = MemoryBudgets(result.GetRequiredValue(memoryMb), result.GetValue(edges)),
+                Provider = result.GetRequiredValue(provider),
+                Threads = result.GetValue(threads),
+                DeadlineMs = result.GetValue(deadline),
+                LinkDelayMs = result.GetValue(linkDelay),
+                LinkMbps = result.GetValue(linkMbps),
+                StartTimeoutSeconds = result.GetValue(startTimeout),
+                Traces = !result.GetValue(noTraces),
+            },
+            cancellationToken));
+        return command;
+    }
+
+    private static async Task<int> UpAsync(ClusterSpec spec, CancellationToken cancellationToken)
+    {
+        var edges = await LocalCluster.UpAsync(spec, Console.Error.WriteLine, cancellationToken).ConfigureAwait(false);
+        foreach (var e in edges)
+        {
+            Console.WriteLine($"{e.Id} pid {e.Pid}: {e.Experts} experts, budget {e.MemoryMb} MiB, log {e.LogFile}");
+        }
+
+        return ExitCodes.Ok;
+    }
+
+    /// <summary><c>--memory-mb</c>: one budget for all <paramref name="edges"/>, or one per edge.</summary>
+    private static List<int> MemoryBudgets(string text, int edges)
+    {
+        var memory = text.Split(',')
             .Select(m => int.TryParse(m, NumberStyles.Integer, CultureInfo.InvariantCulture, out var v) && v > 0
                 ? v
                 : throw new UsageException($"--memory-mb takes positive numbers separated by commas (got '{m}')"))
@@ -59,19 +90,6 @@ public sealed class ClusterCommand : ICliCommand
             throw new UsageException($"--memory-mb has {memory.Count} values for {edges} edges: give one for all, or one per edge");
         }
 
-        return new ClusterSpec
-        {
-            Edges = edges,
-            Model = args.Option("model"),
-            Placement = args.Option("placement"),
-            MemoryMb = memory,
-            Provider = args.Option("provider") ?? "auto",
-            Threads = args.Int("threads", 1, 0, 64),
-            DeadlineMs = args.Int("deadline-ms", 5000, 50, 600_000),
-            LinkDelayMs = args.Double("link-delay-ms", 0, 0, 10_000),
-            LinkMbps = args.Double("link-mbps", 0, 0, 1_000_000),
-            StartTimeoutSeconds = args.Int("start-timeout-seconds", 120, 1, 3600),
-            Traces = !args.Flag("no-traces"),
-        };
+        return memory;
     }
 }

@@ -1,5 +1,8 @@
+using System.CommandLine;
 using System.Globalization;
+using DanceMoE.Cli.Verbs;
 using DanceMoE.Coordinator;
+using DanceMoE.Coordinator.Saga;
 using DanceMoE.Model;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
@@ -9,44 +12,68 @@ using Microsoft.Extensions.Options;
 namespace DanceMoE.Cli.Commands;
 
 /// <summary><c>dancemoe coordinator</c>: membership, placement registry, the Quartz placement job and the migration saga, until stopped.</summary>
-public sealed class CoordinatorCommand : ICliCommand
+public static class CoordinatorCommand
 {
-    public string Verb => "coordinator";
-
-    public string Usage =>
-        "coordinator (--model DIR | --layers L --experts E --top-k K --expert-bytes B) [--algorithm dancemoe|optimal|eplb|redundance|uniform] "
-        + "[--cron '0 0/5 * * * ?'] [--window-minutes 30] [--half-life-minutes 10] [--horizon-s 300] [--bandwidth-mbps 500] [--rtt-ms 2] "
-        + "[--heartbeat-seconds 2] [--missed-heartbeats 3] [--load-timeout-s 60] [--unload-timeout-s 30] [--activation-timeout-s 30] [--drain-ms 1000] "
-        + "[--migration-retries 1] [--timeout-scan-ms 500] [--ready-file FILE]";
-
-    public async Task<int> RunAsync(Arguments args, CancellationToken cancellationToken)
+    /// <summary>The <c>coordinator</c> verb, whose flags are the coordinator host's (<see cref="CoordinatorConfiguration"/>); the defaults are the options classes' own.</summary>
+    public static Command Create()
     {
-        ArgumentNullException.ThrowIfNull(args);
-        var settings = new Dictionary<string, string?>(StringComparer.Ordinal);
-        if (args.Option("model") is { } modelDir)
+        var job = new PlacementJobOptions();
+        var membership = new MembershipOptions();
+        var migration = new MigrationOptions();
+        var model = CliOptions.Text("model", "exported model whose architecture the placement job plans for", valueName: "DIR");
+        var readyFile = CliOptions.Text("ready-file", "file to write the process id to once the coordinator serves", valueName: "FILE");
+        var command = new Command("coordinator", "membership, placement registry, the placement job and the migration saga, until stopped (--model DIR, or --layers, --experts, --top-k and --expert-bytes)")
         {
-            try
-            {
-                settings = ModelShape.Of(ModelManifest.Load(ModelCatalog.ResolveExported(modelDir, Console.Error.WriteLine))).PlacementJobSettings();
-            }
-            catch (Exception ex) when (ex is ModelFormatException or FileNotFoundException or DirectoryNotFoundException)
-            {
-                throw new CliException($"cannot read the model manifest in {modelDir}: {ex.Message}", ExitCodes.Failed, ex);
-            }
-        }
-
-        foreach (var (flag, key) in CoordinatorConfiguration.SwitchMappings)
+            model,
+            CliOptions.OptionalInt("layers", "MoE layers (instead of --model)", 1, 4096),
+            CliOptions.OptionalInt("experts", "experts per layer (instead of --model)", 1, 65536),
+            CliOptions.OptionalInt("top-k", "experts per token (instead of --model)", 1, 1024),
+            CliOptions.OptionalLong("expert-bytes", "bytes of one expert's weights (instead of --model)", 1),
+            CliOptions.Text("algorithm", "placement algorithm: dancemoe, optimal, eplb, redundance, uniform or latency", job.Algorithm),
+            CliOptions.Text("cron", "Quartz cron schedule of the placement job", job.Cron),
+            CliOptions.Double("window-minutes", job.WindowMinutes, "routing history the job reads", 1, 7 * 24 * 60),
+            CliOptions.Double("half-life-minutes", job.HalfLifeMinutes, "half-life of older routing events (0: no decay)", 0, 7 * 24 * 60),
+            CliOptions.Double("horizon-s", job.HorizonSeconds, "time over which a migration must pay for itself", 1, 7 * 24 * 3600),
+            CliOptions.Double("bandwidth-mbps", job.BandwidthMbps, "link bandwidth the planner assumes", 0.001, 1e6),
+            CliOptions.Double("rtt-ms", job.RttMs, "link round-trip time the planner assumes", 0, 10_000),
+            CliOptions.Double("heartbeat-seconds", membership.HeartbeatSeconds, "edges' heartbeat interval", 0.1, 3600),
+            CliOptions.Int("missed-heartbeats", membership.MissedHeartbeats, "missed heartbeats before an edge is down", 1, 1000),
+            CliOptions.Double("load-timeout-s", migration.LoadTimeoutSeconds, "how long an edge may take to load its experts", 0.1, 3600),
+            CliOptions.Double("unload-timeout-s", migration.UnloadTimeoutSeconds, "how long an edge may take to unload", 0.1, 3600),
+            CliOptions.Double("activation-timeout-s", migration.ActivationTimeoutSeconds, "how long the edges may take to switch placement", 0.1, 3600),
+            CliOptions.Double("drain-ms", migration.DrainMilliseconds, "wait for requests in flight before unloading", 0, 600_000),
+            CliOptions.Int("migration-retries", migration.Retries, "retries of a failed migration step", 0, 10),
+            CliOptions.Int("timeout-scan-ms", migration.TimeoutScanMilliseconds, "how often the saga looks for timed-out migrations", 50, 60_000),
+            readyFile,
+        };
+        command.SetAction((result, cancellationToken) =>
         {
-            if (key != CoordinatorConfiguration.ModelKey && args.Option(flag[2..]) is { } value)
+            var flags = CliOptions.Given(result, command.Options.Where(option => option != model && option != readyFile));
+            return RunAsync(Configuration(flags, result.GetValue(model)), result.GetValue(readyFile), cancellationToken);
+        });
+        return command;
+    }
+
+    /// <summary>The configuration the coordinator host builds from the same <paramref name="flags"/> and the model, exported if need be.</summary>
+    private static IConfiguration Configuration(List<string> flags, string? modelDir)
+    {
+        try
+        {
+            if (modelDir is not null)
             {
-                settings[key] = value;
+                flags.Add("--model=" + ModelCatalog.ResolveExported(modelDir, Console.Error.WriteLine));
             }
+
+            return CoordinatorConfiguration.FromCommandLine([.. flags]);
         }
+        catch (Exception ex) when (ex is ModelFormatException or FileNotFoundException or DirectoryNotFoundException)
+        {
+            throw new CliException($"cannot read the model manifest in {modelDir}: {ex.Message}", ExitCodes.Failed, ex);
+        }
+    }
 
-        var readyFile = args.Option("ready-file");
-        args.EnsureAllUsed(0);
-
-        var configuration = new ConfigurationBuilder().AddConfiguration(CliEnvironment.Configuration).AddInMemoryCollection(settings).Build();
+    private static async Task<int> RunAsync(IConfiguration configuration, string? readyFile, CancellationToken cancellationToken)
+    {
         using var host = BuildHost(configuration);
         try
         {

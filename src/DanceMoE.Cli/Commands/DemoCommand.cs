@@ -1,26 +1,39 @@
+using System.CommandLine;
+using DanceMoE.Cli.Verbs;
 using DanceMoE.Lab.Demo;
 
 namespace DanceMoE.Cli.Commands;
 
 /// <summary><c>dancemoe demo</c>: the closed loop of <see cref="ClosedLoopDemo"/>, from the command line.</summary>
-public sealed class DemoCommand : ICliCommand
+public static class DemoCommand
 {
-    public string Verb => "demo";
-
-    public string Usage => "demo [--no-services] [--model DIR] [--max-tokens 48] [--memory-mb N] [--keep]   the closed loop: a cluster, the coordinator, a migration, the same answers with more local expert calls";
-
-    public async Task<int> RunAsync(Arguments args, CancellationToken cancellationToken)
+    /// <summary>The <c>demo</c> verb.</summary>
+    public static Command Create()
     {
-        ArgumentNullException.ThrowIfNull(args);
-        var settings = new DemoSettings
+        var noServices = CliOptions.Flag("no-services", "do not start the local RabbitMQ and PostgreSQL");
+        var model = CliOptions.Text("model", "exported model or checkpoint (default: onnx/default, else a tiny seeded one)", valueName: "DIR");
+        var maxTokens = CliOptions.Int("max-tokens", 48, "tokens per answer", 1, 512);
+        var memoryMb = CliOptions.OptionalInt("memory-mb", "memory budget per edge, MiB (default: what the uniform start needs)", 1, 1_048_576);
+        var keep = CliOptions.Flag("keep", "leave the cluster running afterwards");
+        var command = new Command("demo", "the closed loop: a cluster, the coordinator, a migration, the same answers with more local expert calls")
         {
-            StartServices = !args.Flag("no-services"),
-            Model = args.Option("model"),
-            MaxTokens = args.Int("max-tokens", 48, 1, 512),
-            MemoryMb = args.Option("memory-mb") is null ? null : args.Int("memory-mb", 0, 1, 1_048_576),
-            Keep = args.Flag("keep"),
+            noServices, model, maxTokens, memoryMb, keep,
         };
-        args.EnsureAllUsed(0);
+        command.SetAction((result, cancellationToken) => RunAsync(
+            new DemoSettings
+            {
+                StartServices = !result.GetValue(noServices),
+                Model = result.GetValue(model),
+                MaxTokens = result.GetValue(maxTokens),
+                MemoryMb = result.GetValue(memoryMb),
+                Keep = result.GetValue(keep),
+            },
+            cancellationToken));
+        return command;
+    }
+
+    private static async Task<int> RunAsync(DemoSettings settings, CancellationToken cancellationToken)
+    {
         var result = await ClosedLoopDemo.RunAsync(settings, Console.Out, cancellationToken).ConfigureAwait(false);
         return result.Succeeded ? ExitCodes.Ok : ExitCodes.Failed;
     }

@@ -1,59 +1,57 @@
-using System.Globalization;
+using System.CommandLine;
+using DanceMoE.Cli.Verbs;
 using DanceMoE.Edge;
 using DanceMoE.Hosting;
-using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.Hosting;
 
 namespace DanceMoE.Cli.Commands;
 
 /// <summary><c>dancemoe edge</c>: one edge server process, until it is stopped; the same composition as the edge host.</summary>
-public sealed class EdgeCommand : ICliCommand
+public static class EdgeCommand
 {
-    public string Verb => "edge";
-
-    public string Usage =>
-        "edge --id ID --model DIR --memory-mb N [--placement FILE | --placement uniform --uniform-over ID,ID,...] [--provider auto|cuda|cpu] [--threads N] "
-        + "[--deadline-ms 5000] [--link-delay-ms 0] [--link-mbps 0] [--load-ms-per-mb 0] [--no-traces] [--trace-spill-dir DIR] [--ready-file FILE]";
-
-    public async Task<int> RunAsync(Arguments args, CancellationToken cancellationToken)
+    /// <summary>The <c>edge</c> verb, whose flags are the edge host's (<see cref="EdgeCommandLine"/>).</summary>
+    public static Command Create()
     {
-        ArgumentNullException.ThrowIfNull(args);
-        var settings = new Dictionary<string, string?>(StringComparer.Ordinal);
-        void Set(string flag, object? value)
+        var id = CliOptions.Text("id", "the edge's id (its queues are named after it)", required: true);
+        var model = CliOptions.Text("model", "exported model, or a checkpoint (exported once into the state folder)", required: true, valueName: "DIR");
+        var placement = CliOptions.Text("placement", "placement file, or 'uniform' (with --uniform-over)", valueName: "FILE|uniform");
+        var uniformOver = CliOptions.Text("uniform-over", "edges to spread the experts over with --placement uniform", valueName: "ID,ID,...");
+        var command = new Command("edge", "one edge server process, until it is stopped")
         {
-            if (value is not null)
+            id,
+            model,
+            CliOptions.Int("memory-mb", 1024, "memory budget for experts, MiB", 1, 1_048_576),
+            placement,
+            uniformOver,
+            CliOptions.Provider(),
+            CliOptions.Int("threads", 1, "intra-op threads per session (0: ONNX Runtime's default)", 0, 64),
+            CliOptions.Int("deadline-ms", 5000, "deadline of a remote expert call", 50, 600_000),
+            CliOptions.Double("link-delay-ms", 0, "emulated one-way link delay", 0, 10_000),
+            CliOptions.Double("link-mbps", 0, "emulated link bandwidth (0: unlimited)", 0, 1_000_000),
+            CliOptions.Double("load-ms-per-mb", 0, "emulated expert load time per MB", 0, 1_000_000),
+            CliOptions.Double("heartbeat-seconds", 2, "heartbeat interval", 0.1, 3600),
+            CliOptions.Flag("no-traces", "do not record routing traces"),
+            CliOptions.Text("trace-spill-dir", "where traces wait while PostgreSQL is unreachable", valueName: "DIR"),
+            CliOptions.Text("ready-file", "file to write the process id to once the edge serves", valueName: "FILE"),
+        };
+        command.SetAction((result, cancellationToken) =>
+        {
+            if (result.GetValue(placement) == "uniform" && result.GetValue(uniformOver) is null)
             {
-                settings[EdgeCommandLine.Switches[flag]] = Convert.ToString(value, CultureInfo.InvariantCulture);
+                throw new UsageException("--placement uniform needs --uniform-over ID,ID,... (the edges to spread the experts over)");
             }
-        }
 
-        var id = args.Required("id");
-        Set("--id", id);
-        var model = args.Required("model");
-        var uniformOver = args.Option("uniform-over");
-        Set("--uniform-over", uniformOver);
-        Set("--memory-mb", args.Int("memory-mb", 1024, 1, 1_048_576));
-        var placement = args.Option("placement");
-        Set("--placement", placement);
-        Set("--provider", args.Option("provider") ?? "auto");
-        Set("--threads", args.Int("threads", 1, 0, 64));
-        Set("--deadline-ms", args.Int("deadline-ms", 5000, 50, 600_000));
-        Set("--link-delay-ms", args.Double("link-delay-ms", 0, 0, 10_000));
-        Set("--link-mbps", args.Double("link-mbps", 0, 0, 1_000_000));
-        Set("--load-ms-per-mb", args.Double("load-ms-per-mb", 0, 0, 1_000_000));
-        Set("--heartbeat-seconds", args.Double("heartbeat-seconds", 2, 0.1, 3600));
-        Set("--ready-file", args.Option("ready-file"));
-        Set("--traces", !args.Flag("no-traces"));
-        Set("--trace-spill-dir", args.Option("trace-spill-dir"));
-        args.EnsureAllUsed(0);
-        if (placement == "uniform" && uniformOver is null)
-        {
-            throw new UsageException("--placement uniform needs --uniform-over ID,ID,... (the edges to spread the experts over)");
-        }
+            // The defaults above are EdgeOptions' own, so the flags given are the whole command line the edge host would get.
+            var flags = CliOptions.Given(result, command.Options.Where(option => option != model));
+            flags.Add("--model=" + ModelCatalog.ResolveExported(result.GetRequiredValue(model), line => Console.Error.WriteLine($"dancemoe edge: {line}")));
+            return RunAsync(result.GetRequiredValue(id), flags, cancellationToken);
+        });
+        return command;
+    }
 
-        Set("--model", ModelCatalog.ResolveExported(model, line => Console.Error.WriteLine($"dancemoe edge: {line}")));
-        var configuration = new ConfigurationBuilder().AddConfiguration(CliEnvironment.Configuration).AddInMemoryCollection(settings).Build();
-        var builder = ServiceHost.CreateBuilder(configuration);
+    private static async Task<int> RunAsync(string id, List<string> flags, CancellationToken cancellationToken)
+    {
+        var builder = ServiceHost.CreateBuilder(EdgeCommandLine.Build(flags));
         builder.AddEdgeServer();
         using var host = builder.Build();
         try

@@ -8,9 +8,7 @@ namespace DanceMoE.Cli.Commands;
 /// <summary>Options shared by the commands that run exported models: add them to a command, read them from its parse.</summary>
 internal sealed class InferenceArguments
 {
-    public const string Usage = "[--provider auto|cuda|cpu] [--threads N] [--inter-threads N]";
-
-    private readonly Option<string> _provider = CliOptions.Choice("provider", "execution provider: auto, cuda or cpu", "auto", "cuda", "cpu");
+    private readonly Option<string> _provider = CliOptions.Provider();
     private readonly Option<int> _threads = CliOptions.Int("threads", 0, "intra-op threads (0: ONNX Runtime's default)", 0, 1024);
     private readonly Option<int> _interThreads = CliOptions.Int("inter-threads", 0, "inter-op threads (0: ONNX Runtime's default)", 0, 1024);
 
@@ -27,27 +25,6 @@ internal sealed class InferenceArguments
         IntraOpThreads = result.GetValue(_threads),
         InterOpThreads = result.GetValue(_interThreads),
     };
-
-    /// <summary>Transitional, for <c>bench expert</c> until it reads a parse result (see <see cref="LegacyBridge"/>).</summary>
-    public static InferenceOptions Read(Arguments args)
-    {
-        ExecutionProvider provider;
-        try
-        {
-            provider = InferenceOptions.ParseProvider(args.Option("provider"));
-        }
-        catch (ArgumentException ex)
-        {
-            throw new UsageException(ex.Message.Split(" (Parameter", 2)[0]);
-        }
-
-        return new InferenceOptions
-        {
-            Provider = provider,
-            IntraOpThreads = args.Int("threads", 0, 0, 1024),
-            InterOpThreads = args.Int("inter-threads", 0, 0, 1024),
-        };
-    }
 
     public static void Log(string line) => Console.Error.WriteLine($"dancemoe: {line}");
 

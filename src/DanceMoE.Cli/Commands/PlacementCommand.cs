@@ -19,7 +19,7 @@ public static class PlacementCommand
     {
         Simulate(),
         Bench(),
-        LegacyVerbs.PlacementRunNow(),
+        PlacementRunNow.Create(),
     };
 
     private static Command Simulate()

@@ -1,4 +1,6 @@
+using System.CommandLine;
 using System.Text.Json;
+using DanceMoE.Cli.Verbs;
 
 namespace DanceMoE.Cli.Commands;
 
@@ -8,16 +10,23 @@ namespace DanceMoE.Cli.Commands;
 /// </summary>
 public static class PlacementRunNow
 {
-    public const string Usage = "placement run-now [--no-wait] [--timeout-s 300] [--json]";
-
-    public static async Task<int> RunAsync(Arguments args, CancellationToken cancellationToken)
+    /// <summary>The <c>run-now</c> sub-verb of <c>placement</c>.</summary>
+    public static Command Create()
     {
-        ArgumentNullException.ThrowIfNull(args);
-        var noWait = args.Flag("no-wait");
-        var timeout = TimeSpan.FromSeconds(args.Double("timeout-s", 300, 1, 86_400));
-        var asJson = args.Flag("json");
-        args.EnsureAllUsed(1);
+        var noWait = CliOptions.Flag("no-wait", "return once the command is sent");
+        var timeout = CliOptions.Double("timeout-s", 300, "how long to wait for the decision", 1, 86_400);
+        var json = CliOptions.Flag("json", "print the decision as JSON");
+        var command = new Command("run-now", "ask the coordinator to run its placement job now and wait for its decision")
+        {
+            noWait, timeout, json,
+        };
+        command.SetAction((result, cancellationToken) => RunAsync(
+            result.GetValue(noWait), TimeSpan.FromSeconds(result.GetValue(timeout)), result.GetValue(json), cancellationToken));
+        return command;
+    }
 
+    private static async Task<int> RunAsync(bool noWait, TimeSpan timeout, bool asJson, CancellationToken cancellationToken)
+    {
         var commandId = await PlacementJobTrigger.SendAsync(CliEnvironment.RabbitMqUri, $"cli@{Environment.MachineName}", cancellationToken).ConfigureAwait(false);
         if (noWait)
         {

@@ -80,12 +80,44 @@ public static class CliOptions
         return option;
     }
 
+    /// <summary>The execution provider of ONNX Runtime: <c>auto</c> (the default), <c>cuda</c> or <c>cpu</c>.</summary>
+    public static Option<string> Provider() => Choice("provider", "execution provider: auto, cuda or cpu", "auto", "cuda", "cpu");
+
     /// <summary>A switch that takes no value.</summary>
     public static Option<bool> Flag(string name, string description) => new("--" + name)
     {
         Description = description,
         Arity = ArgumentArity.Zero,
     };
+
+    /// <summary>
+    /// The <paramref name="options"/> given on the command line, as <c>--name=value</c> (a value may start with dashes)
+    /// or <c>--flag</c>: the command line of a host process, which maps each flag onto its configuration key.
+    /// </summary>
+    public static List<string> Given(ParseResult result, IEnumerable<Option> options)
+    {
+        ArgumentNullException.ThrowIfNull(result);
+        ArgumentNullException.ThrowIfNull(options);
+        var given = new List<string>();
+        foreach (var option in options)
+        {
+            if (result.GetResult(option) is not { Implicit: false } optionResult)
+            {
+                continue;
+            }
+
+            if (option.Arity.MaximumNumberOfValues == 0)
+            {
+                given.Add(option.Name);
+            }
+            else
+            {
+                given.AddRange(optionResult.Tokens.Select(token => $"{option.Name}={token.Value}"));
+            }
+        }
+
+        return given;
+    }
 
     private static string RangeText<T>(T min, T max, T noMin, T noMax)
         where T : IEquatable<T>, IFormattable
