@@ -81,6 +81,7 @@ public sealed record ClusterStatusReport(
     IReadOnlyList<MigrationState> LatestMigrations,
     IReadOnlyList<PlacementDecision> LatestDecisions)
 {
+    /// <summary>Migrations in one of <see cref="MigrationStateName.Running"/>.</summary>
     public int RunningMigrations => MigrationStateName.Running.Sum(state => MigrationsByState.GetValueOrDefault(state));
 
     public int CompletedMigrations => MigrationsByState.GetValueOrDefault(MigrationStateName.Completed);

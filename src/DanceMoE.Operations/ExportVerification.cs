@@ -7,6 +7,7 @@ namespace DanceMoE.Operations;
 /// <summary>How an export compared with the reference forward (<c>dancemoe model verify</c>).</summary>
 public sealed record ExportVerificationResult(VerifyResult Result, int PromptTokens, int DecodeSteps, string? Provider, double Tolerance)
 {
+    /// <summary>Whether the largest logit difference is within the tolerance.</summary>
     public bool Ok => Result.MaxAbsDiff <= Tolerance;
 }
 

@@ -29,11 +29,13 @@ public sealed class PlacementSimulation
         Description = description;
     }
 
+    /// <summary>The model, the cluster and the history's activation counts the algorithms place from.</summary>
     public PlacementProblem Problem { get; }
 
     /// <summary>The requests the placements are judged on.</summary>
     public Workload Eval { get; }
 
+    /// <summary>Each server's memory budget in bytes.</summary>
     public IReadOnlyList<long> Budgets { get; }
 
     /// <summary>The link between every two servers.</summary>

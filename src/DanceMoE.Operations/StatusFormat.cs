@@ -11,10 +11,12 @@ public static class StatusFormat
     /// <summary>Snake-case, indented: the JSON of <c>dancemoe status</c> and <c>placement run-now</c>.</summary>
     public static JsonSerializerOptions Json { get; } = new() { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower, WriteIndented = true };
 
+    /// <summary>One line per decision: when, why, the versions, the outcome and its costs.</summary>
     public static string DecisionLine(PlacementDecision d) => string.Create(
         CultureInfo.InvariantCulture,
         $"{d.DecidedAt:u} {d.Trigger,-8} {d.Algorithm} v{d.CurrentVersion?.ToString(CultureInfo.InvariantCulture) ?? "-"} -> v{d.CandidateVersion?.ToString(CultureInfo.InvariantCulture) ?? "-"}: {d.Decision} ({d.Status}) gain {d.PredictedGainSeconds?.ToString("F3", CultureInfo.InvariantCulture) ?? "-"} s, migration {d.MigrationCostSeconds?.ToString("F3", CultureInfo.InvariantCulture) ?? "-"} s: {d.Reason}{(d.MigrationId is { } id ? $" (migration {id})" : "")}");
 
+    /// <summary>One line per migration: its versions, state, progress of loads and unloads, and how long it took so far.</summary>
     public static string MigrationLine(MigrationState m)
     {
         var moves = MigrationProgress.Moves(m.Moves);
@@ -25,6 +27,7 @@ public static class StatusFormat
             $"{m.StartedAt:u} {m.CorrelationId} v{m.FromVersion} -> v{m.ToVersion}: {m.CurrentState}, loads {m.LoadsDone}/{loads}, unloads {m.UnloadsDone}/{moves.Count - loads}, {took.TotalSeconds:F1} s{(m.Reason is null ? "" : ": " + m.Reason)}");
     }
 
+    /// <summary>A migration as a JSON object, with its move counts.</summary>
     public static Dictionary<string, object?> MigrationJson(MigrationState m)
     {
         var moves = MigrationProgress.Moves(m.Moves);
@@ -47,6 +50,7 @@ public static class StatusFormat
         };
     }
 
+    /// <summary>A decision as a JSON object: every column of its row.</summary>
     public static Dictionary<string, object?> DecisionJson(PlacementDecision d) => new()
     {
         ["id"] = d.Id,

@@ -13,7 +13,7 @@ namespace DanceMoE.Cli.Commands;
 /// </summary>
 public static class StatusCommand
 {
-    // PlacementRunNow (the other verbs' rewrite) prints a decision as status does; these name the shared format.
+    // placement run-now prints its decision as status does; PlacementRunNow reads the format through these names.
     internal static JsonSerializerOptions Json => StatusFormat.Json;
 
     internal static Dictionary<string, object?> DecisionJson(PlacementDecision d) => StatusFormat.DecisionJson(d);
