@@ -5,6 +5,7 @@ using DanceMoE.Edge;
 using DanceMoE.Hosting;
 using DanceMoE.IntegrationTests;
 using DanceMoE.Migrations;
+using DanceMoE.Operations;
 using MassTransit;
 using Microsoft.EntityFrameworkCore;
 using Microsoft.Extensions.DependencyInjection;
@@ -86,16 +87,15 @@ public sealed class MigrationScenario : IAsyncDisposable
     /// <summary>Asks the coordinator to run the placement job now and returns the decision it records.</summary>
     public async Task<PlacementDecision> RunPlacementNowAsync()
     {
-        var commandId = NewId.NextGuid();
-        var endpoint = await Cluster.Bus.GetSendEndpoint(new Uri("queue:coordinator"));
-        await endpoint.Send(new RunPlacementNow { CommandId = commandId, RequestedBy = "test", RequestedAt = DateTimeOffset.UtcNow });
-        return await WaitForAsync(
-            async () =>
-            {
-                await using var db = Db();
-                return await db.PlacementDecisions.AsNoTracking().SingleOrDefaultAsync(d => d.CommandId == commandId);
-            },
-            $"the decision of run-now {commandId}");
+        var commandId = await PlacementJobTrigger.SendAsync(Cluster.Bus, "test", CancellationToken.None);
+        try
+        {
+            return await PlacementJobTrigger.WaitForDecisionAsync(Database.ConnectionString, commandId, TimeSpan.FromSeconds(120), null, CancellationToken.None);
+        }
+        catch (OperationException ex)
+        {
+            throw new TimeoutException($"{ex.Message}\ncoordinator:\n{Tail(Coordinator.Log())}", ex);
+        }
     }
 
     public async Task<MigrationState?> MigrationAsync(Guid id)

@@ -1,7 +1,5 @@
 using System.CommandLine;
 using DanceMoE.Cli.Verbs;
-using DanceMoE.Migrations;
-using Npgsql;
 
 namespace DanceMoE.Cli.Commands;
 
@@ -18,31 +16,10 @@ public static class DbCommand
 
     private static async Task<int> RunAsync(TimeSpan wait, CancellationToken cancellationToken)
     {
-        var result = await MigrateAsync(CliEnvironment.PostgresUrl, wait, cancellationToken).ConfigureAwait(false);
+        var result = await LocalDatabase.MigrateAsync(CliEnvironment.PostgresUrl, wait, cancellationToken).ConfigureAwait(false);
         Console.WriteLine(result.Applied.Count == 0
             ? $"database is up to date ({result.AllApplied.Count} migrations applied)"
             : $"applied {result.Applied.Count} migration(s): {string.Join(", ", result.Applied)}");
         return ExitCodes.Ok;
     }
-
-    internal static async Task<MigrationResult> MigrateAsync(string postgresUrl, TimeSpan wait, CancellationToken cancellationToken)
-    {
-        try
-        {
-            return await DatabaseMigrator.MigrateAsync(postgresUrl, wait, cancellationToken).ConfigureAwait(false);
-        }
-        catch (NpgsqlException ex)
-        {
-            throw new CliException($"cannot migrate the database at {Redact(postgresUrl)}: {ex.Message} (is it up? ./dancemoe services up)", ExitCodes.Unavailable, ex);
-        }
-        catch (FormatException ex)
-        {
-            throw new CliException(ex.Message, ExitCodes.Usage, ex);
-        }
-    }
-
-    internal static string Redact(string url) =>
-        Uri.TryCreate(url, UriKind.Absolute, out var uri) && uri.UserInfo.Contains(':', StringComparison.Ordinal)
-            ? url.Replace(uri.UserInfo, uri.UserInfo.Split(':')[0] + ":***", StringComparison.Ordinal)
-            : url;
 }

@@ -3,8 +3,6 @@ using System.Globalization;
 using System.Text.Json;
 using DanceMoE.Cli.Verbs;
 using DanceMoE.Inference;
-using DanceMoE.Model;
-using Microsoft.ML.OnnxRuntime;
 
 namespace DanceMoE.Cli.Commands;
 
@@ -50,36 +48,7 @@ public static class GenerateCommand
         string modelDir, string prompt, int maxTokens, SamplingOptions sampling, bool asJson, InferenceOptions options, CancellationToken cancellationToken)
     {
         var manifest = InferenceArguments.LoadManifest(modelDir);
-        if (manifest.Tokenizer is not { Kind: ByteTokenizer.Kind } info)
-        {
-            throw new CliException($"{modelDir}: the model has no byte-level tokenizer; only byte-level tokenizers are supported so far");
-        }
-
-        var tokenizer = new ByteTokenizer(info.BosTokenId, info.EosTokenId);
-        var promptIds = tokenizer.Encode(prompt);
-        if (promptIds.Length + maxTokens > manifest.Architecture.MaxPositions)
-        {
-            throw new UsageException($"prompt ({promptIds.Length} tokens) + --max-tokens exceeds the model's {manifest.Architecture.MaxPositions} positions");
-        }
-
-        GenerationResult result;
-        var factory = new SessionFactory(options, InferenceArguments.Log);
-        try
-        {
-            using var pool = new ExpertSessionPool(manifest, factory);
-            pool.LoadAll();
-            using var forward = new MoeForward(manifest, factory, new LocalExpertDispatcher(pool));
-            result = await Generator.GenerateAsync(forward, tokenizer, promptIds, maxTokens, sampling, new ForwardContext(), cancellationToken).ConfigureAwait(false);
-        }
-        catch (OnnxRuntimeException ex)
-        {
-            throw new CliException($"ONNX Runtime: {ex.Message.Split('\n', 2)[0]}", ExitCodes.Failed, ex);
-        }
-        catch (ExecutionProviderUnavailableException ex)
-        {
-            throw new CliException(ex.Message, ExitCodes.Unavailable, ex);
-        }
-
+        var (result, provider) = await LocalGeneration.RunAsync(manifest, modelDir, prompt, maxTokens, sampling, options, InferenceArguments.Log, cancellationToken).ConfigureAwait(false);
         if (asJson)
         {
             Console.WriteLine(JsonSerializer.Serialize(new
@@ -91,14 +60,14 @@ public static class GenerateCommand
                 result.Seconds,
                 result.TokensPerSecond,
                 result.StoppedAtEos,
-                Provider = factory.ProviderInUse,
+                Provider = provider,
             }, Json));
         }
         else
         {
             Console.WriteLine(result.Text);
             Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"dancemoe: {result.TokenIds.Count} tokens in {result.Seconds:F2} s ({result.TokensPerSecond:F1} tokens/s) on {factory.ProviderInUse}{(result.StoppedAtEos ? ", stopped at end of sequence" : string.Empty)}"));
+                $"dancemoe: {result.TokenIds.Count} tokens in {result.Seconds:F2} s ({result.TokensPerSecond:F1} tokens/s) on {provider}{(result.StoppedAtEos ? ", stopped at end of sequence" : string.Empty)}"));
         }
 
         return ExitCodes.Ok;

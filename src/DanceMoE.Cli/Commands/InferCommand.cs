@@ -93,27 +93,6 @@ public static class InferCommand
         }
 
         await using var client = await BusClient.StartAsync(rabbitMqUri, cancellationToken).ConfigureAwait(false);
-        return await SendAsync(client.Bus, edge, request, timeout, cancellationToken).ConfigureAwait(false);
-    }
-
-    /// <summary>Sends on a running bus; faults and timeouts become clear <see cref="CliException"/>s.</summary>
-    public static async Task<TextGenerated> SendAsync(IBus bus, string edge, GenerateText request, TimeSpan timeout, CancellationToken cancellationToken)
-    {
-        ArgumentNullException.ThrowIfNull(bus);
-        var requestClient = bus.CreateRequestClient<GenerateText>(EdgeQueues.RequestsAddress(edge), RequestTimeout.After(ms: (int)timeout.TotalMilliseconds));
-        try
-        {
-            var response = await requestClient.GetResponse<TextGenerated>(request, cancellationToken).ConfigureAwait(false);
-            return response.Message;
-        }
-        catch (RequestFaultException ex)
-        {
-            var reason = ex.Fault?.Exceptions.FirstOrDefault()?.Message ?? ex.Message;
-            throw new CliException($"edge '{edge}' refused or failed the request: {reason}", ExitCodes.Failed, ex);
-        }
-        catch (RequestTimeoutException ex)
-        {
-            throw new CliException($"edge '{edge}' did not answer within {timeout.TotalSeconds:F0} s", ExitCodes.Unavailable, ex);
-        }
+        return await EdgeRequests.SendAsync(client.Bus, edge, request, timeout, cancellationToken).ConfigureAwait(false);
     }
 }

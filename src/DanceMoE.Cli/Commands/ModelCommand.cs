@@ -4,7 +4,6 @@ using DanceMoE.Cli.Verbs;
 using DanceMoE.Inference;
 using DanceMoE.Model;
 using DanceMoE.Model.Onnx;
-using DanceMoE.Model.Reference;
 using Microsoft.ML.OnnxRuntime;
 
 namespace DanceMoE.Cli.Commands;
@@ -134,40 +133,15 @@ public static class ModelCommand
         string modelDir, string checkpointDir, string prompt, int decodeSteps, double? tolerance, InferenceOptions options, CancellationToken cancellationToken)
     {
         var manifest = InferenceArguments.LoadManifest(modelDir);
-        var corrupt = manifest.FindCorruptFiles();
-        if (corrupt.Count > 0)
-        {
-            throw new CliException($"{modelDir}: file hashes differ from the manifest: {string.Join(", ", corrupt)}");
-        }
-
-        var checkpoint = Checkpoint.Open(checkpointDir);
-        if (checkpoint.Config with { TorchDtype = manifest.Architecture.TorchDtype } != manifest.Architecture)
-        {
-            throw new CliException($"{checkpointDir}: its config.json differs from the architecture in the manifest");
-        }
-
-        var limit = tolerance ?? (manifest.WeightDtype == "f32" ? 1e-4 : 5e-2);
-        var tokenizer = checkpoint.Tokenizer ?? ByteTokenizer.Default;
-        var tokens = tokenizer.Encode(prompt);
-        if (tokens.Any(t => t >= manifest.Architecture.VocabSize))
-        {
-            throw new CliException("the prompt's byte tokens do not fit this model's vocabulary");
-        }
-
-        var reference = ReferenceModel.Streaming(checkpoint);
-        var factory = new SessionFactory(options, InferenceArguments.Log);
-        using var pool = new ExpertSessionPool(manifest, factory);
-        using var forward = new MoeForward(manifest, factory, new LocalExpertDispatcher(pool));
-        var result = await ModelVerifier.VerifyAsync(forward, reference, tokens, decodeSteps, cancellationToken).ConfigureAwait(false);
-        foreach (var step in result.Steps)
+        var check = await ExportVerification.RunAsync(manifest, modelDir, checkpointDir, prompt, decodeSteps, tolerance, options, InferenceArguments.Log, cancellationToken).ConfigureAwait(false);
+        foreach (var step in check.Result.Steps)
         {
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{step.Phase,-8} {step.Tokens,4} token(s)  max |logit diff| {step.MaxAbsDiff:E2}"));
         }
 
-        var ok = result.MaxAbsDiff <= limit;
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"max |logit diff| {result.MaxAbsDiff:E2} over prefill of {tokens.Length} tokens + {decodeSteps} decode steps on {factory.ProviderInUse} (tolerance {limit:E0}): {(ok ? "ok" : "FAILED")}"));
-        return ok ? ExitCodes.Ok : ExitCodes.Failed;
+            $"max |logit diff| {check.Result.MaxAbsDiff:E2} over prefill of {check.PromptTokens} tokens + {check.DecodeSteps} decode steps on {check.Provider} (tolerance {check.Tolerance:E0}): {(check.Ok ? "ok" : "FAILED")}"));
+        return check.Ok ? ExitCodes.Ok : ExitCodes.Failed;
     }
 
     private static TensorDtype Dtype(string text) => text switch

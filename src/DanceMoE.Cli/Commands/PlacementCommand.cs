@@ -1,5 +1,4 @@
 using System.CommandLine;
-using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
 using DanceMoE.Cli.Verbs;
@@ -73,100 +72,35 @@ public static class PlacementCommand
         string historyDir, string? evalDir, List<string> domains, double memory, string? memoryMb, string? speedText, LinkSpec link, LatencyOptions options,
         IReadOnlyList<IPlacementAlgorithm> algorithms, string? migrateFrom, double horizon, bool asJson, string? plot, CancellationToken cancellationToken)
     {
-        var model = MoeModel.DeepSeekV2Lite;
-        var budgets = memoryMb is null
-            ? Enumerable.Repeat((long)(memory * model.TotalExpertBytes), domains.Count).ToArray()
-            : Numbers(memoryMb, "memory-mb", domains.Count).Select(mb => (long)(mb * 1e6)).ToArray();
-        var speeds = speedText is null ? Enumerable.Repeat(1.0, domains.Count).ToArray() : Numbers(speedText, "speed", domains.Count);
+        var budgetsMb = memoryMb is null ? null : Numbers(memoryMb, "memory-mb", domains.Count);
+        var speeds = speedText is null ? null : Numbers(speedText, "speed", domains.Count);
         if (migrateFrom is not null && !algorithms.Any(a => a.Name == migrateFrom))
         {
             throw new UsageException($"--migrate-from {migrateFrom} must be one of the algorithms run");
         }
 
-        var requests = Load(historyDir, domains, model);
-        Workload history;
-        Workload eval;
-        if (evalDir is null)
-        {
-            (history, eval) = Workload.SplitHalves(requests);
-        }
-        else
-        {
-            history = new Workload(requests);
-            eval = new Workload(Load(evalDir, domains, model));
-        }
-
-        var servers = domains.Select((d, i) => ServerSpec.Edge(d, budgets[i], speeds[i])).ToList();
-        var cluster = Cluster.FullMesh(servers, link);
-        var problem = new PlacementProblem(model, cluster, ActivationCounts.FromWorkload(servers.Count, model, history))
-        {
-            History = history,
-            Latency = options,
-        };
-        var results = Progress.Run($"planning with {algorithms.Count} algorithm(s)", _ => Solve(problem, eval, algorithms, cancellationToken));
-        var migrations = migrateFrom is null ? null : Migrations(problem, results, migrateFrom, horizon);
+        var simulation = PlacementSimulation.FromTraces(historyDir, evalDir, new SimulationSpec(domains, memory, budgetsMb, speeds, link, options));
+        var results = Progress.Run($"planning with {algorithms.Count} algorithm(s)", _ => simulation.Solve(algorithms, cancellationToken));
+        var migrations = migrateFrom is null ? null : simulation.Migrations(results, migrateFrom, horizon);
         if (plot is not null)
         {
-            var title = string.Create(CultureInfo.InvariantCulture,
-                $"{string.Join(",", domains)}: {budgets.Average() / model.TotalExpertBytes:P0} memory, {link.BytesPerSecond * 8 / 1e6:F0} mbps, rtt {link.RttSeconds * 1e3:F1} ms");
-            try
-            {
-                PlacementPlot.Save(plot, title, results);
-            }
-            catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
-            {
-                throw new CliException($"cannot write {plot}: {ex.Message}");
-            }
+            simulation.Plot(plot, results);
         }
 
         if (asJson)
         {
-            Console.WriteLine(JsonSerializer.Serialize(results.Select(r => Row(r, migrations?[r.Algorithm])).ToList(), Json));
+            Console.WriteLine(JsonSerializer.Serialize(results.Select(r => PlacementReport.Row(r, migrations?[r.Algorithm])).ToList(), Json));
+            return ExitCodes.Ok;
         }
-        else
+
+        Console.WriteLine(simulation.Description);
+        Print(PlacementReport.Table(results));
+        if (migrations is not null)
         {
-            Console.WriteLine($"history {history.Requests.Count} requests / {history.Tokens} tokens, eval {eval.Requests.Count} requests / {eval.Tokens} tokens; "
-                + $"budgets {string.Join(",", budgets.Select(b => (b / 1e6).ToString("F0", CultureInfo.InvariantCulture)))} MB; link {link.BytesPerSecond * 8 / 1e6:F0} Mbps, RTT {link.RttSeconds * 1e3:F1} ms");
-            PrintTable(results);
-            if (migrations is not null)
-            {
-                Console.WriteLine();
-                Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"migration from {migrateFrom} (horizon {horizon:F0} s, one request per {options.RequestIntervalSeconds:F0} s per server):"));
-                Console.WriteLine($"{"to",-11} {"loads",6} {"unloads",8} {"GB moved",9} {"T_mig s",8} {"churn",6} {"migrate",8}");
-                foreach (var (name, (plan, decision)) in migrations)
-                {
-                    Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                        $"{name,-11} {plan.Loads,6} {plan.Unloads,8} {plan.BytesMoved / 1e9,9:F2} {plan.Seconds,8:F1} {plan.Churn,6:F2} {(decision.Migrate ? "yes" : "no"),8}"));
-                }
-            }
+            Print(PlacementReport.MigrationTable(migrations, migrateFrom!, horizon, options));
         }
 
         return ExitCodes.Ok;
-    }
-
-    private static Dictionary<string, (MigrationPlan Plan, MigrationDecision Decision)> Migrations(
-        PlacementProblem problem, IReadOnlyList<AlgorithmResult> results, string from, double horizon)
-    {
-        var source = results.First(r => r.Algorithm == from);
-        var rate = problem.Cluster.Count / problem.Latency.RequestIntervalSeconds;
-        var migrations = new Dictionary<string, (MigrationPlan, MigrationDecision)>(StringComparer.Ordinal);
-        foreach (var target in results)
-        {
-            MigrationPlan plan;
-            try
-            {
-                plan = MigrationPlanner.Plan(source.Placement, target.Placement, problem.Model, problem.Cluster);
-            }
-            catch (InvalidOperationException ex)
-            {
-                throw new CliException($"migration {from} -> {target.Algorithm}: {ex.Message}");
-            }
-
-            var decision = MigrationPlanner.Decide(source.Metrics.LatencyMsMean / 1e3, target.Metrics.LatencyMsMean / 1e3, rate, horizon, plan);
-            migrations[target.Algorithm] = (plan, decision);
-        }
-
-        return migrations;
     }
 
     private static Command Bench()
@@ -205,94 +139,26 @@ public static class PlacementCommand
     private static int Bench(
         int serverCount, int layers, int experts, int topK, double memory, int requests, int tokens, IReadOnlyList<IPlacementAlgorithm> algorithms, bool asJson, CancellationToken cancellationToken)
     {
-        var model = MoeModel.Uniform(layers, experts, topK, MoeModel.DeepSeekV2Lite.ExpertBytes[0], MoeModel.DeepSeekV2Lite.HiddenBytes);
-        var budget = (long)(memory * model.TotalExpertBytes);
-        var cluster = Cluster.FullMesh(
-            Enumerable.Range(0, serverCount).Select(i => ServerSpec.Edge($"s{i}", budget)).ToList(),
-            LinkSpec.FromMbps(500, 2));
-        var clock = Stopwatch.StartNew();
-        var all = SyntheticWorkload.Generate(7, serverCount, model, 2 * requests, tokens);
-        var (history, eval) = Workload.SplitHalves(all.Requests);
-        var problem = new PlacementProblem(model, cluster, ActivationCounts.FromWorkload(serverCount, model, history)) { History = history };
-        Console.Error.WriteLine($"bench: {serverCount} servers x {layers} layers x {experts} experts (top-{topK}), memory {memory:P0}, "
-            + $"{history.Tokens} history tokens, generated in {clock.ElapsedMilliseconds} ms");
-        var results = Solve(problem, eval, algorithms, cancellationToken);
+        var simulation = PlacementSimulation.Synthetic(serverCount, layers, experts, topK, memory, requests, tokens);
+        Console.Error.WriteLine(simulation.Description);
+        var results = simulation.Solve(algorithms, cancellationToken);
         if (asJson)
         {
-            Console.WriteLine(JsonSerializer.Serialize(results.Select(Row).ToList(), Json));
+            Console.WriteLine(JsonSerializer.Serialize(results.Select(r => PlacementReport.Row(r)).ToList(), Json));
         }
         else
         {
-            PrintTable(results);
+            Print(PlacementReport.Table(results));
         }
 
         return ExitCodes.Ok;
     }
 
-    private static IReadOnlyList<AlgorithmResult> Solve(PlacementProblem problem, Workload eval, IReadOnlyList<IPlacementAlgorithm> algorithms, CancellationToken cancellationToken)
+    private static void Print(IEnumerable<string> lines)
     {
-        try
+        foreach (var line in lines)
         {
-            return Simulation.Run(problem, eval, algorithms, cancellationToken);
-        }
-        catch (InfeasiblePlacementException ex)
-        {
-            throw new CliException($"infeasible: {ex.Message}");
-        }
-    }
-
-    private static Dictionary<string, object> Row(AlgorithmResult r) => Row(r, null);
-
-    private static Dictionary<string, object> Row(AlgorithmResult r, (MigrationPlan Plan, MigrationDecision Decision)? migration)
-    {
-        var row = Metrics(r);
-        if (migration is { } m)
-        {
-            row["migration_loads"] = m.Plan.Loads;
-            row["migration_bytes"] = m.Plan.BytesMoved;
-            row["migration_seconds"] = Math.Round(m.Plan.Seconds, 2);
-            row["churn"] = Math.Round(m.Plan.Churn, 4);
-            row["migrate"] = m.Decision.Migrate;
-        }
-
-        return row;
-    }
-
-    private static Dictionary<string, object> Metrics(AlgorithmResult r) => new()
-    {
-        ["algorithm"] = r.Algorithm,
-        ["local_ratio"] = Math.Round(r.Metrics.LocalRatio, 5),
-        ["remote_calls_per_token"] = Math.Round(r.Metrics.RemoteCallsPerToken, 4),
-        ["bytes_per_token"] = Math.Round(r.Metrics.BytesPerToken, 1),
-        ["latency_ms_mean"] = Math.Round(r.Metrics.LatencyMsMean, 2),
-        ["latency_ms_p99"] = Math.Round(r.Metrics.LatencyMsP99, 2),
-        ["decode_ms_per_token"] = Math.Round(r.Metrics.DecodeMsPerToken, 3),
-        ["decode_round_trip_ratio"] = Math.Round(r.Metrics.DecodeRoundTripRatio, 4),
-        ["solve_ms"] = Math.Round(r.SolveMs, 1),
-        ["replicas"] = r.Placement.TotalReplicas,
-    };
-
-    private static void PrintTable(IReadOnlyList<AlgorithmResult> results)
-    {
-        Console.WriteLine($"{"algorithm",-11} {"local",7} {"remote/tok",10} {"bytes/tok",10} {"mean ms",9} {"p99 ms",9} {"decode ms/tok",13} {"decode RT",9} {"solve ms",9}");
-        foreach (var r in results)
-        {
-            var m = r.Metrics;
-            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"{r.Algorithm,-11} {m.LocalRatio,7:F3} {m.RemoteCallsPerToken,10:F2} {m.BytesPerToken,10:F0} {m.LatencyMsMean,9:F1} {m.LatencyMsP99,9:F1} {m.DecodeMsPerToken,13:F2} {m.DecodeRoundTripRatio,9:F3} {r.SolveMs,9:F0}"));
-        }
-
-        if (results.FirstOrDefault(r => r.Algorithm == "latency") is { } ours)
-        {
-            var gains = results
-                .Where(r => r.Algorithm is "eplb" or "dancemoe" or "optimal")
-                .Select(r => string.Create(CultureInfo.InvariantCulture,
-                    $"{100 * (1 - (ours.Metrics.LatencyMsMean / r.Metrics.LatencyMsMean)):F1}% under {r.Algorithm} (p99 {100 * (1 - (ours.Metrics.LatencyMsP99 / r.Metrics.LatencyMsP99)):F1}%)"))
-                .ToList();
-            if (gains.Count > 0)
-            {
-                Console.WriteLine($"latency planner mean: {string.Join(", ", gains)}");
-            }
+            Console.WriteLine(line);
         }
     }
 
@@ -328,47 +194,4 @@ public static class PlacementCommand
 
     private static List<string> List(string text) =>
         text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).ToList();
-
-    private static List<TraceRequest> Load(string directory, List<string> domains, MoeModel model)
-    {
-        if (!Directory.Exists(directory))
-        {
-            throw new CliException($"no trace directory {directory}");
-        }
-
-        var requests = new List<TraceRequest>();
-        for (var server = 0; server < domains.Count; server++)
-        {
-            var layers = new List<IReadOnlyList<int[]>>();
-            for (var l = 1; l <= model.Layers; l++)
-            {
-                var path = Path.Combine(directory, string.Create(CultureInfo.InvariantCulture, $"{domains[server]}.layer{l:D2}.txt"));
-                if (!File.Exists(path))
-                {
-                    throw new CliException($"missing trace file {path}");
-                }
-
-                using var reader = File.OpenText(path);
-                try
-                {
-                    layers.Add(TraceReader.ReadLayer(reader, model.TopK, model.Experts));
-                }
-                catch (FormatException ex)
-                {
-                    throw new CliException($"{path}: {ex.Message}");
-                }
-            }
-
-            try
-            {
-                requests.AddRange(TraceReader.Join(server, layers, model.TopK));
-            }
-            catch (FormatException ex)
-            {
-                throw new CliException($"{domains[server]}: {ex.Message}");
-            }
-        }
-
-        return requests;
-    }
 }

@@ -2,13 +2,13 @@ using System.Globalization;
 using DanceMoE.Placement;
 using ScottPlot;
 
-namespace DanceMoE.Cli.Commands;
+namespace DanceMoE.Operations;
 
 /// <summary>
 /// A PNG bar chart of the simulation drawn with ScottPlot: mean request latency (with p99 as a tick) and the local
 /// activation ratio per algorithm, side by side.
 /// </summary>
-internal static class PlacementPlot
+public static class PlacementPlot
 {
     private const int Width = 960;
     private const int Height = 560;

@@ -1,0 +1,193 @@
+using System.Diagnostics;
+using System.Globalization;
+using DanceMoE.Placement;
+
+namespace DanceMoE.Operations;
+
+/// <summary>What <c>placement simulate</c> models: one server per workload domain, each with a memory budget and a relative speed.</summary>
+/// <param name="Domains">One server per domain, named as in the trace files.</param>
+/// <param name="MemoryShare">The share of all experts' bytes each server holds, unless <paramref name="MemoryMb"/> is given.</param>
+/// <param name="MemoryMb">Each server's budget in MB, one per server.</param>
+/// <param name="Speeds">Each server's relative compute speed (null: 1 each).</param>
+/// <param name="Link">The link between every two servers.</param>
+/// <param name="Latency">How requests arrive and decode, for the latency model.</param>
+public sealed record SimulationSpec(
+    IReadOnlyList<string> Domains, double MemoryShare, IReadOnlyList<double>? MemoryMb, IReadOnlyList<double>? Speeds, LinkSpec Link, LatencyOptions Latency);
+
+/// <summary>
+/// Placement algorithms computed from history routing traces (DeepSeek-V2-Lite's shape) and judged on other requests:
+/// <c>dancemoe placement simulate</c>; <see cref="Synthetic"/> makes the seeded instances of <c>placement bench</c>.
+/// </summary>
+public sealed class PlacementSimulation
+{
+    private PlacementSimulation(PlacementProblem problem, Workload eval, IReadOnlyList<long> budgets, LinkSpec link, string description)
+    {
+        Problem = problem;
+        Link = link;
+        Eval = eval;
+        Budgets = budgets;
+        Description = description;
+    }
+
+    /// <summary>The model, the cluster and the history's activation counts the algorithms place from.</summary>
+    public PlacementProblem Problem { get; }
+
+    /// <summary>The requests the placements are judged on.</summary>
+    public Workload Eval { get; }
+
+    /// <summary>Each server's memory budget in bytes.</summary>
+    public IReadOnlyList<long> Budgets { get; }
+
+    /// <summary>The link between every two servers.</summary>
+    public LinkSpec Link { get; }
+
+    /// <summary>One line on the instance: its workloads, budgets and link.</summary>
+    public string Description { get; }
+
+    /// <summary>Loads the traces of <paramref name="historyDir"/> (and <paramref name="evalDir"/>: default, the second half of the history).</summary>
+    public static PlacementSimulation FromTraces(string historyDir, string? evalDir, SimulationSpec spec)
+    {
+        ArgumentNullException.ThrowIfNull(spec);
+        var model = MoeModel.DeepSeekV2Lite;
+        var budgets = spec.MemoryMb is null
+            ? Enumerable.Repeat((long)(spec.MemoryShare * model.TotalExpertBytes), spec.Domains.Count).ToArray()
+            : spec.MemoryMb.Select(mb => (long)(mb * 1e6)).ToArray();
+        var requests = Load(historyDir, spec.Domains, model);
+        Workload history;
+        Workload eval;
+        if (evalDir is null)
+        {
+            (history, eval) = Workload.SplitHalves(requests);
+        }
+        else
+        {
+            history = new Workload(requests);
+            eval = new Workload(Load(evalDir, spec.Domains, model));
+        }
+
+        var servers = spec.Domains.Select((d, i) => ServerSpec.Edge(d, budgets[i], spec.Speeds?[i] ?? 1.0)).ToList();
+        var problem = new PlacementProblem(model, Cluster.FullMesh(servers, spec.Link), ActivationCounts.FromWorkload(servers.Count, model, history))
+        {
+            History = history,
+            Latency = spec.Latency,
+        };
+        var link = spec.Link;
+        var description = $"history {history.Requests.Count} requests / {history.Tokens} tokens, eval {eval.Requests.Count} requests / {eval.Tokens} tokens; "
+            + $"budgets {string.Join(",", budgets.Select(b => (b / 1e6).ToString("F0", CultureInfo.InvariantCulture)))} MB; link {link.BytesPerSecond * 8 / 1e6:F0} Mbps, RTT {link.RttSeconds * 1e3:F1} ms";
+        return new PlacementSimulation(problem, eval, budgets, spec.Link, description);
+    }
+
+    /// <summary>A seeded synthetic instance: <paramref name="requests"/> requests of history and as many to judge on.</summary>
+    public static PlacementSimulation Synthetic(int serverCount, int layers, int experts, int topK, double memory, int requests, int tokens)
+    {
+        var model = MoeModel.Uniform(layers, experts, topK, MoeModel.DeepSeekV2Lite.ExpertBytes[0], MoeModel.DeepSeekV2Lite.HiddenBytes);
+        var budget = (long)(memory * model.TotalExpertBytes);
+        var link = LinkSpec.FromMbps(500, 2);
+        var cluster = Cluster.FullMesh(Enumerable.Range(0, serverCount).Select(i => ServerSpec.Edge($"s{i}", budget)).ToList(), link);
+        var clock = Stopwatch.StartNew();
+        var all = SyntheticWorkload.Generate(7, serverCount, model, 2 * requests, tokens);
+        var (history, eval) = Workload.SplitHalves(all.Requests);
+        var problem = new PlacementProblem(model, cluster, ActivationCounts.FromWorkload(serverCount, model, history)) { History = history };
+        var description = $"bench: {serverCount} servers x {layers} layers x {experts} experts (top-{topK}), memory {memory:P0}, "
+            + $"{history.Tokens} history tokens, generated in {clock.ElapsedMilliseconds} ms";
+        return new PlacementSimulation(problem, eval, Enumerable.Repeat(budget, serverCount).ToArray(), link, description);
+    }
+
+    /// <summary>Runs every algorithm on the problem and judges its placement on <see cref="Eval"/>.</summary>
+    public IReadOnlyList<AlgorithmResult> Solve(IReadOnlyList<IPlacementAlgorithm> algorithms, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return Simulation.Run(Problem, Eval, algorithms, cancellationToken);
+        }
+        catch (InfeasiblePlacementException ex)
+        {
+            throw new OperationException($"infeasible: {ex.Message}");
+        }
+    }
+
+    /// <summary>Plans the migration from <paramref name="from"/>'s placement to each result's, and whether it pays within <paramref name="horizon"/> s.</summary>
+    public Dictionary<string, (MigrationPlan Plan, MigrationDecision Decision)> Migrations(IReadOnlyList<AlgorithmResult> results, string from, double horizon)
+    {
+        ArgumentNullException.ThrowIfNull(results);
+        var source = results.First(r => r.Algorithm == from);
+        var rate = Problem.Cluster.Count / Problem.Latency.RequestIntervalSeconds;
+        var migrations = new Dictionary<string, (MigrationPlan, MigrationDecision)>(StringComparer.Ordinal);
+        foreach (var target in results)
+        {
+            MigrationPlan plan;
+            try
+            {
+                plan = MigrationPlanner.Plan(source.Placement, target.Placement, Problem.Model, Problem.Cluster);
+            }
+            catch (InvalidOperationException ex)
+            {
+                throw new OperationException($"migration {from} -> {target.Algorithm}: {ex.Message}");
+            }
+
+            var decision = MigrationPlanner.Decide(source.Metrics.LatencyMsMean / 1e3, target.Metrics.LatencyMsMean / 1e3, rate, horizon, plan);
+            migrations[target.Algorithm] = (plan, decision);
+        }
+
+        return migrations;
+    }
+
+    /// <summary>Draws <paramref name="results"/> to a PNG, titled with the domains, memory share and link.</summary>
+    public void Plot(string path, IReadOnlyList<AlgorithmResult> results)
+    {
+        var link = Link;
+        var title = string.Create(CultureInfo.InvariantCulture,
+            $"{string.Join(",", Problem.Cluster.Servers.Select(s => s.Name))}: {Budgets.Average() / Problem.Model.TotalExpertBytes:P0} memory, {link.BytesPerSecond * 8 / 1e6:F0} mbps, rtt {link.RttSeconds * 1e3:F1} ms");
+        try
+        {
+            PlacementPlot.Save(path, title, results);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            throw new OperationException($"cannot write {path}: {ex.Message}");
+        }
+    }
+
+    private static List<TraceRequest> Load(string directory, IReadOnlyList<string> domains, MoeModel model)
+    {
+        if (!Directory.Exists(directory))
+        {
+            throw new OperationException($"no trace directory {directory}");
+        }
+
+        var requests = new List<TraceRequest>();
+        for (var server = 0; server < domains.Count; server++)
+        {
+            var layers = new List<IReadOnlyList<int[]>>();
+            for (var l = 1; l <= model.Layers; l++)
+            {
+                var path = Path.Combine(directory, string.Create(CultureInfo.InvariantCulture, $"{domains[server]}.layer{l:D2}.txt"));
+                if (!File.Exists(path))
+                {
+                    throw new OperationException($"missing trace file {path}");
+                }
+
+                using var reader = File.OpenText(path);
+                try
+                {
+                    layers.Add(TraceReader.ReadLayer(reader, model.TopK, model.Experts));
+                }
+                catch (FormatException ex)
+                {
+                    throw new OperationException($"{path}: {ex.Message}");
+                }
+            }
+
+            try
+            {
+                requests.AddRange(TraceReader.Join(server, layers, model.TopK));
+            }
+            catch (FormatException ex)
+            {
+                throw new OperationException($"{domains[server]}: {ex.Message}");
+            }
+        }
+
+        return requests;
+    }
+}
