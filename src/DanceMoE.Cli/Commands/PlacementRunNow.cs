@@ -35,7 +35,7 @@ public static class PlacementRunNow
         }
 
         var decision = await PlacementJobTrigger.WaitForDecisionAsync(CliEnvironment.PostgresUrl, commandId, timeout, null, cancellationToken).ConfigureAwait(false);
-        Console.WriteLine(asJson ? JsonSerializer.Serialize(StatusCommand.DecisionJson(decision), StatusCommand.Json) : StatusCommand.DecisionLine(decision));
+        Console.WriteLine(asJson ? JsonSerializer.Serialize(StatusFormat.DecisionJson(decision), StatusFormat.Json) : StatusFormat.DecisionLine(decision));
         return ExitCodes.Ok;
     }
 }

@@ -2,7 +2,6 @@ using System.CommandLine;
 using System.Text.Json;
 using DanceMoE.Cli.Verbs;
 using DanceMoE.Coordinator;
-using DanceMoE.Data;
 
 namespace DanceMoE.Cli.Commands;
 
@@ -13,13 +12,6 @@ namespace DanceMoE.Cli.Commands;
 /// </summary>
 public static class StatusCommand
 {
-    // placement run-now prints its decision as status does; PlacementRunNow reads the format through these names.
-    internal static JsonSerializerOptions Json => StatusFormat.Json;
-
-    internal static Dictionary<string, object?> DecisionJson(PlacementDecision d) => StatusFormat.DecisionJson(d);
-
-    internal static string DecisionLine(PlacementDecision d) => StatusFormat.DecisionLine(d);
-
     public static Command Create()
     {
         var json = CliOptions.Flag("json", "print the state as JSON");
