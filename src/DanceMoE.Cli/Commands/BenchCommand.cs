@@ -72,7 +72,7 @@ public static class BenchCommand
                 Model = result.GetValue(model),
                 Json = result.GetValue(json),
             };
-            await ClusterBenchmark.RunAsync(settings, Console.Out, Console.Error, cancellationToken).ConfigureAwait(false);
+            await Progress.RunAsync("bench cluster", log => ClusterBenchmark.RunAsync(settings, Console.Out, log, cancellationToken)).ConfigureAwait(false);
             return ExitCodes.Ok;
         });
         return command;
@@ -101,7 +101,7 @@ public static class BenchCommand
                 Model = result.GetValue(model),
                 Json = result.GetValue(json),
             };
-            await TracesBenchmark.RunAsync(settings, Console.Out, Console.Error, cancellationToken).ConfigureAwait(false);
+            await Progress.RunAsync("bench traces", log => TracesBenchmark.RunAsync(settings, Console.Out, log, cancellationToken)).ConfigureAwait(false);
             return ExitCodes.Ok;
         });
         return command;
@@ -149,7 +149,7 @@ public static class BenchCommand
                 KeepLogs = result.GetValue(keepLogs),
                 Json = result.GetValue(json),
             };
-            var shift = await ShiftBenchmark.RunAsync(settings, Console.Out, Console.Error, cancellationToken).ConfigureAwait(false);
+            var shift = await Progress.RunAsync("bench shift", log => ShiftBenchmark.RunAsync(settings, Console.Out, log, cancellationToken)).ConfigureAwait(false);
             return shift.Succeeded ? ExitCodes.Ok : ExitCodes.Failed;
         });
         return command;
