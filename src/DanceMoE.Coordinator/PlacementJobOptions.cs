@@ -14,7 +14,7 @@ public sealed class PlacementJobOptions : IValidatableObject
 
     /// <summary>One of <see cref="PlacementAlgorithms.CountsOnly"/>.</summary>
     [Required]
-    public string Algorithm { get; set; } = "dancemoe";
+    public string Algorithm { get; set; } = PlacementAlgorithms.DanceMoe;
 
     /// <summary>How far back activation counts are read.</summary>
     [Range(1, 7 * 24 * 60)]

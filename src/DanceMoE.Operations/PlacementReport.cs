@@ -47,10 +47,10 @@ public static class PlacementReport
                 $"{r.Algorithm,-11} {m.LocalRatio,7:F3} {m.RemoteCallsPerToken,10:F2} {m.BytesPerToken,10:F0} {m.LatencyMsMean,9:F1} {m.LatencyMsP99,9:F1} {m.DecodeMsPerToken,13:F2} {m.DecodeRoundTripRatio,9:F3} {r.SolveMs,9:F0}");
         }
 
-        if (results.FirstOrDefault(r => r.Algorithm == "latency") is { } ours)
+        if (results.FirstOrDefault(r => r.Algorithm == PlacementAlgorithms.Latency) is { } ours)
         {
             var gains = results
-                .Where(r => r.Algorithm is "eplb" or "dancemoe" or "optimal")
+                .Where(r => r.Algorithm is PlacementAlgorithms.Eplb or PlacementAlgorithms.DanceMoe or PlacementAlgorithms.Optimal)
                 .Select(r => string.Create(CultureInfo.InvariantCulture,
                     $"{100 * (1 - (ours.Metrics.LatencyMsMean / r.Metrics.LatencyMsMean)):F1}% under {r.Algorithm} (p99 {100 * (1 - (ours.Metrics.LatencyMsP99 / r.Metrics.LatencyMsP99)):F1}%)"))
                 .ToList();

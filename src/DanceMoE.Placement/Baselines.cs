@@ -3,7 +3,7 @@ namespace DanceMoE.Placement;
 /// <summary>Expert parallelism's default: every expert once, spread over servers in proportion to their slots.</summary>
 public sealed class UniformPlacement : IPlacementAlgorithm
 {
-    public string Name => "uniform";
+    public string Name => PlacementAlgorithms.Uniform;
 
     public ExpertPlacement Place(PlacementProblem problem, CancellationToken cancellationToken = default)
     {
@@ -39,7 +39,7 @@ public sealed class UniformPlacement : IPlacementAlgorithm
 /// <summary>Uniform, then every server fills its spare slots with the globally hottest experts it lacks.</summary>
 public sealed class RedundancePlacement : IPlacementAlgorithm
 {
-    public string Name => "redundance";
+    public string Name => PlacementAlgorithms.Redundance;
 
     public ExpertPlacement Place(PlacementProblem problem, CancellationToken cancellationToken = default)
     {
@@ -84,7 +84,7 @@ public sealed class RedundancePlacement : IPlacementAlgorithm
 /// </summary>
 public sealed class EplbPlacement : IPlacementAlgorithm
 {
-    public string Name => "eplb";
+    public string Name => PlacementAlgorithms.Eplb;
 
     public ExpertPlacement Place(PlacementProblem problem, CancellationToken cancellationToken = default)
     {

@@ -9,7 +9,7 @@ namespace DanceMoE.Placement;
 /// </summary>
 public sealed class DanceMoePlacement : IPlacementAlgorithm
 {
-    public string Name => "dancemoe";
+    public string Name => PlacementAlgorithms.DanceMoe;
 
     public ExpertPlacement Place(PlacementProblem problem, CancellationToken cancellationToken = default)
     {

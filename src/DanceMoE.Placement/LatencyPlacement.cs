@@ -19,7 +19,7 @@ namespace DanceMoE.Placement;
 /// </summary>
 public sealed class LatencyPlacement : IPlacementAlgorithm
 {
-    public string Name => "latency";
+    public string Name => PlacementAlgorithms.Latency;
 
     /// <summary>Upper bound on improving moves per seed (each move is cheap; this only bounds the solve time).</summary>
     public int MaxMoves { get; init; } = 400;

@@ -17,7 +17,7 @@ namespace DanceMoE.Placement;
 /// </summary>
 public sealed class OptimalPlacement : IPlacementAlgorithm
 {
-    public string Name => "optimal";
+    public string Name => PlacementAlgorithms.Optimal;
 
     /// <summary>Time limit for the ILP (unequal sizes); the flow needs none.</summary>
     public double IlpSeconds { get; init; } = 60;

@@ -6,11 +6,18 @@ namespace DanceMoE.Placement;
 /// </summary>
 public static class PlacementAlgorithms
 {
+    public const string Uniform = "uniform";
+    public const string Redundance = "redundance";
+    public const string Eplb = "eplb";
+    public const string DanceMoe = "dancemoe";
+    public const string Optimal = "optimal";
+    public const string Latency = "latency";
+
     /// <summary>Every algorithm's name, in the order reports list them.</summary>
-    public static IReadOnlyList<string> Names { get; } = ["uniform", "redundance", "eplb", "dancemoe", "optimal", "latency"];
+    public static IReadOnlyList<string> Names { get; } = [Uniform, Redundance, Eplb, DanceMoe, Optimal, Latency];
 
     /// <summary>The algorithms that need only activation counts (<c>latency</c> also needs whole requests): what the placement job can run.</summary>
-    public static IReadOnlyList<string> CountsOnly { get; } = ["uniform", "redundance", "eplb", "dancemoe", "optimal"];
+    public static IReadOnlyList<string> CountsOnly { get; } = [Uniform, Redundance, Eplb, DanceMoe, Optimal];
 
     /// <summary>One instance of every algorithm, in the order of <see cref="Names"/>.</summary>
     public static IReadOnlyList<IPlacementAlgorithm> All { get; } = [.. Names.Select(Create)];
@@ -19,12 +26,12 @@ public static class PlacementAlgorithms
     /// <exception cref="ArgumentException">No algorithm has that name.</exception>
     public static IPlacementAlgorithm Create(string name) => name?.ToLowerInvariant() switch
     {
-        "uniform" => new UniformPlacement(),
-        "redundance" => new RedundancePlacement(),
-        "eplb" => new EplbPlacement(),
-        "dancemoe" => new DanceMoePlacement(),
-        "optimal" => new OptimalPlacement(),
-        "latency" => new LatencyPlacement(),
+        Uniform => new UniformPlacement(),
+        Redundance => new RedundancePlacement(),
+        Eplb => new EplbPlacement(),
+        DanceMoe => new DanceMoePlacement(),
+        Optimal => new OptimalPlacement(),
+        Latency => new LatencyPlacement(),
         _ => throw new ArgumentException($"unknown algorithm '{name}' (known: {string.Join(", ", Names)})", nameof(name)),
     };
 }

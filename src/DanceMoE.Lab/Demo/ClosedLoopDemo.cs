@@ -1,3 +1,4 @@
+using DanceMoE.Placement;
 using System.Diagnostics;
 using System.Globalization;
 using DanceMoE.Contracts;
@@ -139,7 +140,7 @@ public static class ClosedLoopDemo
             var uniform = PlacementFile.Uniform(1, shape.Layers, shape.Experts, ids);
             var registry = services.GetRequiredService<PlacementRegistry>();
             var bootstrap = await registry.AddAsync(
-                "uniform", (1 - (1.0 / ids.Count)) * shape.Layers * shape.TopK, $"demo:{Guid.NewGuid():N}", uniform.Assignments, cancellationToken)
+                PlacementAlgorithms.Uniform, (1 - (1.0 / ids.Count)) * shape.Layers * shape.TopK, $"demo:{Guid.NewGuid():N}", uniform.Assignments, cancellationToken)
                 .ConfigureAwait(false);
             await registry.ActivateAsync(bootstrap, cancellationToken).ConfigureAwait(false);
 
