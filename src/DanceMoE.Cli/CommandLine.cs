@@ -44,6 +44,14 @@ public static class CommandLine
         var parse = root.Parse(args is ["help"] ? ["--help"] : args, new ParserConfiguration { ResponseFileTokenReplacer = null });
         var path = Path(parse.CommandResult);
         var verb = string.Join(' ', ["dancemoe", .. path]);
+        // System.CommandLine takes an unknown --option for a positional argument's value (model export --nope): no path
+        // or checkpoint here starts with "--", so such a word is an unknown option.
+        if (parse.CommandResult.Children.OfType<ArgumentResult>().SelectMany(a => a.Tokens).FirstOrDefault(t => t.Value.StartsWith("--", StringComparison.Ordinal)) is { } stray)
+        {
+            Console.Error.WriteLine($"{verb}: unknown option or argument '{stray.Value}' (see {verb} --help)");
+            return ExitCodes.Usage;
+        }
+
         if (parse.Action is ParseErrorAction)
         {
             // A bad value or a word nobody expects says more than what is missing besides: report it first.

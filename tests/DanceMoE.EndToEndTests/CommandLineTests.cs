@@ -1,0 +1,98 @@
+using System.CommandLine;
+using System.Diagnostics;
+
+namespace DanceMoE.EndToEndTests;
+
+/// <summary>The CLI as a user meets it: help for every verb, and one-line usage errors with exit code 2.</summary>
+public sealed class CommandLineTests
+{
+    [Fact]
+    public async Task Every_verb_lists_every_one_of_its_options_in_its_help()
+    {
+        foreach (var (path, command) in Verbs())
+        {
+            var (exitCode, output, errors) = await RunAsync([.. path, "--help"]);
+
+            Assert.True(exitCode == 0, $"{string.Join(' ', path)} --help exited {exitCode}: {errors}");
+            foreach (var option in command.Options.Where(o => !o.Hidden))
+            {
+                Assert.True(output.Contains(option.Name, StringComparison.Ordinal), $"{string.Join(' ', path)} --help does not describe {option.Name}:\n{output}");
+            }
+        }
+    }
+
+    [Fact]
+    public async Task An_unknown_option_is_a_one_line_usage_error_for_every_verb()
+    {
+        foreach (var (path, _) in Verbs())
+        {
+            var (exitCode, _, errors) = await RunAsync([.. path, "--no-such-option"]);
+
+            Assert.True(exitCode == 2, $"{string.Join(' ', path)} --no-such-option exited {exitCode}: {errors}");
+            var line = Assert.Single(errors.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+            Assert.Contains("--no-such-option", line, StringComparison.Ordinal);
+        }
+    }
+
+    [Fact]
+    public async Task A_bad_value_names_its_option_in_one_line()
+    {
+        var (exitCode, _, errors) = await RunAsync(["edge", "--id", "edge-x", "--model", "onnx/default", "--memory-mb", "abc"]);
+
+        Assert.Equal(2, exitCode);
+        var line = Assert.Single(errors.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.Contains("--memory-mb", line, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task No_verb_prints_the_usage_and_exits_2()
+    {
+        var (exitCode, output, _) = await RunAsync([]);
+
+        Assert.Equal(2, exitCode);
+        Assert.Contains("edge", output, StringComparison.Ordinal);
+    }
+
+    /// <summary>Every command that runs something (no sub-verbs), with its path from the root.</summary>
+    private static List<(string[] Path, Command Command)> Verbs()
+    {
+        var verbs = new List<(string[], Command)>();
+        void Visit(Command command, string[] path)
+        {
+            if (command.Subcommands.Count == 0)
+            {
+                verbs.Add((path, command));
+            }
+
+            foreach (var sub in command.Subcommands)
+            {
+                Visit(sub, [.. path, sub.Name]);
+            }
+        }
+
+        foreach (var verb in Cli.CommandLine.Build().Subcommands)
+        {
+            Visit(verb, [verb.Name]);
+        }
+
+        Assert.True(verbs.Count >= 15, $"only {verbs.Count} verbs found");
+        return verbs;
+    }
+
+    private static async Task<(int ExitCode, string Output, string Errors)> RunAsync(string[] arguments)
+    {
+        var start = new ProcessStartInfo("dotnet") { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = true };
+        start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "dancemoe.dll"));
+        foreach (var argument in arguments)
+        {
+            start.ArgumentList.Add(argument);
+        }
+
+        using var process = Process.Start(start)!;
+        process.StandardInput.Close();
+        var output = process.StandardOutput.ReadToEndAsync();
+        var errors = process.StandardError.ReadToEndAsync();
+        await process.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(60));
+        return (process.ExitCode, await output, await errors);
+    }
+}
