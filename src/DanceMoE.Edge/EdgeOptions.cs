@@ -10,7 +10,7 @@ public sealed class EdgeOptions
 
     /// <summary>Edge id, for example <c>edge-1</c>; its queues are named after it (see <see cref="EdgeQueues"/>).</summary>
     [Required]
-    [RegularExpression("^[a-z0-9][a-z0-9-]{0,62}$", ErrorMessage = "the edge id must be lowercase letters, digits and dashes")]
+    [EdgeId]
     public string Id { get; set; } = "";
 
     /// <summary>Directory of the exported model (its manifest.json).</summary>

@@ -11,6 +11,11 @@ public static class EdgeRequests
     public static async Task<TextGenerated> SendAsync(IBus bus, string edge, GenerateText request, TimeSpan timeout, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(bus);
+        if (EdgeQueues.Problem(edge) is { } problem)
+        {
+            throw new InvalidSettingsException(problem);
+        }
+
         var requestClient = bus.CreateRequestClient<GenerateText>(EdgeQueues.RequestsAddress(edge), RequestTimeout.After(ms: (int)timeout.TotalMilliseconds));
         try
         {

@@ -12,10 +12,10 @@ public static class EdgeCommand
     /// <summary>The <c>edge</c> verb, whose flags are the edge host's (<see cref="EdgeCommandLine"/>).</summary>
     public static Command Create()
     {
-        var id = CliOptions.Text("id", "the edge's id (its queues are named after it)", required: true);
+        var id = CliOptions.EdgeId("id", "the edge's id (its queues are named after it)", required: true);
         var model = CliOptions.Text("model", "exported model, or a checkpoint (exported once into the state folder)", required: true, valueName: "DIR");
         var placement = CliOptions.Text("placement", "placement file, or 'uniform' (with --uniform-over)", valueName: "FILE|uniform");
-        var uniformOver = CliOptions.Text("uniform-over", "edges to spread the experts over with --placement uniform", valueName: "ID,ID,...");
+        var uniformOver = CliOptions.EdgeId("uniform-over", "edges to spread the experts over with --placement uniform", list: true);
         var command = new Command("edge", "one edge server process, until it is stopped")
         {
             id,

@@ -15,7 +15,7 @@ public static class InferCommand
 
     public static Command Create()
     {
-        var edge = CliOptions.Text("edge", "the edge to send the request to", required: true, valueName: "ID");
+        var edge = CliOptions.EdgeId("edge", "the edge to send the request to", required: true);
         var prompt = CliOptions.Text("prompt", "the prompt", required: true, valueName: "TEXT");
         var maxTokens = CliOptions.Int("max-tokens", 32, "tokens to generate at most", 1, 1_000_000);
         var temperature = CliOptions.Double("temperature", 0, "sampling temperature (0: greedy)", 0, 100);
@@ -80,6 +80,11 @@ public static class InferCommand
     /// <summary>Sends a request to an edge with MassTransit's request client: the way a .NET service does it.</summary>
     public static async Task<TextGenerated> SendAsync(string rabbitMqUri, string edge, GenerateText request, TimeSpan timeout, CancellationToken cancellationToken)
     {
+        if (EdgeQueues.Problem(edge) is { } problem)
+        {
+            throw new UsageException($"--edge: {problem}");
+        }
+
         var queue = EdgeQueues.Requests(edge);
         var consumers = await BusClient.ConsumersOfAsync(rabbitMqUri, queue, cancellationToken).ConfigureAwait(false);
         if (consumers is null)

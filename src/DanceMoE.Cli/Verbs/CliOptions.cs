@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.CommandLine.Parsing;
 using System.Globalization;
+using DanceMoE.Hosting;
 
 namespace DanceMoE.Cli.Verbs;
 
@@ -63,6 +64,24 @@ public static class CliOptions
             option.DefaultValueFactory = _ => fallback;
         }
 
+        return option;
+    }
+
+    /// <summary>An edge id, checked by <see cref="EdgeQueues.Problem"/>; with <paramref name="list"/>, ids separated by commas.</summary>
+    public static Option<string> EdgeId(string name, string description, bool required = false, bool list = false)
+    {
+        var option = Text(name, description, required: required, valueName: list ? "ID,ID,..." : "ID");
+        option.Validators.Add(result =>
+        {
+            foreach (var id in result.Tokens.SelectMany(t => list ? t.Value.Split(',', StringSplitOptions.TrimEntries) : [t.Value]))
+            {
+                if (EdgeQueues.Problem(id) is { } problem)
+                {
+                    result.AddError($"--{name}: {problem}");
+                    return;
+                }
+            }
+        });
         return option;
     }
 
