@@ -7,8 +7,9 @@ using Npgsql;
 namespace DanceMoE.Operations;
 
 /// <summary>
-/// The cluster as PostgreSQL records it: edges (alive by their last heartbeat), the active placement, how local routing
-/// was over the last window, the migrations and the placement job's latest decisions.
+/// The cluster as PostgreSQL records it: edges (live or stale by their last heartbeat), the active placement, how local
+/// routing was over the last window, the migrations and the placement job's latest decisions; and from RabbitMQ, whether
+/// a coordinator consumes its queue.
 /// </summary>
 public static class ClusterStatus
 {
@@ -21,8 +22,20 @@ public static class ClusterStatus
         WHERE recorded_at >= @from
         """;
 
-    /// <summary>Reads the state; a missing table fails, an unreachable server is <see cref="OperationFailure.Unavailable"/>.</summary>
+    /// <summary>
+    /// Reads the state; a missing table fails, an unreachable PostgreSQL or RabbitMQ is <see cref="OperationFailure.Unavailable"/>.
+    /// </summary>
     public static async Task<ClusterStatusReport> ReadAsync(
+        string postgresUrl, string rabbitMqUri, TimeSpan window, int decisionCount, int migrationCount, MembershipOptions membership, CancellationToken cancellationToken)
+    {
+        var report = await ReadDatabaseAsync(postgresUrl, window, decisionCount, migrationCount, membership, cancellationToken).ConfigureAwait(false);
+        // A consumer on the coordinator's queue is the coordinator itself: the broker drops it the moment the process goes.
+        var queue = RunPlacementNowConsumerDefinition.Queue;
+        var consumers = await BusClient.ConsumersOfAsync(rabbitMqUri, queue, cancellationToken).ConfigureAwait(false);
+        return report with { Coordinator = new CoordinatorPresence(queue, consumers) };
+    }
+
+    private static async Task<ClusterStatusReport> ReadDatabaseAsync(
         string postgresUrl, TimeSpan window, int decisionCount, int migrationCount, MembershipOptions membership, CancellationToken cancellationToken)
     {
         var now = DateTimeOffset.UtcNow;
@@ -47,10 +60,17 @@ public static class ClusterStatus
         }
         catch (NpgsqlException ex)
         {
-            throw new OperationException(
-                $"cannot read the cluster state at {LocalEnvironment.Redact(postgresUrl)}: {ex.Message} (is it up? ./dancemoe services up)", OperationFailure.Unavailable, ex);
+            throw Unreachable(postgresUrl, ex);
+        }
+        catch (InvalidOperationException ex) when (ex.InnerException is NpgsqlException inner)
+        {
+            // EF Core's retry strategy wraps the connection failure once its retries are spent.
+            throw Unreachable(postgresUrl, inner);
         }
     }
+
+    private static OperationException Unreachable(string postgresUrl, NpgsqlException ex) =>
+        new($"cannot read the cluster state at {LocalEnvironment.Redact(postgresUrl)}: {ex.Message} (is it up? ./dancemoe services up)", OperationFailure.Unavailable, ex);
 
     private static async Task<LocalRatio> LocalRatioAsync(string postgresUrl, DateTimeOffset from, CancellationToken cancellationToken)
     {
@@ -62,6 +82,28 @@ public static class ClusterStatus
         await reader.ReadAsync(cancellationToken).ConfigureAwait(false);
         return new LocalRatio(reader.GetInt64(0), reader.IsDBNull(1) ? null : reader.GetDouble(1), reader.IsDBNull(2) ? null : reader.GetDouble(2));
     }
+}
+
+/// <summary>Whether a coordinator runs: the consumers of its queue on the broker; null consumers when the queue does not exist.</summary>
+public sealed record CoordinatorPresence(string Queue, uint? Consumers)
+{
+    public bool Running => Consumers > 0;
+
+    public Dictionary<string, object?> ToJson() => new()
+    {
+        ["running"] = Running,
+        ["queue"] = Queue,
+        ["queue_exists"] = Consumers is not null,
+        ["consumers"] = Consumers ?? 0,
+    };
+
+    public string ToText() => Consumers switch
+    {
+        null => $"coordinator: not running (no queue '{Queue}' on the broker: none has run here; ./dancemoe coordinator starts one)",
+        0 => $"coordinator: not running (queue '{Queue}' has no consumer; ./dancemoe coordinator starts one)",
+        1 => $"coordinator: running (1 consumer on queue '{Queue}')",
+        _ => string.Create(CultureInfo.InvariantCulture, $"coordinator: running ({Consumers} consumers on queue '{Queue}': more than one coordinator)"),
+    };
 }
 
 /// <summary>How local routing was over a window: token-layers routed, and the local share of layers and of expert calls.</summary>
@@ -81,6 +123,15 @@ public sealed record ClusterStatusReport(
     IReadOnlyList<MigrationState> LatestMigrations,
     IReadOnlyList<PlacementDecision> LatestDecisions)
 {
+    /// <summary>Whether a coordinator consumes its queue; null when the broker was not asked.</summary>
+    public CoordinatorPresence? Coordinator { get; init; }
+
+    /// <summary>How long ago an edge was last heard from (never negative, whatever the clocks say).</summary>
+    public TimeSpan SinceSeen(EdgeServer edge) => edge is null || edge.LastSeenAt > At ? TimeSpan.Zero : At - edge.LastSeenAt;
+
+    /// <summary><c>live</c> while its heartbeats arrive, <c>stale</c> once <see cref="MembershipOptions.MissedHeartbeats"/> are missing.</summary>
+    public string State(EdgeServer edge) => edge is not null && Membership.IsAlive(edge.LastSeenAt, At) ? "live" : "stale";
+
     /// <summary>Migrations in one of <see cref="MigrationStateName.Running"/>.</summary>
     public int RunningMigrations => MigrationStateName.Running.Sum(state => MigrationsByState.GetValueOrDefault(state));
 
@@ -92,11 +143,15 @@ public sealed record ClusterStatusReport(
     public Dictionary<string, object?> ToJson() => new()
     {
         ["at"] = At,
+        ["coordinator"] = Coordinator?.ToJson(),
+        ["stale_after_seconds"] = Membership.DownAfter.TotalSeconds,
         ["edges"] = Edges.Select(e => new Dictionary<string, object?>
         {
             ["id"] = e.Id,
             ["alive"] = Membership.IsAlive(e.LastSeenAt, At),
+            ["state"] = State(e),
             ["last_seen_at"] = e.LastSeenAt,
+            ["seconds_since_seen"] = Math.Round(SinceSeen(e).TotalSeconds, 1),
             ["memory_budget_bytes"] = e.MemoryBudgetBytes,
             ["memory_used_bytes"] = e.MemoryUsedBytes,
             ["execution_provider"] = e.ExecutionProvider,
@@ -128,16 +183,31 @@ public sealed record ClusterStatusReport(
         ["decisions"] = LatestDecisions.Select(StatusFormat.DecisionJson).ToList(),
     };
 
+    /// <summary>A duration as a person reads it: seconds, minutes, hours or days, whole.</summary>
+    public static string Ago(TimeSpan age) => age.TotalSeconds switch
+    {
+        < 120 => string.Create(CultureInfo.InvariantCulture, $"{age.TotalSeconds:F0} s"),
+        < 120 * 60 => string.Create(CultureInfo.InvariantCulture, $"{age.TotalMinutes:F0} min"),
+        < 48 * 3600 => string.Create(CultureInfo.InvariantCulture, $"{age.TotalHours:F0} h"),
+        _ => string.Create(CultureInfo.InvariantCulture, $"{age.TotalDays:F0} d"),
+    };
+
     /// <summary>The lines of <c>dancemoe status</c>.</summary>
     public IEnumerable<string> ToText()
     {
         var inv = CultureInfo.InvariantCulture;
-        yield return $"edges ({Edges.Count(e => Membership.IsAlive(e.LastSeenAt, At))} of {Edges.Count} alive; down after {Membership.MissedHeartbeats} missed heartbeats of {Membership.HeartbeatSeconds} s):";
+        if (Coordinator is not null)
+        {
+            yield return Coordinator.ToText();
+        }
+
+        yield return string.Create(
+            inv, $"edges ({Edges.Count(e => State(e) == "live")} of {Edges.Count} live; stale after {Membership.MissedHeartbeats} missed heartbeats of {Membership.HeartbeatSeconds} s):");
         foreach (var e in Edges)
         {
             yield return string.Create(
                 inv,
-                $"  {e.Id,-16} {(Membership.IsAlive(e.LastSeenAt, At) ? "alive" : "down"),-6} budget {e.MemoryBudgetBytes / 1048576.0,9:F1} MiB  used {e.MemoryUsedBytes / 1048576.0,9:F1} MiB  {e.ExecutionProvider,-5} last seen {(At - e.LastSeenAt).TotalSeconds:F0} s ago");
+                $"  {e.Id,-16} {State(e),-6} budget {e.MemoryBudgetBytes / 1048576.0,9:F1} MiB  used {e.MemoryUsedBytes / 1048576.0,9:F1} MiB  {e.ExecutionProvider,-5} last heard {Ago(SinceSeen(e))} ago");
         }
 
         yield return Active is null

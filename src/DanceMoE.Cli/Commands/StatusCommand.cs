@@ -6,7 +6,8 @@ using DanceMoE.Coordinator;
 namespace DanceMoE.Cli.Commands;
 
 /// <summary>
-/// <c>dancemoe status</c>: the cluster as PostgreSQL records it: edges (alive by their last heartbeat), the active
+/// <c>dancemoe status</c>: whether a coordinator runs (a consumer on its queue), and the cluster as PostgreSQL records it:
+/// edges (live, or stale with how long ago they were heard), the active
 /// placement, how local routing was over the last window, the migrations (running, completed, failed with their
 /// reasons) and the placement job's latest decisions.
 /// </summary>
@@ -19,8 +20,8 @@ public static class StatusCommand
         var decisions = CliOptions.Int("decisions", 5, "latest placement decisions to show", 0, 1000);
         var migrations = CliOptions.Int("migrations", 5, "latest migrations to show", 0, 1000);
         var heartbeat = CliOptions.Double("heartbeat-seconds", 2, "the edges' heartbeat interval", 0.1, 3600);
-        var missed = CliOptions.Int("missed-heartbeats", 3, "missed heartbeats before an edge counts as down", 1, 1000);
-        var command = new Command("status", "the cluster as PostgreSQL records it: edges, placement, local ratio, migrations, decisions")
+        var missed = CliOptions.Int("missed-heartbeats", 3, "missed heartbeats before an edge counts as stale", 1, 1000);
+        var command = new Command("status", "the coordinator (running or not) and the cluster as PostgreSQL records it: edges (live or stale), placement, local ratio, migrations, decisions")
         {
             json, window, decisions, migrations, heartbeat, missed,
         };
@@ -37,7 +38,7 @@ public static class StatusCommand
     private static async Task<int> RunAsync(
         bool asJson, TimeSpan window, int decisionCount, int migrationCount, MembershipOptions membership, CancellationToken cancellationToken)
     {
-        var report = await ClusterStatus.ReadAsync(CliEnvironment.PostgresUrl, window, decisionCount, migrationCount, membership, cancellationToken).ConfigureAwait(false);
+        var report = await ClusterStatus.ReadAsync(CliEnvironment.PostgresUrl, CliEnvironment.RabbitMqUri, window, decisionCount, migrationCount, membership, cancellationToken).ConfigureAwait(false);
         if (asJson)
         {
             Console.WriteLine(JsonSerializer.Serialize(report.ToJson(), StatusFormat.Json));

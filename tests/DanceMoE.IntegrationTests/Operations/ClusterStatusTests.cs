@@ -4,7 +4,7 @@ using DanceMoE.Operations;
 
 namespace DanceMoE.IntegrationTests.Operations;
 
-public sealed class ClusterStatusTests(IsolatedDatabase database) : IClassFixture<IsolatedDatabase>
+public sealed class ClusterStatusTests(IsolatedDatabase database, IsolatedVirtualHost virtualHost) : IClassFixture<IsolatedDatabase>, IClassFixture<IsolatedVirtualHost>
 {
     private static readonly MembershipOptions Membership = new() { HeartbeatSeconds = 2, MissedHeartbeats = 3 };
 
@@ -13,11 +13,12 @@ public sealed class ClusterStatusTests(IsolatedDatabase database) : IClassFixtur
     {
         await DatabaseMigrator.MigrateAsync(database.ConnectionString, TimeSpan.FromSeconds(10), CancellationToken.None);
 
-        var report = await ClusterStatus.ReadAsync(database.ConnectionString, TimeSpan.FromMinutes(10), 5, 5, Membership, CancellationToken.None);
+        var report = await ClusterStatus.ReadAsync(database.ConnectionString, virtualHost.Uri, TimeSpan.FromMinutes(10), 5, 5, Membership, CancellationToken.None);
 
         Assert.Equal(
             [
-                "edges (0 of 0 alive; down after 3 missed heartbeats of 2 s):",
+                "coordinator: not running (no queue 'coordinator' on the broker: none has run here; ./dancemoe coordinator starts one)",
+                "edges (0 of 0 live; stale after 3 missed heartbeats of 2 s):",
                 "active placement: none",
                 "local ratio (last 10 min): no routing events",
                 "migrations: 0 running, 0 completed, 0 failed",
@@ -25,7 +26,7 @@ public sealed class ClusterStatusTests(IsolatedDatabase database) : IClassFixtur
             ],
             report.ToText());
         var json = report.ToJson();
-        Assert.Equal(["at", "edges", "active_placement", "local_ratio", "pending_saga_decisions", "migrations", "decisions"], json.Keys);
+        Assert.Equal(["at", "coordinator", "stale_after_seconds", "edges", "active_placement", "local_ratio", "pending_saga_decisions", "migrations", "decisions"], json.Keys);
         Assert.Null(json["active_placement"]);
     }
 
@@ -35,7 +36,7 @@ public sealed class ClusterStatusTests(IsolatedDatabase database) : IClassFixtur
         var empty = new IsolatedDatabase();
         await empty.InitializeAsync();
         var error = await Assert.ThrowsAsync<OperationException>(() => ClusterStatus.ReadAsync(
-            empty.ConnectionString, TimeSpan.FromMinutes(10), 5, 5, Membership, CancellationToken.None));
+            empty.ConnectionString, virtualHost.Uri, TimeSpan.FromMinutes(10), 5, 5, Membership, CancellationToken.None));
         await empty.DisposeAsync();
 
         Assert.Equal(OperationFailure.Failed, error.Failure);

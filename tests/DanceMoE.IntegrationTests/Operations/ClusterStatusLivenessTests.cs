@@ -1,0 +1,75 @@
+using DanceMoE.Coordinator;
+using DanceMoE.Data;
+using DanceMoE.Hosting;
+using DanceMoE.Migrations;
+using DanceMoE.Operations;
+using RabbitMQ.Client;
+using RabbitMQ.Client.Events;
+
+namespace DanceMoE.IntegrationTests.Operations;
+
+/// <summary><c>dancemoe status</c> tells a live edge from a stale one, and a running coordinator from none.</summary>
+public sealed class ClusterStatusLivenessTests(IsolatedDatabase database, IsolatedVirtualHost virtualHost)
+    : IClassFixture<IsolatedDatabase>, IClassFixture<IsolatedVirtualHost>
+{
+    private static readonly MembershipOptions Membership = new() { HeartbeatSeconds = 2, MissedHeartbeats = 3 };
+
+    [Fact]
+    public async Task An_edge_heard_within_the_timeout_is_live_and_one_heard_before_it_is_stale_with_its_age()
+    {
+        await DatabaseMigrator.MigrateAsync(database.ConnectionString, TimeSpan.FromSeconds(10), CancellationToken.None);
+        var now = DateTimeOffset.UtcNow;
+        await using (var db = DanceMoEDbContext.Create(database.ConnectionString))
+        {
+            db.EdgeServers.Add(new EdgeServer { Id = "edge-live", ExecutionProvider = "cpu", MemoryBudgetBytes = 1 << 20, FirstSeenAt = now.AddHours(-1), LastSeenAt = now.AddSeconds(-1) });
+            db.EdgeServers.Add(new EdgeServer { Id = "edge-stale", ExecutionProvider = "cpu", MemoryBudgetBytes = 1 << 20, FirstSeenAt = now.AddHours(-1), LastSeenAt = now.AddMinutes(-10) });
+            await db.SaveChangesAsync();
+        }
+
+        var report = await ClusterStatus.ReadAsync(database.ConnectionString, virtualHost.Uri, TimeSpan.FromMinutes(10), 5, 5, Membership, CancellationToken.None);
+
+        var text = report.ToText().ToList();
+        Assert.Contains("edges (1 of 2 live; stale after 3 missed heartbeats of 2 s):", text);
+        Assert.Single(text, line => line.StartsWith("  edge-live ", StringComparison.Ordinal) && line.Contains(" live ", StringComparison.Ordinal));
+        Assert.Single(text, line => line.StartsWith("  edge-stale ", StringComparison.Ordinal) && line.Contains(" stale ", StringComparison.Ordinal)
+            && line.EndsWith("last heard 10 min ago", StringComparison.Ordinal));
+
+        var edges = Assert.IsType<List<Dictionary<string, object?>>>(report.ToJson()["edges"]);
+        var live = Assert.Single(edges, e => (string?)e["id"] == "edge-live");
+        var stale = Assert.Single(edges, e => (string?)e["id"] == "edge-stale");
+        Assert.Equal("live", live["state"]);
+        Assert.Equal(true, live["alive"]);
+        Assert.InRange((double)live["seconds_since_seen"]!, 0, 6);
+        Assert.Equal("stale", stale["state"]);
+        Assert.Equal(false, stale["alive"]);
+        Assert.InRange((double)stale["seconds_since_seen"]!, 600, 700);
+        Assert.Equal(6.0, report.ToJson()["stale_after_seconds"]);
+    }
+
+    [Fact]
+    public async Task The_coordinator_runs_while_its_queue_has_a_consumer_and_not_once_it_is_gone()
+    {
+        await DatabaseMigrator.MigrateAsync(database.ConnectionString, TimeSpan.FromSeconds(10), CancellationToken.None);
+        var broker = RabbitMqOptions.Parse(virtualHost.Uri);
+        var factory = new ConnectionFactory
+        {
+            HostName = broker.Host, Port = broker.Port, VirtualHost = broker.VirtualHost, UserName = broker.Username, Password = broker.Password,
+        };
+        await using var connection = await factory.CreateConnectionAsync();
+        var channel = await connection.CreateChannelAsync();
+        await channel.QueueDeclareAsync(RunPlacementNowConsumerDefinition.Queue, durable: true, exclusive: false, autoDelete: false);
+        await channel.BasicConsumeAsync(RunPlacementNowConsumerDefinition.Queue, autoAck: true, new AsyncEventingBasicConsumer(channel));
+
+        var running = await ClusterStatus.ReadAsync(database.ConnectionString, virtualHost.Uri, TimeSpan.FromMinutes(10), 5, 5, Membership, CancellationToken.None);
+        await channel.CloseAsync();
+        await channel.DisposeAsync();
+        var stopped = await ClusterStatus.ReadAsync(database.ConnectionString, virtualHost.Uri, TimeSpan.FromMinutes(10), 5, 5, Membership, CancellationToken.None);
+
+        Assert.True(running.Coordinator!.Running);
+        Assert.Equal("coordinator: running (1 consumer on queue 'coordinator')", running.ToText().First());
+        Assert.Equal(true, ((Dictionary<string, object?>)running.ToJson()["coordinator"]!)["running"]);
+        Assert.False(stopped.Coordinator!.Running);
+        Assert.Equal("coordinator: not running (queue 'coordinator' has no consumer; ./dancemoe coordinator starts one)", stopped.ToText().First());
+        Assert.Equal(false, ((Dictionary<string, object?>)stopped.ToJson()["coordinator"]!)["running"]);
+    }
+}
