@@ -79,9 +79,15 @@ public sealed class CommandLineTests
         return verbs;
     }
 
-    private static async Task<(int ExitCode, string Output, string Errors)> RunAsync(string[] arguments)
+    /// <summary>Runs <c>dotnet dancemoe.dll</c> with <paramref name="arguments"/>, and <paramref name="environment"/> on top of this process's.</summary>
+    internal static async Task<(int ExitCode, string Output, string Errors)> RunAsync(string[] arguments, IReadOnlyDictionary<string, string>? environment = null)
     {
         var start = new ProcessStartInfo("dotnet") { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = true };
+        foreach (var (name, value) in environment ?? new Dictionary<string, string>())
+        {
+            start.Environment[name] = value;
+        }
+
         start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "dancemoe.dll"));
         foreach (var argument in arguments)
         {

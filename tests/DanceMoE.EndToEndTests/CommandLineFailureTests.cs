@@ -1,0 +1,89 @@
+namespace DanceMoE.EndToEndTests;
+
+/// <summary>The CLI never aborts: a service that is down and an odd edge id are each one line and an exit code, no stack trace.</summary>
+public sealed class CommandLineFailureTests
+{
+    /// <summary>A port nothing listens on: the connection is refused at once.</summary>
+    private const string ClosedPostgres = "postgresql://dancemoe:dancemoe@127.0.0.1:1/dancemoe";
+
+    private const string ClosedRabbitMq = "amqp://dancemoe:dancemoe@127.0.0.1:1/dancemoe";
+
+    public static TheoryData<string> OddEdgeIds => new()
+    {
+        new string('a', 300),
+        "edge-1-control",
+        "edge-1-experts",
+        "1-control",
+        "coordinator",
+        "coordinator-migrations",
+        "Edge-1",
+        "edge_1",
+        "edge 1",
+        "edge/1",
+        "edge-1\nsecond line",
+        "-edge",
+        "édge-1",
+    };
+
+    [Theory]
+    [InlineData("status")]
+    [InlineData("status", "--json")]
+    public async Task Status_with_PostgreSQL_down_is_one_line_and_exit_3(params string[] arguments)
+    {
+        var (exitCode, output, errors) = await CommandLineTests.RunAsync(arguments, new Dictionary<string, string> { ["ConnectionStrings__postgres"] = ClosedPostgres });
+
+        Assert.True(exitCode == 3, $"exit {exitCode}: {errors}");
+        Assert.Empty(output);
+        var line = Assert.Single(errors.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.StartsWith("dancemoe status: error: cannot read the cluster state at postgresql://dancemoe:***@127.0.0.1:1/", line, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("status")]
+    [InlineData("status", "--json")]
+    public async Task Status_with_RabbitMQ_down_is_one_line_and_exit_3(params string[] arguments)
+    {
+        var (exitCode, output, errors) = await CommandLineTests.RunAsync(arguments, new Dictionary<string, string> { ["ConnectionStrings__rabbitmq"] = ClosedRabbitMq });
+
+        Assert.True(exitCode == 3, $"exit {exitCode}: {errors}");
+        Assert.Empty(output);
+        var line = Assert.Single(errors.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.StartsWith("dancemoe status: error: cannot connect to RabbitMQ at amqp://dancemoe:***@127.0.0.1:1/", line, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [MemberData(nameof(OddEdgeIds))]
+    public async Task Infer_to_an_odd_edge_id_is_a_one_line_usage_error_that_sends_nothing(string edge)
+    {
+        // The broker is unreachable: an attempt to reach it would exit 3, so exit 2 also shows nothing was sent.
+        var (exitCode, _, errors) = await CommandLineTests.RunAsync(
+            ["infer", "--edge", edge, "--prompt", "hello", "--max-tokens", "1"], new Dictionary<string, string> { ["ConnectionStrings__rabbitmq"] = ClosedRabbitMq });
+
+        Assert.True(exitCode == 2, $"exit {exitCode}: {errors}");
+        var line = Assert.Single(errors.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.StartsWith("dancemoe infer: --edge: ", line, StringComparison.Ordinal);
+        Assert.True(line.Length < 400, line);
+    }
+
+    [Theory]
+    [MemberData(nameof(OddEdgeIds))]
+    public async Task An_edge_with_an_odd_id_is_a_one_line_usage_error(string id)
+    {
+        var (exitCode, _, errors) = await CommandLineTests.RunAsync(["edge", "--id", id, "--model", "onnx/default"]);
+
+        Assert.True(exitCode == 2, $"exit {exitCode}: {errors}");
+        var line = Assert.Single(errors.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.StartsWith("dancemoe edge: --id: ", line, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task An_odd_id_in_uniform_over_is_a_one_line_usage_error()
+    {
+        var (exitCode, _, errors) = await CommandLineTests.RunAsync(
+            ["edge", "--id", "edge-1", "--model", "onnx/default", "--placement", "uniform", "--uniform-over", "edge-1,edge-2-control"]);
+
+        Assert.True(exitCode == 2, $"exit {exitCode}: {errors}");
+        var line = Assert.Single(errors.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.StartsWith("dancemoe edge: --uniform-over: ", line, StringComparison.Ordinal);
+    }
+}
