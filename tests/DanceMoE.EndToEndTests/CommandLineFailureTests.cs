@@ -1,3 +1,7 @@
+using System.ComponentModel.DataAnnotations;
+using DanceMoE.Edge;
+using DanceMoE.Hosting;
+
 namespace DanceMoE.EndToEndTests;
 
 /// <summary>The CLI never aborts: a service that is down and an odd edge id are each one line and an exit code, no stack trace.</summary>
@@ -85,5 +89,28 @@ public sealed class CommandLineFailureTests
         Assert.True(exitCode == 2, $"exit {exitCode}: {errors}");
         var line = Assert.Single(errors.Split('\n', StringSplitOptions.RemoveEmptyEntries));
         Assert.StartsWith("dancemoe edge: --uniform-over: ", line, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [MemberData(nameof(OddEdgeIds))]
+    public void The_edge_hosts_options_refuse_an_odd_id_as_the_command_line_does(string id)
+    {
+        var options = new EdgeOptions { Id = id, ModelDirectory = "onnx/default" };
+        var results = new List<ValidationResult>();
+
+        Assert.False(Validator.TryValidateObject(options, new ValidationContext(options), results, validateAllProperties: true));
+        Assert.Equal(EdgeQueues.Problem(id), Assert.Single(results).ErrorMessage);
+    }
+
+    [Theory]
+    [InlineData("edge-1")]
+    [InlineData("7")]
+    [InlineData("edge-gpu-a")]
+    public void An_ordinary_edge_id_passes(string id)
+    {
+        var options = new EdgeOptions { Id = id, ModelDirectory = "onnx/default" };
+
+        Assert.Null(EdgeQueues.Problem(id));
+        Assert.True(Validator.TryValidateObject(options, new ValidationContext(options), [], validateAllProperties: true));
     }
 }
