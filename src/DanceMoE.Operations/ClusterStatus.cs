@@ -127,10 +127,18 @@ public sealed record ClusterStatusReport(
     public CoordinatorPresence? Coordinator { get; init; }
 
     /// <summary>How long ago an edge was last heard from (never negative, whatever the clocks say).</summary>
-    public TimeSpan SinceSeen(EdgeServer edge) => edge is null || edge.LastSeenAt > At ? TimeSpan.Zero : At - edge.LastSeenAt;
+    public TimeSpan SinceSeen(EdgeServer edge)
+    {
+        ArgumentNullException.ThrowIfNull(edge);
+        return edge.LastSeenAt > At ? TimeSpan.Zero : At - edge.LastSeenAt;
+    }
 
     /// <summary><c>live</c> while its heartbeats arrive, <c>stale</c> once <see cref="MembershipOptions.MissedHeartbeats"/> are missing.</summary>
-    public string State(EdgeServer edge) => edge is not null && Membership.IsAlive(edge.LastSeenAt, At) ? "live" : "stale";
+    public string State(EdgeServer edge)
+    {
+        ArgumentNullException.ThrowIfNull(edge);
+        return Membership.IsAlive(edge.LastSeenAt, At) ? "live" : "stale";
+    }
 
     /// <summary>Migrations in one of <see cref="MigrationStateName.Running"/>.</summary>
     public int RunningMigrations => MigrationStateName.Running.Sum(state => MigrationsByState.GetValueOrDefault(state));
