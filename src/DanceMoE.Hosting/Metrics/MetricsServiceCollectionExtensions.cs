@@ -14,7 +14,8 @@ public static class MetricsServiceCollectionExtensions
         where TReadiness : class, IReadinessCheck
     {
         services.AddOptions<MetricsOptions>().BindConfiguration(MetricsOptions.Section).ValidateDataAnnotations().ValidateOnStart();
-        services.TryAddSingleton<IReadinessCheck, TReadiness>();
+        services.TryAddSingleton<TReadiness>();
+        services.AddSingleton<IReadinessCheck>(sp => sp.GetRequiredService<TReadiness>());
         services.AddSingleton(meter);
         services.AddSingleton<MetricsServer>();
         services.AddHostedService(sp => sp.GetRequiredService<MetricsServer>());
