@@ -18,11 +18,18 @@ public sealed class MetricsOptions
 
     public bool Enabled => Port is > 0;
 
-    /// <summary>The HttpListener prefix, for example <c>http://127.0.0.1:9464/</c>.</summary>
-    public string Prefix()
+    /// <summary>The HttpListener prefixes, for example <c>http://127.0.0.1:9464/</c>.</summary>
+    public IReadOnlyList<string> Prefixes()
     {
-        var host = Host == "*" ? "+" : Host.Contains(':', StringComparison.Ordinal) ? $"[{Host}]" : Host;
-        return FormattableString.Invariant($"http://{host}:{Port}/");
+        // HttpListener matches the request's Host header against its prefixes: on loopback both names must match.
+        string[] hosts = Host switch
+        {
+            "*" => ["+"],
+            "127.0.0.1" or "localhost" => ["127.0.0.1", "localhost"],
+            _ when Host.Contains(':', StringComparison.Ordinal) => [$"[{Host}]"],
+            _ => [Host],
+        };
+        return [.. hosts.Select(h => FormattableString.Invariant($"http://{h}:{Port}/"))];
     }
 }
 

@@ -33,11 +33,15 @@ public sealed class MetricsServer(IOptions<MetricsOptions> options, IEnumerable<
 
             _registry = new MetricsRegistry(meters);
             var listener = new HttpListener();
-            listener.Prefixes.Add(settings.Prefix());
+            foreach (var prefix in settings.Prefixes())
+            {
+                listener.Prefixes.Add(prefix);
+            }
+
             listener.Start();
             _listener = listener;
             _serving = Task.Run(() => ServeAsync(listener));
-            logger.LogInformation("metrics and probes on {Prefix} (/metrics, /healthz, /readyz)", settings.Prefix());
+            logger.LogInformation("metrics and probes on {Prefix} (/metrics, /healthz, /readyz)", settings.Prefixes()[0]);
         }
     }
 
