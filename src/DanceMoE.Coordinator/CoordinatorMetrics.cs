@@ -9,10 +9,10 @@ public sealed class CoordinatorMetrics : IDisposable
 {
     public const string MeterName = "DanceMoE.Coordinator";
 
-    private readonly Counter<long> _started;
-    private readonly Counter<long> _completed;
-    private readonly Counter<long> _failed;
     private readonly Histogram<double> _duration;
+    private long _started;
+    private long _completed;
+    private long _failed;
 
     public CoordinatorMetrics(ClusterMembership membership, PlacementRegistry registry, TimeProvider time)
     {
@@ -20,9 +20,10 @@ public sealed class CoordinatorMetrics : IDisposable
         ArgumentNullException.ThrowIfNull(registry);
         ArgumentNullException.ThrowIfNull(time);
         Meter = new Meter(MeterName);
-        _started = Meter.CreateCounter<long>("dancemoe_migrations_started", "{migration}", "Migration sagas started");
-        _completed = Meter.CreateCounter<long>("dancemoe_migrations_completed", "{migration}", "Migration sagas that completed");
-        _failed = Meter.CreateCounter<long>("dancemoe_migrations_failed", "{migration}", "Migration sagas that failed (compensated)");
+        // Observed rather than added to, so that a scrape shows them at 0 before the first migration.
+        Meter.CreateObservableCounter("dancemoe_migrations_started", () => Interlocked.Read(ref _started), "{migration}", "Migration sagas this coordinator started");
+        Meter.CreateObservableCounter("dancemoe_migrations_completed", () => Interlocked.Read(ref _completed), "{migration}", "Migration sagas that completed");
+        Meter.CreateObservableCounter("dancemoe_migrations_failed", () => Interlocked.Read(ref _failed), "{migration}", "Migration sagas that failed (compensated)");
         _duration = Meter.CreateHistogram<double>("dancemoe_migration_duration_seconds", "s", "Time from a migration's start to its end, by outcome (completed, failed)",
             tags: null, advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = [0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600] });
         Meter.CreateObservableGauge("dancemoe_active_placement_version",
@@ -33,11 +34,11 @@ public sealed class CoordinatorMetrics : IDisposable
 
     public Meter Meter { get; }
 
-    public void MigrationStarted() => _started.Add(1);
+    public void MigrationStarted() => Interlocked.Increment(ref _started);
 
     public void MigrationFinished(bool completed, TimeSpan duration)
     {
-        (completed ? _completed : _failed).Add(1);
+        Interlocked.Increment(ref completed ? ref _completed : ref _failed);
         _duration.Record(duration.TotalSeconds, new KeyValuePair<string, object?>("outcome", completed ? "completed" : "failed"));
     }
 

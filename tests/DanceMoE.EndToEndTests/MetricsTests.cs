@@ -1,7 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
 using System.Net;
-using System.Net.Sockets;
 using DanceMoE.Contracts;
 using DanceMoE.Edge;
 using DanceMoE.Hosting.Metrics;
@@ -24,20 +23,13 @@ public sealed class MetricsClusterFixture : IAsyncLifetime
         var placement = Cluster.WritePlacement("uniform.json", PlacementFile.Uniform(1, architecture.NumLayers, architecture.NumExperts, Edges));
         foreach (var id in Edges)
         {
-            Ports[id] = FreePort();
+            Ports[id] = CoordinatorMetricsTests.FreePort();
             string[] extra = ["--metrics-port", Ports[id].ToString(CultureInfo.InvariantCulture), .. id == "edge-1" ? ["--expert-metrics"] : Array.Empty<string>()];
             await Cluster.StartEdgesAsync([id], placement, extraArguments: extra);
         }
     }
 
     public async Task DisposeAsync() => await Cluster.DisposeAsync();
-
-    private static int FreePort()
-    {
-        using var probe = new TcpListener(IPAddress.Loopback, 0);
-        probe.Start();
-        return ((IPEndPoint)probe.LocalEndpoint).Port;
-    }
 }
 
 public sealed class MetricsTests(MetricsClusterFixture fixture) : IClassFixture<MetricsClusterFixture>
@@ -159,7 +151,7 @@ public sealed class MetricsTests(MetricsClusterFixture fixture) : IClassFixture<
     private async Task<Dictionary<string, double>> ScrapeAsync(string edge) => Parse(await Http.GetStringAsync(Url(edge, "/metrics")));
 
     /// <summary>Series (name with its labels, as written) to value; comments left out.</summary>
-    private static Dictionary<string, double> Parse(string text)
+    internal static Dictionary<string, double> Parse(string text)
     {
         var series = new Dictionary<string, double>(StringComparer.Ordinal);
         foreach (var line in text.Split('\n', StringSplitOptions.RemoveEmptyEntries))
@@ -179,7 +171,7 @@ public sealed class MetricsTests(MetricsClusterFixture fixture) : IClassFixture<
     // A series not written yet counts as 0 (a counter nobody has added to).
     private static double Value(Dictionary<string, double> scrape, string series) => scrape.GetValueOrDefault(series);
 
-    private static async Task<(int Exit, string Output)> PromtoolAsync(string text)
+    internal static async Task<(int Exit, string Output)> PromtoolAsync(string text)
     {
         var start = new ProcessStartInfo("promtool") { RedirectStandardInput = true, RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         start.ArgumentList.Add("check");
