@@ -1,6 +1,7 @@
 using System.Diagnostics.Metrics;
 using DanceMoE.Hosting.Metrics;
 using MassTransit;
+using Microsoft.Extensions.DependencyInjection;
 
 namespace DanceMoE.Coordinator;
 
@@ -14,11 +15,13 @@ public sealed class CoordinatorMetrics : IDisposable
     private long _completed;
     private long _failed;
 
-    public CoordinatorMetrics(ClusterMembership membership, PlacementRegistry registry, TimeProvider time)
+    // The registry needs the bus, whose saga needs these metrics: both are read only when a scrape observes them.
+    public CoordinatorMetrics(IServiceProvider services, TimeProvider time)
     {
-        ArgumentNullException.ThrowIfNull(membership);
-        ArgumentNullException.ThrowIfNull(registry);
+        ArgumentNullException.ThrowIfNull(services);
         ArgumentNullException.ThrowIfNull(time);
+        var registry = new Lazy<PlacementRegistry>(services.GetRequiredService<PlacementRegistry>);
+        var membership = new Lazy<ClusterMembership>(services.GetRequiredService<ClusterMembership>);
         Meter = new Meter(MeterName);
         // Observed rather than added to, so that a scrape shows them at 0 before the first migration.
         Meter.CreateObservableCounter("dancemoe_migrations_started", () => Interlocked.Read(ref _started), "{migration}", "Migration sagas this coordinator started");
@@ -27,9 +30,9 @@ public sealed class CoordinatorMetrics : IDisposable
         _duration = Meter.CreateHistogram<double>("dancemoe_migration_duration_seconds", "s", "Time from a migration's start to its end, by outcome (completed, failed)",
             tags: null, advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = [0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600] });
         Meter.CreateObservableGauge("dancemoe_active_placement_version",
-            () => registry.KnownActiveVersion is { } v ? [new Measurement<int>(v)] : Array.Empty<Measurement<int>>(),
+            () => registry.Value.KnownActiveVersion is { } v ? [new Measurement<int>(v)] : Array.Empty<Measurement<int>>(),
             "", "The active placement version, once the coordinator has read or activated it");
-        Meter.CreateObservableGauge("dancemoe_edges_live", () => membership.Alive(time.GetUtcNow()).Count, "{edge}", "Edges whose heartbeats are current");
+        Meter.CreateObservableGauge("dancemoe_edges_live", () => membership.Value.Alive(time.GetUtcNow()).Count, "{edge}", "Edges whose heartbeats are current");
     }
 
     public Meter Meter { get; }
