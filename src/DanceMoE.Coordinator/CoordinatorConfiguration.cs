@@ -36,6 +36,8 @@ public static class CoordinatorConfiguration
         ["--drain-ms"] = $"{MigrationOptions.Section}:{nameof(MigrationOptions.DrainMilliseconds)}",
         ["--migration-retries"] = $"{MigrationOptions.Section}:{nameof(MigrationOptions.Retries)}",
         ["--timeout-scan-ms"] = $"{MigrationOptions.Section}:{nameof(MigrationOptions.TimeoutScanMilliseconds)}",
+        ["--metrics-port"] = "Metrics:Port",
+        ["--metrics-host"] = "Metrics:Host",
     };
 
     /// <summary>

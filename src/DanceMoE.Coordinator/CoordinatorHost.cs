@@ -1,6 +1,7 @@
 using DanceMoE.Coordinator.Saga;
 using DanceMoE.Data;
 using DanceMoE.Hosting;
+using DanceMoE.Hosting.Metrics;
 using MassTransit;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
@@ -41,6 +42,8 @@ public static class CoordinatorHost
             sp.GetRequiredService<Microsoft.EntityFrameworkCore.IDbContextFactory<Data.DanceMoEDbContext>>(),
             sp.GetRequiredService<IBus>()));
         services.AddSingleton<PlacementRunner>();
+        services.AddSingleton<CoordinatorMetrics>();
+        services.AddDanceMoEMetrics<CoordinatorReadiness>(sp => sp.GetRequiredService<CoordinatorMetrics>().Meter);
         services.AddSingleton<LaggingEdgeConsumer.SentLog>();
         services.AddOptions<MigrationOptions>().BindConfiguration(MigrationOptions.Section).ValidateDataAnnotations().ValidateOnStart();
         var migration = builder.Configuration.GetSection(MigrationOptions.Section).Get<MigrationOptions>() ?? new MigrationOptions();

@@ -62,6 +62,11 @@ public sealed class PlacementRegistry(IDbContextFactory<DanceMoEDbContext> dbFac
         return version;
     }
 
+    /// <summary>The active version as this registry last read or activated it; null before it did either.</summary>
+    public int? KnownActiveVersion => Volatile.Read(ref _knownActive) is var v && v > 0 ? v : null;
+
+    private int _knownActive;
+
     /// <summary>Makes <paramref name="version"/> the only active placement and publishes <see cref="PlacementActivated"/>.</summary>
     public async Task ActivateAsync(int version, CancellationToken cancellationToken)
     {
@@ -89,6 +94,7 @@ public sealed class PlacementRegistry(IDbContextFactory<DanceMoEDbContext> dbFac
 
         var placement = await GetAsync(version, cancellationToken).ConfigureAwait(false)
             ?? throw new InvalidOperationException($"placement version {version} vanished");
+        Volatile.Write(ref _knownActive, version);
         await publish.Publish(new PlacementActivated { Version = version, Assignments = placement.Assignments, ActivatedAt = activatedAt }, cancellationToken)
             .ConfigureAwait(false);
     }
@@ -113,7 +119,13 @@ public sealed class PlacementRegistry(IDbContextFactory<DanceMoEDbContext> dbFac
     {
         await using var db = await dbFactory.CreateDbContextAsync(cancellationToken).ConfigureAwait(false);
         var version = await db.Placements.Where(p => p.IsActive).Select(p => (int?)p.Version).SingleOrDefaultAsync(cancellationToken).ConfigureAwait(false);
-        return version is { } v ? await GetAsync(v, cancellationToken).ConfigureAwait(false) : null;
+        if (version is { } v)
+        {
+            Volatile.Write(ref _knownActive, v);
+            return await GetAsync(v, cancellationToken).ConfigureAwait(false);
+        }
+
+        return null;
     }
 
     public async Task<RegisteredPlacement?> GetAsync(int version, CancellationToken cancellationToken)

@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Diagnostics;
 using DanceMoE.Contracts;
 using DanceMoE.Hosting;
 using DanceMoE.Inference;
@@ -20,6 +21,7 @@ public sealed class DistributedExpertDispatcher(
     IRoutingTable routing,
     IClientFactory clients,
     LinkEmulator link,
+    EdgeMetrics metrics,
     ILogger<DistributedExpertDispatcher> logger) : IExpertDispatcher
 {
     private static readonly TimeSpan SuspectFor = TimeSpan.FromSeconds(30);
@@ -37,8 +39,14 @@ public sealed class DistributedExpertDispatcher(
         var placement = routing.Current;
         var local = new List<int>();
         var remote = new Dictionary<string, List<int>>(StringComparer.Ordinal);
+        var countActivations = metrics.ExpertActivationsEnabled;
         for (var i = 0; i < batches.Count; i++)
         {
+            if (countActivations)
+            {
+                metrics.ExpertActivated(layer, batches[i].Expert, batches[i].Rows);
+            }
+
             if (store.Holds(layer, batches[i].Expert))
             {
                 local.Add(i);
@@ -167,7 +175,9 @@ public sealed class DistributedExpertDispatcher(
         };
         await link.TransmitAsync(payload.Length, cancellationToken).ConfigureAwait(false);
         var client = clients.CreateRequestClient<RunExpertBatch>(EdgeQueues.ExpertsAddress(server), RequestTimeout.After(ms: _deadlineMs));
+        var sentAt = Stopwatch.GetTimestamp();
         var response = await client.GetResponse<ExpertBatchResult>(request, cancellationToken).ConfigureAwait(false);
+        metrics.PeerRoundTrip(server, Stopwatch.GetElapsedTime(sentAt));
         var result = response.Message;
         if (result.BatchId != request.BatchId || result.Output.Length != payload.Length
             || !result.Slices.Select(s => (s.Expert, s.Rows)).SequenceEqual(slices.Select(s => (s.Expert, s.Rows))))

@@ -5,7 +5,7 @@ namespace DanceMoE.Edge;
 /// <summary>The flags of an edge process (<c>dancemoe edge</c> and the edge host), each mapped to its configuration key.</summary>
 public static class EdgeCommandLine
 {
-    /// <summary>Flag to configuration key; <c>--no-traces</c> is <c>--traces false</c>.</summary>
+    /// <summary>Flag to configuration key; <c>--no-traces</c> is <c>--traces false</c>, <c>--expert-metrics</c> is <c>--expert-metrics true</c>.</summary>
     public static IReadOnlyDictionary<string, string> Switches => SwitchMappings;
 
     private static readonly Dictionary<string, string> SwitchMappings = new(StringComparer.Ordinal)
@@ -25,13 +25,16 @@ public static class EdgeCommandLine
         ["--link-mbps"] = "Edge:Link:Mbps",
         ["--traces"] = "Edge:Traces:Enabled",
         ["--trace-spill-dir"] = "Edge:Traces:SpillDirectory",
+        ["--expert-metrics"] = "Edge:ExpertMetrics",
+        ["--metrics-port"] = "Metrics:Port",
+        ["--metrics-host"] = "Metrics:Host",
     };
 
     /// <summary>An edge process's configuration: its command line over the environment (<c>Edge__Id</c>, <c>ConnectionStrings__rabbitmq</c>, ...).</summary>
     public static IConfiguration Build(IEnumerable<string> args)
     {
-        // The command-line provider reads every flag as a key and a value; the one flag without a value gets its value here.
-        var withValues = args.Select(a => a == "--no-traces" ? "--traces=false" : a).ToArray();
+        // The command-line provider reads every flag as a key and a value; the flags without a value get theirs here.
+        var withValues = args.Select(a => a switch { "--no-traces" => "--traces=false", "--expert-metrics" => "--expert-metrics=true", _ => a }).ToArray();
         return new ConfigurationBuilder().AddEnvironmentVariables().AddCommandLine(withValues, SwitchMappings).Build();
     }
 }

@@ -58,6 +58,9 @@ public sealed class EdgeOptions
     /// <summary>File written once the edge serves (its experts loaded, its queues consumed).</summary>
     public string? ReadyFile { get; set; }
 
+    /// <summary>Count every expert's activations per layer in the metrics (layers x experts series per edge).</summary>
+    public bool ExpertMetrics { get; set; }
+
     public long MemoryBudgetBytes => (long)MemoryMb << 20;
 
     /// <summary>The edges of <see cref="UniformOver"/>; null when it is not set.</summary>

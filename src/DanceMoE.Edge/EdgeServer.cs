@@ -1,5 +1,6 @@
 using DanceMoE.Data;
 using DanceMoE.Hosting;
+using DanceMoE.Hosting.Metrics;
 using DanceMoE.Inference;
 using DanceMoE.Model;
 using DanceMoE.Traces;
@@ -40,7 +41,15 @@ public static class EdgeServer
             var model = sp.GetRequiredService<EdgeModel>();
             return new MoeForward(model.Manifest, model.Sessions, sp.GetRequiredService<IExpertDispatcher>());
         });
-        services.AddSingleton<EdgeRuntime>();
+        services.AddSingleton<EdgeMetrics>();
+        services.AddDanceMoEMetrics<EdgeReadiness>(sp => sp.GetRequiredService<EdgeMetrics>().Meter);
+        services.AddSingleton(sp =>
+        {
+            var runtime = ActivatorUtilities.CreateInstance<EdgeRuntime>(sp);
+            sp.GetRequiredService<EdgeMetrics>().Observe(runtime);
+            sp.GetRequiredService<EdgeReadiness>().Loaded(runtime);
+            return runtime;
+        });
         services.AddSingleton<HeartbeatService>();
         services.AddHostedService(sp => sp.GetRequiredService<HeartbeatService>());
 
@@ -79,6 +88,8 @@ public static class EdgeServer
         try
         {
             options = host.Services.GetRequiredService<IOptions<EdgeOptions>>().Value;
+            // Before the experts load, so /healthz answers and /readyz says why not yet while they do.
+            host.Services.GetRequiredService<MetricsServer>().Start();
             // Loads the model and the placement's experts now, so an edge that cannot hold them never joins the bus.
             host.Services.GetRequiredService<EdgeRuntime>();
         }
@@ -86,6 +97,10 @@ public static class EdgeServer
             || IsUnconvertibleSetting(ex))
         {
             throw new EdgeStartupException(ex.Message, brokerUnreachable: false, ex);
+        }
+        catch (System.Net.HttpListenerException ex)
+        {
+            throw new EdgeStartupException($"cannot listen for metrics: {ex.Message}", brokerUnreachable: false, ex);
         }
 
         try

@@ -7,17 +7,28 @@ using MassTransit;
 namespace DanceMoE.Edge;
 
 /// <summary>Generates text for a request that arrived at this edge (its origin), with experts wherever they live.</summary>
-public sealed class GenerateTextConsumer(EdgeRuntime edge) : IConsumer<GenerateText>
+public sealed class GenerateTextConsumer(EdgeRuntime edge, EdgeMetrics metrics) : IConsumer<GenerateText>
 {
     public async Task Consume(ConsumeContext<GenerateText> context)
     {
         var request = context.Message;
         var requestId = request.RequestId == Guid.Empty ? context.RequestId ?? NewId.NextGuid() : request.RequestId;
         var receivedAt = DateTimeOffset.UtcNow;
-        var promptIds = edge.ValidateRequest(request);
+        IReadOnlyList<int> promptIds;
+        try
+        {
+            promptIds = edge.ValidateRequest(request);
+        }
+        catch (InvalidRequestException)
+        {
+            metrics.RequestRejected();
+            throw;
+        }
+
         var requestContext = new ForwardContext(requestId, recordRouting: true) { PlacementVersion = edge.Routing.Current.Version };
         var clock = Stopwatch.StartNew();
         edge.InFlight.Enter();
+        metrics.RequestStarted();
         GenerationResult result;
         try
         {
@@ -28,10 +39,12 @@ public sealed class GenerateTextConsumer(EdgeRuntime edge) : IConsumer<GenerateT
                 request.MaxNewTokens,
                 new SamplingOptions { Temperature = request.Temperature, TopP = request.TopP, Seed = (ulong)request.Seed },
                 requestContext,
-                context.CancellationToken).ConfigureAwait(false);
+                context.CancellationToken,
+                metrics.TokenProduced).ConfigureAwait(false);
         }
         catch (Exception ex)
         {
+            metrics.RequestFinished(ex is OperationCanceledException ? "cancelled" : "failed", 0, clock.Elapsed, requestContext.LocalExpertCalls, requestContext.RemoteExpertCalls);
             edge.WriteRouting(requestContext);
             edge.Traces.Add(Summary(ex is OperationCanceledException ? RequestStatus.Cancelled : RequestStatus.Failed, 0, ex.Message));
             throw;
@@ -43,6 +56,7 @@ public sealed class GenerateTextConsumer(EdgeRuntime edge) : IConsumer<GenerateT
 
         edge.WriteRouting(requestContext);
         edge.Traces.Add(Summary(RequestStatus.Completed, result.TokenIds.Count, null));
+        metrics.RequestFinished("completed", result.TokenIds.Count, clock.Elapsed, requestContext.LocalExpertCalls, requestContext.RemoteExpertCalls);
 
         await context.RespondAsync(new TextGenerated
         {

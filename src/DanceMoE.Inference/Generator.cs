@@ -6,8 +6,10 @@ namespace DanceMoE.Inference;
 /// <summary>Prefill the prompt, then decode one token at a time with the KV cache, all for the request of one <see cref="ForwardContext"/>.</summary>
 public static class Generator
 {
+    /// <summary>Generates up to <paramref name="maxTokens"/> tokens; <paramref name="tokenProduced"/> hears of each (index, time since the previous one).</summary>
     public static async Task<GenerationResult> GenerateAsync(
-        MoeForward forward, ByteTokenizer tokenizer, IReadOnlyList<int> promptIds, int maxTokens, SamplingOptions sampling, ForwardContext context, CancellationToken cancellationToken)
+        MoeForward forward, ByteTokenizer tokenizer, IReadOnlyList<int> promptIds, int maxTokens, SamplingOptions sampling, ForwardContext context, CancellationToken cancellationToken,
+        Action<int, TimeSpan>? tokenProduced = null)
     {
         ArgumentNullException.ThrowIfNull(forward);
         ArgumentNullException.ThrowIfNull(tokenizer);
@@ -18,6 +20,7 @@ public static class Generator
         var state = forward.NewState();
         var generated = new List<int>(maxTokens);
         var stopwatch = Stopwatch.StartNew();
+        var previous = TimeSpan.Zero;
         var logits = await forward.ForwardAsync(promptIds, state, context, cancellationToken).ConfigureAwait(false);
         var last = logits.AsMemory((promptIds.Count - 1) * vocab, vocab);
         var eos = false;
@@ -31,6 +34,14 @@ public static class Generator
             }
 
             generated.Add(next);
+            // Time since the previous token, or since the start for the first: time to first token, then per output token.
+            if (tokenProduced is not null)
+            {
+                var now = stopwatch.Elapsed;
+                tokenProduced(generated.Count - 1, now - previous);
+                previous = now;
+            }
+
             if (generated.Count == maxTokens)
             {
                 break;

@@ -44,6 +44,8 @@ public static class CoordinatorCommand
             CliOptions.Double("drain-ms", migration.DrainMilliseconds, "wait for requests in flight before unloading", 0, 600_000),
             CliOptions.Int("migration-retries", migration.Retries, "retries of a failed migration step", 0, 10),
             CliOptions.Int("timeout-scan-ms", migration.TimeoutScanMilliseconds, "how often the saga looks for timed-out migrations", 50, 60_000),
+            CliOptions.OptionalInt("metrics-port", "serve /metrics, /healthz and /readyz over HTTP on this port (default: none)", 1, 65535),
+            CliOptions.Text("metrics-host", "address the metrics listener binds (* for every interface)", "127.0.0.1"),
             readyFile,
         };
         command.SetAction((result, cancellationToken) =>
@@ -86,6 +88,10 @@ public static class CoordinatorCommand
         catch (InvalidOperationException ex) when (IsConversionFailure(ex))
         {
             throw new UsageException(ex.Message);
+        }
+        catch (System.Net.HttpListenerException ex)
+        {
+            throw new CliException($"the coordinator cannot listen for metrics: {ex.Message}", ExitCodes.Failed, ex);
         }
         catch (Exception ex) when (ex is MassTransit.RabbitMqConnectionException or TimeoutException)
         {

@@ -33,6 +33,9 @@ public static class EdgeCommand
             CliOptions.Flag("no-traces", "do not record routing traces"),
             CliOptions.Text("trace-spill-dir", "where traces wait while PostgreSQL is unreachable", valueName: "DIR"),
             CliOptions.Text("ready-file", "file to write the process id to once the edge serves", valueName: "FILE"),
+            CliOptions.OptionalInt("metrics-port", "serve /metrics, /healthz and /readyz over HTTP on this port (default: none)", 1, 65535),
+            CliOptions.Text("metrics-host", "address the metrics listener binds (* for every interface)", "127.0.0.1"),
+            CliOptions.Flag("expert-metrics", "count activations per layer and expert in the metrics (layers x experts series)"),
         };
         command.SetAction((result, cancellationToken) =>
         {

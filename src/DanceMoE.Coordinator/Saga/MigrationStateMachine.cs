@@ -25,10 +25,13 @@ public sealed class MigrationStateMachine : MassTransitStateMachine<MigrationSta
     private readonly IDbContextFactory<DanceMoEDbContext> _dbFactory;
     private readonly TimeProvider _time;
     private readonly ILogger<MigrationStateMachine> _logger;
+    private readonly CoordinatorMetrics? _metrics;
 
     public MigrationStateMachine(
-        IOptions<MigrationOptions> options, IDbContextFactory<DanceMoEDbContext> dbFactory, TimeProvider time, ILogger<MigrationStateMachine> logger)
+        IOptions<MigrationOptions> options, IDbContextFactory<DanceMoEDbContext> dbFactory, TimeProvider time, ILogger<MigrationStateMachine> logger,
+        CoordinatorMetrics? metrics = null)
     {
+        _metrics = metrics;
         ArgumentNullException.ThrowIfNull(options);
         _options = options.Value;
         _dbFactory = dbFactory;
@@ -136,6 +139,7 @@ public sealed class MigrationStateMachine : MassTransitStateMachine<MigrationSta
         saga.Routed = MigrationProgress.Serialize(MigrationProgress.Replicas(message.FromAssignments));
         saga.LoadedByMigration = "[]";
         saga.StartedAt = _time.GetUtcNow();
+        _metrics?.MigrationStarted();
         _logger.LogInformation("migration {Migration}: v{From} -> v{To} in {Moves} moves", saga.CorrelationId, saga.FromVersion, saga.ToVersion, message.Moves.Count);
     }
 
@@ -297,6 +301,7 @@ public sealed class MigrationStateMachine : MassTransitStateMachine<MigrationSta
         saga.DeadlineAt = null;
         saga.FinishedAt = _time.GetUtcNow();
         saga.UpdatedAt = saga.FinishedAt.Value;
+        _metrics?.MigrationFinished(final == Completed, saga.FinishedAt.Value - saga.StartedAt);
         await context.TransitionToState(final).ConfigureAwait(false);
         if (saga.DecisionId is { } id)
         {

@@ -1,0 +1,106 @@
+using System.Diagnostics.Metrics;
+using Microsoft.Extensions.Options;
+
+namespace DanceMoE.Edge;
+
+/// <summary>
+/// The edge's instruments (meter <c>DanceMoE.Edge</c>), named as Prometheus exposes them. Recording costs next to nothing
+/// while nothing listens (no <c>--metrics-port</c>); gauges are read from the runtime only when scraped.
+/// </summary>
+public sealed class EdgeMetrics : IDisposable
+{
+    public const string MeterName = "DanceMoE.Edge";
+
+    private static readonly double[] SecondsBuckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120];
+    private static readonly double[] StepBuckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
+
+    private readonly Counter<long> _requests;
+    private readonly Counter<long> _tokens;
+    private readonly Histogram<double> _duration;
+    private readonly Histogram<double> _firstToken;
+    private readonly Histogram<double> _perToken;
+    private readonly Counter<long> _expertCalls;
+    private readonly Histogram<double> _peerRoundTrip;
+    private readonly Counter<long> _activations;
+    private readonly UpDownCounter<int> _active;
+    private readonly object[] _numbers;
+
+    public EdgeMetrics(IOptions<EdgeOptions> options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        Meter = new Meter(MeterName);
+        ExpertActivationsEnabled = options.Value.ExpertMetrics;
+        _requests = Meter.CreateCounter<long>("dancemoe_requests", "{request}", "Generation requests this edge finished, by status (completed, failed, cancelled, rejected)");
+        _tokens = Meter.CreateCounter<long>("dancemoe_generated_tokens", "{token}", "Tokens this edge generated for its requests");
+        _duration = Meter.CreateHistogram<double>("dancemoe_request_duration_seconds", "s", "Time from a request's start to its answer",
+            tags: null, advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = SecondsBuckets });
+        _firstToken = Meter.CreateHistogram<double>("dancemoe_time_to_first_token_seconds", "s", "Time from a request's start to its first generated token (prefill)",
+            tags: null, advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = SecondsBuckets });
+        _perToken = Meter.CreateHistogram<double>("dancemoe_time_per_output_token_seconds", "s", "Time between consecutive generated tokens (one decode step)",
+            tags: null, advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = StepBuckets });
+        _expertCalls = Meter.CreateCounter<long>("dancemoe_expert_calls", "{call}",
+            "Expert calls of this edge's requests (one per expert, layer and forward step), run here (local) or on a peer (remote)");
+        _peerRoundTrip = Meter.CreateHistogram<double>("dancemoe_peer_round_trip_seconds", "s", "Round trip of one expert batch to a peer, from send to its answer",
+            tags: null, advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = StepBuckets });
+        _activations = Meter.CreateCounter<long>("dancemoe_expert_activations", "{token}",
+            "Token rows routed to each expert by this edge's requests (--expert-metrics only)");
+        _active = Meter.CreateUpDownCounter<int>("dancemoe_requests_active", "{request}", "Generation requests running now (one at a time today)");
+
+        // Boxed once, so that a per-expert measurement allocates nothing.
+        _numbers = ExpertActivationsEnabled ? [.. Enumerable.Range(0, 4096).Select(i => (object)i.ToString(System.Globalization.CultureInfo.InvariantCulture))] : [];
+    }
+
+    public Meter Meter { get; }
+
+    /// <summary>Whether per-layer, per-expert activation counters are recorded (<c>--expert-metrics</c>).</summary>
+    public bool ExpertActivationsEnabled { get; }
+
+    /// <summary>Registers the gauges read from the runtime at each scrape.</summary>
+    public void Observe(EdgeRuntime edge)
+    {
+        ArgumentNullException.ThrowIfNull(edge);
+        Meter.CreateObservableGauge("dancemoe_experts_loaded", () => edge.Experts.Loaded().Count, "{expert}", "Experts this edge holds now");
+        Meter.CreateObservableGauge("dancemoe_expert_memory_used_bytes", () => edge.Experts.UsedBytes, "By", "Memory the held experts' weights use");
+        Meter.CreateObservableGauge("dancemoe_expert_memory_budget_bytes", () => edge.Experts.BudgetBytes, "By", "Memory this edge may spend on experts");
+        Meter.CreateObservableGauge("dancemoe_placement_version", () => edge.Routing.Current.Version, "", "Version of the placement this edge routes by");
+        Meter.CreateObservableGauge("dancemoe_trace_rows_buffered", () => edge.Traces.State.Pending, "{row}", "Trace rows and summaries in memory, not yet written");
+        Meter.CreateObservableGauge("dancemoe_trace_rows_spilled", () => edge.Traces.State.Spilled, "{row}", "Trace rows and summaries in spill files, waiting for replay");
+        Meter.CreateObservableCounter("dancemoe_trace_rows_lost", () => edge.Traces.State.Lost, "{row}", "Trace rows and summaries lost (neither written nor spilled)");
+    }
+
+    public void RequestStarted() => _active.Add(1);
+
+    /// <summary>A request's end: its status, tokens, duration and expert calls (as its answer's stats count them).</summary>
+    public void RequestFinished(string status, int tokens, TimeSpan duration, long localCalls, long remoteCalls)
+    {
+        _active.Add(-1);
+        _requests.Add(1, new KeyValuePair<string, object?>("status", status));
+        if (tokens > 0)
+        {
+            _tokens.Add(tokens);
+        }
+
+        _duration.Record(duration.TotalSeconds);
+        _expertCalls.Add(localCalls, new KeyValuePair<string, object?>("locality", "local"));
+        _expertCalls.Add(remoteCalls, new KeyValuePair<string, object?>("locality", "remote"));
+    }
+
+    /// <summary>A request that was refused before it ran.</summary>
+    public void RequestRejected() => _requests.Add(1, new KeyValuePair<string, object?>("status", "rejected"));
+
+    public void TokenProduced(int index, TimeSpan sincePrevious) =>
+        (index == 0 ? _firstToken : _perToken).Record(sincePrevious.TotalSeconds);
+
+    public void PeerRoundTrip(string peer, TimeSpan elapsed) =>
+        _peerRoundTrip.Record(elapsed.TotalSeconds, new KeyValuePair<string, object?>("peer", peer));
+
+    public void ExpertActivated(int layer, int expert, int rows)
+    {
+        if (ExpertActivationsEnabled && layer < _numbers.Length && expert < _numbers.Length)
+        {
+            _activations.Add(rows, new KeyValuePair<string, object?>("layer", _numbers[layer]), new KeyValuePair<string, object?>("expert", _numbers[expert]));
+        }
+    }
+
+    public void Dispose() => Meter.Dispose();
+}
