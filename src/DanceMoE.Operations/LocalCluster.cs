@@ -165,18 +165,7 @@ public static class LocalCluster
     /// <summary>Starts the edge in its own session so it outlives this command; returns its pid.</summary>
     private static int Launch(string[] edgeArgs, string logFile)
     {
-        var start = new ProcessStartInfo("/bin/sh") { RedirectStandardOutput = true, UseShellExecute = false };
-        start.ArgumentList.Add("-c");
-        start.ArgumentList.Add("log=$1; shift; setsid \"$@\" >\"$log\" 2>&1 </dev/null & echo $!");
-        start.ArgumentList.Add("sh");
-        start.ArgumentList.Add(logFile);
-        start.ArgumentList.Add("dotnet");
-        start.ArgumentList.Add(LocalEnvironment.CliAssemblyPath);
-        foreach (var a in edgeArgs)
-        {
-            start.ArgumentList.Add(a);
-        }
-
+        var start = CliProcesses.StartInfo(edgeArgs, logFile, detached: true);
         using var shell = Process.Start(start) ?? throw new OperationException("cannot start /bin/sh");
         var output = shell.StandardOutput.ReadToEnd();
         shell.WaitForExit();

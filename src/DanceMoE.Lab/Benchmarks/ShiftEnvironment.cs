@@ -83,20 +83,7 @@ internal sealed class ShiftEnvironment : IAsyncDisposable
         ArgumentNullException.ThrowIfNull(arguments);
         var log = Path.Combine(Directory, name + ".log");
         var ready = Path.Combine(Directory, name + ".ready");
-        var start = new ProcessStartInfo("/bin/sh") { UseShellExecute = false };
-        start.ArgumentList.Add("-c");
-        start.ArgumentList.Add("log=$1; shift; exec \"$@\" >\"$log\" 2>&1 </dev/null");
-        start.ArgumentList.Add("sh");
-        start.ArgumentList.Add(log);
-        start.ArgumentList.Add("dotnet");
-        start.ArgumentList.Add(LocalEnvironment.CliAssemblyPath);
-        foreach (var argument in arguments)
-        {
-            start.ArgumentList.Add(argument);
-        }
-
-        start.ArgumentList.Add("--ready-file");
-        start.ArgumentList.Add(ready);
+        var start = CliProcesses.StartInfo([.. arguments, "--ready-file", ready], log, detached: false);
         start.Environment["ConnectionStrings__" + RabbitMqOptions.ConnectionName] = RabbitMqUri;
         start.Environment["ConnectionStrings__" + DatabaseOptions.ConnectionName] = PostgresUrl;
 
