@@ -88,6 +88,7 @@ public static class LocalCluster
                 "--ready-file", ready, "--trace-spill-dir", Path.Combine(LocalEnvironment.StateDirectory, "trace-spill"),
                 .. spec.Traces ? Array.Empty<string>() : ["--no-traces"],
                 .. metricsPort is { } port ? ["--metrics-port", port.ToString(CultureInfo.InvariantCulture)] : Array.Empty<string>(),
+                .. metricsPort is not null && spec.ExpertMetrics ? ["--expert-metrics"] : Array.Empty<string>(),
             ];
             var pid = Launch(edgeArgs, logFile);
             File.WriteAllText(PidFile(id), pid.ToString(CultureInfo.InvariantCulture));
@@ -279,4 +280,7 @@ public sealed record ClusterSpec
 
     /// <summary>edge-i serves its metrics on this port + i - 1 (127.0.0.1); none: no metrics listener.</summary>
     public int? MetricsPortBase { get; init; }
+
+    /// <summary>With a metrics port: per-expert activation counters (the dashboard's hot/cold heatmap).</summary>
+    public bool ExpertMetrics { get; init; } = true;
 }

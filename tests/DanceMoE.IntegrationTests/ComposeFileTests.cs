@@ -97,7 +97,8 @@ public sealed class ComposeFileTests
         Assert.All(ports, p => Assert.StartsWith("127.0.0.1:", p, StringComparison.Ordinal));
     }
 
-    internal static string DashboardFile() => Path.Combine(RepositoryRoot(), "compose", "grafana", "dashboards", "dancemoe.json");
+    /// <summary>The dashboard compose provisions in Grafana (the end-to-end tests check its metric names).</summary>
+    public static string DashboardFile() => Path.Combine(RepositoryRoot(), "compose", "grafana", "dashboards", "dancemoe.json");
 
     /// <summary>Each service of <c>docker-compose config</c> (the tools profile too) with the text of its block.</summary>
     private static async Task<Dictionary<string, string>> ServicesAsync()

@@ -56,9 +56,10 @@ public static class ClusterCommand
         var startTimeout = CliOptions.Int("start-timeout-seconds", 120, "how long the edges may take to start", 1, 3600);
         var noTraces = CliOptions.Flag("no-traces", "do not record routing traces");
         var metricsPortBase = CliOptions.Int("metrics-port-base", 9470, "edge-i serves /metrics, /healthz, /readyz on 127.0.0.1 at this port + i - 1", 1024, 65000);
+        var noExpertMetrics = CliOptions.Flag("no-expert-metrics", "no per-expert activation counters on /metrics");
         var command = new Command("up", "start the edges")
         {
-            edges, model, placement, memoryMb, provider, threads, deadline, linkDelay, linkMbps, startTimeout, noTraces, metricsPortBase,
+            edges, model, placement, memoryMb, provider, threads, deadline, linkDelay, linkMbps, startTimeout, noTraces, metricsPortBase, noExpertMetrics,
         };
         command.SetAction((result, cancellationToken) => UpAsync(
             new ClusterSpec
@@ -75,6 +76,7 @@ public static class ClusterCommand
                 StartTimeoutSeconds = result.GetValue(startTimeout),
                 Traces = !result.GetValue(noTraces),
                 MetricsPortBase = result.GetValue(metricsPortBase),
+                ExpertMetrics = !result.GetValue(noExpertMetrics),
             },
             cancellationToken));
         return command;
