@@ -1,5 +1,7 @@
 using System.Diagnostics;
 using System.Globalization;
+using System.Net;
+using System.Net.Sockets;
 using DanceMoE.Edge;
 using DanceMoE.Model;
 
@@ -57,10 +59,22 @@ public static class LocalCluster
             throw new OperationException(ex.Message, OperationFailure.Failed, ex);
         }
 
+        if (spec.MetricsPortBase is { } portBase)
+        {
+            for (var i = 0; i < ids.Count; i++)
+            {
+                if (!PortIsFree(portBase + i))
+                {
+                    throw new OperationException($"metrics port {portBase + i} (for {ids[i]}) is already in use: choose another --metrics-port-base");
+                }
+            }
+        }
+
         var started = new List<StartedEdge>();
         for (var i = 0; i < ids.Count; i++)
         {
             var id = ids[i];
+            int? metricsPort = spec.MetricsPortBase is { } b ? b + i : null;
             var memory = spec.MemoryMb.Count == 1 ? spec.MemoryMb[0] : spec.MemoryMb[i];
             var logFile = Path.Combine(Directory, $"{id}.log");
             var ready = Path.Combine(Directory, $"{id}.ready");
@@ -73,10 +87,17 @@ public static class LocalCluster
                 "--link-mbps", spec.LinkMbps.ToString(CultureInfo.InvariantCulture),
                 "--ready-file", ready, "--trace-spill-dir", Path.Combine(LocalEnvironment.StateDirectory, "trace-spill"),
                 .. spec.Traces ? Array.Empty<string>() : ["--no-traces"],
+                .. metricsPort is { } port ? ["--metrics-port", port.ToString(CultureInfo.InvariantCulture)] : Array.Empty<string>(),
+                .. metricsPort is not null && spec.ExpertMetrics ? ["--expert-metrics"] : Array.Empty<string>(),
             ];
             var pid = Launch(edgeArgs, logFile);
             File.WriteAllText(PidFile(id), pid.ToString(CultureInfo.InvariantCulture));
-            started.Add(new StartedEdge(id, pid, memory, placement.ExpertsOf(id).Count(), logFile));
+            if (metricsPort is { } p)
+            {
+                File.WriteAllText(PortFile(id), p.ToString(CultureInfo.InvariantCulture));
+            }
+
+            started.Add(new StartedEdge(id, pid, memory, placement.ExpertsOf(id).Count(), logFile, metricsPort));
         }
 
         log($"started {started.Count} edges; waiting until they serve...");
@@ -138,6 +159,7 @@ public static class LocalCluster
 
             File.Delete(edge.File);
             File.Delete(Path.Combine(Directory, $"{edge.Id}.ready"));
+            File.Delete(PortFile(edge.Id));
         }
 
         return stopped;
@@ -153,6 +175,10 @@ public static class LocalCluster
                 .Select(e => (e.Id, e.Pid!.Value))
                 .OrderBy(e => e.Id, StringComparer.Ordinal)];
 
+    /// <summary>The running edges with the metrics port each was started with (none: started without one).</summary>
+    public static IReadOnlyList<RunningEdge> RunningEdgesWithPorts() =>
+        [.. RunningEdges().Select(e => new RunningEdge(e.Id, e.Pid, File.Exists(PortFile(e.Id)) ? ReadPid(PortFile(e.Id)) : null))];
+
     /// <summary>Sends a signal (<c>TERM</c>, <c>KILL</c>) to a process by pid, as <c>kill</c> does.</summary>
     public static void Signal(string signal, int pid)
     {
@@ -161,6 +187,22 @@ public static class LocalCluster
     }
 
     private static string PidFile(string id) => Path.Combine(Directory, $"{id}.pid");
+
+    private static string PortFile(string id) => Path.Combine(Directory, $"{id}.metrics-port");
+
+    private static bool PortIsFree(int port)
+    {
+        try
+        {
+            using var probe = new TcpListener(IPAddress.Loopback, port);
+            probe.Start();
+            return true;
+        }
+        catch (SocketException)
+        {
+            return false;
+        }
+    }
 
     /// <summary>Starts the edge in its own session so it outlives this command; returns its pid.</summary>
     private static int Launch(string[] edgeArgs, string logFile)
@@ -200,7 +242,15 @@ public static class LocalCluster
 }
 
 /// <summary>One edge <see cref="LocalCluster.UpAsync"/> started.</summary>
-public sealed record StartedEdge(string Id, int Pid, int MemoryMb, int Experts, string LogFile);
+public sealed record StartedEdge(string Id, int Pid, int MemoryMb, int Experts, string LogFile, int? MetricsPort = null);
+
+/// <summary>A running edge of the local cluster; <see cref="MetricsPort"/> serves /metrics, /healthz, /readyz on 127.0.0.1.</summary>
+public sealed record RunningEdge(string Id, int Pid, int? MetricsPort)
+{
+    public string? MetricsUrl => MetricsPort is { } p ? FormattableString.Invariant($"http://127.0.0.1:{p}/metrics") : null;
+
+    public string? ReadyUrl => MetricsPort is { } p ? FormattableString.Invariant($"http://127.0.0.1:{p}/readyz") : null;
+}
 
 /// <summary>What <see cref="LocalCluster.UpAsync"/> starts.</summary>
 public sealed record ClusterSpec
@@ -216,4 +266,10 @@ public sealed record ClusterSpec
     public double LinkMbps { get; init; }
     public int StartTimeoutSeconds { get; init; } = 120;
     public bool Traces { get; init; } = true;
+
+    /// <summary>edge-i serves its metrics on this port + i - 1 (127.0.0.1); none: no metrics listener.</summary>
+    public int? MetricsPortBase { get; init; }
+
+    /// <summary>With a metrics port: per-expert activation counters (the dashboard's hot/cold heatmap).</summary>
+    public bool ExpertMetrics { get; init; } = true;
 }

@@ -19,8 +19,121 @@ public sealed class ComposeFileTests
 
         Assert.True(exitCode == 0, errors);
         Assert.Equal(
-            ["client", "coordinator", "edge-1", "edge-2", "edge-3", "migrations", "postgres", "rabbitmq"],
+            ["client", "coordinator", "edge-1", "edge-2", "edge-3", "grafana", "migrations", "postgres", "prometheus", "rabbitmq"],
             output.Split('\n', StringSplitOptions.RemoveEmptyEntries).Order());
+    }
+
+    [Fact]
+    public async Task Edges_and_coordinator_serve_metrics_and_are_healthy_only_when_ready()
+    {
+        var services = await ServicesAsync();
+
+        foreach (var name in new[] { "edge-1", "edge-2", "edge-3", "coordinator" })
+        {
+            var block = services[name];
+            Assert.Contains("Metrics__Port: '9464'", block, StringComparison.Ordinal);
+            Assert.Contains("Metrics__Host: '*'", block, StringComparison.Ordinal);
+            Assert.Contains("healthcheck:", block, StringComparison.Ordinal);
+            Assert.Contains("/dev/tcp/127.0.0.1/9464", block, StringComparison.Ordinal);
+            Assert.Contains("GET /readyz", block, StringComparison.Ordinal);
+        }
+
+        Assert.Contains("Edge__ExpertMetrics: \"true\"", services["edge-1"], StringComparison.Ordinal);
+        Assert.Contains("condition: service_healthy", services["client"], StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Prometheus_scrapes_every_edge_and_the_coordinator_and_grafana_is_provisioned()
+    {
+        var services = await ServicesAsync();
+        var root = RepositoryRoot();
+        var prometheus = await File.ReadAllTextAsync(Path.Combine(root, "compose", "prometheus", "prometheus.yml"));
+
+        foreach (var target in new[] { "edge-1:9464", "edge-2:9464", "edge-3:9464", "coordinator:9464" })
+        {
+            Assert.Contains($"\"{target}\"", prometheus, StringComparison.Ordinal);
+        }
+
+        Assert.Contains("prometheus.yml:/etc/prometheus/prometheus.yml:ro", services["prometheus"], StringComparison.Ordinal);
+        Assert.Contains("grafana/provisioning:/etc/grafana/provisioning:ro", services["grafana"], StringComparison.Ordinal);
+        Assert.Contains("grafana/dashboards:/var/lib/grafana/dashboards:ro", services["grafana"], StringComparison.Ordinal);
+        Assert.Contains("GF_SECURITY_ADMIN_PASSWORD__FILE", services["grafana"], StringComparison.Ordinal);
+        Assert.DoesNotContain("GF_SECURITY_ADMIN_PASSWORD:", services["grafana"], StringComparison.Ordinal);
+        Assert.Contains("url: http://prometheus:9090", await File.ReadAllTextAsync(Path.Combine(root, "compose", "grafana", "provisioning", "datasources", "prometheus.yml")), StringComparison.Ordinal);
+        using var dashboard = System.Text.Json.JsonDocument.Parse(await File.ReadAllTextAsync(DashboardFile()));
+        Assert.True(dashboard.RootElement.GetProperty("panels").GetArrayLength() >= 6);
+    }
+
+    [Fact]
+    public async Task Every_published_port_is_on_loopback()
+    {
+        var services = await ServicesAsync();
+
+        var ports = new List<string>();
+        foreach (var block in services.Values)
+        {
+            var inPorts = false;
+            foreach (var line in block.Split('\n'))
+            {
+                if (line == "    ports:")
+                {
+                    inPorts = true;
+                    continue;
+                }
+
+                if (inPorts && line.StartsWith("    - ", StringComparison.Ordinal))
+                {
+                    ports.Add(line[6..]);
+                }
+                else
+                {
+                    inPorts = false;
+                }
+            }
+        }
+
+        Assert.Contains("127.0.0.1:9090:9090/tcp", ports);
+        Assert.Contains("127.0.0.1:3000:3000/tcp", ports);
+        Assert.All(ports, p => Assert.StartsWith("127.0.0.1:", p, StringComparison.Ordinal));
+    }
+
+    /// <summary>The dashboard compose provisions in Grafana (the end-to-end tests check its metric names).</summary>
+    public static string DashboardFile() => Path.Combine(RepositoryRoot(), "compose", "grafana", "dashboards", "dancemoe.json");
+
+    /// <summary>Each service of <c>docker-compose config</c> (the tools profile too) with the text of its block.</summary>
+    private static async Task<Dictionary<string, string>> ServicesAsync()
+    {
+        var (exitCode, output, errors) = await DockerComposeAsync("--profile tools config");
+        Assert.True(exitCode == 0, errors);
+        var services = new Dictionary<string, string>(StringComparer.Ordinal);
+        string? current = null;
+        var inServices = false;
+        foreach (var line in output.Split('\n'))
+        {
+            if (!line.StartsWith(' '))
+            {
+                inServices = line == "services:";
+                current = null;
+                continue;
+            }
+
+            if (!inServices)
+            {
+                continue;
+            }
+
+            if (line.Length > 2 && line[2] != ' ' && line.StartsWith("  ", StringComparison.Ordinal) && line.EndsWith(':'))
+            {
+                current = line.Trim().TrimEnd(':');
+                services[current] = "";
+            }
+            else if (current is not null)
+            {
+                services[current] += line + "\n";
+            }
+        }
+
+        return services;
     }
 
     private static async Task<(int ExitCode, string Output, string Errors)> DockerComposeAsync(string arguments)

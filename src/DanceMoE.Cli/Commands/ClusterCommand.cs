@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Globalization;
+using System.Text.Json;
 using DanceMoE.Cli.Verbs;
 
 namespace DanceMoE.Cli.Commands;
@@ -7,6 +8,8 @@ namespace DanceMoE.Cli.Commands;
 /// <summary><c>dancemoe cluster up|down|status</c>: the <see cref="LocalCluster"/> of edge processes on this machine.</summary>
 public static class ClusterCommand
 {
+    private static readonly JsonSerializerOptions Indented = new() { WriteIndented = true };
+
     /// <summary>The <c>cluster</c> verb and its sub-verbs.</summary>
     public static Command Create()
     {
@@ -17,9 +20,18 @@ public static class ClusterCommand
             Console.WriteLine(stopped.Count == 0 ? "no edge was running" : $"stopped {string.Join(", ", stopped)}");
             return ExitCodes.Ok;
         });
-        var status = new Command("status", "the running edges");
-        status.SetAction(_ =>
+        var json = CliOptions.Flag("json", "print a JSON array: id, pid, metrics_url, ready_url of each edge");
+        var status = new Command("status", "the running edges") { json };
+        status.SetAction(result =>
         {
+            if (result.GetValue(json))
+            {
+                var edges = LocalCluster.RunningEdgesWithPorts()
+                    .Select(e => new { id = e.Id, pid = e.Pid, metrics_url = e.MetricsUrl, ready_url = e.ReadyUrl });
+                Console.WriteLine(JsonSerializer.Serialize(edges, Indented));
+                return ExitCodes.Ok;
+            }
+
             foreach (var (id, pid) in LocalCluster.RunningEdges())
             {
                 Console.WriteLine($"{id} pid {pid} running");
@@ -43,9 +55,11 @@ public static class ClusterCommand
         var linkMbps = CliOptions.Double("link-mbps", 0, "emulated link bandwidth (0: unlimited)", 0, 1_000_000);
         var startTimeout = CliOptions.Int("start-timeout-seconds", 120, "how long the edges may take to start", 1, 3600);
         var noTraces = CliOptions.Flag("no-traces", "do not record routing traces");
+        var metricsPortBase = CliOptions.Int("metrics-port-base", 9470, "edge-i serves /metrics, /healthz, /readyz on 127.0.0.1 at this port + i - 1", 1024, 65000);
+        var noExpertMetrics = CliOptions.Flag("no-expert-metrics", "no per-expert activation counters on /metrics");
         var command = new Command("up", "start the edges")
         {
-            edges, model, placement, memoryMb, provider, threads, deadline, linkDelay, linkMbps, startTimeout, noTraces,
+            edges, model, placement, memoryMb, provider, threads, deadline, linkDelay, linkMbps, startTimeout, noTraces, metricsPortBase, noExpertMetrics,
         };
         command.SetAction((result, cancellationToken) => UpAsync(
             new ClusterSpec
@@ -61,6 +75,8 @@ public static class ClusterCommand
                 LinkMbps = result.GetValue(linkMbps),
                 StartTimeoutSeconds = result.GetValue(startTimeout),
                 Traces = !result.GetValue(noTraces),
+                MetricsPortBase = result.GetValue(metricsPortBase),
+                ExpertMetrics = !result.GetValue(noExpertMetrics),
             },
             cancellationToken));
         return command;
@@ -71,7 +87,7 @@ public static class ClusterCommand
         var edges = await LocalCluster.UpAsync(spec, Console.Error.WriteLine, cancellationToken).ConfigureAwait(false);
         foreach (var e in edges)
         {
-            Console.WriteLine($"{e.Id} pid {e.Pid}: {e.Experts} experts, budget {e.MemoryMb} MiB, log {e.LogFile}");
+            Console.WriteLine($"{e.Id} pid {e.Pid}: {e.Experts} experts, budget {e.MemoryMb} MiB, metrics :{e.MetricsPort}, log {e.LogFile}");
         }
 
         return ExitCodes.Ok;

@@ -1,0 +1,157 @@
+using System.Globalization;
+using System.Net;
+using System.Net.Sockets;
+using System.Text.Json;
+using System.Text.RegularExpressions;
+using DanceMoE.IntegrationTests;
+using DanceMoE.Migrations;
+
+namespace DanceMoE.EndToEndTests;
+
+/// <summary>What operators scrape: <c>cluster status --json</c>'s URLs, and the compose dashboard's metric names.</summary>
+public sealed partial class ObservabilityTests
+{
+    private static readonly HttpClient Http = new() { Timeout = TimeSpan.FromSeconds(20) };
+
+    [Fact]
+    public async Task Cluster_status_json_gives_each_edges_metrics_and_ready_urls_and_they_answer()
+    {
+        await using var cluster = await EdgeCluster.CreateAsync(seed: 29);
+        var environment = new Dictionary<string, string>
+        {
+            ["DANCEMOE_STATE"] = Path.Combine(cluster.Directory, "state"),
+            ["ConnectionStrings__rabbitmq"] = cluster.VirtualHost.Uri,
+        };
+        var portBase = FreePortPair();
+        try
+        {
+            var (upExit, upOutput, upErrors) = await CommandLineTests.RunAsync(
+                ["cluster", "up", "--edges", "2", "--model", cluster.ModelDirectory, "--provider", "cpu", "--no-traces",
+                 "--memory-mb", "256", "--metrics-port-base", portBase.ToString(CultureInfo.InvariantCulture)], environment);
+            Assert.True(upExit == 0, $"cluster up exited {upExit}: {upOutput}\n{upErrors}");
+
+            var (exit, output, errors) = await CommandLineTests.RunAsync(["cluster", "status", "--json"], environment);
+            Assert.True(exit == 0, errors);
+            using var json = JsonDocument.Parse(output);
+            var edges = json.RootElement.EnumerateArray().ToList();
+            Assert.Equal(["edge-1", "edge-2"], edges.Select(e => e.GetProperty("id").GetString()));
+            for (var i = 0; i < edges.Count; i++)
+            {
+                var edge = edges[i];
+                Assert.True(edge.GetProperty("pid").GetInt32() > 0);
+                Assert.Equal(FormattableString.Invariant($"http://127.0.0.1:{portBase + i}/metrics"), edge.GetProperty("metrics_url").GetString());
+                using var ready = await Http.GetAsync(edge.GetProperty("ready_url").GetString());
+                Assert.Equal(HttpStatusCode.OK, ready.StatusCode);
+                using var metrics = await Http.GetAsync(edge.GetProperty("metrics_url").GetString());
+                Assert.Equal(HttpStatusCode.OK, metrics.StatusCode);
+                Assert.Contains("dancemoe_experts_loaded", await metrics.Content.ReadAsStringAsync(), StringComparison.Ordinal);
+            }
+
+            var (_, text, _) = await CommandLineTests.RunAsync(["cluster", "status"], environment);
+            Assert.Contains("edge-1 pid ", text, StringComparison.Ordinal);
+        }
+        finally
+        {
+            await CommandLineTests.RunAsync(["cluster", "down"], environment);
+        }
+    }
+
+    [Fact]
+    public async Task Cluster_up_refuses_a_metrics_port_in_use_in_one_clear_line()
+    {
+        await using var cluster = await EdgeCluster.CreateAsync(seed: 31);
+        var environment = new Dictionary<string, string>
+        {
+            ["DANCEMOE_STATE"] = Path.Combine(cluster.Directory, "state"),
+            ["ConnectionStrings__rabbitmq"] = cluster.VirtualHost.Uri,
+        };
+        using var taken = new TcpListener(IPAddress.Loopback, 0);
+        taken.Start();
+        var port = ((IPEndPoint)taken.LocalEndpoint).Port;
+
+        var (exit, output, errors) = await CommandLineTests.RunAsync(
+            ["cluster", "up", "--edges", "1", "--model", cluster.ModelDirectory, "--no-traces", "--metrics-port-base", port.ToString(CultureInfo.InvariantCulture)], environment);
+
+        Assert.True(exit != 0, output);
+        Assert.Contains($"metrics port {port} (for edge-1) is already in use", errors, StringComparison.Ordinal);
+        var (_, status, _) = await CommandLineTests.RunAsync(["cluster", "status", "--json"], environment);
+        Assert.Equal("[]", status.Trim());
+    }
+
+    [Fact]
+    public async Task Every_metric_the_dashboard_queries_is_exported_by_an_edge_or_the_coordinator()
+    {
+        var used = DashboardMetricNames();
+        Assert.Contains("dancemoe_expert_activations_total", used);
+        Assert.Contains("dancemoe_request_duration_seconds_bucket", used);
+
+        await using var cluster = await EdgeCluster.CreateAsync(seed: 37);
+        var architecture = cluster.Manifest.Architecture;
+        var placement = cluster.WritePlacement("uniform.json", DanceMoE.Edge.PlacementFile.Uniform(1, architecture.NumLayers, architecture.NumExperts, ["edge-1", "edge-2"]));
+        var edgePort = CoordinatorMetricsTests.FreePort();
+        await cluster.StartEdgesAsync(["edge-1"], placement, extraArguments: ["--metrics-port", edgePort.ToString(CultureInfo.InvariantCulture), "--expert-metrics"]);
+        await cluster.StartEdgesAsync(["edge-2"], placement);
+        var database = new IsolatedDatabase();
+        await database.InitializeAsync();
+        try
+        {
+            await DatabaseMigrator.MigrateAsync(database.ConnectionString, TimeSpan.FromSeconds(30), CancellationToken.None);
+            var coordinatorPort = CoordinatorMetricsTests.FreePort();
+            await using var coordinator = new CoordinatorProcess(cluster.Directory, cluster.VirtualHost.Uri, database.ConnectionString, cluster.ModelDirectory,
+                "--metrics-port", coordinatorPort.ToString(CultureInfo.InvariantCulture));
+            await coordinator.StartAsync();
+            await cluster.GenerateAsync("edge-1", "what the dashboard reads", 4);
+
+            var scrapes = await Http.GetStringAsync(FormattableString.Invariant($"http://127.0.0.1:{edgePort}/metrics"))
+                + await Http.GetStringAsync(FormattableString.Invariant($"http://127.0.0.1:{coordinatorPort}/metrics"));
+            var exported = MetricsTests.Parse(scrapes).Keys.Select(k => k.Split('{')[0]).ToHashSet(StringComparer.Ordinal);
+
+            var missing = used.Where(n => !exported.Contains(n)).ToList();
+            Assert.True(missing.Count == 0, $"the dashboard queries metrics nobody exports: {string.Join(", ", missing)}");
+        }
+        finally
+        {
+            await database.DisposeAsync();
+        }
+    }
+
+    /// <summary>The metric names in the PromQL of every panel of the compose dashboard.</summary>
+    private static HashSet<string> DashboardMetricNames()
+    {
+        using var dashboard = JsonDocument.Parse(File.ReadAllText(ComposeFileTests.DashboardFile()));
+        var names = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var panel in dashboard.RootElement.GetProperty("panels").EnumerateArray())
+        {
+            foreach (var target in panel.GetProperty("targets").EnumerateArray())
+            {
+                foreach (Match m in MetricName().Matches(target.GetProperty("expr").GetString()!))
+                {
+                    names.Add(m.Value);
+                }
+            }
+        }
+
+        return names;
+    }
+
+    private static int FreePortPair()
+    {
+        for (var attempt = 0; ; attempt++)
+        {
+            var port = CoordinatorMetricsTests.FreePort();
+            try
+            {
+                using var next = new TcpListener(IPAddress.Loopback, port + 1);
+                next.Start();
+                return port;
+            }
+            catch (SocketException) when (attempt < 20)
+            {
+                // The next port is taken: try another pair.
+            }
+        }
+    }
+
+    [GeneratedRegex("dancemoe_[a-z0-9_]+")]
+    private static partial Regex MetricName();
+}
