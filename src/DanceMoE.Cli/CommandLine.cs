@@ -27,6 +27,7 @@ public static class CommandLine
         ModelCommand.Create(),
         PlacementCommand.Create(),
         StatusCommand.Create(),
+        TopCommand.Create(),
     };
 
     /// <summary>Runs the command line <paramref name="args"/>; returns its exit code (see <see cref="ExitCodes"/>).</summary>
