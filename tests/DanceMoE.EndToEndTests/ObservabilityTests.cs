@@ -57,6 +57,47 @@ public sealed partial class ObservabilityTests
     }
 
     [Fact]
+    public async Task Top_once_shows_every_edge_with_a_numeric_local_share_and_says_when_no_cluster_runs()
+    {
+        await using var cluster = await EdgeCluster.CreateAsync(seed: 41);
+        var environment = new Dictionary<string, string>
+        {
+            ["DANCEMOE_STATE"] = Path.Combine(cluster.Directory, "state"),
+            ["ConnectionStrings__rabbitmq"] = cluster.VirtualHost.Uri,
+        };
+        var (noneExit, _, noneErrors) = await CommandLineTests.RunAsync(["top", "--once"], environment);
+        Assert.Equal(1, noneExit);
+        Assert.Contains("no local cluster is running", noneErrors, StringComparison.Ordinal);
+
+        var portBase = FreePortPair();
+        try
+        {
+            var (upExit, upOutput, upErrors) = await CommandLineTests.RunAsync(
+                ["cluster", "up", "--edges", "2", "--model", cluster.ModelDirectory, "--provider", "cpu", "--no-traces",
+                 "--memory-mb", "256", "--metrics-port-base", portBase.ToString(CultureInfo.InvariantCulture)], environment);
+            Assert.True(upExit == 0, $"cluster up exited {upExit}: {upOutput}\n{upErrors}");
+            await cluster.GenerateAsync("edge-1", "what top shows", 4);
+            await cluster.GenerateAsync("edge-2", "what top shows", 4);
+
+            var (exit, output, errors) = await CommandLineTests.RunAsync(["top", "--once"], environment);
+
+            Assert.True(exit == 0, $"top --once exited {exit}: {output}\n{errors}");
+            foreach (var id in new[] { "edge-1", "edge-2" })
+            {
+                var line = output.Split('\n').Single(l => l.StartsWith(id + " ", StringComparison.Ordinal));
+                Assert.Matches(@"(?<!not )\bready\b", line);
+                Assert.Matches(@"\d+\.\d %", line);
+            }
+
+            Assert.Contains("migration: ", output, StringComparison.Ordinal);
+        }
+        finally
+        {
+            await CommandLineTests.RunAsync(["cluster", "down"], environment);
+        }
+    }
+
+    [Fact]
     public async Task Cluster_up_refuses_a_metrics_port_in_use_in_one_clear_line()
     {
         await using var cluster = await EdgeCluster.CreateAsync(seed: 31);
