@@ -19,7 +19,7 @@ public sealed class ComposeFileTests
 
         Assert.True(exitCode == 0, errors);
         Assert.Equal(
-            ["client", "coordinator", "edge-1", "edge-2", "edge-3", "grafana", "migrations", "postgres", "prometheus", "rabbitmq"],
+            ["client", "coordinator", "edge-1", "edge-2", "edge-3", "edge-gpu-1", "grafana", "migrations", "postgres", "prometheus", "rabbitmq"],
             output.Split('\n', StringSplitOptions.RemoveEmptyEntries).Order());
     }
 
@@ -62,6 +62,27 @@ public sealed class ComposeFileTests
         Assert.Contains("url: http://prometheus:9090", await File.ReadAllTextAsync(Path.Combine(root, "compose", "grafana", "provisioning", "datasources", "prometheus.yml")), StringComparison.Ordinal);
         using var dashboard = System.Text.Json.JsonDocument.Parse(await File.ReadAllTextAsync(DashboardFile()));
         Assert.True(dashboard.RootElement.GetProperty("panels").GetArrayLength() >= 6);
+    }
+
+    [Fact]
+    public async Task The_gpu_profile_runs_an_edge_on_cuda_with_a_gpu_reserved_and_only_in_that_profile()
+    {
+        var services = await ServicesAsync();
+
+        var gpu = services["edge-gpu-1"];
+        Assert.Contains("target: edge-gpu", gpu, StringComparison.Ordinal);
+        Assert.Contains("- --provider\n    - cuda", gpu.Replace("\r", "", StringComparison.Ordinal), StringComparison.Ordinal);
+        Assert.Contains("driver: nvidia", gpu, StringComparison.Ordinal);
+        Assert.Contains("- gpu", gpu, StringComparison.Ordinal);
+        Assert.Contains("profiles:\n    - gpu", gpu, StringComparison.Ordinal);
+        foreach (var cpu in new[] { "edge-1", "edge-2", "edge-3" })
+        {
+            Assert.DoesNotContain("profiles:", services[cpu], StringComparison.Ordinal);
+            Assert.Contains("target: edge\n", services[cpu], StringComparison.Ordinal);
+        }
+
+        var dockerfile = await File.ReadAllTextAsync(Path.Combine(RepositoryRoot(), "compose", "Dockerfile"));
+        Assert.Contains("FROM nvidia/cuda:13.0.0-cudnn-runtime-ubuntu24.04 AS edge-gpu", dockerfile, StringComparison.Ordinal);
     }
 
     [Fact]
