@@ -12,8 +12,11 @@ public record GenerationStats
     /// <summary>Expert executions sent to other edges (one per expert per layer per forward step).</summary>
     public long RemoteExpertCalls { get; init; }
 
-    /// <summary>Batch messages sent to other edges (one per remote edge per layer per step).</summary>
+    /// <summary>Batch messages to other edges that carried this request's rows (one per remote edge per layer per step).</summary>
     public long RemoteBatches { get; init; }
+
+    /// <summary>This request's share of those messages by its rows in each: a message shared by several requests counts once over all of them.</summary>
+    public double RemoteBatchShare { get; init; }
 
     /// <summary>Tensor bytes sent to and received from other edges.</summary>
     public long RemoteBytes { get; init; }

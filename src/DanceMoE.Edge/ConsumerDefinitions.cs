@@ -7,18 +7,23 @@ namespace DanceMoE.Edge;
 /// <summary>Generation requests on the edge's own queue (<see cref="EdgeQueues.Requests"/>).</summary>
 public sealed class GenerateTextConsumerDefinition : ConsumerDefinition<GenerateTextConsumer>
 {
+    private readonly int _concurrency;
+
     public GenerateTextConsumerDefinition(IOptions<EdgeOptions> options)
     {
         ArgumentNullException.ThrowIfNull(options);
         EndpointName = EdgeQueues.Requests(options.Value.Id);
+
+        // Every active and waiting request holds a consumer while the step scheduler serves it, and a burst beyond them
+        // must reach the scheduler to be refused at once rather than wait unseen in the broker's queue.
+        _concurrency = options.Value.MaxActive + options.Value.MaxWaiting + 16;
     }
 
     protected override void ConfigureConsumer(
         IReceiveEndpointConfigurator endpointConfigurator, IConsumerConfigurator<GenerateTextConsumer> consumerConfigurator, IRegistrationContext context)
     {
-        // One generation at a time: the dense part is this edge's own CPU or GPU.
-        endpointConfigurator.PrefetchCount = 8;
-        endpointConfigurator.ConcurrentMessageLimit = 1;
+        endpointConfigurator.PrefetchCount = _concurrency;
+        endpointConfigurator.ConcurrentMessageLimit = _concurrency;
     }
 }
 

@@ -26,16 +26,15 @@ public sealed class DistributedExpertDispatcher(
 {
     private static readonly TimeSpan SuspectFor = TimeSpan.FromSeconds(30);
     private readonly ConcurrentDictionary<string, DateTime> _suspects = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, IRequestClient<RunExpertBatch>> _peers = new(StringComparer.Ordinal);
     private readonly string _edgeId = options.Value.Id;
     private readonly int _deadlineMs = options.Value.ExpertDeadlineMs;
     private readonly int _maxBatchBytes = options.Value.MaxBatchBytes;
 
-    public async ValueTask<DispatchResult> RunAsync(int layer, IReadOnlyList<ExpertBatch> batches, ForwardContext context, CancellationToken cancellationToken)
+    public async ValueTask<DispatchResult> RunAsync(int layer, IReadOnlyList<ExpertBatch> batches, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(batches);
-        ArgumentNullException.ThrowIfNull(context);
-        var outputs = new float[batches.Count][];
-        var servedBy = new string[batches.Count];
+        var step = new Step(batches);
         var placement = routing.Current;
         var local = new List<int>();
         var remote = new Dictionary<string, List<int>>(StringComparer.Ordinal);
@@ -53,27 +52,21 @@ public sealed class DistributedExpertDispatcher(
                 continue;
             }
 
-            var server = ChooseReplica(placement, layer, batches[i].Expert, exclude: null)
-                ?? throw new ExpertUnavailableException($"no edge holds expert {layer}.{batches[i].Expert} in placement v{placement.Version}");
-            if (!remote.TryGetValue(server, out var list))
+            if (ChooseReplica(placement, layer, batches[i].Expert, exclude: null) is { } server)
             {
-                list = [];
-                remote.Add(server, list);
+                Add(remote, server, i);
             }
-
-            list.Add(i);
+            else
+            {
+                step.Fail(i, new ExpertUnavailableException($"no edge holds expert {layer}.{batches[i].Expert} in placement v{placement.Version}"));
+            }
         }
 
-        var pending = remote.Select(kv => RunRemoteAsync(kv.Key, layer, kv.Value, batches, outputs, servedBy, context, cancellationToken)).ToList();
+        var pending = remote.Select(kv => RunRemoteAsync(kv.Key, layer, kv.Value, step, cancellationToken)).ToList();
         var unloaded = new List<int>();
         foreach (var i in local)
         {
-            if (TryRunHere(layer, batches[i], context, out var output))
-            {
-                outputs[i] = output;
-                servedBy[i] = _edgeId;
-            }
-            else
+            if (!TryRunHere(layer, i, step))
             {
                 // Unloaded by a migration since the routing decision: another replica serves it.
                 unloaded.Add(i);
@@ -82,91 +75,126 @@ public sealed class DistributedExpertDispatcher(
 
         // The placement that made this edge unload them already routes elsewhere: ask the newest one.
         var latest = routing.Current;
-        foreach (var group in unloaded.GroupBy(i => ChooseReplica(latest, layer, batches[i].Expert, exclude: null)
-            ?? throw new ExpertUnavailableException($"expert {layer}.{batches[i].Expert} was unloaded here and placement v{latest.Version} has no other replica")))
+        var moved = new Dictionary<string, List<int>>(StringComparer.Ordinal);
+        foreach (var i in unloaded)
         {
-            pending.Add(RunRemoteAsync(group.Key, layer, [.. group], batches, outputs, servedBy, context, cancellationToken));
+            if (ChooseReplica(latest, layer, batches[i].Expert, exclude: null) is { } server)
+            {
+                Add(moved, server, i);
+            }
+            else
+            {
+                step.Fail(i, new ExpertUnavailableException($"expert {layer}.{batches[i].Expert} was unloaded here and placement v{latest.Version} has no other replica"));
+            }
         }
 
+        pending.AddRange(moved.Select(kv => RunRemoteAsync(kv.Key, layer, kv.Value, step, cancellationToken)));
         await Task.WhenAll(pending).ConfigureAwait(false);
-        return new DispatchResult(outputs, servedBy, placement.Version);
+        return new DispatchResult(step.Outputs, step.ServedBy, placement.Version) { Failures = step.Failures };
     }
 
-    private async Task RunRemoteAsync(
-        string server, int layer, List<int> indexes, IReadOnlyList<ExpertBatch> batches, float[][] outputs, string[] servedBy, ForwardContext context, CancellationToken cancellationToken)
+    private static void Add(Dictionary<string, List<int>> groups, string server, int batch)
     {
+        if (!groups.TryGetValue(server, out var list))
+        {
+            list = [];
+            groups.Add(server, list);
+        }
+
+        list.Add(batch);
+    }
+
+    /// <summary>
+    /// Sends one peer its batches; if it times out or faults, retries each batch once on another replica (or here,
+    /// if a migration has loaded it since). Batches that cannot be run anywhere fail only their requests.
+    /// </summary>
+    private async Task RunRemoteAsync(string server, int layer, List<int> indexes, Step step, CancellationToken cancellationToken)
+    {
+        Exception failure;
         try
         {
-            await SendAsync(server, layer, indexes, batches, outputs, servedBy, context, cancellationToken).ConfigureAwait(false);
+            await SendAsync(server, layer, indexes, step, cancellationToken).ConfigureAwait(false);
             return;
         }
-        catch (Exception ex) when (ex is RequestTimeoutException or RequestFaultException or InvalidExpertResultException && !cancellationToken.IsCancellationRequested)
+        catch (Exception ex) when (IsPeerFailure(ex) && !cancellationToken.IsCancellationRequested)
         {
-            _suspects[server] = DateTime.UtcNow;
-            logger.LogWarning("expert batch for layer {Layer} on {Server} failed ({Reason}); retrying on other replicas", layer, server, Describe(ex));
-            context.AddRetry();
+            failure = ex;
+        }
 
-            // The newest placement: a migration may have moved the expert since the batch was sent (the source unloads it
-            // after a drain, and a batch that waited longer in its queue is refused there).
-            var placement = routing.Current;
-            var retry = new Dictionary<string, List<int>>(StringComparer.Ordinal);
-            foreach (var i in indexes)
+        _suspects[server] = DateTime.UtcNow;
+        logger.LogWarning("expert batch for layer {Layer} on {Server} failed ({Reason}); retrying on other replicas", layer, server, Describe(failure));
+        foreach (var request in indexes.SelectMany(i => step.Batches[i].Requests).Distinct())
+        {
+            request.AddRetry();
+        }
+
+        // The newest placement: a migration may have moved the expert since the batch was sent (the source unloads it
+        // after a drain, and a batch that waited longer in its queue is refused there).
+        var placement = routing.Current;
+        var retry = new Dictionary<string, List<int>>(StringComparer.Ordinal);
+        foreach (var i in indexes)
+        {
+            if (TryRunHere(layer, i, step))
             {
-                if (TryRunHere(layer, batches[i], context, out var output))
-                {
-                    outputs[i] = output;
-                    servedBy[i] = _edgeId;
-                    continue;
-                }
-
-                var other = ChooseReplica(placement, layer, batches[i].Expert, exclude: server)
-                    ?? throw new ExpertUnavailableException(
-                        $"expert {layer}.{batches[i].Expert} failed on {server} ({Describe(ex)}) and placement v{placement.Version} has no other replica", ex);
-                if (!retry.TryGetValue(other, out var list))
-                {
-                    list = [];
-                    retry.Add(other, list);
-                }
-
-                list.Add(i);
+                continue;
             }
 
-            try
+            if (ChooseReplica(placement, layer, step.Batches[i].Expert, exclude: server) is { } other)
             {
-                await Task.WhenAll(retry.Select(kv => SendAsync(kv.Key, layer, kv.Value, batches, outputs, servedBy, context, cancellationToken))).ConfigureAwait(false);
+                Add(retry, other, i);
             }
-            catch (Exception retryEx) when (retryEx is RequestTimeoutException or RequestFaultException or InvalidExpertResultException && !cancellationToken.IsCancellationRequested)
+            else
             {
-                throw new ExpertUnavailableException(
-                    $"layer {layer} experts failed on {server} ({Describe(ex)}) and again on {string.Join(", ", retry.Keys)} ({Describe(retryEx)})", retryEx);
+                step.Fail(i, new ExpertUnavailableException(
+                    $"expert {layer}.{step.Batches[i].Expert} failed on {server} ({Describe(failure)}) and placement v{placement.Version} has no other replica", failure));
             }
         }
+
+        await Task.WhenAll(retry.Select(async kv =>
+        {
+            try
+            {
+                await SendAsync(kv.Key, layer, kv.Value, step, cancellationToken).ConfigureAwait(false);
+            }
+            catch (Exception retryEx) when (IsPeerFailure(retryEx) && !cancellationToken.IsCancellationRequested)
+            {
+                _suspects[kv.Key] = DateTime.UtcNow;
+                foreach (var i in kv.Value)
+                {
+                    step.Fail(i, new ExpertUnavailableException(
+                        $"layer {layer} expert {step.Batches[i].Expert} failed on {server} ({Describe(failure)}) and again on {kv.Key} ({Describe(retryEx)})", retryEx));
+                }
+            }
+        })).ConfigureAwait(false);
     }
 
-    private async Task SendAsync(
-        string server, int layer, List<int> indexes, IReadOnlyList<ExpertBatch> batches, float[][] outputs, string[] servedBy, ForwardContext context, CancellationToken cancellationToken)
+    private static bool IsPeerFailure(Exception ex) =>
+        ex is RequestTimeoutException or RequestFaultException or InvalidExpertResultException or ExpertUnavailableException;
+
+    private async Task SendAsync(string server, int layer, List<int> indexes, Step step, CancellationToken cancellationToken)
     {
+        var batches = step.Batches;
         var hidden = store.Manifest.Architecture.HiddenSize;
         var slices = indexes.Select(i => new ExpertSlice { Expert = batches[i].Expert, Rows = batches[i].Rows }).ToList();
         var totalRows = slices.Sum(s => s.Rows);
-        var floats = new float[totalRows * hidden];
+        var payload = new byte[totalRows * hidden * sizeof(float)];
         var offset = 0;
         foreach (var i in indexes)
         {
-            batches[i].Input.CopyTo(floats, offset);
-            offset += batches[i].Input.Length;
+            offset += TensorBytes.Write(batches[i].Input, payload.AsSpan(offset));
         }
 
-        var payload = TensorBytes.FromFloats(floats);
         if (payload.Length > _maxBatchBytes)
         {
             throw new ExpertUnavailableException($"expert batch of {payload.Length} bytes for {server} exceeds the limit of {_maxBatchBytes} bytes");
         }
 
+        var owners = indexes.SelectMany(i => batches[i].RowOwners).ToList();
+        var requests = owners.Distinct().ToList();
         var request = new RunExpertBatch
         {
             BatchId = NewId.NextGuid(),
-            RequestId = context.RequestId,
+            RequestId = requests.Count == 1 ? requests[0].RequestId : Guid.Empty,
             OriginEdgeId = _edgeId,
             Layer = layer,
             HiddenSize = hidden,
@@ -174,7 +202,7 @@ public sealed class DistributedExpertDispatcher(
             Hidden = payload,
         };
         await link.TransmitAsync(payload.Length, cancellationToken).ConfigureAwait(false);
-        var client = clients.CreateRequestClient<RunExpertBatch>(EdgeQueues.ExpertsAddress(server), RequestTimeout.After(ms: _deadlineMs));
+        var client = _peers.GetOrAdd(server, peer => clients.CreateRequestClient<RunExpertBatch>(EdgeQueues.ExpertsAddress(peer), RequestTimeout.After(ms: _deadlineMs)));
         var sentAt = Stopwatch.GetTimestamp();
         var response = await client.GetResponse<ExpertBatchResult>(request, cancellationToken).ConfigureAwait(false);
         metrics.PeerRoundTrip(server, Stopwatch.GetElapsedTime(sentAt));
@@ -185,22 +213,27 @@ public sealed class DistributedExpertDispatcher(
             throw new InvalidExpertResultException($"{server} answered batch {request.BatchId} with a result that does not match it");
         }
 
-        var y = TensorBytes.ToFloats(result.Output);
         offset = 0;
         foreach (var i in indexes)
         {
-            outputs[i] = y.AsSpan(offset, batches[i].Input.Length).ToArray();
-            servedBy[i] = server;
-            offset += batches[i].Input.Length;
+            var length = batches[i].Input.Length;
+            step.Complete(i, TensorBytes.ToFloats(result.Output.AsSpan(offset * sizeof(float), length * sizeof(float))), server);
+            offset += length;
         }
 
-        context.AddRemote(indexes.Count, payload.Length + result.Output.Length);
+        var bytes = payload.Length + result.Output.Length;
+        foreach (var owner in requests)
+        {
+            var experts = indexes.Count(i => batches[i].RowOwners.Contains(owner));
+            var share = (double)owners.Count(o => o == owner) / owners.Count;
+            owner.AddRemote(experts, (long)Math.Round(bytes * share), share);
+        }
     }
 
     /// <summary>Runs the expert on this edge if it holds it now (a migration may have loaded or unloaded it since routing).</summary>
-    private bool TryRunHere(int layer, ExpertBatch batch, ForwardContext context, out float[] output)
+    private bool TryRunHere(int layer, int index, Step step)
     {
-        output = [];
+        var batch = step.Batches[index];
         if (!store.Holds(layer, batch.Expert))
         {
             return false;
@@ -208,14 +241,19 @@ public sealed class DistributedExpertDispatcher(
 
         try
         {
-            output = store.Run(layer, batch.Expert, batch.Input, batch.Rows);
-            context.AddLocal(1);
-            return true;
+            step.Complete(index, store.Run(layer, batch.Expert, batch.Input, batch.Rows), _edgeId);
         }
         catch (ExpertNotHeldException)
         {
             return false;
         }
+
+        foreach (var request in batch.Requests)
+        {
+            request.AddLocal(1);
+        }
+
+        return true;
     }
 
     /// <summary>The first replica in placement order that is not excluded, preferring edges that have not failed lately.</summary>
@@ -235,6 +273,28 @@ public sealed class DistributedExpertDispatcher(
         RequestFaultException fault => fault.Fault?.Exceptions.FirstOrDefault()?.Message ?? fault.Message,
         _ => ex.Message,
     };
+}
+
+/// <summary>One layer's batches of a step while they run: outputs and servers as they complete, and the batches that failed.</summary>
+internal sealed class Step(IReadOnlyList<ExpertBatch> batches)
+{
+    private readonly ConcurrentDictionary<int, Exception> _failures = new();
+
+    public IReadOnlyList<ExpertBatch> Batches { get; } = batches;
+
+    public float[]?[] Outputs { get; } = new float[batches.Count][];
+
+    public string[] ServedBy { get; } = new string[batches.Count];
+
+    public IReadOnlyDictionary<int, Exception> Failures => _failures;
+
+    public void Complete(int index, float[] output, string server)
+    {
+        Outputs[index] = output;
+        ServedBy[index] = server;
+    }
+
+    public void Fail(int index, Exception error) => _failures.TryAdd(index, error);
 }
 
 /// <summary>An expert could not be run anywhere: the request fails with this message.</summary>

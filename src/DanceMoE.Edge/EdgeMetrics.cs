@@ -22,7 +22,6 @@ public sealed class EdgeMetrics : IDisposable
     private readonly Counter<long> _expertCalls;
     private readonly Histogram<double> _peerRoundTrip;
     private readonly Counter<long> _activations;
-    private readonly UpDownCounter<int> _active;
     private readonly object[] _numbers;
 
     public EdgeMetrics(IOptions<EdgeOptions> options)
@@ -44,7 +43,6 @@ public sealed class EdgeMetrics : IDisposable
             tags: null, advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = StepBuckets });
         _activations = Meter.CreateCounter<long>("dancemoe_expert_activations", "{token}",
             "Token rows routed to each expert by this edge's requests (--expert-metrics only)");
-        _active = Meter.CreateUpDownCounter<int>("dancemoe_requests_active", "{request}", "Generation requests running now (one at a time today)");
 
         // Boxed once, so that a per-expert measurement allocates nothing.
         _numbers = ExpertActivationsEnabled ? [.. Enumerable.Range(0, 4096).Select(i => (object)i.ToString(System.Globalization.CultureInfo.InvariantCulture))] : [];
@@ -59,6 +57,8 @@ public sealed class EdgeMetrics : IDisposable
     public void Observe(EdgeRuntime edge)
     {
         ArgumentNullException.ThrowIfNull(edge);
+        Meter.CreateObservableGauge("dancemoe_requests_active", () => edge.Scheduler.ActiveCount, "{request}", "Generation requests in the step batch now");
+        Meter.CreateObservableGauge("dancemoe_requests_waiting", () => edge.Scheduler.WaitingCount, "{request}", "Generation requests waiting for a slot in the step batch");
         Meter.CreateObservableGauge("dancemoe_experts_loaded", () => edge.Experts.Loaded().Count, "{expert}", "Experts this edge holds now");
         Meter.CreateObservableGauge("dancemoe_expert_memory_used_bytes", () => edge.Experts.UsedBytes, "By", "Memory the held experts' weights use");
         Meter.CreateObservableGauge("dancemoe_expert_memory_budget_bytes", () => edge.Experts.BudgetBytes, "By", "Memory this edge may spend on experts");
@@ -68,12 +68,9 @@ public sealed class EdgeMetrics : IDisposable
         Meter.CreateObservableCounter("dancemoe_trace_rows_lost", () => edge.Traces.State.Lost, "{row}", "Trace rows and summaries lost (neither written nor spilled)");
     }
 
-    public void RequestStarted() => _active.Add(1);
-
     /// <summary>A request's end: its status, tokens, duration and expert calls (as its answer's stats count them).</summary>
     public void RequestFinished(string status, int tokens, TimeSpan duration, long localCalls, long remoteCalls)
     {
-        _active.Add(-1);
         _requests.Add(1, new KeyValuePair<string, object?>("status", status));
         if (tokens > 0)
         {

@@ -48,6 +48,18 @@ public sealed class EdgeOptions
     [Range(1024, 128 << 20)]
     public int MaxBatchBytes { get; set; } = 16 << 20;
 
+    /// <summary>Requests that advance together, one step at a time (continuous batching).</summary>
+    [Range(1, 1024)]
+    public int MaxActive { get; set; } = 16;
+
+    /// <summary>Requests that may wait for an active slot; one more is refused at once with a capacity fault.</summary>
+    [Range(0, 100_000)]
+    public int MaxWaiting { get; set; } = 64;
+
+    /// <summary>Prompt tokens prefilled per step, over all new requests (a longer prompt is prefilled in chunks).</summary>
+    [Range(1, 16_384)]
+    public int MaxStepTokens { get; set; } = 256;
+
     [Range(0.1, 3600)]
     public double HeartbeatSeconds { get; set; } = 2;
 

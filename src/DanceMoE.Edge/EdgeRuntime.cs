@@ -14,7 +14,8 @@ public sealed class EdgeRuntime(
     IRoutingTable routing,
     MoeForward forward,
     LinkEmulator link,
-    ITraceWriter traces)
+    ITraceWriter traces,
+    StepScheduler scheduler)
 {
     public EdgeOptions Options { get; } = options.Value;
 
@@ -34,7 +35,11 @@ public sealed class EdgeRuntime(
     /// <summary>The provider the sessions run on, once the first one is created.</summary>
     public string ExecutionProvider => model.Sessions.ProviderInUse ?? "cpu";
 
+    /// <summary>Peers' expert batches running on this edge now.</summary>
     public InFlightCounter InFlight { get; } = new();
+
+    /// <summary>This edge's own requests, batched step by step.</summary>
+    public StepScheduler Scheduler { get; } = scheduler;
 
     /// <summary>
     /// Writes the routing decisions of a request's completed layers with the edge that served each expert, one

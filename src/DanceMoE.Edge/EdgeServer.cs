@@ -42,6 +42,8 @@ public static class EdgeServer
             return new MoeForward(model.Manifest, model.Sessions, sp.GetRequiredService<IExpertDispatcher>());
         });
         services.AddSingleton<EdgeMetrics>();
+        services.AddSingleton<StepScheduler>();
+        services.AddHostedService(sp => sp.GetRequiredService<StepScheduler>());
         services.AddDanceMoEMetrics<EdgeReadiness>(sp => sp.GetRequiredService<EdgeMetrics>().Meter);
         services.AddSingleton(sp =>
         {

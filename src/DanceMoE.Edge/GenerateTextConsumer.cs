@@ -6,8 +6,8 @@ using MassTransit;
 
 namespace DanceMoE.Edge;
 
-/// <summary>Generates text for a request that arrived at this edge (its origin), with experts wherever they live.</summary>
-public sealed class GenerateTextConsumer(EdgeRuntime edge, EdgeMetrics metrics) : IConsumer<GenerateText>
+/// <summary>Generates text for a request that arrived at this edge (its origin) in the edge's step batch, with experts wherever they live.</summary>
+public sealed class GenerateTextConsumer(EdgeRuntime edge, StepScheduler scheduler, EdgeMetrics metrics) : IConsumer<GenerateText>
 {
     public async Task Consume(ConsumeContext<GenerateText> context)
     {
@@ -27,31 +27,38 @@ public sealed class GenerateTextConsumer(EdgeRuntime edge, EdgeMetrics metrics) 
 
         var requestContext = new ForwardContext(requestId, recordRouting: true) { PlacementVersion = edge.Routing.Current.Version };
         var clock = Stopwatch.StartNew();
-        edge.InFlight.Enter();
-        metrics.RequestStarted();
+        var work = new GenerationWork(
+            promptIds,
+            request.MaxNewTokens,
+            new SamplingOptions { Temperature = request.Temperature, TopP = request.TopP, Seed = (ulong)request.Seed },
+            requestContext)
+        {
+            Deadline = context.ExpirationTime is { } expires ? new DateTimeOffset(expires, TimeSpan.Zero) : null,
+            TokenProduced = metrics.TokenProduced,
+        };
+        Task<GenerationResult> generation;
+        try
+        {
+            generation = scheduler.GenerateAsync(work, context.CancellationToken);
+        }
+        catch (EdgeAtCapacityException)
+        {
+            metrics.RequestRejected();
+            throw;
+        }
+
         GenerationResult result;
         try
         {
-            result = await Generator.GenerateAsync(
-                edge.Forward,
-                edge.Tokenizer,
-                promptIds,
-                request.MaxNewTokens,
-                new SamplingOptions { Temperature = request.Temperature, TopP = request.TopP, Seed = (ulong)request.Seed },
-                requestContext,
-                context.CancellationToken,
-                metrics.TokenProduced).ConfigureAwait(false);
+            result = await generation.ConfigureAwait(false);
         }
         catch (Exception ex)
         {
-            metrics.RequestFinished(ex is OperationCanceledException ? "cancelled" : "failed", 0, clock.Elapsed, requestContext.LocalExpertCalls, requestContext.RemoteExpertCalls);
+            var status = ex is OperationCanceledException or TimeoutException ? "cancelled" : "failed";
+            metrics.RequestFinished(status, 0, clock.Elapsed, requestContext.LocalExpertCalls, requestContext.RemoteExpertCalls);
             edge.WriteRouting(requestContext);
-            edge.Traces.Add(Summary(ex is OperationCanceledException ? RequestStatus.Cancelled : RequestStatus.Failed, 0, ex.Message));
+            edge.Traces.Add(Summary(status == "cancelled" ? RequestStatus.Cancelled : RequestStatus.Failed, 0, ex.Message));
             throw;
-        }
-        finally
-        {
-            edge.InFlight.Leave();
         }
 
         edge.WriteRouting(requestContext);
@@ -71,6 +78,7 @@ public sealed class GenerateTextConsumer(EdgeRuntime edge, EdgeMetrics metrics) 
                 LocalExpertCalls = requestContext.LocalExpertCalls,
                 RemoteExpertCalls = requestContext.RemoteExpertCalls,
                 RemoteBatches = requestContext.RemoteBatches,
+                RemoteBatchShare = Math.Round(requestContext.RemoteBatchShare, 3),
                 RemoteBytes = requestContext.RemoteBytes,
                 Retries = requestContext.Retries,
                 LatencyMs = Math.Round(clock.Elapsed.TotalMilliseconds, 2),

@@ -15,6 +15,19 @@ public static class TensorBytes
         return MemoryMarshal.AsBytes(values).ToArray();
     }
 
+    /// <summary>Writes <paramref name="values"/> into <paramref name="destination"/> and returns the bytes written.</summary>
+    public static int Write(ReadOnlySpan<float> values, Span<byte> destination)
+    {
+        if (!BitConverter.IsLittleEndian)
+        {
+            throw new PlatformNotSupportedException("tensor payloads are little-endian");
+        }
+
+        var bytes = MemoryMarshal.AsBytes(values);
+        bytes.CopyTo(destination);
+        return bytes.Length;
+    }
+
     public static float[] ToFloats(ReadOnlySpan<byte> bytes)
     {
         if (bytes.Length % sizeof(float) != 0)

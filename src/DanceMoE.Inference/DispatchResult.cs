@@ -1,7 +1,11 @@
 namespace DanceMoE.Inference;
 
 /// <summary>
-/// What a dispatcher did with a layer's expert batches: the outputs in the order of the batches, the server that ran
-/// each batch, and the placement version it routed by.
+/// What a dispatcher did with a layer's expert batches: the outputs in the order of the batches (null for a batch that
+/// failed), the server that ran each batch, the placement version it routed by, and why each failed batch failed.
+/// A failed batch fails only the requests with rows in it; the others go on.
 /// </summary>
-public sealed record DispatchResult(IReadOnlyList<float[]> Outputs, IReadOnlyList<string> ServedBy, int PlacementVersion);
+public sealed record DispatchResult(IReadOnlyList<float[]?> Outputs, IReadOnlyList<string> ServedBy, int PlacementVersion)
+{
+    public IReadOnlyDictionary<int, Exception> Failures { get; init; } = new Dictionary<int, Exception>();
+}

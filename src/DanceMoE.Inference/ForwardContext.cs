@@ -12,6 +12,7 @@ public sealed class ForwardContext(Guid requestId = default, bool recordRouting 
     private long _remoteCalls;
     private long _remoteBatches;
     private long _remoteBytes;
+    private long _remoteBatchShareMillis;
     private int _retries;
 
     public Guid RequestId { get; } = requestId;
@@ -28,6 +29,12 @@ public sealed class ForwardContext(Guid requestId = default, bool recordRouting 
     public long RemoteBatches => Interlocked.Read(ref _remoteBatches);
 
     public long RemoteBytes => Interlocked.Read(ref _remoteBytes);
+
+    /// <summary>
+    /// The request's share of the remote batch messages it rode in, by its rows in each (a message shared by several
+    /// requests counts once over all of them): what batching saves shows here.
+    /// </summary>
+    public double RemoteBatchShare => Interlocked.Read(ref _remoteBatchShareMillis) / 1000.0;
 
     public int Retries => Volatile.Read(ref _retries);
 
@@ -49,11 +56,13 @@ public sealed class ForwardContext(Guid requestId = default, bool recordRouting 
     // Remote batches of one layer complete on different threads: the counters are atomic.
     public void AddLocal(int experts) => Interlocked.Add(ref _localCalls, experts);
 
-    public void AddRemote(int experts, long bytes)
+    /// <summary>A remote batch message carried <paramref name="experts"/> of this request's expert calls and <paramref name="share"/> (0 to 1) of its rows.</summary>
+    public void AddRemote(int experts, long bytes, double share = 1)
     {
         Interlocked.Add(ref _remoteCalls, experts);
         Interlocked.Increment(ref _remoteBatches);
         Interlocked.Add(ref _remoteBytes, bytes);
+        Interlocked.Add(ref _remoteBatchShareMillis, (long)Math.Round(share * 1000));
     }
 
     public void AddRetry() => Interlocked.Increment(ref _retries);

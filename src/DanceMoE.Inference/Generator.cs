@@ -3,7 +3,10 @@ using DanceMoE.Model;
 
 namespace DanceMoE.Inference;
 
-/// <summary>Prefill the prompt, then decode one token at a time with the KV cache, all for the request of one <see cref="ForwardContext"/>.</summary>
+/// <summary>
+/// One request alone: prefill the prompt, then decode one token at a time with the KV cache, all for the request of
+/// one <see cref="ForwardContext"/>. This is the monolithic oracle that batched serving must match.
+/// </summary>
 public static class Generator
 {
     /// <summary>Generates up to <paramref name="maxTokens"/> tokens; <paramref name="tokenProduced"/> hears of each (index, time since the previous one).</summary>
@@ -17,7 +20,7 @@ public static class Generator
         ArgumentNullException.ThrowIfNull(context);
         var vocab = forward.Manifest.Architecture.VocabSize;
         var sampler = new Sampler(sampling);
-        var state = forward.NewState();
+        var state = forward.NewState(Math.Min(forward.Manifest.Architecture.MaxPositions, promptIds.Count + maxTokens));
         var generated = new List<int>(maxTokens);
         var stopwatch = Stopwatch.StartNew();
         var previous = TimeSpan.Zero;

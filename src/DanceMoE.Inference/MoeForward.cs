@@ -5,8 +5,9 @@ using Microsoft.ML.OnnxRuntime;
 namespace DanceMoE.Inference;
 
 /// <summary>
-/// The forward loop over the exported subgraphs: embedding, then per layer dense (attention + router)
-/// and the top-k experts through <see cref="IExpertDispatcher"/>, then the head.
+/// The forward loop over the exported subgraphs: embedding, then per layer dense (attention + router) for each
+/// sequence against its own cache and the top-k experts of every sequence's rows through <see cref="IExpertDispatcher"/>
+/// (one batch per expert per step), then the head.
 /// </summary>
 public sealed class MoeForward : IDisposable
 {
@@ -29,7 +30,18 @@ public sealed class MoeForward : IDisposable
 
     public ModelManifest Manifest { get; }
 
-    public KvState NewState() => new(Manifest.Architecture.NumLayers);
+    /// <summary>A cache for a sequence of at most <paramref name="capacity"/> positions (default: the model's maximum).</summary>
+    public KvState NewState(int? capacity = null)
+    {
+        var c = Manifest.Architecture;
+        var positions = capacity ?? c.MaxPositions;
+        if (positions < 1 || positions > c.MaxPositions)
+        {
+            throw new ArgumentOutOfRangeException(nameof(capacity), $"a cache of {positions} positions; the model allows 1 to {c.MaxPositions}");
+        }
+
+        return new KvState(c.NumLayers, c.NumKvHeads * c.HeadDim, positions);
+    }
 
     /// <summary>
     /// Runs the tokens after those already in <paramref name="state"/> for the request of <paramref name="context"/>
@@ -37,59 +49,74 @@ public sealed class MoeForward : IDisposable
     /// </summary>
     public async Task<float[]> ForwardAsync(IReadOnlyList<int> tokens, KvState state, ForwardContext context, CancellationToken cancellationToken)
     {
-        ArgumentNullException.ThrowIfNull(tokens);
-        ArgumentNullException.ThrowIfNull(state);
-        ArgumentNullException.ThrowIfNull(context);
+        var result = (await StepAsync([new SequenceChunk(tokens, state, context)], cancellationToken).ConfigureAwait(false))[0];
+        return result.Logits ?? throw result.Error!;
+    }
+
+    /// <summary>
+    /// One step for several sequences: each runs its chunk of tokens; per layer, the rows of all of them are grouped by
+    /// expert and dispatched once. A sequence whose experts fail gets its error and leaves the step; the others go on.
+    /// Invalid chunks throw before anything runs.
+    /// </summary>
+    public async Task<IReadOnlyList<ChunkResult>> StepAsync(IReadOnlyList<SequenceChunk> chunks, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(chunks);
         var c = Manifest.Architecture;
-        var s = tokens.Count;
-        if (s == 0)
+        var ids = new List<long>();
+        foreach (var chunk in chunks)
         {
-            throw new ArgumentException("no tokens to run", nameof(tokens));
+            Validate(chunk);
+            ids.AddRange(chunk.Tokens.Select(t => (long)t));
         }
 
-        if (state.Length + s > c.MaxPositions)
-        {
-            throw new ArgumentException($"sequence of {state.Length + s} exceeds max_position_embeddings {c.MaxPositions}", nameof(tokens));
-        }
-
-        var ids = new long[s];
-        for (var i = 0; i < s; i++)
-        {
-            ids[i] = tokens[i] >= 0 && tokens[i] < c.VocabSize
-                ? tokens[i]
-                : throw new ArgumentOutOfRangeException(nameof(tokens), $"token id {tokens[i]} outside vocabulary of {c.VocabSize}");
-        }
-
-        float[] hidden;
-        using (var input = OrtValue.CreateTensorValueFromMemory(ids, [s]))
+        var sequences = new Sequence[chunks.Count];
+        using (var input = OrtValue.CreateTensorValueFromMemory(ids.ToArray(), [ids.Count]))
         using (var outputs = _embedding.Run(_run, [GraphNames.InputIds], [input], [GraphNames.Hidden]))
         {
-            hidden = outputs[0].GetTensorDataAsSpan<float>().ToArray();
-        }
-
-        var past = state.Length;
-        var total = past + s;
-        var positions = Enumerable.Range(past, s).Select(p => (long)p).ToArray();
-        var mask = new float[s * total];
-        for (var t = 0; t < s; t++)
-        {
-            for (var j = past + t + 1; j < total; j++)
+            var all = outputs[0].GetTensorDataAsSpan<float>();
+            var offset = 0;
+            for (var i = 0; i < chunks.Count; i++)
             {
-                mask[(t * total) + j] = GraphNames.MaskedOut;
+                var rows = chunks[i].Tokens.Count * c.HiddenSize;
+                sequences[i] = new Sequence(chunks[i], all.Slice(offset, rows).ToArray(), c.NumExperts);
+                offset += rows;
             }
         }
 
         for (var l = 0; l < c.NumLayers; l++)
         {
             cancellationToken.ThrowIfCancellationRequested();
-            var (residual, expertInput, routerLogits) = RunDense(l, hidden, positions, mask, state, s, total);
-            hidden = await MixExpertsAsync(l, residual, expertInput, routerLogits, past, s, context, cancellationToken).ConfigureAwait(false);
+            var running = sequences.Where(s => s.Error is null).ToList();
+            if (running.Count == 0)
+            {
+                break;
+            }
+
+            foreach (var sequence in running)
+            {
+                RunDense(l, sequence);
+            }
+
+            await MixExpertsAsync(l, running, cancellationToken).ConfigureAwait(false);
         }
 
-        state.Length = total;
-        using var h = OrtValue.CreateTensorValueFromMemory(hidden, [s, c.HiddenSize]);
-        using var logits = _head.Run(_run, [GraphNames.Hidden], [h], [GraphNames.Logits]);
-        return logits[0].GetTensorDataAsSpan<float>().ToArray();
+        var results = new ChunkResult[chunks.Count];
+        for (var i = 0; i < chunks.Count; i++)
+        {
+            var sequence = sequences[i];
+            if (sequence.Error is not null)
+            {
+                results[i] = new ChunkResult(null, sequence.Error);
+                continue;
+            }
+
+            sequence.Chunk.State.Length = sequence.Total;
+            using var h = OrtValue.CreateTensorValueFromMemory(sequence.Hidden, [sequence.Rows, c.HiddenSize]);
+            using var logits = _head.Run(_run, [GraphNames.Hidden], [h], [GraphNames.Logits]);
+            results[i] = new ChunkResult(logits[0].GetTensorDataAsSpan<float>().ToArray(), null);
+        }
+
+        return results;
     }
 
     public void Dispose()
@@ -104,86 +131,205 @@ public sealed class MoeForward : IDisposable
         _run.Dispose();
     }
 
-    private (float[] Residual, float[] ExpertInput, float[] RouterLogits) RunDense(
-        int l, float[] hidden, long[] positions, float[] mask, KvState state, int s, int total)
+    private void Validate(SequenceChunk chunk)
+    {
+        ArgumentNullException.ThrowIfNull(chunk);
+        ArgumentNullException.ThrowIfNull(chunk.Tokens);
+        ArgumentNullException.ThrowIfNull(chunk.State);
+        ArgumentNullException.ThrowIfNull(chunk.Context);
+        var c = Manifest.Architecture;
+        if (chunk.Tokens.Count == 0)
+        {
+            throw new ArgumentException("no tokens to run", nameof(chunk));
+        }
+
+        if (chunk.State.Length + chunk.Tokens.Count > Math.Min(chunk.State.Capacity, c.MaxPositions))
+        {
+            throw new ArgumentException(
+                $"sequence of {chunk.State.Length + chunk.Tokens.Count} exceeds its cache of {chunk.State.Capacity} positions (max_position_embeddings {c.MaxPositions})",
+                nameof(chunk));
+        }
+
+        foreach (var token in chunk.Tokens)
+        {
+            if (token < 0 || token >= c.VocabSize)
+            {
+                throw new ArgumentOutOfRangeException(nameof(chunk), $"token id {token} outside vocabulary of {c.VocabSize}");
+            }
+        }
+    }
+
+    /// <summary>
+    /// Attention of one sequence against its own cache; the graph writes this step's keys and values straight into the
+    /// cache after its filled prefix, and the residual, expert input and router logits into the sequence's buffers.
+    /// </summary>
+    private void RunDense(int l, Sequence sequence)
     {
         var c = Manifest.Architecture;
-        long kv = c.NumKvHeads;
-        long d = c.HeadDim;
-        long past = state.Length;
-        using var h = OrtValue.CreateTensorValueFromMemory(hidden, [s, c.HiddenSize]);
-        using var pos = OrtValue.CreateTensorValueFromMemory(positions, [s]);
-        using var m = OrtValue.CreateTensorValueFromMemory(mask, [s, total]);
-        using var pk = OrtValue.CreateTensorValueFromMemory(state.Keys[l], [kv, past, d]);
-        using var pv = OrtValue.CreateTensorValueFromMemory(state.Values[l], [kv, past, d]);
-        using var outputs = _dense[l].Run(
+        var state = sequence.Chunk.State;
+        var s = sequence.Rows;
+        var past = state.Length;
+        var width = state.RowWidth;
+        long[] cacheShape(int positions) => [positions, c.NumKvHeads, c.HeadDim];
+        using var h = OrtValue.CreateTensorValueFromMemory(sequence.Hidden, [s, c.HiddenSize]);
+        using var pos = OrtValue.CreateTensorValueFromMemory(sequence.Positions, [s]);
+        using var m = OrtValue.CreateTensorValueFromMemory(sequence.Mask, [s, sequence.Total]);
+        using var pk = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, state.Keys[l].AsMemory(0, past * width), cacheShape(past));
+        using var pv = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, state.Values[l].AsMemory(0, past * width), cacheShape(past));
+        using var residual = OrtValue.CreateTensorValueFromMemory(sequence.Residual, [s, c.HiddenSize]);
+        using var expertInput = OrtValue.CreateTensorValueFromMemory(sequence.ExpertInput, [s, c.HiddenSize]);
+        using var router = OrtValue.CreateTensorValueFromMemory(sequence.RouterLogits, [s, c.NumExperts]);
+        using var nk = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, state.Keys[l].AsMemory(past * width, s * width), cacheShape(s));
+        using var nv = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, state.Values[l].AsMemory(past * width, s * width), cacheShape(s));
+        _dense[l].Run(
             _run,
             [GraphNames.Hidden, GraphNames.PositionIds, GraphNames.AttentionMask, GraphNames.PastKey, GraphNames.PastValue],
             [h, pos, m, pk, pv],
-            [GraphNames.Residual, GraphNames.ExpertInput, GraphNames.RouterLogits, GraphNames.PresentKey, GraphNames.PresentValue]);
-        state.Keys[l] = outputs[3].GetTensorDataAsSpan<float>().ToArray();
-        state.Values[l] = outputs[4].GetTensorDataAsSpan<float>().ToArray();
-        return (outputs[0].GetTensorDataAsSpan<float>().ToArray(),
-            outputs[1].GetTensorDataAsSpan<float>().ToArray(),
-            outputs[2].GetTensorDataAsSpan<float>().ToArray());
+            [GraphNames.Residual, GraphNames.ExpertInput, GraphNames.RouterLogits, GraphNames.NewKey, GraphNames.NewValue],
+            [residual, expertInput, router, nk, nv]);
+
+        // The next layer's attention reads this layer's past only: the cache's length moves once the step is done.
+        (sequence.Hidden, sequence.Residual) = (sequence.Residual, sequence.Hidden);
     }
 
-    /// <summary>Routes each row to its top-k experts, one batch per expert, and adds Σ wᵢ·yᵢ to the residual.</summary>
-    private async Task<float[]> MixExpertsAsync(
-        int l, float[] residual, float[] expertInput, float[] routerLogits, int past, int s, ForwardContext context, CancellationToken cancellationToken)
+    /// <summary>
+    /// Routes every row of every sequence to its top-k experts, one batch per expert for the whole step, and adds
+    /// Σ wᵢ·yᵢ to each row's residual (in expert order, as a single sequence would).
+    /// </summary>
+    private async Task MixExpertsAsync(int l, IReadOnlyList<Sequence> sequences, CancellationToken cancellationToken)
     {
         var c = Manifest.Architecture;
         var hsz = c.HiddenSize;
-        var rowsByExpert = new SortedDictionary<int, List<(int Row, float Weight)>>();
-        var decisions = new List<RoutingDecision>(s);
-        for (var t = 0; t < s; t++)
+        var rowsByExpert = new SortedDictionary<int, List<(Sequence Sequence, int Row, float Weight)>>();
+        var decisions = new List<RoutingDecision>[sequences.Count];
+        for (var q = 0; q < sequences.Count; q++)
         {
-            var choices = Routing.TopK(routerLogits.AsSpan(t * c.NumExperts, c.NumExperts), c.TopK);
-            decisions.Add(new RoutingDecision(l, past + t, choices));
-            foreach (var choice in choices)
+            var sequence = sequences[q];
+            decisions[q] = new List<RoutingDecision>(sequence.Rows);
+            for (var t = 0; t < sequence.Rows; t++)
             {
-                if (!rowsByExpert.TryGetValue(choice.Expert, out var rows))
+                var choices = Routing.TopK(sequence.RouterLogits.AsSpan(t * c.NumExperts, c.NumExperts), c.TopK);
+                decisions[q].Add(new RoutingDecision(l, sequence.Chunk.State.Length + t, choices));
+                foreach (var choice in choices)
                 {
-                    rows = [];
-                    rowsByExpert.Add(choice.Expert, rows);
-                }
+                    if (!rowsByExpert.TryGetValue(choice.Expert, out var rows))
+                    {
+                        rows = [];
+                        rowsByExpert.Add(choice.Expert, rows);
+                    }
 
-                rows.Add((t, choice.Weight));
+                    rows.Add((sequence, t, choice.Weight));
+                }
             }
         }
 
+        var groups = rowsByExpert.Values.ToList();
         var batches = rowsByExpert.Select(kv =>
         {
             var input = new float[kv.Value.Count * hsz];
             for (var i = 0; i < kv.Value.Count; i++)
             {
-                expertInput.AsSpan(kv.Value[i].Row * hsz, hsz).CopyTo(input.AsSpan(i * hsz));
+                kv.Value[i].Sequence.ExpertInput.AsSpan(kv.Value[i].Row * hsz, hsz).CopyTo(input.AsSpan(i * hsz));
             }
 
-            return new ExpertBatch(kv.Key, kv.Value.Count, input);
+            return new ExpertBatch(kv.Key, kv.Value.Count, input, [.. kv.Value.Select(r => r.Sequence.Chunk.Context)]);
         }).ToList();
-        var result = await _experts.RunAsync(l, batches, context, cancellationToken).ConfigureAwait(false);
-        var outputs = result.Outputs;
-        if (context.RecordsRouting)
+        var result = await _experts.RunAsync(l, batches, cancellationToken).ConfigureAwait(false);
+        foreach (var (b, error) in result.Failures)
         {
-            var servedBy = Enumerable.Range(0, batches.Count).ToDictionary(b => batches[b].Expert, b => result.ServedBy[b]);
-            context.Record(new RoutedLayer(l, decisions, servedBy, result.PlacementVersion, DateTimeOffset.UtcNow));
+            foreach (var row in groups[b])
+            {
+                row.Sequence.Error ??= error;
+            }
         }
 
-        var groups = rowsByExpert.Values.ToList();
+        var completedAt = DateTimeOffset.UtcNow;
+        for (var q = 0; q < sequences.Count; q++)
+        {
+            var context = sequences[q].Chunk.Context;
+            if (sequences[q].Error is null && context.RecordsRouting)
+            {
+                var servedBy = new Dictionary<int, string>();
+                for (var b = 0; b < batches.Count; b++)
+                {
+                    if (batches[b].RowOwners.Contains(context))
+                    {
+                        servedBy[batches[b].Expert] = result.ServedBy[b];
+                    }
+                }
+
+                context.Record(new RoutedLayer(l, decisions[q], servedBy, result.PlacementVersion, completedAt));
+            }
+        }
+
         for (var b = 0; b < batches.Count; b++)
         {
-            var y = outputs[b];
+            if (result.Outputs[b] is not { } y)
+            {
+                continue;
+            }
+
             for (var i = 0; i < groups[b].Count; i++)
             {
-                var (row, weight) = groups[b][i];
+                var (sequence, row, weight) = groups[b][i];
+                if (sequence.Error is not null)
+                {
+                    continue;
+                }
+
+                var hidden = sequence.Hidden;
                 for (var j = 0; j < hsz; j++)
                 {
-                    residual[(row * hsz) + j] += weight * y[(i * hsz) + j];
+                    hidden[(row * hsz) + j] += weight * y[(i * hsz) + j];
+                }
+            }
+        }
+    }
+
+    /// <summary>One sequence's buffers for a step; the dense graph writes into them, so nothing is allocated per layer.</summary>
+    private sealed class Sequence
+    {
+        public Sequence(SequenceChunk chunk, float[] hidden, int experts)
+        {
+            Chunk = chunk;
+            Rows = chunk.Tokens.Count;
+            var past = chunk.State.Length;
+            Total = past + Rows;
+            Hidden = hidden;
+            Residual = new float[hidden.Length];
+            ExpertInput = new float[hidden.Length];
+            RouterLogits = new float[Rows * experts];
+            Positions = [.. Enumerable.Range(past, Rows).Select(p => (long)p)];
+            Mask = new float[Rows * Total];
+            for (var t = 0; t < Rows; t++)
+            {
+                for (var j = past + t + 1; j < Total; j++)
+                {
+                    Mask[(t * Total) + j] = GraphNames.MaskedOut;
                 }
             }
         }
 
-        return residual;
+        public SequenceChunk Chunk { get; }
+
+        public int Rows { get; }
+
+        public int Total { get; }
+
+        /// <summary>The rows going into the next layer (after a layer: its residual plus the experts' outputs).</summary>
+        public float[] Hidden { get; set; }
+
+        /// <summary>A spare buffer the dense graph writes its residual into; swapped with <see cref="Hidden"/> after each layer.</summary>
+        public float[] Residual { get; set; }
+
+        public float[] ExpertInput { get; }
+
+        public float[] RouterLogits { get; }
+
+        public long[] Positions { get; }
+
+        public float[] Mask { get; }
+
+        public Exception? Error { get; set; }
     }
 }

@@ -24,7 +24,7 @@ public sealed record TokenizerInfo(string Kind, int VocabSize, int BosTokenId, i
 public sealed record ModelManifest
 {
     public const string FileName = "manifest.json";
-    public const string CurrentFormat = "dancemoe-onnx/1";
+    public const string CurrentFormat = "dancemoe-onnx/2";
 
     public static JsonSerializerOptions JsonOptions { get; } = new()
     {

@@ -89,6 +89,7 @@ public static class ModelCatalog
         }
 
         text.Append(File.ReadAllText(Path.Combine(directory, Checkpoint.ConfigFile)));
+        text.Append(ModelManifest.CurrentFormat);
         return Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(text.ToString())))[..12];
     }
 }

@@ -12,8 +12,8 @@ public static class GraphNames
     public const string Residual = "residual";
     public const string ExpertInput = "expert_input";
     public const string RouterLogits = "router_logits";
-    public const string PresentKey = "present_key";
-    public const string PresentValue = "present_value";
+    public const string NewKey = "new_key";
+    public const string NewValue = "new_value";
     public const string ExpertX = "x";
     public const string ExpertY = "y";
     public const string Logits = "logits";

@@ -77,11 +77,11 @@ public static class OnnxExporter
             [DenseGraph] = new(
                 [
                     F(Hidden, "seq", N(c.HiddenSize)), I(PositionIds, "seq"), F(AttentionMask, "seq", "total"),
-                    F(PastKey, N(c.NumKvHeads), "past", N(c.HeadDim)), F(PastValue, N(c.NumKvHeads), "past", N(c.HeadDim)),
+                    F(PastKey, "past", N(c.NumKvHeads), N(c.HeadDim)), F(PastValue, "past", N(c.NumKvHeads), N(c.HeadDim)),
                 ],
                 [
                     F(Residual, "seq", N(c.HiddenSize)), F(ExpertInput, "seq", N(c.HiddenSize)), F(RouterLogits, "seq", N(c.NumExperts)),
-                    F(PresentKey, N(c.NumKvHeads), "total", N(c.HeadDim)), F(PresentValue, N(c.NumKvHeads), "total", N(c.HeadDim)),
+                    F(NewKey, "seq", N(c.NumKvHeads), N(c.HeadDim)), F(NewValue, "seq", N(c.NumKvHeads), N(c.HeadDim)),
                 ]),
             [ExpertGraph] = new([F(ExpertX, "rows", N(c.HiddenSize))], [F(ExpertY, "rows", N(c.HiddenSize))]),
             [HeadGraph] = new([F(Hidden, "seq", N(c.HiddenSize))], [F(Logits, "seq", N(c.VocabSize))]),
@@ -125,8 +125,10 @@ public static class OnnxExporter
         g.Input(Hidden, DataType.Float, "seq", c.HiddenSize);
         g.Input(PositionIds, DataType.Int64, "seq");
         g.Input(AttentionMask, DataType.Float, "seq", "total");
-        g.Input(PastKey, DataType.Float, kv, "past", d);
-        g.Input(PastValue, DataType.Float, kv, "past", d);
+        // The KV cache is position-major, [past, kv, d], so that the runtime can append a step's rows in place
+        // and hand the graph the filled prefix of a buffer allocated once.
+        g.Input(PastKey, DataType.Float, "past", kv, d);
+        g.Input(PastValue, DataType.Float, "past", kv, d);
 
         var x = g.RmsNorm(Hidden, g.Weight("input_layernorm", w.InputNorm, c.HiddenSize), c.RmsNormEps);
         var q = HeadsFirst(g, g.MatMul(x, Projection(g, "q_proj", w.Wq, c.QueryWidth, c.HiddenSize)), heads, d);
@@ -143,8 +145,10 @@ public static class OnnxExporter
         var qr = Rope(g, q, cos, sin, d);
         var kr = Rope(g, k, cos, sin, d);
 
-        var keys = g.Concat(1, PresentKey, PastKey, kr);
-        var values = g.Concat(1, PresentValue, PastValue, v);
+        g.Node("Transpose", [kr], [GraphBuilder.Ints("perm", [1, 0, 2])], NewKey);
+        g.Node("Transpose", [v], [GraphBuilder.Ints("perm", [1, 0, 2])], NewValue);
+        var keys = g.Concat(1, null, g.Transpose(PastKey, 1, 0, 2), kr);
+        var values = g.Concat(1, null, g.Transpose(PastValue, 1, 0, 2), v);
 
         // Grouped-query attention: query heads [kv, group, seq, d] against shared heads [kv, 1, total, d].
         var q4 = g.Reshape(qr, kv, heads / kv, -1, d);
@@ -162,8 +166,8 @@ public static class OnnxExporter
         g.Output(Residual, DataType.Float, "seq", c.HiddenSize);
         g.Output(ExpertInput, DataType.Float, "seq", c.HiddenSize);
         g.Output(RouterLogits, DataType.Float, "seq", c.NumExperts);
-        g.Output(PresentKey, DataType.Float, kv, "total", d);
-        g.Output(PresentValue, DataType.Float, kv, "total", d);
+        g.Output(NewKey, DataType.Float, "seq", kv, d);
+        g.Output(NewValue, DataType.Float, "seq", kv, d);
         return g;
     }
 
