@@ -36,6 +36,9 @@ public sealed class EdgeRuntime(
 
     public InFlightCounter InFlight { get; } = new();
 
+    /// <summary>Peers' expert batches being served now, from receipt to answer: the queue depth each answer reports.</summary>
+    public InFlightCounter ExpertBatches { get; } = new();
+
     /// <summary>
     /// Writes the routing decisions of a request's completed layers with the edge that served each expert, one
     /// <c>routing_events</c> row per (position, layer), stamped when its layer completed.

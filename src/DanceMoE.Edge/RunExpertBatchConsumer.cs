@@ -11,6 +11,19 @@ public sealed class RunExpertBatchConsumer(EdgeRuntime edge) : IConsumer<RunExpe
     {
         var batch = context.Message;
         edge.ValidateBatch(batch);
+        edge.ExpertBatches.Enter();
+        try
+        {
+            await RunAsync(batch, context).ConfigureAwait(false);
+        }
+        finally
+        {
+            edge.ExpertBatches.Leave();
+        }
+    }
+
+    private async Task RunAsync(RunExpertBatch batch, ConsumeContext<RunExpertBatch> context)
+    {
         edge.InFlight.Enter();
         byte[] output;
         var clock = Stopwatch.StartNew();
@@ -45,6 +58,7 @@ public sealed class RunExpertBatchConsumer(EdgeRuntime edge) : IConsumer<RunExpe
             Slices = batch.Slices,
             Output = output,
             ComputeMs = Math.Round(computeMs, 3),
+            QueueDepth = edge.ExpertBatches.Count - 1,
         }).ConfigureAwait(false);
     }
 }
