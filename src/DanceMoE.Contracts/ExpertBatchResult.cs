@@ -20,4 +20,7 @@ public record ExpertBatchResult
 
     /// <summary>Time the edge spent running the experts, in milliseconds.</summary>
     public double ComputeMs { get; init; }
+
+    /// <summary>Other expert batches the edge was serving when it answered; 0 from senders that predate it.</summary>
+    public int QueueDepth { get; init; }
 }

@@ -35,8 +35,8 @@ public sealed class EdgeRuntime(
     /// <summary>The provider the sessions run on, once the first one is created.</summary>
     public string ExecutionProvider => model.Sessions.ProviderInUse ?? "cpu";
 
-    /// <summary>Peers' expert batches running on this edge now.</summary>
-    public InFlightCounter InFlight { get; } = new();
+    /// <summary>Peers' expert batches being served now, from receipt to answer: the queue depth each answer reports.</summary>
+    public InFlightCounter ExpertBatches { get; } = new();
 
     /// <summary>This edge's own requests, batched step by step.</summary>
     public StepScheduler Scheduler { get; } = scheduler;

@@ -35,6 +35,7 @@ public static class EdgeServer
         services.AddSingleton<ExpertStore>();
         services.AddSingleton<IRoutingTable, RoutingTable>();
         services.AddSingleton<LinkEmulator>();
+        services.AddSingleton<PeerEstimates>();
         services.AddSingleton<IExpertDispatcher, DistributedExpertDispatcher>();
         services.AddSingleton(sp =>
         {

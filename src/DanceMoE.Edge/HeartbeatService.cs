@@ -36,7 +36,7 @@ public sealed class HeartbeatService(EdgeRuntime edge, IBus bus, ILogger<Heartbe
         MemoryBudgetBytes = edge.Experts.BudgetBytes,
         MemoryUsedBytes = edge.Experts.UsedBytes,
         LoadedExperts = edge.Experts.LoadedKeys(),
-        QueueDepth = edge.InFlight.Count + edge.Scheduler.ActiveCount + edge.Scheduler.WaitingCount,
+        QueueDepth = edge.ExpertBatches.Count + edge.Scheduler.ActiveCount + edge.Scheduler.WaitingCount,
         ExpertMilliseconds = Math.Round(edge.Experts.ExpertMilliseconds, 3),
         ExecutionProvider = edge.ExecutionProvider,
         PlacementVersion = edge.Routing.Current.Version,

@@ -11,28 +11,30 @@ public sealed class RunExpertBatchConsumer(EdgeRuntime edge) : IConsumer<RunExpe
     {
         var batch = context.Message;
         edge.ValidateBatch(batch);
-        edge.InFlight.Enter();
-        byte[] output;
-        var clock = Stopwatch.StartNew();
+        edge.ExpertBatches.Enter();
         try
         {
-            var hidden = batch.HiddenSize;
-            var x = TensorBytes.ToFloats(batch.Hidden);
-            var y = new float[x.Length];
-            var offset = 0;
-            foreach (var slice in batch.Slices)
-            {
-                var length = slice.Rows * hidden;
-                var result = edge.Experts.Run(batch.Layer, slice.Expert, x.AsSpan(offset, length).ToArray(), slice.Rows);
-                result.CopyTo(y, offset);
-                offset += length;
-            }
-
-            output = TensorBytes.FromFloats(y);
+            await RunAsync(batch, context).ConfigureAwait(false);
         }
         finally
         {
-            edge.InFlight.Leave();
+            edge.ExpertBatches.Leave();
+        }
+    }
+
+    private async Task RunAsync(RunExpertBatch batch, ConsumeContext<RunExpertBatch> context)
+    {
+        var clock = Stopwatch.StartNew();
+        var hidden = batch.HiddenSize;
+        var x = TensorBytes.ToFloats(batch.Hidden);
+        var output = new byte[batch.Hidden.Length];
+        var offset = 0;
+        foreach (var slice in batch.Slices)
+        {
+            var length = slice.Rows * hidden;
+            var result = edge.Experts.Run(batch.Layer, slice.Expert, x.AsSpan(offset, length).ToArray(), slice.Rows);
+            TensorBytes.Write(result, output.AsSpan(offset * sizeof(float)));
+            offset += length;
         }
 
         var computeMs = clock.Elapsed.TotalMilliseconds;
@@ -45,6 +47,7 @@ public sealed class RunExpertBatchConsumer(EdgeRuntime edge) : IConsumer<RunExpe
             Slices = batch.Slices,
             Output = output,
             ComputeMs = Math.Round(computeMs, 3),
+            QueueDepth = edge.ExpertBatches.Count - 1,
         }).ConfigureAwait(false);
     }
 }
