@@ -22,10 +22,9 @@ public sealed class DistributedExpertDispatcher(
     IClientFactory clients,
     LinkEmulator link,
     EdgeMetrics metrics,
+    PeerEstimates estimates,
     ILogger<DistributedExpertDispatcher> logger) : IExpertDispatcher
 {
-    private static readonly TimeSpan SuspectFor = TimeSpan.FromSeconds(30);
-    private readonly ConcurrentDictionary<string, DateTime> _suspects = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, IRequestClient<RunExpertBatch>> _peers = new(StringComparer.Ordinal);
     private readonly string _edgeId = options.Value.Id;
     private readonly int _deadlineMs = options.Value.ExpertDeadlineMs;
@@ -37,7 +36,7 @@ public sealed class DistributedExpertDispatcher(
         var step = new Step(batches);
         var placement = routing.Current;
         var local = new List<int>();
-        var remote = new Dictionary<string, List<int>>(StringComparer.Ordinal);
+        var elsewhere = new List<int>();
         var countActivations = metrics.ExpertActivationsEnabled;
         for (var i = 0; i < batches.Count; i++)
         {
@@ -46,21 +45,11 @@ public sealed class DistributedExpertDispatcher(
                 metrics.ExpertActivated(layer, batches[i].Expert, batches[i].Rows);
             }
 
-            if (store.Holds(layer, batches[i].Expert))
-            {
-                local.Add(i);
-                continue;
-            }
-
-            if (ChooseReplica(placement, layer, batches[i].Expert, exclude: null) is { } server)
-            {
-                Add(remote, server, i);
-            }
-            else
-            {
-                step.Fail(i, new ExpertUnavailableException($"no edge holds expert {layer}.{batches[i].Expert} in placement v{placement.Version}"));
-            }
+            (store.Holds(layer, batches[i].Expert) ? local : elsewhere).Add(i);
         }
+
+        var remote = Plan(placement, layer, elsewhere, step, exclude: null,
+            i => $"no edge holds expert {layer}.{batches[i].Expert} in placement v{placement.Version}");
 
         var pending = remote.Select(kv => RunRemoteAsync(kv.Key, layer, kv.Value, step, cancellationToken)).ToList();
         var unloaded = new List<int>();
@@ -75,33 +64,45 @@ public sealed class DistributedExpertDispatcher(
 
         // The placement that made this edge unload them already routes elsewhere: ask the newest one.
         var latest = routing.Current;
-        var moved = new Dictionary<string, List<int>>(StringComparer.Ordinal);
-        foreach (var i in unloaded)
-        {
-            if (ChooseReplica(latest, layer, batches[i].Expert, exclude: null) is { } server)
-            {
-                Add(moved, server, i);
-            }
-            else
-            {
-                step.Fail(i, new ExpertUnavailableException($"expert {layer}.{batches[i].Expert} was unloaded here and placement v{latest.Version} has no other replica"));
-            }
-        }
+        var moved = Plan(latest, layer, unloaded, step, exclude: null,
+            i => $"expert {layer}.{batches[i].Expert} was unloaded here and placement v{latest.Version} has no other replica");
 
         pending.AddRange(moved.Select(kv => RunRemoteAsync(kv.Key, layer, kv.Value, step, cancellationToken)));
         await Task.WhenAll(pending).ConfigureAwait(false);
         return new DispatchResult(step.Outputs, step.ServedBy, placement.Version) { Failures = step.Failures };
     }
 
-    private static void Add(Dictionary<string, List<int>> groups, string server, int batch)
+    /// <summary>
+    /// Picks a replica for each batch so that the step's slowest peer is as fast as the estimates allow
+    /// (<see cref="ReplicaPlanner"/>), grouped by peer; a batch with no replica fails with <paramref name="unavailable"/>.
+    /// </summary>
+    private Dictionary<string, List<int>> Plan(EdgePlacement placement, int layer, List<int> indexes, Step step, string? exclude, Func<int, string> unavailable)
     {
-        if (!groups.TryGetValue(server, out var list))
+        var groups = new Dictionary<string, List<int>>(StringComparer.Ordinal);
+        if (indexes.Count == 0)
         {
-            list = [];
-            groups.Add(server, list);
+            return groups;
         }
 
-        list.Add(batch);
+        var chosen = ReplicaPlanner.Choose(placement, layer, indexes.Select(i => new ExpertDemand(step.Batches[i].Expert, step.Batches[i].Rows)), _edgeId, exclude, estimates);
+        foreach (var i in indexes)
+        {
+            if (!chosen.TryGetValue(step.Batches[i].Expert, out var server))
+            {
+                step.Fail(i, new ExpertUnavailableException(unavailable(i)));
+                continue;
+            }
+
+            if (!groups.TryGetValue(server, out var list))
+            {
+                list = [];
+                groups.Add(server, list);
+            }
+
+            list.Add(i);
+        }
+
+        return groups;
     }
 
     /// <summary>
@@ -121,7 +122,7 @@ public sealed class DistributedExpertDispatcher(
             failure = ex;
         }
 
-        _suspects[server] = DateTime.UtcNow;
+        estimates.Failed(server);
         logger.LogWarning("expert batch for layer {Layer} on {Server} failed ({Reason}); retrying on other replicas", layer, server, Describe(failure));
         foreach (var request in indexes.SelectMany(i => step.Batches[i].Requests).Distinct())
         {
@@ -131,24 +132,8 @@ public sealed class DistributedExpertDispatcher(
         // The newest placement: a migration may have moved the expert since the batch was sent (the source unloads it
         // after a drain, and a batch that waited longer in its queue is refused there).
         var placement = routing.Current;
-        var retry = new Dictionary<string, List<int>>(StringComparer.Ordinal);
-        foreach (var i in indexes)
-        {
-            if (TryRunHere(layer, i, step))
-            {
-                continue;
-            }
-
-            if (ChooseReplica(placement, layer, step.Batches[i].Expert, exclude: server) is { } other)
-            {
-                Add(retry, other, i);
-            }
-            else
-            {
-                step.Fail(i, new ExpertUnavailableException(
-                    $"expert {layer}.{step.Batches[i].Expert} failed on {server} ({Describe(failure)}) and placement v{placement.Version} has no other replica", failure));
-            }
-        }
+        var retry = Plan(placement, layer, [.. indexes.Where(i => !TryRunHere(layer, i, step))], step, exclude: server,
+            i => $"expert {layer}.{step.Batches[i].Expert} failed on {server} ({Describe(failure)}) and placement v{placement.Version} has no other replica");
 
         await Task.WhenAll(retry.Select(async kv =>
         {
@@ -158,7 +143,7 @@ public sealed class DistributedExpertDispatcher(
             }
             catch (Exception retryEx) when (IsPeerFailure(retryEx) && !cancellationToken.IsCancellationRequested)
             {
-                _suspects[kv.Key] = DateTime.UtcNow;
+                estimates.Failed(kv.Key);
                 foreach (var i in kv.Value)
                 {
                     step.Fail(i, new ExpertUnavailableException(
@@ -205,8 +190,11 @@ public sealed class DistributedExpertDispatcher(
         var client = _peers.GetOrAdd(server, peer => clients.CreateRequestClient<RunExpertBatch>(EdgeQueues.ExpertsAddress(peer), RequestTimeout.After(ms: _deadlineMs)));
         var sentAt = Stopwatch.GetTimestamp();
         var response = await client.GetResponse<ExpertBatchResult>(request, cancellationToken).ConfigureAwait(false);
-        metrics.PeerRoundTrip(server, Stopwatch.GetElapsedTime(sentAt));
+        var roundTrip = Stopwatch.GetElapsedTime(sentAt);
+        metrics.PeerRoundTrip(server, roundTrip);
         var result = response.Message;
+        estimates.Observe(server, roundTrip);
+        estimates.ObserveQueueDepth(server, result.QueueDepth);
         if (result.BatchId != request.BatchId || result.Output.Length != payload.Length
             || !result.Slices.Select(s => (s.Expert, s.Rows)).SequenceEqual(slices.Select(s => (s.Expert, s.Rows))))
         {
@@ -254,17 +242,6 @@ public sealed class DistributedExpertDispatcher(
         }
 
         return true;
-    }
-
-    /// <summary>The first replica in placement order that is not excluded, preferring edges that have not failed lately.</summary>
-    private string? ChooseReplica(EdgePlacement placement, int layer, int expert, string? exclude)
-    {
-        var candidates = placement.ServersOf(layer, expert)
-            .Where(s => !string.Equals(s, _edgeId, StringComparison.Ordinal) && !string.Equals(s, exclude, StringComparison.Ordinal))
-            .ToList();
-        var now = DateTime.UtcNow;
-        return candidates.FirstOrDefault(s => !_suspects.TryGetValue(s, out var at) || now - at > SuspectFor)
-            ?? candidates.FirstOrDefault();
     }
 
     private static string Describe(Exception ex) => ex switch

@@ -1,0 +1,162 @@
+using System.Globalization;
+using DanceMoE.Contracts;
+using DanceMoE.Edge;
+using DanceMoE.Inference;
+using DanceMoE.Model;
+using MassTransit;
+
+namespace DanceMoE.EndToEndTests;
+
+/// <summary>Edges that batch their requests step by step: same answers, bounded waiting, slots freed, dead peers contained.</summary>
+public sealed class BatchedServingTests(UniformClusterFixture fixture) : IClassFixture<UniformClusterFixture>
+{
+    private static readonly HttpClient Http = new() { Timeout = TimeSpan.FromSeconds(20) };
+
+    private static readonly string[] Prompts =
+    [
+        "NAME ls - list directory contents", "def parse_args(argv):", "BESCHREIBUNG Dieses Programm", "DESCRIPTION La commande",
+        "import os, sys", "OPTIONS -h, --help show", "Die Datei wird gelesen", "class Config(object):",
+        "le fichier de configuration", "RETURN VALUE On success", "for line in open(path):", "SIEHE AUCH",
+        "the law court heard", "edge servers share experts", "while True:\n    pass", "VOIR AUSSI",
+    ];
+
+    [Fact]
+    public async Task Sixteen_prompts_sent_at_once_each_get_their_monolithic_tokens_and_share_remote_batches()
+    {
+        var cluster = fixture.Cluster;
+        var expected = new List<IReadOnlyList<int>>();
+        foreach (var prompt in Prompts)
+        {
+            expected.Add(await cluster.MonolithicAsync(prompt, 12));
+        }
+
+        var answers = await Task.WhenAll(Prompts.Select((prompt, i) => cluster.GenerateAsync(UniformClusterFixture.Edges[i % 3], prompt, 12, TimeSpan.FromSeconds(120))));
+
+        for (var i = 0; i < Prompts.Length; i++)
+        {
+            Assert.True(expected[i].SequenceEqual(answers[i].TokenIds), $"prompt {i} ({Prompts[i]}): batched answer differs from the monolithic one");
+        }
+
+        Assert.True(answers.Sum(a => a.Stats.RemoteExpertCalls) > 0, "nothing was distributed");
+        // A message shared by several requests counts once over all of them: batching shows as a share below the count.
+        Assert.True(answers.Sum(a => a.Stats.RemoteBatchShare) < answers.Sum(a => a.Stats.RemoteBatches),
+            $"no remote batch carried rows of two requests: share {answers.Sum(a => a.Stats.RemoteBatchShare)}, batches {answers.Sum(a => a.Stats.RemoteBatches)}");
+    }
+
+    [Fact]
+    public async Task A_full_waiting_queue_refuses_the_next_request_at_once_with_a_capacity_fault()
+    {
+        await using var cluster = await EdgeCluster.CreateAsync(seed: 41);
+        var a = cluster.Manifest.Architecture;
+        string[] edges = ["edge-1", "edge-2"];
+        var placement = cluster.WritePlacement("uniform.json", PlacementFile.Uniform(1, a.NumLayers, a.NumExperts, edges));
+        await cluster.StartEdgesAsync(edges, placement, extraArguments: ["--max-active", "1", "--max-waiting", "1", "--link-delay-ms", "5"]);
+
+        var requests = Enumerable.Range(0, 5).Select(i => Attempt(cluster.GenerateAsync("edge-1", "capacity " + i, 40, TimeSpan.FromSeconds(120)))).ToList();
+        var outcomes = await Task.WhenAll(requests);
+
+        var refused = outcomes.Where(o => o.Fault is not null).ToList();
+        var served = outcomes.Where(o => o.Answer is not null).ToList();
+        Assert.True(served.Count >= 2, $"{served.Count} served: one active and one waiting should be");
+        Assert.NotEmpty(refused);
+        Assert.All(refused, o => Assert.Contains("edge-1 is at capacity: 1 waiting", o.Fault!, StringComparison.Ordinal));
+        Assert.Equal(5, served.Count + refused.Count);
+    }
+
+    [Fact]
+    public async Task A_request_whose_client_gave_up_leaves_the_batch_and_frees_its_slot()
+    {
+        await using var cluster = await EdgeCluster.CreateAsync(seed: 43);
+        var a = cluster.Manifest.Architecture;
+        string[] edges = ["edge-1", "edge-2"];
+        var placement = cluster.WritePlacement("uniform.json", PlacementFile.Uniform(1, a.NumLayers, a.NumExperts, edges));
+        var port = CoordinatorMetricsTests.FreePort();
+        await cluster.StartEdgesAsync(edges.Take(1), placement, extraArguments:
+            ["--max-active", "1", "--max-waiting", "4", "--link-delay-ms", "5", "--metrics-port", port.ToString(CultureInfo.InvariantCulture)]);
+        await cluster.StartEdgesAsync(edges.Skip(1), placement, extraArguments: ["--link-delay-ms", "5"]);
+        var expected = await cluster.MonolithicAsync("after the impatient one", 6);
+
+        // 200 tokens at 4 layers x at least 10 ms of emulated round trip per token: far beyond the 1 s the client waits.
+        var impatient = Attempt(cluster.GenerateAsync("edge-1", "impatient", 200, TimeSpan.FromSeconds(1)));
+        await Task.Delay(100);
+        var next = await cluster.GenerateAsync("edge-1", "after the impatient one", 6, TimeSpan.FromSeconds(60));
+        var gaveUp = await impatient;
+
+        Assert.Equal(expected, next.TokenIds);
+        Assert.Contains("Timeout", gaveUp.Fault ?? "(answered)", StringComparison.Ordinal);
+        var metrics = MetricsTests.Parse(await Http.GetStringAsync(FormattableString.Invariant($"http://127.0.0.1:{port}/metrics")));
+        Assert.Equal(1, metrics.GetValueOrDefault("dancemoe_requests_total{status=\"cancelled\"}"));
+        Assert.Equal(0, metrics.GetValueOrDefault("dancemoe_requests_active"));
+    }
+
+    [Fact]
+    public async Task A_dead_peer_fails_only_the_requests_that_need_its_experts_and_the_others_in_the_batch_finish_correctly()
+    {
+        await using var cluster = await EdgeCluster.CreateAsync(seed: 47);
+        var a = cluster.Manifest.Architecture;
+        string[] prompts = ["ab", "cd", "ef", "gh", "ij", "kl", "mn", "op", "qr", "st"];
+        const int tokens = 3;
+        var routes = new List<HashSet<(int Layer, int Expert)>>();
+        var expected = new List<IReadOnlyList<int>>();
+        foreach (var prompt in prompts)
+        {
+            var (ids, used) = await MonolithicWithRoutingAsync(cluster.Manifest, prompt, tokens);
+            expected.Add(ids);
+            routes.Add(used);
+        }
+
+        // The expert whose loss splits the prompts most evenly: only edge-3 holds it, edge-1 holds every other expert.
+        var lost = Enumerable.Range(0, a.NumLayers).SelectMany(l => Enumerable.Range(0, a.NumExperts).Select(e => (Layer: l, Expert: e)))
+            .OrderBy(x => Math.Abs(routes.Count(r => r.Contains(x)) - (prompts.Length / 2.0))).ThenBy(x => x)
+            .First();
+        var needing = Enumerable.Range(0, prompts.Length).Where(i => routes[i].Contains(lost)).ToList();
+        Assert.True(needing.Count > 0 && needing.Count < prompts.Length, $"no expert splits the prompts: {needing.Count} of {prompts.Length} need {lost}");
+        var assignments = PlacementFile.Uniform(1, a.NumLayers, a.NumExperts, ["edge-1"]).Assignments
+            .Select(x => (x.Layer, x.Expert) == lost ? x with { Servers = ["edge-3"] } : x);
+        var placement = cluster.WritePlacement("one-lost.json", new EdgePlacement(1, assignments));
+        await cluster.StartEdgesAsync(["edge-1", "edge-3"], placement, deadlineMs: 1000, extraArguments: ["--max-active", "16"]);
+        cluster.Kill("edge-3");
+
+        var outcomes = await Task.WhenAll(prompts.Select(p => Attempt(cluster.GenerateAsync("edge-1", p, tokens, TimeSpan.FromSeconds(60)))));
+
+        for (var i = 0; i < prompts.Length; i++)
+        {
+            if (needing.Contains(i))
+            {
+                Assert.Contains(FormattableString.Invariant($"expert {lost.Layer}.{lost.Expert} failed on edge-3"), outcomes[i].Fault ?? "(answered)", StringComparison.Ordinal);
+            }
+            else
+            {
+                Assert.True(outcomes[i].Answer is not null, $"prompt {i} does not need {lost} but failed: {outcomes[i].Fault}");
+                Assert.Equal(expected[i], outcomes[i].Answer!.TokenIds);
+            }
+        }
+    }
+
+    private static async Task<(IReadOnlyList<int> Tokens, HashSet<(int Layer, int Expert)> Used)> MonolithicWithRoutingAsync(ModelManifest manifest, string prompt, int maxTokens)
+    {
+        var factory = new SessionFactory(new InferenceOptions { Provider = ExecutionProvider.Cpu });
+        using var pool = new ExpertSessionPool(manifest, factory);
+        using var forward = new MoeForward(manifest, factory, new LocalExpertDispatcher(pool));
+        var tokenizer = new ByteTokenizer(manifest.Tokenizer!.BosTokenId, manifest.Tokenizer.EosTokenId);
+        var context = new ForwardContext(recordRouting: true);
+        var result = await Generator.GenerateAsync(forward, tokenizer, tokenizer.Encode(prompt), maxTokens, new SamplingOptions(), context, CancellationToken.None);
+        return (result.TokenIds, [.. context.Decisions.SelectMany(d => d.Choices.Select(c => (d.Layer, c.Expert)))]);
+    }
+
+    private static async Task<(TextGenerated? Answer, string? Fault)> Attempt(Task<TextGenerated> request)
+    {
+        try
+        {
+            return (await request, null);
+        }
+        catch (RequestFaultException fault)
+        {
+            return (null, fault.Fault?.Exceptions.FirstOrDefault()?.Message ?? fault.Message);
+        }
+        catch (RequestTimeoutException timeout)
+        {
+            return (null, "Timeout: " + timeout.Message);
+        }
+    }
+}
