@@ -7,9 +7,12 @@ namespace DanceMoE.Coordinator;
 
 /// <summary>
 /// Sends the active placement to an edge whose heartbeat says it routes by another one: an edge that (re)started from
-/// its bootstrap file, or missed the event while it was down. At most once per edge every few seconds.
+/// its bootstrap file, or missed the event while it was down. At most once per edge every few seconds, and only when
+/// the live edges hold every expert of it: a placement whose replicas are on edges that are gone (an earlier cluster's,
+/// for example) would make the edge route to nobody, while its own bootstrap placement still serves.
 /// </summary>
-public sealed class LaggingEdgeConsumer(PlacementRegistry registry, LaggingEdgeConsumer.SentLog sent, TimeProvider time) : IConsumer<EdgeHeartbeat>
+public sealed class LaggingEdgeConsumer(PlacementRegistry registry, ClusterMembership membership, LaggingEdgeConsumer.SentLog sent, TimeProvider time)
+    : IConsumer<EdgeHeartbeat>
 {
     private static readonly TimeSpan Every = TimeSpan.FromSeconds(5);
 
@@ -28,9 +31,23 @@ public sealed class LaggingEdgeConsumer(PlacementRegistry registry, LaggingEdgeC
             return;
         }
 
+        var live = membership.Alive(now).Select(e => e.EdgeId).Append(beat.EdgeId).ToHashSet(StringComparer.Ordinal);
+        if (!IsServedBy(active.Assignments, live))
+        {
+            return;
+        }
+
         sent.At[beat.EdgeId] = now;
         var endpoint = await context.GetSendEndpoint(EdgeQueues.ControlAddress(beat.EdgeId)).ConfigureAwait(false);
         await endpoint.Send(active.ToEvent(), s => s.TimeToLive = Every, context.CancellationToken).ConfigureAwait(false);
+    }
+
+    /// <summary>Whether every expert of the placement has a replica on one of the <paramref name="live"/> edges.</summary>
+    public static bool IsServedBy(IReadOnlyList<ExpertAssignment> assignments, IReadOnlySet<string> live)
+    {
+        ArgumentNullException.ThrowIfNull(assignments);
+        ArgumentNullException.ThrowIfNull(live);
+        return assignments.All(a => a.Servers.Any(live.Contains));
     }
 
     /// <summary>When each edge was last sent the active placement (a singleton: consumers live for one message).</summary>
