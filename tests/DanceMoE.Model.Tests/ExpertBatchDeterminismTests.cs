@@ -61,6 +61,29 @@ public sealed class ExpertBatchDeterminismTests : IDisposable
         }
     }
 
+    [Fact]
+    public void A_layer_session_gives_each_expert_the_bits_of_its_own_session_in_one_run()
+    {
+        var factory = new SessionFactory(new InferenceOptions { Provider = ExecutionProvider.Cpu, IntraOpThreads = 1 });
+        using var pool = new ExpertSessionPool(_manifest, factory);
+        using var layer = new ExpertLayerSession(_manifest, 0, [0, 1], factory);
+        var hidden = _manifest.Architecture.HiddenSize;
+        var random = new SplitMix64(13);
+        foreach (var (rows0, rows1) in new[] { (3, 40), (1, 0), (0, 17) })
+        {
+            var x0 = RandomRows(random, rows0 * hidden);
+            var x1 = RandomRows(random, rows1 * hidden);
+            var y0 = new float[x0.Length];
+            var y1 = new float[x1.Length];
+            ExpertRows[] work = [.. new[] { new ExpertRows(0, x0, rows0, y0), new ExpertRows(1, x1, rows1, y1) }.Where(w => w.Rows > 0)];
+            layer.Run(work);
+            Assert.Equal(-1, FirstBitMismatch(pool.Run(0, 0, x0, rows0), y0));
+            Assert.Equal(-1, FirstBitMismatch(pool.Run(0, 1, x1, rows1), y1));
+        }
+
+        Assert.Throws<ArgumentException>(() => layer.Run([new ExpertRows(2, new float[hidden], 1, new float[hidden])]));
+    }
+
     private static float[] RandomRows(SplitMix64 random, int count) =>
         [.. Enumerable.Range(0, count).Select(_ => (float)(random.NextDouble() * 4 - 2))];
 
