@@ -23,13 +23,15 @@ public sealed class ExpertBatchDeterminismTests : IDisposable
     public void Dispose() => _dir.Dispose();
 
     [Theory]
-    [InlineData(1)]
-    [InlineData(2)]
-    public void A_row_gives_the_same_bits_alone_and_at_any_place_in_a_batch(int intraOpThreads)
+    [InlineData(1, TensorDtype.F32)]
+    [InlineData(2, TensorDtype.F32)]
+    [InlineData(1, TensorDtype.F16)]
+    public void A_row_gives_the_same_bits_alone_and_at_any_place_in_a_batch(int intraOpThreads, TensorDtype dtype)
     {
+        var manifest = dtype == TensorDtype.F32 ? _manifest : OnnxExporter.Export(Checkpoint.Open(_dir.Sub("ckpt")), _dir.Sub("onnx-f16"), dtype);
         var options = new InferenceOptions { Provider = ExecutionProvider.Cpu, IntraOpThreads = intraOpThreads };
-        using var pool = new ExpertSessionPool(_manifest, new SessionFactory(options));
-        var hidden = _manifest.Architecture.HiddenSize;
+        using var pool = new ExpertSessionPool(manifest, new SessionFactory(options));
+        var hidden = manifest.Architecture.HiddenSize;
         var random = new SplitMix64(11);
         foreach (var rows in BatchSizes)
         {
@@ -41,6 +43,19 @@ public sealed class ExpertBatchDeterminismTests : IDisposable
                 var mismatch = FirstBitMismatch(alone, batched.AsSpan(r * hidden, hidden));
                 Assert.True(mismatch < 0, $"row {r} of {rows}: value {mismatch} differs from the row run alone");
             }
+        }
+    }
+
+    [Fact]
+    public void Intra_op_threads_do_not_change_the_bits()
+    {
+        using var one = new ExpertSessionPool(_manifest, new SessionFactory(new InferenceOptions { Provider = ExecutionProvider.Cpu, IntraOpThreads = 1 }));
+        using var four = new ExpertSessionPool(_manifest, new SessionFactory(new InferenceOptions { Provider = ExecutionProvider.Cpu, IntraOpThreads = 4 }));
+        var random = new SplitMix64(14);
+        foreach (var rows in BatchSizes)
+        {
+            var batch = RandomRows(random, rows * _manifest.Architecture.HiddenSize);
+            Assert.Equal(-1, FirstBitMismatch(one.Run(0, 0, batch, rows), four.Run(0, 0, batch, rows)));
         }
     }
 
