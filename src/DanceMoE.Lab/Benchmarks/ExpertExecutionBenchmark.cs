@@ -75,7 +75,6 @@ public static class ExpertExecutionBenchmark
                 }
             }
         }
-
         catch (OnnxRuntimeException ex)
         {
             throw new OperationException($"ONNX Runtime: {ex.Message.Split('\n', 2)[0]}", OperationFailure.Failed, ex);
