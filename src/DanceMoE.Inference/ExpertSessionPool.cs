@@ -1,4 +1,5 @@
 using System.Runtime.ExceptionServices;
+using System.Runtime.InteropServices;
 using DanceMoE.Model;
 using DanceMoE.Model.Onnx;
 using Microsoft.ML.OnnxRuntime;
@@ -82,15 +83,29 @@ public sealed class ExpertSessionPool(ModelManifest manifest, SessionFactory fac
     public float[] Run(int layer, int expert, float[] input, int rows)
     {
         ArgumentNullException.ThrowIfNull(input);
+        var output = new float[rows * Manifest.Architecture.HiddenSize];
+        Run(layer, expert, input, rows, output);
+        return output;
+    }
+
+    /// <summary>Runs one expert on `rows` token rows [rows, hidden], writing its rows into the caller's buffer (no copy).</summary>
+    public void Run(int layer, int expert, ReadOnlyMemory<float> input, int rows, Memory<float> output)
+    {
         var hidden = Manifest.Architecture.HiddenSize;
         if (input.Length != rows * hidden)
         {
             throw new ArgumentException($"expert input has {input.Length} values, expected {rows} x {hidden}", nameof(input));
         }
 
-        using var x = OrtValue.CreateTensorValueFromMemory(input, [rows, hidden]);
-        using var outputs = Get(layer, expert).Run(_run, [GraphNames.ExpertX], [x], [GraphNames.ExpertY]);
-        return outputs[0].GetTensorDataAsSpan<float>().ToArray();
+        if (output.Length != rows * hidden)
+        {
+            throw new ArgumentException($"expert output has room for {output.Length} values, expected {rows} x {hidden}", nameof(output));
+        }
+
+        long[] shape = [rows, hidden];
+        using var x = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, MemoryMarshal.AsMemory(input), shape);
+        using var y = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, output, shape);
+        Get(layer, expert).Run(_run, [GraphNames.ExpertX], [x], [GraphNames.ExpertY], [y]);
     }
 
     public void Dispose()

@@ -32,6 +32,14 @@ public sealed class SessionFactory(InferenceOptions options, Action<string>? log
         return new InferenceSession(path, sessionOptions);
     }
 
+    /// <summary>A session over a model built in memory (an ONNX ModelProto's bytes).</summary>
+    public InferenceSession Create(byte[] model)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        using var sessionOptions = NewOptions();
+        return new InferenceSession(model, sessionOptions);
+    }
+
     private SessionOptions NewOptions()
     {
         var sessionOptions = new SessionOptions

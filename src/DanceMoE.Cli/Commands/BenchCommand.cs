@@ -1,10 +1,11 @@
 using System.CommandLine;
 using DanceMoE.Cli.Verbs;
+using DanceMoE.Inference;
 using DanceMoE.Lab.Benchmarks;
 
 namespace DanceMoE.Cli.Commands;
 
-/// <summary><c>dancemoe bench expert|cluster|traces|shift</c>: the benchmarks of the lab, from the command line.</summary>
+/// <summary><c>dancemoe bench expert|expert-exec|cluster|traces|shift</c>: the benchmarks of the lab, from the command line.</summary>
 public static class BenchCommand
 {
     private const string DefaultModel = "exported model or checkpoint (default: onnx/default, else a tiny seeded one)";
@@ -13,6 +14,7 @@ public static class BenchCommand
     public static Command Create() => new("bench", "benchmarks")
     {
         Expert(),
+        ExpertExecution(),
         Cluster(),
         Traces(),
         Shift(),
@@ -40,6 +42,38 @@ public static class BenchCommand
                 Inference = inference.Read(result),
             };
             ExpertBenchmark.Run(settings, Console.Out, Console.Error, cancellationToken);
+            return Task.FromResult(ExitCodes.Ok);
+        });
+        return command;
+    }
+
+    private static Command ExpertExecution()
+    {
+        var model = CliOptions.Text("model", "exported model directory", required: true, valueName: "DIR");
+        var layer = CliOptions.Int("layer", 0, "layer whose experts run", 0);
+        var sequences = CliOptions.Int("sequences", 16, "active sequences of a step (a decode step has one token each)", 1, 4096);
+        var prefill = CliOptions.Int("prefill-tokens", 24, "tokens per sequence of the prefill step", 1, 4096);
+        var iterations = CliOptions.Int("iterations", 50, "runs per variant (the median is reported)", 1, 100_000);
+        var command = new Command("expert-exec",
+            "one layer's experts on a decode and a prefill step: today's per-expert Run against preallocated outputs, IOBinding, "
+            + "intra-op threads 1 and 2, experts in parallel and one session per layer; ratios and bit-identity against today's path")
+        {
+            model, layer, sequences, prefill, iterations,
+        };
+        var provider = CliOptions.Provider();
+        command.Options.Add(provider);
+        command.SetAction((result, cancellationToken) =>
+        {
+            var settings = new ExpertExecutionBenchmarkSettings
+            {
+                ModelDirectory = result.GetRequiredValue(model),
+                Layer = result.GetValue(layer),
+                Sequences = result.GetValue(sequences),
+                PrefillTokens = result.GetValue(prefill),
+                Iterations = result.GetValue(iterations),
+                Inference = new() { Provider = InferenceOptions.ParseProvider(result.GetValue(provider)) },
+            };
+            ExpertExecutionBenchmark.Run(settings, Console.Out, Console.Error, cancellationToken);
             return Task.FromResult(ExitCodes.Ok);
         });
         return command;

@@ -1,0 +1,278 @@
+using System.Diagnostics;
+using System.Globalization;
+using DanceMoE.Inference;
+using DanceMoE.Model;
+using DanceMoE.Model.Onnx;
+using DanceMoE.Operations;
+using Microsoft.ML.OnnxRuntime;
+
+namespace DanceMoE.Lab.Benchmarks;
+
+/// <summary>
+/// <c>dancemoe bench expert-exec</c>: one layer's experts run on a step's rows in several ways (output
+/// buffers, intra-op threads, experts in parallel, one session for the whole layer), each timed against
+/// today's per-expert path in the same process and checked bit for bit against it.
+/// </summary>
+public static class ExpertExecutionBenchmark
+{
+    /// <summary>Runs the benchmark; the tables go to <paramref name="output"/>, the runtime's messages to <paramref name="log"/>.</summary>
+    public static void Run(ExpertExecutionBenchmarkSettings settings, TextWriter output, TextWriter log, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(settings);
+        ArgumentNullException.ThrowIfNull(output);
+        ArgumentNullException.ThrowIfNull(log);
+        ModelManifest manifest;
+        try
+        {
+            manifest = ModelManifest.Load(settings.ModelDirectory);
+        }
+        catch (ModelFormatException ex)
+        {
+            throw new OperationException(ex.Message, OperationFailure.Failed, ex);
+        }
+
+        var c = manifest.Architecture;
+        if (settings.Layer >= c.NumLayers)
+        {
+            throw new InvalidSettingsException($"the model has {c.NumLayers} layers");
+        }
+
+        try
+        {
+            using var variants = new Variants(manifest, settings, log);
+            output.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"layer {settings.Layer}: {c.NumExperts} experts, hidden {c.HiddenSize}, ffn {c.IntermediateSize}, top-{c.TopK}, {variants.Provider}, {Environment.ProcessorCount} cores, {settings.Iterations} iterations (median)"));
+            var random = new SplitMix64(17);
+            foreach (var (name, tokens) in new[] { ("decode", settings.Sequences), ("prefill", settings.Sequences * settings.PrefillTokens) })
+            {
+                cancellationToken.ThrowIfCancellationRequested();
+                var step = Step.Route(tokens, c.NumExperts, c.TopK, c.HiddenSize, random);
+                output.WriteLine();
+                output.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                    $"{name}: {tokens} tokens x top-{c.TopK} = {step.Rows.Sum()} rows over {step.Rows.Count(r => r > 0)} experts (at most {step.Rows.Max()} rows)"));
+                output.WriteLine("variant                                        ms/step   vs today   same bits");
+                var expected = step.NewOutputs();
+                variants.Today(step, expected, 1);
+                var all = variants.All.ToList();
+                var outputs = all.Select(_ => step.NewOutputs()).ToList();
+                var times = Interleaved(settings.Iterations, [.. all.Select((v, i) => (Action)(() => v.Run(step, outputs[i])))]);
+                for (var i = 0; i < all.Count; i++)
+                {
+                    var same = expected.Zip(outputs[i]).All(p => p.First.AsSpan().SequenceEqual(p.Second));
+                    output.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                        $"{all[i].Label,-44} {times[i],9:F3} {times[0] / times[i],9:F2}x   {(same ? "yes" : "NO")}"));
+                }
+
+                output.WriteLine("peer batches in flight (each the whole step, preallocated outputs, intra-op 1): throughput vs one at a time");
+                int[] inFlight = [1, 2, 4, 8];
+                var rounds = Interleaved(settings.Iterations, [.. inFlight.Select(n => (Action)(() => Parallel.For(0, n, new ParallelOptions { MaxDegreeOfParallelism = n }, _ =>
+                    variants.Preallocated(step, step.NewOutputs(), 1, parallel: false))))]);
+                for (var i = 0; i < inFlight.Length; i++)
+                {
+                    var perBatch = rounds[i] / inFlight[i];
+                    output.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                        $"  {inFlight[i]} in flight: {rounds[i],8:F3} ms per round, {perBatch,8:F3} ms per batch, {rounds[0] / perBatch,5:F2}x throughput"));
+                }
+            }
+        }
+        catch (OnnxRuntimeException ex)
+        {
+            throw new OperationException($"ONNX Runtime: {ex.Message.Split('\n', 2)[0]}", OperationFailure.Failed, ex);
+        }
+        catch (ExecutionProviderUnavailableException ex)
+        {
+            throw new OperationException(ex.Message, OperationFailure.Unavailable, ex);
+        }
+    }
+
+    /// <summary>
+    /// The median milliseconds of each action, run in turns (one of each per round) so that a busy
+    /// moment of the shared machine falls on every variant alike.
+    /// </summary>
+    private static double[] Interleaved(int iterations, Action[] actions)
+    {
+        for (var i = 0; i < Math.Min(5, iterations); i++)
+        {
+            foreach (var action in actions)
+            {
+                action();
+            }
+        }
+
+        var times = actions.Select(_ => new double[iterations]).ToArray();
+        for (var i = 0; i < iterations; i++)
+        {
+            for (var a = 0; a < actions.Length; a++)
+            {
+                var start = Stopwatch.GetTimestamp();
+                actions[a]();
+                times[a][i] = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
+            }
+        }
+
+        return [.. times.Select(t => t.Order().ElementAt(iterations / 2))];
+    }
+
+    /// <summary>A step's rows grouped by expert: each token picks top-k distinct experts at random.</summary>
+    private sealed record Step(int[] Rows, float[][] Inputs, int Hidden)
+    {
+        public static Step Route(int tokens, int experts, int topK, int hidden, SplitMix64 random)
+        {
+            var rows = new int[experts];
+            for (var t = 0; t < tokens; t++)
+            {
+                var chosen = new HashSet<int>();
+                while (chosen.Count < topK)
+                {
+                    chosen.Add((int)(random.Next() % (ulong)experts));
+                }
+
+                foreach (var e in chosen)
+                {
+                    rows[e]++;
+                }
+            }
+
+            var inputs = rows.Select(r => Enumerable.Range(0, r * hidden).Select(_ => (float)(random.NextDouble() * 2 - 1)).ToArray()).ToArray();
+            return new Step(rows, inputs, hidden);
+        }
+
+        public float[][] NewOutputs() => [.. Rows.Select(r => new float[r * Hidden])];
+
+        public IEnumerable<int> Active => Enumerable.Range(0, Rows.Length).Where(e => Rows[e] > 0);
+    }
+
+    /// <summary>The sessions of every variant, created once; each variant runs a whole step into the outputs given.</summary>
+    private sealed class Variants : IDisposable
+    {
+        private readonly ModelManifest _manifest;
+        private readonly int _layer;
+        private readonly int _hidden;
+        private readonly Dictionary<int, ExpertSessionPool> _pools = [];
+        private readonly Dictionary<int, InferenceSession[]> _sessions = [];
+        private readonly Dictionary<int, OrtIoBinding[]> _bindings = [];
+        private readonly ExpertLayerSession _layerSession;
+        private readonly RunOptions _run = new();
+
+        public Variants(ModelManifest manifest, ExpertExecutionBenchmarkSettings settings, TextWriter log)
+        {
+            _manifest = manifest;
+            _layer = settings.Layer;
+            _hidden = manifest.Architecture.HiddenSize;
+            foreach (var threads in new[] { 1, 2 })
+            {
+                var factory = new SessionFactory(settings.Inference with { IntraOpThreads = threads, InterOpThreads = 1 }, line => log.WriteLine($"dancemoe: {line}"));
+                _pools[threads] = new ExpertSessionPool(manifest, factory);
+                _sessions[threads] = [.. manifest.Layers[_layer].Experts.Select(e => factory.Create(manifest.PathOf(e.File)))];
+                _bindings[threads] = [.. _sessions[threads].Select(s => s.CreateIoBinding())];
+                Provider ??= factory.ProviderInUse;
+                foreach (var e in manifest.Layers[_layer].Experts)
+                {
+                    _pools[threads].Load(e.Layer, e.Expert);
+                }
+            }
+
+            var layerFactory = new SessionFactory(settings.Inference with { IntraOpThreads = 1, InterOpThreads = 1 });
+            _layerSession = new ExpertLayerSession(manifest, _layer, [.. manifest.Layers[_layer].Experts.Select(e => e.Expert)], layerFactory);
+        }
+
+        public string? Provider { get; }
+
+        public IEnumerable<(string Label, Action<Step, float[][]> Run)> All =>
+        [
+            ("today: per-expert Run, new outputs, intra 1", (s, o) => Today(s, o, 1)),
+            ("today: per-expert Run, new outputs, intra 2", (s, o) => Today(s, o, 2)),
+            ("preallocated outputs, intra 1", (s, o) => Preallocated(s, o, 1, parallel: false)),
+            ("preallocated outputs, intra 2", (s, o) => Preallocated(s, o, 2, parallel: false)),
+            ("IOBinding, intra 1", (s, o) => Bound(s, o, 1)),
+            ("experts in parallel, preallocated, intra 1", (s, o) => Preallocated(s, o, 1, parallel: true)),
+            ("experts in parallel, preallocated, intra 2", (s, o) => Preallocated(s, o, 2, parallel: true)),
+            ("one layer session, one Run per step", (s, o) => _layerSession.Run([.. s.Active.Select(e => Rows(s, o, e))])),
+            ("one layer session, one Run per expert", (s, o) => LayerPerExpert(s, o)),
+        ];
+
+        /// <summary>What ExpertSessionPool.Run did before outputs were preallocated: ORT allocates, then a copy.</summary>
+        public void Today(Step step, float[][] outputs, int threads)
+        {
+            foreach (var e in step.Active)
+            {
+                using var x = OrtValue.CreateTensorValueFromMemory(step.Inputs[e], [step.Rows[e], _hidden]);
+                using var y = _sessions[threads][e].Run(_run, [GraphNames.ExpertX], [x], [GraphNames.ExpertY]);
+                outputs[e] = y[0].GetTensorDataAsSpan<float>().ToArray();
+            }
+        }
+
+        public void Preallocated(Step step, float[][] outputs, int threads, bool parallel)
+        {
+            var pool = _pools[threads];
+            if (parallel)
+            {
+                Parallel.ForEach(step.Active, e => pool.Run(_layer, e, step.Inputs[e], step.Rows[e], outputs[e]));
+                return;
+            }
+
+            foreach (var e in step.Active)
+            {
+                pool.Run(_layer, e, step.Inputs[e], step.Rows[e], outputs[e]);
+            }
+        }
+
+        public void Bound(Step step, float[][] outputs, int threads)
+        {
+            foreach (var e in step.Active)
+            {
+                long[] shape = [step.Rows[e], _hidden];
+                using var x = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, step.Inputs[e].AsMemory(), shape);
+                using var y = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, outputs[e].AsMemory(), shape);
+                var binding = _bindings[threads][e];
+                binding.BindInput(GraphNames.ExpertX, x);
+                binding.BindOutput(GraphNames.ExpertY, y);
+                _sessions[threads][e].RunWithBinding(_run, binding);
+            }
+        }
+
+        public void Dispose()
+        {
+            foreach (var binding in _bindings.Values.SelectMany(b => b))
+            {
+                binding.Dispose();
+            }
+
+            foreach (var session in _sessions.Values.SelectMany(s => s))
+            {
+                session.Dispose();
+            }
+
+            foreach (var pool in _pools.Values)
+            {
+                pool.Dispose();
+            }
+
+            _layerSession.Dispose();
+            _run.Dispose();
+        }
+
+        private static ExpertRows Rows(Step step, float[][] outputs, int expert) =>
+            new(expert, step.Inputs[expert], step.Rows[expert], outputs[expert]);
+
+        /// <summary>The layer session used as today's per-expert path: every other expert runs on zero rows.</summary>
+        private void LayerPerExpert(Step step, float[][] outputs)
+        {
+            foreach (var e in step.Active)
+            {
+                _layerSession.Run([Rows(step, outputs, e)]);
+            }
+        }
+    }
+}
+
+/// <summary>What <c>bench expert-exec</c> runs: one layer's experts on a decode step and a prefill step.</summary>
+public sealed record ExpertExecutionBenchmarkSettings
+{
+    public required string ModelDirectory { get; init; }
+    public int Layer { get; init; }
+    public int Sequences { get; init; } = 16;
+    public int PrefillTokens { get; init; } = 24;
+    public int Iterations { get; init; } = 50;
+    public InferenceOptions Inference { get; init; } = new();
+}
