@@ -27,6 +27,7 @@ public sealed class GenerateTextConsumer(EdgeRuntime edge, EdgeMetrics metrics) 
 
         var requestContext = new ForwardContext(requestId, recordRouting: true) { PlacementVersion = edge.Routing.Current.Version };
         var clock = Stopwatch.StartNew();
+        var ttft = TimeSpan.Zero;
         edge.InFlight.Enter();
         metrics.RequestStarted();
         GenerationResult result;
@@ -40,7 +41,11 @@ public sealed class GenerateTextConsumer(EdgeRuntime edge, EdgeMetrics metrics) 
                 new SamplingOptions { Temperature = request.Temperature, TopP = request.TopP, Seed = (ulong)request.Seed },
                 requestContext,
                 context.CancellationToken,
-                metrics.TokenProduced).ConfigureAwait(false);
+                (index, sincePrevious) =>
+                {
+                    ttft = index == 0 ? clock.Elapsed : ttft;
+                    metrics.TokenProduced(index, sincePrevious);
+                }).ConfigureAwait(false);
         }
         catch (Exception ex)
         {
@@ -74,6 +79,7 @@ public sealed class GenerateTextConsumer(EdgeRuntime edge, EdgeMetrics metrics) 
                 RemoteBytes = requestContext.RemoteBytes,
                 Retries = requestContext.Retries,
                 LatencyMs = Math.Round(clock.Elapsed.TotalMilliseconds, 2),
+                TtftMs = Math.Round(ttft.TotalMilliseconds, 2),
                 TokensPerSecond = Math.Round(result.TokensPerSecond, 2),
                 PlacementVersion = requestContext.PlacementVersion,
             },
