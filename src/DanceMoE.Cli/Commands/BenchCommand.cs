@@ -5,12 +5,12 @@ using DanceMoE.Lab.Benchmarks;
 
 namespace DanceMoE.Cli.Commands;
 
-/// <summary><c>dancemoe bench expert|cluster|load|traces|shift</c>: the benchmarks of the lab, from the command line.</summary>
+/// <summary><c>dancemoe bench expert|cluster|load|traces|shift|echo</c>: the benchmarks of the lab, from the command line.</summary>
 public static class BenchCommand
 {
     private const string DefaultModel = "exported model or checkpoint (default: onnx/default, else a tiny seeded one)";
 
-    /// <summary>The <c>bench</c> verb and its five benchmarks.</summary>
+    /// <summary>The <c>bench</c> verb, its five benchmarks and the echo <c>bench cluster</c> measures against.</summary>
     public static Command Create() => new("bench", "benchmarks")
     {
         Expert(),
@@ -18,6 +18,7 @@ public static class BenchCommand
         Load(),
         Traces(),
         Shift(),
+        Echo(),
     };
 
     private static Command Expert()
@@ -118,6 +119,20 @@ public static class BenchCommand
                 await Console.Error.WriteLineAsync($"dancemoe: warning: {failed} requests failed and {mismatches} answers differ from the monolithic oracle").ConfigureAwait(false);
             }
 
+            return ExitCodes.Ok;
+        });
+        return command;
+    }
+
+    /// <summary>The bare echo <c>bench cluster</c> starts in its own process for its overhead baseline.</summary>
+    private static Command Echo()
+    {
+        var queue = CliOptions.Text("queue", "queue to answer expert batches on", required: true, valueName: "NAME");
+        var readyFile = CliOptions.Text("ready-file", "file to write the process id to once it serves", valueName: "FILE");
+        var command = new Command("echo", "answers expert batches with their own input (the baseline of bench cluster's overhead)") { queue, readyFile };
+        command.SetAction(async (result, cancellationToken) =>
+        {
+            await ClusterBenchmark.ServeEchoAsync(result.GetRequiredValue(queue), result.GetValue(readyFile), cancellationToken).ConfigureAwait(false);
             return ExitCodes.Ok;
         });
         return command;

@@ -15,7 +15,7 @@ namespace DanceMoE.Lab.Benchmarks;
 /// <summary>
 /// <c>dancemoe bench cluster</c>: in one run, the monolithic forward loop vs a local cluster with a
 /// uniform placement, without and with link emulation; and the overhead of our remote expert path vs a
-/// bare MassTransit request/response carrying the same payload.
+/// bare MassTransit request/response carrying the same payload to an echo in another process.
 /// </summary>
 public static class ClusterBenchmark
 {
@@ -148,21 +148,13 @@ public static class ClusterBenchmark
         var payload = TensorBytes.FromFloats(Enumerable.Range(0, 2 * hidden).Select(i => (float)Math.Cos(i)).ToArray());
         const string queue = "dancemoe-bench-echo";
         await using var provider = new ServiceCollection()
-            .AddMassTransit(bus =>
-            {
-                bus.AddConsumer<EchoBatchConsumer>();
-                bus.UsingRabbitMq((context, cfg) =>
-                {
-                    new RabbitMqOptions { ConnectionString = LocalEnvironment.RabbitMqUri }.ConfigureHost(cfg);
-                    // A plain durable queue: a send to `queue:` declares it durable, and a temporary queue would clash with that.
-                    cfg.ReceiveEndpoint(queue, e => e.ConfigureConsumer<EchoBatchConsumer>(context));
-                });
-            })
+            .AddMassTransit(bus => bus.UsingRabbitMq((_, cfg) => new RabbitMqOptions { ConnectionString = LocalEnvironment.RabbitMqUri }.ConfigureHost(cfg)))
             .BuildServiceProvider(true);
+        using var echo = await StartEchoProcessAsync(queue, cancellationToken).ConfigureAwait(false);
         var bus = provider.GetRequiredService<IBusControl>();
-        await bus.StartAsync(cancellationToken).ConfigureAwait(false);
         try
         {
+            await bus.StartAsync(cancellationToken).ConfigureAwait(false);
             var bare = bus.CreateRequestClient<RunExpertBatch>(new Uri($"queue:{queue}"), RequestTimeout.After(s: 10));
             var edge = bus.CreateRequestClient<RunExpertBatch>(EdgeQueues.ExpertsAddress("edge-1"), RequestTimeout.After(s: 10));
             var held = PlacementFile.Load(Path.Combine(LocalCluster.Directory, "placement.json")).ExpertsOf("edge-1").First();
@@ -176,7 +168,7 @@ public static class ClusterBenchmark
                 Hidden = payload,
             };
 
-            log.WriteLine($"bench: {OverheadRuns} runs of {roundTrips} round trips each through a bare echo consumer and through edge-1's expert queue...");
+            log.WriteLine($"bench: {OverheadRuns} runs of {roundTrips} round trips each through a bare echo consumer in its own process and through edge-1's expert queue...");
             var runs = new List<OverheadFigures>();
             for (var run = 0; run < OverheadRuns; run++)
             {
@@ -210,7 +202,71 @@ public static class ClusterBenchmark
         finally
         {
             await bus.StopAsync(CancellationToken.None).ConfigureAwait(false);
+            echo.Kill();
+            await echo.WaitForExitAsync(CancellationToken.None).ConfigureAwait(false);
             await BusClient.DeleteQueueAsync(LocalEnvironment.RabbitMqUri, queue, CancellationToken.None).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>
+    /// The bare echo runs in its own process, as the edge does: in the benchmark's process it would answer from threads
+    /// already awake, which a process on the other side of the broker never has.
+    /// </summary>
+    private static async Task<Process> StartEchoProcessAsync(string queue, CancellationToken cancellationToken)
+    {
+        var ready = Path.Combine(LocalCluster.Directory, "echo.ready");
+        var logFile = Path.Combine(LocalCluster.Directory, "echo.log");
+        File.Delete(ready);
+        var echo = Process.Start(CliProcesses.StartInfo(["bench", "echo", "--queue", queue, "--ready-file", ready], logFile, detached: false))
+            ?? throw new OperationException("cannot start /bin/sh");
+        var deadline = DateTime.UtcNow.AddSeconds(60);
+        while (!File.Exists(ready))
+        {
+            if (echo.HasExited || DateTime.UtcNow > deadline)
+            {
+                echo.Kill();
+                echo.Dispose();
+                throw new OperationException($"the echo process did not start; its log is {logFile}");
+            }
+
+            await Task.Delay(100, cancellationToken).ConfigureAwait(false);
+        }
+
+        return echo;
+    }
+
+    /// <summary><c>dancemoe bench echo</c>: answers expert batches on <paramref name="queue"/> with their own input until cancelled.</summary>
+    public static async Task ServeEchoAsync(string queue, string? readyFile, CancellationToken cancellationToken)
+    {
+        await using var provider = new ServiceCollection()
+            .AddMassTransit(bus =>
+            {
+                bus.AddConsumer<EchoBatchConsumer>();
+                bus.UsingRabbitMq((context, cfg) =>
+                {
+                    new RabbitMqOptions { ConnectionString = LocalEnvironment.RabbitMqUri }.ConfigureHost(cfg);
+                    // A plain durable queue: a send to `queue:` declares it durable, and a temporary queue would clash with that.
+                    cfg.ReceiveEndpoint(queue, e => e.ConfigureConsumer<EchoBatchConsumer>(context));
+                });
+            })
+            .BuildServiceProvider(true);
+        var bus = provider.GetRequiredService<IBusControl>();
+        await bus.StartAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            if (readyFile is not null)
+            {
+                await File.WriteAllTextAsync(readyFile, Environment.ProcessId.ToString(CultureInfo.InvariantCulture), cancellationToken).ConfigureAwait(false);
+            }
+
+            await Task.Delay(Timeout.Infinite, cancellationToken).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+        }
+        finally
+        {
+            await bus.StopAsync(CancellationToken.None).ConfigureAwait(false);
         }
     }
 
