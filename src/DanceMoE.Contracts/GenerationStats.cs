@@ -27,6 +27,8 @@ public record GenerationStats
     /// <summary>Time from the edge receiving the request to the answer, in milliseconds.</summary>
     public double LatencyMs { get; init; }
 
+    /// <summary>Time from the edge receiving the request to its first generated token, in milliseconds (0 when none was generated).</summary>
+    public double TtftMs { get; init; }
 
     /// <summary>Generated tokens per second, prefill included.</summary>
     public double TokensPerSecond { get; init; }

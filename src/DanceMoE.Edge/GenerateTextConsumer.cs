@@ -27,6 +27,7 @@ public sealed class GenerateTextConsumer(EdgeRuntime edge, StepScheduler schedul
 
         var requestContext = new ForwardContext(requestId, recordRouting: true) { PlacementVersion = edge.Routing.Current.Version };
         var clock = Stopwatch.StartNew();
+        var ttft = TimeSpan.Zero;
         var work = new GenerationWork(
             promptIds,
             request.MaxNewTokens,
@@ -34,7 +35,11 @@ public sealed class GenerateTextConsumer(EdgeRuntime edge, StepScheduler schedul
             requestContext)
         {
             Deadline = context.ExpirationTime is { } expires ? new DateTimeOffset(expires, TimeSpan.Zero) : null,
-            TokenProduced = metrics.TokenProduced,
+            TokenProduced = (index, sincePrevious) =>
+            {
+                ttft = index == 0 ? clock.Elapsed : ttft;
+                metrics.TokenProduced(index, sincePrevious);
+            },
         };
         Task<GenerationResult> generation;
         try
@@ -82,6 +87,7 @@ public sealed class GenerateTextConsumer(EdgeRuntime edge, StepScheduler schedul
                 RemoteBytes = requestContext.RemoteBytes,
                 Retries = requestContext.Retries,
                 LatencyMs = Math.Round(clock.Elapsed.TotalMilliseconds, 2),
+                TtftMs = Math.Round(ttft.TotalMilliseconds, 2),
                 TokensPerSecond = Math.Round(result.TokensPerSecond, 2),
                 PlacementVersion = requestContext.PlacementVersion,
             },

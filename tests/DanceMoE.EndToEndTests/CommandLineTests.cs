@@ -79,8 +79,9 @@ public sealed class CommandLineTests
         return verbs;
     }
 
-    /// <summary>Runs <c>dotnet dancemoe.dll</c> with <paramref name="arguments"/>, and <paramref name="environment"/> on top of this process's.</summary>
-    internal static async Task<(int ExitCode, string Output, string Errors)> RunAsync(string[] arguments, IReadOnlyDictionary<string, string>? environment = null)
+    /// <summary>Runs <c>dotnet dancemoe.dll</c> with <paramref name="arguments"/>, and <paramref name="environment"/> on top of this process's; a minute at most unless <paramref name="timeout"/> says.</summary>
+    internal static async Task<(int ExitCode, string Output, string Errors)> RunAsync(
+        string[] arguments, IReadOnlyDictionary<string, string>? environment = null, TimeSpan? timeout = null)
     {
         var start = new ProcessStartInfo("dotnet") { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = true };
         foreach (var (name, value) in environment ?? new Dictionary<string, string>())
@@ -98,7 +99,7 @@ public sealed class CommandLineTests
         process.StandardInput.Close();
         var output = process.StandardOutput.ReadToEndAsync();
         var errors = process.StandardError.ReadToEndAsync();
-        await process.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(60));
+        await process.WaitForExitAsync().WaitAsync(timeout ?? TimeSpan.FromSeconds(60));
         return (process.ExitCode, await output, await errors);
     }
 }

@@ -1,23 +1,26 @@
 using System.CommandLine;
+using System.Globalization;
 using DanceMoE.Cli.Verbs;
 using DanceMoE.Inference;
 using DanceMoE.Lab.Benchmarks;
 
 namespace DanceMoE.Cli.Commands;
 
-/// <summary><c>dancemoe bench expert|expert-exec|cluster|traces|shift</c>: the benchmarks of the lab, from the command line.</summary>
+/// <summary><c>dancemoe bench expert|expert-exec|cluster|load|traces|shift|echo</c>: the benchmarks of the lab, from the command line.</summary>
 public static class BenchCommand
 {
     private const string DefaultModel = "exported model or checkpoint (default: onnx/default, else a tiny seeded one)";
 
-    /// <summary>The <c>bench</c> verb and its four benchmarks.</summary>
+    /// <summary>The <c>bench</c> verb, its five benchmarks and the echo <c>bench cluster</c> measures against.</summary>
     public static Command Create() => new("bench", "benchmarks")
     {
         Expert(),
         ExpertExecution(),
         Cluster(),
+        Load(),
         Traces(),
         Shift(),
+        Echo(),
     };
 
     private static Command Expert()
@@ -111,6 +114,68 @@ public static class BenchCommand
         });
         return command;
     }
+
+    private static Command Load()
+    {
+        var model = CliOptions.Text("model", DefaultModel, valueName: "DIR");
+        var edges = CliOptions.Int("edges", 3, "edges of the cluster", 2, 16);
+        var concurrency = CliOptions.Text("concurrency", "concurrency levels: clients in a closed loop (with --rate: requests in flight at most)", "1,4,16", valueName: "C,C,...");
+        var requestsPerLevel = CliOptions.OptionalInt("requests-per-level", "requests at each level (default: 2 per client, at least 8)", 1, 100_000);
+        var maxTokens = CliOptions.Int("max-tokens", 32, "tokens per answer (greedy)", 1, 512);
+        var linkDelay = CliOptions.Double("link-delay-ms", 0, "emulated one-way link delay between edges (0: none)", 0, 10_000);
+        var linkMbps = CliOptions.Double("link-mbps", 0, "emulated link bandwidth between edges (0: unlimited)", 0, 1_000_000);
+        var rate = CliOptions.OptionalDouble("rate", "Poisson arrivals per second (seeded) instead of closed-loop clients", 0.001, 100_000);
+        var json = CliOptions.Flag("json", "print JSON: one object per level");
+        var command = new Command("load", "tokens/s and latency of a local cluster under concurrent requests, each answer checked against the monolithic one. "
+            + "Per-token time is per request: (latency - time to first token) / (tokens - 1); time to first token is the client's latency less the edge's time after its first token")
+        {
+            model, edges, concurrency, requestsPerLevel, maxTokens, linkDelay, linkMbps, rate, json,
+        };
+        command.SetAction(async (result, cancellationToken) =>
+        {
+            var settings = new LoadBenchmarkSettings
+            {
+                Model = result.GetValue(model),
+                Edges = result.GetValue(edges),
+                Concurrency = Levels(result.GetRequiredValue(concurrency)),
+                RequestsPerLevel = result.GetValue(requestsPerLevel),
+                MaxTokens = result.GetValue(maxTokens),
+                LinkDelayMs = result.GetValue(linkDelay),
+                LinkMbps = result.GetValue(linkMbps),
+                Rate = result.GetValue(rate),
+                Json = result.GetValue(json),
+            };
+            var levels = await Progress.RunAsync("bench load", log => LoadBenchmark.RunAsync(settings, Console.Out, log, cancellationToken)).ConfigureAwait(false);
+            var failed = levels.Sum(l => l.Failed);
+            var mismatches = levels.Sum(l => l.OracleMismatches);
+            if (failed > 0 || mismatches > 0)
+            {
+                await Console.Error.WriteLineAsync($"dancemoe: warning: {failed} requests failed and {mismatches} answers differ from the monolithic oracle").ConfigureAwait(false);
+            }
+
+            return ExitCodes.Ok;
+        });
+        return command;
+    }
+
+    /// <summary>The bare echo <c>bench cluster</c> starts in its own process for its overhead baseline.</summary>
+    private static Command Echo()
+    {
+        var queue = CliOptions.Text("queue", "queue to answer expert batches on", required: true, valueName: "NAME");
+        var readyFile = CliOptions.Text("ready-file", "file to write the process id to once it serves", valueName: "FILE");
+        var command = new Command("echo", "answers expert batches with their own input (the baseline of bench cluster's overhead)") { queue, readyFile };
+        command.SetAction(async (result, cancellationToken) =>
+        {
+            await ClusterBenchmark.ServeEchoAsync(result.GetRequiredValue(queue), result.GetValue(readyFile), cancellationToken).ConfigureAwait(false);
+            return ExitCodes.Ok;
+        });
+        return command;
+    }
+
+    private static List<int> Levels(string text) =>
+        [.. text.Split(',').Select(c => int.TryParse(c, NumberStyles.Integer, CultureInfo.InvariantCulture, out var v) && v > 0 && v <= 10_000
+            ? v
+            : throw new UsageException($"--concurrency takes positive numbers separated by commas (got '{c}')"))];
 
     private static Command Traces()
     {

@@ -1,0 +1,294 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json;
+using DanceMoE.Contracts;
+using DanceMoE.Inference;
+using DanceMoE.Model;
+using DanceMoE.Operations;
+using MassTransit;
+
+namespace DanceMoE.Lab.Benchmarks;
+
+/// <summary>
+/// <c>dancemoe bench load</c>: a fresh local cluster (uniform placement) under C concurrent clients per level, closed
+/// loop or Poisson arrivals; every answer is checked against the monolithic greedy answer of its prompt.
+/// </summary>
+public static class LoadBenchmark
+{
+    /// <summary>The default model's domains: man pages in German, English and French, and Python source.</summary>
+    internal static readonly string[] Prompts =
+    [
+        "NAME\n       ls - list directory contents\n\nSYNOPSIS",
+        "def parse_args(argv):\n    parser = argparse.",
+        "BESCHREIBUNG\n       Dieses Programm",
+        "DESCRIPTION\n       La commande",
+        "import os, sys\n\n",
+        "OPTIONS\n       -h, --help\n              show",
+        "Die Datei wird gelesen und",
+        "class Config(object):\n    def __init__(self",
+        "le fichier de configuration",
+        "RETURN VALUE\n       On success,",
+        "for line in open(path):\n    ",
+        "SIEHE AUCH\n       ",
+    ];
+
+    private static readonly JsonSerializerOptions Json = new() { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower, WriteIndented = true };
+
+    private static readonly TimeSpan RequestTimeout = TimeSpan.FromSeconds(600);
+
+    /// <summary>Runs every level; the report (a table, or JSON) goes to <paramref name="output"/>, progress to <paramref name="log"/>.</summary>
+    public static async Task<IReadOnlyList<LoadLevel>> RunAsync(LoadBenchmarkSettings settings, TextWriter output, TextWriter log, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(settings);
+        ArgumentNullException.ThrowIfNull(output);
+        ArgumentNullException.ThrowIfNull(log);
+        if (settings.Concurrency.Count == 0 || settings.Concurrency.Any(c => c < 1))
+        {
+            throw new InvalidSettingsException("--concurrency takes positive numbers separated by commas");
+        }
+
+        LabChecks.EnsureNoCluster();
+        var exported = ModelCatalog.ResolveExported(settings.Model, log.WriteLine);
+        var manifest = ModelManifest.Load(exported);
+        var prompts = Prompts.Take(settings.Concurrency.Max(settings.RequestsAt)).ToList();
+        log.WriteLine($"bench: the monolithic answers of {prompts.Count} prompts (the oracle)...");
+        var oracle = await OracleAsync(manifest, prompts, settings.MaxTokens, cancellationToken).ConfigureAwait(false);
+
+        var levels = new List<LoadLevel>();
+        log.WriteLine($"bench: {settings.Edges} edges, uniform placement{LinkLabel(settings)}...");
+        await LocalCluster.UpAsync(
+            new ClusterSpec { Edges = settings.Edges, Model = exported, Provider = "cpu", LinkDelayMs = settings.LinkDelayMs, LinkMbps = settings.LinkMbps },
+            log.WriteLine, cancellationToken).ConfigureAwait(false);
+        try
+        {
+            await using var client = await BusClient.StartAsync(LocalEnvironment.RabbitMqUri, cancellationToken).ConfigureAwait(false);
+            var target = new LoadTarget(client.Bus, settings, oracle, log);
+            log.WriteLine("bench: one warm-up request per edge...");
+            await Task.WhenAll(Enumerable.Range(0, settings.Edges).Select(i => target.SendAsync(i, cancellationToken))).ConfigureAwait(false);
+            foreach (var concurrency in settings.Concurrency)
+            {
+                var requests = settings.RequestsAt(concurrency);
+                log.WriteLine(settings.Rate is { } rate
+                    ? string.Create(CultureInfo.InvariantCulture, $"bench: {requests} requests arriving at {rate:0.##}/s, at most {concurrency} in flight...")
+                    : $"bench: {requests} requests from {concurrency} closed-loop clients...");
+                var level = await LevelAsync(target, concurrency, requests, settings, cancellationToken).ConfigureAwait(false);
+                levels.Add(level);
+            }
+        }
+        finally
+        {
+            await LocalCluster.DownAsync(CancellationToken.None).ConfigureAwait(false);
+        }
+
+        if (settings.Json)
+        {
+            output.WriteLine(JsonSerializer.Serialize(levels, Json));
+        }
+        else
+        {
+            WriteTable(output, levels, settings, manifest);
+        }
+
+        return levels;
+    }
+
+    private static async Task<Dictionary<string, IReadOnlyList<int>>> OracleAsync(ModelManifest manifest, List<string> prompts, int maxTokens, CancellationToken cancellationToken)
+    {
+        if (manifest.Tokenizer is not { Kind: ByteTokenizer.Kind } info)
+        {
+            throw new OperationException($"{manifest.Directory}: the model has no byte-level tokenizer; only byte-level tokenizers are supported so far");
+        }
+
+        var tokenizer = new ByteTokenizer(info.BosTokenId, info.EosTokenId);
+        var longest = prompts.Max(p => tokenizer.Encode(p).Length);
+        if (longest + maxTokens > manifest.Architecture.MaxPositions)
+        {
+            throw new InvalidSettingsException($"a prompt ({longest} tokens) + --max-tokens exceeds the model's {manifest.Architecture.MaxPositions} positions");
+        }
+
+        var factory = new SessionFactory(new InferenceOptions { Provider = ExecutionProvider.Cpu, IntraOpThreads = 1, InterOpThreads = 1 });
+        using var pool = new ExpertSessionPool(manifest, factory);
+        pool.LoadAll();
+        using var forward = new MoeForward(manifest, factory, new LocalExpertDispatcher(pool));
+        var answers = new Dictionary<string, IReadOnlyList<int>>(StringComparer.Ordinal);
+        foreach (var prompt in prompts)
+        {
+            var result = await Generator.GenerateAsync(forward, tokenizer, tokenizer.Encode(prompt), maxTokens, new SamplingOptions(), new ForwardContext(), cancellationToken).ConfigureAwait(false);
+            answers[prompt] = result.TokenIds;
+        }
+
+        return answers;
+    }
+
+    private static async Task<LoadLevel> LevelAsync(LoadTarget target, int concurrency, int requests, LoadBenchmarkSettings settings, CancellationToken cancellationToken)
+    {
+        var samples = new ConcurrentBag<RequestSample>();
+        var clock = Stopwatch.StartNew();
+        if (settings.Rate is { } rate)
+        {
+            using var slots = new SemaphoreSlim(concurrency);
+            var arrivals = PoissonArrivals(rate, requests, settings.Seed);
+            await Task.WhenAll(arrivals.Select(async (arrival, i) =>
+            {
+                var wait = arrival - clock.Elapsed;
+                if (wait > TimeSpan.Zero)
+                {
+                    await Task.Delay(wait, cancellationToken).ConfigureAwait(false);
+                }
+
+                // Latency counts from the arrival, so time spent waiting for a slot is in it.
+                await slots.WaitAsync(cancellationToken).ConfigureAwait(false);
+                try
+                {
+                    samples.Add(await target.SendAsync(i, cancellationToken, clock.Elapsed - arrival).ConfigureAwait(false));
+                }
+                finally
+                {
+                    slots.Release();
+                }
+            })).ConfigureAwait(false);
+        }
+        else
+        {
+            var next = -1;
+            await Task.WhenAll(Enumerable.Range(0, concurrency).Select(async _ =>
+            {
+                for (var i = Interlocked.Increment(ref next); i < requests; i = Interlocked.Increment(ref next))
+                {
+                    samples.Add(await target.SendAsync(i, cancellationToken).ConfigureAwait(false));
+                }
+            })).ConfigureAwait(false);
+        }
+
+        return LoadLevel.From(concurrency, [.. samples], clock.Elapsed);
+    }
+
+    /// <summary>Arrival times of a Poisson process at <paramref name="rate"/> per second, from a fixed seed.</summary>
+    internal static List<TimeSpan> PoissonArrivals(double rate, int count, int seed)
+    {
+        var random = new Random(seed);
+        var at = 0.0;
+        var arrivals = new List<TimeSpan>(count);
+        for (var i = 0; i < count; i++)
+        {
+            at += -Math.Log(1 - random.NextDouble()) / rate;
+            arrivals.Add(TimeSpan.FromSeconds(at));
+        }
+
+        return arrivals;
+    }
+
+    private static string LinkLabel(LoadBenchmarkSettings settings) =>
+        settings.LinkDelayMs > 0 || settings.LinkMbps > 0
+            ? string.Create(CultureInfo.InvariantCulture, $", link emulation ({settings.LinkDelayMs:0.#} ms one way, {settings.LinkMbps:0.#} Mbit/s)")
+            : ", no link emulation";
+
+    private static void WriteTable(TextWriter output, List<LoadLevel> levels, LoadBenchmarkSettings settings, ModelManifest manifest)
+    {
+        var baseline = levels.FirstOrDefault(l => l.Concurrency == 1) ?? levels[0];
+        var arch = manifest.Architecture;
+        var clients = settings.Rate is { } rate
+            ? string.Create(CultureInfo.InvariantCulture, $"Poisson arrivals at {rate:0.##}/s, concurrency caps requests in flight")
+            : "closed-loop clients";
+        output.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"model {arch.NumLayers} layers x {arch.NumExperts} experts (top-{arch.TopK}); {settings.Edges} edges{LinkLabel(settings)}; {settings.MaxTokens} tokens per answer; {clients}"));
+        output.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"{"conc",5} {"reqs",5} {"fail",5} {"wrong",5} {"tokens/s",9} {$"vs c={baseline.Concurrency}",8} {"ms/tok p50",11} {"ms/tok p99",11} {$"p99 vs c={baseline.Concurrency}",12} "
+            + $"{"req ms p50",11} {"req ms p99",11} {"ttft p50",9} {"ttft p99",9} {"batches/tok",12}"));
+        foreach (var l in levels)
+        {
+            output.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"{l.Concurrency,5} {l.Requests,5} {l.Failed,5} {l.OracleMismatches,5} {l.TokensPerS,9:F1} {Ratio(l.TokensPerS, baseline.TokensPerS),8:F2} "
+                + $"{l.PerTokenMsP50,11:F1} {l.PerTokenMsP99,11:F1} {Ratio(l.PerTokenMsP99, baseline.PerTokenMsP99),12:F2} "
+                + $"{l.RequestMsP50,11:F0} {l.RequestMsP99,11:F0} {l.TtftMsP50,9:F0} {l.TtftMsP99,9:F0} {l.RemoteBatchesPerToken,12:F1}"));
+        }
+
+        output.WriteLine("ms/tok: per request, (latency - time to first token) / (tokens - 1); ttft: the client's latency less the edge's time after its first token");
+    }
+
+    private static double? Ratio(double? value, double? baseline) => value / baseline;
+
+    /// <summary>The cluster under load: request i goes to edge (i mod edges) + 1 with prompt i mod the prompt count.</summary>
+    private sealed class LoadTarget(IBus bus, LoadBenchmarkSettings settings, Dictionary<string, IReadOnlyList<int>> oracle, TextWriter log)
+    {
+        public async Task<RequestSample> SendAsync(int index, CancellationToken cancellationToken, TimeSpan queued = default)
+        {
+            var prompt = Prompts[index % Prompts.Length];
+            var clock = Stopwatch.StartNew();
+            try
+            {
+                var answer = await EdgeRequests.SendAsync(bus, $"edge-{(index % settings.Edges) + 1}",
+                    new GenerateText { RequestId = NewId.NextGuid(), Prompt = prompt, MaxNewTokens = settings.MaxTokens, WorkloadTag = "bench-load" },
+                    RequestTimeout, cancellationToken).ConfigureAwait(false);
+                var latencyMs = (queued + clock.Elapsed).TotalMilliseconds;
+                var afterFirstMs = answer.Stats.LatencyMs - answer.Stats.TtftMs;
+                return new RequestSample(
+                    Failed: false,
+                    Matches: answer.TokenIds.SequenceEqual(oracle[prompt]),
+                    Tokens: answer.TokenIds.Count,
+                    LatencyMs: latencyMs,
+                    TtftMs: latencyMs - afterFirstMs,
+                    PerTokenMs: answer.TokenIds.Count > 1 ? afterFirstMs / (answer.TokenIds.Count - 1) : null,
+                    RemoteBatches: answer.Stats.RemoteBatches);
+            }
+            catch (OperationException ex)
+            {
+                log.WriteLine($"bench: request {index} failed: {ex.Message}");
+                return new RequestSample(Failed: true, Matches: false, Tokens: 0, LatencyMs: 0, TtftMs: 0, PerTokenMs: null, RemoteBatches: 0);
+            }
+        }
+    }
+}
+
+/// <summary>One answered (or failed) request of a level.</summary>
+internal sealed record RequestSample(bool Failed, bool Matches, int Tokens, double LatencyMs, double TtftMs, double? PerTokenMs, long RemoteBatches);
+
+/// <summary>What one concurrency level measured; <c>--json</c> prints an array of these.</summary>
+public sealed record LoadLevel(
+    int Concurrency, int Requests, int Failed, int OracleMismatches, double TokensPerS, double? PerTokenMsP50, double? PerTokenMsP99,
+    double? RequestMsP50, double? RequestMsP99, double? TtftMsP50, double? TtftMsP99, double RemoteBatchesPerToken)
+{
+    internal static LoadLevel From(int concurrency, List<RequestSample> samples, TimeSpan wall)
+    {
+        var answered = samples.Where(s => !s.Failed).ToList();
+        var tokens = answered.Sum(s => s.Tokens);
+        var perToken = answered.Where(s => s.PerTokenMs is not null).Select(s => s.PerTokenMs!.Value).ToList();
+        var latency = answered.Select(s => s.LatencyMs).ToList();
+        var ttft = answered.Select(s => s.TtftMs).ToList();
+        return new LoadLevel(
+            concurrency, samples.Count, samples.Count - answered.Count, answered.Count(s => !s.Matches),
+            Math.Round(tokens / wall.TotalSeconds, 2),
+            Rounded(perToken, 50), Rounded(perToken, 99), Rounded(latency, 50), Rounded(latency, 99), Rounded(ttft, 50), Rounded(ttft, 99),
+            Math.Round((double)answered.Sum(s => s.RemoteBatches) / Math.Max(1, tokens), 2));
+    }
+
+    private static double? Rounded(List<double> samples, double percentile) =>
+        samples.Count == 0 ? null : Math.Round(Stats.Percentile(samples, percentile), 2);
+}
+
+/// <summary>What <c>bench load</c> runs.</summary>
+public sealed record LoadBenchmarkSettings
+{
+    public string? Model { get; init; }
+    public int Edges { get; init; } = 3;
+    public IReadOnlyList<int> Concurrency { get; init; } = [1, 4, 16];
+
+    /// <summary>Requests per level; none: <see cref="DefaultRequests"/>.</summary>
+    public int? RequestsPerLevel { get; init; }
+
+    public int MaxTokens { get; init; } = 32;
+    public double LinkDelayMs { get; init; }
+    public double LinkMbps { get; init; }
+
+    /// <summary>Poisson arrivals per second instead of closed-loop clients; the level's concurrency caps requests in flight.</summary>
+    public double? Rate { get; init; }
+
+    public int Seed { get; init; } = 1;
+    public bool Json { get; init; }
+
+    /// <summary>Enough requests that every client sends two, and at least 8.</summary>
+    public static int DefaultRequests(int concurrency) => Math.Max(2 * concurrency, 8);
+
+    public int RequestsAt(int concurrency) => RequestsPerLevel ?? DefaultRequests(concurrency);
+}
