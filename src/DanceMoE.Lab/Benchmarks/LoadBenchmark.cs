@@ -230,7 +230,7 @@ public static class LoadBenchmark
                     LatencyMs: latencyMs,
                     TtftMs: latencyMs - afterFirstMs,
                     PerTokenMs: answer.TokenIds.Count > 1 ? afterFirstMs / (answer.TokenIds.Count - 1) : null,
-                    RemoteBatches: answer.Stats.RemoteBatches);
+                    RemoteBatches: answer.Stats.RemoteBatchShare);
             }
             catch (OperationException ex)
             {
@@ -242,7 +242,7 @@ public static class LoadBenchmark
 }
 
 /// <summary>One answered (or failed) request of a level.</summary>
-internal sealed record RequestSample(bool Failed, bool Matches, int Tokens, double LatencyMs, double TtftMs, double? PerTokenMs, long RemoteBatches);
+internal sealed record RequestSample(bool Failed, bool Matches, int Tokens, double LatencyMs, double TtftMs, double? PerTokenMs, double RemoteBatches);
 
 /// <summary>What one concurrency level measured; <c>--json</c> prints an array of these.</summary>
 public sealed record LoadLevel(
@@ -260,7 +260,7 @@ public sealed record LoadLevel(
             concurrency, samples.Count, samples.Count - answered.Count, answered.Count(s => !s.Matches),
             Math.Round(tokens / wall.TotalSeconds, 2),
             Rounded(perToken, 50), Rounded(perToken, 99), Rounded(latency, 50), Rounded(latency, 99), Rounded(ttft, 50), Rounded(ttft, 99),
-            Math.Round((double)answered.Sum(s => s.RemoteBatches) / Math.Max(1, tokens), 2));
+            Math.Round(answered.Sum(s => s.RemoteBatches) / Math.Max(1, tokens), 2));
     }
 
     private static double? Rounded(List<double> samples, double percentile) =>
