@@ -207,7 +207,7 @@ public static class LocalCluster
     /// <summary>Starts the edge in its own session so it outlives this command; returns its pid.</summary>
     private static int Launch(string[] edgeArgs, string logFile)
     {
-        var start = CliProcesses.StartInfo(edgeArgs, logFile, detached: true);
+        var start = CliProcesses.StartInfo(edgeArgs, logFile, detached: true, serving: true);
         using var shell = Process.Start(start) ?? throw new OperationException("cannot start /bin/sh");
         var output = shell.StandardOutput.ReadToEnd();
         shell.WaitForExit();

@@ -217,7 +217,7 @@ public static class ClusterBenchmark
         var ready = Path.Combine(LocalCluster.Directory, "echo.ready");
         var logFile = Path.Combine(LocalCluster.Directory, "echo.log");
         File.Delete(ready);
-        var echo = Process.Start(CliProcesses.StartInfo(["bench", "echo", "--queue", queue, "--ready-file", ready], logFile, detached: false))
+        var echo = Process.Start(CliProcesses.StartInfo(["bench", "echo", "--queue", queue, "--ready-file", ready], logFile, detached: false, serving: true))
             ?? throw new OperationException("cannot start /bin/sh");
         var deadline = DateTime.UtcNow.AddSeconds(60);
         while (!File.Exists(ready))
