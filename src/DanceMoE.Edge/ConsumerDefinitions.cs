@@ -30,10 +30,13 @@ public sealed class GenerateTextConsumerDefinition : ConsumerDefinition<Generate
 /// <summary>Peers' expert batches on the edge's experts queue (<see cref="EdgeQueues.Experts"/>).</summary>
 public sealed class RunExpertBatchConsumerDefinition : ConsumerDefinition<RunExpertBatchConsumer>
 {
+    private readonly int _concurrency;
+
     public RunExpertBatchConsumerDefinition(IOptions<EdgeOptions> options)
     {
         ArgumentNullException.ThrowIfNull(options);
         EndpointName = EdgeQueues.Experts(options.Value.Id);
+        _concurrency = options.Value.ExpertConcurrency > 0 ? options.Value.ExpertConcurrency : Environment.ProcessorCount;
     }
 
     protected override void ConfigureConsumer(
@@ -41,7 +44,7 @@ public sealed class RunExpertBatchConsumerDefinition : ConsumerDefinition<RunExp
     {
         // Peers' expert work has its own queue, so it is never stuck behind a long generation.
         endpointConfigurator.PrefetchCount = 32;
-        endpointConfigurator.ConcurrentMessageLimit = 4;
+        endpointConfigurator.ConcurrentMessageLimit = _concurrency;
     }
 }
 

@@ -18,6 +18,7 @@ public static class EdgeCommandLine
         ["--provider"] = "Edge:Provider",
         ["--threads"] = "Edge:IntraOpThreads",
         ["--deadline-ms"] = "Edge:ExpertDeadlineMs",
+        ["--expert-concurrency"] = "Edge:ExpertConcurrency",
         ["--max-active"] = "Edge:MaxActive",
         ["--max-waiting"] = "Edge:MaxWaiting",
         ["--max-step-tokens"] = "Edge:MaxStepTokens",

@@ -48,6 +48,13 @@ public sealed class EdgeOptions
     [Range(1024, 128 << 20)]
     public int MaxBatchBytes { get; set; } = 16 << 20;
 
+    /// <summary>
+    /// Peers' expert batches run at once on this edge (0: one per core). Each runs on one core (intra-op threads 1), so
+    /// more than the cores only makes each wait longer.
+    /// </summary>
+    [Range(0, 256)]
+    public int ExpertConcurrency { get; set; }
+
     /// <summary>Requests that advance together, one step at a time (continuous batching).</summary>
     [Range(1, 1024)]
     public int MaxActive { get; set; } = 16;

@@ -48,7 +48,7 @@ public sealed class RunExpertBatchConsumer(EdgeRuntime edge) : IConsumer<RunExpe
             Output = output,
             ComputeMs = Math.Round(computeMs, 3),
             QueueDepth = edge.ExpertBatches.Count - 1,
-        }).ConfigureAwait(false);
+        }, send => send.Durable = false).ConfigureAwait(false);
     }
 }
 

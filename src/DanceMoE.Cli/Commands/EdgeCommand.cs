@@ -26,6 +26,7 @@ public static class EdgeCommand
             CliOptions.Provider(),
             CliOptions.Int("threads", 1, "intra-op threads per session (0: ONNX Runtime's default)", 0, 64),
             CliOptions.Int("deadline-ms", 5000, "deadline of a remote expert call", 50, 600_000),
+            CliOptions.Int("expert-concurrency", 0, "peers' expert batches run at once (0: one per core)", 0, 256),
             CliOptions.Int("max-active", 16, "requests batched together, one step at a time", 1, 1024),
             CliOptions.Int("max-waiting", 64, "requests that may wait for a slot; one more is refused at once", 0, 100_000),
             CliOptions.Int("max-step-tokens", 256, "prompt tokens prefilled per step over all new requests (longer prompts go in chunks)", 1, 16_384),
