@@ -120,7 +120,7 @@ public static class BenchCommand
         var model = CliOptions.Text("model", DefaultModel, valueName: "DIR");
         var edges = CliOptions.Int("edges", 3, "edges of the cluster", 2, 16);
         var concurrency = CliOptions.Text("concurrency", "concurrency levels: clients in a closed loop (with --rate: requests in flight at most)", "1,4,16", valueName: "C,C,...");
-        var requestsPerLevel = CliOptions.OptionalInt("requests-per-level", "requests at each level (default: 2 per client, at least 8)", 1, 100_000);
+        var requestsPerLevel = CliOptions.OptionalInt("requests-per-level", "requests at each level (default: 4 per client, at least 16)", 1, 100_000);
         var maxTokens = CliOptions.Int("max-tokens", 32, "tokens per answer (greedy)", 1, 512);
         var linkDelay = CliOptions.Double("link-delay-ms", 0, "emulated one-way link delay between edges (0: none)", 0, 10_000);
         var linkMbps = CliOptions.Double("link-mbps", 0, "emulated link bandwidth between edges (0: unlimited)", 0, 1_000_000);

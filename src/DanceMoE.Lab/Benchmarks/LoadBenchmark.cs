@@ -287,8 +287,8 @@ public sealed record LoadBenchmarkSettings
     public int Seed { get; init; } = 1;
     public bool Json { get; init; }
 
-    /// <summary>Enough requests that every client sends two, and at least 8.</summary>
-    public static int DefaultRequests(int concurrency) => Math.Max(2 * concurrency, 8);
+    /// <summary>Enough requests that every client sends four, and at least 16: a level of a few seconds, not one of warm-up.</summary>
+    public static int DefaultRequests(int concurrency) => Math.Max(4 * concurrency, 16);
 
     public int RequestsAt(int concurrency) => RequestsPerLevel ?? DefaultRequests(concurrency);
 }
