@@ -13,6 +13,7 @@ public sealed record EdgeTop(
     bool Up,
     bool? Ready,
     double? ActiveRequests,
+    double? WaitingRequests,
     double? TokensPerSecond,
     double? TokensTotal,
     double? LocalShare,
@@ -35,7 +36,7 @@ public sealed record TopFrame(DateTimeOffset At, IReadOnlyList<EdgeTop> Edges, s
         e.Pid.ToString(Inv),
         !e.Up ? "down" : e.Ready switch { true => "ready", false => "not ready", null => "up" },
         Number(e.ActiveRequests, "F0"),
-        "-",
+        Number(e.WaitingRequests, "F0"),
         e.TokensPerSecond is { } r ? r.ToString("F1", Inv) : e.TokensTotal is { } t ? t.ToString("F0", Inv) + " total" : "-",
         e.LocalShare is { } s ? (s * 100).ToString("F1", Inv) + " %" : "-",
         e.RequestP99Seconds is { } p ? (p * 1000).ToString("F1", Inv) : "-",
@@ -86,7 +87,7 @@ public sealed class ClusterTop(HttpClient http, string postgresUrl) : IDisposabl
         if (metrics is null)
         {
             _previous.Remove(edge.Id);
-            return new EdgeTop(edge.Id, edge.Pid, false, null, null, null, null, null, null, new Dictionary<string, double>(), null);
+            return new EdgeTop(edge.Id, edge.Pid, false, null, null, null, null, null, null, null, new Dictionary<string, double>(), null);
         }
 
         var now = DateTimeOffset.UtcNow;
@@ -129,6 +130,7 @@ public sealed class ClusterTop(HttpClient http, string postgresUrl) : IDisposabl
             true,
             ready,
             PrometheusText.Sum(current, "dancemoe_requests_active"),
+            PrometheusText.Sum(current, "dancemoe_requests_waiting"),
             rate,
             tokens,
             share,

@@ -11,6 +11,7 @@ public sealed class ClusterTopTests
         dancemoe_expert_calls_total{locality="local"} 30
         dancemoe_expert_calls_total{locality="remote"} 10
         dancemoe_requests_active 1
+        dancemoe_requests_waiting 3
         dancemoe_placement_version 7
         dancemoe_request_duration_seconds_bucket{le="0.1"} 50
         dancemoe_request_duration_seconds_bucket{le="1"} 90
@@ -30,7 +31,7 @@ public sealed class ClusterTopTests
     {
         var samples = PrometheusText.Parse(Scrape);
 
-        Assert.Equal(15, samples.Count);
+        Assert.Equal(16, samples.Count);
         Assert.Equal(100, PrometheusText.Sum(samples, "dancemoe_generated_tokens_total"));
         Assert.Equal(30, PrometheusText.Sum(samples, "dancemoe_expert_calls_total", ("locality", "local")));
         Assert.Equal(40, PrometheusText.Sum(samples, "dancemoe_expert_calls_total"));
@@ -76,6 +77,7 @@ public sealed class ClusterTopTests
         Assert.Equal(100, edge.TokensTotal);
         Assert.Equal(0.75, edge.LocalShare);
         Assert.Equal(1, edge.ActiveRequests);
+        Assert.Equal(3, edge.WaitingRequests);
         Assert.Equal(7, edge.PlacementVersion);
         Assert.Equal(1.9, edge.RequestP99Seconds!.Value, 9);
         Assert.Equal(5, edge.PeerRoundTripMs["edge-2"], 9);
@@ -96,7 +98,7 @@ public sealed class ClusterTopTests
     public void The_text_frame_names_every_edge_shows_down_edges_and_the_migration_line()
     {
         var up = ClusterTop.Compute("edge-1", 11, true, null, PrometheusText.Parse(Scrape), 0);
-        var down = new EdgeTop("edge-2", 12, false, null, null, null, null, null, null, new Dictionary<string, double>(), null);
+        var down = new EdgeTop("edge-2", 12, false, null, null, null, null, null, null, null, new Dictionary<string, double>(), null);
 
         var text = new TopFrame(DateTimeOffset.UnixEpoch, [up, down], "migration: none running").ToText();
         var lines = text.Split(Environment.NewLine);
