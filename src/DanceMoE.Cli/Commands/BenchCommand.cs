@@ -125,11 +125,13 @@ public static class BenchCommand
         var linkDelay = CliOptions.Double("link-delay-ms", 0, "emulated one-way link delay between edges (0: none)", 0, 10_000);
         var linkMbps = CliOptions.Double("link-mbps", 0, "emulated link bandwidth between edges (0: unlimited)", 0, 1_000_000);
         var rate = CliOptions.OptionalDouble("rate", "Poisson arrivals per second (seeded) instead of closed-loop clients", 0.001, 100_000);
-        var json = CliOptions.Flag("json", "print JSON: one object per level");
+        var json = CliOptions.Flag("json", "print JSON: one object per level (with --metrics-overhead: {levels, metrics_overhead})");
+        var metricsOverhead = CliOptions.Flag("metrics-overhead",
+            "then run the highest level on clusters with metrics on (scraped every second, per-expert counters) and off, three of each, alternating; prints the ratio of the medians");
         var command = new Command("load", "tokens/s and latency of a local cluster under concurrent requests, each answer checked against the monolithic one. "
             + "Per-token time is per request: (latency - time to first token) / (tokens - 1); time to first token is the client's latency less the edge's time after its first token")
         {
-            model, edges, concurrency, requestsPerLevel, maxTokens, linkDelay, linkMbps, rate, json,
+            model, edges, concurrency, requestsPerLevel, maxTokens, linkDelay, linkMbps, rate, json, metricsOverhead,
         };
         command.SetAction(async (result, cancellationToken) =>
         {
@@ -144,6 +146,7 @@ public static class BenchCommand
                 LinkMbps = result.GetValue(linkMbps),
                 Rate = result.GetValue(rate),
                 Json = result.GetValue(json),
+                MetricsOverhead = result.GetValue(metricsOverhead),
             };
             var levels = await Progress.RunAsync("bench load", log => LoadBenchmark.RunAsync(settings, Console.Out, log, cancellationToken)).ConfigureAwait(false);
             var failed = levels.Sum(l => l.Failed);

@@ -55,25 +55,60 @@ public static class LoadBenchmark
         log.WriteLine($"bench: the monolithic answers of {prompts.Count} prompts (the oracle)...");
         var oracle = await OracleAsync(manifest, prompts, settings.MaxTokens, cancellationToken).ConfigureAwait(false);
 
-        var levels = new List<LoadLevel>();
         log.WriteLine($"bench: {settings.Edges} edges, uniform placement{LinkLabel(settings)}...");
+        var levels = await OnClusterAsync(exported, settings, oracle, settings.Concurrency, metrics: false, log, cancellationToken).ConfigureAwait(false);
+        var overhead = settings.MetricsOverhead ? await MetricsOverheadAsync(exported, settings, oracle, log, cancellationToken).ConfigureAwait(false) : null;
+
+        if (settings.Json)
+        {
+            output.WriteLine(overhead is null ? JsonSerializer.Serialize(levels, Json) : JsonSerializer.Serialize(new { levels, metrics_overhead = overhead }, Json));
+        }
+        else
+        {
+            WriteTable(output, levels, settings, manifest);
+            if (overhead is not null)
+            {
+                output.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                    $"metrics on vs off at concurrency {overhead.Concurrency}: tokens/s {string.Join(", ", overhead.TokensPerSOn.Select(t => t.ToString("F1", CultureInfo.InvariantCulture)))} "
+                    + $"vs {string.Join(", ", overhead.TokensPerSOff.Select(t => t.ToString("F1", CultureInfo.InvariantCulture)))}; ratio of the medians {overhead.Ratio:F3}"));
+            }
+        }
+
+        return levels;
+    }
+
+    /// <summary>A fresh cluster (edges scraped on /metrics, with per-expert counters, or not) that runs the given levels.</summary>
+    private static async Task<List<LoadLevel>> OnClusterAsync(
+        string exported, LoadBenchmarkSettings settings, Dictionary<string, IReadOnlyList<int>> oracle, IEnumerable<int> concurrencies, bool metrics,
+        TextWriter log, CancellationToken cancellationToken)
+    {
+        var levels = new List<LoadLevel>();
         await LocalCluster.UpAsync(
-            new ClusterSpec { Edges = settings.Edges, Model = exported, Provider = "cpu", LinkDelayMs = settings.LinkDelayMs, LinkMbps = settings.LinkMbps },
+            new ClusterSpec
+            {
+                Edges = settings.Edges, Model = exported, Provider = "cpu", LinkDelayMs = settings.LinkDelayMs, LinkMbps = settings.LinkMbps,
+                MetricsPortBase = metrics ? settings.MetricsPortBase : null,
+            },
             log.WriteLine, cancellationToken).ConfigureAwait(false);
         try
         {
             await using var client = await BusClient.StartAsync(LocalEnvironment.RabbitMqUri, cancellationToken).ConfigureAwait(false);
+            using var scraper = metrics ? new MetricsScraper(settings.Edges, settings.MetricsPortBase) : null;
             var target = new LoadTarget(client.Bus, settings, oracle, log);
             log.WriteLine("bench: one warm-up request per edge...");
             await Task.WhenAll(Enumerable.Range(0, settings.Edges).Select(i => target.SendAsync(i, cancellationToken))).ConfigureAwait(false);
-            foreach (var concurrency in settings.Concurrency)
+            foreach (var concurrency in concurrencies)
             {
                 var requests = settings.RequestsAt(concurrency);
                 log.WriteLine(settings.Rate is { } rate
                     ? string.Create(CultureInfo.InvariantCulture, $"bench: {requests} requests arriving at {rate:0.##}/s, at most {concurrency} in flight...")
-                    : $"bench: {requests} requests from {concurrency} closed-loop clients...");
-                var level = await LevelAsync(target, concurrency, requests, settings, cancellationToken).ConfigureAwait(false);
-                levels.Add(level);
+                    : $"bench: {requests} requests from {concurrency} closed-loop clients{(metrics ? ", metrics scraped every second" : "")}...");
+                scraper?.Start();
+                levels.Add(await LevelAsync(target, concurrency, requests, settings, cancellationToken).ConfigureAwait(false));
+                if (scraper is not null)
+                {
+                    await scraper.StopAsync().ConfigureAwait(false);
+                }
             }
         }
         finally
@@ -81,16 +116,74 @@ public static class LoadBenchmark
             await LocalCluster.DownAsync(CancellationToken.None).ConfigureAwait(false);
         }
 
-        if (settings.Json)
+        return levels;
+    }
+
+    /// <summary>
+    /// The metrics' own cost: the highest level on clusters with metrics on (scraped every second, per-expert counters on)
+    /// and off, alternating, three of each; the ratio of the medians.
+    /// </summary>
+    private static async Task<MetricsOverhead> MetricsOverheadAsync(
+        string exported, LoadBenchmarkSettings settings, Dictionary<string, IReadOnlyList<int>> oracle, TextWriter log, CancellationToken cancellationToken)
+    {
+        var concurrency = settings.Concurrency.Max();
+        var on = new List<double>();
+        var off = new List<double>();
+        for (var round = 0; round < 3; round++)
         {
-            output.WriteLine(JsonSerializer.Serialize(levels, Json));
-        }
-        else
-        {
-            WriteTable(output, levels, settings, manifest);
+            foreach (var metrics in round % 2 == 0 ? new[] { true, false } : [false, true])
+            {
+                log.WriteLine($"bench: metrics overhead, round {round + 1} of 3, metrics {(metrics ? "on" : "off")}...");
+                var level = (await OnClusterAsync(exported, settings, oracle, [concurrency], metrics, log, cancellationToken).ConfigureAwait(false))[0];
+                (metrics ? on : off).Add(level.TokensPerS);
+            }
         }
 
-        return levels;
+        return new MetricsOverhead(concurrency, on, off, Math.Round(Stats.Percentile(on, 50) / Stats.Percentile(off, 50), 3));
+    }
+
+    /// <summary>Scrapes every edge's /metrics once a second while a level runs, as Prometheus would.</summary>
+    private sealed class MetricsScraper(int edges, int portBase) : IDisposable
+    {
+        private readonly HttpClient _http = new() { Timeout = TimeSpan.FromSeconds(5) };
+        private CancellationTokenSource? _stop;
+        private Task? _loop;
+
+        public void Start()
+        {
+            _stop = new CancellationTokenSource();
+            var token = _stop.Token;
+            _loop = Task.Run(async () =>
+            {
+                using var timer = new PeriodicTimer(TimeSpan.FromSeconds(1));
+                while (await timer.WaitForNextTickAsync(token).ConfigureAwait(false))
+                {
+                    foreach (var i in Enumerable.Range(0, edges))
+                    {
+                        using var response = await _http.GetAsync(new Uri(FormattableString.Invariant($"http://127.0.0.1:{portBase + i}/metrics")), token).ConfigureAwait(false);
+                        await response.Content.ReadAsStringAsync(token).ConfigureAwait(false);
+                    }
+                }
+            }, token);
+        }
+
+        public async Task StopAsync()
+        {
+            await _stop!.CancelAsync().ConfigureAwait(false);
+            try
+            {
+                await _loop!.ConfigureAwait(false);
+            }
+            catch (OperationCanceledException)
+            {
+            }
+        }
+
+        public void Dispose()
+        {
+            _stop?.Dispose();
+            _http.Dispose();
+        }
     }
 
     private static async Task<Dictionary<string, IReadOnlyList<int>>> OracleAsync(ModelManifest manifest, List<string> prompts, int maxTokens, CancellationToken cancellationToken)
@@ -241,6 +334,9 @@ public static class LoadBenchmark
     }
 }
 
+/// <summary>Tokens/s of the same level with metrics on and off, and the ratio of their medians (at least 0.97 is the target).</summary>
+public sealed record MetricsOverhead(int Concurrency, IReadOnlyList<double> TokensPerSOn, IReadOnlyList<double> TokensPerSOff, double Ratio);
+
 /// <summary>One answered (or failed) request of a level.</summary>
 internal sealed record RequestSample(bool Failed, bool Matches, int Tokens, double LatencyMs, double TtftMs, double? PerTokenMs, double RemoteBatches);
 
@@ -286,6 +382,12 @@ public sealed record LoadBenchmarkSettings
 
     public int Seed { get; init; } = 1;
     public bool Json { get; init; }
+
+    /// <summary>Also run the highest level with metrics on and off, three times each, alternating.</summary>
+    public bool MetricsOverhead { get; init; }
+
+    /// <summary>Port of edge-1's /metrics when metrics are on (edge-i: this + i - 1), as <c>cluster up</c>.</summary>
+    public int MetricsPortBase { get; init; } = 9470;
 
     /// <summary>Enough requests that every client sends four, and at least 16: a level of a few seconds, not one of warm-up.</summary>
     public static int DefaultRequests(int concurrency) => Math.Max(4 * concurrency, 16);
