@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Globalization;
+using System.Text.Json;
 using DanceMoE.Cli.Verbs;
 using DanceMoE.Inference;
 using DanceMoE.Model;
@@ -19,6 +20,7 @@ public static class ModelCommand
         Tiny(),
         Export(),
         Verify(),
+        Eval(),
         ModelLocalityCommand.Create(),
     };
 
@@ -107,6 +109,41 @@ public static class ModelCommand
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"exported to {outDir}: embedding, {manifest.Layers.Count} dense layers, {manifest.Experts.Count()} experts ({expertBytes} weight bytes each, {manifest.WeightDtype}), head; opset {manifest.Opset}"));
         return ExitCodes.Ok;
+    }
+
+    private static Command Eval()
+    {
+        var model = CliOptions.Text("model", "exported model directory (with heldout/*.txt, which the export copies from the checkpoint)", required: true, valueName: "DIR");
+        var maxBytes = CliOptions.Int("max-bytes", 0, "bytes of each domain's sample to use (0: all)", 0, int.MaxValue);
+        var json = CliOptions.Flag("json", "print JSON: bits_per_byte over all bytes, and per domain");
+        var command = new Command("eval", "held-out bits per byte of an exported model through our runtime") { model, maxBytes, json };
+        var inference = new InferenceArguments(command);
+        command.SetAction((result, cancellationToken) => Guarded(async () =>
+        {
+            var manifest = InferenceArguments.LoadManifest(result.GetRequiredValue(model));
+            var evaluation = await ModelEvaluation.RunAsync(manifest, result.GetValue(maxBytes), inference.Read(result), InferenceArguments.Log, cancellationToken).ConfigureAwait(false);
+            if (result.GetValue(json))
+            {
+                Console.WriteLine(JsonSerializer.Serialize(new
+                {
+                    bits_per_byte = evaluation.BitsPerByte,
+                    domains = evaluation.Domains.ToDictionary(d => d.Domain, d => new { bytes = d.Bytes, bits_per_byte = d.BitsPerByte }),
+                    provider = evaluation.Provider ?? "cpu",
+                }));
+            }
+            else
+            {
+                foreach (var d in evaluation.Domains)
+                {
+                    Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{d.Domain,-10} {d.Bytes,8} bytes  {d.BitsPerByte:F4} bits/byte"));
+                }
+
+                Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{"all",-10} {evaluation.Domains.Sum(d => d.Bytes),8} bytes  {evaluation.BitsPerByte:F4} bits/byte"));
+            }
+
+            return ExitCodes.Ok;
+        }));
+        return command;
     }
 
     private static Command Verify()

@@ -72,7 +72,8 @@ public static class HeldOutTrace
         return new DomainTrace(domain, text.Length, text.Length == 0 ? 0 : bits / text.Length, counts);
     }
 
-    private static double LogSoftmax(ReadOnlySpan<float> logits, int target)
+    /// <summary>log p(<paramref name="target"/>) under the softmax of <paramref name="logits"/>, in nats.</summary>
+    public static double LogSoftmax(ReadOnlySpan<float> logits, int target)
     {
         var max = double.NegativeInfinity;
         foreach (var l in logits)

@@ -62,7 +62,24 @@ public static class OnnxExporter
             Directory = outDirectory,
         };
         manifest.Save(outDirectory);
+        CopyHeldOut(checkpoint.Directory, outDirectory);
         return manifest;
+    }
+
+    /// <summary>The checkpoint's held-out samples go with the export, so <c>model eval</c> measures it on them.</summary>
+    private static void CopyHeldOut(string checkpointDirectory, string outDirectory)
+    {
+        var source = Path.Combine(checkpointDirectory, Locality.HeldOutTrace.Folder);
+        if (!Directory.Exists(source) || Path.GetFullPath(checkpointDirectory) == Path.GetFullPath(outDirectory))
+        {
+            return;
+        }
+
+        var target = Directory.CreateDirectory(Path.Combine(outDirectory, Locality.HeldOutTrace.Folder)).FullName;
+        foreach (var file in Directory.GetFiles(source, "*.txt"))
+        {
+            File.Copy(file, Path.Combine(target, Path.GetFileName(file)), overwrite: true);
+        }
     }
 
     public static Dictionary<string, GraphSignature> Signatures(MoeConfig c)
