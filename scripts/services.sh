@@ -23,6 +23,8 @@ RABBIT_BIN=/usr/lib/rabbitmq/bin
 PG_BIN=/usr/lib/postgresql/15/bin
 PG_DIR="$STATE/postgres"
 PG_DATA="$PG_DIR/data"
+# The superuser's password, generated once: tests and benchmarks create their databases with it.
+PG_ADMIN_PASSWORD_FILE="$PG_DIR/admin.password"
 
 log() { echo "services: $*" >&2; }
 die() { echo "services: error: $*" >&2; exit 1; }
@@ -40,7 +42,9 @@ rabbit_env() {
 }
 rabbitmqctl() { rabbit_env "$RABBIT_BIN/rabbitmqctl" -n "$RABBIT_NODE" "$@"; }
 pg() { runuser -u postgres -- "$@"; }
-psql_admin() { pg psql -h "$PG_DIR" -p "$PG_PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 -qtA "$@"; }
+psql_admin() {
+  PGPASSWORD="$(cat "$PG_ADMIN_PASSWORD_FILE")" pg psql -h "$PG_DIR" -p "$PG_PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 -qtA "$@"
+}
 
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 pid_alive() { [ -f "$1" ] && kill -0 "$(head -n1 "$1")" 2>/dev/null; }
@@ -100,40 +104,105 @@ rabbit_setup() {
   rabbitmqctl delete_user guest >/dev/null 2>&1 || true
 }
 
-pg_up() {
-  if pg_running; then log "PostgreSQL already running on 127.0.0.1:$PG_PORT"; return; fi
-  port_in_use "$PG_PORT" && die "port $PG_PORT is taken by another process: stop it or set DANCEMOE_POSTGRES_PORT"
-  mkdir -p "$PG_DIR"
-  chown postgres:postgres "$PG_DIR"
-  if [ ! -f "$PG_DATA/PG_VERSION" ]; then
-    log "initialising PostgreSQL cluster in $PG_DATA"
-    pg "$PG_BIN/initdb" -D "$PG_DATA" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
-      -E UTF8 --locale=C.UTF-8 >"$PG_DIR/initdb.log" 2>&1 || die "initdb failed: $(tail -n 3 "$PG_DIR/initdb.log")"
+pg_admin_password() {
+  if [ ! -s "$PG_ADMIN_PASSWORD_FILE" ]; then
+    (umask 077; head -c 24 /dev/urandom | base64 | tr -d '/+=' >"$PG_ADMIN_PASSWORD_FILE")
   fi
+  chmod 600 "$PG_ADMIN_PASSWORD_FILE"
+}
+
+# Passwords on every connection, the socket too; written at each start so older data directories
+# (initialised with trust for local connections) are upgraded in place.
+pg_write_hba() {
+  cat >"$PG_DATA/pg_hba.conf" <<HBA
+# Written by scripts/services.sh: scram-sha-256 everywhere, loopback only.
+local all all scram-sha-256
+host  all all 127.0.0.1/32 scram-sha-256
+host  all all ::1/128 scram-sha-256
+HBA
+  chown postgres:postgres "$PG_DATA/pg_hba.conf"; chmod 600 "$PG_DATA/pg_hba.conf"
+}
+
+pg_start() {
   log "starting PostgreSQL on 127.0.0.1:$PG_PORT"
   pg "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$PG_DIR/postgres.log" -w -t 60 \
-    -o "-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1 -c max_connections=300" start >/dev/null \
+    -o "-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1 -c max_connections=300 -c unix_socket_permissions=0700 -c password_encryption=scram-sha-256" start >/dev/null \
     || die "PostgreSQL failed to start: $(tail -n 3 "$PG_DIR/postgres.log")"
+}
+
+pg_up() {
+  mkdir -p "$PG_DIR"
+  chown postgres:postgres "$PG_DIR"
+  # Only the postgres user may reach the socket (the folder holds it), whatever the running server's settings.
+  chmod 700 "$PG_DIR"
+  pg_admin_password
+  if [ ! -f "$PG_DATA/PG_VERSION" ]; then
+    log "initialising PostgreSQL cluster in $PG_DATA"
+    local pwfile; pwfile=$(mktemp -p "$PG_DIR"); cp "$PG_ADMIN_PASSWORD_FILE" "$pwfile"; chown postgres "$pwfile"
+    pg "$PG_BIN/initdb" -D "$PG_DATA" -U postgres --auth=scram-sha-256 --pwfile="$pwfile" \
+      -E UTF8 --locale=C.UTF-8 >"$PG_DIR/initdb.log" 2>&1 || { rm -f "$pwfile"; die "initdb failed: $(tail -n 3 "$PG_DIR/initdb.log")"; }
+    rm -f "$pwfile"
+  fi
+  if pg_running; then
+    log "PostgreSQL already running on 127.0.0.1:$PG_PORT"
+    pg_upgrade_auth
+    return
+  fi
+  port_in_use "$PG_PORT" && die "port $PG_PORT is taken by another process: stop it or set DANCEMOE_POSTGRES_PORT"
+  if grep -qE '^[^#]*[[:space:]]trust([[:space:]]|$)' "$PG_DATA/pg_hba.conf"; then
+    pg_start
+    pg_upgrade_auth
+  else
+    pg_write_hba
+    pg_start
+  fi
+}
+
+# A data directory from before passwords everywhere: set the superuser's password while the socket
+# still trusts it, then require passwords (a reload is enough for pg_hba.conf).
+pg_upgrade_auth() {
+  grep -qE '^[^#]*[[:space:]]trust([[:space:]]|$)' "$PG_DATA/pg_hba.conf" || return 0
+  log "upgrading $PG_DATA to password authentication (scram-sha-256)"
+  pg psql -h "$PG_DIR" -p "$PG_PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 -qtA \
+    -c "SET password_encryption = 'scram-sha-256'" \
+    -c "ALTER ROLE postgres PASSWORD '$(cat "$PG_ADMIN_PASSWORD_FILE")'" >/dev/null
+  pg_write_hba
+  pg "$PG_BIN/pg_ctl" -D "$PG_DATA" reload >/dev/null
+  sleep 1
 }
 
 pg_setup() {
   psql_admin <<SQL
+SET password_encryption = 'scram-sha-256';
 DO \$\$ BEGIN
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '$APP_USER') THEN
-    CREATE ROLE $APP_USER LOGIN CREATEDB CREATEROLE PASSWORD '$APP_PASSWORD';
+    CREATE ROLE $APP_USER LOGIN PASSWORD '$APP_PASSWORD';
+  END IF;
+  -- The read-only group analysts' logins are members of (./dancemoe db analyst); the migrations grant it the views.
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'dancemoe_analyst') THEN
+    CREATE ROLE dancemoe_analyst NOLOGIN;
   END IF;
 END \$\$;
--- CREATEROLE: the migrations create the read-only analyst roles.
-ALTER ROLE $APP_USER CREATEROLE;
--- pg_signal_backend: tests drop their own databases WITH (FORCE), which ends the analyst's sessions too.
+COMMENT ON ROLE dancemoe_analyst IS 'Reads the DanceMoE analyst views and nothing else; analysts'' logins (./dancemoe db analyst) are its members.';
+-- The application needs no role or database of its own making: services up, tests and benchmarks use the superuser.
+ALTER ROLE $APP_USER NOCREATEDB NOCREATEROLE PASSWORD '$APP_PASSWORD';
 DO \$\$ BEGIN
-  IF NOT pg_has_role('$APP_USER', 'pg_signal_backend', 'MEMBER') THEN
-    GRANT pg_signal_backend TO $APP_USER;
+  IF pg_has_role('$APP_USER', 'pg_signal_backend', 'MEMBER') THEN
+    REVOKE pg_signal_backend FROM $APP_USER;
   END IF;
 END \$\$;
 SQL
   if [ -z "$(psql_admin -c "SELECT 1 FROM pg_database WHERE datname = '$APP_DB'")" ]; then
     psql_admin -c "CREATE DATABASE $APP_DB OWNER $APP_USER" >/dev/null
+  fi
+  pg_disable_constant_analyst
+}
+
+# Older migrations created the login analyst with the password 'analyst': if that still logs in, it loses its login.
+pg_disable_constant_analyst() {
+  if PGPASSWORD=analyst PGCONNECT_TIMEOUT=5 psql -h 127.0.0.1 -p "$PG_PORT" -U analyst -d "$APP_DB" -qtA -c 'SELECT 1' >/dev/null 2>&1; then
+    log "disabling the login analyst (constant password from an older migration); create analysts with ./dancemoe db analyst"
+    psql_admin -c "ALTER ROLE analyst NOLOGIN PASSWORD NULL" >/dev/null
   fi
 }
 

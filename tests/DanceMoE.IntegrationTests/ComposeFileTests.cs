@@ -65,6 +65,25 @@ public sealed class ComposeFileTests
     }
 
     [Fact]
+    public async Task PostgreSQL_asks_every_connection_for_a_password_read_from_secret_files()
+    {
+        var services = await ServicesAsync();
+
+        var postgres = services["postgres"];
+        Assert.Contains("POSTGRES_PASSWORD_FILE: /run/secrets/postgres_admin_password", postgres, StringComparison.Ordinal);
+        Assert.DoesNotContain("POSTGRES_PASSWORD:", postgres, StringComparison.Ordinal);
+        Assert.Contains("--auth-local=scram-sha-256 --auth-host=scram-sha-256", postgres, StringComparison.Ordinal);
+        Assert.Contains("POSTGRES_HOST_AUTH_METHOD: scram-sha-256", postgres, StringComparison.Ordinal);
+        foreach (var name in new[] { "migrations", "coordinator", "edge-1", "client" })
+        {
+            Assert.Contains("Passfile=/run/secrets/postgres_app_pgpass", services[name], StringComparison.Ordinal);
+            Assert.Contains("source: postgres_app_pgpass", services[name], StringComparison.Ordinal);
+            Assert.DoesNotContain("Password=", services[name], StringComparison.OrdinalIgnoreCase);
+            Assert.DoesNotContain("@postgres:", services[name], StringComparison.Ordinal);
+        }
+    }
+
+    [Fact]
     public async Task The_gpu_profile_runs_an_edge_on_cuda_with_a_gpu_reserved_and_only_in_that_profile()
     {
         var services = await ServicesAsync();

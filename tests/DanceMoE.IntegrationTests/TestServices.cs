@@ -2,6 +2,7 @@ using System.Net.Http.Headers;
 using System.Text;
 using DanceMoE.Data;
 using DanceMoE.Hosting;
+using DanceMoE.Operations;
 using Npgsql;
 
 namespace DanceMoE.IntegrationTests;
@@ -72,7 +73,10 @@ public sealed class IsolatedVirtualHost : IAsyncLifetime
     }
 }
 
-/// <summary>A database of its own for one test class, dropped afterwards.</summary>
+/// <summary>
+/// A database of its own for one test class, owned by the application role, dropped afterwards. The admin connection
+/// (<see cref="AdminDatabase"/>) creates and drops it: the application role may not.
+/// </summary>
 public sealed class IsolatedDatabase : IAsyncLifetime
 {
     public string Name { get; } = TestServices.UniqueName("test");
@@ -82,20 +86,14 @@ public sealed class IsolatedDatabase : IAsyncLifetime
     public async Task InitializeAsync()
     {
         var server = new NpgsqlConnectionStringBuilder(DatabaseOptions.ToNpgsql(TestServices.PostgresUrl));
-        await using (var connection = new NpgsqlConnection(server.ConnectionString))
+        try
         {
-            try
-            {
-                await connection.OpenAsync();
-            }
-            catch (NpgsqlException ex)
-            {
-                throw new InvalidOperationException(
-                    $"PostgreSQL at {server.Host}:{server.Port} is not reachable: start the services with ./dancemoe services up ({ex.Message})", ex);
-            }
-
-            await using var create = new NpgsqlCommand($"CREATE DATABASE {Name}", connection);
-            await create.ExecuteNonQueryAsync();
+            await AdminDatabase.CreateDatabaseAsync(TestServices.PostgresUrl, Name, CancellationToken.None);
+        }
+        catch (NpgsqlException ex)
+        {
+            throw new InvalidOperationException(
+                $"PostgreSQL at {server.Host}:{server.Port} is not reachable: start the services with ./dancemoe services up ({ex.Message})", ex);
         }
 
         server.Database = Name;
@@ -105,18 +103,14 @@ public sealed class IsolatedDatabase : IAsyncLifetime
     public async Task DisposeAsync()
     {
         NpgsqlConnection.ClearAllPools();
-        var server = new NpgsqlConnectionStringBuilder(DatabaseOptions.ToNpgsql(TestServices.PostgresUrl));
-        await using var connection = new NpgsqlConnection(server.ConnectionString);
-        await connection.OpenAsync();
-        await using var drop = new NpgsqlCommand($"DROP DATABASE IF EXISTS {Name} WITH (FORCE)", connection);
         for (var attempt = 1; ; attempt++)
         {
             try
             {
-                await drop.ExecuteNonQueryAsync();
+                await AdminDatabase.DropDatabaseAsync(TestServices.PostgresUrl, Name, CancellationToken.None);
                 return;
             }
-            catch (PostgresException ex) when (attempt < 10 && ex.SqlState is PostgresErrorCodes.ObjectInUse or PostgresErrorCodes.InsufficientPrivilege)
+            catch (PostgresException ex) when (attempt < 10 && ex.SqlState is PostgresErrorCodes.ObjectInUse)
             {
                 // A writer of the test class may still be closing its last connection.
                 await Task.Delay(200);

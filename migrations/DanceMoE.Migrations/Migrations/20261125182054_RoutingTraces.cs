@@ -219,15 +219,9 @@ namespace DanceMoE.Migrations.Migrations
                     EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
                     END;
                 END IF;
-                IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'analyst') THEN
-                    BEGIN
-                        CREATE ROLE analyst LOGIN PASSWORD 'analyst' IN ROLE dancemoe_analyst;
-                    EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
-                    END;
-                END IF;
             EXCEPTION WHEN insufficient_privilege THEN
-                RAISE EXCEPTION 'role % may not create the roles dancemoe_analyst and analyst', current_user
-                    USING HINT = 'give it CREATEROLE (ALTER ROLE ' || current_user || ' CREATEROLE) or create both roles once as a superuser';
+                RAISE EXCEPTION 'role % may not create the role dancemoe_analyst', current_user
+                    USING HINT = 'create it once as a superuser (CREATE ROLE dancemoe_analyst NOLOGIN); ./dancemoe services up does';
             END
             $do$;
 

@@ -219,10 +219,7 @@ internal sealed class ShiftEnvironment : IAsyncDisposable
     {
         try
         {
-            await using var connection = new NpgsqlConnection(_server.ConnectionString);
-            await connection.OpenAsync(cancellationToken).ConfigureAwait(false);
-            await using var create = new NpgsqlCommand($"CREATE DATABASE {Database}", connection);
-            await create.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
+            await AdminDatabase.CreateDatabaseAsync(LocalEnvironment.PostgresUrl, Database, cancellationToken).ConfigureAwait(false);
             _databaseCreated = true;
         }
         catch (NpgsqlException ex)
@@ -238,10 +235,7 @@ internal sealed class ShiftEnvironment : IAsyncDisposable
         {
             try
             {
-                await using var connection = new NpgsqlConnection(_server.ConnectionString);
-                await connection.OpenAsync().ConfigureAwait(false);
-                await using var drop = new NpgsqlCommand($"DROP DATABASE IF EXISTS {Database} WITH (FORCE)", connection);
-                await drop.ExecuteNonQueryAsync().ConfigureAwait(false);
+                await AdminDatabase.DropDatabaseAsync(LocalEnvironment.PostgresUrl, Database, CancellationToken.None).ConfigureAwait(false);
                 _databaseCreated = false;
                 return;
             }

@@ -13,6 +13,7 @@ public sealed class PrivatePostgres : IAsyncDisposable
     private const string Bin = "/usr/lib/postgresql/15/bin";
     private readonly string _directory;
     private readonly int _port;
+    private readonly string _password = Guid.NewGuid().ToString("N");
 
     private PrivatePostgres(string directory, int port)
     {
@@ -20,7 +21,7 @@ public sealed class PrivatePostgres : IAsyncDisposable
         _port = port;
     }
 
-    public string ConnectionString(string database) => $"Host=127.0.0.1;Port={_port};Database={database};Username=postgres;Pooling=false";
+    public string ConnectionString(string database) => $"Host=127.0.0.1;Port={_port};Database={database};Username=postgres;Password={_password};Pooling=false";
 
     /// <summary>Creates a database on this server, applies the migrations, and returns its connection string.</summary>
     public async Task<string> CreateMigratedDatabaseAsync(string name)
@@ -47,7 +48,11 @@ public sealed class PrivatePostgres : IAsyncDisposable
         var port = ((IPEndPoint)probe.LocalEndpoint).Port;
         probe.Stop();
         var server = new PrivatePostgres(directory, port);
-        await RunAsync("runuser", "-u", "postgres", "--", $"{Bin}/initdb", "-D", server.Data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8");
+        var passwordFile = Path.Combine(directory, "password");
+        await File.WriteAllTextAsync(passwordFile, server._password);
+        await RunAsync("chown", "postgres:postgres", passwordFile);
+        await RunAsync("runuser", "-u", "postgres", "--", $"{Bin}/initdb", "-D", server.Data, "-U", "postgres", "--auth=scram-sha-256", $"--pwfile={passwordFile}", "-E", "UTF8", "--locale=C.UTF-8");
+        File.Delete(passwordFile);
         await server.StartAgainAsync();
         return server;
     }

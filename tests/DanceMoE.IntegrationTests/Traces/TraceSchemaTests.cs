@@ -11,39 +11,6 @@ public sealed class TraceSchemaTests(TraceDatabase database) : IClassFixture<Tra
     private static readonly string[] Tables = ["requests", "routing_events", "activation_counts", "placements", "placement_assignments", "edge_servers"];
 
     [Fact]
-    public async Task The_analyst_role_reads_every_table_and_view_but_cannot_write()
-    {
-        await WriteAsync("edge-analyst", TraceRecords.Request("edge-analyst", Guid.NewGuid(), 4, 3));
-        var analyst = new NpgsqlConnectionStringBuilder(database.ConnectionString) { Username = "analyst", Password = "analyst", Pooling = false }.ConnectionString;
-        await using var connection = new NpgsqlConnection(analyst);
-        await connection.OpenAsync();
-        foreach (var relation in Views.Concat(Tables))
-        {
-            await using var select = new NpgsqlCommand($"SELECT count(*) FROM {relation}", connection);
-            await select.ExecuteScalarAsync();
-        }
-
-        string[] writes =
-        [
-            "INSERT INTO requests (id, origin_edge, prompt_tokens, generated_tokens, status, received_at, completed_at) VALUES (gen_random_uuid(), 'x', 1, 1, 'completed', now(), now())",
-            "UPDATE routing_events SET remote = NOT remote",
-            "DELETE FROM activation_counts",
-            "INSERT INTO placements (version, created_at, algorithm, predicted_cost, inputs_digest, is_active) VALUES (99, now(), 'x', 0, 'x', false)",
-            "TRUNCATE routing_events",
-            "SELECT dancemoe_drop_old_routing_partitions(interval '0')",
-            "CREATE TABLE analyst_scratch (id int)",
-        ];
-        foreach (var sql in writes)
-        {
-            await using var write = new NpgsqlCommand(sql, connection);
-            var ex = await Assert.ThrowsAsync<PostgresException>(() => write.ExecuteNonQueryAsync());
-            Assert.Equal(PostgresErrorCodes.InsufficientPrivilege, ex.SqlState);
-        }
-
-        Assert.Equal(12, await database.ScalarAsync("SELECT count(*) FROM routing_events WHERE origin_edge = 'edge-analyst'"));
-    }
-
-    [Fact]
     public async Task Every_table_view_and_column_an_analyst_sees_has_a_comment()
     {
         var missing = await database.RowsAsync("""
