@@ -71,6 +71,10 @@ public sealed class DanceMoEDbContext(DbContextOptions<DanceMoEDbContext> option
             routing.ToTable("routing_events");
             routing.HasKey(r => new { r.RequestId, r.Position, r.Layer, r.RecordedAt });
             routing.Property(r => r.OriginEdge).HasMaxLength(64);
+
+            // One row per request, position and layer, however often the request is served. A partitioned table's unique
+            // index must hold the partition column, so the migration and dancemoe_create_routing_partitions make it per partition.
+            routing.HasIndex(r => new { r.RequestId, r.Position, r.Layer }).IsUnique();
         });
 
         modelBuilder.Entity<ActivationCount>(count =>

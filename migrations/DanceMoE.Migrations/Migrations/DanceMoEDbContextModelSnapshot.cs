@@ -578,6 +578,10 @@ namespace DanceMoE.Migrations.Migrations
                     b.HasKey("RequestId", "Position", "Layer", "RecordedAt")
                         .HasName("pk_routing_events");
 
+                    b.HasIndex("RequestId", "Position", "Layer")
+                        .IsUnique()
+                        .HasDatabaseName("ix_routing_events_request_id_position_layer");
+
                     b.ToTable("routing_events", (string)null);
                 });
 
