@@ -69,11 +69,12 @@ public sealed class DanceMoEDbContext(DbContextOptions<DanceMoEDbContext> option
         modelBuilder.Entity<RoutingEvent>(routing =>
         {
             routing.ToTable("routing_events");
-            routing.HasKey(r => new { r.RequestId, r.Position, r.Layer, r.RecordedAt });
             routing.Property(r => r.OriginEdge).HasMaxLength(64);
 
-            // One row per request, position and layer, however often the request is served. A partitioned table's unique
-            // index must hold the partition column, so the migration and dancemoe_create_routing_partitions make it per partition.
+            // One row per request, position and layer, however often the request is served. A partitioned table's key
+            // must hold the partition column (recorded_at), which a second serving changes: so no primary key, and the
+            // migration and dancemoe_create_routing_partitions make this unique index on each partition.
+            routing.HasNoKey();
             routing.HasIndex(r => new { r.RequestId, r.Position, r.Layer }).IsUnique();
         });
 

@@ -88,6 +88,11 @@ namespace DanceMoE.Migrations.Migrations
         {
             migrationBuilder.Sql(UpSql);
             migrationBuilder.Sql(CreatePartitionsSql("PERFORM dancemoe_key_routing_partition(part::regclass);"));
+
+            // The partitions' keys hold every row the old key held, and (request_id, ...) lookups use them: one index to update per row, not two.
+            migrationBuilder.DropPrimaryKey(
+                name: "pk_routing_events",
+                table: "routing_events");
         }
 
         /// <inheritdoc />
@@ -106,6 +111,10 @@ namespace DanceMoE.Migrations.Migrations
                 END
                 $do$;
                 """);
+            migrationBuilder.AddPrimaryKey(
+                name: "pk_routing_events",
+                table: "routing_events",
+                columns: new[] { "request_id", "position", "layer", "recorded_at" });
             migrationBuilder.Sql(CreatePartitionsSql(""));
             migrationBuilder.Sql("DROP FUNCTION dancemoe_key_routing_partition(regclass);");
         }
