@@ -44,6 +44,18 @@ public sealed class ExactlyOnceTests
         }
     }
 
+    [Theory]
+    [InlineData("not-a-guid")]
+    [InlineData("00000000-0000-0000-0000-000000000000")]
+    public async Task Infer_refuses_a_request_id_that_is_not_a_usable_guid_in_one_line(string requestId)
+    {
+        var (exitCode, _, errors) = await CommandLineTests.RunAsync(["infer", "--edge", "edge-1", "--prompt", "hello", "--request-id", requestId]);
+
+        Assert.True(exitCode == 2, $"exit {exitCode}: {errors}");
+        var line = Assert.Single(errors.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.StartsWith("dancemoe infer: --request-id: not a GUID", line, StringComparison.Ordinal);
+    }
+
     private static async Task<JsonElement> InferAsync(EdgeCluster cluster, Guid requestId)
     {
         var (exitCode, output, errors) = await CommandLineTests.RunAsync(
