@@ -69,8 +69,13 @@ public sealed class DanceMoEDbContext(DbContextOptions<DanceMoEDbContext> option
         modelBuilder.Entity<RoutingEvent>(routing =>
         {
             routing.ToTable("routing_events");
-            routing.HasKey(r => new { r.RequestId, r.Position, r.Layer, r.RecordedAt });
             routing.Property(r => r.OriginEdge).HasMaxLength(64);
+
+            // One row per request, position and layer, however often the request is served. A partitioned table's key
+            // must hold the partition column (recorded_at), which a second serving changes: so no primary key, and the
+            // migration and dancemoe_create_routing_partitions make this unique index on each partition.
+            routing.HasNoKey();
+            routing.HasIndex(r => new { r.RequestId, r.Position, r.Layer }).IsUnique();
         });
 
         modelBuilder.Entity<ActivationCount>(count =>

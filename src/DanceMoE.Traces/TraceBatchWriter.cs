@@ -8,8 +8,8 @@ internal readonly record struct BatchOutcome(long RoutingInserted, long RoutingD
 
 /// <summary>
 /// Writes batches over one open connection: binary COPY into session temp tables, then one insert that skips rows
-/// already stored (same key) and adds only the inserted rows to <c>activation_counts</c>, all in one transaction.
-/// A batch written twice therefore stores and counts nothing the second time.
+/// already stored (same request, position and layer) and adds only the inserted rows to <c>activation_counts</c>, all in
+/// one transaction. A batch written twice, or a request served twice, therefore stores and counts nothing the second time.
 /// </summary>
 internal sealed class TraceBatchWriter(string connectionString, string edgeId, TimeSpan commandTimeout) : IAsyncDisposable
 {

@@ -530,22 +530,6 @@ namespace DanceMoE.Migrations.Migrations
 
             modelBuilder.Entity("DanceMoE.Data.RoutingEvent", b =>
                 {
-                    b.Property<Guid>("RequestId")
-                        .HasColumnType("uuid")
-                        .HasColumnName("request_id");
-
-                    b.Property<int>("Position")
-                        .HasColumnType("integer")
-                        .HasColumnName("position");
-
-                    b.Property<short>("Layer")
-                        .HasColumnType("smallint")
-                        .HasColumnName("layer");
-
-                    b.Property<DateTimeOffset>("RecordedAt")
-                        .HasColumnType("timestamp with time zone")
-                        .HasColumnName("recorded_at");
-
                     b.PrimitiveCollection<short[]>("Experts")
                         .IsRequired()
                         .HasColumnType("smallint[]")
@@ -555,6 +539,10 @@ namespace DanceMoE.Migrations.Migrations
                         .IsRequired()
                         .HasColumnType("real[]")
                         .HasColumnName("gate_weights");
+
+                    b.Property<short>("Layer")
+                        .HasColumnType("smallint")
+                        .HasColumnName("layer");
 
                     b.Property<string>("OriginEdge")
                         .IsRequired()
@@ -566,17 +554,30 @@ namespace DanceMoE.Migrations.Migrations
                         .HasColumnType("integer")
                         .HasColumnName("placement_version");
 
+                    b.Property<int>("Position")
+                        .HasColumnType("integer")
+                        .HasColumnName("position");
+
+                    b.Property<DateTimeOffset>("RecordedAt")
+                        .HasColumnType("timestamp with time zone")
+                        .HasColumnName("recorded_at");
+
                     b.Property<bool>("Remote")
                         .HasColumnType("boolean")
                         .HasColumnName("remote");
+
+                    b.Property<Guid>("RequestId")
+                        .HasColumnType("uuid")
+                        .HasColumnName("request_id");
 
                     b.PrimitiveCollection<string[]>("ServedBy")
                         .IsRequired()
                         .HasColumnType("text[]")
                         .HasColumnName("served_by");
 
-                    b.HasKey("RequestId", "Position", "Layer", "RecordedAt")
-                        .HasName("pk_routing_events");
+                    b.HasIndex("RequestId", "Position", "Layer")
+                        .IsUnique()
+                        .HasDatabaseName("ix_routing_events_request_id_position_layer");
 
                     b.ToTable("routing_events", (string)null);
                 });

@@ -1,4 +1,5 @@
 using System.CommandLine;
+using System.CommandLine.Parsing;
 using System.Globalization;
 using System.Text.Json;
 using DanceMoE.Cli.Verbs;
@@ -24,15 +25,21 @@ public static class InferCommand
         var workload = CliOptions.Text("workload", "workload tag recorded with the routing traces", valueName: "TAG");
         var timeout = CliOptions.Int("timeout-seconds", 120, "how long to wait for the answer", 1, 3600);
         var json = CliOptions.Flag("json", "print the answer and its statistics as JSON");
+        var requestId = new Option<Guid?>("--request-id")
+        {
+            Description = "the request's id (default: a new one); an id sent again is stored in the routing history once",
+            HelpName = "GUID",
+            CustomParser = ParseRequestId,
+        };
         var command = new Command("infer", "send one request to an edge and print its answer")
         {
-            edge, prompt, maxTokens, temperature, topP, seed, workload, timeout, json,
+            edge, prompt, maxTokens, temperature, topP, seed, workload, timeout, json, requestId,
         };
         command.SetAction((result, cancellationToken) => RunAsync(
             result.GetRequiredValue(edge),
             new GenerateText
             {
-                RequestId = NewId.NextGuid(),
+                RequestId = result.GetValue(requestId) ?? NewId.NextGuid(),
                 Prompt = result.GetRequiredValue(prompt),
                 MaxNewTokens = result.GetValue(maxTokens),
                 Temperature = result.GetValue(temperature),
@@ -44,6 +51,17 @@ public static class InferCommand
             result.GetValue(json),
             cancellationToken));
         return command;
+    }
+
+    private static Guid? ParseRequestId(ArgumentResult result)
+    {
+        if (result.Tokens is [var token] && Guid.TryParse(token.Value, CultureInfo.InvariantCulture, out var id) && id != Guid.Empty)
+        {
+            return id;
+        }
+
+        result.AddError("--request-id: not a GUID other than all zeros (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)");
+        return null;
     }
 
     private static async Task<int> RunAsync(string edge, GenerateText request, TimeSpan timeout, bool asJson, CancellationToken cancellationToken)

@@ -1,0 +1,79 @@
+using DanceMoE.Data;
+using DanceMoE.Migrations;
+using DanceMoE.Traces;
+using Microsoft.EntityFrameworkCore.Infrastructure;
+using Microsoft.EntityFrameworkCore.Migrations;
+using Npgsql;
+
+namespace DanceMoE.IntegrationTests.Traces;
+
+public sealed class ExactlyOnceMigrationTests
+{
+    private const string LastMigrationWithoutTheKey = "20261130205528_MigrationSagas";
+
+    [Fact]
+    public async Task Rows_stored_twice_before_the_unique_key_are_removed_and_uncounted_by_its_migration()
+    {
+        var database = new IsolatedDatabase();
+        var spill = Path.Combine(Path.GetTempPath(), TestServices.UniqueName("spill"));
+        await database.InitializeAsync();
+        try
+        {
+            await using (var context = DanceMoEDbContext.Create(database.ConnectionString))
+            {
+                await context.GetService<IMigrator>().MigrateAsync(LastMigrationWithoutTheKey);
+            }
+
+            const string edge = "edge-before-the-key";
+            var today = Guid.NewGuid();
+            var longAgo = Guid.NewGuid();
+            var old = new DateTimeOffset(2001, 2, 3, 10, 0, 0, TimeSpan.Zero);
+            foreach (var (at, again) in new[] { (DateTimeOffset.UtcNow.AddMinutes(-3), DateTimeOffset.UtcNow.AddSeconds(-5)), (old, old.AddMinutes(2)) })
+            {
+                var request = at == old ? longAgo : today;
+                foreach (var servedAt in new[] { at, again })
+                {
+                    await using var writer = new TraceWriter(Options(edge, database.ConnectionString, spill));
+                    writer.Start();
+                    TraceRecords.Request(edge, request, positions: 8, layers: 3, at: servedAt).ToList().ForEach(writer.Add);
+                    await writer.FlushAsync(CancellationToken.None);
+                }
+            }
+
+            Assert.Equal(2 * 2 * 8 * 3, await ScalarAsync(database.ConnectionString, "SELECT count(*) FROM routing_events"));
+
+            await DatabaseMigrator.MigrateAsync(database.ConnectionString, TimeSpan.FromSeconds(10), CancellationToken.None);
+
+            Assert.Equal(8 * 3, await ScalarAsync(database.ConnectionString, $"SELECT count(*) FROM routing_events WHERE request_id = '{today}'"));
+            Assert.Equal(8 * 3, await ScalarAsync(database.ConnectionString, $"SELECT count(*) FROM routing_events_default WHERE request_id = '{longAgo}'"));
+            Assert.Equal(
+                await ScalarAsync(database.ConnectionString, "SELECT sum(cardinality(experts)) FROM routing_events"),
+                await ScalarAsync(database.ConnectionString, "SELECT sum(count) FROM activation_counts"));
+            Assert.Equal(0, await ScalarAsync(database.ConnectionString, $"SELECT count(*) FROM routing_events WHERE request_id = '{today}' AND recorded_at > now() - interval '1 minute'"));
+        }
+        finally
+        {
+            await database.DisposeAsync();
+            if (Directory.Exists(spill))
+            {
+                Directory.Delete(spill, recursive: true);
+            }
+        }
+    }
+
+    private static TraceWriterOptions Options(string edge, string connectionString, string spill) => new()
+    {
+        EdgeId = edge,
+        ConnectionString = connectionString,
+        SpillDirectory = spill,
+        FlushInterval = TimeSpan.FromMilliseconds(20),
+    };
+
+    private static async Task<long> ScalarAsync(string connectionString, string sql)
+    {
+        await using var connection = new NpgsqlConnection(connectionString);
+        await connection.OpenAsync();
+        await using var command = new NpgsqlCommand(sql, connection);
+        return Convert.ToInt64(await command.ExecuteScalarAsync(), System.Globalization.CultureInfo.InvariantCulture);
+    }
+}

@@ -1,0 +1,106 @@
+using DanceMoE.Traces;
+
+namespace DanceMoE.IntegrationTests.Traces;
+
+public sealed class ExactlyOnceTests(TraceDatabase database) : IClassFixture<TraceDatabase>
+{
+    [Fact]
+    public async Task A_request_served_again_by_a_restarted_edge_stores_and_counts_its_rows_once()
+    {
+        const string edge = "edge-served-twice";
+        var request = Guid.NewGuid();
+        var first = TraceRecords.Request(edge, request, positions: 20, layers: 4, at: DateTimeOffset.UtcNow.AddSeconds(-30)).ToList();
+        var again = TraceRecords.Request(edge, request, positions: 20, layers: 4, at: DateTimeOffset.UtcNow.AddSeconds(-1)).ToList();
+        await using (var writer = new TraceWriter(database.Options(edge)))
+        {
+            writer.Start();
+            first.ForEach(writer.Add);
+            await writer.FlushAsync(CancellationToken.None);
+        }
+
+        await using (var restarted = new TraceWriter(database.Options(edge)))
+        {
+            restarted.Start();
+            again.ForEach(restarted.Add);
+            await restarted.FlushAsync(CancellationToken.None);
+            Assert.Equal(0, restarted.State.RowsWritten);
+            Assert.Equal(again.Count, restarted.State.RowsDuplicate);
+        }
+
+        Assert.Equal(first.Count, await database.ScalarAsync("SELECT count(*) FROM routing_events WHERE request_id = @r", ("r", request)));
+        Assert.Equal(first.Count * 2, await database.ScalarAsync("SELECT sum(count) FROM activation_counts WHERE origin_edge = @e", ("e", edge)));
+        Assert.Empty(await database.RollUpDifferencesAsync(edge));
+    }
+
+    [Fact]
+    public async Task Both_servings_of_a_request_in_one_batch_store_and_count_one_row_per_position_and_layer()
+    {
+        const string edge = "edge-twice-in-a-batch";
+        var request = Guid.NewGuid();
+        var other = Guid.NewGuid();
+        var first = TraceRecords.Request(edge, request, positions: 12, layers: 3, at: DateTimeOffset.UtcNow.AddSeconds(-20)).ToList();
+        var again = TraceRecords.Request(edge, request, positions: 12, layers: 3, at: DateTimeOffset.UtcNow.AddSeconds(-2)).ToList();
+        var unrelated = TraceRecords.Request(edge, other, positions: 5, layers: 3).ToList();
+        await using var writer = new TraceWriter(database.Options(edge));
+
+        first.Concat(unrelated).Concat(again).ToList().ForEach(writer.Add);
+        writer.Start();
+        await writer.FlushAsync(CancellationToken.None);
+
+        Assert.Equal(first.Count + unrelated.Count, writer.State.RowsWritten);
+        Assert.Equal(again.Count, writer.State.RowsDuplicate);
+        Assert.Equal(first.Count, await database.ScalarAsync("SELECT count(*) FROM routing_events WHERE request_id = @r", ("r", request)));
+        Assert.Equal((first.Count + unrelated.Count) * 2, await database.ScalarAsync("SELECT sum(count) FROM activation_counts WHERE origin_edge = @e", ("e", edge)));
+        Assert.Empty(await database.RollUpDifferencesAsync(edge));
+    }
+
+    [Fact]
+    public async Task A_day_without_its_partition_yet_also_keeps_one_row_per_key_before_and_after_the_partition_is_made()
+    {
+        const string edge = "edge-old-day";
+        var request = Guid.NewGuid();
+        var day = new DateTimeOffset(2001, 2, 3, 10, 0, 0, TimeSpan.Zero);
+        var first = TraceRecords.Request(edge, request, positions: 6, layers: 2, at: day).ToList();
+        var again = TraceRecords.Request(edge, request, positions: 6, layers: 2, at: day.AddMinutes(5)).ToList();
+        await using (var writer = new TraceWriter(database.Options(edge)))
+        {
+            writer.Start();
+            first.ForEach(writer.Add);
+            await writer.FlushAsync(CancellationToken.None);
+            again.ForEach(writer.Add);
+            await writer.FlushAsync(CancellationToken.None);
+            Assert.Equal(again.Count, writer.State.RowsDuplicate);
+        }
+
+        Assert.Equal(first.Count, await database.ScalarAsync("SELECT count(*) FROM routing_events_default WHERE request_id = @r", ("r", request)));
+
+        Assert.Equal(["routing_events_p20010203"], await RoutingPartitions.EnsureAsync(database.ConnectionString, new DateOnly(2001, 2, 3), 1, CancellationToken.None));
+        Assert.Equal(first.Count, await database.ScalarAsync("SELECT count(*) FROM routing_events_p20010203 WHERE request_id = @r", ("r", request)));
+
+        await using (var writer = new TraceWriter(database.Options(edge)))
+        {
+            writer.Start();
+            again.ForEach(writer.Add);
+            await writer.FlushAsync(CancellationToken.None);
+            Assert.Equal(0, writer.State.RowsWritten);
+        }
+
+        Assert.Equal(first.Count, await database.ScalarAsync("SELECT count(*) FROM routing_events WHERE request_id = @r", ("r", request)));
+        Assert.Empty(await database.RollUpDifferencesAsync(edge));
+    }
+
+    [Fact]
+    public async Task Every_partition_of_routing_events_has_a_unique_key_on_request_position_and_layer()
+    {
+        await RoutingPartitions.EnsureAsync(database.ConnectionString, new DateOnly(2002, 5, 6), 2, CancellationToken.None);
+
+        var partitions = await database.ScalarAsync("SELECT count(*) FROM pg_inherits WHERE inhparent = 'routing_events'::regclass");
+        var keyed = await database.ScalarAsync("""
+            SELECT count(*) FROM pg_inherits i JOIN pg_index x ON x.indrelid = i.inhrelid
+            WHERE i.inhparent = 'routing_events'::regclass AND x.indisunique
+              AND pg_get_indexdef(x.indexrelid) LIKE '%(request_id, "position", layer)'
+            """);
+        Assert.True(partitions >= 3, $"{partitions} partitions");
+        Assert.Equal(partitions, keyed);
+    }
+}
