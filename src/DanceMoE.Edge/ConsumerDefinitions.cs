@@ -40,8 +40,9 @@ public sealed class RunExpertBatchConsumerDefinition : ConsumerDefinition<RunExp
         EndpointName = EdgeQueues.Experts(options.Value.Id);
         _concurrency = options.Value.ExpertConcurrency > 0 ? options.Value.ExpertConcurrency : Environment.ProcessorCount;
 
-        // The payload travels as base64 inside JSON, beside a slice list bounded by the number of experts.
-        _maxMessageBytes = (options.Value.MaxBatchBytes * 4L / 3) + MessageSizeFilter.MaxCommandBytes;
+        // The payload travels as base64 inside JSON, beside a slice list bounded by the number of experts. Up to twice the
+        // batch limit the consumer reads it and answers a fault that names the limit; beyond, it is set aside unread.
+        _maxMessageBytes = (2 * options.Value.MaxBatchBytes * 4L / 3) + MessageSizeFilter.MaxCommandBytes;
     }
 
     protected override void ConfigureConsumer(
