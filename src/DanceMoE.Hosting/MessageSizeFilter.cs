@@ -24,6 +24,7 @@ public sealed class MessageSizeFilter(long maxBytes, ILogger<MessageSizeFilter> 
             logger.LogWarning(
                 "message {MessageId} set aside unread: {Length} bytes on {InputAddress} exceed the endpoint's limit of {MaxBytes} bytes",
                 context.MessageId, length, context.ReceiveContext.InputAddress, maxBytes);
+            ReleaseMemorySoon();
             return Task.CompletedTask;
         }
 
@@ -31,6 +32,26 @@ public sealed class MessageSizeFilter(long maxBytes, ILogger<MessageSizeFilter> 
     }
 
     public void Probe(ProbeContext context) => context?.CreateFilterScope("messageSize");
+
+    private static int _releasing;
+
+    // A giant's body sits in pooled and large-object buffers that the runtime keeps for reuse; without an aggressive
+    // collection (which also trims the shared array pools) the process stays at its peak. At most one per few seconds,
+    // once the giant has been moved aside.
+    private static void ReleaseMemorySoon()
+    {
+        if (Interlocked.Exchange(ref _releasing, 1) == 1)
+        {
+            return;
+        }
+
+        _ = Task.Run(async () =>
+        {
+            await Task.Delay(TimeSpan.FromSeconds(2)).ConfigureAwait(false);
+            Volatile.Write(ref _releasing, 0);
+            GC.Collect(2, GCCollectionMode.Aggressive, blocking: true, compacting: true);
+        });
+    }
 }
 
 public static class MessageSizeLimit
