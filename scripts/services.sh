@@ -80,6 +80,9 @@ listeners.tcp.default = 127.0.0.1:$AMQP_PORT
 management.tcp.ip = 127.0.0.1
 management.tcp.port = $MGMT_PORT
 loopback_users = none
+# A publish larger than this is refused by the broker before it reaches a queue (an expert batch of the edges' default
+# 16 MiB limit travels as about 22 MiB of JSON).
+max_message_size = 67108864
 CONF
   : >"$RABBIT_DIR/rabbitmq-env.conf"
   log "starting RabbitMQ on 127.0.0.1:$AMQP_PORT (management http://127.0.0.1:$MGMT_PORT)"
@@ -102,6 +105,10 @@ rabbit_setup() {
   rabbitmqctl add_vhost "$APP_VHOST" >/dev/null 2>&1 || true
   rabbitmqctl set_permissions -p "$APP_VHOST" "$APP_USER" ".*" ".*" ".*" >/dev/null
   rabbitmqctl delete_user guest >/dev/null 2>&1 || true
+  # Faulted and set-aside messages are kept for inspection, but never without bound: a week, 10,000 messages or
+  # 256 MiB per queue, the oldest dropped first.
+  rabbitmqctl set_operator_policy -p "$APP_VHOST" --apply-to queues dancemoe-dead-letters '_(error|skipped)$' \
+    '{"message-ttl":604800000,"max-length":10000,"max-length-bytes":268435456}' >/dev/null
 }
 
 pg_admin_password() {

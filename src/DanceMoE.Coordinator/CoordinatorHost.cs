@@ -59,6 +59,7 @@ public static class CoordinatorHost
             bus.UsingRabbitMq((context, cfg) =>
             {
                 context.GetRequiredService<IOptions<RabbitMqOptions>>().Value.ConfigureHost(cfg);
+                cfg.UseReplyAddressCheck(context);
                 cfg.ConfigureEndpoints(context);
             });
         });

@@ -24,6 +24,7 @@ public sealed class GenerateTextConsumerDefinition : ConsumerDefinition<Generate
     {
         endpointConfigurator.PrefetchCount = _concurrency;
         endpointConfigurator.ConcurrentMessageLimit = _concurrency;
+        endpointConfigurator.UseMessageSizeLimit(MessageSizeFilter.MaxCommandBytes, context);
     }
 }
 
@@ -31,12 +32,17 @@ public sealed class GenerateTextConsumerDefinition : ConsumerDefinition<Generate
 public sealed class RunExpertBatchConsumerDefinition : ConsumerDefinition<RunExpertBatchConsumer>
 {
     private readonly int _concurrency;
+    private readonly long _maxMessageBytes;
 
     public RunExpertBatchConsumerDefinition(IOptions<EdgeOptions> options)
     {
         ArgumentNullException.ThrowIfNull(options);
         EndpointName = EdgeQueues.Experts(options.Value.Id);
         _concurrency = options.Value.ExpertConcurrency > 0 ? options.Value.ExpertConcurrency : Environment.ProcessorCount;
+
+        // The payload travels as base64 inside JSON, beside a slice list bounded by the number of experts. Up to twice the
+        // batch limit the consumer reads it and answers a fault that names the limit; beyond, it is set aside unread.
+        _maxMessageBytes = (2 * options.Value.MaxBatchBytes * 4L / 3) + MessageSizeFilter.MaxCommandBytes;
     }
 
     protected override void ConfigureConsumer(
@@ -45,6 +51,7 @@ public sealed class RunExpertBatchConsumerDefinition : ConsumerDefinition<RunExp
         // Peers' expert work has its own queue, so it is never stuck behind a long generation.
         endpointConfigurator.PrefetchCount = 32;
         endpointConfigurator.ConcurrentMessageLimit = _concurrency;
+        endpointConfigurator.UseMessageSizeLimit(_maxMessageBytes, context);
     }
 }
 
@@ -65,6 +72,9 @@ public abstract class ControlConsumerDefinition<TConsumer> : ConsumerDefinition<
         IReceiveEndpointConfigurator endpointConfigurator, IConsumerConfigurator<TConsumer> consumerConfigurator, IRegistrationContext context)
     {
         endpointConfigurator.ConcurrentMessageLimit = 1;
+
+        // A placement lists every expert of every layer: far more than a request, still no tensors.
+        endpointConfigurator.UseMessageSizeLimit(16 * MessageSizeFilter.MaxCommandBytes, context);
     }
 }
 

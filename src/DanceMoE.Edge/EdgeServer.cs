@@ -66,6 +66,7 @@ public static class EdgeServer
             bus.UsingRabbitMq((context, cfg) =>
             {
                 context.GetRequiredService<IOptions<RabbitMqOptions>>().Value.ConfigureHost(cfg);
+                cfg.UseReplyAddressCheck(context);
                 cfg.ConfigureEndpoints(context);
             });
         });

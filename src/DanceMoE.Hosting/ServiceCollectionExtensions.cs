@@ -20,6 +20,7 @@ public static class ServiceCollectionExtensions
             .ValidateDataAnnotations()
             .Validate(o => TryParse(() => DatabaseOptions.ToNpgsql(o.ConnectionString)), "ConnectionStrings:postgres is not a postgresql:// URI or connection string")
             .ValidateOnStart();
+        services.AddSingleton<ReplyAddressProbe>();
         return services;
     }
 

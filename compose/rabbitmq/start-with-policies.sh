@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Starts RabbitMQ and, once it runs, bounds the dead-letter queues with the operator policy scripts/services.sh sets:
+# a week, 10,000 messages or 256 MiB per _error or _skipped queue, the oldest dropped first.
+set -euo pipefail
+(
+  until rabbitmqctl -q await_startup --timeout 5 >/dev/null 2>&1; do sleep 2; done
+  rabbitmqctl set_operator_policy -p dancemoe --apply-to queues dancemoe-dead-letters '_(error|skipped)$' \
+    '{"message-ttl":604800000,"max-length":10000,"max-length-bytes":268435456}'
+) &
+exec docker-entrypoint.sh rabbitmq-server
