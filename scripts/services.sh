@@ -30,7 +30,9 @@ log() { echo "services: $*" >&2; }
 die() { echo "services: error: $*" >&2; exit 1; }
 
 rabbit_env() {
-  env HOME="$RABBIT_DIR" ERL_EPMD_PORT="$EPMD_PORT" \
+  # epmd and the node's distribution port (what rabbitmqctl and cluster peers use) listen on loopback only, as AMQP does.
+  env HOME="$RABBIT_DIR" ERL_EPMD_PORT="$EPMD_PORT" ERL_EPMD_ADDRESS=127.0.0.1 \
+    RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}" \
     RABBITMQ_NODENAME="$RABBIT_NODE" RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 \
     RABBITMQ_NODE_PORT="$AMQP_PORT" RABBITMQ_DIST_PORT="$DIST_PORT" \
     RABBITMQ_MNESIA_BASE="$RABBIT_DIR/mnesia" RABBITMQ_LOG_BASE="$RABBIT_DIR/log" \
