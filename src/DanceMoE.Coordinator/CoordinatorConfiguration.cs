@@ -25,6 +25,8 @@ public static class CoordinatorConfiguration
         ["--cron"] = $"{PlacementJobOptions.Section}:{nameof(PlacementJobOptions.Cron)}",
         ["--window-minutes"] = $"{PlacementJobOptions.Section}:{nameof(PlacementJobOptions.WindowMinutes)}",
         ["--half-life-minutes"] = $"{PlacementJobOptions.Section}:{nameof(PlacementJobOptions.HalfLifeMinutes)}",
+        ["--sample-requests"] = $"{PlacementJobOptions.Section}:{nameof(PlacementJobOptions.SampleRequests)}",
+        ["--solve-seconds"] = $"{PlacementJobOptions.Section}:{nameof(PlacementJobOptions.SolveSeconds)}",
         ["--horizon-s"] = $"{PlacementJobOptions.Section}:{nameof(PlacementJobOptions.HorizonSeconds)}",
         ["--bandwidth-mbps"] = $"{PlacementJobOptions.Section}:{nameof(PlacementJobOptions.BandwidthMbps)}",
         ["--rtt-ms"] = $"{PlacementJobOptions.Section}:{nameof(PlacementJobOptions.RttMs)}",

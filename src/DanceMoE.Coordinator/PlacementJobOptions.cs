@@ -12,9 +12,17 @@ public sealed class PlacementJobOptions : IValidatableObject
     [Required]
     public string Cron { get; set; } = "0 0/5 * * * ?";
 
-    /// <summary>One of <see cref="PlacementAlgorithms.CountsOnly"/>.</summary>
+    /// <summary>One of <see cref="PlacementAlgorithms.Names"/>; <c>latency</c> also reads a sample of whole requests (<see cref="SampleRequests"/>).</summary>
     [Required]
     public string Algorithm { get; set; } = PlacementAlgorithms.DanceMoe;
+
+    /// <summary>Most recent requests whose routing the <c>latency</c> algorithm reads from <c>routing_events</c> and plans for.</summary>
+    [Range(1, 100_000)]
+    public int SampleRequests { get; set; } = 200;
+
+    /// <summary>Time budget of one solve: <c>latency</c> returns its best placement so far, other algorithms give up (a skipped run).</summary>
+    [Range(0.1, 3600)]
+    public double SolveSeconds { get; set; } = 30;
 
     /// <summary>How far back activation counts are read.</summary>
     [Range(1, 7 * 24 * 60)]
@@ -53,9 +61,9 @@ public sealed class PlacementJobOptions : IValidatableObject
 
     public IEnumerable<ValidationResult> Validate(ValidationContext validationContext)
     {
-        if (!PlacementAlgorithms.CountsOnly.Contains(Algorithm, StringComparer.Ordinal))
+        if (!PlacementAlgorithms.Names.Contains(Algorithm, StringComparer.Ordinal))
         {
-            yield return new ValidationResult($"PlacementJob:Algorithm '{Algorithm}' is not one of {string.Join(", ", PlacementAlgorithms.CountsOnly)}", [nameof(Algorithm)]);
+            yield return new ValidationResult($"PlacementJob:Algorithm '{Algorithm}' is not one of {string.Join(", ", PlacementAlgorithms.Names)}", [nameof(Algorithm)]);
         }
 
         if (!IsCron(Cron))

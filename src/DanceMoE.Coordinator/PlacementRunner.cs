@@ -15,8 +15,10 @@ namespace DanceMoE.Coordinator;
 
 /// <summary>
 /// One run of the placement job: live edges from <see cref="ClusterMembership"/>, decayed activation counts from
-/// <c>activation_counts</c>, a candidate from the configured algorithm, the paper's migration rule against the active
-/// placement, and the decision recorded in <c>placement_decisions</c>. A migration whose experts are all loaded where
+/// <c>activation_counts</c> (and for <c>latency</c> a sample of recent requests from <c>routing_events</c>), a candidate
+/// from the configured algorithm within <see cref="PlacementJobOptions.SolveSeconds"/>, the paper's migration rule
+/// against the active placement, and the decision recorded in <c>placement_decisions</c>. The rule prices a placement
+/// by remote calls from the counts or, with a sample, by the sample's modelled mean request latency. A migration whose experts are all loaded where
 /// the candidate puts them is activated at once; any other starts the migration saga (<c>pending-saga</c>). While a
 /// migration runs, the job plans nothing: a second plan would start from a placement that is about to change.
 /// </summary>
@@ -85,15 +87,27 @@ public sealed class PlacementRunner(
             return Skip(decision, $"no activations of live edges between {from:O} and {now:O}");
         }
 
-        var algorithm = PlacementAlgorithms.Create(_options.Algorithm);
-        var candidate = PlanCandidate(algorithm, demand, decision, cancellationToken);
+        if (_options.Algorithm == PlacementAlgorithms.Latency)
+        {
+            var sample = await RoutingSample.ReadAsync(dbFactory, demand.Index, demand.Model, from, now, _options.SampleRequests, cancellationToken).ConfigureAwait(false);
+            if (sample.Workload.Requests.Count == 0)
+            {
+                return Skip(decision, $"no complete request routing of live edges in routing_events between {from:O} and {now:O}");
+            }
+
+            demand.UseSample(sample);
+        }
+
+        var budget = TimeSpan.FromSeconds(_options.SolveSeconds);
+        var algorithm = _options.Algorithm == PlacementAlgorithms.Latency ? new LatencyPlacement { TimeBudget = budget } : PlacementAlgorithms.Create(_options.Algorithm);
+        var candidate = PlanCandidate(algorithm, demand, decision, budget, cancellationToken);
         if (candidate is null)
         {
             return new Outcome(decision, null);
         }
 
-        var candidateShare = RemoteShare(candidate, demand.Counts);
-        decision.CandidateCostSeconds = demand.SecondsOver(_options.HorizonSeconds, candidateShare);
+        var candidateUnit = demand.UnitSeconds(candidate);
+        decision.CandidateCostSeconds = demand.SecondsOver(_options.HorizonSeconds, candidateUnit);
         var digest = Digest(edges, from, now);
         if (active is null && Loaded(edges, demand.Model) is { } loaded)
         {
@@ -110,8 +124,8 @@ public sealed class PlacementRunner(
         }
 
         var current = PlacementAssignments.ToPlacement(active.Assignments, demand.Index, demand.Model.Layers, demand.Model.Experts);
-        var currentShare = RemoteShare(current, demand.Counts);
-        decision.CurrentCostSeconds = demand.SecondsOver(_options.HorizonSeconds, currentShare);
+        var currentUnit = demand.UnitSeconds(current);
+        decision.CurrentCostSeconds = demand.SecondsOver(_options.HorizonSeconds, currentUnit);
         if (candidate.SameAs(current) && active.Assignments.All(a => a.Servers.All(demand.Index.ContainsKey)))
         {
             decision.CandidateVersion = active.Version;
@@ -123,7 +137,7 @@ public sealed class PlacementRunner(
         }
 
         decision.CandidateVersion = await RegisterAsync(algorithm.Name, candidate, demand, digest, cancellationToken).ConfigureAwait(false);
-        var plan = ApplyMigrationRule(decision, active, current, currentShare, candidate, candidateShare, demand);
+        var plan = ApplyMigrationRule(decision, active, current, currentUnit, candidate, candidateUnit, demand);
         return plan is null
             ? new Outcome(decision, null)
             : await StartMigrationOrActivateAsync(decision, candidate, edges, (active, plan), cancellationToken).ConfigureAwait(false);
@@ -170,20 +184,36 @@ public sealed class PlacementRunner(
         return new Demand(edges, index, model, counts, activations, to - from, _options);
     }
 
-    /// <summary>The configured algorithm's candidate, or null (the reason recorded) when no placement fits the live edges.</summary>
-    private static ExpertPlacement? PlanCandidate(IPlacementAlgorithm algorithm, Demand demand, PlacementDecision decision, CancellationToken cancellationToken)
+    /// <summary>
+    /// The configured algorithm's candidate within <paramref name="budget"/>, or null (the reason recorded) when no
+    /// placement fits the live edges or the algorithm found none in time. <c>latency</c> keeps its own budget and
+    /// returns its best placement when it is spent; the others are cancelled.
+    /// </summary>
+    private static ExpertPlacement? PlanCandidate(IPlacementAlgorithm algorithm, Demand demand, PlacementDecision decision, TimeSpan budget, CancellationToken cancellationToken)
     {
-        var problem = new PlacementProblem(demand.Model, demand.Cluster, demand.Counts);
+        var problem = new PlacementProblem(demand.Model, demand.Cluster, demand.Counts) { History = demand.Sample, Latency = demand.Latency };
         var watch = Stopwatch.StartNew();
         ExpertPlacement candidate;
+        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        if (algorithm is not LatencyPlacement)
+        {
+            deadline.CancelAfter(budget);
+        }
+
         try
         {
             cancellationToken.ThrowIfCancellationRequested();
-            candidate = algorithm.Place(problem, cancellationToken);
+            candidate = algorithm.Place(problem, deadline.Token);
         }
         catch (InfeasiblePlacementException ex)
         {
             decision.Reason = $"no placement fits the live edges: {ex.Message}";
+            return null;
+        }
+        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+        {
+            decision.SolveMilliseconds = watch.Elapsed.TotalMilliseconds;
+            decision.Reason = string.Create(CultureInfo.InvariantCulture, $"{algorithm.Name} found no placement within PlacementJob:SolveSeconds = {budget.TotalSeconds:F1} s");
             return null;
         }
 
@@ -212,7 +242,7 @@ public sealed class PlacementRunner(
     /// horizon; null (a stay, its reason recorded) when no safe order of moves exists or moving is not worth it.
     /// </summary>
     private MigrationPlan? ApplyMigrationRule(
-        PlacementDecision decision, RegisteredPlacement active, ExpertPlacement current, double currentShare, ExpertPlacement candidate, double candidateShare, Demand demand)
+        PlacementDecision decision, RegisteredPlacement active, ExpertPlacement current, double currentUnitSeconds, ExpertPlacement candidate, double candidateUnitSeconds, Demand demand)
     {
         MigrationPlan plan;
         try
@@ -226,8 +256,7 @@ public sealed class PlacementRunner(
             return null;
         }
 
-        var rule = MigrationPlanner.Decide(
-            currentShare * demand.SecondsPerRemoteCall, candidateShare * demand.SecondsPerRemoteCall, demand.ActivationsPerSecond, _options.HorizonSeconds, plan);
+        var rule = MigrationPlanner.Decide(currentUnitSeconds, candidateUnitSeconds, demand.UnitsPerSecond, _options.HorizonSeconds, plan);
         decision.Loads = plan.Loads;
         decision.Unloads = plan.Unloads;
         decision.BytesMoved = plan.BytesMoved;
@@ -235,7 +264,7 @@ public sealed class PlacementRunner(
         decision.PredictedGainSeconds = rule.CurrentCostSeconds - rule.CandidateCostSeconds - rule.MigrationSeconds;
         var terms = string.Create(
             CultureInfo.InvariantCulture,
-            $"candidate {rule.CandidateCostSeconds:F3} s + migration {rule.MigrationSeconds:F3} s vs current {rule.CurrentCostSeconds:F3} s over {_options.HorizonSeconds:F0} s");
+            $"{demand.CostKind}: candidate {rule.CandidateCostSeconds:F3} s + migration {rule.MigrationSeconds:F3} s vs current {rule.CurrentCostSeconds:F3} s over {_options.HorizonSeconds:F0} s");
         if (!rule.Migrate)
         {
             decision.Decision = DecisionKind.Stay;
@@ -433,8 +462,41 @@ public sealed class PlacementRunner(
 
         public double ActivationsPerSecond => activations / window.TotalSeconds;
 
-        /// <summary>Seconds that remote calls cost over <paramref name="horizonSeconds"/> when this share of the activations is served remotely.</summary>
-        public double SecondsOver(double horizonSeconds, double remoteShare) => remoteShare * SecondsPerRemoteCall * ActivationsPerSecond * horizonSeconds;
+        /// <summary>Recent whole requests when the algorithm plans by modelled latency; null when it plans by counts.</summary>
+        public Workload? Sample { get; private set; }
+
+        public LatencyOptions Latency { get; private set; } = new();
+
+        private double _requestsPerSecond;
+
+        /// <summary>What the migration rule prices, for the decision's reason.</summary>
+        public string CostKind => Sample is null ? "remote calls" : FormattableString.Invariant($"modelled latency of {Sample.Requests.Count} recent requests");
+
+        /// <summary>Units of demand per second: requests with a sample, activations without.</summary>
+        public double UnitsPerSecond => Sample is null ? ActivationsPerSecond : _requestsPerSecond;
+
+        /// <summary>Plans by the sample's modelled latency: its requests decode their mean generated tokens, and arrive at the window's rate.</summary>
+        public void UseSample(RoutingSample sample)
+        {
+            Sample = sample.Workload;
+            _requestsPerSecond = Math.Max(sample.RequestsInWindow, sample.Workload.Requests.Count) / window.TotalSeconds;
+            Latency = new LatencyOptions
+            {
+                DecodeTokens = sample.MeanGeneratedTokens is { } generated ? Math.Max(1, (int)Math.Round(generated)) : Latency.DecodeTokens,
+                RequestIntervalSeconds = Cluster.Count / _requestsPerSecond,
+            };
+        }
+
+        /// <summary>
+        /// Seconds one unit of demand costs under <paramref name="placement"/>: a request's modelled mean routed-expert
+        /// latency with a sample; without, the remote share of an activation times a remote call.
+        /// </summary>
+        public double UnitSeconds(ExpertPlacement placement) => Sample is null
+            ? RemoteShare(placement, counts) * SecondsPerRemoteCall
+            : new LatencyModel(model, Cluster, Latency).Evaluate(placement, Sample).LatencyMsMean / 1e3;
+
+        /// <summary>Seconds the demand costs over <paramref name="horizonSeconds"/> at <paramref name="unitSeconds"/> a unit.</summary>
+        public double SecondsOver(double horizonSeconds, double unitSeconds) => unitSeconds * UnitsPerSecond * horizonSeconds;
 
         /// <summary>One remote activation costs a round trip plus the hidden state both ways.</summary>
         public double SecondsPerRemoteCall

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Numerics;
 
 namespace DanceMoE.Placement;
@@ -16,6 +17,10 @@ namespace DanceMoE.Placement;
 /// by steepest descent over moves "server n frees d slots in layer a (replicated experts it uses least) and takes d
 /// missing experts of layer b" and "server n fills free slots", d in {1, 4, 16, E}; the experts taken are the most
 /// frequent or those completing most whole token sets (co-activation). The better result on the history wins.
+/// <para>
+/// Every move improves a valid placement, so a spent <see cref="TimeBudget"/> ends the search with the best placement
+/// so far (the seeds are always computed); cancellation throws, as for every algorithm.
+/// </para>
 /// </summary>
 public sealed class LatencyPlacement : IPlacementAlgorithm
 {
@@ -24,10 +29,14 @@ public sealed class LatencyPlacement : IPlacementAlgorithm
     /// <summary>Upper bound on improving moves per seed (each move is cheap; this only bounds the solve time).</summary>
     public int MaxMoves { get; init; } = 400;
 
+    /// <summary>Time after which the search stops improving and returns its best placement; null for no limit.</summary>
+    public TimeSpan? TimeBudget { get; init; }
+
     public ExpertPlacement Place(PlacementProblem problem, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(problem);
         problem.EnsureFeasible();
+        var clock = Stopwatch.StartNew();
         var optimal = new OptimalPlacement().Place(problem, cancellationToken);
         if (problem.History is null || problem.History.Requests.Count == 0)
         {
@@ -35,8 +44,9 @@ public sealed class LatencyPlacement : IPlacementAlgorithm
         }
 
         var search = new LocalSearch(problem, MaxMoves);
-        var fromOptimal = search.Improve(optimal, cancellationToken);
-        var fromOwners = search.Improve(OwnerSeed(problem, search), cancellationToken);
+        bool Spent() => TimeBudget is { } budget && clock.Elapsed >= budget;
+        var fromOptimal = search.Improve(optimal, Spent, cancellationToken);
+        var fromOwners = search.Improve(OwnerSeed(problem, search), Spent, cancellationToken);
         return fromOwners.Seconds < fromOptimal.Seconds ? fromOwners.Placement : fromOptimal.Placement;
     }
 
@@ -255,7 +265,7 @@ internal sealed class LocalSearch
         return value;
     }
 
-    public (ExpertPlacement Placement, double Seconds) Improve(ExpertPlacement seed, CancellationToken cancellationToken)
+    public (ExpertPlacement Placement, double Seconds) Improve(ExpertPlacement seed, Func<bool> spent, CancellationToken cancellationToken)
     {
         var model = _problem.Model;
         var servers = _slots.Length;
@@ -267,10 +277,15 @@ internal sealed class LocalSearch
         for (var l = 0; l < layers; l++)
         {
             cost[l] = _latency.LayerSeconds(p, _requests, l);
+        }
+
+        for (var l = 0; l < layers && !spent(); l++)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
             Price(p, l, cost[l], shrink, grow);
         }
 
-        for (var move = 0; move < _maxMoves; move++)
+        for (var move = 0; move < _maxMoves && !spent(); move++)
         {
             cancellationToken.ThrowIfCancellationRequested();
             var best = (Delta: -1e-9 * cost.Sum(), Server: -1, From: -1, To: -1, Step: -1, Coactivation: false);

@@ -16,7 +16,7 @@ public static class PlacementAlgorithms
     /// <summary>Every algorithm's name, in the order reports list them.</summary>
     public static IReadOnlyList<string> Names { get; } = [Uniform, Redundance, Eplb, DanceMoe, Optimal, Latency];
 
-    /// <summary>The algorithms that need only activation counts (<c>latency</c> also needs whole requests): what the placement job can run.</summary>
+    /// <summary>The algorithms that need only activation counts (<c>latency</c> also needs whole requests).</summary>
     public static IReadOnlyList<string> CountsOnly { get; } = [Uniform, Redundance, Eplb, DanceMoe, Optimal];
 
     /// <summary>One instance of every algorithm, in the order of <see cref="Names"/>.</summary>

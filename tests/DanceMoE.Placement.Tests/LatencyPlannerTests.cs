@@ -40,6 +40,22 @@ public class LatencyPlannerTests
     }
 
     [Fact]
+    public void With_its_time_budget_spent_the_planner_returns_its_better_seed_unimproved()
+    {
+        var problem = Instances.Random(9);
+        var search = new LocalSearch(problem, maxMoves: 0);
+        var seeds = new[] { new OptimalPlacement().Place(problem), LatencyPlacement.OwnerSeed(problem, search) };
+
+        var early = new LatencyPlacement { TimeBudget = TimeSpan.Zero }.Place(problem);
+        var full = new LatencyPlacement().Place(problem);
+
+        Assert.Contains(seeds, early.SameAs);
+        Assert.Equal(seeds.Min(search.Seconds), search.Seconds(early));
+        Assert.DoesNotContain(seeds, full.SameAs);
+        Assert.True(search.Seconds(full) < search.Seconds(early));
+    }
+
+    [Fact]
     public void Synthetic_workloads_are_reproducible_from_their_seed()
     {
         var model = MoeModel.Uniform(3, 16, 2, 1, 1);

@@ -226,10 +226,11 @@ public static class BenchCommand
         var provider = CliOptions.Provider();
         var keepLogs = CliOptions.Flag("keep-logs", "keep the processes' logs");
         var json = CliOptions.Flag("json", "print JSON");
+        var algorithm = CliOptions.Algorithm();
         var command = new Command("shift", "the closed loop in one run: a workload shift, the placement job, the migration under load")
         {
             model, requestsPerPhase, warmup, maxTokens, promptBytes, memoryMb, historyBytes, window, halfLife, deadline,
-            requestTimeout, migrationTimeout, provider, keepLogs, json,
+            requestTimeout, migrationTimeout, provider, keepLogs, json, algorithm,
         };
         command.SetAction(async (result, cancellationToken) =>
         {
@@ -244,6 +245,7 @@ public static class BenchCommand
                 HistoryBytes = result.GetValue(historyBytes),
                 WindowMinutes = result.GetValue(window),
                 HalfLifeMinutes = result.GetValue(halfLife),
+                Algorithm = result.GetRequiredValue(algorithm),
                 DeadlineMs = result.GetValue(deadline),
                 RequestTimeout = TimeSpan.FromSeconds(result.GetValue(requestTimeout)),
                 MigrationTimeout = TimeSpan.FromSeconds(result.GetValue(migrationTimeout)),

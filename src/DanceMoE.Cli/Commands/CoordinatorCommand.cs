@@ -33,6 +33,8 @@ public static class CoordinatorCommand
             CliOptions.Text("cron", "Quartz cron schedule of the placement job", job.Cron),
             CliOptions.Double("window-minutes", job.WindowMinutes, "routing history the job reads", 1, 7 * 24 * 60),
             CliOptions.Double("half-life-minutes", job.HalfLifeMinutes, "half-life of older routing events (0: no decay)", 0, 7 * 24 * 60),
+            CliOptions.Int("sample-requests", job.SampleRequests, "recent requests whose routing latency plans for", 1, 100_000),
+            CliOptions.Double("solve-seconds", job.SolveSeconds, "time budget of one solve (latency returns its best so far)", 0.1, 3600),
             CliOptions.Double("horizon-s", job.HorizonSeconds, "time over which a migration must pay for itself", 1, 7 * 24 * 3600),
             CliOptions.Double("bandwidth-mbps", job.BandwidthMbps, "link bandwidth the planner assumes", 0.001, 1e6),
             CliOptions.Double("rtt-ms", job.RttMs, "link round-trip time the planner assumes", 0, 10_000),

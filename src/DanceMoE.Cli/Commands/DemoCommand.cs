@@ -15,9 +15,10 @@ public static class DemoCommand
         var maxTokens = CliOptions.Int("max-tokens", 48, "tokens per answer", 1, 512);
         var memoryMb = CliOptions.OptionalInt("memory-mb", "memory budget per edge, MiB (default: what the uniform start needs)", 1, 1_048_576);
         var keep = CliOptions.Flag("keep", "leave the cluster running afterwards");
+        var algorithm = CliOptions.Algorithm();
         var command = new Command("demo", "the closed loop: a cluster, the coordinator, a migration, the same answers with more local expert calls")
         {
-            noServices, model, maxTokens, memoryMb, keep,
+            noServices, model, maxTokens, memoryMb, keep, algorithm,
         };
         command.SetAction((result, cancellationToken) => RunAsync(
             new DemoSettings
@@ -27,6 +28,7 @@ public static class DemoCommand
                 MaxTokens = result.GetValue(maxTokens),
                 MemoryMb = result.GetValue(memoryMb),
                 Keep = result.GetValue(keep),
+                Algorithm = result.GetRequiredValue(algorithm),
             },
             cancellationToken));
         return command;

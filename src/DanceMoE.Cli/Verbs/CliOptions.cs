@@ -2,6 +2,7 @@ using System.CommandLine;
 using System.CommandLine.Parsing;
 using System.Globalization;
 using DanceMoE.Hosting;
+using DanceMoE.Placement;
 
 namespace DanceMoE.Cli.Verbs;
 
@@ -98,6 +99,12 @@ public static class CliOptions
         });
         return option;
     }
+
+    /// <summary>The coordinator placement job's algorithm: one of <see cref="PlacementAlgorithms.Names"/>, <c>dancemoe</c> by default.</summary>
+    public static Option<string> Algorithm() => Choice(
+        "algorithm",
+        "the placement job's algorithm",
+        [PlacementAlgorithms.DanceMoe, .. PlacementAlgorithms.Names.Where(name => name != PlacementAlgorithms.DanceMoe)]);
 
     /// <summary>The execution provider of ONNX Runtime: <c>auto</c> (the default), <c>cuda</c> or <c>cpu</c>.</summary>
     public static Option<string> Provider() => Choice("provider", "execution provider: auto, cuda or cpu", "auto", "cuda", "cpu");

@@ -7,6 +7,7 @@ using DanceMoE.Edge;
 using DanceMoE.Model;
 using DanceMoE.Model.Locality;
 using DanceMoE.Operations;
+using DanceMoE.Placement;
 using MassTransit;
 using Npgsql;
 
@@ -111,7 +112,7 @@ public static class ShiftBenchmark
             var invariant = CultureInfo.InvariantCulture;
             environment.Start("coordinator",
             [
-                "coordinator", "--model", exported, "--cron", FarCron,
+                "coordinator", "--model", exported, "--cron", FarCron, "--algorithm", options.Algorithm,
                 "--window-minutes", options.WindowMinutes.ToString(invariant), "--half-life-minutes", options.HalfLifeMinutes.ToString(invariant),
             ]);
             foreach (var edge in edges)
@@ -319,7 +320,8 @@ public static class ShiftBenchmark
             RequestsPerPhasePerEdge = options.RequestsPerEdge,
             WarmupSeconds = options.Warmup.TotalSeconds,
             RequestsWarmup = outcomes.Count(o => o.Phase == WarmupPhase),
-            InitialPlacement = $"dancemoe, the coordinator's algorithm, for workload A from the routing of the first {options.HistoryBytes} held-out bytes per domain; prompts from the rest",
+            Algorithm = options.Algorithm,
+            InitialPlacement = $"dancemoe for workload A from the routing of the first {options.HistoryBytes} held-out bytes per domain; prompts from the rest",
             WindowMinutes = options.WindowMinutes,
             HalfLifeMinutes = options.HalfLifeMinutes,
             LocalRatioBefore = P(Before).LocalRatio,
@@ -443,6 +445,9 @@ public sealed record ShiftBenchmarkSettings
     public int HistoryBytes { get; init; } = 8192;
     public double WindowMinutes { get; init; } = 1;
     public double HalfLifeMinutes { get; init; } = 1;
+
+    /// <summary>The placement job's algorithm (<c>--algorithm</c> of the coordinator).</summary>
+    public string Algorithm { get; init; } = PlacementAlgorithms.DanceMoe;
     public int DeadlineMs { get; init; } = 10_000;
     public TimeSpan RequestTimeout { get; init; } = TimeSpan.FromSeconds(120);
     public TimeSpan MigrationTimeout { get; init; } = TimeSpan.FromSeconds(300);
@@ -495,6 +500,9 @@ public sealed record ShiftReport
     public double WarmupSeconds { get; init; }
     public int RequestsWarmup { get; init; }
     public string InitialPlacement { get; init; } = "";
+
+    /// <summary>The coordinator placement job's algorithm.</summary>
+    public string Algorithm { get; init; } = "";
     public double WindowMinutes { get; init; }
     public double HalfLifeMinutes { get; init; }
     public double? LocalRatioBefore { get; init; }

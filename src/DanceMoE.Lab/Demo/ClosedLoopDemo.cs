@@ -122,7 +122,7 @@ public static class ClosedLoopDemo
         Directory.CreateDirectory(logDirectory);
         var coordinatorLog = Path.Combine(logDirectory, "coordinator.log");
         using var log = new FileLoggerProvider(coordinatorLog);
-        using var coordinator = await StartCoordinatorAsync(shape, log, cancellationToken).ConfigureAwait(false);
+        using var coordinator = await StartCoordinatorAsync(shape, settings.Algorithm, log, cancellationToken).ConfigureAwait(false);
         output.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"[demo] coordinator started in this process: placement job 'dancemoe' (only the demo fires it), window {WindowMinutes:0.#} min, half-life {HalfLifeMinutes:0.#} min; log {coordinatorLog}"));
         var edgesStarted = false;
@@ -273,12 +273,13 @@ public static class ClosedLoopDemo
         new(text.Select(c => char.IsControl(c) && c != ' ' ? (c == '\n' ? '↵' : '.') : c).ToArray());
 
     /// <summary>The coordinator, in this process, on the model's shape: its placement job fires only when the demo asks.</summary>
-    private static async Task<IHost> StartCoordinatorAsync(ModelShape shape, ILoggerProvider log, CancellationToken cancellationToken)
+    private static async Task<IHost> StartCoordinatorAsync(ModelShape shape, string algorithm, ILoggerProvider log, CancellationToken cancellationToken)
     {
         var inv = CultureInfo.InvariantCulture;
         var settings = new Dictionary<string, string?>(shape.PlacementJobSettings(), StringComparer.Ordinal)
         {
             ["PlacementJob:Cron"] = FarCron,
+            ["PlacementJob:Algorithm"] = algorithm,
             ["PlacementJob:WindowMinutes"] = WindowMinutes.ToString(inv),
             ["PlacementJob:HalfLifeMinutes"] = HalfLifeMinutes.ToString(inv),
 
@@ -484,6 +485,9 @@ public sealed record DemoSettings
 
     /// <summary>Leave the edges running after the demo.</summary>
     public bool Keep { get; init; }
+
+    /// <summary>The placement job's algorithm (<c>PlacementJob:Algorithm</c>).</summary>
+    public string Algorithm { get; init; } = PlacementAlgorithms.DanceMoe;
 }
 
 /// <summary>How the demo ended: its last line, and whether the loop did what it shows.</summary>

@@ -36,6 +36,11 @@ public class CoordinatorFixture : IAsyncLifetime
 
     public IBusControl EdgeBus { get; private set; } = null!;
 
+    public virtual string Algorithm => "dancemoe";
+
+    /// <summary>More configuration for the coordinator, over the fixture's own.</summary>
+    protected virtual IReadOnlyDictionary<string, string?> ExtraSettings => new Dictionary<string, string?>();
+
     public virtual async Task InitializeAsync()
     {
         await VirtualHost.InitializeAsync();
@@ -48,13 +53,13 @@ public class CoordinatorFixture : IAsyncLifetime
             ["Membership:HeartbeatSeconds"] = "3600",
             ["Membership:MissedHeartbeats"] = "3",
             ["PlacementJob:Cron"] = "0 0 0 1 1 ? 2099",
-            ["PlacementJob:Algorithm"] = "dancemoe",
+            ["PlacementJob:Algorithm"] = Algorithm,
             ["PlacementJob:Layers"] = "2",
             ["PlacementJob:Experts"] = "4",
             ["PlacementJob:TopK"] = "2",
             ["PlacementJob:ExpertBytes"] = ExpertBytes.ToString(System.Globalization.CultureInfo.InvariantCulture),
             ["PlacementJob:HorizonSeconds"] = "300",
-        }).Build();
+        }).AddInMemoryCollection(ExtraSettings).Build();
         Host = CoordinatorHost.Build(configuration, l => l.SetMinimumLevel(LogLevel.Warning));
         await Host.StartAsync();
 
