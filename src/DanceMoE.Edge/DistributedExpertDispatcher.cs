@@ -174,12 +174,25 @@ public sealed class DistributedExpertDispatcher(
             throw new ExpertUnavailableException($"expert batch of {payload.Length} bytes for {server} exceeds the limit of {_maxBatchBytes} bytes");
         }
 
-        var owners = indexes.SelectMany(i => batches[i].RowOwners).ToList();
-        var requests = owners.Distinct().ToList();
+        // Each request's expert calls and rows in this message: what it is charged for the message.
+        var shares = new Dictionary<ForwardContext, (int Experts, int Rows)>();
+        foreach (var i in indexes)
+        {
+            foreach (var owner in batches[i].Requests)
+            {
+                shares[owner] = (shares.GetValueOrDefault(owner).Experts + 1, shares.GetValueOrDefault(owner).Rows);
+            }
+
+            foreach (var owner in batches[i].RowOwners)
+            {
+                shares[owner] = (shares[owner].Experts, shares[owner].Rows + 1);
+            }
+        }
+
         var request = new RunExpertBatch
         {
             BatchId = NewId.NextGuid(),
-            RequestId = requests.Count == 1 ? requests[0].RequestId : Guid.Empty,
+            RequestId = shares.Count == 1 ? shares.Keys.First().RequestId : Guid.Empty,
             OriginEdgeId = _edgeId,
             Layer = layer,
             HiddenSize = hidden,
@@ -211,10 +224,9 @@ public sealed class DistributedExpertDispatcher(
         }
 
         var bytes = payload.Length + result.Output.Length;
-        foreach (var owner in requests)
+        foreach (var (owner, (experts, rows)) in shares)
         {
-            var experts = indexes.Count(i => batches[i].RowOwners.Contains(owner));
-            var share = (double)owners.Count(o => o == owner) / owners.Count;
+            var share = (double)rows / totalRows;
             owner.AddRemote(experts, (long)Math.Round(bytes * share), share);
         }
     }

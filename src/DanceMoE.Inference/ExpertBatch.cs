@@ -7,5 +7,5 @@ namespace DanceMoE.Inference;
 public sealed record ExpertBatch(int Expert, int Rows, float[] Input, IReadOnlyList<ForwardContext> RowOwners)
 {
     /// <summary>The requests with rows in the batch, each once.</summary>
-    public IEnumerable<ForwardContext> Requests => RowOwners.Distinct();
+    public IReadOnlyList<ForwardContext> Requests { get; } = [.. RowOwners.Distinct()];
 }

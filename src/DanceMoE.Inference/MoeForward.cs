@@ -243,6 +243,12 @@ public sealed class MoeForward : IDisposable
             }
         }
 
+        var batchOf = new Dictionary<int, int>(batches.Count);
+        for (var b = 0; b < batches.Count; b++)
+        {
+            batchOf[batches[b].Expert] = b;
+        }
+
         var completedAt = DateTimeOffset.UtcNow;
         for (var q = 0; q < sequences.Count; q++)
         {
@@ -250,12 +256,9 @@ public sealed class MoeForward : IDisposable
             if (sequences[q].Error is null && context.RecordsRouting)
             {
                 var servedBy = new Dictionary<int, string>();
-                for (var b = 0; b < batches.Count; b++)
+                foreach (var choice in decisions[q].SelectMany(d => d.Choices))
                 {
-                    if (batches[b].RowOwners.Contains(context))
-                    {
-                        servedBy[batches[b].Expert] = result.ServedBy[b];
-                    }
+                    servedBy.TryAdd(choice.Expert, result.ServedBy[batchOf[choice.Expert]]);
                 }
 
                 context.Record(new RoutedLayer(l, decisions[q], servedBy, result.PlacementVersion, completedAt));
