@@ -1,6 +1,5 @@
 using DanceMoE.Inference;
 using DanceMoE.Model;
-using Microsoft.ML.OnnxRuntime;
 
 namespace DanceMoE.Operations;
 
@@ -39,13 +38,9 @@ public static class LocalGeneration
             var result = await Generator.GenerateAsync(forward, tokenizer, promptIds, maxTokens, sampling, new ForwardContext(), cancellationToken).ConfigureAwait(false);
             return new LocalGenerationResult(result, factory.ProviderInUse);
         }
-        catch (OnnxRuntimeException ex)
+        catch (Exception ex) when (OnnxRuntimeFailures.Translate(ex) is { } failure)
         {
-            throw new OperationException($"ONNX Runtime: {ex.Message.Split('\n', 2)[0]}", OperationFailure.Failed, ex);
-        }
-        catch (ExecutionProviderUnavailableException ex)
-        {
-            throw new OperationException(ex.Message, OperationFailure.Unavailable, ex);
+            throw failure;
         }
     }
 }

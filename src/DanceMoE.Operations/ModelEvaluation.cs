@@ -1,7 +1,6 @@
 using DanceMoE.Inference;
 using DanceMoE.Model;
 using DanceMoE.Model.Locality;
-using Microsoft.ML.OnnxRuntime;
 
 namespace DanceMoE.Operations;
 
@@ -76,13 +75,9 @@ public static class ModelEvaluation
             var bytes = results.Sum(r => r.Bytes);
             return new ModelEvaluationResult(bytes == 0 ? 0 : results.Sum(r => r.BitsPerByte * r.Bytes) / bytes, results, factory.ProviderInUse);
         }
-        catch (OnnxRuntimeException ex)
+        catch (Exception ex) when (OnnxRuntimeFailures.Translate(ex) is { } failure)
         {
-            throw new OperationException($"ONNX Runtime: {ex.Message.Split('\n', 2)[0]}", OperationFailure.Failed, ex);
-        }
-        catch (ExecutionProviderUnavailableException ex)
-        {
-            throw new OperationException(ex.Message, OperationFailure.Unavailable, ex);
+            throw failure;
         }
     }
 }

@@ -63,13 +63,9 @@ public static class ExpertBenchmark
                     $"{rows,4} {expertMs,11:F3} {flops / expertMs / 1e6,16:F2} {matmulMs,11:F3} {flops / matmulMs / 1e6,15:F2}"));
             }
         }
-        catch (OnnxRuntimeException ex)
+        catch (Exception ex) when (OnnxRuntimeFailures.Translate(ex) is { } failure)
         {
-            throw new OperationException($"ONNX Runtime: {ex.Message.Split('\n', 2)[0]}", OperationFailure.Failed, ex);
-        }
-        catch (ExecutionProviderUnavailableException ex)
-        {
-            throw new OperationException(ex.Message, OperationFailure.Unavailable, ex);
+            throw failure;
         }
         finally
         {

@@ -75,13 +75,9 @@ public static class ExpertExecutionBenchmark
                 }
             }
         }
-        catch (OnnxRuntimeException ex)
+        catch (Exception ex) when (OnnxRuntimeFailures.Translate(ex) is { } failure)
         {
-            throw new OperationException($"ONNX Runtime: {ex.Message.Split('\n', 2)[0]}", OperationFailure.Failed, ex);
-        }
-        catch (ExecutionProviderUnavailableException ex)
-        {
-            throw new OperationException(ex.Message, OperationFailure.Unavailable, ex);
+            throw failure;
         }
     }
 
