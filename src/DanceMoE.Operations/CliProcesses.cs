@@ -20,7 +20,7 @@ public static class CliProcesses
     /// <summary>
     /// A <c>/bin/sh</c> that runs the CLI with its output to <paramref name="logFile"/> and no standard input. A detached
     /// process gets its own session, so it outlives the command that started it, and the shell prints its pid. A
-    /// <paramref name="serving"/> process gets <see cref="ServingEnvironment"/>.
+    /// <paramref name="serving"/> process gets <see cref="ServingEnvironment"/> where this process does not set them.
     /// </summary>
     public static ProcessStartInfo StartInfo(IEnumerable<string> arguments, string logFile, bool detached, bool serving = false)
     {
@@ -41,7 +41,8 @@ public static class CliProcesses
 
         if (serving)
         {
-            foreach (var (name, value) in ServingEnvironment)
+            // A setting the operator gave this command (for example DOTNET_TieredCompilation=1 to compare) wins.
+            foreach (var (name, value) in ServingEnvironment.Where(kv => Environment.GetEnvironmentVariable(kv.Key) is null))
             {
                 start.Environment[name] = value;
             }

@@ -83,16 +83,11 @@ internal sealed class ShiftEnvironment : IAsyncDisposable
         ArgumentNullException.ThrowIfNull(arguments);
         var log = Path.Combine(Directory, name + ".log");
         var ready = Path.Combine(Directory, name + ".ready");
-        var start = CliProcesses.StartInfo([.. arguments, "--ready-file", ready], log, detached: false);
+        // Optimised code from the first request: with tiered compilation, a loaded 2-core machine runs the edges' hot loops
+        // unoptimised for a minute or more, which would make the first phase look slower than the last.
+        var start = CliProcesses.StartInfo([.. arguments, "--ready-file", ready], log, detached: false, serving: true);
         start.Environment["ConnectionStrings__" + RabbitMqOptions.ConnectionName] = RabbitMqUri;
         start.Environment["ConnectionStrings__" + DatabaseOptions.ConnectionName] = PostgresUrl;
-
-        // Optimised code from the first request: with tiered compilation, a loaded 2-core machine runs the edges' hot
-        // loops unoptimised for a minute or more, which would make the first phase look slower than the last.
-        if (Environment.GetEnvironmentVariable("DOTNET_TieredCompilation") is null)
-        {
-            start.Environment["DOTNET_TieredCompilation"] = "0";
-        }
         var process = Process.Start(start) ?? throw new OperationException($"cannot start {name}");
         var child = new ChildProcess(name, process, log, ready);
         _processes.Add(child);
