@@ -129,7 +129,7 @@ public sealed class StepScheduler(IOptions<EdgeOptions> options, MoeForward forw
                     : null;
             if (reason is not null)
             {
-                Leave(i, reason);
+                Leave(generation, reason);
             }
         }
     }
@@ -168,7 +168,7 @@ public sealed class StepScheduler(IOptions<EdgeOptions> options, MoeForward forw
             logger.LogError(ex, "a step of {Count} requests failed", stepping.Count);
             foreach (var generation in stepping)
             {
-                Leave(_active.IndexOf(generation), ex);
+                Leave(generation, ex);
             }
 
             return;
@@ -180,7 +180,7 @@ public sealed class StepScheduler(IOptions<EdgeOptions> options, MoeForward forw
             var generation = stepping[i];
             if (results[i].Error is { } error)
             {
-                Leave(_active.IndexOf(generation), error);
+                Leave(generation, error);
                 continue;
             }
 
@@ -203,20 +203,22 @@ public sealed class StepScheduler(IOptions<EdgeOptions> options, MoeForward forw
 
     private void Finish(Generation generation)
     {
-        var index = _active.IndexOf(generation);
-        _active.RemoveAt(index);
-        Volatile.Write(ref _activeCount, _active.Count);
+        Remove(generation);
         var seconds = generation.Clock.Elapsed.TotalSeconds;
         generation.Completion.TrySetResult(new GenerationResult(generation.Work.PromptIds, generation.Generated, model.Tokenizer.Decode(generation.Generated),
             seconds, seconds > 0 ? generation.Generated.Count / seconds : 0, generation.StoppedAtEos));
     }
 
-    private void Leave(int index, Exception reason)
+    private void Leave(Generation generation, Exception reason)
     {
-        var generation = _active[index];
-        _active.RemoveAt(index);
-        Volatile.Write(ref _activeCount, _active.Count);
+        Remove(generation);
         generation.Completion.TrySetException(reason);
+    }
+
+    private void Remove(Generation generation)
+    {
+        _active.Remove(generation);
+        Volatile.Write(ref _activeCount, _active.Count);
     }
 
     public override void Dispose()
