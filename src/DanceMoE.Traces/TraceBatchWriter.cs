@@ -10,6 +10,8 @@ internal readonly record struct BatchOutcome(long RoutingInserted, long RoutingD
 /// Writes batches over one open connection: binary COPY into session temp tables, then one insert that skips rows
 /// already stored (same request, position and layer) and adds only the inserted rows to <c>activation_counts</c>, all in
 /// one transaction. A batch written twice, or a request served twice, therefore stores and counts nothing the second time.
+/// The key holds on each daily partition only, so a request served again on a later UTC day is caught by its summary:
+/// the rows of a request already stored as completed are skipped.
 /// </summary>
 internal sealed class TraceBatchWriter(string connectionString, string edgeId, TimeSpan commandTimeout) : IAsyncDisposable
 {
@@ -78,6 +80,8 @@ internal sealed class TraceBatchWriter(string connectionString, string edgeId, T
         SELECT count(*) FROM inserted
         """;
 
+    private const string CompletedRequests = "SELECT id FROM requests WHERE id = ANY(@ids) AND status = 'completed'";
+
     private const string EnsurePartitions = "SELECT count(*) FROM dancemoe_create_routing_partitions((now() AT TIME ZONE 'UTC')::date - 1, @days)";
 
     private NpgsqlConnection? _connection;
@@ -126,6 +130,8 @@ internal sealed class TraceBatchWriter(string connectionString, string edgeId, T
         var routing = batch.OfType<RoutingRow>().ToList();
         var requests = batch.OfType<RequestRow>().ToList();
         await using var transaction = await connection.BeginTransactionAsync(cancellationToken).ConfigureAwait(false);
+        var routingOffered = routing.Count;
+        routing = await WithoutCompletedRequestsAsync(connection, transaction, routing, cancellationToken).ConfigureAwait(false);
         long routingInserted = 0, requestsInserted = 0;
         if (routing.Count > 0)
         {
@@ -144,7 +150,30 @@ internal sealed class TraceBatchWriter(string connectionString, string edgeId, T
         }
 
         await transaction.CommitAsync(cancellationToken).ConfigureAwait(false);
-        return new BatchOutcome(routingInserted, routing.Count - routingInserted, requestsInserted, requests.Count - requestsInserted);
+        return new BatchOutcome(routingInserted, routingOffered - routingInserted, requestsInserted, requests.Count - requestsInserted);
+    }
+
+    /// <summary>The rows whose request is not stored as completed yet (a completed request's rows all came before its summary).</summary>
+    private async Task<List<RoutingRow>> WithoutCompletedRequestsAsync(
+        NpgsqlConnection connection, NpgsqlTransaction transaction, List<RoutingRow> rows, CancellationToken cancellationToken)
+    {
+        if (rows.Count == 0)
+        {
+            return rows;
+        }
+
+        await using var command = new NpgsqlCommand(CompletedRequests, connection, transaction) { CommandTimeout = Seconds(commandTimeout) };
+        command.Parameters.AddWithValue("ids", NpgsqlDbType.Array | NpgsqlDbType.Uuid, rows.Select(r => r.RequestId).Distinct().ToArray());
+        var completed = new HashSet<Guid>();
+        await using (var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false))
+        {
+            while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+            {
+                completed.Add(reader.GetGuid(0));
+            }
+        }
+
+        return completed.Count == 0 ? rows : rows.Where(r => !completed.Contains(r.RequestId)).ToList();
     }
 
     /// <summary>

@@ -33,6 +33,40 @@ public sealed class ExactlyOnceTests(TraceDatabase database) : IClassFixture<Tra
     }
 
     [Fact]
+    public async Task A_completed_request_served_again_on_a_later_day_stores_and_counts_nothing_the_second_time()
+    {
+        const string edge = "edge-next-day";
+        var request = Guid.NewGuid();
+        var yesterday = DateTimeOffset.UtcNow.AddDays(-1);
+        var first = TraceRecords.Request(edge, request, positions: 8, layers: 3, at: yesterday).ToList();
+        var again = TraceRecords.Request(edge, request, positions: 8, layers: 3, at: DateTimeOffset.UtcNow).ToList();
+        await using (var writer = new TraceWriter(database.Options(edge)))
+        {
+            writer.Start();
+            first.ForEach(writer.Add);
+            writer.Add(new RequestSummary
+            {
+                RequestId = request, PromptTokens = 4, GeneratedTokens = 4, Status = RequestStatus.Completed,
+                ReceivedAt = yesterday.AddSeconds(-1), CompletedAt = yesterday,
+            });
+            await writer.FlushAsync(CancellationToken.None);
+        }
+
+        await using (var restarted = new TraceWriter(database.Options(edge)))
+        {
+            restarted.Start();
+            again.ForEach(restarted.Add);
+            await restarted.FlushAsync(CancellationToken.None);
+            Assert.Equal(0, restarted.State.RowsWritten);
+            Assert.Equal(again.Count, restarted.State.RowsDuplicate);
+        }
+
+        Assert.Equal(first.Count, await database.ScalarAsync("SELECT count(*) FROM routing_events WHERE request_id = @r", ("r", request)));
+        Assert.Equal(first.Count * 2, await database.ScalarAsync("SELECT sum(count) FROM activation_counts WHERE origin_edge = @e", ("e", edge)));
+        Assert.Empty(await database.RollUpDifferencesAsync(edge));
+    }
+
+    [Fact]
     public async Task Both_servings_of_a_request_in_one_batch_store_and_count_one_row_per_position_and_layer()
     {
         const string edge = "edge-twice-in-a-batch";
