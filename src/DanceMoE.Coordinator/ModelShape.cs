@@ -14,7 +14,7 @@ public sealed record ModelShape(int Layers, int Experts, int TopK, long ExpertBy
     {
         ArgumentNullException.ThrowIfNull(manifest);
         var a = manifest.Architecture;
-        return new ModelShape(a.NumLayers, a.NumExperts, a.TopK, manifest.Experts.Max(e => e.WeightBytes), a.HiddenSize * (manifest.WeightDtype == "f32" ? 4L : 2L));
+        return new ModelShape(a.RoutedLayers, a.NumExperts, a.TopK, manifest.Experts.Max(e => e.WeightBytes), a.HiddenSize * (manifest.WeightDtype == "f32" ? 4L : 2L));
     }
 
     /// <summary>Every expert of the model once, each of <see cref="ExpertBytes"/>.</summary>

@@ -19,12 +19,12 @@ public sealed class EdgeModel
         var architecture = Manifest.Architecture;
         Placement = edge.PlacementFile switch
         {
-            null => PlacementFile.Uniform(0, architecture.NumLayers, architecture.NumExperts, [edge.Id]),
-            "uniform" => PlacementFile.Uniform(1, architecture.NumLayers, architecture.NumExperts,
+            null => PlacementFile.Uniform(0, architecture.RoutedLayers, architecture.NumExperts, [edge.Id]),
+            "uniform" => PlacementFile.Uniform(1, architecture.RoutedLayers, architecture.NumExperts,
                 edge.UniformEdges() ?? throw new PlacementException("a uniform placement needs the list of edges to spread over")),
             var file => PlacementFile.Load(file),
         };
-        Placement.Validate(architecture.NumLayers, architecture.NumExperts);
+        Placement.Validate(architecture.RoutedLayers, architecture.NumExperts);
         Sessions = new SessionFactory(
             new InferenceOptions { Provider = InferenceOptions.ParseProvider(edge.Provider), IntraOpThreads = edge.IntraOpThreads, InterOpThreads = 1 },
             message => logger.LogWarning("{Edge}: {Message}", edge.Id, message));

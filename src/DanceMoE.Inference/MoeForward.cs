@@ -40,7 +40,8 @@ public sealed class MoeForward : IDisposable
             throw new ArgumentOutOfRangeException(nameof(capacity), $"a cache of {positions} positions; the model allows 1 to {c.MaxPositions}");
         }
 
-        return new KvState(c.NumLayers, c.NumKvHeads * c.HeadDim, positions);
+        var heads = c.DecoderLayersOfRoutedLayers().Select(g => g.Length * c.CacheHeads).ToList();
+        return new KvState([.. heads.Select(h => h * c.KeyHeadDim)], [.. heads.Select(h => h * c.ValueHeadDim)], positions);
     }
 
     /// <summary>
@@ -83,7 +84,7 @@ public sealed class MoeForward : IDisposable
             }
         }
 
-        for (var l = 0; l < c.NumLayers; l++)
+        for (var l = 0; l < c.RoutedLayers; l++)
         {
             cancellationToken.ThrowIfCancellationRequested();
             var running = sequences.Where(s => s.Error is null).ToList();
@@ -169,18 +170,20 @@ public sealed class MoeForward : IDisposable
         var state = sequence.Chunk.State;
         var s = sequence.Rows;
         var past = state.Length;
-        var width = state.RowWidth;
-        long[] cacheShape(int positions) => [positions, c.NumKvHeads, c.HeadDim];
+        var keyWidth = state.KeyWidths[l];
+        var valueWidth = state.ValueWidths[l];
+        long[] keyShape(int positions) => [positions, keyWidth / c.KeyHeadDim, c.KeyHeadDim];
+        long[] valueShape(int positions) => [positions, valueWidth / c.ValueHeadDim, c.ValueHeadDim];
         using var h = OrtValue.CreateTensorValueFromMemory(sequence.Hidden, [s, c.HiddenSize]);
         using var pos = OrtValue.CreateTensorValueFromMemory(sequence.Positions, [s]);
         using var m = OrtValue.CreateTensorValueFromMemory(sequence.Mask, [s, sequence.Total]);
-        using var pk = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, state.Keys[l].AsMemory(0, past * width), cacheShape(past));
-        using var pv = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, state.Values[l].AsMemory(0, past * width), cacheShape(past));
+        using var pk = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, state.Keys[l].AsMemory(0, past * keyWidth), keyShape(past));
+        using var pv = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, state.Values[l].AsMemory(0, past * valueWidth), valueShape(past));
         using var residual = OrtValue.CreateTensorValueFromMemory(sequence.Residual, [s, c.HiddenSize]);
         using var expertInput = OrtValue.CreateTensorValueFromMemory(sequence.ExpertInput, [s, c.HiddenSize]);
         using var router = OrtValue.CreateTensorValueFromMemory(sequence.RouterLogits, [s, c.NumExperts]);
-        using var nk = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, state.Keys[l].AsMemory(past * width, s * width), cacheShape(s));
-        using var nv = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, state.Values[l].AsMemory(past * width, s * width), cacheShape(s));
+        using var nk = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, state.Keys[l].AsMemory(past * keyWidth, s * keyWidth), keyShape(s));
+        using var nv = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, state.Values[l].AsMemory(past * valueWidth, s * valueWidth), valueShape(s));
         _dense[l].Run(
             _run,
             [GraphNames.Hidden, GraphNames.PositionIds, GraphNames.AttentionMask, GraphNames.PastKey, GraphNames.PastValue],
@@ -208,7 +211,7 @@ public sealed class MoeForward : IDisposable
             decisions[q] = new List<RoutingDecision>(sequence.Rows);
             for (var t = 0; t < sequence.Rows; t++)
             {
-                var choices = Routing.TopK(sequence.RouterLogits.AsSpan(t * c.NumExperts, c.NumExperts), c.TopK);
+                var choices = Routing.Choose(c, sequence.RouterLogits.AsSpan(t * c.NumExperts, c.NumExperts));
                 decisions[q].Add(new RoutingDecision(l, sequence.Chunk.State.Length + t, choices));
                 foreach (var choice in choices)
                 {

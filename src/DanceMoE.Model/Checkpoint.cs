@@ -14,10 +14,12 @@ public sealed class Checkpoint
     public const string SingleFile = "model.safetensors";
 
     private readonly Dictionary<string, SafeTensorsFile> _byTensor;
+    private readonly string _tensorSource;
 
-    private Checkpoint(string directory, MoeConfig config, Dictionary<string, SafeTensorsFile> byTensor, ByteTokenizer? tokenizer)
+    private Checkpoint(string directory, MoeConfig config, Dictionary<string, SafeTensorsFile> byTensor, ByteTokenizer? tokenizer, string tensorSource)
     {
         Directory = directory;
+        _tensorSource = tensorSource;
         Config = config;
         _byTensor = byTensor;
         Tokenizer = tokenizer;
@@ -77,7 +79,10 @@ public sealed class Checkpoint
             }
         }
 
-        return new Checkpoint(directory, config, byTensor, ByteTokenizer.TryLoad(directory));
+        var source = File.Exists(indexPath)
+            ? indexPath
+            : string.Join(", ", System.IO.Directory.GetFiles(directory, "*.safetensors").Order(StringComparer.Ordinal));
+        return new Checkpoint(directory, config, byTensor, ByteTokenizer.TryLoad(directory), source);
     }
 
     public bool Has(string name) => _byTensor.ContainsKey(name);
@@ -88,7 +93,7 @@ public sealed class Checkpoint
         ArgumentNullException.ThrowIfNull(shape);
         if (!_byTensor.TryGetValue(name, out var file))
         {
-            throw new ModelFormatException($"{Directory}: tensor '{name}' is missing from the checkpoint");
+            throw new ModelFormatException($"{_tensorSource}: tensor '{name}' is missing ({Config.ModelType} layout)");
         }
 
         var info = file.Tensors[name];

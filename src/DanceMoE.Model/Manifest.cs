@@ -14,7 +14,11 @@ public sealed record ModelFile(string File, string Sha256, long Bytes, long Weig
 
 public sealed record ExpertFile(int Layer, int Expert, string File, string Sha256, long Bytes, long WeightBytes);
 
-public sealed record LayerFiles(int Layer, ModelFile Dense, IReadOnlyList<ExpertFile> Experts);
+/// <summary>One routed layer: its dense subgraph, which runs <see cref="DecoderLayers"/> (dense-MLP layers, then the MoE layer), and its experts.</summary>
+public sealed record LayerFiles(int Layer, ModelFile Dense, IReadOnlyList<ExpertFile> Experts)
+{
+    public IReadOnlyList<int>? DecoderLayers { get; init; }
+}
 
 public sealed record TokenizerInfo(string Kind, int VocabSize, int BosTokenId, int EosTokenId);
 
@@ -83,9 +87,9 @@ public sealed record ModelManifest
 
         var c = manifest.Architecture;
         c.Validate(path);
-        if (manifest.Layers.Count != c.NumLayers || manifest.Layers.Any(l => l.Experts.Count != c.NumExperts))
+        if (manifest.Layers.Count != c.RoutedLayers || manifest.Layers.Any(l => l.Experts.Count != c.NumExperts))
         {
-            throw new ModelFormatException($"{path}: lists {manifest.Layers.Count} layers / {manifest.Experts.Count()} experts, architecture says {c.NumLayers} x {c.NumExperts}");
+            throw new ModelFormatException($"{path}: lists {manifest.Layers.Count} layers / {manifest.Experts.Count()} experts, architecture says {c.RoutedLayers} routed layers x {c.NumExperts}");
         }
 
         manifest = manifest with { Directory = directory };

@@ -5,10 +5,41 @@ using System.Text.Json.Serialization;
 
 namespace DanceMoE.Model;
 
-/// <summary>The architecture of a Mixtral-layout MoE model, as read from a Hugging Face `config.json`.</summary>
+/// <summary>Multi-head latent attention (DeepSeek-V2): ranks and head widths as in its `config.json`.</summary>
+public sealed record MlaConfig
+{
+    public int KvLoraRank { get; init; }
+
+    /// <summary>Null (DeepSeek-V2-Lite): queries come straight from q_proj; otherwise through q_a_proj, q_a_layernorm, q_b_proj.</summary>
+    public int? QLoraRank { get; init; }
+
+    public int QkNopeHeadDim { get; init; }
+    public int QkRopeHeadDim { get; init; }
+    public int VHeadDim { get; init; }
+}
+
+/// <summary>YaRN `rope_scaling` as DeepSeek-V2 configures it.</summary>
+public sealed record YarnScaling
+{
+    public double Factor { get; init; } = 1;
+    public int OriginalMaxPositions { get; init; }
+    public double BetaFast { get; init; } = 32;
+    public double BetaSlow { get; init; } = 1;
+    public double Mscale { get; init; } = 1;
+    public double MscaleAllDim { get; init; }
+}
+
+/// <summary>
+/// The architecture of an MoE checkpoint, read from a Hugging Face `config.json` of one of the families in
+/// <see cref="ModelFamilies"/>. <see cref="IntermediateSize"/> is the width of a routed expert; layers listed in
+/// <see cref="DenseLayers"/> have a dense MLP of <see cref="DenseIntermediateSize"/> instead of experts.
+/// </summary>
 public sealed record MoeConfig
 {
     public const string Mixtral = "mixtral";
+    public const string Olmoe = "olmoe";
+    public const string Qwen2Moe = "qwen2_moe";
+    public const string DeepseekV2 = "deepseek_v2";
 
     public string ModelType { get; init; } = Mixtral;
     public int VocabSize { get; init; }
@@ -28,11 +59,84 @@ public sealed record MoeConfig
     public int? EosTokenId { get; init; }
     public string TorchDtype { get; init; } = "float32";
 
+    /// <summary>Routing: softmax over all experts, top-k, then renormalised when true (Mixtral always).</summary>
+    public bool NormTopKProb { get; init; } = true;
+
+    /// <summary>DeepSeek-V2: multiplies the routing weights when they are not renormalised.</summary>
+    public double RoutedScalingFactor { get; init; } = 1;
+
+    /// <summary>DeepSeek-V2 `group_limited_greedy`: the top-k come from the best <see cref="TopKGroup"/> of <see cref="NumGroups"/> groups.</summary>
+    public int NumGroups { get; init; } = 1;
+
+    public int TopKGroup { get; init; } = 1;
+
+    /// <summary>Decoder layers with a dense MLP instead of routed experts (`first_k_dense_replace`, `mlp_only_layers`, ...).</summary>
+    public IReadOnlyList<int> DenseLayers { get; init; } = [];
+
+    public int DenseIntermediateSize { get; init; }
+
+    /// <summary>Width of the shared expert(s) beside the routed ones, 0 without; they run with the dense part, never placed.</summary>
+    public int SharedIntermediateSize { get; init; }
+
+    /// <summary>Qwen2-MoE: the shared expert's output is scaled by sigmoid(shared_expert_gate(x)).</summary>
+    public bool SharedExpertGate { get; init; }
+
+    /// <summary>OLMoE: RMSNorm over the whole q and k projections before RoPE.</summary>
+    public bool QkNorm { get; init; }
+
+    /// <summary>Qwen2-MoE: q, k and v projections have biases.</summary>
+    public bool QkvBias { get; init; }
+
+    public MlaConfig? Mla { get; init; }
+
+    public YarnScaling? RopeScaling { get; init; }
+
     [JsonIgnore]
-    public int QueryWidth => NumHeads * HeadDim;
+    public int QueryWidth => NumHeads * KeyHeadDim;
 
     [JsonIgnore]
     public int KvWidth => NumKvHeads * HeadDim;
+
+    /// <summary>Heads the KV cache holds per layer: every query head under MLA (its full keys and values are cached).</summary>
+    [JsonIgnore]
+    public int CacheHeads => Mla is null ? NumKvHeads : NumHeads;
+
+    [JsonIgnore]
+    public int KeyHeadDim => Mla is null ? HeadDim : Mla.QkNopeHeadDim + Mla.QkRopeHeadDim;
+
+    [JsonIgnore]
+    public int ValueHeadDim => Mla?.VHeadDim ?? HeadDim;
+
+    /// <summary>The part of each query/key head RoPE rotates (its last dims).</summary>
+    [JsonIgnore]
+    public int RopeDim => Mla?.QkRopeHeadDim ?? HeadDim;
+
+    /// <summary>Layers with routed experts: the layers of placement, routing traces and the exported manifest.</summary>
+    [JsonIgnore]
+    public int RoutedLayers => NumLayers - DenseLayers.Count;
+
+    public bool IsDenseLayer(int layer) => DenseLayers.Contains(layer);
+
+    /// <summary>
+    /// The decoder layers each routed layer's dense subgraph runs: the dense-MLP layers before it, then its own
+    /// attention, shared expert and router.
+    /// </summary>
+    public IReadOnlyList<int[]> DecoderLayersOfRoutedLayers()
+    {
+        var groups = new List<int[]>();
+        var pending = new List<int>();
+        for (var l = 0; l < NumLayers; l++)
+        {
+            pending.Add(l);
+            if (!IsDenseLayer(l))
+            {
+                groups.Add([.. pending]);
+                pending.Clear();
+            }
+        }
+
+        return groups;
+    }
 
     public static MoeConfig Load(string path)
     {
@@ -58,34 +162,29 @@ public sealed record MoeConfig
     public static MoeConfig Parse(JsonObject root, string source)
     {
         ArgumentNullException.ThrowIfNull(root);
-        var modelType = Str(root, "model_type", source);
-        if (!string.Equals(modelType, Mixtral, StringComparison.Ordinal))
-        {
-            throw new ModelFormatException($"{source}: unsupported model_type '{modelType}' (supported: {Mixtral})");
-        }
-
-        var hidden = Int(root, "hidden_size", source);
-        var heads = Int(root, "num_attention_heads", source);
-        var config = new MoeConfig
+        var json = new ConfigJson(root, source);
+        var modelType = json.Str("model_type");
+        var hidden = json.Int("hidden_size");
+        var heads = json.Int("num_attention_heads");
+        var common = new MoeConfig
         {
             ModelType = modelType,
-            VocabSize = Int(root, "vocab_size", source),
+            VocabSize = json.Int("vocab_size"),
             HiddenSize = hidden,
-            IntermediateSize = Int(root, "intermediate_size", source),
-            NumLayers = Int(root, "num_hidden_layers", source),
+            NumLayers = json.Int("num_hidden_layers"),
             NumHeads = heads,
-            NumKvHeads = OptInt(root, "num_key_value_heads", source) ?? heads,
-            HeadDim = OptInt(root, "head_dim", source) ?? (heads > 0 ? hidden / heads : 0),
-            NumExperts = Int(root, "num_local_experts", source),
-            TopK = Int(root, "num_experts_per_tok", source),
-            RmsNormEps = OptDouble(root, "rms_norm_eps", source) ?? 1e-5,
-            RopeTheta = OptDouble(root, "rope_theta", source) ?? 1e6,
-            MaxPositions = OptInt(root, "max_position_embeddings", source) ?? 4096,
-            TieWordEmbeddings = root["tie_word_embeddings"] is JsonValue tie && tie.TryGetValue<bool>(out var t) && t,
-            BosTokenId = OptInt(root, "bos_token_id", source),
-            EosTokenId = root["eos_token_id"] is JsonArray eos && eos.Count > 0 ? eos[0]?.GetValue<int>() : OptInt(root, "eos_token_id", source),
+            NumKvHeads = json.OptInt("num_key_value_heads") ?? heads,
+            HeadDim = json.OptInt("head_dim") ?? (heads > 0 ? hidden / heads : 0),
+            TopK = json.Int("num_experts_per_tok"),
+            RmsNormEps = json.OptDouble("rms_norm_eps") ?? 1e-5,
+            RopeTheta = json.OptDouble("rope_theta") ?? 1e6,
+            MaxPositions = json.OptInt("max_position_embeddings") ?? 4096,
+            TieWordEmbeddings = json.Bool("tie_word_embeddings"),
+            BosTokenId = json.OptInt("bos_token_id"),
+            EosTokenId = root["eos_token_id"] is JsonArray eos && eos.Count > 0 ? eos[0]?.GetValue<int>() : json.OptInt("eos_token_id"),
             TorchDtype = root["torch_dtype"] is JsonValue dt && dt.TryGetValue<string>(out var s) ? s : "float32",
         };
+        var config = ModelFamilies.ParseFamily(common, json);
         config.Validate(source);
         return config;
     }
@@ -107,14 +206,46 @@ public sealed record MoeConfig
             throw new ModelFormatException($"{source}: num_attention_heads ({NumHeads}) is not a multiple of num_key_value_heads ({NumKvHeads})");
         }
 
-        if (HeadDim % 2 != 0)
+        if (RopeDim % 2 != 0)
         {
-            throw new ModelFormatException($"{source}: head_dim ({HeadDim}) must be even for RoPE");
+            throw new ModelFormatException($"{source}: {(Mla is null ? "head_dim" : "qk_rope_head_dim")} ({RopeDim}) must be even for RoPE");
         }
 
         if (TopK > NumExperts)
         {
             throw new ModelFormatException($"{source}: num_experts_per_tok ({TopK}) exceeds num_local_experts ({NumExperts})");
+        }
+
+        if (DenseLayers.Any(l => l < 0 || l >= NumLayers) || DenseLayers.Distinct().Count() != DenseLayers.Count)
+        {
+            throw new ModelFormatException($"{source}: dense layers [{string.Join(", ", DenseLayers)}] are not distinct layers of {NumLayers}");
+        }
+
+        if (DenseLayers.Count > 0)
+        {
+            Positive(DenseIntermediateSize, "intermediate_size");
+            if (IsDenseLayer(NumLayers - 1))
+            {
+                throw new ModelFormatException(
+                    $"{source}: the last layer ({NumLayers - 1}) has a dense MLP; dense layers after the last MoE layer are not supported");
+            }
+        }
+
+        if (NumGroups < 1 || NumExperts % NumGroups != 0 || TopKGroup < 1 || TopKGroup > NumGroups)
+        {
+            throw new ModelFormatException($"{source}: n_group ({NumGroups}) must divide the experts ({NumExperts}) and topk_group ({TopKGroup}) be 1 to n_group");
+        }
+
+        if (Mla is { } mla)
+        {
+            Positive(mla.KvLoraRank, "kv_lora_rank");
+            Positive(mla.QkNopeHeadDim, "qk_nope_head_dim");
+            Positive(mla.QkRopeHeadDim, "qk_rope_head_dim");
+            Positive(mla.VHeadDim, "v_head_dim");
+            if (mla.QLoraRank is { } q)
+            {
+                Positive(q, "q_lora_rank");
+            }
         }
 
         void Positive(int value, string key)
@@ -126,38 +257,33 @@ public sealed record MoeConfig
         }
     }
 
-    public JsonObject ToJson() => new()
-    {
-        ["architectures"] = new JsonArray("MixtralForCausalLM"),
-        ["model_type"] = ModelType,
-        ["vocab_size"] = VocabSize,
-        ["hidden_size"] = HiddenSize,
-        ["intermediate_size"] = IntermediateSize,
-        ["num_hidden_layers"] = NumLayers,
-        ["num_attention_heads"] = NumHeads,
-        ["num_key_value_heads"] = NumKvHeads,
-        ["head_dim"] = HeadDim,
-        ["num_local_experts"] = NumExperts,
-        ["num_experts_per_tok"] = TopK,
-        ["rms_norm_eps"] = RmsNormEps,
-        ["rope_theta"] = RopeTheta,
-        ["max_position_embeddings"] = MaxPositions,
-        ["tie_word_embeddings"] = TieWordEmbeddings,
-        ["bos_token_id"] = BosTokenId,
-        ["eos_token_id"] = EosTokenId,
-        ["torch_dtype"] = TorchDtype,
-        ["hidden_act"] = "silu",
-    };
+    /// <summary>The Hugging Face `config.json` of this architecture, with the family's own keys.</summary>
+    public JsonObject ToJson() => ModelFamilies.ToJson(this);
+}
 
-    private static string Str(JsonObject root, string key, string source) =>
+/// <summary>Typed reads of `config.json` keys; every error names the file and the key.</summary>
+internal sealed class ConfigJson(JsonObject root, string source)
+{
+    public string Source => source;
+
+    public bool Has(string key) => root[key] is not null;
+
+    public string Str(string key) =>
         root[key] is JsonValue v && v.TryGetValue<string>(out var s)
             ? s
             : throw new ModelFormatException($"{source}: missing or non-string '{key}'");
 
-    private static int Int(JsonObject root, string key, string source) =>
-        OptInt(root, key, source) ?? throw new ModelFormatException($"{source}: missing '{key}'");
+    public string? OptStr(string key) =>
+        root[key] switch
+        {
+            null => null,
+            JsonValue v when v.TryGetValue<string>(out var s) => s,
+            var node => throw new ModelFormatException($"{source}: '{key}' must be a string (got {node.ToJsonString()})"),
+        };
 
-    private static int? OptInt(JsonObject root, string key, string source)
+    public int Int(string key) => OptInt(key) ?? throw new ModelFormatException($"{source}: missing '{key}'");
+
+    public int? OptInt(string key)
     {
         var node = root[key];
         if (node is null)
@@ -173,9 +299,11 @@ public sealed record MoeConfig
         throw new ModelFormatException($"{source}: '{key}' must be an integer (got {node.ToJsonString()})");
     }
 
-    private static double? OptDouble(JsonObject root, string key, string source)
+    public double? OptDouble(string key) => OptDouble(root, key);
+
+    public double? OptDouble(JsonObject obj, string key)
     {
-        var node = root[key];
+        var node = obj[key];
         if (node is null)
         {
             return null;
@@ -188,4 +316,30 @@ public sealed record MoeConfig
 
         throw new ModelFormatException($"{source}: '{key}' must be a number (got {node.ToJsonString()})");
     }
+
+    public bool Bool(string key, bool fallback = false) =>
+        root[key] switch
+        {
+            null => fallback,
+            JsonValue v when v.TryGetValue<bool>(out var b) => b,
+            var node => throw new ModelFormatException($"{source}: '{key}' must be true or false (got {node.ToJsonString()})"),
+        };
+
+    public IReadOnlyList<int> Ints(string key) =>
+        root[key] switch
+        {
+            null => [],
+            JsonArray a when a.All(n => n is JsonValue v && v.TryGetValue<int>(out _)) => [.. a.Select(n => n!.GetValue<int>())],
+            var node => throw new ModelFormatException($"{source}: '{key}' must be a list of integers (got {node.ToJsonString()})"),
+        };
+
+    public JsonObject? OptObject(string key) =>
+        root[key] switch
+        {
+            null => null,
+            JsonObject o => o,
+            var node => throw new ModelFormatException($"{source}: '{key}' must be an object or null (got {node.ToJsonString()})"),
+        };
+
+    public void Unsupported(string key, string why) => throw new ModelFormatException($"{source}: '{key}' {why}");
 }

@@ -5,7 +5,7 @@ using System.Text.Json.Nodes;
 namespace DanceMoE.Model;
 
 /// <summary>
-/// Writes a deterministic random Mixtral-layout checkpoint (same options, same bytes) with a byte-level tokenizer:
+/// Writes a deterministic random checkpoint of one family's layout (same options, same bytes) with a byte-level tokenizer:
 /// test data, and the fallback when the trained default model is absent.
 /// </summary>
 public static class TinyCheckpoint
@@ -13,16 +13,45 @@ public static class TinyCheckpoint
     public static MoeConfig Write(string directory, TinyOptions options)
     {
         ArgumentNullException.ThrowIfNull(options);
-        var tokenizer = ByteTokenizer.Default;
-        var config = new MoeConfig
+        if (options.Hidden % options.Heads != 0)
         {
+            throw new ArgumentException($"hidden size {options.Hidden} is not a multiple of {options.Heads} heads", nameof(options));
+        }
+
+        var config = Config(options);
+        Write(directory, config, options);
+        return config;
+    }
+
+    /// <summary>Writes random weights of exactly <paramref name="config"/>'s structure (the seed, dtype and shards from <paramref name="options"/>).</summary>
+    public static void Write(string directory, MoeConfig config, TinyOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        ArgumentNullException.ThrowIfNull(options);
+        config.Validate("tiny options");
+        Directory.CreateDirectory(directory);
+        var tensors = Tensors(config, options).ToList();
+        WriteShards(directory, tensors, options.MaxShardBytes);
+        File.WriteAllText(Path.Combine(directory, Checkpoint.ConfigFile), Json(config.ToJson()));
+        ByteTokenizer.Default.Save(directory);
+    }
+
+    /// <summary>The family's real structure at the options' widths: its dense first layer, shared experts, MLA and routing flags.</summary>
+    public static MoeConfig Config(TinyOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        var tokenizer = ByteTokenizer.Default;
+        var headDim = options.Hidden / options.Heads;
+        var common = new MoeConfig
+        {
+            ModelType = options.Family,
             VocabSize = tokenizer.VocabSize,
             HiddenSize = options.Hidden,
             IntermediateSize = options.Ffn,
             NumLayers = options.Layers,
             NumHeads = options.Heads,
             NumKvHeads = options.KvHeads,
-            HeadDim = options.Hidden / options.Heads,
+            HeadDim = headDim,
             NumExperts = options.Experts,
             TopK = options.TopK,
             RmsNormEps = 1e-5,
@@ -37,24 +66,37 @@ public static class TinyCheckpoint
                 _ => "bfloat16",
             },
         };
-        if (options.Hidden % options.Heads != 0)
+        return options.Family switch
         {
-            throw new ArgumentException($"hidden size {options.Hidden} is not a multiple of {options.Heads} heads", nameof(options));
-        }
-
-        config.Validate("tiny options");
-        Directory.CreateDirectory(directory);
-        var tensors = Tensors(config, options).ToList();
-        WriteShards(directory, tensors, options.MaxShardBytes);
-        File.WriteAllText(Path.Combine(directory, Checkpoint.ConfigFile), Json(config.ToJson()));
-        tokenizer.Save(directory);
-        return config;
+            MoeConfig.Mixtral => common,
+            MoeConfig.Olmoe => common with { NormTopKProb = false, QkNorm = true },
+            MoeConfig.Qwen2Moe => common with
+            {
+                NormTopKProb = false,
+                SharedIntermediateSize = options.Ffn * 2,
+                SharedExpertGate = true,
+                DenseIntermediateSize = options.Ffn * 2,
+                QkvBias = true,
+            },
+            MoeConfig.DeepseekV2 => common with
+            {
+                NumKvHeads = options.Heads,
+                HeadDim = headDim + (headDim / 2),
+                NormTopKProb = false,
+                DenseLayers = options.Layers > 1 ? [0] : [],
+                DenseIntermediateSize = options.Ffn * 2,
+                SharedIntermediateSize = options.Ffn * 2,
+                Mla = new MlaConfig { KvLoraRank = options.Hidden / 2, QkNopeHeadDim = headDim, QkRopeHeadDim = headDim / 2, VHeadDim = headDim },
+            },
+            _ => throw new ArgumentException($"unknown family '{options.Family}' (supported: {string.Join(", ", ModelFamilies.Supported)})", nameof(options)),
+        };
     }
 
     private static IEnumerable<(string Name, TensorDtype Dtype, long[] Shape, byte[] Data)> Tensors(MoeConfig c, TinyOptions o)
     {
         var rng = new SplitMix64(o.Seed);
-        (string, TensorDtype, long[], byte[]) Random(string name, double scale, params long[] shape)
+        var uniform = Math.Sqrt(3);
+        (string, TensorDtype, long[], byte[]) Scaled(string name, double scale, params long[] shape)
         {
             var values = new float[shape.Aggregate(1L, (a, b) => a * b)];
             for (var i = 0; i < values.Length; i++)
@@ -64,6 +106,10 @@ public static class TinyCheckpoint
 
             return (name, o.Dtype, shape, SafeTensorsFile.Encode(values, o.Dtype));
         }
+
+        // Biases small, projections scaled by their fan-in.
+        (string, TensorDtype, long[], byte[]) Random(string name, params long[] shape) =>
+            Scaled(name, shape.Length == 1 ? 0.1 : uniform / Math.Sqrt(shape[^1]), shape);
 
         (string, TensorDtype, long[], byte[]) Norm(string name, int width)
         {
@@ -76,28 +122,94 @@ public static class TinyCheckpoint
             return (name, o.Dtype, [width], SafeTensorsFile.Encode(values, o.Dtype));
         }
 
-        double h = c.HiddenSize;
-        var uniform = Math.Sqrt(3);
-        yield return Random(MixtralNames.Embed, uniform, c.VocabSize, c.HiddenSize);
+        IEnumerable<(string, TensorDtype, long[], byte[])> Mlp(Func<string, string> name, int ffn)
+        {
+            yield return Random(name("gate"), ffn, c.HiddenSize);
+            yield return Random(name("down"), c.HiddenSize, ffn);
+            yield return Random(name("up"), ffn, c.HiddenSize);
+        }
+
+        var names = new TensorNames(c);
+        long h = c.HiddenSize;
+        yield return Scaled(TensorNames.Embed, uniform, c.VocabSize, h);
         for (var l = 0; l < c.NumLayers; l++)
         {
-            yield return Norm(MixtralNames.InputNorm(l), c.HiddenSize);
-            yield return Random(MixtralNames.Attention(l, 'q'), uniform / Math.Sqrt(h), c.QueryWidth, c.HiddenSize);
-            yield return Random(MixtralNames.Attention(l, 'k'), uniform / Math.Sqrt(h), c.KvWidth, c.HiddenSize);
-            yield return Random(MixtralNames.Attention(l, 'v'), uniform / Math.Sqrt(h), c.KvWidth, c.HiddenSize);
-            yield return Random(MixtralNames.Attention(l, 'o'), uniform / Math.Sqrt(c.QueryWidth), c.HiddenSize, c.QueryWidth);
-            yield return Norm(MixtralNames.PostNorm(l), c.HiddenSize);
-            yield return Random(MixtralNames.Router(l), uniform / Math.Sqrt(h), c.NumExperts, c.HiddenSize);
+            yield return Norm(TensorNames.InputNorm(l), c.HiddenSize);
+            string A(string part, string kind = "weight") => TensorNames.Attention(l, part, kind);
+            if (c.Mla is { } mla)
+            {
+                if (mla.QLoraRank is { } qr)
+                {
+                    yield return Random(A("q_a_proj"), qr, h);
+                    yield return Norm(A("q_a_layernorm"), qr);
+                    yield return Random(A("q_b_proj"), c.QueryWidth, qr);
+                }
+                else
+                {
+                    yield return Random(A("q_proj"), c.QueryWidth, h);
+                }
+
+                yield return Random(A("kv_a_proj_with_mqa"), mla.KvLoraRank + mla.QkRopeHeadDim, h);
+                yield return Norm(A("kv_a_layernorm"), mla.KvLoraRank);
+                yield return Random(A("kv_b_proj"), c.NumHeads * (mla.QkNopeHeadDim + mla.VHeadDim), mla.KvLoraRank);
+                yield return Random(A("o_proj"), h, c.NumHeads * mla.VHeadDim);
+            }
+            else
+            {
+                yield return Random(A("q_proj"), c.QueryWidth, h);
+                yield return Random(A("k_proj"), c.KvWidth, h);
+                yield return Random(A("v_proj"), c.KvWidth, h);
+                yield return Random(A("o_proj"), h, c.QueryWidth);
+                if (c.QkvBias)
+                {
+                    yield return Random(A("q_proj", "bias"), c.QueryWidth);
+                    yield return Random(A("k_proj", "bias"), c.KvWidth);
+                    yield return Random(A("v_proj", "bias"), c.KvWidth);
+                }
+
+                if (c.QkNorm)
+                {
+                    yield return Norm(A("q_norm"), c.QueryWidth);
+                    yield return Norm(A("k_norm"), c.KvWidth);
+                }
+            }
+
+            yield return Norm(TensorNames.PostNorm(l), c.HiddenSize);
+            if (c.IsDenseLayer(l))
+            {
+                foreach (var t in Mlp(p => TensorNames.DenseMlp(l, p), c.DenseIntermediateSize))
+                {
+                    yield return t;
+                }
+
+                continue;
+            }
+
+            yield return Random(names.Router(l), c.NumExperts, h);
             for (var e = 0; e < c.NumExperts; e++)
             {
-                yield return Random(MixtralNames.Expert(l, e, 1), uniform / Math.Sqrt(h), c.IntermediateSize, c.HiddenSize);
-                yield return Random(MixtralNames.Expert(l, e, 2), uniform / Math.Sqrt(c.IntermediateSize), c.HiddenSize, c.IntermediateSize);
-                yield return Random(MixtralNames.Expert(l, e, 3), uniform / Math.Sqrt(h), c.IntermediateSize, c.HiddenSize);
+                foreach (var t in Mlp(p => names.Expert(l, e, p), c.IntermediateSize))
+                {
+                    yield return t;
+                }
+            }
+
+            if (c.SharedIntermediateSize > 0)
+            {
+                foreach (var t in Mlp(p => names.Shared(l, p), c.SharedIntermediateSize))
+                {
+                    yield return t;
+                }
+
+                if (c.SharedExpertGate)
+                {
+                    yield return Random(TensorNames.SharedGate(l), 1, h);
+                }
             }
         }
 
-        yield return Norm(MixtralNames.FinalNorm, c.HiddenSize);
-        yield return Random(MixtralNames.LmHead, uniform / Math.Sqrt(h), c.VocabSize, c.HiddenSize);
+        yield return Norm(TensorNames.FinalNorm, c.HiddenSize);
+        yield return Random(TensorNames.LmHead, c.VocabSize, h);
     }
 
     private static void WriteShards(string directory, List<(string Name, TensorDtype Dtype, long[] Shape, byte[] Data)> tensors, long maxShardBytes)

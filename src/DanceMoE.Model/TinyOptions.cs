@@ -3,6 +3,10 @@ namespace DanceMoE.Model;
 public sealed record TinyOptions
 {
     public ulong Seed { get; init; }
+
+    /// <summary>The `model_type` whose layout and structure the checkpoint has (see <see cref="ModelFamilies"/>).</summary>
+    public string Family { get; init; } = MoeConfig.Mixtral;
+
     public int Layers { get; init; } = 4;
     public int Experts { get; init; } = 16;
     public int TopK { get; init; } = 2;

@@ -45,14 +45,14 @@ public static class LocalCluster
         if (placementFile is null or "uniform")
         {
             placementFile = Path.Combine(Directory, "placement.json");
-            PlacementFile.Save(placementFile, PlacementFile.Uniform(1, manifest.Architecture.NumLayers, manifest.Architecture.NumExperts, ids));
+            PlacementFile.Save(placementFile, PlacementFile.Uniform(1, manifest.Architecture.RoutedLayers, manifest.Architecture.NumExperts, ids));
         }
 
         EdgePlacement placement;
         try
         {
             placement = PlacementFile.Load(placementFile);
-            placement.Validate(manifest.Architecture.NumLayers, manifest.Architecture.NumExperts);
+            placement.Validate(manifest.Architecture.RoutedLayers, manifest.Architecture.NumExperts);
         }
         catch (PlacementException ex)
         {

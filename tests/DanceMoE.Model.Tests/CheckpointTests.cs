@@ -133,9 +133,9 @@ public class CheckpointTests
         using var dir = new TempDirectory();
         TinyCheckpoint.Write(dir.Path, TinyModels.Small());
         var config = Path.Combine(dir.Path, Checkpoint.ConfigFile);
-        File.WriteAllText(config, File.ReadAllText(config).Replace("\"mixtral\"", "\"deepseek_v2\"", StringComparison.Ordinal));
+        File.WriteAllText(config, File.ReadAllText(config).Replace("\"mixtral\"", "\"llama4\"", StringComparison.Ordinal));
         var ex = Assert.Throws<ModelFormatException>(() => Checkpoint.Open(dir.Path));
-        Assert.Contains("unsupported model_type 'deepseek_v2'", ex.Message, StringComparison.Ordinal);
+        Assert.Contains("config.json: unsupported model_type 'llama4' (supported: mixtral, olmoe, qwen2_moe, deepseek_v2)", ex.Message, StringComparison.Ordinal);
     }
 
     [Fact]

@@ -57,10 +57,12 @@ public static class ModelCommand
         var kvHeads = CliOptions.Int("kv-heads", 2, "key/value heads", 1, 256);
         var dtype = CliOptions.Choice("dtype", "weight type", "f32", "f16", "bf16");
         var shardMb = CliOptions.Int("shard-mb", 0, "largest safetensors shard, MB (0: one file)", 0);
-        var command = new Command("tiny", "write a deterministic tiny checkpoint") { outDir, seed, layers, experts, topK, hidden, heads, kvHeads, dtype, shardMb };
+        var family = CliOptions.Choice("family", "model_type whose Hugging Face layout and structure to write", [.. ModelFamilies.Supported]);
+        var command = new Command("tiny", "write a deterministic tiny checkpoint") { outDir, seed, family, layers, experts, topK, hidden, heads, kvHeads, dtype, shardMb };
         command.SetAction((result, _) => Guarded(() => Task.FromResult(Tiny(result.GetRequiredValue(outDir), new TinyOptions
         {
             Seed = (ulong)result.GetValue(seed),
+            Family = result.GetRequiredValue(family),
             Layers = result.GetValue(layers),
             Experts = result.GetValue(experts),
             TopK = result.GetValue(topK),
@@ -86,7 +88,7 @@ public static class ModelCommand
         }
 
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"tiny checkpoint in {outDir}: {config.NumLayers} layers x {config.NumExperts} experts, top-{config.TopK}, hidden {config.HiddenSize}, ffn {config.IntermediateSize}, vocab {config.VocabSize}, seed {options.Seed}"));
+            $"tiny {config.ModelType} checkpoint in {outDir}: {config.NumLayers} layers ({config.RoutedLayers} MoE) x {config.NumExperts} experts, top-{config.TopK}, hidden {config.HiddenSize}, ffn {config.IntermediateSize}, vocab {config.VocabSize}, seed {options.Seed}"));
         return ExitCodes.Ok;
     }
 

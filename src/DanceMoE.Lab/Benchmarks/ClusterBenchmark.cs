@@ -83,7 +83,7 @@ public static class ClusterBenchmark
         }
 
         output.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"model {manifest.Architecture.NumLayers} layers x {manifest.Architecture.NumExperts} experts (top-{manifest.Architecture.TopK}), hidden {manifest.Architecture.HiddenSize}; {requests} requests x {maxTokens} tokens"));
+            $"model {manifest.Architecture.RoutedLayers} layers x {manifest.Architecture.NumExperts} experts (top-{manifest.Architecture.TopK}), hidden {manifest.Architecture.HiddenSize}; {requests} requests x {maxTokens} tokens"));
         output.WriteLine("run                                   tokens/s  vs mono  ms/token p50  ms/token p99  remote calls/token  KiB/token");
         foreach (var r in rows)
         {

@@ -31,9 +31,9 @@ public static class ExpertBenchmark
         }
 
         var c = manifest.Architecture;
-        if (layer >= c.NumLayers || expert >= c.NumExperts)
+        if (layer >= c.RoutedLayers || expert >= c.NumExperts)
         {
-            throw new InvalidSettingsException($"the model has {c.NumLayers} layers x {c.NumExperts} experts");
+            throw new InvalidSettingsException($"the model has {c.RoutedLayers} layers x {c.NumExperts} experts");
         }
 
         var factory = new SessionFactory(settings.Inference, line => log.WriteLine($"dancemoe: {line}"));

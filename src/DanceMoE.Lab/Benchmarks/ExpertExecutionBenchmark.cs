@@ -32,9 +32,9 @@ public static class ExpertExecutionBenchmark
         }
 
         var c = manifest.Architecture;
-        if (settings.Layer >= c.NumLayers)
+        if (settings.Layer >= c.RoutedLayers)
         {
-            throw new InvalidSettingsException($"the model has {c.NumLayers} layers");
+            throw new InvalidSettingsException($"the model has {c.RoutedLayers} layers");
         }
 
         try

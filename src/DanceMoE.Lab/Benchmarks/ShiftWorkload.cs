@@ -27,7 +27,7 @@ internal static class ShiftWorkload
         var tokenizer = manifest.Tokenizer is { } t ? new ByteTokenizer(t.BosTokenId, t.EosTokenId) : ByteTokenizer.Default;
         var factory = new SessionFactory(new InferenceOptions { Provider = ExecutionProvider.Cpu, IntraOpThreads = 1, InterOpThreads = 1 });
         using var pool = new ExpertSessionPool(manifest, factory);
-        var counts = domains.Select(_ => Enumerable.Range(0, c.NumLayers).Select(_ => new double[c.NumExperts]).ToArray()).ToArray();
+        var counts = domains.Select(_ => Enumerable.Range(0, c.RoutedLayers).Select(_ => new double[c.NumExperts]).ToArray()).ToArray();
         using var forward = new MoeForward(manifest, factory, new LocalExpertDispatcher(pool));
         var window = c.MaxPositions - 1;
         for (var domain = 0; domain < domains.Count; domain++)
@@ -66,10 +66,10 @@ internal static class ShiftWorkload
         var c = manifest.Architecture;
         var model = ModelShape.Of(manifest).ToMoeModel();
         var cluster = Cluster.FullMesh([.. edges.Select(e => ServerSpec.Edge(e, budgetBytes))], LinkSpec.FromMbps(500, 2));
-        var activations = new ActivationCounts(edges.Count, c.NumLayers, c.NumExperts);
+        var activations = new ActivationCounts(edges.Count, c.RoutedLayers, c.NumExperts);
         for (var n = 0; n < edges.Count; n++)
         {
-            for (var l = 0; l < c.NumLayers; l++)
+            for (var l = 0; l < c.RoutedLayers; l++)
             {
                 for (var e = 0; e < c.NumExperts; e++)
                 {
@@ -85,7 +85,7 @@ internal static class ShiftWorkload
         }
         catch (InfeasiblePlacementException ex)
         {
-            throw new OperationException($"no placement of {c.NumLayers * c.NumExperts} experts fits {edges.Count} edges of {budgetBytes >> 20} MiB: {ex.Message} (raise --memory-mb)", OperationFailure.InvalidSettings, ex);
+            throw new OperationException($"no placement of {c.RoutedLayers * c.NumExperts} experts fits {edges.Count} edges of {budgetBytes >> 20} MiB: {ex.Message} (raise --memory-mb)", OperationFailure.InvalidSettings, ex);
         }
 
         return new EdgePlacement(1, PlacementAssignments.From(placement, edges));

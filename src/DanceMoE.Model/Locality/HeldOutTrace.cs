@@ -41,7 +41,7 @@ public static class HeldOutTrace
             throw new ModelFormatException($"the tokenizer's BOS id {tokenizer.BosTokenId} is outside the vocabulary of {c.VocabSize}");
         }
 
-        var counts = Enumerable.Range(0, c.NumLayers).Select(_ => new long[c.NumExperts]).ToList();
+        var counts = Enumerable.Range(0, c.RoutedLayers).Select(_ => new long[c.NumExperts]).ToList();
         var window = c.MaxPositions;
         var bits = 0.0;
         var tokens = new int[window];
@@ -60,7 +60,7 @@ public static class HeldOutTrace
                 bits -= LogSoftmax(result.Logits.AsSpan(i * c.VocabSize, c.VocabSize), text[start + i]) / Math.Log(2);
             }
 
-            for (var l = 0; l < c.NumLayers; l++)
+            for (var l = 0; l < c.RoutedLayers; l++)
             {
                 foreach (var e in result.Experts[l])
                 {

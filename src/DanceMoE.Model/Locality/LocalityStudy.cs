@@ -47,7 +47,7 @@ public sealed record LocalityStudy(string Directory, MoeConfig Config, IReadOnly
         var root = new JsonObject
         {
             ["model"] = Directory,
-            ["layers"] = Config.NumLayers,
+            ["layers"] = Config.RoutedLayers,
             ["experts"] = Config.NumExperts,
             ["top_k"] = Config.TopK,
             ["domains"] = new JsonArray([.. Report.Domains.Select(d => (JsonNode)d)]),
@@ -72,7 +72,7 @@ public sealed record LocalityStudy(string Directory, MoeConfig Config, IReadOnly
     {
         var s = new StringBuilder();
         var inv = CultureInfo.InvariantCulture;
-        s.AppendLine(inv, $"{Directory}: {Config.NumLayers} layers x {Config.NumExperts} experts, top-{Config.TopK}; one server per domain");
+        s.AppendLine(inv, $"{Directory}: {Config.RoutedLayers} layers x {Config.NumExperts} experts, top-{Config.TopK}; one server per domain");
         foreach (var t in Traces)
         {
             s.AppendLine(inv, $"  {t.Domain,-8} {t.Bytes,7} held-out bytes  {t.BitsPerByte:F3} bits/byte");

@@ -24,7 +24,7 @@ public sealed class RoutedForward(MoeWeights weights)
             throw new ArgumentException($"window of {s} tokens (1 to max_position_embeddings {c.MaxPositions})", nameof(tokens));
         }
 
-        var experts = Enumerable.Range(0, c.NumLayers).Select(_ => new int[s * c.TopK]).ToArray();
+        var experts = Enumerable.Range(0, c.RoutedLayers).Select(_ => new int[s * c.TopK]).ToArray();
         var logits = _reference.Forward(tokens, _reference.NewCache(), (layer, position, choices) =>
         {
             for (var j = 0; j < choices.Length; j++)

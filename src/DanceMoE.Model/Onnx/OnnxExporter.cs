@@ -25,28 +25,29 @@ public static class OnnxExporter
 
         var c = checkpoint.Config;
         Directory.CreateDirectory(outDirectory);
-        var embedWeights = checkpoint.Read(MixtralNames.Embed, c.VocabSize, c.HiddenSize);
+        var embedWeights = checkpoint.Read(TensorNames.Embed, c.VocabSize, c.HiddenSize);
         var embedding = Save(outDirectory, "embedding.onnx", BuildEmbedding(c, embedWeights, weightDtype));
         var layers = new List<LayerFiles>();
-        for (var l = 0; l < c.NumLayers; l++)
+        var groups = c.DecoderLayersOfRoutedLayers();
+        for (var r = 0; r < groups.Count; r++)
         {
-            var layer = MoeWeights.LoadLayer(checkpoint, l, withExperts: false);
-            var dense = Save(outDirectory, Name($"dense.{l}.onnx"), BuildDense(c, layer, weightDtype));
+            var decoderLayers = groups[r].Select(l => (l, MoeWeights.LoadLayer(checkpoint, l, withExperts: false))).ToList();
+            var dense = Save(outDirectory, Name($"dense.{r}.onnx"), BuildDense(c, decoderLayers, weightDtype));
             var experts = new List<ExpertFile>();
             for (var e = 0; e < c.NumExperts; e++)
             {
-                var file = Save(outDirectory, Name($"expert.{l}.{e}.onnx"), BuildExpert(c, MoeWeights.LoadExpert(checkpoint, l, e), weightDtype));
-                experts.Add(new ExpertFile(l, e, file.File, file.Sha256, file.Bytes, file.WeightBytes));
+                var file = Save(outDirectory, Name($"expert.{r}.{e}.onnx"), BuildExpert(c, MoeWeights.LoadExpert(checkpoint, groups[r][^1], e), weightDtype));
+                experts.Add(new ExpertFile(r, e, file.File, file.Sha256, file.Bytes, file.WeightBytes));
             }
 
-            layers.Add(new LayerFiles(l, dense, experts));
-            log?.Invoke($"layer {l}: dense + {c.NumExperts} experts written");
+            layers.Add(new LayerFiles(r, dense, experts) { DecoderLayers = groups[r] });
+            log?.Invoke($"layer {r}: dense (decoder layers {string.Join(", ", groups[r])}) + {c.NumExperts} experts written");
         }
 
-        var head = c.TieWordEmbeddings && !checkpoint.Has(MixtralNames.LmHead)
+        var head = c.TieWordEmbeddings && !checkpoint.Has(TensorNames.LmHead)
             ? embedWeights
-            : checkpoint.Read(MixtralNames.LmHead, c.VocabSize, c.HiddenSize);
-        var headFile = Save(outDirectory, "head.onnx", BuildHead(c, checkpoint.Read(MixtralNames.FinalNorm, c.HiddenSize), head, weightDtype));
+            : checkpoint.Read(TensorNames.LmHead, c.VocabSize, c.HiddenSize);
+        var headFile = Save(outDirectory, "head.onnx", BuildHead(c, checkpoint.Read(TensorNames.FinalNorm, c.HiddenSize), head, weightDtype));
         var tokenizer = checkpoint.Tokenizer;
         var manifest = new ModelManifest
         {
@@ -88,17 +89,20 @@ public static class OnnxExporter
         string N(int value) => value.ToString(CultureInfo.InvariantCulture);
         TensorSpec F(string name, params string[] shape) => new(name, "float32", shape);
         TensorSpec I(string name, params string[] shape) => new(name, "int64", shape);
+
+        // A dense subgraph that also runs dense-MLP layers caches each of them: decoder layers x cache heads.
+        var cacheHeads = c.DenseLayers.Count == 0 ? N(c.CacheHeads) : "layers_x_" + N(c.CacheHeads);
         return new Dictionary<string, GraphSignature>(StringComparer.Ordinal)
         {
             [EmbeddingGraph] = new([I(InputIds, "seq")], [F(Hidden, "seq", N(c.HiddenSize))]),
             [DenseGraph] = new(
                 [
                     F(Hidden, "seq", N(c.HiddenSize)), I(PositionIds, "seq"), F(AttentionMask, "seq", "total"),
-                    F(PastKey, "past", N(c.NumKvHeads), N(c.HeadDim)), F(PastValue, "past", N(c.NumKvHeads), N(c.HeadDim)),
+                    F(PastKey, "past", cacheHeads, N(c.KeyHeadDim)), F(PastValue, "past", cacheHeads, N(c.ValueHeadDim)),
                 ],
                 [
                     F(Residual, "seq", N(c.HiddenSize)), F(ExpertInput, "seq", N(c.HiddenSize)), F(RouterLogits, "seq", N(c.NumExperts)),
-                    F(NewKey, "seq", N(c.NumKvHeads), N(c.HeadDim)), F(NewValue, "seq", N(c.NumKvHeads), N(c.HeadDim)),
+                    F(NewKey, "seq", cacheHeads, N(c.KeyHeadDim)), F(NewValue, "seq", cacheHeads, N(c.ValueHeadDim)),
                 ]),
             [ExpertGraph] = new([F(ExpertX, "rows", N(c.HiddenSize))], [F(ExpertY, "rows", N(c.HiddenSize))]),
             [HeadGraph] = new([F(Hidden, "seq", N(c.HiddenSize))], [F(Logits, "seq", N(c.VocabSize))]),
@@ -133,59 +137,175 @@ public static class OnnxExporter
         return g;
     }
 
-    internal static GraphBuilder BuildDense(MoeConfig c, LayerWeights w, TensorDtype dtype)
+    /// <summary>
+    /// One routed layer's dense subgraph: the decoder layers it runs (dense-MLP layers first, each with its slice of the
+    /// cache heads), then the MoE layer's attention, its shared expert added to the residual, the expert input and router.
+    /// </summary>
+    internal static GraphBuilder BuildDense(MoeConfig c, IReadOnlyList<(int Layer, LayerWeights Weights)> layers, TensorDtype dtype)
     {
         var g = new GraphBuilder(DenseGraph, dtype);
-        long d = c.HeadDim;
-        long kv = c.NumKvHeads;
-        long heads = c.NumHeads;
+        long heads = c.CacheHeads;
+        long stacked = heads * layers.Count;
         g.Input(Hidden, DataType.Float, "seq", c.HiddenSize);
         g.Input(PositionIds, DataType.Int64, "seq");
         g.Input(AttentionMask, DataType.Float, "seq", "total");
-        // The KV cache is position-major, [past, kv, d], so that the runtime can append a step's rows in place
+        // The KV cache is position-major, [past, heads, d], so that the runtime can append a step's rows in place
         // and hand the graph the filled prefix of a buffer allocated once.
-        g.Input(PastKey, DataType.Float, "past", kv, d);
-        g.Input(PastValue, DataType.Float, "past", kv, d);
-
-        var x = g.RmsNorm(Hidden, g.Weight("input_layernorm", w.InputNorm, c.HiddenSize), c.RmsNormEps);
-        var q = HeadsFirst(g, g.MatMul(x, Projection(g, "q_proj", w.Wq, c.QueryWidth, c.HiddenSize)), heads, d);
-        var k = HeadsFirst(g, g.MatMul(x, Projection(g, "k_proj", w.Wk, c.KvWidth, c.HiddenSize)), kv, d);
-        var v = HeadsFirst(g, g.MatMul(x, Projection(g, "v_proj", w.Wv, c.KvWidth, c.HiddenSize)), kv, d);
+        g.Input(PastKey, DataType.Float, "past", stacked, c.KeyHeadDim);
+        g.Input(PastValue, DataType.Float, "past", stacked, c.ValueHeadDim);
 
         // RoPE angles from the positions: [seq, 1] · inv_freq[d/2], halves duplicated as in Hugging Face.
-        var invFreq = Enumerable.Range(0, c.HeadDim / 2).Select(i => (float)(1.0 / Math.Pow(c.RopeTheta, 2.0 * i / c.HeadDim))).ToArray();
+        var invFreq = Rotary.InverseFrequencies(c);
         var positions = g.Reshape(g.Node("Cast", [PositionIds], [GraphBuilder.Attr("to", (long)DataType.Float)]), -1, 1);
         var freqs = g.Mul(positions, g.Floats("inv_freq", invFreq, invFreq.Length));
         var angles = g.Concat(1, null, freqs, freqs);
-        var cos = g.Node("Cos", [angles]);
-        var sin = g.Node("Sin", [angles]);
-        var qr = Rope(g, q, cos, sin, d);
-        var kr = Rope(g, k, cos, sin, d);
+        var (cos, sin) = (g.Node("Cos", [angles]), g.Node("Sin", [angles]));
+        if (Rotary.CosSinScale(c) is var scale && scale != 1f)
+        {
+            (cos, sin) = (g.Mul(cos, g.Scalar(scale)), g.Mul(sin, g.Scalar(scale)));
+        }
 
-        g.Node("Transpose", [kr], [GraphBuilder.Ints("perm", [1, 0, 2])], NewKey);
-        g.Node("Transpose", [v], [GraphBuilder.Ints("perm", [1, 0, 2])], NewValue);
-        var keys = g.Concat(1, null, g.Transpose(PastKey, 1, 0, 2), kr);
-        var values = g.Concat(1, null, g.Transpose(PastValue, 1, 0, 2), v);
+        var hidden = Hidden;
+        var newKeys = new List<string>();
+        var newValues = new List<string>();
+        for (var i = 0; i < layers.Count; i++)
+        {
+            var (layer, w) = layers[i];
+            var p = layers.Count == 1 ? string.Empty : Name($"layers.{layer}.");
+            var pastKey = layers.Count == 1 ? PastKey : g.Slice(PastKey, i * heads, (i + 1) * heads, 1);
+            var pastValue = layers.Count == 1 ? PastValue : g.Slice(PastValue, i * heads, (i + 1) * heads, 1);
+            var x = g.RmsNorm(hidden, g.Weight(p + "input_layernorm", w.InputNorm, c.HiddenSize), c.RmsNormEps);
+            var (attention, newKey, newValue) = Attention(g, c, w.Attention, x, pastKey, pastValue, cos, sin, p);
+            newKeys.Add(newKey);
+            newValues.Add(newValue);
+            var residual = g.Add(hidden, attention);
+            var postNorm = g.Weight(p + "post_attention_layernorm", w.PostNorm, c.HiddenSize);
+            if (w.DenseMlp is { } mlp)
+            {
+                hidden = g.Add(residual, SwiGlu(g, g.RmsNorm(residual, postNorm, c.RmsNormEps), mlp, c.HiddenSize, c.DenseIntermediateSize, p + "mlp."));
+                continue;
+            }
 
-        // Grouped-query attention: query heads [kv, group, seq, d] against shared heads [kv, 1, total, d].
-        var q4 = g.Reshape(qr, kv, heads / kv, -1, d);
-        var kT = g.Transpose(g.Reshape(keys, kv, 1, -1, d), 0, 1, 3, 2);
-        var scores = g.Mul(g.MatMul(q4, kT), g.Scalar(1f / MathF.Sqrt(c.HeadDim)));
-        var probs = g.Node("Softmax", [g.Add(scores, AttentionMask)], [GraphBuilder.Attr("axis", -1)]);
-        var context = g.MatMul(probs, g.Reshape(values, kv, 1, -1, d));
-        var merged = g.Reshape(g.Transpose(g.Reshape(context, heads, -1, d), 1, 0, 2), 0, heads * d);
-        var attention = g.MatMul(merged, Projection(g, "o_proj", w.Wo, c.HiddenSize, c.QueryWidth));
-        var residual = g.Add(Hidden, attention, Residual);
+            var normed = g.RmsNorm(residual, postNorm, c.RmsNormEps, ExpertInput);
+            g.MatMul(normed, Projection(g, p + "router", w.Router!, c.NumExperts, c.HiddenSize), RouterLogits);
+            if (w.Shared is { } shared)
+            {
+                var y = SwiGlu(g, normed, shared, c.HiddenSize, c.SharedIntermediateSize, p + "shared.");
+                if (w.SharedGate is { } gate)
+                {
+                    y = g.Mul(y, g.Node("Sigmoid", [g.MatMul(normed, Projection(g, p + "shared_expert_gate", gate, 1, c.HiddenSize))]));
+                }
 
-        var normed = g.RmsNorm(residual, g.Weight("post_attention_layernorm", w.PostNorm, c.HiddenSize), c.RmsNormEps, ExpertInput);
-        g.MatMul(normed, Projection(g, "router", w.Router, c.NumExperts, c.HiddenSize), RouterLogits);
+                residual = g.Add(residual, y);
+            }
 
+            g.Node("Identity", [residual], null, Residual);
+        }
+
+        g.Concat(1, NewKey, [.. newKeys]);
+        g.Concat(1, NewValue, [.. newValues]);
         g.Output(Residual, DataType.Float, "seq", c.HiddenSize);
         g.Output(ExpertInput, DataType.Float, "seq", c.HiddenSize);
         g.Output(RouterLogits, DataType.Float, "seq", c.NumExperts);
-        g.Output(NewKey, DataType.Float, "seq", kv, d);
-        g.Output(NewValue, DataType.Float, "seq", kv, d);
+        g.Output(NewKey, DataType.Float, "seq", stacked, c.KeyHeadDim);
+        g.Output(NewValue, DataType.Float, "seq", stacked, c.ValueHeadDim);
         return g;
+    }
+
+    /// <summary>Self-attention of one decoder layer against its cache slice; returns its output and the step's keys and values [seq, heads, d].</summary>
+    private static (string Output, string NewKey, string NewValue) Attention(
+        GraphBuilder g, MoeConfig c, AttentionWeights w, string x, string pastKey, string pastValue, string cos, string sin, string p)
+    {
+        long heads = c.NumHeads;
+        long kv = c.CacheHeads;
+        long dk = c.KeyHeadDim;
+        long dv = c.ValueHeadDim;
+        var (q, k, v) = c.Mla is { } mla ? Latent(g, c, mla, w, x, cos, sin, p) : Standard(g, c, w, x, cos, sin, p);
+        var newKey = g.Transpose(k, 1, 0, 2);
+        var newValue = g.Transpose(v, 1, 0, 2);
+        var keys = g.Concat(1, null, g.Transpose(pastKey, 1, 0, 2), k);
+        var values = g.Concat(1, null, g.Transpose(pastValue, 1, 0, 2), v);
+
+        // Grouped-query attention: query heads [kv, group, seq, d] against shared heads [kv, 1, total, d].
+        var q4 = g.Reshape(q, kv, heads / kv, -1, dk);
+        var kT = g.Transpose(g.Reshape(keys, kv, 1, -1, dk), 0, 1, 3, 2);
+        var scores = g.Mul(g.MatMul(q4, kT), g.Scalar(Rotary.SoftmaxScale(c)));
+        var probs = g.Node("Softmax", [g.Add(scores, AttentionMask)], [GraphBuilder.Attr("axis", -1)]);
+        var context = g.MatMul(probs, g.Reshape(values, kv, 1, -1, dv));
+        var merged = g.Reshape(g.Transpose(g.Reshape(context, heads, -1, dv), 1, 0, 2), 0, heads * dv);
+        var output = g.MatMul(merged, Projection(g, p + "o_proj", w.Wo, c.HiddenSize, (int)(heads * dv)));
+        return (output, newKey, newValue);
+    }
+
+    /// <summary>q, k, v [heads, seq, d] of grouped-query attention, with Qwen2-MoE's biases and OLMoE's q/k norms.</summary>
+    private static (string Q, string K, string V) Standard(GraphBuilder g, MoeConfig c, AttentionWeights w, string x, string cos, string sin, string p)
+    {
+        long d = c.HeadDim;
+        string Project(string name, float[] weight, float[]? bias, float[]? norm, int width)
+        {
+            var y = g.MatMul(x, Projection(g, p + name, weight, width, c.HiddenSize));
+            y = bias is null ? y : g.Add(y, g.Weight(p + name + ".bias", bias, width));
+            return norm is null ? y : g.RmsNorm(y, g.Weight(p + name + ".norm", norm, width), c.RmsNormEps);
+        }
+
+        var q = HeadsFirst(g, Project("q_proj", w.Wq!, w.QBias, w.QNorm, c.QueryWidth), c.NumHeads, d);
+        var k = HeadsFirst(g, Project("k_proj", w.Wk!, w.KBias, w.KNorm, c.KvWidth), c.NumKvHeads, d);
+        var v = HeadsFirst(g, Project("v_proj", w.Wv!, w.VBias, null, c.KvWidth), c.NumKvHeads, d);
+        return (Rope(g, q, cos, sin, d), Rope(g, k, cos, sin, d), v);
+    }
+
+    /// <summary>
+    /// DeepSeek-V2's multi-head latent attention: full per-head keys [nope | rope] and values [heads, seq, d]. The rope
+    /// rows of q and kv_a are stored de-interleaved, which is the permutation modeling_deepseek applies before RoPE.
+    /// </summary>
+    private static (string Q, string K, string V) Latent(GraphBuilder g, MoeConfig c, MlaConfig mla, AttentionWeights w, string x, string cos, string sin, string p)
+    {
+        long heads = c.NumHeads;
+        var (nope, rope, dv, rank) = ((long)mla.QkNopeHeadDim, (long)mla.QkRopeHeadDim, (long)mla.VHeadDim, (long)mla.KvLoraRank);
+        var dk = nope + rope;
+        var qRows = DeinterleaveRope(mla.QLoraRank is null ? w.Wq! : w.QB!, (int)heads, (int)dk, (int)nope, (int)rope);
+        var q = mla.QLoraRank is { } qr
+            ? g.MatMul(
+                g.RmsNorm(g.MatMul(x, Projection(g, p + "q_a_proj", w.QA!, qr, c.HiddenSize)), g.Weight(p + "q_a_layernorm", w.QANorm!, qr), c.RmsNormEps),
+                Projection(g, p + "q_b_proj", qRows, c.QueryWidth, qr))
+            : g.MatMul(x, Projection(g, p + "q_proj", qRows, c.QueryWidth, c.HiddenSize));
+        var q3 = HeadsFirst(g, q, heads, dk);
+        var query = g.Concat(2, null, g.Slice(q3, 0, nope, 2), Rope(g, g.Slice(q3, nope, dk, 2), cos, sin, rope));
+
+        var kvA = g.MatMul(x, Projection(g, p + "kv_a_proj_with_mqa", DeinterleaveRope(w.KvA!, 1, (int)(rank + rope), (int)rank, (int)rope), (int)(rank + rope), c.HiddenSize));
+        var compressed = g.RmsNorm(g.Slice(kvA, 0, rank, 1), g.Weight(p + "kv_a_layernorm", w.KvANorm!, (int)rank), c.RmsNormEps);
+        var kPe = Rope(g, g.Reshape(g.Slice(kvA, rank, rank + rope, 1), 1, -1, rope), cos, sin, rope);
+        var kv = HeadsFirst(g, g.MatMul(compressed, Projection(g, p + "kv_b_proj", w.KvB!, (int)(heads * (nope + dv)), (int)rank)), heads, nope + dv);
+        var kNope = g.Slice(kv, 0, nope, 2);
+        var shape = g.Concat(0, null, g.Node("Shape", [kNope], [GraphBuilder.Attr("end", 2)]), g.Int64s(rope));
+        var key = g.Concat(2, null, kNope, g.Node("Expand", [kPe, shape]));
+        return (query, key, g.Slice(kv, nope, nope + dv, 2));
+    }
+
+    /// <summary>In each of <paramref name="blocks"/> row blocks, reorders the rope rows [nope, nope + rope) as [even..., odd...].</summary>
+    private static float[] DeinterleaveRope(float[] w, int blocks, int blockRows, int nope, int rope)
+    {
+        var columns = w.Length / (blocks * blockRows);
+        var result = (float[])w.Clone();
+        for (var b = 0; b < blocks; b++)
+        {
+            for (var i = 0; i < rope; i++)
+            {
+                var from = (b * blockRows) + nope + (i < rope / 2 ? 2 * i : (2 * (i - (rope / 2))) + 1);
+                var to = (b * blockRows) + nope + i;
+                Array.Copy(w, from * columns, result, to * columns, columns);
+            }
+        }
+
+        return result;
+    }
+
+    private static string SwiGlu(GraphBuilder g, string x, ExpertWeights w, int hidden, int ffn, string p)
+    {
+        var gate = g.MatMul(x, Projection(g, p + "w1", w.W1, ffn, hidden));
+        var up = g.MatMul(x, Projection(g, p + "w3", w.W3, ffn, hidden));
+        var silu = g.Mul(gate, g.Node("Sigmoid", [gate]));
+        return g.MatMul(g.Mul(silu, up), Projection(g, p + "w2", w.W2, hidden, ffn));
     }
 
     internal static GraphBuilder BuildExpert(MoeConfig c, ExpertWeights w, TensorDtype dtype)
@@ -228,12 +348,12 @@ public static class OnnxExporter
     /// <summary>[seq, heads·d] → [heads, seq, d].</summary>
     private static string HeadsFirst(GraphBuilder g, string x, long heads, long d) => g.Transpose(g.Reshape(x, 0, heads, d), 1, 0, 2);
 
-    /// <summary>x·cos + rotate_half(x)·sin with rotate_half(x) = [-x₂, x₁].</summary>
+    /// <summary>x·cos + rotate_half(x)·sin with rotate_half(x) = [-x₂, x₁], over the last axis of width d.</summary>
     private static string Rope(GraphBuilder g, string x, string cos, string sin, long d)
     {
-        var first = g.Slice(x, 0, d / 2, 2);
-        var second = g.Slice(x, d / 2, d, 2);
-        var rotated = g.Concat(2, null, g.Node("Neg", [second]), first);
+        var first = g.Slice(x, 0, d / 2, -1);
+        var second = g.Slice(x, d / 2, d, -1);
+        var rotated = g.Concat(-1, null, g.Node("Neg", [second]), first);
         return g.Add(g.Mul(x, cos), g.Mul(rotated, sin));
     }
 

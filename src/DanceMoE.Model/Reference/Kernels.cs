@@ -99,20 +99,21 @@ public static class Kernels
         return Linear(gate, rows, expert.W2, hidden, ffn);
     }
 
-    /// <summary>RoPE tables as Hugging Face builds them: angle(pos, i) = pos · theta^(-2i/d), halves duplicated.</summary>
-    public static (float[] Cos, float[] Sin) RopeTables(int positions, int headDim, double theta)
+    /// <summary>RoPE tables as Hugging Face builds them: angle(pos, i) = pos · inv_freq[i], halves duplicated, times <paramref name="scale"/>.</summary>
+    public static (float[] Cos, float[] Sin) RopeTables(int positions, float[] invFreq, float scale)
     {
-        var cos = new float[positions * headDim];
-        var sin = new float[positions * headDim];
-        var half = headDim / 2;
+        ArgumentNullException.ThrowIfNull(invFreq);
+        var half = invFreq.Length;
+        var width = half * 2;
+        var cos = new float[positions * width];
+        var sin = new float[positions * width];
         for (var p = 0; p < positions; p++)
         {
             for (var i = 0; i < half; i++)
             {
-                var invFreq = (float)(1.0 / Math.Pow(theta, 2.0 * i / headDim));
-                var angle = (double)(p * invFreq);
-                cos[(p * headDim) + i] = cos[(p * headDim) + i + half] = (float)Math.Cos(angle);
-                sin[(p * headDim) + i] = sin[(p * headDim) + i + half] = (float)Math.Sin(angle);
+                var angle = (double)(p * invFreq[i]);
+                cos[(p * width) + i] = cos[(p * width) + i + half] = (float)Math.Cos(angle) * scale;
+                sin[(p * width) + i] = sin[(p * width) + i + half] = (float)Math.Sin(angle) * scale;
             }
         }
 
