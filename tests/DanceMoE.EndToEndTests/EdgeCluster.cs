@@ -37,10 +37,10 @@ public sealed class EdgeCluster : IAsyncDisposable
 
     public IBusControl Bus => _provider!.GetRequiredService<IBusControl>();
 
-    public static async Task<EdgeCluster> CreateAsync(ulong seed = 11)
+    public static async Task<EdgeCluster> CreateAsync(ulong seed = 11, TinyOptions? model = null)
     {
         var directory = Path.Combine(Path.GetTempPath(), "dancemoe-e2e-" + Guid.NewGuid().ToString("N")[..8]);
-        TinyCheckpoint.Write(Path.Combine(directory, "ckpt"), new TinyOptions { Seed = seed });
+        TinyCheckpoint.Write(Path.Combine(directory, "ckpt"), model ?? new TinyOptions { Seed = seed });
         var manifest = OnnxExporter.Export(Checkpoint.Open(Path.Combine(directory, "ckpt")), Path.Combine(directory, "onnx"), TensorDtype.F32);
         var vhost = new IsolatedVirtualHost();
         await vhost.InitializeAsync();
