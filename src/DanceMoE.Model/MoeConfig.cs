@@ -117,6 +117,13 @@ public sealed record MoeConfig
 
     public bool IsDenseLayer(int layer) => DenseLayers.Contains(layer);
 
+    /// <summary>Equal but for the storage dtype (record equality compares <see cref="DenseLayers"/> by reference).</summary>
+    public bool SameArchitecture(MoeConfig other)
+    {
+        ArgumentNullException.ThrowIfNull(other);
+        return this with { TorchDtype = other.TorchDtype, DenseLayers = other.DenseLayers } == other && DenseLayers.SequenceEqual(other.DenseLayers);
+    }
+
     /// <summary>
     /// The decoder layers each routed layer's dense subgraph runs: the dense-MLP layers before it, then its own
     /// attention, shared expert and router.

@@ -30,7 +30,7 @@ public static class ExportVerification
         }
 
         var checkpoint = Checkpoint.Open(checkpointDir);
-        if (checkpoint.Config with { TorchDtype = manifest.Architecture.TorchDtype } != manifest.Architecture)
+        if (!checkpoint.Config.SameArchitecture(manifest.Architecture))
         {
             throw new OperationException($"{checkpointDir}: its config.json differs from the architecture in the manifest");
         }

@@ -154,7 +154,7 @@ public sealed class ModelFamilyTests
         Assert.Equal((27, 26, 64, 6, 2), (config.NumLayers, config.RoutedLayers, config.NumExperts, config.TopK, config.SharedIntermediateSize / config.IntermediateSize));
         TinyCheckpoint.Write(dir.Sub("ckpt"), config, new TinyOptions { Seed = 3, Dtype = TensorDtype.BF16 });
         var checkpoint = Checkpoint.Open(dir.Sub("ckpt"));
-        Assert.Equal(config, checkpoint.Config with { DenseLayers = config.DenseLayers });
+        Assert.True(config.SameArchitecture(checkpoint.Config));
 
         var manifest = OnnxExporter.Export(checkpoint, dir.Sub("onnx"), TensorDtype.F32);
         var result = await VerifyAsync(manifest, checkpoint, 1);
