@@ -192,6 +192,35 @@ public sealed class ModelFamilyTests
         Assert.Contains("model.safetensors: tensor 'model.layers.0.mlp.shared_expert.gate_proj.weight' has shape [128, 32], expected [96, 32]", ex.Message, StringComparison.Ordinal);
     }
 
+    [Fact]
+    public void A_truncated_shard_fails_naming_the_shard_and_a_tensor_it_cuts()
+    {
+        using var dir = new TempDirectory();
+        TinyCheckpoint.Write(dir.Path, Small(MoeConfig.Olmoe) with { MaxShardBytes = 64 * 1024 });
+        var last = Directory.GetFiles(dir.Path, "model-*.safetensors").Order(StringComparer.Ordinal).Last();
+        using (var stream = File.Open(last, FileMode.Open))
+        {
+            stream.SetLength(stream.Length - 100);
+        }
+
+        var ex = Assert.Throws<ModelFormatException>(() => Checkpoint.Open(dir.Path));
+
+        Assert.Contains(Path.GetFileName(last) + ": truncated: tensor '", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void A_graph_over_what_one_onnx_file_holds_fails_naming_the_file_and_tensor()
+    {
+        using var dir = new TempDirectory();
+        TinyCheckpoint.Write(dir.Sub("ckpt"), Small(MoeConfig.Qwen2Moe));
+
+        var ex = Assert.Throws<ModelFormatException>(() =>
+            OnnxExporter.Export(Checkpoint.Open(dir.Sub("ckpt")), dir.Sub("onnx"), TensorDtype.F32, null, maxFileBytes: 10_000));
+
+        Assert.Contains("embedding.onnx: 33024 bytes of weights (largest: 'embed_tokens')", ex.Message, StringComparison.Ordinal);
+        Assert.Contains("ONNX external data is not supported yet", ex.Message, StringComparison.Ordinal);
+    }
+
     internal static string DeepseekV2LiteConfig(int hidden) => $$"""
         {
           "architectures": ["DeepseekV2ForCausalLM"], "model_type": "deepseek_v2", "vocab_size": 258,

@@ -15,7 +15,13 @@ namespace DanceMoE.Model.Onnx;
 /// </summary>
 public static class OnnxExporter
 {
-    public static ModelManifest Export(Checkpoint checkpoint, string outDirectory, TensorDtype weightDtype, Action<string>? log = null)
+    /// <summary>What one ONNX file can hold: a protobuf message is limited to 2 GiB, and external data is not written yet.</summary>
+    public const long MaxFileBytes = int.MaxValue - (16L << 20);
+
+    public static ModelManifest Export(Checkpoint checkpoint, string outDirectory, TensorDtype weightDtype, Action<string>? log = null) =>
+        Export(checkpoint, outDirectory, weightDtype, log, MaxFileBytes);
+
+    internal static ModelManifest Export(Checkpoint checkpoint, string outDirectory, TensorDtype weightDtype, Action<string>? log, long maxFileBytes)
     {
         ArgumentNullException.ThrowIfNull(checkpoint);
         if (weightDtype == TensorDtype.BF16)
@@ -26,17 +32,17 @@ public static class OnnxExporter
         var c = checkpoint.Config;
         Directory.CreateDirectory(outDirectory);
         var embedWeights = checkpoint.Read(TensorNames.Embed, c.VocabSize, c.HiddenSize);
-        var embedding = Save(outDirectory, "embedding.onnx", BuildEmbedding(c, embedWeights, weightDtype));
+        var embedding = Save(maxFileBytes, outDirectory, "embedding.onnx", BuildEmbedding(c, embedWeights, weightDtype));
         var layers = new List<LayerFiles>();
         var groups = c.DecoderLayersOfRoutedLayers();
         for (var r = 0; r < groups.Count; r++)
         {
             var decoderLayers = groups[r].Select(l => (l, MoeWeights.LoadLayer(checkpoint, l, withExperts: false))).ToList();
-            var dense = Save(outDirectory, Name($"dense.{r}.onnx"), BuildDense(c, decoderLayers, weightDtype));
+            var dense = Save(maxFileBytes, outDirectory, Name($"dense.{r}.onnx"), BuildDense(c, decoderLayers, weightDtype));
             var experts = new List<ExpertFile>();
             for (var e = 0; e < c.NumExperts; e++)
             {
-                var file = Save(outDirectory, Name($"expert.{r}.{e}.onnx"), BuildExpert(c, MoeWeights.LoadExpert(checkpoint, groups[r][^1], e), weightDtype));
+                var file = Save(maxFileBytes, outDirectory, Name($"expert.{r}.{e}.onnx"), BuildExpert(c, MoeWeights.LoadExpert(checkpoint, groups[r][^1], e), weightDtype));
                 experts.Add(new ExpertFile(r, e, file.File, file.Sha256, file.Bytes, file.WeightBytes));
             }
 
@@ -47,7 +53,7 @@ public static class OnnxExporter
         var head = c.TieWordEmbeddings && !checkpoint.Has(TensorNames.LmHead)
             ? embedWeights
             : checkpoint.Read(TensorNames.LmHead, c.VocabSize, c.HiddenSize);
-        var headFile = Save(outDirectory, "head.onnx", BuildHead(c, checkpoint.Read(TensorNames.FinalNorm, c.HiddenSize), head, weightDtype));
+        var headFile = Save(maxFileBytes, outDirectory, "head.onnx", BuildHead(c, checkpoint.Read(TensorNames.FinalNorm, c.HiddenSize), head, weightDtype));
         var tokenizer = checkpoint.Tokenizer;
         var manifest = new ModelManifest
         {
@@ -357,9 +363,15 @@ public static class OnnxExporter
         return g.Add(g.Mul(x, cos), g.Mul(rotated, sin));
     }
 
-    private static ModelFile Save(string directory, string file, GraphBuilder graph)
+    private static ModelFile Save(long maxFileBytes, string directory, string file, GraphBuilder graph)
     {
         var path = Path.Combine(directory, file);
+        if (graph.WeightBytes > maxFileBytes)
+        {
+            throw new ModelFormatException(string.Create(CultureInfo.InvariantCulture,
+                $"{path}: {graph.WeightBytes} bytes of weights (largest: '{graph.LargestWeight}') exceed what one ONNX file holds ({maxFileBytes} bytes, protobuf's 2 GiB limit); ONNX external data is not supported yet (export with --dtype f16 to halve the size)"));
+        }
+
         using (var stream = File.Create(path))
         {
             graph.ToModel().WriteTo(stream);
