@@ -157,7 +157,7 @@ public sealed class ModelFamilyTests
         Assert.True(config.SameArchitecture(checkpoint.Config));
 
         var manifest = OnnxExporter.Export(checkpoint, dir.Sub("onnx"), TensorDtype.F32);
-        var result = await VerifyAsync(manifest, checkpoint, 1);
+        var result = await VerifyAsync(manifest, checkpoint, 1, prompt: "MoE");
 
         Assert.Equal(26 * 64, manifest.Experts.Count());
         Assert.True(result.MaxAbsDiff <= 1e-4, $"max |logit diff| {result.MaxAbsDiff}");
@@ -241,11 +241,11 @@ public sealed class ModelFamilyTests
 
     private static MoeConfig Parse(string json) => MoeConfig.Parse(JsonNode.Parse(json)!.AsObject(), "config.json");
 
-    private static async Task<VerifyResult> VerifyAsync(ModelManifest manifest, Checkpoint checkpoint, int decodeSteps)
+    private static async Task<VerifyResult> VerifyAsync(ModelManifest manifest, Checkpoint checkpoint, int decodeSteps, string prompt = "mixture of experts")
     {
         var reference = new ReferenceModel(MoeWeights.Load(checkpoint));
         using var pool = new ExpertSessionPool(manifest, new SessionFactory(Cpu));
         using var forward = new MoeForward(manifest, new SessionFactory(Cpu), new LocalExpertDispatcher(pool));
-        return await ModelVerifier.VerifyAsync(forward, reference, ByteTokenizer.Default.Encode("mixture of experts"), decodeSteps, CancellationToken.None);
+        return await ModelVerifier.VerifyAsync(forward, reference, ByteTokenizer.Default.Encode(prompt), decodeSteps, CancellationToken.None);
     }
 }
