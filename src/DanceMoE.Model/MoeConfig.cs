@@ -8,6 +8,9 @@ namespace DanceMoE.Model;
 /// <summary>Multi-head latent attention (DeepSeek-V2): ranks and head widths as in its `config.json`.</summary>
 public sealed record MlaConfig
 {
+    /// <summary>q_a_layernorm and kv_a_layernorm use DeepseekV2RMSNorm's default epsilon, not rms_norm_eps.</summary>
+    public const double LatentNormEps = 1e-6;
+
     public int KvLoraRank { get; init; }
 
     /// <summary>Null (DeepSeek-V2-Lite): queries come straight from q_proj; otherwise through q_a_proj, q_a_layernorm, q_b_proj.</summary>

@@ -31,6 +31,32 @@ public sealed class ModelFamilyTests
         Assert.Equal(c.RoutedLayers * c.NumExperts, Directory.GetFiles(dir.Sub("onnx"), "expert.*.onnx").Length);
     }
 
+    /// <summary>Full DeepSeek-V2's options: q through q_a/q_b, group-limited routing, scaled weights, YaRN with a cos/sin scale.</summary>
+    [Fact]
+    public async Task Deepseek_v2_with_q_lora_group_limited_routing_and_yarn_exports_and_verifies()
+    {
+        using var dir = new TempDirectory();
+        var options = Small(MoeConfig.DeepseekV2);
+        var tiny = TinyCheckpoint.Config(options);
+        var config = tiny with
+        {
+            Mla = tiny.Mla! with { QLoraRank = 16 },
+            NumGroups = 2,
+            TopKGroup = 1,
+            RoutedScalingFactor = 2,
+            RopeScaling = new YarnScaling { Factor = 4, OriginalMaxPositions = 32, Mscale = 1, MscaleAllDim = 0.5 },
+        };
+        TinyCheckpoint.Write(dir.Sub("ckpt"), config, options);
+        var checkpoint = Checkpoint.Open(dir.Sub("ckpt"));
+        Assert.True(config.SameArchitecture(checkpoint.Config));
+        Assert.True(checkpoint.Has("model.layers.1.self_attn.q_b_proj.weight"));
+
+        var manifest = OnnxExporter.Export(checkpoint, dir.Sub("onnx"), TensorDtype.F32);
+        var result = await VerifyAsync(manifest, checkpoint, 3);
+
+        Assert.True(result.MaxAbsDiff <= 1e-4, $"max |logit diff| {result.MaxAbsDiff}");
+    }
+
     [Theory]
     [InlineData(MoeConfig.Olmoe, "model.layers.1.self_attn.q_norm.weight", "model.layers.1.mlp.experts.3.down_proj.weight")]
     [InlineData(MoeConfig.Qwen2Moe, "model.layers.1.self_attn.k_proj.bias", "model.layers.1.mlp.shared_expert_gate.weight")]

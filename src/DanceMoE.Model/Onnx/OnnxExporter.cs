@@ -272,14 +272,14 @@ public static class OnnxExporter
         var qRows = DeinterleaveRope(mla.QLoraRank is null ? w.Wq! : w.QB!, (int)heads, (int)dk, (int)nope, (int)rope);
         var q = mla.QLoraRank is { } qr
             ? g.MatMul(
-                g.RmsNorm(g.MatMul(x, Projection(g, p + "q_a_proj", w.QA!, qr, c.HiddenSize)), g.Weight(p + "q_a_layernorm", w.QANorm!, qr), c.RmsNormEps),
+                g.RmsNorm(g.MatMul(x, Projection(g, p + "q_a_proj", w.QA!, qr, c.HiddenSize)), g.Weight(p + "q_a_layernorm", w.QANorm!, qr), MlaConfig.LatentNormEps),
                 Projection(g, p + "q_b_proj", qRows, c.QueryWidth, qr))
             : g.MatMul(x, Projection(g, p + "q_proj", qRows, c.QueryWidth, c.HiddenSize));
         var q3 = HeadsFirst(g, q, heads, dk);
         var query = g.Concat(2, null, g.Slice(q3, 0, nope, 2), Rope(g, g.Slice(q3, nope, dk, 2), cos, sin, rope));
 
         var kvA = g.MatMul(x, Projection(g, p + "kv_a_proj_with_mqa", DeinterleaveRope(w.KvA!, 1, (int)(rank + rope), (int)rank, (int)rope), (int)(rank + rope), c.HiddenSize));
-        var compressed = g.RmsNorm(g.Slice(kvA, 0, rank, 1), g.Weight(p + "kv_a_layernorm", w.KvANorm!, (int)rank), c.RmsNormEps);
+        var compressed = g.RmsNorm(g.Slice(kvA, 0, rank, 1), g.Weight(p + "kv_a_layernorm", w.KvANorm!, (int)rank), MlaConfig.LatentNormEps);
         var kPe = Rope(g, g.Reshape(g.Slice(kvA, rank, rank + rope, 1), 1, -1, rope), cos, sin, rope);
         var kv = HeadsFirst(g, g.MatMul(compressed, Projection(g, p + "kv_b_proj", w.KvB!, (int)(heads * (nope + dv)), (int)rank)), heads, nope + dv);
         var kNope = g.Slice(kv, 0, nope, 2);

@@ -205,7 +205,7 @@ public sealed class ReferenceModel
         var (nope, rope, dv, rank) = (mla.QkNopeHeadDim, mla.QkRopeHeadDim, mla.VHeadDim, mla.KvLoraRank);
         var dk = nope + rope;
         var q = mla.QLoraRank is { } qr
-            ? Kernels.Linear(Kernels.RmsNorm(Kernels.Linear(x, s, a.QA!, qr, hsz), s, a.QANorm!, _c.RmsNormEps), s, a.QB!, _c.QueryWidth, qr)
+            ? Kernels.Linear(Kernels.RmsNorm(Kernels.Linear(x, s, a.QA!, qr, hsz), s, a.QANorm!, MlaConfig.LatentNormEps), s, a.QB!, _c.QueryWidth, qr)
             : Kernels.Linear(x, s, a.Wq!, _c.QueryWidth, hsz);
         var kvA = Kernels.Linear(x, s, a.KvA!, rank + rope, hsz);
         var compressed = new float[s * rank];
@@ -214,7 +214,7 @@ public sealed class ReferenceModel
             kvA.AsSpan(t * (rank + rope), rank).CopyTo(compressed.AsSpan(t * rank));
         }
 
-        var kv = Kernels.Linear(Kernels.RmsNorm(compressed, s, a.KvANorm!, _c.RmsNormEps), s, a.KvB!, heads * (nope + dv), rank);
+        var kv = Kernels.Linear(Kernels.RmsNorm(compressed, s, a.KvANorm!, MlaConfig.LatentNormEps), s, a.KvB!, heads * (nope + dv), rank);
         var k = new float[s * heads * dk];
         var v = new float[s * heads * dv];
         for (var t = 0; t < s; t++)
