@@ -276,8 +276,6 @@ internal sealed class ConfigJson(JsonObject root, string source)
 {
     public string Source => source;
 
-    public bool Has(string key) => root[key] is not null;
-
     public string Str(string key) =>
         root[key] is JsonValue v && v.TryGetValue<string>(out var s)
             ? s
