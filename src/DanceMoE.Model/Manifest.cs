@@ -44,6 +44,20 @@ public sealed record ModelManifest
     /// <summary>Storage dtype of the weights in the ONNX files ("f32" or "f16"); activations are always float32.</summary>
     public string WeightDtype { get; init; } = "f32";
 
+    /// <summary>
+    /// Storage of the routed experts' projections: "fp32", "fp16", or "int8"/"int4" quantised block-wise for ONNX
+    /// Runtime's MatMulNBits with <see cref="ExpertBlockSize"/> weights per scale; absent (older exports): as
+    /// <see cref="WeightDtype"/>.
+    /// </summary>
+    public string? ExpertWeights { get; init; }
+
+    public int? ExpertBlockSize { get; init; }
+
+    [JsonIgnore]
+    public ExpertWeightFormat ExpertFormat => ExpertWeights is null
+        ? (WeightDtype == "f32" ? ExpertWeightFormat.Fp32 : ExpertWeightFormat.Fp16)
+        : ExpertQuantization.Parse(ExpertWeights);
+
     public required MoeConfig Architecture { get; init; }
     public TokenizerInfo? Tokenizer { get; init; }
     public required IReadOnlyDictionary<string, GraphSignature> Signatures { get; init; }
@@ -87,6 +101,15 @@ public sealed record ModelManifest
 
         var c = manifest.Architecture;
         c.Validate(path);
+        try
+        {
+            _ = manifest.ExpertFormat;
+        }
+        catch (ModelFormatException ex)
+        {
+            throw new ModelFormatException($"{path}: {ex.Message}", ex);
+        }
+
         if (manifest.Layers.Count != c.RoutedLayers || manifest.Layers.Any(l => l.Experts.Count != c.NumExperts))
         {
             throw new ModelFormatException($"{path}: lists {manifest.Layers.Count} layers / {manifest.Experts.Count()} experts, architecture says {c.RoutedLayers} routed layers x {c.NumExperts}");

@@ -16,7 +16,8 @@ public static class ExportVerification
 {
     /// <summary>
     /// Runs <paramref name="prompt"/> and <paramref name="decodeSteps"/> decode steps through both; the tolerance defaults
-    /// to 1e-4 for f32 exports and 5e-2 otherwise.
+    /// to 1e-4 for f32 exports and 5e-2 otherwise. The reference computes quantised or f16 experts with the weights the
+    /// export stores, so only summation order separates the two and an f32 export keeps the f32 tolerance.
     /// </summary>
     public static async Task<ExportVerificationResult> RunAsync(
         ModelManifest manifest, string modelDir, string checkpointDir, string prompt, int decodeSteps, double? tolerance, InferenceOptions options,
@@ -43,7 +44,7 @@ public static class ExportVerification
             throw new OperationException("the prompt's byte tokens do not fit this model's vocabulary");
         }
 
-        var reference = ReferenceModel.Streaming(checkpoint);
+        var reference = ReferenceModel.Streaming(checkpoint, expertWeights: manifest.ExpertFormat);
         var factory = new SessionFactory(options, log);
         using var pool = new ExpertSessionPool(manifest, factory);
         using var forward = new MoeForward(manifest, factory, new LocalExpertDispatcher(pool));

@@ -12,6 +12,9 @@ namespace DanceMoE.Operations;
 /// </summary>
 public static class ModelCatalog
 {
+    /// <summary>How the exports made here store their routed experts; part of the fingerprint of an export's folder.</summary>
+    private const ExpertWeightFormat ExpertWeights = ExpertWeightFormat.Fp32;
+
     public static string DefaultCheckpoint
     {
         get
@@ -46,7 +49,7 @@ public static class ModelCatalog
         var staging = target + ".partial-" + Environment.ProcessId;
         try
         {
-            OnnxExporter.Export(Checkpoint.Open(directory), staging, TensorDtype.F32);
+            OnnxExporter.Export(Checkpoint.Open(directory), staging, TensorDtype.F32, expertWeights: ExpertWeights);
             if (!Directory.Exists(target))
             {
                 Directory.Move(staging, target);
@@ -89,7 +92,7 @@ public static class ModelCatalog
         }
 
         text.Append(File.ReadAllText(Path.Combine(directory, Checkpoint.ConfigFile)));
-        text.Append(ModelManifest.CurrentFormat);
+        text.Append(ModelManifest.CurrentFormat).Append(";experts=").Append(ExpertWeights.Name());
         return Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(text.ToString())))[..12];
     }
 }

@@ -97,19 +97,20 @@ public static class ModelCommand
         var checkpoint = new Argument<string>("CHECKPOINT") { Description = "checkpoint directory (config.json and safetensors)" };
         var outDir = CliOptions.Text("out", "directory to write the subgraphs and their manifest to", required: true, valueName: "DIR");
         var dtype = CliOptions.Choice("dtype", "weight type of the export", "f32", "f16");
-        var command = new Command("export", "export a checkpoint to ONNX subgraphs with their manifest") { checkpoint, outDir, dtype };
-        command.SetAction((result, _) => Guarded(() => Task.FromResult(
-            Export(result.GetRequiredValue(checkpoint), result.GetRequiredValue(outDir), Dtype(result.GetRequiredValue(dtype))))));
+        var experts = CliOptions.Choice("expert-weights", "routed experts' weights (int8/int4: block-wise, 32 per scale; default: as --dtype)", "same", "fp32", "fp16", "int8", "int4");
+        var command = new Command("export", "export a checkpoint to ONNX subgraphs with their manifest") { checkpoint, outDir, dtype, experts };
+        command.SetAction((result, _) => Guarded(() => Task.FromResult(Export(
+            result.GetRequiredValue(checkpoint), result.GetRequiredValue(outDir), Dtype(result.GetRequiredValue(dtype)), result.GetRequiredValue(experts) is var e && e != "same" ? ExpertQuantization.Parse(e) : null))));
         return command;
     }
 
-    private static int Export(string checkpointDir, string outDir, TensorDtype dtype)
+    private static int Export(string checkpointDir, string outDir, TensorDtype dtype, ExpertWeightFormat? experts)
     {
         var checkpoint = Checkpoint.Open(checkpointDir);
-        var manifest = Progress.Run($"exporting {checkpointDir}", log => OnnxExporter.Export(checkpoint, outDir, dtype, log));
+        var manifest = Progress.Run($"exporting {checkpointDir}", log => OnnxExporter.Export(checkpoint, outDir, dtype, log, experts));
         var expertBytes = manifest.Experts.First().WeightBytes;
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"exported to {outDir}: embedding, {manifest.Layers.Count} dense layers, {manifest.Experts.Count()} experts ({expertBytes} weight bytes each, {manifest.WeightDtype}), head; opset {manifest.Opset}"));
+            $"exported to {outDir}: embedding, {manifest.Layers.Count} dense layers, {manifest.Experts.Count()} experts ({expertBytes} weight bytes each, {manifest.ExpertWeights}), head; opset {manifest.Opset}"));
         return ExitCodes.Ok;
     }
 

@@ -9,8 +9,11 @@ internal sealed class GraphBuilder(string name, TensorDtype weightDtype)
     public const long OpsetVersion = 17;
     public const long IrVersion = 8;
 
+    public const string MicrosoftDomain = "com.microsoft";
+
     private readonly GraphProto _graph = new() { Name = name };
     private int _next;
+    private bool _usesMicrosoftOps;
 
     /// <summary>Bytes of weight initializers (what a loaded session costs, beyond the runtime's own buffers).</summary>
     public long WeightBytes { get; private set; }
@@ -53,6 +56,14 @@ internal sealed class GraphBuilder(string name, TensorDtype weightDtype)
         return tensor;
     }
 
+    private string Raw(string tensor, TensorProto.Types.DataType type, byte[] bytes, params long[] dims)
+    {
+        var proto = new TensorProto { Name = tensor, DataType = (int)type, RawData = ByteString.CopyFrom(bytes) };
+        proto.Dims.AddRange(dims);
+        _graph.Initializer.Add(proto);
+        return tensor;
+    }
+
     public string Int64s(params long[] values)
     {
         var proto = new TensorProto { Name = $"const_{_next++}", DataType = (int)TensorProto.Types.DataType.Int64 };
@@ -87,6 +98,23 @@ internal sealed class GraphBuilder(string name, TensorDtype weightDtype)
     }
 
     public string MatMul(string a, string b, string? output = null) => Node("MatMul", [a, b], null, output);
+
+    /// <summary>x · wᵀ for a quantised w [outputs, inputs], dequantised inside ONNX Runtime's MatMulNBits with float32 accumulation.</summary>
+    public string MatMulNBits(string x, string tensor, QuantizedMatrix w, string? output = null)
+    {
+        var packed = Raw($"{tensor}_q", TensorProto.Types.DataType.Uint8, w.Packed, w.Rows, w.BlocksPerRow, w.BlockBytes);
+        var scales = Raw($"{tensor}_scales", TensorProto.Types.DataType.Float, w.ScaleBytes, w.Scales.Length);
+        var zeroPoints = Raw($"{tensor}_zero_points", TensorProto.Types.DataType.Uint8, w.ZeroPoints, w.ZeroPoints.Length);
+        WeightBytes += w.Bytes;
+        _usesMicrosoftOps = true;
+        var result = Node(
+            "MatMulNBits",
+            [x, packed, scales, zeroPoints],
+            [Attr("K", w.Columns), Attr("N", w.Rows), Attr("bits", w.Bits), Attr("block_size", w.BlockSize), Attr("accuracy_level", 1)],
+            output);
+        _graph.Node[^1].Domain = MicrosoftDomain;
+        return result;
+    }
 
     public string Add(string a, string b, string? output = null) => Node("Add", [a, b], null, output);
 
@@ -128,6 +156,10 @@ internal sealed class GraphBuilder(string name, TensorDtype weightDtype)
             Graph = _graph,
         };
         model.OpsetImport.Add(new OperatorSetIdProto { Domain = string.Empty, Version = OpsetVersion });
+        if (_usesMicrosoftOps)
+        {
+            model.OpsetImport.Add(new OperatorSetIdProto { Domain = MicrosoftDomain, Version = 1 });
+        }
         return model;
     }
 

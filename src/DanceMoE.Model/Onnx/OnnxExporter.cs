@@ -18,10 +18,16 @@ public static class OnnxExporter
     /// <summary>What one ONNX file can hold: a protobuf message is limited to 2 GiB, and external data is not written yet.</summary>
     public const long MaxFileBytes = int.MaxValue - (16L << 20);
 
-    public static ModelManifest Export(Checkpoint checkpoint, string outDirectory, TensorDtype weightDtype, Action<string>? log = null) =>
-        Export(checkpoint, outDirectory, weightDtype, log, MaxFileBytes);
+    /// <summary>
+    /// Exports with <paramref name="weightDtype"/> weights; the routed experts' projections are stored as
+    /// <paramref name="expertWeights"/> (default: the same as the rest).
+    /// </summary>
+    public static ModelManifest Export(
+        Checkpoint checkpoint, string outDirectory, TensorDtype weightDtype, Action<string>? log = null, ExpertWeightFormat? expertWeights = null) =>
+        Export(checkpoint, outDirectory, weightDtype, log, MaxFileBytes, expertWeights);
 
-    internal static ModelManifest Export(Checkpoint checkpoint, string outDirectory, TensorDtype weightDtype, Action<string>? log, long maxFileBytes)
+    internal static ModelManifest Export(
+        Checkpoint checkpoint, string outDirectory, TensorDtype weightDtype, Action<string>? log, long maxFileBytes, ExpertWeightFormat? expertWeights = null)
     {
         ArgumentNullException.ThrowIfNull(checkpoint);
         if (weightDtype == TensorDtype.BF16)
@@ -30,6 +36,7 @@ public static class OnnxExporter
         }
 
         var c = checkpoint.Config;
+        var expertFormat = expertWeights ?? (weightDtype == TensorDtype.F32 ? ExpertWeightFormat.Fp32 : ExpertWeightFormat.Fp16);
         Directory.CreateDirectory(outDirectory);
         var embedWeights = checkpoint.Read(TensorNames.Embed, c.VocabSize, c.HiddenSize);
         var embedding = Save(maxFileBytes, outDirectory, "embedding.onnx", BuildEmbedding(c, embedWeights, weightDtype));
@@ -42,7 +49,7 @@ public static class OnnxExporter
             var experts = new List<ExpertFile>();
             for (var e = 0; e < c.NumExperts; e++)
             {
-                var file = Save(maxFileBytes, outDirectory, Name($"expert.{r}.{e}.onnx"), BuildExpert(c, MoeWeights.LoadExpert(checkpoint, groups[r][^1], e), weightDtype));
+                var file = Save(maxFileBytes, outDirectory, Name($"expert.{r}.{e}.onnx"), BuildExpert(c, MoeWeights.LoadExpert(checkpoint, groups[r][^1], e), expertFormat));
                 experts.Add(new ExpertFile(r, e, file.File, file.Sha256, file.Bytes, file.WeightBytes));
             }
 
@@ -60,6 +67,8 @@ public static class OnnxExporter
             Opset = GraphBuilder.OpsetVersion,
             IrVersion = GraphBuilder.IrVersion,
             WeightDtype = weightDtype == TensorDtype.F32 ? "f32" : "f16",
+            ExpertWeights = expertFormat.Name(),
+            ExpertBlockSize = expertFormat.Bits() > 0 ? ExpertQuantization.BlockSize : null,
             Architecture = c,
             Tokenizer = tokenizer is null ? null : new TokenizerInfo(ByteTokenizer.Kind, tokenizer.VocabSize, tokenizer.BosTokenId, tokenizer.EosTokenId),
             Signatures = Signatures(c),
@@ -314,14 +323,19 @@ public static class OnnxExporter
         return g.MatMul(g.Mul(silu, up), Projection(g, p + "w2", w.W2, hidden, ffn));
     }
 
-    internal static GraphBuilder BuildExpert(MoeConfig c, ExpertWeights w, TensorDtype dtype)
+    internal static GraphBuilder BuildExpert(MoeConfig c, ExpertWeights w, ExpertWeightFormat format)
     {
-        var g = new GraphBuilder(ExpertGraph, dtype);
+        var g = new GraphBuilder(ExpertGraph, format == ExpertWeightFormat.Fp16 ? TensorDtype.F16 : TensorDtype.F32);
+        var bits = format.Bits();
+        string Linear(string x, string name, float[] weights, int outputs, int inputs, string? output = null) => bits == 0
+            ? g.MatMul(x, Projection(g, name, weights, outputs, inputs), output)
+            : g.MatMulNBits(x, name, ExpertQuantization.Quantize(weights, outputs, inputs, bits), output);
+
         g.Input(ExpertX, DataType.Float, "rows", c.HiddenSize);
-        var gate = g.MatMul(ExpertX, Projection(g, "w1", w.W1, c.IntermediateSize, c.HiddenSize));
-        var up = g.MatMul(ExpertX, Projection(g, "w3", w.W3, c.IntermediateSize, c.HiddenSize));
+        var gate = Linear(ExpertX, "w1", w.W1, c.IntermediateSize, c.HiddenSize);
+        var up = Linear(ExpertX, "w3", w.W3, c.IntermediateSize, c.HiddenSize);
         var silu = g.Mul(gate, g.Node("Sigmoid", [gate]));
-        g.MatMul(g.Mul(silu, up), Projection(g, "w2", w.W2, c.HiddenSize, c.IntermediateSize), ExpertY);
+        Linear(g.Mul(silu, up), "w2", w.W2, c.HiddenSize, c.IntermediateSize, ExpertY);
         g.Output(ExpertY, DataType.Float, "rows", c.HiddenSize);
         return g;
     }

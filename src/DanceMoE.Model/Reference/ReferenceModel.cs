@@ -37,8 +37,9 @@ public sealed class ReferenceModel
     /// <summary>
     /// A reference that keeps the dense weights in memory and reads experts from the checkpoint when a token
     /// is routed to them, keeping up to <paramref name="cacheBytes"/> of them: for checkpoints larger than memory.
+    /// Experts compute with their weights as stored in <paramref name="expertWeights"/> (quantised ones dequantised).
     /// </summary>
-    public static ReferenceModel Streaming(Checkpoint checkpoint, long cacheBytes = 1L << 30)
+    public static ReferenceModel Streaming(Checkpoint checkpoint, long cacheBytes = 1L << 30, ExpertWeightFormat expertWeights = ExpertWeightFormat.Fp32)
     {
         ArgumentNullException.ThrowIfNull(checkpoint);
         var c = checkpoint.Config;
@@ -55,7 +56,7 @@ public sealed class ReferenceModel
                     cache.Clear();
                 }
 
-                expert = MoeWeights.LoadExpert(checkpoint, l, e);
+                expert = ExpertQuantization.RoundTrip(MoeWeights.LoadExpert(checkpoint, l, e), c, expertWeights);
                 cache.Add((l, e), expert);
             }
 
