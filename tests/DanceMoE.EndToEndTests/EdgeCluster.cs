@@ -37,11 +37,11 @@ public sealed class EdgeCluster : IAsyncDisposable
 
     public IBusControl Bus => _provider!.GetRequiredService<IBusControl>();
 
-    public static async Task<EdgeCluster> CreateAsync(ulong seed = 11, TinyOptions? model = null)
+    public static async Task<EdgeCluster> CreateAsync(ulong seed = 11, TinyOptions? model = null, ExpertWeightFormat expertWeights = ExpertWeightFormat.Fp32)
     {
         var directory = Path.Combine(Path.GetTempPath(), "dancemoe-e2e-" + Guid.NewGuid().ToString("N")[..8]);
         TinyCheckpoint.Write(Path.Combine(directory, "ckpt"), model ?? new TinyOptions { Seed = seed });
-        var manifest = OnnxExporter.Export(Checkpoint.Open(Path.Combine(directory, "ckpt")), Path.Combine(directory, "onnx"), TensorDtype.F32);
+        var manifest = OnnxExporter.Export(Checkpoint.Open(Path.Combine(directory, "ckpt")), Path.Combine(directory, "onnx"), TensorDtype.F32, expertWeights: expertWeights);
         var vhost = new IsolatedVirtualHost();
         await vhost.InitializeAsync();
         var cluster = new EdgeCluster(directory, vhost, ModelManifest.Load(Path.Combine(directory, "onnx")));
