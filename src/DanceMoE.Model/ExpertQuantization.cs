@@ -31,6 +31,26 @@ public static class ExpertQuantization
         throw new ModelFormatException($"unknown expert weight format '{name}' (expected fp32, fp16, int8 or int4)");
     }
 
+    /// <summary>Weight bytes of one routed expert stored as <paramref name="format"/>: what its export's manifest records.</summary>
+    public static long ExpertBytes(MoeConfig config, ExpertWeightFormat format)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        var (hidden, ffn) = (config.HiddenSize, config.IntermediateSize);
+        return format switch
+        {
+            ExpertWeightFormat.Fp32 => 3L * hidden * ffn * sizeof(float),
+            ExpertWeightFormat.Fp16 => 3L * hidden * ffn * 2,
+            _ => (2 * MatrixBytes(ffn, hidden, format.Bits())) + MatrixBytes(hidden, ffn, format.Bits()),
+        };
+    }
+
+    /// <summary>Bytes of a quantised [rows, columns] matrix: packed values, a float32 scale and a zero point per block.</summary>
+    public static long MatrixBytes(int rows, int columns, int bits, int blockSize = BlockSize)
+    {
+        var blocks = (columns + blockSize - 1) / blockSize;
+        return ((long)rows * blocks * ((blockSize * bits / 8) + sizeof(float))) + ((long)rows * (((blocks * bits) + 7) / 8));
+    }
+
     /// <summary>Quantises a row-major [rows, columns] matrix along its rows (a checkpoint projection [out, in]).</summary>
     public static QuantizedMatrix Quantize(ReadOnlySpan<float> w, int rows, int columns, int bits, int blockSize = BlockSize)
     {

@@ -89,17 +89,22 @@ public sealed class ExpertQuantizationTests : IDisposable
         Assert.True(result.MaxAbsDiff < 1e-4, $"max |logit diff| {result.MaxAbsDiff}");
     }
 
-    [Fact]
-    public void Manifest_records_the_format_and_each_experts_real_bytes()
+    [Theory]
+    [InlineData(ExpertWeightFormat.Fp32)]
+    [InlineData(ExpertWeightFormat.Fp16)]
+    [InlineData(ExpertWeightFormat.Int8)]
+    [InlineData(ExpertWeightFormat.Int4)]
+    public void Manifest_records_the_format_and_each_experts_real_bytes(ExpertWeightFormat format)
     {
-        var c = Export(ExpertWeightFormat.Int4).Architecture;
-        var manifest = ModelManifest.Load(_dir.Sub("onnx-int4"));
+        var c = Export(format).Architecture;
+        var manifest = ModelManifest.Load(_dir.Sub($"onnx-{format.Name()}"));
 
-        var (hidden, ffn) = (c.HiddenSize, c.IntermediateSize);
-        long Matrix(int rows, int columns) => (rows * ((columns + 31) / 32) * (16 + 4)) + (rows * ((((columns + 31) / 32) + 1) / 2));
-        Assert.Equal(ExpertWeightFormat.Int4, manifest.ExpertFormat);
-        Assert.Equal(32, manifest.ExpertBlockSize);
-        Assert.All(manifest.Experts, e => Assert.Equal((2 * Matrix(ffn, hidden)) + Matrix(hidden, ffn), e.WeightBytes));
+        var blocks = (c.HiddenSize + 31) / 32;
+        long Int4(int rows, int blocksPerRow) => (rows * blocksPerRow * (16 + 4)) + (rows * ((blocksPerRow + 1) / 2));
+        Assert.Equal((2 * Int4(c.IntermediateSize, blocks)) + Int4(c.HiddenSize, 2 * blocks), ExpertQuantization.ExpertBytes(c, ExpertWeightFormat.Int4));
+        Assert.Equal(format, manifest.ExpertFormat);
+        Assert.Equal(format.Bits() > 0 ? 32 : null, manifest.ExpertBlockSize);
+        Assert.All(manifest.Experts, e => Assert.Equal(ExpertQuantization.ExpertBytes(c, format), e.WeightBytes));
         Assert.All(manifest.Experts, e => Assert.Equal(new FileInfo(manifest.PathOf(e.File)).Length, e.Bytes));
         Assert.Empty(manifest.FindCorruptFiles());
     }

@@ -55,6 +55,10 @@ public static class ClosedLoopDemo
     private static readonly TimeSpan DecisionTimeout = TimeSpan.FromMinutes(3);
     private static readonly TimeSpan MigrationTimeout = TimeSpan.FromMinutes(5);
 
+    /// <summary>Each edge's default memory budget: room for <see cref="BudgetShare"/> of the routed experts, at least the uniform start's share.</summary>
+    public static int DefaultMemoryMb(int routedExperts, int edges, long expertBytes) =>
+        (int)Math.Ceiling(Math.Max(Math.Ceiling(routedExperts * BudgetShare), (routedExperts + edges - 1) / edges) * expertBytes / 1048576.0);
+
     /// <summary>Runs the demo, its story to <paramref name="output"/>; not <see cref="DemoResult.Succeeded"/> when the answers changed or the migration failed.</summary>
     public static async Task<DemoResult> RunAsync(DemoSettings settings, TextWriter output, CancellationToken cancellationToken)
     {
@@ -110,8 +114,7 @@ public static class ClosedLoopDemo
         var shape = ModelShape.Of(manifest);
         var (routed, expertBytes) = (shape.RoutedExperts, shape.ExpertBytes);
         var uniformPerEdge = (routed + requests.Count - 1) / requests.Count;
-        var memoryMb = settings.MemoryMb
-            ?? (int)Math.Ceiling(Math.Max(Math.Ceiling(routed * BudgetShare), uniformPerEdge) * expertBytes / 1048576.0);
+        var memoryMb = settings.MemoryMb ?? DefaultMemoryMb(routed, requests.Count, expertBytes);
         var fits = (int)Math.Min(((long)memoryMb << 20) / expertBytes, routed);
         if (fits < uniformPerEdge)
         {
