@@ -29,7 +29,7 @@ public sealed record DemoBudgetLocality(string Directory, int MemoryMb, int Edge
         }
 
         var c = checkpoint.Config;
-        var routed = c.NumLayers * c.NumExperts;
+        var routed = c.RoutedLayers * c.NumExperts;
         var memoryMb = ClosedLoopDemo.DefaultMemoryMb(routed, domains.Count, ExpertQuantization.ExpertBytes(c, ExpertWeightFormat.Fp32));
         var weights = MoeWeights.Load(checkpoint);
         var rows = new List<BudgetRow>();
