@@ -78,6 +78,19 @@ public sealed class ExpertQuantizationTests : IDisposable
         Assert.True(plain.MaxAbsDiff > 1e-3, $"max |logit diff| against unquantised weights {plain.MaxAbsDiff}");
     }
 
+    [Theory]
+    [MemberData(nameof(ModelFamilyTests.Families), MemberType = typeof(ModelFamilyTests))]
+    public async Task Every_familys_int4_export_matches_its_dequantising_reference(string family)
+    {
+        using var dir = new TempDirectory();
+        TinyCheckpoint.Write(dir.Sub("ckpt"), ModelFamilyTests.Small(family));
+        var manifest = OnnxExporter.Export(Checkpoint.Open(dir.Sub("ckpt")), dir.Sub("onnx"), TensorDtype.F32, expertWeights: ExpertWeightFormat.Int4);
+
+        var result = await VerifyAsync(manifest, ReferenceModel.Streaming(Checkpoint.Open(dir.Sub("ckpt")), expertWeights: ExpertWeightFormat.Int4));
+
+        Assert.True(result.MaxAbsDiff < 1e-4, $"{family}: max |logit diff| {result.MaxAbsDiff}");
+    }
+
     [Fact]
     public async Task Float16_experts_in_an_f32_export_match_the_reference_at_the_f32_tolerance()
     {
