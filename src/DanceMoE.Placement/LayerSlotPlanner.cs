@@ -17,8 +17,8 @@ namespace DanceMoE.Placement;
 internal sealed class LayerSlotPlanner
 {
     private const double PromptTokenWeight = 0.1;
-    private const int Sweeps = 3;
-    private static readonly int[] PriceHalvings = [5, 6, 7, 8, 9, 10, 11, 12, 13];
+    private const int Sweeps = 2;
+    private static readonly int[] PriceHalvings = [5, 6, 7, 8, 9, 10, 11, 12];
 
     private readonly PlacementProblem _problem;
     private readonly int _servers;
@@ -223,7 +223,7 @@ internal sealed class LayerSlotPlanner
         return used + ((long)_layers * _experts) - covered - _slots.Sum(s => (long)s);
     }
 
-    /// <summary>Exact multiple-choice knapsack: one option per layer, least total cost within the capacity.</summary>
+    /// <summary>Exact multiple-choice knapsack: one option per layer (each layer's options by slots, ascending), least total cost within the capacity.</summary>
     internal static Option[] Knapsack(Option[][] options, int capacity)
     {
         var layers = options.Length;
@@ -237,17 +237,13 @@ internal sealed class LayerSlotPlanner
             {
                 var best = double.MaxValue;
                 var bestIndex = -1;
-                for (var i = 0; i < layerOptions.Length; i++)
+                for (var i = 0; i < layerOptions.Length && layerOptions[i].Slots <= c; i++)
                 {
-                    var slots = layerOptions[i].Slots;
-                    if (slots <= c)
+                    var v = value[c - layerOptions[i].Slots] + layerOptions[i].Priced;
+                    if (v < best)
                     {
-                        var v = value[c - slots] + layerOptions[i].Priced;
-                        if (v < best)
-                        {
-                            best = v;
-                            bestIndex = i;
-                        }
+                        best = v;
+                        bestIndex = i;
                     }
                 }
 

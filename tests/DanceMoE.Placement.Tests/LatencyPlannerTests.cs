@@ -31,12 +31,11 @@ public class LatencyPlannerTests
     {
         var random = new Random(seed);
         var options = Enumerable.Range(0, 3)
-            .Select(_ => Enumerable.Range(0, 4).Select(_ => new LayerSlotPlanner.Option([], random.Next(0, 5), 0, random.NextDouble())).ToArray())
+            .Select(_ => Enumerable.Range(0, 4)
+                .Select(i => new LayerSlotPlanner.Option([], i == 0 ? 0 : random.Next(0, 5), 0, random.NextDouble()))
+                .OrderBy(o => o.Slots)
+                .ToArray())
             .ToArray();
-        foreach (var layer in options)
-        {
-            layer[0] = layer[0] with { Slots = 0 };
-        }
 
         var capacity = random.Next(0, 9);
         var brute = (from a in options[0] from b in options[1] from c in options[2]
