@@ -3,20 +3,19 @@ using System.Numerics;
 namespace DanceMoE.Placement;
 
 /// <summary>
-/// The latency planner's seed: how many slots each server gives each layer, and which experts, chosen over whole
-/// token sets with the coverage constraint priced (a Lagrangian relaxation of "every expert somewhere").
+/// The latency planner: how many slots each server gives each layer, and which experts, priced over whole token sets
+/// with the coverage constraint priced too (a Lagrangian relaxation of "every expert somewhere").
 /// <para>
-/// Per server and layer (a <see cref="Column"/>), the experts are ordered greedily by the tokens they complete; holding
-/// a set costs the server's history requests a modelled time: a decode step pays a round trip unless all its experts
-/// are local, a prompt pays a round trip plus its remote tokens' bytes. At a price per slot, each server in turn picks
-/// one option per layer by an exact knapsack: a prefix of its order (paying for the experts it leaves uncovered given
-/// the other servers' choices) or the experts no other server holds plus a prefix (covering the layer). A few sweeps
-/// over the servers per price, on a grid of prices; the feasible result of least modelled time wins.
+/// Per server and layer (a <see cref="Column"/>), the experts are ordered by the server's activations; holding a set
+/// costs the server's history requests a modelled time over their whole token sets: a decode step pays a round trip
+/// unless all its experts are local, a prompt pays a round trip plus its remote tokens' bytes. At a price per slot, each
+/// server in turn picks one option per layer by an exact knapsack: a prefix of its order (paying for the experts it
+/// leaves uncovered given the other servers' choices) or the experts no other server holds plus a prefix (covering the
+/// layer). Two sweeps over the servers per price, on a grid of prices; the result of least modelled time wins.
 /// </para>
 /// </summary>
 internal sealed class LayerSlotPlanner
 {
-    private const double PromptTokenWeight = 0.1;
     private const int Sweeps = 2;
     private static readonly int[] PriceHalvings = [5, 6, 7, 8, 9, 10, 11, 12];
 
@@ -337,7 +336,7 @@ internal sealed class LayerSlotPlanner
     /// <summary>One way a server can hold a layer: the set, its slots, its modelled seconds, and seconds plus price.</summary>
     internal readonly record struct Option(ulong[] Set, int Slots, double Seconds, double Priced);
 
-    /// <summary>One server's tokens in one layer, its greedy expert order and the modelled time of holding a set.</summary>
+    /// <summary>One server's tokens in one layer, its expert order and the modelled time of holding a set.</summary>
     internal sealed class Column
     {
         private readonly int _experts;
@@ -403,7 +402,7 @@ internal sealed class LayerSlotPlanner
             }
 
             _byExpert = byExpert.Select(b => b.ToArray()).ToArray();
-            Order = GreedyOrder(problem.Activations, server, layer);
+            Order = [.. Enumerable.Range(0, _experts).OrderByDescending(e => problem.Activations[server, layer, e]).ThenBy(e => e)];
             _prefix = new ulong[_experts + 1][];
             _prefix[0] = new ulong[_words];
             for (var i = 0; i < _experts; i++)
@@ -415,7 +414,10 @@ internal sealed class LayerSlotPlanner
             PrefixCost = Curve(new ulong[_words]).Seconds;
         }
 
-        /// <summary>The experts, those completing most tokens first.</summary>
+        /// <summary>
+        /// The experts, most activated by the server first. (An order by the tokens an expert completes fitted the
+        /// history's token sets better but did no better on other requests, and worse on small samples.)
+        /// </summary>
         public int[] Order { get; }
 
         /// <summary>Modelled seconds when holding the first k experts of <see cref="Order"/>, k = 0..E.</summary>
@@ -547,72 +549,6 @@ internal sealed class LayerSlotPlanner
             }
 
             return (sets, seconds);
-        }
-
-        /// <summary>
-        /// Greedy order by the tokens an expert helps complete: a token with m experts still missing gives each of them
-        /// 1 / 2^(m-1) (a prompt token a tenth of that); ties go to the more activated expert, then the lower index.
-        /// </summary>
-        private int[] GreedyOrder(ActivationCounts f, int server, int layer)
-        {
-            var missing = new int[_tokens];
-            for (var t = 0; t < _tokens; t++)
-            {
-                for (var w = 0; w < _words; w++)
-                {
-                    missing[t] += BitOperations.PopCount(_tokenSets[(t * _words) + w]);
-                }
-            }
-
-            double Weight(int t) => missing[t] == 0 ? 0 : (_decoded[t] ? 1.0 : PromptTokenWeight) / (1L << Math.Min(62, missing[t] - 1));
-
-            var score = new double[_experts];
-            for (var e = 0; e < _experts; e++)
-            {
-                foreach (var t in _byExpert[e])
-                {
-                    score[e] += Weight(t);
-                }
-            }
-
-            var taken = new bool[_experts];
-            var order = new int[_experts];
-            for (var i = 0; i < _experts; i++)
-            {
-                var best = -1;
-                for (var e = 0; e < _experts; e++)
-                {
-                    if (!taken[e] && (best < 0 || score[e] > score[best] + 1e-12
-                        || (Math.Abs(score[e] - score[best]) <= 1e-12 && f[server, layer, e] > f[server, layer, best])))
-                    {
-                        best = e;
-                    }
-                }
-
-                taken[best] = true;
-                order[i] = best;
-                foreach (var t in _byExpert[best])
-                {
-                    var before = Weight(t);
-                    missing[t]--;
-                    var after = Weight(t);
-                    for (var w = 0; w < _words; w++)
-                    {
-                        var bits = _tokenSets[(t * _words) + w];
-                        while (bits != 0)
-                        {
-                            var e = (w * 64) + BitOperations.TrailingZeroCount(bits);
-                            bits &= bits - 1;
-                            if (!taken[e])
-                            {
-                                score[e] += after - before;
-                            }
-                        }
-                    }
-                }
-            }
-
-            return order;
         }
 
         private bool TokenHas(int token, int e) => (_tokenSets[(token * _words) + (e >> 6)] & (1UL << (e & 63))) != 0;

@@ -49,7 +49,7 @@ public class LatencyPlannerTests
     }
 
     [Fact]
-    public void A_column_orders_every_expert_once_and_holding_more_of_its_order_never_models_slower()
+    public void A_column_orders_every_expert_once_most_activated_first_and_holding_more_of_it_never_models_slower()
     {
         var problem = Instances.Random(9);
         var requests = problem.History!.Requests.Where(r => r.Server == 0).ToList();
@@ -57,6 +57,7 @@ public class LatencyPlannerTests
         var column = new LayerSlotPlanner.Column(problem, 0, 1, requests);
 
         Assert.Equal(Enumerable.Range(0, problem.Model.Experts), column.Order.Order());
+        Assert.All(column.Order.Zip(column.Order.Skip(1)), pair => Assert.True(problem.Activations[0, 1, pair.First] >= problem.Activations[0, 1, pair.Second]));
         Assert.All(Enumerable.Range(1, problem.Model.Experts), k => Assert.True(column.PrefixCost[k] <= column.PrefixCost[k - 1] + 1e-12));
         Assert.True(column.PrefixCost[^1] < column.PrefixCost[0]);
     }
