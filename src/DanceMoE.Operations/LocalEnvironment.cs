@@ -12,11 +12,73 @@ public static class LocalEnvironment
 {
     public static IConfiguration Configuration { get; } = new ConfigurationBuilder().AddEnvironmentVariables().Build();
 
-    public static string PostgresUrl =>
-        Configuration.GetConnectionString(DatabaseOptions.ConnectionName) ?? DatabaseOptions.LocalDefault;
+    /// <summary>The admin connection to RabbitMQ (virtual hosts, users), like PostgreSQL's <c>postgres_admin</c>.</summary>
+    public const string RabbitMqAdminConnectionName = "rabbitmq_admin";
 
-    public static string RabbitMqUri =>
-        Configuration.GetConnectionString(RabbitMqOptions.ConnectionName) ?? RabbitMqOptions.LocalDefault;
+    public static string PostgresUrl =>
+        Configuration.GetConnectionString(DatabaseOptions.ConnectionName)
+        ?? (Environment.GetEnvironmentVariable("DANCEMOE_POSTGRES_PORT") is { Length: > 0 } port
+            ? DatabaseOptions.LocalDefault.Replace(":5442/", $":{port}/", StringComparison.Ordinal)
+            : DatabaseOptions.LocalDefault);
+
+    /// <summary>The client's broker URI: what front ends that send requests use (<see cref="RabbitMqUriFor"/>).</summary>
+    public static string RabbitMqUri => RabbitMqUriFor(BusRole.Client);
+
+    /// <summary>
+    /// The broker URI a process of <paramref name="role"/> connects with: <c>ConnectionStrings__rabbitmq</c> when it is set
+    /// (one credential for every role, as an operator or a test gives it), else the local services' user of that role,
+    /// with the password <c>./dancemoe services up</c> generated (readable by root only). The admin is
+    /// <c>ConnectionStrings__rabbitmq_admin</c>, else the local admin user, on the same broker and virtual host.
+    /// </summary>
+    public static string RabbitMqUriFor(BusRole role)
+    {
+        var configured = Configuration.GetConnectionString(RabbitMqOptions.ConnectionName);
+        if (role == BusRole.Admin)
+        {
+            if (Configuration.GetConnectionString(RabbitMqAdminConnectionName) is { Length: > 0 } admin)
+            {
+                return admin;
+            }
+        }
+        else if (configured is { Length: > 0 })
+        {
+            return configured;
+        }
+
+        var broker = RabbitMqOptions.Parse(configured is { Length: > 0 } ? configured : LocalRabbitMq);
+        var password = ReadSecret(RabbitMqPasswordFile(role), role == BusRole.Admin ? $"ConnectionStrings__{RabbitMqAdminConnectionName}" : "ConnectionStrings__rabbitmq");
+        return $"amqp://{Uri.EscapeDataString(BusRoles.UserOf(role))}:{Uri.EscapeDataString(password)}@{broker.Host}:{broker.Port}/{Uri.EscapeDataString(broker.VirtualHost)}";
+    }
+
+    /// <summary>The password file of a role's RabbitMQ user, written by <c>./dancemoe services up</c>.</summary>
+    public static string RabbitMqPasswordFile(BusRole role) =>
+        Path.Combine(StateDirectory, "rabbitmq", "users", role.ToString().ToLowerInvariant() + ".password");
+
+    /// <summary><c>DANCEMOE_RABBITMQ_MANAGEMENT_URL</c>, else the local broker's management port (<c>DANCEMOE_RABBITMQ_MANAGEMENT_PORT</c>).</summary>
+    public static string RabbitMqManagementUrl =>
+        Environment.GetEnvironmentVariable("DANCEMOE_RABBITMQ_MANAGEMENT_URL") is { Length: > 0 } url
+            ? url.TrimEnd('/') + "/"
+            : $"http://{RabbitMqOptions.Parse(RabbitMqUriFor(BusRole.Admin)).Host}:{EnvironmentOr("DANCEMOE_RABBITMQ_MANAGEMENT_PORT", "15682")}/";
+
+    private static string LocalRabbitMq => $"amqp://127.0.0.1:{EnvironmentOr("DANCEMOE_AMQP_PORT", "5682")}/dancemoe";
+
+    private static string EnvironmentOr(string name, string fallback) =>
+        Environment.GetEnvironmentVariable(name) is { Length: > 0 } value ? value : fallback;
+
+    private static string ReadSecret(string file, string setting)
+    {
+        try
+        {
+            return File.ReadAllText(file).Trim();
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            throw new OperationException(
+                $"no RabbitMQ credential: set {setting} or run ./dancemoe services up, which writes {file} ({ex.Message})",
+                OperationFailure.InvalidSettings,
+                ex);
+        }
+    }
 
     /// <summary>The repository root, exported by the <c>./dancemoe</c> wrapper.</summary>
     public static string RepositoryRoot =>

@@ -5,6 +5,7 @@ using DanceMoE.Contracts;
 using DanceMoE.Coordinator;
 using DanceMoE.Coordinator.Saga;
 using DanceMoE.Data;
+using DanceMoE.Hosting;
 using DanceMoE.Edge;
 using DanceMoE.Model;
 using DanceMoE.Model.Locality;
@@ -289,6 +290,7 @@ public static class ClosedLoopDemo
             // A load takes well under a second here; a shorter deadline than the default 60 s ends sooner a migration an
             // interrupted earlier run left behind (the demo waits for it before it starts).
             ["Migration:LoadTimeoutSeconds"] = "20",
+            ["ConnectionStrings:" + RabbitMqOptions.ConnectionName] = LocalEnvironment.RabbitMqUriFor(BusRole.Coordinator),
         };
         var configuration = new ConfigurationBuilder().AddConfiguration(LocalEnvironment.Configuration).AddInMemoryCollection(settings).Build();
         var host = CoordinatorHost.Build(configuration, logging =>
