@@ -59,13 +59,15 @@ public static class CliProcesses
     }
 
     /// <summary>
-    /// The process connects as <paramref name="role"/>'s user (<see cref="LocalEnvironment.RabbitMqUriFor"/>); an edge also
-    /// learns the coordinator's user, the only one it takes control messages from, unless the operator set <c>Edge__CoordinatorUser</c>.
+    /// The process connects as <paramref name="role"/>'s user (<see cref="LocalEnvironment.RabbitMqUriFor"/>) and to this
+    /// process's database; an edge also learns the coordinator's user, the only one it takes control messages from, unless
+    /// the operator set <c>Edge__CoordinatorUser</c>.
     /// </summary>
     public static void WithBusRole(ProcessStartInfo start, BusRole role)
     {
         ArgumentNullException.ThrowIfNull(start);
         start.Environment["ConnectionStrings__" + RabbitMqOptions.ConnectionName] = LocalEnvironment.RabbitMqUriFor(role);
+        start.Environment["ConnectionStrings__" + DanceMoE.Data.DatabaseOptions.ConnectionName] = LocalEnvironment.PostgresUrl;
         if (role == BusRole.Edge && Environment.GetEnvironmentVariable(CoordinatorUserVariable) is null)
         {
             start.Environment[CoordinatorUserVariable] = RabbitMqOptions.Parse(LocalEnvironment.RabbitMqUriFor(BusRole.Coordinator)).Username;

@@ -50,6 +50,27 @@ public static class LocalEnvironment
         return $"amqp://{Uri.EscapeDataString(BusRoles.UserOf(role))}:{Uri.EscapeDataString(password)}@{broker.Host}:{broker.Port}/{Uri.EscapeDataString(broker.VirtualHost)}";
     }
 
+    /// <summary>
+    /// <paramref name="configuration"/>, with the local services (the user of <paramref name="role"/> on the broker, the
+    /// database on <c>DANCEMOE_POSTGRES_PORT</c>) where it names none: an edge or a coordinator started on this machine.
+    /// </summary>
+    public static IConfiguration WithLocalServices(this IConfiguration configuration, BusRole role)
+    {
+        ArgumentNullException.ThrowIfNull(configuration);
+        var local = new Dictionary<string, string?>(StringComparer.Ordinal);
+        if (configuration.GetConnectionString(RabbitMqOptions.ConnectionName) is not { Length: > 0 })
+        {
+            local["ConnectionStrings:" + RabbitMqOptions.ConnectionName] = RabbitMqUriFor(role);
+        }
+
+        if (configuration.GetConnectionString(DatabaseOptions.ConnectionName) is not { Length: > 0 })
+        {
+            local["ConnectionStrings:" + DatabaseOptions.ConnectionName] = PostgresUrl;
+        }
+
+        return local.Count == 0 ? configuration : new ConfigurationBuilder().AddInMemoryCollection(local).AddConfiguration(configuration).Build();
+    }
+
     /// <summary>The password file of a role's RabbitMQ user, written by <c>./dancemoe services up</c>.</summary>
     public static string RabbitMqPasswordFile(BusRole role) =>
         Path.Combine(StateDirectory, "rabbitmq", "users", role.ToString().ToLowerInvariant() + ".password");

@@ -290,9 +290,9 @@ public static class ClosedLoopDemo
             // A load takes well under a second here; a shorter deadline than the default 60 s ends sooner a migration an
             // interrupted earlier run left behind (the demo waits for it before it starts).
             ["Migration:LoadTimeoutSeconds"] = "20",
-            ["ConnectionStrings:" + RabbitMqOptions.ConnectionName] = LocalEnvironment.RabbitMqUriFor(BusRole.Coordinator),
         };
-        var configuration = new ConfigurationBuilder().AddConfiguration(LocalEnvironment.Configuration).AddInMemoryCollection(settings).Build();
+        var configuration = new ConfigurationBuilder().AddConfiguration(LocalEnvironment.Configuration.WithLocalServices(BusRole.Coordinator))
+            .AddInMemoryCollection(settings).Build();
         var host = CoordinatorHost.Build(configuration, logging =>
         {
             logging.ClearProviders();
