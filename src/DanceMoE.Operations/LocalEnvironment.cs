@@ -12,9 +12,6 @@ public static class LocalEnvironment
 {
     public static IConfiguration Configuration { get; } = new ConfigurationBuilder().AddEnvironmentVariables().Build();
 
-    /// <summary>The admin connection to RabbitMQ (virtual hosts, users), like PostgreSQL's <c>postgres_admin</c>.</summary>
-    public const string RabbitMqAdminConnectionName = "rabbitmq_admin";
-
     public static string PostgresUrl =>
         Configuration.GetConnectionString(DatabaseOptions.ConnectionName)
         ?? (Environment.GetEnvironmentVariable("DANCEMOE_POSTGRES_PORT") is { Length: > 0 } port
@@ -25,28 +22,26 @@ public static class LocalEnvironment
     public static string RabbitMqUri => RabbitMqUriFor(BusRole.Client);
 
     /// <summary>
-    /// The broker URI a process of <paramref name="role"/> connects with: <c>ConnectionStrings__rabbitmq</c> when it is set
-    /// (one credential for every role, as an operator or a test gives it), else the local services' user of that role,
-    /// with the password <c>./dancemoe services up</c> generated (readable by root only). The admin is
-    /// <c>ConnectionStrings__rabbitmq_admin</c>, else the local admin user, on the same broker and virtual host.
+    /// The broker URI a process of <paramref name="role"/> connects with: the role's own <c>ConnectionStrings__rabbitmq_ROLE</c>
+    /// (<c>rabbitmq_ops</c>, <c>rabbitmq_admin</c>, ...), else <c>ConnectionStrings__rabbitmq</c> (one credential for every
+    /// role but the admin, as an operator or a test gives it), else the local services' user of that role, with the
+    /// password <c>./dancemoe services up</c> generated (readable by root only), on the same broker and virtual host.
     /// </summary>
     public static string RabbitMqUriFor(BusRole role)
     {
-        var configured = Configuration.GetConnectionString(RabbitMqOptions.ConnectionName);
-        if (role == BusRole.Admin)
+        if (Configuration.GetConnectionString(RabbitMqOptions.ConnectionName + "_" + role.ToString().ToLowerInvariant()) is { Length: > 0 } own)
         {
-            if (Configuration.GetConnectionString(RabbitMqAdminConnectionName) is { Length: > 0 } admin)
-            {
-                return admin;
-            }
+            return own;
         }
-        else if (configured is { Length: > 0 })
+
+        var configured = Configuration.GetConnectionString(RabbitMqOptions.ConnectionName);
+        if (role != BusRole.Admin && configured is { Length: > 0 })
         {
             return configured;
         }
 
         var broker = RabbitMqOptions.Parse(configured is { Length: > 0 } ? configured : LocalRabbitMq);
-        var password = ReadSecret(RabbitMqPasswordFile(role), role == BusRole.Admin ? $"ConnectionStrings__{RabbitMqAdminConnectionName}" : "ConnectionStrings__rabbitmq");
+        var password = ReadSecret(RabbitMqPasswordFile(role), $"ConnectionStrings__{RabbitMqOptions.ConnectionName}_{role.ToString().ToLowerInvariant()}");
         return $"amqp://{Uri.EscapeDataString(BusRoles.UserOf(role))}:{Uri.EscapeDataString(password)}@{broker.Host}:{broker.Port}/{Uri.EscapeDataString(broker.VirtualHost)}";
     }
 
