@@ -8,8 +8,11 @@ public sealed class RabbitMqOptions
 {
     public const string ConnectionName = "rabbitmq";
 
-    /// <summary>The local services' broker (see <c>./dancemoe services status</c>).</summary>
-    public const string LocalDefault = "amqp://dancemoe:dancemoe@127.0.0.1:5682/dancemoe";
+    /// <summary>
+    /// The local services' broker, with no credential: each role has a user of its own (see <c>./dancemoe services status</c>),
+    /// which the local launchers give their processes; a host started without one is refused by the broker.
+    /// </summary>
+    public const string LocalDefault = "amqp://127.0.0.1:5682/dancemoe";
 
     /// <summary>An <c>amqp://user:password@host:port/vhost</c> URI.</summary>
     [Required]
