@@ -25,6 +25,10 @@ PG_DIR="$STATE/postgres"
 PG_DATA="$PG_DIR/data"
 # The superuser's password, generated once: tests and benchmarks create their databases with it.
 PG_ADMIN_PASSWORD_FILE="$PG_DIR/admin.password"
+# One RabbitMQ user per role (scripts/rabbitmq-users.sh), each with a password generated once, readable by root only.
+RABBIT_USERS_DIR="$RABBIT_DIR/users"
+# shellcheck source=scripts/rabbitmq-users.sh
+. "$(dirname "${BASH_SOURCE[0]}")/rabbitmq-users.sh"
 
 log() { echo "services: $*" >&2; }
 die() { echo "services: error: $*" >&2; exit 1; }
@@ -99,18 +103,42 @@ CONF
 }
 
 rabbit_setup() {
-  if ! rabbitmqctl list_users -q 2>/dev/null | awk '{print $1}' | grep -qx "$APP_USER"; then
-    rabbitmqctl add_user "$APP_USER" "$APP_PASSWORD" >/dev/null
-  fi
-  # administrator: the tests create and delete their own virtual hosts through the management API.
-  rabbitmqctl set_user_tags "$APP_USER" administrator >/dev/null
   rabbitmqctl add_vhost "$APP_VHOST" >/dev/null 2>&1 || true
-  rabbitmqctl set_permissions -p "$APP_VHOST" "$APP_USER" ".*" ".*" ".*" >/dev/null
+  rabbit_users
   rabbitmqctl delete_user guest >/dev/null 2>&1 || true
   # Faulted and set-aside messages are kept for inspection, but never without bound: a week, 10,000 messages or
   # 256 MiB per queue, the oldest dropped first.
   rabbitmqctl set_operator_policy -p "$APP_VHOST" --apply-to queues dancemoe-dead-letters '_(error|skipped)$' \
     '{"message-ttl":604800000,"max-length":10000,"max-length-bytes":268435456}' >/dev/null
+}
+
+rabbit_password_file() { echo "$RABBIT_USERS_DIR/$1.password"; }
+
+# The users of every role, with their permissions on the application's virtual host; the shared user of older scripts
+# (administrator, used by everyone) is removed.
+rabbit_users() {
+  (umask 077; mkdir -p "$RABBIT_USERS_DIR")
+  chmod 700 "$RABBIT_USERS_DIR"
+  local role file
+  for role in $RABBITMQ_ROLES; do
+    file=$(rabbit_password_file "$role")
+    if [ ! -s "$file" ]; then
+      (umask 077; head -c 24 /dev/urandom | base64 | tr -d '/+=' >"$file")
+    fi
+    chmod 600 "$file"
+    rabbitmq_apply_role "$APP_VHOST" "$role" "$(cat "$file")"
+  done
+  if rabbitmqctl list_users -q 2>/dev/null | awk '{print $1}' | grep -qx "$APP_USER"; then
+    log "removing RabbitMQ user $APP_USER (one administrator for everyone); each role has its own user now"
+    rabbitmqctl delete_user "$APP_USER" >/dev/null
+  fi
+}
+
+# amqp://USER:PASSWORD@... of a role, or nothing when its password file cannot be read.
+rabbit_role_uri() {
+  local file; file=$(rabbit_password_file "$1")
+  [ -r "$file" ] || return 0
+  echo "amqp://$(rabbitmq_role_user "$1"):$(cat "$file")@127.0.0.1:$AMQP_PORT/$APP_VHOST"
 }
 
 pg_admin_password() {
@@ -235,15 +263,16 @@ pg_down() {
 state_word() { if "$1"; then echo running; else echo stopped; fi; }
 
 status() {
-  local rabbitmq_uri="amqp://$APP_USER:$APP_PASSWORD@127.0.0.1:$AMQP_PORT/$APP_VHOST"
+  local rabbitmq_uri; rabbitmq_uri=$(rabbit_role_uri client)
   local postgres_url="postgresql://$APP_USER:$APP_PASSWORD@127.0.0.1:$PG_PORT/$APP_DB"
   local r p; r=$(state_word rabbit_running); p=$(state_word pg_running)
   if [ "${1:-}" = "--json" ]; then
     cat <<JSON
-{"rabbitmq": "$r", "postgres": "$p", "rabbitmq_uri": "$rabbitmq_uri", "rabbitmq_management_url": "http://127.0.0.1:$MGMT_PORT", "postgres_url": "$postgres_url", "state_dir": "$STATE"}
+{"rabbitmq": "$r", "postgres": "$p", "rabbitmq_uri": "$rabbitmq_uri", "rabbitmq_users": {"client": "$rabbitmq_uri", "edge": "$(rabbit_role_uri edge)", "coordinator": "$(rabbit_role_uri coordinator)", "ops": "$(rabbit_role_uri ops)"}, "rabbitmq_management_url": "http://127.0.0.1:$MGMT_PORT", "postgres_url": "$postgres_url", "state_dir": "$STATE"}
 JSON
   else
-    echo "RabbitMQ   $r  $rabbitmq_uri  (management http://127.0.0.1:$MGMT_PORT, node $RABBIT_NODE)"
+    echo "RabbitMQ   $r  amqp://127.0.0.1:$AMQP_PORT/$APP_VHOST  (management http://127.0.0.1:$MGMT_PORT, node $RABBIT_NODE)"
+    echo "           users $(for role in $RABBITMQ_ROLES; do printf '%s ' "$(rabbitmq_role_user "$role")"; done)(passwords in $RABBIT_USERS_DIR)"
     echo "PostgreSQL $p  $postgres_url  (data $PG_DATA)"
     echo "state      $STATE"
   fi

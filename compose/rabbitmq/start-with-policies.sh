@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
 # Starts RabbitMQ and, once it runs, bounds the dead-letter queues with the operator policy scripts/services.sh sets:
-# a week, 10,000 messages or 256 MiB per _error or _skipped queue, the oldest dropped first.
+# a week, 10,000 messages or 256 MiB per _error or _skipped queue, the oldest dropped first. It also makes the users of
+# the roles (scripts/rabbitmq-users.sh) with the passwords compose passes from the environment; the image made the admin.
 set -euo pipefail
+# shellcheck source=../../scripts/rabbitmq-users.sh
+. /etc/rabbitmq/rabbitmq-users.sh
 (
   until rabbitmqctl -q await_startup --timeout 5 >/dev/null 2>&1; do sleep 2; done
+  for role in client edge coordinator ops; do
+    variable="DANCEMOE_RABBITMQ_${role^^}_PASSWORD"
+    rabbitmq_apply_role dancemoe "$role" "${!variable:?$variable is not set}"
+  done
   rabbitmqctl set_operator_policy -p dancemoe --apply-to queues dancemoe-dead-letters '_(error|skipped)$' \
     '{"message-ttl":604800000,"max-length":10000,"max-length-bytes":268435456}'
 ) &

@@ -11,6 +11,8 @@ public static class CliEnvironment
 
     public static string RabbitMqUri => LocalEnvironment.RabbitMqUri;
 
+    public static string OpsRabbitMqUri => LocalEnvironment.RabbitMqUriFor(Hosting.BusRole.Ops);
+
     /// <summary>The repository root, exported by the <c>./dancemoe</c> wrapper.</summary>
     public static string RepositoryRoot => LocalEnvironment.RepositoryRoot;
 }

@@ -1,5 +1,7 @@
 using DanceMoE.Hosting;
 using MassTransit;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 
 namespace DanceMoE.Edge;
@@ -62,16 +64,20 @@ public sealed class RunExpertBatchConsumerDefinition : ConsumerDefinition<RunExp
 public abstract class ControlConsumerDefinition<TConsumer> : ConsumerDefinition<TConsumer>
     where TConsumer : class, IConsumer
 {
+    private readonly string _coordinatorUser;
+
     protected ControlConsumerDefinition(IOptions<EdgeOptions> options)
     {
         ArgumentNullException.ThrowIfNull(options);
         EndpointName = EdgeQueues.Control(options.Value.Id);
+        _coordinatorUser = options.Value.CoordinatorUser;
     }
 
     protected override void ConfigureConsumer(
         IReceiveEndpointConfigurator endpointConfigurator, IConsumerConfigurator<TConsumer> consumerConfigurator, IRegistrationContext context)
     {
         endpointConfigurator.ConcurrentMessageLimit = 1;
+        endpointConfigurator.UseFilter(new ControlSenderFilter(_coordinatorUser, context.GetRequiredService<ILogger<ControlSenderFilter>>()));
 
         // A placement lists every expert of every layer: far more than a request, still no tensors.
         endpointConfigurator.UseMessageSizeLimit(16 * MessageSizeFilter.MaxCommandBytes, context);

@@ -13,6 +13,13 @@ public sealed class EdgeOptions
     [EdgeId]
     public string Id { get; set; } = "";
 
+    /// <summary>
+    /// The coordinator's RabbitMQ user (<c>Edge__CoordinatorUser</c>): control messages whose broker-checked <c>user_id</c>
+    /// is another user are refused.
+    /// </summary>
+    [Required]
+    public string CoordinatorUser { get; set; } = BusRoles.UserOf(BusRole.Coordinator);
+
     /// <summary>Directory of the exported model (its manifest.json).</summary>
     [Required]
     public string ModelDirectory { get; set; } = "";

@@ -8,21 +8,43 @@ public sealed class RabbitMqOptions
 {
     public const string ConnectionName = "rabbitmq";
 
-    /// <summary>The local services' broker (see <c>./dancemoe services status</c>).</summary>
-    public const string LocalDefault = "amqp://dancemoe:dancemoe@127.0.0.1:5682/dancemoe";
+    /// <summary>
+    /// The local services' broker, with no credential: each role has a user of its own (see <c>./dancemoe services status</c>),
+    /// which the local launchers give their processes; a host started without one is refused by the broker.
+    /// </summary>
+    public const string LocalDefault = "amqp://127.0.0.1:5682/dancemoe";
 
     /// <summary>An <c>amqp://user:password@host:port/vhost</c> URI.</summary>
     [Required]
     public string ConnectionString { get; set; } = LocalDefault;
 
+    /// <summary>
+    /// The broker of <see cref="ConnectionString"/>; every message sent or published carries the connection's user as its
+    /// AMQP <c>user_id</c>, which the broker checks, so a receiver knows who sent it (edges take control only from the coordinator).
+    /// </summary>
     public void ConfigureHost(IRabbitMqBusFactoryConfigurator bus)
     {
+        ArgumentNullException.ThrowIfNull(bus);
         var broker = Parse(ConnectionString);
         bus.Host(broker.Host, broker.Port, broker.VirtualHost, h =>
         {
             h.Username(broker.Username);
             h.Password(broker.Password);
         });
+        bus.ConfigureSend(send => send.UseSendExecute(context => StampUser(context, broker.Username)));
+        bus.ConfigurePublish(publish => publish.UseExecute(context => StampUser(context, broker.Username)));
+    }
+
+    /// <summary>The user the broker vouches for as the sender of a received message: its <c>user_id</c>; null when it has none.</summary>
+    public static string? SenderOf(ConsumeContext context) =>
+        context?.ReceiveContext.TryGetPayload(out RabbitMqBasicConsumeContext? basic) == true ? basic.Properties.UserId : null;
+
+    private static void StampUser(SendContext context, string username)
+    {
+        if (context.TryGetPayload(out RabbitMqSendContext? rabbit))
+        {
+            rabbit.BasicProperties.UserId = username;
+        }
     }
 
     public static RabbitMqBroker Parse(string uri)

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using DanceMoE.Hosting;
 
 namespace DanceMoE.Operations;
 
@@ -20,9 +21,10 @@ public static class CliProcesses
     /// <summary>
     /// A <c>/bin/sh</c> that runs the CLI with its output to <paramref name="logFile"/> and no standard input. A detached
     /// process gets its own session, so it outlives the command that started it, and the shell prints its pid. A
-    /// <paramref name="serving"/> process gets <see cref="ServingEnvironment"/> where this process does not set them.
+    /// <paramref name="serving"/> process gets <see cref="ServingEnvironment"/> where this process does not set them. A
+    /// process of a <paramref name="role"/> connects to RabbitMQ as that role's user (<see cref="WithBusRole"/>).
     /// </summary>
-    public static ProcessStartInfo StartInfo(IEnumerable<string> arguments, string logFile, bool detached, bool serving = false)
+    public static ProcessStartInfo StartInfo(IEnumerable<string> arguments, string logFile, bool detached, bool serving = false, BusRole? role = null)
     {
         ArgumentNullException.ThrowIfNull(arguments);
         var start = new ProcessStartInfo("/bin/sh") { UseShellExecute = false, RedirectStandardOutput = detached };
@@ -48,6 +50,29 @@ public static class CliProcesses
             }
         }
 
+        if (role is { } r)
+        {
+            WithBusRole(start, r);
+        }
+
         return start;
     }
+
+    /// <summary>
+    /// The process connects as <paramref name="role"/>'s user (<see cref="LocalEnvironment.RabbitMqUriFor"/>) and to this
+    /// process's database; an edge also learns the coordinator's user, the only one it takes control messages from, unless
+    /// the operator set <c>Edge__CoordinatorUser</c>.
+    /// </summary>
+    public static void WithBusRole(ProcessStartInfo start, BusRole role)
+    {
+        ArgumentNullException.ThrowIfNull(start);
+        start.Environment["ConnectionStrings__" + RabbitMqOptions.ConnectionName] = LocalEnvironment.RabbitMqUriFor(role);
+        start.Environment["ConnectionStrings__" + DanceMoE.Data.DatabaseOptions.ConnectionName] = LocalEnvironment.PostgresUrl;
+        if (role == BusRole.Edge && Environment.GetEnvironmentVariable(CoordinatorUserVariable) is null)
+        {
+            start.Environment[CoordinatorUserVariable] = RabbitMqOptions.Parse(LocalEnvironment.RabbitMqUriFor(BusRole.Coordinator)).Username;
+        }
+    }
+
+    private const string CoordinatorUserVariable = "Edge__CoordinatorUser";
 }

@@ -3,6 +3,7 @@ using System.Globalization;
 using System.Net;
 using System.Net.Sockets;
 using DanceMoE.Edge;
+using DanceMoE.Hosting;
 using DanceMoE.Model;
 
 namespace DanceMoE.Operations;
@@ -207,7 +208,7 @@ public static class LocalCluster
     /// <summary>Starts the edge in its own session so it outlives this command; returns its pid.</summary>
     private static int Launch(string[] edgeArgs, string logFile)
     {
-        var start = CliProcesses.StartInfo(edgeArgs, logFile, detached: true, serving: true);
+        var start = CliProcesses.StartInfo(edgeArgs, logFile, detached: true, serving: true, role: BusRole.Edge);
         using var shell = Process.Start(start) ?? throw new OperationException("cannot start /bin/sh");
         var output = shell.StandardOutput.ReadToEnd();
         shell.WaitForExit();

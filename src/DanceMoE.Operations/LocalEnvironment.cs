@@ -13,10 +13,88 @@ public static class LocalEnvironment
     public static IConfiguration Configuration { get; } = new ConfigurationBuilder().AddEnvironmentVariables().Build();
 
     public static string PostgresUrl =>
-        Configuration.GetConnectionString(DatabaseOptions.ConnectionName) ?? DatabaseOptions.LocalDefault;
+        Configuration.GetConnectionString(DatabaseOptions.ConnectionName)
+        ?? (Environment.GetEnvironmentVariable("DANCEMOE_POSTGRES_PORT") is { Length: > 0 } port
+            ? DatabaseOptions.LocalDefault.Replace(":5442/", $":{port}/", StringComparison.Ordinal)
+            : DatabaseOptions.LocalDefault);
 
-    public static string RabbitMqUri =>
-        Configuration.GetConnectionString(RabbitMqOptions.ConnectionName) ?? RabbitMqOptions.LocalDefault;
+    /// <summary>The client's broker URI: what front ends that send requests use (<see cref="RabbitMqUriFor"/>).</summary>
+    public static string RabbitMqUri => RabbitMqUriFor(BusRole.Client);
+
+    /// <summary>
+    /// The broker URI a process of <paramref name="role"/> connects with: the role's own <c>ConnectionStrings__rabbitmq_ROLE</c>
+    /// (<c>rabbitmq_ops</c>, <c>rabbitmq_admin</c>, ...), else <c>ConnectionStrings__rabbitmq</c> (one credential for every
+    /// role but the admin, as an operator or a test gives it), else the local services' user of that role, with the
+    /// password <c>./dancemoe services up</c> generated (readable by root only), on the same broker and virtual host.
+    /// </summary>
+    public static string RabbitMqUriFor(BusRole role)
+    {
+        if (Configuration.GetConnectionString(RabbitMqOptions.ConnectionName + "_" + role.ToString().ToLowerInvariant()) is { Length: > 0 } own)
+        {
+            return own;
+        }
+
+        var configured = Configuration.GetConnectionString(RabbitMqOptions.ConnectionName);
+        if (role != BusRole.Admin && configured is { Length: > 0 })
+        {
+            return configured;
+        }
+
+        var broker = RabbitMqOptions.Parse(configured is { Length: > 0 } ? configured : LocalRabbitMq);
+        var password = ReadSecret(RabbitMqPasswordFile(role), $"ConnectionStrings__{RabbitMqOptions.ConnectionName}_{role.ToString().ToLowerInvariant()}");
+        return $"amqp://{Uri.EscapeDataString(BusRoles.UserOf(role))}:{Uri.EscapeDataString(password)}@{broker.Host}:{broker.Port}/{Uri.EscapeDataString(broker.VirtualHost)}";
+    }
+
+    /// <summary>
+    /// <paramref name="configuration"/>, with the local services (the user of <paramref name="role"/> on the broker, the
+    /// database on <c>DANCEMOE_POSTGRES_PORT</c>) where it names none: an edge or a coordinator started on this machine.
+    /// </summary>
+    public static IConfiguration WithLocalServices(this IConfiguration configuration, BusRole role)
+    {
+        ArgumentNullException.ThrowIfNull(configuration);
+        var local = new Dictionary<string, string?>(StringComparer.Ordinal);
+        if (configuration.GetConnectionString(RabbitMqOptions.ConnectionName) is not { Length: > 0 })
+        {
+            local["ConnectionStrings:" + RabbitMqOptions.ConnectionName] = RabbitMqUriFor(role);
+        }
+
+        if (configuration.GetConnectionString(DatabaseOptions.ConnectionName) is not { Length: > 0 })
+        {
+            local["ConnectionStrings:" + DatabaseOptions.ConnectionName] = PostgresUrl;
+        }
+
+        return local.Count == 0 ? configuration : new ConfigurationBuilder().AddInMemoryCollection(local).AddConfiguration(configuration).Build();
+    }
+
+    /// <summary>The password file of a role's RabbitMQ user, written by <c>./dancemoe services up</c>.</summary>
+    public static string RabbitMqPasswordFile(BusRole role) =>
+        Path.Combine(StateDirectory, "rabbitmq", "users", role.ToString().ToLowerInvariant() + ".password");
+
+    /// <summary><c>DANCEMOE_RABBITMQ_MANAGEMENT_URL</c>, else the local broker's management port (<c>DANCEMOE_RABBITMQ_MANAGEMENT_PORT</c>).</summary>
+    public static string RabbitMqManagementUrl =>
+        Environment.GetEnvironmentVariable("DANCEMOE_RABBITMQ_MANAGEMENT_URL") is { Length: > 0 } url
+            ? url.TrimEnd('/') + "/"
+            : $"http://{RabbitMqOptions.Parse(RabbitMqUriFor(BusRole.Admin)).Host}:{EnvironmentOr("DANCEMOE_RABBITMQ_MANAGEMENT_PORT", "15682")}/";
+
+    private static string LocalRabbitMq => $"amqp://127.0.0.1:{EnvironmentOr("DANCEMOE_AMQP_PORT", "5682")}/dancemoe";
+
+    private static string EnvironmentOr(string name, string fallback) =>
+        Environment.GetEnvironmentVariable(name) is { Length: > 0 } value ? value : fallback;
+
+    private static string ReadSecret(string file, string setting)
+    {
+        try
+        {
+            return File.ReadAllText(file).Trim();
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            throw new OperationException(
+                $"no RabbitMQ credential: set {setting} or run ./dancemoe services up, which writes {file} ({ex.Message})",
+                OperationFailure.InvalidSettings,
+                ex);
+        }
+    }
 
     /// <summary>The repository root, exported by the <c>./dancemoe</c> wrapper.</summary>
     public static string RepositoryRoot =>

@@ -35,6 +35,9 @@ public sealed class EdgeCluster : IAsyncDisposable
 
     public string ModelDirectory => Manifest.Directory;
 
+    /// <summary>The user the edges take control messages from: the test's own, which the test and its coordinator send with.</summary>
+    public string CoordinatorUser { get; set; } = RabbitMqOptions.Parse(TestServices.RabbitMqUri).Username;
+
     public IBusControl Bus => _provider!.GetRequiredService<IBusControl>();
 
     public static async Task<EdgeCluster> CreateAsync(ulong seed = 11, TinyOptions? model = null, ExpertWeightFormat expertWeights = ExpertWeightFormat.Fp32)
@@ -73,7 +76,11 @@ public sealed class EdgeCluster : IAsyncDisposable
                 "--heartbeat-seconds", "1", "--trace-spill-dir", Path.Combine(Directory, "spill"), .. extraArguments,
                 .. traceDatabase is null ? ["--no-traces"] : Array.Empty<string>(),
             ];
-            var environment = new Dictionary<string, string> { ["ConnectionStrings__rabbitmq"] = VirtualHost.Uri };
+            var environment = new Dictionary<string, string>
+            {
+                ["ConnectionStrings__rabbitmq"] = VirtualHost.Uri,
+                ["Edge__CoordinatorUser"] = CoordinatorUser,
+            };
             if (traceDatabase is not null)
             {
                 environment["ConnectionStrings__postgres"] = traceDatabase;

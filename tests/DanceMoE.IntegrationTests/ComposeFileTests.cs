@@ -84,6 +84,27 @@ public sealed class ComposeFileTests
     }
 
     [Fact]
+    public async Task Compose_has_no_broker_password_of_its_own_and_each_service_connects_as_its_role()
+    {
+        var (exitCode, _, errors) = await DockerComposeAsync("config -q", withBrokerPasswords: false);
+        Assert.NotEqual(0, exitCode);
+        Assert.Contains("DANCEMOE_RABBITMQ_", errors, StringComparison.Ordinal);
+
+        var services = await ServicesAsync();
+        Assert.Contains("RABBITMQ_DEFAULT_USER: dancemoe-admin", services["rabbitmq"], StringComparison.Ordinal);
+        Assert.Contains("RABBITMQ_DEFAULT_PASS: secret-of-admin", services["rabbitmq"], StringComparison.Ordinal);
+        Assert.Contains("rabbitmq-users.sh:/etc/rabbitmq/rabbitmq-users.sh:ro", services["rabbitmq"], StringComparison.Ordinal);
+        foreach (var (service, role) in new[] { ("edge-1", "edge"), ("edge-gpu-1", "edge"), ("coordinator", "coordinator"), ("client", "client") })
+        {
+            Assert.Contains($"ConnectionStrings__rabbitmq: amqp://dancemoe-{role}:secret-of-{role}@rabbitmq:5672/dancemoe", services[service], StringComparison.Ordinal);
+        }
+
+        Assert.Contains("ConnectionStrings__rabbitmq_ops: amqp://dancemoe-ops:secret-of-ops@", services["client"], StringComparison.Ordinal);
+        Assert.Contains("Edge__CoordinatorUser: dancemoe-coordinator", services["edge-1"], StringComparison.Ordinal);
+        Assert.DoesNotContain("ConnectionStrings__rabbitmq", services["migrations"], StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task The_gpu_profile_runs_an_edge_on_cuda_with_a_gpu_reserved_and_only_in_that_profile()
     {
         var services = await ServicesAsync();
@@ -176,7 +197,10 @@ public sealed class ComposeFileTests
         return services;
     }
 
-    private static async Task<(int ExitCode, string Output, string Errors)> DockerComposeAsync(string arguments)
+    /// <summary>The roles whose RabbitMQ passwords compose takes from the environment (<c>DANCEMOE_RABBITMQ_ROLE_PASSWORD</c>).</summary>
+    private static readonly string[] BrokerRoles = ["ADMIN", "CLIENT", "EDGE", "COORDINATOR", "OPS"];
+
+    private static async Task<(int ExitCode, string Output, string Errors)> DockerComposeAsync(string arguments, bool withBrokerPasswords = true)
     {
         var file = Path.Combine(RepositoryRoot(), "compose", "docker-compose.yml");
         var start = new ProcessStartInfo("docker-compose", $"-f \"{file}\" {arguments}")
@@ -184,6 +208,18 @@ public sealed class ComposeFileTests
             RedirectStandardError = true,
             RedirectStandardOutput = true,
         };
+        foreach (var role in BrokerRoles)
+        {
+            var variable = $"DANCEMOE_RABBITMQ_{role}_PASSWORD";
+            if (withBrokerPasswords)
+            {
+                start.Environment[variable] = $"secret-of-{role.ToLowerInvariant()}";
+            }
+            else
+            {
+                start.Environment.Remove(variable);
+            }
+        }
         Process process;
         try
         {

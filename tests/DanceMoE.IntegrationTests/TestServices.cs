@@ -9,19 +9,20 @@ namespace DanceMoE.IntegrationTests;
 
 /// <summary>
 /// The real RabbitMQ and PostgreSQL started by <c>./dancemoe services up</c> (or named by
-/// <c>ConnectionStrings__rabbitmq</c> / <c>ConnectionStrings__postgres</c>). Tests fail, never skip,
-/// when they are not there.
+/// <c>ConnectionStrings__rabbitmq</c> / <c>ConnectionStrings__postgres</c>, and the ports by <c>DANCEMOE_*_PORT</c>, as
+/// the CLI finds them). Tests fail, never skip, when they are not there.
 /// </summary>
 public static class TestServices
 {
-    public static string RabbitMqUri =>
-        Environment.GetEnvironmentVariable("ConnectionStrings__rabbitmq") ?? RabbitMqOptions.LocalDefault;
+    /// <summary>
+    /// The broker's admin credential (<c>ConnectionStrings__rabbitmq_admin</c>, else the one <c>services up</c> generated):
+    /// tests make virtual hosts of their own with it and use it there for every role.
+    /// </summary>
+    public static string RabbitMqUri => LocalEnvironment.RabbitMqUriFor(BusRole.Admin);
 
-    public static string PostgresUrl =>
-        Environment.GetEnvironmentVariable("ConnectionStrings__postgres") ?? DatabaseOptions.LocalDefault;
+    public static string PostgresUrl => LocalEnvironment.PostgresUrl;
 
-    public static string ManagementUrl =>
-        Environment.GetEnvironmentVariable("DANCEMOE_RABBITMQ_MANAGEMENT_URL") ?? "http://127.0.0.1:15682";
+    public static string ManagementUrl => LocalEnvironment.RabbitMqManagementUrl;
 
     public static string UniqueName(string prefix) => $"{prefix}_{Guid.NewGuid():N}"[..(prefix.Length + 13)];
 }

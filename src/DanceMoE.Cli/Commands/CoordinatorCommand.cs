@@ -68,7 +68,7 @@ public static class CoordinatorCommand
                 flags.Add("--model=" + ModelCatalog.ResolveExported(modelDir, Console.Error.WriteLine));
             }
 
-            return CoordinatorConfiguration.FromCommandLine([.. flags]);
+            return CoordinatorConfiguration.FromCommandLine([.. flags]).WithLocalServices(Hosting.BusRole.Coordinator);
         }
         catch (Exception ex) when (ex is ModelFormatException or FileNotFoundException or DirectoryNotFoundException)
         {

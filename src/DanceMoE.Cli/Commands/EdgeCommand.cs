@@ -58,7 +58,7 @@ public static class EdgeCommand
 
     private static async Task<int> RunAsync(string id, List<string> flags, CancellationToken cancellationToken)
     {
-        var builder = ServiceHost.CreateBuilder(EdgeCommandLine.Build(flags));
+        var builder = ServiceHost.CreateBuilder(EdgeCommandLine.Build(flags).WithLocalServices(BusRole.Edge));
         builder.AddEdgeServer();
         using var host = builder.Build();
         try

@@ -27,7 +27,7 @@ public static class PlacementRunNow
 
     private static async Task<int> RunAsync(bool noWait, TimeSpan timeout, bool asJson, CancellationToken cancellationToken)
     {
-        var commandId = await PlacementJobTrigger.SendAsync(CliEnvironment.RabbitMqUri, $"cli@{Environment.MachineName}", cancellationToken).ConfigureAwait(false);
+        var commandId = await PlacementJobTrigger.SendAsync(CliEnvironment.OpsRabbitMqUri, $"cli@{Environment.MachineName}", cancellationToken).ConfigureAwait(false);
         if (noWait)
         {
             Console.WriteLine($"run-now {commandId} sent");

@@ -146,9 +146,10 @@ public static class ClusterBenchmark
     {
         var hidden = manifest.Architecture.HiddenSize;
         var payload = TensorBytes.FromFloats(Enumerable.Range(0, 2 * hidden).Select(i => (float)Math.Cos(i)).ToArray());
-        const string queue = "dancemoe-bench-echo";
+        // Named as an edge's queue: the benchmark talks to the echo and to edge-1 as a peer edge does, with the edge's user.
+        const string queue = "edge-bench-echo";
         await using var provider = new ServiceCollection()
-            .AddMassTransit(bus => bus.UsingRabbitMq((_, cfg) => new RabbitMqOptions { ConnectionString = LocalEnvironment.RabbitMqUri }.ConfigureHost(cfg)))
+            .AddMassTransit(bus => bus.UsingRabbitMq((_, cfg) => new RabbitMqOptions { ConnectionString = LocalEnvironment.RabbitMqUriFor(BusRole.Edge) }.ConfigureHost(cfg)))
             .BuildServiceProvider(true);
         using var echo = await StartEchoProcessAsync(queue, cancellationToken).ConfigureAwait(false);
         var bus = provider.GetRequiredService<IBusControl>();
@@ -204,7 +205,7 @@ public static class ClusterBenchmark
             await bus.StopAsync(CancellationToken.None).ConfigureAwait(false);
             echo.Kill();
             await echo.WaitForExitAsync(CancellationToken.None).ConfigureAwait(false);
-            await BusClient.DeleteQueueAsync(LocalEnvironment.RabbitMqUri, queue, CancellationToken.None).ConfigureAwait(false);
+            await BusClient.DeleteQueueAsync(LocalEnvironment.RabbitMqUriFor(BusRole.Edge), queue, CancellationToken.None).ConfigureAwait(false);
         }
     }
 
@@ -217,7 +218,7 @@ public static class ClusterBenchmark
         var ready = Path.Combine(LocalCluster.Directory, "echo.ready");
         var logFile = Path.Combine(LocalCluster.Directory, "echo.log");
         File.Delete(ready);
-        var echo = Process.Start(CliProcesses.StartInfo(["bench", "echo", "--queue", queue, "--ready-file", ready], logFile, detached: false, serving: true))
+        var echo = Process.Start(CliProcesses.StartInfo(["bench", "echo", "--queue", queue, "--ready-file", ready], logFile, detached: false, serving: true, role: BusRole.Edge))
             ?? throw new OperationException("cannot start /bin/sh");
         var deadline = DateTime.UtcNow.AddSeconds(60);
         while (!File.Exists(ready))

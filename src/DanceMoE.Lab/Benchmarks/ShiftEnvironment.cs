@@ -29,7 +29,8 @@ internal sealed class ShiftEnvironment : IAsyncDisposable
         VirtualHost = $"dancemoe-shift-{suffix}";
         Database = $"dancemoe_shift_{suffix}";
         Directory = Path.Combine(LocalEnvironment.StateDirectory, $"bench-shift-{suffix}");
-        _broker = RabbitMqOptions.Parse(LocalEnvironment.RabbitMqUri);
+        // Its own virtual host, made through the management API: the admin's, which every process of the run uses there.
+        _broker = RabbitMqOptions.Parse(LocalEnvironment.RabbitMqUriFor(BusRole.Admin));
         _server = new NpgsqlConnectionStringBuilder(DatabaseOptions.ToNpgsql(LocalEnvironment.PostgresUrl));
     }
 
@@ -87,6 +88,7 @@ internal sealed class ShiftEnvironment : IAsyncDisposable
         // unoptimised for a minute or more, which would make the first phase look slower than the last.
         var start = CliProcesses.StartInfo([.. arguments, "--ready-file", ready], log, detached: false, serving: true);
         start.Environment["ConnectionStrings__" + RabbitMqOptions.ConnectionName] = RabbitMqUri;
+        start.Environment["Edge__CoordinatorUser"] = _broker.Username;
         start.Environment["ConnectionStrings__" + DatabaseOptions.ConnectionName] = PostgresUrl;
         var process = Process.Start(start) ?? throw new OperationException($"cannot start {name}");
         var child = new ChildProcess(name, process, log, ready);
@@ -247,10 +249,7 @@ internal sealed class ShiftEnvironment : IAsyncDisposable
         }
     }
 
-    private string ManagementUrl =>
-        Environment.GetEnvironmentVariable("DANCEMOE_RABBITMQ_MANAGEMENT_URL") is { Length: > 0 } url
-            ? url.TrimEnd('/') + "/"
-            : $"http://{_broker.Host}:{(Environment.GetEnvironmentVariable("DANCEMOE_RABBITMQ_MANAGEMENT_PORT") is { Length: > 0 } port ? port : "15682")}/";
+    private static string ManagementUrl => LocalEnvironment.RabbitMqManagementUrl;
 
     private HttpClient ManagementClient()
     {

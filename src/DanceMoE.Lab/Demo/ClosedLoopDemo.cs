@@ -5,6 +5,7 @@ using DanceMoE.Contracts;
 using DanceMoE.Coordinator;
 using DanceMoE.Coordinator.Saga;
 using DanceMoE.Data;
+using DanceMoE.Hosting;
 using DanceMoE.Edge;
 using DanceMoE.Model;
 using DanceMoE.Model.Locality;
@@ -290,7 +291,8 @@ public static class ClosedLoopDemo
             // interrupted earlier run left behind (the demo waits for it before it starts).
             ["Migration:LoadTimeoutSeconds"] = "20",
         };
-        var configuration = new ConfigurationBuilder().AddConfiguration(LocalEnvironment.Configuration).AddInMemoryCollection(settings).Build();
+        var configuration = new ConfigurationBuilder().AddConfiguration(LocalEnvironment.Configuration.WithLocalServices(BusRole.Coordinator))
+            .AddInMemoryCollection(settings).Build();
         var host = CoordinatorHost.Build(configuration, logging =>
         {
             logging.ClearProviders();

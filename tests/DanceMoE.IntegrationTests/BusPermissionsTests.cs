@@ -1,0 +1,128 @@
+using System.Net;
+using System.Net.Http.Headers;
+using System.Text;
+using DanceMoE.Contracts;
+using DanceMoE.Hosting;
+using DanceMoE.Operations;
+using MassTransit;
+using Microsoft.Extensions.DependencyInjection;
+using RabbitMQ.Client;
+
+namespace DanceMoE.IntegrationTests;
+
+/// <summary>
+/// The users <c>./dancemoe services up</c> makes, one per role, on the application's virtual host: what the broker lets
+/// each of them publish (with publisher confirms), and who reads the management API. Nothing here is delivered: every
+/// publish that is allowed goes to an exchange of the test's own.
+/// </summary>
+public sealed class BusPermissionsTests
+{
+    [Theory]
+    [InlineData("DanceMoE.Contracts:PlacementActivated")]
+    [InlineData("DanceMoE.Contracts:UnloadExpert")]
+    [InlineData("edge-1-control")]
+    [InlineData("DanceMoE.Contracts:EdgeHeartbeat")]
+    [InlineData("coordinator")]
+    public async Task The_client_user_may_not_publish_control_heartbeats_or_coordinator_commands(string exchange)
+    {
+        Assert.Equal(403, await PublishAsync(BusRole.Client, exchange));
+    }
+
+    [Theory]
+    [InlineData("DanceMoE.Contracts:PlacementActivated")]
+    [InlineData("DanceMoE.Contracts:LoadExpert")]
+    [InlineData("coordinator")]
+    public async Task The_edge_user_may_not_publish_placements_or_migration_commands(string exchange)
+    {
+        Assert.Equal(403, await PublishAsync(BusRole.Edge, exchange));
+    }
+
+    [Fact]
+    public async Task The_coordinator_user_may_not_publish_heartbeats()
+    {
+        Assert.Equal(403, await PublishAsync(BusRole.Coordinator, "DanceMoE.Contracts:EdgeHeartbeat"));
+    }
+
+    [Fact]
+    public async Task The_client_user_sends_a_request_to_an_edge_queue_through_MassTransit()
+    {
+        var edge = TestServices.UniqueName("edge-permissions").Replace('_', '-');
+        await using var provider = new ServiceCollection()
+            .AddMassTransit(bus => bus.UsingRabbitMq((_, cfg) => new RabbitMqOptions { ConnectionString = RoleUri(BusRole.Client) }.ConfigureHost(cfg)))
+            .BuildServiceProvider(true);
+        var bus = provider.GetRequiredService<IBusControl>();
+        await bus.StartAsync(new CancellationTokenSource(TimeSpan.FromSeconds(30)).Token);
+        try
+        {
+            var endpoint = await bus.GetSendEndpoint(EdgeQueues.RequestsAddress(edge));
+            await endpoint.Send(new GenerateText { RequestId = NewId.NextGuid(), Prompt = "permissions", MaxNewTokens = 1 });
+
+            await using var connection = await Factory(RoleUri(BusRole.Admin)).CreateConnectionAsync();
+            await using var channel = await connection.CreateChannelAsync();
+            var queued = await channel.QueueDeclarePassiveAsync(edge);
+            Assert.Equal(1u, queued.MessageCount);
+        }
+        finally
+        {
+            await bus.StopAsync();
+            await BusClient.DeleteQueueAsync(RoleUri(BusRole.Admin), edge, CancellationToken.None);
+        }
+    }
+
+    [Fact]
+    public async Task Only_the_ops_user_reads_the_management_API()
+    {
+        Assert.Equal(HttpStatusCode.OK, await GetNodesAsync(BusRole.Ops));
+        Assert.Equal(HttpStatusCode.Unauthorized, await GetNodesAsync(BusRole.Client));
+        Assert.Equal(HttpStatusCode.Unauthorized, await GetNodesAsync(BusRole.Edge));
+        Assert.Equal(HttpStatusCode.Unauthorized, await GetNodesAsync(BusRole.Coordinator));
+    }
+
+    /// <summary>The role's user on the local services' application virtual host (its password from <c>services up</c>).</summary>
+    private static string RoleUri(BusRole role)
+    {
+        var broker = RabbitMqOptions.Parse(TestServices.RabbitMqUri);
+        var password = File.ReadAllText(LocalEnvironment.RabbitMqPasswordFile(role)).Trim();
+        return $"amqp://{BusRoles.UserOf(role)}:{Uri.EscapeDataString(password)}@{broker.Host}:{broker.Port}/dancemoe";
+    }
+
+    /// <summary>Publishes an empty message with publisher confirms: null when the broker confirms it, else the reply code that closed the channel.</summary>
+    private static async Task<int?> PublishAsync(BusRole role, string exchange)
+    {
+        await using var connection = await Factory(RoleUri(role)).CreateConnectionAsync();
+        await using var channel = await connection.CreateChannelAsync(new CreateChannelOptions(publisherConfirmationsEnabled: true, publisherConfirmationTrackingEnabled: true));
+        try
+        {
+            await channel.BasicPublishAsync(exchange, "", Encoding.UTF8.GetBytes("{}"));
+        }
+        catch (Exception ex) when (ex is RabbitMQ.Client.Exceptions.OperationInterruptedException or RabbitMQ.Client.Exceptions.PublishException)
+        {
+            return channel.CloseReason?.ReplyCode ?? (ex as RabbitMQ.Client.Exceptions.OperationInterruptedException)?.ShutdownReason?.ReplyCode;
+        }
+
+        return channel.CloseReason?.ReplyCode;
+    }
+
+    private static async Task<HttpStatusCode> GetNodesAsync(BusRole role)
+    {
+        var broker = RabbitMqOptions.Parse(RoleUri(role));
+        using var client = new HttpClient { BaseAddress = new Uri(TestServices.ManagementUrl) };
+        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue(
+            "Basic", Convert.ToBase64String(Encoding.UTF8.GetBytes($"{broker.Username}:{broker.Password}")));
+        using var response = await client.GetAsync(new Uri("api/nodes", UriKind.Relative));
+        return response.StatusCode;
+    }
+
+    private static ConnectionFactory Factory(string uri)
+    {
+        var broker = RabbitMqOptions.Parse(uri);
+        return new ConnectionFactory
+        {
+            HostName = broker.Host,
+            Port = broker.Port,
+            VirtualHost = broker.VirtualHost,
+            UserName = broker.Username,
+            Password = broker.Password,
+        };
+    }
+}
