@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Text.Json;
 using DanceMoE.Placement;
 
 namespace DanceMoE.Operations;
@@ -6,6 +7,37 @@ namespace DanceMoE.Operations;
 /// <summary>The results of <see cref="PlacementSimulation"/> as <c>placement simulate|bench</c> print them: JSON rows or a table.</summary>
 public static class PlacementReport
 {
+    private static readonly JsonSerializerOptions Json = new() { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower, WriteIndented = true };
+
+    /// <summary>
+    /// Writes the results as a JSON array of <see cref="Row"/>s, or as the table (after <paramref name="description"/> when
+    /// given) followed by the migration table when migrations from <paramref name="migrateFrom"/> were planned.
+    /// </summary>
+    public static void Write(
+        TextWriter output, IReadOnlyList<AlgorithmResult> results, bool asJson, string? description = null,
+        Dictionary<string, (MigrationPlan Plan, MigrationDecision Decision)>? migrations = null, string? migrateFrom = null,
+        double horizonSeconds = 0, LatencyOptions? options = null)
+    {
+        ArgumentNullException.ThrowIfNull(output);
+        if (asJson)
+        {
+            output.WriteLine(JsonSerializer.Serialize(results.Select(r => Row(r, migrations?[r.Algorithm])).ToList(), Json));
+            return;
+        }
+
+        var lines = description is null ? [] : new[] { description }.AsEnumerable();
+        lines = lines.Concat(Table(results));
+        if (migrations is not null)
+        {
+            lines = lines.Concat(MigrationTable(migrations, migrateFrom!, horizonSeconds, options ?? new LatencyOptions()));
+        }
+
+        foreach (var line in lines)
+        {
+            output.WriteLine(line);
+        }
+    }
+
     /// <summary>One JSON row per result: its metrics, and the migration to it when one was planned.</summary>
     public static Dictionary<string, object> Row(AlgorithmResult r, (MigrationPlan Plan, MigrationDecision Decision)? migration = null)
     {

@@ -1,6 +1,5 @@
 using System.CommandLine;
 using System.Globalization;
-using System.Text.Json;
 using DanceMoE.Cli.Verbs;
 using DanceMoE.Placement;
 
@@ -12,8 +11,6 @@ namespace DanceMoE.Cli.Commands;
 /// </summary>
 public static class PlacementCommand
 {
-    private static readonly JsonSerializerOptions Json = new() { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower, WriteIndented = true };
-
     public static Command Create() => new("placement", "expert placement: simulate the algorithms on routing traces, time them, or run the coordinator's job now")
     {
         Simulate(),
@@ -87,19 +84,7 @@ public static class PlacementCommand
             simulation.Plot(plot, results);
         }
 
-        if (asJson)
-        {
-            Console.WriteLine(JsonSerializer.Serialize(results.Select(r => PlacementReport.Row(r, migrations?[r.Algorithm])).ToList(), Json));
-            return ExitCodes.Ok;
-        }
-
-        Console.WriteLine(simulation.Description);
-        Print(PlacementReport.Table(results));
-        if (migrations is not null)
-        {
-            Print(PlacementReport.MigrationTable(migrations, migrateFrom!, horizon, options));
-        }
-
+        PlacementReport.Write(Console.Out, results, asJson, simulation.Description, migrations, migrateFrom, horizon, options);
         return ExitCodes.Ok;
     }
 
@@ -122,44 +107,16 @@ public static class PlacementCommand
                 result.AddError($"--top-k must be between 1 and {result.GetValue(experts)} (got '{result.GetValue(topK)}')");
             }
         });
-        command.SetAction((result, cancellationToken) => Task.FromResult(Bench(
-            result.GetValue(servers),
-            result.GetValue(layers),
-            result.GetValue(experts),
-            result.GetValue(topK),
-            result.GetValue(memory),
-            result.GetValue(requests),
-            result.GetValue(tokens),
-            Algorithms(result.GetRequiredValue(algorithms)),
-            result.GetValue(json),
-            cancellationToken)));
+        command.SetAction((result, cancellationToken) =>
+        {
+            var simulation = PlacementSimulation.Synthetic(
+                result.GetValue(servers), result.GetValue(layers), result.GetValue(experts), result.GetValue(topK), result.GetValue(memory),
+                result.GetValue(requests), result.GetValue(tokens));
+            Console.Error.WriteLine(simulation.Description);
+            PlacementReport.Write(Console.Out, simulation.Solve(Algorithms(result.GetRequiredValue(algorithms)), cancellationToken), result.GetValue(json));
+            return Task.FromResult(ExitCodes.Ok);
+        });
         return command;
-    }
-
-    private static int Bench(
-        int serverCount, int layers, int experts, int topK, double memory, int requests, int tokens, IReadOnlyList<IPlacementAlgorithm> algorithms, bool asJson, CancellationToken cancellationToken)
-    {
-        var simulation = PlacementSimulation.Synthetic(serverCount, layers, experts, topK, memory, requests, tokens);
-        Console.Error.WriteLine(simulation.Description);
-        var results = simulation.Solve(algorithms, cancellationToken);
-        if (asJson)
-        {
-            Console.WriteLine(JsonSerializer.Serialize(results.Select(r => PlacementReport.Row(r)).ToList(), Json));
-        }
-        else
-        {
-            Print(PlacementReport.Table(results));
-        }
-
-        return ExitCodes.Ok;
-    }
-
-    private static void Print(IEnumerable<string> lines)
-    {
-        foreach (var line in lines)
-        {
-            Console.WriteLine(line);
-        }
     }
 
     private static IReadOnlyList<IPlacementAlgorithm> Algorithms(string? text)
