@@ -120,6 +120,7 @@ public sealed class ExpertLayerSession : IDisposable
         foreach (var expert in experts)
         {
             var model = ModelProto.Parser.ParseFrom(File.ReadAllBytes(manifest.PathOf(manifest.Expert(layer, expert).File)));
+            ExternalData.Inline(model, manifest.Directory);
             var prefix = Prefix(expert);
             string Renamed(string name) => name.Length == 0 ? name : prefix + name;
             var g = model.Graph;

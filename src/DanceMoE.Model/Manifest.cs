@@ -9,10 +9,20 @@ public sealed record TensorSpec(string Name, string Dtype, IReadOnlyList<string>
 
 public sealed record GraphSignature(IReadOnlyList<TensorSpec> Inputs, IReadOnlyList<TensorSpec> Outputs);
 
-/// <summary>One exported file; <see cref="WeightBytes"/> is what its weights take once loaded.</summary>
-public sealed record ModelFile(string File, string Sha256, long Bytes, long WeightBytes);
+/// <summary>The side file holding an ONNX file's weights as ONNX external data.</summary>
+public sealed record ExternalDataFile(string File, string Sha256, long Bytes);
 
-public sealed record ExpertFile(int Layer, int Expert, string File, string Sha256, long Bytes, long WeightBytes);
+/// <summary>One exported file; <see cref="WeightBytes"/> is what its weights take once loaded.</summary>
+public sealed record ModelFile(string File, string Sha256, long Bytes, long WeightBytes)
+{
+    /// <summary>Where its weights are when they are kept outside the .onnx (null: inside it).</summary>
+    public ExternalDataFile? ExternalData { get; init; }
+}
+
+public sealed record ExpertFile(int Layer, int Expert, string File, string Sha256, long Bytes, long WeightBytes)
+{
+    public ExternalDataFile? ExternalData { get; init; }
+}
 
 /// <summary>One routed layer: its dense subgraph, which runs <see cref="DecoderLayers"/> (dense-MLP layers, then the MoE layer), and its experts.</summary>
 public sealed record LayerFiles(int Layer, ModelFile Dense, IReadOnlyList<ExpertFile> Experts)
@@ -116,12 +126,23 @@ public sealed record ModelManifest
         }
 
         manifest = manifest with { Directory = directory };
-        foreach (var file in new[] { manifest.Embedding.File, manifest.Head.File }
-            .Concat(manifest.Layers.Select(l => l.Dense.File)).Concat(manifest.Experts.Select(e => e.File)))
+        foreach (var (file, data) in manifest.Files())
         {
             if (!File.Exists(manifest.PathOf(file)))
             {
                 throw new ModelFormatException($"{path}: listed file {file} is missing");
+            }
+
+            if (data is not null)
+            {
+                var dataPath = manifest.PathOf(data.File);
+                var bytes = File.Exists(dataPath) ? new FileInfo(dataPath).Length : -1;
+                if (bytes != data.Bytes)
+                {
+                    throw new ModelFormatException(bytes < 0
+                        ? $"{dataPath}: the external data of {file} is missing"
+                        : $"{dataPath}: the external data of {file} is truncated or changed ({bytes} bytes, the manifest says {data.Bytes})");
+                }
             }
         }
 
@@ -131,13 +152,19 @@ public sealed record ModelManifest
     public void Save(string directory) =>
         File.WriteAllText(System.IO.Path.Combine(directory, FileName), JsonSerializer.Serialize(this, JsonOptions) + "\n");
 
-    /// <summary>Checks every file's SHA-256 against the manifest; returns the names that differ.</summary>
+    /// <summary>Every listed .onnx file with the side file of its external data, if any.</summary>
+    public IEnumerable<(string File, ExternalDataFile? ExternalData)> Files() =>
+        new[] { Embedding, Head }.Concat(Layers.Select(l => l.Dense)).Select(f => (f.File, f.ExternalData))
+            .Concat(Experts.Select(e => (e.File, e.ExternalData)));
+
+    /// <summary>Checks every file's SHA-256 (external data files included) against the manifest; returns the names that differ.</summary>
     public IReadOnlyList<string> FindCorruptFiles()
     {
         var entries = new List<(string File, string Sha)> { (Embedding.File, Embedding.Sha256), (Head.File, Head.Sha256) };
         entries.AddRange(Layers.Select(l => (l.Dense.File, l.Dense.Sha256)));
         entries.AddRange(Experts.Select(e => (e.File, e.Sha256)));
-        return [.. entries.Where(e => Sha256Of(PathOf(e.File)) != e.Sha).Select(e => e.File)];
+        entries.AddRange(Files().Where(f => f.ExternalData is not null).Select(f => (f.ExternalData!.File, f.ExternalData.Sha256)));
+        return [.. entries.Where(e => !File.Exists(PathOf(e.File)) || Sha256Of(PathOf(e.File)) != e.Sha).Select(e => e.File)];
     }
 
     public static string Sha256Of(string path)

@@ -18,11 +18,6 @@ internal sealed class GraphBuilder(string name, TensorDtype weightDtype)
     /// <summary>Bytes of weight initializers (what a loaded session costs, beyond the runtime's own buffers).</summary>
     public long WeightBytes { get; private set; }
 
-    /// <summary>The initializer with the most bytes, named in errors about a graph's size.</summary>
-    public string LargestWeight { get; private set; } = string.Empty;
-
-    private long _largestBytes;
-
     public void Input(string tensor, TensorProto.Types.DataType type, params object[] dims) => _graph.Input.Add(ValueInfo(tensor, type, dims));
 
     public void Output(string tensor, TensorProto.Types.DataType type, params object[] dims) => _graph.Output.Add(ValueInfo(tensor, type, dims));
@@ -37,10 +32,6 @@ internal sealed class GraphBuilder(string name, TensorDtype weightDtype)
         proto.RawData = ByteString.CopyFrom(bytes);
         _graph.Initializer.Add(proto);
         WeightBytes += bytes.Length;
-        if (bytes.Length > _largestBytes)
-        {
-            (_largestBytes, LargestWeight) = (bytes.Length, tensor);
-        }
         return weightDtype == TensorDtype.F32
             ? tensor
             : Node("Cast", [tensor], [Attr("to", (long)TensorProto.Types.DataType.Float)]);

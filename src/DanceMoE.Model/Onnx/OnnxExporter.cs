@@ -15,8 +15,11 @@ namespace DanceMoE.Model.Onnx;
 /// </summary>
 public static class OnnxExporter
 {
-    /// <summary>What one ONNX file can hold: a protobuf message is limited to 2 GiB, and external data is not written yet.</summary>
-    public const long MaxFileBytes = int.MaxValue - (16L << 20);
+    /// <summary>
+    /// A graph with more weight bytes than this keeps them as ONNX external data in a side file (FILE.onnx.data):
+    /// one protobuf message, so one .onnx file, holds at most 2 GiB.
+    /// </summary>
+    public const long ExternalDataAbove = 1536L << 20;
 
     /// <summary>
     /// Exports with <paramref name="weightDtype"/> weights; the routed experts' projections are stored as
@@ -24,10 +27,10 @@ public static class OnnxExporter
     /// </summary>
     public static ModelManifest Export(
         Checkpoint checkpoint, string outDirectory, TensorDtype weightDtype, Action<string>? log = null, ExpertWeightFormat? expertWeights = null) =>
-        Export(checkpoint, outDirectory, weightDtype, log, MaxFileBytes, expertWeights);
+        Export(checkpoint, outDirectory, weightDtype, log, ExternalDataAbove, expertWeights);
 
     internal static ModelManifest Export(
-        Checkpoint checkpoint, string outDirectory, TensorDtype weightDtype, Action<string>? log, long maxFileBytes, ExpertWeightFormat? expertWeights = null)
+        Checkpoint checkpoint, string outDirectory, TensorDtype weightDtype, Action<string>? log, long externalDataAbove, ExpertWeightFormat? expertWeights = null)
     {
         ArgumentNullException.ThrowIfNull(checkpoint);
         if (weightDtype == TensorDtype.BF16)
@@ -39,18 +42,18 @@ public static class OnnxExporter
         var expertFormat = expertWeights ?? (weightDtype == TensorDtype.F32 ? ExpertWeightFormat.Fp32 : ExpertWeightFormat.Fp16);
         Directory.CreateDirectory(outDirectory);
         var embedWeights = checkpoint.Read(TensorNames.Embed, c.VocabSize, c.HiddenSize);
-        var embedding = Save(maxFileBytes, outDirectory, "embedding.onnx", BuildEmbedding(c, embedWeights, weightDtype));
+        var embedding = Save(externalDataAbove, outDirectory, "embedding.onnx", BuildEmbedding(c, embedWeights, weightDtype));
         var layers = new List<LayerFiles>();
         var groups = c.DecoderLayersOfRoutedLayers();
         for (var r = 0; r < groups.Count; r++)
         {
             var decoderLayers = groups[r].Select(l => (l, MoeWeights.LoadLayer(checkpoint, l, withExperts: false))).ToList();
-            var dense = Save(maxFileBytes, outDirectory, Name($"dense.{r}.onnx"), BuildDense(c, decoderLayers, weightDtype));
+            var dense = Save(externalDataAbove, outDirectory, Name($"dense.{r}.onnx"), BuildDense(c, decoderLayers, weightDtype));
             var experts = new List<ExpertFile>();
             for (var e = 0; e < c.NumExperts; e++)
             {
-                var file = Save(maxFileBytes, outDirectory, Name($"expert.{r}.{e}.onnx"), BuildExpert(c, MoeWeights.LoadExpert(checkpoint, groups[r][^1], e), expertFormat));
-                experts.Add(new ExpertFile(r, e, file.File, file.Sha256, file.Bytes, file.WeightBytes));
+                var file = Save(externalDataAbove, outDirectory, Name($"expert.{r}.{e}.onnx"), BuildExpert(c, MoeWeights.LoadExpert(checkpoint, groups[r][^1], e), expertFormat));
+                experts.Add(new ExpertFile(r, e, file.File, file.Sha256, file.Bytes, file.WeightBytes) { ExternalData = file.ExternalData });
             }
 
             layers.Add(new LayerFiles(r, dense, experts) { DecoderLayers = groups[r] });
@@ -60,7 +63,7 @@ public static class OnnxExporter
         var head = c.TieWordEmbeddings && !checkpoint.Has(TensorNames.LmHead)
             ? embedWeights
             : checkpoint.Read(TensorNames.LmHead, c.VocabSize, c.HiddenSize);
-        var headFile = Save(maxFileBytes, outDirectory, "head.onnx", BuildHead(c, checkpoint.Read(TensorNames.FinalNorm, c.HiddenSize), head, weightDtype));
+        var headFile = Save(externalDataAbove, outDirectory, "head.onnx", BuildHead(c, checkpoint.Read(TensorNames.FinalNorm, c.HiddenSize), head, weightDtype));
         var tokenizer = checkpoint.Tokenizer;
         var manifest = new ModelManifest
         {
@@ -377,21 +380,17 @@ public static class OnnxExporter
         return g.Add(g.Mul(x, cos), g.Mul(rotated, sin));
     }
 
-    private static ModelFile Save(long maxFileBytes, string directory, string file, GraphBuilder graph)
+    private static ModelFile Save(long externalDataAbove, string directory, string file, GraphBuilder graph)
     {
         var path = Path.Combine(directory, file);
-        if (graph.WeightBytes > maxFileBytes)
-        {
-            throw new ModelFormatException(string.Create(CultureInfo.InvariantCulture,
-                $"{path}: {graph.WeightBytes} bytes of weights (largest: '{graph.LargestWeight}') exceed what one ONNX file holds ({maxFileBytes} bytes, protobuf's 2 GiB limit); ONNX external data is not supported yet (export with --dtype f16 to halve the size)"));
-        }
-
+        var model = graph.ToModel();
+        var external = graph.WeightBytes > externalDataAbove ? ExternalData.Write(model, directory, file + ".data") : null;
         using (var stream = File.Create(path))
         {
-            graph.ToModel().WriteTo(stream);
+            model.WriteTo(stream);
         }
 
-        return new ModelFile(file, ModelManifest.Sha256Of(path), new FileInfo(path).Length, graph.WeightBytes);
+        return new ModelFile(file, ModelManifest.Sha256Of(path), new FileInfo(path).Length, graph.WeightBytes) { ExternalData = external };
     }
 
     private static string Name(FormattableString name) => name.ToString(CultureInfo.InvariantCulture);
