@@ -57,7 +57,7 @@ public static class ReplayBenchmark
         var edges = Enumerable.Range(1, settings.Servers.Count).Select(i => $"edge-{i}").ToList();
         var runs = await ReplayOnEdgesAsync(settings, exported, edges, replayed, results, home, Log, cancellationToken).ConfigureAwait(false);
 
-        var rows = ReplayReport.Rows(settings, simulation, replayed, results, home, runs, latency);
+        var rows = ReplayReport.Rows(settings, simulation, results, home, runs, latency);
         output.WriteLine(settings.Json ? JsonSerializer.Serialize(rows, Json) : ReplayReport.Text(settings, simulation.Description, replayed, rows));
         if (settings.Plot is { } plot)
         {
@@ -143,7 +143,7 @@ public static class ReplayBenchmark
                     "--provider", "cpu", "--threads", "1", "--deadline-ms", "120000", "--max-step-tokens", "2048", "--max-active", "1",
                     "--link-delay-ms", settings.LinkDelayMs.ToString(invariant), "--link-mbps", settings.LinkMbps.ToString(invariant), "--no-traces",
                 ],
-                new Dictionary<string, string> { ["Edge__ReplayTrace"] = traceFile, ["Edge__MaxPromptTokens"] = "2048" });
+                new Dictionary<string, string> { ["Edge__ReplayTrace"] = traceFile, ["Edge__MaxPromptTokens"] = "2048", ["Edge__MaxBatchBytes"] = (128 << 20).ToString(invariant) });
             }
 
             log($"started the coordinator and {edges.Count} edges (virtual host {environment.VirtualHost}); waiting until they serve...");

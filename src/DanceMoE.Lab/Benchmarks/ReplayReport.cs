@@ -7,8 +7,18 @@ using ScottPlot;
 namespace DanceMoE.Lab.Benchmarks;
 
 /// <summary>The calibration of the latency model from one replay run (the same for every algorithm but the wire bytes).</summary>
+/// <param name="ExpertMsPerCall">One expert call's fixed time, measured here (a of a + b x rows).</param>
+/// <param name="ExpertMsPerRow">One expert call's time per row, measured here (b).</param>
+/// <param name="PingMsPerCall">What the bus adds to a call, from concurrent one-row round trips to the edges.</param>
+/// <param name="PingMsPerMb">What the bus adds per MB carried, from concurrent 256-row round trips.</param>
+/// <param name="BusMsPerCall">The per-call cost the model runs with: fitted to <paramref name="FittedOn"/>'s requests.</param>
+/// <param name="BusMsPerMb">The per-MB cost the model runs with: fitted to <paramref name="FittedOn"/>'s requests.</param>
+/// <param name="FittedOn">The algorithm whose requests the bus costs are fitted to; the others' modelled latencies are predictions.</param>
+/// <param name="WireBytesPerSend">Bytes one (token, server) send really carried (a row per expert, float32), measured.</param>
+/// <param name="HomeMsMean">Mean time of a replayed request run here with every expert local.</param>
 public sealed record ReplayCalibration(
-    double ExpertMsPerCall, double ExpertMsPerRow, double BusOverheadMsPerCall, double BusOverheadMsPerMb, double LinkRttMs, double EffectiveMbps, double WireBytesPerSend, double HomeMsMean);
+    double ExpertMsPerCall, double ExpertMsPerRow, double PingMsPerCall, double PingMsPerMb, double BusMsPerCall, double BusMsPerMb, string FittedOn,
+    double WireBytesPerSend, double HomeMsMean);
 
 /// <summary>One algorithm's line of <c>bench replay</c>: measured on the edges, and modelled for the same requests.</summary>
 public sealed record ReplayRow
@@ -38,61 +48,30 @@ public sealed record ReplayRow
     public int Retries { get; init; }
     public double SolveMs { get; init; }
     public double ExpertSizeMb { get; init; }
-    public ReplayCalibration Calibration { get; init; } = new(0, 0, 0, 0, 0, 0, 0, 0);
+    public ReplayCalibration Calibration { get; init; } = new(0, 0, 0, 0, 0, 0, "", 0, 0);
 }
 
 internal static class ReplayReport
 {
     public static List<ReplayRow> Rows(
-        ReplayBenchmarkSettings settings, PlacementSimulation simulation, List<ReplayedRequest> replayed, IReadOnlyList<AlgorithmResult> results, HomeCosts home, EdgeRuns runs,
-        LatencyOptions latency)
+        ReplayBenchmarkSettings settings, PlacementSimulation simulation, IReadOnlyList<AlgorithmResult> results, HomeCosts home, EdgeRuns runs, LatencyOptions latency)
     {
         var nominal = MoeModel.DeepSeekV2Lite;
-        var wireRow = 2048L * sizeof(float);
-        var rttSeconds = (2 * settings.LinkDelayMs / 1e3) + runs.Bus.SecondsPerCall;
-        var bytesPerSecond = 1 / ((8 / (settings.LinkMbps * 1e6)) + runs.Bus.SecondsPerByte);
-        var servers = simulation.Problem.Cluster.Servers
-            .Select(s => s with { MemoryBytesPerSecond = nominal.ExpertBytes[0] / home.ExpertFixedSeconds, FlopsPerSecond = nominal.FlopsPerToken(0, 0) / home.ExpertPerRowSeconds })
-            .ToList();
-        var cluster = Cluster.FullMesh(servers, new LinkSpec(bytesPerSecond, rttSeconds));
-        var allLocal = new ExpertPlacement(servers.Count, nominal.Layers, nominal.Experts);
-        for (var s = 0; s < servers.Count; s++)
-        {
-            for (var l = 0; l < nominal.Layers; l++)
-            {
-                for (var e = 0; e < nominal.Experts; e++)
-                {
-                    allLocal.Add(s, l, e);
-                }
-            }
-        }
+        var model = new ReplayLatencyModel(settings, simulation.Problem.Cluster.Servers, home, latency);
+        var placements = results.ToDictionary(r => r.Algorithm, r => r.Placement);
+        var bytesPerSend = results.ToDictionary(r => r.Algorithm, r => model.BytesPerSend(r.Placement, [.. runs.Outcomes[r.Algorithm].Where(o => o.Ok)]));
 
+        // The bus's costs per call and per byte, fitted to the baseline's requests only (eplb when replayed): the other
+        // placements' modelled latencies are predictions, not fits.
+        var baseline = results.FirstOrDefault(r => r.Algorithm == PlacementAlgorithms.Eplb) ?? results[0];
+        var bus = model.Fit(baseline.Placement, [.. runs.Outcomes[baseline.Algorithm].Where(o => o.Ok)], bytesPerSend[baseline.Algorithm], runs.Bus);
         var rows = new List<ReplayRow>();
         foreach (var result in results)
         {
             var outcomes = runs.Outcomes[result.Algorithm];
             var ok = outcomes.Where(o => o.Ok).ToList();
             var tokens = Math.Max(1, ok.Sum(o => (long)o.Request.Request.Tokens));
-            var measuredBytes = ok.Sum(o => o.Stats!.RemoteBytes);
-
-            // The bus sends a row per (token, expert), float32; the model one hidden state per (token, server): the bytes
-            // one send really costs are measured, then the model runs with them.
-            var sends = ok.Sum(o => new LatencyModel(nominal with { HiddenBytes = wireRow }, cluster, latency).Evaluate(result.Placement, new Workload([o.Request.Request])).BytesPerToken
-                * o.Request.Request.Tokens / (2.0 * wireRow));
-            var bytesPerSend = sends > 0 && measuredBytes > 0 ? measuredBytes / (2.0 * sends) : wireRow;
-            var model = new LatencyModel(nominal with { HiddenBytes = (long)Math.Round(bytesPerSend) }, cluster, latency);
-            var modelled = new List<double>();
-            var modelledDecode = 0.0;
-            foreach (var outcome in ok)
-            {
-                var workload = new Workload([outcome.Request.Request]);
-                var placed = model.Evaluate(result.Placement, workload);
-                var local = model.Evaluate(allLocal, workload);
-                var (homeMs, homeDecodeMs) = home.Requests[outcome.Request];
-                modelled.Add(homeMs + placed.LatencyMsMean - local.LatencyMsMean);
-                modelledDecode += homeDecodeMs + ((placed.DecodeMsPerToken - local.DecodeMsPerToken) * outcome.Request.Decode);
-            }
-
+            var modelled = ok.Select(o => model.Latency(result.Placement, o.Request, bus, bytesPerSend[result.Algorithm])).ToList();
             var decodeTokens = Math.Max(1, ok.Sum(o => o.Request.Decode));
             var (expectedLocal, expectedRemote) = ExpectedCalls(result.Placement, ok.Select(o => o.Request));
             rows.Add(new ReplayRow
@@ -105,12 +84,12 @@ internal static class ReplayReport
                 MeasuredLatencyMsMean = Round(ok.Select(o => o.LatencyMs).DefaultIfEmpty().Average()),
                 MeasuredLatencyMsP99 = Round(ok.Count == 0 ? 0 : Stats.Percentile([.. ok.Select(o => o.LatencyMs)], 99)),
                 MeasuredDecodeMsPerToken = Round(ok.Sum(o => o.Stats!.LatencyMs - o.Stats.TtftMs) / decodeTokens),
-                ModelledLatencyMsMean = Round(modelled.DefaultIfEmpty().Average()),
-                ModelledLatencyMsP99 = Round(modelled.Count == 0 ? 0 : Stats.Percentile(modelled, 99)),
-                ModelledDecodeMsPerToken = Round(modelledDecode / decodeTokens),
+                ModelledLatencyMsMean = Round(modelled.Select(m => m.TotalMs).DefaultIfEmpty().Average()),
+                ModelledLatencyMsP99 = Round(modelled.Count == 0 ? 0 : Stats.Percentile([.. modelled.Select(m => m.TotalMs)], 99)),
+                ModelledDecodeMsPerToken = Round(modelled.Sum(m => m.DecodeMs) / decodeTokens),
                 LocalRatio = Math.Round((double)ok.Sum(o => o.Stats!.LocalExpertCalls) / Math.Max(1, ok.Sum(o => o.Stats!.LocalExpertCalls + o.Stats.RemoteExpertCalls)), 4),
                 RemoteBatchesPerToken = Math.Round((double)ok.Sum(o => o.Stats!.RemoteBatches) / tokens, 3),
-                RemoteBytesPerToken = Math.Round((double)measuredBytes / tokens, 0),
+                RemoteBytesPerToken = Math.Round((double)ok.Sum(o => o.Stats!.RemoteBytes) / tokens, 0),
                 LocalExpertCalls = ok.Sum(o => o.Stats!.LocalExpertCalls),
                 RemoteExpertCalls = ok.Sum(o => o.Stats!.RemoteExpertCalls),
                 ExpectedLocalExpertCalls = expectedLocal,
@@ -123,9 +102,10 @@ internal static class ReplayReport
                     Math.Round(home.ExpertPerRowSeconds * 1e3, 5),
                     Math.Round(runs.Bus.SecondsPerCall * 1e3, 3),
                     Math.Round(runs.Bus.SecondsPerByte * 1e9, 3),
-                    Math.Round(rttSeconds * 1e3, 3),
-                    Math.Round(bytesPerSecond * 8 / 1e6, 1),
-                    Math.Round(bytesPerSend, 0),
+                    Math.Round(bus.SecondsPerCall * 1e3, 3),
+                    Math.Round(bus.SecondsPerByte * 1e9, 3),
+                    baseline.Algorithm,
+                    Math.Round(bytesPerSend[result.Algorithm], 0),
                     Round(home.Requests.Values.Average(v => v.TotalMs))),
             });
         }
@@ -186,7 +166,7 @@ internal static class ReplayReport
         s.AppendLine(inv, $"replayed {replayed.Count} held-out requests ({settings.RequestsPerServer} per edge), prompt in one step then the last {settings.DecodeTokens} tokens one by one; link {settings.LinkDelayMs} ms one way, {settings.LinkMbps} Mbps");
         if (rows.Count > 0 && rows[0].Calibration is { } c)
         {
-            s.AppendLine(inv, $"model calibrated from this run: expert {c.ExpertMsPerCall:F3} ms + {c.ExpertMsPerRow:F4} ms/row, bus {c.BusOverheadMsPerCall:F2} ms/call and {c.BusOverheadMsPerMb:F2} ms/MB, RTT {c.LinkRttMs:F2} ms, effective {c.EffectiveMbps:F0} Mbps, home cost (all experts local) {c.HomeMsMean:F0} ms per request");
+            s.AppendLine(inv, $"model calibrated from this run: expert {c.ExpertMsPerCall:F3} ms + {c.ExpertMsPerRow:F4} ms/row, bus {c.BusMsPerCall:F2} ms/call and {c.BusMsPerMb:F2} ms/MB fitted on {c.FittedOn} (pings: {c.PingMsPerCall:F2} ms, {c.PingMsPerMb:F2} ms/MB), home cost (all experts local) {c.HomeMsMean:F0} ms per request");
         }
 
         s.AppendLine("algorithm  failed  measured ms (p99)   modelled ms (p99)   decode ms/tok meas/model  vs eplb meas/model  local  batches/tok  KB/tok  calls local/remote (expected)");
