@@ -196,8 +196,8 @@ internal static class ReplayReport
 
         plot.Add.Bars(bars);
         plot.Axes.Bottom.SetTicks([.. rows.Select((_, i) => (3.0 * i) + 0.5)], [.. rows.Select(r => r.Algorithm)]);
-        plot.YLabel("mean request latency, ms (blue: measured, orange: modelled)");
-        plot.Title(string.Create(CultureInfo.InvariantCulture, $"bench replay: {string.Join(",", settings.Servers)}, {settings.LinkDelayMs} ms, {settings.LinkMbps} Mbps"));
+        plot.YLabel("mean request latency, ms");
+        plot.Title(string.Create(CultureInfo.InvariantCulture, $"bench replay, {settings.LinkDelayMs} ms, {settings.LinkMbps} Mbps: measured (blue), modelled (orange)"));
         plot.Axes.Margins(bottom: 0);
         try
         {
