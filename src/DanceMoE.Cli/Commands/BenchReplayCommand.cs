@@ -17,8 +17,7 @@ public static class BenchReplayCommand
         command.SetAction(async (result, cancellationToken) =>
         {
             var values = options.ToDictionary(o => o.Name.TrimStart('-'), o => o is Option<bool> flag ? (result.GetValue(flag) ? "true" : null) : result.GetValue((Option<string>)o));
-            var settings = ReplayBenchmarkSettings.Parse(values);
-            var rows = await Progress.RunAsync("bench replay", log => ReplayBenchmark.RunAsync(settings, Console.Out, log, cancellationToken)).ConfigureAwait(false);
+            var rows = await Progress.RunAsync("bench replay", log => ReplayBenchmark.RunAsync(ReplayBenchmarkSettings.Parse(values), Console.Out, log, cancellationToken)).ConfigureAwait(false);
             return rows.All(r => r.Failed == 0) ? ExitCodes.Ok : ExitCodes.Failed;
         });
         return command;
