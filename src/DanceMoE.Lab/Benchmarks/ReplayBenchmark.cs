@@ -235,7 +235,8 @@ public static class ReplayBenchmark
     /// Expert batches of one row, then of <see cref="BigBatchRows"/> rows, sent at once to every peer an origin edge has
     /// (all edges but one), straight to their experts queues, as a step does: the slowest answer, less the answer's
     /// emulated link and the expert's own time, gives what the bus adds to a step's remote calls and to every byte they
-    /// carry (serialising, the broker, the CPU they share) beyond the emulated link.
+    /// carry (serialising, the broker: CPU work the processes share, so per byte of all the peers' batches) beyond the
+    /// emulated link.
     /// </summary>
     private static async Task<BusCosts> MeasureBusAsync(
         IBus bus, List<string> edges, List<ExpertAssignment> assignments, ReplayBenchmarkSettings settings, HomeCosts home, Action<string> log, CancellationToken cancellationToken)
@@ -273,7 +274,7 @@ public static class ReplayBenchmark
         double Rest(double roundTrip, int rows) =>
             roundTrip - (settings.LinkDelayMs / 1e3) - (rows * RowBytes * 8 / (settings.LinkMbps * 1e6)) - home.ExpertFixedSeconds - (rows * home.ExpertPerRowSeconds);
         var perCall = Math.Max(0, Rest(Stats.Median(small), 1));
-        var perByte = Math.Max(0, (Rest(Stats.Median(big), BigBatchRows) - perCall) / (2.0 * (BigBatchRows - 1) * RowBytes));
+        var perByte = Math.Max(0, (Rest(Stats.Median(big), BigBatchRows) - perCall) / (2.0 * peers.Count * (BigBatchRows - 1) * RowBytes));
         log(string.Create(CultureInfo.InvariantCulture,
             $"bus overhead: {perCall * 1e3:F2} ms per remote call, {perByte * 1e9:F2} ms per MB (median slowest of {peers.Count} concurrent round trips {Stats.Median(small) * 1e3:F2} ms for 1 row, {Stats.Median(big) * 1e3:F1} ms for {BigBatchRows} rows, less the answer's emulated link and the expert)"));
         return new BusCosts(perCall, perByte);

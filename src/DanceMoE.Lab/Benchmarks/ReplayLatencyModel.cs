@@ -48,7 +48,7 @@ internal sealed class ReplayLatencyModel
     /// </summary>
     public double BytesPerSend(ExpertPlacement placement, IReadOnlyList<ReplayOutcome> outcomes)
     {
-        var model = For(new BusCosts(0, 0), WireRow);
+        var model = For(new BusCosts(0, 0), WireRow).Model;
         var sends = outcomes.Sum(o => model.Evaluate(placement, new Workload([o.Request.Request])).BytesPerToken * o.Request.Request.Tokens / (2.0 * WireRow));
         var measured = outcomes.Sum(o => o.Stats!.RemoteBytes);
         return sends > 0 && measured > 0 ? measured / (2.0 * sends) : WireRow;
@@ -84,20 +84,27 @@ internal sealed class ReplayLatencyModel
         return best;
     }
 
-    private LatencyModel For(BusCosts bus, double bytesPerSend)
+    /// <summary>The emulated links are per pair and run in parallel: the model's links are them, plus the bus's cost per call.</summary>
+    private (LatencyModel Model, double SecondsPerByte) For(BusCosts bus, double bytesPerSend)
     {
         var rtt = (2 * _settings.LinkDelayMs / 1e3) + bus.SecondsPerCall;
-        var bytesPerSecond = 1 / ((8 / (_settings.LinkMbps * 1e6)) + bus.SecondsPerByte);
-        return new LatencyModel(Nominal with { HiddenBytes = (long)Math.Round(bytesPerSend) }, Cluster.FullMesh(_servers, new LinkSpec(bytesPerSecond, rtt)), _latency);
+        var link = LinkSpec.FromMbps(_settings.LinkMbps, rtt * 1e3);
+        return (new LatencyModel(Nominal with { HiddenBytes = (long)Math.Round(bytesPerSend) }, Cluster.FullMesh(_servers, link), _latency), bus.SecondsPerByte);
     }
 
-    private (double TotalMs, double DecodeMs) Latency(LatencyModel model, ExpertPlacement placement, ReplayedRequest request)
+    /// <summary>
+    /// What the bus does per byte (copying, encoding, the broker) is CPU work the processes share on this machine: it is
+    /// charged once per byte a request sends, not per link in parallel as the model's links are.
+    /// </summary>
+    private (double TotalMs, double DecodeMs) Latency((LatencyModel Model, double SecondsPerByte) model, ExpertPlacement placement, ReplayedRequest request)
     {
         var workload = new Workload([request.Request]);
-        var placed = model.Evaluate(placement, workload);
-        var local = model.Evaluate(_allLocal, workload);
+        var placed = model.Model.Evaluate(placement, workload);
+        var local = model.Model.Evaluate(_allLocal, workload);
         var (homeMs, homeDecodeMs) = _home.Requests[request];
-        return (homeMs + placed.LatencyMsMean - local.LatencyMsMean, homeDecodeMs + ((placed.DecodeMsPerToken - local.DecodeMsPerToken) * request.Decode));
+        var bytesMs = placed.BytesPerToken * request.Request.Tokens * model.SecondsPerByte * 1e3;
+        return (homeMs + placed.LatencyMsMean - local.LatencyMsMean + bytesMs,
+            homeDecodeMs + ((placed.DecodeMsPerToken - local.DecodeMsPerToken) * request.Decode) + (bytesMs * request.Decode / request.Request.Tokens));
     }
 
     /// <summary>Golden-section search for the minimum of a unimodal function on [lo, hi].</summary>

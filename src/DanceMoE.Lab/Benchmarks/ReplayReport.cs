@@ -10,7 +10,7 @@ namespace DanceMoE.Lab.Benchmarks;
 /// <param name="ExpertMsPerCall">One expert call's fixed time, measured here (a of a + b x rows).</param>
 /// <param name="ExpertMsPerRow">One expert call's time per row, measured here (b).</param>
 /// <param name="PingMsPerCall">What the bus adds to a call, from concurrent one-row round trips to the edges.</param>
-/// <param name="PingMsPerMb">What the bus adds per MB carried, from concurrent 256-row round trips.</param>
+/// <param name="PingMsPerMb">What the bus adds per MB carried (all peers' batches together), from concurrent 256-row round trips.</param>
 /// <param name="BusMsPerCall">The per-call cost the model runs with: fitted to <paramref name="FittedOn"/>'s requests.</param>
 /// <param name="BusMsPerMb">The per-MB cost the model runs with: fitted to <paramref name="FittedOn"/>'s requests.</param>
 /// <param name="FittedOn">The algorithm whose requests the bus costs are fitted to; the others' modelled latencies are predictions.</param>
