@@ -29,4 +29,10 @@ public record GenerateText
 
     /// <summary>Free-text label of the workload (application, language, region), recorded with the traces.</summary>
     public string? WorkloadTag { get; init; }
+
+    /// <summary>
+    /// Benchmark replay only (<c>bench replay</c>): the id of a recorded request whose routing the edge uses instead of its
+    /// router's, decoding <see cref="MaxNewTokens"/> tokens whatever they are. Refused by an edge not started with a replay trace.
+    /// </summary>
+    public int? ReplayRequest { get; init; }
 }

@@ -22,6 +22,8 @@ public static class EdgeCommandLine
         ["--max-active"] = "Edge:MaxActive",
         ["--max-waiting"] = "Edge:MaxWaiting",
         ["--max-step-tokens"] = "Edge:MaxStepTokens",
+        ["--max-prompt-tokens"] = "Edge:MaxPromptTokens",
+        ["--replay-trace"] = "Edge:ReplayTrace",
         ["--load-ms-per-mb"] = "Edge:LoadMsPerMb",
         ["--heartbeat-seconds"] = "Edge:HeartbeatSeconds",
         ["--ready-file"] = "Edge:ReadyFile",

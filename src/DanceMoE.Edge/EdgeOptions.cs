@@ -84,6 +84,9 @@ public sealed class EdgeOptions
     /// <summary>File written once the edge serves (its experts loaded, its queues consumed).</summary>
     public string? ReadyFile { get; set; }
 
+    /// <summary>Replay file (<c>bench replay</c>): requests naming one of its ids are routed by its recorded routing; null: none are.</summary>
+    public string? ReplayTrace { get; set; }
+
     /// <summary>Count every expert's activations per layer in the metrics (layers x experts series per edge).</summary>
     public bool ExpertMetrics { get; set; }
 

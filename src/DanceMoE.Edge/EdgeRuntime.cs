@@ -41,6 +41,32 @@ public sealed class EdgeRuntime(
     /// <summary>This edge's own requests, batched step by step.</summary>
     public StepScheduler Scheduler { get; } = scheduler;
 
+    /// <summary>The recorded requests this edge may replay (<c>--replay-trace</c>); null: it refuses replay requests.</summary>
+    public ReplayTrace? Replay { get; } = options.Value.ReplayTrace is { Length: > 0 } path ? ReplayTrace.Load(path) : null;
+
+    /// <summary>The recorded routing of replay request <paramref name="id"/>, checked to cover <paramref name="positions"/> positions of this model.</summary>
+    public ReplayRouting ReplayRoutingOf(int id, int positions)
+    {
+        if (Replay is null)
+        {
+            throw new InvalidRequestException($"{Options.Id} was not started with a replay trace: replay request {id} refused");
+        }
+
+        var routing = Replay.Routing(id) ?? throw new InvalidRequestException($"replay request {id} is not in {Options.ReplayTrace}");
+        var architecture = Experts.Manifest.Architecture;
+        if (routing.Layers != architecture.NumLayers || routing.TopK != architecture.TopK)
+        {
+            throw new InvalidRequestException($"replay request {id} has {routing.Layers} layers of top-{routing.TopK}; the model has {architecture.NumLayers} of top-{architecture.TopK}");
+        }
+
+        if (positions > routing.Positions)
+        {
+            throw new InvalidRequestException($"replay request {id} records {routing.Positions} positions; prompt plus max new tokens need {positions}");
+        }
+
+        return routing;
+    }
+
     /// <summary>
     /// Writes the routing decisions of a request's completed layers with the edge that served each expert, one
     /// <c>routing_events</c> row per (position, layer), stamped when its layer completed.

@@ -15,9 +15,11 @@ public sealed class GenerateTextConsumer(EdgeRuntime edge, StepScheduler schedul
         var requestId = request.RequestId == Guid.Empty ? context.RequestId ?? NewId.NextGuid() : request.RequestId;
         var receivedAt = DateTimeOffset.UtcNow;
         IReadOnlyList<int> promptIds;
+        ReplayRouting? replay;
         try
         {
             promptIds = edge.ValidateRequest(request);
+            replay = request.ReplayRequest is { } replayId ? edge.ReplayRoutingOf(replayId, promptIds.Count + request.MaxNewTokens - 1) : null;
         }
         catch (InvalidRequestException)
         {
@@ -25,7 +27,7 @@ public sealed class GenerateTextConsumer(EdgeRuntime edge, StepScheduler schedul
             throw;
         }
 
-        var requestContext = new ForwardContext(requestId, recordRouting: true) { PlacementVersion = edge.Routing.Current.Version };
+        var requestContext = new ForwardContext(requestId, recordRouting: true) { PlacementVersion = edge.Routing.Current.Version, Replay = replay };
         var clock = Stopwatch.StartNew();
         var ttft = TimeSpan.Zero;
         var work = new GenerationWork(
@@ -34,6 +36,7 @@ public sealed class GenerateTextConsumer(EdgeRuntime edge, StepScheduler schedul
             new SamplingOptions { Temperature = request.Temperature, TopP = request.TopP, Seed = (ulong)request.Seed },
             requestContext)
         {
+            IgnoreEos = replay is not null,
             Deadline = context.ExpirationTime is { } expires ? new DateTimeOffset(expires, TimeSpan.Zero) : null,
             TokenProduced = (index, sincePrevious) =>
             {

@@ -258,7 +258,7 @@ public sealed class StepScheduler(IOptions<EdgeOptions> options, MoeForward forw
             }
 
             var next = _sampler.Next(logits);
-            if (next == eos)
+            if (next == eos && !Work.IgnoreEos)
             {
                 StoppedAtEos = true;
                 return true;
@@ -278,6 +278,9 @@ public sealed record GenerationWork(IReadOnlyList<int> PromptIds, int MaxNewToke
 {
     /// <summary>After this the request leaves the batch at the next step (the client has given up by then).</summary>
     public DateTimeOffset? Deadline { get; init; }
+
+    /// <summary>Decode exactly <see cref="MaxNewTokens"/> tokens, an end-of-sequence token included (a replay's length is the trace's).</summary>
+    public bool IgnoreEos { get; init; }
 
     /// <summary>Hears of each generated token: its index and the time since the previous one (or since the start).</summary>
     public Action<int, TimeSpan>? TokenProduced { get; init; }

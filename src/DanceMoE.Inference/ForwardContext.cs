@@ -22,6 +22,9 @@ public sealed class ForwardContext(Guid requestId = default, bool recordRouting 
     /// <summary>The placement version the request arrived under (what its answer and summary report); 0 without placements.</summary>
     public int PlacementVersion { get; init; }
 
+    /// <summary>Recorded routing that replaces the router's choice (<c>bench replay</c> only); null: the router decides.</summary>
+    public ReplayRouting? Replay { get; init; }
+
     public long LocalExpertCalls => Interlocked.Read(ref _localCalls);
 
     public long RemoteExpertCalls => Interlocked.Read(ref _remoteCalls);

@@ -211,8 +211,11 @@ public sealed class MoeForward : IDisposable
             decisions[q] = new List<RoutingDecision>(sequence.Rows);
             for (var t = 0; t < sequence.Rows; t++)
             {
-                var choices = Routing.Choose(c, sequence.RouterLogits.AsSpan(t * c.NumExperts, c.NumExperts));
-                decisions[q].Add(new RoutingDecision(l, sequence.Chunk.State.Length + t, choices));
+                var position = sequence.Chunk.State.Length + t;
+                var choices = sequence.Chunk.Context.Replay is { } replay
+                    ? replay.At(l, position)
+                    : Routing.Choose(c, sequence.RouterLogits.AsSpan(t * c.NumExperts, c.NumExperts));
+                decisions[q].Add(new RoutingDecision(l, position, choices));
                 foreach (var choice in choices)
                 {
                     if (!rowsByExpert.TryGetValue(choice.Expert, out var rows))

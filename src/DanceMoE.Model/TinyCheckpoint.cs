@@ -13,7 +13,7 @@ public static class TinyCheckpoint
     public static MoeConfig Write(string directory, TinyOptions options)
     {
         ArgumentNullException.ThrowIfNull(options);
-        if (options.Hidden % options.Heads != 0)
+        if (options.HeadDim is null && options.Hidden % options.Heads != 0)
         {
             throw new ArgumentException($"hidden size {options.Hidden} is not a multiple of {options.Heads} heads", nameof(options));
         }
@@ -41,7 +41,7 @@ public static class TinyCheckpoint
     {
         ArgumentNullException.ThrowIfNull(options);
         var tokenizer = ByteTokenizer.Default;
-        var headDim = options.Hidden / options.Heads;
+        var headDim = options.HeadDim ?? options.Hidden / options.Heads;
         var common = new MoeConfig
         {
             ModelType = options.Family,

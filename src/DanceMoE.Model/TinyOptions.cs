@@ -19,5 +19,11 @@ public sealed record TinyOptions
     /// <summary>0 writes one `model.safetensors`; otherwise shards of at most this many bytes plus the index.</summary>
     public long MaxShardBytes { get; init; }
 
-    public int Ffn => Hidden * 2;
+    /// <summary>Width of one attention head; null: <see cref="Hidden"/> / <see cref="Heads"/>.</summary>
+    public int? HeadDim { get; init; }
+
+    /// <summary>The experts' intermediate size; null: twice <see cref="Hidden"/>.</summary>
+    public int? ExpertIntermediate { get; init; }
+
+    public int Ffn => ExpertIntermediate ?? Hidden * 2;
 }

@@ -78,8 +78,11 @@ internal sealed class ShiftEnvironment : IAsyncDisposable
         }
     }
 
-    /// <summary>Starts <c>dotnet dancemoe.dll ARGS --ready-file FILE</c> on the run's broker and database, output to NAME.log.</summary>
-    public ChildProcess Start(string name, IReadOnlyList<string> arguments)
+    /// <summary>
+    /// Starts <c>dotnet dancemoe.dll ARGS --ready-file FILE</c> on the run's broker and database, output to NAME.log, with
+    /// <paramref name="environment"/> added to its environment (settings with no flag, e.g. <c>Edge__ReplayTrace</c>).
+    /// </summary>
+    public ChildProcess Start(string name, IReadOnlyList<string> arguments, IReadOnlyDictionary<string, string>? environment = null)
     {
         ArgumentNullException.ThrowIfNull(arguments);
         var log = Path.Combine(Directory, name + ".log");
@@ -90,6 +93,10 @@ internal sealed class ShiftEnvironment : IAsyncDisposable
         start.Environment["ConnectionStrings__" + RabbitMqOptions.ConnectionName] = RabbitMqUri;
         start.Environment["Edge__CoordinatorUser"] = _broker.Username;
         start.Environment["ConnectionStrings__" + DatabaseOptions.ConnectionName] = PostgresUrl;
+        foreach (var (key, value) in environment ?? new Dictionary<string, string>())
+        {
+            start.Environment[key] = value;
+        }
         var process = Process.Start(start) ?? throw new OperationException($"cannot start {name}");
         var child = new ChildProcess(name, process, log, ready);
         _processes.Add(child);

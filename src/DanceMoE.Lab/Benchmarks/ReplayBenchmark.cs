@@ -1,0 +1,303 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json;
+using DanceMoE.Contracts;
+using DanceMoE.Coordinator;
+using DanceMoE.Coordinator.Saga;
+using DanceMoE.Hosting;
+using DanceMoE.Inference;
+using DanceMoE.Model;
+using DanceMoE.Operations;
+using DanceMoE.Placement;
+using MassTransit;
+
+namespace DanceMoE.Lab.Benchmarks;
+
+/// <summary>
+/// <c>dancemoe bench replay</c>: the ESFT-4 protocol of <c>placement simulate</c> through real edge processes. One edge
+/// per domain serves the replay model (<see cref="ReplayModel"/>) and replays its domain's held-out requests with their
+/// recorded routing (prompt in one step, then the last tokens one by one); each placement is computed from the history,
+/// activated through the coordinator's registry and replayed in the same run. Next to what was measured: the simulator's
+/// latency model for the same requests, its expert time, bus overhead and bytes calibrated from this run, and on top of it
+/// what each request costs its home edge with every expert local (run here, monolithically).
+/// </summary>
+public static class ReplayBenchmark
+{
+    private const string FarCron = "0 0 0 1 1 ? 2099";
+    private const int HiddenSize = 2048;
+    private const int RowBytes = HiddenSize * sizeof(float);
+    private const int BigBatchRows = 256;
+
+    private static readonly JsonSerializerOptions Json = new() { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower, WriteIndented = true };
+
+    /// <summary>Runs the replay; the table (or JSON) goes to <paramref name="output"/>, progress to <paramref name="log"/>.</summary>
+    public static async Task<IReadOnlyList<ReplayRow>> RunAsync(ReplayBenchmarkSettings settings, TextWriter output, TextWriter log, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(settings);
+        ArgumentNullException.ThrowIfNull(output);
+        ArgumentNullException.ThrowIfNull(log);
+        LabChecks.EnsureNoCluster();
+        var total = Stopwatch.StartNew();
+        void Log(string line) => log.WriteLine(string.Create(CultureInfo.InvariantCulture, $"bench replay [{total.Elapsed.TotalSeconds,5:F1} s]: {line}"));
+
+        var latency = new LatencyOptions { DecodeTokens = settings.DecodeTokens, RequestIntervalSeconds = double.MaxValue };
+        var nominalLink = LinkSpec.FromMbps(settings.LinkMbps, 2 * settings.LinkDelayMs);
+        var simulation = PlacementSimulation.FromTraces(settings.History, settings.Eval, new SimulationSpec(settings.Servers, settings.Memory, settings.MemoryMb, null, nominalLink, latency));
+        var replayed = Select(simulation, settings, latency);
+        Log(simulation.Description);
+        Log(string.Create(CultureInfo.InvariantCulture,
+            $"replaying {replayed.Count} held-out requests ({settings.RequestsPerServer} per edge, {replayed.Sum(r => r.Request.Tokens)} tokens); expert size {MoeModel.DeepSeekV2Lite.ExpertBytes[0] / 1e6:F1} MB (DeepSeek-V2-Lite) for budgets"));
+
+        Log($"solving {string.Join(", ", settings.Algorithms)} on the history...");
+        var results = simulation.Solve([.. settings.Algorithms.Select(PlacementAlgorithms.Create)], cancellationToken);
+        var exported = ReplayModel.Resolve(Log);
+        Log(ReplayModel.Description);
+
+        var home = await MeasureHomeAsync(exported, replayed, Log, cancellationToken).ConfigureAwait(false);
+        var edges = Enumerable.Range(1, settings.Servers.Count).Select(i => $"edge-{i}").ToList();
+        var runs = await ReplayOnEdgesAsync(settings, exported, edges, replayed, results, home, Log, cancellationToken).ConfigureAwait(false);
+
+        var rows = ReplayReport.Rows(settings, simulation, results, home, runs, latency);
+        output.WriteLine(settings.Json ? JsonSerializer.Serialize(rows, Json) : ReplayReport.Text(settings, simulation.Description, replayed, rows));
+        if (settings.Plot is { } plot)
+        {
+            ReplayReport.Plot(plot, settings, rows);
+            Log($"plot written to {plot}");
+        }
+
+        return rows;
+    }
+
+    /// <summary>Each edge's first held-out requests, with their id in the replayed trace files and their prompt and decode lengths.</summary>
+    private static List<ReplayedRequest> Select(PlacementSimulation simulation, ReplayBenchmarkSettings settings, LatencyOptions latency)
+    {
+        var list = new List<ReplayedRequest>();
+        for (var s = 0; s < settings.Servers.Count; s++)
+        {
+            // With the default split, the eval requests are the lines after the history's in the same files.
+            var offset = settings.Eval is null ? simulation.Problem.History!.Requests.Count(r => r.Server == s) : 0;
+            var mine = simulation.Eval.Requests.Where(r => r.Server == s).Take(settings.RequestsPerServer).ToList();
+            if (mine.Count == 0)
+            {
+                throw new InvalidSettingsException($"no held-out requests of {settings.Servers[s]} to replay");
+            }
+
+            list.AddRange(mine.Select((r, i) =>
+            {
+                var (prompt, decode) = latency.Split(r.Tokens);
+                return new ReplayedRequest(s, offset + i, r, prompt, decode);
+            }));
+        }
+
+        return list;
+    }
+
+    /// <summary>Each request run here with every expert local (once to load its experts, once timed): its home cost, and the experts' time.</summary>
+    private static async Task<HomeCosts> MeasureHomeAsync(string exported, List<ReplayedRequest> replayed, Action<string> log, CancellationToken cancellationToken)
+    {
+        log("running each request here with every expert local (no bus), to measure its home cost and the experts' time...");
+        using var local = new LocalReplay(exported);
+        var costs = new Dictionary<ReplayedRequest, (double TotalMs, double DecodeMs)>();
+        foreach (var request in replayed)
+        {
+            await local.RunAsync(request.Routing(), request.Prompt, request.Decode, timeExperts: false, cancellationToken).ConfigureAwait(false);
+            costs[request] = await local.RunAsync(request.Routing(), request.Prompt, request.Decode, timeExperts: true, cancellationToken).ConfigureAwait(false);
+        }
+
+        var (fixedSeconds, perRowSeconds) = FitLine(local.ExpertCalls);
+        log(string.Create(CultureInfo.InvariantCulture, $"expert call: {fixedSeconds * 1e3:F3} ms + {perRowSeconds * 1e3:F4} ms per row ({local.ExpertCalls.Count} calls)"));
+        return new HomeCosts(costs, fixedSeconds, perRowSeconds);
+    }
+
+    /// <summary>Least squares of seconds = a + b x rows.</summary>
+    private static (double Fixed, double PerRow) FitLine(IReadOnlyList<(int Rows, double Seconds)> calls)
+    {
+        var n = calls.Count;
+        var mx = calls.Average(c => (double)c.Rows);
+        var my = calls.Average(c => c.Seconds);
+        var sxx = calls.Sum(c => (c.Rows - mx) * (c.Rows - mx));
+        var b = sxx > 0 ? calls.Sum(c => (c.Rows - mx) * (c.Seconds - my)) / sxx : 0;
+        b = Math.Max(b, 1e-9);
+        return (n == 0 ? 0 : Math.Max(my - (b * mx), 1e-7), b);
+    }
+
+    private static async Task<EdgeRuns> ReplayOnEdgesAsync(
+        ReplayBenchmarkSettings settings, string exported, List<string> edges, List<ReplayedRequest> replayed, IReadOnlyList<AlgorithmResult> results, HomeCosts home,
+        Action<string> log, CancellationToken cancellationToken)
+    {
+        var manifest = ModelManifest.Load(exported);
+        var allExpertsMib = (int)(manifest.Experts.Sum(e => e.WeightBytes) >> 20) + 1;
+        await using var environment = await ShiftEnvironment.CreateAsync(log, cancellationToken).ConfigureAwait(false);
+        var finished = false;
+        try
+        {
+            var invariant = CultureInfo.InvariantCulture;
+            environment.Start("coordinator", ["coordinator", "--model", exported, "--cron", FarCron, "--activation-timeout-s", "600", "--load-timeout-s", "600"]);
+            for (var s = 0; s < edges.Count; s++)
+            {
+                var traceFile = Path.Combine(environment.Directory, $"replay-{edges[s]}.json");
+                new ReplayTrace(manifest.Architecture.TopK, [.. replayed.Where(r => r.Server == s).Select(r => new ReplayTraceRequest(r.Id, r.Request.Tokens, r.Request.Experts))]).Save(traceFile);
+                environment.Start(edges[s],
+                [
+                    "edge", "--id", edges[s], "--model", exported, "--memory-mb", allExpertsMib.ToString(invariant), "--placement", "uniform", "--uniform-over", string.Join(",", edges),
+                    "--provider", "cpu", "--threads", "1", "--deadline-ms", "120000", "--max-step-tokens", "2048", "--max-active", "1",
+                    "--link-delay-ms", settings.LinkDelayMs.ToString(invariant), "--link-mbps", settings.LinkMbps.ToString(invariant), "--no-traces",
+                ],
+                new Dictionary<string, string> { ["Edge__ReplayTrace"] = traceFile, ["Edge__MaxPromptTokens"] = "2048", ["Edge__MaxBatchBytes"] = (128 << 20).ToString(invariant) });
+            }
+
+            log($"started the coordinator and {edges.Count} edges (virtual host {environment.VirtualHost}); waiting until they serve...");
+            await environment.WaitReadyAsync(TimeSpan.FromSeconds(600), cancellationToken).ConfigureAwait(false);
+            await using var client = await BusClient.StartAsync(environment.RabbitMqUri, cancellationToken).ConfigureAwait(false);
+            var outcomes = new Dictionary<string, List<ReplayOutcome>>(StringComparer.Ordinal);
+            var versions = new Dictionary<string, int>(StringComparer.Ordinal);
+            BusCosts? busCosts = null;
+            foreach (var result in results)
+            {
+                log($"{result.Algorithm}: activating its placement through the coordinator's registry...");
+                var assignments = PlacementAssignments.From(result.Placement, edges);
+                versions[result.Algorithm] = await ActivateAsync(client.Bus, assignments, cancellationToken).ConfigureAwait(false);
+                environment.EnsureRunning();
+                log($"{result.Algorithm}: placement v{versions[result.Algorithm]} active; warm-up (the first tokens of each edge's first request, not measured)...");
+                foreach (var request in replayed.Where(r => r.Id == replayed.Where(x => x.Server == r.Server).Min(x => x.Id)))
+                {
+                    var warmup = await SendAsync(client.Bus, edges[request.Server], request with { Prompt = Math.Min(16, request.Prompt), Decode = Math.Min(2, request.Decode) }, cancellationToken)
+                        .ConfigureAwait(false);
+                    if (!warmup.Ok)
+                    {
+                        throw new OperationException($"{edges[request.Server]} failed its warm-up request: {warmup.Error}", OperationFailure.Failed);
+                    }
+                }
+
+                busCosts ??= await MeasureBusAsync(client.Bus, edges, assignments, settings, home, log, cancellationToken).ConfigureAwait(false);
+                log($"{result.Algorithm}: replaying {replayed.Count} requests, one at a time...");
+                var list = new List<ReplayOutcome>();
+                foreach (var round in replayed.GroupBy(r => replayed.Where(x => x.Server == r.Server).ToList().IndexOf(r)).OrderBy(g => g.Key))
+                {
+                    foreach (var request in round)
+                    {
+                        list.Add(await SendAsync(client.Bus, edges[request.Server], request, cancellationToken).ConfigureAwait(false));
+                    }
+                }
+
+                environment.EnsureRunning();
+                outcomes[result.Algorithm] = list;
+                log(string.Create(invariant, $"{result.Algorithm}: mean {list.Where(o => o.Ok).Select(o => o.LatencyMs).DefaultIfEmpty().Average():F0} ms, {list.Count(o => !o.Ok)} failed"));
+            }
+
+            finished = true;
+            return new EdgeRuns(outcomes, versions, busCosts ?? new BusCosts(0, 0));
+        }
+        finally
+        {
+            environment.KeepDirectory = !finished || settings.KeepLogs;
+            log("stopping the edges and the coordinator, dropping the database and the virtual host...");
+        }
+    }
+
+    private static async Task<int> ActivateAsync(IBus bus, List<ExpertAssignment> assignments, CancellationToken cancellationToken)
+    {
+        var client = bus.CreateRequestClient<ActivatePlacement>(ActivatePlacementConsumerDefinition.Address, RequestTimeout.After(s: 900));
+        try
+        {
+            var response = await client.GetResponse<PlacementSwitched>(new ActivatePlacement { MigrationId = NewId.NextGuid(), Stage = 1, Assignments = assignments }, cancellationToken)
+                .ConfigureAwait(false);
+            return response.Message.Version;
+        }
+        catch (RequestFaultException ex)
+        {
+            throw new OperationException($"the coordinator did not activate the placement: {ex.Fault?.Exceptions.FirstOrDefault()?.Message ?? ex.Message}", OperationFailure.Failed, ex);
+        }
+    }
+
+    private static async Task<ReplayOutcome> SendAsync(IBus bus, string edge, ReplayedRequest request, CancellationToken cancellationToken)
+    {
+        var message = new GenerateText
+        {
+            RequestId = NewId.NextGuid(),
+            PromptTokenIds = ReplayPrompt.Tokens(request.Prompt),
+            MaxNewTokens = request.Decode + 1,
+            ReplayRequest = request.Id,
+            WorkloadTag = "replay",
+        };
+        try
+        {
+            var answer = await EdgeRequests.SendAsync(bus, edge, message, TimeSpan.FromSeconds(600), cancellationToken).ConfigureAwait(false);
+            return new ReplayOutcome(request, true, null, answer.Stats);
+        }
+        catch (OperationException ex)
+        {
+            return new ReplayOutcome(request, false, ex.Message, null);
+        }
+    }
+
+    /// <summary>
+    /// Expert batches of one row, then of <see cref="BigBatchRows"/> rows, sent at once to every peer an origin edge has
+    /// (all edges but one), straight to their experts queues, as a step does: the slowest answer, less the answer's
+    /// emulated link and the expert's own time, gives what the bus adds to a step's remote calls and to every byte they
+    /// carry (serialising, the broker: CPU work the processes share, so per byte of all the peers' batches) beyond the
+    /// emulated link.
+    /// </summary>
+    private static async Task<BusCosts> MeasureBusAsync(
+        IBus bus, List<string> edges, List<ExpertAssignment> assignments, ReplayBenchmarkSettings settings, HomeCosts home, Action<string> log, CancellationToken cancellationToken)
+    {
+        var peers = edges.Skip(1).Select(edge => (
+            Held: assignments.First(a => a.Servers.Contains(edge, StringComparer.Ordinal)),
+            Client: bus.CreateRequestClient<RunExpertBatch>(EdgeQueues.ExpertsAddress(edge), RequestTimeout.After(s: 60)))).ToList();
+        async Task<double> SlowestAsync(int rows)
+        {
+            var start = Stopwatch.GetTimestamp();
+            await Task.WhenAll(peers.Select(peer => peer.Client.GetResponse<ExpertBatchResult>(new RunExpertBatch
+            {
+                BatchId = NewId.NextGuid(),
+                OriginEdgeId = "bench-replay",
+                Layer = peer.Held.Layer,
+                HiddenSize = HiddenSize,
+                Slices = [new ExpertSlice { Expert = peer.Held.Expert, Rows = rows }],
+                Hidden = new byte[rows * RowBytes],
+            }, cancellationToken))).ConfigureAwait(false);
+            return Stopwatch.GetElapsedTime(start).TotalSeconds;
+        }
+
+        var small = new List<double>();
+        var big = new List<double>();
+        for (var i = 0; i < 12; i++)
+        {
+            var (one, many) = (await SlowestAsync(1).ConfigureAwait(false), await SlowestAsync(BigBatchRows).ConfigureAwait(false));
+            if (i >= 2)
+            {
+                small.Add(one);
+                big.Add(many);
+            }
+        }
+
+        double Rest(double roundTrip, int rows) =>
+            roundTrip - (settings.LinkDelayMs / 1e3) - (rows * RowBytes * 8 / (settings.LinkMbps * 1e6)) - home.ExpertFixedSeconds - (rows * home.ExpertPerRowSeconds);
+        var perCall = Math.Max(0, Rest(Stats.Median(small), 1));
+        var perByte = Math.Max(0, (Rest(Stats.Median(big), BigBatchRows) - perCall) / (2.0 * peers.Count * (BigBatchRows - 1) * RowBytes));
+        log(string.Create(CultureInfo.InvariantCulture,
+            $"bus overhead: {perCall * 1e3:F2} ms per remote call, {perByte * 1e9:F2} ms per MB (median slowest of {peers.Count} concurrent round trips {Stats.Median(small) * 1e3:F2} ms for 1 row, {Stats.Median(big) * 1e3:F1} ms for {BigBatchRows} rows, less the answer's emulated link and the expert)"));
+        return new BusCosts(perCall, perByte);
+    }
+}
+
+/// <summary>One replayed request: its edge (server index), id in the replayed trace files, recorded routing, prompt and decode lengths.</summary>
+public sealed record ReplayedRequest(int Server, int Id, TraceRequest Request, int Prompt, int Decode)
+{
+    public ReplayRouting Routing() => new(Request.Experts[0].Length / Request.Tokens, Request.Experts);
+}
+
+/// <summary>How one replayed request went on the edges.</summary>
+public sealed record ReplayOutcome(ReplayedRequest Request, bool Ok, string? Error, GenerationStats? Stats)
+{
+    public double LatencyMs => Stats?.LatencyMs ?? 0;
+}
+
+/// <summary>What each request costs its home edge with every expert local, and one expert call's time (a + b x rows).</summary>
+internal sealed record HomeCosts(IReadOnlyDictionary<ReplayedRequest, (double TotalMs, double DecodeMs)> Requests, double ExpertFixedSeconds, double ExpertPerRowSeconds);
+
+/// <summary>What the edges did: each algorithm's outcomes, its placement version, and the bus overhead measured.</summary>
+internal sealed record EdgeRuns(IReadOnlyDictionary<string, List<ReplayOutcome>> Outcomes, IReadOnlyDictionary<string, int> Versions, BusCosts Bus);
+
+/// <summary>What the bus adds to a remote call beyond the emulated link: seconds per call, and per byte carried (either way).</summary>
+internal sealed record BusCosts(double SecondsPerCall, double SecondsPerByte);

@@ -1,0 +1,99 @@
+using System.Globalization;
+using DanceMoE.Operations;
+using DanceMoE.Placement;
+
+namespace DanceMoE.Lab.Benchmarks;
+
+/// <summary>One flag of <c>bench replay</c>: its name, default (null: none), help and whether it takes no value.</summary>
+public sealed record ReplayFlag(string Name, string? Default, string Description, bool Switch = false, bool Required = false);
+
+/// <summary>What <c>bench replay</c> runs.</summary>
+public sealed record ReplayBenchmarkSettings
+{
+    public const string Summary =
+        "ESFT-4 through real edges: each placement computed from the history, installed through the coordinator's registry and replayed "
+        + "on held-out requests with their recorded routing; measured latency next to the simulator's, calibrated from the same run";
+
+    public static IReadOnlyList<ReplayFlag> Flags { get; } =
+    [
+        new("history", null, "routing traces the placements are computed from (SERVER.layerNN.txt)", Required: true),
+        new("eval", null, "routing traces replayed (default: the second half of --history)"),
+        new("servers", "intent,law,summary,translation", "one edge per workload domain, named as in the trace files"),
+        new("memory", "0.3", "share of all experts' bytes (DeepSeek-V2-Lite's 17.3 MB each) each edge holds"),
+        new("memory-mb", null, "each edge's budget in MB, one per edge (instead of --memory)"),
+        new("algorithms", "eplb,dancemoe,latency", "placements to replay, comma-separated (uniform, eplb, dancemoe, optimal, latency)"),
+        new("link-delay-ms", "1", "emulated one-way delay of every expert batch and answer"),
+        new("link-mbps", "500", "emulated bandwidth of each edge's link"),
+        new("requests-per-server", "2", "held-out requests each edge replays (its domain's first ones)"),
+        new("decode-tokens", "32", "the last this-many tokens of a request are decoded one by one; the rest is its prompt"),
+        new("plot", null, "also draw measured and modelled latency per algorithm to this PNG"),
+        new("keep-logs", null, "keep the processes' logs", Switch: true),
+        new("json", null, "print a JSON array, one object per algorithm", Switch: true),
+    ];
+
+    public string History { get; init; } = "";
+    public string? Eval { get; init; }
+    public IReadOnlyList<string> Servers { get; init; } = ["intent", "law", "summary", "translation"];
+    public double Memory { get; init; } = 0.3;
+    public IReadOnlyList<double>? MemoryMb { get; init; }
+    public IReadOnlyList<string> Algorithms { get; init; } = [PlacementAlgorithms.Eplb, PlacementAlgorithms.DanceMoe, PlacementAlgorithms.Latency];
+    public double LinkDelayMs { get; init; } = 1;
+    public double LinkMbps { get; init; } = 500;
+    public int RequestsPerServer { get; init; } = 2;
+    public int DecodeTokens { get; init; } = 32;
+    public string? Plot { get; init; }
+    public bool KeepLogs { get; init; }
+    public bool Json { get; init; }
+
+    /// <summary>Settings from the flags' values (name without dashes to value; a switch given is "true").</summary>
+    public static ReplayBenchmarkSettings Parse(IReadOnlyDictionary<string, string?> values)
+    {
+        ArgumentNullException.ThrowIfNull(values);
+        string? Get(string name) => values.TryGetValue(name, out var v) && !string.IsNullOrWhiteSpace(v) ? v : null;
+        double Number(string name, double min, double max)
+        {
+            var text = Get(name) ?? Flags.Single(f => f.Name == name).Default!;
+            return double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out var v) && v >= min && v <= max
+                ? v
+                : throw new InvalidSettingsException($"--{name} must be a number from {min} to {max} (got '{text}')");
+        }
+
+        IReadOnlyList<string> List(string text) => text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        if (Get("memory-mb") is not null && Get("memory") is not null)
+        {
+            throw new InvalidSettingsException("give --memory or --memory-mb, not both");
+        }
+
+        var servers = List(Get("servers") ?? Flags.Single(f => f.Name == "servers").Default!);
+        var memoryMb = Get("memory-mb") is { } mb
+            ? List(mb).Select(m => double.TryParse(m, NumberStyles.Float, CultureInfo.InvariantCulture, out var v) && v > 0 ? v : throw new InvalidSettingsException($"--memory-mb: '{m}' is not a positive number")).ToList()
+            : null;
+        if (memoryMb is not null && memoryMb.Count != servers.Count)
+        {
+            throw new InvalidSettingsException($"--memory-mb has {memoryMb.Count} budgets for {servers.Count} servers");
+        }
+
+        var algorithms = List(Get("algorithms") ?? Flags.Single(f => f.Name == "algorithms").Default!);
+        foreach (var name in algorithms.Where(a => !PlacementAlgorithms.Names.Contains(a)))
+        {
+            throw new InvalidSettingsException($"--algorithms: unknown algorithm '{name}' (known: {string.Join(", ", PlacementAlgorithms.Names)})");
+        }
+
+        return new ReplayBenchmarkSettings
+        {
+            History = Get("history") ?? throw new InvalidSettingsException("--history is required"),
+            Eval = Get("eval"),
+            Servers = servers.Count >= 2 ? servers : throw new InvalidSettingsException("--servers needs at least two domains"),
+            Memory = Number("memory", 0.0001, 1),
+            MemoryMb = memoryMb,
+            Algorithms = algorithms.Count > 0 ? algorithms : throw new InvalidSettingsException("--algorithms is empty"),
+            LinkDelayMs = Number("link-delay-ms", 0, 1000),
+            LinkMbps = Number("link-mbps", 1, 1e6),
+            RequestsPerServer = (int)Number("requests-per-server", 1, 1000),
+            DecodeTokens = (int)Number("decode-tokens", 0, 1024),
+            Plot = Get("plot"),
+            KeepLogs = Get("keep-logs") is not null,
+            Json = Get("json") is not null,
+        };
+    }
+}
