@@ -24,6 +24,7 @@ public sealed class GenerateTextConsumerDefinition : ConsumerDefinition<Generate
     protected override void ConfigureConsumer(
         IReceiveEndpointConfigurator endpointConfigurator, IConsumerConfigurator<GenerateTextConsumer> consumerConfigurator, IRegistrationContext context)
     {
+        endpointConfigurator.UseQuorumQueue();
         endpointConfigurator.PrefetchCount = _concurrency;
         endpointConfigurator.ConcurrentMessageLimit = _concurrency;
         endpointConfigurator.UseMessageSizeLimit(MessageSizeFilter.MaxCommandBytes, context);
@@ -76,6 +77,7 @@ public abstract class ControlConsumerDefinition<TConsumer> : ConsumerDefinition<
     protected override void ConfigureConsumer(
         IReceiveEndpointConfigurator endpointConfigurator, IConsumerConfigurator<TConsumer> consumerConfigurator, IRegistrationContext context)
     {
+        endpointConfigurator.UseQuorumQueue();
         endpointConfigurator.ConcurrentMessageLimit = 1;
         endpointConfigurator.UseFilter(new ControlSenderFilter(_coordinatorUser, context.GetRequiredService<ILogger<ControlSenderFilter>>()));
 

@@ -42,8 +42,7 @@ internal sealed class ShiftEnvironment : IAsyncDisposable
     public string Directory { get; }
 
     /// <summary>The run's virtual host on the configured broker.</summary>
-    public string RabbitMqUri =>
-        $"amqp://{Uri.EscapeDataString(_broker.Username)}:{Uri.EscapeDataString(_broker.Password)}@{_broker.Host}:{_broker.Port}/{VirtualHost}";
+    public string RabbitMqUri => _broker.UriFor(VirtualHost);
 
     /// <summary>The run's database on the configured server.</summary>
     public string PostgresUrl =>
