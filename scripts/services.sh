@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Local RabbitMQ and PostgreSQL for development and CI, without systemd or Docker.
-# Usage: scripts/services.sh up [--rabbitmq-nodes N]|down|status [--json]
+# Usage: scripts/services.sh up [--rabbitmq-nodes N] [--rabbitmq-only]|down|status [--json]
 #        scripts/services.sh node start|stop|kill I|all   (one RabbitMQ node, or every node; for the chaos benchmark)
 #        scripts/services.sh postgres start|stop
 # Both run as private instances on fixed loopback ports with their data under $DANCEMOE_STATE
@@ -282,6 +282,34 @@ pg_disable_constant_analyst() {
   fi
 }
 
+# Queues from before the replicated broker: request, control and saga queues were classic and expert queues durable.
+# RabbitMQ refuses to declare a queue again with another type or durability (PRECONDITION_FAILED), so the old ones go
+# while nobody consumes them; their consumers declare them anew at start.
+rabbit_upgrade_queues() {
+  local name type durable consumers
+  node_ctl 1 list_queues -p "$APP_VHOST" -q --no-table-headers name type durable consumers 2>/dev/null |
+    while read -r name type durable consumers; do
+      case "$name" in
+        edge-*-experts) [ "$durable" = true ] || continue ;;
+        edge-*_error|edge-*_skipped|coordinator-heartbeats*|coordinator-lagging-edges*|coordinator-placement-applied*) continue ;;
+        edge-*|coordinator|coordinator-migrations|coordinator-activations) [ "$type" = classic ] || continue ;;
+        *) continue ;;
+      esac
+      [ "$consumers" = 0 ] || { log "queue $name is still consumed: stop its edge or coordinator and run services up again to upgrade it"; continue; }
+      log "upgrading queue $name: deleted (declared again as a quorum or transient queue by its consumer)"
+      node_ctl 1 delete_queue -p "$APP_VHOST" "$name" >/dev/null </dev/null
+    done
+  # An expert queue's exchange is transient too now; the old durable one goes with its queue.
+  node_ctl 1 list_exchanges -p "$APP_VHOST" -q --no-table-headers name durable 2>/dev/null |
+    while read -r name durable; do
+      case "$name" in edge-*-experts) ;; *) continue ;; esac
+      [ "$durable" = true ] || continue
+      node_ctl 1 list_queues -p "$APP_VHOST" -q --no-table-headers name </dev/null 2>/dev/null | grep -qx "$name" && continue
+      # rabbitmqctl has no delete_exchange.
+      node_ctl 1 eval "rabbit_exchange:delete(rabbit_misc:r(<<\"$APP_VHOST\">>, exchange, <<\"$name\">>), false, <<\"services\">>)." >/dev/null </dev/null
+    done
+}
+
 node_stop() {
   local i="$1" dir; dir=$(node_dir "$i")
   if node_running "$i"; then
@@ -373,12 +401,13 @@ main() {
   local verb="${1:-}"; shift || true
   case "$verb" in
     up)
-      local nodes
+      local nodes rabbitmq_only=""
       nodes=$(rabbit_nodes)
       while [ $# -gt 0 ]; do
         case "$1" in
           --rabbitmq-nodes) nodes="${2:-}"; shift 2 || die "--rabbitmq-nodes takes a number" ;;
-          *) die "up: unknown option $1 (usage: dancemoe services up [--rabbitmq-nodes N])" ;;
+          --rabbitmq-only) rabbitmq_only=1; shift ;;
+          *) die "up: unknown option $1 (usage: dancemoe services up [--rabbitmq-nodes N] [--rabbitmq-only])" ;;
         esac
       done
       [[ "$nodes" =~ ^[1-9]$ ]] || die "--rabbitmq-nodes takes a number from 1 to 9, not '$nodes'"
@@ -386,7 +415,9 @@ main() {
       ensure_installed
       [ "$nodes" -lt "$(rabbit_nodes)" ] && rabbit_running && die "$(rabbit_nodes) RabbitMQ nodes are running: services down first to run $nodes"
       echo "$nodes" >"$RABBIT_NODES_FILE"
-      rabbit_up "$nodes"; rabbit_setup
+      rabbit_up "$nodes"; rabbit_setup; rabbit_upgrade_queues
+      # A broker of its own (the replicated-broker tests start one on other ports) needs no database.
+      [ -n "$rabbitmq_only" ] && return 0
       pg_up; pg_setup
       status
       ;;

@@ -52,6 +52,7 @@ public sealed class RunExpertBatchConsumerDefinition : ConsumerDefinition<RunExp
         IReceiveEndpointConfigurator endpointConfigurator, IConsumerConfigurator<RunExpertBatchConsumer> consumerConfigurator, IRegistrationContext context)
     {
         // Peers' expert work has its own queue, so it is never stuck behind a long generation.
+        endpointConfigurator.UseTransientQueue();
         endpointConfigurator.PrefetchCount = 32;
         endpointConfigurator.ConcurrentMessageLimit = _concurrency;
         endpointConfigurator.UseMessageSizeLimit(_maxMessageBytes, context);

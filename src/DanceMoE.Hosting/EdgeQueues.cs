@@ -22,7 +22,7 @@ public static partial class EdgeQueues
     /// <summary>The request queue of <paramref name="edgeId"/>; <see cref="ArgumentException"/> for an id that would name another queue.</summary>
     public static Uri RequestsAddress(string edgeId) => ReplicatedQueues.SendAddress(Requests(ValidId(edgeId)));
 
-    public static Uri ExpertsAddress(string edgeId) => new($"queue:{Experts(edgeId)}");
+    public static Uri ExpertsAddress(string edgeId) => ReplicatedQueues.TransientAddress(Experts(edgeId));
 
     public static Uri ControlAddress(string edgeId) => ReplicatedQueues.SendAddress(Control(edgeId));
 

@@ -130,7 +130,15 @@ public static class LocalEnvironment
 
     /// <summary>The URL with its password hidden, for messages.</summary>
     public static string Redact(string url) =>
-        Uri.TryCreate(url, UriKind.Absolute, out var uri) && uri.UserInfo.Contains(':', StringComparison.Ordinal)
+        Uri.TryCreate(RabbitMqFirstNode(url), UriKind.Absolute, out var uri) && uri.UserInfo.Contains(':', StringComparison.Ordinal)
             ? url.Replace(uri.UserInfo, uri.UserInfo.Split(':')[0] + ":***", StringComparison.Ordinal)
             : url;
+
+    /// <summary>An amqp URI of several nodes (h1:p1,h2:p2) with only its first node, which <see cref="Uri"/> can read.</summary>
+    private static string RabbitMqFirstNode(string url)
+    {
+        var comma = url.IndexOf(',', StringComparison.Ordinal);
+        var path = comma < 0 ? -1 : url.IndexOf('/', comma);
+        return comma < 0 ? url : url[..comma] + (path < 0 ? "" : url[path..]);
+    }
 }
