@@ -20,6 +20,7 @@ public static class BenchCommand
         Load(),
         Traces(),
         Shift(),
+        BenchChaosCommand.Create(),
         Echo(),
     };
 
