@@ -62,7 +62,7 @@ public static class ChaosBenchmark
                 .Select(x => x with { Servers = [x.Servers[0], Edges[(Array.IndexOf(Edges, x.Servers[0]) + 1) % Edges.Length]] });
             var placementFile = Path.Combine(environment.Directory, "placement.json");
             PlacementFile.Save(placementFile, new EdgePlacement(1, [.. assignments]));
-            var expertMb = 3.0 * a.HiddenSize * a.IntermediateSize * 4 / (1 << 20);
+            var expertMb = (double)DanceMoE.Coordinator.ModelShape.Of(manifest).ExpertBytes / (1 << 20);
             var memoryMb = (int)Math.Ceiling(expertMb * ((a.NumLayers * a.NumExperts * 2 / Edges.Length) + settings.SpareExperts)) + 1;
             string[] EdgeArguments(string edge) =>
             [
