@@ -117,8 +117,11 @@ public sealed class PrivateRabbitCluster : IAsyncDisposable
         try
         {
             await cluster.ServicesAsync("up", "--rabbitmq-nodes", nodes.ToString(System.Globalization.CultureInfo.InvariantCulture), "--rabbitmq-only");
+            // Every node's host:port from status; the admin role's user, which may declare and consume any queue.
             var status = await cluster.ServicesAsync(allowFailure: true, "status", "--json");
-            cluster.Uri = JsonDocument.Parse(status).RootElement.GetProperty("rabbitmq_uri").GetString()!;
+            var broker = RabbitMqOptions.Parse(JsonDocument.Parse(status).RootElement.GetProperty("rabbitmq_uri").GetString()!);
+            var password = (await File.ReadAllTextAsync(Path.Combine(cluster._state, "rabbitmq", "users", "admin.password"))).Trim();
+            cluster.Uri = (broker with { Username = BusRoles.UserOf(BusRole.Admin), Password = password }).UriFor(broker.VirtualHost);
             return cluster;
         }
         catch
