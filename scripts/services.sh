@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Local RabbitMQ and PostgreSQL for development and CI, without systemd or Docker.
-# Usage: scripts/services.sh up|down|status [--json]
+# Usage: scripts/services.sh up [--rabbitmq-nodes N] [--rabbitmq-only]|down|status [--json]
+#        scripts/services.sh node start|stop|kill I|all   (one RabbitMQ node, or every node; for the chaos benchmark)
+#        scripts/services.sh postgres start|stop
 # Both run as private instances on fixed loopback ports with their data under $DANCEMOE_STATE
 # (default /var/tmp/dancemoe: outside the source tree, and readable by the postgres user even
 # when the checkout lives in a private temporary folder).
@@ -18,7 +20,9 @@ APP_VHOST=dancemoe
 APP_DB=dancemoe
 
 RABBIT_DIR="$STATE/rabbitmq"
-RABBIT_NODE="dancemoe@localhost"
+# RabbitMQ runs as one node or as a cluster of N on loopback: node I (from 1) is dancemoe@localhost, then dancemoeI@localhost,
+# with AMQP, management and distribution ports I-1 above the first node's. N is remembered from the last `up --rabbitmq-nodes`.
+RABBIT_NODES_FILE="$RABBIT_DIR/nodes"
 RABBIT_BIN=/usr/lib/rabbitmq/bin
 PG_BIN=/usr/lib/postgresql/15/bin
 PG_DIR="$STATE/postgres"
@@ -33,20 +37,31 @@ RABBIT_USERS_DIR="$RABBIT_DIR/users"
 log() { echo "services: $*" >&2; }
 die() { echo "services: error: $*" >&2; exit 1; }
 
+node_name() { if [ "$1" = 1 ]; then echo "dancemoe@localhost"; else echo "dancemoe$1@localhost"; fi; }
+node_dir() { if [ "$1" = 1 ]; then echo "$RABBIT_DIR"; else echo "$RABBIT_DIR/node$1"; fi; }
+node_amqp_port() { echo $((AMQP_PORT + $1 - 1)); }
+node_mgmt_port() { echo $((MGMT_PORT + $1 - 1)); }
+node_dist_port() { echo $((DIST_PORT + $1 - 1)); }
+rabbit_nodes() { if [ -s "$RABBIT_NODES_FILE" ]; then cat "$RABBIT_NODES_FILE"; else echo 1; fi; }
+
+# Every node shares HOME (so one Erlang cookie) and epmd; each has its own ports, data and logs.
 rabbit_env() {
+  local i="$1"; shift
+  local dir; dir=$(node_dir "$i")
   # epmd and the node's distribution port (what rabbitmqctl and cluster peers use) listen on loopback only, as AMQP does.
   env HOME="$RABBIT_DIR" ERL_EPMD_PORT="$EPMD_PORT" ERL_EPMD_ADDRESS=127.0.0.1 \
     RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}" \
-    RABBITMQ_NODENAME="$RABBIT_NODE" RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 \
-    RABBITMQ_NODE_PORT="$AMQP_PORT" RABBITMQ_DIST_PORT="$DIST_PORT" \
-    RABBITMQ_MNESIA_BASE="$RABBIT_DIR/mnesia" RABBITMQ_LOG_BASE="$RABBIT_DIR/log" \
-    RABBITMQ_PID_FILE="$RABBIT_DIR/rabbitmq.pid" \
+    RABBITMQ_NODENAME="$(node_name "$i")" RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 \
+    RABBITMQ_NODE_PORT="$(node_amqp_port "$i")" RABBITMQ_DIST_PORT="$(node_dist_port "$i")" \
+    RABBITMQ_MNESIA_BASE="$dir/mnesia" RABBITMQ_LOG_BASE="$dir/log" \
+    RABBITMQ_PID_FILE="$dir/rabbitmq.pid" \
     RABBITMQ_ENABLED_PLUGINS_FILE="$RABBIT_DIR/enabled_plugins" \
-    RABBITMQ_CONFIG_FILE="$RABBIT_DIR/rabbitmq" \
-    RABBITMQ_CONF_ENV_FILE="$RABBIT_DIR/rabbitmq-env.conf" \
+    RABBITMQ_CONFIG_FILE="$dir/rabbitmq" \
+    RABBITMQ_CONF_ENV_FILE="$dir/rabbitmq-env.conf" \
     "$@"
 }
-rabbitmqctl() { rabbit_env "$RABBIT_BIN/rabbitmqctl" -n "$RABBIT_NODE" "$@"; }
+node_ctl() { local i="$1"; shift; rabbit_env "$i" "$RABBIT_BIN/rabbitmqctl" -n "$(node_name "$i")" "$@"; }
+rabbitmqctl() { node_ctl 1 "$@"; }
 pg() { runuser -u postgres -- "$@"; }
 psql_admin() {
   PGPASSWORD="$(cat "$PG_ADMIN_PASSWORD_FILE")" pg psql -h "$PG_DIR" -p "$PG_PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 -qtA "$@"
@@ -54,7 +69,8 @@ psql_admin() {
 
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 pid_alive() { [ -f "$1" ] && kill -0 "$(head -n1 "$1")" 2>/dev/null; }
-rabbit_running() { pid_alive "$RABBIT_DIR/rabbitmq.pid"; }
+node_running() { pid_alive "$(node_dir "$1")/rabbitmq.pid"; }
+rabbit_running() { node_running 1; }
 pg_running() { [ -f "$PG_DATA/postmaster.pid" ] && pg "$PG_BIN/pg_ctl" -D "$PG_DATA" status >/dev/null 2>&1; }
 
 apt_install() {
@@ -74,32 +90,55 @@ ensure_installed() {
   if [ ${#missing[@]} -gt 0 ]; then apt_install "${missing[@]}"; fi
 }
 
-rabbit_up() {
-  if rabbit_running; then log "RabbitMQ already running on 127.0.0.1:$AMQP_PORT"; return; fi
-  for p in "$AMQP_PORT" "$MGMT_PORT" "$DIST_PORT"; do
+node_start() {
+  local i="$1" dir amqp mgmt dist
+  dir=$(node_dir "$i"); amqp=$(node_amqp_port "$i"); mgmt=$(node_mgmt_port "$i"); dist=$(node_dist_port "$i")
+  if node_running "$i"; then log "RabbitMQ node $(node_name "$i") already running on 127.0.0.1:$amqp"; return; fi
+  for p in "$amqp" "$mgmt" "$dist"; do
     port_in_use "$p" && die "port $p is taken by another process: stop it or set DANCEMOE_AMQP_PORT / DANCEMOE_RABBITMQ_MANAGEMENT_PORT"
   done
-  mkdir -p "$RABBIT_DIR/log" "$RABBIT_DIR/mnesia"
+  mkdir -p "$dir/log" "$dir/mnesia"
   echo "[rabbitmq_management]." >"$RABBIT_DIR/enabled_plugins"
-  cat >"$RABBIT_DIR/rabbitmq.conf" <<CONF
-listeners.tcp.default = 127.0.0.1:$AMQP_PORT
+  cat >"$dir/rabbitmq.conf" <<CONF
+listeners.tcp.default = 127.0.0.1:$amqp
 management.tcp.ip = 127.0.0.1
-management.tcp.port = $MGMT_PORT
+management.tcp.port = $mgmt
 loopback_users = none
 # A publish larger than this is refused by the broker before it reaches a queue (an expert batch of the edges' default
 # 16 MiB limit travels as about 22 MiB of JSON).
 max_message_size = 67108864
 CONF
-  : >"$RABBIT_DIR/rabbitmq-env.conf"
-  log "starting RabbitMQ on 127.0.0.1:$AMQP_PORT (management http://127.0.0.1:$MGMT_PORT)"
-  rabbit_env "$RABBIT_BIN/rabbitmq-server" -detached >"$RABBIT_DIR/log/start.out" 2>&1 \
-    || die "rabbitmq-server failed to start: $(tail -n 3 "$RABBIT_DIR/log/start.out")"
-  local i
-  for i in $(seq 1 60); do
-    rabbitmqctl await_startup --timeout 5 >/dev/null 2>&1 && break
-    [ "$i" = 60 ] && die "RabbitMQ did not start within 2 minutes; see $RABBIT_DIR/log"
+  : >"$dir/rabbitmq-env.conf"
+  log "starting RabbitMQ node $(node_name "$i") on 127.0.0.1:$amqp (management http://127.0.0.1:$mgmt)"
+  rabbit_env "$i" "$RABBIT_BIN/rabbitmq-server" -detached >"$dir/log/start.out" 2>&1 \
+    || die "rabbitmq-server failed to start: $(tail -n 3 "$dir/log/start.out")"
+}
+
+node_await() {
+  local i="$1" n
+  for n in $(seq 1 60); do
+    node_ctl "$i" await_startup --timeout 5 >/dev/null 2>&1 && return 0
+    [ "$n" = 60 ] && die "RabbitMQ node $(node_name "$i") did not start within 2 minutes; see $(node_dir "$i")/log"
     sleep 2
   done
+}
+
+# Nodes 2..N join node 1's cluster once (a node that already lists node 1 stays as it is).
+node_join() {
+  local i="$1"
+  node_ctl "$i" cluster_status --formatter json 2>/dev/null | grep -q "\"$(node_name 1)\"" && return 0
+  log "joining $(node_name "$i") to $(node_name 1)"
+  node_ctl "$i" stop_app >/dev/null
+  node_ctl "$i" join_cluster "$(node_name 1)" >/dev/null || die "$(node_name "$i") cannot join $(node_name 1); see $(node_dir "$i")/log"
+  node_ctl "$i" start_app >/dev/null
+}
+
+rabbit_up() {
+  local nodes="$1" i
+  # Nodes of a cluster that stopped together wait for each other at start: all start first, then each is awaited.
+  for i in $(seq 1 "$nodes"); do node_start "$i"; done
+  for i in $(seq 1 "$nodes"); do node_await "$i"; done
+  for i in $(seq 2 "$nodes"); do node_join "$i"; done
 }
 
 rabbit_setup() {
@@ -138,7 +177,7 @@ rabbit_users() {
 rabbit_role_uri() {
   local file; file=$(rabbit_password_file "$1")
   [ -r "$file" ] || return 0
-  echo "amqp://$(rabbitmq_role_user "$1"):$(cat "$file")@127.0.0.1:$AMQP_PORT/$APP_VHOST"
+  echo "amqp://$(rabbitmq_role_user "$1"):$(cat "$file")@$(rabbit_hosts)/$APP_VHOST"
 }
 
 pg_admin_password() {
@@ -243,14 +282,74 @@ pg_disable_constant_analyst() {
   fi
 }
 
-rabbit_down() {
-  if rabbit_running; then
-    log "stopping RabbitMQ"
-    rabbitmqctl stop "$RABBIT_DIR/rabbitmq.pid" >/dev/null 2>&1 || kill "$(head -n1 "$RABBIT_DIR/rabbitmq.pid")" 2>/dev/null || true
+# Queues from before the replicated broker: request, control and saga queues were classic and expert queues durable.
+# RabbitMQ refuses to declare a queue again with another type or durability (PRECONDITION_FAILED), so the old ones go
+# while nobody consumes them; their consumers declare them anew at start.
+rabbit_upgrade_queues() {
+  local name type durable consumers
+  node_ctl 1 list_queues -p "$APP_VHOST" -q --no-table-headers name type durable consumers 2>/dev/null |
+    while read -r name type durable consumers; do
+      case "$name" in
+        edge-*-experts) [ "$durable" = true ] || continue ;;
+        edge-*_error|edge-*_skipped|coordinator-heartbeats*|coordinator-lagging-edges*|coordinator-placement-applied*) continue ;;
+        edge-*|coordinator|coordinator-migrations|coordinator-activations) [ "$type" = classic ] || continue ;;
+        *) continue ;;
+      esac
+      [ "$consumers" = 0 ] || { log "queue $name is still consumed: stop its edge or coordinator and run services up again to upgrade it"; continue; }
+      log "upgrading queue $name: deleted (declared again as a quorum or transient queue by its consumer)"
+      node_ctl 1 delete_queue -p "$APP_VHOST" "$name" >/dev/null </dev/null
+    done
+  # An expert queue's exchange is transient too now; the old durable one goes with its queue.
+  node_ctl 1 list_exchanges -p "$APP_VHOST" -q --no-table-headers name durable 2>/dev/null |
+    while read -r name durable; do
+      case "$name" in edge-*-experts) ;; *) continue ;; esac
+      [ "$durable" = true ] || continue
+      node_ctl 1 list_queues -p "$APP_VHOST" -q --no-table-headers name </dev/null 2>/dev/null | grep -qx "$name" && continue
+      # rabbitmqctl has no delete_exchange.
+      node_ctl 1 eval "rabbit_exchange:delete(rabbit_misc:r(<<\"$APP_VHOST\">>, exchange, <<\"$name\">>), false, <<\"services\">>)." >/dev/null </dev/null
+    done
+}
+
+node_stop() {
+  local i="$1" dir; dir=$(node_dir "$i")
+  if node_running "$i"; then
+    log "stopping RabbitMQ node $(node_name "$i")"
+    node_ctl "$i" stop "$dir/rabbitmq.pid" >/dev/null 2>&1 || kill "$(head -n1 "$dir/rabbitmq.pid")" 2>/dev/null || true
   fi
-  rm -f "$RABBIT_DIR/rabbitmq.pid"
+  rm -f "$dir/rabbitmq.pid"
+}
+
+# SIGKILL, as a crash or a lost machine would: the node's pid file stays, so `node start` knows it is down.
+node_kill() {
+  local i="$1" dir; dir=$(node_dir "$i")
+  node_running "$i" || { log "RabbitMQ node $(node_name "$i") is not running"; return 0; }
+  log "killing RabbitMQ node $(node_name "$i") (SIGKILL)"
+  kill -9 "$(head -n1 "$dir/rabbitmq.pid")"
+  while node_running "$i"; do sleep 0.1; done
+}
+
+rabbit_down() {
+  local i
+  for i in $(seq "$(rabbit_nodes)" -1 1); do node_stop "$i"; done
   # epmd outlives the node; ours listens on its own port, so this kills only ours.
   ERL_EPMD_PORT="$EPMD_PORT" epmd -kill >/dev/null 2>&1 || true
+}
+
+# node start|stop|kill I|all: one node, or every node of the cluster (start: started together, then awaited).
+node_verb() {
+  local action="${1:-}" which="${2:-}" nodes i; nodes=$(rabbit_nodes)
+  local targets
+  case "$which" in
+    all) targets=$(seq 1 "$nodes") ;;
+    [1-9]) [ "$which" -le "$nodes" ] || die "node $which: only $nodes RabbitMQ node(s) configured"; targets="$which" ;;
+    *) die "usage: services node start|stop|kill I|all" ;;
+  esac
+  case "$action" in
+    start) for i in $targets; do node_start "$i"; done; for i in $targets; do node_await "$i"; done ;;
+    stop) for i in $(echo "$targets" | sort -rn); do node_stop "$i"; done ;;
+    kill) for i in $targets; do node_kill "$i"; done ;;
+    *) die "usage: services node start|stop|kill I|all" ;;
+  esac
 }
 
 pg_down() {
@@ -260,19 +359,38 @@ pg_down() {
   fi
 }
 
-state_word() { if "$1"; then echo running; else echo stopped; fi; }
+state_word() { if $1; then echo running; else echo stopped; fi; }
+
+rabbit_hosts() {
+  local i hosts=""
+  for i in $(seq 1 "$(rabbit_nodes)"); do hosts="$hosts${hosts:+,}127.0.0.1:$(node_amqp_port "$i")"; done
+  echo "$hosts"
+}
+
+nodes_json() {
+  local i out=""
+  for i in $(seq 1 "$(rabbit_nodes)"); do
+    out="$out${out:+, }{\"name\": \"$(node_name "$i")\", \"amqp_port\": $(node_amqp_port "$i"), \"management_port\": $(node_mgmt_port "$i"), \"state\": \"$(state_word "node_running $i")\"}"
+  done
+  echo "[$out]"
+}
 
 status() {
+  # With several nodes a URI lists every node's host:port, comma-separated: clients fail over between them.
   local rabbitmq_uri; rabbitmq_uri=$(rabbit_role_uri client)
   local postgres_url="postgresql://$APP_USER:$APP_PASSWORD@127.0.0.1:$PG_PORT/$APP_DB"
   local r p; r=$(state_word rabbit_running); p=$(state_word pg_running)
   if [ "${1:-}" = "--json" ]; then
     cat <<JSON
-{"rabbitmq": "$r", "postgres": "$p", "rabbitmq_uri": "$rabbitmq_uri", "rabbitmq_users": {"client": "$rabbitmq_uri", "edge": "$(rabbit_role_uri edge)", "coordinator": "$(rabbit_role_uri coordinator)", "ops": "$(rabbit_role_uri ops)"}, "rabbitmq_management_url": "http://127.0.0.1:$MGMT_PORT", "postgres_url": "$postgres_url", "state_dir": "$STATE"}
+{"rabbitmq": "$r", "postgres": "$p", "rabbitmq_uri": "$rabbitmq_uri", "rabbitmq_users": {"client": "$rabbitmq_uri", "edge": "$(rabbit_role_uri edge)", "coordinator": "$(rabbit_role_uri coordinator)", "ops": "$(rabbit_role_uri ops)"}, "rabbitmq_management_url": "http://127.0.0.1:$MGMT_PORT", "postgres_url": "$postgres_url", "state_dir": "$STATE", "rabbitmq_nodes": $(nodes_json)}
 JSON
   else
-    echo "RabbitMQ   $r  amqp://127.0.0.1:$AMQP_PORT/$APP_VHOST  (management http://127.0.0.1:$MGMT_PORT, node $RABBIT_NODE)"
+    echo "RabbitMQ   $r  amqp://$(rabbit_hosts)/$APP_VHOST  (management http://127.0.0.1:$MGMT_PORT, node $(node_name 1))"
     echo "           users $(for role in $RABBITMQ_ROLES; do printf '%s ' "$(rabbitmq_role_user "$role")"; done)(passwords in $RABBIT_USERS_DIR)"
+    local i
+    for i in $(seq 2 "$(rabbit_nodes)"); do
+      echo "  node $i   $(state_word "node_running $i")  $(node_name "$i") on 127.0.0.1:$(node_amqp_port "$i") (management http://127.0.0.1:$(node_mgmt_port "$i"))"
+    done
     echo "PostgreSQL $p  $postgres_url  (data $PG_DATA)"
     echo "state      $STATE"
   fi
@@ -283,15 +401,37 @@ main() {
   local verb="${1:-}"; shift || true
   case "$verb" in
     up)
-      mkdir -p "$STATE"; chmod 755 "$STATE"
+      local nodes rabbitmq_only=""
+      nodes=$(rabbit_nodes)
+      while [ $# -gt 0 ]; do
+        case "$1" in
+          --rabbitmq-nodes) nodes="${2:-}"; shift 2 || die "--rabbitmq-nodes takes a number" ;;
+          --rabbitmq-only) rabbitmq_only=1; shift ;;
+          *) die "up: unknown option $1 (usage: dancemoe services up [--rabbitmq-nodes N] [--rabbitmq-only])" ;;
+        esac
+      done
+      [[ "$nodes" =~ ^[1-9]$ ]] || die "--rabbitmq-nodes takes a number from 1 to 9, not '$nodes'"
+      mkdir -p "$STATE" "$RABBIT_DIR"; chmod 755 "$STATE"
       ensure_installed
-      rabbit_up; rabbit_setup
+      [ "$nodes" -lt "$(rabbit_nodes)" ] && rabbit_running && die "$(rabbit_nodes) RabbitMQ nodes are running: services down first to run $nodes"
+      echo "$nodes" >"$RABBIT_NODES_FILE"
+      rabbit_up "$nodes"; rabbit_setup; rabbit_upgrade_queues
+      # A broker of its own (the replicated-broker tests start one on other ports) needs no database.
+      [ -n "$rabbitmq_only" ] && return 0
       pg_up; pg_setup
       status
       ;;
     down) rabbit_down; pg_down; log "stopped" ;;
     status) status "$@" ;;
-    *) echo "usage: dancemoe services up|down|status [--json]" >&2; exit 2 ;;
+    node) node_verb "$@" ;;
+    postgres)
+      case "${1:-}" in
+        start) pg_up ;;
+        stop) pg_down ;;
+        *) die "usage: services postgres start|stop" ;;
+      esac
+      ;;
+    *) echo "usage: dancemoe services up [--rabbitmq-nodes N]|down|status [--json]|node start|stop|kill I|all|postgres start|stop" >&2; exit 2 ;;
   esac
 }
 

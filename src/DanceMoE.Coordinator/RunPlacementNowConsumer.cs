@@ -1,4 +1,5 @@
 using DanceMoE.Contracts;
+using DanceMoE.Hosting;
 using MassTransit;
 using Quartz;
 
@@ -29,6 +30,7 @@ public sealed class RunPlacementNowConsumerDefinition : ConsumerDefinition<RunPl
     protected override void ConfigureConsumer(IReceiveEndpointConfigurator endpointConfigurator,
         IConsumerConfigurator<RunPlacementNowConsumer> consumerConfigurator, IRegistrationContext context)
     {
+        endpointConfigurator.UseQuorumQueue();
         endpointConfigurator.UseMessageRetry(r => r.Intervals(200, 1000, 5000));
     }
 }

@@ -24,6 +24,7 @@ public sealed class GenerateTextConsumerDefinition : ConsumerDefinition<Generate
     protected override void ConfigureConsumer(
         IReceiveEndpointConfigurator endpointConfigurator, IConsumerConfigurator<GenerateTextConsumer> consumerConfigurator, IRegistrationContext context)
     {
+        endpointConfigurator.UseQuorumQueue();
         endpointConfigurator.PrefetchCount = _concurrency;
         endpointConfigurator.ConcurrentMessageLimit = _concurrency;
         endpointConfigurator.UseMessageSizeLimit(MessageSizeFilter.MaxCommandBytes, context);
@@ -51,6 +52,7 @@ public sealed class RunExpertBatchConsumerDefinition : ConsumerDefinition<RunExp
         IReceiveEndpointConfigurator endpointConfigurator, IConsumerConfigurator<RunExpertBatchConsumer> consumerConfigurator, IRegistrationContext context)
     {
         // Peers' expert work has its own queue, so it is never stuck behind a long generation.
+        endpointConfigurator.UseTransientQueue();
         endpointConfigurator.PrefetchCount = 32;
         endpointConfigurator.ConcurrentMessageLimit = _concurrency;
         endpointConfigurator.UseMessageSizeLimit(_maxMessageBytes, context);
@@ -76,6 +78,7 @@ public abstract class ControlConsumerDefinition<TConsumer> : ConsumerDefinition<
     protected override void ConfigureConsumer(
         IReceiveEndpointConfigurator endpointConfigurator, IConsumerConfigurator<TConsumer> consumerConfigurator, IRegistrationContext context)
     {
+        endpointConfigurator.UseQuorumQueue();
         endpointConfigurator.ConcurrentMessageLimit = 1;
         endpointConfigurator.UseFilter(new ControlSenderFilter(_coordinatorUser, context.GetRequiredService<ILogger<ControlSenderFilter>>()));
 

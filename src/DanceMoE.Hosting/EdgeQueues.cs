@@ -20,11 +20,11 @@ public static partial class EdgeQueues
     public static string Control(string edgeId) => Requests(edgeId) + "-control";
 
     /// <summary>The request queue of <paramref name="edgeId"/>; <see cref="ArgumentException"/> for an id that would name another queue.</summary>
-    public static Uri RequestsAddress(string edgeId) => new($"queue:{Requests(ValidId(edgeId))}");
+    public static Uri RequestsAddress(string edgeId) => ReplicatedQueues.SendAddress(Requests(ValidId(edgeId)));
 
-    public static Uri ExpertsAddress(string edgeId) => new($"queue:{Experts(edgeId)}");
+    public static Uri ExpertsAddress(string edgeId) => ReplicatedQueues.TransientAddress(Experts(edgeId));
 
-    public static Uri ControlAddress(string edgeId) => new($"queue:{Control(edgeId)}");
+    public static Uri ControlAddress(string edgeId) => ReplicatedQueues.SendAddress(Control(edgeId));
 
     /// <summary>
     /// Why <paramref name="edgeId"/> cannot be an edge's id, in one line; null when it can. Every place an edge id enters

@@ -1,5 +1,6 @@
 using System.ComponentModel.DataAnnotations;
 using MassTransit;
+using RabbitMQ.Client;
 
 namespace DanceMoE.Hosting;
 
@@ -14,7 +15,10 @@ public sealed class RabbitMqOptions
     /// </summary>
     public const string LocalDefault = "amqp://127.0.0.1:5682/dancemoe";
 
-    /// <summary>An <c>amqp://user:password@host:port/vhost</c> URI.</summary>
+    /// <summary>
+    /// An <c>amqp://user:password@host:port/vhost</c> URI; for a cluster, every node's <c>host:port</c> separated by commas
+    /// (<c>amqp://user:password@h1:5672,h2:5672,h3:5672/vhost</c>): a connection goes to the first node that answers.
+    /// </summary>
     [Required]
     public string ConnectionString { get; set; } = LocalDefault;
 
@@ -30,6 +34,16 @@ public sealed class RabbitMqOptions
         {
             h.Username(broker.Username);
             h.Password(broker.Password);
+            if (broker.Nodes.Count > 1)
+            {
+                h.UseCluster(c =>
+                {
+                    foreach (var node in broker.Nodes)
+                    {
+                        c.Node($"{node.Host}:{node.Port}");
+                    }
+                });
+            }
         });
         bus.ConfigureSend(send => send.UseSendExecute(context => StampUser(context, broker.Username)));
         bus.ConfigurePublish(publish => publish.UseExecute(context => StampUser(context, broker.Username)));
@@ -49,20 +63,66 @@ public sealed class RabbitMqOptions
 
     public static RabbitMqBroker Parse(string uri)
     {
+        ArgumentNullException.ThrowIfNull(uri);
+        var nodes = new List<RabbitMqNode>();
+        var first = uri;
+        var schemeEnd = uri.IndexOf("://", StringComparison.Ordinal);
+        if (schemeEnd > 0)
+        {
+            var authorityStart = schemeEnd + 3;
+            var pathStart = uri.IndexOf('/', authorityStart);
+            var authority = pathStart < 0 ? uri[authorityStart..] : uri[authorityStart..pathStart];
+            var at = authority.LastIndexOf('@');
+            var hosts = authority[(at + 1)..].Split(',');
+            if (hosts.Length > 1)
+            {
+                foreach (var host in hosts)
+                {
+                    nodes.Add(ParseSingle(uri[..authorityStart] + authority[..(at + 1)] + host + (pathStart < 0 ? "" : uri[pathStart..]), uri).Nodes[0]);
+                }
+
+                first = uri[..authorityStart] + authority[..(at + 1)] + hosts[0] + (pathStart < 0 ? "" : uri[pathStart..]);
+            }
+        }
+
+        var broker = ParseSingle(first, uri);
+        return nodes.Count > 1 ? broker with { Nodes = nodes } : broker;
+    }
+
+    private static RabbitMqBroker ParseSingle(string uri, string given)
+    {
         if (!Uri.TryCreate(uri, UriKind.Absolute, out var parsed) || parsed.Scheme is not ("amqp" or "rabbitmq") || string.IsNullOrEmpty(parsed.Host))
         {
-            throw new FormatException($"'{uri}' is not an amqp://user:password@host:port/vhost URI");
+            throw new FormatException($"'{given}' is not an amqp://user:password@host:port/vhost URI (hosts of a cluster separated by commas)");
         }
 
         var userInfo = parsed.UserInfo.Split(':', 2);
         var vhost = Uri.UnescapeDataString(parsed.AbsolutePath.TrimStart('/'));
+        var node = new RabbitMqNode(parsed.Host, (ushort)(parsed.IsDefaultPort || parsed.Port < 0 ? 5672 : parsed.Port));
         return new RabbitMqBroker(
-            parsed.Host,
-            (ushort)(parsed.IsDefaultPort || parsed.Port < 0 ? 5672 : parsed.Port),
+            node.Host,
+            node.Port,
             vhost.Length == 0 ? "/" : vhost,
             userInfo[0].Length == 0 ? "guest" : Uri.UnescapeDataString(userInfo[0]),
-            userInfo.Length == 2 ? Uri.UnescapeDataString(userInfo[1]) : "guest");
+            userInfo.Length == 2 ? Uri.UnescapeDataString(userInfo[1]) : "guest")
+        {
+            Nodes = [node],
+        };
     }
 }
 
-public sealed record RabbitMqBroker(string Host, ushort Port, string VirtualHost, string Username, string Password);
+/// <summary>A broker: its first node (<see cref="Host"/>, <see cref="Port"/>) and, for a cluster, every node.</summary>
+public sealed record RabbitMqBroker(string Host, ushort Port, string VirtualHost, string Username, string Password)
+{
+    /// <summary>Every node, the first first; one for a single broker.</summary>
+    public IReadOnlyList<RabbitMqNode> Nodes { get; init; } = [new(Host, Port)];
+
+    /// <summary>The nodes as RabbitMQ's client takes them: it connects to the first that answers.</summary>
+    public IList<AmqpTcpEndpoint> Endpoints() => [.. Nodes.Select(n => new AmqpTcpEndpoint(n.Host, n.Port))];
+
+    /// <summary>The URI of this broker's nodes and user on <paramref name="virtualHost"/>.</summary>
+    public string UriFor(string virtualHost) =>
+        $"amqp://{Uri.EscapeDataString(Username)}:{Uri.EscapeDataString(Password)}@{string.Join(',', Nodes.Select(n => $"{n.Host}:{n.Port}"))}/{Uri.EscapeDataString(virtualHost)}";
+}
+
+public sealed record RabbitMqNode(string Host, ushort Port);

@@ -106,7 +106,7 @@ public sealed class ReplyAddressProbe(IOptions<RabbitMqOptions> options, ILogger
                 Password = broker.Password,
                 ClientProvidedName = "dancemoe-reply-probe",
             };
-            _connection = await factory.CreateConnectionAsync(cancellationToken).ConfigureAwait(false);
+            _connection = await factory.CreateConnectionAsync(broker.Endpoints(), cancellationToken).ConfigureAwait(false);
             logger.LogDebug("reply address probe connected to {Host}:{Port}/{VirtualHost}", broker.Host, broker.Port, broker.VirtualHost);
             return _connection;
         }

@@ -40,9 +40,28 @@ public static class LocalEnvironment
             return configured;
         }
 
-        var broker = RabbitMqOptions.Parse(configured is { Length: > 0 } ? configured : LocalRabbitMq);
+        var broker = RabbitMqOptions.Parse(configured is { Length: > 0 } ? configured : LocalRabbitMqUri(LocalRabbitMq, LocalRabbitMqNodes));
         var password = ReadSecret(RabbitMqPasswordFile(role), $"ConnectionStrings__{RabbitMqOptions.ConnectionName}_{role.ToString().ToLowerInvariant()}");
-        return $"amqp://{Uri.EscapeDataString(BusRoles.UserOf(role))}:{Uri.EscapeDataString(password)}@{broker.Host}:{broker.Port}/{Uri.EscapeDataString(broker.VirtualHost)}";
+        return (broker with { Username = BusRoles.UserOf(role), Password = password }).UriFor(broker.VirtualHost);
+    }
+
+    /// <summary>The local services' RabbitMQ nodes: as many as the last <c>services up --rabbitmq-nodes N</c> started (1 before).</summary>
+    public static int LocalRabbitMqNodes =>
+        File.Exists(Path.Combine(StateDirectory, "rabbitmq", "nodes"))
+        && int.TryParse(File.ReadAllText(Path.Combine(StateDirectory, "rabbitmq", "nodes")).Trim(), out var nodes) && nodes > 1
+            ? nodes
+            : 1;
+
+    /// <summary><paramref name="uri"/> with its node's port and the <paramref name="nodes"/> - 1 ports above it, as the local services number their nodes.</summary>
+    public static string LocalRabbitMqUri(string uri, int nodes)
+    {
+        if (nodes <= 1)
+        {
+            return uri;
+        }
+
+        var broker = RabbitMqOptions.Parse(uri);
+        return (broker with { Nodes = [.. Enumerable.Range(0, nodes).Select(i => new RabbitMqNode(broker.Host, (ushort)(broker.Port + i)))] }).UriFor(broker.VirtualHost);
     }
 
     /// <summary>
@@ -111,7 +130,15 @@ public static class LocalEnvironment
 
     /// <summary>The URL with its password hidden, for messages.</summary>
     public static string Redact(string url) =>
-        Uri.TryCreate(url, UriKind.Absolute, out var uri) && uri.UserInfo.Contains(':', StringComparison.Ordinal)
+        Uri.TryCreate(RabbitMqFirstNode(url), UriKind.Absolute, out var uri) && uri.UserInfo.Contains(':', StringComparison.Ordinal)
             ? url.Replace(uri.UserInfo, uri.UserInfo.Split(':')[0] + ":***", StringComparison.Ordinal)
             : url;
+
+    /// <summary>An amqp URI of several nodes (h1:p1,h2:p2) with only its first node, which <see cref="Uri"/> can read.</summary>
+    private static string RabbitMqFirstNode(string url)
+    {
+        var comma = url.IndexOf(',', StringComparison.Ordinal);
+        var path = comma < 0 ? -1 : url.IndexOf('/', comma);
+        return comma < 0 ? url : url[..comma] + (path < 0 ? "" : url[path..]);
+    }
 }

@@ -2,6 +2,7 @@ using System.Globalization;
 using DanceMoE.Contracts;
 using DanceMoE.Coordinator;
 using DanceMoE.Data;
+using DanceMoE.Hosting;
 using MassTransit;
 using Microsoft.EntityFrameworkCore;
 using Npgsql;
@@ -38,7 +39,7 @@ public static class PlacementJobTrigger
     {
         ArgumentNullException.ThrowIfNull(bus);
         var command = new RunPlacementNow { CommandId = NewId.NextGuid(), RequestedBy = requestedBy, RequestedAt = DateTimeOffset.UtcNow };
-        var endpoint = await bus.GetSendEndpoint(new Uri($"queue:{RunPlacementNowConsumerDefinition.Queue}")).ConfigureAwait(false);
+        var endpoint = await bus.GetSendEndpoint(ReplicatedQueues.SendAddress(RunPlacementNowConsumerDefinition.Queue)).ConfigureAwait(false);
         await endpoint.Send(command, cancellationToken).ConfigureAwait(false);
         return command.CommandId;
     }

@@ -35,7 +35,7 @@ public sealed class IsolatedVirtualHost : IAsyncLifetime
     public string Name { get; } = TestServices.UniqueName("test");
 
     /// <summary>The amqp:// URI of the isolated virtual host.</summary>
-    public string Uri => $"amqp://{_broker.Username}:{_broker.Password}@{_broker.Host}:{_broker.Port}/{Name}";
+    public string Uri => _broker.UriFor(Name);
 
     public async Task InitializeAsync()
     {

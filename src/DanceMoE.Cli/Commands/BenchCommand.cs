@@ -21,6 +21,7 @@ public static class BenchCommand
         Traces(),
         Shift(),
         BenchReplayCommand.Create(),
+        BenchChaosCommand.Create(),
         Echo(),
     };
 

@@ -1,4 +1,5 @@
 using DanceMoE.Contracts;
+using DanceMoE.Hosting;
 using MassTransit;
 using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
@@ -65,11 +66,15 @@ public sealed class ActivatePlacementConsumerDefinition : ConsumerDefinition<Act
 {
     public const string Queue = "coordinator-activations";
 
-    public static readonly Uri Address = new($"queue:{Queue}");
+    public static readonly Uri Address = ReplicatedQueues.SendAddress(Queue);
 
     public ActivatePlacementConsumerDefinition()
     {
         EndpointName = Queue;
         ConcurrentMessageLimit = 1;
     }
+
+    protected override void ConfigureConsumer(IReceiveEndpointConfigurator endpointConfigurator,
+        IConsumerConfigurator<ActivatePlacementConsumer> consumerConfigurator, IRegistrationContext context) =>
+        endpointConfigurator.UseQuorumQueue();
 }

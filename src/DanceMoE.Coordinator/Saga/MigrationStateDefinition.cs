@@ -1,4 +1,5 @@
 using DanceMoE.Data;
+using DanceMoE.Hosting;
 using MassTransit;
 
 namespace DanceMoE.Coordinator.Saga;
@@ -19,6 +20,7 @@ public sealed class MigrationStateDefinition : SagaDefinition<MigrationState>
 
     protected override void ConfigureSaga(IReceiveEndpointConfigurator endpointConfigurator, ISagaConfigurator<MigrationState> sagaConfigurator, IRegistrationContext context)
     {
+        endpointConfigurator.UseQuorumQueue();
         endpointConfigurator.UseMessageRetry(r => r.Intervals(100, 500, 1000, 2000, 5000));
         endpointConfigurator.UseInMemoryOutbox(context);
     }

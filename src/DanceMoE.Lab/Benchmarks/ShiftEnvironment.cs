@@ -42,8 +42,7 @@ internal sealed class ShiftEnvironment : IAsyncDisposable
     public string Directory { get; }
 
     /// <summary>The run's virtual host on the configured broker.</summary>
-    public string RabbitMqUri =>
-        $"amqp://{Uri.EscapeDataString(_broker.Username)}:{Uri.EscapeDataString(_broker.Password)}@{_broker.Host}:{_broker.Port}/{VirtualHost}";
+    public string RabbitMqUri => _broker.UriFor(VirtualHost);
 
     /// <summary>The run's database on the configured server.</summary>
     public string PostgresUrl =>
@@ -87,6 +86,7 @@ internal sealed class ShiftEnvironment : IAsyncDisposable
         ArgumentNullException.ThrowIfNull(arguments);
         var log = Path.Combine(Directory, name + ".log");
         var ready = Path.Combine(Directory, name + ".ready");
+        File.Delete(ready);
         // Optimised code from the first request: with tiered compilation, a loaded 2-core machine runs the edges' hot loops
         // unoptimised for a minute or more, which would make the first phase look slower than the last.
         var start = CliProcesses.StartInfo([.. arguments, "--ready-file", ready], log, detached: false, serving: true);
@@ -101,6 +101,16 @@ internal sealed class ShiftEnvironment : IAsyncDisposable
         var child = new ChildProcess(name, process, log, ready);
         _processes.Add(child);
         return child;
+    }
+
+    /// <summary>Kills process <paramref name="name"/> with SIGKILL, as a crash would, and forgets it (it can be started again).</summary>
+    public void Kill(string name)
+    {
+        var child = _processes.Single(c => c.Name == name);
+        LocalCluster.Signal("KILL", child.Process.Id);
+        child.Process.WaitForExit();
+        child.Process.Dispose();
+        _processes.Remove(child);
     }
 
     /// <summary>Waits until every process started so far has written its ready file.</summary>

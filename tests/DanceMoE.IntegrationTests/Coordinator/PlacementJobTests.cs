@@ -1,5 +1,6 @@
 using DanceMoE.Contracts;
 using DanceMoE.Coordinator;
+using DanceMoE.Hosting;
 using MassTransit;
 using Microsoft.EntityFrameworkCore;
 using Npgsql;
@@ -63,7 +64,7 @@ public sealed class PlacementJobTests(PlacementJobFixture fixture) : IClassFixtu
     {
         var before = (await Coordinator.DecisionsAsync()).Count;
         var commandId = NewId.NextGuid();
-        var endpoint = await Coordinator.EdgeBus.GetSendEndpoint(new Uri($"queue:{RunPlacementNowConsumerDefinition.Queue}"));
+        var endpoint = await Coordinator.EdgeBus.GetSendEndpoint(ReplicatedQueues.SendAddress(RunPlacementNowConsumerDefinition.Queue));
         await endpoint.Send(new RunPlacementNow { CommandId = commandId, RequestedBy = "test", RequestedAt = DateTimeOffset.UtcNow });
 
         var decision = await WaitForDecisionAsync(commandId);

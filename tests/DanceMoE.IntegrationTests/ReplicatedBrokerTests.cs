@@ -1,0 +1,192 @@
+using System.Collections.Concurrent;
+using System.Diagnostics;
+using System.Net.Http.Headers;
+using System.Text;
+using System.Text.Json;
+using DanceMoE.Contracts;
+using DanceMoE.Hosting;
+using MassTransit;
+using Microsoft.Extensions.DependencyInjection;
+
+namespace DanceMoE.IntegrationTests;
+
+/// <summary>A three-node RabbitMQ cluster of its own (scripts/services.sh on other ports), a queue declared as requests and control queues are.</summary>
+public sealed class ReplicatedBrokerTests
+{
+    private const string Queue = "replicated-requests";
+
+    [Fact]
+    public async Task A_broker_node_killed_under_load_loses_no_message_the_broker_confirmed()
+    {
+        await using var cluster = await PrivateRabbitCluster.StartAsync(nodes: 3);
+        var received = new ConcurrentDictionary<Guid, bool>();
+        await using var consumer = await StartBusAsync(cluster.Uri, cfg => cfg.ReceiveEndpoint(Queue, e =>
+        {
+            e.UseQuorumQueue();
+            e.Handler<GenerateText>(context =>
+            {
+                received[context.Message.RequestId] = true;
+                return Task.CompletedTask;
+            });
+        }));
+        await using var producer = await StartBusAsync(cluster.Uri, _ => { });
+        var confirmed = new ConcurrentBag<Guid>();
+        using var stop = new CancellationTokenSource();
+        var load = Task.Run(async () =>
+        {
+            var endpoint = await producer.Bus.GetSendEndpoint(ReplicatedQueues.SendAddress(Queue));
+            while (!stop.IsCancellationRequested)
+            {
+                var id = NewId.NextGuid();
+                try
+                {
+                    // Returns once the broker confirmed the message: from then on it must not be lost.
+                    using var attempt = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+                    await endpoint.Send(new GenerateText { RequestId = id, Prompt = "kept" }, attempt.Token);
+                    confirmed.Add(id);
+                }
+                catch (Exception ex) when (ex is MassTransitException or OperationCanceledException or RabbitMQ.Client.Exceptions.RabbitMQClientException)
+                {
+                    await Task.Delay(200);
+                }
+            }
+        });
+
+        await WaitUntilAsync(() => confirmed.Count >= 50, "50 messages confirmed before the kill");
+        var beforeKill = confirmed.Count;
+        await cluster.ServicesAsync("node", "kill", "1");
+        await WaitUntilAsync(() => confirmed.Count >= beforeKill + 50, "50 more messages confirmed after node 1 was killed");
+        await stop.CancelAsync();
+        await load;
+
+        await WaitUntilAsync(() => confirmed.All(received.ContainsKey), "every confirmed message consumed");
+        Assert.Equal("quorum", await cluster.QueueTypeAsync(Queue));
+        Assert.All(confirmed, id => Assert.True(received.ContainsKey(id), $"message {id} was confirmed by the broker but never consumed"));
+    }
+
+    private static async Task WaitUntilAsync(Func<bool> condition, string what)
+    {
+        var deadline = DateTime.UtcNow.AddSeconds(60);
+        while (!condition())
+        {
+            Assert.True(DateTime.UtcNow < deadline, $"timed out waiting until {what}");
+            await Task.Delay(100);
+        }
+    }
+
+    private static async Task<StartedBus> StartBusAsync(string uri, Action<IRabbitMqBusFactoryConfigurator> configure)
+    {
+        var provider = new ServiceCollection()
+            .AddMassTransit(bus => bus.UsingRabbitMq((_, cfg) =>
+            {
+                new RabbitMqOptions { ConnectionString = uri }.ConfigureHost(cfg);
+                configure(cfg);
+            }))
+            .BuildServiceProvider(true);
+        var control = provider.GetRequiredService<IBusControl>();
+        await control.StartAsync(new CancellationTokenSource(TimeSpan.FromSeconds(60)).Token);
+        return new StartedBus(provider, control);
+    }
+
+    private sealed record StartedBus(ServiceProvider Provider, IBusControl Bus) : IAsyncDisposable
+    {
+        public async ValueTask DisposeAsync()
+        {
+            await Bus.StopAsync(new CancellationTokenSource(TimeSpan.FromSeconds(15)).Token);
+            await Provider.DisposeAsync();
+        }
+    }
+}
+
+/// <summary>RabbitMQ nodes started by scripts/services.sh with a state folder and ports of their own; stopped and deleted on dispose.</summary>
+public sealed class PrivateRabbitCluster : IAsyncDisposable
+{
+    private const int AmqpPort = 5982;
+    private const int ManagementPort = 15982;
+    private readonly string _state = Path.Combine("/var/tmp", $"dancemoe-test-cluster-{Guid.NewGuid():N}"[..36]);
+
+    private PrivateRabbitCluster()
+    {
+    }
+
+    public string Uri { get; private set; } = "";
+
+    public static async Task<PrivateRabbitCluster> StartAsync(int nodes)
+    {
+        var cluster = new PrivateRabbitCluster();
+        try
+        {
+            await cluster.ServicesAsync("up", "--rabbitmq-nodes", nodes.ToString(System.Globalization.CultureInfo.InvariantCulture), "--rabbitmq-only");
+            // Every node's host:port from status; the admin role's user, which may declare and consume any queue.
+            var status = await cluster.ServicesAsync(allowFailure: true, "status", "--json");
+            var broker = RabbitMqOptions.Parse(JsonDocument.Parse(status).RootElement.GetProperty("rabbitmq_uri").GetString()!);
+            var password = (await File.ReadAllTextAsync(Path.Combine(cluster._state, "rabbitmq", "users", "admin.password"))).Trim();
+            cluster.Uri = (broker with { Username = BusRoles.UserOf(BusRole.Admin), Password = password }).UriFor(broker.VirtualHost);
+            return cluster;
+        }
+        catch
+        {
+            await cluster.DisposeAsync();
+            throw;
+        }
+    }
+
+    public Task<string> ServicesAsync(params string[] arguments) => ServicesAsync(false, arguments);
+
+    public async Task<string> QueueTypeAsync(string queue)
+    {
+        var broker = RabbitMqOptions.Parse(Uri);
+        using var client = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{ManagementPort + 1}/") };
+        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Basic", Convert.ToBase64String(Encoding.UTF8.GetBytes($"{broker.Username}:{broker.Password}")));
+        var json = await client.GetStringAsync(new Uri($"api/queues/{System.Uri.EscapeDataString(broker.VirtualHost)}/{queue}", UriKind.Relative));
+        return JsonDocument.Parse(json).RootElement.GetProperty("type").GetString()!;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await ServicesAsync(allowFailure: true, "down");
+        if (Directory.Exists(_state))
+        {
+            Directory.Delete(_state, recursive: true);
+        }
+    }
+
+    private async Task<string> ServicesAsync(bool allowFailure, params string[] arguments)
+    {
+        var start = new ProcessStartInfo(Path.Combine(RepositoryRoot(), "scripts", "services.sh"))
+        {
+            UseShellExecute = false,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+        };
+        foreach (var argument in arguments)
+        {
+            start.ArgumentList.Add(argument);
+        }
+
+        start.Environment["DANCEMOE_STATE"] = _state;
+        start.Environment["DANCEMOE_AMQP_PORT"] = AmqpPort.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        start.Environment["DANCEMOE_RABBITMQ_MANAGEMENT_PORT"] = ManagementPort.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        start.Environment["DANCEMOE_EPMD_PORT"] = "4682";
+        start.Environment["DANCEMOE_POSTGRES_PORT"] = "5742";
+        using var process = Process.Start(start)!;
+        var output = process.StandardOutput.ReadToEndAsync();
+        var errors = process.StandardError.ReadToEndAsync();
+        await process.WaitForExitAsync();
+        Assert.True(allowFailure || process.ExitCode == 0, $"services {string.Join(' ', arguments)} exited {process.ExitCode}: {await errors}");
+        return await output;
+    }
+
+    private static string RepositoryRoot()
+    {
+        for (var directory = new DirectoryInfo(AppContext.BaseDirectory); directory is not null; directory = directory.Parent)
+        {
+            if (File.Exists(Path.Combine(directory.FullName, "scripts", "services.sh")))
+            {
+                return directory.FullName;
+            }
+        }
+
+        throw new InvalidOperationException($"no scripts/services.sh above {AppContext.BaseDirectory}");
+    }
+}
