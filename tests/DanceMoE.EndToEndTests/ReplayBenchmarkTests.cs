@@ -26,6 +26,7 @@ public sealed class ReplayBenchmarkTests : IDisposable
             {
                 ["DANCEMOE_STATE"] = Path.Combine(_directory, "state"),
                 ["ConnectionStrings__rabbitmq"] = vhost.Uri,
+                ["ConnectionStrings__rabbitmq_admin"] = vhost.Uri,
                 ["ConnectionStrings__postgres"] = TestServices.PostgresUrl,
                 ["ConnectionStrings__postgres_admin"] = AdminDatabase.ConnectionString(TestServices.PostgresUrl),
             };

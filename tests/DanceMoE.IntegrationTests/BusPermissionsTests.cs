@@ -51,21 +51,33 @@ public sealed class BusPermissionsTests
             .AddMassTransit(bus => bus.UsingRabbitMq((_, cfg) => new RabbitMqOptions { ConnectionString = RoleUri(BusRole.Client) }.ConfigureHost(cfg)))
             .BuildServiceProvider(true);
         var bus = provider.GetRequiredService<IBusControl>();
+        await using var connection = await Factory(RoleUri(BusRole.Admin)).CreateConnectionAsync();
+        await using var channel = await connection.CreateChannelAsync();
+
+        // The edge's side, as its receive endpoint declares it: the quorum queue and its exchange, bound.
+        await channel.QueueDeclareAsync(edge, durable: true, exclusive: false, autoDelete: false, new Dictionary<string, object?> { ["x-queue-type"] = "quorum" });
+        await channel.ExchangeDeclareAsync(edge, ExchangeType.Fanout, durable: true);
+        await channel.QueueBindAsync(edge, edge, "");
         await bus.StartAsync(new CancellationTokenSource(TimeSpan.FromSeconds(30)).Token);
         try
         {
             var endpoint = await bus.GetSendEndpoint(EdgeQueues.RequestsAddress(edge));
             await endpoint.Send(new GenerateText { RequestId = NewId.NextGuid(), Prompt = "permissions", MaxNewTokens = 1 });
 
-            await using var connection = await Factory(RoleUri(BusRole.Admin)).CreateConnectionAsync();
-            await using var channel = await connection.CreateChannelAsync();
             var queued = await channel.QueueDeclarePassiveAsync(edge);
+            for (var attempt = 0; attempt < 50 && queued.MessageCount == 0; attempt++)
+            {
+                await Task.Delay(100);
+                queued = await channel.QueueDeclarePassiveAsync(edge);
+            }
+
             Assert.Equal(1u, queued.MessageCount);
         }
         finally
         {
             await bus.StopAsync();
-            await BusClient.DeleteQueueAsync(RoleUri(BusRole.Admin), edge, CancellationToken.None);
+            await channel.QueueDeleteAsync(edge);
+            await channel.ExchangeDeleteAsync(edge);
         }
     }
 
