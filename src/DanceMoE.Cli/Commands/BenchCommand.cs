@@ -129,7 +129,7 @@ public static class BenchCommand
         var rate = CliOptions.OptionalDouble("rate", "Poisson arrivals per second (seeded) instead of closed-loop clients", 0.001, 100_000);
         var json = CliOptions.Flag("json", "print JSON: one object per level (with --metrics-overhead: {levels, metrics_overhead})");
         var metricsOverhead = CliOptions.Flag("metrics-overhead",
-            "then run the highest level on clusters with metrics on (scraped every second, per-expert counters) and off, three of each, alternating; prints the ratio of the medians");
+            "then run the highest level on clusters with metrics on (scraped every second, per-expert counters) and off, five rounds of one each; prints the median on/off ratio");
         var command = new Command("load", "tokens/s and latency of a local cluster under concurrent requests, each answer checked against the monolithic one. "
             + "Per-token time is per request: (latency - time to first token) / (tokens - 1); time to first token is the client's latency less the edge's time after its first token")
         {

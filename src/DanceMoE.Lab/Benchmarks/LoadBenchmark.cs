@@ -70,7 +70,7 @@ public static class LoadBenchmark
             {
                 output.WriteLine(string.Create(CultureInfo.InvariantCulture,
                     $"metrics on vs off at concurrency {overhead.Concurrency}: tokens/s {string.Join(", ", overhead.TokensPerSOn.Select(t => t.ToString("F1", CultureInfo.InvariantCulture)))} "
-                    + $"vs {string.Join(", ", overhead.TokensPerSOff.Select(t => t.ToString("F1", CultureInfo.InvariantCulture)))}; ratio of the medians {overhead.Ratio:F3}"));
+                    + $"vs {string.Join(", ", overhead.TokensPerSOff.Select(t => t.ToString("F1", CultureInfo.InvariantCulture)))}; per-round ratios {string.Join(", ", overhead.RoundRatios.Select(r => r.ToString("F3", CultureInfo.InvariantCulture)))}, median {overhead.Ratio:F3}"));
             }
         }
 
@@ -121,7 +121,8 @@ public static class LoadBenchmark
 
     /// <summary>
     /// The metrics' own cost: the highest level on clusters with metrics on (scraped every second, per-expert counters on)
-    /// and off, alternating, three of each; the ratio of the medians.
+    /// and off, in <see cref="OverheadRounds"/> rounds of one each, the order alternating; the median of the rounds' on/off
+    /// ratios. Pairing within a round takes out the drift a shared machine shows from one cluster to the next.
     /// </summary>
     private static async Task<MetricsOverhead> MetricsOverheadAsync(
         string exported, LoadBenchmarkSettings settings, Dictionary<string, IReadOnlyList<int>> oracle, TextWriter log, CancellationToken cancellationToken)
@@ -129,18 +130,21 @@ public static class LoadBenchmark
         var concurrency = settings.Concurrency.Max();
         var on = new List<double>();
         var off = new List<double>();
-        for (var round = 0; round < 3; round++)
+        for (var round = 0; round < OverheadRounds; round++)
         {
             foreach (var metrics in round % 2 == 0 ? new[] { true, false } : [false, true])
             {
-                log.WriteLine($"bench: metrics overhead, round {round + 1} of 3, metrics {(metrics ? "on" : "off")}...");
+                log.WriteLine($"bench: metrics overhead, round {round + 1} of {OverheadRounds}, metrics {(metrics ? "on" : "off")}...");
                 var level = (await OnClusterAsync(exported, settings, oracle, [concurrency], metrics, log, cancellationToken).ConfigureAwait(false))[0];
                 (metrics ? on : off).Add(level.TokensPerS);
             }
         }
 
-        return new MetricsOverhead(concurrency, on, off, Math.Round(Stats.Percentile(on, 50) / Stats.Percentile(off, 50), 3));
+        var ratios = on.Zip(off, (a, b) => Math.Round(a / b, 3)).ToList();
+        return new MetricsOverhead(concurrency, on, off, ratios, Math.Round(Stats.Percentile(ratios, 50), 3));
     }
+
+    private const int OverheadRounds = 5;
 
     /// <summary>Scrapes every edge's /metrics once a second while a level runs, as Prometheus would.</summary>
     private sealed class MetricsScraper(int edges, int portBase) : IDisposable
@@ -335,7 +339,7 @@ public static class LoadBenchmark
 }
 
 /// <summary>Tokens/s of the same level with metrics on and off, and the ratio of their medians (at least 0.97 is the target).</summary>
-public sealed record MetricsOverhead(int Concurrency, IReadOnlyList<double> TokensPerSOn, IReadOnlyList<double> TokensPerSOff, double Ratio);
+public sealed record MetricsOverhead(int Concurrency, IReadOnlyList<double> TokensPerSOn, IReadOnlyList<double> TokensPerSOff, IReadOnlyList<double> RoundRatios, double Ratio);
 
 /// <summary>One answered (or failed) request of a level.</summary>
 internal sealed record RequestSample(bool Failed, bool Matches, int Tokens, double LatencyMs, double TtftMs, double? PerTokenMs, double RemoteBatches);
