@@ -3,6 +3,15 @@
 # a week, 10,000 messages or 256 MiB per _error or _skipped queue, the oldest dropped first. It also makes the users of
 # the roles (scripts/rabbitmq-users.sh) with the passwords compose passes from the environment; the image made the admin.
 set -euo pipefail
+for variable in DANCEMOE_RABBITMQ_ADMIN_PASSWORD DANCEMOE_RABBITMQ_CLIENT_PASSWORD DANCEMOE_RABBITMQ_EDGE_PASSWORD \
+                DANCEMOE_RABBITMQ_COORDINATOR_PASSWORD DANCEMOE_RABBITMQ_OPS_PASSWORD; do
+  value="${!variable:-}"
+  [ "$variable" = DANCEMOE_RABBITMQ_ADMIN_PASSWORD ] && value="${RABBITMQ_DEFAULT_PASS:-}"
+  if [ -z "$value" ]; then
+    echo "rabbitmq: $variable is not set: compose passes every role's password from the environment and has no default" >&2
+    exit 1
+  fi
+done
 # shellcheck source=../../scripts/rabbitmq-users.sh
 . /etc/rabbitmq/rabbitmq-users.sh
 (

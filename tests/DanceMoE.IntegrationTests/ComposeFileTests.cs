@@ -86,9 +86,27 @@ public sealed class ComposeFileTests
     [Fact]
     public async Task Compose_has_no_broker_password_of_its_own_and_each_service_connects_as_its_role()
     {
-        var (exitCode, _, errors) = await DockerComposeAsync("config -q", withBrokerPasswords: false);
-        Assert.NotEqual(0, exitCode);
-        Assert.Contains("DANCEMOE_RABBITMQ_", errors, StringComparison.Ordinal);
+        var (exitCode, output, errors) = await DockerComposeAsync("config", withBrokerPasswords: false);
+        Assert.True(exitCode == 0, errors);
+        Assert.Contains("RABBITMQ_DEFAULT_PASS: ''", output, StringComparison.Ordinal);
+        var broker = new ProcessStartInfo("bash", $"\"{Path.Combine(RepositoryRoot(), "compose", "rabbitmq", "start-with-policies.sh")}\"")
+        {
+            RedirectStandardError = true,
+            RedirectStandardOutput = true,
+        };
+        foreach (var role in BrokerRoles)
+        {
+            broker.Environment.Remove($"DANCEMOE_RABBITMQ_{role}_PASSWORD");
+        }
+
+        broker.Environment["RABBITMQ_DEFAULT_PASS"] = "";
+        using (var refused = Process.Start(broker)!)
+        {
+            var refusal = await refused.StandardError.ReadToEndAsync();
+            await refused.WaitForExitAsync();
+            Assert.Equal(1, refused.ExitCode);
+            Assert.Contains("DANCEMOE_RABBITMQ_ADMIN_PASSWORD is not set", refusal, StringComparison.Ordinal);
+        }
 
         var services = await ServicesAsync();
         Assert.Contains("RABBITMQ_DEFAULT_USER: dancemoe-admin", services["rabbitmq"], StringComparison.Ordinal);
