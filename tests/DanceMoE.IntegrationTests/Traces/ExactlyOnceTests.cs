@@ -11,21 +11,7 @@ public sealed class ExactlyOnceTests(TraceDatabase database) : IClassFixture<Tra
         var request = Guid.NewGuid();
         var first = TraceRecords.Request(edge, request, positions: 20, layers: 4, at: DateTimeOffset.UtcNow.AddSeconds(-30)).ToList();
         var again = TraceRecords.Request(edge, request, positions: 20, layers: 4, at: DateTimeOffset.UtcNow.AddSeconds(-1)).ToList();
-        await using (var writer = new TraceWriter(database.Options(edge)))
-        {
-            writer.Start();
-            first.ForEach(writer.Add);
-            await writer.FlushAsync(CancellationToken.None);
-        }
-
-        await using (var restarted = new TraceWriter(database.Options(edge)))
-        {
-            restarted.Start();
-            again.ForEach(restarted.Add);
-            await restarted.FlushAsync(CancellationToken.None);
-            Assert.Equal(0, restarted.State.RowsWritten);
-            Assert.Equal(again.Count, restarted.State.RowsDuplicate);
-        }
+        await ServeTwiceAsync(edge, first, again);
 
         Assert.Equal(first.Count, await database.ScalarAsync("SELECT count(*) FROM routing_events WHERE request_id = @r", ("r", request)));
         Assert.Equal(first.Count * 2, await database.ScalarAsync("SELECT sum(count) FROM activation_counts WHERE origin_edge = @e", ("e", edge)));
@@ -40,26 +26,11 @@ public sealed class ExactlyOnceTests(TraceDatabase database) : IClassFixture<Tra
         var yesterday = DateTimeOffset.UtcNow.AddDays(-1);
         var first = TraceRecords.Request(edge, request, positions: 8, layers: 3, at: yesterday).ToList();
         var again = TraceRecords.Request(edge, request, positions: 8, layers: 3, at: DateTimeOffset.UtcNow).ToList();
-        await using (var writer = new TraceWriter(database.Options(edge)))
+        await ServeTwiceAsync(edge, first, again, new RequestSummary
         {
-            writer.Start();
-            first.ForEach(writer.Add);
-            writer.Add(new RequestSummary
-            {
-                RequestId = request, PromptTokens = 4, GeneratedTokens = 4, Status = RequestStatus.Completed,
-                ReceivedAt = yesterday.AddSeconds(-1), CompletedAt = yesterday,
-            });
-            await writer.FlushAsync(CancellationToken.None);
-        }
-
-        await using (var restarted = new TraceWriter(database.Options(edge)))
-        {
-            restarted.Start();
-            again.ForEach(restarted.Add);
-            await restarted.FlushAsync(CancellationToken.None);
-            Assert.Equal(0, restarted.State.RowsWritten);
-            Assert.Equal(again.Count, restarted.State.RowsDuplicate);
-        }
+            RequestId = request, PromptTokens = 4, GeneratedTokens = 4, Status = RequestStatus.Completed,
+            ReceivedAt = yesterday.AddSeconds(-1), CompletedAt = yesterday,
+        });
 
         Assert.Equal(first.Count, await database.ScalarAsync("SELECT count(*) FROM routing_events WHERE request_id = @r", ("r", request)));
         Assert.Equal(first.Count * 2, await database.ScalarAsync("SELECT sum(count) FROM activation_counts WHERE origin_edge = @e", ("e", edge)));
@@ -136,5 +107,28 @@ public sealed class ExactlyOnceTests(TraceDatabase database) : IClassFixture<Tra
             """);
         Assert.True(partitions >= 3, $"{partitions} partitions");
         Assert.Equal(partitions, keyed);
+    }
+
+    /// <summary>The first serving's rows (and summary) by one writer, then the second's by a restarted one, which stores none of them.</summary>
+    private async Task ServeTwiceAsync(string edge, List<RoutingRecord> first, List<RoutingRecord> again, RequestSummary? firstSummary = null)
+    {
+        await using (var writer = new TraceWriter(database.Options(edge)))
+        {
+            writer.Start();
+            first.ForEach(writer.Add);
+            if (firstSummary is not null)
+            {
+                writer.Add(firstSummary);
+            }
+
+            await writer.FlushAsync(CancellationToken.None);
+        }
+
+        await using var restarted = new TraceWriter(database.Options(edge));
+        restarted.Start();
+        again.ForEach(restarted.Add);
+        await restarted.FlushAsync(CancellationToken.None);
+        Assert.Equal(0, restarted.State.RowsWritten);
+        Assert.Equal(again.Count, restarted.State.RowsDuplicate);
     }
 }
