@@ -11,22 +11,27 @@ public static class PlacementReport
 
     /// <summary>
     /// Writes the results as a JSON array of <see cref="Row"/>s, or as the table (after <paramref name="description"/> when
-    /// given) followed by the migration table when migrations from <paramref name="migrateFrom"/> were planned.
+    /// given), the lower bound when given, and the migration table when migrations from <paramref name="migrateFrom"/>
+    /// were planned.
     /// </summary>
     public static void Write(
         TextWriter output, IReadOnlyList<AlgorithmResult> results, bool asJson, string? description = null,
         Dictionary<string, (MigrationPlan Plan, MigrationDecision Decision)>? migrations = null, string? migrateFrom = null,
-        double horizonSeconds = 0, LatencyOptions? options = null)
+        double horizonSeconds = 0, LatencyOptions? options = null, double? lowerBoundMs = null)
     {
         ArgumentNullException.ThrowIfNull(output);
         if (asJson)
         {
-            output.WriteLine(JsonSerializer.Serialize(results.Select(r => Row(r, migrations?[r.Algorithm])).ToList(), Json));
+            output.WriteLine(JsonSerializer.Serialize(results.Select(r => Row(r, migrations?[r.Algorithm], lowerBoundMs)).ToList(), Json));
             return;
         }
 
         var lines = description is null ? [] : new[] { description }.AsEnumerable();
         lines = lines.Concat(Table(results));
+        if (lowerBoundMs is { } bound)
+        {
+            lines = lines.Append(LowerBoundLine(results, bound));
+        }
         if (migrations is not null)
         {
             lines = lines.Concat(MigrationTable(migrations, migrateFrom!, horizonSeconds, options ?? new LatencyOptions()));
@@ -38,8 +43,8 @@ public static class PlacementReport
         }
     }
 
-    /// <summary>One JSON row per result: its metrics, and the migration to it when one was planned.</summary>
-    public static Dictionary<string, object> Row(AlgorithmResult r, (MigrationPlan Plan, MigrationDecision Decision)? migration = null)
+    /// <summary>One JSON row per result: its metrics, the migration to it when one was planned, and the lower bound when given.</summary>
+    public static Dictionary<string, object> Row(AlgorithmResult r, (MigrationPlan Plan, MigrationDecision Decision)? migration = null, double? lowerBoundMs = null)
     {
         ArgumentNullException.ThrowIfNull(r);
         var row = new Dictionary<string, object>
@@ -55,6 +60,11 @@ public static class PlacementReport
             ["solve_ms"] = Math.Round(r.SolveMs, 1),
             ["replicas"] = r.Placement.TotalReplicas,
         };
+        if (lowerBoundMs is { } bound)
+        {
+            row["lower_bound_latency_ms_mean"] = Math.Round(bound, 2);
+        }
+
         if (migration is { } m)
         {
             row["migration_loads"] = m.Plan.Loads;
@@ -91,6 +101,16 @@ public static class PlacementReport
                 yield return $"latency planner mean: {string.Join(", ", gains)}";
             }
         }
+    }
+
+    /// <summary>The lower bound on mean latency (<see cref="LatencyLowerBound"/>), and how far under <c>eplb</c> it is when <c>eplb</c> ran.</summary>
+    public static string LowerBoundLine(IReadOnlyList<AlgorithmResult> results, double lowerBoundMs)
+    {
+        ArgumentNullException.ThrowIfNull(results);
+        var eplb = results.FirstOrDefault(r => r.Algorithm == PlacementAlgorithms.Eplb);
+        var under = eplb is null ? "" : string.Create(CultureInfo.InvariantCulture, $", {100 * (1 - (lowerBoundMs / eplb.Metrics.LatencyMsMean)):F1}% under eplb");
+        return string.Create(CultureInfo.InvariantCulture,
+            $"lower bound on mean ms for any placement (eval requests known, coverage relaxed): {lowerBoundMs:F1}{under}");
     }
 
     /// <summary>The migrations from <paramref name="from"/>, after a blank line: moves, time, churn and whether each pays.</summary>

@@ -106,6 +106,9 @@ public sealed class PlacementSimulation
         }
     }
 
+    /// <summary>A lower bound on the mean latency any placement within the budgets models on <see cref="Eval"/> (<see cref="LatencyLowerBound"/>).</summary>
+    public double? LowerBoundMs(CancellationToken cancellationToken) => LatencyLowerBound.MeanLatencyMs(Problem, Eval, cancellationToken);
+
     /// <summary>Plans the migration from <paramref name="from"/>'s placement to each result's, and whether it pays within <paramref name="horizon"/> s.</summary>
     public Dictionary<string, (MigrationPlan Plan, MigrationDecision Decision)> Migrations(IReadOnlyList<AlgorithmResult> results, string from, double horizon)
     {

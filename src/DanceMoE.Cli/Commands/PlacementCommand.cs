@@ -84,7 +84,7 @@ public static class PlacementCommand
             simulation.Plot(plot, results);
         }
 
-        PlacementReport.Write(Console.Out, results, asJson, simulation.Description, migrations, migrateFrom, horizon, options);
+        PlacementReport.Write(Console.Out, results, asJson, simulation.Description, migrations, migrateFrom, horizon, options, simulation.LowerBoundMs(cancellationToken));
         return ExitCodes.Ok;
     }
 
