@@ -14,7 +14,7 @@ namespace DanceMoE.Placement;
 /// </summary>
 public static class LatencyLowerBound
 {
-    private const int Bisections = 30;
+    private const int Bisections = 20;
 
     /// <summary>The bound in ms for the problem's model, cluster and budgets on <paramref name="workload"/>; null when a layer has more than 64 experts.</summary>
     public static double? MeanLatencyMs(PlacementProblem problem, Workload workload, CancellationToken cancellationToken = default)
