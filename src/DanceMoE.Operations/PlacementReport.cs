@@ -32,6 +32,7 @@ public static class PlacementReport
         {
             lines = lines.Append(LowerBoundLine(results, bound));
         }
+
         if (migrations is not null)
         {
             lines = lines.Concat(MigrationTable(migrations, migrateFrom!, horizonSeconds, options ?? new LatencyOptions()));
