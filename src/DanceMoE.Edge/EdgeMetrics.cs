@@ -1,15 +1,22 @@
 using System.Diagnostics.Metrics;
+using System.Runtime.InteropServices;
 using Microsoft.Extensions.Options;
 
 namespace DanceMoE.Edge;
 
 /// <summary>
 /// The edge's instruments (meter <c>DanceMoE.Edge</c>), named as Prometheus exposes them. Recording costs next to nothing
-/// while nothing listens (no <c>--metrics-port</c>); gauges are read from the runtime only when scraped.
+/// while nothing listens (no <c>--metrics-port</c>); gauges are read from the runtime only when scraped. Recording can be
+/// paused and resumed in a running edge (<see cref="Recording"/>), so that <c>bench load --metrics-overhead</c> compares
+/// the same processes with and without it.
 /// </summary>
 public sealed class EdgeMetrics : IDisposable
 {
     public const string MeterName = "DanceMoE.Edge";
+
+    /// <summary>SIGUSR1 and SIGUSR2 on Linux: pause and resume recording.</summary>
+    public const int PauseSignal = 10;
+    public const int ResumeSignal = 12;
 
     private static readonly double[] SecondsBuckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120];
     private static readonly double[] StepBuckets = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
@@ -23,12 +30,15 @@ public sealed class EdgeMetrics : IDisposable
     private readonly Histogram<double> _peerRoundTrip;
     private readonly Counter<long> _activations;
     private readonly object[] _numbers;
+    private readonly bool _expertMetrics;
+    private readonly List<PosixSignalRegistration> _signals = [];
+    private volatile bool _recording = true;
 
     public EdgeMetrics(IOptions<EdgeOptions> options)
     {
         ArgumentNullException.ThrowIfNull(options);
         Meter = new Meter(MeterName);
-        ExpertActivationsEnabled = options.Value.ExpertMetrics;
+        _expertMetrics = options.Value.ExpertMetrics;
         _requests = Meter.CreateCounter<long>("dancemoe_requests", "{request}", "Generation requests this edge finished, by status (completed, failed, cancelled, rejected)");
         _tokens = Meter.CreateCounter<long>("dancemoe_generated_tokens", "{token}", "Tokens this edge generated for its requests");
         _duration = Meter.CreateHistogram<double>("dancemoe_request_duration_seconds", "s", "Time from a request's start to its answer",
@@ -45,13 +55,35 @@ public sealed class EdgeMetrics : IDisposable
             "Token rows routed to each expert by this edge's requests (--expert-metrics only)");
 
         // Boxed once, so that a per-expert measurement allocates nothing.
-        _numbers = ExpertActivationsEnabled ? [.. Enumerable.Range(0, 4096).Select(i => (object)i.ToString(System.Globalization.CultureInfo.InvariantCulture))] : [];
+        _numbers = _expertMetrics ? [.. Enumerable.Range(0, 4096).Select(i => (object)i.ToString(System.Globalization.CultureInfo.InvariantCulture))] : [];
     }
 
     public Meter Meter { get; }
 
-    /// <summary>Whether per-layer, per-expert activation counters are recorded (<c>--expert-metrics</c>).</summary>
-    public bool ExpertActivationsEnabled { get; }
+    /// <summary>Whether per-layer, per-expert activation counters are recorded now (<c>--expert-metrics</c>, not paused).</summary>
+    public bool ExpertActivationsEnabled => _expertMetrics && _recording;
+
+    /// <summary>Whether measurements are recorded; false: every instrument is skipped, as if nothing listened.</summary>
+    public bool Recording
+    {
+        get => _recording;
+        set => _recording = value;
+    }
+
+    /// <summary>SIGUSR1 pauses recording, SIGUSR2 resumes it (Linux signal numbers).</summary>
+    public void SwitchOnSignals()
+    {
+        _signals.Add(PosixSignalRegistration.Create((PosixSignal)PauseSignal, context =>
+        {
+            context.Cancel = true;
+            Recording = false;
+        }));
+        _signals.Add(PosixSignalRegistration.Create((PosixSignal)ResumeSignal, context =>
+        {
+            context.Cancel = true;
+            Recording = true;
+        }));
+    }
 
     /// <summary>Registers the gauges read from the runtime at each scrape.</summary>
     public void Observe(EdgeRuntime edge)
@@ -65,12 +97,18 @@ public sealed class EdgeMetrics : IDisposable
         Meter.CreateObservableGauge("dancemoe_placement_version", () => edge.Routing.Current.Version, "", "Version of the placement this edge routes by");
         Meter.CreateObservableGauge("dancemoe_trace_rows_buffered", () => edge.Traces.State.Pending, "{row}", "Trace rows and summaries in memory, not yet written");
         Meter.CreateObservableGauge("dancemoe_trace_rows_spilled", () => edge.Traces.State.Spilled, "{row}", "Trace rows and summaries in spill files, waiting for replay");
+        Meter.CreateObservableGauge("dancemoe_metrics_recording", () => _recording ? 1 : 0, "", "1 while measurements are recorded, 0 while paused (SIGUSR1 pauses, SIGUSR2 resumes)");
         Meter.CreateObservableCounter("dancemoe_trace_rows_lost", () => edge.Traces.State.Lost, "{row}", "Trace rows and summaries lost (neither written nor spilled)");
     }
 
     /// <summary>A request's end: its status, tokens, duration and expert calls (as its answer's stats count them).</summary>
     public void RequestFinished(string status, int tokens, TimeSpan duration, long localCalls, long remoteCalls)
     {
+        if (!_recording)
+        {
+            return;
+        }
+
         _requests.Add(1, new KeyValuePair<string, object?>("status", status));
         if (tokens > 0)
         {
@@ -83,13 +121,29 @@ public sealed class EdgeMetrics : IDisposable
     }
 
     /// <summary>A request that was refused before it ran.</summary>
-    public void RequestRejected() => _requests.Add(1, new KeyValuePair<string, object?>("status", "rejected"));
+    public void RequestRejected()
+    {
+        if (_recording)
+        {
+            _requests.Add(1, new KeyValuePair<string, object?>("status", "rejected"));
+        }
+    }
 
-    public void TokenProduced(int index, TimeSpan sincePrevious) =>
-        (index == 0 ? _firstToken : _perToken).Record(sincePrevious.TotalSeconds);
+    public void TokenProduced(int index, TimeSpan sincePrevious)
+    {
+        if (_recording)
+        {
+            (index == 0 ? _firstToken : _perToken).Record(sincePrevious.TotalSeconds);
+        }
+    }
 
-    public void PeerRoundTrip(string peer, TimeSpan elapsed) =>
-        _peerRoundTrip.Record(elapsed.TotalSeconds, new KeyValuePair<string, object?>("peer", peer));
+    public void PeerRoundTrip(string peer, TimeSpan elapsed)
+    {
+        if (_recording)
+        {
+            _peerRoundTrip.Record(elapsed.TotalSeconds, new KeyValuePair<string, object?>("peer", peer));
+        }
+    }
 
     public void ExpertActivated(int layer, int expert, int rows)
     {
@@ -99,5 +153,13 @@ public sealed class EdgeMetrics : IDisposable
         }
     }
 
-    public void Dispose() => Meter.Dispose();
+    public void Dispose()
+    {
+        foreach (var signal in _signals)
+        {
+            signal.Dispose();
+        }
+
+        Meter.Dispose();
+    }
 }

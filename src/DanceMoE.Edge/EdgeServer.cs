@@ -50,6 +50,7 @@ public static class EdgeServer
         {
             var runtime = ActivatorUtilities.CreateInstance<EdgeRuntime>(sp);
             sp.GetRequiredService<EdgeMetrics>().Observe(runtime);
+            sp.GetRequiredService<EdgeMetrics>().SwitchOnSignals();
             sp.GetRequiredService<EdgeReadiness>().Loaded(runtime);
             return runtime;
         });

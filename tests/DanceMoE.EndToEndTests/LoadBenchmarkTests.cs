@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Text.Json;
 
 namespace DanceMoE.EndToEndTests;
@@ -43,4 +44,46 @@ public sealed class LoadBenchmarkTests
 
         Assert.DoesNotContain("warning", errors, StringComparison.Ordinal);
     }
+
+    [Fact]
+    public async Task Bench_load_metrics_overhead_json_gives_each_rounds_tokens_per_s_and_cpu_per_token_on_and_off_with_their_ratios()
+    {
+        await using var cluster = await EdgeCluster.CreateAsync(seed: 59);
+        var environment = new Dictionary<string, string>
+        {
+            ["DANCEMOE_STATE"] = Path.Combine(cluster.Directory, "state"),
+            ["ConnectionStrings__rabbitmq"] = cluster.VirtualHost.Uri,
+        };
+
+        var (exit, output, errors) = await CommandLineTests.RunAsync(
+            ["bench", "load", "--model", cluster.ModelDirectory, "--edges", "2", "--concurrency", "2", "--requests-per-level", "4", "--max-tokens", "16",
+             "--metrics-overhead", "--overhead-rounds", "2", "--metrics-port-base", ObservabilityTests.FreePortPair().ToString(CultureInfo.InvariantCulture), "--json"],
+            environment, TimeSpan.FromMinutes(5));
+
+        // The run itself checks each level's token counters: moved by the tokens answered with recording on, not at all with it off.
+        Assert.True(exit == 0, $"bench load exited {exit}: {output}\n{errors}");
+        using var json = JsonDocument.Parse(output);
+        var overhead = json.RootElement.GetProperty("metrics_overhead");
+        Assert.Equal(2, overhead.GetProperty("concurrency").GetInt32());
+        Assert.Equal(2, overhead.GetProperty("rounds").GetInt32());
+        var on = Numbers(overhead, "tokens_per_s_on");
+        var off = Numbers(overhead, "tokens_per_s_off");
+        AssertRatios(on.Zip(off, (a, b) => a / b), Numbers(overhead, "round_ratios"));
+        var cpuOn = Numbers(overhead, "cpu_ms_per_token_on");
+        var cpuOff = Numbers(overhead, "cpu_ms_per_token_off");
+        Assert.All(cpuOn.Concat(cpuOff), c => Assert.True(c > 0, overhead.ToString()));
+        AssertRatios(cpuOff.Zip(cpuOn, (a, b) => a / b), Numbers(overhead, "cpu_round_ratios"));
+        Assert.InRange(overhead.GetProperty("ratio").GetDouble(), overhead.GetProperty("ratio_p25").GetDouble(), overhead.GetProperty("ratio_p75").GetDouble());
+        Assert.InRange(overhead.GetProperty("cpu_ratio").GetDouble(), overhead.GetProperty("cpu_ratio_p25").GetDouble(), overhead.GetProperty("cpu_ratio_p75").GetDouble());
+    }
+
+    /// <summary>The printed ratios are those of the printed values, which are rounded: equal within 2%.</summary>
+    private static void AssertRatios(IEnumerable<double> expected, List<double> printed)
+    {
+        var pairs = expected.Zip(printed).ToList();
+        Assert.Equal(printed.Count, pairs.Count);
+        Assert.All(pairs, p => Assert.InRange(p.Second / p.First, 0.98, 1.02));
+    }
+
+    private static List<double> Numbers(JsonElement element, string name) => [.. element.GetProperty(name).EnumerateArray().Select(e => e.GetDouble())];
 }

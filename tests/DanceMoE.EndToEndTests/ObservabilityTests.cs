@@ -170,7 +170,7 @@ public sealed partial class ObservabilityTests
         return names;
     }
 
-    private static int FreePortPair()
+    internal static int FreePortPair()
     {
         for (var attempt = 0; ; attempt++)
         {

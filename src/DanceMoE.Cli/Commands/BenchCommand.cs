@@ -129,11 +129,13 @@ public static class BenchCommand
         var rate = CliOptions.OptionalDouble("rate", "Poisson arrivals per second (seeded) instead of closed-loop clients", 0.001, 100_000);
         var json = CliOptions.Flag("json", "print JSON: one object per level (with --metrics-overhead: {levels, metrics_overhead})");
         var metricsOverhead = CliOptions.Flag("metrics-overhead",
-            "then run the highest level on clusters with metrics on (scraped every second, per-expert counters) and off, five rounds of one each; prints the median on/off ratio");
+            "then run the highest level on one cluster, rounds of one level with metrics on (scraped every second, per-expert counters) and one off; prints median ratios");
+        var overheadRounds = CliOptions.Int("overhead-rounds", 8, "rounds of --metrics-overhead", 1, 1000);
+        var metricsPortBase = CliOptions.Int("metrics-port-base", 9470, "with --metrics-overhead: edge-i serves /metrics on 127.0.0.1 at this port + i - 1", 1024, 65000);
         var command = new Command("load", "tokens/s and latency of a local cluster under concurrent requests, each answer checked against the monolithic one. "
             + "Per-token time is per request: (latency - time to first token) / (tokens - 1); time to first token is the client's latency less the edge's time after its first token")
         {
-            model, edges, concurrency, requestsPerLevel, maxTokens, linkDelay, linkMbps, rate, json, metricsOverhead,
+            model, edges, concurrency, requestsPerLevel, maxTokens, linkDelay, linkMbps, rate, json, metricsOverhead, overheadRounds, metricsPortBase,
         };
         command.SetAction(async (result, cancellationToken) =>
         {
@@ -149,6 +151,8 @@ public static class BenchCommand
                 Rate = result.GetValue(rate),
                 Json = result.GetValue(json),
                 MetricsOverhead = result.GetValue(metricsOverhead),
+                OverheadRounds = result.GetValue(overheadRounds),
+                MetricsPortBase = result.GetValue(metricsPortBase),
             };
             var levels = await Progress.RunAsync("bench load", log => LoadBenchmark.RunAsync(settings, Console.Out, log, cancellationToken)).ConfigureAwait(false);
             var failed = levels.Sum(l => l.Failed);

@@ -56,8 +56,8 @@ public static class LoadBenchmark
         var oracle = await OracleAsync(manifest, prompts, settings.MaxTokens, cancellationToken).ConfigureAwait(false);
 
         log.WriteLine($"bench: {settings.Edges} edges, uniform placement{LinkLabel(settings)}...");
-        var levels = await OnClusterAsync(exported, settings, oracle, settings.Concurrency, metrics: false, log, cancellationToken).ConfigureAwait(false);
-        var overhead = settings.MetricsOverhead ? await MetricsOverheadAsync(exported, settings, oracle, log, cancellationToken).ConfigureAwait(false) : null;
+        var levels = await OnClusterAsync(exported, settings, oracle, settings.Concurrency, log, cancellationToken).ConfigureAwait(false);
+        var overhead = settings.MetricsOverhead ? await MetricsOverheadBenchmark.RunAsync(exported, settings, oracle, log, cancellationToken).ConfigureAwait(false) : null;
 
         if (settings.Json)
         {
@@ -69,17 +69,18 @@ public static class LoadBenchmark
             if (overhead is not null)
             {
                 output.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                    $"metrics on vs off at concurrency {overhead.Concurrency}: tokens/s {string.Join(", ", overhead.TokensPerSOn.Select(t => t.ToString("F1", CultureInfo.InvariantCulture)))} "
-                    + $"vs {string.Join(", ", overhead.TokensPerSOff.Select(t => t.ToString("F1", CultureInfo.InvariantCulture)))}; per-round ratios {string.Join(", ", overhead.RoundRatios.Select(r => r.ToString("F3", CultureInfo.InvariantCulture)))}, median {overhead.Ratio:F3}"));
+                    $"metrics on vs off at concurrency {overhead.Concurrency}, {overhead.Rounds} rounds of {overhead.RequestsPerLevel} requests on one cluster: "
+                    + $"tokens/s on / off median {overhead.Ratio:F3} (quartiles {overhead.RatioP25:F3} to {overhead.RatioP75:F3}; rounds {Joined(overhead.RoundRatios)}); "
+                    + $"CPU per token off / on median {overhead.CpuRatio:F3} (quartiles {overhead.CpuRatioP25:F3} to {overhead.CpuRatioP75:F3}; rounds {Joined(overhead.CpuRoundRatios)})"));
             }
         }
 
         return levels;
     }
 
-    /// <summary>A fresh cluster (edges scraped on /metrics, with per-expert counters, or not) that runs the given levels.</summary>
+    /// <summary>A fresh cluster (no metrics) that runs the given levels.</summary>
     private static async Task<List<LoadLevel>> OnClusterAsync(
-        string exported, LoadBenchmarkSettings settings, Dictionary<string, IReadOnlyList<int>> oracle, IEnumerable<int> concurrencies, bool metrics,
+        string exported, LoadBenchmarkSettings settings, Dictionary<string, IReadOnlyList<int>> oracle, IEnumerable<int> concurrencies,
         TextWriter log, CancellationToken cancellationToken)
     {
         var levels = new List<LoadLevel>();
@@ -87,13 +88,11 @@ public static class LoadBenchmark
             new ClusterSpec
             {
                 Edges = settings.Edges, Model = exported, Provider = "cpu", LinkDelayMs = settings.LinkDelayMs, LinkMbps = settings.LinkMbps,
-                MetricsPortBase = metrics ? settings.MetricsPortBase : null,
             },
             log.WriteLine, cancellationToken).ConfigureAwait(false);
         try
         {
             await using var client = await BusClient.StartAsync(LocalEnvironment.RabbitMqUri, cancellationToken).ConfigureAwait(false);
-            using var scraper = metrics ? new MetricsScraper(settings.Edges, settings.MetricsPortBase) : null;
             var target = new LoadTarget(client.Bus, settings, oracle, log);
             log.WriteLine("bench: one warm-up request per edge...");
             await Task.WhenAll(Enumerable.Range(0, settings.Edges).Select(i => target.SendAsync(i, cancellationToken))).ConfigureAwait(false);
@@ -102,13 +101,8 @@ public static class LoadBenchmark
                 var requests = settings.RequestsAt(concurrency);
                 log.WriteLine(settings.Rate is { } rate
                     ? string.Create(CultureInfo.InvariantCulture, $"bench: {requests} requests arriving at {rate:0.##}/s, at most {concurrency} in flight...")
-                    : $"bench: {requests} requests from {concurrency} closed-loop clients{(metrics ? ", metrics scraped every second" : "")}...");
-                scraper?.Start();
+                    : $"bench: {requests} requests from {concurrency} closed-loop clients...");
                 levels.Add(await LevelAsync(target, concurrency, requests, settings, cancellationToken).ConfigureAwait(false));
-                if (scraper is not null)
-                {
-                    await scraper.StopAsync().ConfigureAwait(false);
-                }
             }
         }
         finally
@@ -117,77 +111,6 @@ public static class LoadBenchmark
         }
 
         return levels;
-    }
-
-    /// <summary>
-    /// The metrics' own cost: the highest level on clusters with metrics on (scraped every second, per-expert counters on)
-    /// and off, in <see cref="OverheadRounds"/> rounds of one each, the order alternating; the median of the rounds' on/off
-    /// ratios. Pairing within a round takes out the drift a shared machine shows from one cluster to the next.
-    /// </summary>
-    private static async Task<MetricsOverhead> MetricsOverheadAsync(
-        string exported, LoadBenchmarkSettings settings, Dictionary<string, IReadOnlyList<int>> oracle, TextWriter log, CancellationToken cancellationToken)
-    {
-        var concurrency = settings.Concurrency.Max();
-        var on = new List<double>();
-        var off = new List<double>();
-        for (var round = 0; round < OverheadRounds; round++)
-        {
-            foreach (var metrics in round % 2 == 0 ? new[] { true, false } : [false, true])
-            {
-                log.WriteLine($"bench: metrics overhead, round {round + 1} of {OverheadRounds}, metrics {(metrics ? "on" : "off")}...");
-                var level = (await OnClusterAsync(exported, settings, oracle, [concurrency], metrics, log, cancellationToken).ConfigureAwait(false))[0];
-                (metrics ? on : off).Add(level.TokensPerS);
-            }
-        }
-
-        var ratios = on.Zip(off, (a, b) => Math.Round(a / b, 3)).ToList();
-        return new MetricsOverhead(concurrency, on, off, ratios, Math.Round(Stats.Percentile(ratios, 50), 3));
-    }
-
-    private const int OverheadRounds = 5;
-
-    /// <summary>Scrapes every edge's /metrics once a second while a level runs, as Prometheus would.</summary>
-    private sealed class MetricsScraper(int edges, int portBase) : IDisposable
-    {
-        private readonly HttpClient _http = new() { Timeout = TimeSpan.FromSeconds(5) };
-        private CancellationTokenSource? _stop;
-        private Task? _loop;
-
-        public void Start()
-        {
-            _stop = new CancellationTokenSource();
-            var token = _stop.Token;
-            _loop = Task.Run(async () =>
-            {
-                using var timer = new PeriodicTimer(TimeSpan.FromSeconds(1));
-                while (await timer.WaitForNextTickAsync(token).ConfigureAwait(false))
-                {
-                    foreach (var i in Enumerable.Range(0, edges))
-                    {
-                        using var response = await _http.GetAsync(new Uri(FormattableString.Invariant($"http://127.0.0.1:{portBase + i}/metrics")), token).ConfigureAwait(false);
-                        await response.Content.ReadAsStringAsync(token).ConfigureAwait(false);
-                    }
-                }
-            }, token);
-        }
-
-        public async Task StopAsync()
-        {
-            await _stop!.CancelAsync().ConfigureAwait(false);
-            try
-            {
-                await _loop!.ConfigureAwait(false);
-            }
-            catch (OperationCanceledException)
-            {
-            }
-        }
-
-        public void Dispose()
-        {
-            _stop?.Dispose();
-            _http.Dispose();
-        }
     }
 
     private static async Task<Dictionary<string, IReadOnlyList<int>>> OracleAsync(ModelManifest manifest, List<string> prompts, int maxTokens, CancellationToken cancellationToken)
@@ -219,6 +142,14 @@ public static class LoadBenchmark
     }
 
     private static async Task<LoadLevel> LevelAsync(LoadTarget target, int concurrency, int requests, LoadBenchmarkSettings settings, CancellationToken cancellationToken)
+    {
+        var (samples, wall) = await RunLevelAsync(target, concurrency, requests, settings, cancellationToken).ConfigureAwait(false);
+        return LoadLevel.From(concurrency, samples, wall);
+    }
+
+    /// <summary>One level's answers and its wall time.</summary>
+    internal static async Task<(List<RequestSample> Samples, TimeSpan Wall)> RunLevelAsync(
+        LoadTarget target, int concurrency, int requests, LoadBenchmarkSettings settings, CancellationToken cancellationToken)
     {
         var samples = new ConcurrentBag<RequestSample>();
         var clock = Stopwatch.StartNew();
@@ -258,7 +189,7 @@ public static class LoadBenchmark
             })).ConfigureAwait(false);
         }
 
-        return LoadLevel.From(concurrency, [.. samples], clock.Elapsed);
+        return ([.. samples], clock.Elapsed);
     }
 
     /// <summary>Arrival times of a Poisson process at <paramref name="rate"/> per second, from a fixed seed.</summary>
@@ -306,8 +237,10 @@ public static class LoadBenchmark
 
     private static double? Ratio(double? value, double? baseline) => value / baseline;
 
+    private static string Joined(IEnumerable<double> ratios) => string.Join(", ", ratios.Select(r => r.ToString("F3", CultureInfo.InvariantCulture)));
+
     /// <summary>The cluster under load: request i goes to edge (i mod edges) + 1 with prompt i mod the prompt count.</summary>
-    private sealed class LoadTarget(IBus bus, LoadBenchmarkSettings settings, Dictionary<string, IReadOnlyList<int>> oracle, TextWriter log)
+    internal sealed class LoadTarget(IBus bus, LoadBenchmarkSettings settings, Dictionary<string, IReadOnlyList<int>> oracle, TextWriter log)
     {
         public async Task<RequestSample> SendAsync(int index, CancellationToken cancellationToken, TimeSpan queued = default)
         {
@@ -337,9 +270,6 @@ public static class LoadBenchmark
         }
     }
 }
-
-/// <summary>Tokens/s of the same level with metrics on and off, and the ratio of their medians (at least 0.97 is the target).</summary>
-public sealed record MetricsOverhead(int Concurrency, IReadOnlyList<double> TokensPerSOn, IReadOnlyList<double> TokensPerSOff, IReadOnlyList<double> RoundRatios, double Ratio);
 
 /// <summary>One answered (or failed) request of a level.</summary>
 internal sealed record RequestSample(bool Failed, bool Matches, int Tokens, double LatencyMs, double TtftMs, double? PerTokenMs, double RemoteBatches);
@@ -387,8 +317,10 @@ public sealed record LoadBenchmarkSettings
     public int Seed { get; init; } = 1;
     public bool Json { get; init; }
 
-    /// <summary>Also run the highest level with metrics on and off, three times each, alternating.</summary>
+    /// <summary>Then the highest level on one cluster with metrics on and off, <see cref="OverheadRounds"/> rounds of one each.</summary>
     public bool MetricsOverhead { get; init; }
+
+    public int OverheadRounds { get; init; } = 8;
 
     /// <summary>Port of edge-1's /metrics when metrics are on (edge-i: this + i - 1), as <c>cluster up</c>.</summary>
     public int MetricsPortBase { get; init; } = 9470;
