@@ -75,6 +75,9 @@ public sealed class LoadBenchmarkTests
         AssertRatios(cpuOff.Zip(cpuOn, (a, b) => a / b), Numbers(overhead, "cpu_round_ratios"));
         Assert.InRange(overhead.GetProperty("ratio").GetDouble(), overhead.GetProperty("ratio_p25").GetDouble(), overhead.GetProperty("ratio_p75").GetDouble());
         Assert.InRange(overhead.GetProperty("cpu_ratio").GetDouble(), overhead.GetProperty("cpu_ratio_p25").GetDouble(), overhead.GetProperty("cpu_ratio_p75").GetDouble());
+        var recordingUs = overhead.GetProperty("recording_us_per_token").GetDouble();
+        Assert.True(recordingUs > 0, overhead.ToString());
+        AssertRatios([recordingUs / (cpuOn.Average() * 1000)], [overhead.GetProperty("recording_share_of_cpu").GetDouble()]);
     }
 
     /// <summary>The printed ratios are those of the printed values, which are rounded: equal within 2%.</summary>

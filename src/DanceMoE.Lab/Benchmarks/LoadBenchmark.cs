@@ -71,7 +71,8 @@ public static class LoadBenchmark
                 output.WriteLine(string.Create(CultureInfo.InvariantCulture,
                     $"metrics on vs off at concurrency {overhead.Concurrency}, {overhead.Rounds} rounds of {overhead.RequestsPerLevel} requests on one cluster: "
                     + $"tokens/s on / off median {overhead.Ratio:F3} (quartiles {overhead.RatioP25:F3} to {overhead.RatioP75:F3}; rounds {Joined(overhead.RoundRatios)}); "
-                    + $"CPU per token off / on median {overhead.CpuRatio:F3} (quartiles {overhead.CpuRatioP25:F3} to {overhead.CpuRatioP75:F3}; rounds {Joined(overhead.CpuRoundRatios)})"));
+                    + $"CPU per token off / on median {overhead.CpuRatio:F3} (quartiles {overhead.CpuRatioP25:F3} to {overhead.CpuRatioP75:F3}; rounds {Joined(overhead.CpuRoundRatios)}); "
+                    + $"recording and scraping timed in process: {overhead.RecordingUsPerToken:F2} us per token, {overhead.RecordingShareOfCpu:P2} of the CPU per token"));
             }
         }
 

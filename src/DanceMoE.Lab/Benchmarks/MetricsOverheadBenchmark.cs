@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Globalization;
 using DanceMoE.Edge;
+using DanceMoE.Model;
 using DanceMoE.Operations;
 
 namespace DanceMoE.Lab.Benchmarks;
@@ -53,7 +54,10 @@ internal static class MetricsOverheadBenchmark
                 }
             }
 
-            return MetricsOverhead.From(concurrency, settings.RequestsAt(concurrency), on, off);
+            var perToken = await cluster.RecordedPerTokenAsync(Stats.Median([.. on.Select(r => r.TokensPerS)]), cancellationToken).ConfigureAwait(false);
+            var architecture = ModelManifest.Load(exported).Architecture;
+            var recordingUs = MetricsRecordingCost.MicrosecondsPerToken(perToken, architecture.RoutedLayers, architecture.NumExperts);
+            return MetricsOverhead.From(concurrency, settings.RequestsAt(concurrency), on, off, recordingUs);
         }
         finally
         {
@@ -108,6 +112,17 @@ internal static class MetricsOverheadBenchmark
             return new RoundResult(tokens / wall.TotalSeconds, cpu.TotalMilliseconds / tokens);
         }
 
+        /// <summary>What the edges recorded per token (their counters count only while recording), and one scrape a second of each edge.</summary>
+        public async Task<RecordedPerToken> RecordedPerTokenAsync(double tokensPerS, CancellationToken cancellationToken)
+        {
+            var tokens = await scraper.SumAsync("dancemoe_generated_tokens_total", cancellationToken).ConfigureAwait(false);
+            return new RecordedPerToken(
+                await scraper.SumAsync("dancemoe_requests_total", cancellationToken).ConfigureAwait(false) / tokens,
+                await scraper.SumAsync("dancemoe_expert_calls_total", cancellationToken).ConfigureAwait(false) / tokens,
+                await scraper.SumAsync("dancemoe_peer_round_trip_seconds_count", cancellationToken).ConfigureAwait(false) / tokens,
+                edges.Count / tokensPerS);
+        }
+
         private async Task SwitchAsync(bool on, CancellationToken cancellationToken)
         {
             foreach (var edge in edges)
@@ -148,15 +163,18 @@ internal sealed record RoundResult(double TokensPerS, double CpuMsPerToken);
 /// <summary>
 /// The metrics' cost at one concurrency: per round, tokens/s with metrics on / off (<see cref="RoundRatios"/>) and the
 /// edges' CPU time per token off / on (<see cref="CpuRoundRatios"/>); below 1 is a cost, at least 0.97 is the target.
-/// Medians, with the quartiles as the spread.
+/// Medians, with the quartiles as the spread. <see cref="RecordingUsPerToken"/>: the recording and scraping the edges did
+/// per token, timed call by call in this process (<see cref="MetricsRecordingCost"/>), and its share of the CPU per token on.
 /// </summary>
 public sealed record MetricsOverhead(
     int Concurrency, int Rounds, int RequestsPerLevel,
     IReadOnlyList<double> TokensPerSOn, IReadOnlyList<double> TokensPerSOff, IReadOnlyList<double> RoundRatios, double Ratio, double RatioP25, double RatioP75,
-    IReadOnlyList<double> CpuMsPerTokenOn, IReadOnlyList<double> CpuMsPerTokenOff, IReadOnlyList<double> CpuRoundRatios, double CpuRatio, double CpuRatioP25, double CpuRatioP75)
+    IReadOnlyList<double> CpuMsPerTokenOn, IReadOnlyList<double> CpuMsPerTokenOff, IReadOnlyList<double> CpuRoundRatios, double CpuRatio, double CpuRatioP25, double CpuRatioP75,
+    double RecordingUsPerToken, double RecordingShareOfCpu)
 {
-    internal static MetricsOverhead From(int concurrency, int requestsPerLevel, IReadOnlyList<RoundResult> on, IReadOnlyList<RoundResult> off)
+    internal static MetricsOverhead From(int concurrency, int requestsPerLevel, IReadOnlyList<RoundResult> on, IReadOnlyList<RoundResult> off, double recordingUs)
     {
+        var cpuOnUs = Stats.Median([.. on.Select(r => r.CpuMsPerToken)]) * 1000;
         var ratios = on.Zip(off, (a, b) => Math.Round(a.TokensPerS / b.TokensPerS, 3)).ToList();
         var cpuRatios = on.Zip(off, (a, b) => Math.Round(b.CpuMsPerToken / a.CpuMsPerToken, 3)).ToList();
         return new MetricsOverhead(
@@ -164,7 +182,8 @@ public sealed record MetricsOverhead(
             [.. on.Select(r => Math.Round(r.TokensPerS, 1))], [.. off.Select(r => Math.Round(r.TokensPerS, 1))], ratios,
             Rounded(ratios, 50), Rounded(ratios, 25), Rounded(ratios, 75),
             [.. on.Select(r => Math.Round(r.CpuMsPerToken, 3))], [.. off.Select(r => Math.Round(r.CpuMsPerToken, 3))], cpuRatios,
-            Rounded(cpuRatios, 50), Rounded(cpuRatios, 25), Rounded(cpuRatios, 75));
+            Rounded(cpuRatios, 50), Rounded(cpuRatios, 25), Rounded(cpuRatios, 75),
+            Math.Round(recordingUs, 3), Math.Round(recordingUs / cpuOnUs, 6));
     }
 
     private static double Rounded(List<double> samples, double percentile) => Math.Round(Stats.Percentile(samples, percentile), 3);
