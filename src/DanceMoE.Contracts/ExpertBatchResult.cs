@@ -12,7 +12,7 @@ public record ExpertBatchResult
     /// <summary>Zero-based MoE layer.</summary>
     public int Layer { get; init; }
 
-    /// <summary>The experts of the batch and their token rows, in payload order.</summary>
+    /// <summary>The experts of the batch and their row counts, in payload order (without the request's token rows).</summary>
     public IReadOnlyList<ExpertSlice> Slices { get; init; } = [];
 
     /// <summary>Little-endian float32 [rows, hidden] per slice, in slice order.</summary>

@@ -8,4 +8,10 @@ public record ExpertSlice
 
     /// <summary>Number of token rows for this expert.</summary>
     public int Rows { get; init; }
+
+    /// <summary>
+    /// In a request, the rows of <see cref="RunExpertBatch.Hidden"/> this expert runs on, one per row, in order: a token
+    /// several experts of the batch need is sent once. Empty: the slice's own rows follow in the payload in slice order.
+    /// </summary>
+    public IReadOnlyList<int> TokenRows { get; init; } = [];
 }

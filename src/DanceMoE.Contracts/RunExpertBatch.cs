@@ -1,9 +1,10 @@
 namespace DanceMoE.Contracts;
 
 /// <summary>
-/// Request from an origin edge to a peer's <c>edge-{id}-experts</c> queue: run several experts of one
-/// layer on their token rows. <see cref="Hidden"/> holds the rows of every slice, in slice order, as
-/// little-endian float32 [rows, <see cref="HiddenSize"/>]. Answered with <see cref="ExpertBatchResult"/>.
+/// Request from an origin edge to a peer's <c>edge-{id}-experts</c> queue: run several experts of one layer on their
+/// token rows. <see cref="Hidden"/> holds little-endian float32 rows of <see cref="HiddenSize"/>: each token the batch
+/// needs once, which the slices' <see cref="ExpertSlice.TokenRows"/> index (or, from senders that predate them, the rows of
+/// every slice in slice order). Answered with <see cref="ExpertBatchResult"/>: one output row per (slice, row).
 /// </summary>
 public record RunExpertBatch
 {
@@ -22,9 +23,9 @@ public record RunExpertBatch
     /// <summary>Width of one token row.</summary>
     public int HiddenSize { get; init; }
 
-    /// <summary>The experts of the batch and their token rows, in payload order.</summary>
+    /// <summary>The experts of the batch and their token rows, in result order.</summary>
     public IReadOnlyList<ExpertSlice> Slices { get; init; } = [];
 
-    /// <summary>Little-endian float32 rows of all slices, in slice order.</summary>
+    /// <summary>Little-endian float32 token rows [tokens, <see cref="HiddenSize"/>].</summary>
     public byte[] Hidden { get; init; } = [];
 }

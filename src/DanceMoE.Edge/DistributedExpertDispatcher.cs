@@ -160,18 +160,12 @@ public sealed class DistributedExpertDispatcher(
     {
         var batches = step.Batches;
         var hidden = store.Manifest.Architecture.HiddenSize;
-        var slices = indexes.Select(i => new ExpertSlice { Expert = batches[i].Expert, Rows = batches[i].Rows }).ToList();
+        var (slices, payload) = Pack(batches, indexes, hidden);
         var totalRows = slices.Sum(s => s.Rows);
-        var payload = new byte[totalRows * hidden * sizeof(float)];
-        var offset = 0;
-        foreach (var i in indexes)
+        var outputBytes = (long)totalRows * hidden * sizeof(float);
+        if (Math.Max(payload.Length, outputBytes) > _maxBatchBytes)
         {
-            offset += TensorBytes.Write(batches[i].Input, payload.AsSpan(offset));
-        }
-
-        if (payload.Length > _maxBatchBytes)
-        {
-            throw new ExpertUnavailableException($"expert batch of {payload.Length} bytes for {server} exceeds the limit of {_maxBatchBytes} bytes");
+            throw new ExpertUnavailableException($"expert batch of {Math.Max(payload.Length, outputBytes)} bytes for {server} exceeds the limit of {_maxBatchBytes} bytes");
         }
 
         // Each request's expert calls and rows in this message: what it is charged for the message.
@@ -209,13 +203,13 @@ public sealed class DistributedExpertDispatcher(
         var result = response.Message;
         estimates.Observe(server, roundTrip);
         estimates.ObserveQueueDepth(server, result.QueueDepth);
-        if (result.BatchId != request.BatchId || result.Output.Length != payload.Length
+        if (result.BatchId != request.BatchId || result.Output.Length != outputBytes
             || !result.Slices.Select(s => (s.Expert, s.Rows)).SequenceEqual(slices.Select(s => (s.Expert, s.Rows))))
         {
             throw new InvalidExpertResultException($"{server} answered batch {request.BatchId} with a result that does not match it");
         }
 
-        offset = 0;
+        var offset = 0;
         foreach (var i in indexes)
         {
             var length = batches[i].Input.Length;
@@ -229,6 +223,46 @@ public sealed class DistributedExpertDispatcher(
             var share = (double)rows / totalRows;
             owner.AddRemote(experts, (long)Math.Round(bytes * share), share);
         }
+    }
+
+    /// <summary>
+    /// The batches' slices and payload: each token's hidden state once (the same token in several of the peer's experts
+    /// is one row), and for each slice the payload rows of its own rows, in order.
+    /// </summary>
+    private static (List<ExpertSlice> Slices, byte[] Payload) Pack(IReadOnlyList<ExpertBatch> batches, List<int> indexes, int hidden)
+    {
+        var rowOf = new Dictionary<long, int>();
+        var sources = new List<(int Batch, int Row)>();
+        var slices = new List<ExpertSlice>(indexes.Count);
+        foreach (var i in indexes)
+        {
+            var batch = batches[i];
+            var tokenRows = new int[batch.Rows];
+            for (var r = 0; r < batch.Rows; r++)
+            {
+                // Without token ids a row is its own token: a key no other batch's row can have.
+                var token = batch.TokenIds.Count > 0 ? batch.TokenIds[r] : -(((long)i << 32) | (uint)r) - 1;
+                if (!rowOf.TryGetValue(token, out var row))
+                {
+                    row = sources.Count;
+                    rowOf.Add(token, row);
+                    sources.Add((i, r));
+                }
+
+                tokenRows[r] = row;
+            }
+
+            slices.Add(new ExpertSlice { Expert = batch.Expert, Rows = batch.Rows, TokenRows = tokenRows });
+        }
+
+        var payload = new byte[(long)sources.Count * hidden * sizeof(float)];
+        var offset = 0;
+        foreach (var (b, r) in sources)
+        {
+            offset += TensorBytes.Write(batches[b].Input.AsSpan(r * hidden, hidden), payload.AsSpan(offset));
+        }
+
+        return (slices, payload);
     }
 
     /// <summary>Runs the expert on this edge if it holds it now (a migration may have loaded or unloaded it since routing).</summary>

@@ -194,6 +194,19 @@ public sealed class EdgeRuntime(
             throw new InvalidExpertBatchException("batch has no expert slices");
         }
 
+        var rowBytes = (long)hidden * sizeof(float);
+        if (batch.Hidden.Length % rowBytes != 0)
+        {
+            throw new InvalidExpertBatchException($"batch payload has {batch.Hidden.Length} bytes, not a whole number of {hidden} float32 rows");
+        }
+
+        var tokens = batch.Hidden.Length / rowBytes;
+        var indexed = batch.Slices.Count(s => s.TokenRows is { Count: > 0 });
+        if (indexed != 0 && indexed != batch.Slices.Count)
+        {
+            throw new InvalidExpertBatchException($"{indexed} of the batch's {batch.Slices.Count} slices list their token rows: all or none must");
+        }
+
         long rows = 0;
         foreach (var slice in batch.Slices)
         {
@@ -207,6 +220,11 @@ public sealed class EdgeRuntime(
                 throw new InvalidExpertBatchException($"expert {batch.Layer}.{slice.Expert} has {slice.Rows} rows");
             }
 
+            if (indexed > 0)
+            {
+                ValidateTokenRows(batch.Layer, slice, tokens);
+            }
+
             if (!Experts.Holds(batch.Layer, slice.Expert))
             {
                 throw new InvalidExpertBatchException($"{Options.Id} does not hold expert {batch.Layer}.{slice.Expert}");
@@ -215,10 +233,36 @@ public sealed class EdgeRuntime(
             rows += slice.Rows;
         }
 
-        if (rows * hidden * sizeof(float) != batch.Hidden.Length)
+        if (indexed == 0 && rows * rowBytes != batch.Hidden.Length)
         {
             throw new InvalidExpertBatchException(
-                $"batch payload has {batch.Hidden.Length} bytes; {rows} rows x {hidden} float32 need {rows * hidden * sizeof(float)}");
+                $"batch payload has {batch.Hidden.Length} bytes; {rows} rows x {hidden} float32 need {rows * rowBytes}");
+        }
+
+        if (indexed > 0 && tokens > rows)
+        {
+            throw new InvalidExpertBatchException($"batch payload has {tokens} token rows but its slices use only {rows} rows");
+        }
+
+        if (rows * rowBytes > Options.MaxBatchBytes)
+        {
+            throw new InvalidExpertBatchException($"batch result of {rows} rows ({rows * rowBytes} bytes) exceeds this edge's limit of {Options.MaxBatchBytes} bytes");
+        }
+    }
+
+    private static void ValidateTokenRows(int layer, ExpertSlice slice, long tokens)
+    {
+        if (slice.TokenRows.Count != slice.Rows)
+        {
+            throw new InvalidExpertBatchException($"expert {layer}.{slice.Expert} has {slice.Rows} rows but lists {slice.TokenRows.Count} token rows");
+        }
+
+        foreach (var row in slice.TokenRows)
+        {
+            if (row < 0 || row >= tokens)
+            {
+                throw new InvalidExpertBatchException($"expert {layer}.{slice.Expert} lists token row {row}; the payload has {tokens}");
+            }
         }
     }
 }

@@ -27,14 +27,27 @@ public sealed class RunExpertBatchConsumer(EdgeRuntime edge) : IConsumer<RunExpe
         var clock = Stopwatch.StartNew();
         var hidden = batch.HiddenSize;
         var x = TensorBytes.ToFloats(batch.Hidden);
-        var output = new byte[batch.Hidden.Length];
+        var output = new byte[batch.Slices.Sum(s => s.Rows) * hidden * sizeof(float)];
         var offset = 0;
+        var inline = 0;
         foreach (var slice in batch.Slices)
         {
-            var length = slice.Rows * hidden;
-            var result = edge.Experts.Run(batch.Layer, slice.Expert, x.AsSpan(offset, length).ToArray(), slice.Rows);
-            TensorBytes.Write(result, output.AsSpan(offset * sizeof(float)));
-            offset += length;
+            var input = new float[slice.Rows * hidden];
+            if (slice.TokenRows is { Count: > 0 } tokenRows)
+            {
+                for (var r = 0; r < slice.Rows; r++)
+                {
+                    x.AsSpan(tokenRows[r] * hidden, hidden).CopyTo(input.AsSpan(r * hidden));
+                }
+            }
+            else
+            {
+                x.AsSpan(inline, input.Length).CopyTo(input);
+                inline += input.Length;
+            }
+
+            var result = edge.Experts.Run(batch.Layer, slice.Expert, input, slice.Rows);
+            offset += TensorBytes.Write(result, output.AsSpan(offset));
         }
 
         var computeMs = clock.Elapsed.TotalMilliseconds;
@@ -44,7 +57,7 @@ public sealed class RunExpertBatchConsumer(EdgeRuntime edge) : IConsumer<RunExpe
             BatchId = batch.BatchId,
             EdgeId = edge.Options.Id,
             Layer = batch.Layer,
-            Slices = batch.Slices,
+            Slices = [.. batch.Slices.Select(s => new ExpertSlice { Expert = s.Expert, Rows = s.Rows })],
             Output = output,
             ComputeMs = Math.Round(computeMs, 3),
             QueueDepth = edge.ExpertBatches.Count - 1,

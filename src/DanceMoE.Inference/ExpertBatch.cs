@@ -8,4 +8,10 @@ public sealed record ExpertBatch(int Expert, int Rows, float[] Input, IReadOnlyL
 {
     /// <summary>The requests with rows in the batch, each once.</summary>
     public IReadOnlyList<ForwardContext> Requests { get; } = [.. RowOwners.Distinct()];
+
+    /// <summary>
+    /// For each row, which token of the step it is (the same number in every batch of the layer for the same token), so a
+    /// peer is sent a token's hidden state once however many of its experts it runs; empty: every row is its own token.
+    /// </summary>
+    public IReadOnlyList<int> TokenIds { get; init; } = [];
 }

@@ -203,8 +203,9 @@ public sealed class MoeForward : IDisposable
     {
         var c = Manifest.Architecture;
         var hsz = c.HiddenSize;
-        var rowsByExpert = new SortedDictionary<int, List<(Sequence Sequence, int Row, float Weight)>>();
+        var rowsByExpert = new SortedDictionary<int, List<(Sequence Sequence, int Row, float Weight, int Token)>>();
         var decisions = new List<RoutingDecision>[sequences.Count];
+        var firstToken = 0;
         for (var q = 0; q < sequences.Count; q++)
         {
             var sequence = sequences[q];
@@ -224,9 +225,11 @@ public sealed class MoeForward : IDisposable
                         rowsByExpert.Add(choice.Expert, rows);
                     }
 
-                    rows.Add((sequence, t, choice.Weight));
+                    rows.Add((sequence, t, choice.Weight, firstToken + t));
                 }
             }
+
+            firstToken += sequence.Rows;
         }
 
         var groups = rowsByExpert.Values.ToList();
@@ -238,7 +241,7 @@ public sealed class MoeForward : IDisposable
                 kv.Value[i].Sequence.ExpertInput.AsSpan(kv.Value[i].Row * hsz, hsz).CopyTo(input.AsSpan(i * hsz));
             }
 
-            return new ExpertBatch(kv.Key, kv.Value.Count, input, [.. kv.Value.Select(r => r.Sequence.Chunk.Context)]);
+            return new ExpertBatch(kv.Key, kv.Value.Count, input, [.. kv.Value.Select(r => r.Sequence.Chunk.Context)]) { TokenIds = [.. kv.Value.Select(r => r.Token)] };
         }).ToList();
         var result = await _experts.RunAsync(l, batches, cancellationToken).ConfigureAwait(false);
         foreach (var (b, error) in result.Failures)
@@ -280,7 +283,7 @@ public sealed class MoeForward : IDisposable
 
             for (var i = 0; i < groups[b].Count; i++)
             {
-                var (sequence, row, weight) = groups[b][i];
+                var (sequence, row, weight, _) = groups[b][i];
                 if (sequence.Error is not null)
                 {
                     continue;

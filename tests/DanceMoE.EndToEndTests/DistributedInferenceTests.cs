@@ -126,6 +126,61 @@ public sealed class DistributedInferenceTests(UniformClusterFixture fixture) : I
         Assert.Contains(message, fault.Fault!.Exceptions[0].Message, StringComparison.Ordinal);
     }
 
+    public static TheoryData<string, int[], int[][], int, string> BadTokenRows => new()
+    {
+        { "token row out of range", [2], [[0, 5]], 2, "expert 0.0 lists token row 5; the payload has 2" },
+        { "fewer token rows than rows", [2], [[0]], 2, "expert 0.0 has 2 rows but lists 1 token rows" },
+        { "some slices without token rows", [1, 1], [[0], []], 1, "1 of the batch's 2 slices list their token rows: all or none must" },
+        { "token rows nobody uses", [1], [[0]], 3, "batch payload has 3 token rows but its slices use only 1 rows" },
+        { "result over the limit", [40_000], [new int[40_000]], 1, "batch result of 40000 rows (20480000 bytes) exceeds this edge's limit of 16777216 bytes" },
+    };
+
+    [Theory]
+    [MemberData(nameof(BadTokenRows))]
+    public async Task Bad_token_rows_get_a_clear_fault(string why, int[] rows, int[][] tokenRows, int tokens, string message)
+    {
+        Assert.NotEmpty(why);
+        var client = Cluster.Bus.CreateRequestClient<RunExpertBatch>(EdgeQueues.ExpertsAddress("edge-1"));
+        var batch = new RunExpertBatch
+        {
+            BatchId = NewId.NextGuid(),
+            OriginEdgeId = "test",
+            Layer = 0,
+            HiddenSize = 128,
+            Slices = [.. rows.Select((r, i) => new ExpertSlice { Expert = 3 * i, Rows = r, TokenRows = tokenRows[i] })],
+            Hidden = new byte[tokens * 128 * sizeof(float)],
+        };
+
+        var fault = await Assert.ThrowsAsync<RequestFaultException>(() => client.GetResponse<ExpertBatchResult>(batch));
+
+        Assert.Contains(message, fault.Fault!.Exceptions[0].Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task A_batch_that_sends_each_token_once_gives_every_expert_its_rows_as_the_local_sessions_do()
+    {
+        var hidden = Cluster.Manifest.Architecture.HiddenSize;
+        var tokens = Enumerable.Range(0, 2 * hidden).Select(i => (float)Math.Sin(i)).ToArray();
+        float[] Rows(params int[] ids) => [.. ids.SelectMany(t => tokens.Skip(t * hidden).Take(hidden))];
+        var client = Cluster.Bus.CreateRequestClient<RunExpertBatch>(EdgeQueues.ExpertsAddress("edge-1"));
+
+        var result = await client.GetResponse<ExpertBatchResult>(new RunExpertBatch
+        {
+            BatchId = NewId.NextGuid(),
+            OriginEdgeId = "test",
+            Layer = 0,
+            HiddenSize = hidden,
+            Slices = [new ExpertSlice { Expert = 0, Rows = 3, TokenRows = [1, 0, 1] }, new ExpertSlice { Expert = 3, Rows = 1, TokenRows = [0] }],
+            Hidden = TensorBytes.FromFloats(tokens),
+        });
+
+        var factory = new DanceMoE.Inference.SessionFactory(new DanceMoE.Inference.InferenceOptions { Provider = DanceMoE.Inference.ExecutionProvider.Cpu });
+        using var pool = new DanceMoE.Inference.ExpertSessionPool(Cluster.Manifest, factory);
+        Assert.Equal([.. pool.Run(0, 0, Rows(1, 0, 1), 3), .. pool.Run(0, 3, Rows(0), 1)], TensorBytes.ToFloats(result.Message.Output));
+        Assert.Equal([(0, 3), (3, 1)], result.Message.Slices.Select(s => (s.Expert, s.Rows)));
+        Assert.All(result.Message.Slices, s => Assert.Empty(s.TokenRows));
+    }
+
     [Fact]
     public async Task A_held_expert_batch_gives_the_same_output_as_the_local_session()
     {
