@@ -197,7 +197,11 @@ public sealed class DistributedExpertDispatcher(
         var client = _peers.GetOrAdd(server, peer => clients.CreateRequestClient<RunExpertBatch>(EdgeQueues.ExpertsAddress(peer), RequestTimeout.After(ms: _deadlineMs)));
         var sentAt = Stopwatch.GetTimestamp();
         // A batch is worth nothing after its deadline and is never replayed: the broker keeps it in memory, not on disk.
-        var response = await client.GetResponse<ExpertBatchResult>(request, x => x.UseExecute(send => send.Durable = false), cancellationToken).ConfigureAwait(false);
+        var response = await client.GetResponse<ExpertBatchResult>(request, x => x.UseExecute(send =>
+        {
+            send.Durable = false;
+            send.Serializer = ExpertBatchSerializer.Instance;
+        }), cancellationToken).ConfigureAwait(false);
         var roundTrip = Stopwatch.GetElapsedTime(sentAt);
         metrics.PeerRoundTrip(server, roundTrip);
         var result = response.Message;

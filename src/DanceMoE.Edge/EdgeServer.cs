@@ -68,6 +68,7 @@ public static class EdgeServer
             {
                 context.GetRequiredService<IOptions<RabbitMqOptions>>().Value.ConfigureHost(cfg);
                 cfg.UseReplyAddressCheck(context);
+                cfg.AddDeserializer(ExpertBatchSerializer.Instance);
                 cfg.ConfigureEndpoints(context);
             });
         });

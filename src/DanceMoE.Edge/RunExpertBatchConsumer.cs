@@ -61,7 +61,14 @@ public sealed class RunExpertBatchConsumer(EdgeRuntime edge) : IConsumer<RunExpe
             Output = output,
             ComputeMs = Math.Round(computeMs, 3),
             QueueDepth = edge.ExpertBatches.Count - 1,
-        }, send => send.Durable = false).ConfigureAwait(false);
+        }, send =>
+        {
+            send.Durable = false;
+            if (ExpertBatchSerializer.CameIn(context))
+            {
+                send.Serializer = ExpertBatchSerializer.Instance;
+            }
+        }).ConfigureAwait(false);
     }
 }
 

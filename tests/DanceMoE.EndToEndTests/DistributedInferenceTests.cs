@@ -157,7 +157,7 @@ public sealed class DistributedInferenceTests(UniformClusterFixture fixture) : I
     }
 
     [Fact]
-    public async Task A_batch_that_sends_each_token_once_gives_every_expert_its_rows_as_the_local_sessions_do()
+    public async Task A_binary_batch_that_sends_each_token_once_gives_every_expert_its_rows_as_the_local_sessions_do()
     {
         var hidden = Cluster.Manifest.Architecture.HiddenSize;
         var tokens = Enumerable.Range(0, 2 * hidden).Select(i => (float)Math.Sin(i)).ToArray();
@@ -172,7 +172,7 @@ public sealed class DistributedInferenceTests(UniformClusterFixture fixture) : I
             HiddenSize = hidden,
             Slices = [new ExpertSlice { Expert = 0, Rows = 3, TokenRows = [1, 0, 1] }, new ExpertSlice { Expert = 3, Rows = 1, TokenRows = [0] }],
             Hidden = TensorBytes.FromFloats(tokens),
-        });
+        }, x => x.UseExecute(send => send.Serializer = ExpertBatchSerializer.Instance));
 
         var factory = new DanceMoE.Inference.SessionFactory(new DanceMoE.Inference.InferenceOptions { Provider = DanceMoE.Inference.ExecutionProvider.Cpu });
         using var pool = new DanceMoE.Inference.ExpertSessionPool(Cluster.Manifest, factory);

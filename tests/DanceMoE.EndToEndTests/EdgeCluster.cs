@@ -49,7 +49,11 @@ public sealed class EdgeCluster : IAsyncDisposable
         await vhost.InitializeAsync();
         var cluster = new EdgeCluster(directory, vhost, ModelManifest.Load(Path.Combine(directory, "onnx")));
         cluster._provider = new ServiceCollection()
-            .AddMassTransit(bus => bus.UsingRabbitMq((_, cfg) => new RabbitMqOptions { ConnectionString = vhost.Uri }.ConfigureHost(cfg)))
+            .AddMassTransit(bus => bus.UsingRabbitMq((_, cfg) =>
+            {
+                new RabbitMqOptions { ConnectionString = vhost.Uri }.ConfigureHost(cfg);
+                cfg.AddDeserializer(ExpertBatchSerializer.Instance);
+            }))
             .BuildServiceProvider(true);
         await cluster.Bus.StartAsync();
         return cluster;
