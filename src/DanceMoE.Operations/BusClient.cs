@@ -19,10 +19,17 @@ public sealed class BusClient : IAsyncDisposable
 
     public IBusControl Bus { get; }
 
-    public static async Task<BusClient> StartAsync(string rabbitMqUri, CancellationToken cancellationToken)
+    public static Task<BusClient> StartAsync(string rabbitMqUri, CancellationToken cancellationToken) => StartAsync(rabbitMqUri, null, cancellationToken);
+
+    /// <summary>Starts a client bus; <paramref name="configure"/> adds to its configuration (a deserializer, say).</summary>
+    public static async Task<BusClient> StartAsync(string rabbitMqUri, Action<IRabbitMqBusFactoryConfigurator>? configure, CancellationToken cancellationToken)
     {
         var provider = new ServiceCollection()
-            .AddMassTransit(bus => bus.UsingRabbitMq((_, cfg) => new RabbitMqOptions { ConnectionString = rabbitMqUri }.ConfigureHost(cfg)))
+            .AddMassTransit(bus => bus.UsingRabbitMq((_, cfg) =>
+            {
+                new RabbitMqOptions { ConnectionString = rabbitMqUri }.ConfigureHost(cfg);
+                configure?.Invoke(cfg);
+            }))
             .BuildServiceProvider(true);
         var bus = provider.GetRequiredService<IBusControl>();
         try

@@ -92,8 +92,9 @@ public static class ClusterBenchmark
         }
 
         output.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"round trip with a {overhead.PayloadBytes}-byte payload ({overhead.RoundTrips} each, median; the run with the median ratio of {overhead.RunRatios.Count}): bare MassTransit request/response {overhead.BareMedianMs:F2} ms (p99 {overhead.BareP99Ms:F2}); "
-            + $"our expert batch {overhead.ExpertBatchMedianMs:F2} ms (p99 {overhead.ExpertBatchP99Ms:F2}) of which expert compute {overhead.ExpertComputeMedianMs:F3} ms; overhead ratio {overhead.Ratio:F2}x (runs: {string.Join(", ", overhead.RunRatios.Select(r => r.ToString("F2", CultureInfo.InvariantCulture)))})"));
+            $"round trip with a {overhead.PayloadBytes}-byte payload and a {overhead.ResultBytes}-byte result ({overhead.RoundTrips} each, median; the run with the median ratio of {overhead.RunRatios.Count}): bare MassTransit request/response {overhead.BareMedianMs:F2} ms (p99 {overhead.BareP99Ms:F2}); "
+            + $"our expert batch {overhead.ExpertBatchMedianMs:F2} ms (p99 {overhead.ExpertBatchP99Ms:F2}) of which expert compute {overhead.ExpertComputeMedianMs:F3} ms; overhead ratio {overhead.Ratio:F2}x (runs: {string.Join(", ", overhead.RunRatios.Select(r => r.ToString("F2", CultureInfo.InvariantCulture)))}); "
+            + $"request message {overhead.MessageBytes} bytes binary vs {overhead.JsonMessageBytes} as JSON, whose round trip is {overhead.JsonExpertBatchMedianMs:F2} ms"));
         return report;
     }
 
@@ -141,7 +142,10 @@ public static class ClusterBenchmark
         return RunFigures.From(run, tokens, total.Elapsed, perToken, remoteCalls, remoteBytes);
     }
 
-    /// <summary>The same payload through a bare echo consumer and through an edge's expert queue (one expert, two rows).</summary>
+    /// <summary>
+    /// The same bytes through a bare echo consumer and through an edge's expert queue, in the wire format a step sends:
+    /// two tokens' hidden states once, run by two experts of a layer, answered with one row per (token, expert).
+    /// </summary>
     private static async Task<OverheadFigures> OverheadAsync(ModelManifest manifest, int roundTrips, TextWriter log, CancellationToken cancellationToken)
     {
         var hidden = manifest.Architecture.HiddenSize;
@@ -149,7 +153,11 @@ public static class ClusterBenchmark
         // Named as an edge's queue: the benchmark talks to the echo and to edge-1 as a peer edge does, with the edge's user.
         const string queue = "edge-bench-echo";
         await using var provider = new ServiceCollection()
-            .AddMassTransit(bus => bus.UsingRabbitMq((_, cfg) => new RabbitMqOptions { ConnectionString = LocalEnvironment.RabbitMqUriFor(BusRole.Edge) }.ConfigureHost(cfg)))
+            .AddMassTransit(bus => bus.UsingRabbitMq((_, cfg) =>
+            {
+                new RabbitMqOptions { ConnectionString = LocalEnvironment.RabbitMqUriFor(BusRole.Edge) }.ConfigureHost(cfg);
+                cfg.AddDeserializer(ExpertBatchSerializer.Instance);
+            }))
             .BuildServiceProvider(true);
         using var echo = await StartEchoProcessAsync(queue, cancellationToken).ConfigureAwait(false);
         var bus = provider.GetRequiredService<IBusControl>();
@@ -158,42 +166,56 @@ public static class ClusterBenchmark
             await bus.StartAsync(cancellationToken).ConfigureAwait(false);
             var bare = bus.CreateRequestClient<RunExpertBatch>(new Uri($"queue:{queue}"), RequestTimeout.After(s: 10));
             var edge = bus.CreateRequestClient<RunExpertBatch>(EdgeQueues.ExpertsAddress("edge-1"), RequestTimeout.After(s: 10));
-            var held = PlacementFile.Load(Path.Combine(LocalCluster.Directory, "placement.json")).ExpertsOf("edge-1").First();
+            var held = PlacementFile.Load(Path.Combine(LocalCluster.Directory, "placement.json")).ExpertsOf("edge-1").ToList();
+            var layer = held.GroupBy(h => h.Layer).OrderByDescending(g => g.Count()).First();
+            var slices = layer.Take(2).Select(h => new ExpertSlice { Expert = h.Expert, Rows = 2, TokenRows = [0, 1] }).ToList();
             RunExpertBatch Batch() => new()
             {
                 BatchId = NewId.NextGuid(),
                 OriginEdgeId = "bench",
-                Layer = held.Layer,
+                Layer = layer.Key,
                 HiddenSize = hidden,
-                Slices = [new ExpertSlice { Expert = held.Expert, Rows = 2 }],
+                Slices = slices,
                 Hidden = payload,
             };
 
-            log.WriteLine($"bench: {OverheadRuns} runs of {roundTrips} round trips each through a bare echo consumer in its own process and through edge-1's expert queue...");
+            var (binaryBytes, jsonBytes) = (ExpertBatchSerializer.MessageBytes(Batch()), ExpertBatchSerializer.JsonMessageBytes(Batch()));
+            void Binary(SendContext send) => send.Serializer = ExpertBatchSerializer.Instance;
+            log.WriteLine($"bench: {OverheadRuns} runs of {roundTrips} round trips each through a bare echo consumer in its own process and through edge-1's expert queue (binary), and through edge-1's expert queue in JSON...");
             var runs = new List<OverheadFigures>();
             for (var run = 0; run < OverheadRuns; run++)
             {
                 var bareMs = new List<double>();
                 var edgeMs = new List<double>();
                 var computeMs = new List<double>();
+                var jsonMs = new List<double>();
                 for (var i = 0; i < roundTrips + 10; i++)
                 {
                     var clock = Stopwatch.StartNew();
-                    await bare.GetResponse<ExpertBatchResult>(Batch(), cancellationToken).ConfigureAwait(false);
+                    await bare.GetResponse<ExpertBatchResult>(Batch(), x => x.UseExecute(Binary), cancellationToken).ConfigureAwait(false);
                     var b = clock.Elapsed.TotalMilliseconds;
                     clock.Restart();
-                    var result = await edge.GetResponse<ExpertBatchResult>(Batch(), cancellationToken).ConfigureAwait(false);
+                    var result = await edge.GetResponse<ExpertBatchResult>(Batch(), x => x.UseExecute(Binary), cancellationToken).ConfigureAwait(false);
                     var e = clock.Elapsed.TotalMilliseconds;
+                    clock.Restart();
+                    await edge.GetResponse<ExpertBatchResult>(Batch(), cancellationToken).ConfigureAwait(false);
+                    var j = clock.Elapsed.TotalMilliseconds;
                     if (i >= 10)
                     {
                         bareMs.Add(b);
                         edgeMs.Add(e);
+                        jsonMs.Add(j);
                         computeMs.Add(result.Message.ComputeMs);
                     }
                 }
 
-                runs.Add(new OverheadFigures(payload.Length, roundTrips, Stats.Median(bareMs), Stats.Percentile(bareMs, 99),
-                    Stats.Median(edgeMs), Stats.Percentile(edgeMs, 99), Stats.Median(computeMs), Stats.Median(edgeMs) / Stats.Median(bareMs), []));
+                runs.Add(new OverheadFigures(payload.Length, slices.Sum(x => x.Rows) * hidden * sizeof(float), roundTrips, Stats.Median(bareMs), Stats.Percentile(bareMs, 99),
+                    Stats.Median(edgeMs), Stats.Percentile(edgeMs, 99), Stats.Median(computeMs), Stats.Median(edgeMs) / Stats.Median(bareMs), [])
+                {
+                    MessageBytes = binaryBytes,
+                    JsonMessageBytes = jsonBytes,
+                    JsonExpertBatchMedianMs = Stats.Median(jsonMs),
+                });
             }
 
             // The run with the median ratio, so one noisy run on a shared machine does not decide.
@@ -246,6 +268,7 @@ public static class ClusterBenchmark
                 bus.UsingRabbitMq((context, cfg) =>
                 {
                     new RabbitMqOptions { ConnectionString = LocalEnvironment.RabbitMqUri }.ConfigureHost(cfg);
+                    cfg.AddDeserializer(ExpertBatchSerializer.Instance);
                     // A plain durable queue: a send to `queue:` declares it durable, and a temporary queue would clash with that.
                     cfg.ReceiveEndpoint(queue, e => e.ConfigureConsumer<EchoBatchConsumer>(context));
                 });
@@ -271,17 +294,35 @@ public static class ClusterBenchmark
         }
     }
 
-    /// <summary>Answers an expert batch with its own input: MassTransit's round trip and nothing else.</summary>
+    /// <summary>Answers an expert batch with each slice's token rows as its output: MassTransit's round trip of the same bytes and nothing else.</summary>
     private sealed class EchoBatchConsumer : IConsumer<RunExpertBatch>
     {
-        public Task Consume(ConsumeContext<RunExpertBatch> context) => context.RespondAsync(new ExpertBatchResult
+        public Task Consume(ConsumeContext<RunExpertBatch> context)
         {
-            BatchId = context.Message.BatchId,
-            EdgeId = "echo",
-            Layer = context.Message.Layer,
-            Slices = context.Message.Slices,
-            Output = context.Message.Hidden,
-        });
+            var batch = context.Message;
+            var rowBytes = batch.HiddenSize * sizeof(float);
+            var rows = batch.Slices.SelectMany(s => s.TokenRows).ToList();
+            var output = new byte[rows.Count * rowBytes];
+            for (var r = 0; r < rows.Count; r++)
+            {
+                batch.Hidden.AsSpan(rows[r] * rowBytes, rowBytes).CopyTo(output.AsSpan(r * rowBytes));
+            }
+
+            return context.RespondAsync(new ExpertBatchResult
+            {
+                BatchId = batch.BatchId,
+                EdgeId = "echo",
+                Layer = batch.Layer,
+                Slices = [.. batch.Slices.Select(s => new ExpertSlice { Expert = s.Expert, Rows = s.Rows })],
+                Output = output,
+            }, send =>
+            {
+                if (ExpertBatchSerializer.CameIn(context))
+                {
+                    send.Serializer = ExpertBatchSerializer.Instance;
+                }
+            });
+        }
     }
 }
 
@@ -310,5 +351,15 @@ public sealed record ClusterBenchmarkSettings
 }
 
 public sealed record OverheadFigures(
-    int PayloadBytes, int RoundTrips, double BareMedianMs, double BareP99Ms, double ExpertBatchMedianMs, double ExpertBatchP99Ms, double ExpertComputeMedianMs, double Ratio,
-    IReadOnlyList<double> RunRatios);
+    int PayloadBytes, int ResultBytes, int RoundTrips, double BareMedianMs, double BareP99Ms, double ExpertBatchMedianMs, double ExpertBatchP99Ms, double ExpertComputeMedianMs, double Ratio,
+    IReadOnlyList<double> RunRatios)
+{
+    /// <summary>The request's message in the binary expert-batch format (envelope headers, the same in both, left out).</summary>
+    public int MessageBytes { get; init; }
+
+    /// <summary>The same request as MassTransit's JSON (the tensor as base64).</summary>
+    public int JsonMessageBytes { get; init; }
+
+    /// <summary>Round trip of the same batch through the edge sent as JSON, for comparison.</summary>
+    public double JsonExpertBatchMedianMs { get; init; }
+}

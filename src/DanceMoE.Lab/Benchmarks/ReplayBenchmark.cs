@@ -4,6 +4,7 @@ using System.Text.Json;
 using DanceMoE.Contracts;
 using DanceMoE.Coordinator;
 using DanceMoE.Coordinator.Saga;
+using DanceMoE.Edge;
 using DanceMoE.Hosting;
 using DanceMoE.Inference;
 using DanceMoE.Model;
@@ -148,7 +149,7 @@ public static class ReplayBenchmark
 
             log($"started the coordinator and {edges.Count} edges (virtual host {environment.VirtualHost}); waiting until they serve...");
             await environment.WaitReadyAsync(TimeSpan.FromSeconds(600), cancellationToken).ConfigureAwait(false);
-            await using var client = await BusClient.StartAsync(environment.RabbitMqUri, cancellationToken).ConfigureAwait(false);
+            await using var client = await BusClient.StartAsync(environment.RabbitMqUri, cfg => cfg.AddDeserializer(ExpertBatchSerializer.Instance), cancellationToken).ConfigureAwait(false);
             var outcomes = new Dictionary<string, List<ReplayOutcome>>(StringComparer.Ordinal);
             var versions = new Dictionary<string, int>(StringComparer.Ordinal);
             BusCosts? busCosts = null;
@@ -244,30 +245,40 @@ public static class ReplayBenchmark
         var peers = edges.Skip(1).Select(edge => (
             Held: assignments.First(a => a.Servers.Contains(edge, StringComparer.Ordinal)),
             Client: bus.CreateRequestClient<RunExpertBatch>(EdgeQueues.ExpertsAddress(edge), RequestTimeout.After(s: 60)))).ToList();
-        async Task<double> SlowestAsync(int rows)
+        RunExpertBatch Batch(ExpertAssignment held, int rows) => new()
+        {
+            BatchId = NewId.NextGuid(),
+            OriginEdgeId = "bench-replay",
+            Layer = held.Layer,
+            HiddenSize = HiddenSize,
+            Slices = [new ExpertSlice { Expert = held.Expert, Rows = rows, TokenRows = [.. Enumerable.Range(0, rows)] }],
+            Hidden = new byte[rows * RowBytes],
+        };
+        async Task<double> SlowestAsync(int rows, bool json = false)
         {
             var start = Stopwatch.GetTimestamp();
-            await Task.WhenAll(peers.Select(peer => peer.Client.GetResponse<ExpertBatchResult>(new RunExpertBatch
+            await Task.WhenAll(peers.Select(peer => peer.Client.GetResponse<ExpertBatchResult>(Batch(peer.Held, rows), x => x.UseExecute(send =>
             {
-                BatchId = NewId.NextGuid(),
-                OriginEdgeId = "bench-replay",
-                Layer = peer.Held.Layer,
-                HiddenSize = HiddenSize,
-                Slices = [new ExpertSlice { Expert = peer.Held.Expert, Rows = rows }],
-                Hidden = new byte[rows * RowBytes],
-            }, cancellationToken))).ConfigureAwait(false);
+                if (!json)
+                {
+                    send.Serializer = ExpertBatchSerializer.Instance;
+                }
+            }), cancellationToken))).ConfigureAwait(false);
             return Stopwatch.GetElapsedTime(start).TotalSeconds;
         }
 
         var small = new List<double>();
         var big = new List<double>();
+        var bigJson = new List<double>();
         for (var i = 0; i < 12; i++)
         {
-            var (one, many) = (await SlowestAsync(1).ConfigureAwait(false), await SlowestAsync(BigBatchRows).ConfigureAwait(false));
+            var (one, many, manyJson) = (await SlowestAsync(1).ConfigureAwait(false), await SlowestAsync(BigBatchRows).ConfigureAwait(false),
+                await SlowestAsync(BigBatchRows, json: true).ConfigureAwait(false));
             if (i >= 2)
             {
                 small.Add(one);
                 big.Add(many);
+                bigJson.Add(manyJson);
             }
         }
 
@@ -276,7 +287,9 @@ public static class ReplayBenchmark
         var perCall = Math.Max(0, Rest(Stats.Median(small), 1));
         var perByte = Math.Max(0, (Rest(Stats.Median(big), BigBatchRows) - perCall) / (2.0 * peers.Count * (BigBatchRows - 1) * RowBytes));
         log(string.Create(CultureInfo.InvariantCulture,
-            $"bus overhead: {perCall * 1e3:F2} ms per remote call, {perByte * 1e9:F2} ms per MB (median slowest of {peers.Count} concurrent round trips {Stats.Median(small) * 1e3:F2} ms for 1 row, {Stats.Median(big) * 1e3:F1} ms for {BigBatchRows} rows, less the answer's emulated link and the expert)"));
+            $"bus overhead: {perCall * 1e3:F2} ms per remote call, {perByte * 1e9:F2} ms per MB (median slowest of {peers.Count} concurrent round trips {Stats.Median(small) * 1e3:F2} ms for 1 row, {Stats.Median(big) * 1e3:F1} ms for {BigBatchRows} rows, less the answer's emulated link and the expert); "
+            + $"the {BigBatchRows}-row batch is {ExpertBatchSerializer.MessageBytes(Batch(assignments[0], BigBatchRows))} bytes in the expert-batch format and "
+            + $"{ExpertBatchSerializer.JsonMessageBytes(Batch(assignments[0], BigBatchRows))} as JSON, whose slowest round trip is {Stats.Median(bigJson) * 1e3:F1} ms"));
         return new BusCosts(perCall, perByte);
     }
 }
