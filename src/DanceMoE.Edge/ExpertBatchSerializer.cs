@@ -29,6 +29,18 @@ public sealed class ExpertBatchSerializer : IMessageSerializer, IMessageDeserial
     public static bool CameIn(ConsumeContext context) =>
         context?.ReceiveContext.ContentType?.MediaType == BinaryContentType.MediaType;
 
+    /// <summary>Bytes of <paramref name="message"/> in this format, without the envelope's headers.</summary>
+    public static int MessageBytes<T>(T message)
+        where T : class
+    {
+        var (stripped, tensor) = Split(message);
+        return sizeof(int) + JsonSerializer.SerializeToUtf8Bytes(stripped, SystemTextJsonMessageSerializer.Options).Length + tensor.Length;
+    }
+
+    /// <summary>Bytes of <paramref name="message"/> as MassTransit's JSON, without the envelope's headers.</summary>
+    public static int JsonMessageBytes<T>(T message)
+        where T : class => JsonSerializer.SerializeToUtf8Bytes(message, SystemTextJsonMessageSerializer.Options).Length;
+
     public IMessageSerializer CreateSerializer() => this;
 
     public IMessageDeserializer CreateDeserializer() => this;
