@@ -163,6 +163,8 @@ public sealed class DistributedInferenceTests(UniformClusterFixture fixture) : I
         var tokens = Enumerable.Range(0, 2 * hidden).Select(i => (float)Math.Sin(i)).ToArray();
         float[] Rows(params int[] ids) => [.. ids.SelectMany(t => tokens.Skip(t * hidden).Take(hidden))];
         var client = Cluster.Bus.CreateRequestClient<RunExpertBatch>(EdgeQueues.ExpertsAddress("edge-1"));
+        var received = new ContentTypes();
+        using var observer = Cluster.Bus.ConnectReceiveObserver(received);
 
         var result = await client.GetResponse<ExpertBatchResult>(new RunExpertBatch
         {
@@ -179,6 +181,29 @@ public sealed class DistributedInferenceTests(UniformClusterFixture fixture) : I
         Assert.Equal([.. pool.Run(0, 0, Rows(1, 0, 1), 3), .. pool.Run(0, 3, Rows(0), 1)], TensorBytes.ToFloats(result.Message.Output));
         Assert.Equal([(0, 3), (3, 1)], result.Message.Slices.Select(s => (s.Expert, s.Rows)));
         Assert.All(result.Message.Slices, s => Assert.Empty(s.TokenRows));
+        Assert.Contains(ExpertBatchSerializer.BinaryContentType.MediaType, received.Seen);
+    }
+
+    /// <summary>The content types of the messages the test's bus received (the answers).</summary>
+    private sealed class ContentTypes : IReceiveObserver
+    {
+        public System.Collections.Concurrent.ConcurrentBag<string?> Seen { get; } = [];
+
+        public Task PreReceive(ReceiveContext context)
+        {
+            Seen.Add(context.ContentType?.MediaType);
+            return Task.CompletedTask;
+        }
+
+        public Task PostReceive(ReceiveContext context) => Task.CompletedTask;
+
+        public Task PostConsume<T>(ConsumeContext<T> context, TimeSpan duration, string consumerType)
+            where T : class => Task.CompletedTask;
+
+        public Task ConsumeFault<T>(ConsumeContext<T> context, TimeSpan duration, string consumerType, Exception exception)
+            where T : class => Task.CompletedTask;
+
+        public Task ReceiveFault(ReceiveContext context, Exception exception) => Task.CompletedTask;
     }
 
     [Fact]

@@ -50,6 +50,11 @@ public sealed class ReplayBenchmarkTests : IDisposable
                 Assert.True(row.GetProperty("modelled_latency_ms_mean").GetDouble() > 0, row.ToString());
                 Assert.True(row.GetProperty("remote_batches_per_token").GetDouble() > 0, row.ToString());
                 Assert.True(row.GetProperty("remote_bytes_per_token").GetDouble() > 0, row.ToString());
+
+                // The model's wire format: its output rows (a row per remote (token, expert)) are the edges'; only the
+                // input rows (a row per token and peer) depend on which replicas the edges chose.
+                var measuredBytes = row.GetProperty("remote_bytes_per_token").GetDouble();
+                Assert.InRange(row.GetProperty("modelled_bytes_per_token").GetDouble(), 0.75 * measuredBytes, 1.25 * measuredBytes);
                 Assert.Equal(17.3, row.GetProperty("expert_size_mb").GetDouble());
 
                 // The routing seam reproduced the trace: the edges' expert calls are exactly those the recorded experts

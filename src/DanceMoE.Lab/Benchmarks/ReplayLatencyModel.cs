@@ -4,8 +4,9 @@ namespace DanceMoE.Lab.Benchmarks;
 
 /// <summary>
 /// The simulator's <see cref="LatencyModel"/> calibrated from a replay run: expert time from the experts run here, the
-/// emulated link plus what the bus adds per call and per byte, and the bytes a send really carries. It models what a
-/// placement adds to a request beyond its home cost (every expert local, measured here), which is added back.
+/// emulated links, and what the bus adds per message and per byte for the messages and bytes the edges' wire format needs
+/// (<see cref="Wire"/>). It models what a placement adds to a request beyond its home cost (every expert local, measured
+/// here), which is added back.
 /// </summary>
 internal sealed class ReplayLatencyModel
 {
@@ -43,20 +44,89 @@ internal sealed class ReplayLatencyModel
     }
 
     /// <summary>
-    /// Bytes one (token, server) send really carried under <paramref name="placement"/>: the bus sends a float32 row per
-    /// (token, expert), the model one hidden state per (token, server).
+    /// What the bus carries for <paramref name="request"/> under <paramref name="placement"/>, as the edges send it: per
+    /// step (the prompt, then each decoded position) and layer, one message per peer that runs any of the step's remote
+    /// experts, with each token's hidden state once per peer and one output row back per (token, expert).
     /// </summary>
-    public double BytesPerSend(ExpertPlacement placement, IReadOnlyList<ReplayOutcome> outcomes)
+    public static WireCosts Wire(ExpertPlacement placement, ReplayedRequest request)
     {
-        var model = For(new BusCosts(0, 0), WireRow).Model;
-        var sends = outcomes.Sum(o => model.Evaluate(placement, new Workload([o.Request.Request])).BytesPerToken * o.Request.Request.Tokens / (2.0 * WireRow));
-        var measured = outcomes.Sum(o => o.Stats!.RemoteBytes);
-        return sends > 0 && measured > 0 ? measured / (2.0 * sends) : WireRow;
+        ArgumentNullException.ThrowIfNull(placement);
+        ArgumentNullException.ThrowIfNull(request);
+        var trace = request.Request;
+        var k = trace.Experts[0].Length / trace.Tokens;
+        var steps = new List<(int From, int To)> { (0, request.Prompt) };
+        steps.AddRange(Enumerable.Range(request.Prompt, request.Decode).Select(p => (p, p + 1)));
+        var wire = new WireCosts(0, 0, 0, 0, 0);
+        var serverOf = new Dictionary<int, int>();
+        var tokenServers = new HashSet<int>();
+        for (var l = 0; l < placement.Layers; l++)
+        {
+            foreach (var (from, to) in steps)
+            {
+                serverOf.Clear();
+                for (var t = from; t < to; t++)
+                {
+                    foreach (var e in trace.Experts[l].AsSpan(t * k, k))
+                    {
+                        if (!placement.Holds(request.Server, l, e) && !serverOf.ContainsKey(e))
+                        {
+                            serverOf[e] = Replica(placement, request.Server, l, e, serverOf.Values);
+                        }
+                    }
+                }
+
+                long rows = 0;
+                for (var t = from; t < to; t++)
+                {
+                    tokenServers.Clear();
+                    foreach (var e in trace.Experts[l].AsSpan(t * k, k))
+                    {
+                        if (serverOf.TryGetValue(e, out var server))
+                        {
+                            tokenServers.Add(server);
+                            rows++;
+                        }
+                    }
+
+                    rows += tokenServers.Count;
+                    wire = wire with { Sends = wire.Sends + tokenServers.Count };
+                }
+
+                var messages = serverOf.Values.Distinct().Count();
+                var decode = to - from == 1 && from >= request.Prompt;
+                wire = wire with
+                {
+                    Messages = wire.Messages + messages,
+                    Bytes = wire.Bytes + (rows * WireRow),
+                    DecodeMessages = wire.DecodeMessages + (decode ? messages : 0),
+                    DecodeBytes = wire.DecodeBytes + (decode ? rows * WireRow : 0),
+                };
+            }
+        }
+
+        return wire;
+    }
+
+    /// <summary>The replica of a remote expert: one the step already sends to if it holds it (fewer messages), else the first.</summary>
+    private static int Replica(ExpertPlacement placement, int home, int layer, int expert, IEnumerable<int> used)
+    {
+        var holders = Enumerable.Range(0, placement.Servers).Where(s => s != home && placement.Holds(s, layer, expert)).ToList();
+        return holders.Count == 0
+            ? throw new InvalidOperationException($"layer {layer} expert {expert} is on no server")
+            : holders.FirstOrDefault(used.Contains, holders[0]);
+    }
+
+    /// <summary>Mean bytes per (token, server) send each way under <paramref name="placement"/>, from <see cref="Wire"/>: the model's hidden state size.</summary>
+    public static double BytesPerSend(ExpertPlacement placement, IEnumerable<ReplayedRequest> requests)
+    {
+        var wires = requests.Select(r => Wire(placement, r)).ToList();
+        var sends = wires.Sum(w => w.Sends);
+        return sends > 0 ? wires.Sum(w => (double)w.Bytes) / (2.0 * sends) : WireRow;
     }
 
     /// <summary>A request's modelled latency and decode time, in ms.</summary>
     public (double TotalMs, double DecodeMs) Latency(ExpertPlacement placement, ReplayedRequest request, BusCosts bus, double bytesPerSend) =>
-        Latency(For(bus, bytesPerSend), placement, request);
+        Latency(Parts(placement, request, bytesPerSend), bus);
 
     /// <summary>The bus costs that fit <paramref name="outcomes"/>' measured latencies best (least squares), from <paramref name="start"/>.</summary>
     public BusCosts Fit(ExpertPlacement placement, IReadOnlyList<ReplayOutcome> outcomes, double bytesPerSend, BusCosts start)
@@ -66,11 +136,8 @@ internal sealed class ReplayLatencyModel
             return start;
         }
 
-        double Error(BusCosts bus)
-        {
-            var model = For(bus, bytesPerSend);
-            return outcomes.Sum(o => Math.Pow(Latency(model, placement, o.Request).TotalMs - o.LatencyMs, 2));
-        }
+        var parts = outcomes.Select(o => (Parts: Parts(placement, o.Request, bytesPerSend), o.LatencyMs)).ToList();
+        double Error(BusCosts bus) => parts.Sum(p => Math.Pow(Latency(p.Parts, bus).TotalMs - p.LatencyMs, 2));
 
         var best = start;
         for (var round = 0; round < 3; round++)
@@ -84,28 +151,38 @@ internal sealed class ReplayLatencyModel
         return best;
     }
 
-    /// <summary>The emulated links are per pair and run in parallel: the model's links are them, plus the bus's cost per call.</summary>
-    private (LatencyModel Model, double SecondsPerByte) For(BusCosts bus, double bytesPerSend)
+    /// <summary>
+    /// What a request costs beyond the bus's own work: its home cost (every expert local, measured), plus what the
+    /// placement adds per the model (the emulated links, per pair and in parallel, and the experts where they run), and the
+    /// wire it needs.
+    /// </summary>
+    private RequestParts Parts(ExpertPlacement placement, ReplayedRequest request, double bytesPerSend)
     {
-        var rtt = (2 * _settings.LinkDelayMs / 1e3) + bus.SecondsPerCall;
-        var link = LinkSpec.FromMbps(_settings.LinkMbps, rtt * 1e3);
-        return (new LatencyModel(Nominal with { HiddenBytes = (long)Math.Round(bytesPerSend) }, Cluster.FullMesh(_servers, link), _latency), bus.SecondsPerByte);
+        var model = new LatencyModel(Nominal with { HiddenBytes = (long)Math.Round(bytesPerSend) }, Cluster.FullMesh(_servers, LinkSpec.FromMbps(_settings.LinkMbps, 2 * _settings.LinkDelayMs)), _latency);
+        var workload = new Workload([request.Request]);
+        var placed = model.Evaluate(placement, workload);
+        var local = model.Evaluate(_allLocal, workload);
+        var (homeMs, homeDecodeMs) = _home.Requests[request];
+        return new RequestParts(
+            homeMs + placed.LatencyMsMean - local.LatencyMsMean,
+            homeDecodeMs + ((placed.DecodeMsPerToken - local.DecodeMsPerToken) * request.Decode),
+            request.Decode,
+            Wire(placement, request));
     }
 
     /// <summary>
-    /// What the bus does per byte (copying, encoding, the broker) is CPU work the processes share on this machine: it is
-    /// charged once per byte a request sends, not per link in parallel as the model's links are.
+    /// What the bus does per message and per byte (copying, serialising, the broker, waking the peer) is CPU work that the
+    /// processes share on this machine: charged for every message and byte a request sends, not per link in parallel.
     /// </summary>
-    private (double TotalMs, double DecodeMs) Latency((LatencyModel Model, double SecondsPerByte) model, ExpertPlacement placement, ReplayedRequest request)
+    private static (double TotalMs, double DecodeMs) Latency(RequestParts parts, BusCosts bus)
     {
-        var workload = new Workload([request.Request]);
-        var placed = model.Model.Evaluate(placement, workload);
-        var local = model.Model.Evaluate(_allLocal, workload);
-        var (homeMs, homeDecodeMs) = _home.Requests[request];
-        var bytesMs = placed.BytesPerToken * request.Request.Tokens * model.SecondsPerByte * 1e3;
-        return (homeMs + placed.LatencyMsMean - local.LatencyMsMean + bytesMs,
-            homeDecodeMs + ((placed.DecodeMsPerToken - local.DecodeMsPerToken) * request.Decode) + (bytesMs * request.Decode / request.Request.Tokens));
+        var wire = parts.Wire;
+        var busMs = ((wire.Messages * bus.SecondsPerCall) + (wire.Bytes * bus.SecondsPerByte)) * 1e3;
+        var decodeBusMs = ((wire.DecodeMessages * bus.SecondsPerCall) + (wire.DecodeBytes * bus.SecondsPerByte)) * 1e3;
+        return (parts.TotalMs + busMs, parts.Decode == 0 ? 0 : parts.DecodeMs + decodeBusMs);
     }
+
+    private sealed record RequestParts(double TotalMs, double DecodeMs, int Decode, WireCosts Wire);
 
     /// <summary>Golden-section search for the minimum of a unimodal function on [lo, hi].</summary>
     private static double Minimise(Func<double, double> f, double lo, double hi)
@@ -133,3 +210,8 @@ internal sealed class ReplayLatencyModel
         return (lo + hi) / 2;
     }
 }
+
+/// <summary>
+/// What a request sends over the bus: messages, (token, server) sends, and bytes both ways, in all and in its decode steps.
+/// </summary>
+public sealed record WireCosts(long Messages, long Sends, long Bytes, long DecodeMessages, long DecodeBytes);

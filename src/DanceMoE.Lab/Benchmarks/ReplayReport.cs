@@ -11,10 +11,10 @@ namespace DanceMoE.Lab.Benchmarks;
 /// <param name="ExpertMsPerRow">One expert call's time per row, measured here (b).</param>
 /// <param name="PingMsPerCall">What the bus adds to a call, from concurrent one-row round trips to the edges.</param>
 /// <param name="PingMsPerMb">What the bus adds per MB carried (all peers' batches together), from concurrent 256-row round trips.</param>
-/// <param name="BusMsPerCall">The per-call cost the model runs with: fitted to <paramref name="FittedOn"/>'s requests.</param>
+/// <param name="BusMsPerCall">The per-message cost the model runs with (CPU work the processes share, charged for every message): fitted to <paramref name="FittedOn"/>'s requests.</param>
 /// <param name="BusMsPerMb">The per-MB cost the model runs with: fitted to <paramref name="FittedOn"/>'s requests.</param>
 /// <param name="FittedOn">The algorithm whose requests the bus costs are fitted to; the others' modelled latencies are predictions.</param>
-/// <param name="WireBytesPerSend">Bytes one (token, server) send really carried (a row per expert, float32), measured.</param>
+/// <param name="WireBytesPerSend">Mean bytes of a (token, server) send each way in the edges' wire format (the token's row in, a row per expert back), modelled.</param>
 /// <param name="HomeMsMean">Mean time of a replayed request run here with every expert local.</param>
 public sealed record ReplayCalibration(
     double ExpertMsPerCall, double ExpertMsPerRow, double PingMsPerCall, double PingMsPerMb, double BusMsPerCall, double BusMsPerMb, string FittedOn,
@@ -39,6 +39,12 @@ public sealed record ReplayRow
     public double LocalRatio { get; init; }
     public double RemoteBatchesPerToken { get; init; }
     public double RemoteBytesPerToken { get; init; }
+
+    /// <summary>The bytes per token the model's wire format gives for the same requests (<see cref="ReplayLatencyModel.Wire"/>).</summary>
+    public double ModelledBytesPerToken { get; init; }
+
+    /// <summary>The messages per token the model's wire format gives for the same requests.</summary>
+    public double ModelledBatchesPerToken { get; init; }
     public long LocalExpertCalls { get; init; }
     public long RemoteExpertCalls { get; init; }
 
@@ -59,7 +65,7 @@ internal static class ReplayReport
         var nominal = MoeModel.DeepSeekV2Lite;
         var model = new ReplayLatencyModel(settings, simulation.Problem.Cluster.Servers, home, latency);
         var placements = results.ToDictionary(r => r.Algorithm, r => r.Placement);
-        var bytesPerSend = results.ToDictionary(r => r.Algorithm, r => model.BytesPerSend(r.Placement, [.. runs.Outcomes[r.Algorithm].Where(o => o.Ok)]));
+        var bytesPerSend = results.ToDictionary(r => r.Algorithm, r => ReplayLatencyModel.BytesPerSend(r.Placement, runs.Outcomes[r.Algorithm].Where(o => o.Ok).Select(o => o.Request)));
 
         // The bus's costs per call and per byte, fitted to the baseline's requests only (eplb when replayed): the other
         // placements' modelled latencies are predictions, not fits.
@@ -74,6 +80,7 @@ internal static class ReplayReport
             var modelled = ok.Select(o => model.Latency(result.Placement, o.Request, bus, bytesPerSend[result.Algorithm])).ToList();
             var decodeTokens = Math.Max(1, ok.Sum(o => o.Request.Decode));
             var (expectedLocal, expectedRemote) = ExpectedCalls(result.Placement, ok.Select(o => o.Request));
+            var wires = ok.Select(o => ReplayLatencyModel.Wire(result.Placement, o.Request)).ToList();
             rows.Add(new ReplayRow
             {
                 Algorithm = result.Algorithm,
@@ -90,6 +97,8 @@ internal static class ReplayReport
                 LocalRatio = Math.Round((double)ok.Sum(o => o.Stats!.LocalExpertCalls) / Math.Max(1, ok.Sum(o => o.Stats!.LocalExpertCalls + o.Stats.RemoteExpertCalls)), 4),
                 RemoteBatchesPerToken = Math.Round((double)ok.Sum(o => o.Stats!.RemoteBatches) / tokens, 3),
                 RemoteBytesPerToken = Math.Round((double)ok.Sum(o => o.Stats!.RemoteBytes) / tokens, 0),
+                ModelledBytesPerToken = Math.Round((double)wires.Sum(w => w.Bytes) / tokens, 0),
+                ModelledBatchesPerToken = Math.Round((double)wires.Sum(w => w.Messages) / tokens, 3),
                 LocalExpertCalls = ok.Sum(o => o.Stats!.LocalExpertCalls),
                 RemoteExpertCalls = ok.Sum(o => o.Stats!.RemoteExpertCalls),
                 ExpectedLocalExpertCalls = expectedLocal,
@@ -166,14 +175,14 @@ internal static class ReplayReport
         s.AppendLine(inv, $"replayed {replayed.Count} held-out requests ({settings.RequestsPerServer} per edge), prompt in one step then the last {settings.DecodeTokens} tokens one by one; link {settings.LinkDelayMs} ms one way, {settings.LinkMbps} Mbps");
         if (rows.Count > 0 && rows[0].Calibration is { } c)
         {
-            s.AppendLine(inv, $"model calibrated from this run: expert {c.ExpertMsPerCall:F3} ms + {c.ExpertMsPerRow:F4} ms/row, bus {c.BusMsPerCall:F2} ms/call and {c.BusMsPerMb:F2} ms/MB fitted on {c.FittedOn} (pings: {c.PingMsPerCall:F2} ms, {c.PingMsPerMb:F2} ms/MB), home cost (all experts local) {c.HomeMsMean:F0} ms per request");
+            s.AppendLine(inv, $"model calibrated from this run: expert {c.ExpertMsPerCall:F3} ms + {c.ExpertMsPerRow:F4} ms/row, bus {c.BusMsPerCall:F2} ms/message and {c.BusMsPerMb:F2} ms/MB fitted on {c.FittedOn} (pings: {c.PingMsPerCall:F2} ms, {c.PingMsPerMb:F2} ms/MB), home cost (all experts local) {c.HomeMsMean:F0} ms per request");
         }
 
-        s.AppendLine("algorithm  failed  measured ms (p99)   modelled ms (p99)   decode ms/tok meas/model  vs eplb meas/model  local  batches/tok  KB/tok  calls local/remote (expected)");
+        s.AppendLine("algorithm  failed  measured ms (p99)   modelled ms (p99)   decode ms/tok meas/model  vs eplb meas/model  local  batches/tok meas/model  KB/tok meas/model  calls local/remote (expected)");
         foreach (var r in rows)
         {
             s.AppendLine(inv,
-                $"{r.Algorithm,-10} {r.Failed,6}  {r.MeasuredLatencyMsMean,8:F0} ({r.MeasuredLatencyMsP99,6:F0})  {r.ModelledLatencyMsMean,8:F0} ({r.ModelledLatencyMsP99,6:F0})  {r.MeasuredDecodeMsPerToken,10:F1} / {r.ModelledDecodeMsPerToken,-10:F1}  {Ratio(r.MeasuredRatioToEplb)} / {Ratio(r.ModelledRatioToEplb)}      {r.LocalRatio,5:F3}  {r.RemoteBatchesPerToken,11:F2}  {r.RemoteBytesPerToken / 1e3,6:F1}  {r.LocalExpertCalls}/{r.RemoteExpertCalls} ({r.ExpectedLocalExpertCalls}/{r.ExpectedRemoteExpertCalls})");
+                $"{r.Algorithm,-10} {r.Failed,6}  {r.MeasuredLatencyMsMean,8:F0} ({r.MeasuredLatencyMsP99,6:F0})  {r.ModelledLatencyMsMean,8:F0} ({r.ModelledLatencyMsP99,6:F0})  {r.MeasuredDecodeMsPerToken,10:F1} / {r.ModelledDecodeMsPerToken,-10:F1}  {Ratio(r.MeasuredRatioToEplb)} / {Ratio(r.ModelledRatioToEplb)}      {r.LocalRatio,5:F3}  {r.RemoteBatchesPerToken,6:F2} / {r.ModelledBatchesPerToken,-6:F2}  {r.RemoteBytesPerToken / 1e3,6:F1} / {r.ModelledBytesPerToken / 1e3,-6:F1}  {r.LocalExpertCalls}/{r.RemoteExpertCalls} ({r.ExpectedLocalExpertCalls}/{r.ExpectedRemoteExpertCalls})");
             foreach (var error in r.Errors)
             {
                 s.AppendLine(inv, $"  {error}");
