@@ -150,40 +150,46 @@ public static class ReplayBenchmark
             log($"started the coordinator and {edges.Count} edges (virtual host {environment.VirtualHost}); waiting until they serve...");
             await environment.WaitReadyAsync(TimeSpan.FromSeconds(600), cancellationToken).ConfigureAwait(false);
             await using var client = await BusClient.StartAsync(environment.RabbitMqUri, cfg => cfg.AddDeserializer(ExpertBatchSerializer.Instance), cancellationToken).ConfigureAwait(false);
-            var outcomes = new Dictionary<string, List<ReplayOutcome>>(StringComparer.Ordinal);
+            var outcomes = results.ToDictionary(r => r.Algorithm, _ => new List<ReplayOutcome>(), StringComparer.Ordinal);
             var versions = new Dictionary<string, int>(StringComparer.Ordinal);
             BusCosts? busCosts = null;
-            foreach (var result in results)
-            {
-                log($"{result.Algorithm}: activating its placement through the coordinator's registry...");
-                var assignments = PlacementAssignments.From(result.Placement, edges);
-                versions[result.Algorithm] = await ActivateAsync(client.Bus, assignments, cancellationToken).ConfigureAwait(false);
-                environment.EnsureRunning();
-                log($"{result.Algorithm}: placement v{versions[result.Algorithm]} active; warm-up (the first tokens of each edge's first request, not measured)...");
-                foreach (var request in replayed.Where(r => r.Id == replayed.Where(x => x.Server == r.Server).Min(x => x.Id)))
-                {
-                    var warmup = await SendAsync(client.Bus, edges[request.Server], request with { Prompt = Math.Min(16, request.Prompt), Decode = Math.Min(2, request.Decode) }, cancellationToken)
-                        .ConfigureAwait(false);
-                    if (!warmup.Ok)
-                    {
-                        throw new OperationException($"{edges[request.Server]} failed its warm-up request: {warmup.Error}", OperationFailure.Failed);
-                    }
-                }
 
-                busCosts ??= await MeasureBusAsync(client.Bus, edges, assignments, settings, home, log, cancellationToken).ConfigureAwait(false);
-                log($"{result.Algorithm}: replaying {replayed.Count} requests, one at a time...");
-                var list = new List<ReplayOutcome>();
-                foreach (var round in replayed.GroupBy(r => replayed.Where(x => x.Server == r.Server).ToList().IndexOf(r)).OrderBy(g => g.Key))
+            // Round by round (each edge's first request under every placement, then its second, ...), so that the load of
+            // a shared machine drifting during the run falls on every placement alike rather than on whichever ran then.
+            var rounds = replayed.GroupBy(r => replayed.Where(x => x.Server == r.Server).ToList().IndexOf(r)).OrderBy(g => g.Key).ToList();
+            foreach (var round in rounds)
+            {
+                foreach (var result in results)
                 {
+                    log($"{result.Algorithm}: activating its placement through the coordinator's registry (round {round.Key + 1} of {rounds.Count})...");
+                    var assignments = PlacementAssignments.From(result.Placement, edges);
+                    versions[result.Algorithm] = await ActivateAsync(client.Bus, assignments, cancellationToken).ConfigureAwait(false);
+                    environment.EnsureRunning();
+                    log($"{result.Algorithm}: placement v{versions[result.Algorithm]} active; warm-up (the first tokens of each edge's first request, not measured)...");
+                    foreach (var request in replayed.Where(r => r.Id == replayed.Where(x => x.Server == r.Server).Min(x => x.Id)))
+                    {
+                        var warmup = await SendAsync(client.Bus, edges[request.Server], request with { Prompt = Math.Min(16, request.Prompt), Decode = Math.Min(2, request.Decode) }, cancellationToken)
+                            .ConfigureAwait(false);
+                        if (!warmup.Ok)
+                        {
+                            throw new OperationException($"{edges[request.Server]} failed its warm-up request: {warmup.Error}", OperationFailure.Failed);
+                        }
+                    }
+
+                    busCosts ??= await MeasureBusAsync(client.Bus, edges, assignments, settings, home, log, cancellationToken).ConfigureAwait(false);
+                    log($"{result.Algorithm}: replaying {round.Count()} requests, one at a time...");
                     foreach (var request in round)
                     {
-                        list.Add(await SendAsync(client.Bus, edges[request.Server], request, cancellationToken).ConfigureAwait(false));
+                        outcomes[result.Algorithm].Add(await SendAsync(client.Bus, edges[request.Server], request, cancellationToken).ConfigureAwait(false));
                     }
-                }
 
-                environment.EnsureRunning();
-                outcomes[result.Algorithm] = list;
-                log(string.Create(invariant, $"{result.Algorithm}: mean {list.Where(o => o.Ok).Select(o => o.LatencyMs).DefaultIfEmpty().Average():F0} ms, {list.Count(o => !o.Ok)} failed"));
+                    environment.EnsureRunning();
+                }
+            }
+
+            foreach (var (algorithm, list) in outcomes)
+            {
+                log(string.Create(invariant, $"{algorithm}: mean {list.Where(o => o.Ok).Select(o => o.LatencyMs).DefaultIfEmpty().Average():F0} ms, {list.Count(o => !o.Ok)} failed"));
             }
 
             finished = true;

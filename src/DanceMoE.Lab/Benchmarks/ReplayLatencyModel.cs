@@ -11,6 +11,9 @@ namespace DanceMoE.Lab.Benchmarks;
 internal sealed class ReplayLatencyModel
 {
     private const long WireRow = 2048L * sizeof(float);
+
+    /// <summary>The cores the edges, the broker and the benchmark share: the run's processes are all on this machine.</summary>
+    public static readonly int Cores = Environment.ProcessorCount;
     private static readonly MoeModel Nominal = MoeModel.DeepSeekV2Lite;
     private readonly ReplayBenchmarkSettings _settings;
     private readonly List<ServerSpec> _servers;
@@ -57,6 +60,7 @@ internal sealed class ReplayLatencyModel
         var steps = new List<(int From, int To)> { (0, request.Prompt) };
         steps.AddRange(Enumerable.Range(request.Prompt, request.Decode).Select(p => (p, p + 1)));
         var wire = new WireCosts(0, 0, 0, 0, 0);
+        var stepBytes = new List<WireStep>();
         var serverOf = new Dictionary<int, int>();
         var tokenServers = new HashSet<int>();
         for (var l = 0; l < placement.Layers; l++)
@@ -75,7 +79,7 @@ internal sealed class ReplayLatencyModel
                     }
                 }
 
-                long rows = 0;
+                var rowsTo = new long[placement.Servers];
                 for (var t = from; t < to; t++)
                 {
                     tokenServers.Clear();
@@ -83,17 +87,17 @@ internal sealed class ReplayLatencyModel
                     {
                         if (serverOf.TryGetValue(e, out var server))
                         {
-                            tokenServers.Add(server);
-                            rows++;
+                            rowsTo[server] += tokenServers.Add(server) ? 2 : 1;
                         }
                     }
 
-                    rows += tokenServers.Count;
                     wire = wire with { Sends = wire.Sends + tokenServers.Count };
                 }
 
-                var messages = serverOf.Values.Distinct().Count();
+                var rows = rowsTo.Sum();
+                var messages = rowsTo.Count(r => r > 0);
                 var decode = to - from == 1 && from >= request.Prompt;
+                stepBytes.Add(new WireStep(decode, [.. rowsTo.Where(r => r > 0).Select(r => r * WireRow)]));
                 wire = wire with
                 {
                     Messages = wire.Messages + messages,
@@ -104,7 +108,7 @@ internal sealed class ReplayLatencyModel
             }
         }
 
-        return wire;
+        return wire with { Steps = stepBytes };
     }
 
     /// <summary>The replica of a remote expert: one the step already sends to if it holds it (fewer messages), else the first.</summary>
@@ -171,15 +175,31 @@ internal sealed class ReplayLatencyModel
     }
 
     /// <summary>
-    /// What the bus does per message and per byte (copying, serialising, the broker, waking the peer) is CPU work that the
-    /// processes share on this machine: charged for every message and byte a request sends, not per link in parallel.
+    /// What the bus does for a message (serialising, the broker, the peer's consumer, the answer back) is CPU work done one
+    /// step after another, so a step's layer waits for its largest message; and all of the step's messages share this
+    /// machine's cores. A step's layer costs the larger of the two.
     /// </summary>
     private static (double TotalMs, double DecodeMs) Latency(RequestParts parts, BusCosts bus)
     {
-        var wire = parts.Wire;
-        var busMs = ((wire.Messages * bus.SecondsPerCall) + (wire.Bytes * bus.SecondsPerByte)) * 1e3;
-        var decodeBusMs = ((wire.DecodeMessages * bus.SecondsPerCall) + (wire.DecodeBytes * bus.SecondsPerByte)) * 1e3;
-        return (parts.TotalMs + busMs, parts.Decode == 0 ? 0 : parts.DecodeMs + decodeBusMs);
+        var busSeconds = 0.0;
+        var decodeBusSeconds = 0.0;
+        foreach (var step in parts.Wire.Steps)
+        {
+            var slowest = 0.0;
+            var sum = 0.0;
+            foreach (var bytes in step.BytesPerPeer)
+            {
+                var message = bus.SecondsPerCall + (bytes * bus.SecondsPerByte);
+                slowest = Math.Max(slowest, message);
+                sum += message;
+            }
+
+            var seconds = Math.Max(slowest, sum / Cores);
+            busSeconds += seconds;
+            decodeBusSeconds += step.Decode ? seconds : 0;
+        }
+
+        return (parts.TotalMs + (busSeconds * 1e3), parts.Decode == 0 ? 0 : parts.DecodeMs + (decodeBusSeconds * 1e3));
     }
 
     private sealed record RequestParts(double TotalMs, double DecodeMs, int Decode, WireCosts Wire);
@@ -214,4 +234,11 @@ internal sealed class ReplayLatencyModel
 /// <summary>
 /// What a request sends over the bus: messages, (token, server) sends, and bytes both ways, in all and in its decode steps.
 /// </summary>
-public sealed record WireCosts(long Messages, long Sends, long Bytes, long DecodeMessages, long DecodeBytes);
+public sealed record WireCosts(long Messages, long Sends, long Bytes, long DecodeMessages, long DecodeBytes)
+{
+    /// <summary>Each step's layer: whether it decodes one position, and the bytes of its message to each peer it needs (both ways).</summary>
+    public IReadOnlyList<WireStep> Steps { get; init; } = [];
+}
+
+/// <summary>One step's layer on the wire: whether it decodes one position, and the bytes of each of its messages (both ways).</summary>
+public sealed record WireStep(bool Decode, long[] BytesPerPeer);

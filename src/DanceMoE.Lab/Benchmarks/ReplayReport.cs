@@ -16,9 +16,10 @@ namespace DanceMoE.Lab.Benchmarks;
 /// <param name="FittedOn">The algorithm whose requests the bus costs are fitted to; the others' modelled latencies are predictions.</param>
 /// <param name="WireBytesPerSend">Mean bytes of a (token, server) send each way in the edges' wire format (the token's row in, a row per expert back), modelled.</param>
 /// <param name="HomeMsMean">Mean time of a replayed request run here with every expert local.</param>
+/// <param name="Cores">The cores the run's processes shared (a step's messages share them; each message's work is serial).</param>
 public sealed record ReplayCalibration(
     double ExpertMsPerCall, double ExpertMsPerRow, double PingMsPerCall, double PingMsPerMb, double BusMsPerCall, double BusMsPerMb, string FittedOn,
-    double WireBytesPerSend, double HomeMsMean);
+    double WireBytesPerSend, double HomeMsMean, int Cores);
 
 /// <summary>One algorithm's line of <c>bench replay</c>: measured on the edges, and modelled for the same requests.</summary>
 public sealed record ReplayRow
@@ -54,7 +55,7 @@ public sealed record ReplayRow
     public int Retries { get; init; }
     public double SolveMs { get; init; }
     public double ExpertSizeMb { get; init; }
-    public ReplayCalibration Calibration { get; init; } = new(0, 0, 0, 0, 0, 0, "", 0, 0);
+    public ReplayCalibration Calibration { get; init; } = new(0, 0, 0, 0, 0, 0, "", 0, 0, 0);
 }
 
 internal static class ReplayReport
@@ -115,7 +116,8 @@ internal static class ReplayReport
                     Math.Round(bus.SecondsPerByte * 1e9, 3),
                     baseline.Algorithm,
                     Math.Round(bytesPerSend[result.Algorithm], 0),
-                    Round(home.Requests.Values.Average(v => v.TotalMs))),
+                    Round(home.Requests.Values.Average(v => v.TotalMs)),
+                    ReplayLatencyModel.Cores),
             });
         }
 
@@ -175,7 +177,7 @@ internal static class ReplayReport
         s.AppendLine(inv, $"replayed {replayed.Count} held-out requests ({settings.RequestsPerServer} per edge), prompt in one step then the last {settings.DecodeTokens} tokens one by one; link {settings.LinkDelayMs} ms one way, {settings.LinkMbps} Mbps");
         if (rows.Count > 0 && rows[0].Calibration is { } c)
         {
-            s.AppendLine(inv, $"model calibrated from this run: expert {c.ExpertMsPerCall:F3} ms + {c.ExpertMsPerRow:F4} ms/row, bus {c.BusMsPerCall:F2} ms/message and {c.BusMsPerMb:F2} ms/MB fitted on {c.FittedOn} (pings: {c.PingMsPerCall:F2} ms, {c.PingMsPerMb:F2} ms/MB), home cost (all experts local) {c.HomeMsMean:F0} ms per request");
+            s.AppendLine(inv, $"model calibrated from this run: expert {c.ExpertMsPerCall:F3} ms + {c.ExpertMsPerRow:F4} ms/row, bus {c.BusMsPerCall:F2} ms/message and {c.BusMsPerMb:F2} ms/MB fitted on {c.FittedOn}, {c.Cores} cores shared (pings: {c.PingMsPerCall:F2} ms, {c.PingMsPerMb:F2} ms/MB), home cost (all experts local) {c.HomeMsMean:F0} ms per request");
         }
 
         s.AppendLine("algorithm  failed  measured ms (p99)   modelled ms (p99)   decode ms/tok meas/model  vs eplb meas/model  local  batches/tok meas/model  KB/tok meas/model  calls local/remote (expected)");
