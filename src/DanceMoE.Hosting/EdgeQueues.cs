@@ -15,6 +15,9 @@ public static partial class EdgeQueues
     public static string Requests(string edgeId) =>
         edgeId.StartsWith("edge-", StringComparison.Ordinal) ? edgeId : "edge-" + edgeId;
 
+    /// <summary>Whether <paramref name="queue"/> is an edge's request queue (<c>edge-1</c>, not <c>edge-1-experts</c> or <c>edge-1-control</c>).</summary>
+    public static bool IsRequests(string queue) => queue.StartsWith("edge-", StringComparison.Ordinal) && Problem(queue) is null;
+
     public static string Experts(string edgeId) => Requests(edgeId) + "-experts";
 
     public static string Control(string edgeId) => Requests(edgeId) + "-control";

@@ -45,7 +45,12 @@ public sealed class RabbitMqOptions
                 });
             }
         });
-        bus.ConfigureSend(send => send.UseSendExecute(context => StampUser(context, broker.Username)));
+        bus.ConfigureSend(send => send.UseSendExecute(context =>
+        {
+            StampUser(context, broker.Username);
+            ReturnUnroutableRequests(context);
+            ConfirmOnlyWhatMustSurvive(context);
+        }));
         bus.ConfigurePublish(publish => publish.UseExecute(context => StampUser(context, broker.Username)));
     }
 
@@ -58,6 +63,34 @@ public sealed class RabbitMqOptions
         if (context.TryGetPayload(out RabbitMqSendContext? rabbit))
         {
             rabbit.BasicProperties.UserId = username;
+        }
+    }
+
+    /// <summary>
+    /// A request to an edge's queue is published mandatory: while no edge has declared and bound the queue the broker
+    /// returns it, and the send faults at once with <see cref="MessageReturnedException"/> rather than going nowhere.
+    /// </summary>
+    private static void ReturnUnroutableRequests(SendContext context)
+    {
+        if (context.DestinationAddress is { } destination && EdgeQueues.IsRequests(destination.Segments[^1].TrimEnd('/'))
+            && context.TryGetPayload(out RabbitMqSendContext? rabbit))
+        {
+            rabbit.Mandatory = true;
+        }
+    }
+
+    /// <summary>
+    /// A transient message (an expert batch and its result, a reply to a requester's temporary queue, anything sent not
+    /// durable) goes out without waiting for the broker's confirm: its sender's deadline or timeout covers its loss. A
+    /// consumer that awaited such a confirm when its node died would never finish: RabbitMQ.Client fails a lost
+    /// connection's pending confirms only after its consumers finished, and MassTransit would not reconnect meanwhile.
+    /// </summary>
+    private static void ConfirmOnlyWhatMustSurvive(SendContext context)
+    {
+        var temporary = context.DestinationAddress?.Query.Contains("temporary=true", StringComparison.OrdinalIgnoreCase) == true;
+        if ((temporary || !context.Durable) && context.TryGetPayload(out RabbitMqSendContext? rabbit))
+        {
+            rabbit.AwaitAck = false;
         }
     }
 

@@ -17,10 +17,24 @@ public static class EdgeRequests
         }
 
         var requestClient = bus.CreateRequestClient<GenerateText>(EdgeQueues.RequestsAddress(edge), RequestTimeout.After(ms: (int)timeout.TotalMilliseconds));
+
+        // The timeout bounds the send as well: a request the broker does not confirm in time (its node lost) gives up with it.
+        using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        deadline.CancelAfter(timeout);
         try
         {
-            var response = await requestClient.GetResponse<TextGenerated>(request, cancellationToken).ConfigureAwait(false);
+            var response = await requestClient.GetResponse<TextGenerated>(request, deadline.Token).ConfigureAwait(false);
             return response.Message;
+        }
+        catch (RequestException ex) when (ex.InnerException is MessageReturnedException)
+        {
+            throw new OperationException(
+                $"edge '{edge}' is not serving: nobody has declared its request queue '{EdgeQueues.Requests(edge)}', so the broker returned the request (start the edge first)",
+                OperationFailure.Unavailable, ex);
+        }
+        catch (OperationCanceledException ex) when (deadline.IsCancellationRequested && !cancellationToken.IsCancellationRequested)
+        {
+            throw new OperationException($"edge '{edge}' did not answer within {timeout.TotalSeconds:F0} s (the broker had not confirmed the request)", OperationFailure.Unavailable, ex);
         }
         catch (RequestFaultException ex)
         {
