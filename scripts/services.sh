@@ -282,7 +282,8 @@ pg_disable_constant_analyst() {
   fi
 }
 
-# Queues from before the replicated broker: request, control and saga queues were classic and expert queues durable.
+# Queues from before the replicated broker: request, control, saga and the coordinator's heartbeat and acknowledgement
+# queues were classic and expert queues durable.
 # RabbitMQ refuses to declare a queue again with another type or durability (PRECONDITION_FAILED), so the old ones go
 # while nobody consumes them; their consumers declare them anew at start.
 rabbit_upgrade_queues() {
@@ -291,8 +292,9 @@ rabbit_upgrade_queues() {
     while read -r name type durable consumers; do
       case "$name" in
         edge-*-experts) [ "$durable" = true ] || continue ;;
-        edge-*_error|edge-*_skipped|coordinator-heartbeats*|coordinator-lagging-edges*|coordinator-placement-applied*) continue ;;
-        edge-*|coordinator|coordinator-migrations|coordinator-activations) [ "$type" = classic ] || continue ;;
+        edge-*_error|edge-*_skipped|coordinator*_error|coordinator*_skipped) continue ;;
+        edge-*|coordinator|coordinator-migrations|coordinator-activations|coordinator-heartbeats|coordinator-lagging-edges|coordinator-placement-applied)
+          [ "$type" = classic ] || continue ;;
         *) continue ;;
       esac
       [ "$consumers" = 0 ] || { log "queue $name is still consumed: stop its edge or coordinator and run services up again to upgrade it"; continue; }

@@ -1,5 +1,6 @@
 using DanceMoE.Contracts;
 using DanceMoE.Data;
+using DanceMoE.Hosting;
 using MassTransit;
 using Microsoft.EntityFrameworkCore;
 
@@ -48,6 +49,7 @@ public sealed class EdgeHeartbeatConsumerDefinition : ConsumerDefinition<EdgeHea
     protected override void ConfigureConsumer(IReceiveEndpointConfigurator endpointConfigurator,
         IConsumerConfigurator<EdgeHeartbeatConsumer> consumerConfigurator, IRegistrationContext context)
     {
+        endpointConfigurator.UseQuorumQueue();
         endpointConfigurator.UseMessageRetry(r => r.Intervals(100, 500, 1000));
     }
 }

@@ -65,4 +65,8 @@ public sealed class LaggingEdgeConsumerDefinition : ConsumerDefinition<LaggingEd
         EndpointName = "coordinator-lagging-edges";
         ConcurrentMessageLimit = 1;
     }
+
+    protected override void ConfigureConsumer(IReceiveEndpointConfigurator endpointConfigurator,
+        IConsumerConfigurator<LaggingEdgeConsumer> consumerConfigurator, IRegistrationContext context) =>
+        endpointConfigurator.UseQuorumQueue();
 }

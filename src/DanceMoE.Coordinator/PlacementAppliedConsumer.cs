@@ -1,4 +1,5 @@
 using DanceMoE.Contracts;
+using DanceMoE.Hosting;
 using MassTransit;
 
 namespace DanceMoE.Coordinator;
@@ -22,4 +23,8 @@ public sealed class PlacementAppliedConsumerDefinition : ConsumerDefinition<Plac
         // One at a time, in arrival order: the latest acknowledgement of an edge is the one that counts.
         ConcurrentMessageLimit = 1;
     }
+
+    protected override void ConfigureConsumer(IReceiveEndpointConfigurator endpointConfigurator,
+        IConsumerConfigurator<PlacementAppliedConsumer> consumerConfigurator, IRegistrationContext context) =>
+        endpointConfigurator.UseQuorumQueue();
 }
