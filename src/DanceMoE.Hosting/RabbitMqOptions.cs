@@ -80,19 +80,22 @@ public sealed class RabbitMqOptions
     }
 
     /// <summary>
-    /// A transient message (an expert batch and its result, a reply to a requester's temporary queue, anything sent not
-    /// durable) goes out without waiting for the broker's confirm: its sender's deadline or timeout covers its loss. A
-    /// consumer that awaited such a confirm when its node died would never finish: RabbitMQ.Client fails a lost
-    /// connection's pending confirms only after its consumers finished, and MassTransit would not reconnect meanwhile.
+    /// A message to a temporary queue (an expert batch, a reply to a requester) goes out without waiting for the broker's
+    /// confirm: its sender's deadline or timeout covers its loss. A consumer that awaited such a confirm when its node died
+    /// would never finish: RabbitMQ.Client fails a lost connection's pending confirms only after its consumers finished,
+    /// and MassTransit would not reconnect meanwhile.
     /// </summary>
     private static void ConfirmOnlyWhatMustSurvive(SendContext context)
     {
-        var temporary = context.DestinationAddress?.Query.Contains("temporary=true", StringComparison.OrdinalIgnoreCase) == true;
-        if ((temporary || !context.Durable) && context.TryGetPayload(out RabbitMqSendContext? rabbit))
+        if (!AwaitsConfirm(context.DestinationAddress) && context.TryGetPayload(out RabbitMqSendContext? rabbit))
         {
             rabbit.AwaitAck = false;
         }
     }
+
+    /// <summary>Whether a send to <paramref name="destination"/> waits for the broker's confirm: every one but to a temporary queue.</summary>
+    public static bool AwaitsConfirm(Uri? destination) =>
+        destination?.Query.Contains("temporary=true", StringComparison.OrdinalIgnoreCase) != true;
 
     public static RabbitMqBroker Parse(string uri)
     {
