@@ -1,5 +1,6 @@
 using System.Globalization;
 using DanceMoE.Data;
+using DanceMoE.Hosting;
 using DanceMoE.Operations;
 using MassTransit;
 using Microsoft.EntityFrameworkCore;
@@ -28,6 +29,7 @@ internal sealed class ChaosRun(
         DateTimeOffset? recoveredAt = null;
         int inFlight;
         var migrationEnd = "none";
+        IReadOnlyList<string> unconsumed = [];
         try
         {
             await Task.Delay(settings.Before, cancellationToken).ConfigureAwait(false);
@@ -47,6 +49,9 @@ internal sealed class ChaosRun(
             {
                 await Task.Delay(200, cancellationToken).ConfigureAwait(false);
             }
+
+            // Answers need only the request queues: every other queue of the cluster must have its consumer back too.
+            unconsumed = await UnconsumedQueuesAsync(deadline, cancellationToken).ConfigureAwait(false);
 
             if (migration is not null)
             {
@@ -79,13 +84,14 @@ internal sealed class ChaosRun(
             InFlightAtFault = inFlight,
             Hung = requests.Count(r => r.Hung),
             RecoveryS = recoveredAt is { } at ? Math.Round((at - faultEnd).TotalSeconds, 1) : null,
-            Recovered = recoveredAt is not null,
+            Recovered = recoveredAt is not null && unconsumed.Count == 0,
             FaultS = Math.Round((faultEnd - faultAt).TotalSeconds, 1),
             RowsExpected = expected,
             RowsLanded = landed,
             DuplicateRows = duplicates,
             Migration = migrationEnd,
-            Errors = [.. requests.Where(r => r.Error is not null).GroupBy(r => r.Error!).Select(g => $"{g.Count()} x {g.Key}")],
+            Errors = [.. requests.Where(r => r.Error is not null).GroupBy(r => r.Error!).Select(g => $"{g.Count()} x {g.Key}"),
+                .. unconsumed.Select(q => $"queue {q} had no consumer again {settings.RecoveryTimeout.TotalSeconds:F0} s after the fault")],
         };
     }
 
@@ -133,6 +139,45 @@ internal sealed class ChaosRun(
                 ? string.Create(CultureInfo.InvariantCulture, $"{m.CurrentState}: {m.LoadsDone} loads, {m.UnloadsDone} unloads in {((m.FinishedAt ?? DateTimeOffset.UtcNow) - m.StartedAt).TotalSeconds:F1} s{(m.Reason is { } r ? " (" + r + ")" : "")}")
                 : $"{wait.End}";
         }).ConfigureAwait(false);
+    }
+
+    /// <summary>The cluster's queues that have no consumer, polled until none is missing or <paramref name="deadline"/>.</summary>
+    private async Task<IReadOnlyList<string>> UnconsumedQueuesAsync(DateTimeOffset deadline, CancellationToken cancellationToken)
+    {
+        string[] queues =
+        [
+            .. Edges.SelectMany(e => new[] { EdgeQueues.Requests(e), EdgeQueues.Experts(e), EdgeQueues.Control(e) }),
+            "coordinator", "coordinator-migrations", "coordinator-activations", "coordinator-heartbeats", "coordinator-lagging-edges", "coordinator-placement-applied",
+        ];
+        while (true)
+        {
+            var missing = new List<string>();
+            foreach (var queue in queues)
+            {
+                try
+                {
+                    if (await BusClient.ConsumersOfAsync(environment.RabbitMqUri, queue, cancellationToken).ConfigureAwait(false) is null or 0)
+                    {
+                        missing.Add(queue);
+                    }
+                }
+                catch (RabbitMQ.Client.Exceptions.OperationInterruptedException ex) when (ex.ShutdownReason?.ReplyCode == 405)
+                {
+                    // RESOURCE_LOCKED: an exclusive queue (an edge's expert queue), which lives only while its consumer's connection does.
+                }
+                catch (Exception ex) when (ex is OperationException or RabbitMQ.Client.Exceptions.RabbitMQClientException or IOException)
+                {
+                    missing.Add(queue);
+                }
+            }
+
+            if (missing.Count == 0 || DateTimeOffset.UtcNow > deadline)
+            {
+                return missing;
+            }
+
+            await Task.Delay(1000, cancellationToken).ConfigureAwait(false);
+        }
     }
 
     private async Task<MigrationState?> MigrationAsync(long decisionId, CancellationToken cancellationToken)
