@@ -173,11 +173,13 @@ rabbit_users() {
   fi
 }
 
-# amqp://USER:PASSWORD@... of a role, or nothing when its password file cannot be read.
+# amqp://USER:PASSWORD@HOST:PORT/VHOST of a role on the first node, a URI every AMQP client parses; with "all", every
+# node's host:port comma-separated, as DanceMoE's processes take it to fail over. Nothing when the password is unreadable.
 rabbit_role_uri() {
-  local file; file=$(rabbit_password_file "$1")
+  local file hosts; file=$(rabbit_password_file "$1")
   [ -r "$file" ] || return 0
-  echo "amqp://$(rabbitmq_role_user "$1"):$(cat "$file")@$(rabbit_hosts)/$APP_VHOST"
+  if [ "${2:-}" = all ]; then hosts=$(rabbit_hosts); else hosts="127.0.0.1:$(node_amqp_port 1)"; fi
+  echo "amqp://$(rabbitmq_role_user "$1"):$(cat "$file")@$hosts/$APP_VHOST"
 }
 
 pg_admin_password() {
@@ -379,12 +381,12 @@ nodes_json() {
 
 status() {
   # With several nodes a URI lists every node's host:port, comma-separated: clients fail over between them.
-  local rabbitmq_uri; rabbitmq_uri=$(rabbit_role_uri client)
+  local rabbitmq_uri; rabbitmq_uri=$(rabbit_role_uri client all)
   local postgres_url="postgresql://$APP_USER:$APP_PASSWORD@127.0.0.1:$PG_PORT/$APP_DB"
   local r p; r=$(state_word rabbit_running); p=$(state_word pg_running)
   if [ "${1:-}" = "--json" ]; then
     cat <<JSON
-{"rabbitmq": "$r", "postgres": "$p", "rabbitmq_uri": "$rabbitmq_uri", "rabbitmq_users": {"client": "$rabbitmq_uri", "edge": "$(rabbit_role_uri edge)", "coordinator": "$(rabbit_role_uri coordinator)", "ops": "$(rabbit_role_uri ops)"}, "rabbitmq_management_url": "http://127.0.0.1:$MGMT_PORT", "postgres_url": "$postgres_url", "state_dir": "$STATE", "rabbitmq_nodes": $(nodes_json)}
+{"rabbitmq": "$r", "postgres": "$p", "rabbitmq_uri": "$rabbitmq_uri", "rabbitmq_users": {"client": "$(rabbit_role_uri client)", "edge": "$(rabbit_role_uri edge)", "coordinator": "$(rabbit_role_uri coordinator)", "ops": "$(rabbit_role_uri ops)"}, "rabbitmq_cluster_users": {"client": "$rabbitmq_uri", "edge": "$(rabbit_role_uri edge all)", "coordinator": "$(rabbit_role_uri coordinator all)", "ops": "$(rabbit_role_uri ops all)"}, "rabbitmq_management_url": "http://127.0.0.1:$MGMT_PORT", "postgres_url": "$postgres_url", "state_dir": "$STATE", "rabbitmq_nodes": $(nodes_json)}
 JSON
   else
     echo "RabbitMQ   $r  amqp://$(rabbit_hosts)/$APP_VHOST  (management http://127.0.0.1:$MGMT_PORT, node $(node_name 1))"
