@@ -284,8 +284,8 @@ pg_disable_constant_analyst() {
   fi
 }
 
-# Queues from before the replicated broker: request, control, saga and the coordinator's heartbeat and acknowledgement
-# queues were classic and expert queues durable.
+# Queues from before the replicated broker: request, control and saga queues were classic, expert queues and the
+# coordinator's heartbeat and acknowledgement queues durable.
 # RabbitMQ refuses to declare a queue again with another type or durability (PRECONDITION_FAILED), so the old ones go
 # while nobody consumes them; their consumers declare them anew at start.
 rabbit_upgrade_queues() {
@@ -293,20 +293,19 @@ rabbit_upgrade_queues() {
   node_ctl 1 list_queues -p "$APP_VHOST" -q --no-table-headers name type durable consumers 2>/dev/null |
     while read -r name type durable consumers; do
       case "$name" in
-        edge-*-experts) [ "$durable" = true ] || continue ;;
-        edge-*_error|edge-*_skipped|coordinator*_error|coordinator*_skipped) continue ;;
-        edge-*|coordinator|coordinator-migrations|coordinator-activations|coordinator-heartbeats|coordinator-lagging-edges|coordinator-placement-applied)
-          [ "$type" = classic ] || continue ;;
+        edge-*-experts|coordinator-heartbeats|coordinator-lagging-edges|coordinator-placement-applied) [ "$durable" = true ] || continue ;;
+        edge-*_error|edge-*_skipped) continue ;;
+        edge-*|coordinator|coordinator-migrations|coordinator-activations) [ "$type" = classic ] || continue ;;
         *) continue ;;
       esac
       [ "$consumers" = 0 ] || { log "queue $name is still consumed: stop its edge or coordinator and run services up again to upgrade it"; continue; }
       log "upgrading queue $name: deleted (declared again as a quorum or transient queue by its consumer)"
       node_ctl 1 delete_queue -p "$APP_VHOST" "$name" >/dev/null </dev/null
     done
-  # An expert queue's exchange is transient too now; the old durable one goes with its queue.
+  # An expert queue's exchange is transient too now (the coordinator's notice queues' as well); the old durable one goes with its queue.
   node_ctl 1 list_exchanges -p "$APP_VHOST" -q --no-table-headers name durable 2>/dev/null |
     while read -r name durable; do
-      case "$name" in edge-*-experts) ;; *) continue ;; esac
+      case "$name" in edge-*-experts|coordinator-heartbeats|coordinator-lagging-edges|coordinator-placement-applied) ;; *) continue ;; esac
       [ "$durable" = true ] || continue
       node_ctl 1 list_queues -p "$APP_VHOST" -q --no-table-headers name </dev/null 2>/dev/null | grep -qx "$name" && continue
       # rabbitmqctl has no delete_exchange.

@@ -49,7 +49,7 @@ public sealed class EdgeHeartbeatConsumerDefinition : ConsumerDefinition<EdgeHea
     protected override void ConfigureConsumer(IReceiveEndpointConfigurator endpointConfigurator,
         IConsumerConfigurator<EdgeHeartbeatConsumer> consumerConfigurator, IRegistrationContext context)
     {
-        endpointConfigurator.UseQuorumQueue();
+        endpointConfigurator.UseTransientQueue();
         endpointConfigurator.UseMessageRetry(r => r.Intervals(100, 500, 1000));
     }
 }

@@ -68,5 +68,5 @@ public sealed class LaggingEdgeConsumerDefinition : ConsumerDefinition<LaggingEd
 
     protected override void ConfigureConsumer(IReceiveEndpointConfigurator endpointConfigurator,
         IConsumerConfigurator<LaggingEdgeConsumer> consumerConfigurator, IRegistrationContext context) =>
-        endpointConfigurator.UseQuorumQueue();
+        endpointConfigurator.UseTransientQueue();
 }

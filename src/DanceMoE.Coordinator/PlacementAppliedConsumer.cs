@@ -26,5 +26,5 @@ public sealed class PlacementAppliedConsumerDefinition : ConsumerDefinition<Plac
 
     protected override void ConfigureConsumer(IReceiveEndpointConfigurator endpointConfigurator,
         IConsumerConfigurator<PlacementAppliedConsumer> consumerConfigurator, IRegistrationContext context) =>
-        endpointConfigurator.UseQuorumQueue();
+        endpointConfigurator.UseTransientQueue();
 }

@@ -16,8 +16,15 @@ public sealed class HeartbeatService(EdgeRuntime edge, IBus bus, ILogger<Heartbe
             try
             {
                 var beat = Snapshot();
-                // A heartbeat is stale after a few intervals: let the broker drop it rather than queue it.
-                await bus.Publish(beat, c => c.TimeToLive = TimeSpan.FromSeconds(edge.Options.HeartbeatSeconds * 5), stoppingToken).ConfigureAwait(false);
+                // A heartbeat is stale after a few intervals: let the broker drop it rather than queue it. One the broker
+                // has not confirmed within an interval (its node lost) is given up, so it cannot hold the bus's send channel.
+                using var interval = CancellationTokenSource.CreateLinkedTokenSource(stoppingToken);
+                interval.CancelAfter(TimeSpan.FromSeconds(edge.Options.HeartbeatSeconds));
+                await bus.Publish(beat, c => c.TimeToLive = TimeSpan.FromSeconds(edge.Options.HeartbeatSeconds * 5), interval.Token).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException) when (!stoppingToken.IsCancellationRequested)
+            {
+                logger.LogWarning("heartbeat not confirmed by the broker within {Seconds} s; the next one follows", edge.Options.HeartbeatSeconds);
             }
             catch (Exception ex) when (ex is not OperationCanceledException)
             {
