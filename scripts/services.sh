@@ -114,11 +114,24 @@ CONF
     || die "rabbitmq-server failed to start: $(tail -n 3 "$dir/log/start.out")"
 }
 
+# Whether the node's Erlang VM is up: registered with our epmd (it registers before RabbitMQ writes its pid file).
+node_registered() { ERL_EPMD_PORT="$EPMD_PORT" epmd -names 2>/dev/null | grep -q "^name $(node_name "$1" | cut -d@ -f1) at"; }
+
 node_await() {
   local i="$1" n
   for n in $(seq 1 60); do
-    node_ctl "$i" await_startup --timeout 5 >/dev/null 2>&1 && return 0
+    if node_ctl "$i" await_startup --timeout 5 >/dev/null 2>&1; then
+      # A node started again after a failed start may have lost its pid file to the failed one's exit.
+      node_running "$i" || node_ctl "$i" eval 'list_to_integer(os:getpid()).' >"$(node_dir "$i")/rabbitmq.pid" 2>/dev/null
+      return 0
+    fi
     [ "$n" = 60 ] && die "RabbitMQ node $(node_name "$i") did not start within 2 minutes; see $(node_dir "$i")/log"
+    # A node of a cluster that asks its peers while they are still starting may stop (incompatible_feature_flags,
+    # badrpc): started again, it finds them up.
+    if ! node_registered "$i"; then
+      log "RabbitMQ node $(node_name "$i") stopped while starting; starting it again"
+      node_start "$i"
+    fi
     sleep 2
   done
 }
