@@ -195,17 +195,25 @@ internal sealed class ChaosRun(
         var placement = Edge.PlacementFile.Load(Path.Combine(environment.Directory, "placement.json"));
         var bucket = DateTimeOffset.UtcNow.AddMinutes(-2);
         bucket = new DateTimeOffset(bucket.Year, bucket.Month, bucket.Day, bucket.Hour, bucket.Minute, 0, TimeSpan.Zero);
-        await using var db = DanceMoEDbContext.Create(environment.PostgresUrl);
+        // Added to the counts the edges' own traffic rolled up into that minute (already there once the run is past it).
+        await using var connection = new NpgsqlConnection(DatabaseOptions.ToNpgsql(environment.PostgresUrl));
+        await connection.OpenAsync(cancellationToken).ConfigureAwait(false);
         foreach (var x in placement.Assignments)
         {
             foreach (var edge in Edges)
             {
                 var wanted = edge == Edges[0] ? !x.Servers.Contains(Edges[0]) : x.Servers.Contains(edge);
-                db.ActivationCounts.Add(new ActivationCount { Bucket = bucket, OriginEdge = edge, Layer = (short)x.Layer, Expert = (short)x.Expert, Count = wanted ? 100_000 : 10 });
+                await using var upsert = new NpgsqlCommand(
+                    "INSERT INTO activation_counts (bucket, origin_edge, layer, expert, count) VALUES (@bucket, @edge, @layer, @expert, @count) " +
+                    "ON CONFLICT (bucket, origin_edge, layer, expert) DO UPDATE SET count = activation_counts.count + EXCLUDED.count", connection);
+                upsert.Parameters.AddWithValue("bucket", bucket);
+                upsert.Parameters.AddWithValue("edge", edge);
+                upsert.Parameters.AddWithValue("layer", (short)x.Layer);
+                upsert.Parameters.AddWithValue("expert", (short)x.Expert);
+                upsert.Parameters.AddWithValue("count", wanted ? 100_000L : 10L);
+                await upsert.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
             }
         }
-
-        await db.SaveChangesAsync(cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>Rows of these requests in routing_events, and how many repeat a (request, position, layer): waits until all expected landed, or gives up.</summary>
