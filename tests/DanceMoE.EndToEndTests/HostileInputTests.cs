@@ -92,6 +92,48 @@ public sealed class HostileInputTests(SingleEdgeFixture fixture) : IClassFixture
         Assert.Contains("exceed the endpoint's limit", Cluster.LogOf("edge-1"), StringComparison.Ordinal);
     }
 
+    [Fact]
+    public async Task An_edge_keeps_answering_expert_batches_after_binary_bodies_whose_envelope_length_lies()
+    {
+        var queue = EdgeQueues.Experts("edge-1");
+        foreach (var body in new[] { new byte[] { 0xff, 0xff, 0xff, 0x7f, 1, 2 }, new byte[] { 1, 0 }, "{}"u8.ToArray() })
+        {
+            await ManagementAsync(
+                HttpMethod.Post,
+                $"api/exchanges/{Cluster.VirtualHost.Name}/amq.default/publish",
+                new
+                {
+                    properties = new { content_type = ExpertBatchSerializer.BinaryContentType.MediaType },
+                    routing_key = queue,
+                    payload = Convert.ToBase64String(body),
+                    payload_encoding = "base64",
+                });
+        }
+
+        var deadline = DateTime.UtcNow.AddSeconds(30);
+        while (!Cluster.LogOf("edge-1").Contains("names an envelope of 2147483647 bytes", StringComparison.Ordinal) && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(250);
+        }
+
+        var hidden = Cluster.Manifest.Architecture.HiddenSize;
+        var client = Cluster.Bus.CreateRequestClient<RunExpertBatch>(EdgeQueues.ExpertsAddress("edge-1"));
+        var result = await client.GetResponse<ExpertBatchResult>(
+            new RunExpertBatch
+            {
+                BatchId = NewId.NextGuid(),
+                OriginEdgeId = "test",
+                Layer = 0,
+                HiddenSize = hidden,
+                Slices = [new ExpertSlice { Expert = 0, Rows = 1 }],
+                Hidden = new byte[hidden * sizeof(float)],
+            },
+            x => x.UseExecute(send => send.Serializer = ExpertBatchSerializer.Instance));
+
+        Assert.Contains("names an envelope of 2147483647 bytes", Cluster.LogOf("edge-1"), StringComparison.Ordinal);
+        Assert.Equal(hidden * sizeof(float), result.Message.Output.Length);
+    }
+
     private Task PublishRawAsync(string queue, string body) => ManagementAsync(
         HttpMethod.Post,
         $"api/exchanges/{Cluster.VirtualHost.Name}/amq.default/publish",
