@@ -156,6 +156,17 @@ public sealed record RabbitMqBroker(string Host, ushort Port, string VirtualHost
     /// <summary>The nodes as RabbitMQ's client takes them: it connects to the first that answers.</summary>
     public IList<AmqpTcpEndpoint> Endpoints() => [.. Nodes.Select(n => new AmqpTcpEndpoint(n.Host, n.Port))];
 
+    /// <summary>RabbitMQ's client factory for this broker's first node, virtual host and user.</summary>
+    public ConnectionFactory ConnectionFactory(string? clientName = null) => new()
+    {
+        HostName = Host,
+        Port = Port,
+        VirtualHost = VirtualHost,
+        UserName = Username,
+        Password = Password,
+        ClientProvidedName = clientName,
+    };
+
     /// <summary>The URI of this broker's nodes and user on <paramref name="virtualHost"/>.</summary>
     public string UriFor(string virtualHost) =>
         $"amqp://{Uri.EscapeDataString(Username)}:{Uri.EscapeDataString(Password)}@{string.Join(',', Nodes.Select(n => $"{n.Host}:{n.Port}"))}/{Uri.EscapeDataString(virtualHost)}";

@@ -97,15 +97,7 @@ public sealed class ReplyAddressProbe(IOptions<RabbitMqOptions> options, ILogger
             }
 
             var broker = RabbitMqOptions.Parse(options.Value.ConnectionString);
-            var factory = new ConnectionFactory
-            {
-                HostName = broker.Host,
-                Port = broker.Port,
-                VirtualHost = broker.VirtualHost,
-                UserName = broker.Username,
-                Password = broker.Password,
-                ClientProvidedName = "dancemoe-reply-probe",
-            };
+            var factory = broker.ConnectionFactory("dancemoe-reply-probe");
             _connection = await factory.CreateConnectionAsync(broker.Endpoints(), cancellationToken).ConfigureAwait(false);
             logger.LogDebug("reply address probe connected to {Host}:{Port}/{VirtualHost}", broker.Host, broker.Port, broker.VirtualHost);
             return _connection;

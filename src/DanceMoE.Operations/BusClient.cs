@@ -80,18 +80,7 @@ public sealed class BusClient : IAsyncDisposable
     private static OperationException Unreachable(string rabbitMqUri, Exception ex) =>
         new($"cannot connect to RabbitMQ at {LocalEnvironment.Redact(rabbitMqUri)}: {ex.Message} (is it up? ./dancemoe services up)", OperationFailure.Unavailable, ex);
 
-    private static ConnectionFactory Factory(string rabbitMqUri)
-    {
-        var broker = RabbitMqOptions.Parse(rabbitMqUri);
-        return new ConnectionFactory
-        {
-            HostName = broker.Host,
-            Port = broker.Port,
-            VirtualHost = broker.VirtualHost,
-            UserName = broker.Username,
-            Password = broker.Password,
-        };
-    }
+    private static ConnectionFactory Factory(string rabbitMqUri) => RabbitMqOptions.Parse(rabbitMqUri).ConnectionFactory();
 
     public async ValueTask DisposeAsync()
     {

@@ -125,16 +125,5 @@ public sealed class BusPermissionsTests
         return response.StatusCode;
     }
 
-    private static ConnectionFactory Factory(string uri)
-    {
-        var broker = RabbitMqOptions.Parse(uri);
-        return new ConnectionFactory
-        {
-            HostName = broker.Host,
-            Port = broker.Port,
-            VirtualHost = broker.VirtualHost,
-            UserName = broker.Username,
-            Password = broker.Password,
-        };
-    }
+    private static ConnectionFactory Factory(string uri) => RabbitMqOptions.Parse(uri).ConnectionFactory();
 }

@@ -6,7 +6,6 @@ using System.Text.Json;
 using DanceMoE.Contracts;
 using DanceMoE.Hosting;
 using MassTransit;
-using Microsoft.Extensions.DependencyInjection;
 
 namespace DanceMoE.IntegrationTests;
 
@@ -20,7 +19,7 @@ public sealed class ReplicatedBrokerTests
     {
         await using var cluster = await PrivateRabbitCluster.StartAsync(nodes: 3);
         var received = new ConcurrentDictionary<Guid, bool>();
-        await using var consumer = await StartBusAsync(cluster.Uri, cfg => cfg.ReceiveEndpoint(Queue, e =>
+        await using var consumer = await TestBus.StartAsync(cluster.Uri, cfg => cfg.ReceiveEndpoint(Queue, e =>
         {
             e.UseQuorumQueue();
             e.Handler<GenerateText>(context =>
@@ -29,7 +28,7 @@ public sealed class ReplicatedBrokerTests
                 return Task.CompletedTask;
             });
         }));
-        await using var producer = await StartBusAsync(cluster.Uri, _ => { });
+        await using var producer = await TestBus.StartAsync(cluster.Uri);
         var confirmed = new ConcurrentBag<Guid>();
         using var stop = new CancellationTokenSource();
         var load = Task.Run(async () =>
@@ -71,29 +70,6 @@ public sealed class ReplicatedBrokerTests
         {
             Assert.True(DateTime.UtcNow < deadline, $"timed out waiting until {what}");
             await Task.Delay(100);
-        }
-    }
-
-    private static async Task<StartedBus> StartBusAsync(string uri, Action<IRabbitMqBusFactoryConfigurator> configure)
-    {
-        var provider = new ServiceCollection()
-            .AddMassTransit(bus => bus.UsingRabbitMq((_, cfg) =>
-            {
-                new RabbitMqOptions { ConnectionString = uri }.ConfigureHost(cfg);
-                configure(cfg);
-            }))
-            .BuildServiceProvider(true);
-        var control = provider.GetRequiredService<IBusControl>();
-        await control.StartAsync(new CancellationTokenSource(TimeSpan.FromSeconds(60)).Token);
-        return new StartedBus(provider, control);
-    }
-
-    private sealed record StartedBus(ServiceProvider Provider, IBusControl Bus) : IAsyncDisposable
-    {
-        public async ValueTask DisposeAsync()
-        {
-            await Bus.StopAsync(new CancellationTokenSource(TimeSpan.FromSeconds(15)).Token);
-            await Provider.DisposeAsync();
         }
     }
 }

@@ -2,7 +2,6 @@ using DanceMoE.Contracts;
 using DanceMoE.Hosting;
 using DanceMoE.Operations;
 using MassTransit;
-using Microsoft.Extensions.DependencyInjection;
 
 namespace DanceMoE.IntegrationTests;
 
@@ -12,7 +11,7 @@ public sealed class UnroutableRequestTests(IsolatedVirtualHost virtualHost) : IC
     [Fact]
     public async Task A_raw_send_to_an_undeclared_edge_request_queue_faults_as_returned()
     {
-        await using var bus = await StartBusAsync();
+        await using var bus = await TestBus.StartAsync(virtualHost.Uri);
         var endpoint = await bus.Bus.GetSendEndpoint(EdgeQueues.RequestsAddress("edge-nobody-raw"));
 
         await Assert.ThrowsAsync<MessageReturnedException>(() => endpoint.Send(new GenerateText { RequestId = NewId.NextGuid(), Prompt = "anyone?", MaxNewTokens = 1 }));
@@ -21,7 +20,7 @@ public sealed class UnroutableRequestTests(IsolatedVirtualHost virtualHost) : IC
     [Fact]
     public async Task A_request_to_an_edge_nobody_serves_fails_naming_the_edge_rather_than_timing_out()
     {
-        await using var bus = await StartBusAsync();
+        await using var bus = await TestBus.StartAsync(virtualHost.Uri);
 
         var error = await Assert.ThrowsAsync<OperationException>(() => EdgeRequests.SendAsync(
             bus.Bus, "edge-nobody", new GenerateText { RequestId = NewId.NextGuid(), Prompt = "anyone?", MaxNewTokens = 1 }, TimeSpan.FromSeconds(60), CancellationToken.None));
@@ -29,24 +28,5 @@ public sealed class UnroutableRequestTests(IsolatedVirtualHost virtualHost) : IC
         Assert.Contains("edge 'edge-nobody' is not serving", error.Message, StringComparison.Ordinal);
         Assert.Contains("'edge-nobody'", error.Message, StringComparison.Ordinal);
         Assert.Equal(OperationFailure.Unavailable, error.Failure);
-    }
-
-    private async Task<StartedBus> StartBusAsync()
-    {
-        var provider = new ServiceCollection()
-            .AddMassTransit(bus => bus.UsingRabbitMq((_, cfg) => new RabbitMqOptions { ConnectionString = virtualHost.Uri }.ConfigureHost(cfg)))
-            .BuildServiceProvider(true);
-        var control = provider.GetRequiredService<IBusControl>();
-        await control.StartAsync(new CancellationTokenSource(TimeSpan.FromSeconds(30)).Token);
-        return new StartedBus(provider, control);
-    }
-
-    private sealed record StartedBus(ServiceProvider Provider, IBusControl Bus) : IAsyncDisposable
-    {
-        public async ValueTask DisposeAsync()
-        {
-            await Bus.StopAsync(new CancellationTokenSource(TimeSpan.FromSeconds(15)).Token);
-            await Provider.DisposeAsync();
-        }
     }
 }

@@ -50,12 +50,7 @@ public sealed class ClusterStatusLivenessTests(IsolatedDatabase database, Isolat
     public async Task The_coordinator_runs_while_its_queue_has_a_consumer_and_not_once_it_is_gone()
     {
         await DatabaseMigrator.MigrateAsync(database.ConnectionString, TimeSpan.FromSeconds(10), CancellationToken.None);
-        var broker = RabbitMqOptions.Parse(virtualHost.Uri);
-        var factory = new ConnectionFactory
-        {
-            HostName = broker.Host, Port = broker.Port, VirtualHost = broker.VirtualHost, UserName = broker.Username, Password = broker.Password,
-        };
-        await using var connection = await factory.CreateConnectionAsync();
+        await using var connection = await RabbitMqOptions.Parse(virtualHost.Uri).ConnectionFactory().CreateConnectionAsync();
         var channel = await connection.CreateChannelAsync();
         await channel.QueueDeclareAsync(RunPlacementNowConsumerDefinition.Queue, durable: true, exclusive: false, autoDelete: false);
         await channel.BasicConsumeAsync(RunPlacementNowConsumerDefinition.Queue, autoAck: true, new AsyncEventingBasicConsumer(channel));
