@@ -100,8 +100,6 @@ public sealed class RabbitMqOptions
     public static RabbitMqBroker Parse(string uri)
     {
         ArgumentNullException.ThrowIfNull(uri);
-        var nodes = new List<RabbitMqNode>();
-        var first = uri;
         var schemeEnd = uri.IndexOf("://", StringComparison.Ordinal);
         if (schemeEnd > 0)
         {
@@ -112,17 +110,12 @@ public sealed class RabbitMqOptions
             var hosts = authority[(at + 1)..].Split(',');
             if (hosts.Length > 1)
             {
-                foreach (var host in hosts)
-                {
-                    nodes.Add(ParseSingle(uri[..authorityStart] + authority[..(at + 1)] + host + (pathStart < 0 ? "" : uri[pathStart..]), uri).Nodes[0]);
-                }
-
-                first = uri[..authorityStart] + authority[..(at + 1)] + hosts[0] + (pathStart < 0 ? "" : uri[pathStart..]);
+                var each = hosts.Select(host => ParseSingle(uri[..authorityStart] + authority[..(at + 1)] + host + (pathStart < 0 ? "" : uri[pathStart..]), uri)).ToList();
+                return each[0] with { Nodes = [.. each.Select(b => b.Nodes[0])] };
             }
         }
 
-        var broker = ParseSingle(first, uri);
-        return nodes.Count > 1 ? broker with { Nodes = nodes } : broker;
+        return ParseSingle(uri, uri);
     }
 
     private static RabbitMqBroker ParseSingle(string uri, string given)
