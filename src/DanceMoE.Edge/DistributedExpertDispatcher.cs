@@ -245,7 +245,7 @@ public sealed class DistributedExpertDispatcher(
             for (var r = 0; r < batch.Rows; r++)
             {
                 // Without token ids a row is its own token: a key no other batch's row can have.
-                var token = batch.TokenIds.Count > 0 ? batch.TokenIds[r] : -(((long)i << 32) | (uint)r) - 1;
+                var token = batch.StepTokens.Count > 0 ? batch.StepTokens[r] : -(((long)i << 32) | (uint)r) - 1;
                 if (!rowOf.TryGetValue(token, out var row))
                 {
                     row = sources.Count;

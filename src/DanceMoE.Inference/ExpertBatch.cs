@@ -13,5 +13,5 @@ public sealed record ExpertBatch(int Expert, int Rows, float[] Input, IReadOnlyL
     /// For each row, which token of the step it is (the same number in every batch of the layer for the same token), so a
     /// peer is sent a token's hidden state once however many of its experts it runs; empty: every row is its own token.
     /// </summary>
-    public IReadOnlyList<int> TokenIds { get; init; } = [];
+    public IReadOnlyList<int> StepTokens { get; init; } = [];
 }

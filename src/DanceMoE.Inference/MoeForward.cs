@@ -241,7 +241,7 @@ public sealed class MoeForward : IDisposable
                 kv.Value[i].Sequence.ExpertInput.AsSpan(kv.Value[i].Row * hsz, hsz).CopyTo(input.AsSpan(i * hsz));
             }
 
-            return new ExpertBatch(kv.Key, kv.Value.Count, input, [.. kv.Value.Select(r => r.Sequence.Chunk.Context)]) { TokenIds = [.. kv.Value.Select(r => r.Token)] };
+            return new ExpertBatch(kv.Key, kv.Value.Count, input, [.. kv.Value.Select(r => r.Sequence.Chunk.Context)]) { StepTokens = [.. kv.Value.Select(r => r.Token)] };
         }).ToList();
         var result = await _experts.RunAsync(l, batches, cancellationToken).ConfigureAwait(false);
         foreach (var (b, error) in result.Failures)
