@@ -4,10 +4,11 @@ namespace DanceMoE.Placement;
 
 /// <summary>
 /// A lower bound on the modelled mean request latency that any placement within the slot budgets can reach on a
-/// workload, the workload itself known in advance (so the bound holds for a placement planned from any history). Relaxed: coverage and the other servers are ignored, queueing and
-/// prefill compute are left out, a remote step costs at least the cheapest link's round trip plus one token's bytes
-/// plus one expert, a prompt with R tokens not wholly local costs at least one round trip plus R / (servers - 1)
-/// tokens' bytes (its tokens spread evenly over every other server), and each server's slots are shared over layers
+/// workload, the workload itself known in advance (so the bound holds for a placement planned from any history).
+/// Relaxed: coverage and the other servers are ignored, queueing and prefill compute are left out, a remote decode step
+/// costs at least the cheapest link's round trip plus the rows of its largest message plus one expert, a prompt not
+/// wholly local at least one round trip plus its rows spread evenly over the links to every other server, and each
+/// server's slots are shared over layers
 /// by a Lagrangian price per slot. At each price every (server, layer) is solved exactly: which experts to hold so
 /// that the time saved by the steps and prompts they make local, less the price, is largest, is a project selection
 /// (<see cref="MaxClosure"/>). The price is bisected to the best bound.
@@ -95,7 +96,12 @@ public static class LatencyLowerBound
         return (Math.Min(bound, layout), layout);
     }
 
-    /// <summary>The seconds of one server's requests in one layer when it holds nothing, and what holding experts saves.</summary>
+    /// <summary>
+    /// The seconds of one server's requests in one layer when it holds nothing, and what holding experts saves. A token
+    /// with m of its experts remote sends at least (1 + m) rows; a decode step's largest message has at least 1 + m /
+    /// (servers - 1) of them, and a prompt's rows share at most servers - 1 links: each expert held saves its share of
+    /// rows (one project per expert), a token wholly local its input row and, when decoded, the round trip.
+    /// </summary>
     private static (double Base, MaxClosure Closure) Cell(MoeModel model, Cluster cluster, LatencyOptions options, int server, int layer, List<TraceRequest> requests)
     {
         var k = model.TopK;
@@ -103,8 +109,9 @@ public static class LatencyLowerBound
         var local = Enumerable.Range(0, model.Experts).Select(e => ExpertSeconds(model, cluster.Servers[server], layer, e)).ToArray();
         var remoteCompute = others.Count == 0 ? 0 : others.Min(s => Enumerable.Range(0, model.Experts).Min(e => ExpertSeconds(model, cluster.Servers[s], layer, e)));
         var rtt = others.Count == 0 ? 0 : others.Min(s => cluster.Link(server, s).RttSeconds);
-        var perToken = others.Count == 0 ? 0 : others.Min(s => 2.0 * model.HiddenBytes / cluster.Link(server, s).BytesPerSecond);
+        var perRow = others.Count == 0 ? 0 : others.Min(s => model.HiddenBytes / cluster.Link(server, s).BytesPerSecond) / others.Count;
         var projects = new List<(ulong, double)>();
+        var perExpert = new double[model.Experts];
         var baseSeconds = 0.0;
         foreach (var request in requests)
         {
@@ -125,20 +132,29 @@ public static class LatencyLowerBound
                     }
                 }
 
+                if (others.Count == 0)
+                {
+                    baseSeconds += t < prompt ? 0 : localSeconds;
+                    continue;
+                }
+
+                var rows = BitOperations.PopCount(needs) * perRow;
+                for (var e = 0; e < model.Experts; e++)
+                {
+                    perExpert[e] += (needs & (1UL << e)) != 0 ? perRow : 0;
+                }
+
                 if (t < prompt)
                 {
                     promptNeeds |= needs;
-                    if (others.Count > 0)
-                    {
-                        baseSeconds += perToken / others.Count;
-                        projects.Add((needs, perToken / others.Count));
-                    }
+                    baseSeconds += perRow + rows;
+                    projects.Add((needs, perRow));
                 }
                 else
                 {
-                    var remoteSeconds = others.Count == 0 ? localSeconds : rtt + perToken + remoteCompute;
-                    baseSeconds += remoteSeconds;
-                    projects.Add((needs, remoteSeconds - Math.Min(localSeconds, remoteSeconds)));
+                    var remoteSeconds = rtt + (others.Count * perRow) + remoteCompute;
+                    baseSeconds += remoteSeconds + rows;
+                    projects.Add((needs, Math.Max(0, remoteSeconds - localSeconds)));
                 }
             }
 
@@ -146,6 +162,7 @@ public static class LatencyLowerBound
             projects.Add((promptNeeds, rtt));
         }
 
+        projects.AddRange(Enumerable.Range(0, model.Experts).Where(e => perExpert[e] > 0).Select(e => (1UL << e, perExpert[e])));
         return (baseSeconds, new MaxClosure(model.Experts, projects));
     }
 

@@ -1,5 +1,3 @@
-using System.Numerics;
-
 namespace DanceMoE.Placement;
 
 /// <summary>How requests are run in the latency model.</summary>
@@ -32,19 +30,24 @@ public sealed record PlacementMetrics(
     public double DecodeRoundTripRatio { get; init; }
 }
 
+/// <summary>One step of one layer on the bus: whether it decodes one token, and the rows of its message to each server (0: none).</summary>
+public sealed record StepMessages(int Layer, bool Decode, int[] RowsTo);
+
 /// <summary>
 /// The request latency model. Assumptions (also in the README):
 /// <list type="bullet">
 /// <item>Only the routed-expert part of a layer is modelled: attention, router and shared experts run on the home
 /// server under every placement alike and are left out.</item>
 /// <item>Prefill runs the prompt as one batch per layer; decode runs one token per step; layers run in sequence.</item>
-/// <item>Per layer: the home server computes its local experts while, in parallel, every remote server it needs
-/// receives the hidden states (RTT/2 + bytes/bandwidth), computes, and sends the results back (RTT/2 + bytes/bandwidth);
-/// the layer ends when the slowest of these ends.</item>
+/// <item>Per step and layer, as the edges send it: the home server computes its local experts while, in parallel, every
+/// peer it needs is sent one message (RTT/2 + bytes/bandwidth) with each token's hidden state once, computes its experts
+/// one after another, and answers one row per (token, expert) (RTT/2 + bytes/bandwidth): a (token, peer) costs
+/// (1 + k) rows of <see cref="MoeModel.HiddenBytes"/>, k the token's experts there, and a peer's rows of a step share its
+/// link one after another. The layer ends when the slowest of these ends.</item>
 /// <item>One expert's time on a server is max(weight bytes / memory bandwidth, tokens x FLOPs / compute): decode is
 /// memory bound, big prefill batches compute bound; experts of one batch run one after another on a GPU.</item>
-/// <item>A token's remote experts are routed to as few servers as possible (greedy set cover over the replicas, ties
-/// to the cheaper link): a hidden state goes once to each server it needs.</item>
+/// <item>Each remote expert of a step goes to one replica, chosen as the edges' replica planner does: so that the
+/// slowest peer of the step is as fast as possible.</item>
 /// <item>Links are full duplex and independent per pair of servers; concurrent requests do not share them.</item>
 /// <item>Queueing: each server's GPU is an M/D/1 queue fed by all requests (Poisson arrivals at every server); a
 /// remote call waits rho / (2 (1 - rho)) x its mean service time. At the default load this is negligible.</item>
@@ -56,12 +59,16 @@ public sealed class LatencyModel
     private readonly Cluster _cluster;
     private readonly LatencyOptions _options;
     private readonly double[] _linkFixed;
-    private readonly double[] _linkPerToken;
+    private readonly double[] _linkPerRow;
     private readonly double[] _decodeExpertSeconds;
-    private readonly int[] _tokensTo;
+    private readonly int[] _rowsTo;
     private readonly int[] _expertTokens;
     private readonly int[] _touched;
-    private readonly ulong[] _remoteMask;
+    private readonly int[] _remoteRows;
+    private readonly int[] _remoteExperts;
+    private readonly int[] _replicaCount;
+    private readonly int[] _routeOrder;
+    private readonly int[] _serverOf;
 
     public LatencyModel(MoeModel model, Cluster cluster, LatencyOptions options)
     {
@@ -73,14 +80,14 @@ public sealed class LatencyModel
         _options = options;
         var n = cluster.Count;
         _linkFixed = new double[n * n];
-        _linkPerToken = new double[n * n];
+        _linkPerRow = new double[n * n];
         for (var a = 0; a < n; a++)
         {
             for (var b = 0; b < n; b++)
             {
                 var link = cluster.Link(a, b);
                 _linkFixed[(a * n) + b] = link.RttSeconds;
-                _linkPerToken[(a * n) + b] = 2.0 * model.HiddenBytes / link.BytesPerSecond;
+                _linkPerRow[(a * n) + b] = model.HiddenBytes / link.BytesPerSecond;
             }
         }
 
@@ -97,10 +104,14 @@ public sealed class LatencyModel
         }
 
         QueueWaitSeconds = new double[n];
-        _tokensTo = new int[n];
+        _rowsTo = new int[n];
         _expertTokens = new int[n * model.Experts];
         _touched = new int[n * model.Experts];
-        _remoteMask = new ulong[(model.Experts + 63) / 64];
+        _remoteRows = new int[model.Experts];
+        _remoteExperts = new int[model.Experts];
+        _replicaCount = new int[model.Experts];
+        _routeOrder = new int[model.Experts];
+        _serverOf = new int[model.Experts];
     }
 
     /// <summary>Extra wait of a remote call at each server (queueing); zero until <see cref="Evaluate"/> sets it.</summary>
@@ -145,6 +156,36 @@ public sealed class LatencyModel
         }
 
         return total;
+    }
+
+    /// <summary>
+    /// What the bus carries for <paramref name="request"/> under <paramref name="placement"/>, as the model routes it:
+    /// per layer and step (the prompt, then each decoded token), the rows of the message to each server (0: none).
+    /// </summary>
+    public IReadOnlyList<StepMessages> Messages(ExpertPlacement placement, TraceRequest request)
+    {
+        ArgumentNullException.ThrowIfNull(placement);
+        ArgumentNullException.ThrowIfNull(request);
+        var (prompt, _) = _options.Split(request.Tokens);
+        var k = _model.TopK;
+        var steps = new List<StepMessages>();
+        var stats = new Stats();
+        for (var l = 0; l < _model.Layers; l++)
+        {
+            for (var from = 0; from < request.Tokens; from = from < prompt ? prompt : from + 1)
+            {
+                var count = from < prompt ? prompt : 1;
+                var touched = Route(placement, request.Server, l, request.Experts[l].AsSpan(from * k, count * k), count, stats);
+                for (var i = 0; i < touched; i++)
+                {
+                    _expertTokens[_touched[i]] = 0;
+                }
+
+                steps.Add(new StepMessages(l, from >= prompt, (int[])_rowsTo.Clone()));
+            }
+        }
+
+        return steps;
     }
 
     private double[] Run(ExpertPlacement placement, Workload workload, Stats stats, LoadStats? load)
@@ -192,11 +233,17 @@ public sealed class LatencyModel
         var (prompt, decode) = _options.Split(request.Tokens);
         var experts = request.Experts[layer];
         var k = _model.TopK;
-        var seconds = Batch(placement, request.Server, layer, experts.AsSpan(0, prompt * k), prompt, stats, load);
+        var seconds = Step(placement, request.Server, layer, experts.AsSpan(0, prompt * k), prompt, stats, load);
         var decodeSeconds = 0.0;
         for (var t = prompt; t < request.Tokens; t++)
         {
-            decodeSeconds += DecodeStep(placement, request.Server, layer, experts.AsSpan(t * k, k), stats, load);
+            var remoteBefore = stats.Remote;
+            decodeSeconds += Step(placement, request.Server, layer, experts.AsSpan(t * k, k), 1, stats, load);
+            stats.DecodeSteps++;
+            if (stats.Remote > remoteBefore)
+            {
+                stats.RemoteDecodeSteps++;
+            }
         }
 
         stats.DecodeSeconds += decodeSeconds;
@@ -208,56 +255,11 @@ public sealed class LatencyModel
         return seconds + decodeSeconds;
     }
 
-    private double DecodeStep(ExpertPlacement placement, int home, int layer, ReadOnlySpan<int> token, Stats stats, LoadStats? load)
-    {
-        var n = _cluster.Count;
-        var local = 0.0;
-        var remaining = Split(placement, home, layer, token, ref local);
-        stats.Local += token.Length - remaining;
-        stats.Remote += remaining;
-        stats.DecodeSteps++;
-        if (remaining > 0)
-        {
-            stats.RemoteDecodeSteps++;
-        }
-
-        if (load is not null)
-        {
-            load.Busy[(home * n) + home] += local;
-        }
-
-        var slowest = local;
-        while (remaining > 0)
-        {
-            var s = ChooseServer(placement, home, layer);
-            var held = placement.LayerBits(s, layer);
-            var compute = 0.0;
-            foreach (var e in token)
-            {
-                var bit = 1UL << (e & 63);
-                if ((_remoteMask[e >> 6] & held[e >> 6] & bit) != 0)
-                {
-                    _remoteMask[e >> 6] &= ~bit;
-                    remaining--;
-                    compute += DecodeSeconds(s, layer, e);
-                }
-            }
-
-            stats.Bytes += 2.0 * _model.HiddenBytes;
-            if (load is not null)
-            {
-                load.Busy[(home * n) + s] += compute;
-                load.Calls[s]++;
-                load.CallSeconds[s] += compute;
-            }
-
-            slowest = Math.Max(slowest, _linkFixed[(home * n) + s] + _linkPerToken[(home * n) + s] + compute + QueueWaitSeconds[s]);
-        }
-
-        return slowest;
-    }
-
-    private double Batch(ExpertPlacement placement, int home, int layer, ReadOnlySpan<int> tokens, int count, Stats stats, LoadStats? load)
+    /// <summary>
+    /// One step of one layer as the edges run it (<see cref="Messages"/>): the home server's experts while each peer
+    /// is sent one message with the rows it needs, and the layer waits for the slowest.
+    /// </summary>
+    private double Step(ExpertPlacement placement, int home, int layer, ReadOnlySpan<int> tokens, int count, Stats stats, LoadStats? load)
     {
         if (count == 0)
         {
@@ -265,57 +267,14 @@ public sealed class LatencyModel
         }
 
         var n = _cluster.Count;
-        var k = _model.TopK;
         var e0 = _model.Experts;
-        var touched = 0;
-        Array.Clear(_tokensTo);
-        var homeBits = placement.LayerBits(home, layer);
-        for (var t = 0; t < count; t++)
-        {
-            var token = tokens.Slice(t * k, k);
-            Array.Clear(_remoteMask);
-            var remaining = 0;
-            foreach (var e in token)
-            {
-                if ((homeBits[e >> 6] & (1UL << (e & 63))) != 0)
-                {
-                    Touch(home, e, ref touched);
-                }
-                else
-                {
-                    _remoteMask[e >> 6] |= 1UL << (e & 63);
-                    remaining++;
-                }
-            }
-
-            stats.Local += k - remaining;
-            stats.Remote += remaining;
-            while (remaining > 0)
-            {
-                var s = ChooseServer(placement, home, layer);
-                var held = placement.LayerBits(s, layer);
-                foreach (var e in token)
-                {
-                    var bit = 1UL << (e & 63);
-                    if ((_remoteMask[e >> 6] & held[e >> 6] & bit) != 0)
-                    {
-                        _remoteMask[e >> 6] &= ~bit;
-                        remaining--;
-                        Touch(s, e, ref touched);
-                    }
-                }
-
-                _tokensTo[s]++;
-                stats.Bytes += 2.0 * _model.HiddenBytes;
-            }
-        }
-
+        var touched = Route(placement, home, layer, tokens, count, stats);
         Span<double> compute = stackalloc double[n];
         for (var i = 0; i < touched; i++)
         {
             var slot = _touched[i];
             var s = slot / e0;
-            compute[s] += ExpertSeconds(s, layer, slot % e0, _expertTokens[slot]);
+            compute[s] += _expertTokens[slot] == 1 ? DecodeSeconds(s, layer, slot % e0) : ExpertSeconds(s, layer, slot % e0, _expertTokens[slot]);
             _expertTokens[slot] = 0;
         }
 
@@ -327,11 +286,12 @@ public sealed class LatencyModel
 
         for (var s = 0; s < n; s++)
         {
-            if (_tokensTo[s] == 0)
+            if (_rowsTo[s] == 0)
             {
                 continue;
             }
 
+            stats.Bytes += _rowsTo[s] * (double)_model.HiddenBytes;
             if (load is not null)
             {
                 load.Busy[(home * n) + s] += compute[s];
@@ -339,69 +299,140 @@ public sealed class LatencyModel
                 load.CallSeconds[s] += compute[s];
             }
 
-            slowest = Math.Max(slowest, _linkFixed[(home * n) + s] + (_tokensTo[s] * _linkPerToken[(home * n) + s]) + compute[s] + QueueWaitSeconds[s]);
+            slowest = Math.Max(slowest, _linkFixed[(home * n) + s] + (_rowsTo[s] * _linkPerRow[(home * n) + s]) + compute[s] + QueueWaitSeconds[s]);
         }
 
         return slowest;
     }
 
-    /// <summary>Splits a token into local experts (their decode time added to <paramref name="local"/>) and _remoteMask.</summary>
-    private int Split(ExpertPlacement placement, int home, int layer, ReadOnlySpan<int> token, ref double local)
+    /// <summary>
+    /// Routes one step's experts as the edges do: the home server's own locally, each other one to a replica chosen so
+    /// that the slowest peer is as fast as possible (experts with one replica first, then by most rows; ties to the
+    /// replica whose own cost stays lowest, then one already used, then the lower index). Fills _rowsTo (per peer: each
+    /// token's hidden state once, one output row per (token, expert)) and the touched (server, expert) token counts.
+    /// </summary>
+    private int Route(ExpertPlacement placement, int home, int layer, ReadOnlySpan<int> tokens, int count, Stats stats)
     {
-        Array.Clear(_remoteMask);
-        var held = placement.LayerBits(home, layer);
-        var remaining = 0;
-        foreach (var e in token)
+        var n = _cluster.Count;
+        var k = _model.TopK;
+        var touched = 0;
+        Array.Clear(_rowsTo);
+        var homeBits = placement.LayerBits(home, layer);
+        var remote = 0;
+        for (var i = 0; i < count * k; i++)
         {
-            var bit = 1UL << (e & 63);
-            if ((held[e >> 6] & bit) != 0)
+            var e = tokens[i];
+            if ((homeBits[e >> 6] & (1UL << (e & 63))) != 0)
             {
-                local += DecodeSeconds(home, layer, e);
+                Touch(home, e, ref touched);
+                stats.Local++;
             }
             else
             {
-                _remoteMask[e >> 6] |= bit;
-                remaining++;
+                if (_remoteRows[e]++ == 0)
+                {
+                    _remoteExperts[remote++] = e;
+                }
+
+                stats.Remote++;
             }
         }
 
-        return remaining;
-    }
-
-    /// <summary>
-    /// One round of the greedy set cover of the token's remote experts (_remoteMask): the server holding most of them,
-    /// ties to the cheaper link, then the lower index.
-    /// </summary>
-    private int ChooseServer(ExpertPlacement placement, int home, int layer)
-    {
-        var n = _cluster.Count;
-        var best = -1;
-        var bestCover = 0;
-        var bestCost = double.MaxValue;
-        for (var s = 0; s < n; s++)
+        if (remote == 0)
         {
-            if (s == home)
+            return touched;
+        }
+
+        for (var i = 0; i < remote; i++)
+        {
+            var e = _remoteExperts[i];
+            var replicas = 0;
+            for (var s = 0; s < n; s++)
             {
-                continue;
+                if (s != home && placement.Holds(s, layer, e))
+                {
+                    replicas++;
+                }
             }
 
-            var held = placement.LayerBits(s, layer);
-            var cover = 0;
-            for (var w = 0; w < _remoteMask.Length; w++)
+            _replicaCount[i] = replicas == 0 ? throw new InvalidOperationException($"layer {layer}: expert {e} is on no server") : replicas;
+        }
+
+        var order = _routeOrder.AsSpan(0, remote);
+        for (var i = 0; i < remote; i++)
+        {
+            order[i] = i;
+        }
+
+        order.Sort((a, b) =>
+        {
+            var single = (_replicaCount[a] == 1 ? 0 : 1).CompareTo(_replicaCount[b] == 1 ? 0 : 1);
+            if (single != 0)
             {
-                cover += BitOperations.PopCount(_remoteMask[w] & held[w]);
+                return single;
             }
 
-            var cost = _linkFixed[(home * n) + s] + _linkPerToken[(home * n) + s];
-            if (cover > bestCover || (cover == bestCover && cover > 0 && cost < bestCost))
+            var rows = _remoteRows[_remoteExperts[b]].CompareTo(_remoteRows[_remoteExperts[a]]);
+            return rows != 0 ? rows : _remoteExperts[a].CompareTo(_remoteExperts[b]);
+        });
+
+        Span<double> cost = stackalloc double[n];
+        Span<bool> used = stackalloc bool[n];
+        var largest = 0.0;
+        foreach (var i in order)
+        {
+            var e = _remoteExperts[i];
+            var rows = _remoteRows[e];
+            var best = -1;
+            var bestMax = double.MaxValue;
+            var bestAfter = double.MaxValue;
+            for (var s = 0; s < n; s++)
             {
-                best = s;
-                bestCover = cover;
-                bestCost = cost;
+                if (s == home || !placement.Holds(s, layer, e))
+                {
+                    continue;
+                }
+
+                var link = (home * n) + s;
+                var after = (used[s] ? cost[s] : _linkFixed[link]) + (rows * _linkPerRow[link]);
+                var max = Math.Max(largest, after);
+                if (max < bestMax || (max == bestMax && (after < bestAfter || (after == bestAfter && used[s] && !used[best]))))
+                {
+                    (best, bestMax, bestAfter) = (s, max, after);
+                }
+            }
+
+            cost[best] = bestAfter;
+            used[best] = true;
+            largest = Math.Max(largest, bestAfter);
+            _serverOf[e] = best;
+        }
+
+        // Rows per peer: each token's hidden state once per peer it needs, and one output row per (token, expert).
+        Span<bool> sent = stackalloc bool[n];
+        for (var t = 0; t < count; t++)
+        {
+            sent.Clear();
+            foreach (var e in tokens.Slice(t * k, k))
+            {
+                if (_remoteRows[e] == 0)
+                {
+                    continue;
+                }
+
+                var s = _serverOf[e];
+                Touch(s, e, ref touched);
+                _rowsTo[s] += sent[s] ? 1 : 2;
+                sent[s] = true;
             }
         }
 
-        return best >= 0 ? best : throw new InvalidOperationException($"layer {layer}: an expert of a token is on no server");
+        for (var i = 0; i < remote; i++)
+        {
+            _remoteRows[_remoteExperts[i]] = 0;
+        }
+
+        return touched;
     }
 
     private void Touch(int server, int expert, ref int touched)

@@ -8,10 +8,12 @@ namespace DanceMoE.Placement;
 /// <para>
 /// Per server and layer (a <see cref="Column"/>), the experts are ordered by the server's activations; holding a set
 /// costs the server's history requests a modelled time over their whole token sets: a decode step pays a round trip
-/// unless all its experts are local, a prompt pays a round trip plus its remote tokens' bytes. At a price per slot, each
-/// server in turn picks one option per layer by an exact knapsack: a prefix of its order (paying for the experts it
-/// leaves uncovered given the other servers' choices) or the experts no other server holds plus a prefix (covering the
-/// layer). Two sweeps over the servers per price, on a grid of prices; the result of least modelled time wins.
+/// unless all its experts are local, and a prompt one round trip; both pay their remote rows (a token's hidden state and
+/// one row per remote expert, as the bus sends them). At a price per slot, each server in turn picks one option per layer
+/// by an exact knapsack: a prefix of its order (paying for the experts it leaves uncovered given the other servers'
+/// choices) or the experts no other server holds plus a prefix (covering the layer). Two sweeps over the servers per
+/// price, on a grid of prices; of the prices' layouts, the one the <see cref="LatencyModel"/> itself models fastest on
+/// the history wins.
 /// </para>
 /// </summary>
 internal sealed class LayerSlotPlanner
@@ -84,8 +86,20 @@ internal sealed class LayerSlotPlanner
             return null;
         }
 
-        var best = results.Where(r => r.Sets is not null).MinBy(r => r.Cost).Sets!;
+        // The knapsack prices each server's sets alone; the model prices how the others' sets spread its rows over the
+        // links, so every price's layout is judged by the model on the history.
+        var layouts = results.Where(r => r.Sets is not null).Select(r => Layout(r.Sets!)).ToArray();
+        var modelled = new double[layouts.Length];
+        Parallel.For(
+            0,
+            layouts.Length,
+            new ParallelOptions { CancellationToken = cancellationToken },
+            i => modelled[i] = new LatencyModel(_problem.Model, _problem.Cluster, _problem.Latency).Evaluate(layouts[i], _problem.History!).LatencyMsMean);
+        return layouts[Array.IndexOf(modelled, modelled.Min())];
+    }
 
+    private ExpertPlacement Layout(ulong[][][] sets)
+    {
         var placement = new ExpertPlacement(_servers, _layers, _experts);
         for (var n = 0; n < _servers; n++)
         {
@@ -93,7 +107,7 @@ internal sealed class LayerSlotPlanner
             {
                 for (var e = 0; e < _experts; e++)
                 {
-                    if (Has(best[n][l], e))
+                    if (Has(sets[n][l], e))
                     {
                         placement.Add(n, l, e);
                     }
@@ -348,7 +362,7 @@ internal sealed class LayerSlotPlanner
         private readonly int _requests;
         private readonly int[][] _byExpert;
         private readonly double _rtt;
-        private readonly double _perToken;
+        private readonly double _perRow;
         private readonly double _localDecode;
         private readonly double _remoteDecode;
         private readonly ulong[][] _prefix;
@@ -366,13 +380,13 @@ internal sealed class LayerSlotPlanner
                 {
                     var link = problem.Cluster.Link(server, s);
                     _rtt = Math.Max(_rtt, link.RttSeconds);
-                    _perToken = Math.Max(_perToken, 2.0 * model.HiddenBytes / link.BytesPerSecond);
+                    _perRow = Math.Max(_perRow, model.HiddenBytes / link.BytesPerSecond);
                 }
             }
 
             var expertSeconds = Enumerable.Range(0, _experts).Average(e => model.Bytes(layer, e)) / problem.Cluster.Servers[server].MemoryBytesPerSecond;
             _localDecode = k * expertSeconds;
-            _remoteDecode = _rtt + _perToken + _localDecode;
+            _remoteDecode = _rtt + _perRow + _localDecode;
 
             _tokens = requests.Sum(r => r.Tokens);
             _tokenSets = new ulong[_tokens * _words];
@@ -486,7 +500,9 @@ internal sealed class LayerSlotPlanner
             var held = (ulong[])forced.Clone();
             var missing = new int[_tokens];
             var remoteDecode = 0;
+            var decodeMissing = 0;
             var remotePrompt = new int[_requests];
+            var promptMissing = new int[_requests];
             for (var t = 0; t < _tokens; t++)
             {
                 for (var w = 0; w < _words; w++)
@@ -499,17 +515,21 @@ internal sealed class LayerSlotPlanner
                     if (_decoded[t])
                     {
                         remoteDecode++;
+                        decodeMissing += missing[t];
                     }
                     else
                     {
                         remotePrompt[_request[t]]++;
+                        promptMissing[_request[t]] += missing[t];
                     }
                 }
             }
 
             var decodeTokens = _decoded.Count(d => d);
-            var promptSeconds = remotePrompt.Sum(p => p == 0 ? 0 : _rtt + (p * _perToken));
-            double Seconds() => (remoteDecode * _remoteDecode) + ((decodeTokens - remoteDecode) * _localDecode) + promptSeconds;
+            // A prompt's rows priced as if on one link: a layer another server holds whole sends them all there.
+            double Prompt(int r) => remotePrompt[r] == 0 ? 0 : _rtt + ((remotePrompt[r] + promptMissing[r]) * _perRow);
+            var promptSeconds = Enumerable.Range(0, _requests).Sum(Prompt);
+            double Seconds() => (remoteDecode * _remoteDecode) + (decodeMissing * _perRow) + ((decodeTokens - remoteDecode) * _localDecode) + promptSeconds;
 
             var sets = new ulong[_experts + 1][];
             var seconds = new double[_experts + 1];
@@ -523,18 +543,19 @@ internal sealed class LayerSlotPlanner
                     held[e >> 6] |= 1UL << (e & 63);
                     foreach (var t in _byExpert[e])
                     {
-                        if (--missing[t] > 0)
-                        {
-                            continue;
-                        }
-
+                        var last = --missing[t] == 0;
                         if (_decoded[t])
                         {
-                            remoteDecode--;
+                            decodeMissing--;
+                            remoteDecode -= last ? 1 : 0;
                         }
                         else
                         {
-                            promptSeconds -= --remotePrompt[_request[t]] == 0 ? _rtt + _perToken : _perToken;
+                            var r = _request[t];
+                            promptSeconds -= Prompt(r);
+                            promptMissing[r]--;
+                            remotePrompt[r] -= last ? 1 : 0;
+                            promptSeconds += Prompt(r);
                         }
                     }
 

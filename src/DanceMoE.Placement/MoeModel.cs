@@ -2,7 +2,8 @@ namespace DanceMoE.Placement;
 
 /// <summary>
 /// Shape and sizes of a Mixture-of-Experts model as far as placement cares.
-/// <see cref="ExpertBytes"/> holds one size per (layer, expert), row-major by layer.
+/// <see cref="ExpertBytes"/> holds one size per (layer, expert), row-major by layer; <see cref="HiddenBytes"/> is one
+/// token's hidden-state row as the bus carries it (the edges send float32 rows), both to a peer and back per expert.
 /// </summary>
 public sealed record MoeModel(int Layers, int Experts, int TopK, long[] ExpertBytes, long HiddenBytes)
 {
@@ -31,6 +32,6 @@ public sealed record MoeModel(int Layers, int Experts, int TopK, long[] ExpertBy
         return new MoeModel(layers, experts, topK, Enumerable.Repeat(expertBytes, layers * experts).ToArray(), hiddenBytes);
     }
 
-    /// <summary>DeepSeek-V2-Lite: 26 MoE layers x 64 routed experts, top-6; expert 3 x 2048 x 1408 bf16; hidden 2048 bf16.</summary>
-    public static MoeModel DeepSeekV2Lite { get; } = Uniform(26, 64, 6, 3L * 2048 * 1408 * 2, 2048 * 2);
+    /// <summary>DeepSeek-V2-Lite: 26 MoE layers x 64 routed experts, top-6; expert 3 x 2048 x 1408 bf16; a hidden row of 2048 float32 on the bus.</summary>
+    public static MoeModel DeepSeekV2Lite { get; } = Uniform(26, 64, 6, 3L * 2048 * 1408 * 2, 2048 * sizeof(float));
 }

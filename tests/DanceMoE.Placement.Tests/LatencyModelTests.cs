@@ -2,7 +2,8 @@ namespace DanceMoE.Placement.Tests;
 
 public class LatencyModelTests
 {
-    // Hidden state 1000 B each way at 1 MB/s: 2 ms of transfer per token; RTT 2 ms; an expert (1 MB at 1 GB/s) 1 ms.
+    // A hidden-state row of 1000 B at 1 MB/s: 1 ms; a (token, peer) sends its row and gets one back per expert there.
+    // RTT 2 ms; an expert (1 MB at 1 GB/s) 1 ms.
     private static readonly MoeModel Model = MoeModel.Uniform(1, 4, 2, 1_000_000, 1000);
 
     private static readonly Cluster Pair = Cluster.FullMesh(
@@ -36,7 +37,7 @@ public class LatencyModelTests
     [Fact]
     public void One_remote_expert_makes_the_whole_step_pay_a_round_trip()
     {
-        // Decode token: expert 0 local (1 ms) and expert 2 remote: 2 ms RTT + 2 ms transfer + 1 ms compute = 5 ms.
+        // Decode token: expert 0 local (1 ms) and expert 2 remote: 2 ms RTT + 2 rows (in, out) + 1 ms compute = 5 ms.
         var workload = new Workload([new TraceRequest(0, 2, [[0, 1, 0, 2]])]);
         var metrics = new LatencyModel(Model, Pair, Options).Evaluate(Split(), workload);
         Assert.Equal(5.0, metrics.DecodeMsPerToken, 4);
@@ -50,15 +51,26 @@ public class LatencyModelTests
     [Fact]
     public void Prefill_pays_for_every_token_sent_in_one_batch()
     {
-        // Prompt of 3 tokens all needing expert 3 on b: RTT 2 ms + 3 x 2 ms transfer + 1 ms compute (memory bound) = 9 ms.
+        // Prompt of 3 tokens all needing expert 3 on b: one message, RTT 2 ms + 3 x 2 rows + 1 ms compute (memory bound) = 9 ms.
         var workload = new Workload([new TraceRequest(0, 4, [[0, 3, 1, 3, 0, 3, 0, 1]])]);
         var metrics = new LatencyModel(Model, Pair, Options).Evaluate(Split(), workload);
         Assert.Equal(9.0 + 2.0, metrics.LatencyMsMean, 4);
     }
 
     [Fact]
-    public void Remote_experts_go_to_as_few_servers_as_possible()
+    public void A_peers_rows_are_its_tokens_once_and_an_answer_per_expert_sharing_its_link()
     {
+        // Prompt of 2 tokens, both needing experts 2 and 3 on b: 2 tokens in, 4 answers back, on one link: 2 + 6 + 2 ms.
+        var workload = new Workload([new TraceRequest(0, 3, [[2, 3, 2, 3, 0, 1]])]);
+        var metrics = new LatencyModel(Model, Pair, Options).Evaluate(Split(), workload);
+        Assert.Equal(10.0 + 2.0, metrics.LatencyMsMean, 4);
+        Assert.Equal(6 * 1000.0 / 3, metrics.BytesPerToken, 6);
+    }
+
+    [Fact]
+    public void Remote_experts_go_where_the_slowest_peer_answers_first_as_the_edges_choose()
+    {
+        // Expert 1 only on b; expert 2 on b and c: c answers sooner (one row less on its link), so the step uses both.
         var three = Cluster.FullMesh(
             [new ServerSpec("a", 10_000_000, 1e15, 1e9), new ServerSpec("b", 10_000_000, 1e15, 1e9), new ServerSpec("c", 10_000_000, 1e15, 1e9)],
             new LinkSpec(1e6, 0.002));
@@ -69,9 +81,11 @@ public class LatencyModelTests
         placement.Add(2, 0, 2);
         placement.Add(2, 0, 3);
         var workload = new Workload([new TraceRequest(0, 2, [[1, 2, 1, 2]])]);
-        var metrics = new LatencyModel(Model, three, Options).Evaluate(placement, workload);
-        Assert.Equal(2000.0, metrics.BytesPerToken, 6);
-        Assert.Equal(2 + 2 + 2.0, metrics.DecodeMsPerToken, 4);
+        var model = new LatencyModel(Model, three, Options);
+        var metrics = model.Evaluate(placement, workload);
+        Assert.Equal(4000.0, metrics.BytesPerToken, 6);
+        Assert.Equal(2 + 2 + 1.0, metrics.DecodeMsPerToken, 4);
+        Assert.All(model.Messages(placement, workload.Requests[0]), step => Assert.Equal([0, 2, 2], step.RowsTo));
     }
 
     [Fact]

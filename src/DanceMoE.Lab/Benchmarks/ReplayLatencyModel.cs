@@ -15,24 +15,21 @@ internal sealed class ReplayLatencyModel
     /// <summary>The cores the edges, the broker and the benchmark share: the run's processes are all on this machine.</summary>
     public static readonly int Cores = Environment.ProcessorCount;
     private static readonly MoeModel Nominal = MoeModel.DeepSeekV2Lite;
-    private readonly ReplayBenchmarkSettings _settings;
-    private readonly List<ServerSpec> _servers;
     private readonly HomeCosts _home;
-    private readonly LatencyOptions _latency;
+    private readonly LatencyModel _model;
     private readonly ExpertPlacement _allLocal;
 
     public ReplayLatencyModel(ReplayBenchmarkSettings settings, IReadOnlyList<ServerSpec> servers, HomeCosts home, LatencyOptions latency)
     {
-        _settings = settings;
         _home = home;
-        _latency = latency;
 
         // One expert call is a + b x rows here: the model's max(bytes / bandwidth, rows x FLOPs / speed) with these speeds.
-        _servers = [.. servers.Select(s => s with
+        var calibrated = servers.Select(s => s with
         {
             MemoryBytesPerSecond = Nominal.ExpertBytes[0] / home.ExpertFixedSeconds,
             FlopsPerSecond = Nominal.FlopsPerToken(0, 0) / home.ExpertPerRowSeconds,
-        })];
+        }).ToList();
+        _model = new LatencyModel(Nominal with { HiddenBytes = WireRow }, Cluster.FullMesh(calibrated, LinkSpec.FromMbps(settings.LinkMbps, 2 * settings.LinkDelayMs)), latency);
         _allLocal = new ExpertPlacement(servers.Count, Nominal.Layers, Nominal.Experts);
         for (var s = 0; s < servers.Count; s++)
         {
@@ -47,100 +44,38 @@ internal sealed class ReplayLatencyModel
     }
 
     /// <summary>
-    /// What the bus carries for <paramref name="request"/> under <paramref name="placement"/>, as the edges send it: per
-    /// step (the prompt, then each decoded position) and layer, one message per peer that runs any of the step's remote
-    /// experts, with each token's hidden state once per peer and one output row back per (token, expert).
+    /// What the bus carries for <paramref name="request"/> under <paramref name="placement"/>, routed as the model routes it
+    /// (<see cref="LatencyModel.Messages"/>): per step (the prompt, then each decoded position) and layer, one message per
+    /// peer that runs any of the step's remote experts, with each token's hidden state once per peer and one output row
+    /// back per (token, expert).
     /// </summary>
-    public static WireCosts Wire(ExpertPlacement placement, ReplayedRequest request)
+    public WireCosts Wire(ExpertPlacement placement, ReplayedRequest request)
     {
         ArgumentNullException.ThrowIfNull(placement);
         ArgumentNullException.ThrowIfNull(request);
-        var trace = request.Request;
-        var k = trace.Experts[0].Length / trace.Tokens;
-        var steps = new List<(int From, int To)> { (0, request.Prompt) };
-        steps.AddRange(Enumerable.Range(request.Prompt, request.Decode).Select(p => (p, p + 1)));
-        var wire = new WireCosts(0, 0, 0, 0, 0);
-        var stepBytes = new List<WireStep>();
-        var serverOf = new Dictionary<int, int>();
-        var tokenServers = new HashSet<int>();
-        for (var l = 0; l < placement.Layers; l++)
-        {
-            foreach (var (from, to) in steps)
-            {
-                serverOf.Clear();
-                for (var t = from; t < to; t++)
-                {
-                    foreach (var e in trace.Experts[l].AsSpan(t * k, k))
-                    {
-                        if (!placement.Holds(request.Server, l, e) && !serverOf.ContainsKey(e))
-                        {
-                            serverOf[e] = Replica(placement, request.Server, l, e, serverOf.Values);
-                        }
-                    }
-                }
-
-                var rowsTo = new long[placement.Servers];
-                for (var t = from; t < to; t++)
-                {
-                    tokenServers.Clear();
-                    foreach (var e in trace.Experts[l].AsSpan(t * k, k))
-                    {
-                        if (serverOf.TryGetValue(e, out var server))
-                        {
-                            rowsTo[server] += tokenServers.Add(server) ? 2 : 1;
-                        }
-                    }
-
-                    wire = wire with { Sends = wire.Sends + tokenServers.Count };
-                }
-
-                var rows = rowsTo.Sum();
-                var messages = rowsTo.Count(r => r > 0);
-                var decode = to - from == 1 && from >= request.Prompt;
-                stepBytes.Add(new WireStep(decode, [.. rowsTo.Where(r => r > 0).Select(r => r * WireRow)]));
-                wire = wire with
-                {
-                    Messages = wire.Messages + messages,
-                    Bytes = wire.Bytes + (rows * WireRow),
-                    DecodeMessages = wire.DecodeMessages + (decode ? messages : 0),
-                    DecodeBytes = wire.DecodeBytes + (decode ? rows * WireRow : 0),
-                };
-            }
-        }
-
-        return wire with { Steps = stepBytes };
-    }
-
-    /// <summary>The replica of a remote expert: one the step already sends to if it holds it (fewer messages), else the first.</summary>
-    private static int Replica(ExpertPlacement placement, int home, int layer, int expert, IEnumerable<int> used)
-    {
-        var holders = Enumerable.Range(0, placement.Servers).Where(s => s != home && placement.Holds(s, layer, expert)).ToList();
-        return holders.Count == 0
-            ? throw new InvalidOperationException($"layer {layer} expert {expert} is on no server")
-            : holders.FirstOrDefault(used.Contains, holders[0]);
-    }
-
-    /// <summary>Mean bytes per (token, server) send each way under <paramref name="placement"/>, from <see cref="Wire"/>: the model's hidden state size.</summary>
-    public static double BytesPerSend(ExpertPlacement placement, IEnumerable<ReplayedRequest> requests)
-    {
-        var wires = requests.Select(r => Wire(placement, r)).ToList();
-        var sends = wires.Sum(w => w.Sends);
-        return sends > 0 ? wires.Sum(w => (double)w.Bytes) / (2.0 * sends) : WireRow;
+        var steps = _model.Messages(placement, request.Request)
+            .Select(m => new WireStep(m.Decode, [.. m.RowsTo.Where(r => r > 0).Select(r => r * WireRow)]))
+            .ToList();
+        return new WireCosts(
+            steps.Sum(s => (long)s.BytesPerPeer.Length),
+            steps.Sum(s => s.BytesPerPeer.Sum()),
+            steps.Where(s => s.Decode).Sum(s => (long)s.BytesPerPeer.Length),
+            steps.Where(s => s.Decode).Sum(s => s.BytesPerPeer.Sum())) { Steps = steps };
     }
 
     /// <summary>A request's modelled latency and decode time, in ms.</summary>
-    public (double TotalMs, double DecodeMs) Latency(ExpertPlacement placement, ReplayedRequest request, BusCosts bus, double bytesPerSend) =>
-        Latency(Parts(placement, request, bytesPerSend), bus);
+    public (double TotalMs, double DecodeMs) Latency(ExpertPlacement placement, ReplayedRequest request, BusCosts bus) =>
+        Latency(Parts(placement, request), bus);
 
     /// <summary>The bus costs that fit <paramref name="outcomes"/>' measured latencies best (least squares), from <paramref name="start"/>.</summary>
-    public BusCosts Fit(ExpertPlacement placement, IReadOnlyList<ReplayOutcome> outcomes, double bytesPerSend, BusCosts start)
+    public BusCosts Fit(ExpertPlacement placement, IReadOnlyList<ReplayOutcome> outcomes, BusCosts start)
     {
         if (outcomes.Count == 0)
         {
             return start;
         }
 
-        var parts = outcomes.Select(o => (Parts: Parts(placement, o.Request, bytesPerSend), o.LatencyMs)).ToList();
+        var parts = outcomes.Select(o => (Parts: Parts(placement, o.Request), o.LatencyMs)).ToList();
         double Error(BusCosts bus) => parts.Sum(p => Math.Pow(Latency(p.Parts, bus).TotalMs - p.LatencyMs, 2));
 
         var best = start;
@@ -160,12 +95,11 @@ internal sealed class ReplayLatencyModel
     /// placement adds per the model (the emulated links, per pair and in parallel, and the experts where they run), and the
     /// wire it needs.
     /// </summary>
-    private RequestParts Parts(ExpertPlacement placement, ReplayedRequest request, double bytesPerSend)
+    private RequestParts Parts(ExpertPlacement placement, ReplayedRequest request)
     {
-        var model = new LatencyModel(Nominal with { HiddenBytes = (long)Math.Round(bytesPerSend) }, Cluster.FullMesh(_servers, LinkSpec.FromMbps(_settings.LinkMbps, 2 * _settings.LinkDelayMs)), _latency);
         var workload = new Workload([request.Request]);
-        var placed = model.Evaluate(placement, workload);
-        var local = model.Evaluate(_allLocal, workload);
+        var placed = _model.Evaluate(placement, workload);
+        var local = _model.Evaluate(_allLocal, workload);
         var (homeMs, homeDecodeMs) = _home.Requests[request];
         return new RequestParts(
             homeMs + placed.LatencyMsMean - local.LatencyMsMean,
@@ -232,9 +166,9 @@ internal sealed class ReplayLatencyModel
 }
 
 /// <summary>
-/// What a request sends over the bus: messages, (token, server) sends, and bytes both ways, in all and in its decode steps.
+/// What a request sends over the bus: messages and bytes both ways, in all and in its decode steps.
 /// </summary>
-public sealed record WireCosts(long Messages, long Sends, long Bytes, long DecodeMessages, long DecodeBytes)
+public sealed record WireCosts(long Messages, long Bytes, long DecodeMessages, long DecodeBytes)
 {
     /// <summary>Each step's layer: whether it decodes one position, and the bytes of its message to each peer it needs (both ways).</summary>
     public IReadOnlyList<WireStep> Steps { get; init; } = [];

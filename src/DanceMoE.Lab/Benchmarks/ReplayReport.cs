@@ -14,12 +14,12 @@ namespace DanceMoE.Lab.Benchmarks;
 /// <param name="BusMsPerCall">The per-message cost the model runs with (CPU work the processes share, charged for every message): fitted to <paramref name="FittedOn"/>'s requests.</param>
 /// <param name="BusMsPerMb">The per-MB cost the model runs with: fitted to <paramref name="FittedOn"/>'s requests.</param>
 /// <param name="FittedOn">The algorithm whose requests the bus costs are fitted to; the others' modelled latencies are predictions.</param>
-/// <param name="WireBytesPerSend">Mean bytes of a (token, server) send each way in the edges' wire format (the token's row in, a row per expert back), modelled.</param>
+/// <param name="RowBytes">One hidden-state row on the wire (float32): a (token, peer) costs 1 + k of them, k its experts there.</param>
 /// <param name="HomeMsMean">Mean time of a replayed request run here with every expert local.</param>
 /// <param name="Cores">The cores the run's processes shared (a step's messages share them; each message's work is serial).</param>
 public sealed record ReplayCalibration(
     double ExpertMsPerCall, double ExpertMsPerRow, double PingMsPerCall, double PingMsPerMb, double BusMsPerCall, double BusMsPerMb, string FittedOn,
-    double WireBytesPerSend, double HomeMsMean, int Cores);
+    double RowBytes, double HomeMsMean, int Cores);
 
 /// <summary>One algorithm's line of <c>bench replay</c>: measured on the edges, and modelled for the same requests.</summary>
 public sealed record ReplayRow
@@ -66,22 +66,21 @@ internal static class ReplayReport
         var nominal = MoeModel.DeepSeekV2Lite;
         var model = new ReplayLatencyModel(settings, simulation.Problem.Cluster.Servers, home, latency);
         var placements = results.ToDictionary(r => r.Algorithm, r => r.Placement);
-        var bytesPerSend = results.ToDictionary(r => r.Algorithm, r => ReplayLatencyModel.BytesPerSend(r.Placement, runs.Outcomes[r.Algorithm].Where(o => o.Ok).Select(o => o.Request)));
 
         // The bus's costs per call and per byte, fitted to the baseline's requests only (eplb when replayed): the other
         // placements' modelled latencies are predictions, not fits.
         var baseline = results.FirstOrDefault(r => r.Algorithm == PlacementAlgorithms.Eplb) ?? results[0];
-        var bus = model.Fit(baseline.Placement, [.. runs.Outcomes[baseline.Algorithm].Where(o => o.Ok)], bytesPerSend[baseline.Algorithm], runs.Bus);
+        var bus = model.Fit(baseline.Placement, [.. runs.Outcomes[baseline.Algorithm].Where(o => o.Ok)], runs.Bus);
         var rows = new List<ReplayRow>();
         foreach (var result in results)
         {
             var outcomes = runs.Outcomes[result.Algorithm];
             var ok = outcomes.Where(o => o.Ok).ToList();
             var tokens = Math.Max(1, ok.Sum(o => (long)o.Request.Request.Tokens));
-            var modelled = ok.Select(o => model.Latency(result.Placement, o.Request, bus, bytesPerSend[result.Algorithm])).ToList();
+            var modelled = ok.Select(o => model.Latency(result.Placement, o.Request, bus)).ToList();
             var decodeTokens = Math.Max(1, ok.Sum(o => o.Request.Decode));
             var (expectedLocal, expectedRemote) = ExpectedCalls(result.Placement, ok.Select(o => o.Request));
-            var wires = ok.Select(o => ReplayLatencyModel.Wire(result.Placement, o.Request)).ToList();
+            var wires = ok.Select(o => model.Wire(result.Placement, o.Request)).ToList();
             rows.Add(new ReplayRow
             {
                 Algorithm = result.Algorithm,
@@ -115,7 +114,7 @@ internal static class ReplayReport
                     Math.Round(bus.SecondsPerCall * 1e3, 3),
                     Math.Round(bus.SecondsPerByte * 1e9, 3),
                     baseline.Algorithm,
-                    Math.Round(bytesPerSend[result.Algorithm], 0),
+                    nominal.HiddenBytes,
                     Round(home.Requests.Values.Average(v => v.TotalMs)),
                     ReplayLatencyModel.Cores),
             });
