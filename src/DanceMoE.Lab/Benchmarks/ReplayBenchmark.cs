@@ -155,11 +155,12 @@ public static class ReplayBenchmark
             BusCosts? busCosts = null;
 
             // Round by round (each edge's first request under every placement, then its second, ...), so that the load of
-            // a shared machine drifting during the run falls on every placement alike rather than on whichever ran then.
+            // a shared machine drifting during the run falls on every placement alike rather than on whichever ran then;
+            // each round starts with the next placement, so none is always first after the previous round's.
             var rounds = replayed.GroupBy(r => replayed.Where(x => x.Server == r.Server).ToList().IndexOf(r)).OrderBy(g => g.Key).ToList();
             foreach (var round in rounds)
             {
-                foreach (var result in results)
+                foreach (var result in results.Skip(round.Key % results.Count).Concat(results.Take(round.Key % results.Count)))
                 {
                     log($"{result.Algorithm}: activating its placement through the coordinator's registry (round {round.Key + 1} of {rounds.Count})...");
                     var assignments = PlacementAssignments.From(result.Placement, edges);
