@@ -69,6 +69,7 @@ public sealed class LatencyModel
     private readonly int[] _replicaCount;
     private readonly int[] _routeOrder;
     private readonly int[] _serverOf;
+    private readonly Comparison<int> _routeComparison;
 
     public LatencyModel(MoeModel model, Cluster cluster, LatencyOptions options)
     {
@@ -112,6 +113,7 @@ public sealed class LatencyModel
         _replicaCount = new int[model.Experts];
         _routeOrder = new int[model.Experts];
         _serverOf = new int[model.Experts];
+        _routeComparison = RouteOrder;
     }
 
     /// <summary>Extra wait of a remote call at each server (queueing); zero until <see cref="Evaluate"/> sets it.</summary>
@@ -143,6 +145,14 @@ public sealed class LatencyModel
         {
             DecodeRoundTripRatio = stats.DecodeSteps == 0 ? 0 : (double)stats.RemoteDecodeSteps / stats.DecodeSteps,
         };
+    }
+
+    /// <summary>The mean latency in ms of <paramref name="workload"/> without queueing: one pass, for comparing layouts quickly.</summary>
+    internal double MeanLatencyMsWithoutQueueing(ExpertPlacement placement, Workload workload)
+    {
+        Array.Clear(QueueWaitSeconds);
+        var latencies = Run(placement, workload, new Stats(), null);
+        return latencies.Length == 0 ? 0 : latencies.Average() * 1e3;
     }
 
     /// <summary>Seconds that one layer adds to the requests, summed over them (mean latency = sum over layers / count).</summary>
@@ -364,17 +374,10 @@ public sealed class LatencyModel
             order[i] = i;
         }
 
-        order.Sort((a, b) =>
+        if (remote > 1)
         {
-            var single = (_replicaCount[a] == 1 ? 0 : 1).CompareTo(_replicaCount[b] == 1 ? 0 : 1);
-            if (single != 0)
-            {
-                return single;
-            }
-
-            var rows = _remoteRows[_remoteExperts[b]].CompareTo(_remoteRows[_remoteExperts[a]]);
-            return rows != 0 ? rows : _remoteExperts[a].CompareTo(_remoteExperts[b]);
-        });
+            order.Sort(_routeComparison);
+        }
 
         Span<double> cost = stackalloc double[n];
         Span<bool> used = stackalloc bool[n];
@@ -433,6 +436,19 @@ public sealed class LatencyModel
         }
 
         return touched;
+    }
+
+    /// <summary>Experts with one replica first, then those with most rows, then by id.</summary>
+    private int RouteOrder(int a, int b)
+    {
+        var single = (_replicaCount[a] == 1 ? 0 : 1).CompareTo(_replicaCount[b] == 1 ? 0 : 1);
+        if (single != 0)
+        {
+            return single;
+        }
+
+        var rows = _remoteRows[_remoteExperts[b]].CompareTo(_remoteRows[_remoteExperts[a]]);
+        return rows != 0 ? rows : _remoteExperts[a].CompareTo(_remoteExperts[b]);
     }
 
     private void Touch(int server, int expert, ref int touched)

@@ -94,7 +94,7 @@ internal sealed class LayerSlotPlanner
             0,
             layouts.Length,
             new ParallelOptions { CancellationToken = cancellationToken },
-            i => modelled[i] = new LatencyModel(_problem.Model, _problem.Cluster, _problem.Latency).Evaluate(layouts[i], _problem.History!).LatencyMsMean);
+            i => modelled[i] = new LatencyModel(_problem.Model, _problem.Cluster, _problem.Latency).MeanLatencyMsWithoutQueueing(layouts[i], _problem.History!));
         return layouts[Array.IndexOf(modelled, modelled.Min())];
     }
 
