@@ -6,7 +6,7 @@ namespace DanceMoE.Coordinator;
 
 /// <summary>
 /// An exported model as the Placement library sees it: layers, experts, top-k, the bytes of one expert (the largest)
-/// and of one token's hidden state on the wire.
+/// and of one token's hidden row on the bus (float32 whatever the weights' type).
 /// </summary>
 public sealed record ModelShape(int Layers, int Experts, int TopK, long ExpertBytes, long HiddenBytes)
 {
@@ -14,7 +14,7 @@ public sealed record ModelShape(int Layers, int Experts, int TopK, long ExpertBy
     {
         ArgumentNullException.ThrowIfNull(manifest);
         var a = manifest.Architecture;
-        return new ModelShape(a.RoutedLayers, a.NumExperts, a.TopK, manifest.Experts.Max(e => e.WeightBytes), a.HiddenSize * (manifest.WeightDtype == "f32" ? 4L : 2L));
+        return new ModelShape(a.RoutedLayers, a.NumExperts, a.TopK, manifest.Experts.Max(e => e.WeightBytes), a.HiddenSize * sizeof(float));
     }
 
     /// <summary>Every expert of the model once, each of <see cref="ExpertBytes"/>.</summary>

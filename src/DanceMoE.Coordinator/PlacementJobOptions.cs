@@ -49,7 +49,7 @@ public sealed class PlacementJobOptions : IValidatableObject
     [Range(1, long.MaxValue)]
     public long ExpertBytes { get; set; } = 1;
 
-    /// <summary>Bytes of one token's hidden state on the wire, each way.</summary>
+    /// <summary>Bytes of one token's hidden row on the bus (float32): a remote expert costs one row in and one back.</summary>
     [Range(1, long.MaxValue)]
     public long HiddenBytes { get; set; } = 4096;
 
