@@ -10,6 +10,7 @@ public sealed class LoadBenchmarkTests
     [
         "concurrency", "requests", "failed", "oracle_mismatches", "tokens_per_s", "per_token_ms_p50", "per_token_ms_p99",
         "request_ms_p50", "request_ms_p99", "ttft_ms_p50", "ttft_ms_p99", "remote_batches_per_token",
+        "edge_cpu_ms_per_token", "broker_cpu_ms_per_token", "client_cpu_ms_per_token",
     ];
 
     [Fact]
@@ -40,6 +41,7 @@ public sealed class LoadBenchmarkTests
             Assert.True(level.GetProperty("ttft_ms_p50").GetDouble() > 0, level.ToString());
             Assert.True(level.GetProperty("request_ms_p50").GetDouble() >= level.GetProperty("ttft_ms_p50").GetDouble(), level.ToString());
             Assert.True(level.GetProperty("remote_batches_per_token").GetDouble() > 0, level.ToString());
+            Assert.True(level.GetProperty("edge_cpu_ms_per_token").GetDouble() > 0, level.ToString());
         }
 
         Assert.DoesNotContain("warning", errors, StringComparison.Ordinal);

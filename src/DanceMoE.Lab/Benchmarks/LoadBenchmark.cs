@@ -3,6 +3,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
 using DanceMoE.Contracts;
+using DanceMoE.Hosting;
 using DanceMoE.Inference;
 using DanceMoE.Model;
 using DanceMoE.Operations;
@@ -85,7 +86,7 @@ public static class LoadBenchmark
         TextWriter log, CancellationToken cancellationToken)
     {
         var levels = new List<LoadLevel>();
-        await LocalCluster.UpAsync(
+        var edges = await LocalCluster.UpAsync(
             new ClusterSpec
             {
                 Edges = settings.Edges, Model = exported, Provider = "cpu", LinkDelayMs = settings.LinkDelayMs, LinkMbps = settings.LinkMbps,
@@ -93,6 +94,7 @@ public static class LoadBenchmark
             log.WriteLine, cancellationToken).ConfigureAwait(false);
         try
         {
+            var cpu = new LevelCpu(edges);
             await using var client = await BusClient.StartAsync(LocalEnvironment.RabbitMqUri, cancellationToken).ConfigureAwait(false);
             var target = new LoadTarget(client.Bus, settings, oracle, log);
             log.WriteLine("bench: one warm-up request per edge...");
@@ -103,7 +105,7 @@ public static class LoadBenchmark
                 log.WriteLine(settings.Rate is { } rate
                     ? string.Create(CultureInfo.InvariantCulture, $"bench: {requests} requests arriving at {rate:0.##}/s, at most {concurrency} in flight...")
                     : $"bench: {requests} requests from {concurrency} closed-loop clients...");
-                levels.Add(await LevelAsync(target, concurrency, requests, settings, cancellationToken).ConfigureAwait(false));
+                levels.Add(await LevelAsync(target, cpu, concurrency, requests, settings, cancellationToken).ConfigureAwait(false));
             }
         }
         finally
@@ -142,10 +144,19 @@ public static class LoadBenchmark
         return answers;
     }
 
-    private static async Task<LoadLevel> LevelAsync(LoadTarget target, int concurrency, int requests, LoadBenchmarkSettings settings, CancellationToken cancellationToken)
+    private static async Task<LoadLevel> LevelAsync(
+        LoadTarget target, LevelCpu cpu, int concurrency, int requests, LoadBenchmarkSettings settings, CancellationToken cancellationToken)
     {
+        var before = cpu.Read();
         var (samples, wall) = await RunLevelAsync(target, concurrency, requests, settings, cancellationToken).ConfigureAwait(false);
-        return LoadLevel.From(concurrency, samples, wall);
+        var used = cpu.Read() - before;
+        var tokens = Math.Max(1, samples.Where(s => !s.Failed).Sum(s => s.Tokens));
+        return LoadLevel.From(concurrency, samples, wall) with
+        {
+            EdgeCpuMsPerToken = Math.Round(used.Edges.TotalMilliseconds / tokens, 3),
+            BrokerCpuMsPerToken = cpu.SeesBroker ? Math.Round(used.Broker.TotalMilliseconds / tokens, 3) : null,
+            ClientCpuMsPerToken = Math.Round(used.Client.TotalMilliseconds / tokens, 3),
+        };
     }
 
     /// <summary>One level's answers and its wall time.</summary>
@@ -224,16 +235,18 @@ public static class LoadBenchmark
             $"model {arch.RoutedLayers} layers x {arch.NumExperts} experts (top-{arch.TopK}); {settings.Edges} edges{LinkLabel(settings)}; {settings.MaxTokens} tokens per answer; {clients}"));
         output.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"{"conc",5} {"reqs",5} {"fail",5} {"wrong",5} {"tokens/s",9} {$"vs c={baseline.Concurrency}",8} {"ms/tok p50",11} {"ms/tok p99",11} {$"p99 vs c={baseline.Concurrency}",12} "
-            + $"{"req ms p50",11} {"req ms p99",11} {"ttft p50",9} {"ttft p99",9} {"batches/tok",12}"));
+            + $"{"req ms p50",11} {"req ms p99",11} {"ttft p50",9} {"ttft p99",9} {"batches/tok",12} {"cpu ms/tok edges",17} {"broker",7} {"client",7}"));
         foreach (var l in levels)
         {
             output.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"{l.Concurrency,5} {l.Requests,5} {l.Failed,5} {l.OracleMismatches,5} {l.TokensPerS,9:F1} {Ratio(l.TokensPerS, baseline.TokensPerS),8:F2} "
                 + $"{l.PerTokenMsP50,11:F1} {l.PerTokenMsP99,11:F1} {Ratio(l.PerTokenMsP99, baseline.PerTokenMsP99),12:F2} "
-                + $"{l.RequestMsP50,11:F0} {l.RequestMsP99,11:F0} {l.TtftMsP50,9:F0} {l.TtftMsP99,9:F0} {l.RemoteBatchesPerToken,12:F1}"));
+                + $"{l.RequestMsP50,11:F0} {l.RequestMsP99,11:F0} {l.TtftMsP50,9:F0} {l.TtftMsP99,9:F0} {l.RemoteBatchesPerToken,12:F1} "
+                + $"{l.EdgeCpuMsPerToken,17:F2} {l.BrokerCpuMsPerToken,7:F2} {l.ClientCpuMsPerToken,7:F2}"));
         }
 
         output.WriteLine("ms/tok: per request, (latency - time to first token) / (tokens - 1); ttft: the client's latency less the edge's time after its first token");
+        output.WriteLine("cpu ms/tok: CPU time per generated token of the edges, the broker (the process on its AMQP port, shared with any other user) and the benchmark's clients");
     }
 
     private static double? Ratio(double? value, double? baseline) => value / baseline;
@@ -272,6 +285,85 @@ public static class LoadBenchmark
     }
 }
 
+/// <summary>
+/// CPU time so far (user and system, from /proc) of the cluster's edges, of the broker (the process listening on the
+/// broker's AMQP port on this machine; other users of a shared broker count too) and of this process (the clients).
+/// </summary>
+internal sealed class LevelCpu(IReadOnlyList<StartedEdge> edges)
+{
+    private readonly int? _brokerPid = ListeningProcess(RabbitMqOptions.Parse(LocalEnvironment.RabbitMqUri).Port);
+
+    public bool SeesBroker => _brokerPid is not null;
+
+    public CpuTimes Read()
+    {
+        var edgeTime = TimeSpan.Zero;
+        foreach (var edge in edges)
+        {
+            edgeTime += TimeOf(() => Process.GetProcessById(edge.Pid));
+        }
+
+        var broker = _brokerPid is { } pid ? TimeOf(() => Process.GetProcessById(pid)) : TimeSpan.Zero;
+        return new CpuTimes(edgeTime, broker, TimeOf(Process.GetCurrentProcess));
+    }
+
+    /// <summary>The process with a socket listening on TCP <paramref name="port"/> (/proc/net/tcp and each process's fds); null when none is found.</summary>
+    private static int? ListeningProcess(int port)
+    {
+        try
+        {
+            var suffix = string.Create(CultureInfo.InvariantCulture, $":{port:X4}");
+            var inodes = File.ReadLines("/proc/net/tcp").Skip(1)
+                .Select(line => line.Split(' ', StringSplitOptions.RemoveEmptyEntries))
+                .Where(f => f.Length > 9 && f[3] == "0A" && f[1].EndsWith(suffix, StringComparison.Ordinal))
+                .Select(f => $"socket:[{f[9]}]")
+                .ToHashSet(StringComparer.Ordinal);
+            foreach (var process in System.IO.Directory.EnumerateDirectories("/proc"))
+            {
+                if (!int.TryParse(Path.GetFileName(process), NumberStyles.None, CultureInfo.InvariantCulture, out var pid))
+                {
+                    continue;
+                }
+
+                try
+                {
+                    if (System.IO.Directory.EnumerateFiles(Path.Combine(process, "fd")).Any(fd => new FileInfo(fd).LinkTarget is { } target && inodes.Contains(target)))
+                    {
+                        return pid;
+                    }
+                }
+                catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+                {
+                }
+            }
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+        }
+
+        return null;
+    }
+
+    private static TimeSpan TimeOf(Func<Process> open)
+    {
+        try
+        {
+            using var process = open();
+            return process.TotalProcessorTime;
+        }
+        catch (Exception ex) when (ex is ArgumentException or InvalidOperationException)
+        {
+            // The process has exited: a failed edge shows in the level's failures, not here.
+            return TimeSpan.Zero;
+        }
+    }
+}
+
+internal readonly record struct CpuTimes(TimeSpan Edges, TimeSpan Broker, TimeSpan Client)
+{
+    public static CpuTimes operator -(CpuTimes a, CpuTimes b) => new(a.Edges - b.Edges, a.Broker - b.Broker, a.Client - b.Client);
+}
+
 /// <summary>One answered (or failed) request of a level.</summary>
 internal sealed record RequestSample(bool Failed, bool Matches, int Tokens, double LatencyMs, double TtftMs, double? PerTokenMs, double RemoteBatches);
 
@@ -280,6 +372,15 @@ public sealed record LoadLevel(
     int Concurrency, int Requests, int Failed, int OracleMismatches, double TokensPerS, double? PerTokenMsP50, double? PerTokenMsP99,
     double? RequestMsP50, double? RequestMsP99, double? TtftMsP50, double? TtftMsP99, double RemoteBatchesPerToken)
 {
+    /// <summary>CPU milliseconds of every edge process per generated token over the level.</summary>
+    public double? EdgeCpuMsPerToken { get; init; }
+
+    /// <summary>CPU milliseconds of the broker (the process on its AMQP port here; null when not found) per generated token.</summary>
+    public double? BrokerCpuMsPerToken { get; init; }
+
+    /// <summary>CPU milliseconds of the benchmark's own process (the clients) per generated token.</summary>
+    public double? ClientCpuMsPerToken { get; init; }
+
     internal static LoadLevel From(int concurrency, List<RequestSample> samples, TimeSpan wall)
     {
         var answered = samples.Where(s => !s.Failed).ToList();
