@@ -71,6 +71,8 @@ public sealed class GenerateTextConsumer(EdgeRuntime edge, StepScheduler schedul
 
         edge.WriteRouting(requestContext);
         edge.Traces.Add(Summary(RequestStatus.Completed, result.TokenIds.Count, null));
+        // A client that got its answer must find the request's rows, even if this edge is killed right after answering.
+        edge.Traces.Persist();
         metrics.RequestFinished("completed", result.TokenIds.Count, clock.Elapsed, requestContext.LocalExpertCalls, requestContext.RemoteExpertCalls);
 
         await context.RespondAsync(new TextGenerated

@@ -18,6 +18,9 @@ public interface ITraceWriter
     /// <exception cref="InvalidTraceRecordException">The summary is malformed or oversized.</exception>
     void Add(RequestSummary summary);
 
+    /// <summary>Makes what was added so far survive a killed process (pushed to the operating system); a no-op where nothing is kept.</summary>
+    void Persist();
+
     TraceWriterState State { get; }
 }
 
@@ -38,4 +41,8 @@ public sealed class NullTraceWriter(string edgeId) : ITraceWriter
     public void Add(RoutingRecord record) => Interlocked.Increment(ref _rows);
 
     public void Add(RequestSummary summary) => Interlocked.Increment(ref _requests);
+
+    public void Persist()
+    {
+    }
 }

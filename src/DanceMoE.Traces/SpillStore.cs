@@ -154,6 +154,47 @@ internal sealed class SpillStore : IDisposable
         }
     }
 
+    /// <summary>Closes the open segment, if any, and returns its path (the next append starts a new one).</summary>
+    public string? SealOpen()
+    {
+        lock (_lock)
+        {
+            var path = _openPath;
+            _open?.Dispose();
+            _open = null;
+            _openPath = null;
+            return path;
+        }
+    }
+
+    /// <summary>
+    /// Moves the segments another store of the same edge left in <paramref name="directory"/> into this one, pending like
+    /// its own; returns the rows they hold.
+    /// </summary>
+    public long Adopt(string directory)
+    {
+        if (!System.IO.Directory.Exists(directory))
+        {
+            return 0;
+        }
+
+        long adopted = 0;
+        lock (_lock)
+        {
+            foreach (var segment in System.IO.Directory.EnumerateFiles(directory, _prefix + "*.spill").Order(StringComparer.Ordinal))
+            {
+                var target = Path.Combine(Directory, Path.GetFileName(segment));
+                File.Move(segment, target);
+                var rows = Count(target);
+                _rows[target] = rows;
+                _pendingRows += rows;
+                adopted += rows;
+            }
+        }
+
+        return adopted;
+    }
+
     /// <summary>Writes rows PostgreSQL refused to their own <c>EDGE.TICKS.rejected</c> file (same format) and returns its path.</summary>
     public string WriteRejected(IReadOnlyList<TraceItem> items)
     {

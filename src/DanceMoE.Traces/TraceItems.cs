@@ -5,6 +5,9 @@ internal abstract class TraceItem
 {
     /// <summary><see cref="Environment.TickCount64"/> when it was added, for the lag.</summary>
     public long AddedAtMs { get; init; } = Environment.TickCount64;
+
+    /// <summary>Its place in the journal, set once as it enters the memory queue (in journal order).</summary>
+    public long Sequence { get; set; }
 }
 
 internal sealed class RoutingRow : TraceItem

@@ -11,15 +11,19 @@ namespace DanceMoE.Traces;
 /// <see cref="TraceWriterOptions.FlushInterval"/> or when a batch is full. When PostgreSQL is down or slow the batch
 /// in hand is retried with backoff, memory fills, then rows spill to disk; on recovery everything is replayed.
 /// Inserts skip rows already stored, so a replay writes and counts nothing twice.
+/// Every row that enters memory is appended to a journal as well (spill segments in <c>journal/</c>), and
+/// <see cref="Persist"/> pushes the journal to the operating system: a process killed after it keeps its rows, which
+/// the next writer of the edge replays. A journal segment is deleted once every row in it is committed.
 /// <code>
-/// token loop --Add--> memory queue --(full)--> spill segments
-///                          |                        |
-///                          +--> flusher: batch --> COPY + insert ON CONFLICT DO NOTHING + activation_counts
+/// token loop --Add--> memory queue --(full)--> spill segments (and, at start, the journal of a killed run)
+///              |           |                        |
+///              +-> journal +--> flusher: batch --> COPY + insert ON CONFLICT DO NOTHING + activation_counts
 /// </code>
 /// </summary>
 public sealed class TraceWriter : ITraceWriter, IAsyncDisposable
 {
     private const int SpillBatchesPerRound = 4;
+    private const int JournalSegmentRows = 8192;
     private static readonly TimeSpan PartitionCheckInterval = TimeSpan.FromHours(1);
 
     private readonly TraceWriterOptions _options;
@@ -29,6 +33,8 @@ public sealed class TraceWriter : ITraceWriter, IAsyncDisposable
     private readonly SemaphoreSlim _wake = new(0);
     private readonly CancellationTokenSource _stopping = new();
     private readonly SpillStore _spill;
+    private readonly SpillStore _journal;
+    private readonly Lock _journalLock = new();
     private readonly TraceBatchWriter _database;
     private readonly Lock _startLock = new();
 
@@ -52,6 +58,12 @@ public sealed class TraceWriter : ITraceWriter, IAsyncDisposable
     private long _nextPartitionCheckMs;
     private long _nextStateLogMs;
     private bool _partitionWarningLogged;
+    private readonly Queue<(string Path, long LastSequence)> _sealedJournal = new();
+    private long _committedSequence;
+
+    // Under _journalLock.
+    private long _sequence;
+    private long _journalOpenRows;
 
     private long _rowsAdded;
     private long _rowsWritten;
@@ -85,6 +97,10 @@ public sealed class TraceWriter : ITraceWriter, IAsyncDisposable
         };
         _database = new TraceBatchWriter(connection.ConnectionString, options.EdgeId, options.CommandTimeout);
         _spill = new SpillStore(options.SpillDirectory, options.EdgeId);
+        // The journal of a run that was killed holds rows that may never have reached PostgreSQL: replayed like spilled rows.
+        var journalDirectory = Path.Combine(options.SpillDirectory, "journal");
+        _spill.Adopt(journalDirectory);
+        _journal = new SpillStore(journalDirectory, options.EdgeId);
         if (_spill.PendingRows > 0)
         {
             TraceLog.SpillFound(_logger, options.EdgeId, _spill.PendingRows, _spill.Directory, null);
@@ -172,6 +188,23 @@ public sealed class TraceWriter : ITraceWriter, IAsyncDisposable
         Enqueue(row, spillWhenFull: true);
     }
 
+    /// <summary>
+    /// Pushes every row added so far to the operating system (journal and spill file, no fsync): a process killed after
+    /// this call keeps them, and its next run writes them. The edge calls it before it answers a request.
+    /// </summary>
+    public void Persist()
+    {
+        try
+        {
+            _journal.Flush();
+            _spill.Flush();
+        }
+        catch (IOException ex)
+        {
+            _lastError = ex.Message;
+        }
+    }
+
     /// <summary>Waits until everything added so far is in PostgreSQL (memory, batch in hand and spill files empty).</summary>
     public async Task FlushAsync(CancellationToken cancellationToken)
     {
@@ -225,6 +258,7 @@ public sealed class TraceWriter : ITraceWriter, IAsyncDisposable
         }
 
         _spill.Dispose();
+        _journal.Dispose();
         await _database.DisposeAsync().ConfigureAwait(false);
         _stopping.Dispose();
         _wake.Dispose();
@@ -249,7 +283,13 @@ public sealed class TraceWriter : ITraceWriter, IAsyncDisposable
         var count = Interlocked.Increment(ref _memoryCount);
         if (count <= _options.BufferCapacity)
         {
-            _memory.Enqueue(item);
+            lock (_journalLock)
+            {
+                item.Sequence = ++_sequence;
+                Journal(item);
+                _memory.Enqueue(item);
+            }
+
             if (count == _options.BatchSize)
             {
                 Wake();
@@ -271,6 +311,57 @@ public sealed class TraceWriter : ITraceWriter, IAsyncDisposable
 
         Interlocked.Increment(ref item is RoutingRow ? ref _rowsAdded : ref _requestsAdded);
         return true;
+    }
+
+    /// <summary>Appends to the journal (under <see cref="_journalLock"/>); a journal that fails (disk full) costs durability, never the row.</summary>
+    private void Journal(TraceItem item)
+    {
+        try
+        {
+            _journal.Append(item);
+            _journalOpenRows++;
+        }
+        catch (IOException ex)
+        {
+            _lastError = ex.Message;
+        }
+    }
+
+    /// <summary>
+    /// Seals the open journal segment once it is large, and deletes the sealed ones whose rows are all committed (the
+    /// flusher commits memory in journal order, so the last committed sequence covers every row before it).
+    /// </summary>
+    private void TrimJournal()
+    {
+        lock (_journalLock)
+        {
+            if (_journalOpenRows >= JournalSegmentRows && _journal.SealOpen() is { } sealedPath)
+            {
+                _sealedJournal.Enqueue((sealedPath, _sequence));
+                _journalOpenRows = 0;
+            }
+        }
+
+        while (_sealedJournal.TryPeek(out var oldest) && oldest.LastSequence <= _committedSequence)
+        {
+            _sealedJournal.Dequeue();
+            _journal.Complete(oldest.Path, corrupt: false);
+        }
+    }
+
+    /// <summary>At a clean stop every row is committed or spilled: the journal has nothing left to guard.</summary>
+    private void ClearJournal()
+    {
+        lock (_journalLock)
+        {
+            foreach (var segment in _journal.Seal())
+            {
+                _journal.Complete(segment, corrupt: false);
+            }
+
+            _sealedJournal.Clear();
+            _journalOpenRows = 0;
+        }
     }
 
     private bool TrySpill(TraceItem item)
@@ -400,6 +491,7 @@ public sealed class TraceWriter : ITraceWriter, IAsyncDisposable
         try
         {
             _spill.Flush();
+            ClearJournal();
         }
         catch (IOException ex)
         {
@@ -605,6 +697,11 @@ public sealed class TraceWriter : ITraceWriter, IAsyncDisposable
         }
 
         _inFlight = null;
+        if (!batch.FromSpill && batch.Items.Count > 0)
+        {
+            _committedSequence = batch.Items[^1].Sequence;
+            TrimJournal();
+        }
     }
 
     /// <summary>
