@@ -1,5 +1,6 @@
 using DanceMoE.Contracts;
 using DanceMoE.Data;
+using DanceMoE.Hosting;
 using MassTransit;
 using Microsoft.EntityFrameworkCore;
 
@@ -67,8 +68,11 @@ public sealed class PlacementRegistry(IDbContextFactory<DanceMoEDbContext> dbFac
 
     private int _knownActive;
 
-    /// <summary>Makes <paramref name="version"/> the only active placement and publishes <see cref="PlacementActivated"/>.</summary>
-    public async Task ActivateAsync(int version, CancellationToken cancellationToken)
+    /// <summary>
+    /// Makes <paramref name="version"/> the only active placement and publishes <see cref="PlacementActivated"/>; the publish
+    /// waits for the broker's confirm until <paramref name="confirm"/> as well (a consumer's <see cref="SendConfirmDeadline"/>).
+    /// </summary>
+    public async Task ActivateAsync(int version, CancellationToken cancellationToken, CancellationToken confirm = default)
     {
         DateTimeOffset activatedAt;
         await using (var db = await dbFactory.CreateDbContextAsync(cancellationToken).ConfigureAwait(false))
@@ -95,16 +99,18 @@ public sealed class PlacementRegistry(IDbContextFactory<DanceMoEDbContext> dbFac
         var placement = await GetAsync(version, cancellationToken).ConfigureAwait(false)
             ?? throw new InvalidOperationException($"placement version {version} vanished");
         Volatile.Write(ref _knownActive, version);
-        await publish.Publish(new PlacementActivated { Version = version, Assignments = placement.Assignments, ActivatedAt = activatedAt }, cancellationToken)
+        using var publishing = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, confirm);
+        await publish.Publish(new PlacementActivated { Version = version, Assignments = placement.Assignments, ActivatedAt = activatedAt }, publishing.Token)
             .ConfigureAwait(false);
     }
 
     /// <summary>Publishes <see cref="PlacementActivated"/> again for <paramref name="version"/>, with its first activation time.</summary>
-    public async Task RepublishAsync(int version, CancellationToken cancellationToken)
+    public async Task RepublishAsync(int version, CancellationToken cancellationToken, CancellationToken confirm = default)
     {
         var placement = await GetAsync(version, cancellationToken).ConfigureAwait(false)
             ?? throw new InvalidOperationException($"placement version {version} does not exist");
-        await publish.Publish(placement.ToEvent(), cancellationToken).ConfigureAwait(false);
+        using var publishing = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken, confirm);
+        await publish.Publish(placement.ToEvent(), publishing.Token).ConfigureAwait(false);
     }
 
     /// <summary>The version registered with <paramref name="inputsDigest"/>, if any (a migration registers each of its steps once).</summary>

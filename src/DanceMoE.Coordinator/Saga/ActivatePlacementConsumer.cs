@@ -42,11 +42,11 @@ public sealed class ActivatePlacementConsumer(
 
         if (!placement.IsActive)
         {
-            await registry.ActivateAsync(version, context.CancellationToken).ConfigureAwait(false);
+            await registry.ActivateAsync(version, context.CancellationToken, SendConfirmDeadline.For(context)).ConfigureAwait(false);
         }
         else
         {
-            await registry.RepublishAsync(version, context.CancellationToken).ConfigureAwait(false);
+            await registry.RepublishAsync(version, context.CancellationToken, SendConfirmDeadline.For(context)).ConfigureAwait(false);
         }
 
         var wanted = edges.Select(e => e.EdgeId).ToList();
@@ -58,7 +58,9 @@ public sealed class ActivatePlacementConsumer(
         }
 
         logger.LogInformation("migration {Migration}: v{Version} active on {Edges}", command.MigrationId, version, string.Join(", ", wanted));
-        await context.RespondAsync(new PlacementSwitched { MigrationId = command.MigrationId, Stage = command.Stage, Version = version }).ConfigureAwait(false);
+        // The answer goes to the saga's quorum queue: past the deadline it is given up (the send goes on until the connection fails it).
+        await context.RespondAsync(new PlacementSwitched { MigrationId = command.MigrationId, Stage = command.Stage, Version = version })
+            .WaitAsync(SendConfirmDeadline.For(context)).ConfigureAwait(false);
     }
 }
 
@@ -75,6 +77,9 @@ public sealed class ActivatePlacementConsumerDefinition : ConsumerDefinition<Act
     }
 
     protected override void ConfigureConsumer(IReceiveEndpointConfigurator endpointConfigurator,
-        IConsumerConfigurator<ActivatePlacementConsumer> consumerConfigurator, IRegistrationContext context) =>
+        IConsumerConfigurator<ActivatePlacementConsumer> consumerConfigurator, IRegistrationContext context)
+    {
         endpointConfigurator.UseQuorumQueue();
+        endpointConfigurator.UseSendConfirmDeadline();
+    }
 }

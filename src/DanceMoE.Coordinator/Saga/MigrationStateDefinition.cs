@@ -22,6 +22,9 @@ public sealed class MigrationStateDefinition : SagaDefinition<MigrationState>
     {
         endpointConfigurator.UseQuorumQueue();
         endpointConfigurator.UseMessageRetry(r => r.Intervals(100, 500, 1000, 2000, 5000));
+        // Outside the outbox, which sends the step's commands once the row is saved: a send the broker does not confirm in
+        // time fails the message (retried, then faulted) and the step's deadline sends it again; the saga never hangs on it.
+        endpointConfigurator.UseSendConfirmDeadline();
         endpointConfigurator.UseInMemoryOutbox(context);
     }
 }

@@ -290,8 +290,8 @@ public sealed class MigrationStateMachine : MassTransitStateMachine<MigrationSta
         {
             var (edge, layer, expert) = MigrationProgress.Parse(key);
             var endpoint = await context.GetSendEndpoint(EdgeQueues.ControlAddress(edge)).ConfigureAwait(false);
-            await endpoint.Send(new UnloadExpert { CommandId = NewId.NextGuid(), Layer = layer, Expert = expert }, s => s.TimeToLive = TimeSpan.FromMinutes(5))
-                .ConfigureAwait(false);
+            await endpoint.Send(new UnloadExpert { CommandId = NewId.NextGuid(), Layer = layer, Expert = expert }, s => s.TimeToLive = TimeSpan.FromMinutes(5),
+                SendConfirmDeadline.For(context)).ConfigureAwait(false);
         }
     }
 
@@ -371,7 +371,7 @@ public sealed class MigrationStateMachine : MassTransitStateMachine<MigrationSta
             s.ResponseAddress = self;
             s.FaultAddress = self;
             s.TimeToLive = timeToLive;
-        }).ConfigureAwait(false);
+        }, SendConfirmDeadline.For(context)).ConfigureAwait(false);
     }
 
     private static string Describe(ExpertMove move) => $"{move.Action} of expert {move.Layer}.{move.Expert} on {move.EdgeId}";

@@ -1,5 +1,6 @@
 using DanceMoE.Contracts;
 using DanceMoE.Data;
+using DanceMoE.Hosting;
 using MassTransit;
 using Microsoft.EntityFrameworkCore;
 using Quartz;
@@ -27,7 +28,10 @@ public sealed class MigrationTimeoutJob(IDbContextFactory<DanceMoEDbContext> dbF
             .ToListAsync(cancellationToken).ConfigureAwait(false);
         foreach (var migration in late)
         {
-            await bus.Publish(new MigrationStepTimedOut { MigrationId = migration.CorrelationId, Stage = migration.Stage }, cancellationToken).ConfigureAwait(false);
+            // Not confirmed in time (a node lost): the next scan publishes it again, since the step is still late.
+            using var confirm = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            confirm.CancelAfter(SendConfirmDeadline.DefaultTimeout);
+            await bus.Publish(new MigrationStepTimedOut { MigrationId = migration.CorrelationId, Stage = migration.Stage }, confirm.Token).ConfigureAwait(false);
         }
     }
 }
