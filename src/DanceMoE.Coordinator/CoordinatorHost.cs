@@ -48,6 +48,7 @@ public static class CoordinatorHost
         services.AddOptions<MigrationOptions>().BindConfiguration(MigrationOptions.Section).ValidateDataAnnotations().ValidateOnStart();
         var migration = builder.Configuration.GetSection(MigrationOptions.Section).Get<MigrationOptions>() ?? new MigrationOptions();
 
+        services.AddReceiveEndpointWatchdog();
         services.AddMassTransit(bus =>
         {
             bus.AddConsumer<EdgeHeartbeatConsumer, EdgeHeartbeatConsumerDefinition>();

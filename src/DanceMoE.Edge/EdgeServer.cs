@@ -57,6 +57,7 @@ public static class EdgeServer
         services.AddSingleton<HeartbeatService>();
         services.AddHostedService(sp => sp.GetRequiredService<HeartbeatService>());
 
+        services.AddReceiveEndpointWatchdog();
         services.AddMassTransit(bus =>
         {
             bus.AddConsumer<GenerateTextConsumer, GenerateTextConsumerDefinition>();

@@ -1,0 +1,204 @@
+using System.Collections.Concurrent;
+using MassTransit;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.DependencyInjection.Extensions;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+
+namespace DanceMoE.Hosting;
+
+/// <summary>
+/// Restarts a receive endpoint that stopped consuming for good. MassTransit's receive transport retries a lost connection,
+/// but it leaves its retry loop, silently and for good, when starting the transport throws an
+/// <see cref="OperationCanceledException"/> that is not its own stop: RabbitMQ.Client cancels the calls in flight
+/// (declaring the queue, <c>basic.consume</c>) when the connection drops under them, as a second broker node going down
+/// during a rolling restart does while the endpoints reconnect. Such an endpoint stays off its queue while the rest of
+/// the bus serves. An endpoint not consuming for <see cref="StuckAfter"/> while another one of the bus came back since
+/// (so the broker is there), or for <see cref="AloneStuckAfter"/> in any case, is stopped and started again.
+/// </summary>
+public sealed partial class ReceiveEndpointWatchdog(ILogger<ReceiveEndpointWatchdog> logger, TimeProvider time) : BackgroundService, IReceiveEndpointObserver
+{
+    public static readonly TimeSpan StuckAfter = TimeSpan.FromSeconds(8);
+    public static readonly TimeSpan AloneStuckAfter = TimeSpan.FromSeconds(30);
+    private static readonly TimeSpan CheckEvery = TimeSpan.FromSeconds(1);
+    private static readonly TimeSpan StopTimeout = TimeSpan.FromSeconds(10);
+
+    private readonly ConcurrentDictionary<Uri, Watched> _endpoints = new();
+    private long _lastReadyTicks;
+
+    /// <summary>Endpoints the watchdog restarted so far.</summary>
+    public long Restarts => Interlocked.Read(ref _restarts);
+
+    private long _restarts;
+
+    public Task Ready(ReceiveEndpointReady ready)
+    {
+        ArgumentNullException.ThrowIfNull(ready);
+        var watched = _endpoints.GetOrAdd(ready.InputAddress, _ => new Watched(ready.ReceiveEndpoint));
+        lock (watched)
+        {
+            watched.Consuming = true;
+            watched.Stopped = false;
+        }
+
+        Interlocked.Exchange(ref _lastReadyTicks, time.GetUtcNow().UtcTicks);
+        return Task.CompletedTask;
+    }
+
+    public Task Stopping(ReceiveEndpointStopping stopping)
+    {
+        ArgumentNullException.ThrowIfNull(stopping);
+        if (_endpoints.TryGetValue(stopping.InputAddress, out var watched))
+        {
+            lock (watched)
+            {
+                watched.Stopped |= !watched.Restarting;
+                watched.Consuming = false;
+            }
+        }
+
+        return Task.CompletedTask;
+    }
+
+    public Task Completed(ReceiveEndpointCompleted completed)
+    {
+        ArgumentNullException.ThrowIfNull(completed);
+        Down(completed.InputAddress, null);
+        return Task.CompletedTask;
+    }
+
+    public Task Faulted(ReceiveEndpointFaulted faulted)
+    {
+        ArgumentNullException.ThrowIfNull(faulted);
+        Down(faulted.InputAddress, faulted.Exception);
+        return Task.CompletedTask;
+    }
+
+    /// <summary>The endpoints to restart now: not consuming, not stopped on purpose, down long enough.</summary>
+    public IReadOnlyList<Uri> Stuck(DateTimeOffset now)
+    {
+        var lastReady = new DateTimeOffset(Interlocked.Read(ref _lastReadyTicks), TimeSpan.Zero);
+        var stuck = new List<Uri>();
+        foreach (var (address, watched) in _endpoints)
+        {
+            lock (watched)
+            {
+                if (watched.Consuming || watched.Stopped || watched.Restarting)
+                {
+                    continue;
+                }
+
+                var down = now - watched.DownSince;
+                if ((down >= StuckAfter && lastReady > watched.DownSince) || down >= AloneStuckAfter)
+                {
+                    stuck.Add(address);
+                }
+            }
+        }
+
+        return stuck;
+    }
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        using var timer = new PeriodicTimer(CheckEvery, time);
+        while (await timer.WaitForNextTickAsync(stoppingToken).ConfigureAwait(false))
+        {
+            foreach (var address in Stuck(time.GetUtcNow()))
+            {
+                await RestartAsync(address, stoppingToken).ConfigureAwait(false);
+            }
+        }
+    }
+
+    private void Down(Uri address, Exception? exception)
+    {
+        if (!_endpoints.TryGetValue(address, out var watched))
+        {
+            return;
+        }
+
+        lock (watched)
+        {
+            if (watched.Consuming)
+            {
+                watched.Consuming = false;
+                watched.DownSince = time.GetUtcNow();
+            }
+
+            watched.LastFault = exception ?? watched.LastFault;
+        }
+    }
+
+    private async Task RestartAsync(Uri address, CancellationToken stoppingToken)
+    {
+        var watched = _endpoints[address];
+        TimeSpan down;
+        lock (watched)
+        {
+            watched.Restarting = true;
+            down = time.GetUtcNow() - watched.DownSince;
+        }
+
+        Interlocked.Increment(ref _restarts);
+        LogRestarting(logger, address, down.TotalSeconds, watched.LastFault?.GetType().Name ?? "none", watched.LastFault?.Message ?? "");
+        try
+        {
+            using (var stop = CancellationTokenSource.CreateLinkedTokenSource(stoppingToken))
+            {
+                stop.CancelAfter(StopTimeout);
+                await watched.Endpoint.Stop(stop.Token).ConfigureAwait(false);
+            }
+
+            watched.Endpoint.Start(stoppingToken);
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException || !stoppingToken.IsCancellationRequested)
+        {
+            LogRestartFailed(logger, address, ex.Message, ex);
+        }
+        finally
+        {
+            lock (watched)
+            {
+                watched.Restarting = false;
+                watched.DownSince = time.GetUtcNow();
+            }
+        }
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning,
+        Message = "receive endpoint {Address} has not consumed for {Seconds:F0} s and MassTransit is not bringing it back (last fault: {FaultType} {Fault}): restarting it")]
+    private static partial void LogRestarting(ILogger logger, Uri address, double seconds, string faultType, string fault);
+
+    [LoggerMessage(Level = LogLevel.Error, Message = "restarting receive endpoint {Address} failed: {Reason}; trying again later")]
+    private static partial void LogRestartFailed(ILogger logger, Uri address, string reason, Exception exception);
+
+    private sealed class Watched(IReceiveEndpoint endpoint)
+    {
+        public IReceiveEndpoint Endpoint { get; } = endpoint;
+
+        public bool Consuming { get; set; }
+
+        /// <summary>Stopped on purpose (the host stopping): never restarted.</summary>
+        public bool Stopped { get; set; }
+
+        public bool Restarting { get; set; }
+
+        public DateTimeOffset DownSince { get; set; }
+
+        public Exception? LastFault { get; set; }
+    }
+}
+
+public static class ReceiveEndpointWatchdogExtensions
+{
+    /// <summary>Registers the <see cref="ReceiveEndpointWatchdog"/>, which sees every receive endpoint of the host's bus from its start.</summary>
+    public static IServiceCollection AddReceiveEndpointWatchdog(this IServiceCollection services)
+    {
+        services.TryAddSingleton(TimeProvider.System);
+        services.AddSingleton<ReceiveEndpointWatchdog>();
+        services.AddHostedService(sp => sp.GetRequiredService<ReceiveEndpointWatchdog>());
+        services.AddReceiveEndpointObserver(sp => sp.GetRequiredService<ReceiveEndpointWatchdog>());
+        return services;
+    }
+}
