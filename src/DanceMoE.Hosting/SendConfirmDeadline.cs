@@ -44,6 +44,23 @@ public sealed class SendConfirmDeadline : IDisposable
     public static CancellationToken For(ConsumeContext context) =>
         context is not null && context.TryGetPayload(out SendConfirmDeadline? deadline) ? deadline.Next() : CancellationToken.None;
 
+    /// <summary>
+    /// Awaits <paramref name="send"/>, made with <paramref name="deadline"/> (from <see cref="For"/>); a send cancelled by
+    /// it fails as <see cref="SendNotConfirmedException"/> naming <paramref name="what"/>, so the consumed message's fault says so.
+    /// </summary>
+    public static async Task Confirmed(Task send, string what, CancellationToken deadline)
+    {
+        ArgumentNullException.ThrowIfNull(send);
+        try
+        {
+            await send.ConfigureAwait(false);
+        }
+        catch (OperationCanceledException ex) when (deadline.IsCancellationRequested)
+        {
+            throw new SendNotConfirmedException($"the broker did not confirm {what} in time (a node lost, or the queue's majority away)", ex);
+        }
+    }
+
     public CancellationToken Next()
     {
         lock (_lock)

@@ -59,8 +59,10 @@ public sealed class ActivatePlacementConsumer(
 
         logger.LogInformation("migration {Migration}: v{Version} active on {Edges}", command.MigrationId, version, string.Join(", ", wanted));
         // The answer goes to the saga's quorum queue: past the deadline it is given up (the send goes on until the connection fails it).
-        await context.RespondAsync(new PlacementSwitched { MigrationId = command.MigrationId, Stage = command.Stage, Version = version })
-            .WaitAsync(SendConfirmDeadline.For(context)).ConfigureAwait(false);
+        var deadline = SendConfirmDeadline.For(context);
+        await SendConfirmDeadline.Confirmed(
+            context.RespondAsync(new PlacementSwitched { MigrationId = command.MigrationId, Stage = command.Stage, Version = version }).WaitAsync(deadline),
+            $"the answer that placement v{version} is active", deadline).ConfigureAwait(false);
     }
 }
 

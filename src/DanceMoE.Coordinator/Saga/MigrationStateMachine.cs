@@ -290,8 +290,10 @@ public sealed class MigrationStateMachine : MassTransitStateMachine<MigrationSta
         {
             var (edge, layer, expert) = MigrationProgress.Parse(key);
             var endpoint = await context.GetSendEndpoint(EdgeQueues.ControlAddress(edge)).ConfigureAwait(false);
-            await endpoint.Send(new UnloadExpert { CommandId = NewId.NextGuid(), Layer = layer, Expert = expert }, s => s.TimeToLive = TimeSpan.FromMinutes(5),
-                SendConfirmDeadline.For(context)).ConfigureAwait(false);
+            var deadline = SendConfirmDeadline.For(context);
+            await SendConfirmDeadline.Confirmed(
+                endpoint.Send(new UnloadExpert { CommandId = NewId.NextGuid(), Layer = layer, Expert = expert }, s => s.TimeToLive = TimeSpan.FromMinutes(5), deadline),
+                $"an unload of {layer}.{expert} to {edge}", deadline).ConfigureAwait(false);
         }
     }
 
@@ -366,12 +368,13 @@ public sealed class MigrationStateMachine : MassTransitStateMachine<MigrationSta
         // Answers and faults come back to the saga's own queue, where they are correlated by the migration id.
         var endpoint = await context.GetSendEndpoint(address).ConfigureAwait(false);
         var self = context.ReceiveContext.InputAddress;
-        await endpoint.Send(message, s =>
+        var deadline = SendConfirmDeadline.For(context);
+        await SendConfirmDeadline.Confirmed(endpoint.Send(message, s =>
         {
             s.ResponseAddress = self;
             s.FaultAddress = self;
             s.TimeToLive = timeToLive;
-        }, SendConfirmDeadline.For(context)).ConfigureAwait(false);
+        }, deadline), $"{message.GetType().Name} to {address}", deadline).ConfigureAwait(false);
     }
 
     private static string Describe(ExpertMove move) => $"{move.Action} of expert {move.Layer}.{move.Expert} on {move.EdgeId}";
