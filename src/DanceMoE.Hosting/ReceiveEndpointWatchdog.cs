@@ -4,6 +4,7 @@ using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.DependencyInjection.Extensions;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
+using Microsoft.Extensions.Options;
 
 namespace DanceMoE.Hosting;
 
@@ -14,9 +15,15 @@ namespace DanceMoE.Hosting;
 /// (declaring the queue, <c>basic.consume</c>) when the connection drops under them, as a second broker node going down
 /// during a rolling restart does while the endpoints reconnect. Such an endpoint stays off its queue while the rest of
 /// the bus serves. An endpoint not consuming for <see cref="StuckAfter"/> while another one of the bus came back since
-/// (so the broker is there), or for <see cref="AloneStuckAfter"/> in any case, is stopped and started again.
+/// (so the broker is there), or for <see cref="AloneStuckAfter"/> in any case, is stopped and started again, once the
+/// broker confirms that its queue has no consumer (or is gone): MassTransit may report a reconnected consumer ready
+/// before the old one completed, and restarting an endpoint that consumes stops its send transports under the sends in flight.
+/// The bus's own endpoint (its reply queue) is never restarted: MassTransit's sends and request clients live on its
+/// context, and a stop and start of it left every send of the process failing for good; a dead one is logged as an error.
 /// </summary>
-public sealed partial class ReceiveEndpointWatchdog(ILogger<ReceiveEndpointWatchdog> logger, TimeProvider time) : BackgroundService, IReceiveEndpointObserver
+public sealed partial class ReceiveEndpointWatchdog(
+    ILogger<ReceiveEndpointWatchdog> logger, TimeProvider time, IOptions<RabbitMqOptions>? options = null, IServiceProvider? services = null)
+    : BackgroundService, IReceiveEndpointObserver
 {
     public static readonly TimeSpan StuckAfter = TimeSpan.FromSeconds(8);
     public static readonly TimeSpan AloneStuckAfter = TimeSpan.FromSeconds(30);
@@ -130,10 +137,67 @@ public sealed partial class ReceiveEndpointWatchdog(ILogger<ReceiveEndpointWatch
         }
     }
 
+    /// <summary>Whether the broker has a consumer on the endpoint's queue; null when it cannot tell.</summary>
+    private async Task<bool?> ConsumedAsync(Uri address, CancellationToken cancellationToken)
+    {
+        if (options is null)
+        {
+            return null;
+        }
+
+        var queue = address.Segments[^1].TrimEnd('/');
+        try
+        {
+            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            timeout.CancelAfter(StopTimeout);
+            var broker = RabbitMqOptions.Parse(options.Value.ConnectionString);
+            await using var connection = await broker.ConnectionFactory("dancemoe-watchdog").CreateConnectionAsync(broker.Endpoints(), timeout.Token).ConfigureAwait(false);
+            await using var channel = await connection.CreateChannelAsync(cancellationToken: timeout.Token).ConfigureAwait(false);
+            var ok = await channel.QueueDeclarePassiveAsync(queue, timeout.Token).ConfigureAwait(false);
+            return ok.ConsumerCount > 0;
+        }
+        catch (RabbitMQ.Client.Exceptions.OperationInterruptedException ex) when (ex.ShutdownReason?.ReplyCode == 404)
+        {
+            return false;
+        }
+        catch (RabbitMQ.Client.Exceptions.OperationInterruptedException ex) when (ex.ShutdownReason?.ReplyCode == 405)
+        {
+            // RESOURCE_LOCKED: an exclusive queue (the bus's reply queue), which lives only while the connection that declared it does.
+            return true;
+        }
+        catch (Exception ex) when (ex is RabbitMQ.Client.Exceptions.RabbitMQClientException or IOException or TimeoutException
+            || (ex is OperationCanceledException && !cancellationToken.IsCancellationRequested))
+        {
+            return null;
+        }
+    }
+
     private async Task RestartAsync(Uri address, CancellationToken stoppingToken)
     {
         var watched = _endpoints[address];
+        if (await ConsumedAsync(address, stoppingToken).ConfigureAwait(false) is true)
+        {
+            lock (watched)
+            {
+                watched.Consuming = !watched.Stopped;
+            }
+
+            return;
+        }
+
         TimeSpan down;
+        if (IsBusEndpoint(address))
+        {
+            lock (watched)
+            {
+                down = time.GetUtcNow() - watched.DownSince;
+                watched.DownSince = time.GetUtcNow();
+            }
+
+            LogBusEndpointDown(logger, address, down.TotalSeconds);
+            return;
+        }
+
         lock (watched)
         {
             watched.Restarting = true;
@@ -169,6 +233,13 @@ public sealed partial class ReceiveEndpointWatchdog(ILogger<ReceiveEndpointWatch
     [LoggerMessage(Level = LogLevel.Warning,
         Message = "receive endpoint {Address} has not consumed for {Seconds:F0} s and MassTransit is not bringing it back (last fault: {FaultType} {Fault}): restarting it")]
     private static partial void LogRestarting(ILogger logger, Uri address, double seconds, string faultType, string fault);
+
+    private bool IsBusEndpoint(Uri address) =>
+        services?.GetService<IBus>()?.Address is { } bus && string.Equals(bus.Segments[^1].TrimEnd('/'), address.Segments[^1].TrimEnd('/'), StringComparison.Ordinal);
+
+    [LoggerMessage(Level = LogLevel.Error,
+        Message = "the bus's reply endpoint {Address} has not consumed for {Seconds:F0} s and its queue has no consumer: requests that need replies fail until the process restarts")]
+    private static partial void LogBusEndpointDown(ILogger logger, Uri address, double seconds);
 
     [LoggerMessage(Level = LogLevel.Error, Message = "restarting receive endpoint {Address} failed: {Reason}; trying again later")]
     private static partial void LogRestartFailed(ILogger logger, Uri address, string reason, Exception exception);
