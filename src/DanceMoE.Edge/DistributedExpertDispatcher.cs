@@ -153,8 +153,10 @@ public sealed class DistributedExpertDispatcher(
         })).ConfigureAwait(false);
     }
 
+    // A transport fault (a broker node going down under the send) fails the batch, not the whole step: it is retried
+    // on another replica like a peer that did not answer.
     private static bool IsPeerFailure(Exception ex) =>
-        ex is RequestTimeoutException or RequestFaultException or InvalidExpertResultException or ExpertUnavailableException;
+        ex is RequestTimeoutException or RequestFaultException or InvalidExpertResultException or ExpertUnavailableException or TransportException;
 
     private async Task SendAsync(string server, int layer, List<int> indexes, Step step, CancellationToken cancellationToken)
     {
