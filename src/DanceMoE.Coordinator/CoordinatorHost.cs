@@ -51,6 +51,7 @@ public static class CoordinatorHost
         services.AddReceiveEndpointWatchdog();
         services.AddMassTransit(bus =>
         {
+            bus.DisableUsageTelemetry();
             bus.AddConsumer<EdgeHeartbeatConsumer, EdgeHeartbeatConsumerDefinition>();
             bus.AddConsumer<PlacementAppliedConsumer, PlacementAppliedConsumerDefinition>();
             bus.AddConsumer<RunPlacementNowConsumer, RunPlacementNowConsumerDefinition>();

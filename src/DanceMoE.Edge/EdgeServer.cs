@@ -60,6 +60,7 @@ public static class EdgeServer
         services.AddReceiveEndpointWatchdog();
         services.AddMassTransit(bus =>
         {
+            bus.DisableUsageTelemetry();
             bus.AddConsumer<GenerateTextConsumer, GenerateTextConsumerDefinition>();
             bus.AddConsumer<RunExpertBatchConsumer, RunExpertBatchConsumerDefinition>();
             bus.AddConsumer<LoadExpertConsumer, LoadExpertConsumerDefinition>();

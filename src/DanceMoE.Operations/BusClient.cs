@@ -25,11 +25,15 @@ public sealed class BusClient : IAsyncDisposable
     public static async Task<BusClient> StartAsync(string rabbitMqUri, Action<IRabbitMqBusFactoryConfigurator>? configure, CancellationToken cancellationToken)
     {
         var provider = new ServiceCollection()
-            .AddMassTransit(bus => bus.UsingRabbitMq((_, cfg) =>
+            .AddMassTransit(bus =>
             {
-                new RabbitMqOptions { ConnectionString = rabbitMqUri }.ConfigureHost(cfg);
-                configure?.Invoke(cfg);
-            }))
+                bus.DisableUsageTelemetry();
+                bus.UsingRabbitMq((_, cfg) =>
+                {
+                    new RabbitMqOptions { ConnectionString = rabbitMqUri }.ConfigureHost(cfg);
+                    configure?.Invoke(cfg);
+                });
+            })
             .BuildServiceProvider(true);
         var bus = provider.GetRequiredService<IBusControl>();
         try

@@ -153,11 +153,15 @@ public static class ClusterBenchmark
         // Named as an edge's queue: the benchmark talks to the echo and to edge-1 as a peer edge does, with the edge's user.
         const string queue = "edge-bench-echo";
         await using var provider = new ServiceCollection()
-            .AddMassTransit(bus => bus.UsingRabbitMq((_, cfg) =>
+            .AddMassTransit(bus =>
             {
-                new RabbitMqOptions { ConnectionString = LocalEnvironment.RabbitMqUriFor(BusRole.Edge) }.ConfigureHost(cfg);
-                cfg.AddDeserializer(ExpertBatchSerializer.Instance);
-            }))
+                bus.DisableUsageTelemetry();
+                bus.UsingRabbitMq((_, cfg) =>
+                {
+                    new RabbitMqOptions { ConnectionString = LocalEnvironment.RabbitMqUriFor(BusRole.Edge) }.ConfigureHost(cfg);
+                    cfg.AddDeserializer(ExpertBatchSerializer.Instance);
+                });
+            })
             .BuildServiceProvider(true);
         using var echo = await StartEchoProcessAsync(queue, cancellationToken).ConfigureAwait(false);
         var bus = provider.GetRequiredService<IBusControl>();
@@ -264,6 +268,7 @@ public static class ClusterBenchmark
         await using var provider = new ServiceCollection()
             .AddMassTransit(bus =>
             {
+                bus.DisableUsageTelemetry();
                 bus.AddConsumer<EchoBatchConsumer>();
                 bus.UsingRabbitMq((context, cfg) =>
                 {
