@@ -138,7 +138,8 @@ public static class ChaosBenchmark
         }
         finally
         {
-            environment.KeepDirectory = !finished || settings.KeepLogs;
+            // The processes' logs are what a failed fault can be diagnosed from.
+            environment.KeepDirectory = !finished || settings.KeepLogs || results.Any(r => !r.Kept);
             Log("stopping the edges and the coordinator, dropping the database and the virtual host...");
         }
 
