@@ -297,14 +297,20 @@ internal sealed class LevelCpu(IReadOnlyList<StartedEdge> edges)
 
     public CpuTimes Read()
     {
-        var edgeTime = TimeSpan.Zero;
+        var broker = _brokerPid is { } pid ? TimeOf(() => Process.GetProcessById(pid)) : TimeSpan.Zero;
+        return new CpuTimes(EdgesTime(edges), broker, TimeOf(Process.GetCurrentProcess));
+    }
+
+    /// <summary>User and system time so far of every edge process (an exited one counts nothing).</summary>
+    public static TimeSpan EdgesTime(IReadOnlyList<StartedEdge> edges)
+    {
+        var total = TimeSpan.Zero;
         foreach (var edge in edges)
         {
-            edgeTime += TimeOf(() => Process.GetProcessById(edge.Pid));
+            total += TimeOf(() => Process.GetProcessById(edge.Pid));
         }
 
-        var broker = _brokerPid is { } pid ? TimeOf(() => Process.GetProcessById(pid)) : TimeSpan.Zero;
-        return new CpuTimes(edgeTime, broker, TimeOf(Process.GetCurrentProcess));
+        return total;
     }
 
     /// <summary>The process with a socket listening on TCP <paramref name="port"/> (/proc/net/tcp and each process's fds); null when none is found.</summary>

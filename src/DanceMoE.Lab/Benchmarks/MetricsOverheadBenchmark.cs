@@ -77,14 +77,14 @@ internal static class MetricsOverheadBenchmark
         {
             await SwitchAsync(metrics, cancellationToken).ConfigureAwait(false);
             var countedBefore = await scraper.SumAsync("dancemoe_generated_tokens_total", cancellationToken).ConfigureAwait(false);
-            var cpuBefore = CpuTime();
+            var cpuBefore = LevelCpu.EdgesTime(edges);
             if (metrics)
             {
                 scraper.Start();
             }
 
             var (samples, wall) = await LoadBenchmark.RunLevelAsync(target, concurrency, settings.RequestsAt(concurrency), settings, cancellationToken).ConfigureAwait(false);
-            var cpu = CpuTime() - cpuBefore;
+            var cpu = LevelCpu.EdgesTime(edges) - cpuBefore;
             if (metrics)
             {
                 await scraper.StopAsync().ConfigureAwait(false);
@@ -140,19 +140,6 @@ internal static class MetricsOverheadBenchmark
 
                 await Task.Delay(50, cancellationToken).ConfigureAwait(false);
             }
-        }
-
-        /// <summary>User and system time of every edge process so far (/proc/PID/stat).</summary>
-        private TimeSpan CpuTime()
-        {
-            var total = TimeSpan.Zero;
-            foreach (var edge in edges)
-            {
-                using var process = Process.GetProcessById(edge.Pid);
-                total += process.TotalProcessorTime;
-            }
-
-            return total;
         }
     }
 }
