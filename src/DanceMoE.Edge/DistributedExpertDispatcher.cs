@@ -19,15 +19,15 @@ public sealed class DistributedExpertDispatcher(
     IOptions<EdgeOptions> options,
     ExpertStore store,
     IRoutingTable routing,
-    IClientFactory clients,
+    ExpertBatchCalls calls,
     LinkEmulator link,
     EdgeMetrics metrics,
     PeerEstimates estimates,
     ILogger<DistributedExpertDispatcher> logger) : IExpertDispatcher
 {
-    private readonly ConcurrentDictionary<string, IRequestClient<RunExpertBatch>> _peers = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, Uri> _peers = new(StringComparer.Ordinal);
     private readonly string _edgeId = options.Value.Id;
-    private readonly int _deadlineMs = options.Value.ExpertDeadlineMs;
+    private readonly TimeSpan _deadline = TimeSpan.FromMilliseconds(options.Value.ExpertDeadlineMs);
     private readonly int _maxBatchBytes = options.Value.MaxBatchBytes;
 
     public async ValueTask<DispatchResult> RunAsync(int layer, IReadOnlyList<ExpertBatch> batches, CancellationToken cancellationToken)
@@ -196,17 +196,11 @@ public sealed class DistributedExpertDispatcher(
             Hidden = payload,
         };
         await link.TransmitAsync(payload.Length, cancellationToken).ConfigureAwait(false);
-        var client = _peers.GetOrAdd(server, peer => clients.CreateRequestClient<RunExpertBatch>(EdgeQueues.ExpertsAddress(peer), RequestTimeout.After(ms: _deadlineMs)));
+        var address = _peers.GetOrAdd(server, EdgeQueues.ExpertsAddress);
         var sentAt = Stopwatch.GetTimestamp();
-        // A batch is worth nothing after its deadline and is never replayed: the broker keeps it in memory, not on disk.
-        var response = await client.GetResponse<ExpertBatchResult>(request, x => x.UseExecute(send =>
-        {
-            send.Durable = false;
-            send.Serializer = ExpertBatchSerializer.Instance;
-        }), cancellationToken).ConfigureAwait(false);
+        var result = await calls.CallAsync(address, request, _deadline, cancellationToken).ConfigureAwait(false);
         var roundTrip = Stopwatch.GetElapsedTime(sentAt);
         metrics.PeerRoundTrip(server, roundTrip);
-        var result = response.Message;
         estimates.Observe(server, roundTrip);
         estimates.ObserveQueueDepth(server, result.QueueDepth);
         if (result.BatchId != request.BatchId || result.Output.Length != outputBytes

@@ -36,6 +36,7 @@ public static class EdgeServer
         services.AddSingleton<IRoutingTable, RoutingTable>();
         services.AddSingleton<LinkEmulator>();
         services.AddSingleton<PeerEstimates>();
+        services.AddSingleton<ExpertBatchCalls>();
         services.AddSingleton<IExpertDispatcher, DistributedExpertDispatcher>();
         services.AddSingleton(sp =>
         {

@@ -5,7 +5,7 @@ using MassTransit;
 namespace DanceMoE.Edge;
 
 /// <summary>Runs a peer's expert batch on the experts this edge holds; anything malformed is refused with a fault.</summary>
-public sealed class RunExpertBatchConsumer(EdgeRuntime edge) : IConsumer<RunExpertBatch>
+public sealed class RunExpertBatchConsumer(EdgeRuntime edge, ExpertBatchCalls calls) : IConsumer<RunExpertBatch>
 {
     public async Task Consume(ConsumeContext<RunExpertBatch> context)
     {
@@ -52,7 +52,7 @@ public sealed class RunExpertBatchConsumer(EdgeRuntime edge) : IConsumer<RunExpe
 
         var computeMs = clock.Elapsed.TotalMilliseconds;
         await edge.Link.TransmitAsync(output.Length, context.CancellationToken).ConfigureAwait(false);
-        await context.RespondAsync(new ExpertBatchResult
+        await calls.ReplyAsync(context, new ExpertBatchResult
         {
             BatchId = batch.BatchId,
             EdgeId = edge.Options.Id,
@@ -61,13 +61,6 @@ public sealed class RunExpertBatchConsumer(EdgeRuntime edge) : IConsumer<RunExpe
             Output = output,
             ComputeMs = Math.Round(computeMs, 3),
             QueueDepth = edge.ExpertBatches.Count - 1,
-        }, send =>
-        {
-            send.Durable = false;
-            if (ExpertBatchSerializer.CameIn(context))
-            {
-                send.Serializer = ExpertBatchSerializer.Instance;
-            }
         }).ConfigureAwait(false);
     }
 }
