@@ -102,19 +102,47 @@ public sealed class MoeForward : IDisposable
         }
 
         var results = new ChunkResult[chunks.Count];
+        var finished = new List<Sequence>(sequences.Length);
         for (var i = 0; i < chunks.Count; i++)
         {
-            var sequence = sequences[i];
-            if (sequence.Error is not null)
+            if (sequences[i].Error is { } error)
             {
-                results[i] = new ChunkResult(null, sequence.Error);
+                results[i] = new ChunkResult(null, error);
                 continue;
             }
 
-            sequence.Chunk.State.Length = sequence.Total;
-            using var h = OrtValue.CreateTensorValueFromMemory(sequence.Hidden, [sequence.Rows, c.HiddenSize]);
+            sequences[i].Chunk.State.Length = sequences[i].Total;
+            finished.Add(sequences[i]);
+        }
+
+        if (finished.Count > 0)
+        {
+            // One head run for every finished sequence's rows: each row's logits depend on that row alone.
+            var rows = finished.Sum(s => s.Rows);
+            var hidden = finished.Count == 1 ? finished[0].Hidden : new float[rows * c.HiddenSize];
+            if (finished.Count > 1)
+            {
+                var at = 0;
+                foreach (var sequence in finished)
+                {
+                    sequence.Hidden.CopyTo(hidden, at);
+                    at += sequence.Hidden.Length;
+                }
+            }
+
+            using var h = OrtValue.CreateTensorValueFromMemory(hidden, [rows, c.HiddenSize]);
             using var logits = _head.Run(_run, [GraphNames.Hidden], [h], [GraphNames.Logits]);
-            results[i] = new ChunkResult(logits[0].GetTensorDataAsSpan<float>().ToArray(), null);
+            var all = logits[0].GetTensorDataAsSpan<float>();
+            var vocab = all.Length / rows;
+            var offset = 0;
+            for (var i = 0; i < chunks.Count; i++)
+            {
+                if (results[i] is null)
+                {
+                    results[i] = new ChunkResult(all.Slice(offset * vocab, sequences[i].Rows * vocab).ToArray(), null);
+                    offset += sequences[i].Rows;
+                }
+            }
         }
 
         return results;

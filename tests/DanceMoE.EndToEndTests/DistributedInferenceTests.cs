@@ -228,4 +228,36 @@ public sealed class DistributedInferenceTests(UniformClusterFixture fixture) : I
         Assert.Equal(pool.Run(0, 0, input, 2), TensorBytes.ToFloats(result.Message.Output));
         Assert.Equal("edge-1", result.Message.EdgeId);
     }
+
+    [Fact]
+    public async Task Expert_batch_calls_get_the_peers_answer_its_refusal_as_a_fault_and_a_timeout_when_nobody_answers()
+    {
+        var hidden = Cluster.Manifest.Architecture.HiddenSize;
+        var input = Enumerable.Range(0, hidden).Select(i => (float)Math.Cos(i)).ToArray();
+        using var calls = new ExpertBatchCalls(Cluster.Bus);
+        RunExpertBatch Batch(int expert) => new()
+        {
+            BatchId = NewId.NextGuid(),
+            OriginEdgeId = "test",
+            Layer = 0,
+            HiddenSize = hidden,
+            Slices = [new ExpertSlice { Expert = expert, Rows = 1, TokenRows = [0] }],
+            Hidden = TensorBytes.FromFloats(input),
+        };
+
+        var held = Batch(0);
+        var answers = await Task.WhenAll(calls.CallAsync(EdgeQueues.ExpertsAddress("edge-1"), held, TimeSpan.FromSeconds(20), CancellationToken.None),
+            calls.CallAsync(EdgeQueues.ExpertsAddress("edge-1"), Batch(0), TimeSpan.FromSeconds(20), CancellationToken.None));
+        var refused = await Assert.ThrowsAsync<RequestFaultException>(
+            () => calls.CallAsync(EdgeQueues.ExpertsAddress("edge-1"), Batch(1), TimeSpan.FromSeconds(20), CancellationToken.None));
+        await Assert.ThrowsAsync<RequestTimeoutException>(
+            () => calls.CallAsync(EdgeQueues.ExpertsAddress("edge-9"), Batch(0), TimeSpan.FromMilliseconds(300), CancellationToken.None));
+
+        var factory = new DanceMoE.Inference.SessionFactory(new DanceMoE.Inference.InferenceOptions { Provider = DanceMoE.Inference.ExecutionProvider.Cpu });
+        using var pool = new DanceMoE.Inference.ExpertSessionPool(Cluster.Manifest, factory);
+        Assert.Equal(held.BatchId, answers[0].BatchId);
+        Assert.NotEqual(answers[0].BatchId, answers[1].BatchId);
+        Assert.All(answers, a => Assert.Equal(pool.Run(0, 0, input, 1), TensorBytes.ToFloats(a.Output)));
+        Assert.Contains("edge-1 does not hold expert 0.1", refused.Fault!.Exceptions[0].Message, StringComparison.Ordinal);
+    }
 }
