@@ -71,6 +71,33 @@ public sealed class OnnxExportTests : IDisposable
     }
 
     [Fact]
+    public async Task A_step_of_several_sequences_gives_each_the_same_bits_as_running_it_alone()
+    {
+        TinyCheckpoint.Write(_dir.Sub("ckpt-128"), TinyModels.Small() with { Hidden = 128 });
+        var manifest = OnnxExporter.Export(Checkpoint.Open(_dir.Sub("ckpt-128")), _dir.Sub("onnx-128"), TensorDtype.F32);
+        using var pool = new ExpertSessionPool(manifest, new SessionFactory(Cpu));
+        using var forward = new MoeForward(manifest, new SessionFactory(Cpu), new LocalExpertDispatcher(pool));
+        int[][] prompts = [[256, 104, 105], [256, 32], [256, 116, 104, 101, 114, 101], [256, 97]];
+        var alone = new List<float[]>();
+        foreach (var prompt in prompts)
+        {
+            var state = forward.NewState();
+            await forward.ForwardAsync(prompt[..^1], state, new ForwardContext(), CancellationToken.None);
+            alone.Add(await forward.ForwardAsync(prompt[^1..], state, new ForwardContext(), CancellationToken.None));
+        }
+
+        var states = prompts.Select(_ => forward.NewState()).ToList();
+        await forward.StepAsync([.. prompts.Select((p, i) => new SequenceChunk(p[..^1], states[i], new ForwardContext()))], CancellationToken.None);
+        var together = await forward.StepAsync([.. prompts.Select((p, i) => new SequenceChunk(p[^1..], states[i], new ForwardContext()))], CancellationToken.None);
+
+        for (var i = 0; i < prompts.Length; i++)
+        {
+            Assert.Null(together[i].Error);
+            Assert.Equal(alone[i], together[i].Logits);
+        }
+    }
+
+    [Fact]
     public async Task Greedy_generation_twice_gives_identical_token_ids()
     {
         var manifest = Export(TensorDtype.F32);
