@@ -9,6 +9,19 @@ public sealed record LatencyOptions
     /// <summary>Mean seconds between requests arriving at each server (Poisson), used for queueing only.</summary>
     public double RequestIntervalSeconds { get; init; } = 10;
 
+    /// <summary>
+    /// What the bus adds to one message (an expert batch and its answer) beyond its link: serialising, the broker, the
+    /// peer's consumer. The default, 1.6 ms, is the expert-batch round trip of <c>./dancemoe bench cluster --json</c>
+    /// without links (1.64 ms, README "bench cluster").
+    /// </summary>
+    public double MessageSeconds { get; init; } = 1.6e-3;
+
+    /// <summary>How many messages' bus work runs at once: a step with m messages pays <see cref="MessageSeconds"/> x max(1, m / lanes).</summary>
+    public int MessageLanes { get; init; } = 1;
+
+    /// <summary>The bus work of a step that sends <paramref name="messages"/> messages.</summary>
+    public double BusSeconds(int messages) => messages == 0 ? 0 : MessageSeconds * Math.Max(1.0, (double)messages / Math.Max(1, MessageLanes));
+
     /// <summary>How a request of <paramref name="tokens"/> tokens splits into prompt and decode (at least one prompt token).</summary>
     public (int Prompt, int Decode) Split(int tokens)
     {
@@ -44,6 +57,8 @@ public sealed record StepMessages(int Layer, bool Decode, int[] RowsTo);
 /// one after another, and answers one row per (token, expert) (RTT/2 + bytes/bandwidth): a (token, peer) costs
 /// (1 + k) rows of <see cref="MoeModel.HiddenBytes"/>, k the token's experts there, and a peer's rows of a step share its
 /// link one after another. The layer ends when the slowest of these ends.</item>
+/// <item>The bus's own work per message (<see cref="LatencyOptions.MessageSeconds"/>) is on the step's path: a step with m
+/// messages adds it max(1, m / lanes) times, so fewer messages (a token's experts together, layers whole) are faster.</item>
 /// <item>One expert's time on a server is max(weight bytes / memory bandwidth, tokens x FLOPs / compute): decode is
 /// memory bound, big prefill batches compute bound; experts of one batch run one after another on a GPU.</item>
 /// <item>Each remote expert of a step goes to one replica, chosen as the edges' replica planner does: so that the
@@ -294,12 +309,15 @@ public sealed class LatencyModel
             load.Busy[(home * n) + home] += compute[home];
         }
 
+        var messages = 0;
         for (var s = 0; s < n; s++)
         {
             if (_rowsTo[s] == 0)
             {
                 continue;
             }
+
+            messages++;
 
             stats.Bytes += _rowsTo[s] * (double)_model.HiddenBytes;
             if (load is not null)
@@ -312,7 +330,7 @@ public sealed class LatencyModel
             slowest = Math.Max(slowest, _linkFixed[(home * n) + s] + (_rowsTo[s] * _linkPerRow[(home * n) + s]) + compute[s] + QueueWaitSeconds[s]);
         }
 
-        return slowest;
+        return slowest + _options.BusSeconds(messages);
     }
 
     /// <summary>

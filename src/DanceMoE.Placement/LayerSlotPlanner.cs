@@ -384,6 +384,8 @@ internal sealed class LayerSlotPlanner
                 }
             }
 
+            // A remote step sends at least one message: the bus's work on it is part of the round trip.
+            _rtt += problem.Latency.BusSeconds(1);
             var expertSeconds = Enumerable.Range(0, _experts).Average(e => model.Bytes(layer, e)) / problem.Cluster.Servers[server].MemoryBytesPerSecond;
             _localDecode = k * expertSeconds;
             _remoteDecode = _rtt + _perRow + _localDecode;

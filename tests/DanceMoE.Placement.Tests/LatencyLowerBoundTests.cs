@@ -32,20 +32,22 @@ public class LatencyLowerBoundTests
         Assert.Equal(best, boughtProfit - boughtCost, 9);
     }
 
-    [Fact]
-    public void One_server_with_two_slots_holds_the_prompts_experts_when_that_saves_more()
+    [Theory]
+    [InlineData(0.0, 6.0)]
+    [InlineData(1.0, 7.0)]
+    public void One_server_with_two_slots_holds_the_prompts_experts_when_that_saves_more(double messageMs, double boundMs)
     {
         // A row of 1000 B at 1 MB/s: 1 ms; RTT 2 ms; an expert 1 ms. Prompt {0,1}, decode {2,3}; a remote token sends its row
         // and gets one back per expert. Holding {0,1}: the decode step pays 2 + 3 + 1 ms at least. Holding {2,3}: decode
-        // 2 ms, prompt 2 + 3 ms. Bound 6 ms.
+        // 2 ms, prompt 2 + 3 ms. Bound 6 ms, and the bus's work on the decode step's message when it costs any.
         var model = MoeModel.Uniform(1, 4, 2, 1_000_000, 1000);
         var cluster = Cluster.FullMesh(
             [new ServerSpec("a", 2_000_000, 1e15, 1e9), new ServerSpec("b", 4_000_000, 1e15, 1e9)],
             new LinkSpec(1e6, 0.002));
-        var problem = new PlacementProblem(model, cluster, new ActivationCounts(2, 1, 4)) { Latency = new LatencyOptions { DecodeTokens = 1 } };
+        var problem = new PlacementProblem(model, cluster, new ActivationCounts(2, 1, 4)) { Latency = new LatencyOptions { DecodeTokens = 1, MessageSeconds = messageMs / 1e3 } };
         var workload = new Workload([new TraceRequest(0, 2, [[0, 1, 2, 3]])]);
 
-        Assert.Equal(6.0, LatencyLowerBound.MeanLatencyMs(problem, workload)!.Value, 6);
+        Assert.Equal(boundMs, LatencyLowerBound.MeanLatencyMs(problem, workload)!.Value, 6);
     }
 
     public static TheoryData<int, bool> Problems()

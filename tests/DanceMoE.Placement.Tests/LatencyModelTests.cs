@@ -10,7 +10,7 @@ public class LatencyModelTests
         [new ServerSpec("a", 10_000_000, 1e15, 1e9), new ServerSpec("b", 10_000_000, 1e15, 1e9)],
         new LinkSpec(1e6, 0.002));
 
-    private static readonly LatencyOptions Options = new() { DecodeTokens = 1, RequestIntervalSeconds = 1e12 };
+    private static readonly LatencyOptions Options = new() { DecodeTokens = 1, RequestIntervalSeconds = 1e12, MessageSeconds = 0 };
 
     private static ExpertPlacement Split()
     {
@@ -86,6 +86,35 @@ public class LatencyModelTests
         Assert.Equal(4000.0, metrics.BytesPerToken, 6);
         Assert.Equal(2 + 2 + 1.0, metrics.DecodeMsPerToken, 4);
         Assert.All(model.Messages(placement, workload.Requests[0]), step => Assert.Equal([0, 2, 2], step.RowsTo));
+    }
+
+    [Theory]
+    [InlineData(1, 2.0)]
+    [InlineData(2, 1.0)]
+    [InlineData(4, 1.0)]
+    public void Every_message_of_a_step_adds_the_bus_work_shared_by_its_lanes(int lanes, double busMs)
+    {
+        // As above: one decode step sends a message to b and one to c (5 ms); each message costs the bus 1 ms.
+        var three = Cluster.FullMesh(
+            [new ServerSpec("a", 10_000_000, 1e15, 1e9), new ServerSpec("b", 10_000_000, 1e15, 1e9), new ServerSpec("c", 10_000_000, 1e15, 1e9)],
+            new LinkSpec(1e6, 0.002));
+        var placement = new ExpertPlacement(3, 1, 4);
+        placement.Add(0, 0, 0);
+        placement.Add(1, 0, 1);
+        placement.Add(1, 0, 2);
+        placement.Add(2, 0, 2);
+        placement.Add(2, 0, 3);
+        var workload = new Workload([new TraceRequest(0, 2, [[1, 2, 1, 2]])]);
+        var metrics = new LatencyModel(Model, three, Options with { MessageSeconds = 0.001, MessageLanes = lanes }).Evaluate(placement, workload);
+        Assert.Equal(2 + 2 + 1.0 + busMs, metrics.DecodeMsPerToken, 4);
+    }
+
+    [Fact]
+    public void A_step_with_every_expert_local_sends_nothing_and_pays_no_bus_work()
+    {
+        var workload = new Workload([new TraceRequest(0, 2, [[0, 1, 0, 1]])]);
+        var metrics = new LatencyModel(Model, Pair, Options with { MessageSeconds = 0.05 }).Evaluate(Split(), workload);
+        Assert.Equal(2.0, metrics.DecodeMsPerToken, 6);
     }
 
     [Fact]

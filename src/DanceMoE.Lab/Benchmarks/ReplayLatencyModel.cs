@@ -29,7 +29,9 @@ internal sealed class ReplayLatencyModel
             MemoryBytesPerSecond = Nominal.ExpertBytes[0] / home.ExpertFixedSeconds,
             FlopsPerSecond = Nominal.FlopsPerToken(0, 0) / home.ExpertPerRowSeconds,
         }).ToList();
-        _model = new LatencyModel(Nominal with { HiddenBytes = WireRow }, Cluster.FullMesh(calibrated, LinkSpec.FromMbps(settings.LinkMbps, 2 * settings.LinkDelayMs)), latency);
+        // The bus's own work is charged by Latency below, with costs fitted to the run.
+        _model = new LatencyModel(
+            Nominal with { HiddenBytes = WireRow }, Cluster.FullMesh(calibrated, LinkSpec.FromMbps(settings.LinkMbps, 2 * settings.LinkDelayMs)), latency with { MessageSeconds = 0 });
         _allLocal = new ExpertPlacement(servers.Count, Nominal.Layers, Nominal.Experts);
         for (var s = 0; s < servers.Count; s++)
         {
