@@ -22,6 +22,9 @@ public sealed class LatencyPlacement : IPlacementAlgorithm
     /// <summary>Time after which the planner returns the best layout found so far; null for no limit.</summary>
     public TimeSpan? TimeBudget { get; init; }
 
+    /// <summary>Without a <see cref="TimeBudget"/>, the swap search on the model stops this long after the start (ESFT-4 is to solve in 5 s).</summary>
+    private static readonly TimeSpan SearchUntil = TimeSpan.FromSeconds(3.5);
+
     public ExpertPlacement Place(PlacementProblem problem, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(problem);
@@ -38,6 +41,9 @@ public sealed class LatencyPlacement : IPlacementAlgorithm
         {
             return optimal;
         }
+
+        var searchBudget = TimeBudget ?? SearchUntil;
+        LayerSwapSearch.Improve(problem, planned, () => clock.Elapsed >= searchBudget, cancellationToken);
 
         // The layouts are chosen on an approximation of the model; the model itself keeps the optimum when it is better.
         var model = new LatencyModel(problem.Model, problem.Cluster, problem.Latency);
