@@ -108,8 +108,9 @@ public static class LatencyLowerBound
         var others = Enumerable.Range(0, cluster.Count).Where(s => s != server).ToList();
         var local = Enumerable.Range(0, model.Experts).Select(e => ExpertSeconds(model, cluster.Servers[server], layer, e)).ToArray();
         var remoteCompute = others.Count == 0 ? 0 : others.Min(s => Enumerable.Range(0, model.Experts).Min(e => ExpertSeconds(model, cluster.Servers[s], layer, e)));
-        var rtt = others.Count == 0 ? 0 : others.Min(s => cluster.Link(server, s).RttSeconds) + options.BusSeconds(1);
-        var perRow = others.Count == 0 ? 0 : others.Min(s => model.HiddenBytes / cluster.Link(server, s).BytesPerSecond) / others.Count;
+        var rtt = others.Count == 0 ? 0 : others.Min(s => cluster.Link(server, s).RttSeconds) + options.MessageSeconds;
+        var perRow = others.Count == 0 ? 0 : (others.Min(s => model.HiddenBytes / cluster.Link(server, s).BytesPerSecond) / others.Count)
+            + (model.HiddenBytes * options.MessageByteSeconds / Math.Max(1, options.MessageLanes));
         var projects = new List<(ulong, double)>();
         var perExpert = new double[model.Experts];
         var baseSeconds = 0.0;

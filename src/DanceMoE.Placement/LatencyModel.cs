@@ -16,11 +16,14 @@ public sealed record LatencyOptions
     /// </summary>
     public double MessageSeconds { get; init; } = 1.6e-3;
 
-    /// <summary>How many messages' bus work runs at once: a step with m messages pays <see cref="MessageSeconds"/> x max(1, m / lanes).</summary>
-    public int MessageLanes { get; init; } = 1;
+    /// <summary>What the bus adds per byte a message carries (both ways), beyond its link: 0 unless measured (bench replay fits it).</summary>
+    public double MessageByteSeconds { get; init; }
 
-    /// <summary>The bus work of a step that sends <paramref name="messages"/> messages.</summary>
-    public double BusSeconds(int messages) => messages == 0 ? 0 : MessageSeconds * Math.Max(1.0, (double)messages / Math.Max(1, MessageLanes));
+    /// <summary>
+    /// How many messages' bus work runs at once: a step's bus work is the larger of its largest message's (each message's
+    /// work is serial) and all its messages' over the lanes.
+    /// </summary>
+    public int MessageLanes { get; init; } = 1;
 
     /// <summary>How a request of <paramref name="tokens"/> tokens splits into prompt and decode (at least one prompt token).</summary>
     public (int Prompt, int Decode) Split(int tokens)
@@ -57,8 +60,10 @@ public sealed record StepMessages(int Layer, bool Decode, int[] RowsTo);
 /// one after another, and answers one row per (token, expert) (RTT/2 + bytes/bandwidth): a (token, peer) costs
 /// (1 + k) rows of <see cref="MoeModel.HiddenBytes"/>, k the token's experts there, and a peer's rows of a step share its
 /// link one after another. The layer ends when the slowest of these ends.</item>
-/// <item>The bus's own work per message (<see cref="LatencyOptions.MessageSeconds"/>) is on the step's path: a step with m
-/// messages adds it max(1, m / lanes) times, so fewer messages (a token's experts together, layers whole) are faster.</item>
+/// <item>The bus's own work per message and per byte (<see cref="LatencyOptions.MessageSeconds"/>,
+/// <see cref="LatencyOptions.MessageByteSeconds"/>) is on the step's path: the larger of the largest message's work and all
+/// the step's messages' work over <see cref="LatencyOptions.MessageLanes"/>; fewer messages (a token's experts together,
+/// layers whole) are faster, and rows spread over several peers share the lanes.</item>
 /// <item>One expert's time on a server is max(weight bytes / memory bandwidth, tokens x FLOPs / compute): decode is
 /// memory bound, big prefill batches compute bound; experts of one batch run one after another on a GPU.</item>
 /// <item>Each remote expert of a step goes to one replica, chosen as the edges' replica planner does: so that the
@@ -75,6 +80,7 @@ public sealed class LatencyModel
     private readonly LatencyOptions _options;
     private readonly double[] _linkFixed;
     private readonly double[] _linkPerRow;
+    private readonly double _busPerRow;
     private readonly double[] _decodeExpertSeconds;
     private readonly int[] _rowsTo;
     private readonly int[] _expertTokens;
@@ -95,6 +101,7 @@ public sealed class LatencyModel
         _cluster = cluster;
         _options = options;
         var n = cluster.Count;
+        _busPerRow = model.HiddenBytes * options.MessageByteSeconds;
         _linkFixed = new double[n * n];
         _linkPerRow = new double[n * n];
         for (var a = 0; a < n; a++)
@@ -309,7 +316,8 @@ public sealed class LatencyModel
             load.Busy[(home * n) + home] += compute[home];
         }
 
-        var messages = 0;
+        var busLargest = 0.0;
+        var busSum = 0.0;
         for (var s = 0; s < n; s++)
         {
             if (_rowsTo[s] == 0)
@@ -317,7 +325,9 @@ public sealed class LatencyModel
                 continue;
             }
 
-            messages++;
+            var work = _options.MessageSeconds + (_rowsTo[s] * _busPerRow);
+            busLargest = Math.Max(busLargest, work);
+            busSum += work;
 
             stats.Bytes += _rowsTo[s] * (double)_model.HiddenBytes;
             if (load is not null)
@@ -330,7 +340,7 @@ public sealed class LatencyModel
             slowest = Math.Max(slowest, _linkFixed[(home * n) + s] + (_rowsTo[s] * _linkPerRow[(home * n) + s]) + compute[s] + QueueWaitSeconds[s]);
         }
 
-        return slowest + _options.BusSeconds(messages);
+        return slowest + Math.Max(busLargest, busSum / Math.Max(1, _options.MessageLanes));
     }
 
     /// <summary>

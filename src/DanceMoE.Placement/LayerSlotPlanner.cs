@@ -384,8 +384,9 @@ internal sealed class LayerSlotPlanner
                 }
             }
 
-            // A remote step sends at least one message: the bus's work on it is part of the round trip.
-            _rtt += problem.Latency.BusSeconds(1);
+            // A remote step sends at least one message, priced as if it carried all the rows: the bus's work is part of its cost.
+            _rtt += problem.Latency.MessageSeconds;
+            _perRow += model.HiddenBytes * problem.Latency.MessageByteSeconds;
             var expertSeconds = Enumerable.Range(0, _experts).Average(e => model.Bytes(layer, e)) / problem.Cluster.Servers[server].MemoryBytesPerSecond;
             _localDecode = k * expertSeconds;
             _remoteDecode = _rtt + _perRow + _localDecode;

@@ -89,12 +89,15 @@ public class LatencyModelTests
     }
 
     [Theory]
-    [InlineData(1, 2.0)]
-    [InlineData(2, 1.0)]
-    [InlineData(4, 1.0)]
-    public void Every_message_of_a_step_adds_the_bus_work_shared_by_its_lanes(int lanes, double busMs)
+    [InlineData(1, 0.0, 2.0)]
+    [InlineData(2, 0.0, 1.0)]
+    [InlineData(4, 0.0, 1.0)]
+    [InlineData(1, 1.0, 6.0)]
+    [InlineData(2, 1.0, 3.0)]
+    public void Every_message_of_a_step_adds_the_bus_work_shared_by_its_lanes(int lanes, double busMsPerRow, double busMs)
     {
-        // As above: one decode step sends a message to b and one to c (5 ms); each message costs the bus 1 ms.
+        // As above: one decode step sends a message of 2 rows to b and one to c (5 ms); each message costs the bus 1 ms
+        // and its rows busMsPerRow each; a step pays the larger of its largest message's and all its messages' over the lanes.
         var three = Cluster.FullMesh(
             [new ServerSpec("a", 10_000_000, 1e15, 1e9), new ServerSpec("b", 10_000_000, 1e15, 1e9), new ServerSpec("c", 10_000_000, 1e15, 1e9)],
             new LinkSpec(1e6, 0.002));
@@ -105,7 +108,7 @@ public class LatencyModelTests
         placement.Add(2, 0, 2);
         placement.Add(2, 0, 3);
         var workload = new Workload([new TraceRequest(0, 2, [[1, 2, 1, 2]])]);
-        var metrics = new LatencyModel(Model, three, Options with { MessageSeconds = 0.001, MessageLanes = lanes }).Evaluate(placement, workload);
+        var metrics = new LatencyModel(Model, three, Options with { MessageSeconds = 0.001, MessageByteSeconds = busMsPerRow / 1e6, MessageLanes = lanes }).Evaluate(placement, workload);
         Assert.Equal(2 + 2 + 1.0 + busMs, metrics.DecodeMsPerToken, 4);
     }
 

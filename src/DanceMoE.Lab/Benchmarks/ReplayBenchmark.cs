@@ -44,7 +44,8 @@ public static class ReplayBenchmark
         // The placements are planned for this machine's bus: every message costs its CPU, shared by the run's processes.
         var latency = new LatencyOptions
         {
-            DecodeTokens = settings.DecodeTokens, RequestIntervalSeconds = double.MaxValue, MessageSeconds = settings.MessageMs / 1e3, MessageLanes = ReplayLatencyModel.Cores,
+            DecodeTokens = settings.DecodeTokens, RequestIntervalSeconds = double.MaxValue, MessageSeconds = settings.MessageMs / 1e3,
+            MessageByteSeconds = settings.MessageMbMs / 1e9, MessageLanes = ReplayLatencyModel.Cores,
         };
         var nominalLink = LinkSpec.FromMbps(settings.LinkMbps, 2 * settings.LinkDelayMs);
         var simulation = PlacementSimulation.FromTraces(settings.History, settings.Eval, new SimulationSpec(settings.Servers, settings.Memory, settings.MemoryMb, null, nominalLink, latency));
@@ -53,7 +54,7 @@ public static class ReplayBenchmark
         Log(string.Create(CultureInfo.InvariantCulture,
             $"replaying {replayed.Count} held-out requests ({settings.RequestsPerServer} per edge, {replayed.Sum(r => r.Request.Tokens)} tokens); expert size {MoeModel.DeepSeekV2Lite.ExpertBytes[0] / 1e6:F1} MB (DeepSeek-V2-Lite) for budgets"));
 
-        Log(string.Create(CultureInfo.InvariantCulture, $"solving {string.Join(", ", settings.Algorithms)} on the history, planned with {settings.MessageMs} ms of bus work per message over {ReplayLatencyModel.Cores} cores..."));
+        Log(string.Create(CultureInfo.InvariantCulture, $"solving {string.Join(", ", settings.Algorithms)} on the history, planned with {settings.MessageMs} ms of bus work per message and {settings.MessageMbMs} ms per MB over {ReplayLatencyModel.Cores} cores..."));
         var results = simulation.Solve([.. settings.Algorithms.Select(PlacementAlgorithms.Create)], cancellationToken);
         var exported = ReplayModel.Resolve(Log);
         Log(ReplayModel.Description);

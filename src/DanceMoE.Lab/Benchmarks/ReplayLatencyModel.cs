@@ -31,7 +31,7 @@ internal sealed class ReplayLatencyModel
         }).ToList();
         // The bus's own work is charged by Latency below, with costs fitted to the run.
         _model = new LatencyModel(
-            Nominal with { HiddenBytes = WireRow }, Cluster.FullMesh(calibrated, LinkSpec.FromMbps(settings.LinkMbps, 2 * settings.LinkDelayMs)), latency with { MessageSeconds = 0 });
+            Nominal with { HiddenBytes = WireRow }, Cluster.FullMesh(calibrated, LinkSpec.FromMbps(settings.LinkMbps, 2 * settings.LinkDelayMs)), latency with { MessageSeconds = 0, MessageByteSeconds = 0 });
         _allLocal = new ExpertPlacement(servers.Count, Nominal.Layers, Nominal.Experts);
         for (var s = 0; s < servers.Count; s++)
         {
