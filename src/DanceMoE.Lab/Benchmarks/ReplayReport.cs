@@ -37,6 +37,10 @@ public sealed record ReplayRow
     public double ModelledLatencyMsP99 { get; init; }
     public double ModelledDecodeMsPerToken { get; init; }
     public double? ModelledRatioToEplb { get; init; }
+
+    /// <summary>The median over the requests of this placement's latency over eplb's for the same request: a load burst on one request moves it less than the means.</summary>
+    public double? MeasuredRatioToEplbMedian { get; init; }
+    public double? ModelledRatioToEplbMedian { get; init; }
     public double LocalRatio { get; init; }
     public double RemoteBatchesPerToken { get; init; }
     public double RemoteBytesPerToken { get; init; }
@@ -72,12 +76,14 @@ internal static class ReplayReport
         var baseline = results.FirstOrDefault(r => r.Algorithm == PlacementAlgorithms.Eplb) ?? results[0];
         var bus = model.Fit(baseline.Placement, [.. runs.Outcomes[baseline.Algorithm].Where(o => o.Ok)], runs.Bus);
         var rows = new List<ReplayRow>();
+        var perRequest = new Dictionary<string, Dictionary<ReplayedRequest, (double Measured, double Modelled)>>(StringComparer.Ordinal);
         foreach (var result in results)
         {
             var outcomes = runs.Outcomes[result.Algorithm];
             var ok = outcomes.Where(o => o.Ok).ToList();
             var tokens = Math.Max(1, ok.Sum(o => (long)o.Request.Request.Tokens));
             var modelled = ok.Select(o => model.Latency(result.Placement, o.Request, bus)).ToList();
+            perRequest[result.Algorithm] = ok.Select((o, i) => (o.Request, (o.LatencyMs, modelled[i].TotalMs))).ToDictionary(p => p.Request, p => p.Item2);
             var decodeTokens = Math.Max(1, ok.Sum(o => o.Request.Decode));
             var (expectedLocal, expectedRemote) = ExpectedCalls(result.Placement, ok.Select(o => o.Request));
             var wires = ok.Select(o => model.Wire(result.Placement, o.Request)).ToList();
@@ -127,7 +133,16 @@ internal static class ReplayReport
             {
                 MeasuredRatioToEplb = Math.Round(r.MeasuredLatencyMsMean / eplb.MeasuredLatencyMsMean, 3),
                 ModelledRatioToEplb = Math.Round(r.ModelledLatencyMsMean / eplb.ModelledLatencyMsMean, 3),
+                MeasuredRatioToEplbMedian = MedianRatio(perRequest[r.Algorithm], perRequest[eplb.Algorithm], l => l.Measured),
+                ModelledRatioToEplbMedian = MedianRatio(perRequest[r.Algorithm], perRequest[eplb.Algorithm], l => l.Modelled),
             })];
+    }
+
+    private static double? MedianRatio(
+        Dictionary<ReplayedRequest, (double Measured, double Modelled)> mine, Dictionary<ReplayedRequest, (double Measured, double Modelled)> eplb, Func<(double Measured, double Modelled), double> value)
+    {
+        var ratios = mine.Where(p => eplb.TryGetValue(p.Key, out var e) && value(e) > 0).Select(p => value(p.Value) / value(eplb[p.Key])).ToArray();
+        return ratios.Length == 0 ? null : Math.Round(Stats.Median(ratios), 3);
     }
 
     /// <summary>
@@ -179,11 +194,11 @@ internal static class ReplayReport
             s.AppendLine(inv, $"model calibrated from this run: expert {c.ExpertMsPerCall:F3} ms + {c.ExpertMsPerRow:F4} ms/row, bus {c.BusMsPerCall:F2} ms/message and {c.BusMsPerMb:F2} ms/MB fitted on {c.FittedOn}, {c.Cores} cores shared (pings: {c.PingMsPerCall:F2} ms, {c.PingMsPerMb:F2} ms/MB), home cost (all experts local) {c.HomeMsMean:F0} ms per request");
         }
 
-        s.AppendLine("algorithm  failed  measured ms (p99)   modelled ms (p99)   decode ms/tok meas/model  vs eplb meas/model  local  batches/tok meas/model  KB/tok meas/model  calls local/remote (expected)");
+        s.AppendLine("algorithm  failed  measured ms (p99)   modelled ms (p99)   decode ms/tok meas/model  vs eplb meas/model (median/request)  local  batches/tok meas/model  KB/tok meas/model  calls local/remote (expected)");
         foreach (var r in rows)
         {
             s.AppendLine(inv,
-                $"{r.Algorithm,-10} {r.Failed,6}  {r.MeasuredLatencyMsMean,8:F0} ({r.MeasuredLatencyMsP99,6:F0})  {r.ModelledLatencyMsMean,8:F0} ({r.ModelledLatencyMsP99,6:F0})  {r.MeasuredDecodeMsPerToken,10:F1} / {r.ModelledDecodeMsPerToken,-10:F1}  {Ratio(r.MeasuredRatioToEplb)} / {Ratio(r.ModelledRatioToEplb)}      {r.LocalRatio,5:F3}  {r.RemoteBatchesPerToken,6:F2} / {r.ModelledBatchesPerToken,-6:F2}  {r.RemoteBytesPerToken / 1e3,6:F1} / {r.ModelledBytesPerToken / 1e3,-6:F1}  {r.LocalExpertCalls}/{r.RemoteExpertCalls} ({r.ExpectedLocalExpertCalls}/{r.ExpectedRemoteExpertCalls})");
+                $"{r.Algorithm,-10} {r.Failed,6}  {r.MeasuredLatencyMsMean,8:F0} ({r.MeasuredLatencyMsP99,6:F0})  {r.ModelledLatencyMsMean,8:F0} ({r.ModelledLatencyMsP99,6:F0})  {r.MeasuredDecodeMsPerToken,10:F1} / {r.ModelledDecodeMsPerToken,-10:F1}  {Ratio(r.MeasuredRatioToEplb)} / {Ratio(r.ModelledRatioToEplb)} ({Ratio(r.MeasuredRatioToEplbMedian)} / {Ratio(r.ModelledRatioToEplbMedian)})  {r.LocalRatio,5:F3}  {r.RemoteBatchesPerToken,6:F2} / {r.ModelledBatchesPerToken,-6:F2}  {r.RemoteBytesPerToken / 1e3,6:F1} / {r.ModelledBytesPerToken / 1e3,-6:F1}  {r.LocalExpertCalls}/{r.RemoteExpertCalls} ({r.ExpectedLocalExpertCalls}/{r.ExpectedRemoteExpertCalls})");
             foreach (var error in r.Errors)
             {
                 s.AppendLine(inv, $"  {error}");
