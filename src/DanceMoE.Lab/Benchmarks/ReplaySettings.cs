@@ -26,8 +26,8 @@ public sealed record ReplayBenchmarkSettings
         new("link-mbps", "500", "emulated bandwidth of each edge's link"),
         new("requests-per-server", "2", "held-out requests each edge replays (its domain's first ones)"),
         new("decode-tokens", "32", "the last this-many tokens of a request are decoded one by one; the rest is its prompt"),
-        new("message-ms", "6.4", "the bus's cost per message the placements are planned with, over this machine's cores (fitted on eplb in the README's runs: 6.2 and 6.6)"),
-        new("message-mb-ms", "25", "the bus's cost per MB a message carries that the placements are planned with (fitted: 16.1, 33.5, 24.6)"),
+        new("message-ms", "1.6", "the bus's cost per message the placements are planned with, over this machine's cores (placement simulate's; fitted here on eplb: 6.1 to 9.1)"),
+        new("message-mb-ms", "0", "the bus's cost per MB a message carries that the placements are planned with (fitted here on eplb: 7.2 to 33.5)"),
         new("plot", null, "also draw measured and modelled latency per algorithm to this PNG"),
         new("keep-logs", null, "keep the processes' logs", Switch: true),
         new("json", null, "print a JSON array, one object per algorithm", Switch: true),
@@ -43,8 +43,8 @@ public sealed record ReplayBenchmarkSettings
     public double LinkMbps { get; init; } = 500;
     public int RequestsPerServer { get; init; } = 2;
     public int DecodeTokens { get; init; } = 32;
-    public double MessageMs { get; init; } = 6.4;
-    public double MessageMbMs { get; init; } = 25;
+    public double MessageMs { get; init; } = 1.6;
+    public double MessageMbMs { get; init; }
     public string? Plot { get; init; }
     public bool KeepLogs { get; init; }
     public bool Json { get; init; }
