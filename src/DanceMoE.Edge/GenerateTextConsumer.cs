@@ -58,7 +58,16 @@ public sealed class GenerateTextConsumer(EdgeRuntime edge, StepScheduler schedul
         GenerationResult result;
         try
         {
-            result = await generation.ConfigureAwait(false);
+            // Not a step longer than the delivery lives: MassTransit cancels this token when the delivery's channel dies, and
+            // RabbitMQ.Client tells the connection's other channels (the edge's other queues, its sends) that it died only once
+            // this delivery returned. The broker delivers the request again; the scheduler drops this copy at its next step.
+            result = await generation.WaitAsync(context.CancellationToken).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException) when (context.CancellationToken.IsCancellationRequested)
+        {
+            // No summary or rows: the request's row is written once (the first wins), by the delivery that serves it.
+            metrics.RequestFinished("cancelled", 0, clock.Elapsed, requestContext.LocalExpertCalls, requestContext.RemoteExpertCalls);
+            throw;
         }
         catch (Exception ex)
         {
