@@ -20,6 +20,10 @@ namespace DanceMoE.Hosting;
 /// before the old one completed, and restarting an endpoint that consumes stops its send transports under the sends in flight.
 /// The bus's own endpoint (its reply queue) is never restarted: MassTransit's sends and request clients live on its
 /// context, and a stop and start of it left every send of the process failing for good; a dead one is logged as an error.
+/// An endpoint MassTransit reports consuming is asked after at the broker every <see cref="BrokerCheckEvery"/>: one whose
+/// queue has had no consumer (or is gone) for <see cref="StuckAfter"/> is down too, whatever MassTransit says. That is an
+/// endpoint whose channel died without MassTransit hearing of it: RabbitMQ.Client tells a lost connection's channels one
+/// after another, each once its deliveries in flight returned, so one consumer that outlives its channel keeps the others deaf.
 /// </summary>
 public sealed partial class ReceiveEndpointWatchdog(
     ILogger<ReceiveEndpointWatchdog> logger, TimeProvider time, IOptions<RabbitMqOptions>? options = null, IServiceProvider? services = null)
@@ -27,11 +31,14 @@ public sealed partial class ReceiveEndpointWatchdog(
 {
     public static readonly TimeSpan StuckAfter = TimeSpan.FromSeconds(8);
     public static readonly TimeSpan AloneStuckAfter = TimeSpan.FromSeconds(30);
+    public static readonly TimeSpan BrokerCheckEvery = TimeSpan.FromSeconds(4);
     private static readonly TimeSpan CheckEvery = TimeSpan.FromSeconds(1);
     private static readonly TimeSpan StopTimeout = TimeSpan.FromSeconds(10);
 
     private readonly ConcurrentDictionary<Uri, Watched> _endpoints = new();
     private long _lastReadyTicks;
+    private DateTimeOffset _lastBrokerCheck;
+    private RabbitMQ.Client.IConnection? _probe;
 
     /// <summary>Endpoints the watchdog restarted so far.</summary>
     public long Restarts => Interlocked.Read(ref _restarts);
@@ -46,6 +53,7 @@ public sealed partial class ReceiveEndpointWatchdog(
         {
             watched.Consuming = true;
             watched.Stopped = false;
+            watched.UnconsumedSince = null;
         }
 
         Interlocked.Exchange(ref _lastReadyTicks, time.GetUtcNow().UtcTicks);
@@ -81,7 +89,28 @@ public sealed partial class ReceiveEndpointWatchdog(
         return Task.CompletedTask;
     }
 
-    /// <summary>The endpoints to restart now: not consuming, not stopped on purpose, down long enough.</summary>
+    /// <summary>
+    /// What the broker said at <paramref name="now"/> of the endpoint's queue: whether it has a consumer (null: it could not
+    /// tell). Only an endpoint MassTransit reports consuming is judged by it.
+    /// </summary>
+    public void Observed(Uri address, bool? consumedAtBroker, DateTimeOffset now)
+    {
+        ArgumentNullException.ThrowIfNull(address);
+        if (consumedAtBroker is null || !_endpoints.TryGetValue(address, out var watched))
+        {
+            return;
+        }
+
+        lock (watched)
+        {
+            watched.UnconsumedSince = !watched.Consuming || watched.Restarting || consumedAtBroker == true ? null : watched.UnconsumedSince ?? now;
+        }
+    }
+
+    /// <summary>
+    /// The endpoints to restart now: not stopped on purpose, and either not consuming and down long enough, or reported
+    /// consuming while the broker has shown no consumer on their queue for <see cref="StuckAfter"/>.
+    /// </summary>
     public IReadOnlyList<Uri> Stuck(DateTimeOffset now)
     {
         var lastReady = new DateTimeOffset(Interlocked.Read(ref _lastReadyTicks), TimeSpan.Zero);
@@ -90,8 +119,18 @@ public sealed partial class ReceiveEndpointWatchdog(
         {
             lock (watched)
             {
-                if (watched.Consuming || watched.Stopped || watched.Restarting)
+                if (watched.Stopped || watched.Restarting)
                 {
+                    continue;
+                }
+
+                if (watched.Consuming)
+                {
+                    if (watched.UnconsumedSince is { } since && now - since >= StuckAfter)
+                    {
+                        stuck.Add(address);
+                    }
+
                     continue;
                 }
 
@@ -111,6 +150,12 @@ public sealed partial class ReceiveEndpointWatchdog(
         using var timer = new PeriodicTimer(CheckEvery, time);
         while (await timer.WaitForNextTickAsync(stoppingToken).ConfigureAwait(false))
         {
+            if (time.GetUtcNow() - _lastBrokerCheck >= BrokerCheckEvery)
+            {
+                _lastBrokerCheck = time.GetUtcNow();
+                await CheckBrokerAsync(stoppingToken).ConfigureAwait(false);
+            }
+
             foreach (var address in Stuck(time.GetUtcNow()))
             {
                 await RestartAsync(address, stoppingToken).ConfigureAwait(false);
@@ -150,9 +195,17 @@ public sealed partial class ReceiveEndpointWatchdog(
         {
             using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
             timeout.CancelAfter(StopTimeout);
-            var broker = RabbitMqOptions.Parse(options.Value.ConnectionString);
-            await using var connection = await broker.ConnectionFactory("dancemoe-watchdog").CreateConnectionAsync(broker.Endpoints(), timeout.Token).ConfigureAwait(false);
-            await using var channel = await connection.CreateChannelAsync(cancellationToken: timeout.Token).ConfigureAwait(false);
+            if (_probe is not { IsOpen: true })
+            {
+                await DisposeProbeAsync().ConfigureAwait(false);
+                var broker = RabbitMqOptions.Parse(options.Value.ConnectionString);
+                var factory = broker.ConnectionFactory("dancemoe-watchdog");
+                factory.AutomaticRecoveryEnabled = false;
+                _probe = await factory.CreateConnectionAsync(broker.Endpoints(), timeout.Token).ConfigureAwait(false);
+            }
+
+            // A channel per question: the broker closes it when the queue is not there.
+            await using var channel = await _probe.CreateChannelAsync(cancellationToken: timeout.Token).ConfigureAwait(false);
             var ok = await channel.QueueDeclarePassiveAsync(queue, timeout.Token).ConfigureAwait(false);
             return ok.ConsumerCount > 0;
         }
@@ -168,8 +221,48 @@ public sealed partial class ReceiveEndpointWatchdog(
         catch (Exception ex) when (ex is RabbitMQ.Client.Exceptions.RabbitMQClientException or IOException or TimeoutException
             || (ex is OperationCanceledException && !cancellationToken.IsCancellationRequested))
         {
+            await DisposeProbeAsync().ConfigureAwait(false);
             return null;
         }
+    }
+
+    private async Task CheckBrokerAsync(CancellationToken stoppingToken)
+    {
+        foreach (var (address, watched) in _endpoints)
+        {
+            bool consuming;
+            lock (watched)
+            {
+                consuming = watched.Consuming && !watched.Restarting;
+            }
+
+            if (consuming && !IsBusEndpoint(address))
+            {
+                Observed(address, await ConsumedAsync(address, stoppingToken).ConfigureAwait(false), time.GetUtcNow());
+            }
+        }
+    }
+
+    private async Task DisposeProbeAsync()
+    {
+        var probe = Interlocked.Exchange(ref _probe, null);
+        if (probe is not null)
+        {
+            try
+            {
+                await probe.DisposeAsync().ConfigureAwait(false);
+            }
+            catch (Exception ex) when (ex is RabbitMQ.Client.Exceptions.RabbitMQClientException or IOException or ObjectDisposedException)
+            {
+                // A connection already lost: nothing left to close.
+            }
+        }
+    }
+
+    public override async Task StopAsync(CancellationToken cancellationToken)
+    {
+        await base.StopAsync(cancellationToken).ConfigureAwait(false);
+        await DisposeProbeAsync().ConfigureAwait(false);
     }
 
     private async Task RestartAsync(Uri address, CancellationToken stoppingToken)
@@ -180,6 +273,7 @@ public sealed partial class ReceiveEndpointWatchdog(
             lock (watched)
             {
                 watched.Consuming = !watched.Stopped;
+                watched.UnconsumedSince = null;
             }
 
             return;
@@ -198,14 +292,18 @@ public sealed partial class ReceiveEndpointWatchdog(
             return;
         }
 
+        string why;
         lock (watched)
         {
             watched.Restarting = true;
-            down = time.GetUtcNow() - watched.DownSince;
+            down = time.GetUtcNow() - (watched.Consuming && watched.UnconsumedSince is { } since ? since : watched.DownSince);
+            why = watched.Consuming
+                ? "MassTransit reports it consuming, but its queue has no consumer at the broker"
+                : $"MassTransit is not bringing it back (last fault: {watched.LastFault?.GetType().Name ?? "none"} {watched.LastFault?.Message})";
         }
 
         Interlocked.Increment(ref _restarts);
-        LogRestarting(logger, address, down.TotalSeconds, watched.LastFault?.GetType().Name ?? "none", watched.LastFault?.Message ?? "");
+        LogRestarting(logger, address, down.TotalSeconds, why);
         try
         {
             using (var stop = CancellationTokenSource.CreateLinkedTokenSource(stoppingToken))
@@ -226,13 +324,14 @@ public sealed partial class ReceiveEndpointWatchdog(
             {
                 watched.Restarting = false;
                 watched.DownSince = time.GetUtcNow();
+                watched.UnconsumedSince = null;
             }
         }
     }
 
     [LoggerMessage(Level = LogLevel.Warning,
-        Message = "receive endpoint {Address} has not consumed for {Seconds:F0} s and MassTransit is not bringing it back (last fault: {FaultType} {Fault}): restarting it")]
-    private static partial void LogRestarting(ILogger logger, Uri address, double seconds, string faultType, string fault);
+        Message = "receive endpoint {Address} has not consumed for {Seconds:F0} s and {Why}: restarting it")]
+    private static partial void LogRestarting(ILogger logger, Uri address, double seconds, string why);
 
     private bool IsBusEndpoint(Uri address) =>
         services?.GetService<IBus>()?.Address is { } bus && string.Equals(bus.Segments[^1].TrimEnd('/'), address.Segments[^1].TrimEnd('/'), StringComparison.Ordinal);
@@ -256,6 +355,9 @@ public sealed partial class ReceiveEndpointWatchdog(
         public bool Restarting { get; set; }
 
         public DateTimeOffset DownSince { get; set; }
+
+        /// <summary>Since when the broker has shown no consumer on the queue of an endpoint MassTransit reports consuming.</summary>
+        public DateTimeOffset? UnconsumedSince { get; set; }
 
         public Exception? LastFault { get; set; }
     }

@@ -60,6 +60,56 @@ public sealed class ReceiveEndpointWatchdogTests
         Assert.Empty(watchdog.Stuck(clock.GetUtcNow()));
     }
 
+    [Fact]
+    public async Task An_endpoint_reported_consuming_whose_queue_has_had_no_consumer_at_the_broker_long_enough_is_restarted()
+    {
+        var clock = new ManualClock();
+        var watchdog = new ReceiveEndpointWatchdog(NullLogger<ReceiveEndpointWatchdog>.Instance, clock);
+        await watchdog.Ready(new Event(Requests));
+        await watchdog.Ready(new Event(Control));
+
+        watchdog.Observed(Requests, consumedAtBroker: true, clock.GetUtcNow());
+        watchdog.Observed(Control, consumedAtBroker: false, clock.GetUtcNow());
+        clock.Advance(ReceiveEndpointWatchdog.StuckAfter - TimeSpan.FromSeconds(1));
+        watchdog.Observed(Control, consumedAtBroker: null, clock.GetUtcNow());
+        Assert.Empty(watchdog.Stuck(clock.GetUtcNow()));
+
+        clock.Advance(TimeSpan.FromSeconds(1));
+        watchdog.Observed(Control, consumedAtBroker: false, clock.GetUtcNow());
+        Assert.Equal([Control], watchdog.Stuck(clock.GetUtcNow()));
+    }
+
+    [Fact]
+    public async Task A_consumer_seen_again_at_the_broker_or_a_new_ready_clears_what_the_broker_showed_before()
+    {
+        var clock = new ManualClock();
+        var watchdog = new ReceiveEndpointWatchdog(NullLogger<ReceiveEndpointWatchdog>.Instance, clock);
+        await watchdog.Ready(new Event(Requests));
+        await watchdog.Ready(new Event(Control));
+        watchdog.Observed(Requests, consumedAtBroker: false, clock.GetUtcNow());
+        watchdog.Observed(Control, consumedAtBroker: false, clock.GetUtcNow());
+
+        clock.Advance(TimeSpan.FromSeconds(2));
+        watchdog.Observed(Requests, consumedAtBroker: true, clock.GetUtcNow());
+        await watchdog.Ready(new Event(Control));
+        clock.Advance(ReceiveEndpointWatchdog.StuckAfter);
+        Assert.Empty(watchdog.Stuck(clock.GetUtcNow()));
+    }
+
+    [Fact]
+    public async Task What_the_broker_shows_of_an_endpoint_MassTransit_reports_down_changes_nothing()
+    {
+        var clock = new ManualClock();
+        var watchdog = new ReceiveEndpointWatchdog(NullLogger<ReceiveEndpointWatchdog>.Instance, clock);
+        await watchdog.Ready(new Event(Requests));
+        await watchdog.Ready(new Event(Control));
+        await watchdog.Completed(new Event(Control));
+
+        watchdog.Observed(Control, consumedAtBroker: false, clock.GetUtcNow());
+        clock.Advance(ReceiveEndpointWatchdog.StuckAfter);
+        Assert.Empty(watchdog.Stuck(clock.GetUtcNow()));
+    }
+
     private sealed class ManualClock : TimeProvider
     {
         private DateTimeOffset _now = new(2026, 12, 1, 12, 0, 0, TimeSpan.Zero);
