@@ -63,6 +63,75 @@ public sealed class ReplicatedBrokerTests
         Assert.All(confirmed, id => Assert.True(received.ContainsKey(id), $"message {id} was confirmed by the broker but never consumed"));
     }
 
+    /// <summary>
+    /// RabbitMQ.Client tells a lost connection's channels that it died one after another, each once its deliveries returned:
+    /// a consumer still running on the first channel keeps the bus's other endpoints on the dead node. A consumer that stops
+    /// when its delivery's token is cancelled (as the edge's request consumer does) lets them all move to a live node, and
+    /// the broker delivers its message again.
+    /// </summary>
+    [Fact]
+    public async Task A_consumer_that_stops_with_its_cancelled_delivery_lets_the_other_endpoints_fail_over_when_their_node_is_killed()
+    {
+        const string slowQueue = "replicated-slow-requests";
+        const string otherQueue = "replicated-other";
+        await using var cluster = await PrivateRabbitCluster.StartAsync(nodes: 3);
+        var slowStarted = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var slowServed = new ConcurrentBag<bool>();
+        var otherReceived = new ConcurrentBag<Guid>();
+        await using var consumer = await TestBus.StartAsync(cluster.Uri, cfg =>
+        {
+            cfg.ReceiveEndpoint(slowQueue, e =>
+            {
+                e.UseQuorumQueue();
+                e.Handler<GenerateText>(async context =>
+                {
+                    if (!context.ReceiveContext.Redelivered)
+                    {
+                        slowStarted.TrySetResult();
+                        await Task.Delay(Timeout.InfiniteTimeSpan, context.CancellationToken);
+                    }
+
+                    slowServed.Add(context.ReceiveContext.Redelivered);
+                });
+            });
+            cfg.ReceiveEndpoint(otherQueue, e =>
+            {
+                e.UseQuorumQueue();
+                e.Handler<GenerateText>(context =>
+                {
+                    otherReceived.Add(context.Message.RequestId);
+                    return Task.CompletedTask;
+                });
+            });
+        });
+        await using var producer = await TestBus.StartAsync(cluster.Uri);
+        var slow = await producer.Bus.GetSendEndpoint(ReplicatedQueues.SendAddress(slowQueue));
+        await slow.Send(new GenerateText { RequestId = NewId.NextGuid(), Prompt = "slow" });
+        await slowStarted.Task.WaitAsync(TimeSpan.FromSeconds(60));
+
+        await cluster.ServicesAsync("node", "kill", "1");
+        var other = await producer.Bus.GetSendEndpoint(ReplicatedQueues.SendAddress(otherQueue));
+        var deadline = DateTime.UtcNow.AddSeconds(90);
+        while (otherReceived.IsEmpty)
+        {
+            Assert.True(DateTime.UtcNow < deadline, $"the other endpoint consumed nothing for 90 s after node 1 was killed");
+            try
+            {
+                using var attempt = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+                await other.Send(new GenerateText { RequestId = NewId.NextGuid(), Prompt = "other" }, attempt.Token);
+            }
+            catch (Exception ex) when (ex is MassTransitException or OperationCanceledException or RabbitMQ.Client.Exceptions.RabbitMQClientException)
+            {
+                // The producer fails over too.
+            }
+
+            await Task.Delay(500);
+        }
+
+        await WaitUntilAsync(() => !slowServed.IsEmpty, "the slow message delivered again and served");
+        Assert.Equal([true], slowServed);
+    }
+
     private static async Task WaitUntilAsync(Func<bool> condition, string what)
     {
         var deadline = DateTime.UtcNow.AddSeconds(60);
