@@ -21,7 +21,7 @@ namespace DanceMoE.Hosting;
 /// The bus's own endpoint (its reply queue) is never restarted: MassTransit's sends and request clients live on its
 /// context, and a stop and start of it left every send of the process failing for good; a dead one is logged as an error.
 /// An endpoint MassTransit reports consuming is asked after at the broker every <see cref="BrokerCheckEvery"/>: one whose
-/// queue has had no consumer (or is gone) for <see cref="StuckAfter"/> is down too, whatever MassTransit says. That is an
+/// queue has had no consumer (or is gone) for <see cref="AloneStuckAfter"/> is down too, whatever MassTransit says. That is an
 /// endpoint whose channel died without MassTransit hearing of it: RabbitMQ.Client tells a lost connection's channels one
 /// after another, each once its deliveries in flight returned, so one consumer that outlives its channel keeps the others deaf.
 /// </summary>
@@ -109,7 +109,8 @@ public sealed partial class ReceiveEndpointWatchdog(
 
     /// <summary>
     /// The endpoints to restart now: not stopped on purpose, and either not consuming and down long enough, or reported
-    /// consuming while the broker has shown no consumer on their queue for <see cref="StuckAfter"/>.
+    /// consuming while the broker has shown no consumer on their queue for <see cref="AloneStuckAfter"/> (one run showed a
+    /// coordinator's queue without a consumer for 9 s while its endpoint served, so not sooner).
     /// </summary>
     public IReadOnlyList<Uri> Stuck(DateTimeOffset now)
     {
@@ -126,7 +127,7 @@ public sealed partial class ReceiveEndpointWatchdog(
 
                 if (watched.Consuming)
                 {
-                    if (watched.UnconsumedSince is { } since && now - since >= StuckAfter)
+                    if (watched.UnconsumedSince is { } since && now - since >= AloneStuckAfter)
                     {
                         stuck.Add(address);
                     }

@@ -70,7 +70,7 @@ public sealed class ReceiveEndpointWatchdogTests
 
         watchdog.Observed(Requests, consumedAtBroker: true, clock.GetUtcNow());
         watchdog.Observed(Control, consumedAtBroker: false, clock.GetUtcNow());
-        clock.Advance(ReceiveEndpointWatchdog.StuckAfter - TimeSpan.FromSeconds(1));
+        clock.Advance(ReceiveEndpointWatchdog.AloneStuckAfter - TimeSpan.FromSeconds(1));
         watchdog.Observed(Control, consumedAtBroker: null, clock.GetUtcNow());
         Assert.Empty(watchdog.Stuck(clock.GetUtcNow()));
 
@@ -92,7 +92,7 @@ public sealed class ReceiveEndpointWatchdogTests
         clock.Advance(TimeSpan.FromSeconds(2));
         watchdog.Observed(Requests, consumedAtBroker: true, clock.GetUtcNow());
         await watchdog.Ready(new Event(Control));
-        clock.Advance(ReceiveEndpointWatchdog.StuckAfter);
+        clock.Advance(ReceiveEndpointWatchdog.AloneStuckAfter);
         Assert.Empty(watchdog.Stuck(clock.GetUtcNow()));
     }
 
