@@ -95,6 +95,15 @@ public static class LocalEnvironment
             ? url.TrimEnd('/') + "/"
             : $"http://{RabbitMqOptions.Parse(RabbitMqUriFor(BusRole.Admin)).Host}:{EnvironmentOr("DANCEMOE_RABBITMQ_MANAGEMENT_PORT", "15682")}/";
 
+    /// <summary>
+    /// The port at which a local cluster's edge-1 serves /metrics unless told otherwise (edge-i at this + i - 1):
+    /// <c>DANCEMOE_METRICS_PORT_BASE</c> when it is a number, else 9470; a services instance of one's own can take its own range with it.
+    /// </summary>
+    public static int MetricsPortBase =>
+        int.TryParse(Environment.GetEnvironmentVariable("DANCEMOE_METRICS_PORT_BASE"), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var port)
+            ? port
+            : 9470;
+
     private static string LocalRabbitMq => $"amqp://127.0.0.1:{EnvironmentOr("DANCEMOE_AMQP_PORT", "5682")}/dancemoe";
 
     private static string EnvironmentOr(string name, string fallback) =>

@@ -55,7 +55,7 @@ public static class ClusterCommand
         var linkMbps = CliOptions.Double("link-mbps", 0, "emulated link bandwidth (0: unlimited)", 0, 1_000_000);
         var startTimeout = CliOptions.Int("start-timeout-seconds", 120, "how long the edges may take to start", 1, 3600);
         var noTraces = CliOptions.Flag("no-traces", "do not record routing traces");
-        var metricsPortBase = CliOptions.Int("metrics-port-base", 9470, "edge-i serves /metrics, /healthz, /readyz on 127.0.0.1 at this port + i - 1", 1024, 65000);
+        var metricsPortBase = CliOptions.Int("metrics-port-base", LocalEnvironment.MetricsPortBase, "edge-i serves /metrics, /healthz, /readyz on 127.0.0.1 at this port + i - 1 (default: $DANCEMOE_METRICS_PORT_BASE, else 9470)", 1024, 65000);
         var noExpertMetrics = CliOptions.Flag("no-expert-metrics", "no per-expert activation counters on /metrics");
         var command = new Command("up", "start the edges")
         {
