@@ -117,8 +117,10 @@ CONF
 # Whether the node's Erlang VM is up: registered with our epmd (it registers before RabbitMQ writes its pid file).
 node_registered() { ERL_EPMD_PORT="$EPMD_PORT" epmd -names 2>/dev/null | grep -q "^name $(node_name "$1" | cut -d@ -f1) at"; }
 
+# Awaits node $1 and keeps the nodes given after it starting: a peer that stopped while starting is started
+# again here too, since the node awaited may wait for that peer's tables (the last of the cluster to stop).
 node_await() {
-  local i="$1" n
+  local i="$1" n j; shift
   for n in $(seq 1 60); do
     if node_ctl "$i" await_startup --timeout 5 >/dev/null 2>&1; then
       # A node started again after a failed start may have lost its pid file to the failed one's exit.
@@ -128,10 +130,12 @@ node_await() {
     [ "$n" = 60 ] && die "RabbitMQ node $(node_name "$i") did not start within 2 minutes; see $(node_dir "$i")/log"
     # A node of a cluster that asks its peers while they are still starting may stop (incompatible_feature_flags,
     # badrpc): started again, it finds them up.
-    if ! node_registered "$i"; then
-      log "RabbitMQ node $(node_name "$i") stopped while starting; starting it again"
-      node_start "$i"
-    fi
+    for j in $(printf '%s\n' "$i" "$@" | awk '!seen[$0]++'); do
+      if ! node_registered "$j"; then
+        log "RabbitMQ node $(node_name "$j") stopped while starting; starting it again"
+        node_start "$j"
+      fi
+    done
     sleep 2
   done
 }
@@ -150,7 +154,7 @@ rabbit_up() {
   local nodes="$1" i
   # Nodes of a cluster that stopped together wait for each other at start: all start first, then each is awaited.
   for i in $(seq 1 "$nodes"); do node_start "$i"; done
-  for i in $(seq 1 "$nodes"); do node_await "$i"; done
+  for i in $(seq 1 "$nodes"); do node_await "$i" $(seq 1 "$nodes"); done
   for i in $(seq 2 "$nodes"); do node_join "$i"; done
 }
 
@@ -361,7 +365,7 @@ node_verb() {
     *) die "usage: services node start|stop|kill I|all" ;;
   esac
   case "$action" in
-    start) for i in $targets; do node_start "$i"; done; for i in $targets; do node_await "$i"; done ;;
+    start) for i in $targets; do node_start "$i"; done; for i in $targets; do node_await "$i" $targets; done ;;
     stop) for i in $(echo "$targets" | sort -rn); do node_stop "$i"; done ;;
     kill) for i in $targets; do node_kill "$i"; done ;;
     *) die "usage: services node start|stop|kill I|all" ;;
