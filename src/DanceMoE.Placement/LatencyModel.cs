@@ -316,8 +316,7 @@ public sealed class LatencyModel
             load.Busy[(home * n) + home] += compute[home];
         }
 
-        var busLargest = 0.0;
-        var busSum = 0.0;
+        var bus = default(StepBusWork);
         for (var s = 0; s < n; s++)
         {
             if (_rowsTo[s] == 0)
@@ -325,10 +324,7 @@ public sealed class LatencyModel
                 continue;
             }
 
-            var work = _options.MessageSeconds + (_rowsTo[s] * _busPerRow);
-            busLargest = Math.Max(busLargest, work);
-            busSum += work;
-
+            bus.Add(_options.MessageSeconds + (_rowsTo[s] * _busPerRow));
             stats.Bytes += _rowsTo[s] * (double)_model.HiddenBytes;
             if (load is not null)
             {
@@ -340,7 +336,7 @@ public sealed class LatencyModel
             slowest = Math.Max(slowest, _linkFixed[(home * n) + s] + (_rowsTo[s] * _linkPerRow[(home * n) + s]) + compute[s] + QueueWaitSeconds[s]);
         }
 
-        return slowest + Math.Max(busLargest, busSum / Math.Max(1, _options.MessageLanes));
+        return slowest + bus.Seconds(_options.MessageLanes);
     }
 
     /// <summary>

@@ -12,6 +12,21 @@ public class LatencyModelTests
 
     private static readonly LatencyOptions Options = new() { DecodeTokens = 1, RequestIntervalSeconds = 1e12, MessageSeconds = 0 };
 
+    /// <summary>Three servers: expert 0 on a, expert 1 only on b, expert 2 on b and c, expert 3 on c.</summary>
+    private static (Cluster Cluster, ExpertPlacement Placement) ThreeWithExpert2OnBAndC()
+    {
+        var three = Cluster.FullMesh(
+            [new ServerSpec("a", 10_000_000, 1e15, 1e9), new ServerSpec("b", 10_000_000, 1e15, 1e9), new ServerSpec("c", 10_000_000, 1e15, 1e9)],
+            new LinkSpec(1e6, 0.002));
+        var placement = new ExpertPlacement(3, 1, 4);
+        placement.Add(0, 0, 0);
+        placement.Add(1, 0, 1);
+        placement.Add(1, 0, 2);
+        placement.Add(2, 0, 2);
+        placement.Add(2, 0, 3);
+        return (three, placement);
+    }
+
     private static ExpertPlacement Split()
     {
         var placement = new ExpertPlacement(2, 1, 4);
@@ -71,15 +86,7 @@ public class LatencyModelTests
     public void Remote_experts_go_where_the_slowest_peer_answers_first_as_the_edges_choose()
     {
         // Expert 1 only on b; expert 2 on b and c: c answers sooner (one row less on its link), so the step uses both.
-        var three = Cluster.FullMesh(
-            [new ServerSpec("a", 10_000_000, 1e15, 1e9), new ServerSpec("b", 10_000_000, 1e15, 1e9), new ServerSpec("c", 10_000_000, 1e15, 1e9)],
-            new LinkSpec(1e6, 0.002));
-        var placement = new ExpertPlacement(3, 1, 4);
-        placement.Add(0, 0, 0);
-        placement.Add(1, 0, 1);
-        placement.Add(1, 0, 2);
-        placement.Add(2, 0, 2);
-        placement.Add(2, 0, 3);
+        var (three, placement) = ThreeWithExpert2OnBAndC();
         var workload = new Workload([new TraceRequest(0, 2, [[1, 2, 1, 2]])]);
         var model = new LatencyModel(Model, three, Options);
         var metrics = model.Evaluate(placement, workload);
@@ -98,15 +105,7 @@ public class LatencyModelTests
     {
         // As above: one decode step sends a message of 2 rows to b and one to c (5 ms); each message costs the bus 1 ms
         // and its rows busMsPerRow each; a step pays the larger of its largest message's and all its messages' over the lanes.
-        var three = Cluster.FullMesh(
-            [new ServerSpec("a", 10_000_000, 1e15, 1e9), new ServerSpec("b", 10_000_000, 1e15, 1e9), new ServerSpec("c", 10_000_000, 1e15, 1e9)],
-            new LinkSpec(1e6, 0.002));
-        var placement = new ExpertPlacement(3, 1, 4);
-        placement.Add(0, 0, 0);
-        placement.Add(1, 0, 1);
-        placement.Add(1, 0, 2);
-        placement.Add(2, 0, 2);
-        placement.Add(2, 0, 3);
+        var (three, placement) = ThreeWithExpert2OnBAndC();
         var workload = new Workload([new TraceRequest(0, 2, [[1, 2, 1, 2]])]);
         var metrics = new LatencyModel(Model, three, Options with { MessageSeconds = 0.001, MessageByteSeconds = busMsPerRow / 1e6, MessageLanes = lanes }).Evaluate(placement, workload);
         Assert.Equal(2 + 2 + 1.0 + busMs, metrics.DecodeMsPerToken, 4);

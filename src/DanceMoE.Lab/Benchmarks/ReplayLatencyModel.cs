@@ -121,16 +121,13 @@ internal sealed class ReplayLatencyModel
         var decodeBusSeconds = 0.0;
         foreach (var step in parts.Wire.Steps)
         {
-            var slowest = 0.0;
-            var sum = 0.0;
+            var work = default(StepBusWork);
             foreach (var bytes in step.BytesPerPeer)
             {
-                var message = bus.SecondsPerCall + (bytes * bus.SecondsPerByte);
-                slowest = Math.Max(slowest, message);
-                sum += message;
+                work.Add(bus.SecondsPerCall + (bytes * bus.SecondsPerByte));
             }
 
-            var seconds = Math.Max(slowest, sum / Cores);
+            var seconds = work.Seconds(Cores);
             busSeconds += seconds;
             decodeBusSeconds += step.Decode ? seconds : 0;
         }
