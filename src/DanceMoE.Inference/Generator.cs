@@ -20,7 +20,7 @@ public static class Generator
         ArgumentNullException.ThrowIfNull(context);
         var vocab = forward.Manifest.Architecture.VocabSize;
         var sampler = new Sampler(sampling);
-        var state = forward.NewState(Math.Min(forward.Manifest.Architecture.MaxPositions, promptIds.Count + maxTokens));
+        using var state = forward.NewState(Math.Min(forward.Manifest.Architecture.MaxPositions, promptIds.Count + maxTokens));
         var generated = new List<int>(maxTokens);
         var stopwatch = Stopwatch.StartNew();
         var previous = TimeSpan.Zero;

@@ -7,6 +7,7 @@ public sealed record InferenceOptions
     public int IntraOpThreads { get; init; }
     public int InterOpThreads { get; init; }
     public int CudaDeviceId { get; init; }
+    public KvCacheStorage KvCache { get; init; } = KvCacheStorage.Auto;
 
     public static ExecutionProvider ParseProvider(string? text) => text switch
     {

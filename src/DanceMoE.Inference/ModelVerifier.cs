@@ -19,7 +19,7 @@ public static class ModelVerifier
         ArgumentNullException.ThrowIfNull(reference);
         ArgumentNullException.ThrowIfNull(prompt);
         var vocab = reference.Config.VocabSize;
-        var state = forward.NewState();
+        using var state = forward.NewState();
         var cache = reference.NewCache();
         var steps = new List<VerifyStep>();
         var context = new ForwardContext();

@@ -11,11 +11,15 @@ namespace DanceMoE.Inference;
 /// </summary>
 public sealed class MoeForward : IDisposable
 {
+    private static readonly string[] DenseInputs = [GraphNames.Hidden, GraphNames.PositionIds, GraphNames.AttentionMask, GraphNames.PastKey, GraphNames.PastValue];
+    private static readonly string[] DenseOutputs = [GraphNames.Residual, GraphNames.ExpertInput, GraphNames.RouterLogits, GraphNames.NewKey, GraphNames.NewValue];
     private readonly InferenceSession _embedding;
     private readonly InferenceSession[] _dense;
     private readonly InferenceSession _head;
     private readonly IExpertDispatcher _experts;
     private readonly RunOptions _run = new();
+    private readonly KvCacheMemory _kv;
+    private readonly OrtIoBinding[] _bindings;
 
     public MoeForward(ModelManifest manifest, SessionFactory factory, IExpertDispatcher experts)
     {
@@ -26,9 +30,19 @@ public sealed class MoeForward : IDisposable
         _embedding = factory.Create(manifest.PathOf(manifest.Embedding.File));
         _dense = [.. manifest.Layers.Select(l => factory.Create(manifest.PathOf(l.Dense.File)))];
         _head = factory.Create(manifest.PathOf(manifest.Head.File));
+        var onCuda = factory.ProviderInUse == "cuda";
+        var native = factory.Options.KvCache == KvCacheStorage.Native || (factory.Options.KvCache == KvCacheStorage.Auto && onCuda);
+        _kv = !native ? KvCacheMemory.Managed() : onCuda ? KvCacheMemory.Cuda(_dense[0], factory.Options.CudaDeviceId) : KvCacheMemory.Host();
+        _bindings = _kv.Storage == KvCacheStorage.Native ? [.. _dense.Select(d => d.CreateIoBinding())] : [];
     }
 
     public ModelManifest Manifest { get; }
+
+    /// <summary>Where this forward's caches live (never <see cref="KvCacheStorage.Auto"/>).</summary>
+    public KvCacheStorage KvCache => _kv.Storage;
+
+    /// <summary>KV cache buffers allocated and not yet freed (two per routed layer of each live <see cref="KvState"/>).</summary>
+    public int KvBuffersInUse => _kv.Outstanding;
 
     /// <summary>A cache for a sequence of at most <paramref name="capacity"/> positions (default: the model's maximum).</summary>
     public KvState NewState(int? capacity = null)
@@ -40,8 +54,7 @@ public sealed class MoeForward : IDisposable
             throw new ArgumentOutOfRangeException(nameof(capacity), $"a cache of {positions} positions; the model allows 1 to {c.MaxPositions}");
         }
 
-        var heads = c.DecoderLayersOfRoutedLayers().Select(g => g.Length * c.CacheHeads).ToList();
-        return new KvState([.. heads.Select(h => h * c.KeyHeadDim)], [.. heads.Select(h => h * c.ValueHeadDim)], positions);
+        return new KvState(_kv, [.. c.DecoderLayersOfRoutedLayers().Select(g => g.Length * c.CacheHeads)], c.KeyHeadDim, c.ValueHeadDim, positions);
     }
 
     /// <summary>
@@ -156,8 +169,14 @@ public sealed class MoeForward : IDisposable
             d.Dispose();
         }
 
+        foreach (var binding in _bindings)
+        {
+            binding.Dispose();
+        }
+
         _head.Dispose();
         _run.Dispose();
+        _kv.Dispose();
     }
 
     private void Validate(SequenceChunk chunk)
@@ -198,29 +217,59 @@ public sealed class MoeForward : IDisposable
         var state = sequence.Chunk.State;
         var s = sequence.Rows;
         var past = state.Length;
-        var keyWidth = state.KeyWidths[l];
-        var valueWidth = state.ValueWidths[l];
-        long[] keyShape(int positions) => [positions, keyWidth / c.KeyHeadDim, c.KeyHeadDim];
-        long[] valueShape(int positions) => [positions, valueWidth / c.ValueHeadDim, c.ValueHeadDim];
         using var h = OrtValue.CreateTensorValueFromMemory(sequence.Hidden, [s, c.HiddenSize]);
         using var pos = OrtValue.CreateTensorValueFromMemory(sequence.Positions, [s]);
         using var m = OrtValue.CreateTensorValueFromMemory(sequence.Mask, [s, sequence.Total]);
-        using var pk = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, state.Keys[l].AsMemory(0, past * keyWidth), keyShape(past));
-        using var pv = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, state.Values[l].AsMemory(0, past * valueWidth), valueShape(past));
+        using var pk = state.Keys(l, 0, past);
+        using var pv = state.Values(l, 0, past);
         using var residual = OrtValue.CreateTensorValueFromMemory(sequence.Residual, [s, c.HiddenSize]);
         using var expertInput = OrtValue.CreateTensorValueFromMemory(sequence.ExpertInput, [s, c.HiddenSize]);
         using var router = OrtValue.CreateTensorValueFromMemory(sequence.RouterLogits, [s, c.NumExperts]);
-        using var nk = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, state.Keys[l].AsMemory(past * keyWidth, s * keyWidth), keyShape(s));
-        using var nv = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, state.Values[l].AsMemory(past * valueWidth, s * valueWidth), valueShape(s));
-        _dense[l].Run(
-            _run,
-            [GraphNames.Hidden, GraphNames.PositionIds, GraphNames.AttentionMask, GraphNames.PastKey, GraphNames.PastValue],
-            [h, pos, m, pk, pv],
-            [GraphNames.Residual, GraphNames.ExpertInput, GraphNames.RouterLogits, GraphNames.NewKey, GraphNames.NewValue],
-            [residual, expertInput, router, nk, nv]);
+        using var nk = state.Keys(l, past, s);
+        using var nv = state.Values(l, past, s);
+        OrtValue[] inputs = [h, pos, m, pk, pv];
+        OrtValue[] outputs = [residual, expertInput, router, nk, nv];
+        if (state.Storage == KvCacheStorage.Native)
+        {
+            RunBound(l, inputs, outputs);
+        }
+        else
+        {
+            _dense[l].Run(_run, DenseInputs, inputs, DenseOutputs, outputs);
+        }
 
         // The next layer's attention reads this layer's past only: the cache's length moves once the step is done.
         (sequence.Hidden, sequence.Residual) = (sequence.Residual, sequence.Hidden);
+    }
+
+    /// <summary>
+    /// Runs layer <paramref name="l"/>'s dense graph with every tensor bound where it lives: the cache's on the session's
+    /// device, the small per-row ones on the host (ONNX Runtime copies those in and out).
+    /// </summary>
+    private void RunBound(int l, OrtValue[] inputs, OrtValue[] outputs)
+    {
+        var binding = _bindings[l];
+        try
+        {
+            for (var i = 0; i < inputs.Length; i++)
+            {
+                binding.BindInput(DenseInputs[i], inputs[i]);
+            }
+
+            for (var i = 0; i < outputs.Length; i++)
+            {
+                binding.BindOutput(DenseOutputs[i], outputs[i]);
+            }
+
+            _dense[l].RunWithBinding(_run, binding);
+            binding.SynchronizeBoundOutputs();
+        }
+        finally
+        {
+            // The binding holds the tensors, and through them pinned managed memory: it must not outlive them.
+            binding.ClearBoundInputs();
+            binding.ClearBoundOutputs();
+        }
     }
 
     /// <summary>

@@ -16,11 +16,13 @@ public sealed class OnnxExportTests : IDisposable
 
     public void Dispose() => _dir.Dispose();
 
-    [Fact]
-    public async Task Exported_subgraphs_match_the_reference_through_prefill_and_decode()
+    [Theory]
+    [InlineData(KvCacheStorage.Managed)]
+    [InlineData(KvCacheStorage.Native)]
+    public async Task Exported_subgraphs_match_the_reference_through_prefill_and_decode(KvCacheStorage storage)
     {
         var manifest = Export(TensorDtype.F32);
-        var result = await VerifyAsync(manifest);
+        var result = await VerifyAsync(manifest, Cpu with { KvCache = storage });
         Assert.Equal(5, result.Steps.Count);
         Assert.True(result.MaxAbsDiff < 1e-4, $"max |logit diff| {result.MaxAbsDiff}");
     }
@@ -30,7 +32,7 @@ public sealed class OnnxExportTests : IDisposable
     {
         var manifest = Export(TensorDtype.F16);
         Assert.Equal("f16", manifest.WeightDtype);
-        var result = await VerifyAsync(manifest);
+        var result = await VerifyAsync(manifest, Cpu);
         Assert.True(result.MaxAbsDiff < 5e-2, $"max |logit diff| {result.MaxAbsDiff}");
     }
 
@@ -70,13 +72,16 @@ public sealed class OnnxExportTests : IDisposable
         }
     }
 
-    [Fact]
-    public async Task A_step_of_several_sequences_gives_each_the_same_bits_as_running_it_alone()
+    [Theory]
+    [InlineData(KvCacheStorage.Managed)]
+    [InlineData(KvCacheStorage.Native)]
+    public async Task A_step_of_several_sequences_gives_each_the_same_bits_as_running_it_alone(KvCacheStorage storage)
     {
         TinyCheckpoint.Write(_dir.Sub("ckpt-128"), TinyModels.Small() with { Hidden = 128 });
         var manifest = OnnxExporter.Export(Checkpoint.Open(_dir.Sub("ckpt-128")), _dir.Sub("onnx-128"), TensorDtype.F32);
-        using var pool = new ExpertSessionPool(manifest, new SessionFactory(Cpu));
-        using var forward = new MoeForward(manifest, new SessionFactory(Cpu), new LocalExpertDispatcher(pool));
+        var options = Cpu with { KvCache = storage };
+        using var pool = new ExpertSessionPool(manifest, new SessionFactory(options));
+        using var forward = new MoeForward(manifest, new SessionFactory(options), new LocalExpertDispatcher(pool));
         int[][] prompts = [[256, 104, 105], [256, 32], [256, 116, 104, 101, 114, 101], [256, 97]];
         var alone = new List<float[]>();
         foreach (var prompt in prompts)
@@ -198,11 +203,11 @@ public sealed class OnnxExportTests : IDisposable
     private ModelManifest Export(TensorDtype dtype) =>
         OnnxExporter.Export(Checkpoint.Open(_dir.Sub("ckpt")), _dir.Sub("onnx"), dtype);
 
-    private async Task<VerifyResult> VerifyAsync(ModelManifest manifest)
+    private async Task<VerifyResult> VerifyAsync(ModelManifest manifest, InferenceOptions options)
     {
         var reference = new ReferenceModel(MoeWeights.Load(Checkpoint.Open(_dir.Sub("ckpt"))));
-        using var pool = new ExpertSessionPool(manifest, new SessionFactory(Cpu));
-        using var forward = new MoeForward(manifest, new SessionFactory(Cpu), new LocalExpertDispatcher(pool));
+        using var pool = new ExpertSessionPool(manifest, new SessionFactory(options));
+        using var forward = new MoeForward(manifest, new SessionFactory(options), new LocalExpertDispatcher(pool));
         return await ModelVerifier.VerifyAsync(forward, reference, ByteTokenizer.Default.Encode("mixture of experts"), 4, CancellationToken.None);
     }
 }

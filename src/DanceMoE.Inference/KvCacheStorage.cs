@@ -1,0 +1,14 @@
+namespace DanceMoE.Inference;
+
+/// <summary>
+/// Where each sequence's KV cache lives: managed arrays pinned for each run (zero-copy on the CPU only), or native
+/// buffers from the sessions' device allocator, viewed by pointer and bound with IOBinding so that a CUDA session reads
+/// its past and writes its new rows where they are.
+/// </summary>
+public enum KvCacheStorage
+{
+    /// <summary>Native on CUDA; on the CPU the managed arrays, which <c>bench kv</c> measured as fast.</summary>
+    Auto,
+    Managed,
+    Native,
+}
