@@ -7,25 +7,28 @@ namespace DanceMoE.Inference;
 
 /// <summary>
 /// Allocates the caches' buffers (managed arrays, or native memory from one ONNX Runtime allocator) and counts those not
-/// yet freed. The allocator is released once it is disposed and its last buffer is freed, whichever comes last.
+/// yet freed. A device's allocator is released once this is disposed and its last buffer freed, whichever comes last;
+/// the host's default allocator is never released.
 /// </summary>
 internal sealed class KvCacheMemory : IDisposable
 {
     private readonly OrtAllocator? _allocator;
-    private readonly bool _ownsAllocator;
     private readonly object _gate = new();
     private int _outstanding;
     private bool _disposed;
 
-    private KvCacheMemory(OrtAllocator? allocator, bool ownsAllocator)
+    private KvCacheMemory(OrtAllocator? allocator, bool onDevice)
     {
         _allocator = allocator;
-        _ownsAllocator = ownsAllocator;
+        OnDevice = onDevice;
     }
 
     public KvCacheStorage Storage => _allocator is null ? KvCacheStorage.Managed : KvCacheStorage.Native;
 
     public int Outstanding => Volatile.Read(ref _outstanding);
+
+    /// <summary>True when the buffers are in a device's memory (CUDA), not the host's.</summary>
+    public bool OnDevice { get; }
 
     public static KvCacheMemory Managed() => new(null, false);
 
@@ -73,7 +76,7 @@ internal sealed class KvCacheMemory : IDisposable
 
     private void ReleaseWhenIdle()
     {
-        if (_disposed && _outstanding == 0 && _ownsAllocator)
+        if (_disposed && _outstanding == 0 && OnDevice)
         {
             _allocator!.Dispose();
         }

@@ -7,7 +7,7 @@ namespace DanceMoE.Inference;
 /// </summary>
 public enum KvCacheStorage
 {
-    /// <summary>Native on CUDA; on the CPU the managed arrays, which <c>bench kv</c> measured as fast.</summary>
+    /// <summary>Native on CUDA; on the CPU the managed arrays (as fast there, measured by <c>bench expert-exec</c>, and today's path).</summary>
     Auto,
     Managed,
     Native,

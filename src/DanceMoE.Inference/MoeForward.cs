@@ -248,27 +248,23 @@ public sealed class MoeForward : IDisposable
     /// </summary>
     private void RunBound(int l, OrtValue[] inputs, OrtValue[] outputs)
     {
+        // Every name is bound again before each run: what a finished run leaves in the binding (addresses of pinned
+        // memory that may since have moved) is never read.
         var binding = _bindings[l];
-        try
+        for (var i = 0; i < inputs.Length; i++)
         {
-            for (var i = 0; i < inputs.Length; i++)
-            {
-                binding.BindInput(DenseInputs[i], inputs[i]);
-            }
-
-            for (var i = 0; i < outputs.Length; i++)
-            {
-                binding.BindOutput(DenseOutputs[i], outputs[i]);
-            }
-
-            _dense[l].RunWithBinding(_run, binding);
-            binding.SynchronizeBoundOutputs();
+            binding.BindInput(DenseInputs[i], inputs[i]);
         }
-        finally
+
+        for (var i = 0; i < outputs.Length; i++)
         {
-            // The binding holds the tensors, and through them pinned managed memory: it must not outlive them.
-            binding.ClearBoundInputs();
-            binding.ClearBoundOutputs();
+            binding.BindOutput(DenseOutputs[i], outputs[i]);
+        }
+
+        _dense[l].RunWithBinding(_run, binding);
+        if (_kv.OnDevice)
+        {
+            binding.SynchronizeBoundOutputs();
         }
     }
 

@@ -61,13 +61,13 @@ public static class BenchCommand
         var iterations = CliOptions.Int("iterations", 50, "runs per variant (the median is reported)", 1, 100_000);
         var command = new Command("expert-exec",
             "one layer's experts on a decode and a prefill step: today's per-expert Run against preallocated outputs, IOBinding, "
-            + "intra-op threads 1 and 2, experts in parallel and one session per layer; ratios and bit-identity against today's path")
+            + "intra-op threads 1 and 2, experts in parallel and one session per layer; then decode steps with the KV cache in managed arrays and in native buffers; ratios and bit-identity")
         {
             model, layer, sequences, prefill, iterations,
         };
         var provider = CliOptions.Provider();
         command.Options.Add(provider);
-        command.SetAction((result, cancellationToken) =>
+        command.SetAction(async (result, cancellationToken) =>
         {
             var settings = new ExpertExecutionBenchmarkSettings
             {
@@ -79,7 +79,8 @@ public static class BenchCommand
                 Inference = new() { Provider = InferenceOptions.ParseProvider(result.GetValue(provider)) },
             };
             ExpertExecutionBenchmark.Run(settings, Console.Out, Console.Error, cancellationToken);
-            return Task.FromResult(ExitCodes.Ok);
+            var kv = new KvCacheBenchmarkSettings { ModelDirectory = settings.ModelDirectory, Sequences = settings.Sequences, Iterations = settings.Iterations, Inference = settings.Inference };
+            return await KvCacheBenchmark.RunAsync(kv, Console.Out, cancellationToken).ConfigureAwait(false) ? ExitCodes.Ok : ExitCodes.Failed;
         });
         return command;
     }

@@ -1,0 +1,123 @@
+using System.Diagnostics;
+using System.Globalization;
+using DanceMoE.Inference;
+using DanceMoE.Model;
+using DanceMoE.Operations;
+
+namespace DanceMoE.Lab.Benchmarks;
+
+/// <summary>
+/// Decode steps of several sequences with their KV caches in managed arrays (today's CPU path) against native buffers
+/// viewed by pointer and bound with IOBinding (the CUDA path), at a few cache lengths, in turns in the same process;
+/// every step's logits are compared bit for bit.
+/// </summary>
+public static class KvCacheBenchmark
+{
+    private const int Warmup = 3;
+
+    /// <summary>Prints the table to <paramref name="output"/>; false when the two paths' logits differ anywhere.</summary>
+    public static async Task<bool> RunAsync(KvCacheBenchmarkSettings settings, TextWriter output, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(settings);
+        ArgumentNullException.ThrowIfNull(output);
+        ModelManifest manifest;
+        try
+        {
+            manifest = ModelManifest.Load(settings.ModelDirectory);
+        }
+        catch (ModelFormatException ex)
+        {
+            throw new OperationException(ex.Message, OperationFailure.Failed, ex);
+        }
+
+        var c = manifest.Architecture;
+        var steps = Warmup + settings.Iterations;
+        int[] lengths = [.. new[] { 16, 64, c.MaxPositions / 2, c.MaxPositions - steps }.Where(l => l >= 1 && l + steps <= c.MaxPositions).Distinct()];
+        if (lengths.Length == 0)
+        {
+            throw new InvalidSettingsException($"{settings.Iterations} decode steps do not fit the model's {c.MaxPositions} positions");
+        }
+
+        using var managed = new Engine(manifest, settings.Inference with { KvCache = KvCacheStorage.Managed });
+        using var native = new Engine(manifest, settings.Inference with { KvCache = KvCacheStorage.Native });
+        output.WriteLine();
+        output.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"KV cache: decode steps of {settings.Sequences} sequences, {c.RoutedLayers} layers, {native.Provider}, {settings.Iterations} steps per length (median), managed arrays vs native buffers bound with IOBinding"));
+        output.WriteLine("cache length   managed ms/step   native ms/step   native vs managed   same bits");
+        var allSame = true;
+        foreach (var length in lengths)
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            var states = new[] { managed, native }.Select(e => Enumerable.Range(0, settings.Sequences).Select(_ => e.Forward.NewState(length + steps)).ToList()).ToList();
+            try
+            {
+                var same = true;
+                var times = new[] { new double[settings.Iterations], new double[settings.Iterations] };
+                for (var step = -1; step < steps; step++)
+                {
+                    // Step -1 prefills every cache to the length; the engines take turns going first.
+                    var chunks = states.Select(list => list.Select((state, s) => new SequenceChunk(
+                        step < 0 ? [.. Enumerable.Range(0, length).Select(t => Token(s, t, c.VocabSize))] : [Token(s, length + step, c.VocabSize)], state, new ForwardContext())).ToList()).ToList();
+                    var results = new IReadOnlyList<ChunkResult>[2];
+                    foreach (var e in step % 2 == 0 ? new[] { 0, 1 } : [1, 0])
+                    {
+                        var start = Stopwatch.GetTimestamp();
+                        results[e] = await (e == 0 ? managed : native).Forward.StepAsync(chunks[e], cancellationToken).ConfigureAwait(false);
+                        if (step >= Warmup)
+                        {
+                            times[e][step - Warmup] = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
+                        }
+                    }
+
+                    same &= results[0].Zip(results[1]).All(p => p.First.Logits is { } a && p.Second.Logits is { } b && a.AsSpan().SequenceEqual(b));
+                }
+
+                var (managedMs, nativeMs) = (Median(times[0]), Median(times[1]));
+                allSame &= same;
+                output.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                    $"{length,5}..{length + steps,-5}  {managedMs,16:F3} {nativeMs,16:F3} {managedMs / nativeMs,18:F2}x   {(same ? "yes" : "NO")}"));
+            }
+            finally
+            {
+                states.SelectMany(list => list).ToList().ForEach(s => s.Dispose());
+            }
+        }
+
+        return allSame;
+    }
+
+    private static int Token(int sequence, int position, int vocabulary) => ((sequence * 31) + (position * 7) + 1) % vocabulary;
+
+    private static double Median(double[] values) => values.Order().ElementAt(values.Length / 2);
+
+    private sealed class Engine : IDisposable
+    {
+        private readonly ExpertSessionPool _pool;
+
+        public Engine(ModelManifest manifest, InferenceOptions options)
+        {
+            var factory = new SessionFactory(options);
+            _pool = new ExpertSessionPool(manifest, factory);
+            Forward = new MoeForward(manifest, factory, new LocalExpertDispatcher(_pool));
+            Provider = factory.ProviderInUse;
+        }
+
+        public MoeForward Forward { get; }
+
+        public string? Provider { get; }
+
+        public void Dispose()
+        {
+            Forward.Dispose();
+            _pool.Dispose();
+        }
+    }
+}
+
+public sealed record KvCacheBenchmarkSettings
+{
+    public required string ModelDirectory { get; init; }
+    public int Sequences { get; init; } = 16;
+    public int Iterations { get; init; } = 30;
+    public InferenceOptions Inference { get; init; } = new();
+}
