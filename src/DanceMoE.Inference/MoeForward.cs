@@ -248,23 +248,27 @@ public sealed class MoeForward : IDisposable
     /// </summary>
     private void RunBound(int l, OrtValue[] inputs, OrtValue[] outputs)
     {
-        // Every name is bound again before each run: what a finished run leaves in the binding (addresses of pinned
-        // memory that may since have moved) is never read.
+        // A binding serves one run at a time (steps of one forward may run concurrently). Every name is bound again
+        // before each run: what a finished run leaves in it (addresses of pinned memory that may since have moved) is
+        // never read.
         var binding = _bindings[l];
-        for (var i = 0; i < inputs.Length; i++)
+        lock (binding)
         {
-            binding.BindInput(DenseInputs[i], inputs[i]);
-        }
+            for (var i = 0; i < inputs.Length; i++)
+            {
+                binding.BindInput(DenseInputs[i], inputs[i]);
+            }
 
-        for (var i = 0; i < outputs.Length; i++)
-        {
-            binding.BindOutput(DenseOutputs[i], outputs[i]);
-        }
+            for (var i = 0; i < outputs.Length; i++)
+            {
+                binding.BindOutput(DenseOutputs[i], outputs[i]);
+            }
 
-        _dense[l].RunWithBinding(_run, binding);
-        if (_kv.OnDevice)
-        {
-            binding.SynchronizeBoundOutputs();
+            _dense[l].RunWithBinding(_run, binding);
+            if (_kv.OnDevice)
+            {
+                binding.SynchronizeBoundOutputs();
+            }
         }
     }
 
