@@ -9,6 +9,10 @@ public enum KvCacheStorage
 {
     /// <summary>Native on CUDA; on the CPU the managed arrays (as fast there, measured by <c>bench expert-exec</c>, and today's path).</summary>
     Auto,
+
+    /// <summary>Managed arrays, pinned for each run: zero-copy on the CPU, copied to a device and back on every run.</summary>
     Managed,
+
+    /// <summary>Native buffers of the sessions' device (host memory on the CPU), bound with IOBinding.</summary>
     Native,
 }

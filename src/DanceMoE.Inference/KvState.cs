@@ -22,7 +22,6 @@ public sealed class KvState : IDisposable
         _keyHeadDim = keyHeadDim;
         _valueHeadDim = valueHeadDim;
         Capacity = capacity;
-        Storage = memory.Storage;
         _keys = new KvBuffer[_heads.Length];
         _values = new KvBuffer[_heads.Length];
         try
@@ -46,8 +45,6 @@ public sealed class KvState : IDisposable
     public int Capacity { get; }
 
     public int Length { get; internal set; }
-
-    public KvCacheStorage Storage { get; }
 
     public void Dispose()
     {

@@ -229,7 +229,7 @@ public sealed class MoeForward : IDisposable
         using var nv = state.Values(l, past, s);
         OrtValue[] inputs = [h, pos, m, pk, pv];
         OrtValue[] outputs = [residual, expertInput, router, nk, nv];
-        if (state.Storage == KvCacheStorage.Native)
+        if (_kv.Storage == KvCacheStorage.Native)
         {
             RunBound(l, inputs, outputs);
         }
