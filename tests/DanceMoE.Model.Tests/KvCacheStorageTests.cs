@@ -1,4 +1,5 @@
 using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
 using DanceMoE.Inference;
 using DanceMoE.Model.Onnx;
 
@@ -31,11 +32,23 @@ public sealed class KvCacheStorageTests : IDisposable
         var actual = await ServeAsync(native);
 
         Assert.Equal(expected.Tokens, actual.Tokens);
-        Assert.Equal(expected.Logits.Count, actual.Logits.Count);
-        for (var i = 0; i < expected.Logits.Count; i++)
-        {
-            Assert.Equal(expected.Logits[i], actual.Logits[i]);
-        }
+        Assert.Equal(Bits(expected.Logits), Bits(actual.Logits));
+    }
+
+    [Theory]
+    [MemberData(nameof(ModelFamilyTests.Families), MemberType = typeof(ModelFamilyTests))]
+    public async Task Every_family_gets_the_same_bits_from_native_buffers_as_from_managed_arrays(string family)
+    {
+        TinyCheckpoint.Write(_dir.Sub(family), ModelFamilyTests.Small(family));
+        var manifest = OnnxExporter.Export(Checkpoint.Open(_dir.Sub(family)), _dir.Sub(family + "-onnx"), TensorDtype.F32);
+        using var managed = Start(manifest, KvCacheStorage.Managed);
+        using var native = Start(manifest, KvCacheStorage.Native);
+
+        var expected = await ServeAsync(managed.Forward);
+        var actual = await ServeAsync(native.Forward);
+
+        Assert.Equal(expected.Tokens, actual.Tokens);
+        Assert.Equal(Bits(expected.Logits), Bits(actual.Logits));
     }
 
     [Fact]
@@ -164,6 +177,8 @@ public sealed class KvCacheStorageTests : IDisposable
         return (logits, generated);
     }
 
+    private static List<int[]> Bits(List<float[]> logits) => [.. logits.Select(l => MemoryMarshal.Cast<float, int>(l).ToArray())];
+
     private static int ArgMax(ReadOnlySpan<float> values)
     {
         var best = 0;
@@ -175,12 +190,14 @@ public sealed class KvCacheStorageTests : IDisposable
         return best;
     }
 
-    private Engine Start(KvCacheStorage storage)
+    private static Engine Start(ModelManifest manifest, KvCacheStorage storage)
     {
         var options = Cpu with { KvCache = storage };
-        var pool = new ExpertSessionPool(_manifest, new SessionFactory(options));
-        return new Engine(pool, new MoeForward(_manifest, new SessionFactory(options), new LocalExpertDispatcher(pool)));
+        var pool = new ExpertSessionPool(manifest, new SessionFactory(options));
+        return new Engine(pool, new MoeForward(manifest, new SessionFactory(options), new LocalExpertDispatcher(pool)));
     }
+
+    private Engine Start(KvCacheStorage storage) => Start(_manifest, storage);
 
     private sealed record Engine(ExpertSessionPool Pool, MoeForward Forward) : IDisposable
     {
