@@ -109,6 +109,8 @@ internal sealed class KvBuffer
         _info = native.GetTensorMemoryInfo();
         _bytes = native.GetTensorSizeInBytes();
         _pointer = (nint)Unsafe.AsPointer(ref MemoryMarshal.GetReference(native.GetTensorMutableRawData()));
+
+        // The collector cannot see native bytes; told of them, it finalizes a cache nobody disposed in time.
         GC.AddMemoryPressure(_bytes);
     }
 
