@@ -6,14 +6,19 @@ namespace DanceMoE.Placement;
 /// Our planner: minimises the modelled mean request latency of the history requests instead of the call count.
 /// <para>
 /// Why the call count is not enough: a decode step at a layer avoids a round trip only when ALL top-k experts of the
-/// token are local, so slots spread thinly by frequency over every layer still pay a round trip almost everywhere,
-/// while the same slots concentrated into (nearly) whole layers make those layers free. Prefill instead pays for
-/// bytes. The mean latency is a sum over servers and layers, so <see cref="LayerSlotPlanner"/> prices each server's
-/// sets per layer over its whole token sets and chooses them by knapsack, with coverage priced.
+/// token are local, and a step whose remote experts have replicas on several peers is spread over them by the edges'
+/// replica choice, one message each. So slots spread by frequency still pay round trips almost everywhere, while
+/// whole layers make a layer free for their holders and send everyone else's tokens to one peer. Prefill instead pays
+/// for bytes. The mean latency is a sum over layers given the sets, so <see cref="WholeLayerStart"/> chooses which
+/// servers hold each layer whole on the model's own steps (<see cref="LayerSteps"/>), and
+/// <see cref="SlotExchangeSearch"/> then trades single experts on the model. Layers of more than 64 experts (or tokens naming
+/// one twice) take the older path: <see cref="LayerSlotPlanner"/> (each server's sets priced over its token sets, chosen by knapsack) and
+/// <see cref="LayerSwapSearch"/>.
 /// </para>
 /// It never returns a layout that models slower on the history than the exact optimum of the call count, which it
-/// returns without history. A spent <see cref="TimeBudget"/> stops trying further coverage prices once one layout is
-/// found (the result is then no longer reproducible); cancellation throws, as for every algorithm.
+/// returns without history. A spent <see cref="TimeBudget"/> ends the search (and, on the older path, stops trying
+/// further coverage prices once one layout is found); the result is then no longer reproducible. Cancellation throws,
+/// as for every algorithm.
 /// </summary>
 public sealed class LatencyPlacement : IPlacementAlgorithm
 {
@@ -22,7 +27,7 @@ public sealed class LatencyPlacement : IPlacementAlgorithm
     /// <summary>Time after which the planner returns the best layout found so far; null for no limit.</summary>
     public TimeSpan? TimeBudget { get; init; }
 
-    /// <summary>Without a <see cref="TimeBudget"/>, the swap search on the model stops this long after the start (ESFT-4 is to solve in 5 s).</summary>
+    /// <summary>Without a <see cref="TimeBudget"/>, the search on the model stops this long after the start (ESFT-4 is to solve in 5 s).</summary>
     private static readonly TimeSpan SearchUntil = TimeSpan.FromSeconds(3.5);
 
     public ExpertPlacement Place(PlacementProblem problem, CancellationToken cancellationToken = default)
@@ -36,17 +41,45 @@ public sealed class LatencyPlacement : IPlacementAlgorithm
             return optimal;
         }
 
-        var planned = LayerSlotPlanner.Plan(problem, () => TimeBudget is { } budget && clock.Elapsed >= budget, cancellationToken);
+        var spent = () => clock.Elapsed >= (TimeBudget ?? SearchUntil);
+        var planned = LayerSteps.CanPrice(problem.Model, history.Requests) ? PlanOnLayerSteps(problem, history, spent, cancellationToken) : PlanBySlots(problem, clock, spent, cancellationToken);
         if (planned is null)
         {
             return optimal;
         }
 
-        var searchBudget = TimeBudget ?? SearchUntil;
-        LayerSwapSearch.Improve(problem, planned, () => clock.Elapsed >= searchBudget, cancellationToken);
-
         // The layouts are chosen on an approximation of the model; the model itself keeps the optimum when it is better.
         var model = new LatencyModel(problem.Model, problem.Cluster, problem.Latency);
         return model.Evaluate(planned, history).LatencyMsMean <= model.Evaluate(optimal, history).LatencyMsMean ? planned : optimal;
+    }
+
+    /// <summary>Whole layers priced on the model's own steps, searched from (the slot planner's layout when no whole-layer layout fits).</summary>
+    private static ExpertPlacement? PlanOnLayerSteps(PlacementProblem problem, Workload history, Func<bool> spent, CancellationToken cancellationToken)
+    {
+        var steps = new LayerSteps[problem.Model.Layers];
+        Parallel.For(
+            0,
+            steps.Length,
+            new ParallelOptions { CancellationToken = cancellationToken },
+            l => steps[l] = new LayerSteps(problem, l, history.Requests));
+        var planned = WholeLayerStart.Plan(problem, steps, cancellationToken) ?? LayerSlotPlanner.Plan(problem, spent, cancellationToken);
+        if (planned is not null)
+        {
+            SlotExchangeSearch.Improve(problem, planned, steps, spent, cancellationToken);
+        }
+
+        return planned;
+    }
+
+    /// <summary>The slot planner's layout, then swaps searched on the model (where <see cref="LayerSteps"/> cannot price the history).</summary>
+    private ExpertPlacement? PlanBySlots(PlacementProblem problem, Stopwatch clock, Func<bool> spent, CancellationToken cancellationToken)
+    {
+        var planned = LayerSlotPlanner.Plan(problem, () => TimeBudget is { } budget && clock.Elapsed >= budget, cancellationToken);
+        if (planned is not null)
+        {
+            LayerSwapSearch.Improve(problem, planned, spent, cancellationToken);
+        }
+
+        return planned;
     }
 }

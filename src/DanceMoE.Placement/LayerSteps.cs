@@ -1,0 +1,321 @@
+using System.Numerics;
+
+namespace DanceMoE.Placement;
+
+/// <summary>
+/// One layer of the history as the <see cref="LatencyModel"/> runs it (without queueing), on 64-bit expert sets so
+/// that a search can price thousands of changes: every step (a prompt, or a decoded token; identical decoded tokens of
+/// one server merged) is routed by the model's rules. A step's time depends only on who holds its experts, so toggling
+/// one (server, expert) is priced by re-running the steps that use that expert. Tests keep it equal to the model.
+/// </summary>
+internal sealed class LayerSteps
+{
+    private readonly int _servers;
+    private readonly int _experts;
+    private readonly double[] _linkFixed;
+    private readonly double[] _linkPerRow;
+    private readonly double _messageSeconds;
+    private readonly double _busPerRow;
+    private readonly int _lanes;
+    private readonly double[] _memorySeconds;
+    private readonly double[] _flopSeconds;
+    private readonly Step[] _steps;
+    private readonly ulong[] _tokens;
+    private readonly int[] _occurrences;
+    private readonly int[] _byRows;
+    private readonly int[][] _stepsOf;
+    private readonly double[] _seconds;
+
+    /// <summary>Whether every layer of <paramref name="requests"/> can be priced here: at most 64 experts per layer, no token naming one twice.</summary>
+    public static bool CanPrice(MoeModel model, IReadOnlyList<TraceRequest> requests)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(requests);
+        return model.Experts <= 64 && requests.All(r => r.Experts.All(ids => ids.Chunk(model.TopK).All(token => token.Distinct().Count() == token.Length)));
+    }
+
+    public LayerSteps(PlacementProblem problem, int layer, IReadOnlyList<TraceRequest> requests)
+    {
+        var (model, cluster, options) = (problem.Model, problem.Cluster, problem.Latency);
+        if (model.Experts > 64)
+        {
+            throw new ArgumentException("layer steps hold at most 64 experts per layer", nameof(problem));
+        }
+
+        _servers = cluster.Count;
+        _experts = model.Experts;
+        _messageSeconds = options.MessageSeconds;
+        _busPerRow = model.HiddenBytes * options.MessageByteSeconds;
+        _lanes = options.MessageLanes;
+        _linkFixed = new double[_servers * _servers];
+        _linkPerRow = new double[_servers * _servers];
+        for (var a = 0; a < _servers; a++)
+        {
+            for (var b = 0; b < _servers; b++)
+            {
+                var link = cluster.Link(a, b);
+                _linkFixed[(a * _servers) + b] = link.RttSeconds;
+                _linkPerRow[(a * _servers) + b] = model.HiddenBytes / link.BytesPerSecond;
+            }
+        }
+
+        _memorySeconds = new double[_servers * _experts];
+        _flopSeconds = new double[_servers * _experts];
+        for (var s = 0; s < _servers; s++)
+        {
+            for (var e = 0; e < _experts; e++)
+            {
+                _memorySeconds[(s * _experts) + e] = model.Bytes(layer, e) / cluster.Servers[s].MemoryBytesPerSecond;
+                _flopSeconds[(s * _experts) + e] = model.FlopsPerToken(layer, e) / cluster.Servers[s].FlopsPerSecond;
+            }
+        }
+
+        var k = model.TopK;
+        var steps = new List<Step>();
+        var tokens = new List<ulong>();
+        var occurrences = new List<int>();
+        var decoded = new Dictionary<(int Server, ulong Set), int>();
+        foreach (var request in requests)
+        {
+            var (prompt, _) = options.Split(request.Tokens);
+            var ids = request.Experts[layer];
+            for (var from = 0; from < request.Tokens; from = from < prompt ? prompt : from + 1)
+            {
+                var count = from < prompt ? prompt : 1;
+                var union = 0UL;
+                var duplicates = false;
+                var occurrence = new int[_experts];
+                var first = tokens.Count;
+                for (var t = from; t < from + count; t++)
+                {
+                    var set = 0UL;
+                    for (var j = 0; j < k; j++)
+                    {
+                        var e = ids[(t * k) + j];
+                        duplicates |= (set & (1UL << e)) != 0;
+                        set |= 1UL << e;
+                        occurrence[e]++;
+                    }
+
+                    tokens.Add(set);
+                    union |= set;
+                }
+
+                if (duplicates)
+                {
+                    throw new ArgumentException($"layer {layer}: a token names one expert twice", nameof(requests));
+                }
+
+                if (count == 1 && decoded.TryGetValue((request.Server, union), out var merged))
+                {
+                    steps[merged] = steps[merged] with { Weight = steps[merged].Weight + 1 };
+                    tokens.RemoveAt(tokens.Count - 1);
+                    continue;
+                }
+
+                if (count == 1)
+                {
+                    decoded[(request.Server, union)] = steps.Count;
+                }
+
+                steps.Add(new Step(request.Server, 1, first, count, union, occurrences.Count));
+                occurrences.AddRange(occurrence);
+            }
+        }
+
+        _steps = [.. steps];
+        _tokens = [.. tokens];
+        _occurrences = [.. occurrences];
+        _byRows = new int[_occurrences.Length];
+        foreach (var step in _steps)
+        {
+            var at = step.Occurrences;
+            var counts = _occurrences.AsSpan(at, _experts).ToArray();
+            foreach (var e in Enumerable.Range(0, _experts).Where(e => counts[e] > 0).OrderByDescending(e => counts[e]).ThenBy(e => e))
+            {
+                _byRows[at++] = e;
+            }
+        }
+
+        _stepsOf = Enumerable.Range(0, _experts)
+            .Select(e => Enumerable.Range(0, _steps.Length).Where(i => (_steps[i].Union & (1UL << e)) != 0).ToArray())
+            .ToArray();
+        _seconds = new double[_steps.Length];
+    }
+
+    /// <summary>The layer's seconds summed over the requests at the holdings last passed to <see cref="Reset"/> or <see cref="Apply"/>.</summary>
+    public double Seconds { get; private set; }
+
+    /// <summary>The layer's seconds summed over the requests when the servers hold <paramref name="holds"/> (one expert set each).</summary>
+    public double Price(ReadOnlySpan<ulong> holds)
+    {
+        var total = 0.0;
+        for (var i = 0; i < _steps.Length; i++)
+        {
+            total += StepSeconds(i, holds) * _steps[i].Weight;
+        }
+
+        return total;
+    }
+
+    /// <summary>Prices every step at <paramref name="holds"/> (one expert set per server) and keeps them as the current holdings' times.</summary>
+    public double Reset(ReadOnlySpan<ulong> holds)
+    {
+        var total = 0.0;
+        for (var i = 0; i < _steps.Length; i++)
+        {
+            _seconds[i] = StepSeconds(i, holds);
+            total += _seconds[i] * _steps[i].Weight;
+        }
+
+        Seconds = total;
+        return total;
+    }
+
+    /// <summary>How the layer's seconds change when <paramref name="holds"/> (the current holdings but for <paramref name="expert"/>) replace the current ones.</summary>
+    public double Delta(int expert, ReadOnlySpan<ulong> holds)
+    {
+        var delta = 0.0;
+        foreach (var i in _stepsOf[expert])
+        {
+            delta += (StepSeconds(i, holds) - _seconds[i]) * _steps[i].Weight;
+        }
+
+        return delta;
+    }
+
+    /// <summary>Makes <paramref name="holds"/>, which differ from the current holdings only in <paramref name="expert"/>, current.</summary>
+    public void Apply(int expert, ReadOnlySpan<ulong> holds)
+    {
+        foreach (var i in _stepsOf[expert])
+        {
+            var seconds = StepSeconds(i, holds);
+            Seconds += (seconds - _seconds[i]) * _steps[i].Weight;
+            _seconds[i] = seconds;
+        }
+    }
+
+    /// <summary>One step as <see cref="LatencyModel"/> routes and times it.</summary>
+    private double StepSeconds(int index, ReadOnlySpan<ulong> holds)
+    {
+        var step = _steps[index];
+        var home = step.Home;
+        var n = _servers;
+        var occurrences = _occurrences.AsSpan(step.Occurrences, _experts);
+        Span<double> compute = stackalloc double[n];
+        compute.Clear();
+        var local = step.Union & holds[home];
+        for (var bits = local; bits != 0; bits &= bits - 1)
+        {
+            compute[home] += ExpertSeconds(home, BitOperations.TrailingZeroCount(bits), occurrences);
+        }
+
+        var remote = step.Union & ~holds[home];
+        if (remote == 0)
+        {
+            return compute[home];
+        }
+
+        var single = 0UL;
+        for (var bits = remote; bits != 0; bits &= bits - 1)
+        {
+            var e = BitOperations.TrailingZeroCount(bits);
+            var replicas = 0;
+            for (var s = 0; s < n; s++)
+            {
+                replicas += s != home && (holds[s] & (1UL << e)) != 0 ? 1 : 0;
+            }
+
+            single |= replicas == 1 ? 1UL << e : 0;
+            if (replicas == 0)
+            {
+                throw new InvalidOperationException($"expert {e} is on no server");
+            }
+        }
+
+        // Experts with one replica first, then those with most rows, then by id; each to the replica that keeps the slowest peer fastest.
+        Span<double> cost = stackalloc double[n];
+        Span<bool> used = stackalloc bool[n];
+        Span<ulong> routed = stackalloc ulong[n];
+        cost.Clear();
+        used.Clear();
+        routed.Clear();
+        var largest = 0.0;
+        var byRows = _byRows.AsSpan(step.Occurrences, BitOperations.PopCount(step.Union));
+        for (var pass = 0; pass < 2; pass++)
+        {
+            var group = remote & (pass == 0 ? single : ~single);
+            foreach (var e in byRows)
+            {
+                if ((group & (1UL << e)) == 0)
+                {
+                    continue;
+                }
+
+                var rows = occurrences[e];
+                var best = -1;
+                var bestMax = double.MaxValue;
+                var bestAfter = double.MaxValue;
+                for (var s = 0; s < n; s++)
+                {
+                    if (s == home || (holds[s] & (1UL << e)) == 0)
+                    {
+                        continue;
+                    }
+
+                    var link = (home * n) + s;
+                    var after = (used[s] ? cost[s] : _linkFixed[link]) + (rows * _linkPerRow[link]);
+                    var max = Math.Max(largest, after);
+                    if (max < bestMax || (max == bestMax && (after < bestAfter || (after == bestAfter && used[s] && !used[best]))))
+                    {
+                        (best, bestMax, bestAfter) = (s, max, after);
+                    }
+                }
+
+                cost[best] = bestAfter;
+                used[best] = true;
+                largest = Math.Max(largest, bestAfter);
+                routed[best] |= 1UL << e;
+                compute[best] += ExpertSeconds(best, e, occurrences);
+            }
+        }
+
+        var slowest = compute[home];
+        var bus = default(StepBusWork);
+        for (var s = 0; s < n; s++)
+        {
+            if (routed[s] == 0)
+            {
+                continue;
+            }
+
+            var rowsTo = 0;
+            if (step.Tokens == 1)
+            {
+                rowsTo = BitOperations.PopCount(step.Union & routed[s]) + 1;
+            }
+            else
+            {
+                foreach (var token in _tokens.AsSpan(step.First, step.Tokens))
+                {
+                    var there = BitOperations.PopCount(token & routed[s]);
+                    rowsTo += there == 0 ? 0 : there + 1;
+                }
+            }
+
+            bus.Add(_messageSeconds + (rowsTo * _busPerRow));
+            slowest = Math.Max(slowest, _linkFixed[(home * n) + s] + (rowsTo * _linkPerRow[(home * n) + s]) + compute[s]);
+        }
+
+        return slowest + bus.Seconds(_lanes);
+    }
+
+    private double ExpertSeconds(int server, int expert, ReadOnlySpan<int> occurrences)
+    {
+        var slot = (server * _experts) + expert;
+        return Math.Max(_memorySeconds[slot], occurrences[expert] * _flopSeconds[slot]);
+    }
+
+    /// <summary>A prompt or a decoded token of <see cref="Home"/>, run <see cref="Weight"/> times; its tokens' sets from <see cref="First"/>.</summary>
+    private readonly record struct Step(int Home, int Weight, int First, int Tokens, ulong Union, int Occurrences);
+}

@@ -1,0 +1,86 @@
+namespace DanceMoE.Placement.Tests;
+
+public class WholeLayerSearchTests
+{
+    [Theory]
+    [InlineData(2)]
+    [InlineData(9)]
+    [InlineData(17)]
+    [InlineData(23)]
+    public void The_whole_layer_start_holds_layers_whole_and_covers_every_expert_within_every_budget_or_says_none_fits(int seed)
+    {
+        var problem = Instances.Random(seed);
+        var slots = problem.Slots();
+
+        var placement = WholeLayerStart.Plan(problem, Steps(problem), CancellationToken.None);
+
+        // Without one server able to hold every layer's copy, whole layers cannot cover the model: then there is no start.
+        var wholeLayersThatFit = slots.Sum(s => s / problem.Model.Experts);
+        Assert.Equal(wholeLayersThatFit >= problem.Model.Layers, placement is not null);
+        if (placement is not null)
+        {
+            Assert.Empty(placement.Violations(problem.Model, problem.Cluster));
+            Assert.All(
+                Enumerable.Range(0, placement.Servers).SelectMany(s => Enumerable.Range(0, placement.Layers).Select(l => placement.CountLayer(s, l))),
+                count => Assert.True(count == 0 || count == problem.Model.Experts));
+        }
+    }
+
+    [Fact]
+    public void With_room_for_every_layer_on_every_server_the_start_holds_everything_everywhere()
+    {
+        var model = MoeModel.Uniform(2, 4, 2, 1_000_000, 4096);
+        var cluster = Cluster.FullMesh([ServerSpec.Edge("a", 8_000_000), ServerSpec.Edge("b", 8_000_000)], LinkSpec.FromMbps(500, 2));
+        var history = SyntheticWorkload.Generate(1, 2, model, 2, 10);
+        var problem = new PlacementProblem(model, cluster, ActivationCounts.FromWorkload(2, model, history)) { History = history };
+
+        var placement = WholeLayerStart.Plan(problem, Steps(problem), CancellationToken.None);
+
+        Assert.NotNull(placement);
+        Assert.Equal(16, placement.TotalReplicas);
+    }
+
+    [Theory]
+    [InlineData(2)]
+    [InlineData(9)]
+    [InlineData(17)]
+    public void The_exchange_search_never_models_the_history_slower_and_keeps_every_expert_covered_within_budgets(int seed)
+    {
+        var problem = Instances.Random(seed);
+        var placement = new OptimalPlacement().Place(problem);
+        var model = new LatencyModel(problem.Model, problem.Cluster, problem.Latency);
+        var before = model.MeanLatencyMsWithoutQueueing(placement, problem.History!);
+
+        SlotExchangeSearch.Improve(problem, placement, Steps(problem), () => false, CancellationToken.None);
+
+        Assert.True(model.MeanLatencyMsWithoutQueueing(placement, problem.History!) <= before + 1e-9);
+        Assert.Empty(placement.Violations(problem.Model, problem.Cluster));
+    }
+
+    [Fact]
+    public void The_exchange_search_gives_a_slot_its_server_never_uses_to_an_expert_it_needs()
+    {
+        // Server a's requests use experts 0 and 1, which a lacks; b holds every expert. Trading makes them local.
+        var model = MoeModel.Uniform(1, 4, 2, 1_000_000, 1000);
+        var cluster = Cluster.FullMesh(
+            [new ServerSpec("a", 2_000_000, 1e15, 1e9), new ServerSpec("b", 4_000_000, 1e15, 1e9)],
+            new LinkSpec(1e6, 0.002));
+        var history = new Workload([new TraceRequest(0, 3, [[0, 1, 0, 1, 0, 1]])]);
+        var problem = new PlacementProblem(model, cluster, ActivationCounts.FromWorkload(2, model, history)) { History = history, Latency = new LatencyOptions { DecodeTokens = 2 } };
+        var placement = new ExpertPlacement(2, 1, 4);
+        placement.Add(0, 0, 2);
+        placement.Add(0, 0, 3);
+        for (var e = 0; e < 4; e++)
+        {
+            placement.Add(1, 0, e);
+        }
+
+        SlotExchangeSearch.Improve(problem, placement, Steps(problem), () => false, CancellationToken.None);
+
+        Assert.True(placement.Holds(0, 0, 0) && placement.Holds(0, 0, 1));
+        Assert.Empty(placement.Violations(model, cluster));
+    }
+
+    private static LayerSteps[] Steps(PlacementProblem problem) =>
+        [.. Enumerable.Range(0, problem.Model.Layers).Select(l => new LayerSteps(problem, l, problem.History!.Requests))];
+}
