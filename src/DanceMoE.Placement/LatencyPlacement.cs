@@ -42,7 +42,7 @@ public sealed class LatencyPlacement : IPlacementAlgorithm
         }
 
         var spent = () => clock.Elapsed >= (TimeBudget ?? SearchUntil);
-        var planned = LayerSteps.CanPrice(problem.Model, history.Requests) ? PlanOnLayerSteps(problem, history, spent, cancellationToken) : PlanBySlots(problem, clock, spent, cancellationToken);
+        var planned = LayerSteps.CanPrice(problem.Model, history.Requests) ? PlanOnLayerSteps(problem, history, clock, spent, cancellationToken) : PlanBySlots(problem, clock, spent, cancellationToken);
         if (planned is null)
         {
             return optimal;
@@ -54,7 +54,7 @@ public sealed class LatencyPlacement : IPlacementAlgorithm
     }
 
     /// <summary>Whole layers priced on the model's own steps, searched from (the slot planner's layout when no whole-layer layout fits).</summary>
-    private static ExpertPlacement? PlanOnLayerSteps(PlacementProblem problem, Workload history, Func<bool> spent, CancellationToken cancellationToken)
+    private ExpertPlacement? PlanOnLayerSteps(PlacementProblem problem, Workload history, Stopwatch clock, Func<bool> spent, CancellationToken cancellationToken)
     {
         var steps = new LayerSteps[problem.Model.Layers];
         Parallel.For(
@@ -63,11 +63,18 @@ public sealed class LatencyPlacement : IPlacementAlgorithm
             new ParallelOptions { CancellationToken = cancellationToken },
             l => steps[l] = new LayerSteps(problem, l, history.Requests));
         var planned = WholeLayerStart.Plan(problem, steps, cancellationToken) ?? LayerSlotPlanner.Plan(problem, spent, cancellationToken);
-        if (planned is not null)
+        if (planned is null)
         {
-            SlotExchangeSearch.Improve(problem, planned, steps, spent, cancellationToken);
+            return null;
         }
 
+        // The steps copy the model's rules: should the model's options price a step otherwise, searching them would chase another model.
+        if (!LayerSteps.PriceAsTheModel(steps, problem, planned, history))
+        {
+            return PlanBySlots(problem, clock, spent, cancellationToken);
+        }
+
+        SlotExchangeSearch.Improve(problem, planned, steps, spent, cancellationToken);
         return planned;
     }
 

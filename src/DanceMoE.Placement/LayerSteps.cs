@@ -143,6 +143,18 @@ internal sealed class LayerSteps
         _seconds = new double[_steps.Length];
     }
 
+    /// <summary>Whether <paramref name="steps"/> (one per layer) price <paramref name="placement"/> on <paramref name="history"/> as the <see cref="LatencyModel"/> does without queueing.</summary>
+    public static bool PriceAsTheModel(IReadOnlyList<LayerSteps> steps, PlacementProblem problem, ExpertPlacement placement, Workload history)
+    {
+        ArgumentNullException.ThrowIfNull(steps);
+        ArgumentNullException.ThrowIfNull(problem);
+        ArgumentNullException.ThrowIfNull(placement);
+        ArgumentNullException.ThrowIfNull(history);
+        var modelled = new LatencyModel(problem.Model, problem.Cluster, problem.Latency).MeanLatencyMsWithoutQueueing(placement, history) / 1e3 * history.Requests.Count;
+        var priced = steps.Select((layer, l) => layer.Price([.. Enumerable.Range(0, placement.Servers).Select(s => placement.LayerBits(s, l)[0])])).Sum();
+        return Math.Abs(priced - modelled) <= 1e-9 * Math.Max(1e-3, Math.Abs(modelled));
+    }
+
     /// <summary>The layer's seconds summed over the requests at the holdings last passed to <see cref="Reset"/> or <see cref="Apply"/>.</summary>
     public double Seconds { get; private set; }
 

@@ -16,6 +16,7 @@ public class LayerStepsTests
         var model = new LatencyModel(problem.Model, problem.Cluster, problem.Latency);
         foreach (var placement in new[] { new OptimalPlacement().Place(problem), new EplbPlacement().Place(problem), Replicated(problem, seed) })
         {
+            Assert.True(LayerSteps.PriceAsTheModel([.. Enumerable.Range(0, problem.Model.Layers).Select(l => new LayerSteps(problem, l, requests))], problem, placement, problem.History));
             for (var l = 0; l < problem.Model.Layers; l++)
             {
                 var steps = new LayerSteps(problem, l, requests);
