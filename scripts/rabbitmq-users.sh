@@ -7,7 +7,8 @@
 # and each fault one MassTransit:Fault--DanceMoE.Contracts:TYPE--. A permission regex covers queues and exchanges alike.
 #
 #   client       sends GenerateText to edge request queues (edge-N), reads its replies on its bus endpoint
-#   edge         its own queues, peers' experts queues, heartbeats and PlacementApplied, replies to clients and the saga
+#   edge         its own queues, peers' experts queues, the expert lane (exchange expert-lane, queues expert-lane.EDGE and
+#                expert-lane.EDGE.replies), heartbeats and PlacementApplied, replies to clients and the saga
 #   coordinator  its queues, edges' control queues, placement and migration messages; never heartbeats or requests
 #   ops          the management API (tag monitoring) and `placement run-now` (queue coordinator)
 #   admin        the bootstrap credential (tag administrator): virtual hosts, users, tests and benchmarks
@@ -29,6 +30,7 @@ rabbitmq_role_permissions() {
   local requests='edge-(?![a-z0-9-]*-(experts|control)$)[a-z0-9-]+'
   local edge_queues='edge-[a-z0-9-]+(_error|_skipped)?'
   local control='edge-[a-z0-9-]+-control'
+  local lane='expert-lane(\.edge-[a-z0-9-]+(\.replies)?)?'
   local coordinator='coordinator(-[a-z]+)*(_error|_skipped)?'
   local fault='MassTransit:Fault(--.+--)?'
   local c='DanceMoE\.Contracts'
@@ -37,9 +39,9 @@ rabbitmq_role_permissions() {
       printf '%s\n' "^($requests|$bus)\$" "^($requests|$bus)\$" "^($requests|$bus)\$" ;;
     edge)
       printf '%s\n' \
-        "^($edge_queues|$bus|coordinator-migrations|$c:(GenerateText|RunExpertBatch|LoadExpert|UnloadExpert|PlacementActivated|EdgeHeartbeat|PlacementApplied)|$fault)\$" \
-        "^($edge_queues|$bus|coordinator-migrations|$c:(EdgeHeartbeat|PlacementApplied)|$fault)\$" \
-        "^($edge_queues|$bus|$c:(GenerateText|RunExpertBatch|LoadExpert|UnloadExpert|PlacementActivated)|$fault)\$" ;;
+        "^($edge_queues|$lane|$bus|coordinator-migrations|$c:(GenerateText|RunExpertBatch|LoadExpert|UnloadExpert|PlacementActivated|EdgeHeartbeat|PlacementApplied)|$fault)\$" \
+        "^($edge_queues|$lane|$bus|coordinator-migrations|$c:(EdgeHeartbeat|PlacementApplied)|$fault)\$" \
+        "^($edge_queues|$lane|$bus|$c:(GenerateText|RunExpertBatch|LoadExpert|UnloadExpert|PlacementActivated)|$fault)\$" ;;
     coordinator)
       printf '%s\n' \
         "^($coordinator|$bus|$control|$c:.+|$fault)\$" \

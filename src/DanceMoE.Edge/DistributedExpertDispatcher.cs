@@ -1,7 +1,6 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
 using DanceMoE.Contracts;
-using DanceMoE.Hosting;
 using DanceMoE.Inference;
 using MassTransit;
 using Microsoft.Extensions.Logging;
@@ -11,7 +10,7 @@ namespace DanceMoE.Edge;
 
 /// <summary>
 /// Runs a layer's experts where they live: held experts on this edge's sessions, the others as ONE
-/// <see cref="RunExpertBatch"/> per remote edge, all awaited in parallel with a deadline. A batch that
+/// <see cref="RunExpertBatch"/> per remote edge on the <see cref="ExpertLane"/>, all awaited in parallel with a deadline. A batch that
 /// times out or faults is retried once on other replicas; then the request fails with a clear error.
 /// Each batch's result says which edge served it; the request's costs are counted in its <see cref="ForwardContext"/>.
 /// </summary>
@@ -19,13 +18,12 @@ public sealed class DistributedExpertDispatcher(
     IOptions<EdgeOptions> options,
     ExpertStore store,
     IRoutingTable routing,
-    ExpertBatchCalls calls,
+    ExpertLane lane,
     LinkEmulator link,
     EdgeMetrics metrics,
     PeerEstimates estimates,
     ILogger<DistributedExpertDispatcher> logger) : IExpertDispatcher
 {
-    private readonly ConcurrentDictionary<string, Uri> _peers = new(StringComparer.Ordinal);
     private readonly string _edgeId = options.Value.Id;
     private readonly TimeSpan _deadline = TimeSpan.FromMilliseconds(options.Value.ExpertDeadlineMs);
     private readonly int _maxBatchBytes = options.Value.MaxBatchBytes;
@@ -156,7 +154,7 @@ public sealed class DistributedExpertDispatcher(
     // A transport fault (a broker node going down under the send) fails the batch, not the whole step: it is retried
     // on another replica like a peer that did not answer.
     private static bool IsPeerFailure(Exception ex) =>
-        ex is RequestTimeoutException or RequestFaultException or InvalidExpertResultException or ExpertUnavailableException or TransportException;
+        ex is RequestTimeoutException or ExpertLaneException or RequestFaultException or InvalidExpertResultException or ExpertUnavailableException or TransportException;
 
     private async Task SendAsync(string server, int layer, List<int> indexes, Step step, CancellationToken cancellationToken)
     {
@@ -196,9 +194,8 @@ public sealed class DistributedExpertDispatcher(
             Hidden = payload,
         };
         await link.TransmitAsync(payload.Length, cancellationToken).ConfigureAwait(false);
-        var address = _peers.GetOrAdd(server, EdgeQueues.ExpertsAddress);
         var sentAt = Stopwatch.GetTimestamp();
-        var result = await calls.CallAsync(address, request, _deadline, cancellationToken).ConfigureAwait(false);
+        var result = await lane.CallAsync(server, request, _deadline, cancellationToken).ConfigureAwait(false);
         var roundTrip = Stopwatch.GetElapsedTime(sentAt);
         metrics.PeerRoundTrip(server, roundTrip);
         estimates.Observe(server, roundTrip);

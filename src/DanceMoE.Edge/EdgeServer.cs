@@ -58,6 +58,10 @@ public static class EdgeServer
         services.AddSingleton<HeartbeatService>();
         services.AddHostedService(sp => sp.GetRequiredService<HeartbeatService>());
 
+        // Before the bus, so peers' batches are taken before requests are, and after it at stop.
+        services.AddSingleton<ExpertLane>();
+        services.AddHostedService<ExpertLaneConsumer>();
+
         services.AddReceiveEndpointWatchdog();
         services.AddMassTransit(bus =>
         {
@@ -116,7 +120,7 @@ public static class EdgeServer
         {
             await host.StartAsync(cancellationToken).ConfigureAwait(false);
         }
-        catch (Exception ex) when (ex is RabbitMqConnectionException or TimeoutException or OptionsValidationException)
+        catch (Exception ex) when (ex is RabbitMqConnectionException or RabbitMQ.Client.Exceptions.BrokerUnreachableException or TimeoutException or OptionsValidationException)
         {
             throw new EdgeStartupException($"{options.Id} cannot start its bus: {ex.Message}", brokerUnreachable: true, ex);
         }

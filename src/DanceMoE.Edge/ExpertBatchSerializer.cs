@@ -41,6 +41,45 @@ public sealed class ExpertBatchSerializer : IMessageSerializer, IMessageDeserial
     public static int JsonMessageBytes<T>(T message)
         where T : class => JsonSerializer.SerializeToUtf8Bytes(message, SystemTextJsonMessageSerializer.Options).Length;
 
+    /// <summary>
+    /// <paramref name="message"/> as the expert lane carries it (<see cref="ExpertLane"/>): the same layout without
+    /// MassTransit's envelope: int32 little-endian length of the message's JSON without its tensor, the JSON, the tensor.
+    /// </summary>
+    public static byte[] Encode<T>(T message)
+        where T : class
+    {
+        var (stripped, tensor) = Split(message);
+        var json = JsonSerializer.SerializeToUtf8Bytes(stripped, stripped.GetType(), SystemTextJsonMessageSerializer.Options);
+        var body = new byte[sizeof(int) + json.Length + tensor.Length];
+        BinaryPrimitives.WriteInt32LittleEndian(body, json.Length);
+        json.CopyTo(body.AsSpan(sizeof(int)));
+        tensor.CopyTo(body.AsSpan(sizeof(int) + json.Length));
+        return body;
+    }
+
+    /// <summary>The message of a lane body written by <see cref="Encode"/>; <see cref="InvalidDataException"/> when it is none.</summary>
+    public static T Decode<T>(ReadOnlySpan<byte> body)
+        where T : class
+    {
+        var length = body.Length >= sizeof(int) ? BinaryPrimitives.ReadInt32LittleEndian(body) : -1;
+        if (length < 0 || length > body.Length - sizeof(int))
+        {
+            throw new InvalidDataException($"an expert batch body of {body.Length} bytes names a message of {length} bytes");
+        }
+
+        T? message;
+        try
+        {
+            message = JsonSerializer.Deserialize<T>(body.Slice(sizeof(int), length), SystemTextJsonMessageSerializer.Options);
+        }
+        catch (JsonException ex)
+        {
+            throw new InvalidDataException($"an expert batch body's message is not a {typeof(T).Name}: {ex.Message}", ex);
+        }
+
+        return Join(message ?? throw new InvalidDataException($"an expert batch body's message is not a {typeof(T).Name}"), body[(sizeof(int) + length)..].ToArray());
+    }
+
     public IMessageSerializer CreateSerializer() => this;
 
     public IMessageDeserializer CreateDeserializer() => this;

@@ -4,7 +4,10 @@ using MassTransit;
 
 namespace DanceMoE.Edge;
 
-/// <summary>Runs a peer's expert batch on the experts this edge holds; anything malformed is refused with a fault.</summary>
+/// <summary>
+/// Runs an expert batch sent through MassTransit (tools, benchmarks' baselines; peers use <see cref="ExpertLane"/>) on
+/// the experts this edge holds; anything malformed is refused with a fault.
+/// </summary>
 public sealed class RunExpertBatchConsumer(EdgeRuntime edge, ExpertBatchCalls calls) : IConsumer<RunExpertBatch>
 {
     public async Task Consume(ConsumeContext<RunExpertBatch> context)
@@ -14,7 +17,9 @@ public sealed class RunExpertBatchConsumer(EdgeRuntime edge, ExpertBatchCalls ca
         edge.ExpertBatches.Enter();
         try
         {
-            await RunAsync(batch, context).ConfigureAwait(false);
+            var result = Run(edge, batch);
+            await edge.Link.TransmitAsync(result.Output.Length, context.CancellationToken).ConfigureAwait(false);
+            await calls.ReplyAsync(context, result).ConfigureAwait(false);
         }
         finally
         {
@@ -22,8 +27,11 @@ public sealed class RunExpertBatchConsumer(EdgeRuntime edge, ExpertBatchCalls ca
         }
     }
 
-    private async Task RunAsync(RunExpertBatch batch, ConsumeContext<RunExpertBatch> context)
+    /// <summary>The answer to a validated <paramref name="batch"/>: each slice's rows through its expert on this edge.</summary>
+    public static ExpertBatchResult Run(EdgeRuntime edge, RunExpertBatch batch)
     {
+        ArgumentNullException.ThrowIfNull(edge);
+        ArgumentNullException.ThrowIfNull(batch);
         var clock = Stopwatch.StartNew();
         var hidden = batch.HiddenSize;
         var x = TensorBytes.ToFloats(batch.Hidden);
@@ -50,18 +58,16 @@ public sealed class RunExpertBatchConsumer(EdgeRuntime edge, ExpertBatchCalls ca
             offset += TensorBytes.Write(result, output.AsSpan(offset));
         }
 
-        var computeMs = clock.Elapsed.TotalMilliseconds;
-        await edge.Link.TransmitAsync(output.Length, context.CancellationToken).ConfigureAwait(false);
-        await calls.ReplyAsync(context, new ExpertBatchResult
+        return new ExpertBatchResult
         {
             BatchId = batch.BatchId,
             EdgeId = edge.Options.Id,
             Layer = batch.Layer,
             Slices = [.. batch.Slices.Select(s => new ExpertSlice { Expert = s.Expert, Rows = s.Rows })],
             Output = output,
-            ComputeMs = Math.Round(computeMs, 3),
+            ComputeMs = Math.Round(clock.Elapsed.TotalMilliseconds, 3),
             QueueDepth = edge.ExpertBatches.Count - 1,
-        }).ConfigureAwait(false);
+        };
     }
 }
 
