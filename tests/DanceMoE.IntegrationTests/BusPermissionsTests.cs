@@ -23,6 +23,7 @@ public sealed class BusPermissionsTests
     [InlineData("edge-1-control")]
     [InlineData("DanceMoE.Contracts:EdgeHeartbeat")]
     [InlineData("coordinator")]
+    [InlineData("expert-lane")]
     public async Task The_client_user_may_not_publish_control_heartbeats_or_coordinator_commands(string exchange)
     {
         Assert.Equal(403, await PublishAsync(BusRole.Client, exchange));
@@ -37,10 +38,40 @@ public sealed class BusPermissionsTests
         Assert.Equal(403, await PublishAsync(BusRole.Edge, exchange));
     }
 
-    [Fact]
-    public async Task The_coordinator_user_may_not_publish_heartbeats()
+    [Theory]
+    [InlineData("DanceMoE.Contracts:EdgeHeartbeat")]
+    [InlineData("expert-lane")]
+    public async Task The_coordinator_user_may_not_publish_heartbeats_or_expert_batches(string exchange)
     {
-        Assert.Equal(403, await PublishAsync(BusRole.Coordinator, "DanceMoE.Contracts:EdgeHeartbeat"));
+        Assert.Equal(403, await PublishAsync(BusRole.Coordinator, exchange));
+    }
+
+    [Fact]
+    public async Task The_edge_user_publishes_on_the_expert_lane_and_declares_and_reads_an_edges_lane_queues()
+    {
+        await using var connection = await Factory(RoleUri(BusRole.Edge)).CreateConnectionAsync();
+        await using var channel = await connection.CreateChannelAsync(new CreateChannelOptions(publisherConfirmationsEnabled: true, publisherConfirmationTrackingEnabled: true));
+        await channel.ExchangeDeclareAsync(ExpertLaneQueues.Exchange, ExchangeType.Direct, durable: true);
+        var queue = ExpertLaneQueues.Batches(TestServices.UniqueName("edge-lane").Replace('_', '-'));
+        await channel.QueueDeclareAsync(queue, durable: false, exclusive: false, autoDelete: false);
+        try
+        {
+            await channel.QueueBindAsync(queue, ExpertLaneQueues.Exchange, queue);
+            await channel.BasicPublishAsync(ExpertLaneQueues.Exchange, queue, mandatory: false, new BasicProperties { UserId = BusRoles.UserOf(BusRole.Edge) }, Encoding.UTF8.GetBytes("batch"));
+
+            var delivered = await channel.BasicGetAsync(queue, autoAck: true);
+            for (var attempt = 0; attempt < 50 && delivered is null; attempt++)
+            {
+                await Task.Delay(100);
+                delivered = await channel.BasicGetAsync(queue, autoAck: true);
+            }
+
+            Assert.Equal("batch", delivered is null ? null : Encoding.UTF8.GetString(delivered.Body.Span));
+        }
+        finally
+        {
+            await channel.QueueDeleteAsync(queue);
+        }
     }
 
     [Fact]
