@@ -91,6 +91,7 @@ public sealed class StepScheduler(IOptions<EdgeOptions> options, MoeForward forw
 
             foreach (var generation in _active)
             {
+                generation.State?.Dispose();
                 generation.Completion.TrySetException(stopped);
             }
 
@@ -217,6 +218,8 @@ public sealed class StepScheduler(IOptions<EdgeOptions> options, MoeForward forw
 
     private void Remove(Generation generation)
     {
+        generation.State?.Dispose();
+        generation.State = null;
         _active.Remove(generation);
         Volatile.Write(ref _activeCount, _active.Count);
     }
