@@ -25,6 +25,14 @@ public sealed record LatencyOptions
     /// </summary>
     public int MessageLanes { get; init; } = 1;
 
+    /// <summary>
+    /// Whether every server's bus work runs on one host's <see cref="MessageLanes"/> cores (bench replay's testbed): a
+    /// message's work then runs while the step's other messages wait out their links, so the step ends at the later of its
+    /// slowest path (link, experts, the message's own work) and all its messages' work over the lanes (see
+    /// <see cref="StepBusWork"/>). False (the default): servers of their own, the work after the slowest link.
+    /// </summary>
+    public bool SharedHostBus { get; init; }
+
     /// <summary>How a request of <paramref name="tokens"/> tokens splits into prompt and decode (at least one prompt token).</summary>
     public (int Prompt, int Decode) Split(int tokens)
     {
@@ -310,13 +318,13 @@ public sealed class LatencyModel
             _expertTokens[slot] = 0;
         }
 
-        var slowest = compute[home];
         if (load is not null)
         {
             load.Busy[(home * n) + home] += compute[home];
         }
 
         var bus = default(StepBusWork);
+        bus.Add(0, compute[home]);
         for (var s = 0; s < n; s++)
         {
             if (_rowsTo[s] == 0)
@@ -324,7 +332,6 @@ public sealed class LatencyModel
                 continue;
             }
 
-            bus.Add(_options.MessageSeconds + (_rowsTo[s] * _busPerRow));
             stats.Bytes += _rowsTo[s] * (double)_model.HiddenBytes;
             if (load is not null)
             {
@@ -333,10 +340,10 @@ public sealed class LatencyModel
                 load.CallSeconds[s] += compute[s];
             }
 
-            slowest = Math.Max(slowest, _linkFixed[(home * n) + s] + (_rowsTo[s] * _linkPerRow[(home * n) + s]) + compute[s] + QueueWaitSeconds[s]);
+            bus.Add(_options.MessageSeconds + (_rowsTo[s] * _busPerRow), _linkFixed[(home * n) + s] + (_rowsTo[s] * _linkPerRow[(home * n) + s]) + compute[s] + QueueWaitSeconds[s]);
         }
 
-        return slowest + bus.Seconds(_options.MessageLanes);
+        return bus.StepSeconds(_options.MessageLanes, _options.SharedHostBus);
     }
 
     /// <summary>

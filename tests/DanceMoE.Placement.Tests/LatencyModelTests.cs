@@ -111,6 +111,21 @@ public class LatencyModelTests
         Assert.Equal(2 + 2 + 1.0 + busMs, metrics.DecodeMsPerToken, 4);
     }
 
+    [Theory]
+    [InlineData(1, 0.0, 6.0)]
+    [InlineData(2, 1.0, 8.0)]
+    [InlineData(1, 4.0, 18.0)]
+    public void On_one_shared_host_a_message_pays_its_bus_work_after_its_own_link_and_the_steps_work_shares_the_lanes(int lanes, double busMsPerRow, double stepMs)
+    {
+        // As above: two messages of 2 rows whose paths take 5 ms each, each costing the bus 1 ms and busMsPerRow per row;
+        // the step ends at the later of its slowest path with its message's work and all the work over the lanes.
+        var (three, placement) = ThreeWithExpert2OnBAndC();
+        var workload = new Workload([new TraceRequest(0, 2, [[1, 2, 1, 2]])]);
+        var options = Options with { MessageSeconds = 0.001, MessageByteSeconds = busMsPerRow / 1e6, MessageLanes = lanes, SharedHostBus = true };
+        var metrics = new LatencyModel(Model, three, options).Evaluate(placement, workload);
+        Assert.Equal(stepMs, metrics.DecodeMsPerToken, 4);
+    }
+
     [Fact]
     public void A_step_with_every_expert_local_sends_nothing_and_pays_no_bus_work()
     {
