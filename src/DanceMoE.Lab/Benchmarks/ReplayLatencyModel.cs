@@ -4,9 +4,9 @@ namespace DanceMoE.Lab.Benchmarks;
 
 /// <summary>
 /// The simulator's <see cref="LatencyModel"/> calibrated from a replay run: expert time from the experts run here, the
-/// emulated links, and what the bus adds per message and per byte for the messages and bytes the edges' wire format needs
-/// (<see cref="Wire"/>). It models what a placement adds to a request beyond its home cost (every expert local, measured
-/// here), which is added back.
+/// emulated links, and what the bus adds per message and per byte on this one host (<see cref="LatencyOptions.SharedHostBus"/>
+/// over its cores), fitted to the run. It models what a placement adds to a request beyond its home cost (every expert
+/// local, measured here), which is added back. The placements are planned with the same model (<see cref="Options"/>).
 /// </summary>
 internal sealed class ReplayLatencyModel
 {
@@ -16,12 +16,20 @@ internal sealed class ReplayLatencyModel
     public static readonly int Cores = Environment.ProcessorCount;
     private static readonly MoeModel Nominal = MoeModel.DeepSeekV2Lite;
     private readonly HomeCosts _home;
+    private readonly bool _sharedHost;
+    private readonly MoeModel _wireModel = Nominal with { HiddenBytes = WireRow };
+    private readonly Cluster _cluster;
+    private readonly LatencyOptions _latency;
     private readonly LatencyModel _model;
     private readonly ExpertPlacement _allLocal;
+    private readonly Dictionary<BusCosts, LatencyModel> _withBus = [];
 
-    public ReplayLatencyModel(ReplayBenchmarkSettings settings, IReadOnlyList<ServerSpec> servers, HomeCosts home, LatencyOptions latency)
+    public ReplayLatencyModel(ReplayBenchmarkSettings settings, IReadOnlyList<ServerSpec> servers, HomeCosts home, LatencyOptions latency, bool sharedHost = true)
     {
+        ArgumentNullException.ThrowIfNull(settings);
+        ArgumentNullException.ThrowIfNull(latency);
         _home = home;
+        _sharedHost = sharedHost;
 
         // One expert call is a + b x rows here: the model's max(bytes / bandwidth, rows x FLOPs / speed) with these speeds.
         var calibrated = servers.Select(s => s with
@@ -29,9 +37,9 @@ internal sealed class ReplayLatencyModel
             MemoryBytesPerSecond = Nominal.ExpertBytes[0] / home.ExpertFixedSeconds,
             FlopsPerSecond = Nominal.FlopsPerToken(0, 0) / home.ExpertPerRowSeconds,
         }).ToList();
-        // The bus's own work is charged by Latency below, with costs fitted to the run.
-        _model = new LatencyModel(
-            Nominal with { HiddenBytes = WireRow }, Cluster.FullMesh(calibrated, LinkSpec.FromMbps(settings.LinkMbps, 2 * settings.LinkDelayMs)), latency with { MessageSeconds = 0, MessageByteSeconds = 0 });
+        _cluster = Cluster.FullMesh(calibrated, LinkSpec.FromMbps(settings.LinkMbps, 2 * settings.LinkDelayMs));
+        _latency = Options(latency, new BusCosts(0, 0));
+        _model = new LatencyModel(_wireModel, _cluster, _latency);
         _allLocal = new ExpertPlacement(servers.Count, Nominal.Layers, Nominal.Experts);
         for (var s = 0; s < servers.Count; s++)
         {
@@ -43,6 +51,31 @@ internal sealed class ReplayLatencyModel
                 }
             }
         }
+    }
+
+    /// <summary>
+    /// <paramref name="problem"/> as this model sees it: the experts' measured speeds, the emulated links and this
+    /// machine's bus (<paramref name="bus"/> on its shared cores), so that a planner plans with the model that predicts
+    /// the run. Budgets and history are kept.
+    /// </summary>
+    public PlacementProblem Calibrated(PlacementProblem problem, BusCosts bus)
+    {
+        ArgumentNullException.ThrowIfNull(problem);
+        var servers = _cluster.Servers.Select((s, i) => s with { MemoryBytes = problem.Cluster.Servers[i].MemoryBytes }).ToList();
+        return problem with
+        {
+            Model = problem.Model with { HiddenBytes = _wireModel.HiddenBytes },
+            Cluster = Cluster.FullMesh(servers, _cluster.Link(0, 1)),
+            Latency = Options(_latency, bus),
+        };
+    }
+
+    /// <summary>The latency options of this machine's bus: its work per message and per byte, on the host's shared cores.</summary>
+    public LatencyOptions Options(LatencyOptions latency, BusCosts bus)
+    {
+        ArgumentNullException.ThrowIfNull(latency);
+        ArgumentNullException.ThrowIfNull(bus);
+        return latency with { MessageSeconds = bus.SecondsPerCall, MessageByteSeconds = bus.SecondsPerByte, MessageLanes = Cores, SharedHostBus = _sharedHost };
     }
 
     /// <summary>
@@ -65,20 +98,44 @@ internal sealed class ReplayLatencyModel
             steps.Where(s => s.Decode).Sum(s => s.BytesPerPeer.Sum())) { Steps = steps };
     }
 
-    /// <summary>A request's modelled latency and decode time, in ms.</summary>
-    public (double TotalMs, double DecodeMs) Latency(ExpertPlacement placement, ReplayedRequest request, BusCosts bus) =>
-        Latency(Parts(placement, request), bus);
+    /// <summary>A request's modelled latency and decode time, in ms: its home cost and what the placement adds, the bus's work included.</summary>
+    public (double TotalMs, double DecodeMs) Latency(ExpertPlacement placement, ReplayedRequest request, BusCosts bus)
+    {
+        ArgumentNullException.ThrowIfNull(placement);
+        ArgumentNullException.ThrowIfNull(request);
+        if (!_withBus.TryGetValue(bus, out var model))
+        {
+            model = _withBus[bus] = new LatencyModel(_wireModel, _cluster, Options(_latency, bus));
+        }
 
-    /// <summary>The bus costs that fit <paramref name="outcomes"/>' measured latencies best (least squares), from <paramref name="start"/>.</summary>
+        var workload = new Workload([request.Request]);
+        var placed = model.Evaluate(placement, workload);
+        var local = _model.Evaluate(_allLocal, workload);
+        var (homeMs, homeDecodeMs) = _home.Requests[request];
+        return (homeMs + placed.LatencyMsMean - local.LatencyMsMean,
+            request.Decode == 0 ? 0 : homeDecodeMs + ((placed.DecodeMsPerToken - local.DecodeMsPerToken) * request.Decode));
+    }
+
+    /// <summary>
+    /// The bus costs that fit <paramref name="outcomes"/>' measured prompts and decodes best (least squares over both
+    /// phases of every request), from <paramref name="start"/>. A decode sends many messages of a few rows and a prompt a
+    /// few of many rows, so the two phases pin the cost per message and the cost per byte apart, which one total per
+    /// request does not (both grow with its tokens).
+    /// </summary>
     public BusCosts Fit(ExpertPlacement placement, IReadOnlyList<ReplayOutcome> outcomes, BusCosts start)
     {
+        ArgumentNullException.ThrowIfNull(outcomes);
         if (outcomes.Count == 0)
         {
             return start;
         }
 
-        var parts = outcomes.Select(o => (Parts: Parts(placement, o.Request), o.LatencyMs)).ToList();
-        double Error(BusCosts bus) => parts.Sum(p => Math.Pow(Latency(p.Parts, bus).TotalMs - p.LatencyMs, 2));
+        var measured = outcomes.Select(o => (o.Request, PromptMs: o.Stats!.TtftMs, DecodeMs: o.LatencyMs - o.Stats.TtftMs)).ToList();
+        double Error(BusCosts bus) => measured.Sum(m =>
+        {
+            var (total, decode) = Latency(placement, m.Request, bus);
+            return Math.Pow(total - decode - m.PromptMs, 2) + Math.Pow(decode - m.DecodeMs, 2);
+        });
 
         var best = start;
         for (var round = 0; round < 3; round++)
@@ -89,53 +146,9 @@ internal sealed class ReplayLatencyModel
             best = current with { SecondsPerByte = Minimise(x => Error(current with { SecondsPerByte = x }), 0, 200e-9) };
         }
 
+        _withBus.Clear();
         return best;
     }
-
-    /// <summary>
-    /// What a request costs beyond the bus's own work: its home cost (every expert local, measured), plus what the
-    /// placement adds per the model (the emulated links, per pair and in parallel, and the experts where they run), and the
-    /// wire it needs.
-    /// </summary>
-    private RequestParts Parts(ExpertPlacement placement, ReplayedRequest request)
-    {
-        var workload = new Workload([request.Request]);
-        var placed = _model.Evaluate(placement, workload);
-        var local = _model.Evaluate(_allLocal, workload);
-        var (homeMs, homeDecodeMs) = _home.Requests[request];
-        return new RequestParts(
-            homeMs + placed.LatencyMsMean - local.LatencyMsMean,
-            homeDecodeMs + ((placed.DecodeMsPerToken - local.DecodeMsPerToken) * request.Decode),
-            request.Decode,
-            Wire(placement, request));
-    }
-
-    /// <summary>
-    /// What the bus does for a message (serialising, the broker, the peer's consumer, the answer back) is CPU work done one
-    /// step after another, so a step's layer waits for its largest message; and all of the step's messages share this
-    /// machine's cores. A step's layer costs the larger of the two.
-    /// </summary>
-    private static (double TotalMs, double DecodeMs) Latency(RequestParts parts, BusCosts bus)
-    {
-        var busSeconds = 0.0;
-        var decodeBusSeconds = 0.0;
-        foreach (var step in parts.Wire.Steps)
-        {
-            var work = default(StepBusWork);
-            foreach (var bytes in step.BytesPerPeer)
-            {
-                work.Add(bus.SecondsPerCall + (bytes * bus.SecondsPerByte));
-            }
-
-            var seconds = work.Seconds(Cores);
-            busSeconds += seconds;
-            decodeBusSeconds += step.Decode ? seconds : 0;
-        }
-
-        return (parts.TotalMs + (busSeconds * 1e3), parts.Decode == 0 ? 0 : parts.DecodeMs + (decodeBusSeconds * 1e3));
-    }
-
-    private sealed record RequestParts(double TotalMs, double DecodeMs, int Decode, WireCosts Wire);
 
     /// <summary>Golden-section search for the minimum of a unimodal function on [lo, hi].</summary>
     private static double Minimise(Func<double, double> f, double lo, double hi)

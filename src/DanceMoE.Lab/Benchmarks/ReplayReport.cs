@@ -31,6 +31,9 @@ public sealed record ReplayRow
     public IReadOnlyList<string> Errors { get; init; } = [];
     public double MeasuredLatencyMsMean { get; init; }
     public double MeasuredLatencyMsP99 { get; init; }
+
+    /// <summary>The mean over every attempt (the measured mean counts each request's fastest).</summary>
+    public double MeasuredLatencyMsMeanAllAttempts { get; init; }
     public double MeasuredDecodeMsPerToken { get; init; }
     public double? MeasuredRatioToEplb { get; init; }
     public double ModelledLatencyMsMean { get; init; }
@@ -59,14 +62,21 @@ public sealed record ReplayRow
     public int Retries { get; init; }
     public double SolveMs { get; init; }
     public double ExpertSizeMb { get; init; }
+
+    /// <summary>Each replayed request, measured and modelled, in the order replayed: where the means come from.</summary>
+    public IReadOnlyList<ReplayRequestLatency> RequestLatencies { get; init; } = [];
     public ReplayCalibration Calibration { get; init; } = new(0, 0, 0, 0, 0, 0, "", 0, 0, 0);
 }
+
+/// <summary>One replayed request under one placement: its edge, prompt and decode lengths, and its whole and prompt time measured and modelled, in ms.</summary>
+public sealed record ReplayRequestLatency(int Server, int Prompt, int Decode, double MeasuredMs, double MeasuredPromptMs, double ModelledMs, double ModelledPromptMs);
 
 internal static class ReplayReport
 {
     public static List<ReplayRow> Rows(
-        ReplayBenchmarkSettings settings, PlacementSimulation simulation, IReadOnlyList<AlgorithmResult> results, HomeCosts home, EdgeRuns runs, LatencyOptions latency)
+        ReplayBenchmarkSettings settings, PlacementSimulation simulation, IReadOnlyList<AlgorithmResult> results, HomeCosts home, EdgeRuns runs, LatencyOptions latency, Action<string> log)
     {
+        ArgumentNullException.ThrowIfNull(log);
         var nominal = MoeModel.DeepSeekV2Lite;
         var model = new ReplayLatencyModel(settings, simulation.Problem.Cluster.Servers, home, latency);
         var placements = results.ToDictionary(r => r.Algorithm, r => r.Placement);
@@ -75,6 +85,25 @@ internal static class ReplayReport
         // placements' modelled latencies are predictions, not fits.
         var baseline = results.FirstOrDefault(r => r.Algorithm == PlacementAlgorithms.Eplb) ?? results[0];
         var bus = model.Fit(baseline.Placement, [.. runs.Outcomes[baseline.Algorithm].Where(o => o.Ok)], runs.Bus);
+        log(Compared(new ReplayLatencyModel(settings, simulation.Problem.Cluster.Servers, home, latency, sharedHost: false), "a cluster's rule (the bus's work after the slowest link)"));
+        log(Compared(model, "this host's rule (each message's work on its own path, all of it over the shared cores)"));
+
+        // How a model fitted on the baseline predicts every placement: measured / modelled mean, and the ratios to the baseline's.
+        string Compared(ReplayLatencyModel candidate, string rule)
+        {
+            var fitted = candidate.Fit(baseline.Placement, [.. runs.Outcomes[baseline.Algorithm].Where(o => o.Ok)], runs.Bus);
+            var means = results.Select(r =>
+            {
+                var ok = runs.Outcomes[r.Algorithm].Where(o => o.Ok).ToList();
+                return (r.Algorithm, Measured: ok.Select(o => o.LatencyMs).DefaultIfEmpty().Average(),
+                    Modelled: ok.Select(o => candidate.Latency(r.Placement, o.Request, fitted).TotalMs).DefaultIfEmpty().Average());
+            }).ToList();
+            var first = means.First(m => m.Algorithm == baseline.Algorithm);
+            return string.Create(CultureInfo.InvariantCulture,
+                $"{rule}, fitted on {baseline.Algorithm} ({fitted.SecondsPerCall * 1e3:F2} ms per message, {fitted.SecondsPerByte * 1e9:F1} ms per MB): ")
+                + string.Join("; ", means.Select(m => string.Create(CultureInfo.InvariantCulture,
+                    $"{m.Algorithm} {m.Measured:F0} / {m.Modelled:F0} ms ({m.Measured / first.Measured:F3} / {m.Modelled / first.Modelled:F3})")));
+        }
         var rows = new List<ReplayRow>();
         var perRequest = new Dictionary<string, Dictionary<ReplayedRequest, (double Measured, double Modelled)>>(StringComparer.Ordinal);
         foreach (var result in results)
@@ -96,6 +125,7 @@ internal static class ReplayReport
                 Errors = [.. outcomes.Where(o => !o.Ok).Select(o => o.Error!)],
                 MeasuredLatencyMsMean = Round(ok.Select(o => o.LatencyMs).DefaultIfEmpty().Average()),
                 MeasuredLatencyMsP99 = Round(ok.Count == 0 ? 0 : Stats.Percentile([.. ok.Select(o => o.LatencyMs)], 99)),
+                MeasuredLatencyMsMeanAllAttempts = Round(ok.SelectMany(o => o.AttemptLatenciesMs).DefaultIfEmpty().Average()),
                 MeasuredDecodeMsPerToken = Round(ok.Sum(o => o.Stats!.LatencyMs - o.Stats.TtftMs) / decodeTokens),
                 ModelledLatencyMsMean = Round(modelled.Select(m => m.TotalMs).DefaultIfEmpty().Average()),
                 ModelledLatencyMsP99 = Round(modelled.Count == 0 ? 0 : Stats.Percentile([.. modelled.Select(m => m.TotalMs)], 99)),
@@ -112,6 +142,8 @@ internal static class ReplayReport
                 Retries = ok.Sum(o => o.Stats!.Retries),
                 SolveMs = Math.Round(result.SolveMs, 1),
                 ExpertSizeMb = Math.Round(nominal.ExpertBytes[0] / 1e6, 1),
+                RequestLatencies = [.. ok.Select((o, i) => new ReplayRequestLatency(
+                    o.Request.Server, o.Request.Prompt, o.Request.Decode, Round(o.LatencyMs), Round(o.Stats!.TtftMs), Round(modelled[i].TotalMs), Round(modelled[i].TotalMs - modelled[i].DecodeMs)))],
                 Calibration = new ReplayCalibration(
                     Math.Round(home.ExpertFixedSeconds * 1e3, 4),
                     Math.Round(home.ExpertPerRowSeconds * 1e3, 5),

@@ -25,9 +25,11 @@ public sealed record ReplayBenchmarkSettings
         new("link-delay-ms", "1", "emulated one-way delay of every expert batch and answer"),
         new("link-mbps", "500", "emulated bandwidth of each edge's link"),
         new("requests-per-server", "2", "held-out requests each edge replays (its domain's first ones)"),
-        new("decode-tokens", "32", "the last this-many tokens of a request are decoded one by one; the rest is its prompt"),
+        new("repeats", "2", "times each request is replayed under each placement in a row; the fastest counts (the machine is shared: others' work only adds time)"),
+        new("decode-tokens", "16", "the last this-many tokens of a request are decoded one by one; the rest is its prompt"),
         new("message-ms", "1.6", "the bus's cost per message the placements are planned with, over this machine's cores (placement simulate's; fitted here on eplb: 6.1 to 9.1)"),
         new("message-mb-ms", "0", "the bus's cost per MB a message carries that the placements are planned with (fitted here on eplb: 7.2 to 33.5)"),
+        new("no-replan", null, "plan latency with --message-ms and --message-mb-ms only, not again with the bus fitted on eplb's first round", Switch: true),
         new("plot", null, "also draw measured and modelled latency per algorithm to this PNG"),
         new("keep-logs", null, "keep the processes' logs", Switch: true),
         new("json", null, "print a JSON array, one object per algorithm", Switch: true),
@@ -42,9 +44,11 @@ public sealed record ReplayBenchmarkSettings
     public double LinkDelayMs { get; init; } = 1;
     public double LinkMbps { get; init; } = 500;
     public int RequestsPerServer { get; init; } = 2;
-    public int DecodeTokens { get; init; } = 32;
+    public int DecodeTokens { get; init; } = 16;
+    public int Repeats { get; init; } = 2;
     public double MessageMs { get; init; } = 1.6;
     public double MessageMbMs { get; init; }
+    public bool Replan { get; init; } = true;
     public string? Plot { get; init; }
     public bool KeepLogs { get; init; }
     public bool Json { get; init; }
@@ -95,8 +99,10 @@ public sealed record ReplayBenchmarkSettings
             LinkMbps = Number("link-mbps", 1, 1e6),
             RequestsPerServer = (int)Number("requests-per-server", 1, 1000),
             DecodeTokens = (int)Number("decode-tokens", 0, 1024),
+            Repeats = (int)Number("repeats", 1, 20),
             MessageMs = Number("message-ms", 0, 1000),
             MessageMbMs = Number("message-mb-ms", 0, 1e6),
+            Replan = Get("no-replan") is null,
             Plot = Get("plot"),
             KeepLogs = Get("keep-logs") is not null,
             Json = Get("json") is not null,
