@@ -20,6 +20,13 @@ public sealed record LatencyOptions
     public double MessageByteSeconds { get; init; }
 
     /// <summary>
+    /// What the bus adds per byte a message carries per byte of that message: its work per byte grows with its size (on
+    /// bench replay's host a prompt's messages of many MB cost more per byte than small ones: each of their copies
+    /// outgrows the caches). 0 unless measured (bench replay fits it).
+    /// </summary>
+    public double MessageByteSquaredSeconds { get; init; }
+
+    /// <summary>
     /// How many messages' bus work runs at once: a step's bus work is the larger of its largest message's (each message's
     /// work is serial) and all its messages' over the lanes.
     /// </summary>
@@ -68,10 +75,12 @@ public sealed record StepMessages(int Layer, bool Decode, int[] RowsTo);
 /// one after another, and answers one row per (token, expert) (RTT/2 + bytes/bandwidth): a (token, peer) costs
 /// (1 + k) rows of <see cref="MoeModel.HiddenBytes"/>, k the token's experts there, and a peer's rows of a step share its
 /// link one after another. The layer ends when the slowest of these ends.</item>
-/// <item>The bus's own work per message and per byte (<see cref="LatencyOptions.MessageSeconds"/>,
-/// <see cref="LatencyOptions.MessageByteSeconds"/>) is on the step's path: the larger of the largest message's work and all
-/// the step's messages' work over <see cref="LatencyOptions.MessageLanes"/>; fewer messages (a token's experts together,
-/// layers whole) are faster, and rows spread over several peers share the lanes.</item>
+/// <item>The bus's own work per message, per byte and per byte squared (<see cref="LatencyOptions.MessageSeconds"/>,
+/// <see cref="LatencyOptions.MessageByteSeconds"/>, <see cref="LatencyOptions.MessageByteSquaredSeconds"/>) is on the
+/// step's path: the larger of the largest message's work and all the step's messages' work over
+/// <see cref="LatencyOptions.MessageLanes"/>, after the slowest link, or on one shared host each message's work after its
+/// own link (<see cref="LatencyOptions.SharedHostBus"/>); fewer messages (a token's experts together, layers whole) are
+/// faster, and rows spread over several peers share the lanes.</item>
 /// <item>One expert's time on a server is max(weight bytes / memory bandwidth, tokens x FLOPs / compute): decode is
 /// memory bound, big prefill batches compute bound; experts of one batch run one after another on a GPU.</item>
 /// <item>Each remote expert of a step goes to one replica, chosen as the edges' replica planner does: so that the
@@ -89,6 +98,7 @@ public sealed class LatencyModel
     private readonly double[] _linkFixed;
     private readonly double[] _linkPerRow;
     private readonly double _busPerRow;
+    private readonly double _busPerRowSquared;
     private readonly double[] _decodeExpertSeconds;
     private readonly int[] _rowsTo;
     private readonly int[] _expertTokens;
@@ -110,6 +120,7 @@ public sealed class LatencyModel
         _options = options;
         var n = cluster.Count;
         _busPerRow = model.HiddenBytes * options.MessageByteSeconds;
+        _busPerRowSquared = (double)model.HiddenBytes * model.HiddenBytes * options.MessageByteSquaredSeconds;
         _linkFixed = new double[n * n];
         _linkPerRow = new double[n * n];
         for (var a = 0; a < n; a++)
@@ -340,7 +351,7 @@ public sealed class LatencyModel
                 load.CallSeconds[s] += compute[s];
             }
 
-            bus.Add(_options.MessageSeconds + (_rowsTo[s] * _busPerRow), _linkFixed[(home * n) + s] + (_rowsTo[s] * _linkPerRow[(home * n) + s]) + compute[s] + QueueWaitSeconds[s]);
+            bus.Add(_options.MessageSeconds + (_rowsTo[s] * (_busPerRow + (_rowsTo[s] * _busPerRowSquared))), _linkFixed[(home * n) + s] + (_rowsTo[s] * _linkPerRow[(home * n) + s]) + compute[s] + QueueWaitSeconds[s]);
         }
 
         return bus.StepSeconds(_options.MessageLanes, _options.SharedHostBus);

@@ -127,6 +127,17 @@ public class LatencyModelTests
     }
 
     [Fact]
+    public void A_messages_bus_work_per_byte_grows_with_its_size()
+    {
+        // As above: two messages of 2000 B, each costing the bus 1 ms and 1 ms per MB per MB of the message (4 ms), over 2 lanes.
+        var (three, placement) = ThreeWithExpert2OnBAndC();
+        var workload = new Workload([new TraceRequest(0, 2, [[1, 2, 1, 2]])]);
+        var options = Options with { MessageSeconds = 0.001, MessageByteSquaredSeconds = 1e-9, MessageLanes = 2 };
+        var metrics = new LatencyModel(Model, three, options).Evaluate(placement, workload);
+        Assert.Equal(2 + 2 + 1.0 + 5.0, metrics.DecodeMsPerToken, 4);
+    }
+
+    [Fact]
     public void A_step_with_every_expert_local_sends_nothing_and_pays_no_bus_work()
     {
         var workload = new Workload([new TraceRequest(0, 2, [[0, 1, 0, 1]])]);
