@@ -87,7 +87,7 @@ public static class ReplayBenchmark
             var problem = calibration.Calibrated(simulation.Problem, bus);
             var planned = Simulation.Run(problem, simulation.Eval, [PlacementAlgorithms.Create(result.Algorithm)], cancellationToken)[0];
             Log(string.Create(CultureInfo.InvariantCulture,
-                $"{result.Algorithm}: planned again with this machine's bus fitted on eplb's first round ({bus.SecondsPerCall * 1e3:F2} ms per message, {bus.SecondsPerByte * 1e9:F1} ms per MB over {ReplayLatencyModel.Cores} shared cores) in {planned.SolveMs:F0} ms"));
+                $"{result.Algorithm}: planned again with this machine's bus fitted on eplb's first round ({ReplayLatencyModel.Describe(bus)} over {ReplayLatencyModel.Cores} shared cores) in {planned.SolveMs:F0} ms"));
             return planned;
         }
     }
@@ -368,5 +368,5 @@ internal sealed record HomeCosts(IReadOnlyDictionary<ReplayedRequest, (double To
 /// <summary>What the edges did: each algorithm's outcomes, its placement version, and the bus overhead measured.</summary>
 internal sealed record EdgeRuns(IReadOnlyDictionary<string, List<ReplayOutcome>> Outcomes, IReadOnlyDictionary<string, int> Versions, BusCosts Bus);
 
-/// <summary>What the bus adds to a remote call beyond the emulated link: seconds per call, and per byte carried (either way).</summary>
-internal sealed record BusCosts(double SecondsPerCall, double SecondsPerByte);
+/// <summary>What the bus adds to a remote call beyond the emulated link: seconds per call, per byte carried (either way), and per byte per byte of the message.</summary>
+internal sealed record BusCosts(double SecondsPerCall, double SecondsPerByte, double SecondsPerByteSquared = 0);

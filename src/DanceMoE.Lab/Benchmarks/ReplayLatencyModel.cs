@@ -1,3 +1,4 @@
+using System.Globalization;
 using DanceMoE.Placement;
 
 namespace DanceMoE.Lab.Benchmarks;
@@ -75,7 +76,19 @@ internal sealed class ReplayLatencyModel
     {
         ArgumentNullException.ThrowIfNull(latency);
         ArgumentNullException.ThrowIfNull(bus);
-        return latency with { MessageSeconds = bus.SecondsPerCall, MessageByteSeconds = bus.SecondsPerByte, MessageLanes = Cores, SharedHostBus = _sharedHost };
+        return latency with
+        {
+            MessageSeconds = bus.SecondsPerCall, MessageByteSeconds = bus.SecondsPerByte, MessageByteSquaredSeconds = bus.SecondsPerByteSquared, MessageLanes = Cores,
+            SharedHostBus = _sharedHost,
+        };
+    }
+
+    /// <summary>The bus's costs in the units the output prints.</summary>
+    public static string Describe(BusCosts bus)
+    {
+        ArgumentNullException.ThrowIfNull(bus);
+        return string.Create(CultureInfo.InvariantCulture,
+            $"{bus.SecondsPerCall * 1e3:F2} ms per message, {bus.SecondsPerByte * 1e9:F2} ms per MB, {bus.SecondsPerByteSquared * 1e15:F3} ms per MB per MB of the message");
     }
 
     /// <summary>
@@ -120,7 +133,8 @@ internal sealed class ReplayLatencyModel
     /// The bus costs that fit <paramref name="outcomes"/>' measured prompts and decodes best (least squares over both
     /// phases of every request), from <paramref name="start"/>. A decode sends many messages of a few rows and a prompt a
     /// few of many rows, so the two phases pin the cost per message and the cost per byte apart, which one total per
-    /// request does not (both grow with its tokens).
+    /// request does not (both grow with its tokens); prompts of different lengths pin how the cost per byte grows with a
+    /// message's size.
     /// </summary>
     public BusCosts Fit(ExpertPlacement placement, IReadOnlyList<ReplayOutcome> outcomes, BusCosts start)
     {
@@ -144,6 +158,8 @@ internal sealed class ReplayLatencyModel
             best = current with { SecondsPerCall = Minimise(x => Error(current with { SecondsPerCall = x }), 0, 0.05) };
             current = best;
             best = current with { SecondsPerByte = Minimise(x => Error(current with { SecondsPerByte = x }), 0, 200e-9) };
+            current = best;
+            best = current with { SecondsPerByteSquared = Minimise(x => Error(current with { SecondsPerByteSquared = x }), 0, 20e-15) };
         }
 
         _withBus.Clear();

@@ -19,7 +19,11 @@ namespace DanceMoE.Lab.Benchmarks;
 /// <param name="Cores">The cores the run's processes shared (a step's messages share them; each message's work is serial).</param>
 public sealed record ReplayCalibration(
     double ExpertMsPerCall, double ExpertMsPerRow, double PingMsPerCall, double PingMsPerMb, double BusMsPerCall, double BusMsPerMb, string FittedOn,
-    double RowBytes, double HomeMsMean, int Cores);
+    double RowBytes, double HomeMsMean, int Cores)
+{
+    /// <summary>How much the per-MB cost grows per MB of a message: fitted to <see cref="FittedOn"/>'s requests.</summary>
+    public double BusMsPerMbPerMb { get; init; }
+}
 
 /// <summary>One algorithm's line of <c>bench replay</c>: measured on the edges, and modelled for the same requests.</summary>
 public sealed record ReplayRow
@@ -100,7 +104,7 @@ internal static class ReplayReport
             }).ToList();
             var first = means.First(m => m.Algorithm == baseline.Algorithm);
             return string.Create(CultureInfo.InvariantCulture,
-                $"{rule}, fitted on {baseline.Algorithm} ({fitted.SecondsPerCall * 1e3:F2} ms per message, {fitted.SecondsPerByte * 1e9:F1} ms per MB): ")
+                $"{rule}, fitted on {baseline.Algorithm} ({ReplayLatencyModel.Describe(fitted)}): ")
                 + string.Join("; ", means.Select(m => string.Create(CultureInfo.InvariantCulture,
                     $"{m.Algorithm} {m.Measured:F0} / {m.Modelled:F0} ms ({m.Measured / first.Measured:F3} / {m.Modelled / first.Modelled:F3})")));
         }
@@ -154,7 +158,7 @@ internal static class ReplayReport
                     baseline.Algorithm,
                     nominal.HiddenBytes,
                     Round(home.Requests.Values.Average(v => v.TotalMs)),
-                    ReplayLatencyModel.Cores),
+                    ReplayLatencyModel.Cores) { BusMsPerMbPerMb = Math.Round(bus.SecondsPerByteSquared * 1e15, 4) },
             });
         }
 
@@ -223,7 +227,7 @@ internal static class ReplayReport
         s.AppendLine(inv, $"replayed {replayed.Count} held-out requests ({settings.RequestsPerServer} per edge), prompt in one step then the last {settings.DecodeTokens} tokens one by one; link {settings.LinkDelayMs} ms one way, {settings.LinkMbps} Mbps");
         if (rows.Count > 0 && rows[0].Calibration is { } c)
         {
-            s.AppendLine(inv, $"model calibrated from this run: expert {c.ExpertMsPerCall:F3} ms + {c.ExpertMsPerRow:F4} ms/row, bus {c.BusMsPerCall:F2} ms/message and {c.BusMsPerMb:F2} ms/MB fitted on {c.FittedOn}, {c.Cores} cores shared (pings: {c.PingMsPerCall:F2} ms, {c.PingMsPerMb:F2} ms/MB), home cost (all experts local) {c.HomeMsMean:F0} ms per request");
+            s.AppendLine(inv, $"model calibrated from this run: expert {c.ExpertMsPerCall:F3} ms + {c.ExpertMsPerRow:F4} ms/row, bus {c.BusMsPerCall:F2} ms/message, {c.BusMsPerMb:F2} ms/MB and {c.BusMsPerMbPerMb:F3} ms/MB per MB of the message fitted on {c.FittedOn}, {c.Cores} cores shared (pings: {c.PingMsPerCall:F2} ms, {c.PingMsPerMb:F2} ms/MB), home cost (all experts local) {c.HomeMsMean:F0} ms per request");
         }
 
         s.AppendLine("algorithm  failed  measured ms (p99)   modelled ms (p99)   decode ms/tok meas/model  vs eplb meas/model (median/request)  local  batches/tok meas/model  KB/tok meas/model  calls local/remote (expected)");

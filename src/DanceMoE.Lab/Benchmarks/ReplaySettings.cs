@@ -24,7 +24,7 @@ public sealed record ReplayBenchmarkSettings
         new("algorithms", "eplb,dancemoe,latency", "placements to replay, comma-separated (uniform, eplb, dancemoe, optimal, latency)"),
         new("link-delay-ms", "1", "emulated one-way delay of every expert batch and answer"),
         new("link-mbps", "500", "emulated bandwidth of each edge's link"),
-        new("requests-per-server", "2", "held-out requests each edge replays (its domain's first ones)"),
+        new("requests-per-server", "3", "held-out requests each edge replays (its domain's first ones)"),
         new("repeats", "2", "times each request is replayed under each placement in a row; the fastest counts (the machine is shared: others' work only adds time)"),
         new("decode-tokens", "16", "the last this-many tokens of a request are decoded one by one; the rest is its prompt"),
         new("message-ms", "1.6", "the bus's cost per message the placements are planned with, over this machine's cores (placement simulate's; fitted here on eplb: 6.1 to 9.1)"),
@@ -43,7 +43,7 @@ public sealed record ReplayBenchmarkSettings
     public IReadOnlyList<string> Algorithms { get; init; } = [PlacementAlgorithms.Eplb, PlacementAlgorithms.DanceMoe, PlacementAlgorithms.Latency];
     public double LinkDelayMs { get; init; } = 1;
     public double LinkMbps { get; init; } = 500;
-    public int RequestsPerServer { get; init; } = 2;
+    public int RequestsPerServer { get; init; } = 3;
     public int DecodeTokens { get; init; } = 16;
     public int Repeats { get; init; } = 2;
     public double MessageMs { get; init; } = 1.6;
