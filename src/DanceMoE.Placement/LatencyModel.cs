@@ -40,6 +40,9 @@ public sealed record LatencyOptions
     /// </summary>
     public bool SharedHostBus { get; init; }
 
+    /// <summary>The bus's work for one message of <paramref name="bytes"/> bytes (both ways): one rule for every model of a step.</summary>
+    public double MessageWorkSeconds(double bytes) => MessageSeconds + (bytes * (MessageByteSeconds + (bytes * MessageByteSquaredSeconds)));
+
     /// <summary>How a request of <paramref name="tokens"/> tokens splits into prompt and decode (at least one prompt token).</summary>
     public (int Prompt, int Decode) Split(int tokens)
     {
@@ -97,8 +100,6 @@ public sealed class LatencyModel
     private readonly LatencyOptions _options;
     private readonly double[] _linkFixed;
     private readonly double[] _linkPerRow;
-    private readonly double _busPerRow;
-    private readonly double _busPerRowSquared;
     private readonly double[] _decodeExpertSeconds;
     private readonly int[] _rowsTo;
     private readonly int[] _expertTokens;
@@ -119,8 +120,6 @@ public sealed class LatencyModel
         _cluster = cluster;
         _options = options;
         var n = cluster.Count;
-        _busPerRow = model.HiddenBytes * options.MessageByteSeconds;
-        _busPerRowSquared = (double)model.HiddenBytes * model.HiddenBytes * options.MessageByteSquaredSeconds;
         _linkFixed = new double[n * n];
         _linkPerRow = new double[n * n];
         for (var a = 0; a < n; a++)
@@ -351,7 +350,7 @@ public sealed class LatencyModel
                 load.CallSeconds[s] += compute[s];
             }
 
-            bus.Add(_options.MessageSeconds + (_rowsTo[s] * (_busPerRow + (_rowsTo[s] * _busPerRowSquared))), _linkFixed[(home * n) + s] + (_rowsTo[s] * _linkPerRow[(home * n) + s]) + compute[s] + QueueWaitSeconds[s]);
+            bus.Add(_options.MessageWorkSeconds(_rowsTo[s] * (double)_model.HiddenBytes), _linkFixed[(home * n) + s] + (_rowsTo[s] * _linkPerRow[(home * n) + s]) + compute[s] + QueueWaitSeconds[s]);
         }
 
         return bus.StepSeconds(_options.MessageLanes, _options.SharedHostBus);
