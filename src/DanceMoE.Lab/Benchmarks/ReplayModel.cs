@@ -68,8 +68,8 @@ internal sealed class LocalReplay : IDisposable
         _forward = new MoeForward(manifest, _sessions, _experts);
     }
 
-    /// <summary>Expert calls timed so far: rows and seconds.</summary>
-    public IReadOnlyList<(int Rows, double Seconds)> ExpertCalls => _experts.Calls;
+    /// <summary>Expert calls timed since the last take: rows and seconds; the list starts again empty.</summary>
+    public List<(int Rows, double Seconds)> TakeExpertCalls() => _experts.Take();
 
     /// <summary>Runs the prompt as one step, then one token per step; returns the whole time and the decode part, in ms.</summary>
     public async Task<(double TotalMs, double DecodeMs)> RunAsync(ReplayRouting routing, int prompt, int decode, bool timeExperts, CancellationToken cancellationToken)
@@ -97,11 +97,16 @@ internal sealed class LocalReplay : IDisposable
 
     private sealed class TimedDispatcher(IExpertDispatcher inner) : IExpertDispatcher
     {
-        private readonly List<(int Rows, double Seconds)> _calls = [];
+        private List<(int Rows, double Seconds)> _calls = [];
 
         public bool Recording { get; set; }
 
-        public IReadOnlyList<(int Rows, double Seconds)> Calls => _calls;
+        public List<(int Rows, double Seconds)> Take()
+        {
+            var taken = _calls;
+            _calls = [];
+            return taken;
+        }
 
         public async ValueTask<DispatchResult> RunAsync(int layer, IReadOnlyList<ExpertBatch> batches, CancellationToken cancellationToken)
         {

@@ -91,6 +91,27 @@ internal static class ReplayReport
         var bus = model.Fit(baseline.Placement, [.. runs.Outcomes[baseline.Algorithm].Where(o => o.Ok)], runs.Bus);
         log(Compared(new ReplayLatencyModel(settings, simulation.Problem.Cluster.Servers, home, latency, sharedHost: false), "a cluster's rule (the bus's work after the slowest link)"));
         log(Compared(model, "this host's rule (each message's work on its own path, all of it over the shared cores)"));
+        foreach (var result in results)
+        {
+            log(Breakdown(result));
+        }
+
+        // Where a placement's modelled time goes, per phase: the home edge (dense layers and local experts, measured here), the
+        // links and the peers' experts, and the bus's own work; next to what was measured.
+        string Breakdown(AlgorithmResult result)
+        {
+            var ok = runs.Outcomes[result.Algorithm].Where(o => o.Ok).ToList();
+            var decodeTokens = Math.Max(1, ok.Sum(o => o.Request.Decode));
+            var homes = ok.Select(o => home.Requests[o.Request]).ToList();
+            var links = ok.Select(o => model.Latency(result.Placement, o.Request, new BusCosts(0, 0))).ToList();
+            var full = ok.Select(o => model.Latency(result.Placement, o.Request, bus)).ToList();
+            double Prompt((double TotalMs, double DecodeMs) t) => t.TotalMs - t.DecodeMs;
+            var (homePrompt, linkPrompt, fullPrompt) = (homes.Average(Prompt), links.Average(Prompt), full.Average(Prompt));
+            var (homeDecode, linkDecode, fullDecode) = (homes.Sum(h => h.DecodeMs) / decodeTokens, links.Sum(l => l.DecodeMs) / decodeTokens, full.Sum(f => f.DecodeMs) / decodeTokens);
+            return string.Create(CultureInfo.InvariantCulture,
+                $"{result.Algorithm}: prompt {ok.Average(o => o.Stats!.TtftMs):F0} ms measured, modelled {fullPrompt:F0} = home {homePrompt:F0} + links and peers' experts {linkPrompt - homePrompt:F0} + bus {fullPrompt - linkPrompt:F0}; "
+                + $"decode {ok.Sum(o => o.LatencyMs - o.Stats!.TtftMs) / decodeTokens:F1} ms/token measured, modelled {fullDecode:F1} = home {homeDecode:F1} + links and peers' experts {linkDecode - homeDecode:F1} + bus {fullDecode - linkDecode:F1}");
+        }
 
         // How a model fitted on the baseline predicts every placement: measured / modelled mean, and the ratios to the baseline's.
         string Compared(ReplayLatencyModel candidate, string rule)

@@ -25,7 +25,7 @@ public sealed record ReplayBenchmarkSettings
         new("link-delay-ms", "1", "emulated one-way delay of every expert batch and answer"),
         new("link-mbps", "500", "emulated bandwidth of each edge's link"),
         new("requests-per-server", "3", "held-out requests each edge replays (its domain's first ones)"),
-        new("repeats", "2", "times each request is replayed under each placement in a row; the fastest counts (the machine is shared: others' work only adds time)"),
+        new("repeats", "2", "passes over every request and placement, one after another; a request's fastest attempt under a placement counts (the machine is shared: others' work only adds time)"),
         new("decode-tokens", "16", "the last this-many tokens of a request are decoded one by one; the rest is its prompt"),
         new("message-ms", "1.6", "the bus's cost per message the placements are planned with, over this machine's cores (placement simulate's; fitted here on eplb: 6.1 to 9.1)"),
         new("message-mb-ms", "0", "the bus's cost per MB a message carries that the placements are planned with (fitted here on eplb: 7.2 to 33.5)"),
