@@ -14,9 +14,8 @@ internal sealed class LayerSteps
     private readonly int _experts;
     private readonly double[] _linkFixed;
     private readonly double[] _linkPerRow;
-    private readonly double _messageSeconds;
-    private readonly double _busPerRow;
-    private readonly int _lanes;
+    private readonly LatencyOptions _options;
+    private readonly double _hiddenBytes;
     private readonly double[] _memorySeconds;
     private readonly double[] _flopSeconds;
     private readonly Step[] _steps;
@@ -44,9 +43,8 @@ internal sealed class LayerSteps
 
         _servers = cluster.Count;
         _experts = model.Experts;
-        _messageSeconds = options.MessageSeconds;
-        _busPerRow = model.HiddenBytes * options.MessageByteSeconds;
-        _lanes = options.MessageLanes;
+        _options = options;
+        _hiddenBytes = model.HiddenBytes;
         _linkFixed = new double[_servers * _servers];
         _linkPerRow = new double[_servers * _servers];
         for (var a = 0; a < _servers; a++)
@@ -292,8 +290,8 @@ internal sealed class LayerSteps
             }
         }
 
-        var slowest = compute[home];
         var bus = default(StepBusWork);
+        bus.Add(0, compute[home]);
         for (var s = 0; s < n; s++)
         {
             if (routed[s] == 0)
@@ -315,11 +313,10 @@ internal sealed class LayerSteps
                 }
             }
 
-            bus.Add(_messageSeconds + (rowsTo * _busPerRow));
-            slowest = Math.Max(slowest, _linkFixed[(home * n) + s] + (rowsTo * _linkPerRow[(home * n) + s]) + compute[s]);
+            bus.Add(_options.MessageWorkSeconds(rowsTo * _hiddenBytes), _linkFixed[(home * n) + s] + (rowsTo * _linkPerRow[(home * n) + s]) + compute[s]);
         }
 
-        return slowest + bus.Seconds(_lanes);
+        return bus.StepSeconds(_options.MessageLanes, _options.SharedHostBus);
     }
 
     private double ExpertSeconds(int server, int expert, ReadOnlySpan<int> occurrences)

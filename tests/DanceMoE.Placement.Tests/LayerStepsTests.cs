@@ -29,6 +29,26 @@ public class LayerStepsTests
     }
 
     [Theory]
+    [InlineData(3)]
+    [InlineData(12)]
+    public void Layer_steps_price_a_shared_hosts_bus_with_work_per_byte_as_the_latency_model_does(int seed)
+    {
+        var random = Instances.Random(seed);
+        var problem = random with
+        {
+            Latency = random.Latency with { SharedHostBus = true, MessageByteSeconds = 2e-9, MessageByteSquaredSeconds = 1e-15, MessageLanes = 2 },
+        };
+        var requests = problem.History!.Requests;
+        var model = new LatencyModel(problem.Model, problem.Cluster, problem.Latency);
+        var placement = Replicated(problem, seed);
+        Assert.True(LayerSteps.PriceAsTheModel([.. Enumerable.Range(0, problem.Model.Layers).Select(l => new LayerSteps(problem, l, requests))], problem, placement, problem.History));
+        var shared = Enumerable.Range(0, problem.Model.Layers).Sum(l => new LayerSteps(problem, l, requests).Reset(Holds(placement, l)));
+        var linear = Enumerable.Range(0, problem.Model.Layers).Sum(l => new LayerSteps(problem with { Latency = problem.Latency with { MessageByteSquaredSeconds = 0 } }, l, requests).Reset(Holds(placement, l)));
+        Assert.True(shared > linear);
+        Assert.Equal(model.LayerSeconds(placement, requests, 0), new LayerSteps(problem, 0, requests).Reset(Holds(placement, 0)), 1e-9);
+    }
+
+    [Theory]
     [InlineData(4)]
     [InlineData(9)]
     public void A_toggles_delta_is_the_change_in_the_layers_price_and_applying_it_moves_the_total(int seed)
