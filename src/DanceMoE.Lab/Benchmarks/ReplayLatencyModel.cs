@@ -145,22 +145,21 @@ internal sealed class ReplayLatencyModel
         }
 
         var measured = outcomes.Select(o => (o.Request, PromptMs: o.Stats!.TtftMs, DecodeMs: o.LatencyMs - o.Stats.TtftMs)).ToList();
-        double Error(BusCosts bus) => measured.Sum(m =>
+        double[] Residuals(BusCosts bus) => [.. measured.SelectMany(m =>
         {
             var (total, decode) = Latency(placement, m.Request, bus);
-            return Math.Pow(total - decode - m.PromptMs, 2) + Math.Pow(decode - m.DecodeMs, 2);
-        });
+            return new[] { total - decode - m.PromptMs, decode - m.DecodeMs };
+        })];
+        double Error(BusCosts bus) => Residuals(bus).Sum(r => r * r);
 
-        var best = start;
-        for (var round = 0; round < 3; round++)
-        {
-            var current = best;
-            best = current with { SecondsPerCall = Minimise(x => Error(current with { SecondsPerCall = x }), 0, 0.05) };
-            current = best;
-            best = current with { SecondsPerByte = Minimise(x => Error(current with { SecondsPerByte = x }), 0, 200e-9) };
-            current = best;
-            best = current with { SecondsPerByteSquared = Minimise(x => Error(current with { SecondsPerByteSquared = x }), 0, 20e-15) };
-        }
+        // One pass of one cost at a time over its whole range finds the valley; the three costs together then find its
+        // bottom (one at a time stops short: all three grow a prompt's time).
+        var perCall = start with { SecondsPerCall = Minimise(x => Error(start with { SecondsPerCall = x }), 0, 0.05) };
+        var perByte = perCall with { SecondsPerByte = Minimise(x => Error(perCall with { SecondsPerByte = x }), 0, 200e-9) };
+        var best = perByte with { SecondsPerByteSquared = Minimise(x => Error(perByte with { SecondsPerByteSquared = x }), 0, 20e-15) };
+        var joint = BoundedLeastSquares.Minimise(
+            x => Residuals(new BusCosts(x[0], x[1], x[2])), [best.SecondsPerCall, best.SecondsPerByte, best.SecondsPerByteSquared], [1e-3, 1e-9, 1e-15]);
+        best = new BusCosts(joint[0], joint[1], joint[2]);
 
         _withBus.Clear();
         return best;
