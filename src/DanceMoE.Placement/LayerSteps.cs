@@ -24,6 +24,10 @@ internal sealed class LayerSteps
     private readonly int[] _byRows;
     private readonly int[][] _stepsOf;
     private readonly double[] _seconds;
+    private readonly int[] _togglesAt;
+    private double[]? _toggleTerms;
+    private double[]? _toggles;
+    private bool[]? _stalePrompts;
 
     /// <summary>Whether every layer of <paramref name="requests"/> can be priced here: at most 64 experts per layer, no token naming one twice.</summary>
     public static bool CanPrice(MoeModel model, IReadOnlyList<TraceRequest> requests)
@@ -125,20 +129,35 @@ internal sealed class LayerSteps
         _tokens = [.. tokens];
         _occurrences = [.. occurrences];
         _byRows = new int[_occurrences.Length];
-        foreach (var step in _steps)
+        var stepsOf = Enumerable.Range(0, _experts).Select(_ => new List<int>()).ToArray();
+        for (var i = 0; i < _steps.Length; i++)
         {
-            var at = step.Occurrences;
-            var counts = _occurrences.AsSpan(at, _experts).ToArray();
-            foreach (var e in Enumerable.Range(0, _experts).Where(e => counts[e] > 0).OrderByDescending(e => counts[e]).ThenBy(e => e))
+            // The step's experts by rows, most first, then by id (an insertion sort keeps the ids' order among equals).
+            var at = _steps[i].Occurrences;
+            var counts = _occurrences.AsSpan(at, _experts);
+            var order = _byRows.AsSpan(at, BitOperations.PopCount(_steps[i].Union));
+            var n = 0;
+            for (var bits = _steps[i].Union; bits != 0; bits &= bits - 1)
             {
-                _byRows[at++] = e;
+                var e = BitOperations.TrailingZeroCount(bits);
+                stepsOf[e].Add(i);
+                var j = n++;
+                for (; j > 0 && counts[order[j - 1]] < counts[e]; j--)
+                {
+                    order[j] = order[j - 1];
+                }
+
+                order[j] = e;
             }
         }
 
-        _stepsOf = Enumerable.Range(0, _experts)
-            .Select(e => Enumerable.Range(0, _steps.Length).Where(i => (_steps[i].Union & (1UL << e)) != 0).ToArray())
-            .ToArray();
+        _stepsOf = [.. stepsOf.Select(list => list.ToArray())];
         _seconds = new double[_steps.Length];
+        _togglesAt = new int[_steps.Length + 1];
+        for (var i = 0; i < _steps.Length; i++)
+        {
+            _togglesAt[i + 1] = _togglesAt[i] + (_servers * BitOperations.PopCount(_steps[i].Union));
+        }
     }
 
     /// <summary>Whether <paramref name="steps"/> (one per layer) price <paramref name="placement"/> on <paramref name="history"/> as the <see cref="LatencyModel"/> does without queueing.</summary>
@@ -171,6 +190,7 @@ internal sealed class LayerSteps
     /// <summary>Prices every step at <paramref name="holds"/> (one expert set per server) and keeps them as the current holdings' times.</summary>
     public double Reset(ReadOnlySpan<ulong> holds)
     {
+        (_toggles, _toggleTerms, _stalePrompts, Stale) = (null, null, null, false);
         var total = 0.0;
         for (var i = 0; i < _steps.Length; i++)
         {
@@ -181,6 +201,49 @@ internal sealed class LayerSteps
         Seconds = total;
         return total;
     }
+
+    /// <summary>
+    /// Like <see cref="Reset"/>, and from now on keeps a table of what toggling each (server, expert) changes in the layer's
+    /// seconds (<see cref="Toggle"/>), kept up to date by <see cref="Apply"/>: a toggle changes only the steps that use the
+    /// expert, so only their share of the table is priced again. A prompt's share is left as it was until
+    /// <see cref="Refresh"/> (a prompt uses most experts of a layer and costs far more to price than a decoded token), so
+    /// <see cref="Toggle"/> is exact only while <see cref="Stale"/> is false. Dropping an expert's last replica is left at 0.
+    /// </summary>
+    public double Track(ReadOnlySpan<ulong> holds)
+    {
+        var total = Reset(holds);
+        _toggleTerms = new double[_togglesAt[^1]];
+        _toggles = new double[_servers * _experts];
+        _stalePrompts = new bool[_steps.Length];
+        for (var i = 0; i < _steps.Length; i++)
+        {
+            PriceToggles(i, holds);
+        }
+
+        return total;
+    }
+
+    /// <summary>Whether some prompt's share of the toggle table is older than the current holdings.</summary>
+    public bool Stale { get; private set; }
+
+    /// <summary>Prices again the prompts' shares of the toggle table that <see cref="Apply"/> left stale, at <paramref name="holds"/> (the current holdings).</summary>
+    public void Refresh(ReadOnlySpan<ulong> holds)
+    {
+        for (var i = 0; i < _steps.Length && Stale; i++)
+        {
+            if (_stalePrompts![i])
+            {
+                PriceToggles(i, holds);
+                _stalePrompts[i] = false;
+            }
+        }
+
+        Stale = false;
+    }
+
+    /// <summary>What toggling <paramref name="expert"/> on <paramref name="server"/> changes in the layer's seconds at the current holdings (after <see cref="Track"/>).</summary>
+    public double Toggle(int server, int expert) =>
+        _toggles is null ? throw new InvalidOperationException("the layer is not tracked") : _toggles[(server * _experts) + expert];
 
     /// <summary>How the layer's seconds change when <paramref name="holds"/> (the current holdings but for <paramref name="expert"/>) replace the current ones.</summary>
     public double Delta(int expert, ReadOnlySpan<ulong> holds)
@@ -202,7 +265,56 @@ internal sealed class LayerSteps
             var seconds = StepSeconds(i, holds);
             Seconds += (seconds - _seconds[i]) * _steps[i].Weight;
             _seconds[i] = seconds;
+            if (_toggles is not null && _steps[i].Tokens == 1)
+            {
+                PriceToggles(i, holds);
+            }
+            else if (_toggles is not null)
+            {
+                (_stalePrompts![i], Stale) = (true, true);
+            }
         }
+    }
+
+    /// <summary>Prices again what toggling each (server, expert of the step) changes in step <paramref name="index"/>, replacing its share of the table.</summary>
+    private void PriceToggles(int index, ReadOnlySpan<ulong> holds)
+    {
+        var step = _steps[index];
+        var terms = _toggleTerms.AsSpan(_togglesAt[index], _togglesAt[index + 1] - _togglesAt[index]);
+        Span<ulong> trial = stackalloc ulong[_servers];
+        holds.CopyTo(trial);
+        var at = 0;
+        for (var s = 0; s < _servers; s++)
+        {
+            for (var bits = step.Union; bits != 0; bits &= bits - 1)
+            {
+                var e = BitOperations.TrailingZeroCount(bits);
+                var bit = 1UL << e;
+                var term = 0.0;
+                trial[s] ^= bit;
+                if (OnSomeServer(trial, bit))
+                {
+                    term = (StepSeconds(index, trial) - _seconds[index]) * step.Weight;
+                }
+
+                trial[s] ^= bit;
+                _toggles![(s * _experts) + e] += term - terms[at];
+                terms[at++] = term;
+            }
+        }
+    }
+
+    private static bool OnSomeServer(ReadOnlySpan<ulong> holds, ulong bit)
+    {
+        foreach (var set in holds)
+        {
+            if ((set & bit) != 0)
+            {
+                return true;
+            }
+        }
+
+        return false;
     }
 
     /// <summary>One step as <see cref="LatencyModel"/> routes and times it.</summary>

@@ -2,15 +2,20 @@ namespace DanceMoE.Placement;
 
 /// <summary>
 /// Local search on the latency model itself over every layer at once: a server gives up a replica in one layer (or a
-/// free slot) for an expert in the same or another layer when the history's requests model faster, and drops a replica outright when
-/// that alone is faster (a spare replica can split a step's experts over more peers, each paying a message).
-/// Every (server, expert) toggle of every layer is priced by <see cref="LayerSteps"/>; the prices are kept in a table
-/// and checked again just before a move, and the layers a move touched are priced afresh in parallel once no move is
-/// left in the table.
+/// free slot) for an expert in the same or another layer when the history's requests model faster, and drops a replica
+/// outright when that alone is faster (a spare replica can split a step's experts over more peers, each paying a
+/// message). Every (server, expert) toggle of every layer is priced by <see cref="LayerSteps"/>, whose table of toggles
+/// is kept exact after each move by pricing again only the steps that use the moved expert; so the search runs until no
+/// move helps, and its result does not depend on the machine's speed unless <c>spent</c> stops it first.
 /// </summary>
 internal static class SlotExchangeSearch
 {
     private const double Epsilon = 1e-9;
+
+    /// <summary>How many of a server's best adds are tried, each with its best drop, before the server has no move.</summary>
+    private const int AddsTried = 8;
+
+    /// <summary>How many drops a move checks against the model before giving up (entries of stale tables prove wrong).</summary>
     private const int Checks = 64;
 
     /// <summary>Improves <paramref name="placement"/> in place until no move helps or <paramref name="spent"/>.</summary>
@@ -28,8 +33,7 @@ internal static class SlotExchangeSearch
         private readonly int[] _used;
         private readonly IReadOnlyList<LayerSteps> _steps;
         private readonly ulong[][] _holds;
-        private readonly double[][] _deltas;
-        private readonly bool[] _stale;
+        private readonly bool[] _distrusted;
 
         public Search(PlacementProblem problem, ExpertPlacement placement, IReadOnlyList<LayerSteps> steps, CancellationToken cancellationToken)
         {
@@ -42,8 +46,7 @@ internal static class SlotExchangeSearch
             _used = Enumerable.Range(0, _servers).Select(placement.Count).ToArray();
             _steps = steps;
             _holds = new ulong[_layers][];
-            _deltas = new double[_layers][];
-            _stale = Enumerable.Repeat(true, _layers).ToArray();
+            _distrusted = new bool[_layers * _servers * _experts];
             Parallel.For(
                 0,
                 _layers,
@@ -51,18 +54,17 @@ internal static class SlotExchangeSearch
                 l =>
                 {
                     _holds[l] = Enumerable.Range(0, _servers).Select(s => placement.LayerBits(s, l)[0]).ToArray();
-                    _steps[l].Reset(_holds[l]);
-                    _deltas[l] = new double[_servers * _experts];
+                    _steps[l].Track(_holds[l]);
                 });
         }
 
         public void Run(Func<bool> spent)
         {
+            // Every pass starts on exact tables; a pass without a move ends the search (the moves it tried and undid left the holdings as they were).
             while (!spent())
             {
-                Reprice();
                 var moved = false;
-                for (var s = 0; s < _servers && !spent(); s++)
+                for (var s = 0; s < _servers; s++)
                 {
                     while (!spent() && Move(s))
                     {
@@ -70,10 +72,14 @@ internal static class SlotExchangeSearch
                     }
                 }
 
-                if (!moved && !_stale.Any(stale => stale))
+                if (!moved)
                 {
                     break;
                 }
+
+                Array.Clear(_distrusted);
+                var stale = Enumerable.Range(0, _layers).Where(l => _steps[l].Stale).ToArray();
+                Parallel.ForEach(stale, new ParallelOptions { CancellationToken = _cancellationToken }, l => _steps[l].Refresh(_holds[l]));
             }
 
             for (var l = 0; l < _layers; l++)
@@ -95,134 +101,128 @@ internal static class SlotExchangeSearch
             }
         }
 
-        /// <summary>Prices every toggle of the layers changed since they were last priced.</summary>
-        private void Reprice()
-        {
-            var stale = Enumerable.Range(0, _layers).Where(l => _stale[l]).ToArray();
-            Parallel.ForEach(
-                stale,
-                new ParallelOptions { CancellationToken = _cancellationToken },
-                l =>
-                {
-                    for (var s = 0; s < _servers; s++)
-                    {
-                        for (var e = 0; e < _experts; e++)
-                        {
-                            _deltas[l][(s * _experts) + e] = Price(l, s, e);
-                        }
-                    }
-
-                    _stale[l] = false;
-                });
-        }
-
-        /// <summary>One improving move of server <paramref name="s"/>, checked against the model before it is made; false when the table has none.</summary>
+        /// <summary>One move of server <paramref name="s"/> that makes the history model faster; false when it has none.</summary>
         private bool Move(int s)
         {
-            for (var check = 0; check < Checks; check++)
+            _cancellationToken.ThrowIfCancellationRequested();
+            for (var attempt = 0; attempt < Checks; attempt++)
             {
-                _cancellationToken.ThrowIfCancellationRequested();
-                var add = Best(s, adding: true, exceptLayer: -1);
-                var drop = Best(s, adding: false, exceptLayer: -1);
-                var free = _used[s] < _slots[s];
-                var addGain = add.Layer < 0 ? 0 : _deltas[add.Layer][(s * _experts) + add.Expert];
-                var dropGain = drop.Layer < 0 ? 0 : _deltas[drop.Layer][(s * _experts) + drop.Expert];
-                if (drop.Layer >= 0 && dropGain < -Epsilon)
+                var drop = BestDrop(s);
+                if (drop.Layer < 0 || drop.Delta >= -Epsilon)
                 {
-                    if (Confirm(drop.Layer, s, drop.Expert))
-                    {
-                        Toggle(drop.Layer, s, drop.Expert);
-                        return true;
-                    }
-
-                    continue;
+                    break;
                 }
 
-                if (add.Layer < 0 || addGain >= -Epsilon)
+                if (Exact(drop.Layer, s, drop.Expert) < -Epsilon)
                 {
-                    return false;
-                }
-
-                if (free)
-                {
-                    if (Confirm(add.Layer, s, add.Expert))
-                    {
-                        Toggle(add.Layer, s, add.Expert);
-                        return true;
-                    }
-
-                    continue;
-                }
-
-                if (drop.Layer == add.Layer)
-                {
-                    if (SwapWithin(add.Layer, s, add.Expert, drop.Expert))
-                    {
-                        return true;
-                    }
-
-                    drop = Best(s, adding: false, exceptLayer: add.Layer);
-                }
-
-                if (drop.Layer < 0)
-                {
-                    return false;
-                }
-
-                dropGain = _deltas[drop.Layer][(s * _experts) + drop.Expert];
-
-                if (addGain + dropGain >= -Epsilon)
-                {
-                    return false;
-                }
-
-                if (Confirm(add.Layer, s, add.Expert) & Confirm(drop.Layer, s, drop.Expert)
-                    && _deltas[add.Layer][(s * _experts) + add.Expert] + _deltas[drop.Layer][(s * _experts) + drop.Expert] < -Epsilon)
-                {
-                    Toggle(add.Layer, s, add.Expert);
                     Toggle(drop.Layer, s, drop.Expert);
                     return true;
                 }
+
+                Distrust(drop.Layer, s, drop.Expert);
             }
 
-            return false;
-        }
-
-        /// <summary>Adds and drops in one layer, priced together (each changes the other's steps); undone unless faster.</summary>
-        private bool SwapWithin(int l, int s, int add, int drop)
-        {
-            var (before, stale) = (_steps[l].Seconds, _stale[l]);
-            Toggle(l, s, add);
-            var dropDelta = Price(l, s, drop);
-            if (_steps[l].Seconds + dropDelta < before - Epsilon)
+            var free = _used[s] < _slots[s];
+            foreach (var add in Adds(s))
             {
-                Toggle(l, s, drop);
-                return true;
+
+                // The add is made first (its change in seconds is then exact) and changes its own layer's drops.
+                var before = _steps[add.Layer].Seconds;
+                Toggle(add.Layer, s, add.Expert);
+                var added = _steps[add.Layer].Seconds - before;
+                if (added < -Epsilon && (free || Drop(s, add.Layer, added)))
+                {
+                    return true;
+                }
+
+                Toggle(add.Layer, s, add.Expert);
             }
 
-            Toggle(l, s, add);
-            _stale[l] = stale;
             return false;
         }
 
-        /// <summary>The table's best add (or drop) of server <paramref name="s"/> outside <paramref name="exceptLayer"/>; layer -1 when none.</summary>
-        private (int Layer, int Expert) Best(int s, bool adding, int exceptLayer)
+        /// <summary>Drops server <paramref name="s"/>'s best replica in any layer when that and an add of <paramref name="added"/> seconds together are faster.</summary>
+        private bool Drop(int s, int addedLayer, double added)
         {
-            var best = (Layer: -1, Expert: -1);
-            var bestDelta = double.MaxValue;
+            for (var attempt = 0; attempt < Checks; attempt++)
+            {
+                var same = BestDrop(s, onlyLayer: addedLayer);
+                var other = BestDrop(s, exceptLayer: addedLayer);
+                var best = same.Delta <= other.Delta ? same : other;
+                if (best.Layer < 0 || added + best.Delta >= -Epsilon)
+                {
+                    return false;
+                }
+
+                if (added + Exact(best.Layer, s, best.Expert) < -Epsilon)
+                {
+                    Toggle(best.Layer, s, best.Expert);
+                    return true;
+                }
+
+                Distrust(best.Layer, s, best.Expert);
+            }
+
+            return false;
+        }
+
+        /// <summary>What toggling (server, expert) in layer l changes, priced afresh where the layer's table is stale.</summary>
+        private double Exact(int l, int s, int e)
+        {
+            if (!_steps[l].Stale)
+            {
+                return _steps[l].Toggle(s, e);
+            }
+
+            Span<ulong> trial = stackalloc ulong[_servers];
+            _holds[l].CopyTo(trial);
+            trial[s] ^= 1UL << e;
+            return _steps[l].Delta(e, trial);
+        }
+
+        /// <summary>Leaves a toggle whose table entry proved stale out of the rest of the pass.</summary>
+        private void Distrust(int l, int s, int e)
+        {
+            _distrusted[(((l * _servers) + s) * _experts) + e] = true;
+        }
+
+        /// <summary>Server <paramref name="s"/>'s <see cref="AddsTried"/> best adds that alone make the history faster, best first.</summary>
+        private List<(int Layer, int Expert, double Delta)> Adds(int s)
+        {
+            var adds = new List<(int Layer, int Expert, double Delta)>();
             for (var l = 0; l < _layers; l++)
+            {
+                for (var e = 0; e < _experts; e++)
+                {
+                    var delta = _steps[l].Toggle(s, e);
+                    if (!Holds(l, s, e) && delta < -Epsilon)
+                    {
+                        adds.Add((l, e, delta));
+                    }
+                }
+            }
+
+            adds.Sort((a, b) => a.Delta != b.Delta ? a.Delta.CompareTo(b.Delta) : (a.Layer, a.Expert).CompareTo((b.Layer, b.Expert)));
+            return adds.Count > AddsTried ? adds[..AddsTried] : adds;
+        }
+
+        /// <summary>Server <paramref name="s"/>'s cheapest drop of an expert another server also holds, in one layer or outside one; layer -1 when none.</summary>
+        private (int Layer, int Expert, double Delta) BestDrop(int s, int exceptLayer = -1, int onlyLayer = -1)
+        {
+            var best = (Layer: -1, Expert: -1, Delta: double.PositiveInfinity);
+            for (var l = onlyLayer < 0 ? 0 : onlyLayer; l < (onlyLayer < 0 ? _layers : onlyLayer + 1); l++)
             {
                 if (l == exceptLayer)
                 {
                     continue;
                 }
 
-                var deltas = _deltas[l].AsSpan(s * _experts, _experts);
                 for (var e = 0; e < _experts; e++)
                 {
-                    if (deltas[e] < bestDelta && Holds(l, s, e) != adding)
+                    var delta = _steps[l].Toggle(s, e);
+                    if (delta < best.Delta && Holds(l, s, e) && Replicas(l, e) >= 2 && !_distrusted[(((l * _servers) + s) * _experts) + e])
                     {
-                        (best, bestDelta) = ((l, e), deltas[e]);
+                        best = (l, e, delta);
                     }
                 }
             }
@@ -230,36 +230,11 @@ internal static class SlotExchangeSearch
             return best;
         }
 
-        /// <summary>Prices the toggle again at the current layout; true when the table had it right.</summary>
-        private bool Confirm(int l, int s, int e)
-        {
-            var fresh = Price(l, s, e);
-            var known = _deltas[l][(s * _experts) + e];
-            _deltas[l][(s * _experts) + e] = fresh;
-            return Math.Abs(fresh - known) <= Epsilon;
-        }
-
-        /// <summary>What toggling (server, expert) in layer l changes in the layer's seconds; +infinity for a drop that would leave it on no server.</summary>
-        private double Price(int l, int s, int e)
-        {
-            var holds = _holds[l];
-            if (Holds(l, s, e) && Replicas(l, e) < 2)
-            {
-                return double.PositiveInfinity;
-            }
-
-            Span<ulong> trial = stackalloc ulong[_servers];
-            holds.CopyTo(trial);
-            trial[s] ^= 1UL << e;
-            return _steps[l].Delta(e, trial);
-        }
-
         private void Toggle(int l, int s, int e)
         {
             _used[s] += Holds(l, s, e) ? -1 : 1;
             _holds[l][s] ^= 1UL << e;
             _steps[l].Apply(e, _holds[l]);
-            _stale[l] = true;
         }
 
         private bool Holds(int l, int s, int e) => (_holds[l][s] & (1UL << e)) != 0;

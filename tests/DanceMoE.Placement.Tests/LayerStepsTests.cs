@@ -69,6 +69,51 @@ public class LayerStepsTests
         Assert.Equal(before + delta, steps.Seconds, 1e-12);
     }
 
+    [Theory]
+    [InlineData(4)]
+    [InlineData(13)]
+    public void The_toggle_table_stays_each_toggles_change_in_the_layers_price_for_decoded_tokens_and_for_prompts_once_refreshed(int seed)
+    {
+        var problem = Instances.Random(seed);
+        var placement = Replicated(problem, seed);
+        var random = new Random(seed);
+        for (var l = 0; l < problem.Model.Layers; l++)
+        {
+            var steps = new LayerSteps(problem, l, problem.History!.Requests);
+            var holds = Holds(placement, l);
+            steps.Track(holds);
+            for (var move = 0; move < 12; move++)
+            {
+                var (server, expert) = (random.Next(placement.Servers), random.Next(problem.Model.Experts));
+                holds[server] ^= 1UL << expert;
+                if (Enumerable.Range(0, placement.Servers).All(s => (holds[s] & (1UL << expert)) == 0))
+                {
+                    holds[server] ^= 1UL << expert;
+                    continue;
+                }
+
+                steps.Apply(expert, holds);
+                if (steps.Stale && move % 3 != 0)
+                {
+                    continue;
+                }
+
+                steps.Refresh(holds);
+                Assert.Equal(steps.Price(holds), steps.Seconds, 1e-9);
+                for (var s = 0; s < placement.Servers; s++)
+                {
+                    for (var e = 0; e < problem.Model.Experts; e++)
+                    {
+                        var trial = (ulong[])holds.Clone();
+                        trial[s] ^= 1UL << e;
+                        var covered = Enumerable.Range(0, placement.Servers).Any(t => (trial[t] & (1UL << e)) != 0);
+                        Assert.Equal(covered ? steps.Price(trial) - steps.Price(holds) : 0, steps.Toggle(s, e), 1e-9);
+                    }
+                }
+            }
+        }
+    }
+
     [Fact]
     public void Tokens_naming_one_expert_twice_or_layers_of_more_than_64_experts_cannot_be_priced()
     {

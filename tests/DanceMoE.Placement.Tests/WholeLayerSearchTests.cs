@@ -57,6 +57,47 @@ public class WholeLayerSearchTests
         Assert.Empty(placement.Violations(problem.Model, problem.Cluster));
     }
 
+    [Theory]
+    [InlineData(5)]
+    [InlineData(11)]
+    public void The_exchange_search_from_the_whole_layer_start_is_deterministic_and_ends_where_no_single_toggle_or_free_slot_helps(int seed)
+    {
+        var problem = Instances.Random(seed);
+        var start = WholeLayerStart.Plan(problem, Steps(problem), CancellationToken.None) ?? new OptimalPlacement().Place(problem);
+        var first = start.Clone();
+        var second = start.Clone();
+        var steps = Steps(problem);
+
+        SlotExchangeSearch.Improve(problem, first, steps, () => false, CancellationToken.None);
+        SlotExchangeSearch.Improve(problem, second, Steps(problem), () => false, CancellationToken.None);
+
+        Assert.True(first.SameAs(second));
+        Assert.Empty(first.Violations(problem.Model, problem.Cluster));
+
+        // No drop of a spare replica, and no add into a free slot, makes the history faster at the end.
+        var slots = problem.Slots();
+        for (var l = 0; l < problem.Model.Layers; l++)
+        {
+            var holds = Enumerable.Range(0, first.Servers).Select(s => first.LayerBits(s, l)[0]).ToArray();
+            var now = steps[l].Price(holds);
+            for (var s = 0; s < first.Servers; s++)
+            {
+                for (var e = 0; e < problem.Model.Experts; e++)
+                {
+                    var adding = !first.Holds(s, l, e);
+                    if ((adding && first.Count(s) >= slots[s]) || (!adding && first.Replicas(l, e) < 2))
+                    {
+                        continue;
+                    }
+
+                    holds[s] ^= 1UL << e;
+                    Assert.True(steps[l].Price(holds) >= now - 1e-9);
+                    holds[s] ^= 1UL << e;
+                }
+            }
+        }
+    }
+
     [Fact]
     public void The_exchange_search_gives_a_slot_its_server_never_uses_to_an_expert_it_needs()
     {
