@@ -41,6 +41,8 @@ public sealed class LatencyPlacement : IPlacementAlgorithm
             return optimal;
         }
 
+        // The optimum is priced on the history while the planner runs (its search runs on one core), each on its own model.
+        var optimalMs = Task.Run(() => new LatencyModel(problem.Model, problem.Cluster, problem.Latency).Evaluate(optimal, history).LatencyMsMean, cancellationToken);
         var spent = () => clock.Elapsed >= (TimeBudget ?? SearchUntil);
         var planned = LayerSteps.CanPrice(problem.Model, history.Requests) ? PlanOnLayerSteps(problem, history, clock, spent, cancellationToken) : PlanBySlots(problem, clock, spent, cancellationToken);
         if (planned is null)
@@ -50,7 +52,7 @@ public sealed class LatencyPlacement : IPlacementAlgorithm
 
         // The layouts are chosen on an approximation of the model; the model itself keeps the optimum when it is better.
         var model = new LatencyModel(problem.Model, problem.Cluster, problem.Latency);
-        return model.Evaluate(planned, history).LatencyMsMean <= model.Evaluate(optimal, history).LatencyMsMean ? planned : optimal;
+        return model.Evaluate(planned, history).LatencyMsMean <= optimalMs.GetAwaiter().GetResult() ? planned : optimal;
     }
 
     /// <summary>Whole layers priced on the model's own steps, searched from (the slot planner's layout when no whole-layer layout fits).</summary>

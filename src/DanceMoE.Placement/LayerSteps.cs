@@ -77,6 +77,7 @@ internal sealed class LayerSteps
         var tokens = new List<ulong>();
         var occurrences = new List<int>();
         var decoded = new Dictionary<(int Server, ulong Set), int>();
+        var occurrence = new int[_experts];
         foreach (var request in requests)
         {
             var (prompt, _) = options.Split(request.Tokens);
@@ -86,7 +87,7 @@ internal sealed class LayerSteps
                 var count = from < prompt ? prompt : 1;
                 var union = 0UL;
                 var duplicates = false;
-                var occurrence = new int[_experts];
+                Array.Clear(occurrence);
                 var first = tokens.Count;
                 for (var t = from; t < from + count; t++)
                 {
@@ -292,7 +293,9 @@ internal sealed class LayerSteps
                 var bit = 1UL << e;
                 var term = 0.0;
                 trial[s] ^= bit;
-                if (OnSomeServer(trial, bit))
+
+                // Another server's copy of an expert the step's home holds never serves the step.
+                if ((s == step.Home || (holds[step.Home] & bit) == 0) && OnSomeServer(trial, bit))
                 {
                     term = (StepSeconds(index, trial) - _seconds[index]) * step.Weight;
                 }

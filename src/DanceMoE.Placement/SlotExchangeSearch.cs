@@ -15,6 +15,9 @@ internal static class SlotExchangeSearch
     /// <summary>How many of a server's best adds are tried, each with its best drop, before the server has no move.</summary>
     private const int AddsTried = 8;
 
+    /// <summary>How many of those adds are also tried with a drop in their own layer (made, then undone when no drop pays).</summary>
+    private const int SameLayerTries = 2;
+
     /// <summary>How many drops a move checks against the model before giving up (entries of stale tables prove wrong).</summary>
     private const int Checks = 64;
 
@@ -60,9 +63,12 @@ internal static class SlotExchangeSearch
 
         public void Run(Func<bool> spent)
         {
-            // Every pass starts on exact tables; a pass without a move ends the search (the moves it tried and undid left the holdings as they were).
+            // Passes run on the tables as they are (a move is checked against fresh prices first); once a pass finds no move, the
+            // prompts' stale shares are priced again, and a pass without a move on exact tables ends the search (the moves it
+            // tried and undid left the holdings as they were).
             while (!spent())
             {
+                var exact = !_steps.Any(steps => steps.Stale);
                 var moved = false;
                 for (var s = 0; s < _servers; s++)
                 {
@@ -72,14 +78,17 @@ internal static class SlotExchangeSearch
                     }
                 }
 
-                if (!moved)
+                if (!moved && exact)
                 {
                     break;
                 }
 
-                Array.Clear(_distrusted);
-                var stale = Enumerable.Range(0, _layers).Where(l => _steps[l].Stale).ToArray();
-                Parallel.ForEach(stale, new ParallelOptions { CancellationToken = _cancellationToken }, l => _steps[l].Refresh(_holds[l]));
+                if (!moved)
+                {
+                    Array.Clear(_distrusted);
+                    var stale = Enumerable.Range(0, _layers).Where(l => _steps[l].Stale).ToArray();
+                    Parallel.ForEach(stale, new ParallelOptions { CancellationToken = _cancellationToken }, l => _steps[l].Refresh(_holds[l]));
+                }
             }
 
             for (var l = 0; l < _layers; l++)
@@ -122,16 +131,41 @@ internal static class SlotExchangeSearch
                 Distrust(drop.Layer, s, drop.Expert);
             }
 
+            var adds = Adds(s);
             var free = _used[s] < _slots[s];
-            foreach (var add in Adds(s))
+            foreach (var add in adds)
             {
+                var added = Exact(add.Layer, s, add.Expert);
+                if (added >= -Epsilon)
+                {
+                    Distrust(add.Layer, s, add.Expert);
+                    continue;
+                }
 
-                // The add is made first (its change in seconds is then exact) and changes its own layer's drops.
+                // A drop in another layer prices apart from the add.
+                var other = free ? default : DropOutside(s, add.Layer, added);
+                if (free || other.Layer >= 0)
+                {
+                    Toggle(add.Layer, s, add.Expert);
+                    if (!free)
+                    {
+                        Toggle(other.Layer, s, other.Expert);
+                    }
+
+                    return true;
+                }
+            }
+
+            // A drop in the add's own layer prices with the add made (each changes the other's steps): tried for the best adds only.
+            foreach (var add in adds.Take(SameLayerTries).Where(add => !free && !Distrusted(add.Layer, s, add.Expert)))
+            {
                 var before = _steps[add.Layer].Seconds;
                 Toggle(add.Layer, s, add.Expert);
                 var added = _steps[add.Layer].Seconds - before;
-                if (added < -Epsilon && (free || Drop(s, add.Layer, added)))
+                var same = BestDrop(s, onlyLayer: add.Layer);
+                if (same.Layer >= 0 && added + Exact(same.Layer, s, same.Expert) < -Epsilon)
                 {
+                    Toggle(same.Layer, s, same.Expert);
                     return true;
                 }
 
@@ -141,29 +175,26 @@ internal static class SlotExchangeSearch
             return false;
         }
 
-        /// <summary>Drops server <paramref name="s"/>'s best replica in any layer when that and an add of <paramref name="added"/> seconds together are faster.</summary>
-        private bool Drop(int s, int addedLayer, double added)
+        /// <summary>Server <paramref name="s"/>'s drop outside <paramref name="addedLayer"/> that, with an add of <paramref name="added"/> seconds, is faster; layer -1 when none.</summary>
+        private (int Layer, int Expert, double Delta) DropOutside(int s, int addedLayer, double added)
         {
             for (var attempt = 0; attempt < Checks; attempt++)
             {
-                var same = BestDrop(s, onlyLayer: addedLayer);
-                var other = BestDrop(s, exceptLayer: addedLayer);
-                var best = same.Delta <= other.Delta ? same : other;
-                if (best.Layer < 0 || added + best.Delta >= -Epsilon)
+                var drop = BestDrop(s, exceptLayer: addedLayer);
+                if (drop.Layer < 0 || added + drop.Delta >= -Epsilon)
                 {
-                    return false;
+                    break;
                 }
 
-                if (added + Exact(best.Layer, s, best.Expert) < -Epsilon)
+                if (added + Exact(drop.Layer, s, drop.Expert) < -Epsilon)
                 {
-                    Toggle(best.Layer, s, best.Expert);
-                    return true;
+                    return drop;
                 }
 
-                Distrust(best.Layer, s, best.Expert);
+                Distrust(drop.Layer, s, drop.Expert);
             }
 
-            return false;
+            return (-1, -1, 0);
         }
 
         /// <summary>What toggling (server, expert) in layer l changes, priced afresh where the layer's table is stale.</summary>
@@ -180,11 +211,10 @@ internal static class SlotExchangeSearch
             return _steps[l].Delta(e, trial);
         }
 
-        /// <summary>Leaves a toggle whose table entry proved stale out of the rest of the pass.</summary>
-        private void Distrust(int l, int s, int e)
-        {
-            _distrusted[(((l * _servers) + s) * _experts) + e] = true;
-        }
+        /// <summary>Leaves a toggle whose table entry proved stale out until the tables are priced afresh.</summary>
+        private void Distrust(int l, int s, int e) => _distrusted[(((l * _servers) + s) * _experts) + e] = true;
+
+        private bool Distrusted(int l, int s, int e) => _distrusted[(((l * _servers) + s) * _experts) + e];
 
         /// <summary>Server <paramref name="s"/>'s <see cref="AddsTried"/> best adds that alone make the history faster, best first.</summary>
         private List<(int Layer, int Expert, double Delta)> Adds(int s)
@@ -195,7 +225,7 @@ internal static class SlotExchangeSearch
                 for (var e = 0; e < _experts; e++)
                 {
                     var delta = _steps[l].Toggle(s, e);
-                    if (!Holds(l, s, e) && delta < -Epsilon)
+                    if (!Holds(l, s, e) && delta < -Epsilon && !Distrusted(l, s, e))
                     {
                         adds.Add((l, e, delta));
                     }
@@ -220,7 +250,7 @@ internal static class SlotExchangeSearch
                 for (var e = 0; e < _experts; e++)
                 {
                     var delta = _steps[l].Toggle(s, e);
-                    if (delta < best.Delta && Holds(l, s, e) && Replicas(l, e) >= 2 && !_distrusted[(((l * _servers) + s) * _experts) + e])
+                    if (delta < best.Delta && Holds(l, s, e) && Replicas(l, e) >= 2 && !Distrusted(l, s, e))
                     {
                         best = (l, e, delta);
                     }
