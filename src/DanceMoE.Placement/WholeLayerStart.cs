@@ -79,6 +79,11 @@ internal static class WholeLayerStart
             }
         }
 
+        if (Exact(options, slots, experts) is { } exact && (best is null || Total(options, exact) < bestCost))
+        {
+            best = exact;
+        }
+
         if (best is null)
         {
             return null;
@@ -113,6 +118,93 @@ internal static class WholeLayerStart
         {
             yield return Enumerable.Range(0, servers).Select(s => (set & (1 << s)) != 0 ? all : 0).ToArray();
         }
+    }
+
+    /// <summary>
+    /// The cheapest choice of whole-layer options within the slots, by dynamic programming over how many whole layers each
+    /// server holds so far (the layers' times add up, so the best choice for the layers so far depends only on those
+    /// counts); null when there are too many count combinations to walk.
+    /// </summary>
+    private static int[]? Exact(Option[][] options, int[] slots, int experts)
+    {
+        const int MaxStates = 1 << 20;
+        var servers = slots.Length;
+        var caps = slots.Select(s => s / experts).ToArray();
+        var radix = new int[servers];
+        var states = 1L;
+        for (var s = 0; s < servers; s++)
+        {
+            radix[s] = (int)states;
+            states *= caps[s] + 1;
+            if (states > MaxStates)
+            {
+                return null;
+            }
+        }
+
+        var layers = options.Length;
+        var cost = new double[states];
+        Array.Fill(cost, double.PositiveInfinity);
+        cost[0] = 0;
+        var from = new int[layers][];
+        var via = new int[layers][];
+        var counts = new int[servers];
+        for (var l = 0; l < layers; l++)
+        {
+            var next = new double[states];
+            Array.Fill(next, double.PositiveInfinity);
+            (from[l], via[l]) = (new int[states], new int[states]);
+            for (var state = 0; state < states; state++)
+            {
+                if (double.IsPositiveInfinity(cost[state]))
+                {
+                    continue;
+                }
+
+                for (var s = 0; s < servers; s++)
+                {
+                    counts[s] = state / radix[s] % (caps[s] + 1);
+                }
+
+                for (var o = 0; o < options[l].Length; o++)
+                {
+                    var target = state;
+                    for (var s = 0; s < servers && target >= 0; s++)
+                    {
+                        var add = options[l][o].Uses[s] / experts;
+                        target = counts[s] + add > caps[s] ? -1 : target + (add * radix[s]);
+                    }
+
+                    if (target >= 0 && cost[state] + options[l][o].Seconds < next[target])
+                    {
+                        next[target] = cost[state] + options[l][o].Seconds;
+                        (from[l][target], via[l][target]) = (state, o);
+                    }
+                }
+            }
+
+            cost = next;
+        }
+
+        var end = -1;
+        for (var state = 0; state < states; state++)
+        {
+            end = !double.IsPositiveInfinity(cost[state]) && (end < 0 || cost[state] < cost[end]) ? state : end;
+        }
+
+        if (end < 0)
+        {
+            return null;
+        }
+
+        var chosen = new int[layers];
+        for (var l = layers - 1; l >= 0; l--)
+        {
+            chosen[l] = via[l][end];
+            end = from[l][end];
+        }
+
+        return chosen;
     }
 
     /// <summary>

@@ -26,6 +26,53 @@ public class WholeLayerSearchTests
         }
     }
 
+    [Theory]
+    [InlineData(2)]
+    [InlineData(9)]
+    [InlineData(17)]
+    [InlineData(23)]
+    [InlineData(31)]
+    public void The_whole_layer_start_is_the_cheapest_whole_layer_layout_that_fits(int seed)
+    {
+        var problem = Instances.Random(seed);
+        var (servers, layers, experts) = (problem.Cluster.Count, problem.Model.Layers, problem.Model.Experts);
+        var all = (1UL << experts) - 1;
+        var steps = Steps(problem);
+        var caps = problem.Slots().Select(s => s / experts).ToArray();
+        var seconds = Enumerable.Range(0, layers)
+            .Select(l => Enumerable.Range(1, (1 << servers) - 1).Select(set => steps[l].Price([.. Enumerable.Range(0, servers).Select(s => (set & (1 << s)) != 0 ? all : 0)])).ToArray())
+            .ToArray();
+        var cheapest = double.PositiveInfinity;
+        void Walk(int layer, int[] used, double total)
+        {
+            if (layer == layers)
+            {
+                cheapest = Math.Min(cheapest, total);
+                return;
+            }
+
+            for (var set = 1; set < 1 << servers; set++)
+            {
+                var next = used.Select((u, s) => u + ((set >> s) & 1)).ToArray();
+                if (next.Zip(caps).All(x => x.First <= x.Second))
+                {
+                    Walk(layer + 1, next, total + seconds[layer][set - 1]);
+                }
+            }
+        }
+
+        Walk(0, new int[servers], 0);
+
+        var placement = WholeLayerStart.Plan(problem, steps, CancellationToken.None);
+
+        Assert.Equal(double.IsFinite(cheapest), placement is not null);
+        if (placement is not null)
+        {
+            var priced = Enumerable.Range(0, layers).Sum(l => steps[l].Price([.. Enumerable.Range(0, servers).Select(s => placement.LayerBits(s, l)[0])]));
+            Assert.Equal(cheapest, priced, 9);
+        }
+    }
+
     [Fact]
     public void With_room_for_every_layer_on_every_server_the_start_holds_everything_everywhere()
     {
