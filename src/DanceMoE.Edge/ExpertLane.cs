@@ -27,6 +27,9 @@ public sealed class ExpertLane(IOptions<RabbitMqOptions> rabbit, IOptions<EdgeOp
 
     private static readonly TimeSpan RepublishInterval = TimeSpan.FromMilliseconds(100);
 
+    // A reply publish that cannot finish (a connection dead mid-recovery) must not hold the lane; the asker gave up long before.
+    private static readonly TimeSpan ReplyTimeout = TimeSpan.FromSeconds(30);
+
     private readonly RabbitMqBroker _broker = RabbitMqOptions.Parse(rabbit.Value.ConnectionString);
     private readonly string _edgeId = options.Value.Id;
     private readonly ConcurrentDictionary<string, TaskCompletionSource<ExpertBatchResult>> _pending = new(StringComparer.Ordinal);
@@ -100,7 +103,16 @@ public sealed class ExpertLane(IOptions<RabbitMqOptions> rabbit, IOptions<EdgeOp
                 // A batch is worth nothing after its deadline: the broker drops it rather than deliver it late.
                 Expiration = ((long)Math.Ceiling(timeout.TotalMilliseconds)).ToString(CultureInfo.InvariantCulture),
             };
-            await PublishAsync(ExpertLaneQueues.Batches(peer), properties, ExpertBatchSerializer.Encode(batch), answer.Task).ConfigureAwait(false);
+            using var giveUp = CancellationTokenSource.CreateLinkedTokenSource(deadline.Token, cancellationToken);
+            try
+            {
+                await PublishAsync(ExpertLaneQueues.Batches(peer), properties, ExpertBatchSerializer.Encode(batch), retry: true, giveUp.Token).ConfigureAwait(false);
+            }
+            catch (OperationCanceledException) when (giveUp.IsCancellationRequested)
+            {
+                // The answer already holds the timeout or the caller's cancellation.
+            }
+
             return await answer.Task.ConfigureAwait(false);
         }
         finally
@@ -110,7 +122,7 @@ public sealed class ExpertLane(IOptions<RabbitMqOptions> rabbit, IOptions<EdgeOp
     }
 
     /// <summary>Answers a peer's batch with <paramref name="result"/>, or with a fault saying <paramref name="refusal"/>.</summary>
-    public Task ReplyAsync(IReadOnlyBasicProperties request, ExpertBatchResult? result, string? refusal)
+    public async Task ReplyAsync(IReadOnlyBasicProperties request, ExpertBatchResult? result, string? refusal)
     {
         ArgumentNullException.ThrowIfNull(request);
         var properties = new BasicProperties
@@ -121,7 +133,8 @@ public sealed class ExpertLane(IOptions<RabbitMqOptions> rabbit, IOptions<EdgeOp
             DeliveryMode = DeliveryModes.Transient,
         };
         var body = result is null ? Encoding.UTF8.GetBytes(refusal ?? "refused") : ExpertBatchSerializer.Encode(result);
-        return PublishAsync(request.ReplyTo!, properties, body, until: null);
+        using var giveUp = new CancellationTokenSource(ReplyTimeout);
+        await PublishAsync(request.ReplyTo!, properties, body, retry: false, giveUp.Token).ConfigureAwait(false);
     }
 
     public async ValueTask DisposeAsync()
@@ -143,21 +156,23 @@ public sealed class ExpertLane(IOptions<RabbitMqOptions> rabbit, IOptions<EdgeOp
     }
 
     /// <summary>
-    /// Publishes on the lane; while the connection is down (a broker restarting, a node dead), tries again until it
-    /// recovers or <paramref name="until"/> completes (the batch's deadline), as a send waits for its bus to reconnect.
+    /// Publishes on the lane; while the connection is down (a broker restarting, a node dead), tries again (with
+    /// <paramref name="retry"/>) until it recovers, as a send waits for its bus to reconnect. Gives up with
+    /// <see cref="OperationCanceledException"/> once <paramref name="giveUp"/> is cancelled (the batch's deadline), even
+    /// in the middle of a publish that a dead connection would otherwise never finish.
     /// </summary>
-    private async Task PublishAsync(string routingKey, BasicProperties properties, byte[] body, Task? until)
+    private async Task PublishAsync(string routingKey, BasicProperties properties, byte[] body, bool retry, CancellationToken giveUp)
     {
         var publisher = _publisher ?? throw new InvalidOperationException("the expert lane is not connected");
         while (true)
         {
-            await _publishing.WaitAsync().ConfigureAwait(false);
+            await _publishing.WaitAsync(giveUp).ConfigureAwait(false);
             try
             {
-                await publisher.BasicPublishAsync(ExpertLaneQueues.Exchange, routingKey, mandatory: false, properties, body).ConfigureAwait(false);
+                await publisher.BasicPublishAsync(ExpertLaneQueues.Exchange, routingKey, mandatory: false, properties, body, giveUp).ConfigureAwait(false);
                 return;
             }
-            catch (OperationInterruptedException ex) when (until is { IsCompleted: false })
+            catch (OperationInterruptedException ex) when (retry && !giveUp.IsCancellationRequested)
             {
                 logger.LogDebug("expert lane of {Edge} is down ({Reason}); publishing again once it recovers", _edgeId, ex.Message);
             }
@@ -166,11 +181,7 @@ public sealed class ExpertLane(IOptions<RabbitMqOptions> rabbit, IOptions<EdgeOp
                 _publishing.Release();
             }
 
-            await Task.WhenAny(until!, Task.Delay(RepublishInterval)).ConfigureAwait(false);
-            if (until!.IsCompleted)
-            {
-                return;
-            }
+            await Task.Delay(RepublishInterval, giveUp).ConfigureAwait(false);
         }
     }
 
