@@ -426,30 +426,13 @@ public sealed class LatencyModel
         foreach (var i in order)
         {
             var e = _remoteExperts[i];
-            var rows = _remoteRows[e];
-            var best = -1;
-            var bestMax = double.MaxValue;
-            var bestAfter = double.MaxValue;
+            var holders = 0UL;
             for (var s = 0; s < n; s++)
             {
-                if (s == home || !placement.Holds(s, layer, e))
-                {
-                    continue;
-                }
-
-                var link = (home * n) + s;
-                var after = (used[s] ? cost[s] : _linkFixed[link]) + (rows * _linkPerRow[link]);
-                var max = Math.Max(largest, after);
-                if (max < bestMax || (max == bestMax && (after < bestAfter || (after == bestAfter && used[s] && !used[best]))))
-                {
-                    (best, bestMax, bestAfter) = (s, max, after);
-                }
+                holders |= placement.Holds(s, layer, e) ? 1UL << s : 0;
             }
 
-            cost[best] = bestAfter;
-            used[best] = true;
-            largest = Math.Max(largest, bestAfter);
-            _serverOf[e] = best;
+            _serverOf[e] = ReplicaChoice.Pick(holders, home, _remoteRows[e], _linkFixed, _linkPerRow, cost, used, ref largest);
         }
 
         // Rows per peer: each token's hidden state once per peer it needs, and one output row per (token, expert).

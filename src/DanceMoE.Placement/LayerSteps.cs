@@ -377,29 +377,13 @@ internal sealed class LayerSteps
                     continue;
                 }
 
-                var rows = occurrences[e];
-                var best = -1;
-                var bestMax = double.MaxValue;
-                var bestAfter = double.MaxValue;
+                var holders = 0UL;
                 for (var s = 0; s < n; s++)
                 {
-                    if (s == home || (holds[s] & (1UL << e)) == 0)
-                    {
-                        continue;
-                    }
-
-                    var link = (home * n) + s;
-                    var after = (used[s] ? cost[s] : _linkFixed[link]) + (rows * _linkPerRow[link]);
-                    var max = Math.Max(largest, after);
-                    if (max < bestMax || (max == bestMax && (after < bestAfter || (after == bestAfter && used[s] && !used[best]))))
-                    {
-                        (best, bestMax, bestAfter) = (s, max, after);
-                    }
+                    holders |= ((holds[s] >> e) & 1UL) << s;
                 }
 
-                cost[best] = bestAfter;
-                used[best] = true;
-                largest = Math.Max(largest, bestAfter);
+                var best = ReplicaChoice.Pick(holders, home, occurrences[e], _linkFixed, _linkPerRow, cost, used, ref largest);
                 routed[best] |= 1UL << e;
                 compute[best] += ExpertSeconds(best, e, occurrences);
             }

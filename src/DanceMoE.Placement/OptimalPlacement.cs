@@ -154,9 +154,10 @@ public sealed class OptimalPlacement : IPlacementAlgorithm
         }
 
         cp.Maximize(LinearExpr.WeightedSum(x, weights));
+        // One worker: two race each other, and which of several equal optima wins then depends on the machine's load.
         var solver = new CpSolver
         {
-            StringParameters = $"max_time_in_seconds:{IlpSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture)} num_workers:2 random_seed:1",
+            StringParameters = $"max_time_in_seconds:{IlpSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture)} num_workers:1 random_seed:1",
         };
         CpSolverStatus status;
         using (cancellationToken.Register(solver.StopSearch))
