@@ -20,15 +20,7 @@ public static class ExpertBenchmark
         ArgumentNullException.ThrowIfNull(output);
         ArgumentNullException.ThrowIfNull(log);
         var (layer, expert, iterations) = (settings.Layer, settings.Expert, settings.Iterations);
-        ModelManifest manifest;
-        try
-        {
-            manifest = ModelManifest.Load(settings.ModelDirectory);
-        }
-        catch (ModelFormatException ex)
-        {
-            throw new OperationException(ex.Message, OperationFailure.Failed, ex);
-        }
+        var manifest = BenchmarkModel.Load(settings.ModelDirectory);
 
         var c = manifest.Architecture;
         if (layer >= c.RoutedLayers || expert >= c.NumExperts)

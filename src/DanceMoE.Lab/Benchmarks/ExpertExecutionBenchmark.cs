@@ -21,15 +21,7 @@ public static class ExpertExecutionBenchmark
         ArgumentNullException.ThrowIfNull(settings);
         ArgumentNullException.ThrowIfNull(output);
         ArgumentNullException.ThrowIfNull(log);
-        ModelManifest manifest;
-        try
-        {
-            manifest = ModelManifest.Load(settings.ModelDirectory);
-        }
-        catch (ModelFormatException ex)
-        {
-            throw new OperationException(ex.Message, OperationFailure.Failed, ex);
-        }
+        var manifest = BenchmarkModel.Load(settings.ModelDirectory);
 
         var c = manifest.Architecture;
         if (settings.Layer >= c.RoutedLayers)

@@ -20,15 +20,7 @@ public static class KvCacheBenchmark
     {
         ArgumentNullException.ThrowIfNull(settings);
         ArgumentNullException.ThrowIfNull(output);
-        ModelManifest manifest;
-        try
-        {
-            manifest = ModelManifest.Load(settings.ModelDirectory);
-        }
-        catch (ModelFormatException ex)
-        {
-            throw new OperationException(ex.Message, OperationFailure.Failed, ex);
-        }
+        var manifest = BenchmarkModel.Load(settings.ModelDirectory);
 
         var c = manifest.Architecture;
         var steps = Warmup + settings.Iterations;
