@@ -422,7 +422,6 @@ public sealed class LatencyModel
 
         Span<double> cost = stackalloc double[n];
         Span<bool> used = stackalloc bool[n];
-        var largest = 0.0;
         foreach (var i in order)
         {
             var e = _remoteExperts[i];
@@ -432,7 +431,7 @@ public sealed class LatencyModel
                 holders |= placement.Holds(s, layer, e) ? 1UL << s : 0;
             }
 
-            _serverOf[e] = ReplicaChoice.Pick(holders, home, _remoteRows[e], _linkFixed, _linkPerRow, cost, used, ref largest);
+            _serverOf[e] = ReplicaChoice.Pick(holders, home, _remoteRows[e], _linkFixed, _linkPerRow, cost, used);
         }
 
         // Rows per peer: each token's hidden state once per peer it needs, and one output row per (token, expert).

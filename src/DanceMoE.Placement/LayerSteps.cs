@@ -365,7 +365,6 @@ internal sealed class LayerSteps
         cost.Clear();
         used.Clear();
         routed.Clear();
-        var largest = 0.0;
         var byRows = _byRows.AsSpan(step.Occurrences, BitOperations.PopCount(step.Union));
         for (var pass = 0; pass < 2; pass++)
         {
@@ -383,7 +382,7 @@ internal sealed class LayerSteps
                     holders |= ((holds[s] >> e) & 1UL) << s;
                 }
 
-                var best = ReplicaChoice.Pick(holders, home, occurrences[e], _linkFixed, _linkPerRow, cost, used, ref largest);
+                var best = ReplicaChoice.Pick(holders, home, occurrences[e], _linkFixed, _linkPerRow, cost, used);
                 routed[best] |= 1UL << e;
                 compute[best] += ExpertSeconds(best, e, occurrences);
             }

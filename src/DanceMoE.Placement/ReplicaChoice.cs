@@ -2,7 +2,8 @@ namespace DanceMoE.Placement;
 
 /// <summary>
 /// The replica rule of one step, shared by <see cref="LatencyModel"/> and the planner's <see cref="LayerSteps"/> so both route alike:
-/// each remote expert goes to the holder that keeps the step's slowest peer fastest, ties to the cheaper, then to a peer already used.
+/// each remote expert goes to the holder whose call costs least with its rows added (which also keeps the step's slowest peer as
+/// fast as it can be), ties to a peer the step already calls, then to the lower server.
 /// </summary>
 internal static class ReplicaChoice
 {
@@ -14,14 +15,12 @@ internal static class ReplicaChoice
     /// <param name="linkPerRow">Seconds each row adds on each link.</param>
     /// <param name="cost">Seconds each peer's call costs so far this step (its link's fixed cost once it is used).</param>
     /// <param name="used">Whether the step already calls each peer.</param>
-    /// <param name="largest">The slowest peer's cost so far this step.</param>
     /// <returns>The chosen server.</returns>
     public static int Pick(
-        ulong holders, int home, int rows, ReadOnlySpan<double> linkFixed, ReadOnlySpan<double> linkPerRow, Span<double> cost, Span<bool> used, ref double largest)
+        ulong holders, int home, int rows, ReadOnlySpan<double> linkFixed, ReadOnlySpan<double> linkPerRow, Span<double> cost, Span<bool> used)
     {
         var n = cost.Length;
         var best = -1;
-        var bestMax = double.MaxValue;
         var bestAfter = double.MaxValue;
         for (var s = 0; s < n; s++)
         {
@@ -32,10 +31,9 @@ internal static class ReplicaChoice
 
             var link = (home * n) + s;
             var after = (used[s] ? cost[s] : linkFixed[link]) + (rows * linkPerRow[link]);
-            var max = Math.Max(largest, after);
-            if (max < bestMax || (max == bestMax && (after < bestAfter || (after == bestAfter && used[s] && !used[best]))))
+            if (after < bestAfter || (after == bestAfter && used[s] && !used[best]))
             {
-                (best, bestMax, bestAfter) = (s, max, after);
+                (best, bestAfter) = (s, after);
             }
         }
 
@@ -46,7 +44,6 @@ internal static class ReplicaChoice
 
         cost[best] = bestAfter;
         used[best] = true;
-        largest = Math.Max(largest, bestAfter);
         return best;
     }
 }
