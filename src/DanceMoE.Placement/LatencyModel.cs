@@ -350,7 +350,7 @@ public sealed class LatencyModel
                 load.CallSeconds[s] += compute[s];
             }
 
-            bus.Add(_options.MessageWorkSeconds(_rowsTo[s] * (double)_model.HiddenBytes), _linkFixed[(home * n) + s] + (_rowsTo[s] * _linkPerRow[(home * n) + s]) + compute[s] + QueueWaitSeconds[s]);
+            bus.AddCall(_options, _rowsTo[s], _model.HiddenBytes, _linkFixed[(home * n) + s], _linkPerRow[(home * n) + s], compute[s], QueueWaitSeconds[s]);
         }
 
         return bus.StepSeconds(_options.MessageLanes, _options.SharedHostBus);

@@ -411,7 +411,7 @@ internal sealed class LayerSteps
                 }
             }
 
-            bus.Add(_options.MessageWorkSeconds(rowsTo * _hiddenBytes), _linkFixed[(home * n) + s] + (rowsTo * _linkPerRow[(home * n) + s]) + compute[s]);
+            bus.AddCall(_options, rowsTo, _hiddenBytes, _linkFixed[(home * n) + s], _linkPerRow[(home * n) + s], compute[s]);
         }
 
         return bus.StepSeconds(_options.MessageLanes, _options.SharedHostBus);
