@@ -15,7 +15,10 @@ public record ExpertBatchResult
     /// <summary>The experts of the batch and their row counts, in payload order (without the request's token rows).</summary>
     public IReadOnlyList<ExpertSlice> Slices { get; init; } = [];
 
-    /// <summary>Little-endian float32 [rows, hidden] per slice, in slice order.</summary>
+    /// <summary>
+    /// Little-endian float32 [rows, hidden] per slice, in slice order, without the rows of the request's
+    /// <see cref="RunExpertBatch.SumRows"/>; then one row per sum row, in its order.
+    /// </summary>
     public byte[] Output { get; init; } = [];
 
     /// <summary>Time the edge spent running the experts, in milliseconds.</summary>

@@ -14,4 +14,7 @@ public record ExpertSlice
     /// several experts of the batch need is sent once. Empty: the slice's own rows follow in the payload in slice order.
     /// </summary>
     public IReadOnlyList<int> TokenRows { get; init; } = [];
+
+    /// <summary>In a request with <see cref="RunExpertBatch.SumRows"/>, the router's weight of each row for this expert.</summary>
+    public IReadOnlyList<float> Weights { get; init; } = [];
 }

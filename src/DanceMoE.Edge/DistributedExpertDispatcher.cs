@@ -67,7 +67,7 @@ public sealed class DistributedExpertDispatcher(
 
         pending.AddRange(moved.Select(kv => RunRemoteAsync(kv.Key, layer, kv.Value, step, cancellationToken)));
         await Task.WhenAll(pending).ConfigureAwait(false);
-        return new DispatchResult(step.Outputs, step.ServedBy, placement.Version) { Failures = step.Failures };
+        return new DispatchResult(step.Outputs, step.ServedBy, placement.Version) { Failures = step.Failures, TokenSums = step.Sums };
     }
 
     /// <summary>
@@ -160,18 +160,19 @@ public sealed class DistributedExpertDispatcher(
     {
         var batches = step.Batches;
         var hidden = store.Manifest.Architecture.HiddenSize;
-        var (slices, payload) = Pack(batches, indexes, hidden);
-        var totalRows = slices.Sum(s => s.Rows);
-        var outputBytes = (long)totalRows * hidden * sizeof(float);
-        if (Math.Max(payload.Length, outputBytes) > _maxBatchBytes)
+        var message = Pack(step, indexes, hidden);
+        var outputBytes = (long)message.RowsBack * hidden * sizeof(float);
+        if (Math.Max(message.Payload.Length, outputBytes) > _maxBatchBytes)
         {
-            throw new ExpertUnavailableException($"expert batch of {Math.Max(payload.Length, outputBytes)} bytes for {server} exceeds the limit of {_maxBatchBytes} bytes");
+            throw new ExpertUnavailableException($"expert batch of {Math.Max(message.Payload.Length, outputBytes)} bytes for {server} exceeds the limit of {_maxBatchBytes} bytes");
         }
 
         // Each request's expert calls and rows in this message: what it is charged for the message.
         var shares = new Dictionary<ForwardContext, (int Experts, int Rows)>();
-        foreach (var i in indexes)
+        var totalRows = 0;
+        foreach (var i in message.Indexes)
         {
+            totalRows += batches[i].Rows;
             foreach (var owner in batches[i].Requests)
             {
                 shares[owner] = (shares.GetValueOrDefault(owner).Experts + 1, shares.GetValueOrDefault(owner).Rows);
@@ -190,10 +191,11 @@ public sealed class DistributedExpertDispatcher(
             OriginEdgeId = _edgeId,
             Layer = layer,
             HiddenSize = hidden,
-            Slices = slices,
-            Hidden = payload,
+            Slices = message.Slices,
+            Hidden = message.Payload,
+            SumRows = message.SumRows,
         };
-        await link.TransmitAsync(payload.Length, cancellationToken).ConfigureAwait(false);
+        await link.TransmitAsync(message.Payload.Length, cancellationToken).ConfigureAwait(false);
         var sentAt = Stopwatch.GetTimestamp();
         var result = await lane.CallAsync(server, request, _deadline, cancellationToken).ConfigureAwait(false);
         var roundTrip = Stopwatch.GetElapsedTime(sentAt);
@@ -201,20 +203,37 @@ public sealed class DistributedExpertDispatcher(
         estimates.Observe(server, roundTrip);
         estimates.ObserveQueueDepth(server, result.QueueDepth);
         if (result.BatchId != request.BatchId || result.Output.Length != outputBytes
-            || !result.Slices.Select(s => (s.Expert, s.Rows)).SequenceEqual(slices.Select(s => (s.Expert, s.Rows))))
+            || !result.Slices.Select(s => (s.Expert, s.Rows)).SequenceEqual(message.Slices.Select(s => (s.Expert, s.Rows))))
         {
             throw new InvalidExpertResultException($"{server} answered batch {request.BatchId} with a result that does not match it");
         }
 
+        // Each slice's rows but those of summed tokens (left zero: the token's sum replaces them), then the sums.
         var offset = 0;
-        foreach (var i in indexes)
+        var rowBytes = hidden * sizeof(float);
+        foreach (var i in message.Indexes)
         {
-            var length = batches[i].Input.Length;
-            step.Complete(i, TensorBytes.ToFloats(result.Output.AsSpan(offset * sizeof(float), length * sizeof(float))), server);
-            offset += length;
+            var batch = batches[i];
+            var output = new float[batch.Input.Length];
+            for (var r = 0; r < batch.Rows; r++)
+            {
+                if (message.Summed.Count == 0 || !message.Summed.Contains(batch.StepTokens[r]))
+                {
+                    TensorBytes.ToFloats(result.Output.AsSpan(offset, rowBytes)).CopyTo(output.AsSpan(r * hidden));
+                    offset += rowBytes;
+                }
+            }
+
+            step.Complete(i, output, server);
         }
 
-        var bytes = payload.Length + result.Output.Length;
+        foreach (var token in message.SumTokens)
+        {
+            step.Sums[token] = TensorBytes.ToFloats(result.Output.AsSpan(offset, rowBytes));
+            offset += rowBytes;
+        }
+
+        var bytes = message.Payload.Length + result.Output.Length;
         foreach (var (owner, (experts, rows)) in shares)
         {
             var share = (double)rows / totalRows;
@@ -223,15 +242,19 @@ public sealed class DistributedExpertDispatcher(
     }
 
     /// <summary>
-    /// The batches' slices and payload: each token's hidden state once (the same token in several of the peer's experts
-    /// is one row), and for each slice the payload rows of its own rows, in order.
+    /// One message to a peer: its batches in expert order, each token's hidden state once (the same token in several of
+    /// the peer's experts is one row), for each slice the payload rows of its own rows, and the tokens whose experts are
+    /// all in this message summed by the peer (one row back for each instead of one per expert).
     /// </summary>
-    private static (List<ExpertSlice> Slices, byte[] Payload) Pack(IReadOnlyList<ExpertBatch> batches, List<int> indexes, int hidden)
+    private static PeerMessage Pack(Step step, List<int> indexes, int hidden)
     {
+        var batches = step.Batches;
+        List<int> ordered = [.. indexes.OrderBy(i => batches[i].Expert)];
         var rowOf = new Dictionary<long, int>();
         var sources = new List<(int Batch, int Row)>();
-        var slices = new List<ExpertSlice>(indexes.Count);
-        foreach (var i in indexes)
+        var slices = new List<ExpertSlice>(ordered.Count);
+        var here = new Dictionary<int, int>();
+        foreach (var i in ordered)
         {
             var batch = batches[i];
             var tokenRows = new int[batch.Rows];
@@ -247,9 +270,22 @@ public sealed class DistributedExpertDispatcher(
                 }
 
                 tokenRows[r] = row;
+                if (step.CanSum)
+                {
+                    here[(int)token] = here.GetValueOrDefault((int)token) + 1;
+                }
             }
 
             slices.Add(new ExpertSlice { Expert = batch.Expert, Rows = batch.Rows, TokenRows = tokenRows });
+        }
+
+        List<int> sumTokens = [.. here.Where(kv => kv.Value == step.ExpertsOf[kv.Key]).Select(kv => kv.Key).OrderBy(t => rowOf[t])];
+        if (sumTokens.Count > 0)
+        {
+            for (var s = 0; s < slices.Count; s++)
+            {
+                slices[s] = slices[s] with { Weights = batches[ordered[s]].Weights };
+            }
         }
 
         var payload = new byte[(long)sources.Count * hidden * sizeof(float)];
@@ -259,8 +295,15 @@ public sealed class DistributedExpertDispatcher(
             offset += TensorBytes.Write(batches[b].Input.AsSpan(r * hidden, hidden), payload.AsSpan(offset));
         }
 
-        return (slices, payload);
+        var rows = ordered.Sum(i => batches[i].Rows);
+        var summed = sumTokens.ToHashSet();
+        var summedRows = sumTokens.Sum(t => step.ExpertsOf[t]);
+        return new PeerMessage(ordered, slices, payload, [.. sumTokens.Select(t => rowOf[t])], sumTokens, summed, rows - summedRows + sumTokens.Count);
     }
+
+    /// <summary>What <see cref="Pack"/> puts in one message, and how many rows its answer has.</summary>
+    private sealed record PeerMessage(
+        List<int> Indexes, List<ExpertSlice> Slices, byte[] Payload, List<int> SumRows, List<int> SumTokens, HashSet<int> Summed, int RowsBack);
 
     /// <summary>Runs the expert on this edge if it holds it now (a migration may have loaded or unloaded it since routing).</summary>
     private bool TryRunHere(int layer, int index, Step step)
@@ -297,15 +340,39 @@ public sealed class DistributedExpertDispatcher(
 }
 
 /// <summary>One layer's batches of a step while they run: outputs and servers as they complete, and the batches that failed.</summary>
-internal sealed class Step(IReadOnlyList<ExpertBatch> batches)
+internal sealed class Step
 {
     private readonly ConcurrentDictionary<int, Exception> _failures = new();
 
-    public IReadOnlyList<ExpertBatch> Batches { get; } = batches;
+    public Step(IReadOnlyList<ExpertBatch> batches)
+    {
+        Batches = batches;
+        Outputs = new float[batches.Count][];
+        ServedBy = new string[batches.Count];
+        CanSum = batches.Count > 0 && batches.All(b => b.StepTokens.Count == b.Rows && b.Weights.Count == b.Rows);
+        if (CanSum)
+        {
+            foreach (var token in batches.SelectMany(b => b.StepTokens))
+            {
+                ExpertsOf[token] = ExpertsOf.GetValueOrDefault(token) + 1;
+            }
+        }
+    }
 
-    public float[]?[] Outputs { get; } = new float[batches.Count][];
+    public IReadOnlyList<ExpertBatch> Batches { get; }
 
-    public string[] ServedBy { get; } = new string[batches.Count];
+    /// <summary>Whether every batch names its rows' tokens and weights, so a peer may sum a token's experts.</summary>
+    public bool CanSum { get; }
+
+    /// <summary>How many of the layer's batches each step token is in (when <see cref="CanSum"/>).</summary>
+    public Dictionary<int, int> ExpertsOf { get; } = [];
+
+    /// <summary>The weighted sums peers answered, by step token.</summary>
+    public ConcurrentDictionary<int, float[]> Sums { get; } = new();
+
+    public float[]?[] Outputs { get; }
+
+    public string[] ServedBy { get; }
 
     public IReadOnlyDictionary<int, Exception> Failures => _failures;
 

@@ -233,6 +233,7 @@ public sealed class EdgeRuntime(
             rows += slice.Rows;
         }
 
+        ValidateSumRows(batch, indexed > 0, tokens);
         if (indexed == 0 && rows * rowBytes != batch.Hidden.Length)
         {
             throw new InvalidExpertBatchException(
@@ -247,6 +248,74 @@ public sealed class EdgeRuntime(
         if (rows * rowBytes > Options.MaxBatchBytes)
         {
             throw new InvalidExpertBatchException($"batch result of {rows} rows ({rows * rowBytes} bytes) exceeds this edge's limit of {Options.MaxBatchBytes} bytes");
+        }
+    }
+
+    private static void ValidateSumRows(RunExpertBatch batch, bool indexed, long tokens)
+    {
+        if (batch.SumRows is null)
+        {
+            throw new InvalidExpertBatchException("batch's sum rows are null: leave them out or list token rows");
+        }
+
+        if (batch.SumRows.Count == 0)
+        {
+            return;
+        }
+
+        if (!indexed)
+        {
+            throw new InvalidExpertBatchException("a batch with sum rows must list every slice's token rows");
+        }
+
+        var previous = -1;
+        foreach (var row in batch.SumRows)
+        {
+            if (row < 0 || row >= tokens)
+            {
+                throw new InvalidExpertBatchException($"sum row {row} is outside the payload's {tokens} token rows");
+            }
+
+            if (row <= previous)
+            {
+                throw new InvalidExpertBatchException($"sum rows must ascend without repeats: {row} follows {previous}");
+            }
+
+            previous = row;
+        }
+
+        var listed = new HashSet<int>();
+        var expert = -1;
+        foreach (var slice in batch.Slices)
+        {
+            if (slice.Expert <= expert)
+            {
+                throw new InvalidExpertBatchException($"a batch with sum rows lists its experts in ascending order: {slice.Expert} follows {expert}");
+            }
+
+            expert = slice.Expert;
+            if (slice.Weights is null || slice.Weights.Count != slice.Rows)
+            {
+                throw new InvalidExpertBatchException($"expert {batch.Layer}.{slice.Expert} has {slice.Rows} rows but {slice.Weights?.Count ?? 0} weights");
+            }
+
+            foreach (var weight in slice.Weights)
+            {
+                if (!float.IsFinite(weight))
+                {
+                    throw new InvalidExpertBatchException($"expert {batch.Layer}.{slice.Expert} has weight {weight}, not a finite number");
+                }
+            }
+
+            listed.UnionWith(slice.TokenRows);
+        }
+
+        foreach (var row in batch.SumRows)
+        {
+            if (!listed.Contains(row))
+            {
+                throw new InvalidExpertBatchException($"sum row {row} is in none of the batch's slices");
+            }
         }
     }
 

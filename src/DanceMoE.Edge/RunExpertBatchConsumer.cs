@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using DanceMoE.Contracts;
+using DanceMoE.Inference;
 using MassTransit;
 
 namespace DanceMoE.Edge;
@@ -27,7 +28,10 @@ public sealed class RunExpertBatchConsumer(EdgeRuntime edge, ExpertBatchCalls ca
         }
     }
 
-    /// <summary>The answer to a validated <paramref name="batch"/>: each slice's rows through its expert on this edge.</summary>
+    /// <summary>
+    /// The answer to a validated <paramref name="batch"/>: each slice's rows through its expert on this edge, and for each
+    /// of its sum rows the weighted sum of its experts' outputs (<see cref="ExpertMix"/>, slices in order).
+    /// </summary>
     public static ExpertBatchResult Run(EdgeRuntime edge, RunExpertBatch batch)
     {
         ArgumentNullException.ThrowIfNull(edge);
@@ -35,7 +39,16 @@ public sealed class RunExpertBatchConsumer(EdgeRuntime edge, ExpertBatchCalls ca
         var clock = Stopwatch.StartNew();
         var hidden = batch.HiddenSize;
         var x = TensorBytes.ToFloats(batch.Hidden);
-        var output = new byte[batch.Slices.Sum(s => s.Rows) * hidden * sizeof(float)];
+        var sumOf = new Dictionary<int, int>(batch.SumRows.Count);
+        foreach (var row in batch.SumRows)
+        {
+            sumOf.Add(row, sumOf.Count);
+        }
+
+        var summedRows = sumOf.Count == 0 ? 0 : batch.Slices.Sum(s => s.TokenRows.Count(sumOf.ContainsKey));
+        var rowsOut = batch.Slices.Sum(s => s.Rows) - summedRows;
+        var output = new byte[(long)(rowsOut + sumOf.Count) * hidden * sizeof(float)];
+        var sums = new float[sumOf.Count * hidden];
         var offset = 0;
         var inline = 0;
         foreach (var slice in batch.Slices)
@@ -55,9 +68,21 @@ public sealed class RunExpertBatchConsumer(EdgeRuntime edge, ExpertBatchCalls ca
             }
 
             var result = edge.Experts.Run(batch.Layer, slice.Expert, input, slice.Rows);
-            offset += TensorBytes.Write(result, output.AsSpan(offset));
+            for (var r = 0; r < slice.Rows; r++)
+            {
+                var y = result.AsSpan(r * hidden, hidden);
+                if (sumOf.Count > 0 && sumOf.TryGetValue(slice.TokenRows[r], out var at))
+                {
+                    ExpertMix.AddWeighted(sums.AsSpan(at * hidden, hidden), slice.Weights[r], y);
+                }
+                else
+                {
+                    offset += TensorBytes.Write(y, output.AsSpan(offset));
+                }
+            }
         }
 
+        TensorBytes.Write(sums, output.AsSpan(offset));
         return new ExpertBatchResult
         {
             BatchId = batch.BatchId,

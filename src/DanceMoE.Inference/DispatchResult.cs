@@ -8,4 +8,10 @@ namespace DanceMoE.Inference;
 public sealed record DispatchResult(IReadOnlyList<float[]?> Outputs, IReadOnlyList<string> ServedBy, int PlacementVersion)
 {
     public IReadOnlyDictionary<int, Exception> Failures { get; init; } = new Dictionary<int, Exception>();
+
+    /// <summary>
+    /// Step tokens whose experts a peer ran all together, with their weighted sum (<see cref="ExpertMix"/>, experts in
+    /// order); the rows of such a token in <see cref="Outputs"/> are not filled.
+    /// </summary>
+    public IReadOnlyDictionary<int, float[]> TokenSums { get; init; } = new Dictionary<int, float[]>();
 }

@@ -14,4 +14,10 @@ public sealed record ExpertBatch(int Expert, int Rows, float[] Input, IReadOnlyL
     /// peer is sent a token's hidden state once however many of its experts it runs; empty: every row is its own token.
     /// </summary>
     public IReadOnlyList<int> StepTokens { get; init; } = [];
+
+    /// <summary>
+    /// For each row, the router's weight of this expert for its token; with <see cref="StepTokens"/>, a peer that runs all
+    /// of a token's experts may answer their weighted sum (<see cref="DispatchResult.TokenSums"/>). Empty: it may not.
+    /// </summary>
+    public IReadOnlyList<float> Weights { get; init; } = [];
 }

@@ -318,7 +318,11 @@ public sealed class MoeForward : IDisposable
                 kv.Value[i].Sequence.ExpertInput.AsSpan(kv.Value[i].Row * hsz, hsz).CopyTo(input.AsSpan(i * hsz));
             }
 
-            return new ExpertBatch(kv.Key, kv.Value.Count, input, [.. kv.Value.Select(r => r.Sequence.Chunk.Context)]) { StepTokens = [.. kv.Value.Select(r => r.Token)] };
+            return new ExpertBatch(kv.Key, kv.Value.Count, input, [.. kv.Value.Select(r => r.Sequence.Chunk.Context)])
+            {
+                StepTokens = [.. kv.Value.Select(r => r.Token)],
+                Weights = [.. kv.Value.Select(r => r.Weight)],
+            };
         }).ToList();
         var result = await _experts.RunAsync(l, batches, cancellationToken).ConfigureAwait(false);
         foreach (var (b, error) in result.Failures)
@@ -351,6 +355,13 @@ public sealed class MoeForward : IDisposable
             }
         }
 
+        // Each token's Σ wᵢ·yᵢ from zero in expert order (batches are in expert order), or a peer's sum of the same, then
+        // added to its residual: the same floats wherever the experts ran.
+        foreach (var sequence in sequences)
+        {
+            Array.Clear(sequence.Mix);
+        }
+
         for (var b = 0; b < batches.Count; b++)
         {
             if (result.Outputs[b] is not { } y)
@@ -360,18 +371,36 @@ public sealed class MoeForward : IDisposable
 
             for (var i = 0; i < groups[b].Count; i++)
             {
-                var (sequence, row, weight, _) = groups[b][i];
-                if (sequence.Error is not null)
+                var (sequence, row, weight, token) = groups[b][i];
+                if (sequence.Error is null && !result.TokenSums.ContainsKey(token))
                 {
-                    continue;
+                    ExpertMix.AddWeighted(sequence.Mix.AsSpan(row * hsz, hsz), weight, y.AsSpan(i * hsz, hsz));
+                }
+            }
+        }
+
+        firstToken = 0;
+        foreach (var sequence in sequences)
+        {
+            if (sequence.Error is null)
+            {
+                for (var t = 0; t < sequence.Rows; t++)
+                {
+                    if (result.TokenSums.TryGetValue(firstToken + t, out var sum))
+                    {
+                        sum.CopyTo(sequence.Mix.AsSpan(t * hsz, hsz));
+                    }
                 }
 
                 var hidden = sequence.Hidden;
-                for (var j = 0; j < hsz; j++)
+                var mix = sequence.Mix;
+                for (var j = 0; j < hidden.Length; j++)
                 {
-                    hidden[(row * hsz) + j] += weight * y[(i * hsz) + j];
+                    hidden[j] += mix[j];
                 }
             }
+
+            firstToken += sequence.Rows;
         }
     }
 
@@ -387,6 +416,7 @@ public sealed class MoeForward : IDisposable
             Hidden = hidden;
             Residual = new float[hidden.Length];
             ExpertInput = new float[hidden.Length];
+            Mix = new float[hidden.Length];
             RouterLogits = new float[Rows * experts];
             Positions = [.. Enumerable.Range(past, Rows).Select(p => (long)p)];
             Mask = new float[Rows * Total];
@@ -412,6 +442,9 @@ public sealed class MoeForward : IDisposable
         public float[] Residual { get; set; }
 
         public float[] ExpertInput { get; }
+
+        /// <summary>Each row's Σ wᵢ·yᵢ of the layer, added to <see cref="Hidden"/> once complete.</summary>
+        public float[] Mix { get; }
 
         public float[] RouterLogits { get; }
 

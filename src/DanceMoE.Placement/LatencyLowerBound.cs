@@ -98,9 +98,9 @@ public static class LatencyLowerBound
 
     /// <summary>
     /// The seconds of one server's requests in one layer when it holds nothing, and what holding experts saves. A token
-    /// with m of its experts remote sends at least (1 + m) rows; a decode step's largest message has at least 1 + m /
-    /// (servers - 1) of them, and a prompt's rows share at most servers - 1 links: each expert held saves its share of
-    /// rows (one project per expert), a token wholly local its input row and, when decoded, the round trip.
+    /// not wholly local sends at least 2 rows (its input, and one answer: a peer that runs all of its experts answers
+    /// their weighted sum), and a prompt's rows share at most servers - 1 links: a token wholly local saves its rows and,
+    /// when decoded, the round trip.
     /// </summary>
     private static (double Base, MaxClosure Closure) Cell(MoeModel model, Cluster cluster, LatencyOptions options, int server, int layer, List<TraceRequest> requests)
     {
@@ -112,7 +112,6 @@ public static class LatencyLowerBound
         var perRow = others.Count == 0 ? 0 : (others.Min(s => model.HiddenBytes / cluster.Link(server, s).BytesPerSecond) / others.Count)
             + (model.HiddenBytes * options.MessageByteSeconds / Math.Max(1, options.MessageLanes));
         var projects = new List<(ulong, double)>();
-        var perExpert = new double[model.Experts];
         var baseSeconds = 0.0;
         foreach (var request in requests)
         {
@@ -139,23 +138,19 @@ public static class LatencyLowerBound
                     continue;
                 }
 
-                var rows = BitOperations.PopCount(needs) * perRow;
-                for (var e = 0; e < model.Experts; e++)
-                {
-                    perExpert[e] += (needs & (1UL << e)) != 0 ? perRow : 0;
-                }
-
+                // At least one row comes back: a peer running all of the token's experts answers their sum.
+                var rows = perRow;
                 if (t < prompt)
                 {
                     promptNeeds |= needs;
                     baseSeconds += perRow + rows;
-                    projects.Add((needs, perRow));
+                    projects.Add((needs, perRow + rows));
                 }
                 else
                 {
                     var remoteSeconds = rtt + (others.Count * perRow) + remoteCompute;
                     baseSeconds += remoteSeconds + rows;
-                    projects.Add((needs, Math.Max(0, remoteSeconds - localSeconds)));
+                    projects.Add((needs, Math.Max(0, remoteSeconds + rows - localSeconds)));
                 }
             }
 
@@ -163,7 +158,6 @@ public static class LatencyLowerBound
             projects.Add((promptNeeds, rtt));
         }
 
-        projects.AddRange(Enumerable.Range(0, model.Experts).Where(e => perExpert[e] > 0).Select(e => (1UL << e, perExpert[e])));
         return (baseSeconds, new MaxClosure(model.Experts, projects));
     }
 

@@ -76,8 +76,8 @@ public sealed record StepMessages(int Layer, bool Decode, int[] RowsTo);
 /// <item>Per step and layer, as the edges send it: the home server computes its local experts while, in parallel, every
 /// peer it needs is sent one message (RTT/2 + bytes/bandwidth) with each token's hidden state once, computes its experts
 /// one after another, and answers one row per (token, expert) (RTT/2 + bytes/bandwidth): a (token, peer) costs
-/// (1 + k) rows of <see cref="MoeModel.HiddenBytes"/>, k the token's experts there, and a peer's rows of a step share its
-/// link one after another. The layer ends when the slowest of these ends.</item>
+/// (1 + k) rows of <see cref="MoeModel.HiddenBytes"/>, k the token's experts there, or 2 when the peer runs all of the
+/// token's experts (it answers their weighted sum, one row), and a peer's rows of a step share its link one after another. The layer ends when the slowest of these ends.</item>
 /// <item>The bus's own work per message, per byte and per byte squared (<see cref="LatencyOptions.MessageSeconds"/>,
 /// <see cref="LatencyOptions.MessageByteSeconds"/>, <see cref="LatencyOptions.MessageByteSquaredSeconds"/>) is on the
 /// step's path: the larger of the largest message's work and all the step's messages' work over
@@ -360,7 +360,7 @@ public sealed class LatencyModel
     /// Routes one step's experts as the edges do: the home server's own locally, each other one to a replica chosen so
     /// that the slowest peer is as fast as possible (experts with one replica first, then by most rows; ties to the
     /// replica whose own cost stays lowest, then one already used, then the lower index). Fills _rowsTo (per peer: each
-    /// token's hidden state once, one output row per (token, expert)) and the touched (server, expert) token counts.
+    /// token's hidden state once, one output row per (token, expert) or one per token whose experts are all there) and the touched (server, expert) token counts.
     /// </summary>
     private int Route(ExpertPlacement placement, int home, int layer, ReadOnlySpan<int> tokens, int count, Stats stats)
     {
@@ -434,11 +434,14 @@ public sealed class LatencyModel
             _serverOf[e] = ReplicaChoice.Pick(holders, home, _remoteRows[e], _linkFixed, _linkPerRow, cost, used);
         }
 
-        // Rows per peer: each token's hidden state once per peer it needs, and one output row per (token, expert).
-        Span<bool> sent = stackalloc bool[n];
+        // Rows per peer: each token's hidden state once per peer it needs, and one output row per (token, expert), or
+        // one row for the token when the peer runs all of its experts (it answers their weighted sum).
+        Span<int> there = stackalloc int[n];
         for (var t = 0; t < count; t++)
         {
-            sent.Clear();
+            there.Clear();
+            var peers = 0;
+            var last = -1;
             foreach (var e in tokens.Slice(t * k, k))
             {
                 if (_remoteRows[e] == 0)
@@ -448,8 +451,19 @@ public sealed class LatencyModel
 
                 var s = _serverOf[e];
                 Touch(s, e, ref touched);
-                _rowsTo[s] += sent[s] ? 1 : 2;
-                sent[s] = true;
+                peers += there[s]++ == 0 ? 1 : 0;
+                last = s;
+            }
+
+            if (peers == 1 && there[last] == k)
+            {
+                _rowsTo[last] += 2;
+                continue;
+            }
+
+            for (var s = 0; s < n; s++)
+            {
+                _rowsTo[s] += there[s] == 0 ? 0 : there[s] + 1;
             }
         }
 

@@ -397,17 +397,19 @@ internal sealed class LayerSteps
                 continue;
             }
 
+            // A token's row goes once to each peer it needs; one row comes back per (token, expert), or one for the token
+            // when the peer runs all of its experts (their weighted sum).
             var rowsTo = 0;
             if (step.Tokens == 1)
             {
-                rowsTo = BitOperations.PopCount(step.Union & routed[s]) + 1;
+                rowsTo = (step.Union & ~routed[s]) == 0 ? 2 : BitOperations.PopCount(step.Union & routed[s]) + 1;
             }
             else
             {
                 foreach (var token in _tokens.AsSpan(step.First, step.Tokens))
                 {
                     var there = BitOperations.PopCount(token & routed[s]);
-                    rowsTo += there == 0 ? 0 : there + 1;
+                    rowsTo += there == 0 ? 0 : (token & ~routed[s]) == 0 ? 2 : there + 1;
                 }
             }
 

@@ -156,6 +156,73 @@ public sealed class DistributedInferenceTests(UniformClusterFixture fixture) : I
         Assert.Contains(message, fault.Fault!.Exceptions[0].Message, StringComparison.Ordinal);
     }
 
+    public static TheoryData<string, int[], int[][], float[][], int[], int, string> BadSumRows => new()
+    {
+        { "sum row out of range", [1], [[0]], [[1f]], [2], 1, "sum row 2 is outside the payload's 1 token rows" },
+        { "sum rows repeated", [1, 1], [[0], [0]], [[1f], [1f]], [0, 0], 1, "sum rows must ascend without repeats: 0 follows 0" },
+        { "experts out of order", [1, 1], [[0], [0]], [[1f], [1f]], [0], 1, "a batch with sum rows lists its experts in ascending order: 0 follows 3" },
+        { "weights missing", [2], [[0, 1]], [[1f]], [0], 2, "expert 0.0 has 2 rows but 1 weights" },
+        { "sum row in no slice", [1], [[0]], [[1f]], [1], 2, "sum row 1 is in none of the batch's slices" },
+        { "sum rows without token rows", [1], [[]], [[1f]], [0], 1, "a batch with sum rows must list every slice's token rows" },
+    };
+
+    [Theory]
+    [MemberData(nameof(BadSumRows))]
+    public async Task Bad_sum_rows_get_a_clear_fault(string why, int[] rows, int[][] tokenRows, float[][] weights, int[] sumRows, int tokens, string message)
+    {
+        Assert.NotEmpty(why);
+        var client = Cluster.Bus.CreateRequestClient<RunExpertBatch>(EdgeQueues.ExpertsAddress("edge-1"));
+        int[] experts = why == "experts out of order" ? [3, 0] : [0, 3];
+        var batch = new RunExpertBatch
+        {
+            BatchId = NewId.NextGuid(),
+            OriginEdgeId = "test",
+            Layer = 0,
+            HiddenSize = 128,
+            Slices = [.. rows.Select((r, i) => new ExpertSlice { Expert = experts[i], Rows = r, TokenRows = tokenRows[i], Weights = weights[i] })],
+            Hidden = new byte[tokens * 128 * sizeof(float)],
+            SumRows = sumRows,
+        };
+
+        var fault = await Assert.ThrowsAsync<RequestFaultException>(() => client.GetResponse<ExpertBatchResult>(batch));
+
+        Assert.Contains(message, fault.Fault!.Exceptions[0].Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task A_batch_with_a_sum_row_answers_that_tokens_weighted_sum_in_expert_order_and_the_other_rows_as_they_are()
+    {
+        var hidden = Cluster.Manifest.Architecture.HiddenSize;
+        var tokens = Enumerable.Range(0, 2 * hidden).Select(i => (float)Math.Cos(i)).ToArray();
+        float[] Rows(params int[] ids) => [.. ids.SelectMany(t => tokens.Skip(t * hidden).Take(hidden))];
+        var client = Cluster.Bus.CreateRequestClient<RunExpertBatch>(EdgeQueues.ExpertsAddress("edge-1"));
+
+        // Token 0 needs experts 0 and 3 (both here): summed. Token 1 needs expert 0 and one elsewhere: its row as it is.
+        var result = await client.GetResponse<ExpertBatchResult>(new RunExpertBatch
+        {
+            BatchId = NewId.NextGuid(),
+            OriginEdgeId = "test",
+            Layer = 0,
+            HiddenSize = hidden,
+            Slices =
+            [
+                new ExpertSlice { Expert = 0, Rows = 2, TokenRows = [1, 0], Weights = [0.25f, 0.625f] },
+                new ExpertSlice { Expert = 3, Rows = 1, TokenRows = [0], Weights = [0.375f] },
+            ],
+            Hidden = TensorBytes.FromFloats(tokens),
+            SumRows = [0],
+        }, x => x.UseExecute(send => send.Serializer = ExpertBatchSerializer.Instance));
+
+        var factory = new DanceMoE.Inference.SessionFactory(new DanceMoE.Inference.InferenceOptions { Provider = DanceMoE.Inference.ExecutionProvider.Cpu });
+        using var pool = new DanceMoE.Inference.ExpertSessionPool(Cluster.Manifest, factory);
+        var expert0 = pool.Run(0, 0, Rows(1, 0), 2);
+        var sum = new float[hidden];
+        DanceMoE.Inference.ExpertMix.AddWeighted(sum, 0.625f, expert0.AsSpan(hidden, hidden));
+        DanceMoE.Inference.ExpertMix.AddWeighted(sum, 0.375f, pool.Run(0, 3, Rows(0), 1));
+        Assert.Equal([.. expert0.Take(hidden), .. sum], TensorBytes.ToFloats(result.Message.Output));
+        Assert.Equal([(0, 2), (3, 1)], result.Message.Slices.Select(s => (s.Expert, s.Rows)));
+    }
+
     [Fact]
     public async Task A_binary_batch_that_sends_each_token_once_gives_every_expert_its_rows_as_the_local_sessions_do()
     {
