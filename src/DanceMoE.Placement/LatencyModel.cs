@@ -40,8 +40,13 @@ public sealed record LatencyOptions
     /// </summary>
     public bool SharedHostBus { get; init; }
 
-    /// <summary>The bus's work for one message of <paramref name="bytes"/> bytes (both ways): one rule for every model of a step.</summary>
-    public double MessageWorkSeconds(double bytes) => MessageSeconds + (bytes * (MessageByteSeconds + (bytes * MessageByteSquaredSeconds)));
+    /// <summary>
+    /// The bus's work for one call to a peer, a batch of <paramref name="sentBytes"/> and its answer of
+    /// <paramref name="answerBytes"/>: one rule for every model of a step. They are two messages: each one's work per byte
+    /// grows with its own size.
+    /// </summary>
+    public double CallWorkSeconds(double sentBytes, double answerBytes) =>
+        MessageSeconds + ((sentBytes + answerBytes) * MessageByteSeconds) + (((sentBytes * sentBytes) + (answerBytes * answerBytes)) * MessageByteSquaredSeconds);
 
     /// <summary>How a request of <paramref name="tokens"/> tokens splits into prompt and decode (at least one prompt token).</summary>
     public (int Prompt, int Decode) Split(int tokens)
@@ -79,7 +84,8 @@ public sealed record StepMessages(int Layer, bool Decode, int[] RowsTo);
 /// (1 + k) rows of <see cref="MoeModel.HiddenBytes"/>, k the token's experts there, or 2 when the peer runs all of the
 /// token's experts (it answers their weighted sum, one row), and a peer's rows of a step share its link one after another. The layer ends when the slowest of these ends.</item>
 /// <item>The bus's own work per message, per byte and per byte squared (<see cref="LatencyOptions.MessageSeconds"/>,
-/// <see cref="LatencyOptions.MessageByteSeconds"/>, <see cref="LatencyOptions.MessageByteSquaredSeconds"/>) is on the
+/// <see cref="LatencyOptions.MessageByteSeconds"/>, <see cref="LatencyOptions.MessageByteSquaredSeconds"/>; a call is two messages, the batch and its answer, each squared
+/// on its own size) is on the
 /// step's path: the larger of the largest message's work and all the step's messages' work over
 /// <see cref="LatencyOptions.MessageLanes"/>, after the slowest link, or on one shared host each message's work after its
 /// own link (<see cref="LatencyOptions.SharedHostBus"/>); fewer messages (a token's experts together, layers whole) are
@@ -102,6 +108,7 @@ public sealed class LatencyModel
     private readonly double[] _linkPerRow;
     private readonly double[] _decodeExpertSeconds;
     private readonly int[] _rowsTo;
+    private readonly int[] _rowsBack;
     private readonly int[] _expertTokens;
     private readonly int[] _touched;
     private readonly int[] _remoteRows;
@@ -146,6 +153,7 @@ public sealed class LatencyModel
 
         QueueWaitSeconds = new double[n];
         _rowsTo = new int[n];
+        _rowsBack = new int[n];
         _expertTokens = new int[n * model.Experts];
         _touched = new int[n * model.Experts];
         _remoteRows = new int[model.Experts];
@@ -350,7 +358,7 @@ public sealed class LatencyModel
                 load.CallSeconds[s] += compute[s];
             }
 
-            bus.AddCall(_options, _rowsTo[s], _model.HiddenBytes, _linkFixed[(home * n) + s], _linkPerRow[(home * n) + s], compute[s], QueueWaitSeconds[s]);
+            bus.AddCall(_options, _rowsTo[s] - _rowsBack[s], _rowsBack[s], _model.HiddenBytes, _linkFixed[(home * n) + s], _linkPerRow[(home * n) + s], compute[s], QueueWaitSeconds[s]);
         }
 
         return bus.StepSeconds(_options.MessageLanes, _options.SharedHostBus);
@@ -368,6 +376,7 @@ public sealed class LatencyModel
         var k = _model.TopK;
         var touched = 0;
         Array.Clear(_rowsTo);
+        Array.Clear(_rowsBack);
         var homeBits = placement.LayerBits(home, layer);
         var remote = 0;
         for (var i = 0; i < count * k; i++)
@@ -458,12 +467,14 @@ public sealed class LatencyModel
             if (peers == 1 && there[last] == k)
             {
                 _rowsTo[last] += 2;
+                _rowsBack[last]++;
                 continue;
             }
 
             for (var s = 0; s < n; s++)
             {
                 _rowsTo[s] += there[s] == 0 ? 0 : there[s] + 1;
+                _rowsBack[s] += there[s];
             }
         }
 

@@ -399,21 +399,19 @@ internal sealed class LayerSteps
 
             // A token's row goes once to each peer it needs; one row comes back per (token, expert), or one for the token
             // when the peer runs all of its experts (their weighted sum).
-            var rowsTo = 0;
-            if (step.Tokens == 1)
+            var (sent, back) = (1, (step.Union & ~routed[s]) == 0 ? 1 : BitOperations.PopCount(step.Union & routed[s]));
+            if (step.Tokens > 1)
             {
-                rowsTo = (step.Union & ~routed[s]) == 0 ? 2 : BitOperations.PopCount(step.Union & routed[s]) + 1;
-            }
-            else
-            {
+                (sent, back) = (0, 0);
                 foreach (var token in _tokens.AsSpan(step.First, step.Tokens))
                 {
                     var there = BitOperations.PopCount(token & routed[s]);
-                    rowsTo += there == 0 ? 0 : (token & ~routed[s]) == 0 ? 2 : there + 1;
+                    sent += there == 0 ? 0 : 1;
+                    back += there == 0 ? 0 : (token & ~routed[s]) == 0 ? 1 : there;
                 }
             }
 
-            bus.AddCall(_options, rowsTo, _hiddenBytes, _linkFixed[(home * n) + s], _linkPerRow[(home * n) + s], compute[s]);
+            bus.AddCall(_options, sent, back, _hiddenBytes, _linkFixed[(home * n) + s], _linkPerRow[(home * n) + s], compute[s]);
         }
 
         return bus.StepSeconds(_options.MessageLanes, _options.SharedHostBus);

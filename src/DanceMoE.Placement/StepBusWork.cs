@@ -28,13 +28,15 @@ public struct StepBusWork
     }
 
     /// <summary>
-    /// Adds the call to one peer: <paramref name="rows"/> rows of <paramref name="rowBytes"/> each way in all, their bus work by
-    /// <paramref name="options"/>, the link's fixed and per-row seconds, then the peer's experts and any wait in its queue.
+    /// Adds the call to one peer: <paramref name="rowsSent"/> rows of <paramref name="rowBytes"/> out and
+    /// <paramref name="rowsBack"/> back, their bus work by <paramref name="options"/>, the link's fixed and per-row seconds,
+    /// then the peer's experts and any wait in its queue.
     /// </summary>
-    public void AddCall(LatencyOptions options, int rows, double rowBytes, double linkFixed, double linkPerRow, double peerSeconds, double waitSeconds = 0)
+    public void AddCall(
+        LatencyOptions options, int rowsSent, int rowsBack, double rowBytes, double linkFixed, double linkPerRow, double peerSeconds, double waitSeconds = 0)
     {
         ArgumentNullException.ThrowIfNull(options);
-        Add(options.MessageWorkSeconds(rows * rowBytes), linkFixed + (rows * linkPerRow) + peerSeconds + waitSeconds);
+        Add(options.CallWorkSeconds(rowsSent * rowBytes, rowsBack * rowBytes), linkFixed + ((rowsSent + rowsBack) * linkPerRow) + peerSeconds + waitSeconds);
     }
 
     /// <summary>The step's bus seconds when <paramref name="lanes"/> messages' work runs at once (beyond its slowest link).</summary>

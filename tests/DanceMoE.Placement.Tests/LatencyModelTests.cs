@@ -73,13 +73,14 @@ public class LatencyModelTests
     }
 
     [Fact]
-    public void A_peers_rows_are_its_tokens_once_and_an_answer_per_expert_sharing_its_link()
+    public void A_peers_rows_are_its_tokens_once_and_one_sum_per_token_whose_experts_are_all_there_sharing_its_link()
     {
-        // Prompt of 2 tokens, both needing experts 2 and 3 on b: 2 tokens in, 4 answers back, on one link: 2 + 6 + 2 ms.
+        // Prompt of 2 tokens, both needing experts 2 and 3, both on b: 2 tokens in, 2 sums back (not 4 answers), on one
+        // link: 2 + 4 + 2 ms.
         var workload = new Workload([new TraceRequest(0, 3, [[2, 3, 2, 3, 0, 1]])]);
         var metrics = new LatencyModel(Model, Pair, Options).Evaluate(Split(), workload);
-        Assert.Equal(10.0 + 2.0, metrics.LatencyMsMean, 4);
-        Assert.Equal(6 * 1000.0 / 3, metrics.BytesPerToken, 6);
+        Assert.Equal(8.0 + 2.0, metrics.LatencyMsMean, 4);
+        Assert.Equal(4 * 1000.0 / 3, metrics.BytesPerToken, 6);
     }
 
     [Fact]
@@ -127,14 +128,15 @@ public class LatencyModelTests
     }
 
     [Fact]
-    public void A_messages_bus_work_per_byte_grows_with_its_size()
+    public void A_messages_bus_work_per_byte_grows_with_its_own_size()
     {
-        // As above: two messages of 2000 B, each costing the bus 1 ms and 1 ms per MB per MB of the message (4 ms), over 2 lanes.
+        // As above: two calls, each a batch of 1000 B and an answer of 1000 B: 1 ms per call and, per message, 1 ms per MB
+        // per MB of that message (1 ms each; 4 ms if a call were one message of 2000 B), over 2 lanes.
         var (three, placement) = ThreeWithExpert2OnBAndC();
         var workload = new Workload([new TraceRequest(0, 2, [[1, 2, 1, 2]])]);
         var options = Options with { MessageSeconds = 0.001, MessageByteSquaredSeconds = 1e-9, MessageLanes = 2 };
         var metrics = new LatencyModel(Model, three, options).Evaluate(placement, workload);
-        Assert.Equal(2 + 2 + 1.0 + 5.0, metrics.DecodeMsPerToken, 4);
+        Assert.Equal(2 + 2 + 1.0 + 3.0, metrics.DecodeMsPerToken, 4);
     }
 
     [Fact]
