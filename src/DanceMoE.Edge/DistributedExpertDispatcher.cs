@@ -219,8 +219,7 @@ public sealed class DistributedExpertDispatcher(
             {
                 if (message.Summed.Count == 0 || !message.Summed.Contains(batch.StepTokens[r]))
                 {
-                    TensorBytes.ToFloats(result.Output.AsSpan(offset, rowBytes)).CopyTo(output.AsSpan(r * hidden));
-                    offset += rowBytes;
+                    offset += TensorBytes.Read(result.Output.AsSpan(offset, rowBytes), output.AsSpan(r * hidden));
                 }
             }
 

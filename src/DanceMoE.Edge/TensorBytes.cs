@@ -28,6 +28,18 @@ public static class TensorBytes
         return bytes.Length;
     }
 
+    /// <summary>Reads the floats of <paramref name="bytes"/> into <paramref name="destination"/> and returns the bytes read.</summary>
+    public static int Read(ReadOnlySpan<byte> bytes, Span<float> destination)
+    {
+        if (bytes.Length % sizeof(float) != 0)
+        {
+            throw new ArgumentException($"a float32 payload must be a multiple of 4 bytes, got {bytes.Length}", nameof(bytes));
+        }
+
+        MemoryMarshal.Cast<byte, float>(bytes).CopyTo(destination);
+        return bytes.Length;
+    }
+
     public static float[] ToFloats(ReadOnlySpan<byte> bytes)
     {
         if (bytes.Length % sizeof(float) != 0)
