@@ -7,7 +7,7 @@ namespace DanceMoE.EndToEndTests;
 public sealed class ReplicaFailureTests
 {
     [Fact]
-    public async Task An_edge_killed_mid_request_is_replaced_by_another_replica_and_the_tokens_stay_the_same()
+    public async Task A_dead_edge_is_replaced_by_another_replica_within_the_request_and_the_tokens_stay_the_same()
     {
         await using var cluster = await EdgeCluster.CreateAsync(seed: 13);
         var a = cluster.Manifest.Architecture;
@@ -19,14 +19,15 @@ public sealed class ReplicaFailureTests
         await cluster.StartEdgesAsync(edges, placement, deadlineMs: 3000);
         const string prompt = "replicas keep the answer";
         var expected = await cluster.MonolithicAsync(prompt, 120);
-
-        var pending = cluster.GenerateAsync("edge-1", prompt, 120, TimeSpan.FromSeconds(120));
-        await Task.Delay(400);
+        // edge-1 has measured no peer yet: every estimate ties and the tie goes to edge-2, listed first. Killed now, edge-2
+        // is still edge-1's choice when the request's first remote batch goes out (a kill timed during the request could
+        // land after it ended on a loaded machine, or after edge-1 had moved to edge-3 on its measurements).
         cluster.Kill("edge-2");
-        var answer = await pending;
+
+        var answer = await cluster.GenerateAsync("edge-1", prompt, 120, TimeSpan.FromSeconds(120));
 
         Assert.Equal(expected, answer.TokenIds);
-        Assert.True(answer.Stats.Retries >= 1, $"no retry: the kill came too late? {answer.Stats}");
+        Assert.True(answer.Stats.Retries >= 1, $"no retry: edge-2 was never asked: {answer.Stats}");
     }
 
     [Fact]
