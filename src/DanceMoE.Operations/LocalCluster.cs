@@ -91,7 +91,7 @@ public static class LocalCluster
                 .. metricsPort is { } port ? ["--metrics-port", port.ToString(CultureInfo.InvariantCulture)] : Array.Empty<string>(),
                 .. metricsPort is not null && spec.ExpertMetrics ? ["--expert-metrics"] : Array.Empty<string>(),
             ];
-            var pid = Launch(edgeArgs, logFile);
+            var pid = Launch(edgeArgs, logFile, CliProcesses.CoreShare(ids.Count));
             File.WriteAllText(PidFile(id), pid.ToString(CultureInfo.InvariantCulture));
             if (metricsPort is { } p)
             {
@@ -206,9 +206,9 @@ public static class LocalCluster
     }
 
     /// <summary>Starts the edge in its own session so it outlives this command; returns its pid.</summary>
-    private static int Launch(string[] edgeArgs, string logFile)
+    private static int Launch(string[] edgeArgs, string logFile, int cores)
     {
-        var start = CliProcesses.StartInfo(edgeArgs, logFile, detached: true, serving: true, role: BusRole.Edge);
+        var start = CliProcesses.StartInfo(edgeArgs, logFile, detached: true, serving: true, role: BusRole.Edge, cores: cores);
         using var shell = Process.Start(start) ?? throw new OperationException("cannot start /bin/sh");
         var output = shell.StandardOutput.ReadToEnd();
         shell.WaitForExit();
