@@ -27,8 +27,9 @@ public static class CliProcesses
     /// least one. The runtime sizes its thread pool and spinning, and an edge its expert concurrency, by the cores it sees;
     /// three edges on two cores that each see both keep more threads runnable than there are cores, and pay in context
     /// switches. On this 2-core machine three edges told one core each, against each seeing both (<c>./dancemoe bench load
-    /// --edges 3 --concurrency 1,16</c>, three alternated runs): tokens/s 112-123 to 129-156 at 1 and 527-614 to 575-718
-    /// at 16, the edges' CPU per token at 16 1.92-2.21 to 1.51-1.95 ms.
+    /// --edges 3 --concurrency 1,16</c>, alternated runs): tokens/s 112-123 to 129-156 at 1 and 527-614 to 575-718 at 16,
+    /// the edges' CPU per token at 16 1.92-2.21 to 1.51-1.95 ms. The local cluster keeps the edges' expert concurrency at
+    /// the machine's cores: at one, a peer's batches waited behind each other's emulated link time.
     /// </summary>
     public static int CoreShare(int processes) => Math.Max(1, Environment.ProcessorCount / Math.Max(1, processes));
 
