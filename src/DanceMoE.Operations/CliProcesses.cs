@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Globalization;
 using DanceMoE.Hosting;
 
 namespace DanceMoE.Operations;
@@ -68,7 +69,7 @@ public static class CliProcesses
 
         if (cores is { } n && Environment.GetEnvironmentVariable(ProcessorCountVariable) is null)
         {
-            start.Environment[ProcessorCountVariable] = n.ToString(System.Globalization.CultureInfo.InvariantCulture);
+            start.Environment[ProcessorCountVariable] = n.ToString(CultureInfo.InvariantCulture);
         }
 
         if (role is { } r)

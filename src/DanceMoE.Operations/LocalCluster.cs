@@ -87,8 +87,11 @@ public static class LocalCluster
                 "--link-delay-ms", spec.LinkDelayMs.ToString(CultureInfo.InvariantCulture),
                 "--link-mbps", spec.LinkMbps.ToString(CultureInfo.InvariantCulture),
                 "--ready-file", ready, "--trace-spill-dir", Path.Combine(LocalEnvironment.StateDirectory, "trace-spill"),
-                // The edge sees a share of the cores (below); its peers' batches may still overlap as on the whole machine.
-                "--expert-concurrency", Environment.ProcessorCount.ToString(CultureInfo.InvariantCulture),
+                // The edge sees a share of the cores (below); its peers' batches may still overlap as on the whole machine,
+                // unless the operator set the concurrency.
+                .. Environment.GetEnvironmentVariable("Edge__ExpertConcurrency") is null
+                    ? ["--expert-concurrency", Environment.ProcessorCount.ToString(CultureInfo.InvariantCulture)]
+                    : Array.Empty<string>(),
                 .. spec.Traces ? Array.Empty<string>() : ["--no-traces"],
                 .. metricsPort is { } port ? ["--metrics-port", port.ToString(CultureInfo.InvariantCulture)] : Array.Empty<string>(),
                 .. metricsPort is not null && spec.ExpertMetrics ? ["--expert-metrics"] : Array.Empty<string>(),
