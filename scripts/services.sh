@@ -114,6 +114,14 @@ CONF
     || die "rabbitmq-server failed to start: $(tail -n 3 "$dir/log/start.out")"
 }
 
+node_ports_free() {
+  local p
+  for p in "$(node_amqp_port "$1")" "$(node_mgmt_port "$1")" "$(node_dist_port "$1")"; do
+    port_in_use "$p" && return 1
+  done
+  return 0
+}
+
 # Whether the node's Erlang VM is up: registered with our epmd (it registers before RabbitMQ writes its pid file).
 node_registered() { ERL_EPMD_PORT="$EPMD_PORT" epmd -names 2>/dev/null | grep -q "^name $(node_name "$1" | cut -d@ -f1) at"; }
 
@@ -131,7 +139,8 @@ node_await() {
     # A node of a cluster that asks its peers while they are still starting may stop (incompatible_feature_flags,
     # badrpc): started again, it finds them up.
     for j in $(printf '%s\n' "$i" "$@" | awk '!seen[$0]++'); do
-      if ! node_registered "$j"; then
+      # The stopped node's VM may still hold its ports while it exits: started again once they are free.
+      if ! node_registered "$j" && node_ports_free "$j"; then
         log "RabbitMQ node $(node_name "$j") stopped while starting; starting it again"
         node_start "$j"
       fi
