@@ -42,11 +42,8 @@ public static class TensorBytes
 
     public static float[] ToFloats(ReadOnlySpan<byte> bytes)
     {
-        if (bytes.Length % sizeof(float) != 0)
-        {
-            throw new ArgumentException($"a float32 payload must be a multiple of 4 bytes, got {bytes.Length}", nameof(bytes));
-        }
-
-        return MemoryMarshal.Cast<byte, float>(bytes).ToArray();
+        var floats = new float[bytes.Length / sizeof(float)];
+        Read(bytes, floats);
+        return floats;
     }
 }
