@@ -44,13 +44,21 @@ node_mgmt_port() { echo $((MGMT_PORT + $1 - 1)); }
 node_dist_port() { echo $((DIST_PORT + $1 - 1)); }
 rabbit_nodes() { if [ -s "$RABBIT_NODES_FILE" ]; then cat "$RABBIT_NODES_FILE"; else echo 1; fi; }
 
+# Erlang schedulers of each RabbitMQ node: half the cores, at least one. The broker shares this machine with the edges,
+# PostgreSQL and the clients; on 2 cores two schedulers spent a third more CPU per message than one at 16 concurrent
+# requests (`bench load`, README "Benchmarks").
+RABBIT_SCHEDULERS="${DANCEMOE_RABBITMQ_SCHEDULERS:-$(( $(nproc) / 2 > 1 ? $(nproc) / 2 : 1 ))}"
+case "$RABBIT_SCHEDULERS" in
+  ''|*[!0-9]*|0*) die "DANCEMOE_RABBITMQ_SCHEDULERS must be a whole number from 1, not '$RABBIT_SCHEDULERS'" ;;
+esac
+
 # Every node shares HOME (so one Erlang cookie) and epmd; each has its own ports, data and logs.
 rabbit_env() {
   local i="$1"; shift
   local dir; dir=$(node_dir "$i")
   # epmd and the node's distribution port (what rabbitmqctl and cluster peers use) listen on loopback only, as AMQP does.
   env HOME="$RABBIT_DIR" ERL_EPMD_PORT="$EPMD_PORT" ERL_EPMD_ADDRESS=127.0.0.1 \
-    RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}" \
+    RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1} +S $RABBIT_SCHEDULERS:$RABBIT_SCHEDULERS" \
     RABBITMQ_NODENAME="$(node_name "$i")" RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 \
     RABBITMQ_NODE_PORT="$(node_amqp_port "$i")" RABBITMQ_DIST_PORT="$(node_dist_port "$i")" \
     RABBITMQ_MNESIA_BASE="$dir/mnesia" RABBITMQ_LOG_BASE="$dir/log" \
