@@ -45,7 +45,7 @@ node_dist_port() { echo $((DIST_PORT + $1 - 1)); }
 rabbit_nodes() { if [ -s "$RABBIT_NODES_FILE" ]; then cat "$RABBIT_NODES_FILE"; else echo 1; fi; }
 
 # Erlang schedulers of each RabbitMQ node: half the cores, at least one. The broker shares this machine with the edges,
-# PostgreSQL and the clients; on 2 cores two schedulers spent a third more CPU per message than one at 16 concurrent
+# PostgreSQL and the clients; on 2 cores one scheduler spent about a third less CPU per token than two at 16 concurrent
 # requests (`bench load`, README "Benchmarks").
 RABBIT_SCHEDULERS="${DANCEMOE_RABBITMQ_SCHEDULERS:-$(( $(nproc) / 2 > 1 ? $(nproc) / 2 : 1 ))}"
 case "$RABBIT_SCHEDULERS" in
