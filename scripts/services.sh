@@ -47,10 +47,8 @@ rabbit_nodes() { if [ -s "$RABBIT_NODES_FILE" ]; then cat "$RABBIT_NODES_FILE"; 
 # Erlang schedulers of each RabbitMQ node: half the cores, at least one. The broker shares this machine with the edges,
 # PostgreSQL and the clients; on 2 cores one scheduler spent about a third less CPU per token than two at 16 concurrent
 # requests (`bench load`, README "Benchmarks").
-RABBIT_SCHEDULERS="${DANCEMOE_RABBITMQ_SCHEDULERS:-$(( $(nproc) / 2 > 1 ? $(nproc) / 2 : 1 ))}"
-case "$RABBIT_SCHEDULERS" in
-  ''|*[!0-9]*|0*) die "DANCEMOE_RABBITMQ_SCHEDULERS must be a whole number from 1, not '$RABBIT_SCHEDULERS'" ;;
-esac
+HALF_CORES=$(( $(nproc) / 2 ))
+RABBIT_SCHEDULERS="${DANCEMOE_RABBITMQ_SCHEDULERS:-$(( HALF_CORES > 1 ? HALF_CORES : 1 ))}"
 
 # Every node shares HOME (so one Erlang cookie) and epmd; each has its own ports, data and logs.
 rabbit_env() {
@@ -98,11 +96,17 @@ ensure_installed() {
   if [ ${#missing[@]} -gt 0 ]; then apt_install "${missing[@]}"; fi
 }
 
+# The node's AMQP, management and distribution ports.
+node_ports() { echo "$(node_amqp_port "$1") $(node_mgmt_port "$1") $(node_dist_port "$1")"; }
+
 node_start() {
-  local i="$1" dir amqp mgmt dist
-  dir=$(node_dir "$i"); amqp=$(node_amqp_port "$i"); mgmt=$(node_mgmt_port "$i"); dist=$(node_dist_port "$i")
+  local i="$1" dir amqp mgmt p
+  dir=$(node_dir "$i"); amqp=$(node_amqp_port "$i"); mgmt=$(node_mgmt_port "$i")
   if node_running "$i"; then log "RabbitMQ node $(node_name "$i") already running on 127.0.0.1:$amqp"; return; fi
-  for p in "$amqp" "$mgmt" "$dist"; do
+  case "$RABBIT_SCHEDULERS" in
+    ''|*[!0-9]*|0*) die "DANCEMOE_RABBITMQ_SCHEDULERS must be a whole number from 1, not '$RABBIT_SCHEDULERS'" ;;
+  esac
+  for p in $(node_ports "$i"); do
     port_in_use "$p" && die "port $p is taken by another process: stop it or set DANCEMOE_AMQP_PORT / DANCEMOE_RABBITMQ_MANAGEMENT_PORT"
   done
   mkdir -p "$dir/log" "$dir/mnesia"
@@ -124,7 +128,7 @@ CONF
 
 node_ports_free() {
   local p
-  for p in "$(node_amqp_port "$1")" "$(node_mgmt_port "$1")" "$(node_dist_port "$1")"; do
+  for p in $(node_ports "$1"); do
     port_in_use "$p" && return 1
   done
   return 0
