@@ -16,9 +16,9 @@ public static class CliProcesses
     /// shared generic dictionaries at every step of the bus's pipelines: compiling it too at first call took the edges'
     /// CPU per generated token at 16 concurrent requests from 3.35-3.58 to 2.85-2.86 ms (<c>bench load</c>'s cpu columns).
     /// Socket completions run on the thread that polls the sockets instead of being handed to a pool worker: one thread
-    /// wake-up less per message received, which this machine's guest kernel charges dearly. In alternated runs (six each,
-    /// <c>bench load --edges 3 --concurrency 1,16 --requests-per-level 120</c>) tokens/s at 16 went from 566-699 to
-    /// 641-723 and the edges' CPU per token at 16 from 1.54-2.02 to 1.50-1.71 ms; at 1 it stayed 115-141 against 121-147.
+    /// wake-up less per message received, which this machine's guest kernel charges dearly. In alternated runs (six
+    /// without, ten with; <c>bench load --edges 3 --concurrency 1,16 --requests-per-level 120</c>) the median tokens/s at 16
+    /// went from 586 to 662 and the edges' median CPU per token at 16 from 1.84 to 1.66 ms; at 1 the runs overlapped.
     /// </summary>
     public static IReadOnlyDictionary<string, string> ServingEnvironment { get; } = new Dictionary<string, string>(StringComparer.Ordinal)
     {
