@@ -10,7 +10,7 @@ public sealed class LoadBenchmarkTests
     [
         "concurrency", "requests", "failed", "oracle_mismatches", "tokens_per_s", "per_token_ms_p50", "per_token_ms_p99",
         "request_ms_p50", "request_ms_p99", "ttft_ms_p50", "ttft_ms_p99", "remote_batches_per_token",
-        "edge_cpu_ms_per_token", "broker_cpu_ms_per_token", "client_cpu_ms_per_token",
+        "edge_cpu_ms_per_token", "broker_cpu_ms_per_token", "client_cpu_ms_per_token", "requests_by_edge",
     ];
 
     [Fact]
@@ -42,9 +42,46 @@ public sealed class LoadBenchmarkTests
             Assert.True(level.GetProperty("request_ms_p50").GetDouble() >= level.GetProperty("ttft_ms_p50").GetDouble(), level.ToString());
             Assert.True(level.GetProperty("remote_batches_per_token").GetDouble() > 0, level.ToString());
             Assert.True(level.GetProperty("edge_cpu_ms_per_token").GetDouble() > 0, level.ToString());
+            Assert.Equal(["edge-1:1", "edge-2:1"], RequestsByEdge(level));
         }
 
+        Assert.Contains("requests spread over the 2 edges", errors, StringComparison.Ordinal);
         Assert.DoesNotContain("warning", errors, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Bench_load_only_edge_sends_every_request_to_that_edge_whose_experts_elsewhere_serve_it_and_answers_stay_equal()
+    {
+        await using var cluster = await EdgeCluster.CreateAsync(seed: 61);
+        var environment = new Dictionary<string, string>
+        {
+            ["DANCEMOE_STATE"] = Path.Combine(cluster.Directory, "state"),
+            ["ConnectionStrings__rabbitmq"] = cluster.VirtualHost.Uri,
+        };
+
+        var (exit, output, errors) = await CommandLineTests.RunAsync(
+            ["bench", "load", "--model", cluster.ModelDirectory, "--edges", "2", "--only-edge", "2", "--concurrency", "2", "--requests-per-level", "3", "--max-tokens", "4", "--json"],
+            environment, TimeSpan.FromMinutes(5));
+
+        Assert.True(exit == 0, $"bench load exited {exit}: {output}\n{errors}");
+        using var json = JsonDocument.Parse(output);
+        var level = Assert.Single(json.RootElement.EnumerateArray());
+        Assert.Equal(["edge-2:3"], RequestsByEdge(level));
+        Assert.Equal(0, level.GetProperty("failed").GetInt32());
+        Assert.Equal(0, level.GetProperty("oracle_mismatches").GetInt32());
+        Assert.True(level.GetProperty("remote_batches_per_token").GetDouble() > 0, level.ToString());
+        Assert.Contains("every request to edge-2", errors, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Bench_load_only_edge_outside_the_cluster_is_a_usage_error_before_anything_starts()
+    {
+        var (exit, output, errors) = await CommandLineTests.RunAsync(
+            ["bench", "load", "--edges", "2", "--only-edge", "3", "--concurrency", "1", "--json"], new Dictionary<string, string>(), TimeSpan.FromMinutes(2));
+
+        Assert.Equal(2, exit);
+        Assert.Equal(string.Empty, output);
+        Assert.Contains("--only-edge 3: the cluster has edges 1 to 2", errors, StringComparison.Ordinal);
     }
 
     [Fact]
@@ -89,6 +126,9 @@ public sealed class LoadBenchmarkTests
         Assert.Equal(printed.Count, pairs.Count);
         Assert.All(pairs, p => Assert.InRange(p.Second / p.First, 0.98, 1.02));
     }
+
+    private static List<string> RequestsByEdge(JsonElement level) =>
+        [.. level.GetProperty("requests_by_edge").EnumerateObject().Select(p => $"{p.Name}:{p.Value.GetInt32()}")];
 
     private static List<double> Numbers(JsonElement element, string name) => [.. element.GetProperty(name).EnumerateArray().Select(e => e.GetDouble())];
 }

@@ -128,6 +128,7 @@ public static class BenchCommand
         var linkDelay = CliOptions.Double("link-delay-ms", 0, "emulated one-way link delay between edges (0: none)", 0, 10_000);
         var linkMbps = CliOptions.Double("link-mbps", 0, "emulated link bandwidth between edges (0: unlimited)", 0, 1_000_000);
         var rate = CliOptions.OptionalDouble("rate", "Poisson arrivals per second (seeded) instead of closed-loop clients", 0.001, 100_000);
+        var onlyEdge = CliOptions.OptionalInt("only-edge", "send every request to edge-N, the other edges serving its experts only (default: request i to edge (i mod edges) + 1)", 1, 16);
         var json = CliOptions.Flag("json", "print JSON: one object per level (with --metrics-overhead: {levels, metrics_overhead})");
         var metricsOverhead = CliOptions.Flag("metrics-overhead",
             "then run the highest level on one cluster, rounds of one level with metrics on (scraped every second, per-expert counters) and one off; prints median ratios");
@@ -136,7 +137,7 @@ public static class BenchCommand
         var command = new Command("load", "tokens/s and latency of a local cluster under concurrent requests, each answer checked against the monolithic one. "
             + "Per-token time is per request: (latency - time to first token) / (tokens - 1); time to first token is the client's latency less the edge's time after its first token")
         {
-            model, edges, concurrency, requestsPerLevel, maxTokens, linkDelay, linkMbps, rate, json, metricsOverhead, overheadRounds, metricsPortBase,
+            model, edges, concurrency, requestsPerLevel, maxTokens, linkDelay, linkMbps, rate, onlyEdge, json, metricsOverhead, overheadRounds, metricsPortBase,
         };
         command.SetAction(async (result, cancellationToken) =>
         {
@@ -150,6 +151,7 @@ public static class BenchCommand
                 LinkDelayMs = result.GetValue(linkDelay),
                 LinkMbps = result.GetValue(linkMbps),
                 Rate = result.GetValue(rate),
+                OnlyEdge = result.GetValue(onlyEdge),
                 Json = result.GetValue(json),
                 MetricsOverhead = result.GetValue(metricsOverhead),
                 OverheadRounds = result.GetValue(overheadRounds),

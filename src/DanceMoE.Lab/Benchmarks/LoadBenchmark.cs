@@ -49,6 +49,11 @@ public static class LoadBenchmark
             throw new InvalidSettingsException("--concurrency takes positive numbers separated by commas");
         }
 
+        if (settings.OnlyEdge is { } only && (only < 1 || only > settings.Edges))
+        {
+            throw new InvalidSettingsException($"--only-edge {only}: the cluster has edges 1 to {settings.Edges}");
+        }
+
         LabChecks.EnsureNoCluster();
         var exported = ModelCatalog.ResolveExported(settings.Model, log.WriteLine);
         var manifest = ModelManifest.Load(exported);
@@ -56,7 +61,7 @@ public static class LoadBenchmark
         log.WriteLine($"bench: the monolithic answers of {prompts.Count} prompts (the oracle)...");
         var oracle = await OracleAsync(manifest, prompts, settings.MaxTokens, cancellationToken).ConfigureAwait(false);
 
-        log.WriteLine($"bench: {settings.Edges} edges, uniform placement{LinkLabel(settings)}...");
+        log.WriteLine($"bench: {settings.Edges} edges, uniform placement{LinkLabel(settings)}, {TargetLabel(settings)}...");
         var levels = await OnClusterAsync(exported, settings, oracle, settings.Concurrency, log, cancellationToken).ConfigureAwait(false);
         var overhead = settings.MetricsOverhead ? await MetricsOverheadBenchmark.RunAsync(exported, settings, oracle, log, cancellationToken).ConfigureAwait(false) : null;
 
@@ -219,6 +224,9 @@ public static class LoadBenchmark
         return arrivals;
     }
 
+    private static string TargetLabel(LoadBenchmarkSettings settings) =>
+        settings.OnlyEdge is { } only ? $"every request to edge-{only}" : $"requests spread over the {settings.Edges} edges";
+
     private static string LinkLabel(LoadBenchmarkSettings settings) =>
         settings.LinkDelayMs > 0 || settings.LinkMbps > 0
             ? string.Create(CultureInfo.InvariantCulture, $", link emulation ({settings.LinkDelayMs:0.#} ms one way, {settings.LinkMbps:0.#} Mbit/s)")
@@ -232,7 +240,7 @@ public static class LoadBenchmark
             ? string.Create(CultureInfo.InvariantCulture, $"Poisson arrivals at {rate:0.##}/s, concurrency caps requests in flight")
             : "closed-loop clients";
         output.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"model {arch.RoutedLayers} layers x {arch.NumExperts} experts (top-{arch.TopK}); {settings.Edges} edges{LinkLabel(settings)}; {settings.MaxTokens} tokens per answer; {clients}"));
+            $"model {arch.RoutedLayers} layers x {arch.NumExperts} experts (top-{arch.TopK}); {settings.Edges} edges{LinkLabel(settings)}; {settings.MaxTokens} tokens per answer; {clients}, {TargetLabel(settings)}"));
         output.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"{"conc",5} {"reqs",5} {"fail",5} {"wrong",5} {"tokens/s",9} {$"vs c={baseline.Concurrency}",8} {"ms/tok p50",11} {"ms/tok p99",11} {$"p99 vs c={baseline.Concurrency}",12} "
             + $"{"req ms p50",11} {"req ms p99",11} {"ttft p50",9} {"ttft p99",9} {"batches/tok",12} {"cpu ms/tok edges",17} {"broker",7} {"client",7}"));
@@ -253,16 +261,17 @@ public static class LoadBenchmark
 
     private static string Joined(IEnumerable<double> ratios) => string.Join(", ", ratios.Select(r => r.ToString("F3", CultureInfo.InvariantCulture)));
 
-    /// <summary>The cluster under load: request i goes to edge (i mod edges) + 1 with prompt i mod the prompt count.</summary>
+    /// <summary>The cluster under load: request i goes to <see cref="LoadBenchmarkSettings.EdgeOf"/> with prompt i mod the prompt count.</summary>
     internal sealed class LoadTarget(IBus bus, LoadBenchmarkSettings settings, Dictionary<string, IReadOnlyList<int>> oracle, TextWriter log)
     {
         public async Task<RequestSample> SendAsync(int index, CancellationToken cancellationToken, TimeSpan queued = default)
         {
             var prompt = Prompts[index % Prompts.Length];
+            var edge = settings.EdgeOf(index);
             var clock = Stopwatch.StartNew();
             try
             {
-                var answer = await EdgeRequests.SendAsync(bus, $"edge-{(index % settings.Edges) + 1}",
+                var answer = await EdgeRequests.SendAsync(bus, edge,
                     new GenerateText { RequestId = NewId.NextGuid(), Prompt = prompt, MaxNewTokens = settings.MaxTokens, WorkloadTag = "bench-load" },
                     RequestTimeout, cancellationToken).ConfigureAwait(false);
                 var latencyMs = (queued + clock.Elapsed).TotalMilliseconds;
@@ -274,12 +283,12 @@ public static class LoadBenchmark
                     LatencyMs: latencyMs,
                     TtftMs: latencyMs - afterFirstMs,
                     PerTokenMs: answer.TokenIds.Count > 1 ? afterFirstMs / (answer.TokenIds.Count - 1) : null,
-                    RemoteBatches: answer.Stats.RemoteBatchShare);
+                    RemoteBatches: answer.Stats.RemoteBatchShare) { Edge = edge };
             }
             catch (OperationException ex)
             {
                 log.WriteLine($"bench: request {index} failed: {ex.Message}");
-                return new RequestSample(Failed: true, Matches: false, Tokens: 0, LatencyMs: 0, TtftMs: 0, PerTokenMs: null, RemoteBatches: 0);
+                return new RequestSample(Failed: true, Matches: false, Tokens: 0, LatencyMs: 0, TtftMs: 0, PerTokenMs: null, RemoteBatches: 0) { Edge = edge };
             }
         }
     }
@@ -371,7 +380,11 @@ internal readonly record struct CpuTimes(TimeSpan Edges, TimeSpan Broker, TimeSp
 }
 
 /// <summary>One answered (or failed) request of a level.</summary>
-internal sealed record RequestSample(bool Failed, bool Matches, int Tokens, double LatencyMs, double TtftMs, double? PerTokenMs, double RemoteBatches);
+internal sealed record RequestSample(bool Failed, bool Matches, int Tokens, double LatencyMs, double TtftMs, double? PerTokenMs, double RemoteBatches)
+{
+    /// <summary>The edge the request was sent to.</summary>
+    public string Edge { get; init; } = string.Empty;
+}
 
 /// <summary>What one concurrency level measured; <c>--json</c> prints an array of these.</summary>
 public sealed record LoadLevel(
@@ -387,6 +400,9 @@ public sealed record LoadLevel(
     /// <summary>CPU milliseconds of the benchmark's own process (the clients) per generated token.</summary>
     public double? ClientCpuMsPerToken { get; init; }
 
+    /// <summary>How many of the level's requests each edge was sent (<c>--only-edge</c> sends them all to one).</summary>
+    public IReadOnlyDictionary<string, int> RequestsByEdge { get; init; } = new SortedDictionary<string, int>(StringComparer.Ordinal);
+
     internal static LoadLevel From(int concurrency, List<RequestSample> samples, TimeSpan wall)
     {
         var answered = samples.Where(s => !s.Failed).ToList();
@@ -398,7 +414,10 @@ public sealed record LoadLevel(
             concurrency, samples.Count, samples.Count - answered.Count, answered.Count(s => !s.Matches),
             Math.Round(tokens / wall.TotalSeconds, 2),
             Rounded(perToken, 50), Rounded(perToken, 99), Rounded(latency, 50), Rounded(latency, 99), Rounded(ttft, 50), Rounded(ttft, 99),
-            Math.Round(answered.Sum(s => s.RemoteBatches) / Math.Max(1, tokens), 2));
+            Math.Round(answered.Sum(s => s.RemoteBatches) / Math.Max(1, tokens), 2))
+        {
+            RequestsByEdge = new SortedDictionary<string, int>(samples.GroupBy(s => s.Edge).ToDictionary(g => g.Key, g => g.Count()), StringComparer.Ordinal),
+        };
     }
 
     private static double? Rounded(List<double> samples, double percentile) =>
@@ -425,6 +444,12 @@ public sealed record LoadBenchmarkSettings
     public int Seed { get; init; } = 1;
     public bool Json { get; init; }
 
+    /// <summary>
+    /// The one edge (1-based) every request goes to, the others serving its experts only; none: request i to edge
+    /// (i mod edges) + 1.
+    /// </summary>
+    public int? OnlyEdge { get; init; }
+
     /// <summary>Then the highest level on one cluster with metrics on and off, <see cref="OverheadRounds"/> rounds of one each.</summary>
     public bool MetricsOverhead { get; init; }
 
@@ -437,4 +462,7 @@ public sealed record LoadBenchmarkSettings
     public static int DefaultRequests(int concurrency) => Math.Max(4 * concurrency, 16);
 
     public int RequestsAt(int concurrency) => RequestsPerLevel ?? DefaultRequests(concurrency);
+
+    /// <summary>The edge request <paramref name="index"/> goes to.</summary>
+    public string EdgeOf(int index) => $"edge-{OnlyEdge ?? ((index % Edges) + 1)}";
 }
