@@ -98,6 +98,29 @@ public sealed class MigrationScenario : IAsyncDisposable
         }
     }
 
+    /// <summary>
+    /// Run-now once the job sees the load: while it skips for want of live edges or of routing in its window (heartbeats
+    /// and trace flushes not in yet on a loaded machine), asks again, for at most 30 s; any other decision is returned.
+    /// </summary>
+    public async Task<PlacementDecision> RunPlacementNowOnceLoadedAsync()
+    {
+        var deadline = DateTime.UtcNow + TimeSpan.FromSeconds(30);
+        while (true)
+        {
+            var decision = await RunPlacementNowAsync();
+            var reason = decision.Reason;
+            var waiting = decision.Decision == "skipped"
+                && (reason.StartsWith("no live edge", StringComparison.Ordinal) || reason.StartsWith("no activations", StringComparison.Ordinal)
+                    || reason.StartsWith("no complete request routing", StringComparison.Ordinal));
+            if (!waiting || DateTime.UtcNow > deadline)
+            {
+                return decision;
+            }
+
+            await Task.Delay(500);
+        }
+    }
+
     public async Task<MigrationState?> MigrationAsync(Guid id)
     {
         await using var db = Db();

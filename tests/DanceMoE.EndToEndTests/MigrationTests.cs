@@ -14,8 +14,8 @@ public sealed class MigrationTests(ITestOutputHelper output)
         var load = scenario.LoadAsync(stop.Token);
         await Task.Delay(1000);
 
-        var decision = await scenario.RunPlacementNowAsync();
-        Assert.Equal(("migrate", "pending-saga"), (decision.Decision, decision.Status));
+        var decision = await scenario.RunPlacementNowOnceLoadedAsync();
+        Assert.True(("migrate", "pending-saga") == (decision.Decision, decision.Status), $"{decision.Decision}, {decision.Status}: {decision.Reason}");
         var id = decision.MigrationId!.Value;
         await scenario.WaitForMigrationAsync(id, m => m.CurrentState is "Loading" or "Activating" or "Draining" or "Unloading", "the migration runs");
         var meanwhile = await scenario.RunPlacementNowAsync();
