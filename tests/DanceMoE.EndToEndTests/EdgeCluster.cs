@@ -18,6 +18,7 @@ namespace DanceMoE.EndToEndTests;
 public sealed class EdgeCluster : IAsyncDisposable
 {
     private readonly List<(string Id, CliProcess Process)> _edges = [];
+    private readonly Dictionary<string, (string PlacementFile, int DeadlineMs, int MemoryMb, string? TraceDatabase, string[] ExtraArguments)> _startedWith = [];
     private ServiceProvider? _provider;
 
     private EdgeCluster(string directory, IsolatedVirtualHost vhost, ModelManifest manifest)
@@ -73,6 +74,7 @@ public sealed class EdgeCluster : IAsyncDisposable
         var started = new List<(string Id, CliProcess Process)>();
         foreach (var id in ids)
         {
+            _startedWith[id] = (placementFile, deadlineMs, memoryMb, traceDatabase, extraArguments);
             string[] arguments =
             [
                 "edge", "--id", id, "--model", ModelDirectory, "--memory-mb", memoryMb.ToString(CultureInfo.InvariantCulture),
@@ -106,13 +108,14 @@ public sealed class EdgeCluster : IAsyncDisposable
 
     public void Kill(string id) => _edges.Single(e => e.Id == id).Process.Process.Kill(entireProcessTree: true);
 
-    /// <summary>Starts a killed edge again with the same arguments; its queues keep what was not acknowledged.</summary>
-    public async Task RestartAsync(string id, string placementFile, int deadlineMs = 5000, int memoryMb = 256, params string[] extraArguments)
+    /// <summary>Starts a killed edge again with the arguments it was started with; its queues keep what was not acknowledged.</summary>
+    public async Task RestartAsync(string id)
     {
         var old = _edges.Single(e => e.Id == id);
         await old.Process.DisposeAsync();
         _edges.Remove(old);
-        await StartEdgesAsync([id], placementFile, deadlineMs, memoryMb, null, extraArguments);
+        var (placementFile, deadlineMs, memoryMb, traceDatabase, extraArguments) = _startedWith[id];
+        await StartEdgesAsync([id], placementFile, deadlineMs, memoryMb, traceDatabase, extraArguments);
     }
 
     public async Task<TextGenerated> GenerateAsync(string edge, string prompt, int maxTokens, TimeSpan? timeout = null)

@@ -31,12 +31,11 @@ public sealed class MigrationScenario : IAsyncDisposable
     private readonly ConcurrentQueue<string> _violations = new();
     private ServiceProvider? _monitor;
 
-    private MigrationScenario(EdgeCluster cluster, IsolatedDatabase database, CoordinatorProcess coordinator, string bootstrap)
+    private MigrationScenario(EdgeCluster cluster, IsolatedDatabase database, CoordinatorProcess coordinator)
     {
         Cluster = cluster;
         Database = database;
         Coordinator = coordinator;
-        Bootstrap = bootstrap;
     }
 
     public EdgeCluster Cluster { get; }
@@ -45,14 +44,10 @@ public sealed class MigrationScenario : IAsyncDisposable
 
     public CoordinatorProcess Coordinator { get; }
 
-    public string Bootstrap { get; }
-
     public Dictionary<string, IReadOnlyList<int>> Oracle { get; } = [];
 
     /// <summary>Moments when the edges' heartbeats showed an expert without a loaded replica or an edge over its budget.</summary>
     public IReadOnlyCollection<string> InvariantViolations => _violations;
-
-    public string[] EdgeArguments { get; private set; } = [];
 
     public static async Task<MigrationScenario> StartAsync(double loadMsPerMb, params string[] coordinatorArguments)
     {
@@ -65,12 +60,9 @@ public sealed class MigrationScenario : IAsyncDisposable
             .Select(e => new ExpertAssignment { Layer = l, Expert = e, Servers = [e < a.NumExperts / 2 ? Edges[0] : Edges[1]] }));
         var bootstrap = cluster.WritePlacement("bootstrap.json", new EdgePlacement(1, assignments));
         var coordinator = new CoordinatorProcess(cluster.Directory, cluster.VirtualHost.Uri, database.ConnectionString, cluster.ModelDirectory, coordinatorArguments);
-        var scenario = new MigrationScenario(cluster, database, coordinator, bootstrap)
-        {
-            EdgeArguments = ["--load-ms-per-mb", CoordinatorProcess.Invariant(loadMsPerMb)],
-        };
+        var scenario = new MigrationScenario(cluster, database, coordinator);
         await scenario.StartMonitorAsync();
-        await cluster.StartEdgesAsync(Edges, bootstrap, deadlineMs: 5000, memoryMb: MemoryMb, traceDatabase: null, scenario.EdgeArguments);
+        await cluster.StartEdgesAsync(Edges, bootstrap, deadlineMs: 5000, memoryMb: MemoryMb, traceDatabase: null, "--load-ms-per-mb", CoordinatorProcess.Invariant(loadMsPerMb));
         await coordinator.StartAsync();
         foreach (var prompt in Prompts)
         {
@@ -82,7 +74,7 @@ public sealed class MigrationScenario : IAsyncDisposable
         return scenario;
     }
 
-    public Task RestartEdgeAsync(string id) => Cluster.RestartAsync(id, Bootstrap, 5000, MemoryMb, EdgeArguments);
+    public Task RestartEdgeAsync(string id) => Cluster.RestartAsync(id);
 
     /// <summary>Asks the coordinator to run the placement job now and returns the decision it records.</summary>
     public async Task<PlacementDecision> RunPlacementNowAsync()

@@ -17,8 +17,7 @@ public sealed class RedeliveryTests
         var placement = cluster.WritePlacement("uniform.json", PlacementFile.Uniform(1, a.NumLayers, a.NumExperts, edges));
         // Every remote batch waits 2 x 5 ms, so the request lasts seconds however fast the machine (without it, 150 tokens
         // took under 500 ms on a quiet machine and ended before the kill).
-        string[] slowLinks = ["--link-delay-ms", "5"];
-        await cluster.StartEdgesAsync(edges, placement, extraArguments: slowLinks);
+        await cluster.StartEdgesAsync(edges, placement, extraArguments: ["--link-delay-ms", "5"]);
         const string prompt = "a redelivered request";
         var expected = await cluster.MonolithicAsync(prompt, 150);
 
@@ -26,7 +25,7 @@ public sealed class RedeliveryTests
         await Task.Delay(500);
         Assert.False(pending.IsCompleted, "the request finished before the edge could be killed");
         cluster.Kill("edge-1");
-        await cluster.RestartAsync("edge-1", placement, extraArguments: slowLinks);
+        await cluster.RestartAsync("edge-1");
         var answer = await pending;
 
         Assert.Equal(expected, answer.TokenIds);
