@@ -6,7 +6,7 @@ using DanceMoE.Lab.Benchmarks;
 
 namespace DanceMoE.Cli.Commands;
 
-/// <summary><c>dancemoe bench expert|expert-exec|cluster|load|traces|shift|echo</c>: the benchmarks of the lab, from the command line.</summary>
+/// <summary><c>dancemoe bench expert|expert-exec|cluster|load|traces|shift|replay|chaos|link|echo</c>: the benchmarks of the lab, from the command line.</summary>
 public static class BenchCommand
 {
     private const string DefaultModel = "exported model or checkpoint (default: onnx/default, else a tiny seeded one)";
@@ -22,6 +22,7 @@ public static class BenchCommand
         Shift(),
         BenchReplayCommand.Create(),
         BenchChaosCommand.Create(),
+        Link(),
         Echo(),
     };
 
@@ -165,6 +166,31 @@ public static class BenchCommand
                 await Console.Error.WriteLineAsync($"dancemoe: warning: {failed} requests failed and {mismatches} answers differ from the monolithic oracle").ConfigureAwait(false);
             }
 
+            return ExitCodes.Ok;
+        });
+        return command;
+    }
+
+    private static Command Link()
+    {
+        var delay = CliOptions.Double("delay-ms", 1, "emulated one-way delay", 0, 10_000);
+        var mbps = CliOptions.Double("mbps", 500, "emulated bandwidth in Mbit/s (0: unlimited)", 0, 1_000_000);
+        var bytes = CliOptions.Int("bytes", 2048, "bytes of the batch", 0, 64 * 1024 * 1024);
+        var samples = CliOptions.Int("samples", 200, "transmissions, one at a time, of each kind", 10, 100_000);
+        var json = CliOptions.Flag("json", "print JSON");
+        var command = new Command("link", "how long the edges' link emulation holds a batch against what it asks for, next to Task.Delay")
+        {
+            delay, mbps, bytes, samples, json,
+        };
+        command.SetAction(async (result, cancellationToken) =>
+        {
+            if (result.GetValue(delay) <= 0 && result.GetValue(mbps) <= 0)
+            {
+                throw new UsageException("--delay-ms or --mbps must be above 0: there is no link to emulate otherwise");
+            }
+
+            var settings = new LinkBenchmarkSettings(result.GetValue(delay), result.GetValue(mbps), result.GetValue(bytes), result.GetValue(samples), result.GetValue(json));
+            await LinkBenchmark.RunAsync(settings, Console.Out, cancellationToken).ConfigureAwait(false);
             return ExitCodes.Ok;
         });
         return command;
