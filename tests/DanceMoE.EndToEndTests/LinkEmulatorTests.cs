@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Text.Json;
 using DanceMoE.Edge;
 using Microsoft.Extensions.Options;
 
@@ -73,6 +74,31 @@ public sealed class LinkEmulatorTests
     {
         using var link = Link(delayMs: 0, mbps: 0);
         Assert.True(link.TransmitAsync(1 << 20, CancellationToken.None).IsCompletedSuccessfully);
+    }
+
+    [Fact]
+    public async Task Bench_link_reports_the_emulation_never_releasing_a_batch_before_its_cost()
+    {
+        var (exitCode, output, errors) = await CommandLineTests.RunAsync(["bench", "link", "--delay-ms", "0.5", "--mbps", "100", "--bytes", "4096", "--samples", "20", "--json"]);
+
+        Assert.True(exitCode == 0, $"exit {exitCode}: {errors}");
+        using var report = JsonDocument.Parse(output);
+        var asked = report.RootElement.GetProperty("asked_ms").GetDouble();
+        Assert.Equal(0.5 + (4096 * 8 / 100_000.0), asked, 3);
+        var emulation = report.RootElement.GetProperty("link_emulation");
+        Assert.True(emulation.GetProperty("min_ms").GetDouble() >= asked, output);
+        Assert.True(emulation.GetProperty("p99_ms").GetDouble() >= emulation.GetProperty("p50_ms").GetDouble(), output);
+        Assert.True(report.RootElement.GetProperty("task_delay").TryGetProperty("p50_over_asked", out _), output);
+    }
+
+    [Fact]
+    public async Task Bench_link_without_a_link_is_a_one_line_usage_error()
+    {
+        var (exitCode, _, errors) = await CommandLineTests.RunAsync(["bench", "link", "--delay-ms", "0", "--mbps", "0"]);
+
+        Assert.Equal(2, exitCode);
+        var line = Assert.Single(errors.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.Contains("--delay-ms or --mbps", line, StringComparison.Ordinal);
     }
 
     private static LinkEmulator Link(double delayMs, double mbps) =>
