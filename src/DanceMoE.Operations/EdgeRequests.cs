@@ -7,13 +7,40 @@ namespace DanceMoE.Operations;
 /// <summary>Text generation requests to an edge, with MassTransit's request client: the way a .NET service does it.</summary>
 public static class EdgeRequests
 {
+    /// <summary>
+    /// Sends with a bus of its own once the edge's request queue is there and consumed, so that an unknown edge and a
+    /// stopped one each fail at once with their own message instead of a timeout.
+    /// </summary>
+    public static async Task<TextGenerated> SendToRunningEdgeAsync(string rabbitMqUri, string edge, GenerateText request, TimeSpan timeout, CancellationToken cancellationToken)
+    {
+        if (EdgeQueues.Problem(edge) is { } problem)
+        {
+            throw new InvalidSettingsException($"--edge: {problem}");
+        }
+
+        var queue = EdgeQueues.Requests(edge);
+        var consumers = await BusClient.ConsumersOfAsync(rabbitMqUri, queue, cancellationToken).ConfigureAwait(false);
+        if (consumers is null)
+        {
+            throw new OperationException($"unknown edge '{edge}': no queue '{queue}' on the broker (./dancemoe cluster up starts edges)", OperationFailure.Unavailable);
+        }
+
+        if (consumers == 0)
+        {
+            throw new OperationException($"edge '{edge}' is not running: queue '{queue}' has no consumer", OperationFailure.Unavailable);
+        }
+
+        await using var client = await BusClient.StartAsync(rabbitMqUri, cancellationToken).ConfigureAwait(false);
+        return await SendAsync(client.Bus, edge, request, timeout, cancellationToken).ConfigureAwait(false);
+    }
+
     /// <summary>Sends on a running bus; faults and timeouts become clear <see cref="OperationException"/>s.</summary>
     public static async Task<TextGenerated> SendAsync(IBus bus, string edge, GenerateText request, TimeSpan timeout, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(bus);
         if (EdgeQueues.Problem(edge) is { } problem)
         {
-            throw new InvalidSettingsException(problem);
+            throw new InvalidSettingsException($"--edge: {problem}");
         }
 
         var requestClient = bus.CreateRequestClient<GenerateText>(EdgeQueues.RequestsAddress(edge), RequestTimeout.After(ms: (int)timeout.TotalMilliseconds));

@@ -1,7 +1,6 @@
-using DanceMoE.Cli;
-using DanceMoE.Cli.Commands;
 using DanceMoE.Contracts;
 using DanceMoE.Edge;
+using DanceMoE.Operations;
 using MassTransit;
 
 namespace DanceMoE.EndToEndTests;
@@ -36,10 +35,10 @@ public sealed class RedeliveryTests
     {
         await using var cluster = await EdgeCluster.CreateAsync(seed: 23);
 
-        var error = await Assert.ThrowsAsync<CliException>(() => InferCommand.SendAsync(
+        var error = await Assert.ThrowsAsync<OperationException>(() => EdgeRequests.SendToRunningEdgeAsync(
             cluster.VirtualHost.Uri, "edge-9", new GenerateText { RequestId = NewId.NextGuid(), Prompt = "hello", MaxNewTokens = 4 }, TimeSpan.FromSeconds(10), CancellationToken.None));
 
         Assert.Equal("unknown edge 'edge-9': no queue 'edge-9' on the broker (./dancemoe cluster up starts edges)", error.Message);
-        Assert.Equal(ExitCodes.Unavailable, error.ExitCode);
+        Assert.Equal(OperationFailure.Unavailable, error.Failure);
     }
 }

@@ -178,17 +178,9 @@ public static class BenchCommand
         var bytes = CliOptions.Int("bytes", 2048, "bytes of the batch", 0, 64 * 1024 * 1024);
         var samples = CliOptions.Int("samples", 200, "transmissions, one at a time, of each kind", 10, 100_000);
         var json = CliOptions.Flag("json", "print JSON");
-        var command = new Command("link", "how long the edges' link emulation holds a batch against what it asks for, next to Task.Delay")
-        {
-            delay, mbps, bytes, samples, json,
-        };
+        var command = new Command("link", "how long the edges' link emulation holds a batch against what it asks for, next to Task.Delay") { delay, mbps, bytes, samples, json };
         command.SetAction(async (result, cancellationToken) =>
         {
-            if (result.GetValue(delay) <= 0 && result.GetValue(mbps) <= 0)
-            {
-                throw new UsageException("--delay-ms or --mbps must be above 0: there is no link to emulate otherwise");
-            }
-
             var settings = new LinkBenchmarkSettings(result.GetValue(delay), result.GetValue(mbps), result.GetValue(bytes), result.GetValue(samples), result.GetValue(json));
             await LinkBenchmark.RunAsync(settings, Console.Out, cancellationToken).ConfigureAwait(false);
             return ExitCodes.Ok;

@@ -4,7 +4,6 @@ using System.Globalization;
 using System.Text.Json;
 using DanceMoE.Cli.Verbs;
 using DanceMoE.Contracts;
-using DanceMoE.Hosting;
 using MassTransit;
 
 namespace DanceMoE.Cli.Commands;
@@ -71,7 +70,7 @@ public static class InferCommand
             throw new UsageException("--prompt is empty");
         }
 
-        var answer = await SendAsync(CliEnvironment.RabbitMqUri, edge, request, timeout, cancellationToken).ConfigureAwait(false);
+        var answer = await EdgeRequests.SendToRunningEdgeAsync(CliEnvironment.RabbitMqUri, edge, request, timeout, cancellationToken).ConfigureAwait(false);
         if (asJson)
         {
             Console.WriteLine(JsonSerializer.Serialize(new
@@ -93,29 +92,5 @@ public static class InferCommand
         }
 
         return ExitCodes.Ok;
-    }
-
-    /// <summary>Sends a request to an edge with MassTransit's request client: the way a .NET service does it.</summary>
-    public static async Task<TextGenerated> SendAsync(string rabbitMqUri, string edge, GenerateText request, TimeSpan timeout, CancellationToken cancellationToken)
-    {
-        if (EdgeQueues.Problem(edge) is { } problem)
-        {
-            throw new UsageException($"--edge: {problem}");
-        }
-
-        var queue = EdgeQueues.Requests(edge);
-        var consumers = await BusClient.ConsumersOfAsync(rabbitMqUri, queue, cancellationToken).ConfigureAwait(false);
-        if (consumers is null)
-        {
-            throw new CliException($"unknown edge '{edge}': no queue '{queue}' on the broker (./dancemoe cluster up starts edges)", ExitCodes.Unavailable);
-        }
-
-        if (consumers == 0)
-        {
-            throw new CliException($"edge '{edge}' is not running: queue '{queue}' has no consumer", ExitCodes.Unavailable);
-        }
-
-        await using var client = await BusClient.StartAsync(rabbitMqUri, cancellationToken).ConfigureAwait(false);
-        return await EdgeRequests.SendAsync(client.Bus, edge, request, timeout, cancellationToken).ConfigureAwait(false);
     }
 }

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
 using DanceMoE.Edge;
+using DanceMoE.Operations;
 using Microsoft.Extensions.Options;
 
 namespace DanceMoE.Lab.Benchmarks;
@@ -19,6 +20,11 @@ public static class LinkBenchmark
     {
         ArgumentNullException.ThrowIfNull(settings);
         ArgumentNullException.ThrowIfNull(output);
+        if (settings.DelayMs <= 0 && settings.Mbps <= 0)
+        {
+            throw new InvalidSettingsException("--delay-ms or --mbps must be above 0: there is no link to emulate otherwise");
+        }
+
         using var link = new LinkEmulator(Options.Create(new LinkOptions { DelayMs = settings.DelayMs, Mbps = settings.Mbps }));
         var asked = link.CostOf(settings.Bytes).TotalMilliseconds;
         var emulated = await SampleAsync(settings.Samples, () => link.TransmitAsync(settings.Bytes, cancellationToken)).ConfigureAwait(false);
