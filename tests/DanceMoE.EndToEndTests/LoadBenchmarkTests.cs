@@ -84,6 +84,22 @@ public sealed class LoadBenchmarkTests
         Assert.Contains("--only-edge 3: the cluster has edges 1 to 2", errors, StringComparison.Ordinal);
     }
 
+    [Theory]
+    [InlineData("0")]
+    [InlineData("1,,4")]
+    [InlineData("10001")]
+    [InlineData("four")]
+    public async Task Bench_load_concurrency_outside_1_to_10000_is_a_usage_error_naming_the_value(string levels)
+    {
+        var (exit, output, errors) = await CommandLineTests.RunAsync(
+            ["bench", "load", "--concurrency", levels, "--json"], new Dictionary<string, string>(), TimeSpan.FromMinutes(2));
+
+        Assert.Equal(2, exit);
+        Assert.Equal(string.Empty, output);
+        var bad = levels.Split(',').First(l => !int.TryParse(l, out var v) || v < 1 || v > 10_000);
+        Assert.Contains($"--concurrency takes numbers from 1 to 10000 separated by commas (got '{bad}')", errors, StringComparison.Ordinal);
+    }
+
     [Fact]
     public async Task Bench_load_metrics_overhead_json_gives_each_rounds_tokens_per_s_and_cpu_per_token_on_and_off_with_their_ratios()
     {

@@ -205,7 +205,7 @@ public static class BenchCommand
     private static List<int> Levels(string text) =>
         [.. text.Split(',').Select(c => int.TryParse(c, NumberStyles.Integer, CultureInfo.InvariantCulture, out var v) && v > 0 && v <= 10_000
             ? v
-            : throw new UsageException($"--concurrency takes positive numbers separated by commas (got '{c}')"))];
+            : throw new UsageException($"--concurrency takes numbers from 1 to 10000 separated by commas (got '{c}')"))];
 
     private static Command Traces()
     {
