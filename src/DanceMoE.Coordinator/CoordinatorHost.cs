@@ -52,6 +52,7 @@ public static class CoordinatorHost
         services.AddMassTransit(bus =>
         {
             bus.DisableUsageTelemetry();
+            bus.AddSetAsideByOwner();
             bus.AddConsumer<EdgeHeartbeatConsumer, EdgeHeartbeatConsumerDefinition>();
             bus.AddConsumer<PlacementAppliedConsumer, PlacementAppliedConsumerDefinition>();
             bus.AddConsumer<RunPlacementNowConsumer, RunPlacementNowConsumerDefinition>();

@@ -66,6 +66,7 @@ public static class EdgeServer
         services.AddMassTransit(bus =>
         {
             bus.DisableUsageTelemetry();
+            bus.AddSetAsideByOwner();
             bus.AddConsumer<GenerateTextConsumer, GenerateTextConsumerDefinition>();
             bus.AddConsumer<RunExpertBatchConsumer, RunExpertBatchConsumerDefinition>();
             bus.AddConsumer<LoadExpertConsumer, LoadExpertConsumerDefinition>();

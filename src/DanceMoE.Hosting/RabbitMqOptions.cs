@@ -55,8 +55,11 @@ public sealed class RabbitMqOptions
     }
 
     /// <summary>The user the broker vouches for as the sender of a received message: its <c>user_id</c>; null when it has none.</summary>
-    public static string? SenderOf(ConsumeContext context) =>
-        context?.ReceiveContext.TryGetPayload(out RabbitMqBasicConsumeContext? basic) == true ? basic.Properties.UserId : null;
+    public static string? SenderOf(ConsumeContext context) => context is null ? null : SenderOf(context.ReceiveContext);
+
+    /// <inheritdoc cref="SenderOf(ConsumeContext)"/>
+    public static string? SenderOf(ReceiveContext context) =>
+        context?.TryGetPayload(out RabbitMqBasicConsumeContext? basic) == true ? basic.Properties.UserId : null;
 
     private static void StampUser(SendContext context, string username)
     {

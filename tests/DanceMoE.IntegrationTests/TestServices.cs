@@ -51,6 +51,10 @@ public sealed class IsolatedVirtualHost : IAsyncLifetime
         }
     }
 
+    /// <summary>Lets broker user <paramref name="user"/> (another role's) configure, write and read everything here.</summary>
+    public Task GrantAsync(string user) =>
+        PutAsync($"api/permissions/{Name}/{user}", """{"configure":".*","write":".*","read":".*"}""");
+
     public async Task DisposeAsync()
     {
         using var management = CreateManagementClient();
