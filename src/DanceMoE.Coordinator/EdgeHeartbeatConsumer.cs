@@ -3,6 +3,7 @@ using DanceMoE.Data;
 using DanceMoE.Hosting;
 using MassTransit;
 using Microsoft.EntityFrameworkCore;
+using Microsoft.Extensions.Logging;
 
 namespace DanceMoE.Coordinator;
 
@@ -10,11 +11,22 @@ namespace DanceMoE.Coordinator;
 /// Records each edge's last heartbeat in <c>edge_servers</c> (the membership analysts see) and in
 /// <see cref="ClusterMembership"/> (the one the placement job uses, with the experts each edge has loaded).
 /// </summary>
-public sealed class EdgeHeartbeatConsumer(IDbContextFactory<DanceMoEDbContext> dbFactory, ClusterMembership membership) : IConsumer<EdgeHeartbeat>
+public sealed class EdgeHeartbeatConsumer(
+    IDbContextFactory<DanceMoEDbContext> dbFactory, ClusterMembership membership, ILogger<EdgeHeartbeatConsumer> logger, TimeProvider? time = null)
+    : IConsumer<EdgeHeartbeat>
 {
     public async Task Consume(ConsumeContext<EdgeHeartbeat> context)
     {
         var beat = context.Message;
+        if (HeartbeatCheck.Problem(beat, (time ?? TimeProvider.System).GetUtcNow()) is { } problem)
+        {
+            // Consumed, not faulted: a retry or a fault would not make it any better.
+            logger.LogWarning(
+                "heartbeat {MessageId} refused: {Problem} (sent by RabbitMQ user '{Sender}')",
+                context.MessageId, problem, RabbitMqOptions.SenderOf(context) ?? "(none)");
+            return;
+        }
+
         var seenAt = (beat.SentAt == default ? DateTimeOffset.UtcNow : beat.SentAt).ToUniversalTime();
         membership.Record(beat with { SentAt = seenAt });
         await using var db = await dbFactory.CreateDbContextAsync(context.CancellationToken).ConfigureAwait(false);

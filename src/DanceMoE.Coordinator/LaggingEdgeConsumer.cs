@@ -20,6 +20,11 @@ public sealed class LaggingEdgeConsumer(PlacementRegistry registry, ClusterMembe
     {
         var beat = context.Message;
         var now = time.GetUtcNow();
+        if (HeartbeatCheck.Problem(beat, now) is not null)
+        {
+            return;
+        }
+
         if (sent.At.TryGetValue(beat.EdgeId, out var last) && now - last < Every)
         {
             return;

@@ -35,6 +35,7 @@ public sealed class MembershipTests(MembershipFixture fixture) : IClassFixture<M
     public async Task Heartbeats_published_on_the_bus_become_one_edge_servers_row_per_edge()
     {
         await using var provider = new ServiceCollection()
+            .AddLogging()
             .AddDbContextFactory<DanceMoEDbContext>(b => DanceMoEDbContext.Configure(b, fixture.Database.ConnectionString))
             .AddSingleton<ClusterMembership>()
             .Configure<MembershipOptions>(_ => { })
@@ -61,12 +62,58 @@ public sealed class MembershipTests(MembershipFixture fixture) : IClassFixture<M
 
             // All three consumed, in whatever order the endpoint's concurrent consumers finished them.
             var rows = await WaitForAsync(async db =>
-                consumed.Count == 3 ? await db.EdgeServers.AsNoTracking().OrderBy(e => e.Id).ToListAsync() : null);
+                consumed.Count == 3 ? await db.EdgeServers.AsNoTracking().Where(e => e.Id == "edge-1" || e.Id == "edge-2").OrderBy(e => e.Id).ToListAsync() : null);
 
             Assert.Equal(["edge-1", "edge-2"], rows.Select(r => r.Id));
             Assert.Equal(first, rows[0].FirstSeenAt);
             Assert.Equal(30L << 20, rows[0].MemoryUsedBytes);
             Assert.Equal(20L << 20, rows[1].MemoryUsedBytes);
+        }
+        finally
+        {
+            await bus.StopAsync();
+        }
+    }
+
+    [Fact]
+    public async Task Malformed_and_future_dated_heartbeats_are_consumed_without_counting_and_the_next_good_one_counts()
+    {
+        var membership = new ClusterMembership(Microsoft.Extensions.Options.Options.Create(new MembershipOptions()));
+        await using var provider = new ServiceCollection()
+            .AddLogging()
+            .AddDbContextFactory<DanceMoEDbContext>(b => DanceMoEDbContext.Configure(b, fixture.Database.ConnectionString))
+            .AddSingleton(membership)
+            .AddMassTransit(bus =>
+            {
+                bus.AddConsumer<EdgeHeartbeatConsumer, EdgeHeartbeatConsumerDefinition>();
+                bus.UsingRabbitMq((context, cfg) =>
+                {
+                    new RabbitMqOptions { ConnectionString = fixture.VirtualHost.Uri }.ConfigureHost(cfg);
+                    cfg.ConfigureEndpoints(context);
+                });
+            })
+            .BuildServiceProvider(true);
+        var bus = provider.GetRequiredService<IBusControl>();
+        var consumed = new ConsumedHeartbeats();
+        bus.ConnectConsumeMessageObserver(consumed);
+        await bus.StartAsync();
+        try
+        {
+            var now = DateTimeOffset.UtcNow;
+            await bus.Publish(Beat("edge-7", now.AddHours(1), usedMb: 1));
+            await bus.Publish(Beat("../edge-8", now, usedMb: 1));
+            await bus.Publish(Beat("edge-9", now, usedMb: 1) with { LoadedExperts = ["0:1", "drop table"] });
+            await bus.Publish(Beat("edge-7", now, usedMb: 7));
+
+            var row = await WaitForAsync(async db =>
+                consumed.Count == 4 ? await db.EdgeServers.AsNoTracking().SingleOrDefaultAsync(e => e.Id == "edge-7") : null);
+
+            Assert.Equal(7L << 20, row.MemoryUsedBytes);
+            await using var db = DanceMoEDbContext.Create(fixture.Database.ConnectionString);
+            Assert.False(await db.EdgeServers.AnyAsync(e => e.Id == "../edge-8" || e.Id == "edge-9"));
+            var member = Assert.Single(membership.Snapshot(now), e => e.EdgeId is "edge-7" or "../edge-8" or "edge-9");
+            Assert.Equal("edge-7", member.EdgeId);
+            Assert.Equal(now, member.LastSeenAt);
         }
         finally
         {
