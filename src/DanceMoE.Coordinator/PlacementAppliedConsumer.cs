@@ -9,7 +9,12 @@ public sealed class PlacementAppliedConsumer(PlacementAcknowledgements acknowled
 {
     public Task Consume(ConsumeContext<PlacementApplied> context)
     {
-        acknowledgements.Record(context.Message.EdgeId, context.Message.Version);
+        // An id no edge can have names no queue the migration waits on; counting it would only grow the table.
+        if (EdgeQueues.Problem(context.Message.EdgeId) is null && context.Message.Version >= 0)
+        {
+            acknowledgements.Record(context.Message.EdgeId, context.Message.Version);
+        }
+
         return Task.CompletedTask;
     }
 }
