@@ -7,13 +7,11 @@ namespace DanceMoE.Coordinator;
 /// <summary>
 /// What the coordinator takes from a heartbeat before it counts: the membership decides where placements put experts,
 /// so a malformed beat (an id no edge can have, a negative budget) is refused, and so is one dated ahead of the
-/// coordinator's clock by more than <see cref="MaxClockSkew"/>, which would keep its edge alive and its last word for as
+/// coordinator's clock by more than <see cref="ClockSkew.Max"/>, which would keep its edge alive and its last word for as
 /// long as its date stays ahead.
 /// </summary>
 public static partial class HeartbeatCheck
 {
-    public static readonly TimeSpan MaxClockSkew = TimeSpan.FromMinutes(1);
-
     /// <summary>More than any model's layers times experts; a list longer than this is no edge's.</summary>
     public const int MaxLoadedExperts = 1 << 16;
 
@@ -37,7 +35,7 @@ public static partial class HeartbeatCheck
             _ when beat.ExecutionProvider is null || !ProviderName().IsMatch(beat.ExecutionProvider) => "execution provider is not 1 to 16 lowercase letters and digits",
             _ when beat.ComputeClass is { Length: > 128 } => $"compute class of {beat.ComputeClass.Length} characters (at most 128)",
             _ when beat.LoadedExperts is null || beat.LoadedExperts.Count > MaxLoadedExperts => $"loaded experts missing or over {MaxLoadedExperts}",
-            _ when beat.SentAt - now > MaxClockSkew => $"sent at {beat.SentAt:O}, more than {MaxClockSkew.TotalMinutes:0} minute ahead of the coordinator's clock",
+            _ when beat.SentAt - now > ClockSkew.Max => $"sent at {beat.SentAt:O}, more than {ClockSkew.Max.TotalMinutes:0} minute ahead of the coordinator's clock",
             _ => null,
         };
         if (problem is not null)

@@ -1,4 +1,5 @@
 using DanceMoE.Contracts;
+using DanceMoE.Hosting;
 using MassTransit;
 using Microsoft.Extensions.Logging;
 
@@ -64,18 +65,15 @@ public sealed class UnloadExpertConsumer(EdgeRuntime edge) : IConsumer<UnloadExp
 /// </summary>
 public sealed class PlacementActivatedConsumer(EdgeRuntime edge, ILogger<PlacementActivatedConsumer> logger) : IConsumer<PlacementActivated>
 {
-    /// <summary>How far ahead of this edge's clock a placement's activation time may be (the coordinator's clock may run ahead a little).</summary>
-    public static readonly TimeSpan MaxClockSkew = TimeSpan.FromMinutes(1);
-
     public async Task Consume(ConsumeContext<PlacementActivated> context)
     {
         var message = context.Message;
         var ahead = message.ActivatedAt - DateTimeOffset.UtcNow;
-        if (ahead > MaxClockSkew)
+        if (ahead > ClockSkew.Max)
         {
             // Activation time decides which placement wins: one dated ahead would block every genuine placement after it.
             throw new PlacementException(FormattableString.Invariant(
-                $"placement v{message.Version} is activated {ahead.TotalSeconds:F0} s in the future (at {message.ActivatedAt:O}), beyond the {MaxClockSkew.TotalSeconds:F0} s of clock skew allowed: refused"));
+                $"placement v{message.Version} is activated {ahead.TotalSeconds:F0} s in the future (at {message.ActivatedAt:O}), beyond the {ClockSkew.Max.TotalSeconds:F0} s of clock skew allowed: refused"));
         }
 
         var current = edge.Routing.Current;

@@ -13,10 +13,7 @@ public static class EdgeRequests
     /// </summary>
     public static async Task<TextGenerated> SendToRunningEdgeAsync(string rabbitMqUri, string edge, GenerateText request, TimeSpan timeout, CancellationToken cancellationToken)
     {
-        if (EdgeQueues.Problem(edge) is { } problem)
-        {
-            throw new InvalidSettingsException($"--edge: {problem}");
-        }
+        CheckEdge(edge);
 
         var queue = EdgeQueues.Requests(edge);
         var consumers = await BusClient.ConsumersOfAsync(rabbitMqUri, queue, cancellationToken).ConfigureAwait(false);
@@ -38,10 +35,7 @@ public static class EdgeRequests
     public static async Task<TextGenerated> SendAsync(IBus bus, string edge, GenerateText request, TimeSpan timeout, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(bus);
-        if (EdgeQueues.Problem(edge) is { } problem)
-        {
-            throw new InvalidSettingsException($"--edge: {problem}");
-        }
+        CheckEdge(edge);
 
         var requestClient = bus.CreateRequestClient<GenerateText>(EdgeQueues.RequestsAddress(edge), RequestTimeout.After(ms: (int)timeout.TotalMilliseconds));
 
@@ -71,6 +65,14 @@ public static class EdgeRequests
         catch (RequestTimeoutException ex)
         {
             throw new OperationException($"edge '{edge}' did not answer within {timeout.TotalSeconds:F0} s", OperationFailure.Unavailable, ex);
+        }
+    }
+
+    private static void CheckEdge(string edge)
+    {
+        if (EdgeQueues.Problem(edge) is { } problem)
+        {
+            throw new InvalidSettingsException($"--edge: {problem}");
         }
     }
 }

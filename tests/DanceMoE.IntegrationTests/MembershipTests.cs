@@ -6,6 +6,7 @@ using DanceMoE.Migrations;
 using MassTransit;
 using Microsoft.EntityFrameworkCore;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Options;
 
 namespace DanceMoE.IntegrationTests;
 
@@ -34,21 +35,7 @@ public sealed class MembershipTests(MembershipFixture fixture) : IClassFixture<M
     [Fact]
     public async Task Heartbeats_published_on_the_bus_become_one_edge_servers_row_per_edge()
     {
-        await using var provider = new ServiceCollection()
-            .AddLogging()
-            .AddDbContextFactory<DanceMoEDbContext>(b => DanceMoEDbContext.Configure(b, fixture.Database.ConnectionString))
-            .AddSingleton<ClusterMembership>()
-            .Configure<MembershipOptions>(_ => { })
-            .AddMassTransit(bus =>
-            {
-                bus.AddConsumer<EdgeHeartbeatConsumer, EdgeHeartbeatConsumerDefinition>();
-                bus.UsingRabbitMq((context, cfg) =>
-                {
-                    new RabbitMqOptions { ConnectionString = fixture.VirtualHost.Uri }.ConfigureHost(cfg);
-                    cfg.ConfigureEndpoints(context);
-                });
-            })
-            .BuildServiceProvider(true);
+        await using var provider = HeartbeatConsumers(new ClusterMembership(Options.Create(new MembershipOptions())));
         var bus = provider.GetRequiredService<IBusControl>();
         var consumed = new ConsumedHeartbeats();
         bus.ConnectConsumeMessageObserver(consumed);
@@ -78,21 +65,8 @@ public sealed class MembershipTests(MembershipFixture fixture) : IClassFixture<M
     [Fact]
     public async Task Malformed_and_future_dated_heartbeats_are_consumed_without_counting_and_the_next_good_one_counts()
     {
-        var membership = new ClusterMembership(Microsoft.Extensions.Options.Options.Create(new MembershipOptions()));
-        await using var provider = new ServiceCollection()
-            .AddLogging()
-            .AddDbContextFactory<DanceMoEDbContext>(b => DanceMoEDbContext.Configure(b, fixture.Database.ConnectionString))
-            .AddSingleton(membership)
-            .AddMassTransit(bus =>
-            {
-                bus.AddConsumer<EdgeHeartbeatConsumer, EdgeHeartbeatConsumerDefinition>();
-                bus.UsingRabbitMq((context, cfg) =>
-                {
-                    new RabbitMqOptions { ConnectionString = fixture.VirtualHost.Uri }.ConfigureHost(cfg);
-                    cfg.ConfigureEndpoints(context);
-                });
-            })
-            .BuildServiceProvider(true);
+        var membership = new ClusterMembership(Options.Create(new MembershipOptions()));
+        await using var provider = HeartbeatConsumers(membership);
         var bus = provider.GetRequiredService<IBusControl>();
         var consumed = new ConsumedHeartbeats();
         bus.ConnectConsumeMessageObserver(consumed);
@@ -120,6 +94,22 @@ public sealed class MembershipTests(MembershipFixture fixture) : IClassFixture<M
             await bus.StopAsync();
         }
     }
+
+    /// <summary>The coordinator's heartbeat consumer alone, on the fixture's virtual host and database.</summary>
+    private ServiceProvider HeartbeatConsumers(ClusterMembership membership) => new ServiceCollection()
+        .AddLogging()
+        .AddDbContextFactory<DanceMoEDbContext>(b => DanceMoEDbContext.Configure(b, fixture.Database.ConnectionString))
+        .AddSingleton(membership)
+        .AddMassTransit(bus =>
+        {
+            bus.AddConsumer<EdgeHeartbeatConsumer, EdgeHeartbeatConsumerDefinition>();
+            bus.UsingRabbitMq((context, cfg) =>
+            {
+                new RabbitMqOptions { ConnectionString = fixture.VirtualHost.Uri }.ConfigureHost(cfg);
+                cfg.ConfigureEndpoints(context);
+            });
+        })
+        .BuildServiceProvider(true);
 
     private sealed class ConsumedHeartbeats : IConsumeMessageObserver<EdgeHeartbeat>
     {
