@@ -1,13 +1,17 @@
 using System.Diagnostics;
 using DanceMoE.Contracts;
+using DanceMoE.Hosting;
 using DanceMoE.Inference;
 using DanceMoE.Traces;
 using MassTransit;
+using MassTransit.Events;
+using MassTransit.Metadata;
+using Microsoft.Extensions.Logging;
 
 namespace DanceMoE.Edge;
 
 /// <summary>Generates text for a request that arrived at this edge (its origin) in the edge's step batch, with experts wherever they live.</summary>
-public sealed class GenerateTextConsumer(EdgeRuntime edge, StepScheduler scheduler, EdgeMetrics metrics) : IConsumer<GenerateText>
+public sealed class GenerateTextConsumer(EdgeRuntime edge, StepScheduler scheduler, EdgeMetrics metrics, ILogger<GenerateTextConsumer> logger) : IConsumer<GenerateText>
 {
     public async Task Consume(ConsumeContext<GenerateText> context)
     {
@@ -21,10 +25,10 @@ public sealed class GenerateTextConsumer(EdgeRuntime edge, StepScheduler schedul
             promptIds = edge.ValidateRequest(request);
             replay = request.ReplayRequest is { } replayId ? edge.ReplayRoutingOf(replayId, promptIds.Count + request.MaxNewTokens - 1) : null;
         }
-        catch (InvalidRequestException)
+        catch (InvalidRequestException ex)
         {
-            metrics.RequestRejected();
-            throw;
+            await RefuseAsync(context, requestId, ex).ConfigureAwait(false);
+            return;
         }
 
         var requestContext = new ForwardContext(requestId, recordRouting: true) { PlacementVersion = edge.Routing.Current.Version, Replay = replay };
@@ -49,10 +53,10 @@ public sealed class GenerateTextConsumer(EdgeRuntime edge, StepScheduler schedul
         {
             generation = scheduler.GenerateAsync(work, context.CancellationToken);
         }
-        catch (EdgeAtCapacityException)
+        catch (EdgeAtCapacityException ex)
         {
-            metrics.RequestRejected();
-            throw;
+            await RefuseAsync(context, requestId, ex).ConfigureAwait(false);
+            return;
         }
 
         GenerationResult result;
@@ -119,6 +123,23 @@ public sealed class GenerateTextConsumer(EdgeRuntime edge, StepScheduler schedul
             ReceivedAt = receivedAt,
             CompletedAt = DateTimeOffset.UtcNow,
         };
+    }
+
+    /// <summary>
+    /// A request refused before it runs (invalid, or the edge at capacity) is the client's to fix or send elsewhere: one
+    /// warning line, and the requester gets the fault it would get from a consumer that threw, without MassTransit's
+    /// error-level R-FAULT and stack trace or an attempt to move the message to the <c>_error</c> queue.
+    /// </summary>
+    private async Task RefuseAsync(ConsumeContext<GenerateText> context, Guid requestId, Exception reason)
+    {
+        metrics.RequestRejected();
+        logger.LogWarning("{Edge} refused request {RequestId} from broker user '{User}': {Reason}",
+            edge.Options.Id, requestId, RabbitMqOptions.SenderOf(context) ?? "(none)", reason.Message);
+        if (context.ResponseAddress is not null)
+        {
+            await context.RespondAsync<Fault<GenerateText>>(
+                new FaultEvent<GenerateText>(context.Message, context.MessageId, HostMetadataCache.Host, reason, [.. context.SupportedMessageTypes])).ConfigureAwait(false);
+        }
     }
 }
 

@@ -14,8 +14,10 @@ public sealed class SetAsideByOwnerTests
         await using var cluster = await EdgeCluster.CreateAsync(seed: 67);
         var a = cluster.Manifest.Architecture;
         var everything = PlacementFile.Uniform(1, a.NumLayers, a.NumExperts, ["edge-1"]);
+        var spread = PlacementFile.Uniform(1, a.NumLayers, a.NumExperts, ["edge-1", "edge-2"]);
         cluster.CoordinatorUser = BusRoles.UserOf(BusRole.Coordinator);
-        await cluster.StartEdgesAsync(["edge-1"], cluster.WritePlacement("all.json", everything));
+        // Slow links: every token waits for the other edge, so a request with a short time to live passes its deadline mid-answer.
+        await cluster.StartEdgesAsync(["edge-1", "edge-2"], cluster.WritePlacement("spread.json", spread), extraArguments: ["--link-delay-ms", "100"]);
 
         // The client role's own user, as a front end connects: not the edge's, so the broker lets the edge publish
         // none of the client's messages again under the client's user_id.
@@ -25,10 +27,17 @@ public sealed class SetAsideByOwnerTests
         await bus.StartAsync();
         try
         {
+            // Refused before it runs: the client's fault, and one warning line, no R-FAULT.
             var requests = bus.CreateRequestClient<GenerateText>(EdgeQueues.RequestsAddress("edge-1"), RequestTimeout.After(s: 30));
+            var invalid = NewId.NextGuid();
             var fault = await Assert.ThrowsAsync<RequestFaultException>(() => requests.GetResponse<TextGenerated>(
-                new GenerateText { RequestId = NewId.NextGuid(), Prompt = "far too long an answer", MaxNewTokens = 100_000 }));
+                new GenerateText { RequestId = invalid, Prompt = "far too long an answer", MaxNewTokens = 100_000 }));
             Assert.Contains("max new tokens must be between 1 and 512 (got 100000)", fault.Fault!.Exceptions[0].Message, StringComparison.Ordinal);
+
+            // Faulted while it runs: its deadline (the request's time to live) passes after a few tokens.
+            var late = NewId.NextGuid();
+            var hurried = bus.CreateRequestClient<GenerateText>(EdgeQueues.RequestsAddress("edge-1"), RequestTimeout.After(s: 2));
+            await Assert.ThrowsAsync<RequestTimeoutException>(() => hurried.GetResponse<TextGenerated>(new GenerateText { RequestId = late, Prompt = "slowly", MaxNewTokens = 64 }));
 
             var control = await bus.GetSendEndpoint(EdgeQueues.ControlAddress("edge-1"));
             await control.Send(new PlacementActivated { Version = 2, Assignments = everything.Assignments, ActivatedAt = DateTimeOffset.UtcNow });
@@ -43,10 +52,13 @@ public sealed class SetAsideByOwnerTests
             // A message the edge could not set aside came back to it about once a second until it expired.
             await Task.Delay(TimeSpan.FromSeconds(4));
             var log = cluster.LogOf("edge-1");
-            Assert.Equal(1, Occurrences(log, $"from broker user '{client.Username}' faulted (max new tokens must be between 1 and 512 (got 100000)) and is dropped, not moved to the _error queue"));
+            Assert.Equal(1, Occurrences(log, $"refused request {invalid} from broker user '{client.Username}': max new tokens must be between 1 and 512 (got 100000)"));
+            Assert.Equal(1, Occurrences(log, $"from broker user '{client.Username}' faulted (request {late} passed its deadline after "));
+            Assert.Equal(1, Occurrences(log, "and is dropped, not moved to the _error queue"));
             Assert.Equal(1, Occurrences(log, $"from broker user '{client.Username}' was not consumed and is dropped, not moved to the _skipped queue"));
             Assert.Equal(1, Occurrences(log, $"refused: sent by RabbitMQ user '{client.Username}'"));
             Assert.Equal(1, Occurrences(log, "R-FAULT"));
+            Assert.Contains($"request {late} passed its deadline", log.Split('\n').Single(l => l.Contains("R-FAULT", StringComparison.Ordinal)), StringComparison.Ordinal);
 
             var answer = await requests.GetResponse<TextGenerated>(new GenerateText { RequestId = NewId.NextGuid(), Prompt = "still serving", MaxNewTokens = 4 });
             Assert.Equal(4, answer.Message.TokenIds.Count);
