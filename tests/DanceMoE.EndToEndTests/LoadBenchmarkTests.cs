@@ -10,7 +10,7 @@ public sealed class LoadBenchmarkTests
     [
         "concurrency", "requests", "failed", "oracle_mismatches", "tokens_per_s", "per_token_ms_p50", "per_token_ms_p99",
         "request_ms_p50", "request_ms_p99", "ttft_ms_p50", "ttft_ms_p99", "remote_batches_per_token",
-        "edge_cpu_ms_per_token", "broker_cpu_ms_per_token", "client_cpu_ms_per_token", "requests_by_edge",
+        "edge_cpu_ms_per_token", "broker_cpu_ms_per_token", "client_cpu_ms_per_token", "refused_at_capacity", "requests_by_edge",
     ];
 
     [Fact]
@@ -71,6 +71,32 @@ public sealed class LoadBenchmarkTests
         Assert.Equal(0, level.GetProperty("oracle_mismatches").GetInt32());
         Assert.True(level.GetProperty("remote_batches_per_token").GetDouble() > 0, level.ToString());
         Assert.Contains("every request to edge-2", errors, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task Bench_load_beyond_an_edges_active_and_waiting_requests_counts_its_refusals_among_the_failed()
+    {
+        await using var cluster = await EdgeCluster.CreateAsync(seed: 71);
+        var environment = new Dictionary<string, string>
+        {
+            ["DANCEMOE_STATE"] = Path.Combine(cluster.Directory, "state"),
+            ["ConnectionStrings__rabbitmq"] = cluster.VirtualHost.Uri,
+        };
+
+        // 100 at once to one edge: 16 active and 64 waiting at most; the rest are refused at once, none lost.
+        var (exit, output, errors) = await CommandLineTests.RunAsync(
+            ["bench", "load", "--model", cluster.ModelDirectory, "--edges", "2", "--only-edge", "1", "--concurrency", "100", "--requests-per-level", "100", "--max-tokens", "24", "--json"],
+            environment, TimeSpan.FromMinutes(5));
+
+        Assert.True(exit == 0, $"bench load exited {exit}: {output}\n{errors}");
+        using var json = JsonDocument.Parse(output);
+        var level = Assert.Single(json.RootElement.EnumerateArray());
+        var failed = level.GetProperty("failed").GetInt32();
+        var refused = level.GetProperty("refused_at_capacity").GetInt32();
+        Assert.True(refused > 0, level.ToString());
+        Assert.Equal(failed, refused);
+        Assert.Equal(0, level.GetProperty("oracle_mismatches").GetInt32());
+        Assert.Contains("is at capacity", errors, StringComparison.Ordinal);
     }
 
     [Fact]

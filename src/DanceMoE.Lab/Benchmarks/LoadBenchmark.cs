@@ -3,6 +3,7 @@ using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
 using DanceMoE.Contracts;
+using DanceMoE.Edge;
 using DanceMoE.Hosting;
 using DanceMoE.Inference;
 using DanceMoE.Model;
@@ -253,6 +254,11 @@ public static class LoadBenchmark
                 + $"{l.EdgeCpuMsPerToken,17:F2} {l.BrokerCpuMsPerToken,7:F2} {l.ClientCpuMsPerToken,7:F2}"));
         }
 
+        foreach (var l in levels.Where(l => l.RefusedAtCapacity > 0))
+        {
+            output.WriteLine($"fail at {l.Concurrency} concurrent: {l.RefusedAtCapacity} of {l.Failed} refused at once by an edge at capacity (its --max-active and --max-waiting)");
+        }
+
         output.WriteLine("ms/tok: per request, (latency - time to first token) / (tokens - 1); ttft: the client's latency less the edge's time after its first token");
         output.WriteLine("cpu ms/tok: CPU time per generated token of the edges, the broker (the process on its AMQP port, shared with any other user) and the benchmark's clients");
     }
@@ -288,7 +294,12 @@ public static class LoadBenchmark
             catch (OperationException ex)
             {
                 log.WriteLine($"bench: request {index} failed: {ex.Message}");
-                return new RequestSample(Failed: true, Matches: false, Tokens: 0, LatencyMs: 0, TtftMs: 0, PerTokenMs: null, RemoteBatches: 0) { Edge = edge };
+                return new RequestSample(Failed: true, Matches: false, Tokens: 0, LatencyMs: 0, TtftMs: 0, PerTokenMs: null, RemoteBatches: 0)
+                {
+                    Edge = edge,
+                    RefusedAtCapacity = ex.InnerException is RequestFaultException { Fault.Exceptions: [{ ExceptionType: var type }, ..] }
+                        && type.EndsWith(nameof(EdgeAtCapacityException), StringComparison.Ordinal),
+                };
             }
         }
     }
@@ -384,6 +395,9 @@ internal sealed record RequestSample(bool Failed, bool Matches, int Tokens, doub
 {
     /// <summary>The edge the request was sent to.</summary>
     public string Edge { get; init; } = string.Empty;
+
+    /// <summary>Failed because the edge's waiting queue was full (the edge's fault "edge-1 is at capacity: ...").</summary>
+    public bool RefusedAtCapacity { get; init; }
 }
 
 /// <summary>What one concurrency level measured; <c>--json</c> prints an array of these.</summary>
@@ -399,6 +413,9 @@ public sealed record LoadLevel(
 
     /// <summary>CPU milliseconds of the benchmark's own process (the clients) per generated token.</summary>
     public double? ClientCpuMsPerToken { get; init; }
+
+    /// <summary>Of the failed requests, those an edge refused at once because its waiting queue was full.</summary>
+    public int RefusedAtCapacity { get; init; }
 
     /// <summary>How many of the level's requests each edge was sent (<c>--only-edge</c> sends them all to one).</summary>
     public IReadOnlyDictionary<string, int> RequestsByEdge { get; init; } = new SortedDictionary<string, int>(StringComparer.Ordinal);
@@ -416,6 +433,7 @@ public sealed record LoadLevel(
             Rounded(perToken, 50), Rounded(perToken, 99), Rounded(latency, 50), Rounded(latency, 99), Rounded(ttft, 50), Rounded(ttft, 99),
             Math.Round(answered.Sum(s => s.RemoteBatches) / Math.Max(1, tokens), 2))
         {
+            RefusedAtCapacity = samples.Count(s => s.RefusedAtCapacity),
             RequestsByEdge = new SortedDictionary<string, int>(samples.GroupBy(s => s.Edge).ToDictionary(g => g.Key, g => g.Count()), StringComparer.Ordinal),
         };
     }
