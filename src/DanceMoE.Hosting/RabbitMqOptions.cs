@@ -149,12 +149,8 @@ public sealed record RabbitMqBroker(string Host, ushort Port, string VirtualHost
     /// <summary>Every node, the first first; one for a single broker.</summary>
     public IReadOnlyList<RabbitMqNode> Nodes { get; init; } = [new(Host, Port)];
 
-    /// <summary>
-    /// The nodes in the order given, for RabbitMQ's client: it connects (and reconnects) to the first that answers. Given
-    /// a plain list the client shuffles it, so each process of a cluster landed on a random node and every expert batch
-    /// between edges on different nodes crossed the nodes' own link twice (MassTransit's connections already go in order).
-    /// </summary>
-    public IEndpointResolver Endpoints() => new NodesInOrder([.. Nodes.Select(n => new AmqpTcpEndpoint(n.Host, n.Port))]);
+    /// <summary>The nodes as RabbitMQ's client takes them: it connects to the first that answers.</summary>
+    public IList<AmqpTcpEndpoint> Endpoints() => [.. Nodes.Select(n => new AmqpTcpEndpoint(n.Host, n.Port))];
 
     /// <summary>RabbitMQ's client factory for this broker's first node, virtual host and user.</summary>
     public ConnectionFactory ConnectionFactory(string? clientName = null) => new()
@@ -173,9 +169,3 @@ public sealed record RabbitMqBroker(string Host, ushort Port, string VirtualHost
 }
 
 public sealed record RabbitMqNode(string Host, ushort Port);
-
-/// <summary>A broker's nodes, always tried first to last.</summary>
-public sealed class NodesInOrder(IReadOnlyList<AmqpTcpEndpoint> nodes) : IEndpointResolver
-{
-    public IEnumerable<AmqpTcpEndpoint> All() => nodes;
-}

@@ -214,7 +214,7 @@ public sealed partial class ReceiveEndpointWatchdog(
                 var broker = RabbitMqOptions.Parse(options.Value.ConnectionString);
                 var factory = broker.ConnectionFactory("dancemoe-watchdog");
                 factory.AutomaticRecoveryEnabled = false;
-                _probe = await factory.CreateConnectionAsync(broker.Endpoints(), factory.ClientProvidedName, timeout.Token).ConfigureAwait(false);
+                _probe = await factory.CreateConnectionAsync(broker.Endpoints(), timeout.Token).ConfigureAwait(false);
             }
 
             // A channel per question: the broker closes it when the queue is not there.

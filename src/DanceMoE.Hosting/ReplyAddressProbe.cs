@@ -98,7 +98,7 @@ public sealed class ReplyAddressProbe(IOptions<RabbitMqOptions> options, ILogger
 
             var broker = RabbitMqOptions.Parse(options.Value.ConnectionString);
             var factory = broker.ConnectionFactory("dancemoe-reply-probe");
-            _connection = await factory.CreateConnectionAsync(broker.Endpoints(), factory.ClientProvidedName, cancellationToken).ConfigureAwait(false);
+            _connection = await factory.CreateConnectionAsync(broker.Endpoints(), cancellationToken).ConfigureAwait(false);
             logger.LogDebug("reply address probe connected to {Host}:{Port}/{VirtualHost}", broker.Host, broker.Port, broker.VirtualHost);
             return _connection;
         }

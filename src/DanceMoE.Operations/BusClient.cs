@@ -57,7 +57,7 @@ public sealed class BusClient : IAsyncDisposable
         var factory = Factory(rabbitMqUri);
         try
         {
-            await using var connection = await factory.CreateConnectionAsync(RabbitMqOptions.Parse(rabbitMqUri).Endpoints(), factory.ClientProvidedName, cancellationToken).ConfigureAwait(false);
+            await using var connection = await factory.CreateConnectionAsync(RabbitMqOptions.Parse(rabbitMqUri).Endpoints(), cancellationToken).ConfigureAwait(false);
             await using var channel = await connection.CreateChannelAsync(cancellationToken: cancellationToken).ConfigureAwait(false);
             var ok = await channel.QueueDeclarePassiveAsync(queue, cancellationToken).ConfigureAwait(false);
             return ok.ConsumerCount;
@@ -75,7 +75,7 @@ public sealed class BusClient : IAsyncDisposable
     /// <summary>Deletes a queue and its same-named exchange, as MassTransit declared them for an endpoint.</summary>
     public static async Task DeleteQueueAsync(string rabbitMqUri, string queue, CancellationToken cancellationToken)
     {
-        await using var connection = await Factory(rabbitMqUri).CreateConnectionAsync(RabbitMqOptions.Parse(rabbitMqUri).Endpoints(), null, cancellationToken).ConfigureAwait(false);
+        await using var connection = await Factory(rabbitMqUri).CreateConnectionAsync(RabbitMqOptions.Parse(rabbitMqUri).Endpoints(), cancellationToken).ConfigureAwait(false);
         await using var channel = await connection.CreateChannelAsync(cancellationToken: cancellationToken).ConfigureAwait(false);
         await channel.QueueDeleteAsync(queue, ifUnused: false, ifEmpty: false, cancellationToken: cancellationToken).ConfigureAwait(false);
         await channel.ExchangeDeleteAsync(queue, ifUnused: false, cancellationToken: cancellationToken).ConfigureAwait(false);

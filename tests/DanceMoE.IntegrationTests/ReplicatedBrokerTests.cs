@@ -64,35 +64,6 @@ public sealed class ReplicatedBrokerTests
     }
 
     /// <summary>
-    /// The client shuffles a plain list of nodes; our connections (the expert lane's among them) go to the first node that
-    /// answers, so the edges' lane queues and their batches stay on one node, and to the next once it is gone.
-    /// </summary>
-    [Fact]
-    public async Task Connections_go_to_the_first_node_that_answers_in_the_order_given()
-    {
-        await using var cluster = await PrivateRabbitCluster.StartAsync(nodes: 3);
-        var broker = RabbitMqOptions.Parse(cluster.Uri);
-
-        async Task<int[]> PortsOfNewConnectionsAsync()
-        {
-            var ports = new List<int>();
-            for (var i = 0; i < 12; i++)
-            {
-                var factory = broker.ConnectionFactory($"order-{i}");
-                factory.AutomaticRecoveryEnabled = false;
-                await using var connection = await factory.CreateConnectionAsync(broker.Endpoints(), factory.ClientProvidedName);
-                ports.Add(connection.Endpoint.Port);
-            }
-
-            return [.. ports];
-        }
-
-        Assert.All(await PortsOfNewConnectionsAsync(), port => Assert.Equal(broker.Nodes[0].Port, port));
-        await cluster.ServicesAsync("node", "kill", "1");
-        Assert.All(await PortsOfNewConnectionsAsync(), port => Assert.Equal(broker.Nodes[1].Port, port));
-    }
-
-    /// <summary>
     /// RabbitMQ.Client tells a lost connection's channels that it died one after another, each once its deliveries returned:
     /// a consumer still running on the first channel keeps the bus's other endpoints on the dead node. A consumer that stops
     /// when its delivery's token is cancelled (as the edge's request consumer does) lets them all move to a live node, and
