@@ -24,9 +24,6 @@ namespace DanceMoE.Hosting;
 /// queue has had no consumer (or is gone) for <see cref="AloneStuckAfter"/> is down too, whatever MassTransit says. That is an
 /// endpoint whose channel died without MassTransit hearing of it: RabbitMQ.Client tells a lost connection's channels one
 /// after another, each once its deliveries in flight returned, so one consumer that outlives its channel keeps the others deaf.
-/// A queue the broker answers RESOURCE_LOCKED for is exclusive to its consumer's connection (a transient queue such as an
-/// edge's experts queue): it lives exactly as long as that connection, and the broker cannot say more of it, so it is not
-/// asked after again (each such question put an error line in the broker's log every few seconds).
 /// </summary>
 public sealed partial class ReceiveEndpointWatchdog(
     ILogger<ReceiveEndpointWatchdog> logger, TimeProvider time, IOptions<RabbitMqOptions>? options = null, IServiceProvider? services = null)
@@ -39,7 +36,6 @@ public sealed partial class ReceiveEndpointWatchdog(
     private static readonly TimeSpan StopTimeout = TimeSpan.FromSeconds(10);
 
     private readonly ConcurrentDictionary<Uri, Watched> _endpoints = new();
-    private readonly ConcurrentDictionary<Uri, bool> _heldExclusively = new();
     private long _lastReadyTicks;
     private DateTimeOffset _lastBrokerCheck;
     private RabbitMQ.Client.IConnection? _probe;
@@ -48,14 +44,6 @@ public sealed partial class ReceiveEndpointWatchdog(
     public long Restarts => Interlocked.Read(ref _restarts);
 
     private long _restarts;
-
-    /// <summary>Questions asked of the broker about endpoints' queues so far.</summary>
-    public long BrokerQuestions => Interlocked.Read(ref _brokerQuestions);
-
-    private long _brokerQuestions;
-
-    /// <summary>Endpoints whose queue the broker showed exclusive to its consumer's connection: not asked after again.</summary>
-    public IReadOnlyCollection<Uri> HeldExclusively => [.. _heldExclusively.Keys];
 
     public Task Ready(ReceiveEndpointReady ready)
     {
@@ -218,7 +206,6 @@ public sealed partial class ReceiveEndpointWatchdog(
             }
 
             // A channel per question: the broker closes it when the queue is not there.
-            Interlocked.Increment(ref _brokerQuestions);
             await using var channel = await _probe.CreateChannelAsync(cancellationToken: timeout.Token).ConfigureAwait(false);
             var ok = await channel.QueueDeclarePassiveAsync(queue, timeout.Token).ConfigureAwait(false);
             return ok.ConsumerCount > 0;
@@ -229,8 +216,7 @@ public sealed partial class ReceiveEndpointWatchdog(
         }
         catch (RabbitMQ.Client.Exceptions.OperationInterruptedException ex) when (ex.ShutdownReason?.ReplyCode == 405)
         {
-            // RESOURCE_LOCKED: an exclusive queue, which lives only while the connection that declared it does.
-            _heldExclusively[address] = true;
+            // RESOURCE_LOCKED: an exclusive queue (the bus's reply queue), which lives only while the connection that declared it does.
             return true;
         }
         catch (Exception ex) when (ex is RabbitMQ.Client.Exceptions.RabbitMQClientException or IOException or TimeoutException
@@ -241,8 +227,7 @@ public sealed partial class ReceiveEndpointWatchdog(
         }
     }
 
-    /// <summary>Asks the broker after the queue of every endpoint MassTransit reports consuming (but the bus's own and exclusive ones).</summary>
-    public async Task CheckBrokerAsync(CancellationToken stoppingToken)
+    private async Task CheckBrokerAsync(CancellationToken stoppingToken)
     {
         foreach (var (address, watched) in _endpoints)
         {
@@ -252,7 +237,7 @@ public sealed partial class ReceiveEndpointWatchdog(
                 consuming = watched.Consuming && !watched.Restarting;
             }
 
-            if (consuming && !IsBusEndpoint(address) && !_heldExclusively.ContainsKey(address))
+            if (consuming && !IsBusEndpoint(address))
             {
                 Observed(address, await ConsumedAsync(address, stoppingToken).ConfigureAwait(false), time.GetUtcNow());
             }

@@ -1,7 +1,6 @@
 using DanceMoE.Hosting;
 using MassTransit;
 using Microsoft.Extensions.Logging.Abstractions;
-using Microsoft.Extensions.Options;
 
 namespace DanceMoE.IntegrationTests;
 
@@ -109,44 +108,6 @@ public sealed class ReceiveEndpointWatchdogTests
         watchdog.Observed(Control, consumedAtBroker: false, clock.GetUtcNow());
         clock.Advance(ReceiveEndpointWatchdog.StuckAfter);
         Assert.Empty(watchdog.Stuck(clock.GetUtcNow()));
-    }
-
-    [Fact]
-    public async Task A_queue_exclusive_to_its_consumer_is_asked_after_once_and_a_shared_one_at_every_check()
-    {
-        var host = new IsolatedVirtualHost();
-        await host.InitializeAsync();
-        try
-        {
-            var watchdog = new ReceiveEndpointWatchdog(
-                NullLogger<ReceiveEndpointWatchdog>.Instance, TimeProvider.System, Options.Create(new RabbitMqOptions { ConnectionString = host.Uri }));
-            await using var bus = await TestBus.StartAsync(host.Uri, cfg =>
-            {
-                cfg.ReceiveEndpoint("watched-shared", e => e.Handler<DanceMoE.Contracts.GenerateText>(_ => Task.CompletedTask));
-                cfg.ReceiveEndpoint("watched-transient", e =>
-                {
-                    e.UseTransientQueue();
-                    e.Handler<DanceMoE.Contracts.GenerateText>(_ => Task.CompletedTask);
-                });
-            });
-            var vhost = RabbitMqOptions.Parse(host.Uri).VirtualHost;
-            await watchdog.Ready(new Event(new Uri($"rabbitmq://localhost/{vhost}/watched-shared")));
-            await watchdog.Ready(new Event(new Uri($"rabbitmq://localhost/{vhost}/watched-transient")));
-
-            await watchdog.CheckBrokerAsync(CancellationToken.None);
-            Assert.Equal(2, watchdog.BrokerQuestions);
-            var exclusive = Assert.Single(watchdog.HeldExclusively);
-            Assert.EndsWith("/watched-transient", exclusive.AbsolutePath, StringComparison.Ordinal);
-
-            await watchdog.CheckBrokerAsync(CancellationToken.None);
-            await watchdog.CheckBrokerAsync(CancellationToken.None);
-            Assert.Equal(4, watchdog.BrokerQuestions);
-            await watchdog.StopAsync(CancellationToken.None);
-        }
-        finally
-        {
-            await host.DisposeAsync();
-        }
     }
 
     private sealed class ManualClock : TimeProvider
