@@ -76,6 +76,16 @@ psql_admin() {
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 pid_alive() { [ -f "$1" ] && kill -0 "$(head -n1 "$1")" 2>/dev/null; }
 node_running() { pid_alive "$(node_dir "$1")/rabbitmq.pid"; }
+
+# The Erlang VMs of node $1 of this state folder, found by the pid file named in their environment: a VM still booting
+# (not yet registered with epmd, no port open) or one whose start failed halfway has not written the file.
+node_vm_pids() {
+  local want p vars; want="RABBITMQ_PID_FILE=$(node_dir "$1")/rabbitmq.pid"
+  for p in $(pgrep -x beam.smp 2>/dev/null || true); do
+    vars=$(tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null) || continue
+    if grep -qxF "$want" <<<"$vars"; then echo "$p"; fi
+  done
+}
 rabbit_running() { node_running 1; }
 pg_running() { [ -f "$PG_DATA/postmaster.pid" ] && pg "$PG_BIN/pg_ctl" -D "$PG_DATA" status >/dev/null 2>&1; }
 
@@ -151,8 +161,9 @@ node_await() {
     # A node of a cluster that asks its peers while they are still starting may stop (incompatible_feature_flags,
     # badrpc): started again, it finds them up.
     for j in $(printf '%s\n' "$i" "$@" | awk '!seen[$0]++'); do
-      # The stopped node's VM may still hold its ports while it exits: started again once they are free.
-      if ! node_registered "$j" && node_ports_free "$j"; then
+      # The stopped node's VM may still hold its ports while it exits: started again once they are free. A VM that
+      # is still booting is not registered yet either: started twice, the second takes the ports and the first fails.
+      if ! node_registered "$j" && [ -z "$(node_vm_pids "$j")" ] && node_ports_free "$j"; then
         log "RabbitMQ node $(node_name "$j") stopped while starting; starting it again"
         node_start "$j"
       fi
@@ -352,10 +363,22 @@ rabbit_upgrade_queues() {
 }
 
 node_stop() {
-  local i="$1" dir; dir=$(node_dir "$i")
+  local i="$1" dir n left; dir=$(node_dir "$i")
   if node_running "$i"; then
     log "stopping RabbitMQ node $(node_name "$i")"
     node_ctl "$i" stop "$dir/rabbitmq.pid" >/dev/null 2>&1 || kill "$(head -n1 "$dir/rabbitmq.pid")" 2>/dev/null || true
+  fi
+  # A VM without a pid file (a start that failed halfway) would hold the node's ports against the next start.
+  left=$(node_vm_pids "$i")
+  if [ -n "$left" ]; then
+    log "stopping a RabbitMQ VM of node $(node_name "$i") without a pid file (pid $(echo $left))"
+    kill $left 2>/dev/null || true
+    for n in $(seq 1 50); do
+      [ -z "$(node_vm_pids "$i")" ] && break
+      sleep 0.2
+    done
+    left=$(node_vm_pids "$i")
+    if [ -n "$left" ]; then kill -9 $left 2>/dev/null || true; fi
   fi
   rm -f "$dir/rabbitmq.pid"
 }
