@@ -219,7 +219,7 @@ public sealed partial class ReceiveEndpointWatchdog(
             // RESOURCE_LOCKED: an exclusive queue (an edge's experts queue), which lives only while the connection that declared it
             // does. Asked again at every check although the broker logs each question as a channel error: once the node holding
             // it dies the queue is gone (404), and that is how a bus kept deaf by a stuck channel is found (asked only once,
-            // `bench chaos` broker-node-kill left edge-1 answering nothing until node 1 came back, three runs of three).
+            // `bench chaos` broker-node-kill left edge-1 answering nothing until node 1 came back in three runs of four).
             return true;
         }
         catch (Exception ex) when (ex is RabbitMQ.Client.Exceptions.RabbitMQClientException or IOException or TimeoutException
