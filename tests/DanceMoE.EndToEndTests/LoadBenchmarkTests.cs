@@ -17,19 +17,7 @@ public sealed class LoadBenchmarkTests
     public async Task Bench_load_json_gives_one_level_per_concurrency_with_every_answer_equal_to_the_monolithic_one()
     {
         await using var cluster = await EdgeCluster.CreateAsync(seed: 53);
-        var environment = new Dictionary<string, string>
-        {
-            ["DANCEMOE_STATE"] = Path.Combine(cluster.Directory, "state"),
-            ["ConnectionStrings__rabbitmq"] = cluster.VirtualHost.Uri,
-        };
-
-        var (exit, output, errors) = await CommandLineTests.RunAsync(
-            ["bench", "load", "--model", cluster.ModelDirectory, "--edges", "2", "--concurrency", "1,2", "--requests-per-level", "2", "--max-tokens", "4", "--json"],
-            environment, TimeSpan.FromMinutes(5));
-
-        Assert.True(exit == 0, $"bench load exited {exit}: {output}\n{errors}");
-        using var json = JsonDocument.Parse(output);
-        var levels = json.RootElement.EnumerateArray().ToList();
+        var (levels, errors) = await BenchLoadAsync(cluster, "--edges", "2", "--concurrency", "1,2", "--requests-per-level", "2", "--max-tokens", "4");
         Assert.Equal([1, 2], levels.Select(l => l.GetProperty("concurrency").GetInt32()));
         foreach (var level in levels)
         {
@@ -53,19 +41,8 @@ public sealed class LoadBenchmarkTests
     public async Task Bench_load_only_edge_sends_every_request_to_that_edge_whose_experts_elsewhere_serve_it_and_answers_stay_equal()
     {
         await using var cluster = await EdgeCluster.CreateAsync(seed: 61);
-        var environment = new Dictionary<string, string>
-        {
-            ["DANCEMOE_STATE"] = Path.Combine(cluster.Directory, "state"),
-            ["ConnectionStrings__rabbitmq"] = cluster.VirtualHost.Uri,
-        };
-
-        var (exit, output, errors) = await CommandLineTests.RunAsync(
-            ["bench", "load", "--model", cluster.ModelDirectory, "--edges", "2", "--only-edge", "2", "--concurrency", "2", "--requests-per-level", "3", "--max-tokens", "4", "--json"],
-            environment, TimeSpan.FromMinutes(5));
-
-        Assert.True(exit == 0, $"bench load exited {exit}: {output}\n{errors}");
-        using var json = JsonDocument.Parse(output);
-        var level = Assert.Single(json.RootElement.EnumerateArray());
+        var (levels, errors) = await BenchLoadAsync(cluster, "--edges", "2", "--only-edge", "2", "--concurrency", "2", "--requests-per-level", "3", "--max-tokens", "4");
+        var level = Assert.Single(levels);
         Assert.Equal(["edge-2:3"], RequestsByEdge(level));
         Assert.Equal(0, level.GetProperty("failed").GetInt32());
         Assert.Equal(0, level.GetProperty("oracle_mismatches").GetInt32());
@@ -77,20 +54,9 @@ public sealed class LoadBenchmarkTests
     public async Task Bench_load_beyond_an_edges_active_and_waiting_requests_counts_its_refusals_among_the_failed()
     {
         await using var cluster = await EdgeCluster.CreateAsync(seed: 71);
-        var environment = new Dictionary<string, string>
-        {
-            ["DANCEMOE_STATE"] = Path.Combine(cluster.Directory, "state"),
-            ["ConnectionStrings__rabbitmq"] = cluster.VirtualHost.Uri,
-        };
-
         // 100 at once to one edge: 16 active and 64 waiting at most; the rest are refused at once, none lost.
-        var (exit, output, errors) = await CommandLineTests.RunAsync(
-            ["bench", "load", "--model", cluster.ModelDirectory, "--edges", "2", "--only-edge", "1", "--concurrency", "100", "--requests-per-level", "100", "--max-tokens", "24", "--json"],
-            environment, TimeSpan.FromMinutes(5));
-
-        Assert.True(exit == 0, $"bench load exited {exit}: {output}\n{errors}");
-        using var json = JsonDocument.Parse(output);
-        var level = Assert.Single(json.RootElement.EnumerateArray());
+        var (levels, errors) = await BenchLoadAsync(cluster, "--edges", "2", "--only-edge", "1", "--concurrency", "100", "--requests-per-level", "100", "--max-tokens", "24");
+        var level = Assert.Single(levels);
         var failed = level.GetProperty("failed").GetInt32();
         var refused = level.GetProperty("refused_at_capacity").GetInt32();
         Assert.True(refused > 0, level.ToString());
@@ -167,6 +133,21 @@ public sealed class LoadBenchmarkTests
         var pairs = expected.Zip(printed).ToList();
         Assert.Equal(printed.Count, pairs.Count);
         Assert.All(pairs, p => Assert.InRange(p.Second / p.First, 0.98, 1.02));
+    }
+
+    /// <summary>Runs <c>bench load --model MODEL ARGUMENTS --json</c> on the test's virtual host and state folder; its levels and its log.</summary>
+    private static async Task<(JsonElement[] Levels, string Errors)> BenchLoadAsync(EdgeCluster cluster, params string[] arguments)
+    {
+        var environment = new Dictionary<string, string>
+        {
+            ["DANCEMOE_STATE"] = Path.Combine(cluster.Directory, "state"),
+            ["ConnectionStrings__rabbitmq"] = cluster.VirtualHost.Uri,
+        };
+        var (exit, output, errors) = await CommandLineTests.RunAsync(
+            ["bench", "load", "--model", cluster.ModelDirectory, .. arguments, "--json"], environment, TimeSpan.FromMinutes(5));
+        Assert.True(exit == 0, $"bench load exited {exit}: {output}\n{errors}");
+        using var json = JsonDocument.Parse(output);
+        return ([.. json.RootElement.EnumerateArray().Select(level => level.Clone())], errors);
     }
 
     private static List<string> RequestsByEdge(JsonElement level) =>
