@@ -190,6 +190,34 @@ rabbit_up() {
   for i in $(seq 2 "$nodes"); do node_join "$i"; done
 }
 
+rabbitmq_queues() { rabbit_env 1 "$RABBIT_BIN/rabbitmq-queues" -n "$(node_name 1)" "$@"; }
+
+# Quorum queues are replicated on the nodes of the cluster when they are declared: those declared while it had fewer
+# nodes get a member on every node now (a queue that has one there is left as it is).
+rabbit_grow_queues() {
+  local nodes="$1" i out
+  for i in $(seq 2 "$nodes"); do
+    out=$(rabbitmq_queues grow "$(node_name "$i")" all --errors-only 2>&1 </dev/null) || die "quorum queues cannot grow onto $(node_name "$i"): $out"
+  done
+}
+
+# Nodes N+1..M of a cluster of M leave it: all M run first (a node started alone would wait for its peers, and its
+# quorum queues would have no majority), each leaving node's queue members are removed while the others keep a
+# majority, then it is forgotten, stopped and its data deleted. Node 1 keeps every queue and message.
+rabbit_shrink() {
+  local from="$1" to="$2" i out
+  log "shrinking the RabbitMQ cluster from $from to $to node(s)"
+  rabbit_up "$from"
+  for i in $(seq "$from" -1 $((to + 1))); do
+    out=$(rabbitmq_queues shrink "$(node_name "$i")" --errors-only 2>&1 </dev/null) || die "cannot move quorum queues off $(node_name "$i"): $out"
+    node_ctl "$i" stop_app >/dev/null
+    out=$(node_ctl 1 forget_cluster_node "$(node_name "$i")" 2>&1 </dev/null) || die "cannot remove $(node_name "$i") from the cluster: $out"
+    node_stop "$i"
+    rm -rf "$(node_dir "$i")"
+    log "RabbitMQ node $(node_name "$i") left the cluster"
+  done
+}
+
 rabbit_setup() {
   rabbitmqctl add_vhost "$APP_VHOST" >/dev/null 2>&1 || true
   rabbit_users
@@ -477,9 +505,9 @@ main() {
       [[ "$nodes" =~ ^[1-9]$ ]] || die "--rabbitmq-nodes takes a number from 1 to 9, not '$nodes'"
       mkdir -p "$STATE" "$RABBIT_DIR"; chmod 755 "$STATE"
       ensure_installed
-      [ "$nodes" -lt "$(rabbit_nodes)" ] && rabbit_running && die "$(rabbit_nodes) RabbitMQ nodes are running: services down first to run $nodes"
+      if [ "$nodes" -lt "$(rabbit_nodes)" ]; then rabbit_shrink "$(rabbit_nodes)" "$nodes"; fi
       echo "$nodes" >"$RABBIT_NODES_FILE"
-      rabbit_up "$nodes"; rabbit_setup; rabbit_upgrade_queues
+      rabbit_up "$nodes"; rabbit_setup; rabbit_upgrade_queues; rabbit_grow_queues "$nodes"
       # A broker of its own (the replicated-broker tests start one on other ports) needs no database.
       [ -n "$rabbitmq_only" ] && return 0
       pg_up; pg_setup

@@ -17,7 +17,9 @@ public sealed class RabbitMqOptions
 
     /// <summary>
     /// An <c>amqp://user:password@host:port/vhost</c> URI; for a cluster, every node's <c>host:port</c> separated by commas
-    /// (<c>amqp://user:password@h1:5672,h2:5672,h3:5672/vhost</c>): a connection goes to the first node that answers.
+    /// (<c>amqp://user:password@h1:5672,h2:5672,h3:5672/vhost</c>): the bus's connection goes to the first node that answers
+    /// (MassTransit keeps the order); those made with RabbitMQ's client directly (the expert lane, the probes) go to any node
+    /// that answers (the client shuffles the list).
     /// </summary>
     [Required]
     public string ConnectionString { get; set; } = LocalDefault;

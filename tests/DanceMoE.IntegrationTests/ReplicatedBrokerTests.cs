@@ -132,6 +132,60 @@ public sealed class ReplicatedBrokerTests
         Assert.Equal([true], slowServed);
     }
 
+    /// <summary>
+    /// A queue declared on one node gets a member on each node `services up --rabbitmq-nodes 3` adds; after `down`, going
+    /// back to one node takes the others out of the cluster (started alone, node 1 would wait for them and its queues
+    /// would have no majority), and every message the broker confirmed is still there to consume.
+    /// </summary>
+    [Fact]
+    public async Task A_cluster_that_grows_replicates_its_queues_and_one_that_shrinks_keeps_their_messages()
+    {
+        const string queue = "replicated-resized";
+        await using var cluster = await PrivateRabbitCluster.StartAsync(nodes: 1);
+        await using (await TestBus.StartAsync(cluster.Uri, cfg => cfg.ReceiveEndpoint(queue, e =>
+        {
+            e.UseQuorumQueue();
+            e.Handler<GenerateText>(_ => throw new InvalidOperationException("no message is consumed before the cluster is resized"));
+        })))
+        {
+        }
+
+        var sent = new List<Guid>();
+        await using (var producer = await TestBus.StartAsync(cluster.Uri))
+        {
+            var endpoint = await producer.Bus.GetSendEndpoint(ReplicatedQueues.SendAddress(queue));
+            for (var i = 0; i < 20; i++)
+            {
+                var id = NewId.NextGuid();
+                await endpoint.Send(new GenerateText { RequestId = id, Prompt = "kept" });
+                sent.Add(id);
+            }
+        }
+
+        Assert.Equal(["dancemoe@localhost"], await cluster.QueueMembersAsync(queue, expected: 1));
+        await cluster.ServicesAsync("up", "--rabbitmq-nodes", "3", "--rabbitmq-only");
+        Assert.Equal(["dancemoe2@localhost", "dancemoe3@localhost", "dancemoe@localhost"], await cluster.QueueMembersAsync(queue, expected: 3));
+
+        await cluster.ServicesAsync("down");
+        await cluster.ServicesAsync("up", "--rabbitmq-nodes", "1", "--rabbitmq-only");
+        Assert.Equal(["dancemoe@localhost"], await cluster.QueueMembersAsync(queue, expected: 1));
+        var status = await cluster.StatusJsonAsync();
+        Assert.Equal(1, JsonDocument.Parse(status).RootElement.GetProperty("rabbitmq_nodes").GetArrayLength());
+
+        var received = new ConcurrentDictionary<Guid, bool>();
+        await using var consumer = await TestBus.StartAsync(cluster.Uri, cfg => cfg.ReceiveEndpoint(queue, e =>
+        {
+            e.UseQuorumQueue();
+            e.Handler<GenerateText>(context =>
+            {
+                received[context.Message.RequestId] = true;
+                return Task.CompletedTask;
+            });
+        }));
+        await WaitUntilAsync(() => sent.All(received.ContainsKey), "every message sent before the resizing consumed");
+        Assert.Equal(sent.Order(), received.Keys.Order());
+    }
+
     private static async Task WaitUntilAsync(Func<bool> condition, string what)
     {
         var deadline = DateTime.UtcNow.AddSeconds(60);
@@ -163,7 +217,7 @@ public sealed class PrivateRabbitCluster : IAsyncDisposable
         {
             await cluster.ServicesAsync("up", "--rabbitmq-nodes", nodes.ToString(System.Globalization.CultureInfo.InvariantCulture), "--rabbitmq-only");
             // Every node's host:port from status; the admin role's user, which may declare and consume any queue.
-            var status = await cluster.ServicesAsync(allowFailure: true, "status", "--json");
+            var status = await cluster.StatusJsonAsync();
             var broker = RabbitMqOptions.Parse(JsonDocument.Parse(status).RootElement.GetProperty("rabbitmq_uri").GetString()!);
             var password = (await File.ReadAllTextAsync(Path.Combine(cluster._state, "rabbitmq", "users", "admin.password"))).Trim();
             cluster.Uri = (broker with { Username = BusRoles.UserOf(BusRole.Admin), Password = password }).UriFor(broker.VirtualHost);
@@ -178,6 +232,9 @@ public sealed class PrivateRabbitCluster : IAsyncDisposable
 
     public Task<string> ServicesAsync(params string[] arguments) => ServicesAsync(false, arguments);
 
+    /// <summary>`services status --json`, which exits 1 here: this broker has no PostgreSQL.</summary>
+    public Task<string> StatusJsonAsync() => ServicesAsync(allowFailure: true, "status", "--json");
+
     public async Task<string> QueueTypeAsync(string queue)
     {
         var broker = RabbitMqOptions.Parse(Uri);
@@ -185,6 +242,28 @@ public sealed class PrivateRabbitCluster : IAsyncDisposable
         client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Basic", Convert.ToBase64String(Encoding.UTF8.GetBytes($"{broker.Username}:{broker.Password}")));
         var json = await client.GetStringAsync(new Uri($"api/queues/{System.Uri.EscapeDataString(broker.VirtualHost)}/{queue}", UriKind.Relative));
         return JsonDocument.Parse(json).RootElement.GetProperty("type").GetString()!;
+    }
+
+    /// <summary>The nodes holding a member of the quorum queue, sorted, once there are <paramref name="expected"/> (the management API's figures lag a few seconds).</summary>
+    public async Task<string[]> QueueMembersAsync(string queue, int expected)
+    {
+        var broker = RabbitMqOptions.Parse(Uri);
+        using var client = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{ManagementPort}/") };
+        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Basic", Convert.ToBase64String(Encoding.UTF8.GetBytes($"{broker.Username}:{broker.Password}")));
+        var deadline = DateTime.UtcNow.AddSeconds(30);
+        while (true)
+        {
+            var json = await client.GetStringAsync(new Uri($"api/queues/{System.Uri.EscapeDataString(broker.VirtualHost)}/{queue}", UriKind.Relative));
+            var members = JsonDocument.Parse(json).RootElement.TryGetProperty("members", out var list)
+                ? list.EnumerateArray().Select(m => m.GetString()!).Order(StringComparer.Ordinal).ToArray()
+                : [];
+            if (members.Length == expected || DateTime.UtcNow > deadline)
+            {
+                return members;
+            }
+
+            await Task.Delay(500);
+        }
     }
 
     public async ValueTask DisposeAsync()
