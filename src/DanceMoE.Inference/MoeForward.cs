@@ -13,8 +13,14 @@ public sealed class MoeForward : IDisposable
 {
     private static readonly string[] DenseInputs = [GraphNames.Hidden, GraphNames.PositionIds, GraphNames.AttentionMask, GraphNames.PastKey, GraphNames.PastValue];
     private static readonly string[] DenseOutputs = [GraphNames.Residual, GraphNames.ExpertInput, GraphNames.RouterLogits, GraphNames.NewKey, GraphNames.NewValue];
+    private static readonly string[] AttentionInputs = [GraphNames.Query, GraphNames.Key, GraphNames.Value, GraphNames.AttentionMask, GraphNames.PastKey, GraphNames.PastValue];
+    private static readonly string[] AttentionOutputs = [GraphNames.AttentionOutput, GraphNames.NewKey, GraphNames.NewValue];
     private readonly InferenceSession _embedding;
-    private readonly InferenceSession[] _dense;
+
+    // Per routed layer, its dense part in three graphs where the export has them (a step runs the projections and the
+    // output once for all its sequences), else the one dense graph run per sequence.
+    private readonly DenseSteps?[] _steps;
+    private readonly InferenceSession?[] _dense;
     private readonly InferenceSession _head;
     private readonly IExpertDispatcher _experts;
     private readonly RunOptions _run = new();
@@ -28,12 +34,15 @@ public sealed class MoeForward : IDisposable
         Manifest = manifest;
         _experts = experts ?? throw new ArgumentNullException(nameof(experts));
         _embedding = factory.Create(manifest.PathOf(manifest.Embedding.File));
-        _dense = [.. manifest.Layers.Select(l => factory.Create(manifest.PathOf(l.Dense.File)))];
+        _steps = [.. manifest.Layers.Select(l => l.DenseSteps is { } files
+            ? new DenseSteps(factory.Create(manifest.PathOf(files.Projections.File)), factory.Create(manifest.PathOf(files.Attention.File)), factory.Create(manifest.PathOf(files.Output.File)))
+            : null)];
+        _dense = [.. manifest.Layers.Select((l, i) => _steps[i] is null ? factory.Create(manifest.PathOf(l.Dense.File)) : null)];
         _head = factory.Create(manifest.PathOf(manifest.Head.File));
         var onCuda = factory.ProviderInUse == "cuda";
         var native = factory.Options.KvCache == KvCacheStorage.Native || (factory.Options.KvCache == KvCacheStorage.Auto && onCuda);
-        _kv = !native ? KvCacheMemory.Managed() : onCuda ? KvCacheMemory.Cuda(_dense[0], factory.Options.CudaDeviceId) : KvCacheMemory.Host();
-        _bindings = _kv.Storage == KvCacheStorage.Native ? [.. _dense.Select(d => d.CreateIoBinding())] : [];
+        _kv = !native ? KvCacheMemory.Managed() : onCuda ? KvCacheMemory.Cuda(_dense[0] ?? _steps[0]!.Attention, factory.Options.CudaDeviceId) : KvCacheMemory.Host();
+        _bindings = _kv.Storage == KvCacheStorage.Native ? [.. _dense.Select((d, i) => (d ?? _steps[i]!.Attention).CreateIoBinding())] : [];
     }
 
     public ModelManifest Manifest { get; }
@@ -97,6 +106,7 @@ public sealed class MoeForward : IDisposable
             }
         }
 
+        RowBuffers? buffers = null;
         for (var l = 0; l < c.RoutedLayers; l++)
         {
             cancellationToken.ThrowIfCancellationRequested();
@@ -106,9 +116,17 @@ public sealed class MoeForward : IDisposable
                 break;
             }
 
-            foreach (var sequence in running)
+            if (_steps[l] is { } steps)
             {
-                RunDense(l, sequence);
+                buffers ??= new RowBuffers(c, running.Sum(q => q.Rows));
+                RunDenseSteps(l, steps, running, buffers);
+            }
+            else
+            {
+                foreach (var sequence in running)
+                {
+                    RunDense(l, sequence);
+                }
             }
 
             await MixExpertsAsync(l, running, cancellationToken).ConfigureAwait(false);
@@ -166,7 +184,12 @@ public sealed class MoeForward : IDisposable
         _embedding.Dispose();
         foreach (var d in _dense)
         {
-            d.Dispose();
+            d?.Dispose();
+        }
+
+        foreach (var steps in _steps)
+        {
+            steps?.Dispose();
         }
 
         foreach (var binding in _bindings)
@@ -229,25 +252,98 @@ public sealed class MoeForward : IDisposable
         using var nv = state.Values(l, past, s);
         OrtValue[] inputs = [h, pos, m, pk, pv];
         OrtValue[] outputs = [residual, expertInput, router, nk, nv];
-        if (_kv.Storage == KvCacheStorage.Native)
-        {
-            RunBound(l, inputs, outputs);
-        }
-        else
-        {
-            _dense[l].Run(_run, DenseInputs, inputs, DenseOutputs, outputs);
-        }
+        RunOnCache(l, _dense[l]!, DenseInputs, inputs, DenseOutputs, outputs);
 
         // The next layer's attention reads this layer's past only: the cache's length moves once the step is done.
         (sequence.Hidden, sequence.Residual) = (sequence.Residual, sequence.Hidden);
     }
 
     /// <summary>
-    /// Runs layer <paramref name="l"/>'s dense graph with every tensor bound where it lives: the cache's on the session's
-    /// device, the small per-row ones on the host (ONNX Runtime copies those in and out).
+    /// Layer <paramref name="l"/>'s dense part for every sequence of a step: one projections run over all their rows, the
+    /// attention of each against its own cache (writing this step's keys and values into it), one output run over all
+    /// rows. Each row's projections and output depend on that row alone, so a sequence gets the same floats in any step.
     /// </summary>
-    private void RunBound(int l, OrtValue[] inputs, OrtValue[] outputs)
+    private void RunDenseSteps(int l, DenseSteps steps, IReadOnlyList<Sequence> sequences, RowBuffers b)
     {
+        var c = Manifest.Architecture;
+        // Sequences whose experts failed leave the step, so a later layer may have fewer rows than the buffers.
+        var (h, n) = (c.HiddenSize, sequences.Sum(q => q.Rows));
+        var at = 0;
+        foreach (var sequence in sequences)
+        {
+            sequence.Hidden.CopyTo(b.Hidden, at * h);
+            sequence.Positions.CopyTo(b.Positions, at);
+            at += sequence.Rows;
+        }
+
+        using (var hidden = Rows(b.Hidden, 0, n, h))
+        using (var positions = OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, b.Positions.AsMemory(0, n), [n]))
+        using (var query = Rows(b.Query, 0, n, c.NumHeads, c.KeyHeadDim))
+        using (var key = Rows(b.Key, 0, n, c.CacheHeads, c.KeyHeadDim))
+        using (var value = Rows(b.Value, 0, n, c.CacheHeads, c.ValueHeadDim))
+        {
+            steps.Projections.Run(_run, [GraphNames.Hidden, GraphNames.PositionIds], [hidden, positions], [GraphNames.Query, GraphNames.Key, GraphNames.Value], [query, key, value]);
+        }
+
+        at = 0;
+        foreach (var sequence in sequences)
+        {
+            var state = sequence.Chunk.State;
+            var (s, past) = (sequence.Rows, state.Length);
+            using var query = Rows(b.Query, at, s, c.NumHeads, c.KeyHeadDim);
+            using var key = Rows(b.Key, at, s, c.CacheHeads, c.KeyHeadDim);
+            using var value = Rows(b.Value, at, s, c.CacheHeads, c.ValueHeadDim);
+            using var mask = OrtValue.CreateTensorValueFromMemory(sequence.Mask, [s, sequence.Total]);
+            using var pk = state.Keys(l, 0, past);
+            using var pv = state.Values(l, 0, past);
+            using var attention = Rows(b.Attention, at, s, c.NumHeads * c.ValueHeadDim);
+            using var nk = state.Keys(l, past, s);
+            using var nv = state.Values(l, past, s);
+            RunOnCache(l, steps.Attention, AttentionInputs, [query, key, value, mask, pk, pv], AttentionOutputs, [attention, nk, nv]);
+            at += s;
+        }
+
+        using (var hidden = Rows(b.Hidden, 0, n, h))
+        using (var attention = Rows(b.Attention, 0, n, c.NumHeads * c.ValueHeadDim))
+        using (var residual = Rows(b.Residual, 0, n, h))
+        using (var expertInput = Rows(b.ExpertInput, 0, n, h))
+        using (var router = Rows(b.RouterLogits, 0, n, c.NumExperts))
+        {
+            steps.Output.Run(_run, [GraphNames.Hidden, GraphNames.AttentionOutput], [hidden, attention], [GraphNames.Residual, GraphNames.ExpertInput, GraphNames.RouterLogits], [residual, expertInput, router]);
+        }
+
+        at = 0;
+        foreach (var sequence in sequences)
+        {
+            var rows = sequence.Rows;
+            b.Residual.AsSpan(at * h, rows * h).CopyTo(sequence.Residual);
+            b.ExpertInput.AsSpan(at * h, rows * h).CopyTo(sequence.ExpertInput);
+            b.RouterLogits.AsSpan(at * c.NumExperts, rows * c.NumExperts).CopyTo(sequence.RouterLogits);
+            (sequence.Hidden, sequence.Residual) = (sequence.Residual, sequence.Hidden);
+            at += rows;
+        }
+    }
+
+    /// <summary>Rows [<paramref name="from"/>, from + <paramref name="rows"/>) of a row-major buffer, in place.</summary>
+    private static OrtValue Rows(float[] buffer, int from, int rows, params long[] shapeOfRow)
+    {
+        var width = (int)shapeOfRow.Aggregate(1L, (a, d) => a * d);
+        return OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, buffer.AsMemory(from * width, rows * width), [rows, .. shapeOfRow]);
+    }
+
+    /// <summary>
+    /// Runs a graph of layer <paramref name="l"/> that reads and appends to a sequence's cache: on managed caches a plain
+    /// run, on native ones with every tensor bound where it lives (the cache's on the session's device, the small per-row
+    /// ones on the host; ONNX Runtime copies those in and out).
+    /// </summary>
+    private void RunOnCache(int l, InferenceSession session, string[] inputNames, OrtValue[] inputs, string[] outputNames, OrtValue[] outputs)
+    {
+        if (_kv.Storage != KvCacheStorage.Native)
+        {
+            session.Run(_run, inputNames, inputs, outputNames, outputs);
+            return;
+        }
+
         // A binding serves one run at a time (steps of one forward may run concurrently). Every name is bound again
         // before each run: what a finished run leaves in it (addresses of pinned memory that may since have moved) is
         // never read.
@@ -256,15 +352,15 @@ public sealed class MoeForward : IDisposable
         {
             for (var i = 0; i < inputs.Length; i++)
             {
-                binding.BindInput(DenseInputs[i], inputs[i]);
+                binding.BindInput(inputNames[i], inputs[i]);
             }
 
             for (var i = 0; i < outputs.Length; i++)
             {
-                binding.BindOutput(DenseOutputs[i], outputs[i]);
+                binding.BindOutput(outputNames[i], outputs[i]);
             }
 
-            _dense[l].RunWithBinding(_run, binding);
+            session.RunWithBinding(_run, binding);
             if (_kv.OnDevice)
             {
                 binding.SynchronizeBoundOutputs();
@@ -402,6 +498,44 @@ public sealed class MoeForward : IDisposable
 
             firstToken += sequence.Rows;
         }
+    }
+
+    private sealed class DenseSteps(InferenceSession projections, InferenceSession attention, InferenceSession output) : IDisposable
+    {
+        public InferenceSession Projections { get; } = projections;
+
+        public InferenceSession Attention { get; } = attention;
+
+        public InferenceSession Output { get; } = output;
+
+        public void Dispose()
+        {
+            Projections.Dispose();
+            Attention.Dispose();
+            Output.Dispose();
+        }
+    }
+
+    /// <summary>All rows of a step's sequences, allocated once per step and used by every layer's dense steps.</summary>
+    private sealed class RowBuffers(MoeConfig c, int rows)
+    {
+        public float[] Hidden { get; } = new float[rows * c.HiddenSize];
+
+        public long[] Positions { get; } = new long[rows];
+
+        public float[] Query { get; } = new float[rows * c.NumHeads * c.KeyHeadDim];
+
+        public float[] Key { get; } = new float[rows * c.CacheHeads * c.KeyHeadDim];
+
+        public float[] Value { get; } = new float[rows * c.CacheHeads * c.ValueHeadDim];
+
+        public float[] Attention { get; } = new float[rows * c.NumHeads * c.ValueHeadDim];
+
+        public float[] Residual { get; } = new float[rows * c.HiddenSize];
+
+        public float[] ExpertInput { get; } = new float[rows * c.HiddenSize];
+
+        public float[] RouterLogits { get; } = new float[rows * c.NumExperts];
     }
 
     /// <summary>One sequence's buffers for a step; the dense graph writes into them, so nothing is allocated per layer.</summary>

@@ -28,6 +28,15 @@ public sealed record ExpertFile(int Layer, int Expert, string File, string Sha25
 public sealed record LayerFiles(int Layer, ModelFile Dense, IReadOnlyList<ExpertFile> Experts)
 {
     public IReadOnlyList<int>? DecoderLayers { get; init; }
+
+    /// <summary>The same dense part in three graphs, so that a step runs its projections once for all its sequences (null: not exported).</summary>
+    public DenseStepFiles? DenseSteps { get; init; }
+}
+
+/// <summary>A routed layer's dense part cut at its attention: projections and output row by row, attention per sequence.</summary>
+public sealed record DenseStepFiles(ModelFile Projections, ModelFile Attention, ModelFile Output)
+{
+    public IEnumerable<ModelFile> All() => [Projections, Attention, Output];
 }
 
 public sealed record TokenizerInfo(string Kind, int VocabSize, int BosTokenId, int EosTokenId);
@@ -154,7 +163,8 @@ public sealed record ModelManifest
 
     /// <summary>Every listed .onnx file with the side file of its external data, if any.</summary>
     public IEnumerable<(string File, ExternalDataFile? ExternalData)> Files() =>
-        new[] { Embedding, Head }.Concat(Layers.Select(l => l.Dense)).Select(f => (f.File, f.ExternalData))
+        new[] { Embedding, Head }.Concat(Layers.Select(l => l.Dense)).Concat(Layers.SelectMany(l => l.DenseSteps?.All() ?? []))
+            .Select(f => (f.File, f.ExternalData))
             .Concat(Experts.Select(e => (e.File, e.ExternalData)));
 
     /// <summary>Checks every file's SHA-256 (external data files included) against the manifest; returns the names that differ.</summary>
@@ -162,6 +172,7 @@ public sealed record ModelManifest
     {
         var entries = new List<(string File, string Sha)> { (Embedding.File, Embedding.Sha256), (Head.File, Head.Sha256) };
         entries.AddRange(Layers.Select(l => (l.Dense.File, l.Dense.Sha256)));
+        entries.AddRange(Layers.SelectMany(l => l.DenseSteps?.All() ?? []).Select(f => (f.File, f.Sha256)));
         entries.AddRange(Experts.Select(e => (e.File, e.Sha256)));
         entries.AddRange(Files().Where(f => f.ExternalData is not null).Select(f => (f.ExternalData!.File, f.ExternalData.Sha256)));
         return [.. entries.Where(e => !File.Exists(PathOf(e.File)) || Sha256Of(PathOf(e.File)) != e.Sha).Select(e => e.File)];

@@ -92,7 +92,7 @@ public static class ModelCatalog
         }
 
         text.Append(File.ReadAllText(Path.Combine(directory, Checkpoint.ConfigFile)));
-        text.Append(ModelManifest.CurrentFormat).Append(";experts=").Append(ExpertWeights.Name());
+        text.Append(ModelManifest.CurrentFormat).Append(";experts=").Append(ExpertWeights.Name()).Append(";dense=steps");
         return Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(text.ToString())))[..12];
     }
 }

@@ -51,6 +51,33 @@ public sealed class KvCacheStorageTests : IDisposable
         Assert.Equal(Bits(expected.Logits), Bits(actual.Logits));
     }
 
+    /// <summary>
+    /// A step runs a routed layer's projections and output once for all its sequences and the attention per sequence; it
+    /// must give the bits of the one dense graph run per sequence, on either cache, for every family (a layer that runs
+    /// several decoder layers, DeepSeek-V2's first, has no dense steps and runs the one graph).
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(ModelFamilyTests.Families), MemberType = typeof(ModelFamilyTests))]
+    public async Task Every_family_gets_the_bits_of_one_dense_graph_per_sequence_from_the_dense_steps(string family)
+    {
+        TinyCheckpoint.Write(_dir.Sub(family), ModelFamilyTests.Small(family));
+        var manifest = OnnxExporter.Export(Checkpoint.Open(_dir.Sub(family)), _dir.Sub(family + "-onnx"), TensorDtype.F32);
+        Assert.All(manifest.Layers, l => Assert.Equal(l.DecoderLayers!.Count == 1, l.DenseSteps is not null));
+        Assert.Contains(manifest.Layers, l => l.DenseSteps is not null);
+        var oneGraph = manifest with { Layers = [.. manifest.Layers.Select(l => l with { DenseSteps = null })] };
+        foreach (var storage in new[] { KvCacheStorage.Managed, KvCacheStorage.Native })
+        {
+            using var steps = Start(manifest, storage);
+            using var graph = Start(oneGraph, storage);
+
+            var expected = await ServeAsync(graph.Forward);
+            var actual = await ServeAsync(steps.Forward);
+
+            Assert.Equal(expected.Tokens, actual.Tokens);
+            Assert.Equal(Bits(expected.Logits), Bits(actual.Logits));
+        }
+    }
+
     [Fact]
     public async Task Greedy_generation_gives_the_same_token_ids_on_native_buffers_and_managed_arrays()
     {

@@ -14,12 +14,19 @@ public static class GraphNames
     public const string RouterLogits = "router_logits";
     public const string NewKey = "new_key";
     public const string NewValue = "new_value";
+    public const string Query = "query";
+    public const string Key = "key";
+    public const string Value = "value";
+    public const string AttentionOutput = "attention";
     public const string ExpertX = "x";
     public const string ExpertY = "y";
     public const string Logits = "logits";
 
     public const string EmbeddingGraph = "embedding";
     public const string DenseGraph = "dense";
+    public const string DenseProjectionsGraph = "dense_projections";
+    public const string DenseAttentionGraph = "dense_attention";
+    public const string DenseOutputGraph = "dense_output";
     public const string ExpertGraph = "expert";
     public const string HeadGraph = "head";
 

@@ -56,7 +56,17 @@ public static class OnnxExporter
                 experts.Add(new ExpertFile(r, e, file.File, file.Sha256, file.Bytes, file.WeightBytes) { ExternalData = file.ExternalData });
             }
 
-            layers.Add(new LayerFiles(r, dense, experts) { DecoderLayers = groups[r] });
+            DenseStepFiles? steps = null;
+            if (decoderLayers.Count == 1)
+            {
+                var (projections, attention, output) = BuildDenseSteps(c, decoderLayers[0].Item2, weightDtype);
+                steps = new DenseStepFiles(
+                    Save(externalDataAbove, outDirectory, Name($"dense.{r}.projections.onnx"), projections),
+                    Save(externalDataAbove, outDirectory, Name($"dense.{r}.attention.onnx"), attention),
+                    Save(externalDataAbove, outDirectory, Name($"dense.{r}.output.onnx"), output));
+            }
+
+            layers.Add(new LayerFiles(r, dense, experts) { DecoderLayers = groups[r], DenseSteps = steps });
             log?.Invoke($"layer {r}: dense (decoder layers {string.Join(", ", groups[r])}) + {c.NumExperts} experts written");
         }
 
@@ -122,6 +132,18 @@ public static class OnnxExporter
                     F(Residual, "seq", N(c.HiddenSize)), F(ExpertInput, "seq", N(c.HiddenSize)), F(RouterLogits, "seq", N(c.NumExperts)),
                     F(NewKey, "seq", cacheHeads, N(c.KeyHeadDim)), F(NewValue, "seq", cacheHeads, N(c.ValueHeadDim)),
                 ]),
+            [DenseProjectionsGraph] = new(
+                [F(Hidden, "seq", N(c.HiddenSize)), I(PositionIds, "seq")],
+                [F(Query, "seq", N(c.NumHeads), N(c.KeyHeadDim)), F(Key, "seq", N(c.CacheHeads), N(c.KeyHeadDim)), F(Value, "seq", N(c.CacheHeads), N(c.ValueHeadDim))]),
+            [DenseAttentionGraph] = new(
+                [
+                    F(Query, "seq", N(c.NumHeads), N(c.KeyHeadDim)), F(Key, "seq", N(c.CacheHeads), N(c.KeyHeadDim)), F(Value, "seq", N(c.CacheHeads), N(c.ValueHeadDim)),
+                    F(AttentionMask, "seq", "total"), F(PastKey, "past", N(c.CacheHeads), N(c.KeyHeadDim)), F(PastValue, "past", N(c.CacheHeads), N(c.ValueHeadDim)),
+                ],
+                [F(AttentionOutput, "seq", N(c.NumHeads * c.ValueHeadDim)), F(NewKey, "seq", N(c.CacheHeads), N(c.KeyHeadDim)), F(NewValue, "seq", N(c.CacheHeads), N(c.ValueHeadDim))]),
+            [DenseOutputGraph] = new(
+                [F(Hidden, "seq", N(c.HiddenSize)), F(AttentionOutput, "seq", N(c.NumHeads * c.ValueHeadDim))],
+                [F(Residual, "seq", N(c.HiddenSize)), F(ExpertInput, "seq", N(c.HiddenSize)), F(RouterLogits, "seq", N(c.NumExperts))]),
             [ExpertGraph] = new([F(ExpertX, "rows", N(c.HiddenSize))], [F(ExpertY, "rows", N(c.HiddenSize))]),
             [HeadGraph] = new([F(Hidden, "seq", N(c.HiddenSize))], [F(Logits, "seq", N(c.VocabSize))]),
         };
@@ -172,17 +194,7 @@ public static class OnnxExporter
         g.Input(PastKey, DataType.Float, "past", stacked, c.KeyHeadDim);
         g.Input(PastValue, DataType.Float, "past", stacked, c.ValueHeadDim);
 
-        // RoPE angles from the positions: [seq, 1] · inv_freq[d/2], halves duplicated as in Hugging Face.
-        var invFreq = Rotary.InverseFrequencies(c);
-        var positions = g.Reshape(g.Node("Cast", [PositionIds], [GraphBuilder.Attr("to", (long)DataType.Float)]), -1, 1);
-        var freqs = g.Mul(positions, g.Floats("inv_freq", invFreq, invFreq.Length));
-        var angles = g.Concat(1, null, freqs, freqs);
-        var (cos, sin) = (g.Node("Cos", [angles]), g.Node("Sin", [angles]));
-        if (Rotary.CosSinScale(c) is var scale && scale != 1f)
-        {
-            (cos, sin) = (g.Mul(cos, g.Scalar(scale)), g.Mul(sin, g.Scalar(scale)));
-        }
-
+        var (cos, sin) = RopeAngles(g, c);
         var hidden = Hidden;
         var newKeys = new List<string>();
         var newValues = new List<string>();
@@ -204,30 +216,96 @@ public static class OnnxExporter
                 continue;
             }
 
-            var normed = g.RmsNorm(residual, postNorm, c.RmsNormEps, ExpertInput);
-            g.MatMul(normed, Projection(g, p + "router", w.Router!, c.NumExperts, c.HiddenSize), RouterLogits);
-            if (w.Shared is { } shared)
-            {
-                var y = SwiGlu(g, normed, shared, c.HiddenSize, c.SharedIntermediateSize, p + "shared.");
-                if (w.SharedGate is { } gate)
-                {
-                    y = g.Mul(y, g.Node("Sigmoid", [g.MatMul(normed, Projection(g, p + "shared_expert_gate", gate, 1, c.HiddenSize))]));
-                }
-
-                residual = g.Add(residual, y);
-            }
-
-            g.Node("Identity", [residual], null, Residual);
+            MoeOutputs(g, c, w, residual, postNorm, p);
         }
 
         g.Concat(1, NewKey, [.. newKeys]);
         g.Concat(1, NewValue, [.. newValues]);
-        g.Output(Residual, DataType.Float, "seq", c.HiddenSize);
-        g.Output(ExpertInput, DataType.Float, "seq", c.HiddenSize);
-        g.Output(RouterLogits, DataType.Float, "seq", c.NumExperts);
         g.Output(NewKey, DataType.Float, "seq", stacked, c.KeyHeadDim);
         g.Output(NewValue, DataType.Float, "seq", stacked, c.ValueHeadDim);
         return g;
+    }
+
+    /// <summary>
+    /// A routed layer that runs one decoder layer, in three graphs for a step of several sequences: the projections and the
+    /// output (row by row, so one run serves every sequence's rows) around the attention (one run per sequence against its
+    /// own cache). The same operations as <see cref="BuildDense"/>, cut where the attention begins and ends.
+    /// </summary>
+    internal static (GraphBuilder Projections, GraphBuilder Attention, GraphBuilder Output) BuildDenseSteps(MoeConfig c, LayerWeights w, TensorDtype dtype)
+    {
+        var projections = new GraphBuilder(DenseProjectionsGraph, dtype);
+        projections.Input(Hidden, DataType.Float, "seq", c.HiddenSize);
+        projections.Input(PositionIds, DataType.Int64, "seq");
+        var (cos, sin) = RopeAngles(projections, c);
+        var x = projections.RmsNorm(Hidden, projections.Weight("input_layernorm", w.InputNorm, c.HiddenSize), c.RmsNormEps);
+        var (q, k, v) = c.Mla is { } mla ? Latent(projections, c, mla, w.Attention, x, cos, sin, string.Empty) : Standard(projections, c, w.Attention, x, cos, sin, string.Empty);
+        projections.Node("Transpose", [q], [GraphBuilder.Ints("perm", 1, 0, 2)], Query);
+        projections.Node("Transpose", [k], [GraphBuilder.Ints("perm", 1, 0, 2)], Key);
+        projections.Node("Transpose", [v], [GraphBuilder.Ints("perm", 1, 0, 2)], Value);
+        projections.Output(Query, DataType.Float, "seq", c.NumHeads, c.KeyHeadDim);
+        projections.Output(Key, DataType.Float, "seq", c.CacheHeads, c.KeyHeadDim);
+        projections.Output(Value, DataType.Float, "seq", c.CacheHeads, c.ValueHeadDim);
+
+        var attention = new GraphBuilder(DenseAttentionGraph, dtype);
+        attention.Input(Query, DataType.Float, "seq", c.NumHeads, c.KeyHeadDim);
+        attention.Input(Key, DataType.Float, "seq", c.CacheHeads, c.KeyHeadDim);
+        attention.Input(Value, DataType.Float, "seq", c.CacheHeads, c.ValueHeadDim);
+        attention.Input(AttentionMask, DataType.Float, "seq", "total");
+        attention.Input(PastKey, DataType.Float, "past", c.CacheHeads, c.KeyHeadDim);
+        attention.Input(PastValue, DataType.Float, "past", c.CacheHeads, c.ValueHeadDim);
+        var (merged, newKey, newValue) = AttentionOverCache(
+            attention, c, attention.Transpose(Query, 1, 0, 2), attention.Transpose(Key, 1, 0, 2), attention.Transpose(Value, 1, 0, 2), PastKey, PastValue);
+        attention.Node("Identity", [merged], null, AttentionOutput);
+        attention.Node("Identity", [newKey], null, NewKey);
+        attention.Node("Identity", [newValue], null, NewValue);
+        attention.Output(AttentionOutput, DataType.Float, "seq", c.NumHeads * c.ValueHeadDim);
+        attention.Output(NewKey, DataType.Float, "seq", c.CacheHeads, c.KeyHeadDim);
+        attention.Output(NewValue, DataType.Float, "seq", c.CacheHeads, c.ValueHeadDim);
+
+        var output = new GraphBuilder(DenseOutputGraph, dtype);
+        output.Input(Hidden, DataType.Float, "seq", c.HiddenSize);
+        output.Input(AttentionOutput, DataType.Float, "seq", c.NumHeads * c.ValueHeadDim);
+        var projected = output.MatMul(AttentionOutput, Projection(output, "o_proj", w.Attention.Wo, c.HiddenSize, c.NumHeads * c.ValueHeadDim));
+        MoeOutputs(output, c, w, output.Add(Hidden, projected), output.Weight("post_attention_layernorm", w.PostNorm, c.HiddenSize), string.Empty);
+        return (projections, attention, output);
+    }
+
+    /// <summary>RoPE angles from the positions: [seq, 1] · inv_freq[d/2], halves duplicated as in Hugging Face.</summary>
+    private static (string Cos, string Sin) RopeAngles(GraphBuilder g, MoeConfig c)
+    {
+        var invFreq = Rotary.InverseFrequencies(c);
+        var positions = g.Reshape(g.Node("Cast", [PositionIds], [GraphBuilder.Attr("to", (long)DataType.Float)]), -1, 1);
+        var freqs = g.Mul(positions, g.Floats("inv_freq", invFreq, invFreq.Length));
+        var angles = g.Concat(1, null, freqs, freqs);
+        var (cos, sin) = (g.Node("Cos", [angles]), g.Node("Sin", [angles]));
+        if (Rotary.CosSinScale(c) is var scale && scale != 1f)
+        {
+            (cos, sin) = (g.Mul(cos, g.Scalar(scale)), g.Mul(sin, g.Scalar(scale)));
+        }
+
+        return (cos, sin);
+    }
+
+    /// <summary>The MoE layer after its attention: the expert input and router logits, the shared expert added to the residual.</summary>
+    private static void MoeOutputs(GraphBuilder g, MoeConfig c, LayerWeights w, string residual, string postNorm, string p)
+    {
+        var normed = g.RmsNorm(residual, postNorm, c.RmsNormEps, ExpertInput);
+        g.MatMul(normed, Projection(g, p + "router", w.Router!, c.NumExperts, c.HiddenSize), RouterLogits);
+        if (w.Shared is { } shared)
+        {
+            var y = SwiGlu(g, normed, shared, c.HiddenSize, c.SharedIntermediateSize, p + "shared.");
+            if (w.SharedGate is { } gate)
+            {
+                y = g.Mul(y, g.Node("Sigmoid", [g.MatMul(normed, Projection(g, p + "shared_expert_gate", gate, 1, c.HiddenSize))]));
+            }
+
+            residual = g.Add(residual, y);
+        }
+
+        g.Node("Identity", [residual], null, Residual);
+        g.Output(Residual, DataType.Float, "seq", c.HiddenSize);
+        g.Output(ExpertInput, DataType.Float, "seq", c.HiddenSize);
+        g.Output(RouterLogits, DataType.Float, "seq", c.NumExperts);
     }
 
     /// <summary>Self-attention of one decoder layer against its cache slice; returns its output and the step's keys and values [seq, heads, d].</summary>
@@ -235,10 +313,24 @@ public static class OnnxExporter
         GraphBuilder g, MoeConfig c, AttentionWeights w, string x, string pastKey, string pastValue, string cos, string sin, string p)
     {
         long heads = c.NumHeads;
+        long dv = c.ValueHeadDim;
+        var (q, k, v) = c.Mla is { } mla ? Latent(g, c, mla, w, x, cos, sin, p) : Standard(g, c, w, x, cos, sin, p);
+        var (merged, newKey, newValue) = AttentionOverCache(g, c, q, k, v, pastKey, pastValue);
+        var output = g.MatMul(merged, Projection(g, p + "o_proj", w.Wo, c.HiddenSize, (int)(heads * dv)));
+        return (output, newKey, newValue);
+    }
+
+    /// <summary>
+    /// q, k, v [heads, seq, d] of this step against the cache's past [past, heads, d]: the merged heads [seq, heads·dv] and
+    /// the step's keys and values [seq, heads, d] for the cache.
+    /// </summary>
+    private static (string Merged, string NewKey, string NewValue) AttentionOverCache(
+        GraphBuilder g, MoeConfig c, string q, string k, string v, string pastKey, string pastValue)
+    {
+        long heads = c.NumHeads;
         long kv = c.CacheHeads;
         long dk = c.KeyHeadDim;
         long dv = c.ValueHeadDim;
-        var (q, k, v) = c.Mla is { } mla ? Latent(g, c, mla, w, x, cos, sin, p) : Standard(g, c, w, x, cos, sin, p);
         var newKey = g.Transpose(k, 1, 0, 2);
         var newValue = g.Transpose(v, 1, 0, 2);
         var keys = g.Concat(1, null, g.Transpose(pastKey, 1, 0, 2), k);
@@ -251,8 +343,7 @@ public static class OnnxExporter
         var probs = g.Node("Softmax", [g.Add(scores, AttentionMask)], [GraphBuilder.Attr("axis", -1)]);
         var context = g.MatMul(probs, g.Reshape(values, kv, 1, -1, dv));
         var merged = g.Reshape(g.Transpose(g.Reshape(context, heads, -1, dv), 1, 0, 2), 0, heads * dv);
-        var output = g.MatMul(merged, Projection(g, p + "o_proj", w.Wo, c.HiddenSize, (int)(heads * dv)));
-        return (output, newKey, newValue);
+        return (merged, newKey, newValue);
     }
 
     /// <summary>q, k, v [heads, seq, d] of grouped-query attention, with Qwen2-MoE's biases and OLMoE's q/k norms.</summary>
