@@ -17,15 +17,17 @@ public sealed class MoeForward : IDisposable
     private static readonly string[] AttentionOutputs = [GraphNames.AttentionOutput, GraphNames.NewKey, GraphNames.NewValue];
     private readonly InferenceSession _embedding;
 
-    // Per routed layer, its dense part in three graphs where the export has them (a step runs the projections and the
-    // output once for all its sequences), else the one dense graph run per sequence.
+    // Per routed layer, the one dense graph run per sequence, and the same in three graphs where the export has them: a
+    // step of several sequences runs their projections and output once (a step of one runs the one graph, one run
+    // instead of three; both give the same bits).
+    private readonly InferenceSession[] _dense;
     private readonly DenseSteps?[] _steps;
-    private readonly InferenceSession?[] _dense;
     private readonly InferenceSession _head;
     private readonly IExpertDispatcher _experts;
     private readonly RunOptions _run = new();
     private readonly KvCacheMemory _kv;
     private readonly OrtIoBinding[] _bindings;
+    private readonly OrtIoBinding?[] _stepBindings;
 
     public MoeForward(ModelManifest manifest, SessionFactory factory, IExpertDispatcher experts)
     {
@@ -37,12 +39,13 @@ public sealed class MoeForward : IDisposable
         _steps = [.. manifest.Layers.Select(l => l.DenseSteps is { } files
             ? new DenseSteps(factory.Create(manifest.PathOf(files.Projections.File)), factory.Create(manifest.PathOf(files.Attention.File)), factory.Create(manifest.PathOf(files.Output.File)))
             : null)];
-        _dense = [.. manifest.Layers.Select((l, i) => _steps[i] is null ? factory.Create(manifest.PathOf(l.Dense.File)) : null)];
+        _dense = [.. manifest.Layers.Select(l => factory.Create(manifest.PathOf(l.Dense.File)))];
         _head = factory.Create(manifest.PathOf(manifest.Head.File));
         var onCuda = factory.ProviderInUse == "cuda";
         var native = factory.Options.KvCache == KvCacheStorage.Native || (factory.Options.KvCache == KvCacheStorage.Auto && onCuda);
-        _kv = !native ? KvCacheMemory.Managed() : onCuda ? KvCacheMemory.Cuda(_dense[0] ?? _steps[0]!.Attention, factory.Options.CudaDeviceId) : KvCacheMemory.Host();
-        _bindings = _kv.Storage == KvCacheStorage.Native ? [.. _dense.Select((d, i) => (d ?? _steps[i]!.Attention).CreateIoBinding())] : [];
+        _kv = !native ? KvCacheMemory.Managed() : onCuda ? KvCacheMemory.Cuda(_dense[0], factory.Options.CudaDeviceId) : KvCacheMemory.Host();
+        _bindings = _kv.Storage == KvCacheStorage.Native ? [.. _dense.Select(d => d.CreateIoBinding())] : [];
+        _stepBindings = _kv.Storage == KvCacheStorage.Native ? [.. _steps.Select(s => s?.Attention.CreateIoBinding())] : [];
     }
 
     public ModelManifest Manifest { get; }
@@ -116,7 +119,7 @@ public sealed class MoeForward : IDisposable
                 break;
             }
 
-            if (_steps[l] is { } steps)
+            if (_steps[l] is { } steps && running.Count > 1)
             {
                 buffers ??= new RowBuffers(c, running.Sum(q => q.Rows));
                 RunDenseSteps(l, steps, running, buffers);
@@ -184,7 +187,12 @@ public sealed class MoeForward : IDisposable
         _embedding.Dispose();
         foreach (var d in _dense)
         {
-            d?.Dispose();
+            d.Dispose();
+        }
+
+        foreach (var binding in _stepBindings)
+        {
+            binding?.Dispose();
         }
 
         foreach (var steps in _steps)
@@ -252,7 +260,7 @@ public sealed class MoeForward : IDisposable
         using var nv = state.Values(l, past, s);
         OrtValue[] inputs = [h, pos, m, pk, pv];
         OrtValue[] outputs = [residual, expertInput, router, nk, nv];
-        RunOnCache(l, _dense[l]!, DenseInputs, inputs, DenseOutputs, outputs);
+        RunOnCache(_dense[l], _bindings.Length > 0 ? _bindings[l] : null, DenseInputs, inputs, DenseOutputs, outputs);
 
         // The next layer's attention reads this layer's past only: the cache's length moves once the step is done.
         (sequence.Hidden, sequence.Residual) = (sequence.Residual, sequence.Hidden);
@@ -299,7 +307,7 @@ public sealed class MoeForward : IDisposable
             using var attention = Rows(b.Attention, at, s, c.NumHeads * c.ValueHeadDim);
             using var nk = state.Keys(l, past, s);
             using var nv = state.Values(l, past, s);
-            RunOnCache(l, steps.Attention, AttentionInputs, [query, key, value, mask, pk, pv], AttentionOutputs, [attention, nk, nv]);
+            RunOnCache(steps.Attention, _stepBindings.Length > 0 ? _stepBindings[l] : null, AttentionInputs, [query, key, value, mask, pk, pv], AttentionOutputs, [attention, nk, nv]);
             at += s;
         }
 
@@ -332,13 +340,13 @@ public sealed class MoeForward : IDisposable
     }
 
     /// <summary>
-    /// Runs a graph of layer <paramref name="l"/> that reads and appends to a sequence's cache: on managed caches a plain
-    /// run, on native ones with every tensor bound where it lives (the cache's on the session's device, the small per-row
+    /// Runs a graph that reads and appends to a sequence's cache: on managed caches (no binding) a plain run, on native
+    /// ones with every tensor bound where it lives (the cache's on the session's device, the small per-row
     /// ones on the host; ONNX Runtime copies those in and out).
     /// </summary>
-    private void RunOnCache(int l, InferenceSession session, string[] inputNames, OrtValue[] inputs, string[] outputNames, OrtValue[] outputs)
+    private void RunOnCache(InferenceSession session, OrtIoBinding? binding, string[] inputNames, OrtValue[] inputs, string[] outputNames, OrtValue[] outputs)
     {
-        if (_kv.Storage != KvCacheStorage.Native)
+        if (binding is null)
         {
             session.Run(_run, inputNames, inputs, outputNames, outputs);
             return;
@@ -347,7 +355,6 @@ public sealed class MoeForward : IDisposable
         // A binding serves one run at a time (steps of one forward may run concurrently). Every name is bound again
         // before each run: what a finished run leaves in it (addresses of pinned memory that may since have moved) is
         // never read.
-        var binding = _bindings[l];
         lock (binding)
         {
             for (var i = 0; i < inputs.Length; i++)

@@ -32,15 +32,36 @@ public static class KvCacheBenchmark
 
         using var managed = new Engine(manifest, settings.Inference with { KvCache = KvCacheStorage.Managed });
         using var native = new Engine(manifest, settings.Inference with { KvCache = KvCacheStorage.Native });
+        var allSame = await CompareAsync(
+            settings, lengths, (managed, "managed"), (native, "native"), $"{native.Provider}, {settings.Iterations} steps per length (median), managed arrays vs native buffers bound with IOBinding", output, cancellationToken).ConfigureAwait(false);
+        if (manifest.Layers.Any(l => l.DenseSteps is not null))
+        {
+            var oneGraph = manifest with { Layers = [.. manifest.Layers.Select(l => l with { DenseSteps = null })] };
+            using var perSequence = new Engine(oneGraph, settings.Inference with { KvCache = KvCacheStorage.Managed });
+            allSame &= await CompareAsync(
+                settings, lengths, (perSequence, "one graph"), (managed, "steps"),
+                $"{managed.Provider}, managed arrays, {settings.Iterations} steps per length (median), one dense graph per sequence vs dense steps (projections and output once per step, attention per sequence)", output, cancellationToken).ConfigureAwait(false);
+        }
+
+        return allSame;
+    }
+
+    /// <summary>The same decode steps on two engines in turns; prints their medians and whether every step's logits agree bit for bit.</summary>
+    private static async Task<bool> CompareAsync(
+        KvCacheBenchmarkSettings settings, int[] lengths, (Engine Engine, string Name) first, (Engine Engine, string Name) second, string what, TextWriter output, CancellationToken cancellationToken)
+    {
+        var engines = new[] { first.Engine, second.Engine };
+        var c = first.Engine.Forward.Manifest.Architecture;
+        var steps = Warmup + settings.Iterations;
         output.WriteLine();
+        output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"KV cache: decode steps of {settings.Sequences} sequences, {c.RoutedLayers} layers, {what}"));
         output.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"KV cache: decode steps of {settings.Sequences} sequences, {c.RoutedLayers} layers, {native.Provider}, {settings.Iterations} steps per length (median), managed arrays vs native buffers bound with IOBinding"));
-        output.WriteLine("cache length   managed ms/step   native ms/step   native vs managed   same bits");
+            $"cache length  {first.Name + " ms/step",16} {second.Name + " ms/step",16} {second.Name + " vs " + first.Name,18}   same bits"));
         var allSame = true;
         foreach (var length in lengths)
         {
             cancellationToken.ThrowIfCancellationRequested();
-            var states = new[] { managed, native }.Select(e => Enumerable.Range(0, settings.Sequences).Select(_ => e.Forward.NewState(length + steps)).ToList()).ToList();
+            var states = engines.Select(e => Enumerable.Range(0, settings.Sequences).Select(_ => e.Forward.NewState(length + steps)).ToList()).ToList();
             try
             {
                 var same = true;
@@ -54,7 +75,7 @@ public static class KvCacheBenchmark
                     foreach (var e in step % 2 == 0 ? new[] { 0, 1 } : [1, 0])
                     {
                         var start = Stopwatch.GetTimestamp();
-                        results[e] = await (e == 0 ? managed : native).Forward.StepAsync(chunks[e], cancellationToken).ConfigureAwait(false);
+                        results[e] = await engines[e].Forward.StepAsync(chunks[e], cancellationToken).ConfigureAwait(false);
                         if (step >= Warmup)
                         {
                             times[e][step - Warmup] = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
@@ -64,10 +85,10 @@ public static class KvCacheBenchmark
                     same &= results[0].Zip(results[1]).All(p => p.First.Logits is { } a && p.Second.Logits is { } b && a.AsSpan().SequenceEqual(b));
                 }
 
-                var (managedMs, nativeMs) = (Median(times[0]), Median(times[1]));
+                var (firstMs, secondMs) = (Median(times[0]), Median(times[1]));
                 allSame &= same;
                 output.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                    $"{length,5}..{length + steps,-5}  {managedMs,16:F3} {nativeMs,16:F3} {managedMs / nativeMs,18:F2}x   {(same ? "yes" : "NO")}"));
+                    $"{length,5}..{length + steps,-5}  {firstMs,16:F3} {secondMs,16:F3} {firstMs / secondMs,18:F2}x   {(same ? "yes" : "NO")}"));
             }
             finally
             {
