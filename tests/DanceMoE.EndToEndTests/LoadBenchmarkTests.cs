@@ -37,6 +37,19 @@ public sealed class LoadBenchmarkTests
         Assert.DoesNotContain("warning", errors, StringComparison.Ordinal);
     }
 
+    /// <summary>The warm-up sends one request per edge; with fewer requests per level than edges its prompts need answers too.</summary>
+    [Fact]
+    public async Task Bench_load_with_fewer_requests_per_level_than_edges_checks_the_warm_up_and_every_answer()
+    {
+        await using var cluster = await EdgeCluster.CreateAsync(seed: 59);
+        var (levels, errors) = await BenchLoadAsync(cluster, "--edges", "3", "--concurrency", "1", "--requests-per-level", "1", "--max-tokens", "2");
+        var level = Assert.Single(levels);
+        Assert.Equal(1, level.GetProperty("requests").GetInt32());
+        Assert.Equal(0, level.GetProperty("failed").GetInt32());
+        Assert.Equal(0, level.GetProperty("oracle_mismatches").GetInt32());
+        Assert.Contains("the monolithic answers of 3 prompts", errors, StringComparison.Ordinal);
+    }
+
     [Fact]
     public async Task Bench_load_only_edge_sends_every_request_to_that_edge_whose_experts_elsewhere_serve_it_and_answers_stay_equal()
     {

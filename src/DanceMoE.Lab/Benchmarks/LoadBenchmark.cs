@@ -58,7 +58,8 @@ public static class LoadBenchmark
         LabChecks.EnsureNoCluster();
         var exported = ModelCatalog.ResolveExported(settings.Model, log.WriteLine);
         var manifest = ModelManifest.Load(exported);
-        var prompts = Prompts.Take(settings.Concurrency.Max(settings.RequestsAt)).ToList();
+        // Every request's prompt, and the warm-up's (one request per edge): fewer requests than edges is allowed.
+        var prompts = Prompts.Take(Math.Max(settings.Edges, settings.Concurrency.Max(settings.RequestsAt))).ToList();
         log.WriteLine($"bench: the monolithic answers of {prompts.Count} prompts (the oracle)...");
         var oracle = await OracleAsync(manifest, prompts, settings.MaxTokens, cancellationToken).ConfigureAwait(false);
 
