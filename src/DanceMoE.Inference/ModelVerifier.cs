@@ -9,7 +9,10 @@ public sealed record VerifyResult(IReadOnlyList<VerifyStep> Steps)
     public double MaxAbsDiff => Steps.Max(s => s.MaxAbsDiff);
 }
 
-/// <summary>Runs a prompt through prefill and decode steps in ONNX Runtime and in the C# reference, comparing logits.</summary>
+/// <summary>
+/// Runs a prompt through prefill and decode steps in ONNX Runtime and in the C# reference, comparing logits: alone, and
+/// as two sequences sharing each step (the step runs the dense steps' graphs where the export has them).
+/// </summary>
 public static class ModelVerifier
 {
     public static async Task<VerifyResult> VerifyAsync(
@@ -20,6 +23,8 @@ public static class ModelVerifier
         ArgumentNullException.ThrowIfNull(prompt);
         var vocab = reference.Config.VocabSize;
         using var state = forward.NewState();
+        using var first = forward.NewState();
+        using var second = forward.NewState();
         var cache = reference.NewCache();
         var steps = new List<VerifyStep>();
         var context = new ForwardContext();
@@ -28,7 +33,10 @@ public static class ModelVerifier
         {
             var expected = reference.Forward(tokens, cache);
             var actual = await forward.ForwardAsync(tokens, state, context, cancellationToken).ConfigureAwait(false);
-            steps.Add(new VerifyStep(step == 0 ? "prefill" : "decode", tokens.Length, MaxAbsDiff(expected, actual)));
+            var phase = step == 0 ? "prefill" : "decode";
+            steps.Add(new VerifyStep(phase, tokens.Length, MaxAbsDiff(expected, actual)));
+            var pair = await forward.StepAsync([new SequenceChunk(tokens, first, context), new SequenceChunk(tokens, second, context)], cancellationToken).ConfigureAwait(false);
+            steps.Add(new VerifyStep(phase + " x2", tokens.Length, pair.Max(r => MaxAbsDiff(expected, r.Logits ?? throw r.Error!))));
             tokens = [Sampler.ArgMax(expected.AsSpan(expected.Length - vocab, vocab))];
         }
 

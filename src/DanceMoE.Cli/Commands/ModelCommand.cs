@@ -176,7 +176,7 @@ public static class ModelCommand
         var check = await ExportVerification.RunAsync(manifest, modelDir, checkpointDir, prompt, decodeSteps, tolerance, options, InferenceArguments.Log, cancellationToken).ConfigureAwait(false);
         foreach (var step in check.Result.Steps)
         {
-            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{step.Phase,-8} {step.Tokens,4} token(s)  max |logit diff| {step.MaxAbsDiff:E2}"));
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{step.Phase,-10} {step.Tokens,4} token(s)  max |logit diff| {step.MaxAbsDiff:E2}"));
         }
 
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
