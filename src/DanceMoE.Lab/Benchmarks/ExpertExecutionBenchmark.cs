@@ -65,6 +65,8 @@ public static class ExpertExecutionBenchmark
                     output.WriteLine(string.Create(CultureInfo.InvariantCulture,
                         $"  {inFlight[i]} in flight: {rounds[i],8:F3} ms per round, {perBatch,8:F3} ms per batch, {rounds[0] / perBatch,5:F2}x throughput"));
                 }
+
+                variants.CompareMoeOperator(tokens, settings.Iterations, random, output);
             }
         }
         catch (Exception ex) when (OnnxRuntimeFailures.Translate(ex) is { } failure)
@@ -141,6 +143,8 @@ public static class ExpertExecutionBenchmark
         private readonly Dictionary<int, OrtIoBinding[]> _bindings = [];
         private readonly ExpertLayerSession _layerSession;
         private readonly RunOptions _run = new();
+        private readonly InferenceSession? _moeOperator;
+        private readonly string? _moeOperatorMissing;
 
         public Variants(ModelManifest manifest, ExpertExecutionBenchmarkSettings settings, TextWriter log)
         {
@@ -162,9 +166,92 @@ public static class ExpertExecutionBenchmark
 
             var layerFactory = new SessionFactory(settings.Inference with { IntraOpThreads = 1, InterOpThreads = 1 });
             _layerSession = new ExpertLayerSession(manifest, _layer, [.. manifest.Layers[_layer].Experts.Select(e => e.Expert)], layerFactory);
+            try
+            {
+                _moeOperator = layerFactory.Create(MoeOperatorGraph.Build(manifest, _layer));
+            }
+            catch (Exception ex) when (ex is ModelFormatException or OnnxRuntimeException)
+            {
+                _moeOperatorMissing = ex.Message.Split('\n', 2)[0];
+            }
         }
 
         public string? Provider { get; }
+
+        /// <summary>
+        /// The step's tokens, each with top-k experts and weights, mixed as the runtime does (a batch per expert on its
+        /// session with preallocated outputs, then Σ w·y in expert order) against ONNX Runtime's com.microsoft.MoE
+        /// operator, which routes, runs and mixes in one kernel; router logits log(w) on the chosen experts make it pick
+        /// the same experts with the same weights.
+        /// </summary>
+        public void CompareMoeOperator(int tokens, int iterations, SplitMix64 random, TextWriter output)
+        {
+            var c = _manifest.Architecture;
+            if (_moeOperator is null)
+            {
+                output.WriteLine($"MoE operator (com.microsoft.MoE): not measured: {_moeOperatorMissing}");
+                return;
+            }
+
+            var x = Enumerable.Range(0, tokens * _hidden).Select(_ => (float)((random.NextDouble() * 2) - 1)).ToArray();
+            var logits = Enumerable.Repeat(GraphNames.MaskedOut, tokens * c.NumExperts).ToArray();
+            var choices = new (int Expert, float Weight)[tokens][];
+            for (var t = 0; t < tokens; t++)
+            {
+                var chosen = new SortedSet<int>();
+                while (chosen.Count < c.TopK)
+                {
+                    chosen.Add((int)(random.Next() % (ulong)c.NumExperts));
+                }
+
+                var raw = chosen.Select(_ => 0.1 + random.NextDouble()).ToArray();
+                choices[t] = [.. chosen.Zip(raw, (e, w) => (e, (float)(w / raw.Sum())))];
+                foreach (var (e, w) in choices[t])
+                {
+                    logits[(t * c.NumExperts) + e] = MathF.Log(w);
+                }
+            }
+
+            var rowsOf = Enumerable.Range(0, c.NumExperts).Select(e => Enumerable.Range(0, tokens).Where(t => choices[t].Any(ch => ch.Expert == e)).ToArray()).ToArray();
+            var inputs = rowsOf.Select(rows => rows.SelectMany(t => x.AsSpan(t * _hidden, _hidden).ToArray()).ToArray()).ToArray();
+            var outputs = rowsOf.Select(rows => new float[rows.Length * _hidden]).ToArray();
+            var perExpert = new float[tokens * _hidden];
+            var moe = new float[tokens * _hidden];
+            var pool = _pools[1];
+            void PerExpert()
+            {
+                Array.Clear(perExpert);
+                for (var e = 0; e < c.NumExperts; e++)
+                {
+                    if (rowsOf[e].Length > 0)
+                    {
+                        pool.Run(_layer, e, inputs[e], rowsOf[e].Length, outputs[e]);
+                    }
+                }
+
+                for (var e = 0; e < c.NumExperts; e++)
+                {
+                    for (var i = 0; i < rowsOf[e].Length; i++)
+                    {
+                        var t = rowsOf[e][i];
+                        ExpertMix.AddWeighted(perExpert.AsSpan(t * _hidden, _hidden), choices[t].First(ch => ch.Expert == e).Weight, outputs[e].AsSpan(i * _hidden, _hidden));
+                    }
+                }
+            }
+
+            void Operator()
+            {
+                using var input = OrtValue.CreateTensorValueFromMemory(x, [tokens, _hidden]);
+                using var router = OrtValue.CreateTensorValueFromMemory(logits, [tokens, c.NumExperts]);
+                using var result = OrtValue.CreateTensorValueFromMemory(moe, [tokens, _hidden]);
+                _moeOperator.Run(_run, [MoeOperatorGraph.Input, MoeOperatorGraph.RouterProbs], [input, router], [MoeOperatorGraph.Output], [result]);
+            }
+
+            var times = Interleaved(iterations, [PerExpert, Operator]);
+            var diff = perExpert.Zip(moe).Max(p => Math.Abs(p.First - p.Second));
+            output.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"MoE operator (com.microsoft.MoE, one Run routes, runs and mixes {tokens} tokens): {times[1]:F3} ms against {times[0]:F3} ms per expert + mix: {times[0] / times[1]:F2}x; max |diff| {diff:E2}, same bits {(perExpert.AsSpan().SequenceEqual(moe) ? "yes" : "no")}"));
+        }
 
         public IEnumerable<(string Label, Action<Step, float[][]> Run)> All =>
         [
@@ -237,6 +324,7 @@ public static class ExpertExecutionBenchmark
             }
 
             _layerSession.Dispose();
+            _moeOperator?.Dispose();
             _run.Dispose();
         }
 

@@ -90,6 +90,15 @@ internal sealed class GraphBuilder(string name, TensorDtype weightDtype)
 
     public string MatMul(string a, string b, string? output = null) => Node("MatMul", [a, b], null, output);
 
+    /// <summary>A node of ONNX Runtime's <c>com.microsoft</c> operators (an empty input name leaves that optional input out).</summary>
+    public string MicrosoftNode(string op, string[] inputs, AttributeProto[] attributes, string? output = null)
+    {
+        _usesMicrosoftOps = true;
+        var result = Node(op, inputs, attributes, output);
+        _graph.Node[^1].Domain = MicrosoftDomain;
+        return result;
+    }
+
     /// <summary>x · wᵀ for a quantised w [outputs, inputs], dequantised inside ONNX Runtime's MatMulNBits with float32 accumulation.</summary>
     public string MatMulNBits(string x, string tensor, QuantizedMatrix w, string? output = null)
     {
@@ -129,6 +138,9 @@ internal sealed class GraphBuilder(string name, TensorDtype weightDtype)
 
     public static AttributeProto Attr(string attribute, long value) =>
         new() { Name = attribute, Type = AttributeProto.Types.AttributeType.Int, I = value };
+
+    public static AttributeProto Text(string attribute, string value) =>
+        new() { Name = attribute, Type = AttributeProto.Types.AttributeType.String, S = ByteString.CopyFromUtf8(value) };
 
     public static AttributeProto Ints(string attribute, params long[] values)
     {
