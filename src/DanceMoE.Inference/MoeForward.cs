@@ -5,9 +5,9 @@ using Microsoft.ML.OnnxRuntime;
 namespace DanceMoE.Inference;
 
 /// <summary>
-/// The forward loop over the exported subgraphs: embedding, then per layer dense (attention + router) for each
-/// sequence against its own cache and the top-k experts of every sequence's rows through <see cref="IExpertDispatcher"/>
-/// (one batch per expert per step), then the head.
+/// The forward loop over the exported subgraphs: embedding, then per layer the dense part (projections and output for
+/// every row of the step at once, attention for each sequence against its own cache) and the top-k experts of every
+/// sequence's rows through <see cref="IExpertDispatcher"/> (one batch per expert per step), then the head.
 /// </summary>
 public sealed class MoeForward : IDisposable
 {
