@@ -335,7 +335,12 @@ public sealed class MoeForward : IDisposable
     /// <summary>Rows [<paramref name="from"/>, from + <paramref name="rows"/>) of a row-major buffer, in place.</summary>
     private static OrtValue Rows(float[] buffer, int from, int rows, params long[] shapeOfRow)
     {
-        var width = (int)shapeOfRow.Aggregate(1L, (a, d) => a * d);
+        var width = 1;
+        foreach (var d in shapeOfRow)
+        {
+            width *= (int)d;
+        }
+
         return OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, buffer.AsMemory(from * width, rows * width), [rows, .. shapeOfRow]);
     }
 

@@ -19,15 +19,7 @@ public sealed class ReplicatedBrokerTests
     {
         await using var cluster = await PrivateRabbitCluster.StartAsync(nodes: 3);
         var received = new ConcurrentDictionary<Guid, bool>();
-        await using var consumer = await TestBus.StartAsync(cluster.Uri, cfg => cfg.ReceiveEndpoint(Queue, e =>
-        {
-            e.UseQuorumQueue();
-            e.Handler<GenerateText>(context =>
-            {
-                received[context.Message.RequestId] = true;
-                return Task.CompletedTask;
-            });
-        }));
+        await using var consumer = await ConsumeAsync(cluster.Uri, Queue, received);
         await using var producer = await TestBus.StartAsync(cluster.Uri);
         var confirmed = new ConcurrentBag<Guid>();
         using var stop = new CancellationTokenSource();
@@ -173,7 +165,14 @@ public sealed class ReplicatedBrokerTests
         Assert.Equal(1, JsonDocument.Parse(status).RootElement.GetProperty("rabbitmq_nodes").GetArrayLength());
 
         var received = new ConcurrentDictionary<Guid, bool>();
-        await using var consumer = await TestBus.StartAsync(cluster.Uri, cfg => cfg.ReceiveEndpoint(queue, e =>
+        await using var consumer = await ConsumeAsync(cluster.Uri, queue, received);
+        await WaitUntilAsync(() => sent.All(received.ContainsKey), "every message sent before the resizing consumed");
+        Assert.Equal(sent.Order(), received.Keys.Order());
+    }
+
+    /// <summary>A bus consuming the quorum queue, recording each request id it receives.</summary>
+    private static Task<TestBus> ConsumeAsync(string uri, string queue, ConcurrentDictionary<Guid, bool> received) =>
+        TestBus.StartAsync(uri, cfg => cfg.ReceiveEndpoint(queue, e =>
         {
             e.UseQuorumQueue();
             e.Handler<GenerateText>(context =>
@@ -182,9 +181,6 @@ public sealed class ReplicatedBrokerTests
                 return Task.CompletedTask;
             });
         }));
-        await WaitUntilAsync(() => sent.All(received.ContainsKey), "every message sent before the resizing consumed");
-        Assert.Equal(sent.Order(), received.Keys.Order());
-    }
 
     private static async Task WaitUntilAsync(Func<bool> condition, string what)
     {

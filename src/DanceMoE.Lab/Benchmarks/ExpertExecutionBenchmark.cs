@@ -213,6 +213,7 @@ public static class ExpertExecutionBenchmark
             }
 
             var rowsOf = Enumerable.Range(0, c.NumExperts).Select(e => Enumerable.Range(0, tokens).Where(t => choices[t].Any(ch => ch.Expert == e)).ToArray()).ToArray();
+            var weightsOf = rowsOf.Select((rows, e) => rows.Select(t => choices[t].First(ch => ch.Expert == e).Weight).ToArray()).ToArray();
             var inputs = rowsOf.Select(rows => rows.SelectMany(t => x.AsSpan(t * _hidden, _hidden).ToArray()).ToArray()).ToArray();
             var outputs = rowsOf.Select(rows => new float[rows.Length * _hidden]).ToArray();
             var perExpert = new float[tokens * _hidden];
@@ -234,7 +235,7 @@ public static class ExpertExecutionBenchmark
                     for (var i = 0; i < rowsOf[e].Length; i++)
                     {
                         var t = rowsOf[e][i];
-                        ExpertMix.AddWeighted(perExpert.AsSpan(t * _hidden, _hidden), choices[t].First(ch => ch.Expert == e).Weight, outputs[e].AsSpan(i * _hidden, _hidden));
+                        ExpertMix.AddWeighted(perExpert.AsSpan(t * _hidden, _hidden), weightsOf[e][i], outputs[e].AsSpan(i * _hidden, _hidden));
                     }
                 }
             }

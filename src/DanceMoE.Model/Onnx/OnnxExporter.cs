@@ -238,7 +238,7 @@ public static class OnnxExporter
         projections.Input(PositionIds, DataType.Int64, "seq");
         var (cos, sin) = RopeAngles(projections, c);
         var x = projections.RmsNorm(Hidden, projections.Weight("input_layernorm", w.InputNorm, c.HiddenSize), c.RmsNormEps);
-        var (q, k, v) = c.Mla is { } mla ? Latent(projections, c, mla, w.Attention, x, cos, sin, string.Empty) : Standard(projections, c, w.Attention, x, cos, sin, string.Empty);
+        var (q, k, v) = QueryKeyValue(projections, c, w.Attention, x, cos, sin, string.Empty);
         projections.Node("Transpose", [q], [GraphBuilder.Ints("perm", 1, 0, 2)], Query);
         projections.Node("Transpose", [k], [GraphBuilder.Ints("perm", 1, 0, 2)], Key);
         projections.Node("Transpose", [v], [GraphBuilder.Ints("perm", 1, 0, 2)], Value);
@@ -314,11 +314,15 @@ public static class OnnxExporter
     {
         long heads = c.NumHeads;
         long dv = c.ValueHeadDim;
-        var (q, k, v) = c.Mla is { } mla ? Latent(g, c, mla, w, x, cos, sin, p) : Standard(g, c, w, x, cos, sin, p);
+        var (q, k, v) = QueryKeyValue(g, c, w, x, cos, sin, p);
         var (merged, newKey, newValue) = AttentionOverCache(g, c, q, k, v, pastKey, pastValue);
         var output = g.MatMul(merged, Projection(g, p + "o_proj", w.Wo, c.HiddenSize, (int)(heads * dv)));
         return (output, newKey, newValue);
     }
+
+    /// <summary>q, k, v [heads, seq, d] of the family's attention (multi-head latent for DeepSeek-V2, else grouped-query).</summary>
+    private static (string Q, string K, string V) QueryKeyValue(GraphBuilder g, MoeConfig c, AttentionWeights w, string x, string cos, string sin, string p) =>
+        c.Mla is { } mla ? Latent(g, c, mla, w, x, cos, sin, p) : Standard(g, c, w, x, cos, sin, p);
 
     /// <summary>
     /// q, k, v [heads, seq, d] of this step against the cache's past [past, heads, d]: the merged heads [seq, heads·dv] and
