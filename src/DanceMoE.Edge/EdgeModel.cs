@@ -26,7 +26,14 @@ public sealed class EdgeModel
         };
         Placement.Validate(architecture.RoutedLayers, architecture.NumExperts);
         Sessions = new SessionFactory(
-            new InferenceOptions { Provider = InferenceOptions.ParseProvider(edge.Provider), IntraOpThreads = edge.IntraOpThreads, InterOpThreads = 1 },
+            new InferenceOptions
+            {
+                Provider = InferenceOptions.ParseProvider(edge.Provider),
+                IntraOpThreads = edge.IntraOpThreads,
+                InterOpThreads = 1,
+                // The dense weights once: the steps where the scheduler batches, the one graph where it runs one at a time.
+                DenseGraphs = edge.MaxActive > 1 ? DenseGraphs.Steps : DenseGraphs.OneGraph,
+            },
             message => logger.LogWarning("{Edge}: {Message}", edge.Id, message));
         Tokenizer = Manifest.Tokenizer is { } t ? new ByteTokenizer(t.BosTokenId, t.EosTokenId) : ByteTokenizer.Default;
     }

@@ -41,7 +41,10 @@ public static class EdgeServer
         services.AddSingleton(sp =>
         {
             var model = sp.GetRequiredService<EdgeModel>();
-            return new MoeForward(model.Manifest, model.Sessions, sp.GetRequiredService<IExpertDispatcher>());
+            var forward = new MoeForward(model.Manifest, model.Sessions, sp.GetRequiredService<IExpertDispatcher>());
+            sp.GetRequiredService<ILogger<MoeForward>>().LogInformation(
+                "dense graphs: {Graphs}, {Files} files, {Bytes} bytes of weights", model.Sessions.Options.DenseGraphs, forward.DenseFiles.Count, forward.DenseFiles.Sum(f => f.WeightBytes));
+            return forward;
         });
         services.AddSingleton<EdgeMetrics>();
         services.AddSingleton<StepScheduler>();

@@ -8,6 +8,7 @@ public sealed record InferenceOptions
     public int InterOpThreads { get; init; }
     public int CudaDeviceId { get; init; }
     public KvCacheStorage KvCache { get; init; } = KvCacheStorage.Auto;
+    public DenseGraphs DenseGraphs { get; init; } = DenseGraphs.Both;
 
     public static ExecutionProvider ParseProvider(string? text) => text switch
     {

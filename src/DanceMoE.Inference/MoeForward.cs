@@ -19,14 +19,14 @@ public sealed class MoeForward : IDisposable
 
     // Per routed layer, the one dense graph run per sequence, and the same in three graphs where the export has them: a
     // step of several sequences runs their projections and output once (a step of one runs the one graph, one run
-    // instead of three; both give the same bits).
-    private readonly InferenceSession[] _dense;
+    // instead of three; both give the same bits). InferenceOptions.DenseGraphs may leave either set unloaded.
+    private readonly InferenceSession?[] _dense;
     private readonly DenseSteps?[] _steps;
     private readonly InferenceSession _head;
     private readonly IExpertDispatcher _experts;
     private readonly RunOptions _run = new();
     private readonly KvCacheMemory _kv;
-    private readonly OrtIoBinding[] _bindings;
+    private readonly OrtIoBinding?[] _bindings;
     private readonly OrtIoBinding?[] _stepBindings;
 
     public MoeForward(ModelManifest manifest, SessionFactory factory, IExpertDispatcher experts)
@@ -36,19 +36,32 @@ public sealed class MoeForward : IDisposable
         Manifest = manifest;
         _experts = experts ?? throw new ArgumentNullException(nameof(experts));
         _embedding = factory.Create(manifest.PathOf(manifest.Embedding.File));
-        _steps = [.. manifest.Layers.Select(l => l.DenseSteps is { } files
-            ? new DenseSteps(factory.Create(manifest.PathOf(files.Projections.File)), factory.Create(manifest.PathOf(files.Attention.File)), factory.Create(manifest.PathOf(files.Output.File)))
+        var wanted = factory.Options.DenseGraphs;
+        var loaded = new List<ModelFile>();
+        InferenceSession Load(ModelFile file)
+        {
+            var session = factory.Create(manifest.PathOf(file.File));
+            loaded.Add(file);
+            return session;
+        }
+
+        _steps = [.. manifest.Layers.Select(l => l.DenseSteps is { } files && wanted != DenseGraphs.OneGraph
+            ? new DenseSteps(Load(files.Projections), Load(files.Attention), Load(files.Output))
             : null)];
-        _dense = [.. manifest.Layers.Select(l => factory.Create(manifest.PathOf(l.Dense.File)))];
+        _dense = [.. manifest.Layers.Select((l, i) => _steps[i] is null || wanted == DenseGraphs.Both ? Load(l.Dense) : null)];
+        DenseFiles = loaded;
         _head = factory.Create(manifest.PathOf(manifest.Head.File));
         var onCuda = factory.ProviderInUse == "cuda";
         var native = factory.Options.KvCache == KvCacheStorage.Native || (factory.Options.KvCache == KvCacheStorage.Auto && onCuda);
-        _kv = !native ? KvCacheMemory.Managed() : onCuda ? KvCacheMemory.Cuda(_dense[0], factory.Options.CudaDeviceId) : KvCacheMemory.Host();
-        _bindings = _kv.Storage == KvCacheStorage.Native ? [.. _dense.Select(d => d.CreateIoBinding())] : [];
+        _kv = !native ? KvCacheMemory.Managed() : onCuda ? KvCacheMemory.Cuda(_embedding, factory.Options.CudaDeviceId) : KvCacheMemory.Host();
+        _bindings = _kv.Storage == KvCacheStorage.Native ? [.. _dense.Select(d => d?.CreateIoBinding())] : [];
         _stepBindings = _kv.Storage == KvCacheStorage.Native ? [.. _steps.Select(s => s?.Attention.CreateIoBinding())] : [];
     }
 
     public ModelManifest Manifest { get; }
+
+    /// <summary>The dense graphs this forward loaded (see <see cref="DenseGraphs"/>); their weight bytes are what it holds of the dense part.</summary>
+    public IReadOnlyList<ModelFile> DenseFiles { get; }
 
     /// <summary>Where this forward's caches live (never <see cref="KvCacheStorage.Auto"/>).</summary>
     public KvCacheStorage KvCache => _kv.Storage;
@@ -119,7 +132,7 @@ public sealed class MoeForward : IDisposable
                 break;
             }
 
-            if (_steps[l] is { } steps && running.Count > 1)
+            if (_steps[l] is { } steps && (running.Count > 1 || _dense[l] is null))
             {
                 buffers ??= new RowBuffers(c, running.Sum(q => q.Rows));
                 RunDenseSteps(l, steps, running, buffers);
@@ -187,7 +200,7 @@ public sealed class MoeForward : IDisposable
         _embedding.Dispose();
         foreach (var d in _dense)
         {
-            d.Dispose();
+            d?.Dispose();
         }
 
         foreach (var binding in _stepBindings)
@@ -202,7 +215,7 @@ public sealed class MoeForward : IDisposable
 
         foreach (var binding in _bindings)
         {
-            binding.Dispose();
+            binding?.Dispose();
         }
 
         _head.Dispose();
@@ -260,7 +273,7 @@ public sealed class MoeForward : IDisposable
         using var nv = state.Values(l, past, s);
         OrtValue[] inputs = [h, pos, m, pk, pv];
         OrtValue[] outputs = [residual, expertInput, router, nk, nv];
-        RunOnCache(_dense[l], _bindings.Length > 0 ? _bindings[l] : null, DenseInputs, inputs, DenseOutputs, outputs);
+        RunOnCache(_dense[l]!, _bindings.Length > 0 ? _bindings[l] : null, DenseInputs, inputs, DenseOutputs, outputs);
 
         // The next layer's attention reads this layer's past only: the cache's length moves once the step is done.
         (sequence.Hidden, sequence.Residual) = (sequence.Residual, sequence.Hidden);

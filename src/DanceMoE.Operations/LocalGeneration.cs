@@ -29,7 +29,7 @@ public static class LocalGeneration
             throw new InvalidSettingsException($"prompt ({promptIds.Length} tokens) + --max-tokens exceeds the model's {manifest.Architecture.MaxPositions} positions");
         }
 
-        var factory = new SessionFactory(options, log);
+        var factory = new SessionFactory(options with { DenseGraphs = DenseGraphs.OneGraph }, log);
         try
         {
             using var pool = new ExpertSessionPool(manifest, factory);

@@ -38,6 +38,9 @@ public sealed class BatchedServingTests(UniformClusterFixture fixture) : IClassF
         }
 
         Assert.True(answers.Sum(a => a.Stats.RemoteExpertCalls) > 0, "nothing was distributed");
+        // Edges that batch hold each layer's dense weights once, in the step graphs.
+        Assert.All(UniformClusterFixture.Edges, e => Assert.Contains(
+            $"dense graphs: Steps, {3 * cluster.Manifest.Layers.Count} files", cluster.LogOf(e), StringComparison.Ordinal));
         // A message shared by several requests counts once over all of them: batching shows as a share below the count.
         Assert.True(answers.Sum(a => a.Stats.RemoteBatchShare) < answers.Sum(a => a.Stats.RemoteBatches),
             $"no remote batch carried rows of two requests: share {answers.Sum(a => a.Stats.RemoteBatchShare)}, batches {answers.Sum(a => a.Stats.RemoteBatches)}");
@@ -61,6 +64,8 @@ public sealed class BatchedServingTests(UniformClusterFixture fixture) : IClassF
         Assert.NotEmpty(refused);
         Assert.All(refused, o => Assert.Contains("edge-1 is at capacity: 1 waiting", o.Fault!, StringComparison.Ordinal));
         Assert.Equal(5, served.Count + refused.Count);
+        // One request at a time: the one dense graph per layer, not the steps.
+        Assert.Contains($"dense graphs: OneGraph, {cluster.Manifest.Layers.Count} files", cluster.LogOf("edge-1"), StringComparison.Ordinal);
     }
 
     [Fact]

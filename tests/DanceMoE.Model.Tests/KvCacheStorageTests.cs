@@ -64,18 +64,53 @@ public sealed class KvCacheStorageTests : IDisposable
         var manifest = OnnxExporter.Export(Checkpoint.Open(_dir.Sub(family)), _dir.Sub(family + "-onnx"), TensorDtype.F32);
         Assert.All(manifest.Layers, l => Assert.Equal(l.DecoderLayers!.Count == 1, l.DenseSteps is not null));
         Assert.Contains(manifest.Layers, l => l.DenseSteps is not null);
-        var oneGraph = manifest with { Layers = [.. manifest.Layers.Select(l => l with { DenseSteps = null })] };
+        var prompt = ByteTokenizer.Default.Encode("edge servers share experts");
         foreach (var storage in new[] { KvCacheStorage.Managed, KvCacheStorage.Native })
         {
-            using var steps = Start(manifest, storage);
-            using var graph = Start(oneGraph, storage);
-
+            using var graph = Start(manifest, storage, DenseGraphs.OneGraph);
             var expected = await ServeAsync(graph.Forward);
-            var actual = await ServeAsync(steps.Forward);
+            var alone = await GenerateAsync(graph.Forward, prompt);
+            foreach (var dense in new[] { DenseGraphs.Steps, DenseGraphs.Both })
+            {
+                using var steps = Start(manifest, storage, dense);
+                var actual = await ServeAsync(steps.Forward);
+                Assert.Equal(expected.Tokens, actual.Tokens);
+                Assert.Equal(Bits(expected.Logits), Bits(actual.Logits));
 
-            Assert.Equal(expected.Tokens, actual.Tokens);
-            Assert.Equal(Bits(expected.Logits), Bits(actual.Logits));
+                // One sequence alone: the steps run it too where they are all that is loaded.
+                var single = await GenerateAsync(steps.Forward, prompt);
+                Assert.Equal(alone.Tokens, single.Tokens);
+                Assert.Equal(Bits(alone.Logits), Bits(single.Logits));
+            }
         }
+    }
+
+    /// <summary>
+    /// Each graph set holds the layer's dense weights: a forward asked for one set loads that set only, and a layer with no
+    /// dense steps (DeepSeek-V2's first, several decoder layers) its one graph whatever was asked.
+    /// </summary>
+    [Fact]
+    public void A_forward_loads_the_dense_graphs_it_was_asked_for_and_no_other()
+    {
+        var family = MoeConfig.DeepseekV2;
+        TinyCheckpoint.Write(_dir.Sub(family), ModelFamilyTests.Small(family));
+        var manifest = OnnxExporter.Export(Checkpoint.Open(_dir.Sub(family)), _dir.Sub(family + "-onnx"), TensorDtype.F32);
+        Assert.Contains(manifest.Layers, l => l.DenseSteps is null);
+        Assert.Contains(manifest.Layers, l => l.DenseSteps is not null);
+        static ModelFile[] StepFiles(LayerFiles l) => l.DenseSteps is { } s ? [s.Projections, s.Attention, s.Output] : [];
+
+        using var oneGraph = Start(manifest, KvCacheStorage.Managed, DenseGraphs.OneGraph);
+        using var steps = Start(manifest, KvCacheStorage.Managed, DenseGraphs.Steps);
+        using var both = Start(manifest, KvCacheStorage.Managed, DenseGraphs.Both);
+
+        Assert.Equal(manifest.Layers.Select(l => l.Dense.File).Order(), oneGraph.Forward.DenseFiles.Select(f => f.File).Order());
+        Assert.Equal(
+            manifest.Layers.SelectMany(l => l.DenseSteps is null ? [l.Dense] : StepFiles(l)).Select(f => f.File).Order(),
+            steps.Forward.DenseFiles.Select(f => f.File).Order());
+        Assert.Equal(
+            manifest.Layers.SelectMany(l => StepFiles(l).Append(l.Dense)).Select(f => f.File).Order(),
+            both.Forward.DenseFiles.Select(f => f.File).Order());
+        Assert.True(steps.Forward.DenseFiles.Sum(f => f.WeightBytes) < both.Forward.DenseFiles.Sum(f => f.WeightBytes));
     }
 
     [Fact]
@@ -217,9 +252,24 @@ public sealed class KvCacheStorageTests : IDisposable
         return best;
     }
 
-    private static Engine Start(ModelManifest manifest, KvCacheStorage storage)
+    private static async Task<(IReadOnlyList<int> Tokens, List<float[]> Logits)> GenerateAsync(MoeForward forward, int[] prompt)
     {
-        var options = Cpu with { KvCache = storage };
+        var vocab = forward.Manifest.Architecture.VocabSize;
+        using var state = forward.NewState();
+        var logits = new List<float[]> { await forward.ForwardAsync(prompt, state, new ForwardContext(), CancellationToken.None) };
+        var tokens = new List<int>();
+        for (var t = 0; t < 8; t++)
+        {
+            tokens.Add(ArgMax(logits[^1].AsSpan(logits[^1].Length - vocab, vocab)));
+            logits.Add(await forward.ForwardAsync([tokens[^1]], state, new ForwardContext(), CancellationToken.None));
+        }
+
+        return (tokens, logits);
+    }
+
+    private static Engine Start(ModelManifest manifest, KvCacheStorage storage, DenseGraphs dense = DenseGraphs.Both)
+    {
+        var options = Cpu with { KvCache = storage, DenseGraphs = dense };
         var pool = new ExpertSessionPool(manifest, new SessionFactory(options));
         return new Engine(pool, new MoeForward(manifest, new SessionFactory(options), new LocalExpertDispatcher(pool)));
     }
