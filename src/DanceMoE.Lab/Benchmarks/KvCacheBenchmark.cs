@@ -30,14 +30,15 @@ public static class KvCacheBenchmark
             throw new InvalidSettingsException($"{settings.Iterations} decode steps do not fit the model's {c.MaxPositions} positions");
         }
 
-        using var managed = new Engine(manifest, settings.Inference with { KvCache = KvCacheStorage.Managed });
-        using var native = new Engine(manifest, settings.Inference with { KvCache = KvCacheStorage.Native });
+        // As an edge that batches: the dense steps only, a step of one sequence included.
+        var asEdge = settings.Inference with { DenseGraphs = DenseGraphs.Steps };
+        using var managed = new Engine(manifest, asEdge with { KvCache = KvCacheStorage.Managed });
+        using var native = new Engine(manifest, asEdge with { KvCache = KvCacheStorage.Native });
         var allSame = await CompareAsync(
             settings, lengths, (managed, "managed"), (native, "native"), $"{native.Provider}, {settings.Iterations} steps per length (median), managed arrays vs native buffers bound with IOBinding", output, cancellationToken).ConfigureAwait(false);
         if (manifest.Layers.Any(l => l.DenseSteps is not null))
         {
-            var oneGraph = manifest with { Layers = [.. manifest.Layers.Select(l => l with { DenseSteps = null })] };
-            using var perSequence = new Engine(oneGraph, settings.Inference with { KvCache = KvCacheStorage.Managed });
+            using var perSequence = new Engine(manifest, settings.Inference with { KvCache = KvCacheStorage.Managed, DenseGraphs = DenseGraphs.OneGraph });
             allSame &= await CompareAsync(
                 settings, lengths, (perSequence, "one graph"), (managed, "steps"),
                 $"{managed.Provider}, managed arrays, {settings.Iterations} steps per length (median), one dense graph per sequence vs dense steps (projections and output once per step, attention per sequence)", output, cancellationToken).ConfigureAwait(false);
