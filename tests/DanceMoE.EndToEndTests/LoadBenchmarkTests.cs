@@ -37,6 +37,41 @@ public sealed class LoadBenchmarkTests
         Assert.DoesNotContain("warning", errors, StringComparison.Ordinal);
     }
 
+    /// <summary>Rounds run the levels in turns on one cluster; each level pools its rounds' requests (and so its answers, all checked).</summary>
+    [Fact]
+    public async Task Bench_load_rounds_take_the_levels_in_turns_and_pool_each_levels_requests()
+    {
+        await using var cluster = await EdgeCluster.CreateAsync(seed: 73);
+        var (levels, errors) = await BenchLoadAsync(cluster, "--edges", "2", "--concurrency", "1,2", "--requests-per-level", "2", "--rounds", "2", "--max-tokens", "4");
+        Assert.Equal([1, 2], levels.Select(l => l.GetProperty("concurrency").GetInt32()));
+        foreach (var level in levels)
+        {
+            Assert.Equal(4, level.GetProperty("requests").GetInt32());
+            Assert.Equal(0, level.GetProperty("failed").GetInt32());
+            Assert.Equal(0, level.GetProperty("oracle_mismatches").GetInt32());
+            Assert.True(level.GetProperty("tokens_per_s").GetDouble() > 0, level.ToString());
+            Assert.Equal(["edge-1:2", "edge-2:2"], RequestsByEdge(level));
+        }
+
+        var turns = errors.Split('\n').Where(line => line.Contains("closed-loop clients (round", StringComparison.Ordinal)).ToList();
+        Assert.Equal(
+            ["2 requests from 1 closed-loop clients (round 1 of 2)", "2 requests from 2 closed-loop clients (round 1 of 2)",
+             "2 requests from 1 closed-loop clients (round 2 of 2)", "2 requests from 2 closed-loop clients (round 2 of 2)"],
+            turns.Select(line => line[(line.IndexOf("2 requests", StringComparison.Ordinal))..].TrimEnd('.', '\r')));
+    }
+
+    [Theory]
+    [InlineData("0")]
+    [InlineData("101")]
+    [InlineData("two")]
+    public async Task Bench_load_rounds_outside_1_to_100_is_a_usage_error(string rounds)
+    {
+        var (exit, _, errors) = await CommandLineTests.RunAsync(
+            ["bench", "load", "--rounds", rounds, "--json"], new Dictionary<string, string>(), TimeSpan.FromMinutes(2));
+        Assert.NotEqual(0, exit);
+        Assert.Contains("--rounds", errors, StringComparison.Ordinal);
+    }
+
     /// <summary>The warm-up sends one request per edge; with fewer requests per level than edges its prompts need answers too.</summary>
     [Fact]
     public async Task Bench_load_with_fewer_requests_per_level_than_edges_checks_the_warm_up_and_every_answer()

@@ -129,6 +129,7 @@ public static class BenchCommand
         var linkDelay = CliOptions.Double("link-delay-ms", 0, "emulated one-way link delay between edges (0: none)", 0, 10_000);
         var linkMbps = CliOptions.Double("link-mbps", 0, "emulated link bandwidth between edges (0: unlimited)", 0, 1_000_000);
         var rate = CliOptions.OptionalDouble("rate", "Poisson arrivals per second (seeded) instead of closed-loop clients", 0.001, 100_000);
+        var rounds = CliOptions.Int("rounds", 1, "run the levels this many times in turns (1, 16, 1, 16, ...) on one cluster; each level's figures pool its rounds", 1, 100);
         var onlyEdge = CliOptions.OptionalInt("only-edge", "send every request to edge-N, the other edges serving its experts only (default: request i to edge (i mod edges) + 1)", 1, 16);
         var json = CliOptions.Flag("json", "print JSON: one object per level (with --metrics-overhead: {levels, metrics_overhead})");
         var metricsOverhead = CliOptions.Flag("metrics-overhead",
@@ -138,7 +139,7 @@ public static class BenchCommand
         var command = new Command("load", "tokens/s and latency of a local cluster under concurrent requests, each answer checked against the monolithic one. "
             + "Per-token time is per request: (latency - time to first token) / (tokens - 1); time to first token is the client's latency less the edge's time after its first token")
         {
-            model, edges, concurrency, requestsPerLevel, maxTokens, linkDelay, linkMbps, rate, onlyEdge, json, metricsOverhead, overheadRounds, metricsPortBase,
+            model, edges, concurrency, requestsPerLevel, rounds, maxTokens, linkDelay, linkMbps, rate, onlyEdge, json, metricsOverhead, overheadRounds, metricsPortBase,
         };
         command.SetAction(async (result, cancellationToken) =>
         {
@@ -148,6 +149,7 @@ public static class BenchCommand
                 Edges = result.GetValue(edges),
                 Concurrency = Levels(result.GetRequiredValue(concurrency)),
                 RequestsPerLevel = result.GetValue(requestsPerLevel),
+                Rounds = result.GetValue(rounds),
                 MaxTokens = result.GetValue(maxTokens),
                 LinkDelayMs = result.GetValue(linkDelay),
                 LinkMbps = result.GetValue(linkMbps),

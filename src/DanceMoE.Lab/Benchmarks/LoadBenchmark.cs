@@ -106,14 +106,23 @@ public static class LoadBenchmark
             var target = new LoadTarget(client.Bus, settings, oracle, log);
             log.WriteLine("bench: one warm-up request per edge...");
             await Task.WhenAll(Enumerable.Range(0, settings.Edges).Select(i => target.SendAsync(i, cancellationToken))).ConfigureAwait(false);
-            foreach (var concurrency in concurrencies)
+            var order = concurrencies.ToList();
+            var runs = order.Select(_ => new LevelRuns()).ToList();
+            for (var round = 1; round <= settings.Rounds; round++)
             {
-                var requests = settings.RequestsAt(concurrency);
-                log.WriteLine(settings.Rate is { } rate
-                    ? string.Create(CultureInfo.InvariantCulture, $"bench: {requests} requests arriving at {rate:0.##}/s, at most {concurrency} in flight...")
-                    : $"bench: {requests} requests from {concurrency} closed-loop clients...");
-                levels.Add(await LevelAsync(target, cpu, concurrency, requests, settings, cancellationToken).ConfigureAwait(false));
+                for (var i = 0; i < order.Count; i++)
+                {
+                    var concurrency = order[i];
+                    var requests = settings.RequestsAt(concurrency);
+                    var of = settings.Rounds > 1 ? $" (round {round} of {settings.Rounds})" : string.Empty;
+                    log.WriteLine(settings.Rate is { } rate
+                        ? string.Create(CultureInfo.InvariantCulture, $"bench: {requests} requests arriving at {rate:0.##}/s, at most {concurrency} in flight{of}...")
+                        : $"bench: {requests} requests from {concurrency} closed-loop clients{of}...");
+                    await runs[i].RunAsync(target, cpu, concurrency, requests, settings, cancellationToken).ConfigureAwait(false);
+                }
             }
+
+            levels.AddRange(order.Select((concurrency, i) => runs[i].Level(concurrency)));
         }
         finally
         {
@@ -151,19 +160,37 @@ public static class LoadBenchmark
         return answers;
     }
 
-    private static async Task<LoadLevel> LevelAsync(
-        LoadTarget target, LevelCpu cpu, int concurrency, int requests, LoadBenchmarkSettings settings, CancellationToken cancellationToken)
+    /// <summary>
+    /// One level's rounds pooled: its requests, wall time and CPU time summed over the rounds, so a level's figures are
+    /// what one level as long as all its rounds would give, while levels taken in turns share the machine's drift.
+    /// </summary>
+    private sealed class LevelRuns
     {
-        var before = cpu.Read();
-        var (samples, wall) = await RunLevelAsync(target, concurrency, requests, settings, cancellationToken).ConfigureAwait(false);
-        var used = cpu.Read() - before;
-        var tokens = Math.Max(1, samples.Where(s => !s.Failed).Sum(s => s.Tokens));
-        return LoadLevel.From(concurrency, samples, wall) with
+        private readonly List<RequestSample> _samples = [];
+        private TimeSpan _wall;
+        private CpuTimes _cpu;
+        private bool _seesBroker;
+
+        public async Task RunAsync(LoadTarget target, LevelCpu cpu, int concurrency, int requests, LoadBenchmarkSettings settings, CancellationToken cancellationToken)
         {
-            EdgeCpuMsPerToken = Math.Round(used.Edges.TotalMilliseconds / tokens, 3),
-            BrokerCpuMsPerToken = cpu.SeesBroker ? Math.Round(used.Broker.TotalMilliseconds / tokens, 3) : null,
-            ClientCpuMsPerToken = Math.Round(used.Client.TotalMilliseconds / tokens, 3),
-        };
+            var before = cpu.Read();
+            var (samples, wall) = await RunLevelAsync(target, concurrency, requests, settings, cancellationToken).ConfigureAwait(false);
+            _cpu += cpu.Read() - before;
+            _seesBroker = cpu.SeesBroker;
+            _samples.AddRange(samples);
+            _wall += wall;
+        }
+
+        public LoadLevel Level(int concurrency)
+        {
+            var tokens = Math.Max(1, _samples.Where(s => !s.Failed).Sum(s => s.Tokens));
+            return LoadLevel.From(concurrency, _samples, _wall) with
+            {
+                EdgeCpuMsPerToken = Math.Round(_cpu.Edges.TotalMilliseconds / tokens, 3),
+                BrokerCpuMsPerToken = _seesBroker ? Math.Round(_cpu.Broker.TotalMilliseconds / tokens, 3) : null,
+                ClientCpuMsPerToken = Math.Round(_cpu.Client.TotalMilliseconds / tokens, 3),
+            };
+        }
     }
 
     /// <summary>One level's answers and its wall time.</summary>
@@ -229,6 +256,9 @@ public static class LoadBenchmark
     private static string TargetLabel(LoadBenchmarkSettings settings) =>
         settings.OnlyEdge is { } only ? $"every request to edge-{only}" : $"requests spread over the {settings.Edges} edges";
 
+    private static string RoundsLabel(LoadBenchmarkSettings settings) =>
+        settings.Rounds > 1 ? $"; {settings.Rounds} rounds of the levels in turns, each level's rounds pooled" : string.Empty;
+
     private static string LinkLabel(LoadBenchmarkSettings settings) =>
         settings.LinkDelayMs > 0 || settings.LinkMbps > 0
             ? string.Create(CultureInfo.InvariantCulture, $", link emulation ({settings.LinkDelayMs:0.#} ms one way, {settings.LinkMbps:0.#} Mbit/s)")
@@ -242,7 +272,7 @@ public static class LoadBenchmark
             ? string.Create(CultureInfo.InvariantCulture, $"Poisson arrivals at {rate:0.##}/s, concurrency caps requests in flight")
             : "closed-loop clients";
         output.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"model {arch.RoutedLayers} layers x {arch.NumExperts} experts (top-{arch.TopK}); {settings.Edges} edges{LinkLabel(settings)}; {settings.MaxTokens} tokens per answer; {clients}, {TargetLabel(settings)}"));
+            $"model {arch.RoutedLayers} layers x {arch.NumExperts} experts (top-{arch.TopK}); {settings.Edges} edges{LinkLabel(settings)}; {settings.MaxTokens} tokens per answer; {clients}, {TargetLabel(settings)}{RoundsLabel(settings)}"));
         output.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"{"conc",5} {"reqs",5} {"fail",5} {"wrong",5} {"tokens/s",9} {$"vs c={baseline.Concurrency}",8} {"ms/tok p50",11} {"ms/tok p99",11} {$"p99 vs c={baseline.Concurrency}",12} "
             + $"{"req ms p50",11} {"req ms p99",11} {"ttft p50",9} {"ttft p99",9} {"batches/tok",12} {"cpu ms/tok edges",17} {"broker",7} {"client",7}"));
@@ -389,6 +419,8 @@ internal sealed class LevelCpu(IReadOnlyList<StartedEdge> edges)
 internal readonly record struct CpuTimes(TimeSpan Edges, TimeSpan Broker, TimeSpan Client)
 {
     public static CpuTimes operator -(CpuTimes a, CpuTimes b) => new(a.Edges - b.Edges, a.Broker - b.Broker, a.Client - b.Client);
+
+    public static CpuTimes operator +(CpuTimes a, CpuTimes b) => new(a.Edges + b.Edges, a.Broker + b.Broker, a.Client + b.Client);
 }
 
 /// <summary>One answered (or failed) request of a level.</summary>
@@ -481,6 +513,9 @@ public sealed record LoadBenchmarkSettings
     public static int DefaultRequests(int concurrency) => Math.Max(4 * concurrency, 16);
 
     public int RequestsAt(int concurrency) => RequestsPerLevel ?? DefaultRequests(concurrency);
+
+    /// <summary>Times every level runs, the levels in turns (1, 16, 1, 16, ...); each level's figures pool its rounds.</summary>
+    public int Rounds { get; init; } = 1;
 
     /// <summary>The edge request <paramref name="index"/> goes to.</summary>
     public string EdgeOf(int index) => $"edge-{OnlyEdge ?? ((index % Edges) + 1)}";
