@@ -10,7 +10,7 @@ public sealed class LoadBenchmarkTests
     [
         "concurrency", "requests", "failed", "oracle_mismatches", "tokens_per_s", "per_token_ms_p50", "per_token_ms_p99",
         "request_ms_p50", "request_ms_p99", "ttft_ms_p50", "ttft_ms_p99", "remote_batches_per_token",
-        "edge_cpu_ms_per_token", "broker_cpu_ms_per_token", "client_cpu_ms_per_token", "refused_at_capacity", "requests_by_edge",
+        "edge_cpu_ms_per_token", "broker_cpu_ms_per_token", "client_cpu_ms_per_token", "refused_at_capacity", "round_tokens_per_s", "requests_by_edge",
     ];
 
     [Fact]
@@ -51,6 +51,11 @@ public sealed class LoadBenchmarkTests
             Assert.Equal(0, level.GetProperty("oracle_mismatches").GetInt32());
             Assert.True(level.GetProperty("tokens_per_s").GetDouble() > 0, level.ToString());
             Assert.Equal(["edge-1:2", "edge-2:2"], RequestsByEdge(level));
+            var rounds = Numbers(level, "round_tokens_per_s");
+            Assert.Equal(2, rounds.Count);
+            Assert.All(rounds, r => Assert.True(r > 0, level.ToString()));
+            // Pooled: the level's tokens over its summed wall time lies between its rounds' rates.
+            Assert.InRange(level.GetProperty("tokens_per_s").GetDouble(), rounds.Min() - 0.01, rounds.Max() + 0.01);
         }
 
         var turns = errors.Split('\n').Where(line => line.Contains("closed-loop clients (round", StringComparison.Ordinal)).ToList();

@@ -167,6 +167,7 @@ public static class LoadBenchmark
     private sealed class LevelRuns
     {
         private readonly List<RequestSample> _samples = [];
+        private readonly List<double> _roundTokensPerS = [];
         private TimeSpan _wall;
         private CpuTimes _cpu;
         private bool _seesBroker;
@@ -179,6 +180,7 @@ public static class LoadBenchmark
             _seesBroker = cpu.SeesBroker;
             _samples.AddRange(samples);
             _wall += wall;
+            _roundTokensPerS.Add(Math.Round(samples.Where(s => !s.Failed).Sum(s => s.Tokens) / wall.TotalSeconds, 2));
         }
 
         public LoadLevel Level(int concurrency)
@@ -189,6 +191,7 @@ public static class LoadBenchmark
                 EdgeCpuMsPerToken = Math.Round(_cpu.Edges.TotalMilliseconds / tokens, 3),
                 BrokerCpuMsPerToken = _seesBroker ? Math.Round(_cpu.Broker.TotalMilliseconds / tokens, 3) : null,
                 ClientCpuMsPerToken = Math.Round(_cpu.Client.TotalMilliseconds / tokens, 3),
+                RoundTokensPerS = [.. _roundTokensPerS],
             };
         }
     }
@@ -283,6 +286,17 @@ public static class LoadBenchmark
                 + $"{l.PerTokenMsP50,11:F1} {l.PerTokenMsP99,11:F1} {Ratio(l.PerTokenMsP99, baseline.PerTokenMsP99),12:F2} "
                 + $"{l.RequestMsP50,11:F0} {l.RequestMsP99,11:F0} {l.TtftMsP50,9:F0} {l.TtftMsP99,9:F0} {l.RemoteBatchesPerToken,12:F1} "
                 + $"{l.EdgeCpuMsPerToken,17:F2} {l.BrokerCpuMsPerToken,7:F2} {l.ClientCpuMsPerToken,7:F2}"));
+        }
+
+        if (settings.Rounds > 1)
+        {
+            foreach (var l in levels.Where(l => l != baseline))
+            {
+                var ratios = l.RoundTokensPerS.Zip(baseline.RoundTokensPerS, (a, b) => a / b).ToList();
+                output.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                    $"tokens/s by round at {l.Concurrency}: {string.Join(", ", l.RoundTokensPerS.Select(t => t.ToString("F1", CultureInfo.InvariantCulture)))}; "
+                    + $"vs c={baseline.Concurrency} in the same round: {string.Join(", ", ratios.Select(r => r.ToString("F2", CultureInfo.InvariantCulture)))} (median {Stats.Percentile(ratios, 50):F2})"));
+            }
         }
 
         foreach (var l in levels.Where(l => l.RefusedAtCapacity > 0))
@@ -449,6 +463,9 @@ public sealed record LoadLevel(
 
     /// <summary>Of the failed requests, those an edge refused at once because its waiting queue was full.</summary>
     public int RefusedAtCapacity { get; init; }
+
+    /// <summary>Tokens/s of each of the level's rounds (<c>--rounds</c>), in the order they ran.</summary>
+    public IReadOnlyList<double> RoundTokensPerS { get; init; } = [];
 
     /// <summary>How many of the level's requests each edge was sent (<c>--only-edge</c> sends them all to one).</summary>
     public IReadOnlyDictionary<string, int> RequestsByEdge { get; init; } = new SortedDictionary<string, int>(StringComparer.Ordinal);
