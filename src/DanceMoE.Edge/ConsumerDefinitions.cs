@@ -31,6 +31,19 @@ public sealed class GenerateTextConsumerDefinition : ConsumerDefinition<Generate
     }
 }
 
+/// <summary>
+/// Cancels share the requests' queue (<see cref="EdgeQueues.Requests"/>), which a requester may already send to, and its
+/// settings (<see cref="GenerateTextConsumerDefinition"/>): the requests a cancel ends hold consumers, not the 16 spare ones.
+/// </summary>
+public sealed class CancelGenerationConsumerDefinition : ConsumerDefinition<CancelGenerationConsumer>
+{
+    public CancelGenerationConsumerDefinition(IOptions<EdgeOptions> options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        EndpointName = EdgeQueues.Requests(options.Value.Id);
+    }
+}
+
 /// <summary>Peers' expert batches on the edge's experts queue (<see cref="EdgeQueues.Experts"/>).</summary>
 public sealed class RunExpertBatchConsumerDefinition : ConsumerDefinition<RunExpertBatchConsumer>
 {

@@ -58,6 +58,7 @@ public static class EdgeServer
             sp.GetRequiredService<EdgeReadiness>().Loaded(runtime);
             return runtime;
         });
+        services.AddSingleton<GenerationCancellations>();
         services.AddSingleton<HeartbeatService>();
         services.AddHostedService(sp => sp.GetRequiredService<HeartbeatService>());
 
@@ -71,6 +72,7 @@ public static class EdgeServer
             bus.DisableUsageTelemetry();
             bus.AddSetAsideByOwner();
             bus.AddConsumer<GenerateTextConsumer, GenerateTextConsumerDefinition>();
+            bus.AddConsumer<CancelGenerationConsumer, CancelGenerationConsumerDefinition>();
             bus.AddConsumer<RunExpertBatchConsumer, RunExpertBatchConsumerDefinition>();
             bus.AddConsumer<LoadExpertConsumer, LoadExpertConsumerDefinition>();
             bus.AddConsumer<UnloadExpertConsumer, UnloadExpertConsumerDefinition>();

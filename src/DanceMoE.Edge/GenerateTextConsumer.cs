@@ -11,7 +11,8 @@ using Microsoft.Extensions.Logging;
 namespace DanceMoE.Edge;
 
 /// <summary>Generates text for a request that arrived at this edge (its origin) in the edge's step batch, with experts wherever they live.</summary>
-public sealed class GenerateTextConsumer(EdgeRuntime edge, StepScheduler scheduler, EdgeMetrics metrics, ILogger<GenerateTextConsumer> logger) : IConsumer<GenerateText>
+public sealed class GenerateTextConsumer(
+    EdgeRuntime edge, StepScheduler scheduler, GenerationCancellations cancellations, EdgeMetrics metrics, ILogger<GenerateTextConsumer> logger) : IConsumer<GenerateText>
 {
     public async Task Consume(ConsumeContext<GenerateText> context)
     {
@@ -48,10 +49,13 @@ public sealed class GenerateTextConsumer(EdgeRuntime edge, StepScheduler schedul
                 metrics.TokenProduced(index, sincePrevious);
             },
         };
+        // The delivery's channel dying or the sender's cancel (CancelGeneration) ends the request at the next step.
+        using var cancellation = cancellations.Register(requestId, RabbitMqOptions.SenderOf(context));
+        using var gaveUp = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken, cancellation.Token);
         Task<GenerationResult> generation;
         try
         {
-            generation = scheduler.GenerateAsync(work, context.CancellationToken);
+            generation = scheduler.GenerateAsync(work, gaveUp.Token);
         }
         catch (EdgeAtCapacityException ex)
         {
@@ -79,6 +83,13 @@ public sealed class GenerateTextConsumer(EdgeRuntime edge, StepScheduler schedul
             metrics.RequestFinished(status, 0, clock.Elapsed, requestContext.LocalExpertCalls, requestContext.RemoteExpertCalls);
             edge.WriteRouting(requestContext);
             edge.Traces.Add(Summary(status == "cancelled" ? RequestStatus.Cancelled : RequestStatus.Failed, 0, ex.Message));
+            if (cancellation.Token.IsCancellationRequested)
+            {
+                // The sender cancelled and waits for no answer: the request is done with, not a fault to set aside.
+                logger.LogInformation("{Edge}: request {RequestId} left the batch: {Reason}", edge.Options.Id, requestId, ex.Message);
+                return;
+            }
+
             throw;
         }
 

@@ -7,6 +7,8 @@ namespace DanceMoE.Operations;
 /// <summary>Text generation requests to an edge, with MassTransit's request client: the way a .NET service does it.</summary>
 public static class EdgeRequests
 {
+    private static readonly TimeSpan CancelTimeout = TimeSpan.FromSeconds(5);
+
     /// <summary>
     /// Sends with a bus of its own once the edge's request queue is there and consumed, so that an unknown edge and a
     /// stopped one each fail at once with their own message instead of a timeout.
@@ -31,11 +33,21 @@ public static class EdgeRequests
         return await SendAsync(client.Bus, edge, request, timeout, cancellationToken).ConfigureAwait(false);
     }
 
-    /// <summary>Sends on a running bus; faults and timeouts become clear <see cref="OperationException"/>s.</summary>
+    /// <summary>
+    /// Sends on a running bus; faults and timeouts become clear <see cref="OperationException"/>s. Cancelled by
+    /// <paramref name="cancellationToken"/>, it tells the edge (<see cref="CancelGeneration"/>), which frees the request's slot
+    /// at its next step instead of at the request's deadline.
+    /// </summary>
     public static async Task<TextGenerated> SendAsync(IBus bus, string edge, GenerateText request, TimeSpan timeout, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(bus);
+        ArgumentNullException.ThrowIfNull(request);
         CheckEdge(edge);
+        if (request.RequestId == Guid.Empty)
+        {
+            // The edge would name it after the request's message; the cancel must name the same request.
+            request = request with { RequestId = NewId.NextGuid() };
+        }
 
         var requestClient = bus.CreateRequestClient<GenerateText>(EdgeQueues.RequestsAddress(edge), RequestTimeout.After(ms: (int)timeout.TotalMilliseconds));
 
@@ -57,6 +69,11 @@ public static class EdgeRequests
         {
             throw new OperationException($"edge '{edge}' did not answer within {timeout.TotalSeconds:F0} s (the broker had not confirmed the request)", OperationFailure.Unavailable, ex);
         }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
+        {
+            await CancelAsync(bus, edge, request.RequestId).ConfigureAwait(false);
+            throw;
+        }
         catch (RequestFaultException ex)
         {
             var reason = ex.Fault?.Exceptions.FirstOrDefault()?.Message ?? ex.Message;
@@ -65,6 +82,20 @@ public static class EdgeRequests
         catch (RequestTimeoutException ex)
         {
             throw new OperationException($"edge '{edge}' did not answer within {timeout.TotalSeconds:F0} s", OperationFailure.Unavailable, ex);
+        }
+    }
+
+    /// <summary>Tells the edge its request is no longer wanted; if the cancel is lost, the request's deadline still ends it.</summary>
+    private static async Task CancelAsync(IBus bus, string edge, Guid requestId)
+    {
+        using var giveUp = new CancellationTokenSource(CancelTimeout);
+        try
+        {
+            var endpoint = await bus.GetSendEndpoint(EdgeQueues.RequestsAddress(edge)).ConfigureAwait(false);
+            await endpoint.Send(new CancelGeneration { RequestId = requestId }, giveUp.Token).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is OperationCanceledException or MassTransitException or TimeoutException)
+        {
         }
     }
 

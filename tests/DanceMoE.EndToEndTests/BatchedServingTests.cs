@@ -3,6 +3,7 @@ using DanceMoE.Contracts;
 using DanceMoE.Edge;
 using DanceMoE.Inference;
 using DanceMoE.Model;
+using DanceMoE.Operations;
 using MassTransit;
 
 namespace DanceMoE.EndToEndTests;
@@ -94,6 +95,39 @@ public sealed class BatchedServingTests(UniformClusterFixture fixture) : IClassF
         var metrics = await MetricsUntilAsync(port, m => Cancelled(m) >= 1 && Active(m) == 0, cluster);
         Assert.Equal(1, Cancelled(metrics));
         Assert.Equal(0, Active(metrics));
+
+        static double Active(Dictionary<string, double> m) => m.GetValueOrDefault("dancemoe_requests_active");
+        static double Cancelled(Dictionary<string, double> m) => m.GetValueOrDefault("dancemoe_requests_total{status=\"cancelled\"}");
+    }
+
+    [Fact]
+    public async Task A_request_its_sender_cancels_leaves_the_batch_at_the_next_step_long_before_its_deadline()
+    {
+        await using var cluster = await EdgeCluster.CreateAsync(seed: 79);
+        var a = cluster.Manifest.Architecture;
+        string[] edges = ["edge-1", "edge-2"];
+        var placement = cluster.WritePlacement("uniform.json", PlacementFile.Uniform(1, a.NumLayers, a.NumExperts, edges));
+        var port = CoordinatorMetricsTests.FreePort();
+        await cluster.StartEdgesAsync(edges.Take(1), placement, extraArguments:
+            ["--max-active", "1", "--max-waiting", "4", "--link-delay-ms", "5", "--metrics-port", port.ToString(CultureInfo.InvariantCulture)]);
+        await cluster.StartEdgesAsync(edges.Skip(1), placement, extraArguments: ["--link-delay-ms", "5"]);
+        var expected = await cluster.MonolithicAsync("after the cancelled one", 6);
+
+        // 200 tokens at 4 layers x at least 10 ms of emulated round trip per token: seconds, and a deadline of ten minutes.
+        using var giveUp = new CancellationTokenSource();
+        var cancelled = EdgeRequests.SendAsync(cluster.Bus, "edge-1",
+            new GenerateText { RequestId = NewId.NextGuid(), Prompt = "cancelled", MaxNewTokens = 200 }, TimeSpan.FromMinutes(10), giveUp.Token);
+        await MetricsUntilAsync(port, m => Active(m) >= 1, cluster);
+        await giveUp.CancelAsync();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => cancelled);
+
+        // Had the cancel not reached the edge, the request would run to its 200 tokens and count as completed, not cancelled.
+        var metrics = await MetricsUntilAsync(port, m => Cancelled(m) >= 1 && Active(m) == 0, cluster);
+        Assert.Equal(1, Cancelled(metrics));
+        Assert.Equal(0, metrics.GetValueOrDefault("dancemoe_requests_total{status=\"completed\"}"));
+        var next = await cluster.GenerateAsync("edge-1", "after the cancelled one", 6, TimeSpan.FromSeconds(60));
+        Assert.Equal(expected, next.TokenIds);
+        Assert.Contains("cancelled by its sender", cluster.LogOf("edge-1"), StringComparison.Ordinal);
 
         static double Active(Dictionary<string, double> m) => m.GetValueOrDefault("dancemoe_requests_active");
         static double Cancelled(Dictionary<string, double> m) => m.GetValueOrDefault("dancemoe_requests_total{status=\"cancelled\"}");
