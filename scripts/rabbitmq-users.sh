@@ -6,7 +6,7 @@
 # bus endpoint HOST_PROCESS_bus_ID (where its replies arrive); each message type has an exchange DanceMoE.Contracts:TYPE
 # and each fault one MassTransit:Fault--DanceMoE.Contracts:TYPE--. A permission regex covers queues and exchanges alike.
 #
-#   client       sends GenerateText to edge request queues (edge-N), reads its replies on its bus endpoint
+#   client       sends GenerateText (and CancelGeneration) to edge request queues (edge-N), reads its replies on its bus endpoint
 #   edge         its own queues, peers' experts queues, the expert lane (exchange expert-lane, queues expert-lane.EDGE and
 #                expert-lane.EDGE.replies), heartbeats and PlacementApplied, replies to clients and the saga
 #   coordinator  its queues, edges' control queues, placement and migration messages; never heartbeats or requests
@@ -39,13 +39,13 @@ rabbitmq_role_permissions() {
       printf '%s\n' "^($requests|$bus)\$" "^($requests|$bus)\$" "^($requests|$bus)\$" ;;
     edge)
       printf '%s\n' \
-        "^($edge_queues|$lane|$bus|coordinator-migrations|$c:(GenerateText|RunExpertBatch|LoadExpert|UnloadExpert|PlacementActivated|EdgeHeartbeat|PlacementApplied)|$fault)\$" \
+        "^($edge_queues|$lane|$bus|coordinator-migrations|$c:(GenerateText|CancelGeneration|RunExpertBatch|LoadExpert|UnloadExpert|PlacementActivated|EdgeHeartbeat|PlacementApplied)|$fault)\$" \
         "^($edge_queues|$lane|$bus|coordinator-migrations|$c:(EdgeHeartbeat|PlacementApplied)|$fault)\$" \
-        "^($edge_queues|$lane|$bus|$c:(GenerateText|RunExpertBatch|LoadExpert|UnloadExpert|PlacementActivated)|$fault)\$" ;;
+        "^($edge_queues|$lane|$bus|$c:(GenerateText|CancelGeneration|RunExpertBatch|LoadExpert|UnloadExpert|PlacementActivated)|$fault)\$" ;;
     coordinator)
       printf '%s\n' \
         "^($coordinator|$bus|$control|$c:.+|$fault)\$" \
-        "^($coordinator|$bus|$control|$c:(?!(EdgeHeartbeat|PlacementApplied|GenerateText|RunExpertBatch)\$).+|$fault)\$" \
+        "^($coordinator|$bus|$control|$c:(?!(EdgeHeartbeat|PlacementApplied|GenerateText|CancelGeneration|RunExpertBatch)\$).+|$fault)\$" \
         "^($coordinator|$bus|$control|$c:.+|$fault)\$" ;;
     ops)
       printf '%s\n' "^(coordinator|$bus)\$" "^(coordinator|$bus)\$" "^(coordinator|$bus)\$" ;;

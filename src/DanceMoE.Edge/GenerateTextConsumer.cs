@@ -86,7 +86,7 @@ public sealed class GenerateTextConsumer(
             if (cancellation.Token.IsCancellationRequested)
             {
                 // The sender cancelled and waits for no answer: the request is done with, not a fault to set aside.
-                logger.LogInformation("{Edge}: request {RequestId} left the batch: {Reason}", edge.Options.Id, requestId, ex.Message);
+                logger.LogInformation("{Edge}: {Reason}; it left the batch", edge.Options.Id, ex.Message);
                 return;
             }
 

@@ -40,10 +40,32 @@ public sealed class BusPermissionsTests
 
     [Theory]
     [InlineData("DanceMoE.Contracts:EdgeHeartbeat")]
+    [InlineData("DanceMoE.Contracts:CancelGeneration")]
     [InlineData("expert-lane")]
-    public async Task The_coordinator_user_may_not_publish_heartbeats_or_expert_batches(string exchange)
+    public async Task The_coordinator_user_may_not_publish_heartbeats_cancels_or_expert_batches(string exchange)
     {
         Assert.Equal(403, await PublishAsync(BusRole.Coordinator, exchange));
+    }
+
+    /// <summary>What MassTransit does for each message type an edge's request queue consumes: the type's exchange bound to the queue's.</summary>
+    [Theory]
+    [InlineData("GenerateText")]
+    [InlineData("CancelGeneration")]
+    public async Task The_edge_user_declares_the_message_type_exchanges_of_its_request_queue_and_binds_them_to_it(string type)
+    {
+        await using var connection = await Factory(RoleUri(BusRole.Edge)).CreateConnectionAsync();
+        await using var channel = await connection.CreateChannelAsync();
+        var endpoint = TestServices.UniqueName("edge-types").Replace('_', '-').ToLowerInvariant();
+        await channel.ExchangeDeclareAsync($"DanceMoE.Contracts:{type}", ExchangeType.Fanout, durable: true);
+        await channel.ExchangeDeclareAsync(endpoint, ExchangeType.Fanout, durable: true);
+        try
+        {
+            await channel.ExchangeBindAsync(endpoint, $"DanceMoE.Contracts:{type}", string.Empty);
+        }
+        finally
+        {
+            await channel.ExchangeDeleteAsync(endpoint);
+        }
     }
 
     [Fact]
