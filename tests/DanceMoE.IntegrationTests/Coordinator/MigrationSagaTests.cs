@@ -35,7 +35,9 @@ public sealed class MigrationSagaTests(RefusingLoadsFixture fixture) : IClassFix
     public async Task A_load_the_edge_refuses_fails_the_migration_undoes_its_loads_and_keeps_the_old_placement()
     {
         var (active, shifted) = await WorkloadShiftTests.ShiftAsync(fixture);
-        Assert.Equal(("migrate", "pending-saga"), (shifted.Decision, shifted.Status));
+        Assert.Equal("migrate", shifted.Decision);
+        // edge-a refuses at once, so the saga may have failed the decision before the test first reads it.
+        Assert.True(shifted.Status is "pending-saga" or "migration-failed", shifted.Status);
 
         var migration = await CoordinatorFixture.WaitForAsync(
             async () =>
