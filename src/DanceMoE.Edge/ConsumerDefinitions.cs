@@ -33,7 +33,8 @@ public sealed class GenerateTextConsumerDefinition : ConsumerDefinition<Generate
 
 /// <summary>
 /// Cancels share the requests' queue (<see cref="EdgeQueues.Requests"/>), which a requester may already send to, and its
-/// settings (<see cref="GenerateTextConsumerDefinition"/>): the requests a cancel ends hold consumers, not the 16 spare ones.
+/// settings (<see cref="GenerateTextConsumerDefinition"/>): a cancel takes one of the 16 consumers beyond the active and
+/// waiting requests' for an instant.
 /// </summary>
 public sealed class CancelGenerationConsumerDefinition : ConsumerDefinition<CancelGenerationConsumer>
 {

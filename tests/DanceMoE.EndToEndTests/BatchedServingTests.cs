@@ -73,13 +73,7 @@ public sealed class BatchedServingTests(UniformClusterFixture fixture) : IClassF
     public async Task A_request_whose_client_gave_up_leaves_the_batch_and_frees_its_slot()
     {
         await using var cluster = await EdgeCluster.CreateAsync(seed: 43);
-        var a = cluster.Manifest.Architecture;
-        string[] edges = ["edge-1", "edge-2"];
-        var placement = cluster.WritePlacement("uniform.json", PlacementFile.Uniform(1, a.NumLayers, a.NumExperts, edges));
-        var port = CoordinatorMetricsTests.FreePort();
-        await cluster.StartEdgesAsync(edges.Take(1), placement, extraArguments:
-            ["--max-active", "1", "--max-waiting", "4", "--link-delay-ms", "5", "--metrics-port", port.ToString(CultureInfo.InvariantCulture)]);
-        await cluster.StartEdgesAsync(edges.Skip(1), placement, extraArguments: ["--link-delay-ms", "5"]);
+        var port = await StartOneSlotEdgeAsync(cluster);
         var expected = await cluster.MonolithicAsync("after the impatient one", 6);
 
         // 200 tokens at 4 layers x at least 10 ms of emulated round trip per token: far beyond the 2 s the client waits.
@@ -95,22 +89,13 @@ public sealed class BatchedServingTests(UniformClusterFixture fixture) : IClassF
         var metrics = await MetricsUntilAsync(port, m => Cancelled(m) >= 1 && Active(m) == 0, cluster);
         Assert.Equal(1, Cancelled(metrics));
         Assert.Equal(0, Active(metrics));
-
-        static double Active(Dictionary<string, double> m) => m.GetValueOrDefault("dancemoe_requests_active");
-        static double Cancelled(Dictionary<string, double> m) => m.GetValueOrDefault("dancemoe_requests_total{status=\"cancelled\"}");
     }
 
     [Fact]
     public async Task A_request_its_sender_cancels_leaves_the_batch_at_the_next_step_long_before_its_deadline()
     {
         await using var cluster = await EdgeCluster.CreateAsync(seed: 79);
-        var a = cluster.Manifest.Architecture;
-        string[] edges = ["edge-1", "edge-2"];
-        var placement = cluster.WritePlacement("uniform.json", PlacementFile.Uniform(1, a.NumLayers, a.NumExperts, edges));
-        var port = CoordinatorMetricsTests.FreePort();
-        await cluster.StartEdgesAsync(edges.Take(1), placement, extraArguments:
-            ["--max-active", "1", "--max-waiting", "4", "--link-delay-ms", "5", "--metrics-port", port.ToString(CultureInfo.InvariantCulture)]);
-        await cluster.StartEdgesAsync(edges.Skip(1), placement, extraArguments: ["--link-delay-ms", "5"]);
+        var port = await StartOneSlotEdgeAsync(cluster);
         var expected = await cluster.MonolithicAsync("after the cancelled one", 6);
 
         // 200 tokens at 4 layers x at least 10 ms of emulated round trip per token: seconds, and a deadline of ten minutes.
@@ -128,10 +113,27 @@ public sealed class BatchedServingTests(UniformClusterFixture fixture) : IClassF
         var next = await cluster.GenerateAsync("edge-1", "after the cancelled one", 6, TimeSpan.FromSeconds(60));
         Assert.Equal(expected, next.TokenIds);
         Assert.Contains("cancelled by its sender", cluster.LogOf("edge-1"), StringComparison.Ordinal);
-
-        static double Active(Dictionary<string, double> m) => m.GetValueOrDefault("dancemoe_requests_active");
-        static double Cancelled(Dictionary<string, double> m) => m.GetValueOrDefault("dancemoe_requests_total{status=\"cancelled\"}");
     }
+
+    /// <summary>
+    /// edge-1 with one slot, four waiting places and its /metrics, edge-2 serving half the experts, 5 ms links: a long
+    /// request holds edge-1's only slot for seconds. Returns edge-1's metrics port.
+    /// </summary>
+    private static async Task<int> StartOneSlotEdgeAsync(EdgeCluster cluster)
+    {
+        var a = cluster.Manifest.Architecture;
+        string[] edges = ["edge-1", "edge-2"];
+        var placement = cluster.WritePlacement("uniform.json", PlacementFile.Uniform(1, a.NumLayers, a.NumExperts, edges));
+        var port = CoordinatorMetricsTests.FreePort();
+        await cluster.StartEdgesAsync(edges.Take(1), placement, extraArguments:
+            ["--max-active", "1", "--max-waiting", "4", "--link-delay-ms", "5", "--metrics-port", port.ToString(CultureInfo.InvariantCulture)]);
+        await cluster.StartEdgesAsync(edges.Skip(1), placement, extraArguments: ["--link-delay-ms", "5"]);
+        return port;
+    }
+
+    private static double Active(Dictionary<string, double> metrics) => metrics.GetValueOrDefault("dancemoe_requests_active");
+
+    private static double Cancelled(Dictionary<string, double> metrics) => metrics.GetValueOrDefault("dancemoe_requests_total{status=\"cancelled\"}");
 
     private static async Task<Dictionary<string, double>> MetricsUntilAsync(int port, Func<Dictionary<string, double>, bool> condition, EdgeCluster cluster)
     {
@@ -142,8 +144,7 @@ public sealed class BatchedServingTests(UniformClusterFixture fixture) : IClassF
             if (condition(metrics) || DateTime.UtcNow > deadline)
             {
                 return condition(metrics) ? metrics : throw new Xunit.Sdk.XunitException(
-                    $"edge-1's metrics did not settle in 20 s: active {metrics.GetValueOrDefault("dancemoe_requests_active")}, "
-                    + $"cancelled {metrics.GetValueOrDefault("dancemoe_requests_total{status=\"cancelled\"}")}; its log:\n{cluster.LogOf("edge-1")}");
+                    $"edge-1's metrics did not settle in 20 s: active {Active(metrics)}, cancelled {Cancelled(metrics)}; its log:\n{cluster.LogOf("edge-1")}");
             }
 
             await Task.Delay(50);

@@ -122,7 +122,7 @@ public static class LoadBenchmark
                 }
             }
 
-            levels.AddRange(order.Select((concurrency, i) => runs[i].Level(concurrency)));
+            levels.AddRange(order.Select((concurrency, i) => runs[i].Level(concurrency, cpu.SeesBroker)));
         }
         finally
         {
@@ -170,26 +170,24 @@ public static class LoadBenchmark
         private readonly List<double> _roundTokensPerS = [];
         private TimeSpan _wall;
         private CpuTimes _cpu;
-        private bool _seesBroker;
 
         public async Task RunAsync(LoadTarget target, LevelCpu cpu, int concurrency, int requests, LoadBenchmarkSettings settings, CancellationToken cancellationToken)
         {
             var before = cpu.Read();
             var (samples, wall) = await RunLevelAsync(target, concurrency, requests, settings, cancellationToken).ConfigureAwait(false);
             _cpu += cpu.Read() - before;
-            _seesBroker = cpu.SeesBroker;
             _samples.AddRange(samples);
             _wall += wall;
             _roundTokensPerS.Add(Math.Round(samples.Where(s => !s.Failed).Sum(s => s.Tokens) / wall.TotalSeconds, 2));
         }
 
-        public LoadLevel Level(int concurrency)
+        public LoadLevel Level(int concurrency, bool seesBroker)
         {
             var tokens = Math.Max(1, _samples.Where(s => !s.Failed).Sum(s => s.Tokens));
             return LoadLevel.From(concurrency, _samples, _wall) with
             {
                 EdgeCpuMsPerToken = Math.Round(_cpu.Edges.TotalMilliseconds / tokens, 3),
-                BrokerCpuMsPerToken = _seesBroker ? Math.Round(_cpu.Broker.TotalMilliseconds / tokens, 3) : null,
+                BrokerCpuMsPerToken = seesBroker ? Math.Round(_cpu.Broker.TotalMilliseconds / tokens, 3) : null,
                 ClientCpuMsPerToken = Math.Round(_cpu.Client.TotalMilliseconds / tokens, 3),
                 RoundTokensPerS = [.. _roundTokensPerS],
             };
