@@ -10,7 +10,7 @@ public sealed class LoadBenchmarkTests
     [
         "concurrency", "requests", "failed", "oracle_mismatches", "tokens_per_s", "per_token_ms_p50", "per_token_ms_p99",
         "request_ms_p50", "request_ms_p99", "ttft_ms_p50", "ttft_ms_p99", "remote_batches_per_token",
-        "edge_cpu_ms_per_token", "broker_cpu_ms_per_token", "client_cpu_ms_per_token", "refused_at_capacity", "round_tokens_per_s", "requests_by_edge",
+        "edge_cpu_ms_per_token", "broker_cpu_ms_per_token", "client_cpu_ms_per_token", "machine_cores_busy", "machine_cores", "refused_at_capacity", "round_tokens_per_s", "requests_by_edge",
     ];
 
     [Fact]
@@ -30,6 +30,8 @@ public sealed class LoadBenchmarkTests
             Assert.True(level.GetProperty("request_ms_p50").GetDouble() >= level.GetProperty("ttft_ms_p50").GetDouble(), level.ToString());
             Assert.True(level.GetProperty("remote_batches_per_token").GetDouble() > 0, level.ToString());
             Assert.True(level.GetProperty("edge_cpu_ms_per_token").GetDouble() > 0, level.ToString());
+            Assert.Equal(Environment.ProcessorCount, level.GetProperty("machine_cores").GetInt32());
+            Assert.InRange(level.GetProperty("machine_cores_busy").GetDouble(), 0.01, Environment.ProcessorCount);
             Assert.Equal(["edge-1:1", "edge-2:1"], RequestsByEdge(level));
         }
 

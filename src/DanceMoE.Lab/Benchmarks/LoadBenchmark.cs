@@ -189,6 +189,7 @@ public static class LoadBenchmark
                 EdgeCpuMsPerToken = Math.Round(_cpu.Edges.TotalMilliseconds / tokens, 3),
                 BrokerCpuMsPerToken = seesBroker ? Math.Round(_cpu.Broker.TotalMilliseconds / tokens, 3) : null,
                 ClientCpuMsPerToken = Math.Round(_cpu.Client.TotalMilliseconds / tokens, 3),
+                MachineCoresBusy = _cpu.Machine.CoresBusy is { } busy ? Math.Round(busy, 2) : null,
                 RoundTokensPerS = [.. _roundTokensPerS],
             };
         }
@@ -276,14 +277,14 @@ public static class LoadBenchmark
             $"model {arch.RoutedLayers} layers x {arch.NumExperts} experts (top-{arch.TopK}); {settings.Edges} edges{LinkLabel(settings)}; {settings.MaxTokens} tokens per answer; {clients}, {TargetLabel(settings)}{RoundsLabel(settings)}"));
         output.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"{"conc",5} {"reqs",5} {"fail",5} {"wrong",5} {"tokens/s",9} {$"vs c={baseline.Concurrency}",8} {"ms/tok p50",11} {"ms/tok p99",11} {$"p99 vs c={baseline.Concurrency}",12} "
-            + $"{"req ms p50",11} {"req ms p99",11} {"ttft p50",9} {"ttft p99",9} {"batches/tok",12} {"cpu ms/tok edges",17} {"broker",7} {"client",7}"));
+            + $"{"req ms p50",11} {"req ms p99",11} {"ttft p50",9} {"ttft p99",9} {"batches/tok",12} {"cpu ms/tok edges",17} {"broker",7} {"client",7} {"cores busy",11}"));
         foreach (var l in levels)
         {
             output.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"{l.Concurrency,5} {l.Requests,5} {l.Failed,5} {l.OracleMismatches,5} {l.TokensPerS,9:F1} {Ratio(l.TokensPerS, baseline.TokensPerS),8:F2} "
                 + $"{l.PerTokenMsP50,11:F1} {l.PerTokenMsP99,11:F1} {Ratio(l.PerTokenMsP99, baseline.PerTokenMsP99),12:F2} "
                 + $"{l.RequestMsP50,11:F0} {l.RequestMsP99,11:F0} {l.TtftMsP50,9:F0} {l.TtftMsP99,9:F0} {l.RemoteBatchesPerToken,12:F1} "
-                + $"{l.EdgeCpuMsPerToken,17:F2} {l.BrokerCpuMsPerToken,7:F2} {l.ClientCpuMsPerToken,7:F2}"));
+                + $"{l.EdgeCpuMsPerToken,17:F2} {l.BrokerCpuMsPerToken,7:F2} {l.ClientCpuMsPerToken,7:F2} {CoresBusy(l),11}"));
         }
 
         if (settings.Rounds > 1)
@@ -304,7 +305,11 @@ public static class LoadBenchmark
 
         output.WriteLine("ms/tok: per request, (latency - time to first token) / (tokens - 1); ttft: the client's latency less the edge's time after its first token");
         output.WriteLine("cpu ms/tok: CPU time per generated token of the edges, the broker (the process on its AMQP port, shared with any other user) and the benchmark's clients");
+        output.WriteLine("cores busy: the machine's cores busy on average over the level, whatever ran on them, of all its cores");
     }
+
+    private static string CoresBusy(LoadLevel level) =>
+        level.MachineCoresBusy is { } busy ? string.Create(CultureInfo.InvariantCulture, $"{busy:F2} of {level.MachineCores}") : "-";
 
     private static double? Ratio(double? value, double? baseline) => value / baseline;
 
@@ -361,7 +366,7 @@ internal sealed class LevelCpu(IReadOnlyList<StartedEdge> edges)
     public CpuTimes Read()
     {
         var broker = _brokerPid is { } pid ? TimeOf(() => Process.GetProcessById(pid)) : TimeSpan.Zero;
-        return new CpuTimes(EdgesTime(edges), broker, TimeOf(Process.GetCurrentProcess));
+        return new CpuTimes(EdgesTime(edges), broker, TimeOf(Process.GetCurrentProcess), MachineTicks.Read());
     }
 
     /// <summary>User and system time so far of every edge process (an exited one counts nothing).</summary>
@@ -428,11 +433,42 @@ internal sealed class LevelCpu(IReadOnlyList<StartedEdge> edges)
     }
 }
 
-internal readonly record struct CpuTimes(TimeSpan Edges, TimeSpan Broker, TimeSpan Client)
+internal readonly record struct CpuTimes(TimeSpan Edges, TimeSpan Broker, TimeSpan Client, MachineTicks Machine)
 {
-    public static CpuTimes operator -(CpuTimes a, CpuTimes b) => new(a.Edges - b.Edges, a.Broker - b.Broker, a.Client - b.Client);
+    public static CpuTimes operator -(CpuTimes a, CpuTimes b) => new(a.Edges - b.Edges, a.Broker - b.Broker, a.Client - b.Client, a.Machine - b.Machine);
 
-    public static CpuTimes operator +(CpuTimes a, CpuTimes b) => new(a.Edges + b.Edges, a.Broker + b.Broker, a.Client + b.Client);
+    public static CpuTimes operator +(CpuTimes a, CpuTimes b) => new(a.Edges + b.Edges, a.Broker + b.Broker, a.Client + b.Client, a.Machine + b.Machine);
+}
+
+/// <summary>
+/// The machine's CPU time so far in clock ticks, busy and in all (the first line of /proc/stat, every core); zero where
+/// there is no /proc/stat. Their ratio times the cores is how many cores were busy, whatever ran on them.
+/// </summary>
+internal readonly record struct MachineTicks(long Busy, long Total)
+{
+    public static MachineTicks operator -(MachineTicks a, MachineTicks b) => new(a.Busy - b.Busy, a.Total - b.Total);
+
+    public static MachineTicks operator +(MachineTicks a, MachineTicks b) => new(a.Busy + b.Busy, a.Total + b.Total);
+
+    /// <summary>Cores busy on average over an interval these ticks measured; null when nothing was measured.</summary>
+    public double? CoresBusy => Total > 0 ? (double)Busy / Total * Environment.ProcessorCount : null;
+
+    public static MachineTicks Read()
+    {
+        try
+        {
+            // cpu user nice system idle iowait irq softirq steal guest guest_nice: idle and iowait are the idle time, and
+            // guest time is already counted in user.
+            var fields = File.ReadLines("/proc/stat").First().Split(' ', StringSplitOptions.RemoveEmptyEntries).Skip(1).Take(8)
+                .Select(f => long.Parse(f, CultureInfo.InvariantCulture)).ToArray();
+            var total = fields.Sum();
+            return new MachineTicks(total - fields[3] - fields[4], total);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or FormatException or IndexOutOfRangeException or InvalidOperationException)
+        {
+            return default;
+        }
+    }
 }
 
 /// <summary>One answered (or failed) request of a level.</summary>
@@ -458,6 +494,15 @@ public sealed record LoadLevel(
 
     /// <summary>CPU milliseconds of the benchmark's own process (the clients) per generated token.</summary>
     public double? ClientCpuMsPerToken { get; init; }
+
+    /// <summary>
+    /// Cores of this machine busy on average over the level, whatever ran on them (the edges, the broker, PostgreSQL, the
+    /// clients, anything else); of <see cref="MachineCores"/>. Null where /proc/stat cannot be read.
+    /// </summary>
+    public double? MachineCoresBusy { get; init; }
+
+    /// <summary>The cores this machine has (<see cref="Environment.ProcessorCount"/> of the benchmark's process).</summary>
+    public int MachineCores { get; init; } = Environment.ProcessorCount;
 
     /// <summary>Of the failed requests, those an edge refused at once because its waiting queue was full.</summary>
     public int RefusedAtCapacity { get; init; }
