@@ -30,8 +30,9 @@ public sealed class LoadBenchmarkTests
             Assert.True(level.GetProperty("request_ms_p50").GetDouble() >= level.GetProperty("ttft_ms_p50").GetDouble(), level.ToString());
             Assert.True(level.GetProperty("remote_batches_per_token").GetDouble() > 0, level.ToString());
             Assert.True(level.GetProperty("edge_cpu_ms_per_token").GetDouble() > 0, level.ToString());
-            Assert.Equal(Environment.ProcessorCount, level.GetProperty("machine_cores").GetInt32());
-            Assert.InRange(level.GetProperty("machine_cores_busy").GetDouble(), 0.01, Environment.ProcessorCount);
+            var cores = level.GetProperty("machine_cores").GetInt32();
+            Assert.True(cores >= 1, level.ToString());
+            Assert.InRange(level.GetProperty("machine_cores_busy").GetDouble(), 0.01, cores);
             Assert.Equal(["edge-1:1", "edge-2:1"], RequestsByEdge(level));
         }
 

@@ -190,6 +190,7 @@ public static class LoadBenchmark
                 BrokerCpuMsPerToken = seesBroker ? Math.Round(_cpu.Broker.TotalMilliseconds / tokens, 3) : null,
                 ClientCpuMsPerToken = Math.Round(_cpu.Client.TotalMilliseconds / tokens, 3),
                 MachineCoresBusy = _cpu.Machine.CoresBusy is { } busy ? Math.Round(busy, 2) : null,
+                MachineCores = _cpu.Machine.Cores,
                 RoundTokensPerS = [.. _roundTokensPerS],
             };
         }
@@ -441,30 +442,33 @@ internal readonly record struct CpuTimes(TimeSpan Edges, TimeSpan Broker, TimeSp
 }
 
 /// <summary>
-/// The machine's CPU time so far in clock ticks, busy and in all (the first line of /proc/stat, every core); zero where
-/// there is no /proc/stat. Their ratio times the cores is how many cores were busy, whatever ran on them.
+/// The machine's CPU time so far in clock ticks, busy and in all, over its <paramref name="Cores"/> (/proc/stat: the
+/// first line sums every core's, one line per core follows); zero where there is no /proc/stat. Busy over total times
+/// the cores is how many cores were busy, whatever ran on them (the runtime's processor count may be set lower).
 /// </summary>
-internal readonly record struct MachineTicks(long Busy, long Total)
+internal readonly record struct MachineTicks(long Busy, long Total, int Cores)
 {
-    public static MachineTicks operator -(MachineTicks a, MachineTicks b) => new(a.Busy - b.Busy, a.Total - b.Total);
+    public static MachineTicks operator -(MachineTicks a, MachineTicks b) => new(a.Busy - b.Busy, a.Total - b.Total, Math.Max(a.Cores, b.Cores));
 
-    public static MachineTicks operator +(MachineTicks a, MachineTicks b) => new(a.Busy + b.Busy, a.Total + b.Total);
+    public static MachineTicks operator +(MachineTicks a, MachineTicks b) => new(a.Busy + b.Busy, a.Total + b.Total, Math.Max(a.Cores, b.Cores));
 
     /// <summary>Cores busy on average over an interval these ticks measured; null when nothing was measured.</summary>
-    public double? CoresBusy => Total > 0 ? (double)Busy / Total * Environment.ProcessorCount : null;
+    public double? CoresBusy => Total > 0 && Cores > 0 ? (double)Busy / Total * Cores : null;
 
     public static MachineTicks Read()
     {
         try
         {
+            var lines = File.ReadLines("/proc/stat").Where(l => l.StartsWith("cpu", StringComparison.Ordinal)).ToList();
+
             // cpu user nice system idle iowait irq softirq steal guest guest_nice: idle and iowait are the idle time, and
             // guest time is already counted in user.
-            var fields = File.ReadLines("/proc/stat").First().Split(' ', StringSplitOptions.RemoveEmptyEntries).Skip(1).Take(8)
+            var fields = lines[0].Split(' ', StringSplitOptions.RemoveEmptyEntries).Skip(1).Take(8)
                 .Select(f => long.Parse(f, CultureInfo.InvariantCulture)).ToArray();
             var total = fields.Sum();
-            return new MachineTicks(total - fields[3] - fields[4], total);
+            return new MachineTicks(total - fields[3] - fields[4], total, lines.Count - 1);
         }
-        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or FormatException or IndexOutOfRangeException or InvalidOperationException)
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or FormatException or IndexOutOfRangeException or ArgumentOutOfRangeException)
         {
             return default;
         }
@@ -501,8 +505,8 @@ public sealed record LoadLevel(
     /// </summary>
     public double? MachineCoresBusy { get; init; }
 
-    /// <summary>The cores this machine has (<see cref="Environment.ProcessorCount"/> of the benchmark's process).</summary>
-    public int MachineCores { get; init; } = Environment.ProcessorCount;
+    /// <summary>The cores this machine has (/proc/stat; 0 where it cannot be read).</summary>
+    public int MachineCores { get; init; }
 
     /// <summary>Of the failed requests, those an edge refused at once because its waiting queue was full.</summary>
     public int RefusedAtCapacity { get; init; }
