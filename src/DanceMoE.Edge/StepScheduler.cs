@@ -102,10 +102,18 @@ public sealed class StepScheduler(IOptions<EdgeOptions> options, MoeForward forw
 
     private void Admit()
     {
+        var now = DateTimeOffset.UtcNow;
         lock (_gate)
         {
             while (_active.Count < _options.MaxActive && _waiting.TryDequeue(out var generation))
             {
+                if (ReasonToLeave(generation, now, waiting: true) is { } reason)
+                {
+                    // Given up while waiting: it leaves without ever holding a cache.
+                    generation.Completion.TrySetException(reason);
+                    continue;
+                }
+
                 var work = generation.Work;
                 var capacity = Math.Min(forward.Manifest.Architecture.MaxPositions, work.PromptIds.Count + Math.Max(1, work.MaxNewTokens));
                 generation.State = forward.NewState(capacity);
@@ -116,23 +124,58 @@ public sealed class StepScheduler(IOptions<EdgeOptions> options, MoeForward forw
         }
     }
 
-    /// <summary>Requests whose client gave up or whose deadline passed leave before the next step.</summary>
+    /// <summary>
+    /// Requests whose client gave up or whose deadline passed leave before the next step, the active ones and the waiting
+    /// ones alike: a request given up while it waits frees its place in the waiting queue at once, not when a slot frees.
+    /// </summary>
     private void Retire()
     {
         var now = DateTimeOffset.UtcNow;
         for (var i = _active.Count - 1; i >= 0; i--)
         {
             var generation = _active[i];
-            Exception? reason = generation.Cancellation.IsCancellationRequested
-                ? new OperationCanceledException($"request {generation.Work.Context.RequestId} was cancelled after {generation.Generated.Count} tokens")
-                : generation.Work.Deadline is { } deadline && now > deadline
-                    ? new TimeoutException($"request {generation.Work.Context.RequestId} passed its deadline after {generation.Generated.Count} tokens")
-                    : null;
-            if (reason is not null)
+            if (ReasonToLeave(generation, now, waiting: false) is { } reason)
             {
                 Leave(generation, reason);
             }
         }
+
+        lock (_gate)
+        {
+            if (!_waiting.Any(g => ReasonToLeave(g, now, waiting: true) is not null))
+            {
+                return;
+            }
+
+            var staying = new Queue<Generation>(_waiting.Count);
+            while (_waiting.TryDequeue(out var generation))
+            {
+                if (ReasonToLeave(generation, now, waiting: true) is { } reason)
+                {
+                    generation.Completion.TrySetException(reason);
+                }
+                else
+                {
+                    staying.Enqueue(generation);
+                }
+            }
+
+            while (staying.TryDequeue(out var generation))
+            {
+                _waiting.Enqueue(generation);
+            }
+        }
+    }
+
+    private static Exception? ReasonToLeave(Generation generation, DateTimeOffset now, bool waiting)
+    {
+        var id = generation.Work.Context.RequestId;
+        var when = waiting ? "while it waited for a slot" : $"after {generation.Generated.Count} tokens";
+        return generation.Cancellation.IsCancellationRequested
+            ? new OperationCanceledException($"request {id} was cancelled {when}")
+            : generation.Work.Deadline is { } deadline && now > deadline
+                ? new TimeoutException($"request {id} passed its deadline {when}")
+                : null;
     }
 
     private async Task StepAsync(CancellationToken stoppingToken)

@@ -115,6 +115,35 @@ public sealed class BatchedServingTests(UniformClusterFixture fixture) : IClassF
         Assert.Contains("cancelled by its sender", cluster.LogOf("edge-1"), StringComparison.Ordinal);
     }
 
+    [Fact]
+    public async Task A_waiting_request_its_sender_cancels_leaves_the_waiting_queue_while_the_slot_is_still_taken()
+    {
+        await using var cluster = await EdgeCluster.CreateAsync(seed: 83);
+        var port = await StartOneSlotEdgeAsync(cluster);
+
+        // The first request holds the only slot for seconds (200 tokens, at least 10 ms of emulated round trip per token).
+        using var stopFirst = new CancellationTokenSource();
+        var first = EdgeRequests.SendAsync(cluster.Bus, "edge-1",
+            new GenerateText { RequestId = NewId.NextGuid(), Prompt = "holds the slot", MaxNewTokens = 200 }, TimeSpan.FromMinutes(10), stopFirst.Token);
+        await MetricsUntilAsync(port, m => Active(m) >= 1, cluster);
+        using var giveUp = new CancellationTokenSource();
+        var waiting = EdgeRequests.SendAsync(cluster.Bus, "edge-1",
+            new GenerateText { RequestId = NewId.NextGuid(), Prompt = "waits, then gives up", MaxNewTokens = 200 }, TimeSpan.FromMinutes(10), giveUp.Token);
+        await MetricsUntilAsync(port, m => Waiting(m) >= 1, cluster);
+        await giveUp.CancelAsync();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => waiting);
+
+        // Left at the next step, not when the slot frees: the first request is still the active one.
+        var metrics = await MetricsUntilAsync(port, m => Cancelled(m) >= 1 && Waiting(m) == 0 && Active(m) == 1, cluster);
+        Assert.Equal(1, Cancelled(metrics));
+        Assert.Contains("cancelled while it waited for a slot", cluster.LogOf("edge-1"), StringComparison.Ordinal);
+
+        await stopFirst.CancelAsync();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => first);
+        metrics = await MetricsUntilAsync(port, m => Cancelled(m) >= 2 && Active(m) == 0, cluster);
+        Assert.Equal(0, metrics.GetValueOrDefault("dancemoe_requests_total{status=\"completed\"}"));
+    }
+
     /// <summary>
     /// edge-1 with one slot, four waiting places and its /metrics, edge-2 serving half the experts, 5 ms links: a long
     /// request holds edge-1's only slot for seconds. Returns edge-1's metrics port.
@@ -132,6 +161,8 @@ public sealed class BatchedServingTests(UniformClusterFixture fixture) : IClassF
     }
 
     private static double Active(Dictionary<string, double> metrics) => metrics.GetValueOrDefault("dancemoe_requests_active");
+
+    private static double Waiting(Dictionary<string, double> metrics) => metrics.GetValueOrDefault("dancemoe_requests_waiting");
 
     private static double Cancelled(Dictionary<string, double> metrics) => metrics.GetValueOrDefault("dancemoe_requests_total{status=\"cancelled\"}");
 
