@@ -142,40 +142,35 @@ public sealed class StepScheduler(IOptions<EdgeOptions> options, MoeForward forw
 
         lock (_gate)
         {
-            if (!_waiting.Any(g => ReasonToLeave(g, now, waiting: true) is not null))
+            for (var n = _waiting.Count; n > 0; n--)
             {
-                return;
-            }
-
-            var staying = new Queue<Generation>(_waiting.Count);
-            while (_waiting.TryDequeue(out var generation))
-            {
+                var generation = _waiting.Dequeue();
                 if (ReasonToLeave(generation, now, waiting: true) is { } reason)
                 {
                     generation.Completion.TrySetException(reason);
                 }
                 else
                 {
-                    staying.Enqueue(generation);
+                    _waiting.Enqueue(generation);
                 }
-            }
-
-            while (staying.TryDequeue(out var generation))
-            {
-                _waiting.Enqueue(generation);
             }
         }
     }
 
+    /// <summary>Why <paramref name="generation"/> leaves now (cancelled, or past its deadline), or null when it stays.</summary>
     private static Exception? ReasonToLeave(Generation generation, DateTimeOffset now, bool waiting)
     {
+        var cancelled = generation.Cancellation.IsCancellationRequested;
+        if (!cancelled && !(generation.Work.Deadline is { } deadline && now > deadline))
+        {
+            return null;
+        }
+
         var id = generation.Work.Context.RequestId;
         var when = waiting ? "while it waited for a slot" : $"after {generation.Generated.Count} tokens";
-        return generation.Cancellation.IsCancellationRequested
+        return cancelled
             ? new OperationCanceledException($"request {id} was cancelled {when}")
-            : generation.Work.Deadline is { } deadline && now > deadline
-                ? new TimeoutException($"request {id} passed its deadline {when}")
-                : null;
+            : new TimeoutException($"request {id} passed its deadline {when}");
     }
 
     private async Task StepAsync(CancellationToken stoppingToken)

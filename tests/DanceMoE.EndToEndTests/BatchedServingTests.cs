@@ -100,8 +100,7 @@ public sealed class BatchedServingTests(UniformClusterFixture fixture) : IClassF
 
         // 200 tokens at 4 layers x at least 10 ms of emulated round trip per token: seconds, and a deadline of ten minutes.
         using var giveUp = new CancellationTokenSource();
-        var cancelled = EdgeRequests.SendAsync(cluster.Bus, "edge-1",
-            new GenerateText { RequestId = NewId.NextGuid(), Prompt = "cancelled", MaxNewTokens = 200 }, TimeSpan.FromMinutes(10), giveUp.Token);
+        var cancelled = SendLongAsync(cluster, "cancelled", giveUp.Token);
         await MetricsUntilAsync(port, m => Active(m) >= 1, cluster);
         await giveUp.CancelAsync();
         await Assert.ThrowsAnyAsync<OperationCanceledException>(() => cancelled);
@@ -123,12 +122,10 @@ public sealed class BatchedServingTests(UniformClusterFixture fixture) : IClassF
 
         // The first request holds the only slot for seconds (200 tokens, at least 10 ms of emulated round trip per token).
         using var stopFirst = new CancellationTokenSource();
-        var first = EdgeRequests.SendAsync(cluster.Bus, "edge-1",
-            new GenerateText { RequestId = NewId.NextGuid(), Prompt = "holds the slot", MaxNewTokens = 200 }, TimeSpan.FromMinutes(10), stopFirst.Token);
+        var first = SendLongAsync(cluster, "holds the slot", stopFirst.Token);
         await MetricsUntilAsync(port, m => Active(m) >= 1, cluster);
         using var giveUp = new CancellationTokenSource();
-        var waiting = EdgeRequests.SendAsync(cluster.Bus, "edge-1",
-            new GenerateText { RequestId = NewId.NextGuid(), Prompt = "waits, then gives up", MaxNewTokens = 200 }, TimeSpan.FromMinutes(10), giveUp.Token);
+        var waiting = SendLongAsync(cluster, "waits, then gives up", giveUp.Token);
         await MetricsUntilAsync(port, m => Waiting(m) >= 1, cluster);
         await giveUp.CancelAsync();
         await Assert.ThrowsAnyAsync<OperationCanceledException>(() => waiting);
@@ -159,6 +156,10 @@ public sealed class BatchedServingTests(UniformClusterFixture fixture) : IClassF
         await cluster.StartEdgesAsync(edges.Skip(1), placement, extraArguments: ["--link-delay-ms", "5"]);
         return port;
     }
+
+    /// <summary>200 tokens to edge-1 with a deadline of ten minutes, as a service sends it: cancelling the token cancels the request.</summary>
+    private static Task<TextGenerated> SendLongAsync(EdgeCluster cluster, string prompt, CancellationToken giveUp) =>
+        EdgeRequests.SendAsync(cluster.Bus, "edge-1", new GenerateText { RequestId = NewId.NextGuid(), Prompt = prompt, MaxNewTokens = 200 }, TimeSpan.FromMinutes(10), giveUp);
 
     private static double Active(Dictionary<string, double> metrics) => metrics.GetValueOrDefault("dancemoe_requests_active");
 
