@@ -25,7 +25,8 @@ public sealed class CancelGenerationConsumer(GenerationCancellations cancellatio
                     options.Value.Id, requestId, sender ?? "(none)");
                 break;
             default:
-                logger.LogDebug("{Edge}: a cancel of request {RequestId} matches no request served here (finished already, or never sent)", options.Value.Id, requestId);
+                logger.LogInformation("{Edge}: a cancel of request {RequestId} from '{User}' matches no request served here (finished already, or not arrived yet: kept {Seconds:F0} s)",
+                    options.Value.Id, requestId, sender ?? "(none)", GenerationCancellations.EarlyCancelLifetime.TotalSeconds);
                 break;
         }
 

@@ -51,6 +51,16 @@ public sealed class GenerateTextConsumer(
         };
         // The delivery's channel dying or the sender's cancel (CancelGeneration) ends the request at the next step.
         using var cancellation = cancellations.Register(requestId, RabbitMqOptions.SenderOf(context));
+        if (cancellation.CancelledBeforeArrival)
+        {
+            // Its sender gave up before it arrived and waits for no answer: it never takes a place or a cache.
+            const string reason = "cancelled by its sender before it arrived";
+            metrics.RequestFinished("cancelled", 0, clock.Elapsed, 0, 0);
+            edge.Traces.Add(Summary(RequestStatus.Cancelled, 0, reason));
+            logger.LogInformation("{Edge}: request {RequestId} {Reason}; not served", edge.Options.Id, requestId, reason);
+            return;
+        }
+
         using var gaveUp = CancellationTokenSource.CreateLinkedTokenSource(context.CancellationToken, cancellation.Token);
         Task<GenerationResult> generation;
         try

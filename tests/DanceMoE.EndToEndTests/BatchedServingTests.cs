@@ -1,6 +1,7 @@
 using System.Globalization;
 using DanceMoE.Contracts;
 using DanceMoE.Edge;
+using DanceMoE.Hosting;
 using DanceMoE.Inference;
 using DanceMoE.Model;
 using DanceMoE.Operations;
@@ -141,6 +142,40 @@ public sealed class BatchedServingTests(UniformClusterFixture fixture) : IClassF
         Assert.Equal(0, metrics.GetValueOrDefault("dancemoe_requests_total{status=\"completed\"}"));
     }
 
+    [Fact]
+    public async Task A_cancel_that_overtakes_its_request_ends_the_request_when_it_arrives()
+    {
+        await using var cluster = await EdgeCluster.CreateAsync(seed: 89);
+        var port = await StartOneSlotEdgeAsync(cluster);
+        var requestId = NewId.NextGuid();
+
+        // The cancel is consumed before its request is sent: the order a concurrent consumer may take them in.
+        var endpoint = await cluster.Bus.GetSendEndpoint(EdgeQueues.RequestsAddress("edge-1"));
+        await endpoint.Send(new CancelGeneration { RequestId = requestId });
+        await LogUntilAsync(cluster, $"a cancel of request {requestId}");
+        using var stop = new CancellationTokenSource();
+        var overtaken = SendLongAsync(cluster, "overtaken by its cancel", stop.Token, requestId);
+
+        // Had the edge forgotten the cancel, the request would run to its 200 tokens and count as completed.
+        var metrics = await MetricsUntilAsync(port, m => Cancelled(m) >= 1, cluster);
+        Assert.Equal(1, Cancelled(metrics));
+        Assert.Equal(0, Active(metrics));
+        Assert.Contains($"request {requestId} cancelled by its sender before it arrived", cluster.LogOf("edge-1"), StringComparison.Ordinal);
+        await stop.CancelAsync();
+        await Assert.ThrowsAnyAsync<OperationCanceledException>(() => overtaken);
+        Assert.Equal(0, (await MetricsUntilAsync(port, m => true, cluster)).GetValueOrDefault("dancemoe_requests_total{status=\"completed\"}"));
+    }
+
+    private static async Task LogUntilAsync(EdgeCluster cluster, string text)
+    {
+        var deadline = DateTime.UtcNow.AddSeconds(20);
+        while (!cluster.LogOf("edge-1").Contains(text, StringComparison.Ordinal))
+        {
+            Assert.True(DateTime.UtcNow < deadline, $"edge-1 did not log '{text}' in 20 s; its log:\n{cluster.LogOf("edge-1")}");
+            await Task.Delay(50);
+        }
+    }
+
     /// <summary>
     /// edge-1 with one slot, four waiting places and its /metrics, edge-2 serving half the experts, 5 ms links: a long
     /// request holds edge-1's only slot for seconds. Returns edge-1's metrics port.
@@ -158,8 +193,8 @@ public sealed class BatchedServingTests(UniformClusterFixture fixture) : IClassF
     }
 
     /// <summary>200 tokens to edge-1 with a deadline of ten minutes, as a service sends it: cancelling the token cancels the request.</summary>
-    private static Task<TextGenerated> SendLongAsync(EdgeCluster cluster, string prompt, CancellationToken giveUp) =>
-        EdgeRequests.SendAsync(cluster.Bus, "edge-1", new GenerateText { RequestId = NewId.NextGuid(), Prompt = prompt, MaxNewTokens = 200 }, TimeSpan.FromMinutes(10), giveUp);
+    private static Task<TextGenerated> SendLongAsync(EdgeCluster cluster, string prompt, CancellationToken giveUp, Guid? requestId = null) =>
+        EdgeRequests.SendAsync(cluster.Bus, "edge-1", new GenerateText { RequestId = requestId ?? NewId.NextGuid(), Prompt = prompt, MaxNewTokens = 200 }, TimeSpan.FromMinutes(10), giveUp);
 
     private static double Active(Dictionary<string, double> metrics) => metrics.GetValueOrDefault("dancemoe_requests_active");
 

@@ -38,4 +38,56 @@ public sealed class GenerationCancellationsTests
         Assert.Equal(CancelOutcome.Unknown, cancellations.Cancel(Guid.Empty, "dancemoe-client"));
         Assert.Equal(1, cancellations.Count);
     }
+
+    [Fact]
+    public void A_cancel_that_overtakes_its_request_cancels_it_on_arrival_only_for_its_sender_and_only_for_a_minute()
+    {
+        var clock = new ManualClock();
+        var cancellations = new GenerationCancellations(clock);
+        var id = Guid.NewGuid();
+        Assert.Equal(CancelOutcome.Unknown, cancellations.Cancel(id, "dancemoe-client"));
+        Assert.Equal(CancelOutcome.Unknown, cancellations.Cancel(id, null));
+        Assert.Equal(1, cancellations.EarlyCount);
+
+        using var someoneElses = cancellations.Register(id, "someone-else");
+        Assert.False(someoneElses.Token.IsCancellationRequested);
+        using var anonymous = cancellations.Register(id, null);
+        Assert.False(anonymous.Token.IsCancellationRequested);
+        using var overtaken = cancellations.Register(id, "dancemoe-client");
+        Assert.True(overtaken.CancelledBeforeArrival);
+        Assert.True(overtaken.Token.IsCancellationRequested);
+
+        var late = Guid.NewGuid();
+        Assert.Equal(CancelOutcome.Unknown, cancellations.Cancel(late, "dancemoe-client"));
+        clock.Advance(GenerationCancellations.EarlyCancelLifetime);
+        using var afterAMinute = cancellations.Register(late, "dancemoe-client");
+        Assert.False(afterAMinute.CancelledBeforeArrival);
+        Assert.False(afterAMinute.Token.IsCancellationRequested);
+    }
+
+    [Fact]
+    public void A_flood_of_cancels_for_requests_that_never_come_is_held_to_the_limit_oldest_dropped_first()
+    {
+        var cancellations = new GenerationCancellations(new ManualClock());
+        var ids = Enumerable.Range(0, GenerationCancellations.EarlyCancelLimit + 10).Select(_ => Guid.NewGuid()).ToList();
+        foreach (var id in ids)
+        {
+            cancellations.Cancel(id, "flooder");
+        }
+
+        Assert.Equal(GenerationCancellations.EarlyCancelLimit, cancellations.EarlyCount);
+        using var dropped = cancellations.Register(ids[0], "flooder");
+        Assert.False(dropped.Token.IsCancellationRequested);
+        using var kept = cancellations.Register(ids[^1], "flooder");
+        Assert.True(kept.Token.IsCancellationRequested);
+    }
+
+    private sealed class ManualClock : TimeProvider
+    {
+        private DateTimeOffset _now = new(2026, 12, 5, 0, 0, 0, TimeSpan.Zero);
+
+        public override DateTimeOffset GetUtcNow() => _now;
+
+        public void Advance(TimeSpan by) => _now += by;
+    }
 }
