@@ -100,19 +100,11 @@ public sealed class GenerationCancellations(TimeProvider time)
     public CancelOutcome Cancel(Guid requestId, string? sender)
     {
         List<Registration> matching;
-        var served = false;
+        bool served;
         lock (_gate)
         {
-            if (_byRequest.TryGetValue(requestId, out var list))
-            {
-                served = true;
-                matching = [.. list.Where(r => r.Sender is not null && string.Equals(r.Sender, sender, StringComparison.Ordinal))];
-            }
-            else
-            {
-                matching = [];
-            }
-
+            served = _byRequest.TryGetValue(requestId, out var list);
+            matching = served ? [.. list!.Where(r => r.Sender is not null && string.Equals(r.Sender, sender, StringComparison.Ordinal))] : [];
             if (matching.Count == 0 && sender is not null)
             {
                 KeepEarly(requestId, sender);
@@ -137,8 +129,7 @@ public sealed class GenerationCancellations(TimeProvider time)
     private void KeepEarly(Guid requestId, string sender)
     {
         var now = time.GetUtcNow();
-        while (_earlyOrder.TryPeek(out var oldest)
-               && (!_early.TryGetValue(oldest, out var at) || now - at >= EarlyCancelLifetime || _early.Count >= EarlyCancelLimit))
+        while (_earlyOrder.TryPeek(out var oldest) && (_early.Count >= EarlyCancelLimit || now - _early[oldest] >= EarlyCancelLifetime))
         {
             _earlyOrder.Dequeue();
             _early.Remove(oldest);
