@@ -185,7 +185,7 @@ public sealed class BatchedServingTests(UniformClusterFixture fixture) : IClassF
         var a = cluster.Manifest.Architecture;
         string[] edges = ["edge-1", "edge-2"];
         var placement = cluster.WritePlacement("uniform.json", PlacementFile.Uniform(1, a.NumLayers, a.NumExperts, edges));
-        var port = CoordinatorMetricsTests.FreePort();
+        var port = TestPorts.Free();
         await cluster.StartEdgesAsync(edges.Take(1), placement, extraArguments:
             ["--max-active", "1", "--max-waiting", "4", "--link-delay-ms", "5", "--metrics-port", port.ToString(CultureInfo.InvariantCulture)]);
         await cluster.StartEdgesAsync(edges.Skip(1), placement, extraArguments: ["--link-delay-ms", "5"]);

@@ -1,6 +1,5 @@
 using System.Globalization;
 using System.Net;
-using System.Net.Sockets;
 
 namespace DanceMoE.EndToEndTests;
 
@@ -11,7 +10,7 @@ public sealed class CoordinatorMetricsTests
     [Fact]
     public async Task A_migration_moves_the_coordinators_counters_and_the_scrape_passes_promtool()
     {
-        var port = FreePort();
+        var port = TestPorts.Free();
         await using var scenario = await MigrationScenario.StartAsync(0, "--metrics-port", port.ToString(CultureInfo.InvariantCulture));
         var url = FormattableString.Invariant($"http://127.0.0.1:{port}");
         var before = MetricsTests.Parse(await Http.GetStringAsync(url + "/metrics"));
@@ -34,12 +33,5 @@ public sealed class CoordinatorMetricsTests
         Assert.Equal(HttpStatusCode.OK, ready.StatusCode);
         using var health = await Http.GetAsync(url + "/healthz");
         Assert.Equal(HttpStatusCode.OK, health.StatusCode);
-    }
-
-    internal static int FreePort()
-    {
-        using var probe = new TcpListener(IPAddress.Loopback, 0);
-        probe.Start();
-        return ((IPEndPoint)probe.LocalEndpoint).Port;
     }
 }

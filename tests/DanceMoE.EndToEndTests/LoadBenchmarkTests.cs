@@ -160,7 +160,7 @@ public sealed class LoadBenchmarkTests
 
         var (exit, output, errors) = await CommandLineTests.RunAsync(
             ["bench", "load", "--model", cluster.ModelDirectory, "--edges", "2", "--concurrency", "2", "--requests-per-level", "4", "--max-tokens", "16",
-             "--metrics-overhead", "--overhead-rounds", "2", "--metrics-port-base", ObservabilityTests.FreePortPair().ToString(CultureInfo.InvariantCulture), "--json"],
+             "--metrics-overhead", "--overhead-rounds", "2", "--metrics-port-base", TestPorts.Free(2).ToString(CultureInfo.InvariantCulture), "--json"],
             environment, TimeSpan.FromMinutes(5));
 
         // The run itself checks each level's token counters: moved by the tokens answered with recording on, not at all with it off.

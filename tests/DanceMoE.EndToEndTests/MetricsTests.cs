@@ -23,7 +23,7 @@ public sealed class MetricsClusterFixture : IAsyncLifetime
         var placement = Cluster.WritePlacement("uniform.json", PlacementFile.Uniform(1, architecture.NumLayers, architecture.NumExperts, Edges));
         foreach (var id in Edges)
         {
-            Ports[id] = CoordinatorMetricsTests.FreePort();
+            Ports[id] = TestPorts.Free();
             string[] extra = ["--metrics-port", Ports[id].ToString(CultureInfo.InvariantCulture), .. id == "edge-1" ? ["--expert-metrics"] : Array.Empty<string>()];
             await Cluster.StartEdgesAsync([id], placement, extraArguments: extra);
         }

@@ -18,7 +18,7 @@ public sealed partial class ObservabilityTests
     {
         await using var cluster = await EdgeCluster.CreateAsync(seed: 29);
         var environment = CliEnvironment(cluster);
-        var portBase = FreePortPair();
+        var portBase = TestPorts.Free(2);
         try
         {
             var (upExit, upOutput, upErrors) = await CommandLineTests.RunAsync(
@@ -61,7 +61,7 @@ public sealed partial class ObservabilityTests
         Assert.Equal(1, noneExit);
         Assert.Contains("no local cluster is running", noneErrors, StringComparison.Ordinal);
 
-        var portBase = FreePortPair();
+        var portBase = TestPorts.Free(2);
         try
         {
             var (upExit, upOutput, upErrors) = await CommandLineTests.RunAsync(
@@ -117,7 +117,7 @@ public sealed partial class ObservabilityTests
         await using var cluster = await EdgeCluster.CreateAsync(seed: 37);
         var architecture = cluster.Manifest.Architecture;
         var placement = cluster.WritePlacement("uniform.json", DanceMoE.Edge.PlacementFile.Uniform(1, architecture.NumLayers, architecture.NumExperts, ["edge-1", "edge-2"]));
-        var edgePort = CoordinatorMetricsTests.FreePort();
+        var edgePort = TestPorts.Free();
         await cluster.StartEdgesAsync(["edge-1"], placement, extraArguments: ["--metrics-port", edgePort.ToString(CultureInfo.InvariantCulture), "--expert-metrics"]);
         await cluster.StartEdgesAsync(["edge-2"], placement);
         var database = new IsolatedDatabase();
@@ -125,7 +125,7 @@ public sealed partial class ObservabilityTests
         try
         {
             await DatabaseMigrator.MigrateAsync(database.ConnectionString, TimeSpan.FromSeconds(30), CancellationToken.None);
-            var coordinatorPort = CoordinatorMetricsTests.FreePort();
+            var coordinatorPort = TestPorts.Free();
             await using var coordinator = new CoordinatorProcess(cluster.Directory, cluster.VirtualHost.Uri, database.ConnectionString, cluster.ModelDirectory,
                 "--metrics-port", coordinatorPort.ToString(CultureInfo.InvariantCulture));
             await coordinator.StartAsync();
@@ -168,24 +168,6 @@ public sealed partial class ObservabilityTests
         }
 
         return names;
-    }
-
-    internal static int FreePortPair()
-    {
-        for (var attempt = 0; ; attempt++)
-        {
-            var port = CoordinatorMetricsTests.FreePort();
-            try
-            {
-                using var next = new TcpListener(IPAddress.Loopback, port + 1);
-                next.Start();
-                return port;
-            }
-            catch (SocketException) when (attempt < 20)
-            {
-                // The next port is taken: try another pair.
-            }
-        }
     }
 
     [GeneratedRegex("dancemoe_[a-z0-9_]+")]
