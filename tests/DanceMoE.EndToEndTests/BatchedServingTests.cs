@@ -3,6 +3,7 @@ using DanceMoE.Contracts;
 using DanceMoE.Edge;
 using DanceMoE.Hosting;
 using DanceMoE.Inference;
+using DanceMoE.IntegrationTests;
 using DanceMoE.Model;
 using DanceMoE.Operations;
 using MassTransit;

@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Net;
+using DanceMoE.IntegrationTests;
 
 namespace DanceMoE.EndToEndTests;
 

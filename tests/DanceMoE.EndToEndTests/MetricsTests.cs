@@ -4,6 +4,7 @@ using System.Net;
 using DanceMoE.Contracts;
 using DanceMoE.Edge;
 using DanceMoE.Hosting.Metrics;
+using DanceMoE.IntegrationTests;
 
 namespace DanceMoE.EndToEndTests;
 

@@ -116,20 +116,13 @@ public sealed class ClusterTopTests
     [Fact]
     public async Task An_edge_that_does_not_answer_is_down_and_an_unreachable_database_is_said_not_a_crash()
     {
-        var port = FreePort();
-        using var top = new ClusterTop(new HttpClient { Timeout = TimeSpan.FromSeconds(2) }, FormattableString.Invariant($"postgresql://dancemoe:dancemoe@127.0.0.1:{FreePort()}/dancemoe"));
+        var port = TestPorts.Free();
+        using var top = new ClusterTop(new HttpClient { Timeout = TimeSpan.FromSeconds(2) }, FormattableString.Invariant($"postgresql://dancemoe:dancemoe@127.0.0.1:{TestPorts.Free()}/dancemoe"));
 
         var frame = await top.NextFrameAsync([new RunningEdge("edge-1", 1, port), new RunningEdge("edge-2", 2, null)], CancellationToken.None);
 
         Assert.All(frame.Edges, e => Assert.False(e.Up));
         Assert.All(frame.Rows(), r => Assert.Equal("down", r[2]));
         Assert.Contains("is not reachable", frame.Migration, StringComparison.Ordinal);
-    }
-
-    private static int FreePort()
-    {
-        using var probe = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
-        probe.Start();
-        return ((System.Net.IPEndPoint)probe.LocalEndpoint).Port;
     }
 }

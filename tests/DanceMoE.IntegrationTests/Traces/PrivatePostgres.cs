@@ -1,6 +1,4 @@
 using System.Diagnostics;
-using System.Net;
-using System.Net.Sockets;
 
 namespace DanceMoE.IntegrationTests.Traces;
 
@@ -43,11 +41,7 @@ public sealed class PrivatePostgres : IAsyncDisposable
         var directory = Path.Combine("/var/tmp", TestServices.UniqueName("dancemoe_pgtest"));
         Directory.CreateDirectory(directory);
         await RunAsync("chown", "postgres:postgres", directory);
-        using var probe = new TcpListener(IPAddress.Loopback, 0);
-        probe.Start();
-        var port = ((IPEndPoint)probe.LocalEndpoint).Port;
-        probe.Stop();
-        var server = new PrivatePostgres(directory, port);
+        var server = new PrivatePostgres(directory, TestPorts.Free());
         var passwordFile = Path.Combine(directory, "password");
         await File.WriteAllTextAsync(passwordFile, server._password);
         await RunAsync("chown", "postgres:postgres", passwordFile);

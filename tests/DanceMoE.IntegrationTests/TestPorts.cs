@@ -1,13 +1,13 @@
 using System.Net;
 using System.Net.Sockets;
 
-namespace DanceMoE.EndToEndTests;
+namespace DanceMoE.IntegrationTests;
 
 /// <summary>
 /// Ports for listeners a test's processes bind seconds later. They come from below the kernel's ephemeral range, so an
 /// outgoing connection (the parallel test assemblies open many) cannot take one in between, and never twice in a process.
 /// </summary>
-internal static class TestPorts
+public static class TestPorts
 {
     private const int Lowest = 20000;
     private static readonly HashSet<int> HandedOut = [];
