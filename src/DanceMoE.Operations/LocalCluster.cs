@@ -196,7 +196,8 @@ public static class LocalCluster
 
     private static string PortFile(string id) => Path.Combine(Directory, $"{id}.metrics-port");
 
-    private static bool PortIsFree(int port)
+    /// <summary>Whether a listener may bind this port on 127.0.0.1 now.</summary>
+    public static bool PortIsFree(int port)
     {
         try
         {

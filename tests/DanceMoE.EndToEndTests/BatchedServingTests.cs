@@ -153,7 +153,7 @@ public sealed class BatchedServingTests(UniformClusterFixture fixture) : IClassF
         // The cancel is consumed before its request is sent: the order a concurrent consumer may take them in.
         var endpoint = await cluster.Bus.GetSendEndpoint(EdgeQueues.RequestsAddress("edge-1"));
         await endpoint.Send(new CancelGeneration { RequestId = requestId });
-        await LogUntilAsync(cluster, $"a cancel of request {requestId}");
+        await cluster.LogUntilAsync("edge-1", $"a cancel of request {requestId}");
         using var stop = new CancellationTokenSource();
         var overtaken = SendLongAsync(cluster, "overtaken by its cancel", stop.Token, requestId);
 
@@ -165,16 +165,6 @@ public sealed class BatchedServingTests(UniformClusterFixture fixture) : IClassF
         await stop.CancelAsync();
         await Assert.ThrowsAnyAsync<OperationCanceledException>(() => overtaken);
         Assert.Equal(0, (await MetricsUntilAsync(port, m => true, cluster)).GetValueOrDefault("dancemoe_requests_total{status=\"completed\"}"));
-    }
-
-    private static async Task LogUntilAsync(EdgeCluster cluster, string text)
-    {
-        var deadline = DateTime.UtcNow.AddSeconds(20);
-        while (!cluster.LogOf("edge-1").Contains(text, StringComparison.Ordinal))
-        {
-            Assert.True(DateTime.UtcNow < deadline, $"edge-1 did not log '{text}' in 20 s; its log:\n{cluster.LogOf("edge-1")}");
-            await Task.Delay(50);
-        }
     }
 
     /// <summary>

@@ -106,6 +106,17 @@ public sealed class EdgeCluster : IAsyncDisposable
 
     public string LogOf(string id) => _edges.Single(e => e.Id == id).Process.Log();
 
+    /// <summary>Waits up to 20 s until the edge's log holds the text; fails the test with the log otherwise.</summary>
+    public async Task LogUntilAsync(string id, string text)
+    {
+        var deadline = DateTime.UtcNow.AddSeconds(20);
+        while (!LogOf(id).Contains(text, StringComparison.Ordinal))
+        {
+            Assert.True(DateTime.UtcNow < deadline, $"{id} did not log '{text}' in 20 s; its log:\n{LogOf(id)}");
+            await Task.Delay(50);
+        }
+    }
+
     public void Kill(string id) => _edges.Single(e => e.Id == id).Process.Process.Kill(entireProcessTree: true);
 
     /// <summary>Starts a killed edge again with the arguments it was started with; its queues keep what was not acknowledged.</summary>

@@ -1,4 +1,5 @@
 using DanceMoE.Edge;
+using DanceMoE.IntegrationTests;
 
 namespace DanceMoE.EndToEndTests;
 
@@ -80,14 +81,5 @@ public sealed class GenerationCancellationsTests
         Assert.False(dropped.Token.IsCancellationRequested);
         using var kept = cancellations.Register(ids[^1], "flooder");
         Assert.True(kept.Token.IsCancellationRequested);
-    }
-
-    private sealed class ManualClock : TimeProvider
-    {
-        private DateTimeOffset _now = new(2026, 12, 5, 0, 0, 0, TimeSpan.Zero);
-
-        public override DateTimeOffset GetUtcNow() => _now;
-
-        public void Advance(TimeSpan by) => _now += by;
     }
 }

@@ -110,15 +110,6 @@ public sealed class ReceiveEndpointWatchdogTests
         Assert.Empty(watchdog.Stuck(clock.GetUtcNow()));
     }
 
-    private sealed class ManualClock : TimeProvider
-    {
-        private DateTimeOffset _now = new(2026, 12, 1, 12, 0, 0, TimeSpan.Zero);
-
-        public override DateTimeOffset GetUtcNow() => _now;
-
-        public void Advance(TimeSpan by) => _now += by;
-    }
-
     private sealed class Event(Uri inputAddress) : ReceiveEndpointReady, ReceiveEndpointCompleted, ReceiveEndpointFaulted, ReceiveEndpointStopping
     {
         public Uri InputAddress { get; } = inputAddress;

@@ -1,5 +1,4 @@
-using System.Net;
-using System.Net.Sockets;
+using DanceMoE.Operations;
 
 namespace DanceMoE.IntegrationTests;
 
@@ -23,7 +22,7 @@ public static class TestPorts
             {
                 var first = Random.Shared.Next(Lowest, highest);
                 var ports = Enumerable.Range(first, count).ToList();
-                if (ports.Any(HandedOut.Contains) || !ports.All(IsFree))
+                if (ports.Any(HandedOut.Contains) || !ports.All(LocalCluster.PortIsFree))
                 {
                     continue;
                 }
@@ -34,20 +33,6 @@ public static class TestPorts
         }
 
         throw new InvalidOperationException($"no {count} consecutive free ports between {Lowest} and {highest}");
-    }
-
-    private static bool IsFree(int port)
-    {
-        try
-        {
-            using var probe = new TcpListener(IPAddress.Loopback, port);
-            probe.Start();
-            return true;
-        }
-        catch (SocketException)
-        {
-            return false;
-        }
     }
 
     private static int EphemeralRangeStart()
