@@ -100,20 +100,20 @@ public sealed class BatchedServingTests(UniformClusterFixture fixture) : IClassF
         var port = await StartOneSlotEdgeAsync(cluster);
         var expected = await cluster.MonolithicAsync("after the cancelled one", 6);
 
-        // 200 tokens at 4 layers x at least 10 ms of emulated round trip per token: seconds, and a deadline of ten minutes.
+        // 500 tokens, most of them paying 10 ms of emulated round trip per remote layer: seconds, and a deadline of ten minutes.
         using var giveUp = new CancellationTokenSource();
         var cancelled = SendLongAsync(cluster, "cancelled", giveUp.Token);
         await MetricsUntilAsync(port, m => Active(m) >= 1, cluster);
         await giveUp.CancelAsync();
         await Assert.ThrowsAnyAsync<OperationCanceledException>(() => cancelled);
 
-        // Had the cancel not reached the edge, the request would run to its 200 tokens and count as completed, not cancelled.
+        // Had the cancel not reached the edge, the request would run to its 500 tokens and count as completed, not cancelled.
         var metrics = await MetricsUntilAsync(port, m => Cancelled(m) >= 1 && Active(m) == 0, cluster);
         Assert.Equal(1, Cancelled(metrics));
         Assert.Equal(0, metrics.GetValueOrDefault("dancemoe_requests_total{status=\"completed\"}"));
         var next = await cluster.GenerateAsync("edge-1", "after the cancelled one", 6, TimeSpan.FromSeconds(60));
         Assert.Equal(expected, next.TokenIds);
-        Assert.Contains("cancelled by its sender", cluster.LogOf("edge-1"), StringComparison.Ordinal);
+        await cluster.LogUntilAsync("edge-1", "cancelled by its sender");
     }
 
     [Fact]
@@ -122,7 +122,7 @@ public sealed class BatchedServingTests(UniformClusterFixture fixture) : IClassF
         await using var cluster = await EdgeCluster.CreateAsync(seed: 83);
         var port = await StartOneSlotEdgeAsync(cluster);
 
-        // The first request holds the only slot for seconds (200 tokens, at least 10 ms of emulated round trip per token).
+        // The first request holds the only slot for many seconds (500 tokens, most paying 10 ms of emulated round trip per remote layer).
         using var stopFirst = new CancellationTokenSource();
         var first = SendLongAsync(cluster, "holds the slot", stopFirst.Token);
         await MetricsUntilAsync(port, m => Active(m) >= 1, cluster);
@@ -135,7 +135,7 @@ public sealed class BatchedServingTests(UniformClusterFixture fixture) : IClassF
         // Left at the next step, not when the slot frees: the first request is still the active one.
         var metrics = await MetricsUntilAsync(port, m => Cancelled(m) >= 1 && Waiting(m) == 0 && Active(m) == 1, cluster);
         Assert.Equal(1, Cancelled(metrics));
-        Assert.Contains("cancelled while it waited for a slot", cluster.LogOf("edge-1"), StringComparison.Ordinal);
+        await cluster.LogUntilAsync("edge-1", "cancelled while it waited for a slot");
 
         await stopFirst.CancelAsync();
         await Assert.ThrowsAnyAsync<OperationCanceledException>(() => first);
@@ -157,11 +157,11 @@ public sealed class BatchedServingTests(UniformClusterFixture fixture) : IClassF
         using var stop = new CancellationTokenSource();
         var overtaken = SendLongAsync(cluster, "overtaken by its cancel", stop.Token, requestId);
 
-        // Had the edge forgotten the cancel, the request would run to its 200 tokens and count as completed.
+        // Had the edge forgotten the cancel, the request would run to its 500 tokens and count as completed.
         var metrics = await MetricsUntilAsync(port, m => Cancelled(m) >= 1, cluster);
         Assert.Equal(1, Cancelled(metrics));
         Assert.Equal(0, Active(metrics));
-        Assert.Contains($"request {requestId} cancelled by its sender before it arrived", cluster.LogOf("edge-1"), StringComparison.Ordinal);
+        await cluster.LogUntilAsync("edge-1", $"request {requestId} cancelled by its sender before it arrived");
         await stop.CancelAsync();
         await Assert.ThrowsAnyAsync<OperationCanceledException>(() => overtaken);
         Assert.Equal(0, (await MetricsUntilAsync(port, m => true, cluster)).GetValueOrDefault("dancemoe_requests_total{status=\"completed\"}"));
@@ -183,9 +183,9 @@ public sealed class BatchedServingTests(UniformClusterFixture fixture) : IClassF
         return port;
     }
 
-    /// <summary>200 tokens to edge-1 with a deadline of ten minutes, as a service sends it: cancelling the token cancels the request.</summary>
+    /// <summary>500 tokens to edge-1 with a deadline of ten minutes, as a service sends it: cancelling the token cancels the request.</summary>
     private static Task<TextGenerated> SendLongAsync(EdgeCluster cluster, string prompt, CancellationToken giveUp, Guid? requestId = null) =>
-        EdgeRequests.SendAsync(cluster.Bus, "edge-1", new GenerateText { RequestId = requestId ?? NewId.NextGuid(), Prompt = prompt, MaxNewTokens = 200 }, TimeSpan.FromMinutes(10), giveUp);
+        EdgeRequests.SendAsync(cluster.Bus, "edge-1", new GenerateText { RequestId = requestId ?? NewId.NextGuid(), Prompt = prompt, MaxNewTokens = 500 }, TimeSpan.FromMinutes(10), giveUp);
 
     private static double Active(Dictionary<string, double> metrics) => metrics.GetValueOrDefault("dancemoe_requests_active");
 
@@ -202,7 +202,7 @@ public sealed class BatchedServingTests(UniformClusterFixture fixture) : IClassF
             if (condition(metrics) || DateTime.UtcNow > deadline)
             {
                 return condition(metrics) ? metrics : throw new Xunit.Sdk.XunitException(
-                    $"edge-1's metrics did not settle in 20 s: active {Active(metrics)}, cancelled {Cancelled(metrics)}; its log:\n{cluster.LogOf("edge-1")}");
+                    $"edge-1's metrics did not settle in 20 s: active {Active(metrics)}, waiting {Waiting(metrics)}, cancelled {Cancelled(metrics)}; its log:\n{cluster.LogOf("edge-1")}");
             }
 
             await Task.Delay(50);
