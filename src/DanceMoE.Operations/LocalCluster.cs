@@ -21,6 +21,7 @@ public static class LocalCluster
     {
         ArgumentNullException.ThrowIfNull(spec);
         ArgumentNullException.ThrowIfNull(log);
+        await using var held = await LockAsync(log, cancellationToken).ConfigureAwait(false);
         var running = RunningEdges();
         if (running.Count > 0)
         {
@@ -117,7 +118,7 @@ public static class LocalCluster
                 {
                     var why = IsAlive(edge.Pid) ? $"not ready after {spec.StartTimeoutSeconds} s" : "exited";
                     var tail = File.Exists(edge.LogFile) ? string.Join(Environment.NewLine, File.ReadLines(edge.LogFile).TakeLast(5)) : "";
-                    await DownAsync(CancellationToken.None).ConfigureAwait(false);
+                    await StopAsync(CancellationToken.None).ConfigureAwait(false);
                     throw new OperationException($"{edge.Id} {why}; its log ({edge.LogFile}) ends with:{Environment.NewLine}{tail}");
                 }
 
@@ -130,6 +131,12 @@ public static class LocalCluster
 
     /// <summary>Stops exactly the edges this folder's pid files name: SIGTERM, then SIGKILL after 20 s.</summary>
     public static async Task<IReadOnlyList<string>> DownAsync(CancellationToken cancellationToken)
+    {
+        await using var held = await LockAsync(log: null, cancellationToken).ConfigureAwait(false);
+        return await StopAsync(cancellationToken).ConfigureAwait(false);
+    }
+
+    private static async Task<IReadOnlyList<string>> StopAsync(CancellationToken cancellationToken)
     {
         var stopped = new List<string>();
         if (!System.IO.Directory.Exists(Directory))
@@ -190,6 +197,36 @@ public static class LocalCluster
     {
         using var kill = Process.Start(new ProcessStartInfo("kill", ["-" + signal, pid.ToString(CultureInfo.InvariantCulture)]) { UseShellExecute = false });
         kill?.WaitForExit();
+    }
+
+    /// <summary>
+    /// One <c>cluster up</c> or <c>down</c> at a time per state folder (an advisory lock the kernel drops when its process
+    /// dies): two at once would each find no edge running, and the second would delete the first's pid files and leave
+    /// its edges running unnamed.
+    /// </summary>
+    private static async Task<FileStream> LockAsync(Action<string>? log, CancellationToken cancellationToken)
+    {
+        const int WouldBlock = 11;
+        System.IO.Directory.CreateDirectory(LocalEnvironment.StateDirectory);
+        var path = Path.Combine(LocalEnvironment.StateDirectory, "cluster.lock");
+        var told = false;
+        while (true)
+        {
+            try
+            {
+                return new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None);
+            }
+            catch (IOException ex) when (ex.HResult == WouldBlock)
+            {
+                if (!told)
+                {
+                    log?.Invoke("waiting for another cluster up or down on this machine to finish...");
+                    told = true;
+                }
+
+                await Task.Delay(100, cancellationToken).ConfigureAwait(false);
+            }
+        }
     }
 
     private static string PidFile(string id) => Path.Combine(Directory, $"{id}.pid");

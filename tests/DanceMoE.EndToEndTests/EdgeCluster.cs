@@ -104,6 +104,13 @@ public sealed class EdgeCluster : IAsyncDisposable
         }
     }
 
+    /// <summary>The CLI's environment on this cluster's broker virtual host, with a state folder (pid files, logs) of its own.</summary>
+    public Dictionary<string, string> CliEnvironment() => new()
+    {
+        ["DANCEMOE_STATE"] = Path.Combine(Directory, "state"),
+        ["ConnectionStrings__rabbitmq"] = VirtualHost.Uri,
+    };
+
     public string LogOf(string id) => _edges.Single(e => e.Id == id).Process.Log();
 
     /// <summary>Waits up to 20 s until the edge's log holds the text; fails the test with the log otherwise.</summary>

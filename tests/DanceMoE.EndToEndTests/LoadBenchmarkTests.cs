@@ -153,11 +153,7 @@ public sealed class LoadBenchmarkTests
     public async Task Bench_load_metrics_overhead_json_gives_each_rounds_tokens_per_s_and_cpu_per_token_on_and_off_with_their_ratios()
     {
         await using var cluster = await EdgeCluster.CreateAsync(seed: 59);
-        var environment = new Dictionary<string, string>
-        {
-            ["DANCEMOE_STATE"] = Path.Combine(cluster.Directory, "state"),
-            ["ConnectionStrings__rabbitmq"] = cluster.VirtualHost.Uri,
-        };
+        var environment = cluster.CliEnvironment();
 
         var (exit, output, errors) = await CommandLineTests.RunAsync(
             ["bench", "load", "--model", cluster.ModelDirectory, "--edges", "2", "--concurrency", "2", "--requests-per-level", "4", "--max-tokens", "16",
@@ -195,11 +191,7 @@ public sealed class LoadBenchmarkTests
     /// <summary>Runs <c>bench load --model MODEL ARGUMENTS --json</c> on the test's virtual host and state folder; its levels and its log.</summary>
     private static async Task<(JsonElement[] Levels, string Errors)> BenchLoadAsync(EdgeCluster cluster, params string[] arguments)
     {
-        var environment = new Dictionary<string, string>
-        {
-            ["DANCEMOE_STATE"] = Path.Combine(cluster.Directory, "state"),
-            ["ConnectionStrings__rabbitmq"] = cluster.VirtualHost.Uri,
-        };
+        var environment = cluster.CliEnvironment();
         var (exit, output, errors) = await CommandLineTests.RunAsync(
             ["bench", "load", "--model", cluster.ModelDirectory, .. arguments, "--json"], environment, TimeSpan.FromMinutes(5));
         Assert.True(exit == 0, $"bench load exited {exit}: {output}\n{errors}");

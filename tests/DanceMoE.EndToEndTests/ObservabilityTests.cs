@@ -17,7 +17,7 @@ public sealed partial class ObservabilityTests
     public async Task Cluster_status_json_gives_each_edges_metrics_and_ready_urls_and_they_answer()
     {
         await using var cluster = await EdgeCluster.CreateAsync(seed: 29);
-        var environment = CliEnvironment(cluster);
+        var environment = cluster.CliEnvironment();
         var portBase = TestPorts.Free(2);
         try
         {
@@ -56,7 +56,7 @@ public sealed partial class ObservabilityTests
     public async Task Top_once_shows_every_edge_with_a_numeric_local_share_and_says_when_no_cluster_runs()
     {
         await using var cluster = await EdgeCluster.CreateAsync(seed: 41);
-        var environment = CliEnvironment(cluster);
+        var environment = cluster.CliEnvironment();
         var (noneExit, _, noneErrors) = await CommandLineTests.RunAsync(["top", "--once"], environment);
         Assert.Equal(1, noneExit);
         Assert.Contains("no local cluster is running", noneErrors, StringComparison.Ordinal);
@@ -93,7 +93,7 @@ public sealed partial class ObservabilityTests
     public async Task Cluster_up_refuses_a_metrics_port_in_use_in_one_clear_line()
     {
         await using var cluster = await EdgeCluster.CreateAsync(seed: 31);
-        var environment = CliEnvironment(cluster);
+        var environment = cluster.CliEnvironment();
         using var taken = new TcpListener(IPAddress.Loopback, 0);
         taken.Start();
         var port = ((IPEndPoint)taken.LocalEndpoint).Port;
@@ -145,13 +145,6 @@ public sealed partial class ObservabilityTests
     }
 
     /// <summary>The metric names in the PromQL of every panel of the compose dashboard.</summary>
-    /// <summary>The CLI on the test's own broker virtual host, with a state folder (pid files, logs) of its own.</summary>
-    private static Dictionary<string, string> CliEnvironment(EdgeCluster cluster) => new()
-    {
-        ["DANCEMOE_STATE"] = Path.Combine(cluster.Directory, "state"),
-        ["ConnectionStrings__rabbitmq"] = cluster.VirtualHost.Uri,
-    };
-
     private static HashSet<string> DashboardMetricNames()
     {
         using var dashboard = JsonDocument.Parse(File.ReadAllText(ComposeFileTests.DashboardFile()));

@@ -1,0 +1,68 @@
+namespace DanceMoE.EndToEndTests;
+
+/// <summary>What <c>cluster up</c> and <c>cluster down</c> promise an operator when two run at once on one machine.</summary>
+public sealed class LocalClusterTests
+{
+    [Fact]
+    public async Task Two_cluster_ups_at_once_start_one_cluster_the_other_is_told_it_runs_and_down_leaves_no_edge_running()
+    {
+        await using var cluster = await EdgeCluster.CreateAsync(seed: 47);
+        var environment = cluster.CliEnvironment();
+        string[] up = ["cluster", "up", "--edges", "2", "--model", cluster.ModelDirectory, "--provider", "cpu", "--no-traces", "--memory-mb", "256"];
+        try
+        {
+            var runs = await Task.WhenAll(
+                CommandLineTests.RunAsync(up, environment, TimeSpan.FromMinutes(2)),
+                CommandLineTests.RunAsync(up, environment, TimeSpan.FromMinutes(2)));
+
+            var said = string.Join("\n", runs.Select(r => $"exit {r.ExitCode}: {r.Output}{r.Errors}"));
+            Assert.True(runs.Count(r => r.ExitCode == 0) == 1, said);
+            var refused = runs.Single(r => r.ExitCode != 0);
+            Assert.Contains("a cluster is already running (edge-1 pid ", refused.Errors, StringComparison.Ordinal);
+            Assert.Equal(2, EdgeProcessesOn(cluster.ModelDirectory).Count);
+
+            var (downExit, downOutput, downErrors) = await CommandLineTests.RunAsync(["cluster", "down"], environment);
+            Assert.True(downExit == 0, $"cluster down exited {downExit}: {downOutput}\n{downErrors}");
+            Assert.Empty(EdgeProcessesOn(cluster.ModelDirectory));
+        }
+        finally
+        {
+            await CommandLineTests.RunAsync(["cluster", "down"], environment);
+            foreach (var pid in EdgeProcessesOn(cluster.ModelDirectory))
+            {
+                using var orphan = System.Diagnostics.Process.GetProcessById(pid);
+                orphan.Kill();
+            }
+        }
+    }
+
+    /// <summary>The live edge processes serving this model directory, whether or not a pid file names them.</summary>
+    private static List<int> EdgeProcessesOn(string modelDirectory)
+    {
+        var pids = new List<int>();
+        foreach (var directory in Directory.GetDirectories("/proc"))
+        {
+            if (!int.TryParse(Path.GetFileName(directory), out var pid))
+            {
+                continue;
+            }
+
+            try
+            {
+                var arguments = File.ReadAllText(Path.Combine(directory, "cmdline")).Split('\0');
+                var state = File.ReadAllText(Path.Combine(directory, "stat"));
+                var zombie = state[(state.LastIndexOf(')') + 2)..].StartsWith('Z');
+                if (!zombie && arguments.Contains("edge") && arguments.Contains(modelDirectory))
+                {
+                    pids.Add(pid);
+                }
+            }
+            catch (IOException)
+            {
+                // The process ended while it was read.
+            }
+        }
+
+        return pids;
+    }
+}
