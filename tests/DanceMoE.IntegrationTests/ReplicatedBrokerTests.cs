@@ -170,6 +170,21 @@ public sealed class ReplicatedBrokerTests
         Assert.Equal(sent.Order(), received.Keys.Order());
     }
 
+    [Fact]
+    public async Task Two_services_ups_at_once_on_a_new_state_folder_both_succeed_and_leave_one_working_broker()
+    {
+        // Without the script's lock the second failed halfway, adding a broker user the first had just added.
+        await using var cluster = await PrivateRabbitCluster.StartAsync(nodes: 1, ups: 2);
+        Assert.Equal(1, JsonDocument.Parse(await cluster.StatusJsonAsync()).RootElement.GetProperty("rabbitmq_nodes").GetArrayLength());
+
+        var received = new ConcurrentDictionary<Guid, bool>();
+        await using var consumer = await ConsumeAsync(cluster.Uri, Queue, received);
+        await using var producer = await TestBus.StartAsync(cluster.Uri);
+        var id = NewId.NextGuid();
+        await (await producer.Bus.GetSendEndpoint(ReplicatedQueues.SendAddress(Queue))).Send(new GenerateText { RequestId = id, Prompt = "after two ups" });
+        await WaitUntilAsync(() => received.ContainsKey(id), "the message sent after two ups consumed");
+    }
+
     /// <summary>A bus consuming the quorum queue, recording each request id it receives.</summary>
     private static Task<TestBus> ConsumeAsync(string uri, string queue, ConcurrentDictionary<Guid, bool> received) =>
         TestBus.StartAsync(uri, cfg => cfg.ReceiveEndpoint(queue, e =>
@@ -206,12 +221,14 @@ public sealed class PrivateRabbitCluster : IAsyncDisposable
 
     public string Uri { get; private set; } = "";
 
-    public static async Task<PrivateRabbitCluster> StartAsync(int nodes)
+    /// <summary>Starts the nodes with <paramref name="ups"/> `services up` run at once on the new state folder, each of which must succeed.</summary>
+    public static async Task<PrivateRabbitCluster> StartAsync(int nodes, int ups = 1)
     {
         var cluster = new PrivateRabbitCluster();
         try
         {
-            await cluster.ServicesAsync("up", "--rabbitmq-nodes", nodes.ToString(System.Globalization.CultureInfo.InvariantCulture), "--rabbitmq-only");
+            var up = new[] { "up", "--rabbitmq-nodes", nodes.ToString(System.Globalization.CultureInfo.InvariantCulture), "--rabbitmq-only" };
+            await Task.WhenAll(Enumerable.Range(0, ups).Select(_ => cluster.ServicesAsync(up)));
             // Every node's host:port from status; the admin role's user, which may declare and consume any queue.
             var status = await cluster.StatusJsonAsync();
             var broker = RabbitMqOptions.Parse(JsonDocument.Parse(status).RootElement.GetProperty("rabbitmq_uri").GetString()!);
