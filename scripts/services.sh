@@ -528,19 +528,16 @@ main() {
 }
 
 # One `up` or `down` at a time per state folder (`dancemoe test`, the demo and the checks all run `up`): two at once
-# raced, the second failing on a broker user the first had just added. flock(1) holds the lock while the run goes on; the
-# run closes its own copy of the lock's descriptor so that the broker and PostgreSQL it starts do not hold the lock after.
+# raced, the second failing on a broker user the first had just added. flock(1) holds the lock while the run goes on;
+# --close keeps the descriptor from the run, so the broker and PostgreSQL it starts do not hold the lock after.
 LOCK_FILE="$STATE/services.lock"
 case "${1:-}" in
   up|down)
     if [ -z "${DANCEMOE_SERVICES_LOCK_HELD:-}" ]; then
       mkdir -p "$STATE"
       flock -n "$LOCK_FILE" true || log "waiting for another services up or down on $STATE to finish..."
-      DANCEMOE_SERVICES_LOCK_HELD=1 exec flock "$LOCK_FILE" bash "$0" "$@"
+      DANCEMOE_SERVICES_LOCK_HELD=1 exec flock --close "$LOCK_FILE" bash "$0" "$@"
     fi
-    for fd in /proc/$$/fd/*; do
-      if [ "$(readlink "$fd")" = "$LOCK_FILE" ]; then eval "exec ${fd##*/}>&-"; fi
-    done
     ;;
 esac
 

@@ -263,7 +263,8 @@ public static class LocalCluster
     private static int? ReadPid(string file) =>
         int.TryParse(File.ReadAllText(file).Trim(), NumberStyles.Integer, CultureInfo.InvariantCulture, out var pid) ? pid : null;
 
-    private static bool IsAlive(int pid)
+    /// <summary>Whether the process runs: it exists and is not a zombie.</summary>
+    public static bool IsAlive(int pid)
     {
         // A zombie has exited: /proc/PID/stat's third field is Z.
         var stat = $"/proc/{pid}/stat";

@@ -1,3 +1,5 @@
+using DanceMoE.Operations;
+
 namespace DanceMoE.EndToEndTests;
 
 /// <summary>What <c>cluster up</c> and <c>cluster down</c> promise an operator when two run at once on one machine.</summary>
@@ -50,9 +52,7 @@ public sealed class LocalClusterTests
             try
             {
                 var arguments = File.ReadAllText(Path.Combine(directory, "cmdline")).Split('\0');
-                var state = File.ReadAllText(Path.Combine(directory, "stat"));
-                var zombie = state[(state.LastIndexOf(')') + 2)..].StartsWith('Z');
-                if (!zombie && arguments.Contains("edge") && arguments.Contains(modelDirectory))
+                if (arguments.Contains("edge") && arguments.Contains(modelDirectory) && LocalCluster.IsAlive(pid))
                 {
                     pids.Add(pid);
                 }
