@@ -46,6 +46,20 @@ public sealed record ByteTokenizer(int BosTokenId, int EosTokenId)
     public void Save(string directory) =>
         File.WriteAllText(Path.Combine(directory, FileName), ToJson().ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
 
+    /// <summary>The special ids follow the byte ids and are tokens of the model, or the model could not embed what it is given.</summary>
+    public static void CheckSpecialIds(int bosTokenId, int eosTokenId, int modelVocabSize, string source)
+    {
+        foreach (var (id, key) in new[] { (bosTokenId, "bos_token_id"), (eosTokenId, "eos_token_id") })
+        {
+            if (id < ByteCount || id >= modelVocabSize)
+            {
+                throw new ModelFormatException(modelVocabSize == int.MaxValue
+                    ? $"{source}: byte tokenizer's {key} must follow the {ByteCount} byte ids (got {id})"
+                    : $"{source}: byte tokenizer's {key} must be {ByteCount} to {modelVocabSize - 1}, after the byte ids and inside the model's vocab_size {modelVocabSize} (got {id})");
+            }
+        }
+    }
+
     /// <summary>Null when the directory holds no tokenizer or another kind of tokenizer.</summary>
     public static ByteTokenizer? TryLoad(string directory)
     {
@@ -67,7 +81,7 @@ public sealed record ByteTokenizer(int BosTokenId, int EosTokenId)
 
     public static ByteTokenizer? FromJson(JsonObject? root, string source)
     {
-        if (root?["dancemoe_tokenizer"] is not JsonValue kind || kind.GetValue<string>() != Kind)
+        if (root?["dancemoe_tokenizer"] is not JsonValue kind || !kind.TryGetValue<string>(out var name) || name != Kind)
         {
             return null;
         }
@@ -75,6 +89,7 @@ public sealed record ByteTokenizer(int BosTokenId, int EosTokenId)
         if (root["bos_token_id"] is JsonValue b && b.TryGetValue<int>(out var bos)
             && root["eos_token_id"] is JsonValue e && e.TryGetValue<int>(out var eos))
         {
+            CheckSpecialIds(bos, eos, int.MaxValue, source);
             return new ByteTokenizer(bos, eos);
         }
 

@@ -82,7 +82,13 @@ public sealed class Checkpoint
         var source = File.Exists(indexPath)
             ? indexPath
             : string.Join(", ", System.IO.Directory.GetFiles(directory, "*.safetensors").Order(StringComparer.Ordinal));
-        return new Checkpoint(directory, config, byTensor, ByteTokenizer.TryLoad(directory), source);
+        var tokenizer = ByteTokenizer.TryLoad(directory);
+        if (tokenizer is not null)
+        {
+            ByteTokenizer.CheckSpecialIds(tokenizer.BosTokenId, tokenizer.EosTokenId, config.VocabSize, Path.Combine(directory, ByteTokenizer.FileName));
+        }
+
+        return new Checkpoint(directory, config, byTensor, tokenizer, source);
     }
 
     public bool Has(string name) => _byTensor.ContainsKey(name);

@@ -129,6 +129,11 @@ public sealed record ModelManifest
             throw new ModelFormatException($"{path}: {ex.Message}", ex);
         }
 
+        if (manifest.Tokenizer is { Kind: ByteTokenizer.Kind } tokenizer)
+        {
+            ByteTokenizer.CheckSpecialIds(tokenizer.BosTokenId, tokenizer.EosTokenId, c.VocabSize, path);
+        }
+
         if (manifest.Layers.Count != c.RoutedLayers || manifest.Layers.Any(l => l.Experts.Count != c.NumExperts))
         {
             throw new ModelFormatException($"{path}: lists {manifest.Layers.Count} layers / {manifest.Experts.Count()} experts, architecture says {c.RoutedLayers} routed layers x {c.NumExperts}");

@@ -134,7 +134,7 @@ public static class ModelFamilies
         }
 
         var type = scaling["type"] ?? scaling["rope_type"];
-        if (type?.GetValue<string>() != "yarn")
+        if (type is not JsonValue name || !name.TryGetValue<string>(out var kind) || kind != "yarn")
         {
             json.Unsupported("rope_scaling", $"has type {type?.ToJsonString() ?? "null"}; only yarn (or null) is supported");
         }

@@ -190,8 +190,8 @@ public sealed record MoeConfig
             RopeTheta = json.OptDouble("rope_theta") ?? 1e6,
             MaxPositions = json.OptInt("max_position_embeddings") ?? 4096,
             TieWordEmbeddings = json.Bool("tie_word_embeddings"),
-            BosTokenId = json.OptInt("bos_token_id"),
-            EosTokenId = root["eos_token_id"] is JsonArray eos && eos.Count > 0 ? eos[0]?.GetValue<int>() : json.OptInt("eos_token_id"),
+            BosTokenId = json.OptTokenId("bos_token_id"),
+            EosTokenId = json.OptTokenId("eos_token_id"),
             TorchDtype = root["torch_dtype"] is JsonValue dt && dt.TryGetValue<string>(out var s) ? s : "float32",
         };
         var config = ModelFamilies.ParseFamily(common, json);
@@ -211,6 +211,16 @@ public sealed record MoeConfig
         Positive(NumExperts, "num_local_experts");
         Positive(TopK, "num_experts_per_tok");
         Positive(MaxPositions, "max_position_embeddings");
+        PositiveFinite(RmsNormEps, "rms_norm_eps");
+        PositiveFinite(RopeTheta, "rope_theta");
+        TokenId(BosTokenId, "bos_token_id");
+        TokenId(EosTokenId, "eos_token_id");
+        if (RopeScaling is { } yarn)
+        {
+            PositiveFinite(yarn.Factor, "rope_scaling.factor");
+            Positive(yarn.OriginalMaxPositions, "rope_scaling.original_max_position_embeddings");
+        }
+
         if (NumHeads % NumKvHeads != 0)
         {
             throw new ModelFormatException($"{source}: num_attention_heads ({NumHeads}) is not a multiple of num_key_value_heads ({NumKvHeads})");
@@ -255,6 +265,23 @@ public sealed record MoeConfig
             if (mla.QLoraRank is { } q)
             {
                 Positive(q, "q_lora_rank");
+            }
+        }
+
+        void PositiveFinite(double value, string key)
+        {
+            if (!double.IsFinite(value) || value <= 0)
+            {
+                throw new ModelFormatException($"{source}: '{key}' must be a positive number (got {value.ToString(CultureInfo.InvariantCulture)})");
+            }
+        }
+
+        void TokenId(int? id, string key)
+        {
+            if (id is { } value && (value < 0 || value >= VocabSize))
+            {
+                throw new ModelFormatException(
+                    $"{source}: '{key}' must be a token of the vocabulary, 0 to {(VocabSize - 1).ToString(CultureInfo.InvariantCulture)} (got {value.ToString(CultureInfo.InvariantCulture)})");
             }
         }
 
@@ -307,6 +334,15 @@ internal sealed class ConfigJson(JsonObject root, string source)
         throw new ModelFormatException($"{source}: '{key}' must be an integer (got {node.ToJsonString()})");
     }
 
+    /// <summary>A special token's id: an integer, or a list of them (Hugging Face allows several end tokens; the first is used).</summary>
+    public int? OptTokenId(string key) =>
+        root[key] switch
+        {
+            JsonArray { Count: > 0 } ids when ids.All(IsInt) => ids[0]!.GetValue<int>(),
+            JsonArray ids => throw new ModelFormatException($"{source}: '{key}' must be an integer or a non-empty list of integers (got {ids.ToJsonString()})"),
+            _ => OptInt(key),
+        };
+
     public double? OptDouble(string key) => OptDouble(root, key);
 
     public double? OptDouble(JsonObject obj, string key)
@@ -337,9 +373,11 @@ internal sealed class ConfigJson(JsonObject root, string source)
         root[key] switch
         {
             null => [],
-            JsonArray a when a.All(n => n is JsonValue v && v.TryGetValue<int>(out _)) => [.. a.Select(n => n!.GetValue<int>())],
+            JsonArray a when a.All(IsInt) => [.. a.Select(n => n!.GetValue<int>())],
             var node => throw new ModelFormatException($"{source}: '{key}' must be a list of integers (got {node.ToJsonString()})"),
         };
+
+    private static bool IsInt(JsonNode? node) => node is JsonValue v && v.GetValueKind() == JsonValueKind.Number && v.TryGetValue<int>(out _);
 
     public JsonObject? OptObject(string key) =>
         root[key] switch

@@ -138,6 +138,34 @@ public class CheckpointTests
         Assert.Contains("config.json: unsupported model_type 'llama4' (supported: mixtral, olmoe, qwen2_moe, deepseek_v2)", ex.Message, StringComparison.Ordinal);
     }
 
+    [Theory]
+    [InlineData("config.json", "eos_token_id", "[\"a\"]", "config.json: 'eos_token_id' must be an integer or a non-empty list of integers (got [\"a\"])")]
+    [InlineData("config.json", "eos_token_id", "[1.5]", "'eos_token_id' must be an integer or a non-empty list of integers")]
+    [InlineData("config.json", "bos_token_id", "9999", "config.json: 'bos_token_id' must be a token of the vocabulary, 0 to 257 (got 9999)")]
+    [InlineData("config.json", "eos_token_id", "-2", "'eos_token_id' must be a token of the vocabulary")]
+    [InlineData("config.json", "rope_theta", "-1", "config.json: 'rope_theta' must be a positive number (got -1)")]
+    [InlineData("config.json", "rms_norm_eps", "0", "config.json: 'rms_norm_eps' must be a positive number (got 0)")]
+    [InlineData("tokenizer.json", "bos_token_id", "9999", "tokenizer.json: byte tokenizer's bos_token_id must be 256 to 257, after the byte ids and inside the model's vocab_size 258 (got 9999)")]
+    [InlineData("tokenizer.json", "eos_token_id", "3", "tokenizer.json: byte tokenizer's eos_token_id must follow the 256 byte ids (got 3)")]
+    [InlineData("tokenizer.json", "dancemoe_tokenizer", "5", null)]
+    public void Hostile_config_or_tokenizer_values_fail_naming_the_file_and_key(string file, string key, string json, string? error)
+    {
+        using var dir = new TempDirectory();
+        TinyCheckpoint.Write(dir.Path, TinyModels.Small());
+        var path = Path.Combine(dir.Path, file);
+        var root = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(path))!.AsObject();
+        root[key] = System.Text.Json.Nodes.JsonNode.Parse(json);
+        File.WriteAllText(path, root.ToJsonString());
+        if (error is null)
+        {
+            Assert.Null(Checkpoint.Open(dir.Path).Tokenizer);
+            return;
+        }
+
+        var ex = Assert.Throws<ModelFormatException>(() => Checkpoint.Open(dir.Path));
+        Assert.Contains(error, ex.Message, StringComparison.Ordinal);
+    }
+
     [Fact]
     public void Byte_tokenizer_round_trips_utf8_text()
     {

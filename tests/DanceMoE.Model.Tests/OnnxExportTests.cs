@@ -201,6 +201,15 @@ public sealed class OnnxExportTests : IDisposable
         Assert.Contains("expert.0.0.onnx", ex.Message, StringComparison.Ordinal);
     }
 
+    [Fact]
+    public void Manifest_whose_tokenizer_ids_fall_outside_the_vocabulary_is_rejected()
+    {
+        var manifest = Export(TensorDtype.F32);
+        (manifest with { Tokenizer = manifest.Tokenizer! with { BosTokenId = 100_000 } }).Save(manifest.Directory);
+        var ex = Assert.Throws<ModelFormatException>(() => ModelManifest.Load(_dir.Sub("onnx")));
+        Assert.Contains("manifest.json: byte tokenizer's bos_token_id must be 256 to 257", ex.Message, StringComparison.Ordinal);
+    }
+
     private ModelManifest Export(TensorDtype dtype) =>
         OnnxExporter.Export(Checkpoint.Open(_dir.Sub("ckpt")), _dir.Sub("onnx"), dtype);
 
