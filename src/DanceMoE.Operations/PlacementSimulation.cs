@@ -49,6 +49,11 @@ public sealed class PlacementSimulation
     {
         ArgumentNullException.ThrowIfNull(spec);
         var model = MoeModel.DeepSeekV2Lite;
+        if (spec.Domains.GroupBy(d => d, StringComparer.Ordinal).FirstOrDefault(g => g.Count() > 1) is { } twice)
+        {
+            throw new OperationException($"server '{twice.Key}' is listed twice: one server per workload domain");
+        }
+
         var budgets = spec.MemoryMb is null
             ? Enumerable.Repeat((long)(spec.MemoryShare * model.TotalExpertBytes), spec.Domains.Count).ToArray()
             : spec.MemoryMb.Select(mb => (long)(mb * 1e6)).ToArray();
@@ -63,6 +68,14 @@ public sealed class PlacementSimulation
         {
             history = new Workload(requests);
             eval = new Workload(Load(evalDir, spec.Domains, model));
+        }
+
+        if (history.Requests.Count == 0 || eval.Requests.Count == 0)
+        {
+            throw new OperationException(evalDir is null
+                ? $"{historyDir}: {requests.Count} sequence(s) split into each server's first half (to place from) and second half (to judge on) leave "
+                    + $"{(history.Requests.Count == 0 ? "no history" : "nothing to judge on")}; give more sequences, or --eval DIR"
+                : $"{(history.Requests.Count == 0 ? historyDir : evalDir)}: the traces hold no sequence");
         }
 
         var servers = spec.Domains.Select((d, i) => ServerSpec.Edge(d, budgets[i], spec.Speeds?[i] ?? 1.0)).ToList();

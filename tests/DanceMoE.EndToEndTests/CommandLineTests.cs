@@ -44,6 +44,21 @@ public sealed class CommandLineTests
         Assert.Contains("--memory-mb", line, StringComparison.Ordinal);
     }
 
+    [Theory]
+    [InlineData("--speed", "1e308,1e-308", "--speed: '1e308' is not a number from 0.001 to 1000")]
+    [InlineData("--memory-mb", "1e308,1", "--memory-mb: '1e308' is not a number from 0.001 to 1000000000")]
+    [InlineData("--rtt-ms", "1e308", "--rtt-ms must be between 0 and 10000 (got '1e308')")]
+    [InlineData("--bandwidth-mbps", "1e308", "--bandwidth-mbps must be between 0.001 and 1000000 (got '1e308')")]
+    public async Task Placement_simulate_refuses_values_that_would_make_infinite_latencies(string option, string value, string error)
+    {
+        var (exitCode, output, errors) = await RunAsync(["placement", "simulate", "--history", "/nonexistent", "--servers", "a,b", option, value]);
+
+        Assert.True(exitCode == 2, $"exit {exitCode}: {errors}");
+        Assert.Empty(output);
+        var line = Assert.Single(errors.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.Contains(error, line, StringComparison.Ordinal);
+    }
+
     [Fact]
     public async Task No_verb_prints_the_usage_and_exits_2()
     {

@@ -24,15 +24,15 @@ public static class PlacementCommand
         var eval = CliOptions.Text("eval", "routing traces they are judged on (default: the second half of --history)", valueName: "DIR");
         var servers = CliOptions.Text("servers", "one server per workload domain, named as in the trace files", required: true, valueName: "D1,D2,..");
         var memory = CliOptions.Double("memory", 0.3, "share of all experts' bytes each server holds", 0.0001, 1);
-        var memoryMb = CliOptions.Text("memory-mb", "each server's budget in MB, one per server (instead of --memory)", valueName: "A,B,..");
-        var bandwidth = CliOptions.Double("bandwidth-mbps", 500, "link bandwidth", 0.001);
-        var rtt = CliOptions.Double("rtt-ms", 2, "link round-trip time", 0);
-        var speed = CliOptions.Text("speed", "each server's relative compute speed (default: 1 each)", valueName: "1,1,..");
-        var decodeTokens = CliOptions.Int("decode-tokens", 64, "decode tokens per request", 0);
-        var interval = CliOptions.Double("request-interval-s", 10, "seconds between one server's requests", 0.001);
+        var memoryMb = CliOptions.Text("memory-mb", "each server's budget in MB, 0.001 to 1e9, one per server (instead of --memory)", valueName: "A,B,..");
+        var bandwidth = CliOptions.Double("bandwidth-mbps", 500, "link bandwidth", 0.001, 1_000_000);
+        var rtt = CliOptions.Double("rtt-ms", 2, "link round-trip time", 0, 10_000);
+        var speed = CliOptions.Text("speed", "each server's relative compute speed, 0.001 to 1000 (default: 1 each)", valueName: "1,1,..");
+        var decodeTokens = CliOptions.Int("decode-tokens", 64, "decode tokens per request", 0, 1_000_000);
+        var interval = CliOptions.Double("request-interval-s", 10, "seconds between one server's requests", 0.001, 1_000_000);
         var algorithms = CliOptions.Text("algorithms", "algorithms to run: all, or a comma-separated list", "all", valueName: "all|a,b");
         var migrateFrom = CliOptions.Text("migrate-from", "also plan the migration from this algorithm's placement to each other one", valueName: "ALGO");
-        var horizon = CliOptions.Double("horizon-s", 300, "time over which a migration must pay for itself", 0);
+        var horizon = CliOptions.Double("horizon-s", 300, "time over which a migration must pay for itself", 0, 1e9);
         var json = CliOptions.Flag("json", "print the results as JSON");
         var plot = CliOptions.Text("plot", "also draw latency and local ratio per algorithm to this PNG", valueName: "FILE.png");
         var command = new Command("simulate", "every placement algorithm computed from history routing traces and judged on other requests")
@@ -69,8 +69,8 @@ public static class PlacementCommand
         string historyDir, string? evalDir, List<string> domains, double memory, string? memoryMb, string? speedText, LinkSpec link, LatencyOptions options,
         IReadOnlyList<IPlacementAlgorithm> algorithms, string? migrateFrom, double horizon, bool asJson, string? plot, CancellationToken cancellationToken)
     {
-        var budgetsMb = memoryMb is null ? null : Numbers(memoryMb, "memory-mb", domains.Count);
-        var speeds = speedText is null ? null : Numbers(speedText, "speed", domains.Count);
+        var budgetsMb = memoryMb is null ? null : Numbers(memoryMb, "memory-mb", domains.Count, 0.001, 1e9);
+        var speeds = speedText is null ? null : Numbers(speedText, "speed", domains.Count, 0.001, 1000);
         if (migrateFrom is not null && !algorithms.Any(a => a.Name == migrateFrom))
         {
             throw new UsageException($"--migrate-from {migrateFrom} must be one of the algorithms run");
@@ -136,7 +136,7 @@ public static class PlacementCommand
         }
     }
 
-    private static double[] Numbers(string text, string option, int count)
+    private static double[] Numbers(string text, string option, int count, double min, double max)
     {
         var parts = List(text);
         if (parts.Count != count)
@@ -144,9 +144,9 @@ public static class PlacementCommand
             throw new UsageException($"--{option} needs {count} comma-separated values, one per server (got {parts.Count})");
         }
 
-        return parts.Select(p => double.TryParse(p, NumberStyles.Float, CultureInfo.InvariantCulture, out var v) && v > 0
+        return parts.Select(p => double.TryParse(p, NumberStyles.Float, CultureInfo.InvariantCulture, out var v) && v >= min && v <= max
             ? v
-            : throw new UsageException($"--{option}: '{p}' is not a positive number")).ToArray();
+            : throw new UsageException(string.Create(CultureInfo.InvariantCulture, $"--{option}: '{p}' is not a number from {min} to {max}"))).ToArray();
     }
 
     private static List<string> List(string text) =>

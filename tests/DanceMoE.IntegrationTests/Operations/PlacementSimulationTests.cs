@@ -58,4 +58,61 @@ public sealed class PlacementSimulationTests
 
         Assert.Equal("no trace directory /nonexistent/traces", error.Message);
     }
+
+    [Fact]
+    public void A_server_listed_twice_is_refused()
+    {
+        using var traces = new TraceFolder(["law"], sequences: 4);
+        var spec = new SimulationSpec(["law", "law"], 0.6, null, null, LinkSpec.FromMbps(500, 2), new LatencyOptions());
+
+        var error = Assert.Throws<OperationException>(() => PlacementSimulation.FromTraces(traces.Path, null, spec));
+
+        Assert.Equal("server 'law' is listed twice: one server per workload domain", error.Message);
+    }
+
+    [Theory]
+    [InlineData(0, "0 sequence(s) split into each server's first half (to place from) and second half (to judge on) leave no history")]
+    [InlineData(1, "1 sequence(s) split into each server's first half (to place from) and second half (to judge on) leave no history")]
+    public void Traces_too_short_to_place_from_and_judge_on_are_refused(int sequences, string error)
+    {
+        using var traces = new TraceFolder(["law"], sequences);
+        var spec = new SimulationSpec(["law"], 1, null, null, LinkSpec.FromMbps(500, 2), new LatencyOptions());
+
+        var thrown = Assert.Throws<OperationException>(() => PlacementSimulation.FromTraces(traces.Path, null, spec));
+
+        Assert.Equal($"{traces.Path}: {error}; give more sequences, or --eval DIR", thrown.Message);
+    }
+
+    [Fact]
+    public void Two_sequences_of_a_server_place_from_one_and_judge_on_the_other()
+    {
+        using var traces = new TraceFolder(["law"], sequences: 2);
+        var spec = new SimulationSpec(["law"], 1, null, null, LinkSpec.FromMbps(500, 2), new LatencyOptions());
+
+        var simulation = PlacementSimulation.FromTraces(traces.Path, null, spec);
+
+        Assert.StartsWith("history 1 requests / ", simulation.Description, StringComparison.Ordinal);
+        Assert.Contains("eval 1 requests / ", simulation.Description, StringComparison.Ordinal);
+    }
+
+    /// <summary>DeepSeek-V2-Lite's shape (26 layers, top-6 of 64): each sequence two tokens routed to experts 0-5 and 6-11.</summary>
+    private sealed class TraceFolder : IDisposable
+    {
+        public TraceFolder(IEnumerable<string> servers, int sequences)
+        {
+            Directory.CreateDirectory(Path);
+            foreach (var server in servers)
+            {
+                for (var layer = 1; layer <= 26; layer++)
+                {
+                    var line = string.Join('\t', Enumerable.Range(0, 12)) + "\n";
+                    File.WriteAllText(System.IO.Path.Combine(Path, $"{server}.layer{layer:D2}.txt"), string.Concat(Enumerable.Repeat(line, sequences)));
+                }
+            }
+        }
+
+        public string Path { get; } = System.IO.Path.Combine(System.IO.Path.GetTempPath(), $"dancemoe-traces-{Guid.NewGuid():N}");
+
+        public void Dispose() => Directory.Delete(Path, recursive: true);
+    }
 }
