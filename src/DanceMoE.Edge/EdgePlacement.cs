@@ -1,4 +1,5 @@
 using DanceMoE.Contracts;
+using DanceMoE.Hosting;
 
 namespace DanceMoE.Edge;
 
@@ -14,7 +15,17 @@ public sealed class EdgePlacement
         ActivatedAt = activatedAt;
         foreach (var a in assignments)
         {
+            if (a is null)
+            {
+                throw new PlacementException($"placement v{version} has an empty (null) assignment");
+            }
+
             var servers = a.Servers?.Where(s => !string.IsNullOrWhiteSpace(s)).Distinct(StringComparer.Ordinal).ToArray() ?? [];
+            if (servers.Select(EdgeQueues.Problem).FirstOrDefault(p => p is not null) is { } problem)
+            {
+                throw new PlacementException($"placement v{version} gives expert {a.Layer}.{a.Expert} to a server that is no edge: {problem}");
+            }
+
             if (!_servers.TryAdd((a.Layer, a.Expert), servers))
             {
                 throw new PlacementException($"placement v{version} lists expert {a.Layer}.{a.Expert} twice");

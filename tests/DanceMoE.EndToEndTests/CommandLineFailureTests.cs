@@ -1,6 +1,8 @@
 using System.ComponentModel.DataAnnotations;
 using DanceMoE.Edge;
 using DanceMoE.Hosting;
+using DanceMoE.Model;
+using DanceMoE.Model.Onnx;
 
 namespace DanceMoE.EndToEndTests;
 
@@ -89,6 +91,32 @@ public sealed class CommandLineFailureTests
         Assert.True(exitCode == 2, $"exit {exitCode}: {errors}");
         var line = Assert.Single(errors.Split('\n', StringSplitOptions.RemoveEmptyEntries));
         Assert.StartsWith("dancemoe edge: --uniform-over: ", line, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("[null]", "placement v1 has an empty (null) assignment")]
+    [InlineData("[{\"layer\": 0, \"expert\": 0, \"servers\": [\"../x\"]}]", "placement v1 gives expert 0.0 to a server that is no edge: edge id '../x' is not an edge id")]
+    [InlineData("[{\"layer\": 0, \"expert\": 0, \"servers\": [\"edge-2-experts\"]}]", "placement v1 gives expert 0.0 to a server that is no edge: edge id 'edge-2-experts' names queue")]
+    public async Task A_placement_file_with_a_null_assignment_or_an_odd_server_stops_the_edge_in_one_line(string assignments, string error)
+    {
+        var directory = Path.Combine(Path.GetTempPath(), $"dancemoe-placement-{Guid.NewGuid():N}");
+        TinyCheckpoint.Write(Path.Combine(directory, "ckpt"), new TinyOptions { Seed = 3 });
+        OnnxExporter.Export(Checkpoint.Open(Path.Combine(directory, "ckpt")), Path.Combine(directory, "onnx"), TensorDtype.F32);
+        var file = Path.Combine(directory, "placement.json");
+        await File.WriteAllTextAsync(file, $"{{\"version\": 1, \"assignments\": {assignments}}}");
+        try
+        {
+            var (exitCode, _, errors) = await CommandLineTests.RunAsync(
+                ["edge", "--id", "edge-1", "--model", Path.Combine(directory, "onnx"), "--placement", file, "--no-traces"]);
+
+            Assert.True(exitCode == 1, $"exit {exitCode}: {errors}");
+            var line = Assert.Single(errors.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+            Assert.StartsWith($"dancemoe edge: error: {error}", line, StringComparison.Ordinal);
+        }
+        finally
+        {
+            Directory.Delete(directory, recursive: true);
+        }
     }
 
     [Theory]
