@@ -20,7 +20,7 @@ public sealed record ReplayBenchmarkSettings
         new("eval", null, "routing traces replayed (default: the second half of --history)"),
         new("servers", "intent,law,summary,translation", "one edge per workload domain, named as in the trace files"),
         new("memory", "0.3", "share of all experts' bytes (DeepSeek-V2-Lite's 17.3 MB each) each edge holds"),
-        new("memory-mb", null, "each edge's budget in MB, one per edge (instead of --memory)"),
+        new("memory-mb", null, "each edge's budget in MB, 0.001 to 1000000, one per edge (instead of --memory)"),
         new("algorithms", "eplb,dancemoe,latency", "placements to replay, comma-separated (uniform, eplb, dancemoe, optimal, latency)"),
         new("link-delay-ms", "1", "emulated one-way delay of every expert batch and answer"),
         new("link-mbps", "500", "emulated bandwidth of each edge's link"),
@@ -74,7 +74,7 @@ public sealed record ReplayBenchmarkSettings
 
         var servers = List(Get("servers") ?? Flags.Single(f => f.Name == "servers").Default!);
         var memoryMb = Get("memory-mb") is { } mb
-            ? List(mb).Select(m => double.TryParse(m, NumberStyles.Float, CultureInfo.InvariantCulture, out var v) && v > 0 ? v : throw new InvalidSettingsException($"--memory-mb: '{m}' is not a positive number")).ToList()
+            ? List(mb).Select(m => double.TryParse(m, NumberStyles.Float, CultureInfo.InvariantCulture, out var v) && v >= 0.001 && v <= 1e6 ? v : throw new InvalidSettingsException($"--memory-mb: '{m}' is not a number from 0.001 to 1000000")).ToList()
             : null;
         if (memoryMb is not null && memoryMb.Count != servers.Count)
         {
