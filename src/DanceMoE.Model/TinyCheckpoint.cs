@@ -10,6 +10,9 @@ namespace DanceMoE.Model;
 /// </summary>
 public static class TinyCheckpoint
 {
+    /// <summary>Every tensor is generated before the file is written, so the weights must fit in memory with room to spare.</summary>
+    public const long MaxWeightBytes = 2L << 30;
+
     public static MoeConfig Write(string directory, TinyOptions options)
     {
         ArgumentNullException.ThrowIfNull(options);
@@ -29,6 +32,15 @@ public static class TinyCheckpoint
         ArgumentNullException.ThrowIfNull(config);
         ArgumentNullException.ThrowIfNull(options);
         config.Validate("tiny options");
+        var element = SafeTensorsFile.ElementSize(options.Dtype);
+        var atLeast = ((long)config.RoutedLayers * config.NumExperts * 3 * config.HiddenSize * config.IntermediateSize * element)
+            + (2L * config.VocabSize * config.HiddenSize * element);
+        if (atLeast > MaxWeightBytes)
+        {
+            throw new ArgumentException(string.Create(CultureInfo.InvariantCulture,
+                $"these options make at least {atLeast / (1 << 20):N0} MiB of weights; a tiny checkpoint is built in memory and holds at most {MaxWeightBytes >> 20:N0} MiB"), nameof(options));
+        }
+
         Directory.CreateDirectory(directory);
         var tensors = Tensors(config, options).ToList();
         WriteShards(directory, tensors, options.MaxShardBytes);

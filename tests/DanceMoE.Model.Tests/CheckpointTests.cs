@@ -167,6 +167,18 @@ public class CheckpointTests
     }
 
     [Fact]
+    public void A_tiny_checkpoint_too_large_to_build_in_memory_is_refused_before_anything_is_written()
+    {
+        using var dir = new TempDirectory();
+        var options = new TinyOptions { Hidden = 8192, Layers = 256, Experts = 1024 };
+
+        var ex = Assert.Throws<ArgumentException>(() => TinyCheckpoint.Write(dir.Sub("huge"), options));
+
+        Assert.StartsWith("these options make at least 402,653,200 MiB of weights; a tiny checkpoint is built in memory and holds at most 2,048 MiB", ex.Message, StringComparison.Ordinal);
+        Assert.False(Directory.Exists(dir.Sub("huge")));
+    }
+
+    [Fact]
     public void Byte_tokenizer_round_trips_utf8_text()
     {
         var tokenizer = ByteTokenizer.Default;
