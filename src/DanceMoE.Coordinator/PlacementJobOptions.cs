@@ -66,9 +66,9 @@ public sealed class PlacementJobOptions : IValidatableObject
             yield return new ValidationResult($"PlacementJob:Algorithm '{Algorithm}' is not one of {string.Join(", ", PlacementAlgorithms.Names)}", [nameof(Algorithm)]);
         }
 
-        if (!IsCron(Cron))
+        if (CronProblem(Cron) is { } problem)
         {
-            yield return new ValidationResult($"PlacementJob:Cron '{Cron}' is not a Quartz cron expression", [nameof(Cron)]);
+            yield return new ValidationResult($"PlacementJob:Cron '{Cron}' {problem}", [nameof(Cron)]);
         }
 
         if (TopK > Experts)
@@ -77,16 +77,21 @@ public sealed class PlacementJobOptions : IValidatableObject
         }
     }
 
-    public static bool IsCron(string? expression)
+    public static bool IsCron(string? expression) => CronProblem(expression) is null;
+
+    /// <summary>Why <paramref name="expression"/> cannot schedule the job, or null. Quartz refuses to start with a trigger that never fires again (31 February, a past year).</summary>
+    public static string? CronProblem(string? expression)
     {
+        Quartz.CronExpression cron;
         try
         {
-            _ = new Quartz.CronExpression(expression ?? "");
-            return true;
+            cron = new Quartz.CronExpression(expression ?? "");
         }
         catch (Exception ex) when (ex is FormatException or ArgumentException)
         {
-            return false;
+            return "is not a Quartz cron expression";
         }
+
+        return cron.GetNextValidTimeAfter(DateTimeOffset.UtcNow) is null ? "never fires from now on" : null;
     }
 }

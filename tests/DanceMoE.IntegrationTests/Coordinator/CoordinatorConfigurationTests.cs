@@ -30,4 +30,25 @@ public sealed class CoordinatorConfigurationTests
             empty.Delete(recursive: true);
         }
     }
+
+    [Theory]
+    [InlineData("0 0 0 31 2 ? 2099", "never fires from now on")]
+    [InlineData("0 0 0 1 1 ? 2020", "never fires from now on")]
+    [InlineData("bogus", "is not a Quartz cron expression")]
+    public void A_cron_the_job_could_not_be_scheduled_on_is_refused_at_validation(string cron, string problem)
+    {
+        var options = new PlacementJobOptions { Cron = cron, Layers = 2, Experts = 4 };
+        var results = new List<System.ComponentModel.DataAnnotations.ValidationResult>();
+
+        Assert.False(System.ComponentModel.DataAnnotations.Validator.TryValidateObject(options, new(options), results, validateAllProperties: true));
+        Assert.Equal($"PlacementJob:Cron '{cron}' {problem}", Assert.Single(results).ErrorMessage);
+    }
+
+    [Fact]
+    public void A_cron_that_fires_once_in_a_future_year_is_accepted()
+    {
+        var options = new PlacementJobOptions { Cron = "0 0 0 1 1 ? 2099", Layers = 2, Experts = 4 };
+
+        Assert.True(System.ComponentModel.DataAnnotations.Validator.TryValidateObject(options, new(options), [], validateAllProperties: true));
+    }
 }
