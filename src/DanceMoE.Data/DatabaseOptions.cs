@@ -22,12 +22,21 @@ public sealed class DatabaseOptions
         if (!urlOrConnectionString.StartsWith("postgres://", StringComparison.OrdinalIgnoreCase)
             && !urlOrConnectionString.StartsWith("postgresql://", StringComparison.OrdinalIgnoreCase))
         {
-            return new NpgsqlConnectionStringBuilder(urlOrConnectionString).ConnectionString;
+            try
+            {
+                return new NpgsqlConnectionStringBuilder(urlOrConnectionString).ConnectionString;
+            }
+            catch (Exception ex) when (ex is ArgumentException or KeyNotFoundException or FormatException)
+            {
+                // The text may hold a password: the message names the problem, not the text.
+                throw new FormatException(
+                    "not a postgresql://user:password@host:port/db URI nor an Npgsql Key=Value; connection string" + (ex is ArgumentException ? $" ({ex.Message})" : ""), ex);
+            }
         }
 
         if (!Uri.TryCreate(urlOrConnectionString, UriKind.Absolute, out var uri) || string.IsNullOrEmpty(uri.Host))
         {
-            throw new FormatException($"'{urlOrConnectionString}' is not a valid postgresql:// URI");
+            throw new FormatException("not a valid postgresql://user:password@host:port/db URI");
         }
 
         var builder = new NpgsqlConnectionStringBuilder

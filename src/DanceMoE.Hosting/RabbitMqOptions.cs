@@ -123,11 +123,20 @@ public sealed class RabbitMqOptions
         return ParseSingle(uri, uri);
     }
 
+    /// <summary><paramref name="uri"/> with whatever stands between the user's name and the last '@' as ***, for messages.</summary>
+    private static string WithoutPassword(string uri)
+    {
+        var start = uri.IndexOf("://", StringComparison.Ordinal) + 3;
+        var at = uri.LastIndexOf('@');
+        var colon = at > start ? uri.IndexOf(':', start, at - start) : -1;
+        return colon < 0 ? uri : uri[..(colon + 1)] + "***" + uri[at..];
+    }
+
     private static RabbitMqBroker ParseSingle(string uri, string given)
     {
         if (!Uri.TryCreate(uri, UriKind.Absolute, out var parsed) || parsed.Scheme is not ("amqp" or "rabbitmq") || string.IsNullOrEmpty(parsed.Host))
         {
-            throw new FormatException($"'{given}' is not an amqp://user:password@host:port/vhost URI (hosts of a cluster separated by commas)");
+            throw new FormatException($"'{WithoutPassword(given)}' is not an amqp://user:password@host:port/vhost URI (hosts of a cluster separated by commas)");
         }
 
         var userInfo = parsed.UserInfo.Split(':', 2);

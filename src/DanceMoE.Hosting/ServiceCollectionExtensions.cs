@@ -2,6 +2,7 @@ using DanceMoE.Data;
 using Microsoft.EntityFrameworkCore;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Options;
 
 namespace DanceMoE.Hosting;
 
@@ -27,6 +28,16 @@ public static class ServiceCollectionExtensions
     public static IServiceCollection AddDanceMoEDatabase(this IServiceCollection services, IConfiguration configuration)
     {
         var connectionString = configuration.GetConnectionString(DatabaseOptions.ConnectionName) ?? DatabaseOptions.LocalDefault;
+        try
+        {
+            // The bus's saga repository reads it while the host is built, before the options are validated at start.
+            _ = DatabaseOptions.ToNpgsql(connectionString);
+        }
+        catch (FormatException ex)
+        {
+            throw new OptionsValidationException(DatabaseOptions.ConnectionName, typeof(DatabaseOptions), [$"ConnectionStrings:postgres: {ex.Message}"]);
+        }
+
         return services.AddDbContextFactory<DanceMoEDbContext>(b => DanceMoEDbContext.Configure(b, connectionString));
     }
 

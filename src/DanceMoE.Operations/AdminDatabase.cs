@@ -61,6 +61,21 @@ public static class AdminDatabase
     public static Task DropDatabaseAsync(string postgresUrl, string name, CancellationToken cancellationToken) =>
         ExecuteAsync(postgresUrl, $"DROP DATABASE IF EXISTS {Quote(name)} WITH (FORCE)", cancellationToken);
 
+    public const int MaxPasswordLength = 1024;
+
+    /// <summary>A password kept in a file, without the line break an editor leaves at its end.</summary>
+    public static string ReadPasswordFile(string file)
+    {
+        try
+        {
+            return File.ReadAllText(file).Trim();
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            throw new OperationException($"cannot read the password file {file} ({ex.Message})", OperationFailure.InvalidSettings, ex);
+        }
+    }
+
     /// <summary>
     /// Creates (or updates) the login <paramref name="name"/> in <see cref="AnalystGroup"/>: it reads the analyst views,
     /// with at most <paramref name="connectionLimit"/> sessions and statements cut at <paramref name="statementTimeout"/>.
@@ -69,6 +84,11 @@ public static class AdminDatabase
         string postgresUrl, string name, string password, int connectionLimit, TimeSpan statementTimeout, CancellationToken cancellationToken)
     {
         ArgumentException.ThrowIfNullOrEmpty(password);
+        if (password.Any(char.IsControl) || password.Length > MaxPasswordLength)
+        {
+            throw new OperationException($"the password must be one line of at most {MaxPasswordLength} characters without control characters", OperationFailure.InvalidSettings);
+        }
+
         await using var connection = new NpgsqlConnection(ConnectionString(postgresUrl));
         await connection.OpenAsync(cancellationToken).ConfigureAwait(false);
         await using var exists = new NpgsqlCommand("SELECT rolsuper OR rolcreaterole OR rolcreatedb FROM pg_roles WHERE rolname = @name", connection);

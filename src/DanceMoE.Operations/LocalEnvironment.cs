@@ -13,7 +13,7 @@ public static class LocalEnvironment
     public static IConfiguration Configuration { get; } = new ConfigurationBuilder().AddEnvironmentVariables().Build();
 
     public static string PostgresUrl =>
-        Configuration.GetConnectionString(DatabaseOptions.ConnectionName)
+        Checked(Configuration.GetConnectionString(DatabaseOptions.ConnectionName), DatabaseOptions.ConnectionName, url => DatabaseOptions.ToNpgsql(url))
         ?? (Environment.GetEnvironmentVariable("DANCEMOE_POSTGRES_PORT") is { Length: > 0 } port
             ? DatabaseOptions.LocalDefault.Replace(":5442/", $":{port}/", StringComparison.Ordinal)
             : DatabaseOptions.LocalDefault);
@@ -29,12 +29,13 @@ public static class LocalEnvironment
     /// </summary>
     public static string RabbitMqUriFor(BusRole role)
     {
-        if (Configuration.GetConnectionString(RabbitMqOptions.ConnectionName + "_" + role.ToString().ToLowerInvariant()) is { Length: > 0 } own)
+        var ownName = RabbitMqOptions.ConnectionName + "_" + role.ToString().ToLowerInvariant();
+        if (Checked(Configuration.GetConnectionString(ownName), ownName, RabbitMqOptions.Parse) is { Length: > 0 } own)
         {
             return own;
         }
 
-        var configured = Configuration.GetConnectionString(RabbitMqOptions.ConnectionName);
+        var configured = Checked(Configuration.GetConnectionString(RabbitMqOptions.ConnectionName), RabbitMqOptions.ConnectionName, RabbitMqOptions.Parse);
         if (role != BusRole.Admin && configured is { Length: > 0 })
         {
             return configured;
@@ -71,6 +72,8 @@ public static class LocalEnvironment
     public static IConfiguration WithLocalServices(this IConfiguration configuration, BusRole role)
     {
         ArgumentNullException.ThrowIfNull(configuration);
+        Checked(configuration.GetConnectionString(RabbitMqOptions.ConnectionName), RabbitMqOptions.ConnectionName, RabbitMqOptions.Parse);
+        Checked(configuration.GetConnectionString(DatabaseOptions.ConnectionName), DatabaseOptions.ConnectionName, url => DatabaseOptions.ToNpgsql(url));
         var local = new Dictionary<string, string?>(StringComparer.Ordinal);
         if (configuration.GetConnectionString(RabbitMqOptions.ConnectionName) is not { Length: > 0 })
         {
@@ -108,6 +111,25 @@ public static class LocalEnvironment
 
     private static string EnvironmentOr(string name, string fallback) =>
         Environment.GetEnvironmentVariable(name) is { Length: > 0 } value ? value : fallback;
+
+    /// <summary><paramref name="value"/> when <paramref name="parse"/> reads it; else one line naming the variable, never the value (it holds a password).</summary>
+    private static string? Checked<T>(string? value, string name, Func<string, T> parse)
+    {
+        if (value is not { Length: > 0 })
+        {
+            return value;
+        }
+
+        try
+        {
+            _ = parse(value);
+            return value;
+        }
+        catch (FormatException ex)
+        {
+            throw new OperationException($"ConnectionStrings__{name}: {ex.Message}", OperationFailure.InvalidSettings, ex);
+        }
+    }
 
     private static string ReadSecret(string file, string setting)
     {

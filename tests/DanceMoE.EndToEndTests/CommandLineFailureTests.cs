@@ -58,6 +58,34 @@ public sealed class CommandLineFailureTests
     }
 
     [Theory]
+    [InlineData("postgres", "garbage=;secret;", "status", "ConnectionStrings__postgres: not a postgresql://user:password@host:port/db URI nor an Npgsql Key=Value; connection string")]
+    [InlineData("postgres", "postgresql://a:secret@/db", "db migrate", "ConnectionStrings__postgres: not a valid postgresql://user:password@host:port/db URI")]
+    [InlineData("rabbitmq", "amqp://a:secret@[::1", "status", "ConnectionStrings__rabbitmq: not an amqp://user:password@host:port/vhost URI")]
+    [InlineData("rabbitmq", "http://a:secret@localhost", "infer --edge edge-1 --prompt hi", "ConnectionStrings__rabbitmq: not an amqp://user:password@host:port/vhost URI")]
+    [InlineData("rabbitmq_ops", "secret", "placement run-now", "ConnectionStrings__rabbitmq_ops: not an amqp://user:password@host:port/vhost URI")]
+    [InlineData("postgres", "garbage=;secret;", "coordinator --layers 2 --experts 4 --top-k 1 --expert-bytes 100", "ConnectionStrings__postgres: not a postgresql://")]
+    public async Task A_malformed_connection_string_is_one_line_naming_the_variable_and_never_the_password(string name, string value, string command, string error)
+    {
+        var (exitCode, output, errors) = await CommandLineTests.RunAsync(command.Split(' '), new Dictionary<string, string> { ["ConnectionStrings__" + name] = value });
+
+        Assert.True(exitCode == 2, $"exit {exitCode}: {errors}");
+        Assert.Empty(output);
+        var line = Assert.Single(errors.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.Contains(error, line, StringComparison.Ordinal);
+        Assert.DoesNotContain("secret", line, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task An_analyst_password_file_that_cannot_be_read_is_one_line()
+    {
+        var (exitCode, _, errors) = await CommandLineTests.RunAsync(["db", "analyst", "--name", "reader", "--password-file", "/nonexistent/password"]);
+
+        Assert.True(exitCode == 2, $"exit {exitCode}: {errors}");
+        var line = Assert.Single(errors.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.StartsWith("dancemoe db: error: cannot read the password file /nonexistent/password (", line, StringComparison.Ordinal);
+    }
+
+    [Theory]
     [MemberData(nameof(OddEdgeIds))]
     public async Task Infer_to_an_odd_edge_id_is_a_one_line_usage_error_that_sends_nothing(string edge)
     {

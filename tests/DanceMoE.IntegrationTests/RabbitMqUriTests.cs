@@ -26,10 +26,21 @@ public sealed class RabbitMqUriTests
     }
 
     [Fact]
-    public void A_bad_node_in_a_cluster_uri_is_refused_naming_the_whole_uri()
+    public void A_bad_node_in_a_cluster_uri_is_refused_naming_the_whole_uri_but_not_its_password()
     {
-        var error = Assert.Throws<FormatException>(() => RabbitMqOptions.Parse("amqp://u:p@h1:5672,:x/v"));
+        var error = Assert.Throws<FormatException>(() => RabbitMqOptions.Parse("amqp://u:secret@h1:5672,:x/v"));
 
-        Assert.Contains("'amqp://u:p@h1:5672,:x/v'", error.Message, StringComparison.Ordinal);
+        Assert.StartsWith("'amqp://u:***@h1:5672,:x/v' is not an amqp://", error.Message, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("http://u:secret@localhost/v", "'http://u:***@localhost/v' is not")]
+    [InlineData("amqp://u:sec@ret@[::1", "'amqp://u:***@[::1' is not")]
+    [InlineData("nonsense", "'nonsense' is not")]
+    public void A_uri_that_is_no_broker_is_refused_without_its_password(string uri, string start)
+    {
+        var error = Assert.Throws<FormatException>(() => RabbitMqOptions.Parse(uri));
+
+        Assert.StartsWith(start, error.Message, StringComparison.Ordinal);
     }
 }

@@ -51,9 +51,7 @@ public static partial class DbCommand
 
     private static async Task<int> CreateAnalystAsync(string name, string? passwordFile, int connectionLimit, TimeSpan statementTimeout, CancellationToken cancellationToken)
     {
-        var password = passwordFile is null
-            ? Environment.GetEnvironmentVariable(AnalystPasswordVariable)
-            : (await File.ReadAllTextAsync(passwordFile, cancellationToken).ConfigureAwait(false)).Trim();
+        var password = passwordFile is null ? Environment.GetEnvironmentVariable(AnalystPasswordVariable) : AdminDatabase.ReadPasswordFile(passwordFile);
         if (string.IsNullOrEmpty(password))
         {
             throw new UsageException($"no password: give --password-file FILE or set {AnalystPasswordVariable}");
