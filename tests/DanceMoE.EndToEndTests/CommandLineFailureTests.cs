@@ -60,9 +60,9 @@ public sealed class CommandLineFailureTests
     [Theory]
     [InlineData("postgres", "garbage=;secret;", "status", "ConnectionStrings__postgres: not a postgresql://user:password@host:port/db URI nor an Npgsql Key=Value; connection string")]
     [InlineData("postgres", "postgresql://a:secret@/db", "db migrate", "ConnectionStrings__postgres: not a valid postgresql://user:password@host:port/db URI")]
-    [InlineData("rabbitmq", "amqp://a:secret@[::1", "status", "ConnectionStrings__rabbitmq: not an amqp://user:password@host:port/vhost URI")]
-    [InlineData("rabbitmq", "http://a:secret@localhost", "infer --edge edge-1 --prompt hi", "ConnectionStrings__rabbitmq: not an amqp://user:password@host:port/vhost URI")]
-    [InlineData("rabbitmq_ops", "secret", "placement run-now", "ConnectionStrings__rabbitmq_ops: not an amqp://user:password@host:port/vhost URI")]
+    [InlineData("rabbitmq", "amqp://a:secret@[::1", "status", "ConnectionStrings__rabbitmq: 'amqp://a:***@[::1' is not an amqp://user:password@host:port/vhost URI")]
+    [InlineData("rabbitmq", "http://a:secret@localhost", "infer --edge edge-1 --prompt hi", "ConnectionStrings__rabbitmq: 'http://a:***@localhost' is not an amqp://user:password@host:port/vhost URI")]
+    [InlineData("rabbitmq_ops", "amqp//u:secret@localhost/v", "placement run-now", "ConnectionStrings__rabbitmq_ops: 'amqp//u:***@localhost/v' is not an amqp://")]
     [InlineData("postgres", "garbage=;secret;", "coordinator --layers 2 --experts 4 --top-k 1 --expert-bytes 100", "ConnectionStrings__postgres: not a postgresql://")]
     public async Task A_malformed_connection_string_is_one_line_naming_the_variable_and_never_the_password(string name, string value, string command, string error)
     {
