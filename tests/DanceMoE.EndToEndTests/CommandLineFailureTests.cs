@@ -75,6 +75,27 @@ public sealed class CommandLineFailureTests
         Assert.DoesNotContain("secret", line, StringComparison.Ordinal);
     }
 
+    [Theory]
+    [InlineData("tiny")]
+    [InlineData("export", "onnx/default")]
+    public async Task Writing_a_model_over_a_file_is_one_line(params string[] command)
+    {
+        var file = Path.GetTempFileName();
+        try
+        {
+            string[] arguments = ["model", .. command.Select(a => a.StartsWith("onnx", StringComparison.Ordinal) ? Path.Combine(DemoBudgetLocalityTests.RepositoryRoot(), a) : a), "--out", file];
+            var (exitCode, _, errors) = await CommandLineTests.RunAsync(arguments);
+
+            Assert.True(exitCode == 1, $"exit {exitCode}: {errors}");
+            var line = Assert.Single(errors.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+            Assert.Equal($"dancemoe model: error: The file '{file}' already exists.", line);
+        }
+        finally
+        {
+            File.Delete(file);
+        }
+    }
+
     [Fact]
     public async Task An_analyst_password_file_that_cannot_be_read_is_one_line()
     {

@@ -28,7 +28,7 @@ public sealed class DemoBudgetLocalityTests
         Assert.True(fp32.LocalShare < 1.0);
     }
 
-    private static string RepositoryRoot()
+    internal static string RepositoryRoot()
     {
         var dir = new DirectoryInfo(AppContext.BaseDirectory);
         while (dir is not null && !File.Exists(Path.Combine(dir.FullName, "DanceMoE.Bus.sln")))

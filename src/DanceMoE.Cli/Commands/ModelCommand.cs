@@ -43,6 +43,10 @@ public static class ModelCommand
         {
             throw new CliException(ex.Message, ExitCodes.Unavailable, ex);
         }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            throw new CliException(ex.Message, ExitCodes.Failed, ex);
+        }
     }
 
     private static Command Tiny()
