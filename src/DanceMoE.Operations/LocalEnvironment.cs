@@ -13,7 +13,7 @@ public static class LocalEnvironment
     public static IConfiguration Configuration { get; } = new ConfigurationBuilder().AddEnvironmentVariables().Build();
 
     public static string PostgresUrl =>
-        Checked(Configuration.GetConnectionString(DatabaseOptions.ConnectionName), DatabaseOptions.ConnectionName, url => DatabaseOptions.ToNpgsql(url))
+        Checked(Configuration.GetConnectionString(DatabaseOptions.ConnectionName), DatabaseOptions.ConnectionName, DatabaseOptions.ToNpgsql)
         ?? (Environment.GetEnvironmentVariable("DANCEMOE_POSTGRES_PORT") is { Length: > 0 } port
             ? DatabaseOptions.LocalDefault.Replace(":5442/", $":{port}/", StringComparison.Ordinal)
             : DatabaseOptions.LocalDefault);
@@ -73,7 +73,7 @@ public static class LocalEnvironment
     {
         ArgumentNullException.ThrowIfNull(configuration);
         Checked(configuration.GetConnectionString(RabbitMqOptions.ConnectionName), RabbitMqOptions.ConnectionName, RabbitMqOptions.Parse);
-        Checked(configuration.GetConnectionString(DatabaseOptions.ConnectionName), DatabaseOptions.ConnectionName, url => DatabaseOptions.ToNpgsql(url));
+        Checked(configuration.GetConnectionString(DatabaseOptions.ConnectionName), DatabaseOptions.ConnectionName, DatabaseOptions.ToNpgsql);
         var local = new Dictionary<string, string?>(StringComparer.Ordinal);
         if (configuration.GetConnectionString(RabbitMqOptions.ConnectionName) is not { Length: > 0 })
         {
@@ -112,7 +112,7 @@ public static class LocalEnvironment
     private static string EnvironmentOr(string name, string fallback) =>
         Environment.GetEnvironmentVariable(name) is { Length: > 0 } value ? value : fallback;
 
-    /// <summary><paramref name="value"/> when <paramref name="parse"/> reads it; else one line naming the variable, never the value (it holds a password).</summary>
+    /// <summary><paramref name="value"/> when <paramref name="parse"/> reads it; else one line naming the variable (the parsers' messages hide any password).</summary>
     private static string? Checked<T>(string? value, string name, Func<string, T> parse)
     {
         if (value is not { Length: > 0 })
