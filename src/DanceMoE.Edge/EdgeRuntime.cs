@@ -165,6 +165,12 @@ public sealed class EdgeRuntime(
             throw new InvalidRequestException($"top-p must be in (0, 1] (got {request.TopP})");
         }
 
+        // Checked here, not only when the trace is written: a tag the history cannot keep would fail the request after its work.
+        if (request.WorkloadTag is { } tag && (tag.Length > TraceLimits.MaxWorkloadTagLength || tag.Contains('\0', StringComparison.Ordinal)))
+        {
+            throw new InvalidRequestException($"the workload tag must be at most {TraceLimits.MaxWorkloadTagLength} characters without NUL (got {tag.Length} characters)");
+        }
+
         return ids;
     }
 

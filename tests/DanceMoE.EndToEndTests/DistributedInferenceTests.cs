@@ -85,6 +85,20 @@ public sealed class DistributedInferenceTests(UniformClusterFixture fixture) : I
         Assert.Contains(message, fault.Fault!.Exceptions[0].Message, StringComparison.Ordinal);
     }
 
+    [Theory]
+    [InlineData(129)]
+    [InlineData(3)]
+    public async Task A_workload_tag_the_history_cannot_keep_gets_a_clear_fault_before_any_work(int length)
+    {
+        var client = Cluster.Bus.CreateRequestClient<GenerateText>(EdgeQueues.RequestsAddress("edge-1"));
+        var tag = length == 3 ? "a\0b" : new string('w', length);
+
+        var fault = await Assert.ThrowsAsync<RequestFaultException>(() =>
+            client.GetResponse<TextGenerated>(new GenerateText { RequestId = NewId.NextGuid(), Prompt = "hello", MaxNewTokens = 4, WorkloadTag = tag }));
+
+        Assert.Equal($"the workload tag must be at most 128 characters without NUL (got {length} characters)", fault.Fault!.Exceptions[0].Message);
+    }
+
     [Fact]
     public async Task A_prompt_longer_than_the_edge_accepts_gets_a_clear_fault()
     {
