@@ -90,9 +90,21 @@ public sealed class PlacementSimulation
         return new PlacementSimulation(problem, eval, budgets, spec.Link, description);
     }
 
+    /// <summary>How many routing choices a synthetic instance may hold in memory.</summary>
+    public const long MaxSyntheticChoices = 200_000_000;
+
     /// <summary>A seeded synthetic instance: <paramref name="requests"/> requests of history and as many to judge on.</summary>
     public static PlacementSimulation Synthetic(int serverCount, int layers, int experts, int topK, double memory, int requests, int tokens)
     {
+        var choices = 2L * requests * tokens * layers * topK;
+        if (choices > MaxSyntheticChoices)
+        {
+            // Every routing choice is generated and held before any solve starts (and the generation is not cancellable).
+            throw new OperationException(string.Create(CultureInfo.InvariantCulture,
+                $"the instance would route {choices:N0} expert choices (2 x requests x tokens x layers x top-k); at most {MaxSyntheticChoices:N0} are generated"),
+                OperationFailure.InvalidSettings);
+        }
+
         var model = MoeModel.Uniform(layers, experts, topK, MoeModel.DeepSeekV2Lite.ExpertBytes[0], MoeModel.DeepSeekV2Lite.HiddenBytes);
         var budget = (long)(memory * model.TotalExpertBytes);
         var link = LinkSpec.FromMbps(500, 2);

@@ -60,7 +60,17 @@ public sealed class PlacementSimulationTests
     }
 
     [Fact]
+    public void A_synthetic_instance_too_large_to_hold_is_refused_before_it_is_generated()
+    {
+        var error = Assert.Throws<OperationException>(() => PlacementSimulation.Synthetic(8, layers: 1024, experts: 4096, topK: 8, memory: 0.3, requests: 1000, tokens: 100_000));
+
+        Assert.Equal("the instance would route 1,638,400,000,000 expert choices (2 x requests x tokens x layers x top-k); at most 200,000,000 are generated", error.Message);
+        Assert.Equal(OperationFailure.InvalidSettings, error.Failure);
+    }
+
+    [Fact]
     public void A_server_listed_twice_is_refused()
+
     {
         using var traces = new TraceFolder(["law"], sequences: 4);
         var spec = new SimulationSpec(["law", "law"], 0.6, null, null, LinkSpec.FromMbps(500, 2), new LatencyOptions());
