@@ -166,7 +166,7 @@ public sealed class EdgeRuntime(
         }
 
         // Checked here, not only when the trace is written: a tag the history cannot keep would fail the request after its work.
-        if (request.WorkloadTag is { } tag && (tag.Length > TraceLimits.MaxWorkloadTagLength || tag.Contains('\0', StringComparison.Ordinal)))
+        if (request.WorkloadTag is { } tag && TraceLimits.WorkloadTagProblem(tag) is not null)
         {
             throw new InvalidRequestException($"the workload tag must be at most {TraceLimits.MaxWorkloadTagLength} characters without NUL (got {tag.Length} characters)");
         }

@@ -137,14 +137,9 @@ internal sealed class TraceRecordValidator(TraceWriterOptions options)
             throw new InvalidTraceRecordException($"{Where()}: generated tokens {summary.GeneratedTokens} is outside 0..{options.MaxPosition}");
         }
 
-        if (summary.WorkloadTag is { Length: > TraceLimits.MaxWorkloadTagLength })
+        if (TraceLimits.WorkloadTagProblem(summary.WorkloadTag) is { } tagProblem)
         {
-            throw new InvalidTraceRecordException($"{Where()}: workload tag has {summary.WorkloadTag.Length} characters, at most {TraceLimits.MaxWorkloadTagLength}");
-        }
-
-        if (summary.WorkloadTag is not null && summary.WorkloadTag.Contains('\0', StringComparison.Ordinal))
-        {
-            throw new InvalidTraceRecordException($"{Where()}: workload tag contains a NUL character");
+            throw new InvalidTraceRecordException($"{Where()}: workload tag {tagProblem}");
         }
 
         if (summary.PlacementVersion is < 0)
