@@ -15,9 +15,13 @@ public sealed class BusClient : IAsyncDisposable
     {
         _provider = provider;
         Bus = bus;
+        Requests = new RequestChannel(bus);
     }
 
     public IBusControl Bus { get; }
+
+    /// <summary>Requests to edges and the coordinator go here rather than through the bus's own request client (see <see cref="RequestChannel"/>).</summary>
+    public RequestChannel Requests { get; }
 
     public static Task<BusClient> StartAsync(string rabbitMqUri, CancellationToken cancellationToken) => StartAsync(rabbitMqUri, null, cancellationToken);
 
@@ -88,6 +92,7 @@ public sealed class BusClient : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
+        await Requests.DisposeAsync().ConfigureAwait(false);
         await Bus.StopAsync(CancellationToken.None).ConfigureAwait(false);
         await _provider.DisposeAsync().ConfigureAwait(false);
     }

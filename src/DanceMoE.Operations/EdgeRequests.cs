@@ -30,17 +30,17 @@ public static class EdgeRequests
         }
 
         await using var client = await BusClient.StartAsync(rabbitMqUri, cancellationToken).ConfigureAwait(false);
-        return await SendAsync(client.Bus, edge, request, timeout, cancellationToken).ConfigureAwait(false);
+        return await SendAsync(client.Requests, edge, request, timeout, cancellationToken).ConfigureAwait(false);
     }
 
     /// <summary>
-    /// Sends on a running bus; faults and timeouts become clear <see cref="OperationException"/>s. Cancelled by
+    /// Sends through a running bus's <see cref="RequestChannel"/>; faults and timeouts become clear <see cref="OperationException"/>s. Cancelled by
     /// <paramref name="cancellationToken"/>, it tells the edge (<see cref="CancelGeneration"/>), which frees the request's slot
     /// at its next step instead of at the request's deadline.
     /// </summary>
-    public static async Task<TextGenerated> SendAsync(IBus bus, string edge, GenerateText request, TimeSpan timeout, CancellationToken cancellationToken)
+    public static async Task<TextGenerated> SendAsync(RequestChannel requests, string edge, GenerateText request, TimeSpan timeout, CancellationToken cancellationToken)
     {
-        ArgumentNullException.ThrowIfNull(bus);
+        ArgumentNullException.ThrowIfNull(requests);
         ArgumentNullException.ThrowIfNull(request);
         CheckEdge(edge);
         if (request.RequestId == Guid.Empty)
@@ -49,14 +49,13 @@ public static class EdgeRequests
             request = request with { RequestId = NewId.NextGuid() };
         }
 
-        var requestClient = bus.CreateRequestClient<GenerateText>(EdgeQueues.RequestsAddress(edge), RequestTimeout.After(ms: (int)timeout.TotalMilliseconds));
-
         // The timeout bounds the send as well: a request the broker does not confirm in time (its node lost) gives up with it.
         using var deadline = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         deadline.CancelAfter(timeout);
         try
         {
-            var response = await requestClient.GetResponse<TextGenerated>(request, deadline.Token).ConfigureAwait(false);
+            var response = await requests.GetResponse<GenerateText, TextGenerated>(
+                EdgeQueues.RequestsAddress(edge), request, RequestTimeout.After(ms: (int)timeout.TotalMilliseconds), deadline.Token).ConfigureAwait(false);
             return response.Message;
         }
         catch (RequestException ex) when (ex.InnerException is MessageReturnedException)
@@ -71,7 +70,7 @@ public static class EdgeRequests
         }
         catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
         {
-            await CancelAsync(bus, edge, request.RequestId).ConfigureAwait(false);
+            await CancelAsync(requests, edge, request.RequestId).ConfigureAwait(false);
             throw;
         }
         catch (RequestFaultException ex)
@@ -86,13 +85,12 @@ public static class EdgeRequests
     }
 
     /// <summary>Tells the edge its request is no longer wanted; if the cancel is lost, the request's deadline still ends it.</summary>
-    private static async Task CancelAsync(IBus bus, string edge, Guid requestId)
+    private static async Task CancelAsync(RequestChannel requests, string edge, Guid requestId)
     {
         using var giveUp = new CancellationTokenSource(CancelTimeout);
         try
         {
-            var endpoint = await bus.GetSendEndpoint(EdgeQueues.RequestsAddress(edge)).ConfigureAwait(false);
-            await endpoint.Send(new CancelGeneration { RequestId = requestId }, giveUp.Token).ConfigureAwait(false);
+            await requests.SendAsync(EdgeQueues.RequestsAddress(edge), new CancelGeneration { RequestId = requestId }, giveUp.Token).ConfigureAwait(false);
         }
         catch (Exception ex) when (ex is OperationCanceledException or MassTransitException or TimeoutException)
         {

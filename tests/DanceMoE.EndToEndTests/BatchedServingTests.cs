@@ -185,7 +185,7 @@ public sealed class BatchedServingTests(UniformClusterFixture fixture) : IClassF
 
     /// <summary>500 tokens to edge-1 with a deadline of ten minutes, as a service sends it: cancelling the token cancels the request.</summary>
     private static Task<TextGenerated> SendLongAsync(EdgeCluster cluster, string prompt, CancellationToken giveUp, Guid? requestId = null) =>
-        EdgeRequests.SendAsync(cluster.Bus, "edge-1", new GenerateText { RequestId = requestId ?? NewId.NextGuid(), Prompt = prompt, MaxNewTokens = 500 }, TimeSpan.FromMinutes(10), giveUp);
+        EdgeRequests.SendAsync(cluster.Requests, "edge-1", new GenerateText { RequestId = requestId ?? NewId.NextGuid(), Prompt = prompt, MaxNewTokens = 500 }, TimeSpan.FromMinutes(10), giveUp);
 
     private static double Active(Dictionary<string, double> metrics) => metrics.GetValueOrDefault("dancemoe_requests_active");
 

@@ -20,6 +20,7 @@ public sealed class EdgeCluster : IAsyncDisposable
     private readonly List<(string Id, CliProcess Process)> _edges = [];
     private readonly Dictionary<string, (string PlacementFile, int DeadlineMs, int MemoryMb, string? TraceDatabase, string[] ExtraArguments)> _startedWith = [];
     private ServiceProvider? _provider;
+    private RequestChannel? _requests;
 
     private EdgeCluster(string directory, IsolatedVirtualHost vhost, ModelManifest manifest)
     {
@@ -41,6 +42,9 @@ public sealed class EdgeCluster : IAsyncDisposable
 
     public IBusControl Bus => _provider!.GetRequiredService<IBusControl>();
 
+    /// <summary>Requests through a response endpoint of their own on <see cref="Bus"/>, as the product's front ends send them.</summary>
+    public RequestChannel Requests => _requests ?? throw new InvalidOperationException("the cluster's bus has not started");
+
     public static async Task<EdgeCluster> CreateAsync(ulong seed = 11, TinyOptions? model = null, ExpertWeightFormat expertWeights = ExpertWeightFormat.Fp32)
     {
         var directory = Path.Combine(Path.GetTempPath(), "dancemoe-e2e-" + Guid.NewGuid().ToString("N")[..8]);
@@ -57,6 +61,7 @@ public sealed class EdgeCluster : IAsyncDisposable
             }))
             .BuildServiceProvider(true);
         await cluster.Bus.StartAsync();
+        cluster._requests = new RequestChannel(cluster.Bus);
         return cluster;
     }
 
@@ -159,6 +164,11 @@ public sealed class EdgeCluster : IAsyncDisposable
         foreach (var (_, process) in _edges)
         {
             await process.DisposeAsync();
+        }
+
+        if (_requests is not null)
+        {
+            await _requests.DisposeAsync();
         }
 
         if (_provider is not null)

@@ -21,9 +21,10 @@ public sealed class UnroutableRequestTests(IsolatedVirtualHost virtualHost) : IC
     public async Task A_request_to_an_edge_nobody_serves_fails_naming_the_edge_rather_than_timing_out()
     {
         await using var bus = await TestBus.StartAsync(virtualHost.Uri);
+        await using var requests = new RequestChannel(bus.Bus);
 
         var error = await Assert.ThrowsAsync<OperationException>(() => EdgeRequests.SendAsync(
-            bus.Bus, "edge-nobody", new GenerateText { RequestId = NewId.NextGuid(), Prompt = "anyone?", MaxNewTokens = 1 }, TimeSpan.FromSeconds(60), CancellationToken.None));
+            requests, "edge-nobody", new GenerateText { RequestId = NewId.NextGuid(), Prompt = "anyone?", MaxNewTokens = 1 }, TimeSpan.FromSeconds(60), CancellationToken.None));
 
         Assert.Contains("edge 'edge-nobody' is not serving", error.Message, StringComparison.Ordinal);
         Assert.Contains("'edge-nobody'", error.Message, StringComparison.Ordinal);

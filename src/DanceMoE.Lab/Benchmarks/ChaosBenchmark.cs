@@ -83,7 +83,7 @@ public static class ChaosBenchmark
             await using var client = await BusClient.StartAsync(environment.RabbitMqUri, cancellationToken).ConfigureAwait(false);
             var prompts = LoadBenchmark.Prompts;
             var timeouts = new ChaosTimeouts(settings.AttemptTimeout, settings.RequestTimeout);
-            var run = new ChaosRun(settings, environment, client.Bus, prompts, timeouts, a.NumLayers, Log);
+            var run = new ChaosRun(settings, environment, client, prompts, timeouts, a.NumLayers, Log);
             foreach (var fault in settings.Faults)
             {
                 var result = fault switch

@@ -9,7 +9,7 @@ namespace DanceMoE.Lab.Benchmarks;
 /// per edge. A client that gets no answer within an attempt, or cannot send, resends the same request id (the edges store
 /// a request's routing rows once); a request answered by no attempt within the request timeout hung.
 /// </summary>
-internal sealed class ChaosLoad(IBus bus, IReadOnlyList<string> edges, IReadOnlyList<string> prompts, int maxTokens, ChaosTimeouts timeouts, Action<string> log)
+internal sealed class ChaosLoad(RequestChannel requests, IReadOnlyList<string> edges, IReadOnlyList<string> prompts, int maxTokens, ChaosTimeouts timeouts, Action<string> log)
 {
     private readonly object _gate = new();
     private readonly List<ChaosRequest> _requests = [];
@@ -90,7 +90,6 @@ internal sealed class ChaosLoad(IBus bus, IReadOnlyList<string> edges, IReadOnly
     private async Task RunAsync(ChaosRequest request)
     {
         await Task.Yield();
-        var client = bus.CreateRequestClient<GenerateText>(EdgeQueues.RequestsAddress(request.Edge), RequestTimeout.After(ms: (int)timeouts.Attempt.TotalMilliseconds));
         var message = new GenerateText { RequestId = request.Id, Prompt = request.Prompt, MaxNewTokens = maxTokens, WorkloadTag = "bench-chaos" };
         var deadline = request.SentAt + timeouts.Request;
         string? lastProblem = null;
@@ -102,7 +101,8 @@ internal sealed class ChaosLoad(IBus bus, IReadOnlyList<string> edges, IReadOnly
                 // The attempt's time bounds the send too: a send waiting for a broker that is away gives up with it (or is
                 // left behind, should it not listen to its token).
                 using var attempt = new CancellationTokenSource(timeouts.Attempt);
-                var response = await client.GetResponse<TextGenerated>(message, attempt.Token).WaitAsync(timeouts.Attempt + TimeSpan.FromSeconds(5)).ConfigureAwait(false);
+                var response = await requests.GetResponse<GenerateText, TextGenerated>(
+                    EdgeQueues.RequestsAddress(request.Edge), message, RequestTimeout.After(ms: (int)timeouts.Attempt.TotalMilliseconds), attempt.Token).WaitAsync(timeouts.Attempt + TimeSpan.FromSeconds(5)).ConfigureAwait(false);
                 Finish(request, response.Message, null);
                 return;
             }

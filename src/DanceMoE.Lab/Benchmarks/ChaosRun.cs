@@ -2,7 +2,6 @@ using System.Globalization;
 using DanceMoE.Data;
 using DanceMoE.Hosting;
 using DanceMoE.Operations;
-using MassTransit;
 using Microsoft.EntityFrameworkCore;
 using Npgsql;
 
@@ -10,7 +9,7 @@ namespace DanceMoE.Lab.Benchmarks;
 
 /// <summary>One fault of <c>bench chaos</c> under load: the load before it, the fault, the wait until every edge answers again, the rows that landed.</summary>
 internal sealed class ChaosRun(
-    ChaosBenchmarkSettings settings, ShiftEnvironment environment, IBus bus, IReadOnlyList<string> prompts, ChaosTimeouts timeouts, int layers, Action<string> log)
+    ChaosBenchmarkSettings settings, ShiftEnvironment environment, BusClient client, IReadOnlyList<string> prompts, ChaosTimeouts timeouts, int layers, Action<string> log)
 {
     private static readonly string[] Edges = ["edge-1", "edge-2", "edge-3"];
 
@@ -22,7 +21,7 @@ internal sealed class ChaosRun(
         string fault, Func<CancellationToken, Task<string>> inject, CancellationToken cancellationToken, Func<CancellationToken, Task>? after = null,
         Func<CancellationToken, Task>? beforeFault = null, Func<CancellationToken, Task<string>>? migration = null)
     {
-        var load = new ChaosLoad(bus, Edges, prompts, settings.MaxTokens, timeouts, log);
+        var load = new ChaosLoad(client.Requests, Edges, prompts, settings.MaxTokens, timeouts, log);
         load.Start(settings.Interval, settings.PerEdge);
         string action;
         DateTimeOffset faultAt, faultEnd;
@@ -109,7 +108,7 @@ internal sealed class ChaosRun(
             return $"kill -9 the coordinator {decisionText}, restarted 1 s later";
         }, cancellationToken, beforeFault: async ct =>
         {
-            var commandId = await PlacementJobTrigger.SendAsync(bus, "bench chaos", ct).ConfigureAwait(false);
+            var commandId = await PlacementJobTrigger.SendAsync(client.Bus, "bench chaos", ct).ConfigureAwait(false);
             var decision = await PlacementJobTrigger.WaitForDecisionAsync(environment.PostgresUrl, commandId, TimeSpan.FromMinutes(2), null, ct).ConfigureAwait(false);
             log($"decision {decision.Id}: {decision.Decision} ({decision.Status}): {decision.Reason}");
             if (decision.Decision != DecisionKind.Migrate || decision.Status != DecisionStatus.PendingSaga)

@@ -133,7 +133,7 @@ public static class ClusterBenchmark
         // One request per edge first, not counted: the edges compile their serving path on its first request.
         for (var e = 0; e < edges; e++)
         {
-            await EdgeRequests.SendAsync(client.Bus, $"edge-{e + 1}",
+            await EdgeRequests.SendAsync(client.Requests, $"edge-{e + 1}",
                 new GenerateText { RequestId = NewId.NextGuid(), Prompt = prompts[e % prompts.Count], MaxNewTokens = maxTokens, WorkloadTag = "bench-warm-up" },
                 TimeSpan.FromSeconds(300), cancellationToken).ConfigureAwait(false);
         }
@@ -142,7 +142,7 @@ public static class ClusterBenchmark
         for (var i = 0; i < prompts.Count; i++)
         {
             var clock = Stopwatch.StartNew();
-            var answer = await EdgeRequests.SendAsync(client.Bus, $"edge-{(i % edges) + 1}",
+            var answer = await EdgeRequests.SendAsync(client.Requests, $"edge-{(i % edges) + 1}",
                 new GenerateText { RequestId = NewId.NextGuid(), Prompt = prompts[i], MaxNewTokens = maxTokens, WorkloadTag = "bench" },
                 TimeSpan.FromSeconds(300), cancellationToken).ConfigureAwait(false);
             tokens += answer.TokenIds.Count;

@@ -103,7 +103,7 @@ public static class LoadBenchmark
         {
             var cpu = new LevelCpu(edges);
             await using var client = await BusClient.StartAsync(LocalEnvironment.RabbitMqUri, cancellationToken).ConfigureAwait(false);
-            var target = new LoadTarget(client.Bus, settings, oracle, log);
+            var target = new LoadTarget(client.Requests, settings, oracle, log);
             log.WriteLine("bench: one warm-up request per edge...");
             await Task.WhenAll(Enumerable.Range(0, settings.Edges).Select(i => target.SendAsync(i, cancellationToken))).ConfigureAwait(false);
             var order = concurrencies.ToList();
@@ -317,7 +317,7 @@ public static class LoadBenchmark
     private static string Joined(IEnumerable<double> ratios) => string.Join(", ", ratios.Select(r => r.ToString("F3", CultureInfo.InvariantCulture)));
 
     /// <summary>The cluster under load: request i goes to <see cref="LoadBenchmarkSettings.EdgeOf"/> with prompt i mod the prompt count.</summary>
-    internal sealed class LoadTarget(IBus bus, LoadBenchmarkSettings settings, Dictionary<string, IReadOnlyList<int>> oracle, TextWriter log)
+    internal sealed class LoadTarget(RequestChannel requests, LoadBenchmarkSettings settings, Dictionary<string, IReadOnlyList<int>> oracle, TextWriter log)
     {
         public async Task<RequestSample> SendAsync(int index, CancellationToken cancellationToken, TimeSpan queued = default)
         {
@@ -326,7 +326,7 @@ public static class LoadBenchmark
             var clock = Stopwatch.StartNew();
             try
             {
-                var answer = await EdgeRequests.SendAsync(bus, edge,
+                var answer = await EdgeRequests.SendAsync(requests, edge,
                     new GenerateText { RequestId = NewId.NextGuid(), Prompt = prompt, MaxNewTokens = settings.MaxTokens, WorkloadTag = "bench-load" },
                     RequestTimeout, cancellationToken).ConfigureAwait(false);
                 var latencyMs = (queued + clock.Elapsed).TotalMilliseconds;

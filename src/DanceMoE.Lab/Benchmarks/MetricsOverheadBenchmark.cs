@@ -33,7 +33,7 @@ internal static class MetricsOverheadBenchmark
             await using var client = await BusClient.StartAsync(LocalEnvironment.RabbitMqUri, cancellationToken).ConfigureAwait(false);
             using var scraper = new MetricsScraper(settings.Edges, settings.MetricsPortBase);
             var cluster = new MeasuredCluster(edges, scraper);
-            var target = new LoadBenchmark.LoadTarget(client.Bus, settings, oracle, log);
+            var target = new LoadBenchmark.LoadTarget(client.Requests, settings, oracle, log);
             foreach (var metrics in new[] { true, false })
             {
                 var warmUp = await cluster.LevelAsync(target, concurrency, settings, metrics, cancellationToken).ConfigureAwait(false);

@@ -219,7 +219,7 @@ public static class ReplayBenchmark
                     log($"{result.Algorithm}: placement v{versions[result.Algorithm]} active; warm-up (the first tokens of each edge's first request, not measured)...");
                     foreach (var request in replayed.Where(r => r.Id == replayed.Where(x => x.Server == r.Server).Min(x => x.Id)))
                     {
-                        var warmup = await SendAsync(client.Bus, edges[request.Server], request with { Prompt = Math.Min(16, request.Prompt), Decode = Math.Min(2, request.Decode) }, cancellationToken)
+                        var warmup = await SendAsync(client.Requests, edges[request.Server], request with { Prompt = Math.Min(16, request.Prompt), Decode = Math.Min(2, request.Decode) }, cancellationToken)
                             .ConfigureAwait(false);
                         if (!warmup.Ok)
                         {
@@ -232,7 +232,7 @@ public static class ReplayBenchmark
                     foreach (var request in round)
                     {
                         var tried = attempts[request][result.Algorithm];
-                        tried.Add(await SendAsync(client.Bus, edges[request.Server], request, cancellationToken).ConfigureAwait(false));
+                        tried.Add(await SendAsync(client.Requests, edges[request.Server], request, cancellationToken).ConfigureAwait(false));
                         if (tried.Count == settings.Repeats)
                         {
                             outcomes[result.Algorithm].Add(ReplayOutcome.Fastest(tried));
@@ -273,7 +273,7 @@ public static class ReplayBenchmark
         }
     }
 
-    private static async Task<ReplayOutcome> SendAsync(IBus bus, string edge, ReplayedRequest request, CancellationToken cancellationToken)
+    private static async Task<ReplayOutcome> SendAsync(RequestChannel requests, string edge, ReplayedRequest request, CancellationToken cancellationToken)
     {
         var message = new GenerateText
         {
@@ -285,7 +285,7 @@ public static class ReplayBenchmark
         };
         try
         {
-            var answer = await EdgeRequests.SendAsync(bus, edge, message, TimeSpan.FromSeconds(600), cancellationToken).ConfigureAwait(false);
+            var answer = await EdgeRequests.SendAsync(requests, edge, message, TimeSpan.FromSeconds(600), cancellationToken).ConfigureAwait(false);
             return new ReplayOutcome(request, true, null, answer.Stats);
         }
         catch (OperationException ex)

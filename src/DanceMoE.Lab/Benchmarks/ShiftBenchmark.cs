@@ -154,7 +154,7 @@ public static class ShiftBenchmark
         var n = options.RequestsPerEdge;
         await using var client = await BusClient.StartAsync(environment.RabbitMqUri, cancellationToken).ConfigureAwait(false);
         using var loadStop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        var load = new ShiftLoad(client.Bus, edges, domains, prompts, options.MaxTokens, options.RequestTimeout, log);
+        var load = new ShiftLoad(client.Requests, edges, domains, prompts, options.MaxTokens, options.RequestTimeout, log);
         load.Start(loadStop.Token);
         var stoppedCleanly = false;
         try

@@ -149,7 +149,7 @@ internal sealed record RequestOutcome(
 /// A fault or a timeout is recorded as a failed request, never dropped.
 /// </summary>
 internal sealed class ShiftLoad(
-    IBus bus, IReadOnlyList<string> edges, IReadOnlyList<string> domains, IReadOnlyList<IReadOnlyList<string>> prompts, int maxTokens, TimeSpan timeout, Action<string> log)
+    RequestChannel requests, IReadOnlyList<string> edges, IReadOnlyList<string> domains, IReadOnlyList<IReadOnlyList<string>> prompts, int maxTokens, TimeSpan timeout, Action<string> log)
 {
     private readonly object _gate = new();
     private readonly List<RequestOutcome> _outcomes = [];
@@ -204,7 +204,7 @@ internal sealed class ShiftLoad(
 
     private async Task WorkAsync(int edge, CancellationToken cancellationToken)
     {
-        var client = bus.CreateRequestClient<GenerateText>(EdgeQueues.RequestsAddress(edges[edge]), RequestTimeout.After(ms: (int)timeout.TotalMilliseconds));
+        var address = EdgeQueues.RequestsAddress(edges[edge]);
         var sent = 0;
         while (!_stopping && !cancellationToken.IsCancellationRequested)
         {
@@ -223,8 +223,10 @@ internal sealed class ShiftLoad(
             RequestOutcome outcome;
             try
             {
-                var response = await client.GetResponse<TextGenerated>(
+                var response = await requests.GetResponse<GenerateText, TextGenerated>(
+                    address,
                     new GenerateText { RequestId = NewId.NextGuid(), Prompt = prompt, MaxNewTokens = maxTokens, WorkloadTag = $"bench-shift-{domains[domain]}" },
+                    RequestTimeout.After(ms: (int)timeout.TotalMilliseconds),
                     cancellationToken).ConfigureAwait(false);
                 var s = response.Message.Stats;
                 outcome = new RequestOutcome(phase, edge, domains[domain], sentAt, DateTimeOffset.UtcNow, null, s.LocalExpertCalls, s.RemoteExpertCalls, s.LatencyMs,

@@ -158,7 +158,7 @@ public static class ClosedLoopDemo
             await using var client = await BusClient.StartAsync(LocalEnvironment.RabbitMqUri, cancellationToken).ConfigureAwait(false);
             output.WriteLine();
             output.WriteLine("[demo] round 1: each edge answers a prompt of its own domain");
-            var round1 = await RoundAsync(client.Bus, requests, maxTokens, null, output, cancellationToken).ConfigureAwait(false);
+            var round1 = await RoundAsync(client.Requests, requests, maxTokens, null, output, cancellationToken).ConfigureAwait(false);
             var share1 = LocalShare(round1);
             output.WriteLine($"[demo] round 1: {Percent(share1)} of the expert calls local ({PerEdge(round1)})");
 
@@ -186,7 +186,7 @@ public static class ClosedLoopDemo
 
             output.WriteLine();
             output.WriteLine("[demo] round 2: the same prompts");
-            var round2 = await RoundAsync(client.Bus, requests, maxTokens, round1, output, cancellationToken).ConfigureAwait(false);
+            var round2 = await RoundAsync(client.Requests, requests, maxTokens, round1, output, cancellationToken).ConfigureAwait(false);
             var share2 = LocalShare(round2);
             var same = round1.Zip(round2).All(p => p.First.Answer.TokenIds.SequenceEqual(p.Second.Answer.TokenIds));
             output.WriteLine($"[demo] round 2: {Percent(share2)} of the expert calls local ({PerEdge(round2)}); answers {(same ? "identical to round 1 (token ids)" : "DIFFERENT from round 1")}");
@@ -228,12 +228,12 @@ public static class ClosedLoopDemo
 
     /// <summary>One request per edge, one after the other; round 2 prints only its figures and whether the tokens are round 1's.</summary>
     private static async Task<List<Answered>> RoundAsync(
-        IBus bus, List<(string Edge, string Domain, string Prompt)> requests, int maxTokens, List<Answered>? before, TextWriter output, CancellationToken cancellationToken)
+        RequestChannel channel, List<(string Edge, string Domain, string Prompt)> requests, int maxTokens, List<Answered>? before, TextWriter output, CancellationToken cancellationToken)
     {
         var answers = new List<Answered>();
         foreach (var (edge, domain, prompt) in requests)
         {
-            var answer = await EdgeRequests.SendAsync(bus, edge, new GenerateText
+            var answer = await EdgeRequests.SendAsync(channel, edge, new GenerateText
             {
                 RequestId = NewId.NextGuid(),
                 Prompt = prompt,

@@ -1,0 +1,204 @@
+using MassTransit;
+
+namespace DanceMoE.Hosting;
+
+/// <summary>
+/// Request clients on a response endpoint of their own, connected to a running bus: the endpoint's channel sends the requests
+/// and takes their answers, and a new endpoint replaces it once the broker rejects one of its publishes. RabbitMQ 3.10.8 can
+/// go on rejecting every publish from one channel to a quorum queue whose leader died (a channel that published there while
+/// a new leader was being elected; a new channel's publishes are taken), and MassTransit tries a rejected publish again on
+/// the same channel until the caller gives up, so the bus's own request client would hang every request to that queue.
+/// </summary>
+public sealed class RequestChannel : IAsyncDisposable
+{
+    private readonly IBus _bus;
+    private readonly object _gate = new();
+    private Generation _current;
+    private bool _disposed;
+
+    public RequestChannel(IBus bus)
+    {
+        _bus = bus ?? throw new ArgumentNullException(nameof(bus));
+        _current = Connect();
+    }
+
+    /// <summary>How many times the endpoint was replaced after a rejected publish.</summary>
+    public int Replacements { get; private set; }
+
+    /// <summary>Sends <paramref name="message"/> to <paramref name="destination"/> and waits for its response, as MassTransit's request client does.</summary>
+    public async Task<Response<TResponse>> GetResponse<TRequest, TResponse>(Uri destination, TRequest message, RequestTimeout timeout, CancellationToken cancellationToken)
+        where TRequest : class
+        where TResponse : class
+    {
+        var generation = Lease();
+        try
+        {
+            var client = generation.Factory.CreateRequestClient<TRequest>(destination, timeout);
+            return await client.GetResponse<TResponse>(message, cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            await ReleaseAsync(generation).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Sends <paramref name="message"/> to <paramref name="destination"/> on the same channel as the requests.</summary>
+    public async Task SendAsync<T>(Uri destination, T message, CancellationToken cancellationToken)
+        where T : class
+    {
+        var generation = Lease();
+        try
+        {
+            var endpoint = await generation.Handle.ReceiveEndpoint.GetSendEndpoint(destination).ConfigureAwait(false);
+            await endpoint.Send(message, cancellationToken).ConfigureAwait(false);
+        }
+        finally
+        {
+            await ReleaseAsync(generation).ConfigureAwait(false);
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        Generation current;
+        lock (_gate)
+        {
+            if (_disposed)
+            {
+                return;
+            }
+
+            _disposed = true;
+            current = _current;
+        }
+
+        await current.StopAsync().ConfigureAwait(false);
+    }
+
+    private Generation Connect()
+    {
+        var handle = _bus.ConnectResponseEndpoint();
+        var generation = new Generation(handle);
+        generation.Observer = handle.ReceiveEndpoint.ConnectSendObserver(new RejectedPublishObserver(() => Replace(generation)));
+        return generation;
+    }
+
+    private Generation Lease()
+    {
+        lock (_gate)
+        {
+            ObjectDisposedException.ThrowIf(_disposed, this);
+            _current.InFlight++;
+            return _current;
+        }
+    }
+
+    private async Task ReleaseAsync(Generation generation)
+    {
+        bool stop;
+        lock (_gate)
+        {
+            generation.InFlight--;
+            stop = generation.Retired && generation.InFlight == 0;
+        }
+
+        if (stop)
+        {
+            await generation.StopAsync().ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>
+    /// New requests go through a new endpoint; the rejected one stops once its requests in flight have finished (those
+    /// already published wait there for their answers).
+    /// </summary>
+    private void Replace(Generation rejected)
+    {
+        bool stop;
+        lock (_gate)
+        {
+            if (_disposed || rejected.Retired)
+            {
+                return;
+            }
+
+            rejected.Retired = true;
+            _current = Connect();
+            Replacements++;
+            stop = rejected.InFlight == 0;
+        }
+
+        if (stop)
+        {
+            _ = rejected.StopAsync();
+        }
+    }
+
+    private sealed class Generation(HostReceiveEndpointHandle handle)
+    {
+        private int _stopped;
+
+        public HostReceiveEndpointHandle Handle => handle;
+
+        public IClientFactory Factory { get; } = handle.CreateClientFactory();
+
+        public ConnectHandle? Observer { get; set; }
+
+        public int InFlight { get; set; }
+
+        public bool Retired { get; set; }
+
+        public async Task StopAsync()
+        {
+            if (Interlocked.Exchange(ref _stopped, 1) == 1)
+            {
+                return;
+            }
+
+            Observer?.Disconnect();
+            try
+            {
+                using var giveUp = new CancellationTokenSource(TimeSpan.FromSeconds(15));
+                await handle.StopAsync(giveUp.Token).ConfigureAwait(false);
+            }
+            catch (Exception ex) when (ex is OperationCanceledException or MassTransitException or RabbitMQ.Client.Exceptions.RabbitMQClientException)
+            {
+                // Its channel is gone with the broker node, or the bus is stopping: nothing left to stop.
+            }
+        }
+    }
+
+    /// <summary>Tells the owner when the broker rejected (nacked) a publish; a returned message (no queue bound) is not a rejection.</summary>
+    private sealed class RejectedPublishObserver(Action rejected) : ISendObserver
+    {
+        public Task PreSend<T>(SendContext<T> context)
+            where T : class => Task.CompletedTask;
+
+        public Task PostSend<T>(SendContext<T> context)
+            where T : class => Task.CompletedTask;
+
+        public Task SendFault<T>(SendContext<T> context, Exception exception)
+            where T : class
+        {
+            if (IsRejection(exception))
+            {
+                rejected();
+            }
+
+            return Task.CompletedTask;
+        }
+
+        private static bool IsRejection(Exception? exception)
+        {
+            for (; exception is not null; exception = exception.InnerException)
+            {
+                if (exception is RabbitMQ.Client.Exceptions.PublishException { IsReturn: false })
+                {
+                    return true;
+                }
+            }
+
+            return false;
+        }
+    }
+}
