@@ -180,25 +180,12 @@ public sealed class RequestChannel : IAsyncDisposable
         public Task SendFault<T>(SendContext<T> context, Exception exception)
             where T : class
         {
-            if (IsRejection(exception))
+            if (RejectedPublishRecovery.IsRejection(exception))
             {
                 rejected();
             }
 
             return Task.CompletedTask;
-        }
-
-        private static bool IsRejection(Exception? exception)
-        {
-            for (; exception is not null; exception = exception.InnerException)
-            {
-                if (exception is RabbitMQ.Client.Exceptions.PublishException { IsReturn: false })
-                {
-                    return true;
-                }
-            }
-
-            return false;
         }
     }
 }

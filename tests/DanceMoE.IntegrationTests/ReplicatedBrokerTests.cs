@@ -117,6 +117,76 @@ public sealed class ReplicatedBrokerTests
     }
 
     /// <summary>
+    /// A consumer on node 2 that starts forwarding to a quorum queue led by node 1 as node 1 is killed (as the saga sends an
+    /// edge its commands) publishes there while the queue's new leader is elected; the broker then rejects every later
+    /// publish of that channel to the queue. <see cref="RejectedPublishRecovery"/> closes the channel, and the forwarding
+    /// resumes on a new one.
+    /// </summary>
+    [Fact]
+    public async Task A_consumer_whose_forwards_the_broker_rejects_after_a_node_kill_forwards_again_on_a_new_channel()
+    {
+        const string forwarder = "replicated-forwarder";
+        const string target = "edge-8-control";
+        await using var cluster = await PrivateRabbitCluster.StartAsync(nodes: 3);
+        var forwarded = new ConcurrentDictionary<Guid, bool>();
+        await using var edge = await TestBus.StartAsync(cluster.Uri, cfg => cfg.ReceiveEndpoint(target, e =>
+        {
+            e.UseQuorumQueue();
+            e.Handler<GenerateText>(context =>
+            {
+                forwarded.TryAdd(context.Message.RequestId, true);
+                return Task.CompletedTask;
+            });
+        }));
+        var broker = RabbitMqOptions.Parse(cluster.Uri);
+        var secondNode = broker.Nodes[1];
+        var forwarding = false;
+        await using var coordinator = await TestBus.StartAsync((broker with { Host = secondNode.Host, Port = secondNode.Port, Nodes = [secondNode] }).UriFor(broker.VirtualHost), cfg =>
+            cfg.ReceiveEndpoint(forwarder, e =>
+            {
+                e.UseQuorumQueue();
+                e.Handler<GenerateText>(async context =>
+                {
+                    if (Volatile.Read(ref forwarding))
+                    {
+                        var endpoint = await context.GetSendEndpoint(ReplicatedQueues.SendAddress(target));
+                        using var deadline = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+                        await endpoint.Send(context.Message, deadline.Token);
+                    }
+                });
+            }));
+        await using var producer = await TestBus.StartAsync(cluster.Uri);
+        await using var requests = new RequestChannel(producer.Bus);
+        var sent = 0;
+        using var stop = new CancellationTokenSource();
+        var load = Task.Run(async () =>
+        {
+            while (!stop.IsCancellationRequested)
+            {
+                try
+                {
+                    using var attempt = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+                    await requests.SendAsync(ReplicatedQueues.SendAddress(forwarder), new GenerateText { RequestId = NewId.NextGuid(), Prompt = "forward me" }, attempt.Token);
+                    Interlocked.Increment(ref sent);
+                }
+                catch (Exception ex) when (ex is MassTransitException or OperationCanceledException or RabbitMQ.Client.Exceptions.RabbitMQClientException)
+                {
+                    await Task.Delay(100);
+                }
+
+                await Task.Delay(5);
+            }
+        });
+
+        await WaitUntilAsync(() => Volatile.Read(ref sent) >= 50, "50 messages sent to the forwarder before the kill");
+        Volatile.Write(ref forwarding, true);
+        await cluster.ServicesAsync("node", "kill", "1");
+        await WaitUntilAsync(() => forwarded.Count >= 200, "200 messages forwarded after node 1 was killed");
+        await stop.CancelAsync();
+        await load;
+    }
+
+    /// <summary>
     /// RabbitMQ.Client tells a lost connection's channels that it died one after another, each once its deliveries returned:
     /// a consumer still running on the first channel keeps the bus's other endpoints on the dead node. A consumer that stops
     /// when its delivery's token is cancelled (as the edge's request consumer does) lets them all move to a live node, and
