@@ -33,6 +33,7 @@ public sealed class RequestChannel : IAsyncDisposable
         var generation = Lease();
         try
         {
+            await generation.Handle.Ready.WaitAsync(cancellationToken).ConfigureAwait(false);
             var client = generation.Factory.CreateRequestClient<TRequest>(destination, timeout);
             return await client.GetResponse<TResponse>(message, cancellationToken).ConfigureAwait(false);
         }
@@ -49,6 +50,7 @@ public sealed class RequestChannel : IAsyncDisposable
         var generation = Lease();
         try
         {
+            await generation.Handle.Ready.WaitAsync(cancellationToken).ConfigureAwait(false);
             var endpoint = await generation.Handle.ReceiveEndpoint.GetSendEndpoint(destination).ConfigureAwait(false);
             await endpoint.Send(message, cancellationToken).ConfigureAwait(false);
         }
@@ -77,7 +79,8 @@ public sealed class RequestChannel : IAsyncDisposable
 
     private Generation Connect()
     {
-        var handle = _bus.ConnectResponseEndpoint();
+        // Tagged as the bus's own endpoint is (HOST_PROCESS_bus_ID), the queue name a client's broker user may declare and read.
+        var handle = _bus.ConnectReceiveEndpoint(new TemporaryEndpointDefinition("bus", configureConsumeTopology: false), null, null);
         var generation = new Generation(handle);
         generation.Observer = handle.ReceiveEndpoint.ConnectSendObserver(new RejectedPublishObserver(() => Replace(generation)));
         return generation;

@@ -144,6 +144,32 @@ public sealed class BusPermissionsTests
     }
 
     /// <summary>The role's user on the local services' application virtual host (its password from <c>services up</c>).</summary>
+    [Fact]
+    public async Task The_client_user_gets_an_edge_answer_through_a_request_channel()
+    {
+        // The channel's response endpoint is a queue the client declares and reads: named as the bus's own is, or refused.
+        var edge = TestServices.UniqueName("edge-answers").Replace('_', '-');
+        await using var edgeBus = await TestBus.StartAsync(RoleUri(BusRole.Admin), cfg => cfg.ReceiveEndpoint(edge, e =>
+        {
+            e.UseQuorumQueue();
+            e.Handler<GenerateText>(context => context.RespondAsync(new TextGenerated { RequestId = context.Message.RequestId, EdgeId = edge, Stats = new GenerationStats() }));
+        }));
+        await using var client = await BusClient.StartAsync(RoleUri(BusRole.Client), CancellationToken.None);
+        try
+        {
+            var id = NewId.NextGuid();
+            using var giveUp = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+            var answer = await client.Requests.GetResponse<GenerateText, TextGenerated>(
+                EdgeQueues.RequestsAddress(edge), new GenerateText { RequestId = id, Prompt = "permissions", MaxNewTokens = 1 }, RequestTimeout.After(s: 30), giveUp.Token);
+
+            Assert.Equal(id, answer.Message.RequestId);
+        }
+        finally
+        {
+            await BusClient.DeleteQueueAsync(RoleUri(BusRole.Admin), edge, CancellationToken.None);
+        }
+    }
+
     private static string RoleUri(BusRole role)
     {
         var broker = RabbitMqOptions.Parse(TestServices.RabbitMqUri);
