@@ -54,7 +54,7 @@ public sealed class RabbitMqOptions
             ConfirmOnlyWhatMustSurvive(context);
         }));
         bus.ConfigurePublish(publish => publish.UseExecute(context => StampUser(context, broker.Username)));
-        bus.ConnectSendObserver(new RejectedPublishRecovery());
+        bus.ConnectSendObserver(RejectedPublishRecovery.Observer());
     }
 
     /// <summary>The user the broker vouches for as the sender of a received message: its <c>user_id</c>; null when it has none.</summary>

@@ -10,20 +10,14 @@ namespace DanceMoE.Hosting;
 /// channel to it, and MassTransit would try each again on that channel until the consumer's deadline (the coordinator's
 /// commands to an edge, an edge's answers to the migration saga). The consumed message is retried or delivered again.
 /// </summary>
-public sealed class RejectedPublishRecovery : ISendObserver
+public static class RejectedPublishRecovery
 {
-    public Task PreSend<T>(SendContext<T> context)
-        where T : class => Task.CompletedTask;
+    /// <summary>The observer every host's bus connects (<see cref="RabbitMqOptions.ConfigureHost"/>).</summary>
+    public static ISendObserver Observer() => new RejectedPublishObserver(CloseConsumingChannel);
 
-    public Task PostSend<T>(SendContext<T> context)
-        where T : class => Task.CompletedTask;
-
-    public Task SendFault<T>(SendContext<T> context, Exception exception)
-        where T : class
+    private static void CloseConsumingChannel(SendContext context, Exception exception)
     {
-        if (IsRejection(exception)
-            && context?.TryGetPayload(out ConsumeContext? consumed) == true
-            && consumed.ReceiveContext.TryGetPayload(out ChannelContext? channel))
+        if (context.TryGetPayload(out ConsumeContext? consumed) && consumed.ReceiveContext.TryGetPayload(out ChannelContext? channel))
         {
             LogContext.Warning?.Log(exception, "The broker rejected a publish to {Destination} while consuming {InputAddress}: closing the endpoint's channel so that a new one replaces it",
                 context.DestinationAddress, consumed.ReceiveContext.InputAddress);
@@ -31,12 +25,10 @@ public sealed class RejectedPublishRecovery : ISendObserver
             // Not awaited: the channel's shutdown waits for the delivery being consumed, which waits for this send.
             _ = CloseAsync(channel);
         }
-
-        return Task.CompletedTask;
     }
 
     /// <summary>Whether the broker rejected (nacked) the publish; a returned message (no queue bound) is not a rejection.</summary>
-    public static bool IsRejection(Exception? exception)
+    internal static bool IsRejection(Exception? exception)
     {
         for (; exception is not null; exception = exception.InnerException)
         {
@@ -60,5 +52,26 @@ public sealed class RejectedPublishRecovery : ISendObserver
         {
             // Already closed with its connection.
         }
+    }
+}
+
+/// <summary>Calls <paramref name="rejected"/> for each publish the broker rejected (nacked); a returned message (no queue bound) is not a rejection.</summary>
+public sealed class RejectedPublishObserver(Action<SendContext, Exception> rejected) : ISendObserver
+{
+    public Task PreSend<T>(SendContext<T> context)
+        where T : class => Task.CompletedTask;
+
+    public Task PostSend<T>(SendContext<T> context)
+        where T : class => Task.CompletedTask;
+
+    public Task SendFault<T>(SendContext<T> context, Exception exception)
+        where T : class
+    {
+        if (context is not null && RejectedPublishRecovery.IsRejection(exception))
+        {
+            rejected(context, exception);
+        }
+
+        return Task.CompletedTask;
     }
 }

@@ -22,9 +22,6 @@ public sealed class RequestChannel : IAsyncDisposable
         _current = Connect();
     }
 
-    /// <summary>How many times the endpoint was replaced after a rejected publish.</summary>
-    public int Replacements { get; private set; }
-
     /// <summary>Sends <paramref name="message"/> to <paramref name="destination"/> and waits for its response, as MassTransit's request client does.</summary>
     public async Task<Response<TResponse>> GetResponse<TRequest, TResponse>(Uri destination, TRequest message, RequestTimeout timeout, CancellationToken cancellationToken)
         where TRequest : class
@@ -82,7 +79,7 @@ public sealed class RequestChannel : IAsyncDisposable
         // Tagged as the bus's own endpoint is (HOST_PROCESS_bus_ID), the queue name a client's broker user may declare and read.
         var handle = _bus.ConnectReceiveEndpoint(new TemporaryEndpointDefinition("bus", configureConsumeTopology: false), null, null);
         var generation = new Generation(handle);
-        generation.Observer = handle.ReceiveEndpoint.ConnectSendObserver(new RejectedPublishObserver(() => Replace(generation)));
+        generation.Observer = handle.ReceiveEndpoint.ConnectSendObserver(new RejectedPublishObserver((_, _) => Replace(generation)));
         return generation;
     }
 
@@ -127,7 +124,6 @@ public sealed class RequestChannel : IAsyncDisposable
 
             rejected.Retired = true;
             _current = Connect();
-            Replacements++;
             stop = rejected.InFlight == 0;
         }
 
@@ -168,27 +164,6 @@ public sealed class RequestChannel : IAsyncDisposable
             {
                 // Its channel is gone with the broker node, or the bus is stopping: nothing left to stop.
             }
-        }
-    }
-
-    /// <summary>Tells the owner when the broker rejected (nacked) a publish; a returned message (no queue bound) is not a rejection.</summary>
-    private sealed class RejectedPublishObserver(Action rejected) : ISendObserver
-    {
-        public Task PreSend<T>(SendContext<T> context)
-            where T : class => Task.CompletedTask;
-
-        public Task PostSend<T>(SendContext<T> context)
-            where T : class => Task.CompletedTask;
-
-        public Task SendFault<T>(SendContext<T> context, Exception exception)
-            where T : class
-        {
-            if (RejectedPublishRecovery.IsRejection(exception))
-            {
-                rejected();
-            }
-
-            return Task.CompletedTask;
         }
     }
 }
