@@ -31,16 +31,18 @@ public static class PlacementJobTrigger
     {
         await RequireCoordinatorAsync(rabbitMqUri, cancellationToken).ConfigureAwait(false);
         await using var client = await BusClient.StartAsync(rabbitMqUri, cancellationToken).ConfigureAwait(false);
-        return await SendAsync(client.Bus, requestedBy, cancellationToken).ConfigureAwait(false);
+        return await SendAsync(client.Requests, requestedBy, cancellationToken).ConfigureAwait(false);
     }
 
-    /// <summary>Sends <see cref="RunPlacementNow"/> to the coordinator's queue; returns its command id.</summary>
-    public static async Task<Guid> SendAsync(IBus bus, string requestedBy, CancellationToken cancellationToken)
+    /// <summary>
+    /// Sends <see cref="RunPlacementNow"/> to the coordinator's (quorum) queue through <paramref name="channel"/>, which a
+    /// broker's rejection after a node's death does not wedge; returns its command id.
+    /// </summary>
+    public static async Task<Guid> SendAsync(RequestChannel channel, string requestedBy, CancellationToken cancellationToken)
     {
-        ArgumentNullException.ThrowIfNull(bus);
+        ArgumentNullException.ThrowIfNull(channel);
         var command = new RunPlacementNow { CommandId = NewId.NextGuid(), RequestedBy = requestedBy, RequestedAt = DateTimeOffset.UtcNow };
-        var endpoint = await bus.GetSendEndpoint(ReplicatedQueues.SendAddress(RunPlacementNowConsumerDefinition.Queue)).ConfigureAwait(false);
-        await endpoint.Send(command, cancellationToken).ConfigureAwait(false);
+        await channel.SendAsync(ReplicatedQueues.SendAddress(RunPlacementNowConsumerDefinition.Queue), command, cancellationToken).ConfigureAwait(false);
         return command.CommandId;
     }
 

@@ -79,7 +79,7 @@ public sealed class MigrationScenario : IAsyncDisposable
     /// <summary>Asks the coordinator to run the placement job now and returns the decision it records.</summary>
     public async Task<PlacementDecision> RunPlacementNowAsync()
     {
-        var commandId = await PlacementJobTrigger.SendAsync(Cluster.Bus, "test", CancellationToken.None);
+        var commandId = await PlacementJobTrigger.SendAsync(Cluster.Requests, "test", CancellationToken.None);
         try
         {
             return await PlacementJobTrigger.WaitForDecisionAsync(Database.ConnectionString, commandId, TimeSpan.FromSeconds(120), null, CancellationToken.None);

@@ -108,7 +108,7 @@ internal sealed class ChaosRun(
             return $"kill -9 the coordinator {decisionText}, restarted 1 s later";
         }, cancellationToken, beforeFault: async ct =>
         {
-            var commandId = await PlacementJobTrigger.SendAsync(client.Bus, "bench chaos", ct).ConfigureAwait(false);
+            var commandId = await PlacementJobTrigger.SendAsync(client.Requests, "bench chaos", ct).ConfigureAwait(false);
             var decision = await PlacementJobTrigger.WaitForDecisionAsync(environment.PostgresUrl, commandId, TimeSpan.FromMinutes(2), null, ct).ConfigureAwait(false);
             log($"decision {decision.Id}: {decision.Decision} ({decision.Status}): {decision.Reason}");
             if (decision.Decision != DecisionKind.Migrate || decision.Status != DecisionStatus.PendingSaga)

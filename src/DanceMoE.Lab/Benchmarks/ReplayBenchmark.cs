@@ -214,7 +214,7 @@ public static class ReplayBenchmark
                     var result = results[index];
                     log($"{result.Algorithm}: activating its placement through the coordinator's registry (round {round.Key + 1} of {rounds.Count}, pass {pass + 1} of {settings.Repeats})...");
                     var assignments = PlacementAssignments.From(result.Placement, edges);
-                    versions[result.Algorithm] = await ActivateAsync(client.Bus, assignments, cancellationToken).ConfigureAwait(false);
+                    versions[result.Algorithm] = await ActivateAsync(client.Requests, assignments, cancellationToken).ConfigureAwait(false);
                     environment.EnsureRunning();
                     log($"{result.Algorithm}: placement v{versions[result.Algorithm]} active; warm-up (the first tokens of each edge's first request, not measured)...");
                     foreach (var request in replayed.Where(r => r.Id == replayed.Where(x => x.Server == r.Server).Min(x => x.Id)))
@@ -258,12 +258,12 @@ public static class ReplayBenchmark
         }
     }
 
-    private static async Task<int> ActivateAsync(IBus bus, List<ExpertAssignment> assignments, CancellationToken cancellationToken)
+    private static async Task<int> ActivateAsync(RequestChannel requests, List<ExpertAssignment> assignments, CancellationToken cancellationToken)
     {
-        var client = bus.CreateRequestClient<ActivatePlacement>(ActivatePlacementConsumerDefinition.Address, RequestTimeout.After(s: 900));
         try
         {
-            var response = await client.GetResponse<PlacementSwitched>(new ActivatePlacement { MigrationId = NewId.NextGuid(), Stage = 1, Assignments = assignments }, cancellationToken)
+            var response = await requests.GetResponse<ActivatePlacement, PlacementSwitched>(
+                    ActivatePlacementConsumerDefinition.Address, new ActivatePlacement { MigrationId = NewId.NextGuid(), Stage = 1, Assignments = assignments }, RequestTimeout.After(s: 900), cancellationToken)
                 .ConfigureAwait(false);
             return response.Message.Version;
         }

@@ -4,11 +4,11 @@ using System.Text.Json;
 using DanceMoE.Coordinator;
 using DanceMoE.Data;
 using DanceMoE.Edge;
+using DanceMoE.Hosting;
 using DanceMoE.Model;
 using DanceMoE.Model.Locality;
 using DanceMoE.Operations;
 using DanceMoE.Placement;
-using MassTransit;
 using Npgsql;
 
 namespace DanceMoE.Lab.Benchmarks;
@@ -189,7 +189,7 @@ public static class ShiftBenchmark
             }, phaseTimeout, environment, cancellationToken).ConfigureAwait(false);
 
             load.Set(DuringMigration, 1);
-            var decision = await RunPlacementNowAsync(environment, client.Bus, log, cancellationToken).ConfigureAwait(false);
+            var decision = await RunPlacementNowAsync(environment, client.Requests, log, cancellationToken).ConfigureAwait(false);
             var migration = MigrationOutcome.None;
             if (decision.Decision == DecisionKind.Migrate && decision.Status == DecisionStatus.PendingSaga)
             {
@@ -223,7 +223,7 @@ public static class ShiftBenchmark
         }
     }
 
-    private static async Task<PlacementDecision> RunPlacementNowAsync(ShiftEnvironment environment, IBus bus, Action<string> log, CancellationToken cancellationToken)
+    private static async Task<PlacementDecision> RunPlacementNowAsync(ShiftEnvironment environment, RequestChannel requests, Action<string> log, CancellationToken cancellationToken)
     {
         var consumers = await BusClient.ConsumersOfAsync(environment.RabbitMqUri, RunPlacementNowConsumerDefinition.Queue, cancellationToken).ConfigureAwait(false);
         if (consumers is null or 0)
@@ -231,7 +231,7 @@ public static class ShiftBenchmark
             throw new OperationException($"the coordinator does not consume queue '{RunPlacementNowConsumerDefinition.Queue}'");
         }
 
-        var commandId = await PlacementJobTrigger.SendAsync(bus, "bench shift", cancellationToken).ConfigureAwait(false);
+        var commandId = await PlacementJobTrigger.SendAsync(requests, "bench shift", cancellationToken).ConfigureAwait(false);
         log($"run-now {commandId} sent to the coordinator, load continuing; waiting for its decision...");
         var decision = await PlacementJobTrigger.WaitForDecisionAsync(environment.PostgresUrl, commandId, TimeSpan.FromMinutes(3), environment.EnsureRunning, cancellationToken)
             .ConfigureAwait(false);

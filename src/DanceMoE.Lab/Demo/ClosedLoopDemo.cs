@@ -166,7 +166,7 @@ public static class ClosedLoopDemo
             var activations = await WaitForTracesAsync(round1, shape.Layers * shape.TopK, cancellationToken).ConfigureAwait(false);
             await WaitForMembersAsync(services.GetRequiredService<ClusterMembership>(), ids, bootstrap, cancellationToken).ConfigureAwait(false);
             output.WriteLine($"[demo] the edges recorded round 1's {activations} expert activations; running the placement job now...");
-            var commandId = await PlacementJobTrigger.SendAsync(services.GetRequiredService<IBus>(), "demo", cancellationToken).ConfigureAwait(false);
+            var commandId = await PlacementJobTrigger.SendAsync(client.Requests, "demo", cancellationToken).ConfigureAwait(false);
             var decision = await PlacementJobTrigger.WaitForDecisionAsync(LocalEnvironment.PostgresUrl, commandId, DecisionTimeout, null, cancellationToken).ConfigureAwait(false);
             output.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"[demo] decision {decision.Id}: {decision.Decision} ({decision.Status}), v{decision.CurrentVersion} -> v{decision.CandidateVersion?.ToString(CultureInfo.InvariantCulture) ?? "-"}: {decision.Reason}"));
