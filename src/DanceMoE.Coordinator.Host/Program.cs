@@ -1,4 +1,5 @@
 using DanceMoE.Coordinator;
+using DanceMoE.Data;
 using DanceMoE.Model;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Options;
@@ -13,6 +14,11 @@ catch (Exception ex) when (ex is ModelFormatException or FileNotFoundException o
 {
     await Console.Error.WriteLineAsync($"dancemoe-coordinator: cannot read the model manifest: {ex.Message}").ConfigureAwait(false);
     return 2;
+}
+catch (DatabaseSchemaException ex)
+{
+    await Console.Error.WriteLineAsync($"dancemoe-coordinator: {ex.Message}").ConfigureAwait(false);
+    return 1;
 }
 catch (OptionsValidationException ex)
 {

@@ -34,6 +34,7 @@ public static class CoordinatorHost
         var services = builder.Services;
         services.AddDanceMoEConnections(builder.Configuration);
         services.AddDanceMoEDatabase(builder.Configuration);
+        services.AddHostedService<DatabaseSchemaCheck>();
         services.AddClusterMembership();
         services.AddOptions<PlacementJobOptions>().BindConfiguration(PlacementJobOptions.Section).ValidateDataAnnotations().ValidateOnStart();
         services.AddSingleton(TimeProvider.System);
@@ -45,6 +46,7 @@ public static class CoordinatorHost
         services.AddSingleton<CoordinatorMetrics>();
         services.AddDanceMoEMetrics<CoordinatorReadiness>(sp => sp.GetRequiredService<CoordinatorMetrics>().Meter);
         services.AddSingleton<LaggingEdgeConsumer.SentLog>();
+        services.AddSingleton<MigrationTimeoutJob.Failures>();
         services.AddOptions<MigrationOptions>().BindConfiguration(MigrationOptions.Section).ValidateDataAnnotations().ValidateOnStart();
         var migration = builder.Configuration.GetSection(MigrationOptions.Section).Get<MigrationOptions>() ?? new MigrationOptions();
 

@@ -21,6 +21,12 @@ public static class ServiceHost
         builder.Logging.AddFilter("Quartz", LogLevel.Warning);
         builder.Logging.AddFilter("Microsoft.EntityFrameworkCore", LogLevel.Warning);
 
+        // A failed query or connection is reported by the code that made it (a job's warning, a consumer's fault);
+        // EF Core's own error logs of the same failure repeat it with a page of stack trace at every retry.
+        builder.Logging.AddFilter("Microsoft.EntityFrameworkCore.Database.Command", LogLevel.Critical);
+        builder.Logging.AddFilter("Microsoft.EntityFrameworkCore.Database.Connection", LogLevel.Critical);
+        builder.Logging.AddFilter("Microsoft.EntityFrameworkCore.Query", LogLevel.Critical);
+
         // A host that fails to start throws to the command that started it, which says why in one line; the host's own
         // log of the same exception is a page of stack trace.
         builder.Logging.AddFilter("Microsoft.Extensions.Hosting.Internal.Host", LogLevel.Critical);

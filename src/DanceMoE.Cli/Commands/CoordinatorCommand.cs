@@ -91,6 +91,10 @@ public static class CoordinatorCommand
         {
             throw new UsageException(ex.Message);
         }
+        catch (Data.DatabaseSchemaException ex)
+        {
+            throw new CliException(ex.Message, ExitCodes.Failed, ex);
+        }
         catch (System.Net.HttpListenerException ex)
         {
             throw new CliException($"the coordinator cannot listen for metrics: {ex.Message}", ExitCodes.Failed, ex);

@@ -3,6 +3,7 @@ using DanceMoE.Data;
 using DanceMoE.Hosting;
 using MassTransit;
 using Microsoft.EntityFrameworkCore;
+using Microsoft.Extensions.Logging;
 using Quartz;
 
 namespace DanceMoE.Coordinator.Saga;
@@ -10,15 +11,39 @@ namespace DanceMoE.Coordinator.Saga;
 /// <summary>
 /// The saga's timer (MassTransit's schedulers need a broker plugin or a package we do not have): every few hundred
 /// milliseconds, each running migration whose step is past its deadline is told so, with the stage that timed out.
+/// A scan that fails (PostgreSQL down) is logged when the failures start and when they end, not twice a second.
 /// </summary>
 [DisallowConcurrentExecution]
-public sealed class MigrationTimeoutJob(IDbContextFactory<DanceMoEDbContext> dbFactory, IBus bus, TimeProvider time) : IJob
+public sealed class MigrationTimeoutJob(
+    IDbContextFactory<DanceMoEDbContext> dbFactory, IBus bus, TimeProvider time, MigrationTimeoutJob.Failures failures, ILogger<MigrationTimeoutJob> logger) : IJob
 {
     public static readonly JobKey Key = new("migration-timeouts", "coordinator");
 
     public static readonly TriggerKey ScheduleKey = new("migration-timeouts-schedule", "coordinator");
 
     public async ValueTask Execute(IJobExecutionContext context, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await ScanAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
+        {
+            if (failures.Failed() == 1)
+            {
+                logger.LogWarning("the scan for migration steps past their deadline failed: {Reason}; retrying quietly until it works", ex.GetBaseException().Message);
+            }
+
+            return;
+        }
+
+        if (failures.Succeeded() is var failed and > 0)
+        {
+            logger.LogInformation("the scan for migration steps past their deadline works again after {Failed} failed scans", failed);
+        }
+    }
+
+    private async Task ScanAsync(CancellationToken cancellationToken)
     {
         var now = time.GetUtcNow();
         await using var db = await dbFactory.CreateDbContextAsync(cancellationToken).ConfigureAwait(false);
@@ -33,5 +58,17 @@ public sealed class MigrationTimeoutJob(IDbContextFactory<DanceMoEDbContext> dbF
             confirm.CancelAfter(SendConfirmDeadline.DefaultTimeout);
             await bus.Publish(new MigrationStepTimedOut { MigrationId = migration.CorrelationId, Stage = migration.Stage }, confirm.Token).ConfigureAwait(false);
         }
+    }
+
+    /// <summary>Failed scans in a row; the job itself is made anew for every run.</summary>
+    public sealed class Failures
+    {
+        private int _count;
+
+        /// <summary>Counts a failed scan; returns the failures in a row, this one included.</summary>
+        public int Failed() => Interlocked.Increment(ref _count);
+
+        /// <summary>Ends a run of failures; returns how many there were.</summary>
+        public int Succeeded() => Interlocked.Exchange(ref _count, 0);
     }
 }
