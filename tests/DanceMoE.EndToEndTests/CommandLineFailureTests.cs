@@ -32,6 +32,21 @@ public sealed class CommandLineFailureTests
     };
 
     [Theory]
+    [InlineData("generate")]
+    [InlineData("infer")]
+    public async Task An_empty_prompt_is_refused_by_the_oracle_as_by_an_edge_in_one_line_and_exit_2(string verb)
+    {
+        string[] arguments = verb == "generate" ? [verb, "--model", "/nonexistent", "--prompt", ""] : [verb, "--edge", "edge-1", "--prompt", ""];
+
+        var (exitCode, output, errors) = await CommandLineTests.RunAsync(arguments, new Dictionary<string, string>());
+
+        Assert.True(exitCode == 2, $"exit {exitCode}: {errors}");
+        Assert.Empty(output);
+        var line = Assert.Single(errors.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.Contains("--prompt is empty", line, StringComparison.Ordinal);
+    }
+
+    [Theory]
     [InlineData("status")]
     [InlineData("status", "--json")]
     public async Task Status_with_PostgreSQL_down_is_one_line_and_exit_3(params string[] arguments)

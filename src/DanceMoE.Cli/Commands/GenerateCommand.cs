@@ -47,6 +47,12 @@ public static class GenerateCommand
     private static async Task<int> RunAsync(
         string modelDir, string prompt, int maxTokens, SamplingOptions sampling, bool asJson, InferenceOptions options, CancellationToken cancellationToken)
     {
+        // An edge refuses an empty prompt, so the oracle does too rather than generate from the start token alone.
+        if (prompt.Length == 0)
+        {
+            throw new UsageException("--prompt is empty");
+        }
+
         var manifest = InferenceArguments.LoadManifest(modelDir);
         var (result, provider) = await LocalGeneration.RunAsync(manifest, modelDir, prompt, maxTokens, sampling, options, InferenceArguments.Log, cancellationToken).ConfigureAwait(false);
         if (asJson)
