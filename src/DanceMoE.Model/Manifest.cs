@@ -163,6 +163,28 @@ public sealed record ModelManifest
         return manifest;
     }
 
+    /// <summary>The manifest in <paramref name="directory"/> as written, without checking its files; null when there is none or it does not parse.</summary>
+    public static ModelManifest? TryReadListing(string directory)
+    {
+        var path = System.IO.Path.Combine(directory, FileName);
+        if (!File.Exists(path))
+        {
+            return null;
+        }
+
+        try
+        {
+            var manifest = JsonSerializer.Deserialize<ModelManifest>(File.ReadAllText(path), JsonOptions);
+            return manifest is { Embedding: not null, Head: not null, Layers: not null } && manifest.Layers.All(l => l is { Dense: not null, Experts: not null })
+                ? manifest
+                : null;
+        }
+        catch (JsonException)
+        {
+            return null;
+        }
+    }
+
     public void Save(string directory) =>
         File.WriteAllText(System.IO.Path.Combine(directory, FileName), JsonSerializer.Serialize(this, JsonOptions) + "\n");
 

@@ -13,6 +13,32 @@ public sealed class ExternalDataTests
     private const long ExternalDataAbove = 1024;
 
     [Fact]
+    public void A_re_export_into_the_same_directory_leaves_nothing_of_the_previous_export_but_keeps_other_files()
+    {
+        using var dir = new TempDirectory();
+        TinyCheckpoint.Write(dir.Sub("ckpt"), ModelFamilyTests.Small(MoeConfig.DeepseekV2));
+        var checkpoint = Checkpoint.Open(dir.Sub("ckpt"));
+        var onnx = dir.Sub("onnx");
+        OnnxExporter.Export(checkpoint, onnx, TensorDtype.F32, null, ExternalDataAbove);
+        Directory.CreateDirectory(System.IO.Path.Combine(onnx, "heldout"));
+        File.WriteAllText(System.IO.Path.Combine(onnx, "heldout", "other-checkpoint.txt"), "samples of another model");
+        File.WriteAllText(System.IO.Path.Combine(onnx, "notes.txt"), "an operator's file");
+        File.WriteAllText(System.IO.Path.Combine(dir.Path, "outside.onnx"), "not the export's");
+        var listing = File.ReadAllText(System.IO.Path.Combine(onnx, ModelManifest.FileName));
+        File.WriteAllText(System.IO.Path.Combine(onnx, ModelManifest.FileName), listing.Replace("\"head.onnx\"", "\"../outside.onnx\"", StringComparison.Ordinal));
+        Assert.NotEmpty(Directory.GetFiles(onnx, "*.data"));
+
+        OnnxExporter.Export(checkpoint, onnx, TensorDtype.F32);
+
+        var manifest = ModelManifest.Load(onnx);
+        var listed = manifest.Files().Select(f => f.File).Append(ModelManifest.FileName).Append("notes.txt").Order(StringComparer.Ordinal);
+        Assert.Equal(listed, Directory.GetFiles(onnx).Select(System.IO.Path.GetFileName).Order(StringComparer.Ordinal));
+        Assert.Empty(Directory.GetFiles(System.IO.Path.Combine(onnx, "heldout")));
+        Assert.True(File.Exists(System.IO.Path.Combine(dir.Path, "outside.onnx")), "a name in the old manifest outside the directory was deleted");
+        Assert.Empty(manifest.FindCorruptFiles());
+    }
+
+    [Fact]
     public async Task Weights_over_the_threshold_go_to_side_files_and_the_export_still_matches_its_reference()
     {
         using var dir = new TempDirectory();

@@ -41,6 +41,7 @@ public static class OnnxExporter
         var c = checkpoint.Config;
         var expertFormat = expertWeights ?? (weightDtype == TensorDtype.F32 ? ExpertWeightFormat.Fp32 : ExpertWeightFormat.Fp16);
         Directory.CreateDirectory(outDirectory);
+        RemovePreviousExport(outDirectory, checkpoint.Directory);
         var embedWeights = checkpoint.Read(TensorNames.Embed, c.VocabSize, c.HiddenSize);
         var embedding = Save(externalDataAbove, outDirectory, "embedding.onnx", BuildEmbedding(c, embedWeights, weightDtype));
         var layers = new List<LayerFiles>();
@@ -93,6 +94,39 @@ public static class OnnxExporter
         manifest.Save(outDirectory);
         CopyHeldOut(checkpoint.Directory, outDirectory);
         return manifest;
+    }
+
+    /// <summary>
+    /// Deletes what an earlier export into the same directory wrote (the files its manifest lists, their side files and its
+    /// held-out samples), so none of it outlives the new export: side files of a re-export without them, a larger model's
+    /// experts, another checkpoint's samples that <c>model eval</c> would read. Only plain file names in the directory are
+    /// deleted, whatever the old manifest says; anything else in the directory stays.
+    /// </summary>
+    private static void RemovePreviousExport(string outDirectory, string checkpointDirectory)
+    {
+        var previous = ModelManifest.TryReadListing(outDirectory);
+        if (previous is null)
+        {
+            return;
+        }
+
+        var names = previous.Files().SelectMany(f => f.ExternalData is null ? [f.File] : new[] { f.File, f.ExternalData.File });
+        foreach (var name in names.Distinct(StringComparer.Ordinal))
+        {
+            if (name is { Length: > 0 } && Path.GetFileName(name) == name && name is not "." and not "..")
+            {
+                File.Delete(Path.Combine(outDirectory, name));
+            }
+        }
+
+        var heldOut = Path.Combine(outDirectory, Locality.HeldOutTrace.Folder);
+        if (Path.GetFullPath(checkpointDirectory) != Path.GetFullPath(outDirectory) && Directory.Exists(heldOut))
+        {
+            foreach (var file in Directory.GetFiles(heldOut, "*.txt"))
+            {
+                File.Delete(file);
+            }
+        }
     }
 
     /// <summary>The checkpoint's held-out samples go with the export, so <c>model eval</c> measures it on them.</summary>
