@@ -46,7 +46,7 @@ public static class CoordinatorHost
         services.AddSingleton<CoordinatorMetrics>();
         services.AddDanceMoEMetrics<CoordinatorReadiness>(sp => sp.GetRequiredService<CoordinatorMetrics>().Meter);
         services.AddSingleton<LaggingEdgeConsumer.SentLog>();
-        services.AddSingleton<MigrationTimeoutJob.Failures>();
+        services.AddSingleton(typeof(OutageLog<>));
         services.AddOptions<MigrationOptions>().BindConfiguration(MigrationOptions.Section).ValidateDataAnnotations().ValidateOnStart();
         var migration = builder.Configuration.GetSection(MigrationOptions.Section).Get<MigrationOptions>() ?? new MigrationOptions();
 

@@ -9,12 +9,16 @@ namespace DanceMoE.Coordinator;
 
 /// <summary>
 /// Records each edge's last heartbeat in <c>edge_servers</c> (the membership analysts see) and in
-/// <see cref="ClusterMembership"/> (the one the placement job uses, with the experts each edge has loaded).
+/// <see cref="ClusterMembership"/> (the one the placement job uses, with the experts each edge has loaded). While
+/// PostgreSQL is down only the table falls behind: the next heartbeat writes it again, so a failed write is not a fault.
 /// </summary>
 public sealed class EdgeHeartbeatConsumer(
-    IDbContextFactory<DanceMoEDbContext> dbFactory, ClusterMembership membership, ILogger<EdgeHeartbeatConsumer> logger, TimeProvider? time = null)
+    IDbContextFactory<DanceMoEDbContext> dbFactory, ClusterMembership membership, ILogger<EdgeHeartbeatConsumer> logger, OutageLog<EdgeHeartbeatConsumer> outage,
+    TimeProvider? time = null)
     : IConsumer<EdgeHeartbeat>
 {
+    private const string Work = "recording heartbeats in edge_servers";
+
     public async Task Consume(ConsumeContext<EdgeHeartbeat> context)
     {
         var beat = context.Message;
@@ -29,7 +33,22 @@ public sealed class EdgeHeartbeatConsumer(
 
         var seenAt = (beat.SentAt == default ? DateTimeOffset.UtcNow : beat.SentAt).ToUniversalTime();
         membership.Record(beat with { SentAt = seenAt });
-        await using var db = await dbFactory.CreateDbContextAsync(context.CancellationToken).ConfigureAwait(false);
+        try
+        {
+            await RecordAsync(beat, seenAt, context.CancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (OutageLog.IsDatabaseFailure(ex))
+        {
+            outage.Failed(Work, ex);
+            return;
+        }
+
+        outage.Succeeded(Work);
+    }
+
+    private async Task RecordAsync(EdgeHeartbeat beat, DateTimeOffset seenAt, CancellationToken cancellationToken)
+    {
+        await using var db = await dbFactory.CreateDbContextAsync(cancellationToken).ConfigureAwait(false);
 
         // One atomic upsert: heartbeats of one edge are consumed concurrently and may arrive out of order, so the
         // newest one wins and first_seen_at only moves back.
@@ -45,11 +64,11 @@ public sealed class EdgeHeartbeatConsumer(
                 execution_provider = CASE WHEN EXCLUDED.last_seen_at >= e.last_seen_at THEN EXCLUDED.execution_provider ELSE e.execution_provider END,
                 last_seen_at = GREATEST(e.last_seen_at, EXCLUDED.last_seen_at)
             """,
-            context.CancellationToken).ConfigureAwait(false);
+            cancellationToken).ConfigureAwait(false);
     }
 }
 
-/// <summary>Heartbeats are frequent and idempotent; a transient database error is retried.</summary>
+/// <summary>Heartbeats are frequent and idempotent; a transient error other than the database's is retried.</summary>
 public sealed class EdgeHeartbeatConsumerDefinition : ConsumerDefinition<EdgeHeartbeatConsumer>
 {
     public EdgeHeartbeatConsumerDefinition()

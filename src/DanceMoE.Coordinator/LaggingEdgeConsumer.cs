@@ -11,10 +11,13 @@ namespace DanceMoE.Coordinator;
 /// the live edges hold every expert of it: a placement whose replicas are on edges that are gone (an earlier cluster's,
 /// for example) would make the edge route to nobody, while its own bootstrap placement still serves.
 /// </summary>
-public sealed class LaggingEdgeConsumer(PlacementRegistry registry, ClusterMembership membership, LaggingEdgeConsumer.SentLog sent, TimeProvider time)
+public sealed class LaggingEdgeConsumer(
+    PlacementRegistry registry, ClusterMembership membership, LaggingEdgeConsumer.SentLog sent, OutageLog<LaggingEdgeConsumer> outage, TimeProvider time)
     : IConsumer<EdgeHeartbeat>
 {
     private static readonly TimeSpan Every = TimeSpan.FromSeconds(5);
+
+    private const string Work = "reading the active placement for lagging edges";
 
     public async Task Consume(ConsumeContext<EdgeHeartbeat> context)
     {
@@ -30,7 +33,19 @@ public sealed class LaggingEdgeConsumer(PlacementRegistry registry, ClusterMembe
             return;
         }
 
-        var active = await registry.GetActiveAsync(context.CancellationToken).ConfigureAwait(false);
+        RegisteredPlacement? active;
+        try
+        {
+            active = await registry.GetActiveAsync(context.CancellationToken).ConfigureAwait(false);
+        }
+        catch (Exception ex) when (OutageLog.IsDatabaseFailure(ex))
+        {
+            // The edge's next heartbeat asks again.
+            outage.Failed(Work, ex);
+            return;
+        }
+
+        outage.Succeeded(Work);
         if (active is null || active.Version == beat.PlacementVersion)
         {
             return;

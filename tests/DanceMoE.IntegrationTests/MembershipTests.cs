@@ -6,6 +6,7 @@ using DanceMoE.Migrations;
 using MassTransit;
 using Microsoft.EntityFrameworkCore;
 using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging;
 using Microsoft.Extensions.Options;
 
 namespace DanceMoE.IntegrationTests;
@@ -95,11 +96,50 @@ public sealed class MembershipTests(MembershipFixture fixture) : IClassFixture<M
         }
     }
 
-    /// <summary>The coordinator's heartbeat consumer alone, on the fixture's virtual host and database.</summary>
-    private ServiceProvider HeartbeatConsumers(ClusterMembership membership) => new ServiceCollection()
-        .AddLogging()
-        .AddDbContextFactory<DanceMoEDbContext>(b => DanceMoEDbContext.Configure(b, fixture.Database.ConnectionString))
+    [Fact]
+    public async Task Heartbeats_while_PostgreSQL_is_unreachable_still_count_fault_none_and_log_the_outage_once()
+    {
+        var membership = new ClusterMembership(Options.Create(new MembershipOptions()));
+        await using var provider = HeartbeatConsumers(membership, "postgresql://dancemoe:dancemoe@127.0.0.1:1/nowhere");
+        var bus = provider.GetRequiredService<IBusControl>();
+        var consumed = new ConsumedHeartbeats();
+        bus.ConnectConsumeMessageObserver(consumed);
+        await bus.StartAsync();
+        try
+        {
+            var now = DateTimeOffset.UtcNow;
+            for (var i = 0; i < 3; i++)
+            {
+                await bus.Publish(Beat("edge-11", now.AddSeconds(i), usedMb: 11));
+            }
+
+            var deadline = DateTime.UtcNow.AddSeconds(30);
+            while (consumed.Count + consumed.Faults < 3)
+            {
+                Assert.True(DateTime.UtcNow < deadline, $"{consumed.Count} heartbeats consumed and {consumed.Faults} faulted within 30 s");
+                await Task.Delay(100);
+            }
+
+            Assert.Equal(0, consumed.Faults);
+            Assert.Equal(now.AddSeconds(2), Assert.Single(membership.Snapshot(now), e => e.EdgeId == "edge-11").LastSeenAt);
+            var logs = provider.GetFakeLogCollector().GetSnapshot();
+            var warning = Assert.Single(logs, r => r.Category == typeof(EdgeHeartbeatConsumer).FullName);
+            Assert.Equal(LogLevel.Warning, warning.Level);
+            Assert.Contains("recording heartbeats in edge_servers failed", warning.Message, StringComparison.Ordinal);
+            Assert.DoesNotContain(logs, r => r.Level >= LogLevel.Warning && r.Category?.StartsWith("MassTransit", StringComparison.Ordinal) == true);
+        }
+        finally
+        {
+            await bus.StopAsync();
+        }
+    }
+
+    /// <summary>The coordinator's heartbeat consumer alone, on the fixture's virtual host and database (or <paramref name="database"/>).</summary>
+    private ServiceProvider HeartbeatConsumers(ClusterMembership membership, string? database = null) => new ServiceCollection()
+        .AddFakeLogging()
+        .AddDbContextFactory<DanceMoEDbContext>(b => DanceMoEDbContext.Configure(b, database ?? fixture.Database.ConnectionString))
         .AddSingleton(membership)
+        .AddSingleton(typeof(OutageLog<>))
         .AddMassTransit(bus =>
         {
             bus.AddConsumer<EdgeHeartbeatConsumer, EdgeHeartbeatConsumerDefinition>();
@@ -114,8 +154,11 @@ public sealed class MembershipTests(MembershipFixture fixture) : IClassFixture<M
     private sealed class ConsumedHeartbeats : IConsumeMessageObserver<EdgeHeartbeat>
     {
         private int _count;
+        private int _faults;
 
         public int Count => Volatile.Read(ref _count);
+
+        public int Faults => Volatile.Read(ref _faults);
 
         public Task PreConsume(ConsumeContext<EdgeHeartbeat> context) => Task.CompletedTask;
 
@@ -125,7 +168,11 @@ public sealed class MembershipTests(MembershipFixture fixture) : IClassFixture<M
             return Task.CompletedTask;
         }
 
-        public Task ConsumeFault(ConsumeContext<EdgeHeartbeat> context, Exception exception) => Task.CompletedTask;
+        public Task ConsumeFault(ConsumeContext<EdgeHeartbeat> context, Exception exception)
+        {
+            Interlocked.Increment(ref _faults);
+            return Task.CompletedTask;
+        }
     }
 
     private static EdgeHeartbeat Beat(string id, DateTimeOffset at, int usedMb) => new()

@@ -3,7 +3,6 @@ using DanceMoE.Data;
 using DanceMoE.Hosting;
 using MassTransit;
 using Microsoft.EntityFrameworkCore;
-using Microsoft.Extensions.Logging;
 using Quartz;
 
 namespace DanceMoE.Coordinator.Saga;
@@ -15,11 +14,13 @@ namespace DanceMoE.Coordinator.Saga;
 /// </summary>
 [DisallowConcurrentExecution]
 public sealed class MigrationTimeoutJob(
-    IDbContextFactory<DanceMoEDbContext> dbFactory, IBus bus, TimeProvider time, MigrationTimeoutJob.Failures failures, ILogger<MigrationTimeoutJob> logger) : IJob
+    IDbContextFactory<DanceMoEDbContext> dbFactory, IBus bus, TimeProvider time, OutageLog<MigrationTimeoutJob> outage) : IJob
 {
     public static readonly JobKey Key = new("migration-timeouts", "coordinator");
 
     public static readonly TriggerKey ScheduleKey = new("migration-timeouts-schedule", "coordinator");
+
+    private const string Work = "the scan for migration steps past their deadline";
 
     public async ValueTask Execute(IJobExecutionContext context, CancellationToken cancellationToken)
     {
@@ -29,18 +30,11 @@ public sealed class MigrationTimeoutJob(
         }
         catch (Exception ex) when (ex is not OperationCanceledException || !cancellationToken.IsCancellationRequested)
         {
-            if (failures.Failed() == 1)
-            {
-                logger.LogWarning("the scan for migration steps past their deadline failed: {Reason}; retrying quietly until it works", ex.GetBaseException().Message);
-            }
-
+            outage.Failed(Work, ex);
             return;
         }
 
-        if (failures.Succeeded() is var failed and > 0)
-        {
-            logger.LogInformation("the scan for migration steps past their deadline works again after {Failed} failed scans", failed);
-        }
+        outage.Succeeded(Work);
     }
 
     private async Task ScanAsync(CancellationToken cancellationToken)
@@ -58,17 +52,5 @@ public sealed class MigrationTimeoutJob(
             confirm.CancelAfter(SendConfirmDeadline.DefaultTimeout);
             await bus.Publish(new MigrationStepTimedOut { MigrationId = migration.CorrelationId, Stage = migration.Stage }, confirm.Token).ConfigureAwait(false);
         }
-    }
-
-    /// <summary>Failed scans in a row; the job itself is made anew for every run.</summary>
-    public sealed class Failures
-    {
-        private int _count;
-
-        /// <summary>Counts a failed scan; returns the failures in a row, this one included.</summary>
-        public int Failed() => Interlocked.Increment(ref _count);
-
-        /// <summary>Ends a run of failures; returns how many there were.</summary>
-        public int Succeeded() => Interlocked.Exchange(ref _count, 0);
     }
 }

@@ -58,10 +58,10 @@ public sealed class DatabaseSchemaTests(IsolatedDatabase database) : IClassFixtu
         await DatabaseMigrator.MigrateAsync(database.ConnectionString, TimeSpan.FromSeconds(10), CancellationToken.None);
         var factory = new Factory("postgresql://dancemoe:dancemoe@127.0.0.1:1/nowhere");
         var logger = new FakeLogger<MigrationTimeoutJob>();
-        var failures = new MigrationTimeoutJob.Failures();
+        var outage = new OutageLog<MigrationTimeoutJob>(logger);
 
         // No migration is late in a fresh database, so the job publishes nothing and needs no bus.
-        async Task ScanAsync() => await new MigrationTimeoutJob(factory, null!, TimeProvider.System, failures, logger).Execute(null!, CancellationToken.None);
+        async Task ScanAsync() => await new MigrationTimeoutJob(factory, null!, TimeProvider.System, outage).Execute(null!, CancellationToken.None);
 
         for (var i = 0; i < 5; i++)
         {
@@ -79,7 +79,7 @@ public sealed class DatabaseSchemaTests(IsolatedDatabase database) : IClassFixtu
         var logs = logger.Collector.GetSnapshot();
         Assert.Equal(2, logs.Count);
         Assert.Equal(LogLevel.Information, logs[1].Level);
-        Assert.Contains("works again after 5 failed scans", logs[1].Message, StringComparison.Ordinal);
+        Assert.Contains("works again after 5 failures", logs[1].Message, StringComparison.Ordinal);
     }
 
     private sealed class Factory(string connectionString) : IDbContextFactory<DanceMoEDbContext>
