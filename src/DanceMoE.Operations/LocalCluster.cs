@@ -129,10 +129,13 @@ public static class LocalCluster
         return started;
     }
 
-    /// <summary>Stops exactly the edges this folder's pid files name: SIGTERM, then SIGKILL after 20 s.</summary>
-    public static async Task<IReadOnlyList<string>> DownAsync(CancellationToken cancellationToken)
+    /// <summary>
+    /// Stops exactly the edges this folder's pid files name: SIGTERM, then SIGKILL after 20 s. <paramref name="log"/>, when
+    /// given, hears that it waits for another <c>cluster up</c> or <c>down</c>.
+    /// </summary>
+    public static async Task<IReadOnlyList<string>> DownAsync(CancellationToken cancellationToken, Action<string>? log = null)
     {
-        await using var held = await LockAsync(log: null, cancellationToken).ConfigureAwait(false);
+        await using var held = await LockAsync(log, cancellationToken).ConfigureAwait(false);
         return await StopAsync(cancellationToken).ConfigureAwait(false);
     }
 

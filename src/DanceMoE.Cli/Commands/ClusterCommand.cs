@@ -16,7 +16,7 @@ public static class ClusterCommand
         var down = new Command("down", "stop the edges");
         down.SetAction(async (_, cancellationToken) =>
         {
-            var stopped = await LocalCluster.DownAsync(cancellationToken).ConfigureAwait(false);
+            var stopped = await LocalCluster.DownAsync(cancellationToken, Console.Error.WriteLine).ConfigureAwait(false);
             Console.WriteLine(stopped.Count == 0 ? "no edge was running" : $"stopped {string.Join(", ", stopped)}");
             return ExitCodes.Ok;
         });
