@@ -32,10 +32,7 @@ public static class BenchCommand
         var layer = CliOptions.Int("layer", 0, "layer of the expert", 0);
         var expert = CliOptions.Int("expert", 0, "expert in that layer", 0);
         var iterations = CliOptions.Int("iterations", 50, "runs per batch size (the median is reported)", 1, 100_000);
-        var command = new Command("expert", "latency and GFLOP/s of one expert next to a plain matrix product of the same size")
-        {
-            model, layer, expert, iterations,
-        };
+        var command = new Command("expert", "latency and GFLOP/s of one expert next to a plain matrix product of the same size") { model, layer, expert, iterations };
         var inference = new InferenceArguments(command);
         command.SetAction((result, cancellationToken) =>
         {

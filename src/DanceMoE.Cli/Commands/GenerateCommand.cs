@@ -17,16 +17,13 @@ public static class GenerateCommand
     public static Command Create()
     {
         var model = CliOptions.Text("model", "exported model directory", required: true, valueName: "DIR");
-        var prompt = CliOptions.Text("prompt", "the prompt", required: true, valueName: "TEXT");
+        var prompt = CliOptions.Prompt();
         var maxTokens = CliOptions.Int("max-tokens", 32, "tokens to generate at most", 1, 1_000_000);
         var temperature = CliOptions.Double("temperature", 0, "sampling temperature (0: greedy)", 0, 100);
         var topP = CliOptions.Double("top-p", 1, "nucleus sampling threshold", 0.000001, 1);
         var seed = CliOptions.Int("seed", 0, "sampling seed", 0);
         var json = CliOptions.Flag("json", "print the tokens, text and speed as JSON");
-        var command = new Command("generate", "monolithic generation through the exported subgraphs, every expert local")
-        {
-            model, prompt, maxTokens, temperature, topP, seed, json,
-        };
+        var command = new Command("generate", "monolithic generation through the exported subgraphs, every expert local") { model, prompt, maxTokens, temperature, topP, seed, json };
         var inference = new InferenceArguments(command);
         command.SetAction((result, cancellationToken) => RunAsync(
             result.GetRequiredValue(model),
@@ -47,12 +44,6 @@ public static class GenerateCommand
     private static async Task<int> RunAsync(
         string modelDir, string prompt, int maxTokens, SamplingOptions sampling, bool asJson, InferenceOptions options, CancellationToken cancellationToken)
     {
-        // An edge refuses an empty prompt, so the oracle does too rather than generate from the start token alone.
-        if (prompt.Length == 0)
-        {
-            throw new UsageException("--prompt is empty");
-        }
-
         var manifest = InferenceArguments.LoadManifest(modelDir);
         var (result, provider) = await LocalGeneration.RunAsync(manifest, modelDir, prompt, maxTokens, sampling, options, InferenceArguments.Log, cancellationToken).ConfigureAwait(false);
         if (asJson)

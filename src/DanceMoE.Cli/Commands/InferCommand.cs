@@ -16,7 +16,7 @@ public static class InferCommand
     public static Command Create()
     {
         var edge = CliOptions.EdgeId("edge", "the edge to send the request to", required: true);
-        var prompt = CliOptions.Text("prompt", "the prompt", required: true, valueName: "TEXT");
+        var prompt = CliOptions.Prompt();
         var maxTokens = CliOptions.Int("max-tokens", 32, "tokens to generate at most", 1, 1_000_000);
         var temperature = CliOptions.Double("temperature", 0, "sampling temperature (0: greedy)", 0, 100);
         var topP = CliOptions.Double("top-p", 1, "nucleus sampling threshold", 0.000001, 1);
@@ -30,10 +30,7 @@ public static class InferCommand
             HelpName = "GUID",
             CustomParser = ParseRequestId,
         };
-        var command = new Command("infer", "send one request to an edge and print its answer")
-        {
-            edge, prompt, maxTokens, temperature, topP, seed, workload, timeout, json, requestId,
-        };
+        var command = new Command("infer", "send one request to an edge and print its answer") { edge, prompt, maxTokens, temperature, topP, seed, workload, timeout, json, requestId };
         command.SetAction((result, cancellationToken) => RunAsync(
             result.GetRequiredValue(edge),
             new GenerateText
@@ -65,11 +62,6 @@ public static class InferCommand
 
     private static async Task<int> RunAsync(string edge, GenerateText request, TimeSpan timeout, bool asJson, CancellationToken cancellationToken)
     {
-        if (request.Prompt!.Length == 0)
-        {
-            throw new UsageException("--prompt is empty");
-        }
-
         var answer = await EdgeRequests.SendToRunningEdgeAsync(CliEnvironment.RabbitMqUri, edge, request, timeout, cancellationToken).ConfigureAwait(false);
         if (asJson)
         {

@@ -16,10 +16,7 @@ public static class PlacementRunNow
         var noWait = CliOptions.Flag("no-wait", "return once the command is sent");
         var timeout = CliOptions.Double("timeout-s", 300, "how long to wait for the decision", 1, 86_400);
         var json = CliOptions.Flag("json", "print the decision as JSON");
-        var command = new Command("run-now", "ask the coordinator to run its placement job now and wait for its decision")
-        {
-            noWait, timeout, json,
-        };
+        var command = new Command("run-now", "ask the coordinator to run its placement job now and wait for its decision") { noWait, timeout, json };
         command.SetAction((result, cancellationToken) => RunAsync(
             result.GetValue(noWait), TimeSpan.FromSeconds(result.GetValue(timeout)), result.GetValue(json), cancellationToken));
         return command;

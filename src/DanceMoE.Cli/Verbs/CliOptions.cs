@@ -68,6 +68,20 @@ public static class CliOptions
         return option;
     }
 
+    /// <summary>The prompt of a generation, never empty: an edge refuses one, so the oracle does too.</summary>
+    public static Option<string> Prompt()
+    {
+        var option = Text("prompt", "the prompt", required: true, valueName: "TEXT");
+        option.Validators.Add(result =>
+        {
+            if (result.Tokens.Any(t => t.Value.Length == 0))
+            {
+                result.AddError("--prompt is empty");
+            }
+        });
+        return option;
+    }
+
     /// <summary>An edge id, checked by <see cref="EdgeQueues.Problem"/>; with <paramref name="list"/>, ids separated by commas.</summary>
     public static Option<string> EdgeId(string name, string description, bool required = false, bool list = false)
     {
