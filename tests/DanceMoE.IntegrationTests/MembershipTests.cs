@@ -36,11 +36,8 @@ public sealed class MembershipTests(MembershipFixture fixture) : IClassFixture<M
     [Fact]
     public async Task Heartbeats_published_on_the_bus_become_one_edge_servers_row_per_edge()
     {
-        await using var provider = HeartbeatConsumers(new ClusterMembership(Options.Create(new MembershipOptions())));
-        var bus = provider.GetRequiredService<IBusControl>();
-        var consumed = new ConsumedHeartbeats();
-        bus.ConnectConsumeMessageObserver(consumed);
-        await bus.StartAsync();
+        var (provider, bus, consumed) = await StartConsumersAsync(new ClusterMembership(Options.Create(new MembershipOptions())));
+        await using var stopped = provider;
         try
         {
             var first = new DateTimeOffset(2026, 11, 25, 10, 0, 0, TimeSpan.Zero);
@@ -67,11 +64,8 @@ public sealed class MembershipTests(MembershipFixture fixture) : IClassFixture<M
     public async Task Malformed_and_future_dated_heartbeats_are_consumed_without_counting_and_the_next_good_one_counts()
     {
         var membership = new ClusterMembership(Options.Create(new MembershipOptions()));
-        await using var provider = HeartbeatConsumers(membership);
-        var bus = provider.GetRequiredService<IBusControl>();
-        var consumed = new ConsumedHeartbeats();
-        bus.ConnectConsumeMessageObserver(consumed);
-        await bus.StartAsync();
+        var (provider, bus, consumed) = await StartConsumersAsync(membership);
+        await using var stopped = provider;
         try
         {
             var now = DateTimeOffset.UtcNow;
@@ -100,11 +94,8 @@ public sealed class MembershipTests(MembershipFixture fixture) : IClassFixture<M
     public async Task Heartbeats_while_PostgreSQL_is_unreachable_still_count_fault_none_and_log_the_outage_once()
     {
         var membership = new ClusterMembership(Options.Create(new MembershipOptions()));
-        await using var provider = HeartbeatConsumers(membership, "postgresql://dancemoe:dancemoe@127.0.0.1:1/nowhere");
-        var bus = provider.GetRequiredService<IBusControl>();
-        var consumed = new ConsumedHeartbeats();
-        bus.ConnectConsumeMessageObserver(consumed);
-        await bus.StartAsync();
+        var (provider, bus, consumed) = await StartConsumersAsync(membership, "postgresql://dancemoe:dancemoe@127.0.0.1:1/nowhere");
+        await using var stopped = provider;
         try
         {
             var now = DateTimeOffset.UtcNow;
@@ -132,6 +123,17 @@ public sealed class MembershipTests(MembershipFixture fixture) : IClassFixture<M
         {
             await bus.StopAsync();
         }
+    }
+
+    /// <summary>Starts <see cref="HeartbeatConsumers"/>' bus, counting the heartbeats it consumes and faults.</summary>
+    private async Task<(ServiceProvider Provider, IBusControl Bus, ConsumedHeartbeats Consumed)> StartConsumersAsync(ClusterMembership membership, string? database = null)
+    {
+        var provider = HeartbeatConsumers(membership, database);
+        var bus = provider.GetRequiredService<IBusControl>();
+        var consumed = new ConsumedHeartbeats();
+        bus.ConnectConsumeMessageObserver(consumed);
+        await bus.StartAsync();
+        return (provider, bus, consumed);
     }
 
     /// <summary>The coordinator's heartbeat consumer alone, on the fixture's virtual host and database (or <paramref name="database"/>).</summary>
