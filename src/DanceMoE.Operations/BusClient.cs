@@ -20,7 +20,7 @@ public sealed class BusClient : IAsyncDisposable
 
     public IBusControl Bus { get; }
 
-    /// <summary>Requests to edges go here rather than through the bus's own request client (see <see cref="RequestChannel"/>).</summary>
+    /// <summary>Requests and commands to edges and the coordinator go here rather than through the bus's own endpoint (see <see cref="RequestChannel"/>).</summary>
     public RequestChannel Requests { get; }
 
     public static Task<BusClient> StartAsync(string rabbitMqUri, CancellationToken cancellationToken) => StartAsync(rabbitMqUri, null, cancellationToken);
