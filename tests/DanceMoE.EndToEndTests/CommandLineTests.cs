@@ -70,6 +70,29 @@ public sealed class CommandLineTests
     }
 
     [Fact]
+    public async Task Placement_bench_checks_top_k_against_the_experts_given_or_their_default()
+    {
+        var (exitCode, output, errors) = await RunAsync(
+            ["placement", "bench", "--top-k", "8", "--servers", "4", "--layers", "1", "--memory", "0.5", "--requests", "1", "--tokens", "2", "--algorithms", "uniform", "--json"]);
+
+        Assert.True(exitCode == 0, $"exit {exitCode}: {errors}");
+        Assert.Contains("\"uniform\"", output, StringComparison.Ordinal);
+
+        foreach (var (arguments, error) in new[]
+        {
+            (new[] { "--top-k", "300" }, "--top-k must be between 1 and 256 (got '300')"),
+            (["--experts", "4", "--top-k", "5"], "--top-k must be between 1 and 4 (got '5')"),
+        })
+        {
+            (exitCode, _, errors) = await RunAsync(["placement", "bench", .. arguments]);
+
+            Assert.True(exitCode == 2, $"{string.Join(' ', arguments)}: exit {exitCode}: {errors}");
+            var line = Assert.Single(errors.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+            Assert.Contains(error, line, StringComparison.Ordinal);
+        }
+    }
+
+    [Fact]
     public async Task No_verb_prints_the_usage_and_exits_2()
     {
         var (exitCode, output, _) = await RunAsync([]);

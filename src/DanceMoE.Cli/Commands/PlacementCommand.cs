@@ -100,15 +100,14 @@ public static class PlacementCommand
         var algorithms = CliOptions.Text("algorithms", "algorithms to run: all, or a comma-separated list", "all", valueName: "all|a,b");
         var json = CliOptions.Flag("json", "print the results as JSON");
         var command = new Command("bench", "solve times on seeded synthetic instances") { servers, layers, experts, topK, memory, requests, tokens, algorithms, json };
-        command.Validators.Add(result =>
-        {
-            if (result.GetValue(topK) > result.GetValue(experts))
-            {
-                result.AddError($"--top-k must be between 1 and {result.GetValue(experts)} (got '{result.GetValue(topK)}')");
-            }
-        });
         command.SetAction((result, cancellationToken) =>
         {
+            // Checked here, not in a command validator: there an option left at its default reads as 0.
+            if (result.GetValue(topK) > result.GetValue(experts))
+            {
+                throw new UsageException($"--top-k must be between 1 and {result.GetValue(experts)} (got '{result.GetValue(topK)}')");
+            }
+
             var simulation = PlacementSimulation.Synthetic(
                 result.GetValue(servers), result.GetValue(layers), result.GetValue(experts), result.GetValue(topK), result.GetValue(memory),
                 result.GetValue(requests), result.GetValue(tokens));
