@@ -86,7 +86,7 @@ public static class CommandLine
         {
             return await parse.InvokeAsync(invocation, cancellation.Token).ConfigureAwait(false);
         }
-        catch (UsageException ex)
+        catch (Exception ex) when (ex is UsageException or InvalidSettingsException)
         {
             Console.Error.WriteLine($"dancemoe {topVerb}: {ex.Message} (see {verb} --help)");
             return ExitCodes.Usage;
@@ -95,11 +95,6 @@ public static class CommandLine
         {
             Console.Error.WriteLine($"dancemoe {topVerb}: error: {ex.Message}");
             return ex.ExitCode;
-        }
-        catch (InvalidSettingsException ex)
-        {
-            Console.Error.WriteLine($"dancemoe {topVerb}: {ex.Message} (see {verb} --help)");
-            return ExitCodes.Usage;
         }
         catch (OperationException ex)
         {

@@ -70,6 +70,48 @@ public sealed class CommandLineTests
     }
 
     [Fact]
+    public async Task Generate_takes_a_checkpoint_as_the_edges_do_and_answers_as_its_export()
+    {
+        var root = Path.Combine(Path.GetTempPath(), $"dancemoe-generate-{Guid.NewGuid():N}");
+        try
+        {
+            var state = new Dictionary<string, string> { ["DANCEMOE_STATE"] = Path.Combine(root, "state") };
+            var checkpoint = Path.Combine(root, "tiny");
+            var exported = Path.Combine(root, "onnx");
+            Assert.Equal(0, (await RunAsync(["model", "tiny", "--out", checkpoint, "--layers", "2", "--experts", "4"])).ExitCode);
+            Assert.Equal(0, (await RunAsync(["model", "export", checkpoint, "--out", exported])).ExitCode);
+
+            string[] generate = ["generate", "--prompt", "edge servers", "--max-tokens", "6", "--provider", "cpu", "--json", "--model"];
+            var fromCheckpoint = await RunAsync([.. generate, checkpoint], state, TimeSpan.FromMinutes(2));
+            var fromExport = await RunAsync([.. generate, exported], state);
+
+            Assert.True(fromCheckpoint.ExitCode == 0, fromCheckpoint.Errors);
+            Assert.Contains($"exporting {checkpoint} to {Path.Combine(root, "state", "models")}", fromCheckpoint.Errors, StringComparison.Ordinal);
+            Assert.True(fromExport.ExitCode == 0, fromExport.Errors);
+            Assert.Equal(TokenIds(fromExport.Output), TokenIds(fromCheckpoint.Output));
+        }
+        finally
+        {
+            Directory.Delete(root, recursive: true);
+        }
+
+        static int[] TokenIds(string json) =>
+            System.Text.Json.JsonDocument.Parse(json).RootElement.GetProperty("token_ids").EnumerateArray().Select(t => t.GetInt32()).ToArray();
+    }
+
+    [Fact]
+    public async Task Generate_refuses_more_intra_op_threads_than_cores_before_it_opens_a_session()
+    {
+        // Each of the model's sessions would start a pool this large: 1024 ran the machine out of threads.
+        var (exitCode, output, errors) = await RunAsync(["generate", "--prompt", "hi", "--threads", "1024"]);
+
+        Assert.True(exitCode == 2, $"exit {exitCode}: {errors}");
+        Assert.Empty(output);
+        var line = Assert.Single(errors.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.Contains($"--threads must be between 0 and {Environment.ProcessorCount} (got '1024')", line, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task Placement_bench_checks_top_k_against_the_experts_given_or_their_default()
     {
         var (exitCode, output, errors) = await RunAsync(

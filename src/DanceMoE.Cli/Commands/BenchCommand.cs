@@ -9,8 +9,6 @@ namespace DanceMoE.Cli.Commands;
 /// <summary><c>dancemoe bench expert|expert-exec|cluster|load|traces|shift|replay|chaos|link|echo</c>: the benchmarks of the lab, from the command line.</summary>
 public static class BenchCommand
 {
-    private const string DefaultModel = "exported model or checkpoint (default: onnx/default, else a tiny seeded one)";
-
     /// <summary>The <c>bench</c> verb, its five benchmarks and the echo <c>bench cluster</c> measures against.</summary>
     public static Command Create() => new("bench", "benchmarks")
     {
@@ -28,7 +26,7 @@ public static class BenchCommand
 
     private static Command Expert()
     {
-        var model = CliOptions.Text("model", "exported model directory", required: true, valueName: "DIR");
+        var model = CliOptions.Model();
         var layer = CliOptions.Int("layer", 0, "layer of the expert", 0);
         var expert = CliOptions.Int("expert", 0, "expert in that layer", 0);
         var iterations = CliOptions.Int("iterations", 50, "runs per batch size (the median is reported)", 1, 100_000);
@@ -38,7 +36,7 @@ public static class BenchCommand
         {
             var settings = new ExpertBenchmarkSettings
             {
-                ModelDirectory = result.GetRequiredValue(model),
+                ModelDirectory = InferenceArguments.ResolveModel(result.GetValue(model)),
                 Layer = result.GetValue(layer),
                 Expert = result.GetValue(expert),
                 Iterations = result.GetValue(iterations),
@@ -52,7 +50,7 @@ public static class BenchCommand
 
     private static Command ExpertExecution()
     {
-        var model = CliOptions.Text("model", "exported model directory", required: true, valueName: "DIR");
+        var model = CliOptions.Model();
         var layer = CliOptions.Int("layer", 0, "layer whose experts run", 0);
         var sequences = CliOptions.Int("sequences", 16, "active sequences of a step (a decode step has one token each)", 1, 4096);
         var prefill = CliOptions.Int("prefill-tokens", 24, "tokens per sequence of the prefill step", 1, 4096);
@@ -69,7 +67,7 @@ public static class BenchCommand
         {
             var settings = new ExpertExecutionBenchmarkSettings
             {
-                ModelDirectory = result.GetRequiredValue(model),
+                ModelDirectory = InferenceArguments.ResolveModel(result.GetValue(model)),
                 Layer = result.GetValue(layer),
                 Sequences = result.GetValue(sequences),
                 PrefillTokens = result.GetValue(prefill),
@@ -85,7 +83,7 @@ public static class BenchCommand
 
     private static Command Cluster()
     {
-        var model = CliOptions.Text("model", DefaultModel, valueName: "DIR");
+        var model = CliOptions.Model();
         var edges = CliOptions.Int("edges", 3, "edges of the cluster", 2, 16);
         var requests = CliOptions.Int("requests", 6, "requests per run", 1, 1000);
         var maxTokens = CliOptions.Int("max-tokens", 24, "tokens per answer", 1, 512);
@@ -118,7 +116,7 @@ public static class BenchCommand
 
     private static Command Load()
     {
-        var model = CliOptions.Text("model", DefaultModel, valueName: "DIR");
+        var model = CliOptions.Model();
         var edges = CliOptions.Int("edges", 3, "edges of the cluster", 2, 16);
         var concurrency = CliOptions.Text("concurrency", "concurrency levels: clients in a closed loop (with --rate: requests in flight at most)", "1,4,16", valueName: "C,C,...");
         var requestsPerLevel = CliOptions.OptionalInt("requests-per-level", "requests at each level (default: 4 per client, at least 16)", 1, 100_000);
@@ -209,7 +207,7 @@ public static class BenchCommand
     private static Command Traces()
     {
         var rows = CliOptions.Int("rows", 300_000, "routing events to write", 1000, 100_000_000);
-        var model = CliOptions.Text("model", DefaultModel, valueName: "DIR");
+        var model = CliOptions.Model();
         var edges = CliOptions.Int("edges", 3, "edges of the cluster", 2, 16);
         var requests = CliOptions.Int("requests", 6, "requests", 1, 1000);
         var maxTokens = CliOptions.Int("max-tokens", 24, "tokens per answer", 1, 512);

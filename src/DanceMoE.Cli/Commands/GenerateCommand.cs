@@ -16,7 +16,7 @@ public static class GenerateCommand
 
     public static Command Create()
     {
-        var model = CliOptions.Text("model", "exported model directory", required: true, valueName: "DIR");
+        var model = CliOptions.Model();
         var prompt = CliOptions.Prompt();
         var maxTokens = CliOptions.Int("max-tokens", 32, "tokens to generate at most", 1, 1_000_000);
         var temperature = CliOptions.Double("temperature", 0, "sampling temperature (0: greedy)", 0, 100);
@@ -26,7 +26,7 @@ public static class GenerateCommand
         var command = new Command("generate", "monolithic generation through the exported subgraphs, every expert local") { model, prompt, maxTokens, temperature, topP, seed, json };
         var inference = new InferenceArguments(command);
         command.SetAction((result, cancellationToken) => RunAsync(
-            result.GetRequiredValue(model),
+            result.GetValue(model),
             result.GetRequiredValue(prompt),
             result.GetValue(maxTokens),
             new SamplingOptions
@@ -42,8 +42,9 @@ public static class GenerateCommand
     }
 
     private static async Task<int> RunAsync(
-        string modelDir, string prompt, int maxTokens, SamplingOptions sampling, bool asJson, InferenceOptions options, CancellationToken cancellationToken)
+        string? model, string prompt, int maxTokens, SamplingOptions sampling, bool asJson, InferenceOptions options, CancellationToken cancellationToken)
     {
+        var modelDir = InferenceArguments.ResolveModel(model);
         var manifest = InferenceArguments.LoadManifest(modelDir);
         var (result, provider) = await LocalGeneration.RunAsync(manifest, modelDir, prompt, maxTokens, sampling, options, InferenceArguments.Log, cancellationToken).ConfigureAwait(false);
         if (asJson)

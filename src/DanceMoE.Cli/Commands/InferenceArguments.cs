@@ -9,8 +9,9 @@ namespace DanceMoE.Cli.Commands;
 internal sealed class InferenceArguments
 {
     private readonly Option<string> _provider = CliOptions.Provider();
-    private readonly Option<int> _threads = CliOptions.Int("threads", 0, "intra-op threads (0: ONNX Runtime's default)", 0, 1024);
-    private readonly Option<int> _interThreads = CliOptions.Int("inter-threads", 0, "inter-op threads (0: ONNX Runtime's default)", 0, 1024);
+    // Every session (one per expert and per dense graph) gets a pool this large: more than the cores would only multiply threads.
+    private readonly Option<int> _threads = CliOptions.Int("threads", 0, "intra-op threads of each session (0: ONNX Runtime's default, one per core)", 0, Environment.ProcessorCount);
+    private readonly Option<int> _interThreads = CliOptions.Int("inter-threads", 0, "inter-op threads of each session (0: ONNX Runtime's default)", 0, Environment.ProcessorCount);
 
     public InferenceArguments(Command command)
     {
@@ -27,6 +28,9 @@ internal sealed class InferenceArguments
     };
 
     public static void Log(string line) => Console.Error.WriteLine($"dancemoe: {line}");
+
+    /// <summary>The exported model for <paramref name="directory"/>: as it is, or a checkpoint's export (made once); null: the default model.</summary>
+    public static string ResolveModel(string? directory) => ModelCatalog.ResolveExported(directory, Log);
 
     public static ModelManifest LoadManifest(string directory)
     {

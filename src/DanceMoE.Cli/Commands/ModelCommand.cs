@@ -120,14 +120,14 @@ public static class ModelCommand
 
     private static Command Eval()
     {
-        var model = CliOptions.Text("model", "exported model directory (with heldout/*.txt, which the export copies from the checkpoint)", required: true, valueName: "DIR");
+        var model = CliOptions.Model();
         var maxBytes = CliOptions.Int("max-bytes", 0, "bytes of each domain's sample to use (0: all)", 0, int.MaxValue);
         var json = CliOptions.Flag("json", "print JSON: bits_per_byte over all bytes, and per domain");
         var command = new Command("eval", "held-out bits per byte of an exported model through our runtime") { model, maxBytes, json };
         var inference = new InferenceArguments(command);
         command.SetAction((result, cancellationToken) => Guarded(async () =>
         {
-            var manifest = InferenceArguments.LoadManifest(result.GetRequiredValue(model));
+            var manifest = InferenceArguments.LoadManifest(InferenceArguments.ResolveModel(result.GetValue(model)));
             var evaluation = await ModelEvaluation.RunAsync(manifest, result.GetValue(maxBytes), inference.Read(result), InferenceArguments.Log, cancellationToken).ConfigureAwait(false);
             if (result.GetValue(json))
             {

@@ -56,6 +56,10 @@ public static class CliOptions
         CustomParser = result => Parse(result, name, 0, min, max, false),
     };
 
+    /// <summary>The model a command runs: an exported model or a checkpoint, resolved by <c>ModelCatalog.ResolveExported</c>; null when not given.</summary>
+    public static Option<string> Model() =>
+        Text("model", "exported model or checkpoint (default: onnx/default, else a tiny seeded one)", valueName: "DIR");
+
     /// <summary>A text value; null when not given and there is no <paramref name="fallback"/>.</summary>
     public static Option<string> Text(string name, string description, string? fallback = null, bool required = false, string? valueName = null)
     {
