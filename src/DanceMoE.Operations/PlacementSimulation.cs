@@ -94,14 +94,15 @@ public sealed class PlacementSimulation
     public const long MaxSyntheticChoices = 200_000_000;
 
     /// <summary>A seeded synthetic instance: <paramref name="requests"/> requests of history and as many to judge on.</summary>
-    public static PlacementSimulation Synthetic(int serverCount, int layers, int experts, int topK, double memory, int requests, int tokens)
+    public static PlacementSimulation Synthetic(
+        int serverCount, int layers, int experts, int topK, double memory, int requests, int tokens, CancellationToken cancellationToken = default)
     {
-        var choices = 2L * requests * tokens * layers * topK;
+        var choices = (long)serverCount * 2 * requests * tokens * layers * topK;
         if (choices > MaxSyntheticChoices)
         {
-            // Every routing choice is generated and held before any solve starts (and the generation is not cancellable).
+            // Every routing choice is generated and held before any solve starts.
             throw new OperationException(string.Create(CultureInfo.InvariantCulture,
-                $"the instance would route {choices:N0} expert choices (2 x requests x tokens x layers x top-k); at most {MaxSyntheticChoices:N0} are generated"),
+                $"the instance would route {choices:N0} expert choices (servers x 2 x requests x tokens x layers x top-k); at most {MaxSyntheticChoices:N0} are generated"),
                 OperationFailure.InvalidSettings);
         }
 
@@ -110,7 +111,7 @@ public sealed class PlacementSimulation
         var link = LinkSpec.FromMbps(500, 2);
         var cluster = Cluster.FullMesh(Enumerable.Range(0, serverCount).Select(i => ServerSpec.Edge($"s{i}", budget)).ToList(), link);
         var clock = Stopwatch.StartNew();
-        var all = SyntheticWorkload.Generate(7, serverCount, model, 2 * requests, tokens);
+        var all = SyntheticWorkload.Generate(7, serverCount, model, 2 * requests, tokens, cancellationToken: cancellationToken);
         var (history, eval) = Workload.SplitHalves(all.Requests);
         var problem = new PlacementProblem(model, cluster, ActivationCounts.FromWorkload(serverCount, model, history)) { History = history };
         var description = $"bench: {serverCount} servers x {layers} layers x {experts} experts (top-{topK}), memory {memory:P0}, "

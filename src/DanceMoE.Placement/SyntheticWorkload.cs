@@ -6,14 +6,17 @@ namespace DanceMoE.Placement;
 /// </summary>
 public static class SyntheticWorkload
 {
-    public static Workload Generate(int seed, int servers, MoeModel model, int requestsPerServer, int tokensPerRequest, double skew = 1.0)
+    public static Workload Generate(
+        int seed, int servers, MoeModel model, int requestsPerServer, int tokensPerRequest, double skew = 1.0, CancellationToken cancellationToken = default)
     {
         ArgumentNullException.ThrowIfNull(model);
         var random = new Random(seed);
         var weights = new double[servers][][];
+        var totals = new double[servers][];
         for (var n = 0; n < servers; n++)
         {
             weights[n] = new double[model.Layers][];
+            totals[n] = new double[model.Layers];
             for (var l = 0; l < model.Layers; l++)
             {
                 var order = Enumerable.Range(0, model.Experts).OrderBy(_ => random.Next()).ToArray();
@@ -24,6 +27,7 @@ public static class SyntheticWorkload
                 }
 
                 weights[n][l] = w;
+                totals[n][l] = w.Sum();
             }
         }
 
@@ -35,10 +39,11 @@ public static class SyntheticWorkload
                 var experts = new int[model.Layers][];
                 for (var l = 0; l < model.Layers; l++)
                 {
+                    cancellationToken.ThrowIfCancellationRequested();
                     experts[l] = new int[tokensPerRequest * model.TopK];
                     for (var t = 0; t < tokensPerRequest; t++)
                     {
-                        Draw(random, weights[n][l], experts[l].AsSpan(t * model.TopK, model.TopK));
+                        Draw(random, weights[n][l], totals[n][l], experts[l].AsSpan(t * model.TopK, model.TopK));
                     }
                 }
 
@@ -49,9 +54,8 @@ public static class SyntheticWorkload
         return new Workload(requests);
     }
 
-    private static void Draw(Random random, double[] weights, Span<int> into)
+    private static void Draw(Random random, double[] weights, double total, Span<int> into)
     {
-        var total = weights.Sum();
         for (var j = 0; j < into.Length; j++)
         {
             int pick;

@@ -110,7 +110,7 @@ public static class PlacementCommand
 
             var simulation = PlacementSimulation.Synthetic(
                 result.GetValue(servers), result.GetValue(layers), result.GetValue(experts), result.GetValue(topK), result.GetValue(memory),
-                result.GetValue(requests), result.GetValue(tokens));
+                result.GetValue(requests), result.GetValue(tokens), cancellationToken);
             Console.Error.WriteLine(simulation.Description);
             PlacementReport.Write(Console.Out, simulation.Solve(Algorithms(result.GetRequiredValue(algorithms)), cancellationToken), result.GetValue(json));
             return Task.FromResult(ExitCodes.Ok);

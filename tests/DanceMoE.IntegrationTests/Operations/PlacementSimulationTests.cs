@@ -64,8 +64,18 @@ public sealed class PlacementSimulationTests
     {
         var error = Assert.Throws<OperationException>(() => PlacementSimulation.Synthetic(8, layers: 1024, experts: 4096, topK: 8, memory: 0.3, requests: 1000, tokens: 100_000));
 
-        Assert.Equal("the instance would route 1,638,400,000,000 expert choices (2 x requests x tokens x layers x top-k); at most 200,000,000 are generated", error.Message);
+        Assert.Equal("the instance would route 13,107,200,000,000 expert choices (servers x 2 x requests x tokens x layers x top-k); at most 200,000,000 are generated", error.Message);
         Assert.Equal(OperationFailure.InvalidSettings, error.Failure);
+    }
+
+    [Fact]
+    public void A_synthetic_instance_stops_generating_when_cancelled()
+    {
+        // 8 x 2 x 100 x 195 x 64 x 8 choices, under the limit: most of a minute to generate on a 2-core machine.
+        using var cancellation = new CancellationTokenSource(TimeSpan.FromMilliseconds(200));
+
+        Assert.ThrowsAny<OperationCanceledException>(() => PlacementSimulation.Synthetic(
+            8, layers: 64, experts: 256, topK: 8, memory: 0.3, requests: 100, tokens: 195, cancellation.Token));
     }
 
     [Fact]
