@@ -233,7 +233,18 @@ public sealed class StepScheduler(IOptions<EdgeOptions> options, MoeForward forw
                 }
             }
 
-            if (generation.Produce(logits.AsSpan(logits.Length - vocab, vocab), model.Tokenizer.EosTokenId))
+            bool done;
+            try
+            {
+                done = generation.Produce(logits.AsSpan(logits.Length - vocab, vocab), model.Tokenizer.EosTokenId);
+            }
+            catch (NonFiniteLogitsException ex)
+            {
+                Leave(generation, ex);
+                continue;
+            }
+
+            if (done)
             {
                 Finish(generation);
             }

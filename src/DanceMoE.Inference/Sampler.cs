@@ -10,6 +10,14 @@ public sealed class Sampler(SamplingOptions options)
 
     public int Next(ReadOnlySpan<float> logits)
     {
+        foreach (var l in logits)
+        {
+            if (float.IsNaN(l))
+            {
+                throw new NonFiniteLogitsException();
+            }
+        }
+
         if (Options.Temperature <= 0)
         {
             return ArgMax(logits);

@@ -44,6 +44,12 @@ public static class ExportVerification
             throw new OperationException("the prompt's byte tokens do not fit this model's vocabulary");
         }
 
+        if (tokens.Length + decodeSteps > manifest.Architecture.MaxPositions)
+        {
+            throw new InvalidSettingsException(
+                $"prompt ({tokens.Length} tokens) + --decode-steps ({decodeSteps}) exceeds the model's {manifest.Architecture.MaxPositions} positions");
+        }
+
         var reference = ReferenceModel.Streaming(checkpoint, expertWeights: manifest.ExpertFormat);
         var factory = new SessionFactory(options, log);
         using var pool = new ExpertSessionPool(manifest, factory);

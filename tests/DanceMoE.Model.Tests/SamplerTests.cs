@@ -30,4 +30,15 @@ public class SamplerTests
         var sampler = new Sampler(new SamplingOptions { Temperature = 1, TopP = 0.5, Seed = 1 });
         Assert.All(Enumerable.Range(0, 50), _ => Assert.True(sampler.Next(Logits) is 1 or 3));
     }
+
+    [Theory]
+    [InlineData(0)]
+    [InlineData(1)]
+    public void NaN_logits_are_refused_rather_than_read_as_token_0(double temperature)
+    {
+        var sampler = new Sampler(new SamplingOptions { Temperature = temperature });
+
+        Assert.Throws<NonFiniteLogitsException>(() => sampler.Next([0.5f, float.NaN, 1f]));
+        Assert.True(sampler.Next([0.5f, float.NegativeInfinity, 1f, float.NegativeInfinity]) is 0 or 2, "a logit of minus infinity only rules its token out");
+    }
 }

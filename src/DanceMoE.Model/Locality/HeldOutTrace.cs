@@ -24,11 +24,42 @@ public static class HeldOutTrace
         return domains.Count > 0 ? domains : throw new ModelFormatException($"{folder}: no *.txt held-out samples");
     }
 
-    /// <summary>The first <paramref name="maxBytes"/> bytes (0: all) of a domain's sample.</summary>
+    /// <summary>The most of a sample read when no smaller <c>maxBytes</c> is asked for.</summary>
+    public const int MaxSampleBytes = 64 << 20;
+
+    /// <summary>The first <paramref name="maxBytes"/> bytes (0: all, up to <see cref="MaxSampleBytes"/>) of a domain's sample; never empty.</summary>
     public static byte[] Sample(string modelDirectory, string domain, int maxBytes)
     {
-        var bytes = File.ReadAllBytes(Path.Combine(modelDirectory, Folder, domain + ".txt"));
-        return maxBytes > 0 && bytes.Length > maxBytes ? bytes[..maxBytes] : bytes;
+        var path = Path.Combine(modelDirectory, Folder, domain + ".txt");
+        var limit = maxBytes is > 0 and < MaxSampleBytes ? maxBytes : MaxSampleBytes;
+        var buffer = new MemoryStream();
+        try
+        {
+            using var file = File.OpenRead(path);
+            var chunk = new byte[81920];
+            int read;
+            while (buffer.Length <= limit && (read = file.Read(chunk, 0, chunk.Length)) > 0)
+            {
+                buffer.Write(chunk, 0, read);
+            }
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            throw new ModelFormatException($"{path}: cannot read the held-out sample: {ex.Message}", ex);
+        }
+
+        if (buffer.Length == 0)
+        {
+            throw new ModelFormatException($"{path}: the held-out sample is empty");
+        }
+
+        if (buffer.Length > limit && maxBytes <= 0)
+        {
+            throw new ModelFormatException($"{path}: the held-out sample is larger than {MaxSampleBytes >> 20} MiB; ask for fewer bytes (model eval --max-bytes)");
+        }
+
+        var bytes = buffer.ToArray();
+        return bytes.Length > limit ? bytes[..limit] : bytes;
     }
 
     public static DomainTrace Trace(RoutedForward model, ByteTokenizer tokenizer, string domain, ReadOnlySpan<byte> text)

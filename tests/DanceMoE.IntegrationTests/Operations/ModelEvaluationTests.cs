@@ -43,6 +43,24 @@ public sealed class ModelEvaluationTests : IDisposable
         Assert.Contains("no heldout/ folder of held-out samples", error.Message, StringComparison.Ordinal);
     }
 
+    [Fact]
+    public async Task Verify_refuses_more_decode_steps_than_the_context_holds_before_it_runs()
+    {
+        var tiny = Path.Combine(_export, "tiny");
+        TinyCheckpoint.Write(tiny, new TinyOptions { Seed = 3 });
+        var onnx = Path.Combine(_export, "tiny-onnx");
+        var manifest = OnnxExporter.Export(Checkpoint.Open(tiny), onnx, TensorDtype.F32);
+        var positions = manifest.Architecture.MaxPositions;
+        var cpu = new InferenceOptions { Provider = ExecutionProvider.Cpu, IntraOpThreads = 1 };
+
+        var error = await Assert.ThrowsAsync<InvalidSettingsException>(() =>
+            ExportVerification.RunAsync(manifest, onnx, tiny, "edge", positions - 4, null, cpu, _ => { }, CancellationToken.None));
+
+        Assert.Equal($"prompt (5 tokens) + --decode-steps ({positions - 4}) exceeds the model's {positions} positions", error.Message);
+        var fits = await ExportVerification.RunAsync(manifest, onnx, tiny, "edge", 2, null, cpu, _ => { }, CancellationToken.None);
+        Assert.True(fits.Ok);
+    }
+
     public void Dispose()
     {
         if (Directory.Exists(_export))

@@ -1,0 +1,30 @@
+using DanceMoE.Model.Locality;
+
+namespace DanceMoE.Model.Tests;
+
+public sealed class HeldOutSampleTests
+{
+    [Fact]
+    public void A_sample_is_read_only_as_far_as_asked_so_an_endless_file_is_no_harm()
+    {
+        using var model = new TempDirectory();
+        Directory.CreateDirectory(model.Sub("heldout"));
+        File.CreateSymbolicLink(model.Sub("heldout/en.txt"), "/dev/zero");
+
+        Assert.Equal(new byte[100], HeldOutTrace.Sample(model.Path, "en", 100));
+        var error = Assert.Throws<ModelFormatException>(() => HeldOutTrace.Sample(model.Path, "en", 0));
+        Assert.Contains("heldout/en.txt: the held-out sample is larger than 64 MiB", error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void An_empty_or_unreadable_sample_is_a_format_error_not_a_perfect_score()
+    {
+        using var model = new TempDirectory();
+        Directory.CreateDirectory(model.Sub("heldout"));
+        File.WriteAllBytes(model.Sub("heldout/en.txt"), []);
+        File.CreateSymbolicLink(model.Sub("heldout/fr.txt"), model.Sub("nowhere"));
+
+        Assert.Contains("heldout/en.txt: the held-out sample is empty", Assert.Throws<ModelFormatException>(() => HeldOutTrace.Sample(model.Path, "en", 0)).Message, StringComparison.Ordinal);
+        Assert.Contains("heldout/fr.txt: cannot read the held-out sample", Assert.Throws<ModelFormatException>(() => HeldOutTrace.Sample(model.Path, "fr", 10)).Message, StringComparison.Ordinal);
+    }
+}
