@@ -4,7 +4,8 @@
 # The names MassTransit uses: an endpoint's queue and its exchange share a name (edge-1, edge-1-experts, edge-1-control,
 # coordinator-heartbeats); faulted and set-aside messages go to NAME_error and NAME_skipped; every process has a temporary
 # bus endpoint HOST_PROCESS_bus_ID (where its replies arrive); each message type has an exchange DanceMoE.Contracts:TYPE
-# and each fault one MassTransit:Fault--DanceMoE.Contracts:TYPE--. A permission regex covers queues and exchanges alike.
+# and each fault one MassTransit:Fault--DanceMoE.Contracts:TYPE-- (MassTransit:ReceiveFault for a body that is no message).
+# A permission regex covers queues and exchanges alike.
 #
 #   client       sends GenerateText (and CancelGeneration) to edge request queues (edge-N), reads its replies on its bus endpoint
 #   edge         its own queues, peers' experts queues, the expert lane (exchange expert-lane, queues expert-lane.EDGE and
@@ -32,7 +33,9 @@ rabbitmq_role_permissions() {
   local control='edge-[a-z0-9-]+-control'
   local lane='expert-lane(\.edge-[a-z0-9-]+(\.replies)?)?'
   local coordinator='coordinator(-[a-z]+)*(_error|_skipped)?'
-  local fault='MassTransit:Fault(--.+--)?'
+  # A body that is no message: the receive endpoint publishes a ReceiveFault and moves it to NAME_error. Refused that
+  # publish, its channel closed and the message came back, again and again, with the consumer stopped.
+  local fault='MassTransit:(Receive)?Fault(--.+--)?'
   local c='DanceMoE\.Contracts'
   case "$1" in
     client)

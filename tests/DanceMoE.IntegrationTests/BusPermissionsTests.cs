@@ -134,6 +134,63 @@ public sealed class BusPermissionsTests
         }
     }
 
+    [Theory]
+    [InlineData(BusRole.Edge, "edge-poison")]
+    [InlineData(BusRole.Coordinator, "coordinator-poison")]
+    public async Task A_body_that_is_no_message_goes_to_the_error_queue_and_the_role_keeps_consuming(BusRole role, string prefix)
+    {
+        var queue = prefix + "-" + new string(Guid.NewGuid().ToString("N").Where(char.IsAsciiLetter).Take(8).ToArray());
+        var served = new TaskCompletionSource<GenerateText>(TaskCreationOptions.RunContinuationsAsynchronously);
+        await using var connection = await Factory(RoleUri(BusRole.Admin)).CreateConnectionAsync();
+        await using var channel = await connection.CreateChannelAsync();
+        try
+        {
+            await using (await TestBus.StartAsync(RoleUri(role), cfg => cfg.ReceiveEndpoint(queue, e =>
+                e.Handler<GenerateText>(context => Task.FromResult(served.TrySetResult(context.Message))))))
+            {
+                var envelope = new BasicProperties { ContentType = "application/vnd.masstransit+json" };
+                await channel.BasicPublishAsync("", queue, false, envelope, "{ not json"u8.ToArray());
+                var id = NewId.NextGuid();
+                await channel.BasicPublishAsync("", queue, false, envelope, Encoding.UTF8.GetBytes(
+                    $$$"""{"messageId":"{{{NewId.NextGuid()}}}","messageType":["urn:message:DanceMoE.Contracts:GenerateText"],"message":{"requestId":"{{{id}}}","prompt":"after","maxNewTokens":1}}"""));
+
+                Assert.Equal(id, (await served.Task.WaitAsync(TimeSpan.FromSeconds(30))).RequestId);
+                Assert.Equal(1u, await ErrorQueueMessagesAsync(connection, queue + "_error"));
+            }
+        }
+        finally
+        {
+            await using var cleanup = await connection.CreateChannelAsync();
+            foreach (var name in new[] { queue, queue + "_error" })
+            {
+                await cleanup.QueueDeleteAsync(name);
+                await cleanup.ExchangeDeleteAsync(name);
+            }
+        }
+    }
+
+    // The bad body is moved aside while the good one is served: wait for its queue (asking after a missing queue closes the channel).
+    private static async Task<uint> ErrorQueueMessagesAsync(IConnection connection, string queue)
+    {
+        for (var attempt = 0; ; attempt++)
+        {
+            await using var channel = await connection.CreateChannelAsync();
+            try
+            {
+                var declared = await channel.QueueDeclarePassiveAsync(queue);
+                if (declared.MessageCount > 0 || attempt >= 100)
+                {
+                    return declared.MessageCount;
+                }
+            }
+            catch (RabbitMQ.Client.Exceptions.OperationInterruptedException) when (attempt < 100)
+            {
+            }
+
+            await Task.Delay(300);
+        }
+    }
+
     [Fact]
     public async Task Only_the_ops_user_reads_the_management_API()
     {
