@@ -14,6 +14,8 @@ namespace DanceMoE.Hosting.Metrics;
 public sealed class MetricsServer(IOptions<MetricsOptions> options, IEnumerable<Meter> meters, IReadinessCheck readiness, ILogger<MetricsServer> logger)
     : IHostedService, IDisposable
 {
+    private const string PlainText = "text/plain; charset=utf-8";
+
     private readonly Lock _gate = new();
     private HttpListener? _listener;
     private MetricsRegistry? _registry;
@@ -94,8 +96,10 @@ public sealed class MetricsServer(IOptions<MetricsOptions> options, IEnumerable<
             {
                 Answer(context);
             }
-            catch (Exception ex) when (ex is HttpListenerException or IOException)
+            catch (Exception ex) when (ex is HttpListenerException or IOException or ObjectDisposedException)
             {
+                // Disposed: the listener answered the request itself (411 for a POST without a length). Escaping here ended
+                // the loop, and with it every later probe.
                 logger.LogDebug("metrics client went away: {Reason}", ex.Message);
             }
         }
@@ -104,13 +108,14 @@ public sealed class MetricsServer(IOptions<MetricsOptions> options, IEnumerable<
     private void Answer(HttpListenerContext context)
     {
         var response = context.Response;
-        var (status, contentType, body) = context.Request.Url?.AbsolutePath switch
+        var (status, contentType, body) = context.Request.HttpMethod is "GET" or "HEAD"
+            ? Route(context.Request.Url?.AbsolutePath)
+            : (405, PlainText, "only GET and HEAD\n");
+        if (status == 405)
         {
-            "/metrics" => (200, "text/plain; version=0.0.4; charset=utf-8", _registry!.Scrape()),
-            "/healthz" => (200, "text/plain; charset=utf-8", "ok\n"),
-            "/readyz" => Ready(),
-            _ => (404, "text/plain; charset=utf-8", "not found: /metrics, /healthz, /readyz\n"),
-        };
+            response.AddHeader("Allow", "GET, HEAD");
+        }
+
         var bytes = Encoding.UTF8.GetBytes(body);
         response.StatusCode = status;
         response.ContentType = contentType;
@@ -119,9 +124,17 @@ public sealed class MetricsServer(IOptions<MetricsOptions> options, IEnumerable<
         response.Close();
     }
 
+    private (int, string, string) Route(string? path) => path switch
+    {
+        "/metrics" => (200, "text/plain; version=0.0.4; charset=utf-8", _registry!.Scrape()),
+        "/healthz" => (200, PlainText, "ok\n"),
+        "/readyz" => Ready(),
+        _ => (404, PlainText, "not found: /metrics, /healthz, /readyz\n"),
+    };
+
     private (int, string, string) Ready()
     {
         var ready = readiness.Check();
-        return (ready.Ready ? 200 : 503, "text/plain; charset=utf-8", ready.Reason + "\n");
+        return (ready.Ready ? 200 : 503, PlainText, ready.Reason + "\n");
     }
 }
