@@ -89,18 +89,26 @@ public static class AdminDatabase
             throw new OperationException($"the password must be one line of at most {MaxPasswordLength} characters without control characters", OperationFailure.InvalidSettings);
         }
 
+        if (name.StartsWith("pg_", StringComparison.Ordinal) || ReservedRoleNames.Contains(name))
+        {
+            throw new OperationException($"{name} is a role name PostgreSQL reserves: choose another name", OperationFailure.InvalidSettings);
+        }
+
         await using var connection = new NpgsqlConnection(ConnectionString(postgresUrl));
         await connection.OpenAsync(cancellationToken).ConfigureAwait(false);
-        await using var exists = new NpgsqlCommand("SELECT rolsuper OR rolcreaterole OR rolcreatedb FROM pg_roles WHERE rolname = @name", connection);
+        await using var exists = new NpgsqlCommand(OtherThanAnAnalystLogin, connection);
         exists.Parameters.AddWithValue("name", name);
-        var powerful = await exists.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false);
-        if (powerful is true)
+        exists.Parameters.AddWithValue("analysts", AnalystGroup);
+        var otherRole = await exists.ExecuteScalarAsync(cancellationToken).ConfigureAwait(false);
+        if (otherRole is true)
         {
-            throw new OperationException($"role {name} exists with more than an analyst's rights: choose another name", OperationFailure.InvalidSettings);
+            // The application's own role (dancemoe) has none of the dangerous attributes; changing it took the services down.
+            throw new OperationException(
+                $"role {name} exists and is not an analyst login (one in {AnalystGroup} alone, owning nothing): choose another name", OperationFailure.InvalidSettings);
         }
 
         var role = Quote(name);
-        var verb = powerful is null ? "CREATE" : "ALTER";
+        var verb = otherRole is null ? "CREATE" : "ALTER";
         var timeout = $"{(long)statementTimeout.TotalMilliseconds}ms";
         await using var batch = new NpgsqlBatch(connection)
         {
@@ -115,6 +123,18 @@ public static class AdminDatabase
         };
         await batch.ExecuteNonQueryAsync(cancellationToken).ConfigureAwait(false);
     }
+
+    private static readonly HashSet<string> ReservedRoleNames = ["public", "none", "current_role", "current_user", "session_user", "user", "system_user"];
+
+    /// <summary>True for an existing role that is more than an analyst login; null when there is none of that name.</summary>
+    private const string OtherThanAnAnalystLogin = """
+        SELECT r.rolsuper OR r.rolcreaterole OR r.rolcreatedb OR r.rolreplication OR r.rolbypassrls
+            OR EXISTS (SELECT 1 FROM pg_database d WHERE d.datdba = r.oid)
+            OR EXISTS (SELECT 1 FROM pg_class c WHERE c.relowner = r.oid)
+            OR EXISTS (SELECT 1 FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid WHERE m.member = r.oid AND g.rolname <> @analysts)
+            OR NOT EXISTS (SELECT 1 FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid WHERE m.member = r.oid AND g.rolname = @analysts)
+        FROM pg_roles r WHERE r.rolname = @name
+        """;
 
     private static async Task ExecuteAsync(string postgresUrl, string sql, CancellationToken cancellationToken)
     {

@@ -107,6 +107,36 @@ public sealed class PostgresSecurityTests(TraceDatabase database) : IClassFixtur
         }
     }
 
+    [Fact]
+    public async Task Db_analyst_updates_only_an_analyst_login_never_the_application_role_or_a_reserved_name()
+    {
+        var application = new NpgsqlConnectionStringBuilder(DatabaseOptions.ToNpgsql(TestServices.PostgresUrl)).Username!;
+        var before = await RowsAsync(Admin, Settings(application));
+        foreach (var name in new[] { application, AdminDatabase.AnalystGroup, "postgres", "public", "pg_read_all_data" })
+        {
+            var error = await Assert.ThrowsAsync<OperationException>(() =>
+                AdminDatabase.CreateAnalystLoginAsync(TestServices.PostgresUrl, name, "hijacked", 4, TimeSpan.FromSeconds(60), CancellationToken.None));
+            Assert.Equal(OperationFailure.InvalidSettings, error.Failure);
+        }
+
+        Assert.Equal(before, await RowsAsync(Admin, Settings(application)));
+
+        var analyst = TestServices.UniqueName("analyst");
+        try
+        {
+            await AdminDatabase.CreateAnalystLoginAsync(TestServices.PostgresUrl, analyst, "first", 3, TimeSpan.FromSeconds(7), CancellationToken.None);
+            await AdminDatabase.CreateAnalystLoginAsync(TestServices.PostgresUrl, analyst, "second", 5, TimeSpan.FromSeconds(7), CancellationToken.None);
+            Assert.Equal(5, (await RowsAsync(Admin, $"SELECT rolconnlimit FROM pg_roles WHERE rolname = '{analyst}'"))[0][0]);
+        }
+        finally
+        {
+            await RowsAsync(Admin, $"DROP ROLE IF EXISTS \"{analyst}\"");
+        }
+    }
+
+    private static string Settings(string role) =>
+        $"SELECT a.rolconnlimit, a.rolpassword, array_to_string(r.rolconfig, ',') FROM pg_authid a JOIN pg_roles r ON r.oid = a.oid WHERE a.rolname = '{role}'";
+
     private static async Task<List<object[]>> RowsAsync(string connectionString, string sql)
     {
         await using var connection = new NpgsqlConnection(connectionString);
