@@ -105,7 +105,7 @@ public sealed record ModelManifest
         ModelManifest manifest;
         try
         {
-            manifest = JsonSerializer.Deserialize<ModelManifest>(File.ReadAllText(path), JsonOptions)
+            manifest = JsonSerializer.Deserialize<ModelManifest>(ModelFiles.ReadJson(path), JsonOptions)
                 ?? throw new ModelFormatException($"{path}: empty manifest");
         }
         catch (JsonException ex)
@@ -174,12 +174,12 @@ public sealed record ModelManifest
 
         try
         {
-            var manifest = JsonSerializer.Deserialize<ModelManifest>(File.ReadAllText(path), JsonOptions);
+            var manifest = JsonSerializer.Deserialize<ModelManifest>(ModelFiles.ReadJson(path), JsonOptions);
             return manifest is { Embedding: not null, Head: not null, Layers: not null } && manifest.Layers.All(l => l is { Dense: not null, Experts: not null })
                 ? manifest
                 : null;
         }
-        catch (JsonException)
+        catch (Exception ex) when (ex is JsonException or ModelFormatException)
         {
             return null;
         }

@@ -158,7 +158,7 @@ public sealed record MoeConfig
         JsonObject root;
         try
         {
-            root = JsonNode.Parse(File.ReadAllText(path)) as JsonObject
+            root = JsonNode.Parse(ModelFiles.ReadJson(path)) as JsonObject
                 ?? throw new ModelFormatException($"{path}: not a JSON object");
         }
         catch (JsonException ex)

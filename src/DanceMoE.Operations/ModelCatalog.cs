@@ -91,7 +91,15 @@ public static class ModelCatalog
             text.Append(info.Name).Append(':').Append(info.Length).Append(';');
         }
 
-        text.Append(File.ReadAllText(Path.Combine(directory, Checkpoint.ConfigFile)));
+        try
+        {
+            text.Append(ModelFiles.ReadJson(Path.Combine(directory, Checkpoint.ConfigFile)));
+        }
+        catch (ModelFormatException ex)
+        {
+            throw new OperationException(ex.Message, OperationFailure.Failed, ex);
+        }
+
         text.Append(ModelManifest.CurrentFormat).Append(";experts=").Append(ExpertWeights.Name()).Append(";dense=steps");
         return Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(text.ToString())))[..12];
     }
