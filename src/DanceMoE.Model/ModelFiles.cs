@@ -1,8 +1,12 @@
 using System.Text;
+using Microsoft.Win32.SafeHandles;
 
 namespace DanceMoE.Model;
 
-/// <summary>Reads of a model's JSON files (manifest, config, index, tokenizer) that stop at a size no such file reaches.</summary>
+/// <summary>
+/// Opens and reads of a model's files: a dangling or looping link, or a file it may not read, fails naming the file, and
+/// reads of its JSON files (manifest, config, index, tokenizer) stop at a size no such file reaches.
+/// </summary>
 public static class ModelFiles
 {
     /// <summary>Far above real ones: a DeepSeek or Qwen tokenizer.json is under 10 MiB, a manifest of thousands of experts a few MiB.</summary>
@@ -11,7 +15,7 @@ public static class ModelFiles
     /// <summary>The file's text; counts what it reads, as a device such as /dev/zero reports no length and never ends.</summary>
     public static string ReadJson(string path)
     {
-        using var stream = File.OpenRead(path);
+        using var stream = new FileStream(Open(path), FileAccess.Read);
         using var bytes = new MemoryStream();
         var buffer = new byte[64 * 1024];
         int read;
@@ -27,5 +31,17 @@ public static class ModelFiles
 
         var text = Encoding.UTF8.GetString(bytes.GetBuffer(), 0, (int)bytes.Length);
         return text.StartsWith('\uFEFF') ? text[1..] : text;
+    }
+
+    public static SafeFileHandle Open(string path)
+    {
+        try
+        {
+            return File.OpenHandle(path);
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            throw new ModelFormatException($"{path}: cannot be opened ({ex.Message})", ex);
+        }
     }
 }

@@ -43,7 +43,7 @@ public sealed class SafeTensorsFile
             throw new ModelFormatException($"{path}: file not found");
         }
 
-        using var handle = File.OpenHandle(path);
+        using var handle = ModelFiles.Open(path);
         var length = RandomAccess.GetLength(handle);
         if (length < 8)
         {
@@ -101,7 +101,7 @@ public sealed class SafeTensorsFile
         }
 
         var bytes = new byte[info.End - info.Begin];
-        using (var handle = File.OpenHandle(Path))
+        using (var handle = ModelFiles.Open(Path))
         {
             var read = 0;
             while (read < bytes.Length)

@@ -33,4 +33,33 @@ public sealed class ModelFileTests : IDisposable
 
         Assert.Equal($"{path}: larger than 64 MiB, too large for a model's JSON file", ex.Message);
     }
+
+    [Theory]
+    [InlineData("nowhere")]
+    [InlineData(ModelManifest.FileName)]
+    public void A_manifest_that_is_a_dangling_or_looping_link_is_refused_naming_it(string target)
+    {
+        var path = Path.Combine(_dir.Path, ModelManifest.FileName);
+        File.CreateSymbolicLink(path, target);
+
+        var ex = Assert.Throws<ModelFormatException>(() => ModelManifest.Load(_dir.Path));
+
+        Assert.StartsWith($"{path}: cannot be opened (", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData(Checkpoint.ConfigFile)]
+    [InlineData(ByteTokenizer.FileName)]
+    [InlineData(Checkpoint.SingleFile)]
+    public void A_checkpoint_file_that_is_a_dangling_link_is_refused_naming_it(string file)
+    {
+        TinyCheckpoint.Write(_dir.Path, TinyModels.Small());
+        var path = Path.Combine(_dir.Path, file);
+        File.Delete(path);
+        File.CreateSymbolicLink(path, "nowhere");
+
+        var ex = Assert.Throws<ModelFormatException>(() => Checkpoint.Open(_dir.Path));
+
+        Assert.StartsWith($"{path}: cannot be opened (", ex.Message, StringComparison.Ordinal);
+    }
 }
