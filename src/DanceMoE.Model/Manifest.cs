@@ -54,6 +54,8 @@ public sealed record ModelManifest
         PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
         WriteIndented = true,
         DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
+        RespectNullableAnnotations = true,
+        RespectRequiredConstructorParameters = true,
     };
 
     public string Format { get; init; } = CurrentFormat;
@@ -134,9 +136,29 @@ public sealed record ModelManifest
             ByteTokenizer.CheckSpecialIds(tokenizer.BosTokenId, tokenizer.EosTokenId, c.VocabSize, path);
         }
 
+        if (manifest.Layers.Any(l => l is null || l.Experts.Any(e => e is null)))
+        {
+            throw new ModelFormatException($"{path}: 'layers' holds a null layer or expert entry");
+        }
+
         if (manifest.Layers.Count != c.RoutedLayers || manifest.Layers.Any(l => l.Experts.Count != c.NumExperts))
         {
             throw new ModelFormatException($"{path}: lists {manifest.Layers.Count} layers / {manifest.Experts.Count()} experts, architecture says {c.RoutedLayers} routed layers x {c.NumExperts}");
+        }
+
+        // Expert(layer, expert) looks entries up by position: a duplicated or misplaced entry would run the wrong expert's file.
+        for (var l = 0; l < manifest.Layers.Count; l++)
+        {
+            var layer = manifest.Layers[l];
+            for (var e = 0; e < layer.Experts.Count; e++)
+            {
+                var entry = layer.Experts[e];
+                if (layer.Layer != l || entry.Layer != l || entry.Expert != e)
+                {
+                    throw new ModelFormatException(
+                        $"{path}: layers[{l}] (layer {layer.Layer}) lists expert {entry.Layer}.{entry.Expert} in place {e}; layer {l} must list its experts {l}.0 to {l}.{c.NumExperts - 1} once each, in order");
+                }
+            }
         }
 
         manifest = manifest with { Directory = directory };

@@ -1,3 +1,6 @@
+using System.Text.Json.Nodes;
+using DanceMoE.Model.Onnx;
+
 namespace DanceMoE.Model.Tests;
 
 /// <summary>Model files that are hostile or broken fail at load with one <see cref="ModelFormatException"/> naming the file.</summary>
@@ -61,5 +64,46 @@ public sealed class ModelFileTests : IDisposable
         var ex = Assert.Throws<ModelFormatException>(() => Checkpoint.Open(_dir.Path));
 
         Assert.StartsWith($"{path}: cannot be opened (", ex.Message, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("layers.0.experts.1.expert", "99", "manifest.json: layers[0] (layer 0) lists expert 0.99 in place 1; layer 0 must list its experts 0.0 to 0.3 once each, in order")]
+    [InlineData("layers.1.experts.2.expert", "1", "manifest.json: layers[1] (layer 1) lists expert 1.1 in place 2;")]
+    [InlineData("layers.1.experts.2.layer", "0", "manifest.json: layers[1] (layer 1) lists expert 0.2 in place 2;")]
+    [InlineData("layers.1.layer", "0", "manifest.json: layers[1] (layer 0) lists expert 1.0 in place 0;")]
+    [InlineData("layers.1.experts.3", "null", "manifest.json: 'layers' holds a null layer or expert entry")]
+    [InlineData("layers.0", "null", "manifest.json: 'layers' holds a null layer or expert entry")]
+    [InlineData("embedding", "null", "manifest.json: invalid manifest (")]
+    [InlineData("architecture.dense_layers", "null", "manifest.json: invalid manifest (")]
+    public void A_manifest_with_broken_layer_or_expert_entries_is_refused_at_load(string key, string value, string message)
+    {
+        var directory = ExportWithManifestValue(key, value);
+
+        var ex = Assert.Throws<ModelFormatException>(() => ModelManifest.Load(directory));
+
+        Assert.Contains(message, ex.Message, StringComparison.Ordinal);
+    }
+
+    /// <summary>Exports a tiny model, then sets one value of its manifest.json (a dotted path; numbers index arrays).</summary>
+    private string ExportWithManifestValue(string key, string value)
+    {
+        TinyCheckpoint.Write(_dir.Sub("ckpt"), TinyModels.Small());
+        var directory = OnnxExporter.Export(Checkpoint.Open(_dir.Sub("ckpt")), _dir.Sub("onnx"), TensorDtype.F32).Directory;
+        var path = Path.Combine(directory, ModelManifest.FileName);
+        var root = JsonNode.Parse(File.ReadAllText(path))!;
+        var parts = key.Split('.');
+        var parent = parts[..^1].Aggregate(root, (node, part) => int.TryParse(part, out var i) ? node[i]! : node[part]!);
+        var last = parts[^1];
+        if (int.TryParse(last, out var index))
+        {
+            parent[index] = JsonNode.Parse(value);
+        }
+        else
+        {
+            parent[last] = JsonNode.Parse(value);
+        }
+
+        File.WriteAllText(path, root.ToJsonString());
+        return directory;
     }
 }
