@@ -131,7 +131,7 @@ public sealed class Checkpoint
         foreach (var (tensor, node) in map)
         {
             var file = node is JsonValue v && v.TryGetValue<string>(out var s) ? s : throw new ModelFormatException($"{path}: weight_map entry '{tensor}' is not a file name");
-            if (file.Contains('/', StringComparison.Ordinal) || file.Contains('\\', StringComparison.Ordinal) || file.StartsWith('.'))
+            if (!ModelFiles.IsPlainFileName(file))
             {
                 throw new ModelFormatException($"{path}: weight_map entry '{tensor}' points outside the checkpoint ('{file}')");
             }

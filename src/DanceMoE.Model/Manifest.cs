@@ -164,6 +164,7 @@ public sealed record ModelManifest
         manifest = manifest with { Directory = directory };
         foreach (var (file, data) in manifest.Files())
         {
+            InsideDirectory(file);
             if (!File.Exists(manifest.PathOf(file)))
             {
                 throw new ModelFormatException($"{path}: listed file {file} is missing");
@@ -171,6 +172,7 @@ public sealed record ModelManifest
 
             if (data is not null)
             {
+                InsideDirectory(data.File);
                 var dataPath = manifest.PathOf(data.File);
                 var bytes = File.Exists(dataPath) ? new FileInfo(dataPath).Length : -1;
                 if (bytes != data.Bytes)
@@ -183,6 +185,14 @@ public sealed record ModelManifest
         }
 
         return manifest;
+
+        void InsideDirectory(string file)
+        {
+            if (!ModelFiles.IsPlainFileName(file))
+            {
+                throw new ModelFormatException($"{path}: listed file '{file}' is not a file name inside the model directory");
+            }
+        }
     }
 
     /// <summary>The manifest in <paramref name="directory"/> as written, without checking its files; null when there is none or it does not parse.</summary>

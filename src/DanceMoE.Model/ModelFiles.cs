@@ -33,6 +33,10 @@ public static class ModelFiles
         return text.StartsWith('\uFEFF') ? text[1..] : text;
     }
 
+    /// <summary>A name that stays in its directory: not empty, no directory part, not ".", ".." or hidden.</summary>
+    public static bool IsPlainFileName(string name) =>
+        name.Length > 0 && !name.Contains('/', StringComparison.Ordinal) && !name.Contains('\\', StringComparison.Ordinal) && !name.StartsWith('.');
+
     public static SafeFileHandle Open(string path)
     {
         try

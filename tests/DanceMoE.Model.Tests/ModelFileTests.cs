@@ -84,6 +84,22 @@ public sealed class ModelFileTests : IDisposable
         Assert.Contains(message, ex.Message, StringComparison.Ordinal);
     }
 
+    [Theory]
+    [InlineData("head.file", "\"../../../etc/passwd\"", "manifest.json: listed file '../../../etc/passwd' is not a file name inside the model directory")]
+    [InlineData("layers.1.experts.0.file", "\"/etc/passwd\"", "manifest.json: listed file '/etc/passwd' is not a file name inside the model directory")]
+    [InlineData("layers.0.dense.file", "\"\"", "manifest.json: listed file '' is not a file name inside the model directory")]
+    [InlineData("embedding.file", "\"..\"", "manifest.json: listed file '..' is not a file name inside the model directory")]
+    [InlineData("layers.0.dense_steps.attention.file", "\"../onnx/head.onnx\"", "manifest.json: listed file '../onnx/head.onnx' is not a file name inside the model directory")]
+    [InlineData("embedding.file", "null", "manifest.json: invalid manifest (")]
+    public void A_manifest_naming_a_file_outside_the_model_directory_or_none_is_refused_at_load(string key, string value, string message)
+    {
+        var directory = ExportWithManifestValue(key, value);
+
+        var ex = Assert.Throws<ModelFormatException>(() => ModelManifest.Load(directory));
+
+        Assert.Contains(message, ex.Message, StringComparison.Ordinal);
+    }
+
     /// <summary>Exports a tiny model, then sets one value of its manifest.json (a dotted path; numbers index arrays).</summary>
     private string ExportWithManifestValue(string key, string value)
     {
