@@ -44,6 +44,15 @@ public sealed record MoeConfig
     public const string Qwen2Moe = "qwen2_moe";
     public const string DeepseekV2 = "deepseek_v2";
 
+    // Far above any published MoE (hidden 16,384, vocab 262,144, 384 experts, 10M positions), and low enough that a row of
+    // activations, heads x head_dim and vocab x hidden stay inside the int and long arithmetic that sizes them later.
+    private const int MaxVocab = 1 << 22;
+    private const int MaxWidth = 1 << 17;
+    private const int MaxHeadWidth = 1 << 12;
+    private const int MaxCount = 1 << 12;
+    private const int MaxExperts = 1 << 16;
+    private const int MaxContext = 1 << 24;
+
     public string ModelType { get; init; } = Mixtral;
     public int VocabSize { get; init; }
     public int HiddenSize { get; init; }
@@ -201,16 +210,17 @@ public sealed record MoeConfig
 
     public void Validate(string source)
     {
-        Positive(VocabSize, "vocab_size");
-        Positive(HiddenSize, "hidden_size");
-        Positive(IntermediateSize, "intermediate_size");
-        Positive(NumLayers, "num_hidden_layers");
-        Positive(NumHeads, "num_attention_heads");
-        Positive(NumKvHeads, "num_key_value_heads");
-        Positive(HeadDim, "head_dim");
-        Positive(NumExperts, "num_local_experts");
-        Positive(TopK, "num_experts_per_tok");
-        Positive(MaxPositions, "max_position_embeddings");
+        Positive(VocabSize, "vocab_size", MaxVocab);
+        Positive(HiddenSize, "hidden_size", MaxWidth);
+        Positive(IntermediateSize, "intermediate_size", MaxWidth);
+        Positive(NumLayers, "num_hidden_layers", MaxCount);
+        Positive(NumHeads, "num_attention_heads", MaxCount);
+        Positive(NumKvHeads, "num_key_value_heads", MaxCount);
+        Positive(HeadDim, "head_dim", MaxHeadWidth);
+        Positive(NumExperts, "num_local_experts", MaxExperts);
+        Positive(TopK, "num_experts_per_tok", MaxExperts);
+        Positive(MaxPositions, "max_position_embeddings", MaxContext);
+        InRange(SharedIntermediateSize, "shared_expert_intermediate_size", 0, MaxWidth);
         PositiveFinite(RmsNormEps, "rms_norm_eps");
         PositiveFinite(RopeTheta, "rope_theta");
         TokenId(BosTokenId, "bos_token_id");
@@ -218,7 +228,7 @@ public sealed record MoeConfig
         if (RopeScaling is { } yarn)
         {
             PositiveFinite(yarn.Factor, "rope_scaling.factor");
-            Positive(yarn.OriginalMaxPositions, "rope_scaling.original_max_position_embeddings");
+            Positive(yarn.OriginalMaxPositions, "rope_scaling.original_max_position_embeddings", MaxContext);
         }
 
         if (NumHeads % NumKvHeads != 0)
@@ -243,7 +253,7 @@ public sealed record MoeConfig
 
         if (DenseLayers.Count > 0)
         {
-            Positive(DenseIntermediateSize, "intermediate_size");
+            Positive(DenseIntermediateSize, "intermediate_size", MaxWidth);
             if (IsDenseLayer(NumLayers - 1))
             {
                 throw new ModelFormatException(
@@ -258,13 +268,13 @@ public sealed record MoeConfig
 
         if (Mla is { } mla)
         {
-            Positive(mla.KvLoraRank, "kv_lora_rank");
-            Positive(mla.QkNopeHeadDim, "qk_nope_head_dim");
-            Positive(mla.QkRopeHeadDim, "qk_rope_head_dim");
-            Positive(mla.VHeadDim, "v_head_dim");
+            Positive(mla.KvLoraRank, "kv_lora_rank", MaxWidth);
+            Positive(mla.QkNopeHeadDim, "qk_nope_head_dim", MaxHeadWidth);
+            Positive(mla.QkRopeHeadDim, "qk_rope_head_dim", MaxHeadWidth);
+            Positive(mla.VHeadDim, "v_head_dim", MaxHeadWidth);
             if (mla.QLoraRank is { } q)
             {
-                Positive(q, "q_lora_rank");
+                Positive(q, "q_lora_rank", MaxWidth);
             }
         }
 
@@ -285,11 +295,13 @@ public sealed record MoeConfig
             }
         }
 
-        void Positive(int value, string key)
+        void Positive(int value, string key, int max) => InRange(value, key, 1, max);
+
+        void InRange(int value, string key, int min, int max)
         {
-            if (value <= 0)
+            if (value < min || value > max)
             {
-                throw new ModelFormatException($"{source}: '{key}' must be positive (got {value.ToString(CultureInfo.InvariantCulture)})");
+                throw new ModelFormatException(string.Create(CultureInfo.InvariantCulture, $"{source}: '{key}' must be {min} to {max:N0} (got {value})"));
             }
         }
     }

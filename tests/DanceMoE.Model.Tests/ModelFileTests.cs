@@ -85,6 +85,20 @@ public sealed class ModelFileTests : IDisposable
     }
 
     [Theory]
+    [InlineData("architecture.hidden_size", "2147483647", "manifest.json: 'hidden_size' must be 1 to 131,072 (got 2147483647)")]
+    [InlineData("architecture.num_layers", "100000", "manifest.json: 'num_hidden_layers' must be 1 to 4,096 (got 100000)")]
+    [InlineData("architecture.max_positions", "2147483647", "manifest.json: 'max_position_embeddings' must be 1 to 16,777,216 (got 2147483647)")]
+    [InlineData("architecture.shared_intermediate_size", "-1", "manifest.json: 'shared_expert_intermediate_size' must be 0 to 131,072 (got -1)")]
+    public void A_manifest_with_architecture_numbers_too_large_to_run_is_refused_at_load(string key, string value, string message)
+    {
+        var directory = ExportWithManifestValue(key, value);
+
+        var ex = Assert.Throws<ModelFormatException>(() => ModelManifest.Load(directory));
+
+        Assert.Contains(message, ex.Message, StringComparison.Ordinal);
+    }
+
+    [Theory]
     [InlineData("head.file", "\"../../../etc/passwd\"", "manifest.json: listed file '../../../etc/passwd' is not a file name inside the model directory")]
     [InlineData("layers.1.experts.0.file", "\"/etc/passwd\"", "manifest.json: listed file '/etc/passwd' is not a file name inside the model directory")]
     [InlineData("layers.0.dense.file", "\"\"", "manifest.json: listed file '' is not a file name inside the model directory")]
