@@ -25,6 +25,11 @@ public static class ModelFamilies
             var other => throw new ModelFormatException(
                 $"{json.Source}: unsupported model_type '{other}' (supported: {string.Join(", ", Supported)})"),
         };
+        if (common.ModelType != MoeConfig.DeepseekV2 && json.OptObject("rope_scaling") is not null)
+        {
+            json.Unsupported("rope_scaling", $"is set; {common.ModelType} runs without RoPE scaling (only deepseek_v2's yarn is supported)");
+        }
+
         if (json.OptStr("hidden_act") is { } act && act != "silu")
         {
             json.Unsupported("hidden_act", $"is '{act}'; only silu experts are supported");

@@ -125,6 +125,25 @@ public sealed class ModelFamilyTests
         Assert.Contains("config.json: " + message, ex.Message, StringComparison.Ordinal);
     }
 
+    [Theory]
+    [InlineData(MoeConfig.Mixtral, "{\"type\": \"linear\", \"factor\": 0}")]
+    [InlineData(MoeConfig.Mixtral, "{\"type\": \"bogus\"}")]
+    [InlineData(MoeConfig.Olmoe, "{\"rope_type\": \"dynamic\", \"factor\": 2}")]
+    [InlineData(MoeConfig.Qwen2Moe, "{\"type\": \"yarn\", \"factor\": 4}")]
+    public void Rope_scaling_of_a_family_run_without_it_is_refused_naming_the_key(string family, string scaling)
+    {
+        using var dir = new TempDirectory();
+        TinyCheckpoint.Write(dir.Path, Small(family));
+        var path = Path.Combine(dir.Path, Checkpoint.ConfigFile);
+        var json = JsonNode.Parse(File.ReadAllText(path))!.AsObject();
+        json["rope_scaling"] = JsonNode.Parse(scaling);
+        File.WriteAllText(path, json.ToJsonString());
+
+        var ex = Assert.Throws<ModelFormatException>(() => Checkpoint.Open(dir.Path));
+
+        Assert.Equal($"{path}: 'rope_scaling' is set; {family} runs without RoPE scaling (only deepseek_v2's yarn is supported)", ex.Message);
+    }
+
     [Fact]
     public void Deepseek_routing_scales_unnormalised_weights_and_keeps_only_the_best_groups()
     {
