@@ -21,7 +21,7 @@ public sealed record TensorInfo(string Name, TensorDtype Dtype, long[] Shape, lo
 /// <summary>One `.safetensors` file: an 8-byte little-endian header length, a JSON header, then the raw data.</summary>
 public sealed class SafeTensorsFile
 {
-    private const long MaxHeaderBytes = 100L * 1024 * 1024;
+    private const ulong MaxHeaderBytes = 100UL * 1024 * 1024;
     private readonly Dictionary<string, TensorInfo> _tensors;
     private readonly long _dataStart;
 
@@ -52,8 +52,8 @@ public sealed class SafeTensorsFile
 
         var lengthBytes = new byte[8];
         RandomAccess.Read(handle, lengthBytes, 0);
-        var headerLength = BinaryPrimitives.ReadInt64LittleEndian(lengthBytes);
-        if (headerLength <= 0 || headerLength > MaxHeaderBytes || 8 + headerLength > length)
+        var headerLength = BinaryPrimitives.ReadUInt64LittleEndian(lengthBytes);
+        if (headerLength == 0 || headerLength > MaxHeaderBytes || 8 + (long)headerLength > length)
         {
             throw new ModelFormatException($"{path}: truncated or corrupt safetensors header (header length {headerLength}, file {length} bytes)");
         }
@@ -70,7 +70,7 @@ public sealed class SafeTensorsFile
             throw new ModelFormatException($"{path}: safetensors header is not valid JSON ({ex.Message})", ex);
         }
 
-        var dataStart = 8 + headerLength;
+        var dataStart = 8 + (long)headerLength;
         var dataLength = length - dataStart;
         var tensors = new Dictionary<string, TensorInfo>(StringComparer.Ordinal);
         foreach (var (name, node) in root)

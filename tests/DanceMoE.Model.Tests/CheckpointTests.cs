@@ -92,6 +92,18 @@ public class CheckpointTests
     }
 
     [Fact]
+    public void Safetensors_header_length_is_printed_unsigned()
+    {
+        using var dir = new TempDirectory();
+        var path = Path.Combine(dir.Path, "bad.safetensors");
+        File.WriteAllBytes(path, [.. BitConverter.GetBytes(1UL << 63), .. "{}"u8]);
+
+        var ex = Assert.Throws<ModelFormatException>(() => SafeTensorsFile.Open(path));
+
+        Assert.Equal($"{path}: truncated or corrupt safetensors header (header length 9223372036854775808, file 10 bytes)", ex.Message);
+    }
+
+    [Fact]
     public void Tensor_with_the_wrong_shape_fails_naming_the_tensor_and_both_shapes()
     {
         using var dir = new TempDirectory();
