@@ -196,12 +196,12 @@ public sealed class PlacementSimulation
                     throw new OperationException($"missing trace file {path}");
                 }
 
-                using var reader = File.OpenText(path);
                 try
                 {
+                    using var reader = File.OpenText(path);
                     layers.Add(TraceReader.ReadLayer(reader, model.TopK, model.Experts));
                 }
-                catch (FormatException ex)
+                catch (Exception ex) when (ex is FormatException or IOException or UnauthorizedAccessException)
                 {
                     throw new OperationException($"{path}: {ex.Message}");
                 }

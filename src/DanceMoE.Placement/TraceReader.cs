@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Text;
 
 namespace DanceMoE.Placement;
 
@@ -8,13 +9,20 @@ namespace DanceMoE.Placement;
 /// </summary>
 public static class TraceReader
 {
+    /// <summary>
+    /// The longest line read, in characters: 50 times the longest of the DeepSeek-V2-Lite traces (82,306), about 16 MB
+    /// of memory; a file of one endless line (/dev/zero) would otherwise be read until the process runs out of memory.
+    /// </summary>
+    public const int MaxLineChars = 4 << 20;
+
     /// <summary>Returns the expert ids of each line (sequence) of one layer file.</summary>
     public static IReadOnlyList<int[]> ReadLayer(TextReader reader, int topK, int experts)
     {
         ArgumentNullException.ThrowIfNull(reader);
         var sequences = new List<int[]>();
         var lineNumber = 0;
-        while (reader.ReadLine() is { } line)
+        var buffer = new StringBuilder();
+        while (ReadLine(reader, buffer, lineNumber + 1) is { } line)
         {
             lineNumber++;
             if (line.Length == 0)
@@ -50,6 +58,34 @@ public static class TraceReader
         }
 
         return sequences;
+    }
+
+    /// <summary>The next line without its end (\n, \r\n or \r), or null at the end; at most <see cref="MaxLineChars"/> long.</summary>
+    private static string? ReadLine(TextReader reader, StringBuilder buffer, int lineNumber)
+    {
+        buffer.Clear();
+        int next;
+        while ((next = reader.Read()) >= 0 && next != '\n')
+        {
+            if (next == '\r')
+            {
+                if (reader.Peek() == '\n')
+                {
+                    reader.Read();
+                }
+
+                break;
+            }
+
+            if (buffer.Length == MaxLineChars)
+            {
+                throw new FormatException(string.Create(CultureInfo.InvariantCulture, $"line {lineNumber} is longer than {MaxLineChars:N0} characters"));
+            }
+
+            buffer.Append((char)next);
+        }
+
+        return next < 0 && buffer.Length == 0 ? null : buffer.ToString();
     }
 
     /// <summary>Joins the per-layer files of one domain into requests (line i of every layer is request i).</summary>

@@ -20,6 +20,23 @@ public class TraceAndStageTests
     }
 
     [Fact]
+    public void An_endless_line_is_refused_with_its_number_once_it_passes_the_longest_line_read()
+    {
+        // As /dev/zero given for a trace file: one line that never ends.
+        var error = Assert.Throws<FormatException>(() => TraceReader.ReadLayer(new EndlessAfter("1\t2\n"), 2, 8));
+
+        Assert.StartsWith("line 2 is longer than ", error.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Lines_may_end_in_crlf_or_cr_and_the_last_needs_no_end()
+    {
+        var sequences = TraceReader.ReadLayer(new StringReader("1\t2\r\n3\t4\r5\t6"), 2, 8);
+
+        Assert.Equal([[1, 2], [3, 4], [5, 6]], sequences);
+    }
+
+    [Fact]
     public void Layers_of_one_domain_must_agree_on_their_sequences()
     {
         IReadOnlyList<int[]> one = [[1, 2, 3, 4]];
@@ -68,5 +85,15 @@ public class TraceAndStageTests
         var placement = new EplbPlacement().Place(problem);
         Assert.Equal(2, placement.Replicas(0, 0));
         Assert.Empty(placement.Violations(problem.Model, problem.Cluster));
+    }
+
+    /// <summary>A text, then '0' forever.</summary>
+    private sealed class EndlessAfter(string start) : TextReader
+    {
+        private int _position;
+
+        public override int Peek() => _position < start.Length ? start[_position] : '0';
+
+        public override int Read() => _position < start.Length ? start[_position++] : '0';
     }
 }

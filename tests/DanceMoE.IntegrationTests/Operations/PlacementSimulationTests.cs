@@ -91,6 +91,23 @@ public sealed class PlacementSimulationTests
     }
 
     [Theory]
+    [InlineData("/nonexistent/trace.txt")]
+    [InlineData("intent.layer05.txt")]
+    public void A_trace_file_that_is_a_dangling_or_looping_link_fails_as_one_line_naming_it(string target)
+    {
+        using var traces = new TraceFolder(["intent"], sequences: 4);
+        var path = System.IO.Path.Combine(traces.Path, "intent.layer05.txt");
+        File.Delete(path);
+        File.CreateSymbolicLink(path, target);
+        var spec = new SimulationSpec(["intent"], 0.6, null, null, LinkSpec.FromMbps(500, 2), new LatencyOptions());
+
+        var error = Assert.Throws<OperationException>(() => PlacementSimulation.FromTraces(traces.Path, null, spec));
+
+        Assert.Contains(path, error.Message, StringComparison.Ordinal);
+        Assert.DoesNotContain('\n', error.Message);
+    }
+
+    [Theory]
     [InlineData(0, "0 sequence(s) split into each server's first half (to place from) and second half (to judge on) leave no history")]
     [InlineData(1, "1 sequence(s) split into each server's first half (to place from) and second half (to judge on) leave no history")]
     public void Traces_too_short_to_place_from_and_judge_on_are_refused(int sequences, string error)
