@@ -51,7 +51,14 @@ public sealed class PlacementSimulation
         var model = MoeModel.DeepSeekV2Lite;
         if (spec.Domains.GroupBy(d => d, StringComparer.Ordinal).FirstOrDefault(g => g.Count() > 1) is { } twice)
         {
-            throw new OperationException($"server '{twice.Key}' is listed twice: one server per workload domain");
+            throw new OperationException($"server '{twice.Key}' is listed twice: one server per workload domain", OperationFailure.InvalidSettings);
+        }
+
+        // A server's name is the start of its trace files' names, never a path out of the trace directory.
+        if (spec.Domains.FirstOrDefault(d => d.Trim('.').Length == 0 || !d.All(c => char.IsAsciiLetterOrDigit(c) || c is '-' or '_' or '.')) is { } bad)
+        {
+            throw new OperationException(
+                $"server '{bad}' is not a domain name (letters, digits, '-', '_' and '.', as in DOMAIN.layer01.txt)", OperationFailure.InvalidSettings);
         }
 
         var budgets = spec.MemoryMb is null

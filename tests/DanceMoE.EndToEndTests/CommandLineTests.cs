@@ -134,6 +134,28 @@ public sealed class CommandLineTests
         }
     }
 
+    [Theory]
+    [InlineData("--servers is empty", "placement", "simulate", "--history", "/nonexistent", "--servers", "")]
+    [InlineData("--servers is empty", "placement", "simulate", "--history", "/nonexistent", "--servers", ",")]
+    [InlineData("--servers has an empty item: 'intent,,law'", "placement", "simulate", "--history", "/nonexistent", "--servers", "intent,,law")]
+    [InlineData("server '../deepseek-v2-lite/intent' is not a domain name", "placement", "simulate", "--history", "/nonexistent", "--servers", "../deepseek-v2-lite/intent")]
+    [InlineData("server '..' is not a domain name", "placement", "simulate", "--history", "/nonexistent", "--servers", "law,..")]
+    [InlineData("server 'law' is listed twice", "placement", "simulate", "--history", "/nonexistent", "--servers", "law,law")]
+    [InlineData("--algorithms is empty", "placement", "simulate", "--history", "/nonexistent", "--servers", "law", "--algorithms", "")]
+    [InlineData("--algorithms lists uniform twice", "placement", "simulate", "--history", "/nonexistent", "--servers", "law", "--algorithms", "uniform,Uniform")]
+    [InlineData("--speed has an empty item: '1,,1'", "placement", "simulate", "--history", "/nonexistent", "--servers", "a,b", "--speed", "1,,1")]
+    [InlineData("--plot is empty", "placement", "simulate", "--history", "/nonexistent", "--servers", "law", "--plot", "")]
+    [InlineData("--out is empty", "model", "export", "/nonexistent", "--out", "")]
+    public async Task Offline_verbs_refuse_what_they_cannot_run_in_one_usage_line(string error, params string[] arguments)
+    {
+        var (exitCode, output, errors) = await RunAsync(arguments);
+
+        Assert.True(exitCode == 2, $"exit {exitCode}: {errors}");
+        Assert.Empty(output);
+        var line = Assert.Single(errors.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.Contains(error, line, StringComparison.Ordinal);
+    }
+
     [Fact]
     public async Task No_verb_prints_the_usage_and_exits_2()
     {

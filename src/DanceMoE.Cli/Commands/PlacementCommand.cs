@@ -49,7 +49,7 @@ public static class PlacementCommand
             return Task.FromResult(Simulate(
                 result.GetRequiredValue(history),
                 result.GetValue(eval),
-                List(result.GetRequiredValue(servers)),
+                List(result.GetRequiredValue(servers), "servers"),
                 result.GetValue(memory),
                 result.GetValue(memoryMb),
                 result.GetValue(speed),
@@ -127,7 +127,8 @@ public static class PlacementCommand
 
         try
         {
-            return List(text).Select(PlacementAlgorithms.Create).ToList();
+            var chosen = List(text, "algorithms").Select(PlacementAlgorithms.Create).ToList();
+            return chosen.GroupBy(a => a.Name).FirstOrDefault(g => g.Count() > 1) is { } twice ? throw new UsageException($"--algorithms lists {twice.Key} twice") : chosen;
         }
         catch (ArgumentException ex)
         {
@@ -137,7 +138,7 @@ public static class PlacementCommand
 
     private static double[] Numbers(string text, string option, int count, double min, double max)
     {
-        var parts = List(text);
+        var parts = List(text, option);
         if (parts.Count != count)
         {
             throw new UsageException($"--{option} needs {count} comma-separated values, one per server (got {parts.Count})");
@@ -148,6 +149,10 @@ public static class PlacementCommand
             : throw new UsageException(string.Create(CultureInfo.InvariantCulture, $"--{option}: '{p}' is not a number from {min} to {max}"))).ToArray();
     }
 
-    private static List<string> List(string text) =>
-        text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).ToList();
+    private static List<string> List(string text, string option)
+    {
+        var items = text.Split(',', StringSplitOptions.TrimEntries).ToList();
+        return items.All(item => item.Length == 0) ? throw new UsageException($"--{option} is empty")
+            : items.Contains("") ? throw new UsageException($"--{option} has an empty item: '{text}'") : items;
+    }
 }

@@ -60,7 +60,10 @@ public static class CliOptions
     public static Option<string> Model() =>
         Text("model", "exported model or checkpoint (default: onnx/default, else a tiny seeded one)", valueName: "DIR");
 
-    /// <summary>A text value; null when not given and there is no <paramref name="fallback"/>.</summary>
+    /// <summary>
+    /// A text value, never empty (a path, a list or a prompt, which an edge refuses empty); null when not given and
+    /// there is no <paramref name="fallback"/>.
+    /// </summary>
     public static Option<string> Text(string name, string description, string? fallback = null, bool required = false, string? valueName = null)
     {
         var option = new Option<string>("--" + name) { Description = description, Required = required, HelpName = valueName };
@@ -69,22 +72,18 @@ public static class CliOptions
             option.DefaultValueFactory = _ => fallback;
         }
 
-        return option;
-    }
-
-    /// <summary>The prompt of a generation, never empty: an edge refuses one, so the oracle does too.</summary>
-    public static Option<string> Prompt()
-    {
-        var option = Text("prompt", "the prompt", required: true, valueName: "TEXT");
         option.Validators.Add(result =>
         {
             if (result.Tokens.Any(t => t.Value.Length == 0))
             {
-                result.AddError("--prompt is empty");
+                result.AddError($"--{name} is empty");
             }
         });
         return option;
     }
+
+    /// <summary>The prompt of a generation.</summary>
+    public static Option<string> Prompt() => Text("prompt", "the prompt", required: true, valueName: "TEXT");
 
     /// <summary>An edge id, checked by <see cref="EdgeQueues.Problem"/>; with <paramref name="list"/>, ids separated by commas.</summary>
     public static Option<string> EdgeId(string name, string description, bool required = false, bool list = false)

@@ -91,6 +91,22 @@ public sealed class PlacementSimulationTests
     }
 
     [Theory]
+    [InlineData("../traces/law")]
+    [InlineData("law/..")]
+    [InlineData("..")]
+    [InlineData("")]
+    public void A_server_name_that_is_not_a_plain_domain_name_is_refused(string name)
+    {
+        using var traces = new TraceFolder(["law"], sequences: 4);
+        var spec = new SimulationSpec(["law", name], 0.6, null, null, LinkSpec.FromMbps(500, 2), new LatencyOptions());
+
+        var error = Assert.Throws<OperationException>(() => PlacementSimulation.FromTraces(traces.Path, null, spec));
+
+        Assert.StartsWith($"server '{name}' is not a domain name", error.Message, StringComparison.Ordinal);
+        Assert.Equal(OperationFailure.InvalidSettings, error.Failure);
+    }
+
+    [Theory]
     [InlineData("/nonexistent/trace.txt")]
     [InlineData("intent.layer05.txt")]
     public void A_trace_file_that_is_a_dangling_or_looping_link_fails_as_one_line_naming_it(string target)
