@@ -146,6 +146,8 @@ public sealed class CommandLineTests
     [InlineData("--speed has an empty item: '1,,1'", "placement", "simulate", "--history", "/nonexistent", "--servers", "a,b", "--speed", "1,,1")]
     [InlineData("--plot is empty", "placement", "simulate", "--history", "/nonexistent", "--servers", "law", "--plot", "")]
     [InlineData("--out is empty", "model", "export", "/nonexistent", "--out", "")]
+    [InlineData("take 5.37E+08 s a sample; at most 60 s", "bench", "link", "--mbps", "0.000001", "--bytes", "67108864")]
+    [InlineData("take 1.64E+298 s a sample; at most 60 s", "bench", "link", "--mbps", "1e-300")]
     public async Task Offline_verbs_refuse_what_they_cannot_run_in_one_usage_line(string error, params string[] arguments)
     {
         var (exitCode, output, errors) = await RunAsync(arguments);

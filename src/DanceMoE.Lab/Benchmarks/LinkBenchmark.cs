@@ -16,6 +16,9 @@ public sealed record LinkBenchmarkSettings(double DelayMs, double Mbps, int Byte
 /// </summary>
 public static class LinkBenchmark
 {
+    /// <summary>The longest one transmission may take: each of the samples waits that long, twice.</summary>
+    public const double MaxSecondsPerSample = 60;
+
     public static async Task RunAsync(LinkBenchmarkSettings settings, TextWriter output, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(settings);
@@ -23,6 +26,14 @@ public static class LinkBenchmark
         if (settings.DelayMs <= 0 && settings.Mbps <= 0)
         {
             throw new InvalidSettingsException("--delay-ms or --mbps must be above 0: there is no link to emulate otherwise");
+        }
+
+        // Computed before the emulator makes it a TimeSpan, which a rate of 1e-300 Mbit/s overflows.
+        var secondsPerSample = (settings.DelayMs / 1e3) + (settings.Mbps > 0 ? settings.Bytes * 8.0 / (settings.Mbps * 1e6) : 0);
+        if (secondsPerSample > MaxSecondsPerSample)
+        {
+            throw new InvalidSettingsException(string.Create(CultureInfo.InvariantCulture,
+                $"--bytes {settings.Bytes} at --mbps {settings.Mbps} and --delay-ms {settings.DelayMs} take {secondsPerSample:G3} s a sample; at most {MaxSecondsPerSample} s"));
         }
 
         using var link = new LinkEmulator(Options.Create(new LinkOptions { DelayMs = settings.DelayMs, Mbps = settings.Mbps }));
