@@ -159,6 +159,31 @@ public sealed class CommandLineTests
     }
 
     [Fact]
+    public async Task Bench_expert_exec_refuses_a_step_too_large_for_memory_before_it_allocates()
+    {
+        var root = Path.Combine(Path.GetTempPath(), $"dancemoe-expert-exec-{Guid.NewGuid():N}");
+        try
+        {
+            Assert.Equal(0, (await RunAsync(["model", "tiny", "--out", Path.Combine(root, "tiny"), "--layers", "2", "--experts", "4"])).ExitCode);
+            Assert.Equal(0, (await RunAsync(["model", "export", Path.Combine(root, "tiny"), "--out", Path.Combine(root, "onnx")])).ExitCode);
+
+            foreach (var prefill in new[] { "4096", "1" })
+            {
+                var (exitCode, _, errors) = await RunAsync(["bench", "expert-exec", "--model", Path.Combine(root, "onnx"), "--sequences", "4096", "--prefill-tokens", prefill]);
+
+                Assert.True(exitCode == 2, $"exit {exitCode}: {errors}");
+                var line = Assert.Single(errors.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+                Assert.Contains($"--sequences 4096 with --prefill-tokens {prefill} would take about ", line, StringComparison.Ordinal);
+                Assert.Contains(" MiB on this model; at most 8,192 MiB", line, StringComparison.Ordinal);
+            }
+        }
+        finally
+        {
+            Directory.Delete(root, recursive: true);
+        }
+    }
+
+    [Fact]
     public async Task No_verb_prints_the_usage_and_exits_2()
     {
         var (exitCode, output, _) = await RunAsync([]);

@@ -15,6 +15,21 @@ namespace DanceMoE.Lab.Benchmarks;
 /// </summary>
 public static class ExpertExecutionBenchmark
 {
+    /// <summary>The most memory the benchmark may take by <see cref="EstimatedBytes"/>.</summary>
+    public const long MaxBytes = 8L << 30;
+
+    /// <summary>
+    /// A rough upper bound on the memory of a run: the prefill step's rows held about 20 times (inputs, the expected
+    /// outputs and each variant's, 8 batches in flight) with the experts' activations, or the decode steps' KV caches after it.
+    /// </summary>
+    public static long EstimatedBytes(MoeConfig c, int sequences, int prefillTokens)
+    {
+        ArgumentNullException.ThrowIfNull(c);
+        var tokens = (long)sequences * prefillTokens;
+        var step = sizeof(float) * ((tokens * c.TopK * ((20L * c.HiddenSize) + (3L * c.IntermediateSize))) + (tokens * ((4L * c.HiddenSize) + c.NumExperts)));
+        return Math.Max(step, KvCacheBenchmark.EstimatedBytes(c, sequences));
+    }
+
     /// <summary>Runs the benchmark; the tables go to <paramref name="output"/>, the runtime's messages to <paramref name="log"/>.</summary>
     public static void Run(ExpertExecutionBenchmarkSettings settings, TextWriter output, TextWriter log, CancellationToken cancellationToken)
     {
@@ -27,6 +42,13 @@ public static class ExpertExecutionBenchmark
         if (settings.Layer >= c.RoutedLayers)
         {
             throw new InvalidSettingsException($"the model has {c.RoutedLayers} layers");
+        }
+
+        var bytes = EstimatedBytes(c, settings.Sequences, settings.PrefillTokens);
+        if (bytes > MaxBytes)
+        {
+            throw new InvalidSettingsException(string.Create(CultureInfo.InvariantCulture,
+                $"--sequences {settings.Sequences} with --prefill-tokens {settings.PrefillTokens} would take about {bytes / (1 << 20):N0} MiB on this model; at most {MaxBytes >> 20:N0} MiB"));
         }
 
         try
