@@ -16,9 +16,9 @@ public static class TinyCheckpoint
     public static MoeConfig Write(string directory, TinyOptions options)
     {
         ArgumentNullException.ThrowIfNull(options);
-        if (options.HeadDim is null && options.Hidden % options.Heads != 0)
+        if (Problem(options) is { } problem)
         {
-            throw new ArgumentException($"hidden size {options.Hidden} is not a multiple of {options.Heads} heads", nameof(options));
+            throw new ArgumentException(problem, nameof(options));
         }
 
         var config = Config(options);
@@ -46,6 +46,27 @@ public static class TinyCheckpoint
         WriteShards(directory, tensors, options.MaxShardBytes);
         File.WriteAllText(Path.Combine(directory, Checkpoint.ConfigFile), Json(config.ToJson()));
         ByteTokenizer.Default.Save(directory);
+    }
+
+    /// <summary>
+    /// What is wrong with the options together, named as <c>dancemoe model tiny</c>'s options (the config's own checks
+    /// name its keys, which the user did not write); null when nothing is.
+    /// </summary>
+    public static string? Problem(TinyOptions options)
+    {
+        ArgumentNullException.ThrowIfNull(options);
+        var headDim = options.HeadDim ?? options.Hidden / options.Heads;
+        var ropeDim = options.Family == MoeConfig.DeepseekV2 ? headDim / 2 : headDim;
+        return options switch
+        {
+            _ when options.TopK > options.Experts => $"--top-k ({options.TopK}) exceeds --experts ({options.Experts})",
+            { HeadDim: null } when options.Hidden % options.Heads != 0 => $"--hidden ({options.Hidden}) is not a multiple of --heads ({options.Heads})",
+            _ when options.Family != MoeConfig.DeepseekV2 && options.Heads % options.KvHeads != 0 =>
+                $"--heads ({options.Heads}) is not a multiple of --kv-heads ({options.KvHeads})",
+            { HeadDim: null } when ropeDim < 2 || ropeDim % 2 != 0 =>
+                $"--hidden ({options.Hidden}) / --heads ({options.Heads}) makes heads {headDim} wide; their RoPE part ({ropeDim}) must be even and at least 2",
+            _ => null,
+        };
     }
 
     /// <summary>The family's real structure at the options' widths: its dense first layer, shared experts, MLA and routing flags.</summary>

@@ -148,6 +148,9 @@ public sealed class CommandLineTests
     [InlineData("--out is empty", "model", "export", "/nonexistent", "--out", "")]
     [InlineData("take 5.37E+08 s a sample; at most 60 s", "bench", "link", "--mbps", "0.000001", "--bytes", "67108864")]
     [InlineData("take 1.64E+298 s a sample; at most 60 s", "bench", "link", "--mbps", "1e-300")]
+    [InlineData("--top-k (2) exceeds --experts (1)", "model", "tiny", "--out", "/nonexistent/tiny", "--experts", "1")]
+    [InlineData("--heads (4) is not a multiple of --kv-heads (8)", "model", "tiny", "--out", "/nonexistent/tiny", "--kv-heads", "8")]
+    [InlineData("--hidden (8) / --heads (8) makes heads 1 wide; their RoPE part (1) must be even and at least 2", "model", "tiny", "--out", "/nonexistent/tiny", "--hidden", "8", "--heads", "8")]
     public async Task Offline_verbs_refuse_what_they_cannot_run_in_one_usage_line(string error, params string[] arguments)
     {
         var (exitCode, output, errors) = await RunAsync(arguments);

@@ -86,7 +86,7 @@ public static class ModelCommand
         {
             config = TinyCheckpoint.Write(outDir, options);
         }
-        catch (ArgumentException ex)
+        catch (Exception ex) when (ex is ArgumentException or ModelFormatException)
         {
             throw new UsageException(ex.Message.Split(" (Parameter", 2)[0]);
         }
