@@ -100,6 +100,9 @@ public sealed class PlacementSimulation
     /// <summary>How many routing choices a synthetic instance may hold in memory.</summary>
     public const long MaxSyntheticChoices = 200_000_000;
 
+    /// <summary>How many (server, layer, expert) cells a synthetic instance may have: its arrays of that size take about 18 bytes a cell.</summary>
+    public const long MaxSyntheticCells = 100_000_000;
+
     /// <summary>A seeded synthetic instance: <paramref name="requests"/> requests of history and as many to judge on.</summary>
     public static PlacementSimulation Synthetic(
         int serverCount, int layers, int experts, int topK, double memory, int requests, int tokens, CancellationToken cancellationToken = default)
@@ -110,6 +113,14 @@ public sealed class PlacementSimulation
             // Every routing choice is generated and held before any solve starts.
             throw new OperationException(string.Create(CultureInfo.InvariantCulture,
                 $"the instance would route {choices:N0} expert choices (servers x 2 x requests x tokens x layers x top-k); at most {MaxSyntheticChoices:N0} are generated"),
+                OperationFailure.InvalidSettings);
+        }
+
+        var cells = (long)serverCount * layers * experts;
+        if (cells > MaxSyntheticCells)
+        {
+            throw new OperationException(string.Create(CultureInfo.InvariantCulture,
+                $"the instance would have {cells:N0} servers x layers x experts; at most {MaxSyntheticCells:N0} fit in memory"),
                 OperationFailure.InvalidSettings);
         }
 

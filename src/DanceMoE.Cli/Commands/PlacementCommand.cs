@@ -93,7 +93,7 @@ public static class PlacementCommand
         var servers = CliOptions.Int("servers", 8, "servers", 1, 64);
         var layers = CliOptions.Int("layers", 64, "MoE layers", 1, 1024);
         var experts = CliOptions.Int("experts", 256, "experts per layer", 2, 4096);
-        var topK = CliOptions.Int("top-k", 8, "experts per token (at most --experts)", 1);
+        var topK = CliOptions.Int("top-k", 8, "experts per token (at most --experts)", 1, 4096);
         var memory = CliOptions.Double("memory", 0.3, "share of all experts' bytes each server holds", 0.0001, 1);
         var requests = CliOptions.Int("requests", 4, "synthetic requests per half (history, eval)", 1, 1000);
         var tokens = CliOptions.Int("tokens", 128, "tokens per request", 2, 100_000);

@@ -123,6 +123,15 @@ public sealed class PlacementSimulationTests
         Assert.DoesNotContain('\n', error.Message);
     }
 
+    [Fact]
+    public void A_synthetic_instance_with_too_many_expert_slots_to_hold_is_refused()
+    {
+        var error = Assert.Throws<OperationException>(() => PlacementSimulation.Synthetic(64, layers: 1024, experts: 4096, topK: 1, memory: 0.3, requests: 1, tokens: 2));
+
+        Assert.Equal("the instance would have 268,435,456 servers x layers x experts; at most 100,000,000 fit in memory", error.Message);
+        Assert.Equal(OperationFailure.InvalidSettings, error.Failure);
+    }
+
     [Theory]
     [InlineData(0, "0 sequence(s) split into each server's first half (to place from) and second half (to judge on) leave no history")]
     [InlineData(1, "1 sequence(s) split into each server's first half (to place from) and second half (to judge on) leave no history")]
