@@ -152,6 +152,7 @@ public sealed class CommandLineTests
     [InlineData("--heads (4) is not a multiple of --kv-heads (8)", "model", "tiny", "--out", "/nonexistent/tiny", "--kv-heads", "8")]
     [InlineData("--hidden (8) / --heads (8) makes heads 1 wide; their RoPE part (1) must be even and at least 2", "model", "tiny", "--out", "/nonexistent/tiny", "--hidden", "8", "--heads", "8")]
     [InlineData("--top-k must be between 1 and 4096 (got '0')", "placement", "bench", "--top-k", "0")]
+    [InlineData("--max-tokens must be between 1 and 512 (got '99999999999999999999')", "bench", "cluster", "--max-tokens", "99999999999999999999")]
     [InlineData("the instance would have 268,435,456 servers x layers x experts; at most 100,000,000 fit in memory",
         "placement", "bench", "--servers", "64", "--layers", "1024", "--experts", "4096", "--top-k", "1", "--requests", "1", "--tokens", "2", "--algorithms", "uniform")]
     public async Task Offline_verbs_refuse_what_they_cannot_run_in_one_usage_line(string error, params string[] arguments)

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.CommandLine.Parsing;
 using System.Globalization;
+using System.Numerics;
 using DanceMoE.Hosting;
 using DanceMoE.Placement;
 
@@ -187,13 +188,14 @@ public static class CliOptions
         var parsed = whole
             ? long.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out var integer) ? integer : (double?)null
             : double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out var real) ? real : null;
-        if (parsed is not { } value)
+        if (parsed is null && !(whole && BigInteger.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out _)))
         {
             result.AddError($"--{name} must be {(whole ? "a whole number" : "a number")} (got '{text}')");
             return fallback;
         }
 
-        if (double.IsNaN(value) || value < min || value > max)
+        // A whole number too large for a long is out of range, not something else.
+        if (parsed is not { } value || double.IsNaN(value) || value < min || value > max)
         {
             result.AddError($"--{name} must be between {min.ToString(CultureInfo.InvariantCulture)} and {max.ToString(CultureInfo.InvariantCulture)} (got '{text}')");
             return fallback;
