@@ -39,7 +39,9 @@ rabbitmq_role_permissions() {
   local c='DanceMoE\.Contracts'
   case "$1" in
     client)
-      printf '%s\n' "^($requests|$bus)\$" "^($requests|$bus)\$" "^($requests|$bus)\$" ;;
+      # Reads its own endpoint only: read on an edge's exchange let it bind a queue of its own there and copy every
+      # client's requests (it sends to the exchange, which needs configure and write, never read).
+      printf '%s\n' "^($requests|$bus)\$" "^($requests|$bus)\$" "^($bus)\$" ;;
     edge)
       printf '%s\n' \
         "^($edge_queues|$lane|$bus|coordinator-migrations|$c:(GenerateText|CancelGeneration|RunExpertBatch|LoadExpert|UnloadExpert|PlacementActivated|EdgeHeartbeat|PlacementApplied)|$fault)\$" \

@@ -192,6 +192,41 @@ public sealed class BusPermissionsTests
     }
 
     [Fact]
+    public async Task The_client_user_may_neither_copy_an_edges_requests_nor_read_its_queue()
+    {
+        var edge = TestServices.UniqueName("edge-copied").Replace('_', '-');
+        var copy = TestServices.UniqueName("edge-copy").Replace('_', '-');
+        await using var admin = await Factory(RoleUri(BusRole.Admin)).CreateConnectionAsync();
+        await using var setup = await admin.CreateChannelAsync();
+        await setup.QueueDeclareAsync(edge, durable: false, exclusive: false, autoDelete: false);
+        await setup.ExchangeDeclareAsync(edge, ExchangeType.Fanout, durable: false);
+        await setup.QueueBindAsync(edge, edge, "");
+        try
+        {
+            await using var client = await Factory(RoleUri(BusRole.Client)).CreateConnectionAsync();
+            await using (var channel = await client.CreateChannelAsync())
+            {
+                await channel.QueueDeclareAsync(copy, durable: false, exclusive: false, autoDelete: true);
+                var bind = await Assert.ThrowsAsync<RabbitMQ.Client.Exceptions.OperationInterruptedException>(() => channel.QueueBindAsync(copy, edge, ""));
+                Assert.Equal<ushort?>(403, bind.ShutdownReason?.ReplyCode);
+            }
+
+            await using (var channel = await client.CreateChannelAsync())
+            {
+                var consume = await Assert.ThrowsAsync<RabbitMQ.Client.Exceptions.OperationInterruptedException>(() =>
+                    channel.BasicGetAsync(edge, autoAck: true));
+                Assert.Equal<ushort?>(403, consume.ShutdownReason?.ReplyCode);
+            }
+        }
+        finally
+        {
+            await setup.QueueDeleteAsync(copy);
+            await setup.QueueDeleteAsync(edge);
+            await setup.ExchangeDeleteAsync(edge);
+        }
+    }
+
+    [Fact]
     public async Task Only_the_ops_user_reads_the_management_API()
     {
         Assert.Equal(HttpStatusCode.OK, await GetNodesAsync(BusRole.Ops));

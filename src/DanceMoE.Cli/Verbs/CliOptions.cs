@@ -61,10 +61,7 @@ public static class CliOptions
     public static Option<string> Model() =>
         Text("model", "exported model or checkpoint (default: onnx/default, else a tiny seeded one)", valueName: "DIR");
 
-    /// <summary>
-    /// A text value, never empty (a path, a list or a prompt, which an edge refuses empty); null when not given and
-    /// there is no <paramref name="fallback"/>.
-    /// </summary>
+    /// <summary>A text value, never empty (a path, a list, a prompt); null when not given and there is no <paramref name="fallback"/>.</summary>
     public static Option<string> Text(string name, string description, string? fallback = null, bool required = false, string? valueName = null)
     {
         var option = new Option<string>("--" + name) { Description = description, Required = required, HelpName = valueName };
