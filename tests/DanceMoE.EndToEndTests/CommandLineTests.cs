@@ -51,12 +51,7 @@ public sealed class CommandLineTests
     [InlineData("--bandwidth-mbps", "1e308", "--bandwidth-mbps must be between 0.001 and 1000000 (got '1e308')")]
     public async Task Placement_simulate_refuses_values_that_would_make_infinite_latencies(string option, string value, string error)
     {
-        var (exitCode, output, errors) = await RunAsync(["placement", "simulate", "--history", "/nonexistent", "--servers", "a,b", option, value]);
-
-        Assert.True(exitCode == 2, $"exit {exitCode}: {errors}");
-        Assert.Empty(output);
-        var line = Assert.Single(errors.Split('\n', StringSplitOptions.RemoveEmptyEntries));
-        Assert.Contains(error, line, StringComparison.Ordinal);
+        await AssertOneUsageLineAsync(["placement", "simulate", "--history", "/nonexistent", "--servers", "a,b", option, value], error);
     }
 
     [Fact]
@@ -103,12 +98,7 @@ public sealed class CommandLineTests
     public async Task Generate_refuses_more_intra_op_threads_than_cores_before_it_opens_a_session()
     {
         // Each of the model's sessions would start a pool this large: 1024 ran the machine out of threads.
-        var (exitCode, output, errors) = await RunAsync(["generate", "--prompt", "hi", "--threads", "1024"]);
-
-        Assert.True(exitCode == 2, $"exit {exitCode}: {errors}");
-        Assert.Empty(output);
-        var line = Assert.Single(errors.Split('\n', StringSplitOptions.RemoveEmptyEntries));
-        Assert.Contains($"--threads must be between 0 and {Environment.ProcessorCount} (got '1024')", line, StringComparison.Ordinal);
+        await AssertOneUsageLineAsync(["generate", "--prompt", "hi", "--threads", "1024"], $"--threads must be between 0 and {Environment.ProcessorCount} (got '1024')");
     }
 
     [Fact]
@@ -157,12 +147,7 @@ public sealed class CommandLineTests
         "placement", "bench", "--servers", "64", "--layers", "1024", "--experts", "4096", "--top-k", "1", "--requests", "1", "--tokens", "2", "--algorithms", "uniform")]
     public async Task Offline_verbs_refuse_what_they_cannot_run_in_one_usage_line(string error, params string[] arguments)
     {
-        var (exitCode, output, errors) = await RunAsync(arguments);
-
-        Assert.True(exitCode == 2, $"exit {exitCode}: {errors}");
-        Assert.Empty(output);
-        var line = Assert.Single(errors.Split('\n', StringSplitOptions.RemoveEmptyEntries));
-        Assert.Contains(error, line, StringComparison.Ordinal);
+        await AssertOneUsageLineAsync(arguments, error);
     }
 
     [Fact]
@@ -223,6 +208,16 @@ public sealed class CommandLineTests
 
         Assert.True(verbs.Count >= 15, $"only {verbs.Count} verbs found");
         return verbs;
+    }
+
+    private static async Task AssertOneUsageLineAsync(string[] arguments, string error)
+    {
+        var (exitCode, output, errors) = await RunAsync(arguments);
+
+        Assert.True(exitCode == 2, $"{string.Join(' ', arguments)}: exit {exitCode}: {errors}");
+        Assert.Empty(output);
+        var line = Assert.Single(errors.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.Contains(error, line, StringComparison.Ordinal);
     }
 
     /// <summary>Runs <c>dotnet dancemoe.dll</c> with <paramref name="arguments"/>, and <paramref name="environment"/> on top of this process's; a minute at most unless <paramref name="timeout"/> says.</summary>
