@@ -16,21 +16,29 @@ public static class ModelFiles
     public static string ReadJson(string path)
     {
         using var stream = new FileStream(Open(path), FileAccess.Read);
+        var bytes = ReadAtMost(stream, MaxJsonBytes);
+        if (bytes.Length > MaxJsonBytes)
+        {
+            throw new ModelFormatException($"{path}: larger than {MaxJsonBytes / (1024 * 1024)} MiB, too large for a model's JSON file");
+        }
+
+        var text = Encoding.UTF8.GetString(bytes);
+        return text.StartsWith('\uFEFF') ? text[1..] : text;
+    }
+
+    /// <summary>The stream's bytes up to a little past <paramref name="maxBytes"/>: more than that many means it is longer.</summary>
+    public static byte[] ReadAtMost(Stream stream, int maxBytes)
+    {
+        ArgumentNullException.ThrowIfNull(stream);
         using var bytes = new MemoryStream();
         var buffer = new byte[64 * 1024];
         int read;
-        while ((read = stream.Read(buffer)) > 0)
+        while (bytes.Length <= maxBytes && (read = stream.Read(buffer)) > 0)
         {
-            if (bytes.Length + read > MaxJsonBytes)
-            {
-                throw new ModelFormatException($"{path}: larger than {MaxJsonBytes / (1024 * 1024)} MiB, too large for a model's JSON file");
-            }
-
             bytes.Write(buffer, 0, read);
         }
 
-        var text = Encoding.UTF8.GetString(bytes.GetBuffer(), 0, (int)bytes.Length);
-        return text.StartsWith('\uFEFF') ? text[1..] : text;
+        return bytes.ToArray();
     }
 
     /// <summary>A name that stays in its directory: not empty, no directory part, not ".", ".." or hidden.</summary>

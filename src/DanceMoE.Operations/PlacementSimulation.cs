@@ -107,6 +107,11 @@ public sealed class PlacementSimulation
     public static PlacementSimulation Synthetic(
         int serverCount, int layers, int experts, int topK, double memory, int requests, int tokens, CancellationToken cancellationToken = default)
     {
+        if (topK > experts)
+        {
+            throw new InvalidSettingsException($"--top-k must be between 1 and {experts} (got '{topK}')");
+        }
+
         var choices = (long)serverCount * 2 * requests * tokens * layers * topK;
         if (choices > MaxSyntheticChoices)
         {

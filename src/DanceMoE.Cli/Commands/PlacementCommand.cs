@@ -102,12 +102,6 @@ public static class PlacementCommand
         var command = new Command("bench", "solve times on seeded synthetic instances") { servers, layers, experts, topK, memory, requests, tokens, algorithms, json };
         command.SetAction((result, cancellationToken) =>
         {
-            // Checked here, not in a command validator: there an option left at its default reads as 0.
-            if (result.GetValue(topK) > result.GetValue(experts))
-            {
-                throw new UsageException($"--top-k must be between 1 and {result.GetValue(experts)} (got '{result.GetValue(topK)}')");
-            }
-
             var simulation = PlacementSimulation.Synthetic(
                 result.GetValue(servers), result.GetValue(layers), result.GetValue(experts), result.GetValue(topK), result.GetValue(memory),
                 result.GetValue(requests), result.GetValue(tokens), cancellationToken);

@@ -32,33 +32,27 @@ public static class HeldOutTrace
     {
         var path = Path.Combine(modelDirectory, Folder, domain + ".txt");
         var limit = maxBytes is > 0 and < MaxSampleBytes ? maxBytes : MaxSampleBytes;
-        var buffer = new MemoryStream();
+        byte[] bytes;
         try
         {
             using var file = File.OpenRead(path);
-            var chunk = new byte[81920];
-            int read;
-            while (buffer.Length <= limit && (read = file.Read(chunk, 0, chunk.Length)) > 0)
-            {
-                buffer.Write(chunk, 0, read);
-            }
+            bytes = ModelFiles.ReadAtMost(file, limit);
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {
             throw new ModelFormatException($"{path}: cannot read the held-out sample: {ex.Message}", ex);
         }
 
-        if (buffer.Length == 0)
+        if (bytes.Length == 0)
         {
             throw new ModelFormatException($"{path}: the held-out sample is empty");
         }
 
-        if (buffer.Length > limit && maxBytes <= 0)
+        if (bytes.Length > limit && maxBytes <= 0)
         {
             throw new ModelFormatException($"{path}: the held-out sample is larger than {MaxSampleBytes >> 20} MiB; ask for fewer bytes (model eval --max-bytes)");
         }
 
-        var bytes = buffer.ToArray();
         return bytes.Length > limit ? bytes[..limit] : bytes;
     }
 
