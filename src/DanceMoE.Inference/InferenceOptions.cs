@@ -1,6 +1,6 @@
 namespace DanceMoE.Inference;
 
-/// <summary>How ONNX Runtime sessions are created. Zero threads lets ONNX Runtime choose.</summary>
+/// <summary>How ONNX Runtime sessions are created. Zero threads: the process's one shared pool (see SessionFactory).</summary>
 public sealed record InferenceOptions
 {
     public ExecutionProvider Provider { get; init; } = ExecutionProvider.Auto;

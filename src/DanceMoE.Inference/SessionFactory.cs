@@ -42,12 +42,19 @@ public sealed class SessionFactory(InferenceOptions options, Action<string>? log
 
     private SessionOptions NewOptions()
     {
-        var sessionOptions = new SessionOptions
+        // Asked before any session exists in the process, whatever its threads, so the runtime's environment is ours.
+        var poolShared = SharedThreadPool.Value;
+        var useSharedPool = poolShared && Options is { IntraOpThreads: 0, InterOpThreads: 0 };
+        var sessionOptions = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL };
+        if (useSharedPool)
         {
-            GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL,
-            IntraOpNumThreads = Options.IntraOpThreads,
-            InterOpNumThreads = Options.InterOpThreads,
-        };
+            sessionOptions.DisablePerSessionThreads();
+        }
+        else
+        {
+            sessionOptions.IntraOpNumThreads = Options.IntraOpThreads;
+            sessionOptions.InterOpNumThreads = Options.InterOpThreads;
+        }
 
         // Many small sessions (one per expert) share the cores: idle pool threads must not spin.
         sessionOptions.AddSessionConfigEntry("session.intra_op.allow_spinning", "0");
@@ -88,6 +95,24 @@ public sealed class SessionFactory(InferenceOptions options, Action<string>? log
 
         return sessionOptions;
     }
+
+    /// <summary>
+    /// One intra-op pool for the process, for sessions that let ONNX Runtime choose their threads: otherwise each
+    /// session makes its own pool of one thread per core, and a model's hundreds of expert sessions make cores x
+    /// sessions threads. False where the runtime's environment was created before this class could give it the pool.
+    /// </summary>
+    private static readonly Lazy<bool> SharedThreadPool = new(() =>
+    {
+        if (OrtEnv.IsCreated)
+        {
+            return false;
+        }
+
+        using var threading = new OrtThreadingOptions { GlobalIntraOpNumThreads = 0, GlobalInterOpNumThreads = 1, GlobalSpinControl = false };
+        var environment = new EnvironmentCreationOptions { threadOptions = threading, logLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_WARNING };
+        OrtEnv.CreateInstanceWithOptions(ref environment);
+        return true;
+    });
 
     private static string FirstLine(string text) => text.Split('\n', 2)[0].Trim();
 }

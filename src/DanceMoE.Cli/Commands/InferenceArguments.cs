@@ -10,7 +10,7 @@ internal sealed class InferenceArguments
 {
     private readonly Option<string> _provider = CliOptions.Provider();
     // Every session (one per expert and per dense graph) gets a pool this large: more than the cores would only multiply threads.
-    private readonly Option<int> _threads = CliOptions.Int("threads", 0, "intra-op threads of each session (0: ONNX Runtime's default, one per core)", 0, Environment.ProcessorCount);
+    private readonly Option<int> _threads = CliOptions.Int("threads", 0, "intra-op threads of each session (0: one pool, one thread per core, shared by all sessions)", 0, Environment.ProcessorCount);
     private readonly Option<int> _interThreads = CliOptions.Int("inter-threads", 0, "inter-op threads of each session (0: ONNX Runtime's default)", 0, Environment.ProcessorCount);
 
     public InferenceArguments(Command command)
