@@ -239,7 +239,7 @@ public sealed record ModelManifest
 
     public static string Sha256Of(string path)
     {
-        using var stream = File.OpenRead(path);
+        using var stream = new FileStream(ModelFiles.Open(path), FileAccess.Read);
         return Convert.ToHexStringLower(SHA256.HashData(stream));
     }
 }

@@ -1,11 +1,13 @@
+using System.Runtime.InteropServices;
 using System.Text;
 using Microsoft.Win32.SafeHandles;
 
 namespace DanceMoE.Model;
 
 /// <summary>
-/// Opens and reads of a model's files: a dangling or looping link, or a file it may not read, fails naming the file, and
-/// reads of its JSON files (manifest, config, index, tokenizer) stop at a size no such file reaches.
+/// Opens and reads of a model's files: anything but a regular file (a FIFO, a device, a dangling or looping link), or a
+/// file it may not read, fails naming the file, and reads of its JSON files (manifest, config, index, tokenizer) stop at a
+/// size no such file reaches.
 /// </summary>
 public static class ModelFiles
 {
@@ -47,6 +49,7 @@ public static class ModelFiles
 
     public static SafeFileHandle Open(string path)
     {
+        RequireRegularFile(path);
         try
         {
             return File.OpenHandle(path);
@@ -56,4 +59,68 @@ public static class ModelFiles
             throw new ModelFormatException($"{path}: cannot be opened ({ex.Message})", ex);
         }
     }
+
+    /// <summary>
+    /// Throws unless <paramref name="path"/> is a regular file once links are followed: opening a FIFO blocks until a
+    /// writer comes, which may be never, and a dangling link handed to ONNX Runtime fails only deep inside its open.
+    /// A path that does not exist at all passes, for the caller to report as it does.
+    /// </summary>
+    public static void RequireRegularFile(string path)
+    {
+        // Only statx(2) tells a FIFO from a file (.NET reports neither); its layout is the same on every Linux
+        // architecture. Elsewhere, or on a libc without it, the open reports what it finds.
+        if (!OperatingSystem.IsLinux() || s_statxMissing)
+        {
+            return;
+        }
+
+        var status = new byte[StatxBytes];
+        int result;
+        try
+        {
+            result = Statx(AtCurrentDirectory, path, 0, StatxType, status);
+        }
+        catch (Exception ex) when (ex is DllNotFoundException or EntryPointNotFoundException)
+        {
+            s_statxMissing = true;
+            return;
+        }
+
+        if (result == 0)
+        {
+            if ((BitConverter.ToUInt16(status, StatxModeOffset) & FileTypeMask) != RegularFileType)
+            {
+                throw new ModelFormatException($"{path} is not a regular file");
+            }
+
+            return;
+        }
+
+        var error = Marshal.GetLastPInvokeError();
+        var isLink = new FileInfo(path).LinkTarget is not null;
+        switch (error)
+        {
+            case NoSuchEntry when isLink:
+                throw new ModelFormatException($"{path} is a link to a missing file");
+            case TooManyLinks when isLink:
+                throw new ModelFormatException($"{path} is a link that loops back on itself");
+            default:
+                return;
+        }
+    }
+
+    private const int AtCurrentDirectory = -100;
+    private const uint StatxType = 0x1;
+    private const int StatxBytes = 256;
+    private const int StatxModeOffset = 28;
+    private const int FileTypeMask = 0xF000;
+    private const int RegularFileType = 0x8000;
+    private const int NoSuchEntry = 2;
+    private const int TooManyLinks = 40;
+
+    private static volatile bool s_statxMissing;
+
+    [DllImport("libc", EntryPoint = "statx", SetLastError = true)]
+    [DefaultDllImportSearchPaths(DllImportSearchPath.SafeDirectories)]
+    private static extern int Statx(int directory, [MarshalAs(UnmanagedType.LPUTF8Str)] string path, int flags, uint mask, byte[] status);
 }

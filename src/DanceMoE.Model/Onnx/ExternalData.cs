@@ -47,7 +47,7 @@ public static class ExternalData
             var fields = tensor.ExternalData.ToDictionary(e => e.Key, e => e.Value, StringComparer.Ordinal);
             var path = Path.Combine(directory, fields["location"]);
             var offset = fields.TryGetValue("offset", out var o) ? long.Parse(o, CultureInfo.InvariantCulture) : 0;
-            using var stream = File.OpenRead(path);
+            using var stream = new FileStream(ModelFiles.Open(path), FileAccess.Read);
             var length = fields.TryGetValue("length", out var l) ? long.Parse(l, CultureInfo.InvariantCulture) : stream.Length - offset;
             if (offset + length > stream.Length)
             {
