@@ -165,6 +165,7 @@ public sealed record ModelManifest
         foreach (var (file, data) in manifest.Files())
         {
             InsideDirectory(file);
+            ModelFiles.RequireRegularFile(manifest.PathOf(file));
             if (!File.Exists(manifest.PathOf(file)))
             {
                 throw new ModelFormatException($"{path}: listed file {file} is missing");
@@ -174,6 +175,7 @@ public sealed record ModelManifest
             {
                 InsideDirectory(data.File);
                 var dataPath = manifest.PathOf(data.File);
+                ModelFiles.RequireRegularFile(dataPath);
                 var bytes = File.Exists(dataPath) ? new FileInfo(dataPath).Length : -1;
                 if (bytes != data.Bytes)
                 {

@@ -167,6 +167,63 @@ public sealed class ModelFileTests : IDisposable
         Assert.Contains(message, ex.Message, StringComparison.Ordinal);
     }
 
+    [Theory]
+    [InlineData("nowhere", "is a link to a missing file")]
+    [InlineData("/dev/zero", "is not a regular file")]
+    public void A_listed_onnx_file_that_is_a_dangling_link_or_a_device_is_refused_at_load(string target, string problem)
+    {
+        var directory = ExportTinyModel();
+        var manifest = ModelManifest.Load(directory);
+        var head = manifest.PathOf(manifest.Head.File);
+        File.Delete(head);
+        File.CreateSymbolicLink(head, target);
+
+        var ex = Assert.Throws<ModelFormatException>(() => ModelManifest.Load(directory));
+
+        Assert.Equal($"{head} {problem}", ex.Message);
+    }
+
+    [Fact]
+    public async Task A_listed_onnx_file_that_is_a_fifo_is_refused_at_load()
+    {
+        var directory = ExportTinyModel();
+        var manifest = ModelManifest.Load(directory);
+        var expert = manifest.PathOf(manifest.Expert(1, 2).File);
+        File.Delete(expert);
+        await MakeFifoAsync(expert);
+
+        var ex = await RefusedWithinAsync(() => ModelManifest.Load(directory));
+
+        Assert.Equal($"{expert} is not a regular file", ex.Message);
+    }
+
+    [Fact]
+    public void External_data_that_is_a_dangling_link_is_refused_at_load()
+    {
+        TinyCheckpoint.Write(_dir.Sub("ckpt"), TinyModels.Small());
+        var directory = OnnxExporter.Export(Checkpoint.Open(_dir.Sub("ckpt")), _dir.Sub("onnx"), TensorDtype.F32, null, externalDataAbove: 0).Directory;
+        var manifest = ModelManifest.Load(directory);
+        var data = manifest.PathOf(manifest.Head.ExternalData!.File);
+        File.Delete(data);
+        File.CreateSymbolicLink(data, "nowhere");
+
+        var ex = Assert.Throws<ModelFormatException>(() => ModelManifest.Load(directory));
+
+        Assert.Equal($"{data} is a link to a missing file", ex.Message);
+    }
+
+    [Fact]
+    public void A_listed_onnx_file_that_is_missing_is_refused_at_load()
+    {
+        var directory = ExportTinyModel();
+        var manifest = ModelManifest.Load(directory);
+        File.Delete(manifest.PathOf(manifest.Layers[0].Dense.File));
+
+        var ex = Assert.Throws<ModelFormatException>(() => ModelManifest.Load(directory));
+
+        Assert.Equal($"{Path.Combine(directory, ModelManifest.FileName)}: listed file {manifest.Layers[0].Dense.File} is missing", ex.Message);
+    }
+
     private static void WriteSparseFile(string path, long bytes)
     {
         using var file = new FileStream(path, FileMode.Create, FileAccess.Write);
@@ -185,11 +242,16 @@ public sealed class ModelFileTests : IDisposable
     private static async Task<ModelFormatException> RefusedWithinAsync(Action load) =>
         await Assert.ThrowsAsync<ModelFormatException>(() => Task.Run(load).WaitAsync(TimeSpan.FromSeconds(20)));
 
+    private string ExportTinyModel()
+    {
+        TinyCheckpoint.Write(_dir.Sub("ckpt"), TinyModels.Small());
+        return OnnxExporter.Export(Checkpoint.Open(_dir.Sub("ckpt")), _dir.Sub("onnx"), TensorDtype.F32).Directory;
+    }
+
     /// <summary>Exports a tiny model, then sets one value of its manifest.json (a dotted path; numbers index arrays).</summary>
     private string ExportWithManifestValue(string key, string value)
     {
-        TinyCheckpoint.Write(_dir.Sub("ckpt"), TinyModels.Small());
-        var directory = OnnxExporter.Export(Checkpoint.Open(_dir.Sub("ckpt")), _dir.Sub("onnx"), TensorDtype.F32).Directory;
+        var directory = ExportTinyModel();
         var path = Path.Combine(directory, ModelManifest.FileName);
         var root = JsonNode.Parse(File.ReadAllText(path))!;
         var parts = key.Split('.');
