@@ -73,7 +73,7 @@ public static class ModelCommand
             Hidden = result.GetValue(hidden),
             Heads = result.GetValue(heads),
             KvHeads = result.GetValue(kvHeads),
-            Dtype = Dtype(result.GetRequiredValue(dtype)),
+            Dtype = Enum.Parse<TensorDtype>(result.GetRequiredValue(dtype), ignoreCase: true),
             MaxShardBytes = (long)result.GetValue(shardMb) * 1024 * 1024,
         }))));
         return command;
@@ -104,7 +104,7 @@ public static class ModelCommand
         var experts = CliOptions.Choice("expert-weights", "routed experts' weights (int8/int4: block-wise, 32 per scale; default: as --dtype)", "same", "fp32", "fp16", "int8", "int4");
         var command = new Command("export", "export a checkpoint to ONNX subgraphs with their manifest") { checkpoint, outDir, dtype, experts };
         command.SetAction((result, _) => Guarded(() => Task.FromResult(Export(
-            result.GetRequiredValue(checkpoint), result.GetRequiredValue(outDir), Dtype(result.GetRequiredValue(dtype)), result.GetRequiredValue(experts) is var e && e != "same" ? ExpertQuantization.Parse(e) : null))));
+            result.GetRequiredValue(checkpoint), result.GetRequiredValue(outDir), Enum.Parse<TensorDtype>(result.GetRequiredValue(dtype), ignoreCase: true), result.GetRequiredValue(experts) is var e && e != "same" ? ExpertQuantization.Parse(e) : null))));
         return command;
     }
 
@@ -187,11 +187,4 @@ public static class ModelCommand
             $"max |logit diff| {check.Result.MaxAbsDiff:E2} over prefill of {check.PromptTokens} tokens + {check.DecodeSteps} decode steps on {check.Provider} (tolerance {check.Tolerance:E0}): {(check.Ok ? "ok" : "FAILED")}"));
         return check.Ok ? ExitCodes.Ok : ExitCodes.Failed;
     }
-
-    private static TensorDtype Dtype(string text) => text switch
-    {
-        "f16" => TensorDtype.F16,
-        "bf16" => TensorDtype.BF16,
-        _ => TensorDtype.F32,
-    };
 }
