@@ -136,6 +136,8 @@ public sealed class CommandLineTests
     [InlineData("--speed has an empty item: '1,,1'", "placement", "simulate", "--history", "/nonexistent", "--servers", "a,b", "--speed", "1,,1")]
     [InlineData("--plot is empty", "placement", "simulate", "--history", "/nonexistent", "--servers", "law", "--plot", "")]
     [InlineData("--out is empty", "model", "export", "/nonexistent", "--out", "")]
+    [InlineData("CHECKPOINT is empty", "model", "export", "", "--out", "/nonexistent/onnx")]
+    [InlineData("DIR is empty", "model", "verify", "", "--checkpoint", "/nonexistent")]
     [InlineData("take 5.37E+08 s a sample; at most 60 s", "bench", "link", "--mbps", "0.000001", "--bytes", "67108864")]
     [InlineData("take 1.64E+298 s a sample; at most 60 s", "bench", "link", "--mbps", "1e-300")]
     [InlineData("--top-k (2) exceeds --experts (1)", "model", "tiny", "--out", "/nonexistent/tiny", "--experts", "1")]

@@ -98,7 +98,7 @@ public static class ModelCommand
 
     private static Command Export()
     {
-        var checkpoint = new Argument<string>("CHECKPOINT") { Description = "checkpoint directory (config.json and safetensors)" };
+        var checkpoint = CliOptions.Positional("CHECKPOINT", "checkpoint directory (config.json and safetensors)");
         var outDir = CliOptions.Text("out", "directory to write the subgraphs and their manifest to", required: true, valueName: "DIR");
         var dtype = CliOptions.Choice("dtype", "weight type of the export", "f32", "f16");
         var experts = CliOptions.Choice("expert-weights", "routed experts' weights (int8/int4: block-wise, 32 per scale; default: as --dtype)", "same", "fp32", "fp16", "int8", "int4");
@@ -155,7 +155,7 @@ public static class ModelCommand
 
     private static Command Verify()
     {
-        var model = new Argument<string>("DIR") { Description = "the exported model" };
+        var model = CliOptions.Positional("DIR", "the exported model");
         var checkpoint = CliOptions.Text("checkpoint", "the checkpoint it was exported from", required: true, valueName: "CHECKPOINT");
         var prompt = CliOptions.Text("prompt", "prompt to run through both", "edge servers share experts", valueName: "TEXT");
         var decodeSteps = CliOptions.Int("decode-steps", 4, "decode steps after the prefill", 0, 1000);

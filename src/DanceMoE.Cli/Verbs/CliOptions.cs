@@ -70,15 +70,13 @@ public static class CliOptions
             option.DefaultValueFactory = _ => fallback;
         }
 
-        option.Validators.Add(result =>
-        {
-            if (result.Tokens.Any(t => t.Value.Length == 0))
-            {
-                result.AddError($"--{name} is empty");
-            }
-        });
+        option.Validators.Add(result => RefuseEmpty(result, "--" + name));
         return option;
     }
+
+    /// <summary>A positional text value (a path), never empty.</summary>
+    public static Argument<string> Positional(string name, string description) =>
+        new(name) { Description = description, Validators = { result => RefuseEmpty(result, name) } };
 
     /// <summary>The prompt of a generation.</summary>
     public static Option<string> Prompt() => Text("prompt", "the prompt", required: true, valueName: "TEXT");
@@ -158,6 +156,14 @@ public static class CliOptions
         }
 
         return given;
+    }
+
+    private static void RefuseEmpty(SymbolResult result, string name)
+    {
+        if (result.Tokens.Any(t => t.Value.Length == 0))
+        {
+            result.AddError($"{name} is empty");
+        }
     }
 
     private static string RangeText<T>(T min, T max, T noMin, T noMax)
