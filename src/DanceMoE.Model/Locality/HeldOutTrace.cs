@@ -32,6 +32,7 @@ public static class HeldOutTrace
     {
         var path = Path.Combine(modelDirectory, Folder, domain + ".txt");
         var limit = maxBytes is > 0 and < MaxSampleBytes ? maxBytes : MaxSampleBytes;
+        ModelFiles.RequireRegularFile(path);
         byte[] bytes;
         try
         {
