@@ -72,18 +72,19 @@ public sealed class ClusterTop(HttpClient http, string postgresUrl) : IDisposabl
 
     public void Dispose() => http.Dispose();
 
-    /// <summary>Scrapes every edge once and builds a frame; an edge whose metrics do not answer is down.</summary>
-    public async Task<TopFrame> NextFrameAsync(IReadOnlyList<RunningEdge> edges, CancellationToken cancellationToken)
+    /// <summary>Scrapes every edge once and builds a frame; an edge whose process has exited or whose metrics do not answer is down.</summary>
+    public async Task<TopFrame> NextFrameAsync(IReadOnlyList<LocalEdge> edges, CancellationToken cancellationToken)
     {
         var tops = await Task.WhenAll(edges.Select(e => EdgeAsync(e, cancellationToken))).ConfigureAwait(false);
         var migration = await MigrationAsync(cancellationToken).ConfigureAwait(false);
         return new TopFrame(DateTimeOffset.UtcNow, tops, migration);
     }
 
-    private async Task<EdgeTop> EdgeAsync(RunningEdge edge, CancellationToken cancellationToken)
+    private async Task<EdgeTop> EdgeAsync(LocalEdge edge, CancellationToken cancellationToken)
     {
-        var metrics = edge.MetricsUrl is { } url ? await GetAsync(url, cancellationToken).ConfigureAwait(false) : null;
-        var ready = edge.ReadyUrl is { } readyUrl ? (await GetAsync(readyUrl, cancellationToken).ConfigureAwait(false)) is not null : (bool?)null;
+        // A dead edge's port may have been taken by another process since: it is not asked.
+        var metrics = edge.Alive && edge.MetricsUrl is { } url ? await GetAsync(url, cancellationToken).ConfigureAwait(false) : null;
+        var ready = edge.Alive && edge.ReadyUrl is { } readyUrl ? (await GetAsync(readyUrl, cancellationToken).ConfigureAwait(false)) is not null : (bool?)null;
         if (metrics is null)
         {
             _previous.Remove(edge.Id);

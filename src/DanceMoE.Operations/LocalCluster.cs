@@ -191,9 +191,18 @@ public static class LocalCluster
                 .Select(e => (e.Id, e.Pid!.Value))
                 .OrderBy(e => e.Id, StringComparer.Ordinal)];
 
-    /// <summary>The running edges with the metrics port each was started with (none: started without one).</summary>
-    public static IReadOnlyList<RunningEdge> RunningEdgesWithPorts() =>
-        [.. RunningEdges().Select(e => new RunningEdge(e.Id, e.Pid, File.Exists(PortFile(e.Id)) ? ReadPid(PortFile(e.Id)) : null))];
+    /// <summary>
+    /// Every edge a pid file names, by id, with the metrics port it was started with (none: started without one); an edge
+    /// whose process died (SIGKILL, a crash) keeps its pid file until <c>cluster down</c>, and is listed as not alive.
+    /// </summary>
+    public static IReadOnlyList<LocalEdge> EdgesWithPorts() =>
+        !System.IO.Directory.Exists(Directory)
+            ? []
+            : [.. System.IO.Directory.GetFiles(Directory, "*.pid")
+                .Select(f => (Id: Path.GetFileNameWithoutExtension(f), Pid: ReadPid(f)))
+                .Where(e => e.Pid is not null)
+                .OrderBy(e => e.Id, StringComparer.Ordinal)
+                .Select(e => new LocalEdge(e.Id, e.Pid!.Value, File.Exists(PortFile(e.Id)) ? ReadPid(PortFile(e.Id)) : null, IsAlive(e.Pid.Value)))];
 
     /// <summary>Sends a signal (<c>TERM</c>, <c>KILL</c>) to a process by pid, as <c>kill</c> does.</summary>
     public static void Signal(string signal, int pid)
@@ -292,12 +301,32 @@ public static class LocalCluster
 /// <summary>One edge <see cref="LocalCluster.UpAsync"/> started.</summary>
 public sealed record StartedEdge(string Id, int Pid, int MemoryMb, int Experts, string LogFile, int? MetricsPort = null);
 
-/// <summary>A running edge of the local cluster; <see cref="MetricsPort"/> serves /metrics, /healthz, /readyz on 127.0.0.1.</summary>
-public sealed record RunningEdge(string Id, int Pid, int? MetricsPort)
+/// <summary>
+/// An edge of the local cluster, <see cref="Alive"/> while its process runs; <see cref="MetricsPort"/> serves /metrics,
+/// /healthz, /readyz on 127.0.0.1.
+/// </summary>
+public sealed record LocalEdge(string Id, int Pid, int? MetricsPort, bool Alive = true)
 {
     public string? MetricsUrl => MetricsPort is { } p ? FormattableString.Invariant($"http://127.0.0.1:{p}/metrics") : null;
 
     public string? ReadyUrl => MetricsPort is { } p ? FormattableString.Invariant($"http://127.0.0.1:{p}/readyz") : null;
+
+    public string State => Alive ? "running" : "down";
+
+    /// <summary>The line of <c>cluster status</c>.</summary>
+    public string ToText() => Alive
+        ? FormattableString.Invariant($"{Id} pid {Pid} running")
+        : FormattableString.Invariant($"{Id} pid {Pid} down (the process has exited; ./dancemoe cluster down clears it)");
+
+    /// <summary>The object of <c>cluster status --json</c>.</summary>
+    public Dictionary<string, object?> ToJson() => new()
+    {
+        ["id"] = Id,
+        ["pid"] = Pid,
+        ["state"] = State,
+        ["metrics_url"] = MetricsUrl,
+        ["ready_url"] = ReadyUrl,
+    };
 }
 
 /// <summary>What <see cref="LocalCluster.UpAsync"/> starts.</summary>

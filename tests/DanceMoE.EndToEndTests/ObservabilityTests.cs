@@ -5,6 +5,7 @@ using System.Text.Json;
 using System.Text.RegularExpressions;
 using DanceMoE.IntegrationTests;
 using DanceMoE.Migrations;
+using DanceMoE.Operations;
 
 namespace DanceMoE.EndToEndTests;
 
@@ -82,6 +83,54 @@ public sealed partial class ObservabilityTests
             }
 
             Assert.Contains("migration: ", output, StringComparison.Ordinal);
+        }
+        finally
+        {
+            await CommandLineTests.RunAsync(["cluster", "down"], environment);
+        }
+    }
+
+    [Fact]
+    public async Task An_edge_whose_process_died_is_down_in_cluster_status_and_top_not_left_out()
+    {
+        await using var cluster = await EdgeCluster.CreateAsync(seed: 43);
+        var environment = cluster.CliEnvironment();
+        var portBase = TestPorts.Free(2);
+        try
+        {
+            var (upExit, upOutput, upErrors) = await CommandLineTests.RunAsync(
+                ["cluster", "up", "--edges", "2", "--model", cluster.ModelDirectory, "--provider", "cpu", "--no-traces",
+                 "--memory-mb", "256", "--metrics-port-base", portBase.ToString(CultureInfo.InvariantCulture)], environment);
+            Assert.True(upExit == 0, $"cluster up exited {upExit}: {upOutput}\n{upErrors}");
+            var (_, before, _) = await CommandLineTests.RunAsync(["cluster", "status", "--json"], environment);
+            using (var json = JsonDocument.Parse(before))
+            {
+                var pid = json.RootElement.EnumerateArray().Single(e => e.GetProperty("id").GetString() == "edge-2").GetProperty("pid").GetInt32();
+                LocalCluster.Signal("KILL", pid);
+                var deadline = DateTime.UtcNow.AddSeconds(10);
+                while (LocalCluster.IsAlive(pid) && DateTime.UtcNow < deadline)
+                {
+                    await Task.Delay(50);
+                }
+            }
+
+            var (exit, output, errors) = await CommandLineTests.RunAsync(["cluster", "status", "--json"], environment);
+            Assert.True(exit == 0, errors);
+            using (var json = JsonDocument.Parse(output))
+            {
+                Assert.Equal(
+                    ["edge-1 running", "edge-2 down"],
+                    json.RootElement.EnumerateArray().Select(e => e.GetProperty("id").GetString() + " " + e.GetProperty("state").GetString()));
+            }
+
+            var (_, text, _) = await CommandLineTests.RunAsync(["cluster", "status"], environment);
+            Assert.Matches(@"^edge-1 pid \d+ running\nedge-2 pid \d+ down ", text);
+
+            var (topExit, top, topErrors) = await CommandLineTests.RunAsync(["top", "--once", "--interval-ms", "100"], environment);
+            Assert.True(topExit == 0, $"top --once exited {topExit}: {top}\n{topErrors}");
+            Assert.Contains(": 2 edges", top, StringComparison.Ordinal);
+            Assert.Matches(@"(?<!not )\bready\b", top.Split('\n').Single(l => l.StartsWith("edge-1 ", StringComparison.Ordinal)));
+            Assert.Matches(@"^edge-2 +\d+ +down\b", top.Split('\n').Single(l => l.StartsWith("edge-2 ", StringComparison.Ordinal)));
         }
         finally
         {

@@ -20,21 +20,19 @@ public static class ClusterCommand
             Console.WriteLine(stopped.Count == 0 ? "no edge was running" : $"stopped {string.Join(", ", stopped)}");
             return ExitCodes.Ok;
         });
-        var json = CliOptions.Flag("json", "print a JSON array: id, pid, metrics_url, ready_url of each edge");
-        var status = new Command("status", "the running edges") { json };
+        var json = CliOptions.Flag("json", "print a JSON array: id, pid, state, metrics_url, ready_url of each edge");
+        var status = new Command("status", "the edges: running, or down when the process has exited") { json };
         status.SetAction(result =>
         {
             if (result.GetValue(json))
             {
-                var edges = LocalCluster.RunningEdgesWithPorts()
-                    .Select(e => new { id = e.Id, pid = e.Pid, metrics_url = e.MetricsUrl, ready_url = e.ReadyUrl });
-                Console.WriteLine(JsonSerializer.Serialize(edges, Indented));
+                Console.WriteLine(JsonSerializer.Serialize(LocalCluster.EdgesWithPorts().Select(e => e.ToJson()), Indented));
                 return ExitCodes.Ok;
             }
 
-            foreach (var (id, pid) in LocalCluster.RunningEdges())
+            foreach (var edge in LocalCluster.EdgesWithPorts())
             {
-                Console.WriteLine($"{id} pid {pid} running");
+                Console.WriteLine(edge.ToText());
             }
 
             return ExitCodes.Ok;

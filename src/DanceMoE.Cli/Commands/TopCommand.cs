@@ -24,7 +24,7 @@ public static class TopCommand
 
     private static async Task<int> RunAsync(bool once, TimeSpan interval, CancellationToken cancellationToken)
     {
-        var edges = LocalCluster.RunningEdgesWithPorts();
+        var edges = LocalCluster.EdgesWithPorts();
         if (edges.Count == 0)
         {
             Console.Error.WriteLine("dancemoe: no local cluster is running (start one with ./dancemoe cluster up)");
@@ -48,7 +48,7 @@ public static class TopCommand
             {
                 while (true)
                 {
-                    var frame = await top.NextFrameAsync(LocalCluster.RunningEdgesWithPorts(), cancellationToken).ConfigureAwait(false);
+                    var frame = await top.NextFrameAsync(LocalCluster.EdgesWithPorts(), cancellationToken).ConfigureAwait(false);
                     Fill(table, frame);
                     context.Refresh();
                     await Task.Delay(interval, cancellationToken).ConfigureAwait(false);

@@ -119,7 +119,7 @@ public sealed class ClusterTopTests
         var port = TestPorts.Free();
         using var top = new ClusterTop(new HttpClient { Timeout = TimeSpan.FromSeconds(2) }, FormattableString.Invariant($"postgresql://dancemoe:dancemoe@127.0.0.1:{TestPorts.Free()}/dancemoe"));
 
-        var frame = await top.NextFrameAsync([new RunningEdge("edge-1", 1, port), new RunningEdge("edge-2", 2, null)], CancellationToken.None);
+        var frame = await top.NextFrameAsync([new LocalEdge("edge-1", 1, port), new LocalEdge("edge-2", 2, null)], CancellationToken.None);
 
         Assert.All(frame.Edges, e => Assert.False(e.Up));
         Assert.All(frame.Rows(), r => Assert.Equal("down", r[2]));
