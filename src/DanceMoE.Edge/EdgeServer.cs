@@ -60,7 +60,6 @@ public static class EdgeServer
         });
         services.AddSingleton<GenerationCancellations>();
         services.AddSingleton<HeartbeatService>();
-        services.AddHostedService(sp => sp.GetRequiredService<HeartbeatService>());
 
         // Before the bus, so peers' batches are taken before requests are, and after it at stop.
         services.AddSingleton<ExpertLane>();
@@ -85,6 +84,9 @@ public static class EdgeServer
                 cfg.ConfigureEndpoints(context);
             });
         });
+        // After the bus, so the first heartbeat goes once the bus has started and the last one before it stops: one
+        // published on a bus not started or stopping is cancelled, and MassTransit logs that as a fault.
+        services.AddHostedService(sp => sp.GetRequiredService<HeartbeatService>());
         services.Configure<MassTransitHostOptions>(o =>
         {
             o.WaitUntilStarted = true;

@@ -18,11 +18,11 @@ public sealed class HeartbeatService(EdgeRuntime edge, IBus bus, ILogger<Heartbe
                 var beat = Snapshot();
                 // A heartbeat is stale after a few intervals: let the broker drop it rather than queue it. One the broker
                 // has not confirmed within an interval (its node lost) is given up, so it cannot hold the bus's send channel.
-                using var interval = CancellationTokenSource.CreateLinkedTokenSource(stoppingToken);
-                interval.CancelAfter(TimeSpan.FromSeconds(edge.Options.HeartbeatSeconds));
+                // A stop does not cancel it (MassTransit would log a fault): the stop waits at most that interval.
+                using var interval = new CancellationTokenSource(TimeSpan.FromSeconds(edge.Options.HeartbeatSeconds));
                 await bus.Publish(beat, c => c.TimeToLive = TimeSpan.FromSeconds(edge.Options.HeartbeatSeconds * 5), interval.Token).ConfigureAwait(false);
             }
-            catch (OperationCanceledException) when (!stoppingToken.IsCancellationRequested)
+            catch (OperationCanceledException)
             {
                 logger.LogWarning("heartbeat not confirmed by the broker within {Seconds} s; the next one follows", edge.Options.HeartbeatSeconds);
             }

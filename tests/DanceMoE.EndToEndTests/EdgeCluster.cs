@@ -84,7 +84,8 @@ public sealed class EdgeCluster : IAsyncDisposable
             [
                 "edge", "--id", id, "--model", ModelDirectory, "--memory-mb", memoryMb.ToString(CultureInfo.InvariantCulture),
                 "--placement", placementFile, "--provider", "cpu", "--deadline-ms", deadlineMs.ToString(CultureInfo.InvariantCulture),
-                "--heartbeat-seconds", "1", "--trace-spill-dir", Path.Combine(Directory, "spill"), .. extraArguments,
+                "--trace-spill-dir", Path.Combine(Directory, "spill"), .. extraArguments,
+                .. extraArguments.Contains("--heartbeat-seconds") ? Array.Empty<string>() : ["--heartbeat-seconds", "1"],
                 .. traceDatabase is null ? ["--no-traces"] : Array.Empty<string>(),
             ];
             var environment = new Dictionary<string, string>
@@ -130,6 +131,14 @@ public sealed class EdgeCluster : IAsyncDisposable
     }
 
     public void Kill(string id) => _edges.Single(e => e.Id == id).Process.Process.Kill(entireProcessTree: true);
+
+    /// <summary>Stops the edge as <c>cluster down</c> does (SIGTERM) and waits up to 30 s for it to exit.</summary>
+    public async Task TerminateAsync(string id)
+    {
+        var process = _edges.Single(e => e.Id == id).Process.Process;
+        Operations.LocalCluster.Signal("TERM", process.Id);
+        await process.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(30));
+    }
 
     /// <summary>Starts a killed edge again with the arguments it was started with; its queues keep what was not acknowledged.</summary>
     public async Task RestartAsync(string id)
