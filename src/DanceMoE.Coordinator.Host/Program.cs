@@ -7,7 +7,9 @@ using Microsoft.Extensions.Options;
 // The flags of `dancemoe coordinator`, or environment variables (PlacementJob__Algorithm, ConnectionStrings__rabbitmq).
 try
 {
-    await CoordinatorHost.Build(CoordinatorConfiguration.FromCommandLine(args)).RunAsync().ConfigureAwait(false);
+    using var host = CoordinatorHost.Build(CoordinatorConfiguration.FromCommandLine(args));
+    await host.StartCoordinatorAsync(CancellationToken.None).ConfigureAwait(false);
+    await host.WaitForShutdownAsync().ConfigureAwait(false);
     return 0;
 }
 catch (Exception ex) when (ex is ModelFormatException or FileNotFoundException or DirectoryNotFoundException)

@@ -27,6 +27,15 @@ public static class CoordinatorHost
         return builder.Build();
     }
 
+    /// <summary>Starts a host built with <see cref="AddCoordinator"/>: its options are checked before its bus or any service starts.</summary>
+    /// <exception cref="OptionsValidationException">An option is invalid; each failure names its configuration key.</exception>
+    public static async Task StartCoordinatorAsync(this IHost host, CancellationToken cancellationToken)
+    {
+        ArgumentNullException.ThrowIfNull(host);
+        host.ValidateOptions();
+        await host.StartAsync(cancellationToken).ConfigureAwait(false);
+    }
+
     /// <summary>Adds everything the coordinator runs to <paramref name="builder"/>, configured from its configuration.</summary>
     public static HostApplicationBuilder AddCoordinator(this HostApplicationBuilder builder)
     {

@@ -108,6 +108,7 @@ public static class EdgeServer
         EdgeOptions options;
         try
         {
+            host.ValidateOptions();
             options = host.Services.GetRequiredService<IOptions<EdgeOptions>>().Value;
             // Before the experts load, so /healthz answers and /readyz says why not yet while they do.
             host.Services.GetRequiredService<MetricsServer>().Start();

@@ -91,6 +91,41 @@ public sealed class CommandLineFailureTests
     }
 
     [Theory]
+    [InlineData("--cron=not-a-cron", "", "", "PlacementJob:Cron 'not-a-cron' is not a Quartz cron expression")]
+    [InlineData("--algorithm=nope", "", "", "PlacementJob:Algorithm 'nope' is not one of uniform, ")]
+    [InlineData("--drain-ms=5", "PlacementJob__SampleRequests", "0", "PlacementJob:SampleRequests: The field SampleRequests must be between 1 and 100000.")]
+    [InlineData("--cron=not-a-cron", "Migration__Retries", "-1", "PlacementJob:Cron 'not-a-cron' is not a Quartz cron expression; Migration:Retries: The field Retries must be between 0 and 10.")]
+    public async Task An_invalid_coordinator_option_is_one_line_naming_its_key_before_any_bus_and_exit_2(string flag, string variable, string value, string error)
+    {
+        var environment = variable.Length == 0 ? new Dictionary<string, string>() : new Dictionary<string, string> { [variable] = value };
+
+        var (exitCode, output, errors) = await CommandLineTests.RunAsync(
+            ["coordinator", "--layers", "2", "--experts", "4", "--top-k", "1", "--expert-bytes", "100", flag], environment);
+
+        Assert.True(exitCode == 2, $"exit {exitCode}: {errors}");
+        Assert.Empty(output);
+        var line = Assert.Single(errors.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.Contains(error, line, StringComparison.Ordinal);
+        Assert.DoesNotContain("DataAnnotation", line, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task An_invalid_edge_option_is_one_line_naming_its_key_before_the_model_loads()
+    {
+        await using var cluster = await EdgeCluster.CreateAsync(seed: 59);
+        var environment = cluster.CliEnvironment();
+        environment["Edge__Link__DelayMs"] = "-1";
+
+        var (exitCode, output, errors) = await CommandLineTests.RunAsync(
+            ["edge", "--id", "edge-1", "--model", cluster.ModelDirectory, "--uniform-over", "edge-1", "--no-traces"], environment);
+
+        Assert.True(exitCode == 1, $"exit {exitCode}: {errors}");
+        Assert.Empty(output);
+        var line = Assert.Single(errors.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.Equal("dancemoe edge: error: Edge:Link:DelayMs: The field DelayMs must be between 0 and 10000.", line);
+    }
+
+    [Theory]
     [InlineData("tiny")]
     [InlineData("export", "onnx/default")]
     public async Task Writing_a_model_over_a_file_is_one_line(params string[] command)

@@ -81,7 +81,7 @@ public static class CoordinatorCommand
         using var host = BuildHost(configuration);
         try
         {
-            await host.StartAsync(cancellationToken).ConfigureAwait(false);
+            await host.StartCoordinatorAsync(cancellationToken).ConfigureAwait(false);
         }
         catch (OptionsValidationException ex)
         {
