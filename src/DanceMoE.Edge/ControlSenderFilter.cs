@@ -22,6 +22,7 @@ public sealed class ControlSenderFilter(string coordinatorUser, ILogger<ControlS
             logger.LogWarning(
                 "control message {MessageId} refused: sent by RabbitMQ user '{Sender}', not the coordinator's '{Coordinator}'",
                 context.MessageId, sender ?? "(none)", coordinatorUser);
+            SetAsideReported.Mark(context);
             return Task.CompletedTask;
         }
 

@@ -24,6 +24,7 @@ public sealed class MessageSizeFilter(long maxBytes, ILogger<MessageSizeFilter> 
             logger.LogWarning(
                 "message {MessageId} set aside unread: {Length} bytes on {InputAddress} exceed the endpoint's limit of {MaxBytes} bytes",
                 context.MessageId, length, context.ReceiveContext.InputAddress, maxBytes);
+            SetAsideReported.Mark(context);
             ReleaseMemorySoon();
             return Task.CompletedTask;
         }

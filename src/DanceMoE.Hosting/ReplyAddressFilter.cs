@@ -20,6 +20,7 @@ public sealed class ReplyAddressFilter<T>(ReplyAddressProbe probe, ILogger<Reply
             if (address is not null && await probe.ProblemAsync(address, context.CancellationToken).ConfigureAwait(false) is { } problem)
             {
                 logger.LogWarning("{MessageType} {MessageId} set aside unconsumed: {Problem}", typeof(T).Name, context.MessageId, problem);
+                SetAsideReported.Mark(context);
                 return;
             }
         }
