@@ -48,7 +48,10 @@ public sealed class EdgeOptions
     [Range(1, 16_384)]
     public int MaxPromptTokens { get; set; } = 1024;
 
-    [Range(1, 16_384)]
+    /// <summary>The most <see cref="MaxNewTokens"/> any edge may be configured with: the most a client may ask of any edge.</summary>
+    public const int MostNewTokens = 16_384;
+
+    [Range(1, MostNewTokens)]
     public int MaxNewTokens { get; set; } = 512;
 
     /// <summary>Largest expert-batch payload accepted or sent (RabbitMQ's own limit is 128 MiB).</summary>

@@ -144,9 +144,14 @@ public sealed class EdgeRuntime(
             throw new InvalidRequestException($"the prompt has {ids.Count} tokens; this edge accepts at most {Options.MaxPromptTokens}");
         }
 
-        if (request.MaxNewTokens < 1 || request.MaxNewTokens > Options.MaxNewTokens)
+        if (request.MaxNewTokens < 1)
         {
             throw new InvalidRequestException($"max new tokens must be between 1 and {Options.MaxNewTokens} (got {request.MaxNewTokens})");
+        }
+
+        if (request.MaxNewTokens > Options.MaxNewTokens)
+        {
+            throw new InvalidRequestException($"{Options.Id} generates at most {Options.MaxNewTokens} tokens per request; asked {request.MaxNewTokens}");
         }
 
         if (ids.Count + request.MaxNewTokens > architecture.MaxPositions)

@@ -1,4 +1,5 @@
 using DanceMoE.Contracts;
+using DanceMoE.Edge;
 using DanceMoE.Hosting;
 using MassTransit;
 
@@ -72,6 +73,11 @@ public static class EdgeRequests
         {
             await CancelAsync(requests, edge, request.RequestId).ConfigureAwait(false);
             throw;
+        }
+        catch (RequestFaultException ex) when (ex.Fault?.Exceptions.FirstOrDefault() is { } refusal && refusal.ExceptionType == typeof(InvalidRequestException).FullName)
+        {
+            // The edge refused what was asked, before any work: the caller's to change, as a usage error is.
+            throw new InvalidSettingsException(refusal.Message, ex);
         }
         catch (RequestFaultException ex)
         {

@@ -21,4 +21,4 @@ public class OperationException(string message, OperationFailure failure = Opera
 }
 
 /// <summary>An option of the operation is wrong: a front end shows its usage after the message.</summary>
-public sealed class InvalidSettingsException(string message) : OperationException(message, OperationFailure.InvalidSettings);
+public sealed class InvalidSettingsException(string message, Exception? inner = null) : OperationException(message, OperationFailure.InvalidSettings, inner);

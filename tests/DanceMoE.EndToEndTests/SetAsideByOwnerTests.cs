@@ -32,7 +32,7 @@ public sealed class SetAsideByOwnerTests
             var invalid = NewId.NextGuid();
             var fault = await Assert.ThrowsAsync<RequestFaultException>(() => requests.GetResponse<TextGenerated>(
                 new GenerateText { RequestId = invalid, Prompt = "far too long an answer", MaxNewTokens = 100_000 }));
-            Assert.Contains("max new tokens must be between 1 and 512 (got 100000)", fault.Fault!.Exceptions[0].Message, StringComparison.Ordinal);
+            Assert.Contains("edge-1 generates at most 512 tokens per request; asked 100000", fault.Fault!.Exceptions[0].Message, StringComparison.Ordinal);
 
             // Faulted while it runs: its deadline (the request's time to live) passes after a few tokens.
             var late = NewId.NextGuid();
@@ -52,7 +52,7 @@ public sealed class SetAsideByOwnerTests
             // A message the edge could not set aside came back to it about once a second until it expired.
             await Task.Delay(TimeSpan.FromSeconds(4));
             var log = cluster.LogOf("edge-1");
-            Assert.Equal(1, Occurrences(log, $"refused request {invalid} from broker user '{client.Username}': max new tokens must be between 1 and 512 (got 100000)"));
+            Assert.Equal(1, Occurrences(log, $"refused request {invalid} from broker user '{client.Username}': edge-1 generates at most 512 tokens per request; asked 100000"));
             Assert.Equal(1, Occurrences(log, $"from broker user '{client.Username}' faulted (request {late} passed its deadline after "));
             Assert.Equal(1, Occurrences(log, "and is dropped, not moved to the _error queue"));
             Assert.Equal(1, Occurrences(log, $"from broker user '{client.Username}' was not consumed and is dropped, not moved to the _skipped queue"));

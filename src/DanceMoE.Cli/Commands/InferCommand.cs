@@ -17,7 +17,7 @@ public static class InferCommand
     {
         var edge = CliOptions.EdgeId("edge", "the edge to send the request to", required: true);
         var prompt = CliOptions.Prompt();
-        var maxTokens = CliOptions.Int("max-tokens", 32, "tokens to generate at most", 1, 1_000_000);
+        var maxTokens = CliOptions.Int("max-tokens", 32, "tokens to generate at most (the edge may allow fewer)", 1, DanceMoE.Edge.EdgeOptions.MostNewTokens);
         var temperature = CliOptions.Double("temperature", 0, "sampling temperature (0: greedy)", 0, 100);
         var topP = CliOptions.Double("top-p", 1, "nucleus sampling threshold", 0.000001, 1);
         var seed = CliOptions.Int("seed", 0, "sampling seed", 0);

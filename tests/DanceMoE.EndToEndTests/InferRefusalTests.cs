@@ -1,0 +1,30 @@
+namespace DanceMoE.EndToEndTests;
+
+/// <summary><c>dancemoe infer</c> against a real edge: what the edge refuses reaches the user as one usage line, exit code 2.</summary>
+public sealed class InferRefusalTests(SingleEdgeFixture fixture) : IClassFixture<SingleEdgeFixture>
+{
+    [Fact]
+    public async Task Infer_asking_more_tokens_than_the_edge_generates_is_a_usage_line_naming_the_edges_limit()
+    {
+        await AssertUsageLineAsync(
+            "dancemoe infer: edge-1 generates at most 512 tokens per request; asked 1000 (see dancemoe infer --help)",
+            "--prompt", "hello", "--max-tokens", "1000");
+    }
+
+    [Fact]
+    public async Task Infer_refuses_more_tokens_than_any_edge_may_be_configured_to_generate()
+    {
+        await AssertUsageLineAsync(
+            "dancemoe infer: --max-tokens must be between 1 and 16384 (got '16385') (see dancemoe infer --help)",
+            "--prompt", "hello", "--max-tokens", "16385");
+    }
+
+    private async Task AssertUsageLineAsync(string expected, params string[] arguments)
+    {
+        var (exitCode, output, errors) = await CommandLineTests.RunAsync(["infer", "--edge", "edge-1", .. arguments], fixture.Cluster.CliEnvironment());
+
+        Assert.True(exitCode == 2, $"exit {exitCode}: {errors}");
+        Assert.Empty(output);
+        Assert.Equal(expected, Assert.Single(errors.Split('\n', StringSplitOptions.RemoveEmptyEntries)));
+    }
+}
