@@ -171,9 +171,9 @@ public sealed class EdgeRuntime(
         }
 
         // Checked here, not only when the trace is written: a tag the history cannot keep would fail the request after its work.
-        if (request.WorkloadTag is { } tag && TraceLimits.WorkloadTagProblem(tag) is not null)
+        if (TraceLimits.WorkloadTagProblem(request.WorkloadTag) is { } tagProblem)
         {
-            throw new InvalidRequestException($"the workload tag must be at most {TraceLimits.MaxWorkloadTagLength} characters without NUL (got {tag.Length} characters)");
+            throw new InvalidRequestException($"the workload tag {tagProblem}");
         }
 
         return ids;

@@ -1,6 +1,7 @@
 using DanceMoE.Contracts;
 using DanceMoE.Edge;
 using DanceMoE.Hosting;
+using DanceMoE.Traces;
 using MassTransit;
 
 namespace DanceMoE.Operations;
@@ -16,7 +17,12 @@ public static class EdgeRequests
     /// </summary>
     public static async Task<TextGenerated> SendToRunningEdgeAsync(string rabbitMqUri, string edge, GenerateText request, TimeSpan timeout, CancellationToken cancellationToken)
     {
+        ArgumentNullException.ThrowIfNull(request);
         CheckEdge(edge);
+        if (TraceLimits.WorkloadTagProblem(request.WorkloadTag) is { } tagProblem)
+        {
+            throw new InvalidSettingsException($"--workload {tagProblem}");
+        }
 
         var queue = EdgeQueues.Requests(edge);
         var consumers = await BusClient.ConsumersOfAsync(rabbitMqUri, queue, cancellationToken).ConfigureAwait(false);

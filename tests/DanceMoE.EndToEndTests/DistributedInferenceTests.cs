@@ -85,18 +85,27 @@ public sealed class DistributedInferenceTests(UniformClusterFixture fixture) : I
         Assert.Contains(message, fault.Fault!.Exceptions[0].Message, StringComparison.Ordinal);
     }
 
+    public static TheoryData<string, string> UnkeepableTags => new()
+    {
+        { new string('w', 129), "has 129 characters, at most 128" },
+        { "a\0b", "contains U+0000, a control character or line break" },
+        { "legal\nforged log line", "contains U+000A, a control character or line break" },
+        { "\u001b[31mred", "contains U+001B, a control character or line break" },
+        { "next\u0085line", "contains U+0085, a control character or line break" },
+        { "line\u2028separator", "contains U+2028, a control character or line break" },
+        { "paragraph\u2029separator", "contains U+2029, a control character or line break" },
+    };
+
     [Theory]
-    [InlineData(129)]
-    [InlineData(3)]
-    public async Task A_workload_tag_the_history_cannot_keep_gets_a_clear_fault_before_any_work(int length)
+    [MemberData(nameof(UnkeepableTags))]
+    public async Task A_workload_tag_the_history_cannot_keep_gets_a_clear_fault_before_any_work(string tag, string problem)
     {
         var client = Cluster.Bus.CreateRequestClient<GenerateText>(EdgeQueues.RequestsAddress("edge-1"));
-        var tag = length == 3 ? "a\0b" : new string('w', length);
 
         var fault = await Assert.ThrowsAsync<RequestFaultException>(() =>
             client.GetResponse<TextGenerated>(new GenerateText { RequestId = NewId.NextGuid(), Prompt = "hello", MaxNewTokens = 4, WorkloadTag = tag }));
 
-        Assert.Equal($"the workload tag must be at most 128 characters without NUL (got {length} characters)", fault.Fault!.Exceptions[0].Message);
+        Assert.Equal($"the workload tag {problem}", fault.Fault!.Exceptions[0].Message);
     }
 
     [Fact]

@@ -19,6 +19,17 @@ public sealed class InferRefusalTests(SingleEdgeFixture fixture) : IClassFixture
             "--prompt", "hello", "--max-tokens", "16385");
     }
 
+    [Theory]
+    [InlineData("legal\nforged log line", "000A")]
+    [InlineData("\u001b[2Jcleared", "001B")]
+    [InlineData("line\u2028separator", "2028")]
+    public async Task Infer_refuses_a_workload_with_a_control_character_or_line_break_in_one_line(string workload, string code)
+    {
+        await AssertUsageLineAsync(
+            $"dancemoe infer: --workload contains U+{code}, a control character or line break (see dancemoe infer --help)",
+            "--prompt", "hello", "--max-tokens", "2", "--workload", workload);
+    }
+
     private async Task AssertUsageLineAsync(string expected, params string[] arguments)
     {
         var (exitCode, output, errors) = await CommandLineTests.RunAsync(["infer", "--edge", "edge-1", .. arguments], fixture.Cluster.CliEnvironment());

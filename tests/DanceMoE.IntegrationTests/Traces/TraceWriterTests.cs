@@ -331,6 +331,7 @@ public sealed class TraceWriterTests(TraceDatabase database) : IClassFixture<Tra
         };
         Assert.Contains("completed at", Assert.Throws<InvalidTraceRecordException>(() => writer.Add(good with { CompletedAt = now.AddSeconds(-5) })).Message, StringComparison.Ordinal);
         Assert.Contains("workload tag has 129 characters", Assert.Throws<InvalidTraceRecordException>(() => writer.Add(good with { WorkloadTag = new string('t', 129) })).Message, StringComparison.Ordinal);
+        Assert.Contains("workload tag contains U+000A", Assert.Throws<InvalidTraceRecordException>(() => writer.Add(good with { WorkloadTag = "forged\nline" })).Message, StringComparison.Ordinal);
         Assert.Contains("prompt tokens -1", Assert.Throws<InvalidTraceRecordException>(() => writer.Add(good with { PromptTokens = -1 })).Message, StringComparison.Ordinal);
         Assert.Contains("first token at", Assert.Throws<InvalidTraceRecordException>(() => writer.Add(good with { FirstTokenAt = now.AddSeconds(1) })).Message, StringComparison.Ordinal);
         Assert.Contains("status 9", Assert.Throws<InvalidTraceRecordException>(() => writer.Add(good with { Status = (RequestStatus)9 })).Message, StringComparison.Ordinal);
@@ -339,7 +340,7 @@ public sealed class TraceWriterTests(TraceDatabase database) : IClassFixture<Tra
         writer.Add(good with { Error = new string('e', 10_000) });
         await writer.FlushAsync(CancellationToken.None);
         Assert.Equal(TraceLimits.MaxErrorLength, await database.ScalarAsync("SELECT length(error) FROM requests WHERE id = @id", ("id", good.RequestId)));
-        Assert.Equal(5, writer.State.Rejected);
+        Assert.Equal(6, writer.State.Rejected);
     }
 
     [Fact]
