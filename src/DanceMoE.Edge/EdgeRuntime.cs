@@ -41,6 +41,9 @@ public sealed class EdgeRuntime(
     /// <summary>This edge's own requests, batched step by step.</summary>
     public StepScheduler Scheduler { get; } = scheduler;
 
+    /// <summary>The request ids this edge served lately and what each asked, so that an id reused for another request is refused.</summary>
+    public RequestIdClaims RequestIds { get; } = new(options.Value.Id);
+
     /// <summary>The recorded requests this edge may replay (<c>--replay-trace</c>); null: it refuses replay requests.</summary>
     public ReplayTrace? Replay { get; } = options.Value.ReplayTrace is { Length: > 0 } path ? ReplayTrace.Load(path) : null;
 

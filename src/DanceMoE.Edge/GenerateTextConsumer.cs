@@ -25,6 +25,7 @@ public sealed class GenerateTextConsumer(
         {
             promptIds = edge.ValidateRequest(request);
             replay = request.ReplayRequest is { } replayId ? edge.ReplayRoutingOf(replayId, promptIds.Count + request.MaxNewTokens - 1) : null;
+            edge.RequestIds.Claim(requestId, promptIds, request);
         }
         catch (InvalidRequestException ex)
         {

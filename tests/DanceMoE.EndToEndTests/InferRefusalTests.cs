@@ -30,6 +30,23 @@ public sealed class InferRefusalTests(SingleEdgeFixture fixture) : IClassFixture
             "--prompt", "hello", "--max-tokens", "2", "--workload", workload);
     }
 
+    [Fact]
+    public async Task A_request_id_reused_for_another_prompt_is_a_usage_line_and_a_retry_of_the_same_request_is_served()
+    {
+        var id = Guid.NewGuid().ToString();
+        string[] first = ["infer", "--edge", "edge-1", "--prompt", "the first request", "--max-tokens", "2", "--request-id", id];
+
+        var served = await CommandLineTests.RunAsync(first, fixture.Cluster.CliEnvironment());
+        await AssertUsageLineAsync(
+            $"dancemoe infer: request id {id} was already used on edge-1 for another prompt or other settings; a new request needs a new id (a retry must repeat its request exactly) (see dancemoe infer --help)",
+            "--prompt", "another request", "--max-tokens", "2", "--request-id", id);
+        var retried = await CommandLineTests.RunAsync(first, fixture.Cluster.CliEnvironment());
+
+        Assert.True(served.ExitCode == 0, $"exit {served.ExitCode}: {served.Errors}");
+        Assert.True(retried.ExitCode == 0, $"exit {retried.ExitCode}: {retried.Errors}");
+        Assert.Equal(served.Output, retried.Output);
+    }
+
     private async Task AssertUsageLineAsync(string expected, params string[] arguments)
     {
         var (exitCode, output, errors) = await CommandLineTests.RunAsync(["infer", "--edge", "edge-1", .. arguments], fixture.Cluster.CliEnvironment());
