@@ -11,16 +11,34 @@ namespace DanceMoE.Hosting;
 /// </summary>
 public sealed class RequestChannel : IAsyncDisposable
 {
+    /// <summary>
+    /// The least time between two replacements: while a new leader is elected, a new endpoint's first publishes can be
+    /// rejected too, and each replacement declares a queue; without it a dead node cost one every few milliseconds.
+    /// </summary>
+    public static readonly TimeSpan ReplacementInterval = TimeSpan.FromSeconds(1);
+
     private readonly IBus _bus;
+    private readonly TimeProvider _time;
     private readonly object _gate = new();
     private Generation _current;
+    private long? _replacedAt;
+    private bool _replacementDue;
     private bool _disposed;
 
     public RequestChannel(IBus bus)
+        : this(bus, TimeProvider.System)
+    {
+    }
+
+    public RequestChannel(IBus bus, TimeProvider time)
     {
         _bus = bus ?? throw new ArgumentNullException(nameof(bus));
+        _time = time ?? throw new ArgumentNullException(nameof(time));
         _current = Connect();
     }
+
+    /// <summary>How many times a rejected publish replaced the response endpoint.</summary>
+    public int Replacements { get; private set; }
 
     /// <summary>Sends <paramref name="message"/> to <paramref name="destination"/> and waits for its response, as MassTransit's request client does.</summary>
     public async Task<Response<TResponse>> GetResponse<TRequest, TResponse>(Uri destination, TRequest message, RequestTimeout timeout, CancellationToken cancellationToken)
@@ -117,13 +135,24 @@ public sealed class RequestChannel : IAsyncDisposable
         bool stop;
         lock (_gate)
         {
-            if (_disposed || rejected.Retired)
+            // Only the current endpoint is not retired, and one replacement at most waits for its time.
+            if (_disposed || rejected.Retired || _replacementDue)
             {
+                return;
+            }
+
+            var wait = _replacedAt is { } replacedAt ? ReplacementInterval - _time.GetElapsedTime(replacedAt) : TimeSpan.Zero;
+            if (wait > TimeSpan.Zero)
+            {
+                _replacementDue = true;
+                _ = ReplaceLaterAsync(rejected, wait);
                 return;
             }
 
             rejected.Retired = true;
             _current = Connect();
+            _replacedAt = _time.GetTimestamp();
+            Replacements++;
             stop = rejected.InFlight == 0;
         }
 
@@ -131,6 +160,17 @@ public sealed class RequestChannel : IAsyncDisposable
         {
             _ = rejected.StopAsync();
         }
+    }
+
+    private async Task ReplaceLaterAsync(Generation rejected, TimeSpan wait)
+    {
+        await Task.Delay(wait, _time).ConfigureAwait(false);
+        lock (_gate)
+        {
+            _replacementDue = false;
+        }
+
+        Replace(rejected);
     }
 
     private sealed class Generation(HostReceiveEndpointHandle handle)
