@@ -10,18 +10,20 @@ namespace DanceMoE.Operations;
 public sealed class BusClient : IAsyncDisposable
 {
     private readonly ServiceProvider _provider;
+    private readonly Lazy<RequestChannel> _requests;
 
     private BusClient(ServiceProvider provider, IBusControl bus)
     {
         _provider = provider;
         Bus = bus;
-        Requests = new RequestChannel(bus);
+        // Made when first used: it declares a response queue of its own, which a client that only publishes never needs.
+        _requests = new Lazy<RequestChannel>(() => new RequestChannel(bus));
     }
 
     public IBusControl Bus { get; }
 
     /// <summary>Requests and commands to edges and the coordinator go here rather than through the bus's own endpoint (see <see cref="RequestChannel"/>).</summary>
-    public RequestChannel Requests { get; }
+    public RequestChannel Requests => _requests.Value;
 
     public static Task<BusClient> StartAsync(string rabbitMqUri, CancellationToken cancellationToken) => StartAsync(rabbitMqUri, null, cancellationToken);
 
@@ -92,7 +94,11 @@ public sealed class BusClient : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
-        await Requests.DisposeAsync().ConfigureAwait(false);
+        if (_requests.IsValueCreated)
+        {
+            await _requests.Value.DisposeAsync().ConfigureAwait(false);
+        }
+
         await Bus.StopAsync(CancellationToken.None).ConfigureAwait(false);
         await _provider.DisposeAsync().ConfigureAwait(false);
     }

@@ -1,5 +1,7 @@
 using System.Net.Http.Headers;
+using System.Net.Http.Json;
 using System.Text;
+using System.Text.Json;
 using DanceMoE.Data;
 using DanceMoE.Hosting;
 using DanceMoE.Operations;
@@ -59,6 +61,14 @@ public sealed class IsolatedVirtualHost : IAsyncLifetime
     {
         using var management = CreateManagementClient();
         using var response = await management.DeleteAsync(new Uri($"api/vhosts/{Name}", UriKind.Relative));
+    }
+
+    /// <summary>The names of the queues declared here now.</summary>
+    public async Task<List<string>> QueuesAsync()
+    {
+        using var management = CreateManagementClient();
+        var queues = await management.GetFromJsonAsync<List<JsonElement>>(new Uri($"api/queues/{Name}?columns=name", UriKind.Relative));
+        return [.. queues!.Select(q => q.GetProperty("name").GetString()!)];
     }
 
     private async Task PutAsync(string path, string json)
