@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using MassTransit;
 
 namespace DanceMoE.Hosting;
@@ -13,12 +14,12 @@ public sealed class RequestChannel : IAsyncDisposable
 {
     /// <summary>
     /// The least time between two replacements: while a new leader is elected, a new endpoint's first publishes can be
-    /// rejected too, and each replacement declares a queue; without it a dead node cost one every few milliseconds.
+    /// rejected too, and each replacement declares a queue; without it, publishes that kept being rejected replaced it every
+    /// few milliseconds.
     /// </summary>
     public static readonly TimeSpan ReplacementInterval = TimeSpan.FromSeconds(1);
 
     private readonly IBus _bus;
-    private readonly TimeProvider _time;
     private readonly object _gate = new();
     private Generation _current;
     private long? _replacedAt;
@@ -26,14 +27,8 @@ public sealed class RequestChannel : IAsyncDisposable
     private bool _disposed;
 
     public RequestChannel(IBus bus)
-        : this(bus, TimeProvider.System)
-    {
-    }
-
-    public RequestChannel(IBus bus, TimeProvider time)
     {
         _bus = bus ?? throw new ArgumentNullException(nameof(bus));
-        _time = time ?? throw new ArgumentNullException(nameof(time));
         _current = Connect();
     }
 
@@ -141,7 +136,7 @@ public sealed class RequestChannel : IAsyncDisposable
                 return;
             }
 
-            var wait = _replacedAt is { } replacedAt ? ReplacementInterval - _time.GetElapsedTime(replacedAt) : TimeSpan.Zero;
+            var wait = _replacedAt is { } replacedAt ? ReplacementInterval - Stopwatch.GetElapsedTime(replacedAt) : TimeSpan.Zero;
             if (wait > TimeSpan.Zero)
             {
                 _replacementDue = true;
@@ -151,7 +146,7 @@ public sealed class RequestChannel : IAsyncDisposable
 
             rejected.Retired = true;
             _current = Connect();
-            _replacedAt = _time.GetTimestamp();
+            _replacedAt = Stopwatch.GetTimestamp();
             Replacements++;
             stop = rejected.InFlight == 0;
         }
@@ -164,7 +159,7 @@ public sealed class RequestChannel : IAsyncDisposable
 
     private async Task ReplaceLaterAsync(Generation rejected, TimeSpan wait)
     {
-        await Task.Delay(wait, _time).ConfigureAwait(false);
+        await Task.Delay(wait).ConfigureAwait(false);
         lock (_gate)
         {
             _replacementDue = false;
