@@ -22,10 +22,7 @@ public sealed partial class ObservabilityTests
         var portBase = TestPorts.Free(2);
         try
         {
-            var (upExit, upOutput, upErrors) = await CommandLineTests.RunAsync(
-                ["cluster", "up", "--edges", "2", "--model", cluster.ModelDirectory, "--provider", "cpu", "--no-traces",
-                 "--memory-mb", "256", "--metrics-port-base", portBase.ToString(CultureInfo.InvariantCulture)], environment);
-            Assert.True(upExit == 0, $"cluster up exited {upExit}: {upOutput}\n{upErrors}");
+            await TwoEdgesUpAsync(cluster, environment, portBase);
 
             var (exit, output, errors) = await CommandLineTests.RunAsync(["cluster", "status", "--json"], environment);
             Assert.True(exit == 0, errors);
@@ -65,10 +62,7 @@ public sealed partial class ObservabilityTests
         var portBase = TestPorts.Free(2);
         try
         {
-            var (upExit, upOutput, upErrors) = await CommandLineTests.RunAsync(
-                ["cluster", "up", "--edges", "2", "--model", cluster.ModelDirectory, "--provider", "cpu", "--no-traces",
-                 "--memory-mb", "256", "--metrics-port-base", portBase.ToString(CultureInfo.InvariantCulture)], environment);
-            Assert.True(upExit == 0, $"cluster up exited {upExit}: {upOutput}\n{upErrors}");
+            await TwoEdgesUpAsync(cluster, environment, portBase);
             await cluster.GenerateAsync("edge-1", "what top shows", 4);
             await cluster.GenerateAsync("edge-2", "what top shows", 4);
 
@@ -98,10 +92,7 @@ public sealed partial class ObservabilityTests
         var portBase = TestPorts.Free(2);
         try
         {
-            var (upExit, upOutput, upErrors) = await CommandLineTests.RunAsync(
-                ["cluster", "up", "--edges", "2", "--model", cluster.ModelDirectory, "--provider", "cpu", "--no-traces",
-                 "--memory-mb", "256", "--metrics-port-base", portBase.ToString(CultureInfo.InvariantCulture)], environment);
-            Assert.True(upExit == 0, $"cluster up exited {upExit}: {upOutput}\n{upErrors}");
+            await TwoEdgesUpAsync(cluster, environment, portBase);
             var (_, before, _) = await CommandLineTests.RunAsync(["cluster", "status", "--json"], environment);
             using (var json = JsonDocument.Parse(before))
             {
@@ -136,6 +127,14 @@ public sealed partial class ObservabilityTests
         {
             await CommandLineTests.RunAsync(["cluster", "down"], environment);
         }
+    }
+
+    private static async Task TwoEdgesUpAsync(EdgeCluster cluster, Dictionary<string, string> environment, int metricsPortBase)
+    {
+        var (exit, output, errors) = await CommandLineTests.RunAsync(
+            ["cluster", "up", "--edges", "2", "--model", cluster.ModelDirectory, "--provider", "cpu", "--no-traces",
+             "--memory-mb", "256", "--metrics-port-base", metricsPortBase.ToString(CultureInfo.InvariantCulture)], environment);
+        Assert.True(exit == 0, $"cluster up exited {exit}: {output}\n{errors}");
     }
 
     [Fact]
