@@ -14,7 +14,12 @@ try
 catch (EdgeStartupException ex)
 {
     Console.Error.WriteLine($"dancemoe-edge: error: {ex.Message}");
-    return ex.BrokerUnreachable ? 3 : 1;
+    return ex.Failure switch
+    {
+        EdgeStartupFailure.BrokerUnreachable => 3,
+        EdgeStartupFailure.InvalidOption => 2,
+        _ => 1,
+    };
 }
 
 await host.WaitForShutdownAsync().ConfigureAwait(false);

@@ -115,14 +115,17 @@ public static class EdgeServer
             // Loads the model and the placement's experts now, so an edge that cannot hold them never joins the bus.
             host.Services.GetRequiredService<EdgeRuntime>();
         }
-        catch (Exception ex) when (ex is PlacementException or ExpertBudgetException or ModelFormatException or OptionsValidationException or FileNotFoundException
-            || IsUnconvertibleSetting(ex))
+        catch (Exception ex) when (ex is OptionsValidationException || IsUnconvertibleSetting(ex))
         {
-            throw new EdgeStartupException(ex.Message, brokerUnreachable: false, ex);
+            throw new EdgeStartupException(ex.Message, EdgeStartupFailure.InvalidOption, ex);
+        }
+        catch (Exception ex) when (ex is PlacementException or ExpertBudgetException or ModelFormatException or FileNotFoundException)
+        {
+            throw new EdgeStartupException(ex.Message, EdgeStartupFailure.CannotServe, ex);
         }
         catch (System.Net.HttpListenerException ex)
         {
-            throw new EdgeStartupException($"cannot listen for metrics: {ex.Message}", brokerUnreachable: false, ex);
+            throw new EdgeStartupException($"cannot listen for metrics: {ex.Message}", EdgeStartupFailure.CannotServe, ex);
         }
 
         try
@@ -131,7 +134,7 @@ public static class EdgeServer
         }
         catch (Exception ex) when (ex is RabbitMqConnectionException or RabbitMQ.Client.Exceptions.BrokerUnreachableException or TimeoutException or OptionsValidationException)
         {
-            throw new EdgeStartupException($"{options.Id} cannot start its bus: {ex.Message}", brokerUnreachable: true, ex);
+            throw new EdgeStartupException($"{options.Id} cannot start its bus: {ex.Message}", EdgeStartupFailure.BrokerUnreachable, ex);
         }
 
         if (options.ReadyFile is { } ready)
@@ -171,8 +174,20 @@ public static class EdgeServer
 }
 
 /// <summary>An edge that cannot start: a bad model or placement, a budget too small, invalid options, or no broker.</summary>
-public sealed class EdgeStartupException(string message, bool brokerUnreachable, Exception inner) : Exception(message, inner)
+public sealed class EdgeStartupException(string message, EdgeStartupFailure failure, Exception inner) : Exception(message, inner)
 {
-    /// <summary>True when the edge itself is fine but the broker cannot be reached (worth retrying later).</summary>
-    public bool BrokerUnreachable { get; } = brokerUnreachable;
+    public EdgeStartupFailure Failure { get; } = failure;
+}
+
+/// <summary>Why an edge did not start, which decides its exit code.</summary>
+public enum EdgeStartupFailure
+{
+    /// <summary>Its model, placement, expert budget or metrics port does not allow it to serve.</summary>
+    CannotServe,
+
+    /// <summary>A setting is out of range or not of its type; the message names its key.</summary>
+    InvalidOption,
+
+    /// <summary>The edge itself is fine but the broker cannot be reached (worth retrying later).</summary>
+    BrokerUnreachable,
 }

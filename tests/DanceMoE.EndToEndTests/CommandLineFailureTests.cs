@@ -38,11 +38,7 @@ public sealed class CommandLineFailureTests
     {
         string[] arguments = verb == "generate" ? [verb, "--model", "/nonexistent", "--prompt", ""] : [verb, "--edge", "edge-1", "--prompt", ""];
 
-        var (exitCode, output, errors) = await CommandLineTests.RunAsync(arguments, new Dictionary<string, string>());
-
-        Assert.True(exitCode == 2, $"exit {exitCode}: {errors}");
-        Assert.Empty(output);
-        var line = Assert.Single(errors.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        var line = await CommandLineTests.OneErrorLineAsync(2, arguments, new Dictionary<string, string>());
         Assert.Contains("--prompt is empty", line, StringComparison.Ordinal);
     }
 
@@ -51,11 +47,7 @@ public sealed class CommandLineFailureTests
     [InlineData("status", "--json")]
     public async Task Status_with_PostgreSQL_down_is_one_line_and_exit_3(params string[] arguments)
     {
-        var (exitCode, output, errors) = await CommandLineTests.RunAsync(arguments, new Dictionary<string, string> { ["ConnectionStrings__postgres"] = ClosedPostgres });
-
-        Assert.True(exitCode == 3, $"exit {exitCode}: {errors}");
-        Assert.Empty(output);
-        var line = Assert.Single(errors.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        var line = await CommandLineTests.OneErrorLineAsync(3, arguments, new Dictionary<string, string> { ["ConnectionStrings__postgres"] = ClosedPostgres });
         Assert.StartsWith("dancemoe status: error: cannot read the cluster state at postgresql://dancemoe:***@127.0.0.1:1/", line, StringComparison.Ordinal);
     }
 
@@ -64,11 +56,7 @@ public sealed class CommandLineFailureTests
     [InlineData("status", "--json")]
     public async Task Status_with_RabbitMQ_down_is_one_line_and_exit_3(params string[] arguments)
     {
-        var (exitCode, output, errors) = await CommandLineTests.RunAsync(arguments, new Dictionary<string, string> { ["ConnectionStrings__rabbitmq"] = ClosedRabbitMq });
-
-        Assert.True(exitCode == 3, $"exit {exitCode}: {errors}");
-        Assert.Empty(output);
-        var line = Assert.Single(errors.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        var line = await CommandLineTests.OneErrorLineAsync(3, arguments, new Dictionary<string, string> { ["ConnectionStrings__rabbitmq"] = ClosedRabbitMq });
         Assert.StartsWith("dancemoe status: error: cannot connect to RabbitMQ at amqp://dancemoe:***@127.0.0.1:1/", line, StringComparison.Ordinal);
     }
 
@@ -81,11 +69,7 @@ public sealed class CommandLineFailureTests
     [InlineData("postgres", "garbage=;secret;", "coordinator --layers 2 --experts 4 --top-k 1 --expert-bytes 100", "ConnectionStrings__postgres: not a postgresql://")]
     public async Task A_malformed_connection_string_is_one_line_naming_the_variable_and_never_the_password(string name, string value, string command, string error)
     {
-        var (exitCode, output, errors) = await CommandLineTests.RunAsync(command.Split(' '), new Dictionary<string, string> { ["ConnectionStrings__" + name] = value });
-
-        Assert.True(exitCode == 2, $"exit {exitCode}: {errors}");
-        Assert.Empty(output);
-        var line = Assert.Single(errors.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        var line = await CommandLineTests.OneErrorLineAsync(2, command.Split(' '), new Dictionary<string, string> { ["ConnectionStrings__" + name] = value });
         Assert.Contains(error, line, StringComparison.Ordinal);
         Assert.DoesNotContain("secret", line, StringComparison.Ordinal);
     }
@@ -99,30 +83,24 @@ public sealed class CommandLineFailureTests
     {
         var environment = variable.Length == 0 ? new Dictionary<string, string>() : new Dictionary<string, string> { [variable] = value };
 
-        var (exitCode, output, errors) = await CommandLineTests.RunAsync(
+        var line = await CommandLineTests.OneErrorLineAsync(2,
             ["coordinator", "--layers", "2", "--experts", "4", "--top-k", "1", "--expert-bytes", "100", flag], environment);
-
-        Assert.True(exitCode == 2, $"exit {exitCode}: {errors}");
-        Assert.Empty(output);
-        var line = Assert.Single(errors.Split('\n', StringSplitOptions.RemoveEmptyEntries));
         Assert.Contains(error, line, StringComparison.Ordinal);
         Assert.DoesNotContain("DataAnnotation", line, StringComparison.Ordinal);
     }
 
-    [Fact]
-    public async Task An_invalid_edge_option_is_one_line_naming_its_key_before_the_model_loads()
+    [Theory]
+    [InlineData("Edge__Link__DelayMs", "-1", "dancemoe edge: error: Edge:Link:DelayMs: The field DelayMs must be between 0 and 10000.")]
+    [InlineData("Edge__Link__Mbps", "fast", "dancemoe edge: error: Failed to convert configuration value 'fast' at 'Edge:Link:Mbps' to type 'System.Double'.")]
+    public async Task An_invalid_edge_option_is_one_line_naming_its_key_before_the_model_loads_and_exit_2(string variable, string value, string error)
     {
         await using var cluster = await EdgeCluster.CreateAsync(seed: 59);
         var environment = cluster.CliEnvironment();
-        environment["Edge__Link__DelayMs"] = "-1";
+        environment[variable] = value;
 
-        var (exitCode, output, errors) = await CommandLineTests.RunAsync(
+        var line = await CommandLineTests.OneErrorLineAsync(2,
             ["edge", "--id", "edge-1", "--model", cluster.ModelDirectory, "--uniform-over", "edge-1", "--no-traces"], environment);
-
-        Assert.True(exitCode == 1, $"exit {exitCode}: {errors}");
-        Assert.Empty(output);
-        var line = Assert.Single(errors.Split('\n', StringSplitOptions.RemoveEmptyEntries));
-        Assert.Equal("dancemoe edge: error: Edge:Link:DelayMs: The field DelayMs must be between 0 and 10000.", line);
+        Assert.Equal(error, line);
     }
 
     [Theory]
@@ -134,10 +112,7 @@ public sealed class CommandLineFailureTests
         try
         {
             string[] arguments = ["model", .. command.Select(a => a.StartsWith("onnx", StringComparison.Ordinal) ? Path.Combine(DemoBudgetLocalityTests.RepositoryRoot(), a) : a), "--out", file];
-            var (exitCode, _, errors) = await CommandLineTests.RunAsync(arguments);
-
-            Assert.True(exitCode == 1, $"exit {exitCode}: {errors}");
-            var line = Assert.Single(errors.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+            var line = await CommandLineTests.OneErrorLineAsync(1, arguments);
             Assert.Equal($"dancemoe model: error: The file '{file}' already exists.", line);
         }
         finally
@@ -149,10 +124,7 @@ public sealed class CommandLineFailureTests
     [Fact]
     public async Task An_analyst_password_file_that_cannot_be_read_is_one_line()
     {
-        var (exitCode, _, errors) = await CommandLineTests.RunAsync(["db", "analyst", "--name", "reader", "--password-file", "/nonexistent/password"]);
-
-        Assert.True(exitCode == 2, $"exit {exitCode}: {errors}");
-        var line = Assert.Single(errors.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        var line = await CommandLineTests.OneErrorLineAsync(2, ["db", "analyst", "--name", "reader", "--password-file", "/nonexistent/password"]);
         Assert.StartsWith("dancemoe db: error: cannot read the password file /nonexistent/password (", line, StringComparison.Ordinal);
     }
 
@@ -161,11 +133,8 @@ public sealed class CommandLineFailureTests
     public async Task Infer_to_an_odd_edge_id_is_a_one_line_usage_error_that_sends_nothing(string edge)
     {
         // The broker is unreachable: an attempt to reach it would exit 3, so exit 2 also shows nothing was sent.
-        var (exitCode, _, errors) = await CommandLineTests.RunAsync(
+        var line = await CommandLineTests.OneErrorLineAsync(2,
             ["infer", "--edge", edge, "--prompt", "hello", "--max-tokens", "1"], new Dictionary<string, string> { ["ConnectionStrings__rabbitmq"] = ClosedRabbitMq });
-
-        Assert.True(exitCode == 2, $"exit {exitCode}: {errors}");
-        var line = Assert.Single(errors.Split('\n', StringSplitOptions.RemoveEmptyEntries));
         Assert.StartsWith("dancemoe infer: --edge: ", line, StringComparison.Ordinal);
         Assert.True(line.Length < 400, line);
     }
@@ -174,21 +143,15 @@ public sealed class CommandLineFailureTests
     [MemberData(nameof(OddEdgeIds))]
     public async Task An_edge_with_an_odd_id_is_a_one_line_usage_error(string id)
     {
-        var (exitCode, _, errors) = await CommandLineTests.RunAsync(["edge", "--id", id, "--model", "onnx/default"]);
-
-        Assert.True(exitCode == 2, $"exit {exitCode}: {errors}");
-        var line = Assert.Single(errors.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        var line = await CommandLineTests.OneErrorLineAsync(2, ["edge", "--id", id, "--model", "onnx/default"]);
         Assert.StartsWith("dancemoe edge: --id: ", line, StringComparison.Ordinal);
     }
 
     [Fact]
     public async Task An_odd_id_in_uniform_over_is_a_one_line_usage_error()
     {
-        var (exitCode, _, errors) = await CommandLineTests.RunAsync(
+        var line = await CommandLineTests.OneErrorLineAsync(2,
             ["edge", "--id", "edge-1", "--model", "onnx/default", "--placement", "uniform", "--uniform-over", "edge-1,edge-2-control"]);
-
-        Assert.True(exitCode == 2, $"exit {exitCode}: {errors}");
-        var line = Assert.Single(errors.Split('\n', StringSplitOptions.RemoveEmptyEntries));
         Assert.StartsWith("dancemoe edge: --uniform-over: ", line, StringComparison.Ordinal);
     }
 
@@ -205,11 +168,8 @@ public sealed class CommandLineFailureTests
         await File.WriteAllTextAsync(file, $"{{\"version\": 1, \"assignments\": {assignments}}}");
         try
         {
-            var (exitCode, _, errors) = await CommandLineTests.RunAsync(
+            var line = await CommandLineTests.OneErrorLineAsync(1,
                 ["edge", "--id", "edge-1", "--model", Path.Combine(directory, "onnx"), "--placement", file, "--no-traces"]);
-
-            Assert.True(exitCode == 1, $"exit {exitCode}: {errors}");
-            var line = Assert.Single(errors.Split('\n', StringSplitOptions.RemoveEmptyEntries));
             Assert.StartsWith($"dancemoe edge: error: {error}", line, StringComparison.Ordinal);
         }
         finally

@@ -212,14 +212,17 @@ public sealed class CommandLineTests
         return verbs;
     }
 
-    private static async Task AssertOneUsageLineAsync(string[] arguments, string error)
-    {
-        var (exitCode, output, errors) = await RunAsync(arguments);
+    private static async Task AssertOneUsageLineAsync(string[] arguments, string error) =>
+        Assert.Contains(error, await OneErrorLineAsync(2, arguments), StringComparison.Ordinal);
 
-        Assert.True(exitCode == 2, $"{string.Join(' ', arguments)}: exit {exitCode}: {errors}");
+    /// <summary>Runs the CLI as <see cref="RunAsync"/> does and checks it exited with <paramref name="exitCode"/>, wrote nothing on standard output and one line on standard error; returns that line.</summary>
+    internal static async Task<string> OneErrorLineAsync(int exitCode, string[] arguments, IReadOnlyDictionary<string, string>? environment = null)
+    {
+        var (exited, output, errors) = await RunAsync(arguments, environment);
+
+        Assert.True(exited == exitCode, $"{string.Join(' ', arguments)}: exit {exited}: {errors}");
         Assert.Empty(output);
-        var line = Assert.Single(errors.Split('\n', StringSplitOptions.RemoveEmptyEntries));
-        Assert.Contains(error, line, StringComparison.Ordinal);
+        return Assert.Single(errors.Split('\n', StringSplitOptions.RemoveEmptyEntries));
     }
 
     /// <summary>Runs <c>dotnet dancemoe.dll</c> with <paramref name="arguments"/>, and <paramref name="environment"/> on top of this process's; a minute at most unless <paramref name="timeout"/> says.</summary>

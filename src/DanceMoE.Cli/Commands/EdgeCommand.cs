@@ -67,7 +67,12 @@ public static class EdgeCommand
         }
         catch (EdgeStartupException ex)
         {
-            throw new CliException(ex.Message, ex.BrokerUnreachable ? ExitCodes.Unavailable : ExitCodes.Failed, ex);
+            throw new CliException(ex.Message, ex.Failure switch
+            {
+                EdgeStartupFailure.BrokerUnreachable => ExitCodes.Unavailable,
+                EdgeStartupFailure.InvalidOption => ExitCodes.Usage,
+                _ => ExitCodes.Failed,
+            }, ex);
         }
 
         Console.Error.WriteLine($"dancemoe edge: {id} serves queues {EdgeQueues.Requests(id)}, {EdgeQueues.Experts(id)}, {EdgeQueues.Control(id)}");
