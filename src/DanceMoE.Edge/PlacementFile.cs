@@ -1,5 +1,6 @@
 using System.Text.Json;
 using DanceMoE.Contracts;
+using DanceMoE.Model;
 
 namespace DanceMoE.Edge;
 
@@ -17,7 +18,17 @@ public static class PlacementFile
 
     public static EdgePlacement Load(string path)
     {
-        if (!File.Exists(path))
+        bool exists;
+        try
+        {
+            exists = ModelFiles.RegularFileExists(path);
+        }
+        catch (ModelFormatException ex)
+        {
+            throw new PlacementException(ex.Message, ex);
+        }
+
+        if (!exists)
         {
             throw new PlacementException($"{path}: placement file not found");
         }

@@ -1,3 +1,4 @@
+using DanceMoE.Model;
 using Microsoft.ML.OnnxRuntime;
 
 namespace DanceMoE.Inference;
@@ -23,7 +24,7 @@ public sealed class SessionFactory(InferenceOptions options, Action<string>? log
 
     public InferenceSession Create(string path)
     {
-        if (!File.Exists(path))
+        if (!ModelFiles.RegularFileExists(path))
         {
             throw new FileNotFoundException($"{path}: model file not found", path);
         }

@@ -64,7 +64,7 @@ public sealed record ByteTokenizer(int BosTokenId, int EosTokenId)
     public static ByteTokenizer? TryLoad(string directory)
     {
         var path = Path.Combine(directory, FileName);
-        if (!File.Exists(path))
+        if (!ModelFiles.RegularFileExists(path))
         {
             return null;
         }

@@ -99,7 +99,7 @@ public sealed record ModelManifest
     public static ModelManifest Load(string directory)
     {
         var path = System.IO.Path.Combine(directory, FileName);
-        if (!File.Exists(path))
+        if (!ModelFiles.RegularFileExists(path))
         {
             throw new ModelFormatException($"{path}: file not found (is {directory} an exported model?)");
         }
@@ -165,8 +165,7 @@ public sealed record ModelManifest
         foreach (var (file, data) in manifest.Files())
         {
             InsideDirectory(file);
-            ModelFiles.RequireRegularFile(manifest.PathOf(file));
-            if (!File.Exists(manifest.PathOf(file)))
+            if (!ModelFiles.RegularFileExists(manifest.PathOf(file)))
             {
                 throw new ModelFormatException($"{path}: listed file {file} is missing");
             }
@@ -175,8 +174,7 @@ public sealed record ModelManifest
             {
                 InsideDirectory(data.File);
                 var dataPath = manifest.PathOf(data.File);
-                ModelFiles.RequireRegularFile(dataPath);
-                var bytes = File.Exists(dataPath) ? new FileInfo(dataPath).Length : -1;
+                var bytes = ModelFiles.RegularFileExists(dataPath) ? new FileInfo(dataPath).Length : -1;
                 if (bytes != data.Bytes)
                 {
                     throw new ModelFormatException(bytes < 0

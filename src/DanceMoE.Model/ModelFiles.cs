@@ -49,7 +49,11 @@ public static class ModelFiles
 
     public static SafeFileHandle Open(string path)
     {
-        RequireRegularFile(path);
+        if (!RegularFileExists(path))
+        {
+            throw new FileNotFoundException($"{path}: file not found", path);
+        }
+
         try
         {
             return File.OpenHandle(path);
@@ -61,17 +65,17 @@ public static class ModelFiles
     }
 
     /// <summary>
-    /// Throws unless <paramref name="path"/> is a regular file once links are followed: opening a FIFO blocks until a
-    /// writer comes, which may be never, and a dangling link handed to ONNX Runtime fails only deep inside its open.
-    /// A path that does not exist at all passes, for the caller to report as it does.
+    /// True when <paramref name="path"/> is a regular file once links are followed, false when nothing is there (for the
+    /// caller to report as it does); throws when something else is: opening a FIFO blocks until a writer comes, which may
+    /// be never, a directory is no file, and a dangling link handed to ONNX Runtime fails only deep inside its open.
     /// </summary>
-    public static void RequireRegularFile(string path)
+    public static bool RegularFileExists(string path)
     {
         // Only statx(2) tells a FIFO from a file (.NET reports neither); its layout is the same on every Linux
         // architecture. Elsewhere, or on a libc without it, the open reports what it finds.
         if (!OperatingSystem.IsLinux() || s_statxMissing)
         {
-            return;
+            return File.Exists(path);
         }
 
         var status = new byte[StatxBytes];
@@ -83,17 +87,17 @@ public static class ModelFiles
         catch (Exception ex) when (ex is DllNotFoundException or EntryPointNotFoundException)
         {
             s_statxMissing = true;
-            return;
+            return File.Exists(path);
         }
 
         if (result == 0)
         {
-            if ((BitConverter.ToUInt16(status, StatxModeOffset) & FileTypeMask) != RegularFileType)
+            return (BitConverter.ToUInt16(status, StatxModeOffset) & FileTypeMask) switch
             {
-                throw new ModelFormatException($"{path} is not a regular file");
-            }
-
-            return;
+                RegularFileType => true,
+                DirectoryType => throw new ModelFormatException($"{path} is a directory, not a file"),
+                _ => throw new ModelFormatException($"{path} is not a regular file"),
+            };
         }
 
         var error = Marshal.GetLastPInvokeError();
@@ -105,7 +109,7 @@ public static class ModelFiles
             case TooManyLinks when isLink:
                 throw new ModelFormatException($"{path} is a link that loops back on itself");
             default:
-                return;
+                return File.Exists(path);
         }
     }
 
@@ -115,6 +119,7 @@ public static class ModelFiles
     private const int StatxModeOffset = 28;
     private const int FileTypeMask = 0xF000;
     private const int RegularFileType = 0x8000;
+    private const int DirectoryType = 0x4000;
     private const int NoSuchEntry = 2;
     private const int TooManyLinks = 40;
 

@@ -159,7 +159,7 @@ public sealed record MoeConfig
 
     public static MoeConfig Load(string path)
     {
-        if (!File.Exists(path))
+        if (!ModelFiles.RegularFileExists(path))
         {
             throw new ModelFormatException($"{path}: file not found");
         }

@@ -38,7 +38,7 @@ public sealed class SafeTensorsFile
 
     public static SafeTensorsFile Open(string path)
     {
-        if (!File.Exists(path))
+        if (!ModelFiles.RegularFileExists(path))
         {
             throw new ModelFormatException($"{path}: file not found");
         }

@@ -178,6 +178,28 @@ public sealed class CommandLineFailureTests
         }
     }
 
+    [Fact]
+    public async Task A_placement_file_that_is_a_fifo_stops_the_edge_in_one_line_instead_of_waiting_for_a_writer()
+    {
+        await using var cluster = await EdgeCluster.CreateAsync(seed: 61);
+        var fifo = Path.Combine(Path.GetTempPath(), $"dancemoe-placement-{Guid.NewGuid():N}.json");
+        using (var mkfifo = System.Diagnostics.Process.Start("mkfifo", [fifo]))
+        {
+            await mkfifo.WaitForExitAsync();
+        }
+
+        try
+        {
+            var line = await CommandLineTests.OneErrorLineAsync(1,
+                ["edge", "--id", "edge-1", "--model", cluster.ModelDirectory, "--placement", fifo, "--no-traces"], cluster.CliEnvironment());
+            Assert.Equal($"dancemoe edge: error: {fifo} is not a regular file", line);
+        }
+        finally
+        {
+            File.Delete(fifo);
+        }
+    }
+
     [Theory]
     [MemberData(nameof(OddEdgeIds))]
     public void The_edge_hosts_options_refuse_an_odd_id_as_the_command_line_does(string id)

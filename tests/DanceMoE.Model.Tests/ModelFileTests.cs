@@ -106,6 +106,37 @@ public sealed class ModelFileTests : IDisposable
     [Theory]
     [InlineData(Checkpoint.ConfigFile)]
     [InlineData(ByteTokenizer.FileName)]
+    public void A_checkpoint_file_that_is_a_directory_is_refused_as_one_not_reported_missing(string file)
+    {
+        TinyCheckpoint.Write(_dir.Path, TinyModels.Small());
+        var path = Path.Combine(_dir.Path, file);
+        File.Delete(path);
+        Directory.CreateDirectory(path);
+
+        var ex = Assert.Throws<ModelFormatException>(() => Checkpoint.Open(_dir.Path));
+
+        Assert.Equal($"{path} is a directory, not a file", ex.Message);
+    }
+
+    [Fact]
+    public void A_manifest_or_listed_onnx_file_that_is_a_directory_is_refused_as_one_not_reported_missing()
+    {
+        var directory = ExportTinyModel();
+        var manifest = ModelManifest.Load(directory);
+        var head = manifest.PathOf(manifest.Head.File);
+        File.Delete(head);
+        Directory.CreateDirectory(head);
+        Assert.Equal($"{head} is a directory, not a file", Assert.Throws<ModelFormatException>(() => ModelManifest.Load(directory)).Message);
+
+        var listing = Path.Combine(directory, ModelManifest.FileName);
+        File.Delete(listing);
+        Directory.CreateDirectory(listing);
+        Assert.Equal($"{listing} is a directory, not a file", Assert.Throws<ModelFormatException>(() => ModelManifest.Load(directory)).Message);
+    }
+
+    [Theory]
+    [InlineData(Checkpoint.ConfigFile)]
+    [InlineData(ByteTokenizer.FileName)]
     [InlineData(Checkpoint.SingleFile)]
     public void A_checkpoint_file_that_is_a_dangling_link_is_refused_naming_it(string file)
     {

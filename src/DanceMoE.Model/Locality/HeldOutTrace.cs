@@ -32,7 +32,11 @@ public static class HeldOutTrace
     {
         var path = Path.Combine(modelDirectory, Folder, domain + ".txt");
         var limit = maxBytes is > 0 and < MaxSampleBytes ? maxBytes : MaxSampleBytes;
-        ModelFiles.RequireRegularFile(path);
+        if (!ModelFiles.RegularFileExists(path))
+        {
+            throw new ModelFormatException($"{path}: no held-out sample for domain '{domain}'");
+        }
+
         byte[] bytes;
         try
         {
