@@ -88,7 +88,7 @@ public static class CommandLine
         }
         catch (Exception ex) when (ex is UsageException or InvalidSettingsException)
         {
-            Console.Error.WriteLine($"dancemoe {topVerb}: {ex.Message} (see {verb} --help)");
+            Console.Error.WriteLine($"{verb}: {ex.Message} (see {verb} --help)");
             return ExitCodes.Usage;
         }
         catch (CliException ex)

@@ -55,6 +55,14 @@ public sealed class CommandLineTests
     }
 
     [Fact]
+    public async Task A_value_refused_while_the_verb_runs_names_the_whole_verb_like_a_parse_error()
+    {
+        var line = await OneErrorLineAsync(2, ["bench", "load", "--concurrency", "1,0"]);
+
+        Assert.Equal("dancemoe bench load: --concurrency takes numbers from 1 to 10000 separated by commas (got '0') (see dancemoe bench load --help)", line);
+    }
+
+    [Fact]
     public async Task Bench_replay_refuses_a_budget_no_edge_could_be_given()
     {
         var (exitCode, _, errors) = await RunAsync(["bench", "replay", "--history", "/nonexistent", "--servers", "a,b", "--memory-mb", "1e308,20"]);
