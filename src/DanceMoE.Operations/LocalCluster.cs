@@ -79,7 +79,7 @@ public static class LocalCluster
             int? metricsPort = spec.MetricsPortBase is { } b ? b + i : null;
             var memory = spec.MemoryMb.Count == 1 ? spec.MemoryMb[0] : spec.MemoryMb[i];
             var logFile = Path.Combine(Directory, $"{id}.log");
-            var ready = Path.Combine(Directory, $"{id}.ready");
+            var ready = ReadyFile(id);
             string[] edgeArgs =
             [
                 "edge", "--id", id, "--model", model, "--memory-mb", memory.ToString(CultureInfo.InvariantCulture),
@@ -150,9 +150,10 @@ public static class LocalCluster
         var edges = System.IO.Directory.GetFiles(Directory, "*.pid")
             .Select(f => (Id: Path.GetFileNameWithoutExtension(f), Pid: ReadPid(f), File: f))
             .ToList();
-        foreach (var edge in edges.Where(e => e.Pid is not null && IsAlive(e.Pid.Value)))
+        var ours = edges.Where(e => e.Pid is not null && IsEdgeProcess(e.Id, e.Pid.Value)).Select(e => e.Pid!.Value).ToHashSet();
+        foreach (var pid in ours)
         {
-            Signal("TERM", edge.Pid!.Value);
+            Signal("TERM", pid);
         }
 
         var deadline = DateTime.UtcNow.AddSeconds(20);
@@ -160,12 +161,12 @@ public static class LocalCluster
         {
             if (edge.Pid is { } pid)
             {
-                while (IsAlive(pid) && DateTime.UtcNow < deadline)
+                while (ours.Contains(pid) && IsAlive(pid) && DateTime.UtcNow < deadline)
                 {
                     await Task.Delay(100, cancellationToken).ConfigureAwait(false);
                 }
 
-                if (IsAlive(pid))
+                if (ours.Contains(pid) && IsEdgeProcess(edge.Id, pid))
                 {
                     Signal("KILL", pid);
                 }
@@ -187,7 +188,7 @@ public static class LocalCluster
             ? []
             : [.. System.IO.Directory.GetFiles(Directory, "*.pid")
                 .Select(f => (Id: Path.GetFileNameWithoutExtension(f), Pid: ReadPid(f)))
-                .Where(e => e.Pid is not null && IsAlive(e.Pid.Value))
+                .Where(e => e.Pid is not null && IsEdgeProcess(e.Id, e.Pid.Value))
                 .Select(e => (e.Id, e.Pid!.Value))
                 .OrderBy(e => e.Id, StringComparer.Ordinal)];
 
@@ -202,7 +203,7 @@ public static class LocalCluster
                 .Select(f => (Id: Path.GetFileNameWithoutExtension(f), Pid: ReadPid(f)))
                 .Where(e => e.Pid is not null)
                 .OrderBy(e => e.Id, StringComparer.Ordinal)
-                .Select(e => new LocalEdge(e.Id, e.Pid!.Value, File.Exists(PortFile(e.Id)) ? ReadPid(PortFile(e.Id)) : null, IsAlive(e.Pid.Value)))];
+                .Select(e => new LocalEdge(e.Id, e.Pid!.Value, File.Exists(PortFile(e.Id)) ? ReadPid(PortFile(e.Id)) : null, IsEdgeProcess(e.Id, e.Pid.Value)))];
 
     /// <summary>Sends a signal (<c>TERM</c>, <c>KILL</c>) to a process by pid, as <c>kill</c> does.</summary>
     public static void Signal(string signal, int pid)
@@ -242,6 +243,34 @@ public static class LocalCluster
     }
 
     private static string PidFile(string id) => Path.Combine(Directory, $"{id}.pid");
+
+    private static string ReadyFile(string id) => Path.Combine(Directory, $"{id}.ready");
+
+    /// <summary>
+    /// Whether <paramref name="pid"/> runs the edge <paramref name="id"/> of this folder: alive, and its command line names
+    /// the edge's ready file here. A pid file outlives an edge that was killed or crashed, and the kernel hands its number
+    /// to some other process, which <c>down</c> must not signal and <c>up</c> must not take for a running edge.
+    /// </summary>
+    public static bool IsEdgeProcess(string id, int pid)
+    {
+        if (!IsAlive(pid))
+        {
+            return false;
+        }
+
+        try
+        {
+            var arguments = File.ReadAllText($"/proc/{pid}/cmdline").Split('\0');
+            var at = Array.IndexOf(arguments, "--ready-file");
+            var workingDirectory = new FileInfo($"/proc/{pid}/cwd").LinkTarget;
+            return at >= 0 && at + 1 < arguments.Length && workingDirectory is not null
+                && Path.GetFullPath(arguments[at + 1], workingDirectory) == Path.GetFullPath(ReadyFile(id));
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            return false;
+        }
+    }
 
     private static string PortFile(string id) => Path.Combine(Directory, $"{id}.metrics-port");
 

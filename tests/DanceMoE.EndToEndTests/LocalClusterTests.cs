@@ -38,6 +38,33 @@ public sealed class LocalClusterTests
         }
     }
 
+    [Fact]
+    public async Task A_pid_file_whose_number_now_belongs_to_another_process_is_down_and_down_leaves_that_process_alone()
+    {
+        var state = Path.Combine(Path.GetTempPath(), $"dancemoe-pid-reuse-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(Path.Combine(state, "cluster"));
+        using var stranger = System.Diagnostics.Process.Start("sleep", ["60"]);
+        try
+        {
+            await File.WriteAllTextAsync(Path.Combine(state, "cluster", "edge-1.pid"), stranger.Id.ToString(System.Globalization.CultureInfo.InvariantCulture));
+            var environment = new Dictionary<string, string> { ["DANCEMOE_STATE"] = state };
+
+            var (statusExit, statusOutput, statusErrors) = await CommandLineTests.RunAsync(["cluster", "status"], environment);
+            Assert.True(statusExit == 0, statusErrors);
+            Assert.StartsWith($"edge-1 pid {stranger.Id} down", statusOutput, StringComparison.Ordinal);
+
+            var (downExit, _, downErrors) = await CommandLineTests.RunAsync(["cluster", "down"], environment);
+            Assert.True(downExit == 0, downErrors);
+            Assert.False(stranger.HasExited, "cluster down signalled a process that is no edge of its cluster");
+            Assert.False(File.Exists(Path.Combine(state, "cluster", "edge-1.pid")));
+        }
+        finally
+        {
+            stranger.Kill();
+            Directory.Delete(state, recursive: true);
+        }
+    }
+
     /// <summary>The live edge processes serving this model directory, whether or not a pid file names them.</summary>
     private static List<int> EdgeProcessesOn(string modelDirectory)
     {
