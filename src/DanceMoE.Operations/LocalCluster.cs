@@ -301,8 +301,30 @@ public static class LocalCluster
             : throw new OperationException($"cannot start an edge process: {output}");
     }
 
-    private static int? ReadPid(string file) =>
-        int.TryParse(File.ReadAllText(file).Trim(), NumberStyles.Integer, CultureInfo.InvariantCulture, out var pid) ? pid : null;
+    /// <summary>
+    /// The pid a file names; none when it names no process (garbage, a negative number) or is no regular file: a FIFO
+    /// would block the read until a writer came, and a link to /dev/zero would never end.
+    /// </summary>
+    private static int? ReadPid(string file)
+    {
+        try
+        {
+            if (!ModelFiles.RegularFileExists(file))
+            {
+                return null;
+            }
+
+            using var stream = new FileStream(file, FileMode.Open, FileAccess.Read);
+            var text = System.Text.Encoding.ASCII.GetString(ModelFiles.ReadAtMost(stream, MaxPidFileBytes)).Trim();
+            return text.Length <= MaxPidFileBytes && int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var pid) && pid > 0 ? pid : null;
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or ModelFormatException)
+        {
+            return null;
+        }
+    }
+
+    private const int MaxPidFileBytes = 64;
 
     /// <summary>Whether the process runs: it exists and is not a zombie.</summary>
     public static bool IsAlive(int pid)

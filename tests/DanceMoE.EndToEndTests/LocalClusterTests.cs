@@ -65,6 +65,39 @@ public sealed class LocalClusterTests
         }
     }
 
+    [Fact]
+    public async Task Pid_files_that_are_a_fifo_an_endless_device_or_garbage_name_no_edge_and_down_clears_them()
+    {
+        var state = Path.Combine(Path.GetTempPath(), $"dancemoe-odd-pids-{Guid.NewGuid():N}");
+        var cluster = Path.Combine(state, "cluster");
+        Directory.CreateDirectory(cluster);
+        try
+        {
+            using (var mkfifo = System.Diagnostics.Process.Start("mkfifo", [Path.Combine(cluster, "edge-1.pid")]))
+            {
+                await mkfifo.WaitForExitAsync();
+            }
+
+            File.CreateSymbolicLink(Path.Combine(cluster, "edge-2.pid"), "/dev/zero");
+            await File.WriteAllTextAsync(Path.Combine(cluster, "edge-3.pid"), "garbage");
+            await File.WriteAllTextAsync(Path.Combine(cluster, "edge-4.pid"), "-1");
+            var environment = new Dictionary<string, string> { ["DANCEMOE_STATE"] = state };
+
+            var (statusExit, statusOutput, statusErrors) = await CommandLineTests.RunAsync(["cluster", "status", "--json"], environment, TimeSpan.FromSeconds(20));
+            Assert.True(statusExit == 0, statusErrors);
+            Assert.Equal("[]", statusOutput.Trim());
+
+            var (downExit, downOutput, downErrors) = await CommandLineTests.RunAsync(["cluster", "down"], environment, TimeSpan.FromSeconds(20));
+            Assert.True(downExit == 0, downErrors);
+            Assert.Equal("no edge was running", downOutput.Trim());
+            Assert.Empty(Directory.GetFileSystemEntries(cluster, "*.pid"));
+        }
+        finally
+        {
+            Directory.Delete(state, recursive: true);
+        }
+    }
+
     /// <summary>The live edge processes serving this model directory, whether or not a pid file names them.</summary>
     private static List<int> EdgeProcessesOn(string modelDirectory)
     {
