@@ -1,4 +1,6 @@
+using System.Text;
 using DanceMoE.Data;
+using DanceMoE.Model;
 using Microsoft.Extensions.Configuration;
 using Npgsql;
 
@@ -63,18 +65,49 @@ public static class AdminDatabase
 
     public const int MaxPasswordLength = 1024;
 
-    /// <summary>A password kept in a file, without the line break an editor leaves at its end.</summary>
+    /// <summary>
+    /// A password kept in a file, without the line break an editor leaves at its end. Only a regular file is read, and
+    /// only a little past the longest password: a FIFO would block until a writer came and /dev/zero never ends. Text
+    /// that is not UTF-8 is refused, as decoding it would set a password other than the one in the file.
+    /// </summary>
     public static string ReadPasswordFile(string file)
     {
+        byte[] bytes;
         try
         {
-            return File.ReadAllText(file).Trim();
+            ModelFiles.RegularFileExists(file);
+            using var stream = new FileStream(file, FileMode.Open, FileAccess.Read);
+            bytes = ModelFiles.ReadAtMost(stream, MaxPasswordFileBytes);
+        }
+        catch (ModelFormatException ex)
+        {
+            throw new OperationException($"cannot read the password file: {ex.Message}", OperationFailure.InvalidSettings, ex);
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {
             throw new OperationException($"cannot read the password file {file} ({ex.Message})", OperationFailure.InvalidSettings, ex);
         }
+
+        if (bytes.Length > MaxPasswordFileBytes)
+        {
+            throw new OperationException($"the password file {file} is larger than {MaxPasswordFileBytes} bytes: a password is one line of at most {MaxPasswordLength} characters", OperationFailure.InvalidSettings);
+        }
+
+        try
+        {
+            var text = StrictUtf8.GetString(bytes);
+            return (text.StartsWith('\uFEFF') ? text[1..] : text).Trim();
+        }
+        catch (DecoderFallbackException ex)
+        {
+            throw new OperationException($"the password file {file} is not UTF-8 text", OperationFailure.InvalidSettings, ex);
+        }
     }
+
+    /// <summary>The longest password in UTF-8 (4 bytes a character at most), with room for a line break.</summary>
+    private const int MaxPasswordFileBytes = (MaxPasswordLength * 4) + 2;
+
+    private static readonly UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
 
     /// <summary>
     /// Creates (or updates) the login <paramref name="name"/> in <see cref="AnalystGroup"/>: it reads the analyst views,

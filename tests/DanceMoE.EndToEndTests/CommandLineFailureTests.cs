@@ -129,6 +129,49 @@ public sealed class CommandLineFailureTests
     }
 
     [Theory]
+    [InlineData("fifo", "dancemoe db: error: cannot read the password file: {0} is not a regular file")]
+    [InlineData("directory", "dancemoe db: error: cannot read the password file: {0} is a directory, not a file")]
+    [InlineData("/dev/zero", "dancemoe db: error: cannot read the password file: /dev/zero is not a regular file")]
+    [InlineData("endless", "dancemoe db: error: the password file {0} is larger than 4098 bytes: a password is one line of at most 1024 characters")]
+    [InlineData("latin-1", "dancemoe db: error: the password file {0} is not UTF-8 text")]
+    public async Task An_analyst_password_file_that_is_no_file_endless_or_not_utf8_is_one_line_before_any_database(string kind, string error)
+    {
+        var directory = Path.Combine(Path.GetTempPath(), $"dancemoe-password-{Guid.NewGuid():N}");
+        Directory.CreateDirectory(directory);
+        var file = kind.StartsWith('/') ? kind : Path.Combine(directory, kind);
+        switch (kind)
+        {
+            case "fifo":
+                using (var mkfifo = System.Diagnostics.Process.Start("mkfifo", [file]))
+                {
+                    await mkfifo.WaitForExitAsync();
+                }
+
+                break;
+            case "directory":
+                Directory.CreateDirectory(file);
+                break;
+            case "endless":
+                await File.WriteAllTextAsync(file, new string('x', 5000));
+                break;
+            case "latin-1":
+                await File.WriteAllBytesAsync(file, [(byte)'c', (byte)'a', (byte)'f', 0xE9]);
+                break;
+        }
+
+        try
+        {
+            var line = await CommandLineTests.OneErrorLineAsync(2,
+                ["db", "analyst", "--name", "reader", "--password-file", file], new Dictionary<string, string> { ["ConnectionStrings__postgres"] = ClosedPostgres });
+            Assert.Equal(string.Format(System.Globalization.CultureInfo.InvariantCulture, error, file), line);
+        }
+        finally
+        {
+            Directory.Delete(directory, recursive: true);
+        }
+    }
+
+    [Theory]
     [MemberData(nameof(OddEdgeIds))]
     public async Task Infer_to_an_odd_edge_id_is_a_one_line_usage_error_that_sends_nothing(string edge)
     {
