@@ -13,10 +13,9 @@ public static class LocalEnvironment
     public static IConfiguration Configuration { get; } = new ConfigurationBuilder().AddEnvironmentVariables().Build();
 
     public static string PostgresUrl =>
-        Checked(Configuration.GetConnectionString(DatabaseOptions.ConnectionName), DatabaseOptions.ConnectionName, DatabaseOptions.ToNpgsql)
-        ?? (Environment.GetEnvironmentVariable("DANCEMOE_POSTGRES_PORT") is { Length: > 0 } port
-            ? DatabaseOptions.LocalDefault.Replace(":5442/", $":{port}/", StringComparison.Ordinal)
-            : DatabaseOptions.LocalDefault);
+        Checked(Configuration.GetConnectionString(DatabaseOptions.ConnectionName), DatabaseOptions.ConnectionName, DatabaseOptions.ToNpgsql) is { Length: > 0 } configured
+            ? configured
+            : DatabaseOptions.LocalDefault.Replace(":5442/", $":{LocalPort("DANCEMOE_POSTGRES_PORT", "5442")}/", StringComparison.Ordinal);
 
     /// <summary>The client's broker URI: what front ends that send requests use (<see cref="RabbitMqUriFor"/>).</summary>
     public static string RabbitMqUri => RabbitMqUriFor(BusRole.Client);
@@ -96,7 +95,7 @@ public static class LocalEnvironment
     public static string RabbitMqManagementUrl =>
         Environment.GetEnvironmentVariable("DANCEMOE_RABBITMQ_MANAGEMENT_URL") is { Length: > 0 } url
             ? url.TrimEnd('/') + "/"
-            : $"http://{RabbitMqOptions.Parse(RabbitMqUriFor(BusRole.Admin)).Host}:{EnvironmentOr("DANCEMOE_RABBITMQ_MANAGEMENT_PORT", "15682")}/";
+            : $"http://{RabbitMqOptions.Parse(RabbitMqUriFor(BusRole.Admin)).Host}:{LocalPort("DANCEMOE_RABBITMQ_MANAGEMENT_PORT", "15682")}/";
 
     /// <summary>
     /// The port at which a local cluster's edge-1 serves /metrics unless told otherwise (edge-i at this + i - 1):
@@ -107,10 +106,15 @@ public static class LocalEnvironment
             ? port
             : 9470;
 
-    private static string LocalRabbitMq => $"amqp://127.0.0.1:{EnvironmentOr("DANCEMOE_AMQP_PORT", "5682")}/dancemoe";
+    private static string LocalRabbitMq => $"amqp://127.0.0.1:{LocalPort("DANCEMOE_AMQP_PORT", "5682")}/dancemoe";
 
-    private static string EnvironmentOr(string name, string fallback) =>
-        Environment.GetEnvironmentVariable(name) is { Length: > 0 } value ? value : fallback;
+    /// <summary>The local services' port that <paramref name="variable"/> moves, else <paramref name="fallback"/>; a value that is no port is one line naming the variable.</summary>
+    private static string LocalPort(string variable, string fallback) =>
+        Environment.GetEnvironmentVariable(variable) is not { Length: > 0 } value
+            ? fallback
+            : int.TryParse(value, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var port) && port is >= 1 and <= 65535
+                ? port.ToString(System.Globalization.CultureInfo.InvariantCulture)
+                : throw new OperationException($"{variable} '{value.ReplaceLineEndings(" ")}' is not a port (a whole number from 1 to 65535)", OperationFailure.InvalidSettings);
 
     /// <summary><paramref name="value"/> when <paramref name="parse"/> reads it; else one line naming the variable (the parsers' messages hide any password).</summary>
     private static string? Checked<T>(string? value, string name, Func<string, T> parse)

@@ -74,6 +74,36 @@ public sealed class CommandLineFailureTests
         Assert.DoesNotContain("secret", line, StringComparison.Ordinal);
     }
 
+    [Fact]
+    public async Task An_empty_postgres_connection_string_is_unset_as_an_empty_rabbitmq_one_is()
+    {
+        var line = await CommandLineTests.OneErrorLineAsync(3, ["status"],
+            new Dictionary<string, string> { ["ConnectionStrings__postgres"] = "", ["DANCEMOE_POSTGRES_PORT"] = "1" });
+        Assert.StartsWith("dancemoe status: error: cannot read the cluster state at postgresql://dancemoe:***@127.0.0.1:1/", line, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("DANCEMOE_POSTGRES_PORT", "abc", "db migrate")]
+    [InlineData("DANCEMOE_POSTGRES_PORT", "70000", "status")]
+    [InlineData("DANCEMOE_POSTGRES_PORT", "5442/other?Host=elsewhere", "db migrate")]
+    [InlineData("DANCEMOE_AMQP_PORT", "5682x", "status")]
+    [InlineData("DANCEMOE_AMQP_PORT", "-1", "infer --edge edge-1 --prompt hi")]
+    public async Task A_local_port_variable_that_is_no_port_is_one_line_naming_it_and_exit_2(string variable, string value, string command)
+    {
+        // Connection strings would take precedence over the local services' ports: none here.
+        var environment = new Dictionary<string, string>
+        {
+            [variable] = value,
+            ["ConnectionStrings__postgres"] = "",
+            ["ConnectionStrings__rabbitmq"] = "",
+            ["ConnectionStrings__rabbitmq_ops"] = "",
+            ["ConnectionStrings__rabbitmq_client"] = "",
+        };
+
+        var line = await CommandLineTests.OneErrorLineAsync(2, command.Split(' '), environment);
+        Assert.EndsWith($"error: {variable} '{value}' is not a port (a whole number from 1 to 65535)", line, StringComparison.Ordinal);
+    }
+
     [Theory]
     [InlineData("--cron=not-a-cron", "", "", "PlacementJob:Cron 'not-a-cron' is not a Quartz cron expression")]
     [InlineData("--algorithm=nope", "", "", "PlacementJob:Algorithm 'nope' is not one of uniform, ")]
