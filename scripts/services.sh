@@ -11,9 +11,28 @@ set -euo pipefail
 STATE="${DANCEMOE_STATE:-/var/tmp/dancemoe}"
 AMQP_PORT="${DANCEMOE_AMQP_PORT:-5682}"
 MGMT_PORT="${DANCEMOE_RABBITMQ_MANAGEMENT_PORT:-15682}"
-DIST_PORT=$((AMQP_PORT + 20000))
 EPMD_PORT="${DANCEMOE_EPMD_PORT:-4382}"
 PG_PORT="${DANCEMOE_POSTGRES_PORT:-5442}"
+
+# Checked before any arithmetic: bash evaluates a word such as a[$(cmd)] in $((...)), and a port out of range reached
+# RabbitMQ's and PostgreSQL's settings. Node I of N listens I-1 above the first node's ports, its distribution port
+# 20000 above its AMQP one. PostgreSQL's start options split the state path on blanks.
+settings_problem() {
+  local name value max
+  for name in DANCEMOE_AMQP_PORT:45527 DANCEMOE_RABBITMQ_MANAGEMENT_PORT:65527 DANCEMOE_EPMD_PORT:65535 DANCEMOE_POSTGRES_PORT:65535; do
+    max=${name#*:}; name=${name%%:*}; value=${!name:-}
+    [ -z "$value" ] && continue
+    if ! [[ "$value" =~ ^[1-9][0-9]{0,4}$ ]] || [ "$value" -gt "$max" ]; then
+      echo "$name '${value//[[:cntrl:]]/ }' is not a port from 1 to $max"; return
+    fi
+  done
+  if [[ "$STATE" =~ [[:space:][:cntrl:]] ]]; then
+    echo "DANCEMOE_STATE '${STATE//[[:cntrl:]]/ }' holds a blank or a control character, which PostgreSQL's start options cannot take: choose a path without"
+  fi
+}
+SETTINGS_PROBLEM=$(settings_problem)
+if [ -n "$SETTINGS_PROBLEM" ]; then echo "services: error: $SETTINGS_PROBLEM" >&2; exit 1; fi
+DIST_PORT=$((AMQP_PORT + 20000))
 APP_USER=dancemoe
 APP_PASSWORD="${DANCEMOE_PASSWORD:-dancemoe}"
 APP_VHOST=dancemoe

@@ -105,6 +105,32 @@ public sealed class CommandLineFailureTests
     }
 
     [Theory]
+    [InlineData("status", "DANCEMOE_AMQP_PORT", "a[$(echo injected >&2)]", "DANCEMOE_AMQP_PORT 'a[$(echo injected >&2)]' is not a port from 1 to 45527")]
+    [InlineData("status", "DANCEMOE_AMQP_PORT", "50000", "DANCEMOE_AMQP_PORT '50000' is not a port from 1 to 45527")]
+    [InlineData("status", "DANCEMOE_POSTGRES_PORT", "5442x", "DANCEMOE_POSTGRES_PORT '5442x' is not a port from 1 to 65535")]
+    [InlineData("status", "DANCEMOE_EPMD_PORT", "70000", "DANCEMOE_EPMD_PORT '70000' is not a port from 1 to 65535")]
+    [InlineData("status", "DANCEMOE_STATE", "/nonexistent/dancemoe state", "DANCEMOE_STATE '/nonexistent/dancemoe state' holds a blank or a control character")]
+    public async Task Services_refuse_a_port_or_state_variable_they_cannot_use_in_one_line_before_touching_anything(string verb, string variable, string value, string error)
+    {
+        // status only: the check comes before any verb, and an up or down that got past it would act on real services.
+        var start = new System.Diagnostics.ProcessStartInfo(Path.Combine(DemoBudgetLocalityTests.RepositoryRoot(), "scripts", "services.sh"), [verb])
+        {
+            UseShellExecute = false,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+        };
+        start.Environment[variable] = value;
+        using var services = System.Diagnostics.Process.Start(start)!;
+        var output = services.StandardOutput.ReadToEndAsync();
+        var errors = services.StandardError.ReadToEndAsync();
+        await services.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(20));
+
+        Assert.Equal(1, services.ExitCode);
+        Assert.Empty(await output);
+        Assert.StartsWith($"services: error: {error}", Assert.Single((await errors).Split('\n', StringSplitOptions.RemoveEmptyEntries)), StringComparison.Ordinal);
+    }
+
+    [Theory]
     [InlineData("--cron=not-a-cron", "", "", "PlacementJob:Cron 'not-a-cron' is not a Quartz cron expression")]
     [InlineData("--algorithm=nope", "", "", "PlacementJob:Algorithm 'nope' is not one of uniform, ")]
     [InlineData("--drain-ms=5", "PlacementJob__SampleRequests", "0", "PlacementJob:SampleRequests: The field SampleRequests must be between 1 and 100000.")]
