@@ -21,6 +21,13 @@ public static class LocalCluster
     {
         ArgumentNullException.ThrowIfNull(spec);
         ArgumentNullException.ThrowIfNull(log);
+        if (spec.MetricsPortBase is { } firstPort && (firstPort < 1024 || firstPort + spec.Edges - 1 > 65535))
+        {
+            // The option checks its range, but its default comes from DANCEMOE_METRICS_PORT_BASE unchecked.
+            throw new InvalidSettingsException(
+                $"--metrics-port-base {firstPort} (default $DANCEMOE_METRICS_PORT_BASE, else 9470) gives {spec.Edges} edges ports outside 1024 to 65535");
+        }
+
         await using var held = await LockAsync(log, cancellationToken).ConfigureAwait(false);
         var running = RunningEdges();
         if (running.Count > 0)

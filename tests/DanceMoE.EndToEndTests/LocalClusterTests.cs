@@ -98,6 +98,17 @@ public sealed class LocalClusterTests
         }
     }
 
+    [Fact]
+    public async Task A_metrics_port_base_from_the_environment_out_of_range_is_one_usage_line_before_anything_starts()
+    {
+        var line = await CommandLineTests.OneErrorLineAsync(2,
+            ["cluster", "up", "--edges", "2", "--model", "/nonexistent"], new Dictionary<string, string> { ["DANCEMOE_METRICS_PORT_BASE"] = "65535" });
+
+        Assert.Equal(
+            "dancemoe cluster up: --metrics-port-base 65535 (default $DANCEMOE_METRICS_PORT_BASE, else 9470) gives 2 edges ports outside 1024 to 65535 (see dancemoe cluster up --help)",
+            line);
+    }
+
     /// <summary>The live edge processes serving this model directory, whether or not a pid file names them.</summary>
     private static List<int> EdgeProcessesOn(string modelDirectory)
     {
