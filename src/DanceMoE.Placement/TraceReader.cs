@@ -41,9 +41,10 @@ public static class TraceReader
                     continue;
                 }
 
-                if (!int.TryParse(token, NumberStyles.None, CultureInfo.InvariantCulture, out var id) || id >= experts)
+                // int.TryParse skips trailing NULs, which only a damaged file holds.
+                if (!int.TryParse(token, NumberStyles.None, CultureInfo.InvariantCulture, out var id) || id >= experts || token[^1] == '\0')
                 {
-                    throw new FormatException($"line {lineNumber}: '{token.ToString()}' is not an expert id below {experts}");
+                    throw new FormatException($"line {lineNumber}: {Quote(token)} is not an expert id below {experts}");
                 }
 
                 ids.Add(id);
@@ -52,6 +53,21 @@ public static class TraceReader
             if (ids.Count == 0 || ids.Count % topK != 0)
             {
                 throw new FormatException($"line {lineNumber}: {ids.Count} ids is not a positive multiple of top-{topK}");
+            }
+
+            // A token's top-k are k different experts: one listed twice would count its activation twice.
+            for (var start = 0; start < ids.Count; start += topK)
+            {
+                for (var i = start + 1; i < start + topK; i++)
+                {
+                    for (var j = start; j < i; j++)
+                    {
+                        if (ids[i] == ids[j])
+                        {
+                            throw new FormatException($"line {lineNumber}: token {(start / topK) + 1} lists expert {ids[i]} twice among its top-{topK}");
+                        }
+                    }
+                }
             }
 
             sequences.Add([.. ids]);
@@ -86,6 +102,26 @@ public static class TraceReader
         }
 
         return next < 0 && buffer.Length == 0 ? null : buffer.ToString();
+    }
+
+    /// <summary>The token quoted for an error line: its first characters, control, format (bidi) and undecodable ones escaped, as a damaged or binary file holds them.</summary>
+    private static string Quote(ReadOnlySpan<char> token)
+    {
+        const int MaxQuoted = 32;
+        var quoted = new StringBuilder("'");
+        foreach (var c in token[..Math.Min(token.Length, MaxQuoted)])
+        {
+            if (char.IsControl(c) || char.IsSurrogate(c) || c == '\uFFFD' || char.GetUnicodeCategory(c) == UnicodeCategory.Format)
+            {
+                quoted.Append(CultureInfo.InvariantCulture, $"\\u{(int)c:X4}");
+            }
+            else
+            {
+                quoted.Append(c);
+            }
+        }
+
+        return quoted.Append(token.Length > MaxQuoted ? "'..." : "'").ToString();
     }
 
     /// <summary>Joins the per-layer files of one domain into requests (line i of every layer is request i).</summary>

@@ -37,6 +37,33 @@ public class TraceAndStageTests
     }
 
     [Fact]
+    public void A_token_that_is_no_expert_id_is_quoted_short_with_its_control_characters_escaped()
+    {
+        // As a binary file given for a trace: one "token" of megabytes, with escape sequences for the terminal.
+        var garbage = "\u001b[2J\u202e" + new string('x', 1 << 20);
+
+        var error = Assert.Throws<FormatException>(() => TraceReader.ReadLayer(new StringReader($"1\t2\n{garbage}\t3\n"), 2, 8));
+
+        Assert.Equal($@"line 2: '\u001B[2J\u202E{new string('x', 27)}'... is not an expert id below 8", error.Message);
+    }
+
+    [Fact]
+    public void An_id_followed_by_a_nul_is_not_an_expert_id()
+    {
+        var error = Assert.Throws<FormatException>(() => TraceReader.ReadLayer(new StringReader("1\0\t2\n"), 2, 8));
+
+        Assert.Equal(@"line 1: '1\u0000' is not an expert id below 8", error.Message);
+    }
+
+    [Fact]
+    public void A_token_that_lists_one_expert_twice_is_rejected_with_its_line_and_token()
+    {
+        var error = Assert.Throws<FormatException>(() => TraceReader.ReadLayer(new StringReader("1\t2\t3\t4\n5\t6\t7\t7\n"), 2, 8));
+
+        Assert.Equal("line 2: token 2 lists expert 7 twice among its top-2", error.Message);
+    }
+
+    [Fact]
     public void Layers_of_one_domain_must_agree_on_their_sequences()
     {
         IReadOnlyList<int[]> one = [[1, 2, 3, 4]];
