@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
+using DanceMoE.Model;
 using DanceMoE.Placement;
 
 namespace DanceMoE.Operations;
@@ -214,7 +215,18 @@ public sealed class PlacementSimulation
             for (var l = 1; l <= model.Layers; l++)
             {
                 var path = Path.Combine(directory, string.Create(CultureInfo.InvariantCulture, $"{domains[server]}.layer{l:D2}.txt"));
-                if (!File.Exists(path))
+                bool exists;
+                try
+                {
+                    // A FIFO would block the open until a writer came; a directory or a dangling link is no trace file.
+                    exists = ModelFiles.RegularFileExists(path);
+                }
+                catch (ModelFormatException ex)
+                {
+                    throw new OperationException(ex.Message);
+                }
+
+                if (!exists)
                 {
                     throw new OperationException($"missing trace file {path}");
                 }

@@ -124,6 +124,49 @@ public sealed class PlacementSimulationTests
     }
 
     [Fact]
+    public async Task A_trace_file_that_is_a_fifo_fails_as_one_line_instead_of_waiting_for_a_writer()
+    {
+        using var traces = new TraceFolder(["intent"], sequences: 4);
+        var path = System.IO.Path.Combine(traces.Path, "intent.layer05.txt");
+        File.Delete(path);
+        using (var mkfifo = System.Diagnostics.Process.Start("/usr/bin/mkfifo", [path]))
+        {
+            await mkfifo.WaitForExitAsync();
+            Assert.Equal(0, mkfifo.ExitCode);
+        }
+
+        var spec = new SimulationSpec(["intent"], 0.6, null, null, LinkSpec.FromMbps(500, 2), new LatencyOptions());
+
+        var load = Task.Run(() => PlacementSimulation.FromTraces(traces.Path, null, spec));
+        var finished = await Task.WhenAny(load, Task.Delay(TimeSpan.FromSeconds(10))) == load;
+        if (!finished)
+        {
+            // Lets the blocked open go on, so that the test fails rather than leaves a thread waiting.
+            await using (new FileStream(path, FileMode.Open, FileAccess.Write))
+            {
+            }
+        }
+
+        Assert.True(finished, "reading a FIFO for a trace file waited for a writer");
+        var error = await Assert.ThrowsAsync<OperationException>(() => load);
+        Assert.Equal($"{path} is not a regular file", error.Message);
+    }
+
+    [Fact]
+    public void A_trace_file_that_is_a_directory_is_named_as_one_not_as_missing()
+    {
+        using var traces = new TraceFolder(["intent"], sequences: 4);
+        var path = System.IO.Path.Combine(traces.Path, "intent.layer05.txt");
+        File.Delete(path);
+        Directory.CreateDirectory(path);
+        var spec = new SimulationSpec(["intent"], 0.6, null, null, LinkSpec.FromMbps(500, 2), new LatencyOptions());
+
+        var error = Assert.Throws<OperationException>(() => PlacementSimulation.FromTraces(traces.Path, null, spec));
+
+        Assert.Equal($"{path} is a directory, not a file", error.Message);
+    }
+
+    [Fact]
     public void A_synthetic_instance_with_too_many_expert_slots_to_hold_is_refused()
     {
         var error = Assert.Throws<OperationException>(() => PlacementSimulation.Synthetic(64, layers: 1024, experts: 4096, topK: 1, memory: 0.3, requests: 1, tokens: 2));
