@@ -248,7 +248,7 @@ public sealed class PlacementSimulation
             }
             catch (FormatException ex)
             {
-                throw new OperationException($"{domains[server]}: {ex.Message}");
+                throw new OperationException($"{Path.Combine(directory, domains[server])}.layer*.txt: {ex.Message}");
             }
         }
 

@@ -167,6 +167,18 @@ public sealed class PlacementSimulationTests
     }
 
     [Fact]
+    public void Layer_files_that_disagree_on_their_sequences_are_named_with_their_directory()
+    {
+        using var traces = new TraceFolder(["intent"], sequences: 4);
+        File.WriteAllText(System.IO.Path.Combine(traces.Path, "intent.layer03.txt"), "");
+        var spec = new SimulationSpec(["intent"], 0.6, null, null, LinkSpec.FromMbps(500, 2), new LatencyOptions());
+
+        var error = Assert.Throws<OperationException>(() => PlacementSimulation.FromTraces(traces.Path, null, spec));
+
+        Assert.Equal($"{traces.Path}/intent.layer*.txt: layer 3 has 0 sequences, layer 1 has 4", error.Message);
+    }
+
+    [Fact]
     public void A_synthetic_instance_with_too_many_expert_slots_to_hold_is_refused()
     {
         var error = Assert.Throws<OperationException>(() => PlacementSimulation.Synthetic(64, layers: 1024, experts: 4096, topK: 1, memory: 0.3, requests: 1, tokens: 2));
