@@ -86,6 +86,20 @@ public sealed class PlacementSimulation
                 : $"{(history.Requests.Count == 0 ? historyDir : evalDir)}: the traces hold no sequence");
         }
 
+        // One server short of requests would be placed for without its own workload, or judged on nothing, without a word.
+        for (var server = 0; server < spec.Domains.Count; server++)
+        {
+            var inHistory = history.Requests.Count(r => r.Server == server);
+            var inEval = eval.Requests.Count(r => r.Server == server);
+            if (inHistory == 0 || inEval == 0)
+            {
+                throw new OperationException(evalDir is null
+                    ? $"{historyDir}: server '{spec.Domains[server]}' has {inHistory + inEval} sequence(s): split into its first half (to place from) and second half "
+                        + $"(to judge on) they leave {(inHistory == 0 ? "no history" : "nothing to judge on")}; give more sequences, or --eval DIR"
+                    : $"{(inHistory == 0 ? historyDir : evalDir)}: the traces of server '{spec.Domains[server]}' hold no sequence");
+            }
+        }
+
         var servers = spec.Domains.Select((d, i) => ServerSpec.Edge(d, budgets[i], spec.Speeds?[i] ?? 1.0)).ToList();
         var problem = new PlacementProblem(model, Cluster.FullMesh(servers, spec.Link), ActivationCounts.FromWorkload(servers.Count, model, history))
         {

@@ -179,6 +179,27 @@ public sealed class PlacementSimulationTests
     }
 
     [Fact]
+    public void A_server_whose_traces_are_empty_is_refused_though_the_others_have_sequences()
+    {
+        using var traces = new TraceFolder(["intent", "law"], sequences: 4);
+        using var full = new TraceFolder(["intent", "law"], sequences: 4);
+        foreach (var file in Directory.GetFiles(traces.Path, "law.*"))
+        {
+            File.WriteAllText(file, "");
+        }
+
+        var spec = new SimulationSpec(["intent", "law"], 0.6, null, null, LinkSpec.FromMbps(500, 2), new LatencyOptions());
+
+        var split = Assert.Throws<OperationException>(() => PlacementSimulation.FromTraces(traces.Path, null, spec));
+        var separate = Assert.Throws<OperationException>(() => PlacementSimulation.FromTraces(traces.Path, full.Path, spec));
+
+        Assert.Equal(
+            $"{traces.Path}: server 'law' has 0 sequence(s): split into its first half (to place from) and second half (to judge on) they leave no history; give more sequences, or --eval DIR",
+            split.Message);
+        Assert.Equal($"{traces.Path}: the traces of server 'law' hold no sequence", separate.Message);
+    }
+
+    [Fact]
     public void A_synthetic_instance_with_too_many_expert_slots_to_hold_is_refused()
     {
         var error = Assert.Throws<OperationException>(() => PlacementSimulation.Synthetic(64, layers: 1024, experts: 4096, topK: 1, memory: 0.3, requests: 1, tokens: 2));
