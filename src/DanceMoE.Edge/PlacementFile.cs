@@ -1,3 +1,4 @@
+using System.Text;
 using System.Text.Json;
 using DanceMoE.Contracts;
 using DanceMoE.Model;
@@ -16,27 +17,40 @@ public static class PlacementFile
         WriteIndented = true,
     };
 
+    /// <summary>Far above real ones: every expert of a 60-layer model of 256 experts on a dozen edges is a few MiB.</summary>
+    public const int MaxBytes = 64 * 1024 * 1024;
+
     public static EdgePlacement Load(string path)
     {
-        bool exists;
+        string text;
         try
         {
-            exists = ModelFiles.RegularFileExists(path);
+            using var stream = new FileStream(ModelFiles.Open(path), FileAccess.Read);
+            var bytes = ModelFiles.ReadAtMost(stream, MaxBytes);
+            if (bytes.Length > MaxBytes)
+            {
+                throw new PlacementException($"{path}: larger than {MaxBytes / (1024 * 1024)} MiB, too large for a placement file");
+            }
+
+            text = Encoding.UTF8.GetString(bytes);
+        }
+        catch (FileNotFoundException ex)
+        {
+            throw new PlacementException($"{path}: placement file not found", ex);
         }
         catch (ModelFormatException ex)
         {
             throw new PlacementException(ex.Message, ex);
         }
-
-        if (!exists)
+        catch (IOException ex)
         {
-            throw new PlacementException($"{path}: placement file not found");
+            throw new PlacementException($"{path}: cannot read the placement file ({ex.Message})", ex);
         }
 
         PlacementDocument? document;
         try
         {
-            document = JsonSerializer.Deserialize<PlacementDocument>(File.ReadAllText(path), Json);
+            document = JsonSerializer.Deserialize<PlacementDocument>(text.StartsWith('\uFEFF') ? text[1..] : text, Json);
         }
         catch (JsonException ex)
         {
