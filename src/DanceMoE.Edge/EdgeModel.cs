@@ -22,7 +22,7 @@ public sealed class EdgeModel
             null => PlacementFile.Uniform(0, architecture.RoutedLayers, architecture.NumExperts, [edge.Id]),
             "uniform" => PlacementFile.Uniform(1, architecture.RoutedLayers, architecture.NumExperts,
                 edge.UniformEdges() ?? throw new PlacementException("a uniform placement needs the list of edges to spread over")),
-            var file => PlacementFile.Load(file),
+            var file => PlacementFile.Load(file, architecture.RoutedLayers, architecture.NumExperts),
         };
         Placement.Validate(architecture.RoutedLayers, architecture.NumExperts);
         Sessions = new SessionFactory(

@@ -62,7 +62,30 @@ public static class PlacementFile
             throw new PlacementException($"{path}: no \"assignments\" list");
         }
 
-        return new EdgePlacement(document.Version, document.Assignments);
+        try
+        {
+            return new EdgePlacement(document.Version, document.Assignments);
+        }
+        catch (PlacementException ex)
+        {
+            throw new PlacementException($"{path}: {ex.Message}", ex);
+        }
+    }
+
+    /// <summary>The placement of <paramref name="path"/>, checked against a model of <paramref name="layers"/> x <paramref name="experts"/>; every failure names the file.</summary>
+    public static EdgePlacement Load(string path, int layers, int experts)
+    {
+        var placement = Load(path);
+        try
+        {
+            placement.Validate(layers, experts);
+        }
+        catch (PlacementException ex)
+        {
+            throw new PlacementException($"{path}: {ex.Message}", ex);
+        }
+
+        return placement;
     }
 
     public static void Save(string path, EdgePlacement placement)

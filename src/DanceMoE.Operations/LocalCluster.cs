@@ -60,8 +60,7 @@ public static class LocalCluster
         EdgePlacement placement;
         try
         {
-            placement = PlacementFile.Load(placementFile);
-            placement.Validate(manifest.Architecture.RoutedLayers, manifest.Architecture.NumExperts);
+            placement = PlacementFile.Load(placementFile, manifest.Architecture.RoutedLayers, manifest.Architecture.NumExperts);
         }
         catch (PlacementException ex)
         {

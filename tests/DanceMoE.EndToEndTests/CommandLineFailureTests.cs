@@ -269,7 +269,7 @@ public sealed class CommandLineFailureTests
         {
             var line = await CommandLineTests.OneErrorLineAsync(1,
                 ["edge", "--id", "edge-1", "--model", Path.Combine(directory, "onnx"), "--placement", file, "--no-traces"]);
-            Assert.StartsWith($"dancemoe edge: error: {error}", line, StringComparison.Ordinal);
+            Assert.StartsWith($"dancemoe edge: error: {file}: {error}", line, StringComparison.Ordinal);
         }
         finally
         {
