@@ -45,7 +45,7 @@ public sealed class EdgeRuntime(
     public RequestIdClaims RequestIds { get; } = new(options.Value.Id);
 
     /// <summary>The recorded requests this edge may replay (<c>--replay-trace</c>); null: it refuses replay requests.</summary>
-    public ReplayTrace? Replay { get; } = options.Value.ReplayTrace is { Length: > 0 } path ? ReplayTrace.Load(path) : null;
+    public ReplayTrace? Replay { get; } = options.Value.ReplayTrace is { Length: > 0 } path ? ReplayTrace.Load(path, model.Manifest.Architecture.NumExperts) : null;
 
     /// <summary>The recorded routing of replay request <paramref name="id"/>, checked to cover <paramref name="positions"/> positions of this model.</summary>
     public ReplayRouting ReplayRoutingOf(int id, int positions)

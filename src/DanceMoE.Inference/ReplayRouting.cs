@@ -61,10 +61,63 @@ public sealed record ReplayTrace(int TopK, IReadOnlyList<ReplayTraceRequest> Req
 {
     private static readonly JsonSerializerOptions Json = new() { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
 
-    public static ReplayTrace Load(string path)
+    /// <summary>The replay trace of <paramref name="path"/>, every request checked to be a routing of <paramref name="experts"/> experts: one line naming the file otherwise.</summary>
+    public static ReplayTrace Load(string path, int experts)
     {
-        using var stream = File.OpenRead(path);
-        return JsonSerializer.Deserialize<ReplayTrace>(stream, Json) ?? throw new InvalidDataException($"{path}: empty replay trace");
+        ReplayTrace? trace;
+        try
+        {
+            using var stream = new FileStream(ModelFiles.Open(path), FileAccess.Read);
+            trace = JsonSerializer.Deserialize<ReplayTrace>(stream, Json);
+        }
+        catch (FileNotFoundException ex)
+        {
+            throw new ModelFormatException($"{path}: replay trace not found", ex);
+        }
+        catch (JsonException ex)
+        {
+            throw new ModelFormatException($"{path}: not a replay trace ({ex.Message})", ex);
+        }
+        catch (IOException ex)
+        {
+            throw new ModelFormatException($"{path}: cannot read the replay trace ({ex.Message})", ex);
+        }
+
+        if (trace?.Requests is null)
+        {
+            throw new ModelFormatException($"{path}: no \"requests\" list");
+        }
+
+        if (trace.TopK < 1)
+        {
+            throw new ModelFormatException($"{path}: top_k {trace.TopK} is not a positive number of experts per token");
+        }
+
+        var ids = new HashSet<int>();
+        foreach (var request in trace.Requests)
+        {
+            if (request?.Experts is not { Length: > 0 } layers || layers.Any(l => l is null))
+            {
+                throw new ModelFormatException($"{path}: a request has no \"experts\" of every layer");
+            }
+
+            if (!ids.Add(request.Id))
+            {
+                throw new ModelFormatException($"{path}: request {request.Id} is listed twice");
+            }
+
+            if (layers.Any(l => l.Length == 0 || l.Length % trace.TopK != 0 || l.Length != layers[0].Length))
+            {
+                throw new ModelFormatException($"{path}: request {request.Id} needs the same positional length, a multiple of top-{trace.TopK}, in every layer");
+            }
+
+            if (layers.SelectMany(l => l).Any(e => e < 0 || e >= experts))
+            {
+                throw new ModelFormatException($"{path}: request {request.Id} names an expert outside the model's {experts}");
+            }
+        }
+
+        return trace;
     }
 
     public void Save(string path)

@@ -69,12 +69,57 @@ public sealed class ReplayRoutingTests : IDisposable
         var experts = Recorded(layers: 2, positions: 3, topK: 2, experts: 4);
         new ReplayTrace(2, [new ReplayTraceRequest(17, 3, experts)]).Save(path);
 
-        var loaded = ReplayTrace.Load(path);
+        var loaded = ReplayTrace.Load(path, experts: 4);
 
         Assert.Null(loaded.Routing(16));
         var routing = loaded.Routing(17)!;
         Assert.Equal(3, routing.Positions);
         Assert.Equal(experts[1].AsSpan(4, 2).ToArray(), routing.At(1, 2).Select(x => x.Expert));
+    }
+
+    [Theory]
+    [InlineData("{", "not a replay trace (")]
+    [InlineData("null", "no \"requests\" list")]
+    [InlineData("{\"top_k\": 0, \"requests\": []}", "top_k 0 is not a positive number of experts per token")]
+    [InlineData("{\"top_k\": 2, \"requests\": [null]}", "a request has no \"experts\" of every layer")]
+    [InlineData("{\"top_k\": 2, \"requests\": [{\"id\": 1, \"experts\": [[0, 1], [0, 1, 2]]}]}", "request 1 needs the same positional length, a multiple of top-2, in every layer")]
+    [InlineData("{\"top_k\": 2, \"requests\": [{\"id\": 1, \"experts\": [[0, 4]]}]}", "request 1 names an expert outside the model's 4")]
+    [InlineData("{\"top_k\": 2, \"requests\": [{\"id\": 1, \"experts\": [[0, -1]]}]}", "request 1 names an expert outside the model's 4")]
+    [InlineData("{\"top_k\": 2, \"requests\": [{\"id\": 1, \"experts\": [[0, 1]]}, {\"id\": 1, \"experts\": [[2, 3]]}]}", "request 1 is listed twice")]
+    public void A_replay_trace_file_the_edge_cannot_replay_is_one_line_naming_it(string json, string error)
+    {
+        var path = Directory.CreateDirectory(_dir.Sub("trace")).FullName + "/replay.json";
+        File.WriteAllText(path, json);
+
+        var thrown = Assert.Throws<ModelFormatException>(() => ReplayTrace.Load(path, experts: 4));
+
+        Assert.StartsWith($"{path}: {error}", thrown.Message, StringComparison.Ordinal);
+        Assert.DoesNotContain('\n', thrown.Message);
+    }
+
+    [Fact]
+    public async Task A_replay_trace_that_is_a_fifo_is_refused_instead_of_waiting_for_a_writer()
+    {
+        var path = Directory.CreateDirectory(_dir.Sub("trace")).FullName + "/replay.json";
+        using (var mkfifo = System.Diagnostics.Process.Start("/usr/bin/mkfifo", [path]))
+        {
+            await mkfifo.WaitForExitAsync();
+            Assert.Equal(0, mkfifo.ExitCode);
+        }
+
+        var load = Task.Run(() => ReplayTrace.Load(path, experts: 4));
+        var finished = await Task.WhenAny(load, Task.Delay(TimeSpan.FromSeconds(10))) == load;
+        if (!finished)
+        {
+            // Lets the blocked open go on, so that the test fails rather than leaves a thread waiting.
+            await using (new FileStream(path, FileMode.Open, FileAccess.Write))
+            {
+            }
+        }
+
+        Assert.True(finished, "reading a FIFO for a replay trace waited for a writer");
+        var error = await Assert.ThrowsAsync<ModelFormatException>(() => load);
+        Assert.Equal($"{path} is not a regular file", error.Message);
     }
 
     /// <summary>Per layer, k distinct experts per position, chosen so that they are unlikely to be the router's.</summary>
