@@ -71,7 +71,7 @@ public sealed record ByteTokenizer(int BosTokenId, int EosTokenId)
 
         try
         {
-            return FromJson(JsonNode.Parse(ModelFiles.ReadJson(path)) as JsonObject, path);
+            return FromJson(ModelFiles.ParseJson(ModelFiles.ReadJson(path)) as JsonObject, path);
         }
         catch (JsonException ex)
         {

@@ -120,7 +120,7 @@ public sealed class Checkpoint
         JsonObject map;
         try
         {
-            map = (JsonNode.Parse(ModelFiles.ReadJson(path)) as JsonObject)?["weight_map"] as JsonObject
+            map = (ModelFiles.ParseJson(ModelFiles.ReadJson(path)) as JsonObject)?["weight_map"] as JsonObject
                 ?? throw new ModelFormatException($"{path}: no 'weight_map' object");
         }
         catch (JsonException ex)

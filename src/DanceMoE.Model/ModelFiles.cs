@@ -1,5 +1,7 @@
 using System.Runtime.InteropServices;
 using System.Text;
+using System.Text.Json;
+using System.Text.Json.Nodes;
 using Microsoft.Win32.SafeHandles;
 
 namespace DanceMoE.Model;
@@ -27,6 +29,15 @@ public static class ModelFiles
         var text = Encoding.UTF8.GetString(bytes);
         return text.StartsWith('\uFEFF') ? text[1..] : text;
     }
+
+    /// <summary>
+    /// A model's JSON text parsed with a key given twice refused as a <see cref="JsonException"/>: by default JsonNode finds
+    /// the duplicate only when the object is first read, as an ArgumentException that no handler of a bad file expects.
+    /// </summary>
+    public static JsonNode? ParseJson(string text) => JsonNode.Parse(text, documentOptions: new JsonDocumentOptions { AllowDuplicateProperties = false });
+
+    /// <inheritdoc cref="ParseJson(string)"/>
+    public static JsonNode? ParseJson(ReadOnlySpan<byte> utf8) => JsonNode.Parse(utf8, documentOptions: new JsonDocumentOptions { AllowDuplicateProperties = false });
 
     /// <summary>The stream's bytes up to a little past <paramref name="maxBytes"/>: more than that many means it is longer.</summary>
     public static byte[] ReadAtMost(Stream stream, int maxBytes)

@@ -167,7 +167,7 @@ public sealed record MoeConfig
         JsonObject root;
         try
         {
-            root = JsonNode.Parse(ModelFiles.ReadJson(path)) as JsonObject
+            root = ModelFiles.ParseJson(ModelFiles.ReadJson(path)) as JsonObject
                 ?? throw new ModelFormatException($"{path}: not a JSON object");
         }
         catch (JsonException ex)

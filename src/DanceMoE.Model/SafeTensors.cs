@@ -63,7 +63,7 @@ public sealed class SafeTensorsFile
         JsonObject root;
         try
         {
-            root = JsonNode.Parse(header) as JsonObject ?? throw new ModelFormatException($"{path}: safetensors header is not a JSON object");
+            root = ModelFiles.ParseJson(header) as JsonObject ?? throw new ModelFormatException($"{path}: safetensors header is not a JSON object");
         }
         catch (JsonException ex)
         {

@@ -91,6 +91,39 @@ public class CheckpointTests
         Assert.Contains("JSON", ex.Message, StringComparison.Ordinal);
     }
 
+    [Theory]
+    [InlineData("config.json", "{", "{\"hidden_size\": 1, ")]
+    [InlineData("tokenizer.json", "{", "{\"bos_token_id\": 1, ")]
+    [InlineData(Checkpoint.IndexFile, "\"weight_map\": {", "\"weight_map\": {\"lm_head.weight\": \"x.safetensors\", ")]
+    public void A_model_json_file_that_gives_a_key_twice_fails_as_one_line_naming_it(string file, string start, string withDuplicate)
+    {
+        using var dir = new TempDirectory();
+        TinyCheckpoint.Write(dir.Path, TinyModels.Small() with { MaxShardBytes = 40_000 });
+        var path = Path.Combine(dir.Path, file);
+        var text = File.ReadAllText(path);
+        var at = text.IndexOf(start, StringComparison.Ordinal);
+        File.WriteAllText(path, string.Concat(text.AsSpan(0, at), withDuplicate, text.AsSpan(at + start.Length)));
+
+        var ex = Assert.Throws<ModelFormatException>(() => Checkpoint.Open(dir.Path));
+
+        Assert.StartsWith($"{path}: invalid JSON (", ex.Message, StringComparison.Ordinal);
+        Assert.DoesNotContain('\n', ex.Message);
+    }
+
+    [Fact]
+    public void Safetensors_whose_header_gives_a_tensor_twice_fails_clearly()
+    {
+        using var dir = new TempDirectory();
+        var path = Path.Combine(dir.Path, "twice.safetensors");
+        var entry = "{\"dtype\": \"F32\", \"shape\": [1], \"data_offsets\": [0, 4]}";
+        var header = Encoding.UTF8.GetBytes($"{{\"w\": {entry}, \"w\": {entry}}}");
+        File.WriteAllBytes(path, [.. BitConverter.GetBytes((long)header.Length), .. header, 0, 0, 0, 0]);
+
+        var ex = Assert.Throws<ModelFormatException>(() => SafeTensorsFile.Open(path));
+
+        Assert.StartsWith($"{path}: safetensors header is not valid JSON (", ex.Message, StringComparison.Ordinal);
+    }
+
     [Fact]
     public void Safetensors_header_length_is_printed_unsigned()
     {
