@@ -56,6 +56,8 @@ public sealed record ModelManifest
         DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
         RespectNullableAnnotations = true,
         RespectRequiredConstructorParameters = true,
+        // Last one wins otherwise: a hand-edited manifest would run with whichever of two values came later.
+        AllowDuplicateProperties = false,
     };
 
     public string Format { get; init; } = CurrentFormat;

@@ -168,6 +168,19 @@ public sealed class ModelFileTests : IDisposable
         Assert.Contains(message, ex.Message, StringComparison.Ordinal);
     }
 
+    [Fact]
+    public void A_manifest_that_gives_a_key_twice_is_refused_at_load_not_read_with_the_last_value()
+    {
+        var directory = ExportTinyModel();
+        var path = Path.Combine(directory, ModelManifest.FileName);
+        var text = File.ReadAllText(path);
+        File.WriteAllText(path, text.Replace("\"expert_weights\":", "\"expert_weights\": \"int8\", \"expert_weights\":", StringComparison.Ordinal));
+
+        var ex = Assert.Throws<ModelFormatException>(() => ModelManifest.Load(directory));
+
+        Assert.StartsWith($"{path}: invalid manifest (Duplicate property 'expert_weights'", ex.Message, StringComparison.Ordinal);
+    }
+
     [Theory]
     [InlineData("architecture.hidden_size", "2147483647", "manifest.json: 'hidden_size' must be 1 to 131,072 (got 2147483647)")]
     [InlineData("architecture.num_layers", "100000", "manifest.json: 'num_hidden_layers' must be 1 to 4,096 (got 100000)")]
