@@ -116,7 +116,18 @@ public sealed class SafeTensorsFile
             }
         }
 
-        return Decode(bytes, info.Dtype);
+        var values = Decode(bytes, info.Dtype);
+        // One infinite weight makes every logit it reaches infinite, and the argmax of those is token 0: output that looks valid.
+        for (var i = 0; i < values.Length; i++)
+        {
+            if (!float.IsFinite(values[i]))
+            {
+                throw new ModelFormatException(string.Create(CultureInfo.InvariantCulture,
+                    $"{Path}: tensor '{name}' holds {values[i]} at element {i}: its weights are damaged"));
+            }
+        }
+
+        return values;
     }
 
     public static float[] Decode(ReadOnlySpan<byte> bytes, TensorDtype dtype)

@@ -124,6 +124,21 @@ public class CheckpointTests
         Assert.StartsWith($"{path}: safetensors header is not valid JSON (", ex.Message, StringComparison.Ordinal);
     }
 
+    [Theory]
+    [InlineData(float.PositiveInfinity, "Infinity")]
+    [InlineData(float.NegativeInfinity, "-Infinity")]
+    [InlineData(float.NaN, "NaN")]
+    public void A_tensor_holding_a_non_finite_weight_fails_naming_it(float weight, string shown)
+    {
+        using var dir = new TempDirectory();
+        var path = Path.Combine(dir.Path, "damaged.safetensors");
+        SafeTensorsFile.Write(path, [("w", TensorDtype.F32, [3], SafeTensorsFile.Encode([1f, 2f, weight], TensorDtype.F32))]);
+
+        var ex = Assert.Throws<ModelFormatException>(() => SafeTensorsFile.Open(path).ReadFloats("w"));
+
+        Assert.Equal($"{path}: tensor 'w' holds {shown} at element 2: its weights are damaged", ex.Message);
+    }
+
     [Fact]
     public void Safetensors_header_length_is_printed_unsigned()
     {
