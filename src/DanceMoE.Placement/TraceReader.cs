@@ -21,8 +21,8 @@ public static class TraceReader
         ArgumentNullException.ThrowIfNull(reader);
         var sequences = new List<int[]>();
         var lineNumber = 0;
-        var buffer = new StringBuilder();
-        while (ReadLine(reader, buffer, lineNumber + 1) is { } line)
+        var lines = new LineReader(reader);
+        while (lines.Next(lineNumber + 1) is { } line)
         {
             lineNumber++;
             if (line.Length == 0)
@@ -76,32 +76,68 @@ public static class TraceReader
         return sequences;
     }
 
-    /// <summary>The next line without its end (\n, \r\n or \r), or null at the end; at most <see cref="MaxLineChars"/> long.</summary>
-    private static string? ReadLine(TextReader reader, StringBuilder buffer, int lineNumber)
+    /// <summary>
+    /// Lines read a block at a time: each ends at \n, \r\n or \r; at most <see cref="MaxLineChars"/> long. Reading one
+    /// character at a time cost about 8 % of reading the DeepSeek-V2-Lite traces.
+    /// </summary>
+    private sealed class LineReader(TextReader reader)
     {
-        buffer.Clear();
-        int next;
-        while ((next = reader.Read()) >= 0 && next != '\n')
+        private readonly char[] _block = new char[64 * 1024];
+        private readonly StringBuilder _line = new();
+        private int _start;
+        private int _end;
+        private bool _afterCarriageReturn;
+
+        /// <summary>The next line without its end, or null at the end.</summary>
+        public string? Next(int lineNumber)
         {
-            if (next == '\r')
+            _line.Clear();
+            var any = false;
+            while (true)
             {
-                if (reader.Peek() == '\n')
+                if (_start == _end)
                 {
-                    reader.Read();
+                    _start = 0;
+                    _end = reader.Read(_block);
+                    if (_end <= 0)
+                    {
+                        _end = 0;
+                        return any ? _line.ToString() : null;
+                    }
                 }
 
-                break;
-            }
+                // A \r that ended the last line, with its \n in this block.
+                if (_afterCarriageReturn)
+                {
+                    _afterCarriageReturn = false;
+                    if (_block[_start] == '\n')
+                    {
+                        _start++;
+                        continue;
+                    }
+                }
 
-            if (buffer.Length == MaxLineChars)
-            {
-                throw new FormatException(string.Create(CultureInfo.InvariantCulture, $"line {lineNumber} is longer than {MaxLineChars:N0} characters"));
-            }
+                any = true;
+                var rest = _block.AsSpan(_start, _end - _start);
+                var stop = rest.IndexOfAny('\n', '\r');
+                var part = stop < 0 ? rest : rest[..stop];
+                if (_line.Length + part.Length > MaxLineChars)
+                {
+                    throw new FormatException(string.Create(CultureInfo.InvariantCulture, $"line {lineNumber} is longer than {MaxLineChars:N0} characters"));
+                }
 
-            buffer.Append((char)next);
+                _line.Append(part);
+                if (stop < 0)
+                {
+                    _start = _end;
+                    continue;
+                }
+
+                _afterCarriageReturn = rest[stop] == '\r';
+                _start += stop + 1;
+                return _line.ToString();
+            }
         }
-
-        return next < 0 && buffer.Length == 0 ? null : buffer.ToString();
     }
 
     /// <summary>The token quoted for an error line: its first characters, control, format (bidi) and undecodable ones escaped, as a damaged or binary file holds them.</summary>

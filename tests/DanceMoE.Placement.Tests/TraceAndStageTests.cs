@@ -64,6 +64,27 @@ public class TraceAndStageTests
     }
 
     [Fact]
+    public void A_crlf_split_between_two_reads_ends_one_line_not_two()
+    {
+        // The \r is the last character of the reader's first 64 Ki block, its \n the first of the next.
+        var first = "1\t2" + new string('\t', (64 * 1024) - 4);
+
+        var error = Assert.Throws<FormatException>(() => TraceReader.ReadLayer(new StringReader($"{first}\r\nx\t3\n"), 2, 8));
+
+        Assert.Equal("line 2: 'x' is not an expert id below 8", error.Message);
+    }
+
+    [Fact]
+    public void A_line_of_exactly_the_longest_length_is_read_and_one_character_more_is_refused()
+    {
+        var longest = "1\t2" + new string('\t', TraceReader.MaxLineChars - 3);
+
+        Assert.Equal([[1, 2], [3, 4]], TraceReader.ReadLayer(new StringReader($"{longest}\n3\t4"), 2, 8));
+        var error = Assert.Throws<FormatException>(() => TraceReader.ReadLayer(new StringReader($"3\t4\n{longest}\t"), 2, 8));
+        Assert.Equal("line 2 is longer than 4,194,304 characters", error.Message);
+    }
+
+    [Fact]
     public void Layers_of_one_domain_must_agree_on_their_sequences()
     {
         IReadOnlyList<int[]> one = [[1, 2, 3, 4]];
