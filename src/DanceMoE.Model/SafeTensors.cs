@@ -90,6 +90,19 @@ public sealed class SafeTensorsFile
             tensors.Add(name, info);
         }
 
+        // Two tensors over the same bytes would read each other's weights: a header that lies about its offsets.
+        TensorInfo? previous = null;
+        foreach (var info in tensors.Values.Where(t => t.End > t.Begin).OrderBy(t => t.Begin))
+        {
+            if (previous is not null && info.Begin < previous.End)
+            {
+                throw new ModelFormatException(string.Create(CultureInfo.InvariantCulture,
+                    $"{path}: tensor '{info.Name}' (data bytes {info.Begin}..{info.End}) overlaps tensor '{previous.Name}' ({previous.Begin}..{previous.End})"));
+            }
+
+            previous = info;
+        }
+
         return new SafeTensorsFile(path, tensors, dataStart);
     }
 

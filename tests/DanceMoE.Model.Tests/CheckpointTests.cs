@@ -140,6 +140,20 @@ public class CheckpointTests
     }
 
     [Fact]
+    public void Safetensors_whose_header_puts_two_tensors_over_the_same_bytes_fails_naming_both()
+    {
+        using var dir = new TempDirectory();
+        var path = Path.Combine(dir.Path, "overlap.safetensors");
+        var header = Encoding.UTF8.GetBytes(
+            "{\"a\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [0, 8]}, \"b\": {\"dtype\": \"F32\", \"shape\": [2], \"data_offsets\": [4, 12]}}");
+        File.WriteAllBytes(path, [.. BitConverter.GetBytes((long)header.Length), .. header, .. new byte[12]]);
+
+        var ex = Assert.Throws<ModelFormatException>(() => SafeTensorsFile.Open(path));
+
+        Assert.Equal($"{path}: tensor 'b' (data bytes 4..12) overlaps tensor 'a' (0..8)", ex.Message);
+    }
+
+    [Fact]
     public void Safetensors_header_length_is_printed_unsigned()
     {
         using var dir = new TempDirectory();
