@@ -1,4 +1,3 @@
-using System.Text;
 using System.Text.Json;
 using DanceMoE.Contracts;
 using DanceMoE.Model;
@@ -25,14 +24,7 @@ public static class PlacementFile
         string text;
         try
         {
-            using var stream = new FileStream(ModelFiles.Open(path), FileAccess.Read);
-            var bytes = ModelFiles.ReadAtMost(stream, MaxBytes);
-            if (bytes.Length > MaxBytes)
-            {
-                throw new PlacementException($"{path}: larger than {MaxBytes / (1024 * 1024)} MiB, too large for a placement file");
-            }
-
-            text = Encoding.UTF8.GetString(bytes);
+            text = ModelFiles.ReadText(path, MaxBytes, "a placement file");
         }
         catch (FileNotFoundException ex)
         {
@@ -50,7 +42,7 @@ public static class PlacementFile
         PlacementDocument? document;
         try
         {
-            document = JsonSerializer.Deserialize<PlacementDocument>(text.StartsWith('\uFEFF') ? text[1..] : text, Json);
+            document = JsonSerializer.Deserialize<PlacementDocument>(text, Json);
         }
         catch (JsonException ex)
         {

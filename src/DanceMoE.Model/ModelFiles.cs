@@ -17,18 +17,38 @@ public static class ModelFiles
     public const int MaxJsonBytes = 64 * 1024 * 1024;
 
     /// <summary>The file's text; counts what it reads, as a device such as /dev/zero reports no length and never ends.</summary>
-    public static string ReadJson(string path)
+    public static string ReadJson(string path) => ReadText(path, MaxJsonBytes, "a model's JSON file");
+
+    /// <summary>
+    /// The text of a small file, its byte order mark removed: a missing file is a <see cref="FileNotFoundException"/>;
+    /// anything but a regular file, one longer than <paramref name="maxBytes"/> (named in the message as <paramref name="kind"/>)
+    /// or one that is not UTF-8 is a <see cref="ModelFormatException"/> naming the file. Decoding bad bytes to U+FFFD
+    /// would silently read something other than what the file says.
+    /// </summary>
+    public static string ReadText(string path, int maxBytes, string kind)
     {
         using var stream = new FileStream(Open(path), FileAccess.Read);
-        var bytes = ReadAtMost(stream, MaxJsonBytes);
-        if (bytes.Length > MaxJsonBytes)
+        var bytes = ReadAtMost(stream, maxBytes);
+        if (bytes.Length > maxBytes)
         {
-            throw new ModelFormatException($"{path}: larger than {MaxJsonBytes / (1024 * 1024)} MiB, too large for a model's JSON file");
+            var size = maxBytes % (1024 * 1024) == 0 ? $"{maxBytes / (1024 * 1024)} MiB" : $"{maxBytes} bytes";
+            throw new ModelFormatException($"{path}: larger than {size}, too large for {kind}");
         }
 
-        var text = Encoding.UTF8.GetString(bytes);
+        string text;
+        try
+        {
+            text = StrictUtf8.GetString(bytes);
+        }
+        catch (DecoderFallbackException ex)
+        {
+            throw new ModelFormatException($"{path}: not UTF-8 text", ex);
+        }
+
         return text.StartsWith('\uFEFF') ? text[1..] : text;
     }
+
+    private static readonly UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
 
     /// <summary>
     /// A model's JSON text parsed with a key given twice refused as a <see cref="JsonException"/>: by default JsonNode finds

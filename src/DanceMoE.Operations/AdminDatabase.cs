@@ -1,4 +1,3 @@
-using System.Text;
 using DanceMoE.Data;
 using DanceMoE.Model;
 using Microsoft.Extensions.Configuration;
@@ -72,12 +71,9 @@ public static class AdminDatabase
     /// </summary>
     public static string ReadPasswordFile(string file)
     {
-        byte[] bytes;
         try
         {
-            ModelFiles.RegularFileExists(file);
-            using var stream = new FileStream(file, FileMode.Open, FileAccess.Read);
-            bytes = ModelFiles.ReadAtMost(stream, MaxPasswordFileBytes);
+            return ModelFiles.ReadText(file, MaxPasswordFileBytes, $"a password file (a password is one line of at most {MaxPasswordLength} characters)").Trim();
         }
         catch (ModelFormatException ex)
         {
@@ -87,27 +83,10 @@ public static class AdminDatabase
         {
             throw new OperationException($"cannot read the password file {file} ({ex.Message})", OperationFailure.InvalidSettings, ex);
         }
-
-        if (bytes.Length > MaxPasswordFileBytes)
-        {
-            throw new OperationException($"the password file {file} is larger than {MaxPasswordFileBytes} bytes: a password is one line of at most {MaxPasswordLength} characters", OperationFailure.InvalidSettings);
-        }
-
-        try
-        {
-            var text = StrictUtf8.GetString(bytes);
-            return (text.StartsWith('\uFEFF') ? text[1..] : text).Trim();
-        }
-        catch (DecoderFallbackException ex)
-        {
-            throw new OperationException($"the password file {file} is not UTF-8 text", OperationFailure.InvalidSettings, ex);
-        }
     }
 
     /// <summary>The longest password in UTF-8 (4 bytes a character at most), with room for a line break.</summary>
     private const int MaxPasswordFileBytes = (MaxPasswordLength * 4) + 2;
-
-    private static readonly UTF8Encoding StrictUtf8 = new(encoderShouldEmitUTF8Identifier: false, throwOnInvalidBytes: true);
 
     /// <summary>
     /// Creates (or updates) the login <paramref name="name"/> in <see cref="AnalystGroup"/>: it reads the analyst views,

@@ -315,14 +315,8 @@ public static class LocalCluster
     {
         try
         {
-            if (!ModelFiles.RegularFileExists(file))
-            {
-                return null;
-            }
-
-            using var stream = new FileStream(file, FileMode.Open, FileAccess.Read);
-            var text = System.Text.Encoding.ASCII.GetString(ModelFiles.ReadAtMost(stream, MaxPidFileBytes)).Trim();
-            return text.Length <= MaxPidFileBytes && int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var pid) && pid > 0 ? pid : null;
+            var text = ModelFiles.ReadText(file, MaxPidFileBytes, "a pid file").Trim();
+            return int.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var pid) && pid > 0 ? pid : null;
         }
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException or ModelFormatException)
         {

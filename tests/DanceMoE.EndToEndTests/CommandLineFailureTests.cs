@@ -188,8 +188,8 @@ public sealed class CommandLineFailureTests
     [InlineData("fifo", "dancemoe db: error: cannot read the password file: {0} is not a regular file")]
     [InlineData("directory", "dancemoe db: error: cannot read the password file: {0} is a directory, not a file")]
     [InlineData("/dev/zero", "dancemoe db: error: cannot read the password file: /dev/zero is not a regular file")]
-    [InlineData("endless", "dancemoe db: error: the password file {0} is larger than 4098 bytes: a password is one line of at most 1024 characters")]
-    [InlineData("latin-1", "dancemoe db: error: the password file {0} is not UTF-8 text")]
+    [InlineData("endless", "dancemoe db: error: cannot read the password file: {0}: larger than 4098 bytes, too large for a password file (a password is one line of at most 1024 characters)")]
+    [InlineData("latin-1", "dancemoe db: error: cannot read the password file: {0}: not UTF-8 text")]
     public async Task An_analyst_password_file_that_is_no_file_endless_or_not_utf8_is_one_line_before_any_database(string kind, string error)
     {
         var directory = Path.Combine(Path.GetTempPath(), $"dancemoe-password-{Guid.NewGuid():N}");

@@ -26,6 +26,22 @@ public sealed class ModelFileTests : IDisposable
         Assert.Equal($"{path}: larger than 64 MiB, too large for a model's JSON file", ex.Message);
     }
 
+    [Theory]
+    [InlineData(Checkpoint.ConfigFile)]
+    [InlineData(ByteTokenizer.FileName)]
+    public void A_checkpoint_json_file_that_is_not_utf8_is_refused_rather_than_read_with_replacement_characters(string file)
+    {
+        TinyCheckpoint.Write(_dir.Path, TinyModels.Small());
+        var path = Path.Combine(_dir.Path, file);
+        var original = File.ReadAllBytes(path);
+        Assert.Equal((byte)'{', original[0]);
+        File.WriteAllBytes(path, [.. "{\"note\":\"caf"u8, 0xE9, .. "\","u8, .. original.AsSpan(1)]);
+
+        var ex = Assert.Throws<ModelFormatException>(() => Checkpoint.Open(_dir.Path));
+
+        Assert.Equal($"{path}: not UTF-8 text", ex.Message);
+    }
+
     [Fact]
     public void A_manifest_larger_than_any_real_one_is_refused_at_the_size_cap()
     {
