@@ -10,12 +10,21 @@ public sealed class Sampler(SamplingOptions options)
 
     public int Next(ReadOnlySpan<float> logits)
     {
+        // Minus infinity only rules a token out; NaN, plus infinity or nothing finite would all read as token 0.
+        var anyFinite = false;
         foreach (var l in logits)
         {
-            if (float.IsNaN(l))
+            if (float.IsNaN(l) || float.IsPositiveInfinity(l))
             {
                 throw new NonFiniteLogitsException();
             }
+
+            anyFinite |= float.IsFinite(l);
+        }
+
+        if (!anyFinite)
+        {
+            throw new NonFiniteLogitsException();
         }
 
         if (Options.Temperature <= 0)

@@ -6,7 +6,7 @@ namespace DanceMoE.Operations;
 /// <summary>ONNX Runtime's failures as operation failures, for <c>catch (Exception ex) when (OnnxRuntimeFailures.Translate(ex) is { } failure)</c>.</summary>
 public static class OnnxRuntimeFailures
 {
-    /// <summary>The first line of ONNX Runtime's message, an unavailable execution provider or NaN logits; null for anything else.</summary>
+    /// <summary>The first line of ONNX Runtime's message, an unavailable execution provider or NaN or infinite logits; null for anything else.</summary>
     public static OperationException? Translate(Exception exception) => exception switch
     {
         OnnxRuntimeException ex => new OperationException($"ONNX Runtime: {ex.Message.Split('\n', 2)[0]}", OperationFailure.Failed, ex),

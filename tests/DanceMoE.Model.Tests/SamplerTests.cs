@@ -34,11 +34,13 @@ public class SamplerTests
     [Theory]
     [InlineData(0)]
     [InlineData(1)]
-    public void NaN_logits_are_refused_rather_than_read_as_token_0(double temperature)
+    public void NaN_or_infinite_logits_are_refused_rather_than_read_as_token_0(double temperature)
     {
         var sampler = new Sampler(new SamplingOptions { Temperature = temperature });
 
         Assert.Throws<NonFiniteLogitsException>(() => sampler.Next([0.5f, float.NaN, 1f]));
+        Assert.Throws<NonFiniteLogitsException>(() => sampler.Next([float.PositiveInfinity, float.PositiveInfinity, 1f]));
+        Assert.Throws<NonFiniteLogitsException>(() => sampler.Next([float.NegativeInfinity, float.NegativeInfinity]));
         Assert.True(sampler.Next([0.5f, float.NegativeInfinity, 1f, float.NegativeInfinity]) is 0 or 2, "a logit of minus infinity only rules its token out");
     }
 }
