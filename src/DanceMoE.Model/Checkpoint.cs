@@ -43,8 +43,10 @@ public sealed class Checkpoint
         var files = new Dictionary<string, SafeTensorsFile>(StringComparer.Ordinal);
         var byTensor = new Dictionary<string, SafeTensorsFile>(StringComparer.Ordinal);
         var indexPath = System.IO.Path.Combine(directory, IndexFile);
-        if (File.Exists(indexPath))
+        string source;
+        if (ModelFiles.RegularFileExists(indexPath))
         {
+            source = indexPath;
             foreach (var (tensor, file) in ReadIndex(indexPath))
             {
                 if (!files.TryGetValue(file, out var st))
@@ -63,11 +65,14 @@ public sealed class Checkpoint
         }
         else
         {
-            var shards = System.IO.Directory.GetFiles(directory, "*.safetensors").Order(StringComparer.Ordinal).ToList();
+            // Directories too, so that one named like a shard is refused as one rather than passed over.
+            var shards = System.IO.Directory.GetFileSystemEntries(directory, "*.safetensors").Order(StringComparer.Ordinal).ToList();
             if (shards.Count == 0)
             {
                 throw new ModelFormatException($"{directory}: no *.safetensors file");
             }
+
+            source = string.Join(", ", shards);
 
             foreach (var path in shards)
             {
@@ -79,9 +84,6 @@ public sealed class Checkpoint
             }
         }
 
-        var source = File.Exists(indexPath)
-            ? indexPath
-            : string.Join(", ", System.IO.Directory.GetFiles(directory, "*.safetensors").Order(StringComparer.Ordinal));
         var tokenizer = ByteTokenizer.TryLoad(directory);
         if (tokenizer is not null)
         {

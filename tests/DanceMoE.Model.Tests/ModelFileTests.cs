@@ -122,6 +122,8 @@ public sealed class ModelFileTests : IDisposable
     [Theory]
     [InlineData(Checkpoint.ConfigFile)]
     [InlineData(ByteTokenizer.FileName)]
+    [InlineData(Checkpoint.SingleFile)]
+    [InlineData(Checkpoint.IndexFile)]
     public void A_checkpoint_file_that_is_a_directory_is_refused_as_one_not_reported_missing(string file)
     {
         TinyCheckpoint.Write(_dir.Path, TinyModels.Small());
