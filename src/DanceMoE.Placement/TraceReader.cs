@@ -140,14 +140,17 @@ public static class TraceReader
         }
     }
 
-    /// <summary>The token quoted for an error line: its first characters, control, format (bidi) and undecodable ones escaped, as a damaged or binary file holds them.</summary>
+    /// <summary>
+    /// The token quoted for an error line: its first characters, control, format (bidi) and undecodable ones escaped, as a
+    /// damaged or binary file holds them; a backslash too, so that a file's own "\u0000" reads apart from a NUL.
+    /// </summary>
     private static string Quote(ReadOnlySpan<char> token)
     {
         const int MaxQuoted = 32;
         var quoted = new StringBuilder("'");
         foreach (var c in token[..Math.Min(token.Length, MaxQuoted)])
         {
-            if (char.IsControl(c) || char.IsSurrogate(c) || c == '\uFFFD' || char.GetUnicodeCategory(c) == UnicodeCategory.Format)
+            if (char.IsControl(c) || char.IsSurrogate(c) || c is '\uFFFD' or '\\' || char.GetUnicodeCategory(c) == UnicodeCategory.Format)
             {
                 quoted.Append(CultureInfo.InvariantCulture, $"\\u{(int)c:X4}");
             }

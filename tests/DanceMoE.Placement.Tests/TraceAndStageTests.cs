@@ -56,6 +56,14 @@ public class TraceAndStageTests
     }
 
     [Fact]
+    public void A_backslash_in_a_quoted_token_is_escaped_so_it_reads_apart_from_an_escaped_character()
+    {
+        var error = Assert.Throws<FormatException>(() => TraceReader.ReadLayer(new StringReader("1\\u0000\t2\n"), 2, 8));
+
+        Assert.Equal(@"line 1: '1\u005Cu0000' is not an expert id below 8", error.Message);
+    }
+
+    [Fact]
     public void A_token_that_lists_one_expert_twice_is_rejected_with_its_line_and_token()
     {
         var error = Assert.Throws<FormatException>(() => TraceReader.ReadLayer(new StringReader("1\t2\t3\t4\n5\t6\t7\t7\n"), 2, 8));
