@@ -1,8 +1,6 @@
 using DanceMoE.Coordinator;
-using DanceMoE.Data;
 using DanceMoE.Model;
 using Microsoft.Extensions.Hosting;
-using Microsoft.Extensions.Options;
 
 // The flags of `dancemoe coordinator`, or environment variables (PlacementJob__Algorithm, ConnectionStrings__rabbitmq).
 try
@@ -17,13 +15,18 @@ catch (Exception ex) when (ex is ModelFormatException or FileNotFoundException o
     await Console.Error.WriteLineAsync($"dancemoe-coordinator: cannot read the model manifest: {ex.Message}").ConfigureAwait(false);
     return 2;
 }
-catch (DatabaseSchemaException ex)
+catch (InvalidOperationException ex) when (CoordinatorHost.IsUnconvertibleSetting(ex))
 {
     await Console.Error.WriteLineAsync($"dancemoe-coordinator: {ex.Message}").ConfigureAwait(false);
-    return 1;
-}
-catch (OptionsValidationException ex)
-{
-    await Console.Error.WriteLineAsync($"dancemoe-coordinator: {string.Join("; ", ex.Failures)}").ConfigureAwait(false);
     return 2;
+}
+catch (CoordinatorStartupException ex)
+{
+    await Console.Error.WriteLineAsync($"dancemoe-coordinator: {ex.Message}").ConfigureAwait(false);
+    return ex.Failure switch
+    {
+        CoordinatorStartupFailure.BrokerUnreachable => 3,
+        CoordinatorStartupFailure.InvalidOption or CoordinatorStartupFailure.Refused => 2,
+        _ => 1,
+    };
 }

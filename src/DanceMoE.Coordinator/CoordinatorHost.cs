@@ -28,12 +28,46 @@ public static class CoordinatorHost
     }
 
     /// <summary>Starts a host built with <see cref="AddCoordinator"/>: its options are checked before its bus or any service starts.</summary>
-    /// <exception cref="OptionsValidationException">An option is invalid; each failure names its configuration key.</exception>
+    /// <exception cref="CoordinatorStartupException">The coordinator cannot serve; the message says why in one line.</exception>
     public static async Task StartCoordinatorAsync(this IHost host, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(host);
-        host.ValidateOptions();
-        await host.StartAsync(cancellationToken).ConfigureAwait(false);
+        try
+        {
+            host.ValidateOptions();
+            await host.StartAsync(cancellationToken).ConfigureAwait(false);
+        }
+        catch (OptionsValidationException ex)
+        {
+            throw new CoordinatorStartupException(string.Join("; ", ex.Failures), CoordinatorStartupFailure.InvalidOption, ex);
+        }
+        catch (InvalidOperationException ex) when (IsUnconvertibleSetting(ex))
+        {
+            throw new CoordinatorStartupException(ex.Message, CoordinatorStartupFailure.InvalidOption, ex);
+        }
+        catch (DatabaseSchemaException ex)
+        {
+            throw new CoordinatorStartupException(ex.Message, CoordinatorStartupFailure.CannotServe, ex);
+        }
+        catch (System.Net.HttpListenerException ex)
+        {
+            throw new CoordinatorStartupException($"the coordinator cannot listen for metrics: {ex.Message}", CoordinatorStartupFailure.CannotServe, ex);
+        }
+        catch (Exception ex) when (ServiceRefusal.Describe(ex) is { } refused)
+        {
+            throw new CoordinatorStartupException($"the coordinator cannot start: {refused}", CoordinatorStartupFailure.Refused, ex);
+        }
+        catch (Exception ex) when (ex is RabbitMqConnectionException or TimeoutException)
+        {
+            throw new CoordinatorStartupException($"the coordinator cannot start its bus: {ex.Message}", CoordinatorStartupFailure.BrokerUnreachable, ex);
+        }
+    }
+
+    /// <summary>A setting that does not convert to its option's type (for example <c>Migration__DrainMilliseconds=abc</c>): the caller's mistake.</summary>
+    public static bool IsUnconvertibleSetting(InvalidOperationException ex)
+    {
+        ArgumentNullException.ThrowIfNull(ex);
+        return ex.Message.StartsWith("Failed to convert configuration value", StringComparison.Ordinal);
     }
 
     /// <summary>Adds everything the coordinator runs to <paramref name="builder"/>, configured from its configuration.</summary>

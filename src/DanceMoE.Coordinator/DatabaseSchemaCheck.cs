@@ -1,4 +1,5 @@
 using DanceMoE.Data;
+using DanceMoE.Hosting;
 using Microsoft.EntityFrameworkCore;
 using Microsoft.Extensions.Hosting;
 using Microsoft.Extensions.Logging;
@@ -8,8 +9,8 @@ namespace DanceMoE.Coordinator;
 
 /// <summary>
 /// Refuses to start on a database without the schema (every job and the saga would fail on it twice a second, while the
-/// coordinator looked as if it served). A database that does not answer is only a warning: the coordinator rides out
-/// PostgreSQL being down, at start as later.
+/// coordinator looked as if it served), or one that refuses its login. A database that does not answer is only a warning:
+/// the coordinator rides out PostgreSQL being down, at start as later.
 /// </summary>
 public sealed class DatabaseSchemaCheck(IDbContextFactory<DanceMoEDbContext> dbFactory, ILogger<DatabaseSchemaCheck> logger) : IHostedService
 {
@@ -22,7 +23,7 @@ public sealed class DatabaseSchemaCheck(IDbContextFactory<DanceMoEDbContext> dbF
         {
             missing = await DatabaseSchema.MissingTablesAsync(db, cancellationToken).ConfigureAwait(false);
         }
-        catch (NpgsqlException ex)
+        catch (NpgsqlException ex) when (ServiceRefusal.Describe(ex) is null)
         {
             logger.LogWarning("cannot check the schema of {Database}: {Reason}; starting anyway", where, ex.Message);
             return;

@@ -132,6 +132,10 @@ public static class EdgeServer
         {
             await host.StartAsync(cancellationToken).ConfigureAwait(false);
         }
+        catch (Exception ex) when (ex is RabbitMqConnectionException or RabbitMQ.Client.Exceptions.BrokerUnreachableException && ServiceRefusal.Describe(ex) is { } refused)
+        {
+            throw new EdgeStartupException($"{options.Id} cannot start its bus: {refused}", EdgeStartupFailure.InvalidOption, ex);
+        }
         catch (Exception ex) when (ex is RabbitMqConnectionException or RabbitMQ.Client.Exceptions.BrokerUnreachableException or TimeoutException or OptionsValidationException)
         {
             throw new EdgeStartupException($"{options.Id} cannot start its bus: {ex.Message}", EdgeStartupFailure.BrokerUnreachable, ex);

@@ -1,3 +1,4 @@
+using DanceMoE.Hosting;
 using DanceMoE.Migrations;
 using Npgsql;
 
@@ -12,6 +13,10 @@ public static class LocalDatabase
         try
         {
             return await DatabaseMigrator.MigrateAsync(postgresUrl, wait, cancellationToken).ConfigureAwait(false);
+        }
+        catch (NpgsqlException ex) when (ServiceRefusal.Describe(ex) is { } refused)
+        {
+            throw new OperationException($"cannot migrate the database at {LocalEnvironment.Redact(postgresUrl)}: {refused}", OperationFailure.InvalidSettings, ex);
         }
         catch (NpgsqlException ex)
         {

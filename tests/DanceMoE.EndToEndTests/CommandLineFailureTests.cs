@@ -3,6 +3,7 @@ using DanceMoE.Edge;
 using DanceMoE.Hosting;
 using DanceMoE.Model;
 using DanceMoE.Model.Onnx;
+using DanceMoE.Operations;
 
 namespace DanceMoE.EndToEndTests;
 
@@ -72,6 +73,36 @@ public sealed class CommandLineFailureTests
         var line = await CommandLineTests.OneErrorLineAsync(2, command.Split(' '), new Dictionary<string, string> { ["ConnectionStrings__" + name] = value });
         Assert.Contains(error, line, StringComparison.Ordinal);
         Assert.DoesNotContain("secret", line, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("rabbitmq", "status", "cannot connect to RabbitMQ at amqp://dancemoe-ops:***@", "the broker refused the login (ACCESS_REFUSED")]
+    [InlineData("rabbitmq", "infer --edge edge-1 --prompt hi", "cannot connect to RabbitMQ at amqp://dancemoe-client:***@", "the broker refused the login (ACCESS_REFUSED")]
+    [InlineData("postgres", "status", "cannot read the cluster state at postgresql://dancemoe:***@", "the database server refused the login (28P01")]
+    [InlineData("postgres", "db migrate", "cannot migrate the database at postgresql://dancemoe:***@", "the database server refused the login (28P01")]
+    [InlineData("postgres-database", "db migrate", "cannot migrate the database at postgresql://dancemoe:***@", "the database server has no such database (3D000")]
+    [InlineData("postgres_admin", "db analyst --name reader", "cannot create the analyst login reader: ", "the database server refused the login (28P01")]
+    public async Task A_service_that_refuses_the_login_or_database_is_a_setting_to_fix_not_a_service_down(string refused, string command, string prefix, string refusal)
+    {
+        var environment = new Dictionary<string, string> { ["DANCEMOE_ANALYST_PASSWORD"] = "analyst-secret" };
+        if (refused == "rabbitmq")
+        {
+            var role = command.StartsWith("infer", StringComparison.Ordinal) ? BusRole.Client : BusRole.Ops;
+            environment["ConnectionStrings__rabbitmq"] = new UriBuilder(LocalEnvironment.RabbitMqUriFor(role)) { Password = "wrong" }.Uri.ToString();
+        }
+        else
+        {
+            var url = new UriBuilder(LocalEnvironment.PostgresUrl);
+            (url.Password, url.Path) = refused == "postgres-database" ? (url.Password, "/no_such_database") : ("wrong", url.Path);
+            environment[refused == "postgres_admin" ? "ConnectionStrings__postgres_admin" : "ConnectionStrings__postgres"] = url.Uri.ToString();
+        }
+
+        var line = await CommandLineTests.OneErrorLineAsync(2, command.Split(' '), environment);
+
+        Assert.Contains(prefix, line, StringComparison.Ordinal);
+        Assert.Contains(refusal, line, StringComparison.Ordinal);
+        Assert.EndsWith($"in ConnectionStrings__{(refused is "rabbitmq" or "postgres_admin" ? refused : "postgres")}", line, StringComparison.Ordinal);
+        Assert.DoesNotContain("is it up", line, StringComparison.Ordinal);
     }
 
     [Fact]
@@ -157,6 +188,29 @@ public sealed class CommandLineFailureTests
         var line = await CommandLineTests.OneErrorLineAsync(2,
             ["edge", "--id", "edge-1", "--model", cluster.ModelDirectory, "--uniform-over", "edge-1", "--no-traces"], environment);
         Assert.Equal(error, line);
+    }
+
+    [Theory]
+    [InlineData("coordinator", "ConnectionStrings__rabbitmq", "dancemoe coordinator: error: the coordinator cannot start: the broker refused the login (ACCESS_REFUSED")]
+    [InlineData("coordinator", "ConnectionStrings__postgres", "dancemoe coordinator: error: the coordinator cannot start: the database server refused the login (28P01")]
+    [InlineData("edge", "ConnectionStrings__rabbitmq", "dancemoe edge: error: edge-1 cannot start its bus: the broker refused the login (ACCESS_REFUSED")]
+    public async Task A_coordinator_or_edge_whose_login_is_refused_stops_at_start_naming_the_setting_with_exit_2(string host, string variable, string error)
+    {
+        // The coordinator rides out a database that does not answer, but one that refuses its login never will.
+        await using var cluster = await EdgeCluster.CreateAsync(seed: 61);
+        var environment = cluster.CliEnvironment();
+        var url = new UriBuilder(variable.EndsWith("rabbitmq", StringComparison.Ordinal) ? cluster.VirtualHost.Uri : LocalEnvironment.PostgresUrl) { Password = "wrong" };
+        environment[variable] = url.Uri.ToString();
+        string[] arguments = host == "edge"
+            ? ["edge", "--id", "edge-1", "--model", cluster.ModelDirectory, "--uniform-over", "edge-1", "--no-traces"]
+            : ["coordinator", "--layers", "2", "--experts", "4", "--top-k", "1", "--expert-bytes", "100"];
+
+        var (exitCode, _, errors) = await CommandLineTests.RunAsync(arguments, environment);
+
+        Assert.True(exitCode == 2, $"exit {exitCode}: {errors}");
+        var line = Assert.Single(errors.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.StartsWith(error, line, StringComparison.Ordinal);
+        Assert.EndsWith($"check the user and password in {variable}", line, StringComparison.Ordinal);
     }
 
     [Theory]

@@ -83,25 +83,18 @@ public static class CoordinatorCommand
         {
             await host.StartCoordinatorAsync(cancellationToken).ConfigureAwait(false);
         }
-        catch (OptionsValidationException ex)
-        {
-            throw new UsageException(string.Join("; ", ex.Failures));
-        }
-        catch (InvalidOperationException ex) when (IsConversionFailure(ex))
+        catch (CoordinatorStartupException ex) when (ex.Failure == CoordinatorStartupFailure.InvalidOption)
         {
             throw new UsageException(ex.Message);
         }
-        catch (Data.DatabaseSchemaException ex)
+        catch (CoordinatorStartupException ex)
         {
-            throw new CliException(ex.Message, ExitCodes.Failed, ex);
-        }
-        catch (System.Net.HttpListenerException ex)
-        {
-            throw new CliException($"the coordinator cannot listen for metrics: {ex.Message}", ExitCodes.Failed, ex);
-        }
-        catch (Exception ex) when (ex is MassTransit.RabbitMqConnectionException or TimeoutException)
-        {
-            throw new CliException($"the coordinator cannot start its bus: {ex.Message} (is it up? ./dancemoe services up)", ExitCodes.Unavailable, ex);
+            throw ex.Failure switch
+            {
+                CoordinatorStartupFailure.BrokerUnreachable => new CliException($"{ex.Message} (is it up? ./dancemoe services up)", ExitCodes.Unavailable, ex),
+                CoordinatorStartupFailure.Refused => new CliException(ex.Message, ExitCodes.Usage, ex),
+                _ => new CliException(ex.Message, ExitCodes.Failed, ex),
+            };
         }
 
         if (readyFile is not null)
@@ -122,13 +115,9 @@ public static class CoordinatorCommand
         {
             return CoordinatorHost.Build(configuration);
         }
-        catch (InvalidOperationException ex) when (IsConversionFailure(ex))
+        catch (InvalidOperationException ex) when (CoordinatorHost.IsUnconvertibleSetting(ex))
         {
             throw new UsageException(ex.Message);
         }
     }
-
-    /// <summary>A setting that does not convert to its option's type (for example <c>--drain-ms abc</c>): the caller's mistake.</summary>
-    private static bool IsConversionFailure(InvalidOperationException ex) =>
-        ex.Message.StartsWith("Failed to convert configuration value", StringComparison.Ordinal);
 }
