@@ -1,4 +1,5 @@
 using DanceMoE.Coordinator;
+using DanceMoE.Hosting;
 using DanceMoE.Model;
 using Microsoft.Extensions.Hosting;
 
@@ -13,6 +14,11 @@ try
 catch (Exception ex) when (ex is ModelFormatException or FileNotFoundException or DirectoryNotFoundException)
 {
     await Console.Error.WriteLineAsync($"dancemoe-coordinator: cannot read the model manifest: {ex.Message}").ConfigureAwait(false);
+    return 2;
+}
+catch (HostFlagException ex)
+{
+    await Console.Error.WriteLineAsync($"dancemoe-coordinator: {ex.Message}").ConfigureAwait(false);
     return 2;
 }
 catch (InvalidOperationException ex) when (CoordinatorHost.IsUnconvertibleSetting(ex))

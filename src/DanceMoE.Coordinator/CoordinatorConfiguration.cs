@@ -1,4 +1,5 @@
 using DanceMoE.Coordinator.Saga;
+using DanceMoE.Hosting;
 using DanceMoE.Model;
 using Microsoft.Extensions.Configuration;
 
@@ -47,8 +48,10 @@ public static class CoordinatorConfiguration
     /// <c>Model__Directory</c>), then the flags, each overriding the one before.
     /// </summary>
     /// <exception cref="ModelFormatException">The model directory holds no valid exported model.</exception>
+    /// <exception cref="HostFlagException">A flag the coordinator does not know, or one without its value.</exception>
     public static IConfiguration FromCommandLine(string[] args)
     {
+        HostFlags.Check(args, SwitchMappings);
         var environment = new ConfigurationBuilder().AddEnvironmentVariables().Build();
         var flags = new ConfigurationBuilder().AddCommandLine(args, SwitchMappings.ToDictionary(m => m.Key, m => m.Value, StringComparer.Ordinal)).Build();
         var model = flags[ModelKey] ?? environment[ModelKey];

@@ -1,9 +1,21 @@
 using DanceMoE.Edge;
 using DanceMoE.Hosting;
+using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.Hosting;
 
 // Flags as `dancemoe edge` (--id, --model DIR of an exported model, --memory-mb, ...) over Edge__* environment variables.
-var builder = ServiceHost.CreateBuilder(EdgeCommandLine.Build(args));
+IConfiguration configuration;
+try
+{
+    configuration = EdgeCommandLine.Build(args);
+}
+catch (HostFlagException ex)
+{
+    Console.Error.WriteLine($"dancemoe-edge: error: {ex.Message}");
+    return 2;
+}
+
+var builder = ServiceHost.CreateBuilder(configuration);
 builder.AddEdgeServer();
 using var host = builder.Build();
 try

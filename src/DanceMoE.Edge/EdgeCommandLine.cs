@@ -1,3 +1,4 @@
+using DanceMoE.Hosting;
 using Microsoft.Extensions.Configuration;
 
 namespace DanceMoE.Edge;
@@ -37,8 +38,10 @@ public static class EdgeCommandLine
     };
 
     /// <summary>An edge process's configuration: its command line over the environment (<c>Edge__Id</c>, <c>ConnectionStrings__rabbitmq</c>, ...).</summary>
-    public static IConfiguration Build(IEnumerable<string> args)
+    /// <exception cref="HostFlagException">A flag the edge does not know, or one without its value.</exception>
+    public static IConfiguration Build(IReadOnlyList<string> args)
     {
+        HostFlags.Check(args, SwitchMappings, "--no-traces", "--expert-metrics");
         // The command-line provider reads every flag as a key and a value; the flags without a value get theirs here.
         var withValues = args.Select(a => a switch { "--no-traces" => "--traces=false", "--expert-metrics" => "--expert-metrics=true", _ => a }).ToArray();
         return new ConfigurationBuilder().AddEnvironmentVariables().AddCommandLine(withValues, SwitchMappings).Build();

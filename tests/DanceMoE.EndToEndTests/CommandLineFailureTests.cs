@@ -190,6 +190,19 @@ public sealed class CommandLineFailureTests
         Assert.Equal(error, line);
     }
 
+    [Fact]
+    public void The_edge_hosts_flags_mistyped_are_refused_and_its_switches_take_no_value()
+    {
+        var refused = Assert.Throws<HostFlagException>(() => EdgeCommandLine.Build(["--id", "edge-1", "--memroy-mb", "512"]));
+        Assert.StartsWith("unknown flag '--memroy-mb' (flags: --deadline-ms, --expert-concurrency, --expert-metrics, --heartbeat-seconds, ", refused.Message, StringComparison.Ordinal);
+
+        var configuration = EdgeCommandLine.Build(["--no-traces", "--id", "edge-1", "--expert-metrics", "--memory-mb=512"]);
+        Assert.Equal("edge-1", configuration["Edge:Id"]);
+        Assert.Equal("512", configuration["Edge:MemoryMb"]);
+        Assert.Equal("false", configuration["Edge:Traces:Enabled"]);
+        Assert.Equal("true", configuration["Edge:ExpertMetrics"]);
+    }
+
     [Theory]
     [InlineData("coordinator", "ConnectionStrings__rabbitmq", "dancemoe coordinator: error: the coordinator cannot start: the broker refused the login (ACCESS_REFUSED")]
     [InlineData("coordinator", "ConnectionStrings__postgres", "dancemoe coordinator: error: the coordinator cannot start: the database server refused the login (28P01")]

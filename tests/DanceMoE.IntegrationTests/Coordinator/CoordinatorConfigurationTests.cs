@@ -17,6 +17,19 @@ public sealed class CoordinatorConfigurationTests
         Assert.Equal("7", configuration["Membership:MissedHeartbeats"]);
     }
 
+    [Theory]
+    [InlineData("--layers 2 --expert 4", "unknown flag '--expert' (flags: --activation-timeout-s, --algorithm, --bandwidth-mbps, ")]
+    [InlineData("--layers=2 --Experts=4", "unknown flag '--Experts' (flags: ")]
+    [InlineData("--layers 2 /experts 4", "unexpected argument '/experts': each setting is a flag and its value (flags: ")]
+    [InlineData("--layers 2 4", "unexpected argument '4': each setting is a flag and its value (flags: ")]
+    [InlineData("--layers 2 --experts", "flag '--experts' has no value")]
+    public void A_flag_the_host_does_not_know_is_refused_rather_than_dropped_without_a_word(string command, string error)
+    {
+        var refused = Assert.Throws<DanceMoE.Hosting.HostFlagException>(() => CoordinatorConfiguration.FromCommandLine(command.Split(' ')));
+
+        Assert.StartsWith(error, refused.Message, StringComparison.Ordinal);
+    }
+
     [Fact]
     public void A_model_directory_without_an_exported_model_is_refused()
     {
