@@ -26,13 +26,8 @@ catch (InvalidOperationException ex) when (CoordinatorHost.IsUnconvertibleSettin
     await Console.Error.WriteLineAsync($"dancemoe-coordinator: {ex.Message}").ConfigureAwait(false);
     return 2;
 }
-catch (CoordinatorStartupException ex)
+catch (HostStartupException ex)
 {
     await Console.Error.WriteLineAsync($"dancemoe-coordinator: {ex.Message}").ConfigureAwait(false);
-    return ex.Failure switch
-    {
-        CoordinatorStartupFailure.BrokerUnreachable => 3,
-        CoordinatorStartupFailure.InvalidOption or CoordinatorStartupFailure.Refused => 2,
-        _ => 1,
-    };
+    return ex.ExitCode;
 }

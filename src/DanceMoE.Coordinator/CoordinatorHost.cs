@@ -28,7 +28,7 @@ public static class CoordinatorHost
     }
 
     /// <summary>Starts a host built with <see cref="AddCoordinator"/>: its options are checked before its bus or any service starts.</summary>
-    /// <exception cref="CoordinatorStartupException">The coordinator cannot serve; the message says why in one line.</exception>
+    /// <exception cref="HostStartupException">The coordinator cannot serve; the message says why in one line.</exception>
     public static async Task StartCoordinatorAsync(this IHost host, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(host);
@@ -39,27 +39,27 @@ public static class CoordinatorHost
         }
         catch (OptionsValidationException ex)
         {
-            throw new CoordinatorStartupException(string.Join("; ", ex.Failures), CoordinatorStartupFailure.InvalidOption, ex);
+            throw new HostStartupException(string.Join("; ", ex.Failures), HostStartupFailure.InvalidOption, ex);
         }
         catch (InvalidOperationException ex) when (IsUnconvertibleSetting(ex))
         {
-            throw new CoordinatorStartupException(ex.Message, CoordinatorStartupFailure.InvalidOption, ex);
+            throw new HostStartupException(ex.Message, HostStartupFailure.InvalidOption, ex);
         }
         catch (DatabaseSchemaException ex)
         {
-            throw new CoordinatorStartupException(ex.Message, CoordinatorStartupFailure.CannotServe, ex);
+            throw new HostStartupException(ex.Message, HostStartupFailure.CannotServe, ex);
         }
         catch (System.Net.HttpListenerException ex)
         {
-            throw new CoordinatorStartupException($"the coordinator cannot listen for metrics: {ex.Message}", CoordinatorStartupFailure.CannotServe, ex);
+            throw new HostStartupException($"the coordinator cannot listen for metrics: {ex.Message}", HostStartupFailure.CannotServe, ex);
         }
         catch (Exception ex) when (ServiceRefusal.Describe(ex) is { } refused)
         {
-            throw new CoordinatorStartupException($"the coordinator cannot start: {refused}", CoordinatorStartupFailure.Refused, ex);
+            throw new HostStartupException($"the coordinator cannot start: {refused}", HostStartupFailure.Refused, ex);
         }
         catch (Exception ex) when (ex is RabbitMqConnectionException or TimeoutException)
         {
-            throw new CoordinatorStartupException($"the coordinator cannot start its bus: {ex.Message}", CoordinatorStartupFailure.BrokerUnreachable, ex);
+            throw new HostStartupException($"the coordinator cannot start its bus: {ex.Message}", HostStartupFailure.BrokerUnreachable, ex);
         }
     }
 

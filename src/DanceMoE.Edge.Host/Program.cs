@@ -23,15 +23,10 @@ try
     var edge = await host.StartEdgeAsync(CancellationToken.None).ConfigureAwait(false);
     Console.Error.WriteLine($"dancemoe-edge: {edge.Id} serves queues {EdgeQueues.Requests(edge.Id)}, {EdgeQueues.Experts(edge.Id)}, {EdgeQueues.Control(edge.Id)}");
 }
-catch (EdgeStartupException ex)
+catch (HostStartupException ex)
 {
     Console.Error.WriteLine($"dancemoe-edge: error: {ex.Message}");
-    return ex.Failure switch
-    {
-        EdgeStartupFailure.BrokerUnreachable => 3,
-        EdgeStartupFailure.InvalidOption => 2,
-        _ => 1,
-    };
+    return ex.ExitCode;
 }
 
 await host.WaitForShutdownAsync().ConfigureAwait(false);

@@ -101,7 +101,7 @@ public static class EdgeServer
     /// Starts a host built with <see cref="AddEdgeServer"/>: checks its options, loads its model and experts, starts its bus,
     /// then writes its ready file. Returns once it serves.
     /// </summary>
-    /// <exception cref="EdgeStartupException">The edge cannot serve; the message says why in one line.</exception>
+    /// <exception cref="HostStartupException">The edge cannot serve; the message says why in one line.</exception>
     public static async Task<EdgeOptions> StartEdgeAsync(this IHost host, CancellationToken cancellationToken)
     {
         ArgumentNullException.ThrowIfNull(host);
@@ -117,15 +117,15 @@ public static class EdgeServer
         }
         catch (Exception ex) when (ex is OptionsValidationException || IsUnconvertibleSetting(ex))
         {
-            throw new EdgeStartupException(ex.Message, EdgeStartupFailure.InvalidOption, ex);
+            throw new HostStartupException(ex.Message, HostStartupFailure.InvalidOption, ex);
         }
         catch (Exception ex) when (ex is PlacementException or ExpertBudgetException or ModelFormatException or FileNotFoundException)
         {
-            throw new EdgeStartupException(ex.Message, EdgeStartupFailure.CannotServe, ex);
+            throw new HostStartupException(ex.Message, HostStartupFailure.CannotServe, ex);
         }
         catch (System.Net.HttpListenerException ex)
         {
-            throw new EdgeStartupException($"cannot listen for metrics: {ex.Message}", EdgeStartupFailure.CannotServe, ex);
+            throw new HostStartupException($"cannot listen for metrics: {ex.Message}", HostStartupFailure.CannotServe, ex);
         }
 
         try
@@ -134,11 +134,11 @@ public static class EdgeServer
         }
         catch (Exception ex) when (ex is RabbitMqConnectionException or RabbitMQ.Client.Exceptions.BrokerUnreachableException && ServiceRefusal.Describe(ex) is { } refused)
         {
-            throw new EdgeStartupException($"{options.Id} cannot start its bus: {refused}", EdgeStartupFailure.InvalidOption, ex);
+            throw new HostStartupException($"{options.Id} cannot start its bus: {refused}", HostStartupFailure.Refused, ex);
         }
         catch (Exception ex) when (ex is RabbitMqConnectionException or RabbitMQ.Client.Exceptions.BrokerUnreachableException or TimeoutException or OptionsValidationException)
         {
-            throw new EdgeStartupException($"{options.Id} cannot start its bus: {ex.Message}", EdgeStartupFailure.BrokerUnreachable, ex);
+            throw new HostStartupException($"{options.Id} cannot start its bus: {ex.Message}", HostStartupFailure.BrokerUnreachable, ex);
         }
 
         if (options.ReadyFile is { } ready)
@@ -175,23 +175,4 @@ public static class EdgeServer
         writerOptions.ThrowIfInvalid();
         return new TraceWriter(writerOptions, services.GetRequiredService<ILogger<TraceWriter>>());
     }
-}
-
-/// <summary>An edge that cannot start: a bad model or placement, a budget too small, invalid options, or no broker.</summary>
-public sealed class EdgeStartupException(string message, EdgeStartupFailure failure, Exception inner) : Exception(message, inner)
-{
-    public EdgeStartupFailure Failure { get; } = failure;
-}
-
-/// <summary>Why an edge did not start, which decides its exit code.</summary>
-public enum EdgeStartupFailure
-{
-    /// <summary>Its model, placement, expert budget or metrics port does not allow it to serve.</summary>
-    CannotServe,
-
-    /// <summary>A setting is out of range or not of its type; the message names its key.</summary>
-    InvalidOption,
-
-    /// <summary>The edge itself is fine but the broker cannot be reached (worth retrying later).</summary>
-    BrokerUnreachable,
 }

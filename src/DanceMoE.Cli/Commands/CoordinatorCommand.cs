@@ -3,6 +3,7 @@ using System.Globalization;
 using DanceMoE.Cli.Verbs;
 using DanceMoE.Coordinator;
 using DanceMoE.Coordinator.Saga;
+using DanceMoE.Hosting;
 using DanceMoE.Model;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
@@ -68,7 +69,7 @@ public static class CoordinatorCommand
                 flags.Add("--model=" + ModelCatalog.ResolveExported(modelDir, Console.Error.WriteLine));
             }
 
-            return CoordinatorConfiguration.FromCommandLine([.. flags]).WithLocalServices(Hosting.BusRole.Coordinator);
+            return CoordinatorConfiguration.FromCommandLine([.. flags]).WithLocalServices(BusRole.Coordinator);
         }
         catch (Exception ex) when (ex is ModelFormatException or FileNotFoundException or DirectoryNotFoundException)
         {
@@ -83,18 +84,14 @@ public static class CoordinatorCommand
         {
             await host.StartCoordinatorAsync(cancellationToken).ConfigureAwait(false);
         }
-        catch (CoordinatorStartupException ex) when (ex.Failure == CoordinatorStartupFailure.InvalidOption)
+        catch (HostStartupException ex) when (ex.Failure == HostStartupFailure.InvalidOption)
         {
             throw new UsageException(ex.Message);
         }
-        catch (CoordinatorStartupException ex)
+        catch (HostStartupException ex)
         {
-            throw ex.Failure switch
-            {
-                CoordinatorStartupFailure.BrokerUnreachable => new CliException($"{ex.Message} (is it up? ./dancemoe services up)", ExitCodes.Unavailable, ex),
-                CoordinatorStartupFailure.Refused => new CliException(ex.Message, ExitCodes.Usage, ex),
-                _ => new CliException(ex.Message, ExitCodes.Failed, ex),
-            };
+            var hint = ex.Failure == HostStartupFailure.BrokerUnreachable ? " (is it up? ./dancemoe services up)" : "";
+            throw new CliException(ex.Message + hint, ex.ExitCode, ex);
         }
 
         if (readyFile is not null)

@@ -65,14 +65,9 @@ public static class EdgeCommand
         {
             await host.StartEdgeAsync(cancellationToken).ConfigureAwait(false);
         }
-        catch (EdgeStartupException ex)
+        catch (HostStartupException ex)
         {
-            throw new CliException(ex.Message, ex.Failure switch
-            {
-                EdgeStartupFailure.BrokerUnreachable => ExitCodes.Unavailable,
-                EdgeStartupFailure.InvalidOption => ExitCodes.Usage,
-                _ => ExitCodes.Failed,
-            }, ex);
+            throw new CliException(ex.Message, ex.ExitCode, ex);
         }
 
         Console.Error.WriteLine($"dancemoe edge: {id} serves queues {EdgeQueues.Requests(id)}, {EdgeQueues.Experts(id)}, {EdgeQueues.Control(id)}");
