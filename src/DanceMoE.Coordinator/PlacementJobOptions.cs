@@ -25,15 +25,15 @@ public sealed class PlacementJobOptions : IValidatableObject
     public double SolveSeconds { get; set; } = 30;
 
     /// <summary>How far back activation counts are read.</summary>
-    [Range(1, 7 * 24 * 60)]
+    [Range(1d, 7 * 24 * 60d)]
     public double WindowMinutes { get; set; } = 30;
 
     /// <summary>Age at which a minute of activations counts half; 0 for no decay.</summary>
-    [Range(0, 7 * 24 * 60)]
+    [Range(0d, 7 * 24 * 60d)]
     public double HalfLifeMinutes { get; set; } = 10;
 
     /// <summary>Horizon of the migration rule: the candidate must repay the migration within it.</summary>
-    [Range(1, 7 * 24 * 3600)]
+    [Range(1d, 7 * 24 * 3600d)]
     public double HorizonSeconds { get; set; } = 300;
 
     [Range(1, 4096)]
@@ -56,7 +56,7 @@ public sealed class PlacementJobOptions : IValidatableObject
     [Range(0.001, 1e6)]
     public double BandwidthMbps { get; set; } = 500;
 
-    [Range(0, 10_000)]
+    [Range(0d, 10_000d)]
     public double RttMs { get; set; } = 2;
 
     public IEnumerable<ValidationResult> Validate(ValidationContext validationContext)

@@ -81,7 +81,7 @@ public sealed class EdgeOptions
     public double HeartbeatSeconds { get; set; } = 2;
 
     /// <summary>Emulated transfer time of expert weights into this edge when a migration loads one, in ms per MiB; 0 for none.</summary>
-    [Range(0, 1_000_000)]
+    [Range(0d, 1_000_000d)]
     public double LoadMsPerMb { get; set; }
 
     /// <summary>File written once the edge serves (its experts loaded, its queues consumed).</summary>
@@ -106,11 +106,11 @@ public sealed class LinkOptions
     public const string Section = "Edge:Link";
 
     /// <summary>Emulated one-way latency added to every expert batch this edge sends or answers (0: none).</summary>
-    [Range(0, 10_000)]
+    [Range(0d, 10_000d)]
     public double DelayMs { get; set; }
 
     /// <summary>Emulated bandwidth of this edge's link for expert batches, in Mbit/s (0: unlimited).</summary>
-    [Range(0, 1_000_000)]
+    [Range(0d, 1_000_000d)]
     public double Mbps { get; set; }
 }
 

@@ -166,6 +166,9 @@ public sealed class CommandLineFailureTests
     [InlineData("--algorithm=nope", "", "", "PlacementJob:Algorithm 'nope' is not one of uniform, ")]
     [InlineData("--drain-ms=5", "PlacementJob__SampleRequests", "0", "PlacementJob:SampleRequests: The field SampleRequests must be between 1 and 100000.")]
     [InlineData("--cron=not-a-cron", "Migration__Retries", "-1", "PlacementJob:Cron 'not-a-cron' is not a Quartz cron expression; Migration:Retries: The field Retries must be between 0 and 10.")]
+    [InlineData("--drain-ms=5", "PlacementJob__WindowMinutes", "NaN", "PlacementJob:WindowMinutes: The field WindowMinutes must be between 1 and 10080.")]
+    [InlineData("--drain-ms=5", "PlacementJob__RttMs", "Infinity", "PlacementJob:RttMs: The field RttMs must be between 0 and 10000.")]
+    [InlineData("--cron=0 0/5 * * * ?", "Migration__DrainMilliseconds", "1e300", "Migration:DrainMilliseconds: The field DrainMilliseconds must be between 0 and 600000.")]
     public async Task An_invalid_coordinator_option_is_one_line_naming_its_key_before_any_bus_and_exit_2(string flag, string variable, string value, string error)
     {
         var environment = variable.Length == 0 ? new Dictionary<string, string>() : new Dictionary<string, string> { [variable] = value };
@@ -179,6 +182,9 @@ public sealed class CommandLineFailureTests
     [Theory]
     [InlineData("Edge__Link__DelayMs", "-1", "dancemoe edge: error: Edge:Link:DelayMs: The field DelayMs must be between 0 and 10000.")]
     [InlineData("Edge__Link__Mbps", "fast", "dancemoe edge: error: Failed to convert configuration value 'fast' at 'Edge:Link:Mbps' to type 'System.Double'.")]
+    [InlineData("Edge__Link__DelayMs", "NaN", "dancemoe edge: error: Edge:Link:DelayMs: The field DelayMs must be between 0 and 10000.")]
+    [InlineData("Edge__Link__Mbps", "-0.4", "dancemoe edge: error: Edge:Link:Mbps: The field Mbps must be between 0 and 1000000.")]
+    [InlineData("Edge__LoadMsPerMb", "1e300", "dancemoe edge: error: Edge:LoadMsPerMb: The field LoadMsPerMb must be between 0 and 1000000.")]
     public async Task An_invalid_edge_option_is_one_line_naming_its_key_before_the_model_loads_and_exit_2(string variable, string value, string error)
     {
         await using var cluster = await EdgeCluster.CreateAsync(seed: 59);

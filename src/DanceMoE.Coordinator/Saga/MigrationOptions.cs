@@ -23,7 +23,7 @@ public sealed class MigrationOptions
     /// After every edge routes by a version without a replica, the source waits this long before it unloads it, so that
     /// expert batches already on their way to it are served.
     /// </summary>
-    [Range(0, 600_000)]
+    [Range(0d, 600_000d)]
     public double DrainMilliseconds { get; set; } = 1000;
 
     /// <summary>Times a load or unload without an answer is sent again before the step fails.</summary>
