@@ -69,8 +69,11 @@ public sealed class EdgeOptions
     [Range(1, 1024)]
     public int MaxActive { get; set; } = 16;
 
-    /// <summary>Requests that may wait for an active slot; one more is refused at once with a capacity fault.</summary>
-    [Range(0, 100_000)]
+    /// <summary>
+    /// Requests that may wait for an active slot; one more is refused at once with a capacity fault. The requests queue's
+    /// prefetch is <see cref="MaxActive"/> + this + 16, and AMQP's prefetch count is 16 bits: past 65535 it wrapped around.
+    /// </summary>
+    [Range(0, 64_000)]
     public int MaxWaiting { get; set; } = 64;
 
     /// <summary>Prompt tokens prefilled per step, over all new requests (a longer prompt is prefilled in chunks).</summary>

@@ -185,6 +185,7 @@ public sealed class CommandLineFailureTests
     [InlineData("Edge__Link__DelayMs", "NaN", "dancemoe edge: error: Edge:Link:DelayMs: The field DelayMs must be between 0 and 10000.")]
     [InlineData("Edge__Link__Mbps", "-0.4", "dancemoe edge: error: Edge:Link:Mbps: The field Mbps must be between 0 and 1000000.")]
     [InlineData("Edge__LoadMsPerMb", "1e300", "dancemoe edge: error: Edge:LoadMsPerMb: The field LoadMsPerMb must be between 0 and 1000000.")]
+    [InlineData("Edge__MaxWaiting", "100000", "dancemoe edge: error: Edge:MaxWaiting: The field MaxWaiting must be between 0 and 64000.")]
     public async Task An_invalid_edge_option_is_one_line_naming_its_key_before_the_model_loads_and_exit_2(string variable, string value, string error)
     {
         await using var cluster = await EdgeCluster.CreateAsync(seed: 59);

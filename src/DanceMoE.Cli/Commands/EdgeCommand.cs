@@ -28,7 +28,7 @@ public static class EdgeCommand
             CliOptions.Int("deadline-ms", 5000, "deadline of a remote expert call", 50, 600_000),
             CliOptions.Int("expert-concurrency", 0, "peers' expert batches run at once (0: one per core)", 0, 256),
             CliOptions.Int("max-active", 16, "requests batched together, one step at a time", 1, 1024),
-            CliOptions.Int("max-waiting", 64, "requests that may wait for a slot; one more is refused at once", 0, 100_000),
+            CliOptions.Int("max-waiting", 64, "requests that may wait for a slot; one more is refused at once", 0, 64_000),
             CliOptions.Int("max-step-tokens", 256, "prompt tokens prefilled per step over all new requests (longer prompts go in chunks)", 1, 16_384),
             CliOptions.Double("link-delay-ms", 0, "emulated one-way link delay", 0, 10_000),
             CliOptions.Double("link-mbps", 0, "emulated link bandwidth (0: unlimited)", 0, 1_000_000),
