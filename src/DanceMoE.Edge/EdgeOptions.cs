@@ -4,7 +4,7 @@ using DanceMoE.Hosting;
 namespace DanceMoE.Edge;
 
 /// <summary>One edge server's identity, model, memory, placement and limits (section <c>Edge</c>, or the <c>dancemoe edge</c> command line).</summary>
-public sealed class EdgeOptions
+public sealed class EdgeOptions : IValidatableObject
 {
     public const string Section = "Edge";
 
@@ -38,6 +38,10 @@ public sealed class EdgeOptions
     [RegularExpression("^(auto|cuda|cpu)$")]
     public string Provider { get; set; } = "auto";
 
+    /// <summary>
+    /// Intra-op threads of each ONNX Runtime session, one session per expert and per dense graph (0: one pool shared by
+    /// all); at most the machine's cores.
+    /// </summary>
     [Range(0, 64)]
     public int IntraOpThreads { get; set; } = 1;
 
@@ -97,6 +101,18 @@ public sealed class EdgeOptions
     public bool ExpertMetrics { get; set; }
 
     public long MemoryBudgetBytes => (long)MemoryMb << 20;
+
+    public IEnumerable<ValidationResult> Validate(ValidationContext validationContext)
+    {
+        // Every session gets a pool this large: 64 on 2 cores started 4930 threads for the default model's 64 experts, and a
+        // DeepSeek-V2-Lite edge (1664 experts) would start about 100,000.
+        if (IntraOpThreads > Environment.ProcessorCount)
+        {
+            yield return new ValidationResult(
+                $"Edge:IntraOpThreads {IntraOpThreads} is more than this machine's {Environment.ProcessorCount} cores: each session (one per expert and dense graph) would get a pool this large",
+                [nameof(IntraOpThreads)]);
+        }
+    }
 
     /// <summary>The edges of <see cref="UniformOver"/>; null when it is not set.</summary>
     public IReadOnlyList<string>? UniformEdges() =>

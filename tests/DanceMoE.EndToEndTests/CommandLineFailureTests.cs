@@ -1,4 +1,5 @@
 using System.ComponentModel.DataAnnotations;
+using System.Globalization;
 using DanceMoE.Edge;
 using DanceMoE.Hosting;
 using DanceMoE.Model;
@@ -299,6 +300,18 @@ public sealed class CommandLineFailureTests
         {
             Directory.Delete(directory, recursive: true);
         }
+    }
+
+    [Fact]
+    public async Task More_intra_op_threads_than_cores_is_one_line_naming_the_key_before_the_model_loads()
+    {
+        await using var cluster = await EdgeCluster.CreateAsync(seed: 59);
+        var environment = cluster.CliEnvironment();
+        environment["Edge__IntraOpThreads"] = (Environment.ProcessorCount + 1).ToString(CultureInfo.InvariantCulture);
+
+        var line = await CommandLineTests.OneErrorLineAsync(2,
+            ["edge", "--id", "edge-1", "--model", cluster.ModelDirectory, "--uniform-over", "edge-1", "--no-traces"], environment);
+        Assert.StartsWith($"dancemoe edge: error: Edge:IntraOpThreads {Environment.ProcessorCount + 1} is more than this machine's {Environment.ProcessorCount} cores", line, StringComparison.Ordinal);
     }
 
     [Theory]

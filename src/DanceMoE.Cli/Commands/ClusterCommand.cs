@@ -47,7 +47,7 @@ public static class ClusterCommand
         var placement = CliOptions.Text("placement", "placement file, or 'uniform'", valueName: "uniform|FILE");
         var memoryMb = CliOptions.Text("memory-mb", "memory budget, MiB: one for all edges, or one per edge", "1024", valueName: "A,B,C");
         var provider = CliOptions.Provider();
-        var threads = CliOptions.Int("threads", 1, "intra-op threads per session", 0, 64);
+        var threads = CliOptions.Int("threads", 1, "intra-op threads per session", 0, Environment.ProcessorCount);
         var deadline = CliOptions.Int("deadline-ms", 5000, "deadline of a remote expert call", 50, 600_000);
         var linkDelay = CliOptions.Double("link-delay-ms", 0, "emulated one-way link delay", 0, 10_000);
         var linkMbps = CliOptions.Double("link-mbps", 0, "emulated link bandwidth (0: unlimited)", 0, 1_000_000);

@@ -24,7 +24,7 @@ public static class EdgeCommand
             placement,
             uniformOver,
             CliOptions.Provider(),
-            CliOptions.Int("threads", 1, "intra-op threads per session (0: ONNX Runtime's default)", 0, 64),
+            CliOptions.Int("threads", 1, "intra-op threads per session (0: one pool shared by all sessions)", 0, Environment.ProcessorCount),
             CliOptions.Int("deadline-ms", 5000, "deadline of a remote expert call", 50, 600_000),
             CliOptions.Int("expert-concurrency", 0, "peers' expert batches run at once (0: one per core)", 0, 256),
             CliOptions.Int("max-active", 16, "requests batched together, one step at a time", 1, 1024),
