@@ -41,6 +41,12 @@ public static class CommandLine
             return ExitCodes.Usage;
         }
 
+        if (RawArguments.FirstNotUtf8(args.Length) is { } notUtf8)
+        {
+            Console.Error.WriteLine($"dancemoe: {notUtf8}");
+            return ExitCodes.Usage;
+        }
+
         // `@file` stays a plain word (a prompt may start with @), as it was before System.CommandLine.
         var parse = root.Parse(args is ["help"] ? ["--help"] : args, new ParserConfiguration { ResponseFileTokenReplacer = null });
         var path = Path(parse.CommandResult);

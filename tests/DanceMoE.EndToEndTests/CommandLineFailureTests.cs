@@ -1,4 +1,5 @@
 using System.ComponentModel.DataAnnotations;
+using System.Diagnostics;
 using System.Globalization;
 using DanceMoE.Edge;
 using DanceMoE.Hosting;
@@ -312,6 +313,32 @@ public sealed class CommandLineFailureTests
         var line = await CommandLineTests.OneErrorLineAsync(2,
             ["edge", "--id", "edge-1", "--model", cluster.ModelDirectory, "--uniform-over", "edge-1", "--no-traces"], environment);
         Assert.StartsWith($"dancemoe edge: error: Edge:IntraOpThreads {Environment.ProcessorCount + 1} is more than this machine's {Environment.ProcessorCount} cores", line, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("generate", "--model", "/nonexistent", "--prompt")]
+    [InlineData("infer", "--edge", "edge-1", "--prompt")]
+    public async Task An_argument_that_is_not_utf8_is_one_line_before_anything_runs(params string[] arguments)
+    {
+        // Only a shell can hand a process bytes that are not UTF-8: ProcessStartInfo encodes its strings.
+        var start = new ProcessStartInfo("sh") { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
+        start.Environment["ConnectionStrings__rabbitmq"] = ClosedRabbitMq;
+        start.ArgumentList.Add("-c");
+        start.ArgumentList.Add("exec dotnet \"$0\" \"$@\" \"$(printf 'a\\377b')\"");
+        start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "dancemoe.dll"));
+        foreach (var argument in arguments)
+        {
+            start.ArgumentList.Add(argument);
+        }
+
+        using var process = Process.Start(start)!;
+        var output = process.StandardOutput.ReadToEndAsync();
+        var errors = process.StandardError.ReadToEndAsync();
+        await process.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(60));
+
+        Assert.Equal(2, process.ExitCode);
+        Assert.Empty(await output);
+        Assert.Equal("dancemoe: argument 5 is not UTF-8 text (byte 0xFF at offset 1): prompts, paths and ids are read as UTF-8", (await errors).TrimEnd('\n'));
     }
 
     [Theory]
