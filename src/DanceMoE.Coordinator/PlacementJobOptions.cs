@@ -39,8 +39,15 @@ public sealed class PlacementJobOptions : IValidatableObject
     [Range(1, 4096)]
     public int Layers { get; set; }
 
-    [Range(1, 65536)]
+    /// <summary>Experts per layer; the placements table stores an expert id as a smallint.</summary>
+    [Range(1, short.MaxValue + 1)]
     public int Experts { get; set; }
+
+    /// <summary>
+    /// The most layers x experts a run plans for: 16 x 65536 took 444 MB, 4096 x 65536 more than 4 GB within 30 s; the
+    /// largest MoE models have about 25,000 (DeepSeek-V3: 61 x 256).
+    /// </summary>
+    public const int MaxExpertSlots = 1 << 18;
 
     [Range(1, 1024)]
     public int TopK { get; set; } = 2;
@@ -69,6 +76,13 @@ public sealed class PlacementJobOptions : IValidatableObject
         if (CronProblem(Cron) is { } problem)
         {
             yield return new ValidationResult($"PlacementJob:Cron '{Cron}' {problem}", [nameof(Cron)]);
+        }
+
+        if ((long)Layers * Experts > MaxExpertSlots)
+        {
+            yield return new ValidationResult(
+                $"PlacementJob:Layers x Experts ({Layers} x {Experts}) is more than {MaxExpertSlots} expert slots: each run of the placement job would hold gigabytes",
+                [nameof(Layers), nameof(Experts)]);
         }
 
         if (TopK > Experts)

@@ -182,6 +182,18 @@ public sealed class CommandLineFailureTests
     }
 
     [Theory]
+    [InlineData("PlacementJob__Experts", "40000", "PlacementJob:Experts: The field Experts must be between 1 and 32768.")]
+    [InlineData("PlacementJob__Layers", "4096", "PlacementJob:Layers x Experts (4096 x 1024) is more than 262144 expert slots")]
+    public async Task A_model_shape_the_job_could_not_store_or_hold_in_memory_is_refused_at_start(string variable, string value, string error)
+    {
+        // Without --layers and --experts the coordinator takes the shape from PlacementJob__* (as the coordinator host does).
+        var environment = new Dictionary<string, string> { ["PlacementJob__Layers"] = "2", ["PlacementJob__Experts"] = "1024", [variable] = value };
+
+        var line = await CommandLineTests.OneErrorLineAsync(2, ["coordinator", "--top-k", "1", "--expert-bytes", "100"], environment);
+        Assert.Contains(error, line, StringComparison.Ordinal);
+    }
+
+    [Theory]
     [InlineData("Edge__Link__DelayMs", "-1", "dancemoe edge: error: Edge:Link:DelayMs: The field DelayMs must be between 0 and 10000.")]
     [InlineData("Edge__Link__Mbps", "fast", "dancemoe edge: error: Failed to convert configuration value 'fast' at 'Edge:Link:Mbps' to type 'System.Double'.")]
     [InlineData("Edge__Link__DelayMs", "NaN", "dancemoe edge: error: Edge:Link:DelayMs: The field DelayMs must be between 0 and 10000.")]

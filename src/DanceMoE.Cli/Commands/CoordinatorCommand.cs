@@ -27,7 +27,7 @@ public static class CoordinatorCommand
         {
             model,
             CliOptions.OptionalInt("layers", "MoE layers (instead of --model)", 1, 4096),
-            CliOptions.OptionalInt("experts", "experts per layer (instead of --model)", 1, 65536),
+            CliOptions.OptionalInt("experts", "experts per layer (instead of --model)", 1, short.MaxValue + 1),
             CliOptions.OptionalInt("top-k", "experts per token (instead of --model)", 1, 1024),
             CliOptions.OptionalLong("expert-bytes", "bytes of one expert's weights (instead of --model)", 1),
             CliOptions.Text("algorithm", "placement algorithm: dancemoe, optimal, eplb, redundance, uniform or latency", job.Algorithm),
