@@ -110,6 +110,8 @@ public static class EdgeServer
         {
             host.ValidateOptions();
             options = host.Services.GetRequiredService<IOptions<EdgeOptions>>().Value;
+            // Its spill directory is a setting as well: one it cannot use is refused with the others, before the model loads.
+            host.Services.GetRequiredService<ITraceWriter>();
             // Before the experts load, so /healthz answers and /readyz says why not yet while they do.
             host.Services.GetRequiredService<MetricsServer>().Start();
             // Loads the model and the placement's experts now, so an edge that cannot hold them never joins the bus.
@@ -173,6 +175,14 @@ public static class EdgeServer
         }
 
         writerOptions.ThrowIfInvalid();
-        return new TraceWriter(writerOptions, services.GetRequiredService<ILogger<TraceWriter>>());
+        try
+        {
+            return new TraceWriter(writerOptions, services.GetRequiredService<ILogger<TraceWriter>>());
+        }
+        catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+        {
+            throw new OptionsValidationException(EdgeTraceOptions.Section, typeof(EdgeTraceOptions),
+                [$"{EdgeTraceOptions.Section}:{nameof(EdgeTraceOptions.SpillDirectory)} '{writerOptions.SpillDirectory}' cannot hold the spill files: {ex.Message}"]);
+        }
     }
 }

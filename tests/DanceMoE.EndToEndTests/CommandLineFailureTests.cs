@@ -316,6 +316,18 @@ public sealed class CommandLineFailureTests
     }
 
     [Fact]
+    public async Task A_trace_spill_directory_that_is_a_file_is_one_line_naming_its_key_before_the_edge_serves()
+    {
+        await using var cluster = await EdgeCluster.CreateAsync(seed: 59);
+        var environment = cluster.CliEnvironment();
+        environment["Edge__Traces__SpillDirectory"] = "/dev/null";
+
+        var line = await CommandLineTests.OneErrorLineAsync(2,
+            ["edge", "--id", "edge-1", "--model", cluster.ModelDirectory, "--uniform-over", "edge-1"], environment);
+        Assert.StartsWith("dancemoe edge: error: Edge:Traces:SpillDirectory '/dev/null' cannot hold the spill files: ", line, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public async Task More_intra_op_threads_than_cores_is_one_line_naming_the_key_before_the_model_loads()
     {
         await using var cluster = await EdgeCluster.CreateAsync(seed: 59);
