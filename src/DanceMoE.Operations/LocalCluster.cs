@@ -78,58 +78,69 @@ public static class LocalCluster
             }
         }
 
+        // A cancel during the export starts nothing. The edges run in sessions of their own: an up cancelled or failed
+        // after launching some must stop them, or they serve on, named by no command's output, and the next up refuses.
+        cancellationToken.ThrowIfCancellationRequested();
         var started = new List<StartedEdge>();
-        for (var i = 0; i < ids.Count; i++)
+        try
         {
-            var id = ids[i];
-            int? metricsPort = spec.MetricsPortBase is { } b ? b + i : null;
-            var memory = spec.MemoryMb.Count == 1 ? spec.MemoryMb[0] : spec.MemoryMb[i];
-            var logFile = Path.Combine(Directory, $"{id}.log");
-            var ready = ReadyFile(id);
-            string[] edgeArgs =
-            [
-                "edge", "--id", id, "--model", model, "--memory-mb", memory.ToString(CultureInfo.InvariantCulture),
-                "--placement", placementFile, "--provider", spec.Provider, "--threads", spec.Threads.ToString(CultureInfo.InvariantCulture),
-                "--deadline-ms", spec.DeadlineMs.ToString(CultureInfo.InvariantCulture),
-                "--link-delay-ms", spec.LinkDelayMs.ToString(CultureInfo.InvariantCulture),
-                "--link-mbps", spec.LinkMbps.ToString(CultureInfo.InvariantCulture),
-                "--ready-file", ready, "--trace-spill-dir", Path.Combine(LocalEnvironment.StateDirectory, "trace-spill"),
-                // The edge sees a share of the cores (below); its peers' batches may still overlap as on the whole machine,
-                // unless the operator set the concurrency.
-                .. Environment.GetEnvironmentVariable("Edge__ExpertConcurrency") is null
-                    ? ["--expert-concurrency", Environment.ProcessorCount.ToString(CultureInfo.InvariantCulture)]
-                    : Array.Empty<string>(),
-                .. spec.Traces ? Array.Empty<string>() : ["--no-traces"],
-                .. metricsPort is { } port ? ["--metrics-port", port.ToString(CultureInfo.InvariantCulture)] : Array.Empty<string>(),
-                .. metricsPort is not null && spec.ExpertMetrics ? ["--expert-metrics"] : Array.Empty<string>(),
-            ];
-            var pid = Launch(edgeArgs, logFile, CliProcesses.CoreShare(ids.Count));
-            File.WriteAllText(PidFile(id), pid.ToString(CultureInfo.InvariantCulture));
-            if (metricsPort is { } p)
+            for (var i = 0; i < ids.Count; i++)
             {
-                File.WriteAllText(PortFile(id), p.ToString(CultureInfo.InvariantCulture));
-            }
-
-            started.Add(new StartedEdge(id, pid, memory, placement.ExpertsOf(id).Count(), logFile, metricsPort));
-        }
-
-        log($"started {started.Count} edges; waiting until they serve...");
-        var deadline = DateTime.UtcNow.AddSeconds(spec.StartTimeoutSeconds);
-        foreach (var edge in started)
-        {
-            var ready = Path.Combine(Directory, $"{edge.Id}.ready");
-            while (!File.Exists(ready))
-            {
-                if (!IsAlive(edge.Pid) || DateTime.UtcNow > deadline)
+                cancellationToken.ThrowIfCancellationRequested();
+                var id = ids[i];
+                int? metricsPort = spec.MetricsPortBase is { } b ? b + i : null;
+                var memory = spec.MemoryMb.Count == 1 ? spec.MemoryMb[0] : spec.MemoryMb[i];
+                var logFile = Path.Combine(Directory, $"{id}.log");
+                var ready = ReadyFile(id);
+                string[] edgeArgs =
+                [
+                    "edge", "--id", id, "--model", model, "--memory-mb", memory.ToString(CultureInfo.InvariantCulture),
+                    "--placement", placementFile, "--provider", spec.Provider, "--threads", spec.Threads.ToString(CultureInfo.InvariantCulture),
+                    "--deadline-ms", spec.DeadlineMs.ToString(CultureInfo.InvariantCulture),
+                    "--link-delay-ms", spec.LinkDelayMs.ToString(CultureInfo.InvariantCulture),
+                    "--link-mbps", spec.LinkMbps.ToString(CultureInfo.InvariantCulture),
+                    "--ready-file", ready, "--trace-spill-dir", Path.Combine(LocalEnvironment.StateDirectory, "trace-spill"),
+                    // The edge sees a share of the cores (below); its peers' batches may still overlap as on the whole machine,
+                    // unless the operator set the concurrency.
+                    .. Environment.GetEnvironmentVariable("Edge__ExpertConcurrency") is null
+                        ? ["--expert-concurrency", Environment.ProcessorCount.ToString(CultureInfo.InvariantCulture)]
+                        : Array.Empty<string>(),
+                    .. spec.Traces ? Array.Empty<string>() : ["--no-traces"],
+                    .. metricsPort is { } port ? ["--metrics-port", port.ToString(CultureInfo.InvariantCulture)] : Array.Empty<string>(),
+                    .. metricsPort is not null && spec.ExpertMetrics ? ["--expert-metrics"] : Array.Empty<string>(),
+                ];
+                var pid = Launch(edgeArgs, logFile, CliProcesses.CoreShare(ids.Count));
+                File.WriteAllText(PidFile(id), pid.ToString(CultureInfo.InvariantCulture));
+                if (metricsPort is { } p)
                 {
-                    var why = IsAlive(edge.Pid) ? $"not ready after {spec.StartTimeoutSeconds} s" : "exited";
-                    var tail = File.Exists(edge.LogFile) ? string.Join(Environment.NewLine, File.ReadLines(edge.LogFile).TakeLast(5)) : "";
-                    await StopAsync(CancellationToken.None).ConfigureAwait(false);
-                    throw new OperationException($"{edge.Id} {why}; its log ({edge.LogFile}) ends with:{Environment.NewLine}{tail}");
+                    File.WriteAllText(PortFile(id), p.ToString(CultureInfo.InvariantCulture));
                 }
 
-                await Task.Delay(100, cancellationToken).ConfigureAwait(false);
+                started.Add(new StartedEdge(id, pid, memory, placement.ExpertsOf(id).Count(), logFile, metricsPort));
             }
+
+            log($"started {started.Count} edges; waiting until they serve...");
+            var deadline = DateTime.UtcNow.AddSeconds(spec.StartTimeoutSeconds);
+            foreach (var edge in started)
+            {
+                var ready = Path.Combine(Directory, $"{edge.Id}.ready");
+                while (!File.Exists(ready))
+                {
+                    if (!IsAlive(edge.Pid) || DateTime.UtcNow > deadline)
+                    {
+                        var why = IsAlive(edge.Pid) ? $"not ready after {spec.StartTimeoutSeconds} s" : "exited";
+                        var tail = File.Exists(edge.LogFile) ? string.Join(Environment.NewLine, File.ReadLines(edge.LogFile).TakeLast(5)) : "";
+                        throw new OperationException($"{edge.Id} {why}; its log ({edge.LogFile}) ends with:{Environment.NewLine}{tail}");
+                    }
+
+                    await Task.Delay(100, cancellationToken).ConfigureAwait(false);
+                }
+            }
+        }
+        catch (Exception ex) when (ex is OperationCanceledException or OperationException or IOException)
+        {
+            await StopAsync(CancellationToken.None).ConfigureAwait(false);
+            throw;
         }
 
         return started;

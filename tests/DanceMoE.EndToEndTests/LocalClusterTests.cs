@@ -1,3 +1,5 @@
+using DanceMoE.Model;
+using DanceMoE.Model.Onnx;
 using DanceMoE.Operations;
 
 namespace DanceMoE.EndToEndTests;
@@ -107,6 +109,83 @@ public sealed class LocalClusterTests
         Assert.Equal(
             "dancemoe cluster up: --metrics-port-base 65535 (default $DANCEMOE_METRICS_PORT_BASE, else 9470) gives 2 edges ports outside 1024 to 65535 (see dancemoe cluster up --help)",
             line);
+    }
+
+    [Theory]
+    [InlineData("INT")]
+    [InlineData("TERM")]
+    public async Task A_cluster_up_interrupted_while_its_edges_start_stops_them_and_exits_cancelled(string signal)
+    {
+        var directory = Path.Combine(Path.GetTempPath(), $"dancemoe-up-cancelled-{Guid.NewGuid():N}");
+        TinyCheckpoint.Write(Path.Combine(directory, "ckpt"), new TinyOptions { Seed = 53 });
+        OnnxExporter.Export(Checkpoint.Open(Path.Combine(directory, "ckpt")), Path.Combine(directory, "onnx"), TensorDtype.F32);
+        var model = Path.Combine(directory, "onnx");
+        // A broker that takes the connection and never answers: the edges live but never serve, so the signal always
+        // comes while up waits for them.
+        using var silentBroker = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+        silentBroker.Start();
+        var brokerPort = ((System.Net.IPEndPoint)silentBroker.LocalEndpoint).Port;
+        var start = new System.Diagnostics.ProcessStartInfo("dotnet") { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
+        start.Environment["DANCEMOE_STATE"] = Path.Combine(directory, "state");
+        start.Environment["ConnectionStrings__rabbitmq"] = $"amqp://nobody:nothing@127.0.0.1:{brokerPort}/";
+        foreach (var argument in (string[])[Path.Combine(AppContext.BaseDirectory, "dancemoe.dll"), "cluster", "up", "--edges", "2", "--model", model,
+            "--provider", "cpu", "--no-traces", "--memory-mb", "256", "--metrics-port-base", TwoFreePorts().ToString(System.Globalization.CultureInfo.InvariantCulture)])
+        {
+            start.ArgumentList.Add(argument);
+        }
+
+        using var up = System.Diagnostics.Process.Start(start)!;
+        try
+        {
+            var output = up.StandardOutput.ReadToEndAsync();
+            var errors = new List<string>();
+            while (await up.StandardError.ReadLineAsync() is { } line)
+            {
+                errors.Add(line);
+                if (line.Contains("waiting until they serve", StringComparison.Ordinal))
+                {
+                    Assert.Equal(2, EdgeProcessesOn(model).Count);
+                    LocalCluster.Signal(signal, up.Id);
+                }
+            }
+
+            await up.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(60));
+            var said = $"exit {up.ExitCode}: {await output}{string.Join('\n', errors)}";
+            Assert.True(up.ExitCode == 130, said);
+            Assert.Equal("dancemoe cluster: cancelled", errors[^1]);
+            Assert.Empty(EdgeProcessesOn(model));
+            Assert.Empty(Directory.GetFiles(Path.Combine(directory, "state", "cluster"), "*.pid"));
+        }
+        finally
+        {
+            if (!up.HasExited)
+            {
+                up.Kill();
+            }
+
+            foreach (var pid in EdgeProcessesOn(model))
+            {
+                LocalCluster.Signal("KILL", pid);
+            }
+
+            Directory.Delete(directory, recursive: true);
+        }
+    }
+
+    /// <summary>A port whose next one is free as well, for two edges' metrics.</summary>
+    private static int TwoFreePorts()
+    {
+        while (true)
+        {
+            using var probe = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
+            probe.Start();
+            var port = ((System.Net.IPEndPoint)probe.LocalEndpoint).Port;
+            probe.Stop();
+            if (port < 65535 && LocalCluster.PortIsFree(port) && LocalCluster.PortIsFree(port + 1))
+            {
+                return port;
+            }
+        }
     }
 
     /// <summary>The live edge processes serving this model directory, whether or not a pid file names them.</summary>
