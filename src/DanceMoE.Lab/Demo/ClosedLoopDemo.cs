@@ -56,6 +56,12 @@ public static class ClosedLoopDemo
     private static readonly TimeSpan DecisionTimeout = TimeSpan.FromMinutes(3);
     private static readonly TimeSpan MigrationTimeout = TimeSpan.FromMinutes(5);
 
+    /// <summary>
+    /// The broker user the demo asks the coordinator's job to run with: ops, as <c>placement run-now</c> does. The client's
+    /// user may not send to the coordinator's queue, and MassTransit tried the refused send again until the caller gave up.
+    /// </summary>
+    public static string RunNowRabbitMqUri => LocalEnvironment.RabbitMqUriFor(BusRole.Ops);
+
     /// <summary>Each edge's default memory budget: room for <see cref="BudgetShare"/> of the routed experts, at least the uniform start's share.</summary>
     public static int DefaultMemoryMb(int routedExperts, int edges, long expertBytes) =>
         (int)Math.Ceiling(Math.Max(Math.Ceiling(routedExperts * BudgetShare), (routedExperts + edges - 1) / edges) * expertBytes / 1048576.0);
@@ -166,7 +172,7 @@ public static class ClosedLoopDemo
             var activations = await WaitForTracesAsync(round1, shape.Layers * shape.TopK, cancellationToken).ConfigureAwait(false);
             await WaitForMembersAsync(services.GetRequiredService<ClusterMembership>(), ids, bootstrap, cancellationToken).ConfigureAwait(false);
             output.WriteLine($"[demo] the edges recorded round 1's {activations} expert activations; running the placement job now...");
-            var commandId = await PlacementJobTrigger.SendAsync(client.Requests, "demo", cancellationToken).ConfigureAwait(false);
+            var commandId = await PlacementJobTrigger.SendAsync(RunNowRabbitMqUri, "demo", cancellationToken).ConfigureAwait(false);
             var decision = await PlacementJobTrigger.WaitForDecisionAsync(LocalEnvironment.PostgresUrl, commandId, DecisionTimeout, null, cancellationToken).ConfigureAwait(false);
             output.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"[demo] decision {decision.Id}: {decision.Decision} ({decision.Status}), v{decision.CurrentVersion} -> v{decision.CandidateVersion?.ToString(CultureInfo.InvariantCulture) ?? "-"}: {decision.Reason}"));
