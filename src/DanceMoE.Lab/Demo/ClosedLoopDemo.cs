@@ -156,9 +156,11 @@ public static class ClosedLoopDemo
 
             output.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"[demo] starting {ids.Count} edges, {memoryMb} MiB each: room for {fits} of the {routed} routed experts ({(double)fits / routed:P0}); placement v{bootstrap} uniform, every expert once"));
-            edgesStarted = true;
+            // Only once they are up are the edges this demo's to stop: an up refused beside another cluster leaves that one
+            // running, and one cancelled or failed has stopped its own.
             var edges = await LocalCluster.UpAsync(new ClusterSpec { Edges = ids.Count, Model = model, MemoryMb = [memoryMb] }, line => output.WriteLine($"[demo] {line}"), cancellationToken)
                 .ConfigureAwait(false);
+            edgesStarted = true;
             output.WriteLine($"[demo] {string.Join(", ", edges.Select(e => $"{e.Id} pid {e.Pid} ({e.Experts} experts)"))}");
 
             await using var client = await BusClient.StartAsync(LocalEnvironment.RabbitMqUri, cancellationToken).ConfigureAwait(false);
