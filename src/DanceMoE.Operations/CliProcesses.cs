@@ -39,6 +39,9 @@ public static class CliProcesses
     /// </summary>
     public static int CoreShare(int processes) => Math.Max(1, Environment.ProcessorCount / Math.Max(1, processes));
 
+    /// <summary>The cores each of <paramref name="processes"/> started with their <see cref="CoreShare"/> sees: that share, unless the operator set <c>DOTNET_PROCESSOR_COUNT</c>, which wins.</summary>
+    public static int CoresSeen(int processes) => Environment.GetEnvironmentVariable(ProcessorCountVariable) is null ? CoreShare(processes) : Environment.ProcessorCount;
+
     /// <summary>
     /// A <c>/bin/sh</c> that runs the CLI with its output to <paramref name="logFile"/> and no standard input. A detached
     /// process gets its own session, so it outlives the command that started it, and the shell prints its pid. A

@@ -28,6 +28,13 @@ public static class LocalCluster
                 $"--metrics-port-base {firstPort} (default $DANCEMOE_METRICS_PORT_BASE, else 9470) gives {spec.Edges} edges ports outside 1024 to 65535");
         }
 
+        if (spec.Threads > CliProcesses.CoresSeen(spec.Edges))
+        {
+            // An edge refuses more intra-op threads than the cores it sees, and each sees only its share.
+            throw new InvalidSettingsException(
+                $"--threads {spec.Threads}: each of the {spec.Edges} edges sees {CliProcesses.CoresSeen(spec.Edges)} of this machine's {Environment.ProcessorCount} cores and takes at most that many intra-op threads");
+        }
+
         await using var held = await LockAsync(log, cancellationToken).ConfigureAwait(false);
         var running = RunningEdges();
         if (running.Count > 0)

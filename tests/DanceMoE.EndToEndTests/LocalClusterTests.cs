@@ -1,3 +1,4 @@
+using System.Globalization;
 using DanceMoE.Model;
 using DanceMoE.Model.Onnx;
 using DanceMoE.Operations;
@@ -108,6 +109,20 @@ public sealed class LocalClusterTests
 
         Assert.Equal(
             "dancemoe cluster up: --metrics-port-base 65535 (default $DANCEMOE_METRICS_PORT_BASE, else 9470) gives 2 edges ports outside 1024 to 65535 (see dancemoe cluster up --help)",
+            line);
+    }
+
+    [Fact]
+    public async Task More_threads_than_each_edge_sees_of_the_cores_is_one_usage_line_before_anything_starts()
+    {
+        // Each edge is told its share of the cores and refuses a larger pool; with one more edge than cores, the share is one.
+        var edges = Environment.ProcessorCount + 1;
+
+        var line = await CommandLineTests.OneErrorLineAsync(2,
+            ["cluster", "up", "--edges", edges.ToString(CultureInfo.InvariantCulture), "--threads", "2", "--model", "/nonexistent"]);
+
+        Assert.Equal(
+            $"dancemoe cluster up: --threads 2: each of the {edges} edges sees 1 of this machine's {Environment.ProcessorCount} cores and takes at most that many intra-op threads (see dancemoe cluster up --help)",
             line);
     }
 
