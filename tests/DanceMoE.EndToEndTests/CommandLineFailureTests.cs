@@ -90,7 +90,7 @@ public sealed class CommandLineFailureTests
         if (refused == "rabbitmq")
         {
             var role = command.StartsWith("infer", StringComparison.Ordinal) ? BusRole.Client : BusRole.Ops;
-            environment["ConnectionStrings__rabbitmq"] = new UriBuilder(LocalEnvironment.RabbitMqUriFor(role)) { Password = "wrong" }.Uri.ToString();
+            environment["ConnectionStrings__rabbitmq"] = WithWrongPassword(LocalEnvironment.RabbitMqUriFor(role));
         }
         else
         {
@@ -233,8 +233,9 @@ public sealed class CommandLineFailureTests
         // The coordinator rides out a database that does not answer, but one that refuses its login never will.
         await using var cluster = await EdgeCluster.CreateAsync(seed: 61);
         var environment = cluster.CliEnvironment();
-        var url = new UriBuilder(variable.EndsWith("rabbitmq", StringComparison.Ordinal) ? cluster.VirtualHost.Uri : LocalEnvironment.PostgresUrl) { Password = "wrong" };
-        environment[variable] = url.Uri.ToString();
+        environment[variable] = variable.EndsWith("rabbitmq", StringComparison.Ordinal)
+            ? WithWrongPassword(cluster.VirtualHost.Uri)
+            : new UriBuilder(LocalEnvironment.PostgresUrl) { Password = "wrong" }.Uri.ToString();
         string[] arguments = host == "edge"
             ? ["edge", "--id", "edge-1", "--model", cluster.ModelDirectory, "--uniform-over", "edge-1", "--no-traces"]
             : ["coordinator", "--layers", "2", "--experts", "4", "--top-k", "1", "--expert-bytes", "100"];
@@ -458,5 +459,12 @@ public sealed class CommandLineFailureTests
 
         Assert.Null(EdgeQueues.Problem(id));
         Assert.True(Validator.TryValidateObject(options, new ValidationContext(options), [], validateAllProperties: true));
+    }
+
+    /// <summary>The broker URI with another password; not through <see cref="UriBuilder"/>, which takes no list of nodes (<c>host:5682,host:5683</c>).</summary>
+    private static string WithWrongPassword(string rabbitMqUri)
+    {
+        var broker = RabbitMqOptions.Parse(rabbitMqUri) with { Password = "wrong" };
+        return broker.UriFor(broker.VirtualHost);
     }
 }
