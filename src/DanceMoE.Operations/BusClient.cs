@@ -87,9 +87,8 @@ public sealed class BusClient : IAsyncDisposable
         await channel.ExchangeDeleteAsync(queue, ifUnused: false, cancellationToken: cancellationToken).ConfigureAwait(false);
     }
 
-    private static OperationException Unreachable(string rabbitMqUri, Exception ex) => ServiceRefusal.Describe(ex) is { } refused
-        ? new($"cannot connect to RabbitMQ at {LocalEnvironment.Redact(rabbitMqUri)}: {refused}", OperationFailure.InvalidSettings, ex)
-        : new($"cannot connect to RabbitMQ at {LocalEnvironment.Redact(rabbitMqUri)}: {ex.Message} (is it up? ./dancemoe services up)", OperationFailure.Unavailable, ex);
+    private static OperationException Unreachable(string rabbitMqUri, Exception ex) =>
+        OperationException.ServiceFailure($"cannot connect to RabbitMQ at {LocalEnvironment.Redact(rabbitMqUri)}", ex);
 
     private static ConnectionFactory Factory(string rabbitMqUri) => RabbitMqOptions.Parse(rabbitMqUri).ConnectionFactory();
 

@@ -1,7 +1,6 @@
 using System.Globalization;
 using DanceMoE.Coordinator;
 using DanceMoE.Data;
-using DanceMoE.Hosting;
 using Microsoft.EntityFrameworkCore;
 using Npgsql;
 
@@ -70,9 +69,8 @@ public static class ClusterStatus
         }
     }
 
-    private static OperationException Unreachable(string postgresUrl, NpgsqlException ex) => ServiceRefusal.Describe(ex) is { } refused
-        ? new($"cannot read the cluster state at {LocalEnvironment.Redact(postgresUrl)}: {refused}", OperationFailure.InvalidSettings, ex)
-        : new($"cannot read the cluster state at {LocalEnvironment.Redact(postgresUrl)}: {ex.Message} (is it up? ./dancemoe services up)", OperationFailure.Unavailable, ex);
+    private static OperationException Unreachable(string postgresUrl, NpgsqlException ex) =>
+        OperationException.ServiceFailure($"cannot read the cluster state at {LocalEnvironment.Redact(postgresUrl)}", ex);
 
     private static async Task<LocalRatio> LocalRatioAsync(string postgresUrl, DateTimeOffset from, CancellationToken cancellationToken)
     {

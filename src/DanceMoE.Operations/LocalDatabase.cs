@@ -1,4 +1,3 @@
-using DanceMoE.Hosting;
 using DanceMoE.Migrations;
 using Npgsql;
 
@@ -14,14 +13,9 @@ public static class LocalDatabase
         {
             return await DatabaseMigrator.MigrateAsync(postgresUrl, wait, cancellationToken).ConfigureAwait(false);
         }
-        catch (NpgsqlException ex) when (ServiceRefusal.Describe(ex) is { } refused)
-        {
-            throw new OperationException($"cannot migrate the database at {LocalEnvironment.Redact(postgresUrl)}: {refused}", OperationFailure.InvalidSettings, ex);
-        }
         catch (NpgsqlException ex)
         {
-            throw new OperationException(
-                $"cannot migrate the database at {LocalEnvironment.Redact(postgresUrl)}: {ex.Message} (is it up? ./dancemoe services up)", OperationFailure.Unavailable, ex);
+            throw OperationException.ServiceFailure($"cannot migrate the database at {LocalEnvironment.Redact(postgresUrl)}", ex);
         }
         catch (FormatException ex)
         {

@@ -1,3 +1,5 @@
+using DanceMoE.Hosting;
+
 namespace DanceMoE.Operations;
 
 /// <summary>How an operation failed, for a front end to turn into its own exit code.</summary>
@@ -18,6 +20,14 @@ public class OperationException(string message, OperationFailure failure = Opera
     : Exception(message, inner)
 {
     public OperationFailure Failure { get; } = failure;
+
+    /// <summary>
+    /// "<paramref name="what"/>: ..." for a broker or database that failed: a refused login or database names the setting to
+    /// check (<paramref name="setting"/>, else the usual connection string), anything else asks whether the service is up.
+    /// </summary>
+    public static OperationException ServiceFailure(string what, Exception ex, string? setting = null) => ServiceRefusal.Describe(ex, setting) is { } refused
+        ? new($"{what}: {refused}", OperationFailure.InvalidSettings, ex)
+        : new($"{what}: {ex.Message} (is it up? ./dancemoe services up)", OperationFailure.Unavailable, ex);
 }
 
 /// <summary>An option of the operation is wrong: a front end shows its usage after the message.</summary>

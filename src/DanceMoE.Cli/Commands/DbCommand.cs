@@ -63,9 +63,7 @@ public static partial class DbCommand
         }
         catch (NpgsqlException ex)
         {
-            throw Hosting.ServiceRefusal.Describe(ex, $"ConnectionStrings__{AdminDatabase.ConnectionName}") is { } refused
-                ? new CliException($"cannot create the analyst login {name}: {refused}", ExitCodes.Usage, ex)
-                : new CliException($"cannot create the analyst login {name}: {ex.Message}", ExitCodes.Unavailable, ex);
+            throw OperationException.ServiceFailure($"cannot create the analyst login {name}", ex, $"ConnectionStrings__{AdminDatabase.ConnectionName}");
         }
 
         Console.WriteLine($"login {name}: reads the analyst views, at most {connectionLimit} sessions, statements cut at {statementTimeout.TotalSeconds:0} s");
