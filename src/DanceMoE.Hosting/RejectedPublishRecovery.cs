@@ -75,3 +75,24 @@ public sealed class RejectedPublishObserver(Action<SendContext, Exception> rejec
         return Task.CompletedTask;
     }
 }
+
+/// <summary>Calls <paramref name="faulted"/> for each send that failed.</summary>
+public sealed class SendFaultObserver(Action<SendContext, Exception> faulted) : ISendObserver
+{
+    public Task PreSend<T>(SendContext<T> context)
+        where T : class => Task.CompletedTask;
+
+    public Task PostSend<T>(SendContext<T> context)
+        where T : class => Task.CompletedTask;
+
+    public Task SendFault<T>(SendContext<T> context, Exception exception)
+        where T : class
+    {
+        if (context is not null)
+        {
+            faulted(context, exception);
+        }
+
+        return Task.CompletedTask;
+    }
+}

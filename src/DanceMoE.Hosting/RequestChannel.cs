@@ -1,5 +1,7 @@
+using System.Collections.Concurrent;
 using System.Diagnostics;
 using MassTransit;
+using RabbitMQ.Client.Exceptions;
 
 namespace DanceMoE.Hosting;
 
@@ -9,6 +11,8 @@ namespace DanceMoE.Hosting;
 /// go on rejecting every publish from one channel to a quorum queue whose leader died (a channel that published there while
 /// a new leader was being elected; a new channel's publishes are taken), and MassTransit tries a rejected publish again on
 /// the same channel until the caller gives up, so the bus's own request client would hang every request to that queue.
+/// A send the broker refuses for the user's permissions (ACCESS_REFUSED) fails at once: MassTransit would try it again
+/// on a new channel until the caller gives up, and a caller that never does (the demo once) hangs.
 /// </summary>
 public sealed class RequestChannel : IAsyncDisposable
 {
@@ -21,6 +25,7 @@ public sealed class RequestChannel : IAsyncDisposable
 
     private readonly IBus _bus;
     private readonly object _gate = new();
+    private readonly ConcurrentDictionary<Guid, TaskCompletionSource<OperationInterruptedException>> _watched = new();
     private Generation _current;
     private long? _replacedAt;
     private bool _replacementDue;
@@ -36,6 +41,7 @@ public sealed class RequestChannel : IAsyncDisposable
     public int Replacements { get; private set; }
 
     /// <summary>Sends <paramref name="message"/> to <paramref name="destination"/> and waits for its response, as MassTransit's request client does.</summary>
+    /// <exception cref="SendRefusedException">The broker refused the request for the user's permissions.</exception>
     public async Task<Response<TResponse>> GetResponse<TRequest, TResponse>(Uri destination, TRequest message, RequestTimeout timeout, CancellationToken cancellationToken)
         where TRequest : class
         where TResponse : class
@@ -45,7 +51,12 @@ public sealed class RequestChannel : IAsyncDisposable
         {
             await generation.Handle.Ready.WaitAsync(cancellationToken).ConfigureAwait(false);
             var client = generation.Factory.CreateRequestClient<TRequest>(destination, timeout);
-            return await client.GetResponse<TResponse>(message, cancellationToken).ConfigureAwait(false);
+            return await WatchedAsync(destination, async (id, token) =>
+            {
+                using var request = client.Create(message, token);
+                request.UseExecute(context => context.MessageId = id);
+                return await request.GetResponse<TResponse>().ConfigureAwait(false);
+            }, cancellationToken).ConfigureAwait(false);
         }
         finally
         {
@@ -54,6 +65,7 @@ public sealed class RequestChannel : IAsyncDisposable
     }
 
     /// <summary>Sends <paramref name="message"/> to <paramref name="destination"/> on the same channel as the requests.</summary>
+    /// <exception cref="SendRefusedException">The broker refused the send for the user's permissions.</exception>
     public async Task SendAsync<T>(Uri destination, T message, CancellationToken cancellationToken)
         where T : class
     {
@@ -62,12 +74,66 @@ public sealed class RequestChannel : IAsyncDisposable
         {
             await generation.Handle.Ready.WaitAsync(cancellationToken).ConfigureAwait(false);
             var endpoint = await generation.Handle.ReceiveEndpoint.GetSendEndpoint(destination).ConfigureAwait(false);
-            await endpoint.Send(message, cancellationToken).ConfigureAwait(false);
+            await WatchedAsync(destination, async (id, token) =>
+            {
+                await endpoint.Send(message, context => context.MessageId = id, token).ConfigureAwait(false);
+                return true;
+            }, cancellationToken).ConfigureAwait(false);
         }
         finally
         {
             await ReleaseAsync(generation).ConfigureAwait(false);
         }
+    }
+
+    /// <summary>
+    /// Runs <paramref name="send"/> with a message id of its own and stops it once the broker refused a try of it for the
+    /// user's permissions: each try is a new message with that id, and the observer of the endpoint reports its refusal.
+    /// </summary>
+    private async Task<TResult> WatchedAsync<TResult>(Uri destination, Func<Guid, CancellationToken, Task<TResult>> send, CancellationToken cancellationToken)
+    {
+        var id = NewId.NextGuid();
+        var refused = new TaskCompletionSource<OperationInterruptedException>(TaskCreationOptions.RunContinuationsAsynchronously);
+        _watched[id] = refused;
+        try
+        {
+            using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            var sending = send(id, stop.Token);
+            if (await Task.WhenAny(sending, refused.Task).ConfigureAwait(false) == sending)
+            {
+                return await sending.ConfigureAwait(false);
+            }
+
+            await stop.CancelAsync().ConfigureAwait(false);
+            await ((Task)sending).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+            var reason = await refused.Task.ConfigureAwait(false);
+            throw new SendRefusedException($"the broker refused the send to {destination}: {reason.ShutdownReason?.ReplyText ?? reason.Message}", reason);
+        }
+        finally
+        {
+            _watched.TryRemove(id, out _);
+        }
+    }
+
+    private void ReportFault(SendContext context, Exception exception)
+    {
+        if (context.MessageId is { } id && _watched.TryGetValue(id, out var refused) && AccessRefusal(exception) is { } refusal)
+        {
+            refused.TrySetResult(refusal);
+        }
+    }
+
+    private static OperationInterruptedException? AccessRefusal(Exception? exception)
+    {
+        for (; exception is not null; exception = exception.InnerException)
+        {
+            if (exception is OperationInterruptedException { ShutdownReason.ReplyCode: RabbitMQ.Client.Constants.AccessRefused } refusal)
+            {
+                return refusal;
+            }
+        }
+
+        return null;
     }
 
     public async ValueTask DisposeAsync()
@@ -93,6 +159,7 @@ public sealed class RequestChannel : IAsyncDisposable
         var handle = _bus.ConnectReceiveEndpoint(new TemporaryEndpointDefinition("bus", configureConsumeTopology: false), null, null);
         var generation = new Generation(handle);
         generation.Observer = handle.ReceiveEndpoint.ConnectSendObserver(new RejectedPublishObserver((_, _) => Replace(generation)));
+        generation.FaultObserver = handle.ReceiveEndpoint.ConnectSendObserver(new SendFaultObserver(ReportFault));
         return generation;
     }
 
@@ -178,6 +245,8 @@ public sealed class RequestChannel : IAsyncDisposable
 
         public ConnectHandle? Observer { get; set; }
 
+        public ConnectHandle? FaultObserver { get; set; }
+
         public int InFlight { get; set; }
 
         public bool Retired { get; set; }
@@ -190,6 +259,7 @@ public sealed class RequestChannel : IAsyncDisposable
             }
 
             Observer?.Disconnect();
+            FaultObserver?.Disconnect();
             try
             {
                 using var giveUp = new CancellationTokenSource(TimeSpan.FromSeconds(15));
@@ -202,3 +272,6 @@ public sealed class RequestChannel : IAsyncDisposable
         }
     }
 }
+
+/// <summary>A send the broker refused for the user's permissions: a setting (which user) to fix, not worth trying again.</summary>
+public sealed class SendRefusedException(string message, Exception inner) : Exception(message, inner);

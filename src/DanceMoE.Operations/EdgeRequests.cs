@@ -65,6 +65,10 @@ public static class EdgeRequests
                 EdgeQueues.RequestsAddress(edge), request, RequestTimeout.After(ms: (int)timeout.TotalMilliseconds), deadline.Token).ConfigureAwait(false);
             return response.Message;
         }
+        catch (SendRefusedException ex)
+        {
+            throw new OperationException($"cannot send the request to edge '{edge}': {ex.Message} (send as the client's user)", OperationFailure.InvalidSettings, ex);
+        }
         catch (RequestException ex) when (ex.InnerException is MessageReturnedException)
         {
             throw new OperationException(
@@ -104,7 +108,7 @@ public static class EdgeRequests
         {
             await requests.SendAsync(EdgeQueues.RequestsAddress(edge), new CancelGeneration { RequestId = requestId }, giveUp.Token).ConfigureAwait(false);
         }
-        catch (Exception ex) when (ex is OperationCanceledException or MassTransitException or TimeoutException)
+        catch (Exception ex) when (ex is OperationCanceledException or MassTransitException or TimeoutException or SendRefusedException)
         {
         }
     }

@@ -42,7 +42,15 @@ public static class PlacementJobTrigger
     {
         ArgumentNullException.ThrowIfNull(channel);
         var command = new RunPlacementNow { CommandId = NewId.NextGuid(), RequestedBy = requestedBy, RequestedAt = DateTimeOffset.UtcNow };
-        await channel.SendAsync(ReplicatedQueues.SendAddress(RunPlacementNowConsumerDefinition.Queue), command, cancellationToken).ConfigureAwait(false);
+        try
+        {
+            await channel.SendAsync(ReplicatedQueues.SendAddress(RunPlacementNowConsumerDefinition.Queue), command, cancellationToken).ConfigureAwait(false);
+        }
+        catch (SendRefusedException ex)
+        {
+            throw new OperationException($"cannot send run-now to the coordinator: {ex.Message} (send as the ops user: ConnectionStrings__rabbitmq_ops)", OperationFailure.InvalidSettings, ex);
+        }
+
         return command.CommandId;
     }
 

@@ -29,6 +29,61 @@ public sealed class BusPermissionsTests
         Assert.Equal(403, await PublishAsync(BusRole.Client, exchange));
     }
 
+    [Fact]
+    public async Task A_send_the_broker_refuses_for_the_users_permissions_fails_with_what_was_refused_instead_of_retrying()
+    {
+        await using var client = await BusClient.StartAsync(RoleUri(BusRole.Client), CancellationToken.None);
+        using var giveUp = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+
+        // Tried again on a new channel until the caller gave up: the demo, which never did, hung there.
+        var refused = await Assert.ThrowsAsync<SendRefusedException>(
+            () => client.Requests.SendAsync(ReplicatedQueues.SendAddress("coordinator"), RunNow(), giveUp.Token));
+
+        Assert.False(giveUp.IsCancellationRequested);
+        Assert.Contains("ACCESS_REFUSED", refused.Message, StringComparison.Ordinal);
+        Assert.Contains("'coordinator'", refused.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public async Task A_request_the_broker_refuses_for_the_users_permissions_fails_with_what_was_refused_before_its_timeout()
+    {
+        await using var client = await BusClient.StartAsync(RoleUri(BusRole.Client), CancellationToken.None);
+
+        var refused = await Assert.ThrowsAsync<SendRefusedException>(() => client.Requests.GetResponse<RunPlacementNow, PlacementActivated>(
+            ReplicatedQueues.SendAddress("coordinator"), RunNow(), RequestTimeout.After(s: 60), CancellationToken.None));
+
+        Assert.Contains("ACCESS_REFUSED", refused.Message, StringComparison.Ordinal);
+    }
+
+    /// <summary>The channel still sends what the user may: a refusal is not taken for the ones after it.</summary>
+    [Fact]
+    public async Task After_a_refused_send_the_channel_sends_what_the_user_may()
+    {
+        await using var client = await BusClient.StartAsync(RoleUri(BusRole.Client), CancellationToken.None);
+        await Assert.ThrowsAsync<SendRefusedException>(
+            () => client.Requests.SendAsync(ReplicatedQueues.SendAddress("coordinator"), RunNow(), CancellationToken.None));
+
+        var edge = TestServices.UniqueName("edge-refused").Replace('_', '-').ToLowerInvariant();
+        await using (var connection = await Factory(RoleUri(BusRole.Admin)).CreateConnectionAsync())
+        await using (var channel = await connection.CreateChannelAsync())
+        {
+            await channel.ExchangeDeclareAsync(edge, ExchangeType.Fanout, durable: true);
+            await channel.QueueDeclareAsync(edge, durable: false, exclusive: false, autoDelete: false);
+            await channel.QueueBindAsync(edge, edge, string.Empty);
+        }
+
+        try
+        {
+            using var giveUp = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+            await client.Requests.SendAsync(EdgeQueues.RequestsAddress(edge), new CancelGeneration { RequestId = NewId.NextGuid() }, giveUp.Token);
+            Assert.Equal(1u, await QueueLengthAsync(edge));
+        }
+        finally
+        {
+            await BusClient.DeleteQueueAsync(RoleUri(BusRole.Admin), edge, CancellationToken.None);
+        }
+    }
+
     [Theory]
     [InlineData("DanceMoE.Contracts:PlacementActivated")]
     [InlineData("DanceMoE.Contracts:LoadExpert")]
@@ -261,6 +316,15 @@ public sealed class BusPermissionsTests
             await BusClient.DeleteQueueAsync(RoleUri(BusRole.Admin), edge, CancellationToken.None);
         }
     }
+
+    private static async Task<uint> QueueLengthAsync(string queue)
+    {
+        await using var connection = await Factory(RoleUri(BusRole.Admin)).CreateConnectionAsync();
+        await using var channel = await connection.CreateChannelAsync();
+        return await channel.MessageCountAsync(queue);
+    }
+
+    private static RunPlacementNow RunNow() => new() { CommandId = NewId.NextGuid(), RequestedBy = "test", RequestedAt = DateTimeOffset.UtcNow };
 
     private static string RoleUri(BusRole role)
     {
