@@ -55,11 +55,18 @@ public static class CoordinatorConfiguration
         var environment = new ConfigurationBuilder().AddEnvironmentVariables().Build();
         var flags = new ConfigurationBuilder().AddCommandLine(args, SwitchMappings.ToDictionary(m => m.Key, m => m.Value, StringComparer.Ordinal)).Build();
         var model = flags[ModelKey] ?? environment[ModelKey];
-        return new ConfigurationBuilder()
+        var configuration = new ConfigurationBuilder()
             .AddConfiguration(environment)
             .AddInMemoryCollection(model is null ? [] : ModelShape.Of(ModelManifest.Load(model)).PlacementJobSettings())
             .AddConfiguration(flags)
             .Build();
+        var job = configuration.GetSection(PlacementJobOptions.Section);
+        if (job[nameof(PlacementJobOptions.Layers)] is null && job[nameof(PlacementJobOptions.Experts)] is null)
+        {
+            throw new HostFlagException("no model to plan for: give --model DIR (Model__Directory), or --layers, --experts, --top-k and --expert-bytes");
+        }
+
+        return configuration;
     }
 
 }

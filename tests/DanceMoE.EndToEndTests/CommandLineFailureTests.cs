@@ -193,6 +193,14 @@ public sealed class CommandLineFailureTests
         Assert.Contains(error, line, StringComparison.Ordinal);
     }
 
+    [Fact]
+    public async Task A_coordinator_given_no_model_or_shape_says_what_to_give_in_one_usage_line()
+    {
+        var line = await CommandLineTests.OneErrorLineAsync(2, ["coordinator", "--algorithm", "eplb"]);
+
+        Assert.Equal("dancemoe coordinator: no model to plan for: give --model DIR (Model__Directory), or --layers, --experts, --top-k and --expert-bytes (see dancemoe coordinator --help)", line);
+    }
+
     [Theory]
     [InlineData("Edge__Link__DelayMs", "-1", "dancemoe edge: error: Edge:Link:DelayMs: The field DelayMs must be between 0 and 10000.")]
     [InlineData("Edge__Link__Mbps", "fast", "dancemoe edge: error: Failed to convert configuration value 'fast' at 'Edge:Link:Mbps' to type 'System.Double'.")]

@@ -75,6 +75,10 @@ public static class CoordinatorCommand
         {
             throw new CliException($"cannot read the model manifest in {modelDir}: {ex.Message}", ExitCodes.Failed, ex);
         }
+        catch (HostFlagException ex)
+        {
+            throw new UsageException(ex.Message);
+        }
     }
 
     private static async Task<int> RunAsync(IConfiguration configuration, string? readyFile, CancellationToken cancellationToken)

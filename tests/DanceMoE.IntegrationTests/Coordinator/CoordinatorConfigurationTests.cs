@@ -31,6 +31,14 @@ public sealed class CoordinatorConfigurationTests
     }
 
     [Fact]
+    public void Without_a_model_or_its_shape_the_host_says_what_to_give_instead_of_two_range_errors()
+    {
+        var refused = Assert.Throws<DanceMoE.Hosting.HostFlagException>(() => CoordinatorConfiguration.FromCommandLine(["--algorithm", "optimal"]));
+
+        Assert.Equal("no model to plan for: give --model DIR (Model__Directory), or --layers, --experts, --top-k and --expert-bytes", refused.Message);
+    }
+
+    [Fact]
     public void A_model_directory_without_an_exported_model_is_refused()
     {
         var empty = Directory.CreateTempSubdirectory("dancemoe-coordinator-");
