@@ -51,12 +51,9 @@ public sealed class RequestChannel : IAsyncDisposable
         {
             await generation.Handle.Ready.WaitAsync(cancellationToken).ConfigureAwait(false);
             var client = generation.Factory.CreateRequestClient<TRequest>(destination, timeout);
-            return await WatchedAsync(destination, async (id, token) =>
-            {
-                using var request = client.Create(message, token);
-                request.UseExecute(context => context.MessageId = id);
-                return await request.GetResponse<TResponse>().ConfigureAwait(false);
-            }, cancellationToken).ConfigureAwait(false);
+            return await WatchedAsync(
+                destination, (id, token) => client.GetResponse<TResponse>(message, request => request.UseExecute(context => context.MessageId = id), token), cancellationToken)
+                .ConfigureAwait(false);
         }
         finally
         {
