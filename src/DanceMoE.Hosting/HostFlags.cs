@@ -1,5 +1,3 @@
-using System.Globalization;
-using System.Text;
 
 namespace DanceMoE.Hosting;
 
@@ -41,16 +39,7 @@ public static class HostFlags
     }
 
     /// <summary>At most 64 characters, control characters escaped, so that the error stays one readable line.</summary>
-    private static string Printable(string text)
-    {
-        var printable = new StringBuilder();
-        foreach (var c in text.Length > 64 ? text[..64] : text)
-        {
-            printable.Append(char.IsControl(c) ? string.Create(CultureInfo.InvariantCulture, $"\\u{(int)c:X4}") : c.ToString());
-        }
-
-        return text.Length > 64 ? printable.Append("...").ToString() : printable.ToString();
-    }
+    private static string Printable(string text) => text.Length > 64 ? PrintableText.Of(text[..64]) + "..." : PrintableText.Of(text);
 }
 
 /// <summary>A host's command line names a flag it does not know, or leaves one without its value.</summary>

@@ -63,7 +63,7 @@ public static class GenerateCommand
         }
         else
         {
-            Console.WriteLine(result.Text);
+            Console.WriteLine(Hosting.PrintableText.Of(result.Text, keepLines: true));
             Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"dancemoe: {result.TokenIds.Count} tokens in {result.Seconds:F2} s ({result.TokensPerSecond:F1} tokens/s) on {provider}{(result.StoppedAtEos ? ", stopped at end of sequence" : string.Empty)}"));
         }

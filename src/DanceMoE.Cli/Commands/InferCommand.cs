@@ -78,7 +78,7 @@ public static class InferCommand
         else
         {
             var s = answer.Stats;
-            Console.WriteLine(answer.Text);
+            Console.WriteLine(Hosting.PrintableText.Of(answer.Text, keepLines: true));
             Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"[{answer.EdgeId}] {answer.TokenIds.Count} tokens in {s.LatencyMs:F0} ms; experts local {s.LocalExpertCalls}, remote {s.RemoteExpertCalls} in {s.RemoteBatches} batches ({s.RemoteBytes / 1024.0:F1} KiB); placement v{s.PlacementVersion}"));
         }
