@@ -42,6 +42,9 @@ public record EdgeHeartbeat
     /// <summary>Age of the oldest row not yet written, in milliseconds.</summary>
     public double TraceLagMs { get; init; }
 
+    /// <summary>How often the edge sends heartbeats, in seconds; 0 from an edge that does not say.</summary>
+    public double HeartbeatSeconds { get; init; }
+
     /// <summary>When the edge sent it (UTC).</summary>
     public DateTimeOffset SentAt { get; init; }
 }

@@ -38,7 +38,7 @@ public sealed class ClusterMembership(IOptions<MembershipOptions> options, TimeP
             .OrderBy(b => b.EdgeId, StringComparer.Ordinal)
             .Select(b => new EdgeMember(
                 b.EdgeId, b.MemoryBudgetBytes, b.MemoryUsedBytes, b.LoadedExperts.ToHashSet(StringComparer.Ordinal), b.PlacementVersion,
-                b.SentAt, Options.IsAlive(b.SentAt, now)))
+                b.SentAt, Options.IsAlive(b.SentAt, now, b.HeartbeatSeconds)))
             .ToList();
 
     public IReadOnlyList<EdgeMember> Alive(DateTimeOffset now) => Snapshot(now).Where(e => e.IsAlive).ToList();

@@ -54,14 +54,15 @@ public sealed class EdgeHeartbeatConsumer(
         // newest one wins and first_seen_at only moves back.
         await db.Database.ExecuteSqlAsync(
             $"""
-            INSERT INTO edge_servers AS e (id, memory_budget_bytes, memory_used_bytes, compute_class, execution_provider, first_seen_at, last_seen_at)
-            VALUES ({beat.EdgeId}, {beat.MemoryBudgetBytes}, {beat.MemoryUsedBytes}, {beat.ComputeClass}, {beat.ExecutionProvider}, {seenAt}, {seenAt})
+            INSERT INTO edge_servers AS e (id, memory_budget_bytes, memory_used_bytes, compute_class, execution_provider, heartbeat_seconds, first_seen_at, last_seen_at)
+            VALUES ({beat.EdgeId}, {beat.MemoryBudgetBytes}, {beat.MemoryUsedBytes}, {beat.ComputeClass}, {beat.ExecutionProvider}, {beat.HeartbeatSeconds}, {seenAt}, {seenAt})
             ON CONFLICT (id) DO UPDATE SET
                 first_seen_at = LEAST(e.first_seen_at, EXCLUDED.first_seen_at),
                 memory_budget_bytes = CASE WHEN EXCLUDED.last_seen_at >= e.last_seen_at THEN EXCLUDED.memory_budget_bytes ELSE e.memory_budget_bytes END,
                 memory_used_bytes = CASE WHEN EXCLUDED.last_seen_at >= e.last_seen_at THEN EXCLUDED.memory_used_bytes ELSE e.memory_used_bytes END,
                 compute_class = CASE WHEN EXCLUDED.last_seen_at >= e.last_seen_at THEN EXCLUDED.compute_class ELSE e.compute_class END,
                 execution_provider = CASE WHEN EXCLUDED.last_seen_at >= e.last_seen_at THEN EXCLUDED.execution_provider ELSE e.execution_provider END,
+                heartbeat_seconds = CASE WHEN EXCLUDED.last_seen_at >= e.last_seen_at THEN EXCLUDED.heartbeat_seconds ELSE e.heartbeat_seconds END,
                 last_seen_at = GREATEST(e.last_seen_at, EXCLUDED.last_seen_at)
             """,
             cancellationToken).ConfigureAwait(false);

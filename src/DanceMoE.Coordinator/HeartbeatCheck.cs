@@ -32,6 +32,8 @@ public static partial class HeartbeatCheck
             { TraceRowsWritten: < 0 } or { TraceRowsPending: < 0 } or { TraceRowsSpilled: < 0 } => "a trace row count is negative",
             _ when !double.IsFinite(beat.ExpertMilliseconds) || beat.ExpertMilliseconds < 0 => $"expert time {beat.ExpertMilliseconds} ms is not a time",
             _ when !double.IsFinite(beat.TraceLagMs) || beat.TraceLagMs < 0 => $"trace lag {beat.TraceLagMs} ms is not a time",
+            _ when !double.IsFinite(beat.HeartbeatSeconds) || beat.HeartbeatSeconds is < 0 or > MembershipOptions.MaxHeartbeatSeconds =>
+                $"heartbeat interval {beat.HeartbeatSeconds} s is not 0 to {MembershipOptions.MaxHeartbeatSeconds}",
             _ when beat.ExecutionProvider is null || !ProviderName().IsMatch(beat.ExecutionProvider) => "execution provider is not 1 to 16 lowercase letters and digits",
             _ when beat.ComputeClass is { Length: > 128 } => $"compute class of {beat.ComputeClass.Length} characters (at most 128)",
             _ when beat.LoadedExperts is null || beat.LoadedExperts.Count > MaxLoadedExperts => $"loaded experts missing or over {MaxLoadedExperts}",

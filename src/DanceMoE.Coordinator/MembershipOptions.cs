@@ -7,8 +7,13 @@ public sealed class MembershipOptions
 {
     public const string Section = "Membership";
 
-    /// <summary>How often edges send heartbeats (the edge's <c>--heartbeat-seconds</c>).</summary>
-    [Range(0.1, 3600)]
+    public const double MaxHeartbeatSeconds = 3600;
+
+    /// <summary>
+    /// How often edges send heartbeats (the edge's <c>--heartbeat-seconds</c>); an edge whose heartbeat says it sends less
+    /// often is given its own interval.
+    /// </summary>
+    [Range(0.1, MaxHeartbeatSeconds)]
     public double HeartbeatSeconds { get; set; } = 2;
 
     /// <summary>An edge is down once this many heartbeats in a row are missing.</summary>
@@ -17,6 +22,11 @@ public sealed class MembershipOptions
 
     public TimeSpan DownAfter => TimeSpan.FromSeconds(HeartbeatSeconds * MissedHeartbeats);
 
-    /// <summary>Alive while the last heartbeat is younger than <see cref="DownAfter"/>.</summary>
-    public bool IsAlive(DateTimeOffset lastSeen, DateTimeOffset now) => now - lastSeen < DownAfter;
+    /// <summary>
+    /// Alive while the last heartbeat is younger than <see cref="DownAfter"/>, or than <see cref="MissedHeartbeats"/> of
+    /// the edge's own interval (<paramref name="edgeHeartbeatSeconds"/>, 0 when unknown) when it is longer: an edge set to
+    /// beat every 10 s would otherwise be down between any two of its heartbeats.
+    /// </summary>
+    public bool IsAlive(DateTimeOffset lastSeen, DateTimeOffset now, double edgeHeartbeatSeconds = 0) =>
+        now - lastSeen < (edgeHeartbeatSeconds > HeartbeatSeconds ? TimeSpan.FromSeconds(edgeHeartbeatSeconds * MissedHeartbeats) : DownAfter);
 }

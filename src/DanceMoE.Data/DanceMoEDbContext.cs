@@ -44,6 +44,8 @@ public sealed class DanceMoEDbContext(DbContextOptions<DanceMoEDbContext> option
             edge.Property(e => e.Id).HasMaxLength(64);
             edge.Property(e => e.ComputeClass).HasMaxLength(128);
             edge.Property(e => e.ExecutionProvider).HasMaxLength(16);
+            edge.Property(e => e.HeartbeatSeconds).HasDefaultValue(0d)
+                .HasComment("How often the edge said it sends heartbeats, in seconds (0: it did not say); when longer than the coordinator's interval, missed heartbeats are counted by it.");
         });
 
         modelBuilder.Entity<InferenceRequest>(request =>

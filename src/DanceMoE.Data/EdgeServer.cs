@@ -18,4 +18,7 @@ public sealed class EdgeServer
     public DateTimeOffset FirstSeenAt { get; set; }
 
     public DateTimeOffset LastSeenAt { get; set; }
+
+    /// <summary>How often the edge said it sends heartbeats, in seconds; 0 when it did not say.</summary>
+    public double HeartbeatSeconds { get; set; }
 }

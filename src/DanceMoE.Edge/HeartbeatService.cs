@@ -51,6 +51,7 @@ public sealed class HeartbeatService(EdgeRuntime edge, IBus bus, ILogger<Heartbe
         TraceRowsPending = traces.Pending,
         TraceRowsSpilled = traces.Spilled,
         TraceLagMs = Math.Round(traces.Lag.TotalMilliseconds, 1),
+        HeartbeatSeconds = edge.Options.HeartbeatSeconds,
         SentAt = DateTimeOffset.UtcNow,
         };
     }

@@ -133,11 +133,14 @@ public sealed record ClusterStatusReport(
         return edge.LastSeenAt > At ? TimeSpan.Zero : At - edge.LastSeenAt;
     }
 
-    /// <summary><c>live</c> while its heartbeats arrive, <c>stale</c> once <see cref="MembershipOptions.MissedHeartbeats"/> are missing.</summary>
+    /// <summary>
+    /// <c>live</c> while its heartbeats arrive, <c>stale</c> once <see cref="MembershipOptions.MissedHeartbeats"/> are
+    /// missing (of the edge's own interval when it beats less often), as the coordinator judges it.
+    /// </summary>
     public string State(EdgeServer edge)
     {
         ArgumentNullException.ThrowIfNull(edge);
-        return Membership.IsAlive(edge.LastSeenAt, At) ? "live" : "stale";
+        return Membership.IsAlive(edge.LastSeenAt, At, edge.HeartbeatSeconds) ? "live" : "stale";
     }
 
     /// <summary>Migrations in one of <see cref="MigrationStateName.Running"/>.</summary>
@@ -156,7 +159,7 @@ public sealed record ClusterStatusReport(
         ["edges"] = Edges.Select(e => new Dictionary<string, object?>
         {
             ["id"] = e.Id,
-            ["alive"] = Membership.IsAlive(e.LastSeenAt, At),
+            ["alive"] = Membership.IsAlive(e.LastSeenAt, At, e.HeartbeatSeconds),
             ["state"] = State(e),
             ["last_seen_at"] = e.LastSeenAt,
             ["seconds_since_seen"] = Math.Round(SinceSeen(e).TotalSeconds, 1),

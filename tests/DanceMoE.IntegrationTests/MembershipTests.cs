@@ -43,7 +43,7 @@ public sealed class MembershipTests(MembershipFixture fixture) : IClassFixture<M
             var first = new DateTimeOffset(2026, 11, 25, 10, 0, 0, TimeSpan.Zero);
             await bus.Publish(Beat("edge-1", first, usedMb: 10));
             await bus.Publish(Beat("edge-2", first, usedMb: 20));
-            await bus.Publish(Beat("edge-1", first.AddSeconds(5), usedMb: 30));
+            await bus.Publish(Beat("edge-1", first.AddSeconds(5), usedMb: 30) with { HeartbeatSeconds = 7.5 });
 
             // All three consumed, in whatever order the endpoint's concurrent consumers finished them.
             var rows = await WaitForAsync(async db =>
@@ -53,6 +53,8 @@ public sealed class MembershipTests(MembershipFixture fixture) : IClassFixture<M
             Assert.Equal(first, rows[0].FirstSeenAt);
             Assert.Equal(30L << 20, rows[0].MemoryUsedBytes);
             Assert.Equal(20L << 20, rows[1].MemoryUsedBytes);
+            Assert.Equal(7.5, rows[0].HeartbeatSeconds);
+            Assert.Equal(0, rows[1].HeartbeatSeconds);
         }
         finally
         {

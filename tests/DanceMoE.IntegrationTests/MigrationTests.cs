@@ -23,7 +23,7 @@ public sealed class MigrationTests(IsolatedDatabase database) : IClassFixture<Is
 
         var columns = await ColumnsAsync("edge_servers");
         Assert.Equal(
-            ["id", "memory_budget_bytes", "memory_used_bytes", "compute_class", "execution_provider", "first_seen_at", "last_seen_at"],
+            ["id", "memory_budget_bytes", "memory_used_bytes", "compute_class", "execution_provider", "first_seen_at", "last_seen_at", "heartbeat_seconds"],
             columns);
         Assert.Contains(DanceMoEDbContext.MigrationsHistoryTable, await TablesAsync());
     }

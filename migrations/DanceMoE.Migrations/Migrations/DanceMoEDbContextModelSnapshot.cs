@@ -84,6 +84,13 @@ namespace DanceMoE.Migrations.Migrations
                         .HasColumnType("timestamp with time zone")
                         .HasColumnName("first_seen_at");
 
+                    b.Property<double>("HeartbeatSeconds")
+                        .ValueGeneratedOnAdd()
+                        .HasColumnType("double precision")
+                        .HasDefaultValue(0.0)
+                        .HasColumnName("heartbeat_seconds")
+                        .HasComment("How often the edge said it sends heartbeats, in seconds (0: it did not say); when longer than the coordinator's interval, missed heartbeats are counted by it.");
+
                     b.Property<DateTimeOffset>("LastSeenAt")
                         .HasColumnType("timestamp with time zone")
                         .HasColumnName("last_seen_at");

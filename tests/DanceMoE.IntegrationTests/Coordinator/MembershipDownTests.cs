@@ -37,3 +37,25 @@ public sealed class MembershipDownTests(CoordinatorFixture fixture) : IClassFixt
         Assert.True(edge.Holds(0, 1));
     }
 }
+
+public sealed class MembershipIntervalTests
+{
+    [Fact]
+    public void An_edge_that_beats_less_often_than_the_coordinator_assumes_is_down_only_once_it_missed_its_own_heartbeats()
+    {
+        var membership = new ClusterMembership(Microsoft.Extensions.Options.Options.Create(new MembershipOptions { HeartbeatSeconds = 2, MissedHeartbeats = 3 }));
+        var sentAt = new DateTimeOffset(2026, 12, 6, 12, 0, 0, TimeSpan.Zero);
+        membership.Record(Beat("edge-slow", sentAt, heartbeatSeconds: 10));
+        membership.Record(Beat("edge-fast", sentAt, heartbeatSeconds: 1));
+        membership.Record(Beat("edge-silent", sentAt, heartbeatSeconds: 0));
+
+        // The slow edge's next heartbeat is due at 10 s: with the coordinator's 3 x 2 s it was down from 6 s on.
+        Assert.Equal(["edge-slow"], membership.Alive(sentAt.AddSeconds(9)).Select(e => e.EdgeId));
+        Assert.Equal(["edge-fast", "edge-silent", "edge-slow"], membership.Alive(sentAt.AddSeconds(5.9)).Select(e => e.EdgeId));
+        Assert.Equal(["edge-slow"], membership.Alive(sentAt.AddSeconds(29.9)).Select(e => e.EdgeId));
+        Assert.Empty(membership.Alive(sentAt.AddSeconds(30)));
+    }
+
+    private static DanceMoE.Contracts.EdgeHeartbeat Beat(string edge, DateTimeOffset sentAt, double heartbeatSeconds) =>
+        new() { EdgeId = edge, ExecutionProvider = "cpu", HeartbeatSeconds = heartbeatSeconds, SentAt = sentAt };
+}

@@ -23,13 +23,20 @@ public sealed class ClusterStatusLivenessTests(IsolatedDatabase database, Isolat
         {
             db.EdgeServers.Add(new EdgeServer { Id = "edge-live", ExecutionProvider = "cpu", MemoryBudgetBytes = 1 << 20, FirstSeenAt = now.AddHours(-1), LastSeenAt = now.AddSeconds(-1) });
             db.EdgeServers.Add(new EdgeServer { Id = "edge-stale", ExecutionProvider = "cpu", MemoryBudgetBytes = 1 << 20, FirstSeenAt = now.AddHours(-1), LastSeenAt = now.AddMinutes(-10) });
+
+            // It beats every 10 s: 20 s after its last heartbeat it has missed one, not three.
+            db.EdgeServers.Add(new EdgeServer
+            {
+                Id = "edge-slow", ExecutionProvider = "cpu", MemoryBudgetBytes = 1 << 20, FirstSeenAt = now.AddHours(-1), LastSeenAt = now.AddSeconds(-20), HeartbeatSeconds = 10,
+            });
             await db.SaveChangesAsync();
         }
 
         var report = await ClusterStatus.ReadAsync(database.ConnectionString, virtualHost.Uri, TimeSpan.FromMinutes(10), 5, 5, Membership, CancellationToken.None);
 
         var text = report.ToText().ToList();
-        Assert.Contains("edges (1 of 2 live; stale after 3 missed heartbeats of 2 s):", text);
+        Assert.Contains("edges (2 of 3 live; stale after 3 missed heartbeats of 2 s):", text);
+        Assert.Single(text, line => line.StartsWith("  edge-slow ", StringComparison.Ordinal) && line.Contains(" live ", StringComparison.Ordinal));
         Assert.Single(text, line => line.StartsWith("  edge-live ", StringComparison.Ordinal) && line.Contains(" live ", StringComparison.Ordinal));
         Assert.Single(text, line => line.StartsWith("  edge-stale ", StringComparison.Ordinal) && line.Contains(" stale ", StringComparison.Ordinal)
             && line.EndsWith("last heard 10 min ago", StringComparison.Ordinal));
