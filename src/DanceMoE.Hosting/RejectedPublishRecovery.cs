@@ -13,7 +13,13 @@ namespace DanceMoE.Hosting;
 public static class RejectedPublishRecovery
 {
     /// <summary>The observer every host's bus connects (<see cref="RabbitMqOptions.ConfigureHost"/>).</summary>
-    public static ISendObserver Observer() => new RejectedPublishObserver(CloseConsumingChannel);
+    public static ISendObserver Observer() => new SendFaultObserver((context, exception) =>
+    {
+        if (IsRejection(exception))
+        {
+            CloseConsumingChannel(context, exception);
+        }
+    });
 
     private static void CloseConsumingChannel(SendContext context, Exception exception)
     {
@@ -52,27 +58,6 @@ public static class RejectedPublishRecovery
         {
             // Already closed with its connection.
         }
-    }
-}
-
-/// <summary>Calls <paramref name="rejected"/> for each publish the broker rejected (nacked); a returned message (no queue bound) is not a rejection.</summary>
-public sealed class RejectedPublishObserver(Action<SendContext, Exception> rejected) : ISendObserver
-{
-    public Task PreSend<T>(SendContext<T> context)
-        where T : class => Task.CompletedTask;
-
-    public Task PostSend<T>(SendContext<T> context)
-        where T : class => Task.CompletedTask;
-
-    public Task SendFault<T>(SendContext<T> context, Exception exception)
-        where T : class
-    {
-        if (context is not null && RejectedPublishRecovery.IsRejection(exception))
-        {
-            rejected(context, exception);
-        }
-
-        return Task.CompletedTask;
     }
 }
 

@@ -155,8 +155,15 @@ public sealed class RequestChannel : IAsyncDisposable
         // Tagged as the bus's own endpoint is (HOST_PROCESS_bus_ID), the queue name a client's broker user may declare and read.
         var handle = _bus.ConnectReceiveEndpoint(new TemporaryEndpointDefinition("bus", configureConsumeTopology: false), null, null);
         var generation = new Generation(handle);
-        generation.Observer = handle.ReceiveEndpoint.ConnectSendObserver(new RejectedPublishObserver((_, _) => Replace(generation)));
-        generation.FaultObserver = handle.ReceiveEndpoint.ConnectSendObserver(new SendFaultObserver(ReportFault));
+        generation.Observer = handle.ReceiveEndpoint.ConnectSendObserver(new SendFaultObserver((context, exception) =>
+        {
+            if (RejectedPublishRecovery.IsRejection(exception))
+            {
+                Replace(generation);
+            }
+
+            ReportFault(context, exception);
+        }));
         return generation;
     }
 
@@ -242,8 +249,6 @@ public sealed class RequestChannel : IAsyncDisposable
 
         public ConnectHandle? Observer { get; set; }
 
-        public ConnectHandle? FaultObserver { get; set; }
-
         public int InFlight { get; set; }
 
         public bool Retired { get; set; }
@@ -256,7 +261,6 @@ public sealed class RequestChannel : IAsyncDisposable
             }
 
             Observer?.Disconnect();
-            FaultObserver?.Disconnect();
             try
             {
                 using var giveUp = new CancellationTokenSource(TimeSpan.FromSeconds(15));
