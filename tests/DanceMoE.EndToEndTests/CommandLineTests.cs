@@ -153,6 +153,8 @@ public sealed class CommandLineTests
     [InlineData("--max-tokens must be between 1 and 512 (got '99999999999999999999')", "bench", "cluster", "--max-tokens", "99999999999999999999")]
     [InlineData("the instance would have 268,435,456 servers x layers x experts; at most 100,000,000 fit in memory",
         "placement", "bench", "--servers", "64", "--layers", "1024", "--experts", "4096", "--top-k", "1", "--requests", "1", "--tokens", "2", "--algorithms", "uniform")]
+    [InlineData("unknown algorithm 'foo'", "placement", "bench", "--layers", "2", "--experts", "4", "--top-k", "2", "--algorithms", "foo")]
+    [InlineData("--algorithms lists uniform twice", "placement", "bench", "--layers", "2", "--experts", "4", "--top-k", "2", "--algorithms", "uniform,uniform")]
     public async Task Offline_verbs_refuse_what_they_cannot_run_in_one_usage_line(string error, params string[] arguments)
     {
         await AssertOneUsageLineAsync(arguments, error);

@@ -102,11 +102,13 @@ public static class PlacementCommand
         var command = new Command("bench", "solve times on seeded synthetic instances") { servers, layers, experts, topK, memory, requests, tokens, algorithms, json };
         command.SetAction((result, cancellationToken) =>
         {
+            // Before the instance is generated, which takes up to a minute.
+            var chosen = Algorithms(result.GetRequiredValue(algorithms));
             var simulation = PlacementSimulation.Synthetic(
                 result.GetValue(servers), result.GetValue(layers), result.GetValue(experts), result.GetValue(topK), result.GetValue(memory),
                 result.GetValue(requests), result.GetValue(tokens), cancellationToken);
             Console.Error.WriteLine(simulation.Description);
-            PlacementReport.Write(Console.Out, simulation.Solve(Algorithms(result.GetRequiredValue(algorithms)), cancellationToken), result.GetValue(json));
+            PlacementReport.Write(Console.Out, simulation.Solve(chosen, cancellationToken), result.GetValue(json));
             return Task.FromResult(ExitCodes.Ok);
         });
         return command;
