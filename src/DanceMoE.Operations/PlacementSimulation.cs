@@ -65,6 +65,7 @@ public sealed class PlacementSimulation
         var budgets = spec.MemoryMb is null
             ? Enumerable.Repeat((long)(spec.MemoryShare * model.TotalExpertBytes), spec.Domains.Count).ToArray()
             : spec.MemoryMb.Select(mb => (long)(mb * 1e6)).ToArray();
+        EnsureRoom(model, budgets);
         var requests = Load(historyDir, spec.Domains, model);
         Workload history;
         Workload eval;
@@ -146,6 +147,7 @@ public sealed class PlacementSimulation
 
         var model = MoeModel.Uniform(layers, experts, topK, MoeModel.DeepSeekV2Lite.ExpertBytes[0], MoeModel.DeepSeekV2Lite.HiddenBytes);
         var budget = (long)(memory * model.TotalExpertBytes);
+        EnsureRoom(model, Enumerable.Repeat(budget, serverCount));
         var link = LinkSpec.FromMbps(500, 2);
         var cluster = Cluster.FullMesh(Enumerable.Range(0, serverCount).Select(i => ServerSpec.Edge($"s{i}", budget)).ToList(), link);
         var clock = Stopwatch.StartNew();
@@ -212,6 +214,19 @@ public sealed class PlacementSimulation
         catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
         {
             throw new OperationException($"cannot write {path}: {ex.Message}");
+        }
+    }
+
+    /// <summary>Budgets too small for every expert are a setting to change, told before the traces are read or the instance generated.</summary>
+    private static void EnsureRoom(MoeModel model, IEnumerable<long> budgets)
+    {
+        try
+        {
+            PlacementProblem.EnsureRoom(model, budgets);
+        }
+        catch (InfeasiblePlacementException ex)
+        {
+            throw new InvalidSettingsException($"infeasible: {ex.Message}");
         }
     }
 

@@ -25,11 +25,22 @@ public sealed record PlacementProblem(MoeModel Model, Cluster Cluster, Activatio
             throw new ArgumentException("activation counts do not match the model and cluster shape");
         }
 
-        var slots = Slots().Sum(s => (long)s);
-        if (slots < Model.ExpertCount)
+        EnsureRoom(Model, Cluster.Servers.Select(s => s.MemoryBytes));
+    }
+
+    /// <summary>
+    /// Throws when servers of <paramref name="memoryBytes"/> cannot hold every expert of <paramref name="model"/> once
+    /// (counted in <see cref="Slots"/>' way): known from the budgets alone, before any workload is read or generated.
+    /// </summary>
+    public static void EnsureRoom(MoeModel model, IEnumerable<long> memoryBytes)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(memoryBytes);
+        var slots = memoryBytes.Sum(bytes => Math.Min(bytes / model.MaxExpertBytes, (long)model.ExpertCount));
+        if (slots < model.ExpertCount)
         {
             throw new InfeasiblePlacementException(
-                $"the servers hold {slots} experts together but the model has {Model.ExpertCount}: every expert needs a home");
+                $"the servers hold {slots} experts together but the model has {model.ExpertCount}: every expert needs a home");
         }
     }
 }

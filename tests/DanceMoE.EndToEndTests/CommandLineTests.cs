@@ -155,6 +155,10 @@ public sealed class CommandLineTests
         "placement", "bench", "--servers", "64", "--layers", "1024", "--experts", "4096", "--top-k", "1", "--requests", "1", "--tokens", "2", "--algorithms", "uniform")]
     [InlineData("unknown algorithm 'foo'", "placement", "bench", "--layers", "2", "--experts", "4", "--top-k", "2", "--algorithms", "foo")]
     [InlineData("--algorithms lists uniform twice", "placement", "bench", "--layers", "2", "--experts", "4", "--top-k", "2", "--algorithms", "uniform,uniform")]
+    [InlineData("infeasible: the servers hold 0 experts together but the model has 8: every expert needs a home",
+        "placement", "bench", "--layers", "2", "--experts", "4", "--top-k", "2", "--memory", "0.0001", "--algorithms", "uniform")]
+    [InlineData("infeasible: the servers hold 0 experts together but the model has 1664: every expert needs a home",
+        "placement", "simulate", "--history", "/nonexistent", "--servers", "a,b", "--memory", "0.0001")]
     public async Task Offline_verbs_refuse_what_they_cannot_run_in_one_usage_line(string error, params string[] arguments)
     {
         await AssertOneUsageLineAsync(arguments, error);
