@@ -159,6 +159,8 @@ public sealed class CommandLineTests
         "placement", "bench", "--layers", "2", "--experts", "4", "--top-k", "2", "--memory", "0.0001", "--algorithms", "uniform")]
     [InlineData("infeasible: the servers hold 0 experts together but the model has 1664: every expert needs a home",
         "placement", "simulate", "--history", "/nonexistent", "--servers", "a,b", "--memory", "0.0001")]
+    [InlineData("--plot /tmp is a directory, not a file", "placement", "simulate", "--history", "/nonexistent", "--servers", "a,b", "--plot", "/tmp")]
+    [InlineData("--plot /nonexistent/plot.png: no folder /nonexistent to write it in", "bench", "replay", "--history", "/nonexistent", "--servers", "a,b", "--plot", "/nonexistent/plot.png")]
     public async Task Offline_verbs_refuse_what_they_cannot_run_in_one_usage_line(string error, params string[] arguments)
     {
         await AssertOneUsageLineAsync(arguments, error);

@@ -87,6 +87,7 @@ public sealed record ReplayBenchmarkSettings
             throw new InvalidSettingsException($"--algorithms: unknown algorithm '{name}' (known: {string.Join(", ", PlacementAlgorithms.Names)})");
         }
 
+        PlacementPlot.CheckDestination(Get("plot"));
         return new ReplayBenchmarkSettings
         {
             History = Get("history") ?? throw new InvalidSettingsException("--history is required"),
