@@ -161,6 +161,9 @@ public sealed class CommandLineTests
         "placement", "simulate", "--history", "/nonexistent", "--servers", "a,b", "--memory", "0.0001")]
     [InlineData("--plot /tmp is a directory, not a file", "placement", "simulate", "--history", "/nonexistent", "--servers", "a,b", "--plot", "/tmp")]
     [InlineData("--plot /nonexistent/plot.png: no folder /nonexistent to write it in", "bench", "replay", "--history", "/nonexistent", "--servers", "a,b", "--plot", "/nonexistent/plot.png")]
+    [InlineData("--repeats must be a whole number from 1 to 20 (got '1.5')", "bench", "replay", "--history", "/nonexistent", "--servers", "a,b", "--repeats", "1.5")]
+    [InlineData("--requests-per-server must be a whole number from 1 to 1000 (got '2.9')", "bench", "replay", "--history", "/nonexistent", "--servers", "a,b", "--requests-per-server", "2.9")]
+    [InlineData("--algorithms lists eplb twice", "bench", "replay", "--history", "/nonexistent", "--servers", "a,b", "--algorithms", "eplb,eplb")]
     public async Task Offline_verbs_refuse_what_they_cannot_run_in_one_usage_line(string error, params string[] arguments)
     {
         await AssertOneUsageLineAsync(arguments, error);

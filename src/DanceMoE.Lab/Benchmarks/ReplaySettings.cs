@@ -66,6 +66,15 @@ public sealed record ReplayBenchmarkSettings
                 : throw new InvalidSettingsException($"--{name} must be a number from {min} to {max} (got '{text}')");
         }
 
+        // A count given as 1.5 would be cut to 1 without a word.
+        int Whole(string name, int min, int max)
+        {
+            var text = Get(name) ?? Flags.Single(f => f.Name == name).Default!;
+            return int.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out var v) && v >= min && v <= max
+                ? v
+                : throw new InvalidSettingsException($"--{name} must be a whole number from {min} to {max} (got '{text}')");
+        }
+
         IReadOnlyList<string> List(string text) => text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
         if (Get("memory-mb") is not null && Get("memory") is not null)
         {
@@ -87,6 +96,11 @@ public sealed record ReplayBenchmarkSettings
             throw new InvalidSettingsException($"--algorithms: unknown algorithm '{name}' (known: {string.Join(", ", PlacementAlgorithms.Names)})");
         }
 
+        if (algorithms.GroupBy(a => a, StringComparer.Ordinal).FirstOrDefault(g => g.Count() > 1) is { } twice)
+        {
+            throw new InvalidSettingsException($"--algorithms lists {twice.Key} twice");
+        }
+
         PlacementPlot.CheckDestination(Get("plot"));
         return new ReplayBenchmarkSettings
         {
@@ -98,9 +112,9 @@ public sealed record ReplayBenchmarkSettings
             Algorithms = algorithms.Count > 0 ? algorithms : throw new InvalidSettingsException("--algorithms is empty"),
             LinkDelayMs = Number("link-delay-ms", 0, 1000),
             LinkMbps = Number("link-mbps", 1, 1e6),
-            RequestsPerServer = (int)Number("requests-per-server", 1, 1000),
-            DecodeTokens = (int)Number("decode-tokens", 0, 1024),
-            Repeats = (int)Number("repeats", 1, 20),
+            RequestsPerServer = Whole("requests-per-server", 1, 1000),
+            DecodeTokens = Whole("decode-tokens", 0, 1024),
+            Repeats = Whole("repeats", 1, 20),
             MessageMs = Number("message-ms", 0, 1000),
             MessageMbMs = Number("message-mb-ms", 0, 1e6),
             Replan = Get("no-replan") is null,
