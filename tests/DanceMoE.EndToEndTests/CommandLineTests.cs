@@ -164,6 +164,7 @@ public sealed class CommandLineTests
     [InlineData("--repeats must be a whole number from 1 to 20 (got '1.5')", "bench", "replay", "--history", "/nonexistent", "--servers", "a,b", "--repeats", "1.5")]
     [InlineData("--requests-per-server must be a whole number from 1 to 1000 (got '2.9')", "bench", "replay", "--history", "/nonexistent", "--servers", "a,b", "--requests-per-server", "2.9")]
     [InlineData("--algorithms lists eplb twice", "bench", "replay", "--history", "/nonexistent", "--servers", "a,b", "--algorithms", "eplb,eplb")]
+    [InlineData("--queue: edge id 'a b' is not an edge id", "bench", "echo", "--queue", "a b")]
     public async Task Offline_verbs_refuse_what_they_cannot_run_in_one_usage_line(string error, params string[] arguments)
     {
         await AssertOneUsageLineAsync(arguments, error);

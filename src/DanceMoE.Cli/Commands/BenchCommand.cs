@@ -188,7 +188,7 @@ public static class BenchCommand
     /// <summary>The bare echo <c>bench cluster</c> starts in its own process for its overhead baseline.</summary>
     private static Command Echo()
     {
-        var queue = CliOptions.Text("queue", "queue to answer expert batches on", required: true, valueName: "NAME");
+        var queue = CliOptions.EdgeId("queue", "queue to answer expert batches on, named as an edge (edge-bench-echo)", required: true);
         var readyFile = CliOptions.Text("ready-file", "file to write the process id to once it serves", valueName: "FILE");
         var command = new Command("echo", "answers expert batches with their own input (the baseline of bench cluster's overhead)") { queue, readyFile };
         command.SetAction(async (result, cancellationToken) =>
