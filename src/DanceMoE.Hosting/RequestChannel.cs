@@ -114,23 +114,10 @@ public sealed class RequestChannel : IAsyncDisposable
 
     private void ReportFault(SendContext context, Exception exception)
     {
-        if (context.MessageId is { } id && _watched.TryGetValue(id, out var refused) && AccessRefusal(exception) is { } refusal)
+        if (context.MessageId is { } id && _watched.TryGetValue(id, out var refused) && ServiceRefusal.AccessRefusal(exception) is { } refusal)
         {
             refused.TrySetResult(refusal);
         }
-    }
-
-    private static OperationInterruptedException? AccessRefusal(Exception? exception)
-    {
-        for (; exception is not null; exception = exception.InnerException)
-        {
-            if (exception is OperationInterruptedException { ShutdownReason.ReplyCode: RabbitMQ.Client.Constants.AccessRefused } refusal)
-            {
-                return refusal;
-            }
-        }
-
-        return null;
     }
 
     public async ValueTask DisposeAsync()

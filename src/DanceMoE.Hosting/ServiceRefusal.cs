@@ -34,4 +34,18 @@ public static class ServiceRefusal
 
         return null;
     }
+
+    /// <summary>The broker's refusal for the user's permissions (ACCESS_REFUSED), from the first exception in the chain that is one; null otherwise.</summary>
+    public static OperationInterruptedException? AccessRefusal(Exception? exception)
+    {
+        for (; exception is not null; exception = exception.InnerException)
+        {
+            if (exception is OperationInterruptedException { ShutdownReason.ReplyCode: RabbitMQ.Client.Constants.AccessRefused } refusal)
+            {
+                return refusal;
+            }
+        }
+
+        return null;
+    }
 }

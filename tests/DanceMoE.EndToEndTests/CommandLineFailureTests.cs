@@ -469,6 +469,48 @@ public sealed class CommandLineFailureTests
         Assert.True(Validator.TryValidateObject(options, new ValidationContext(options), [], validateAllProperties: true));
     }
 
+    [Fact]
+    public async Task Bench_echo_started_by_hand_serves_its_queue_as_the_edge_it_stands_in_for()
+    {
+        var queue = $"edge-echo-{Guid.NewGuid():N}";
+        var ready = Path.Combine(Path.GetTempPath(), queue + ".ready");
+        var start = new ProcessStartInfo("dotnet") { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var argument in new[] { Path.Combine(AppContext.BaseDirectory, "dancemoe.dll"), "bench", "echo", "--queue", queue, "--ready-file", ready })
+        {
+            start.ArgumentList.Add(argument);
+        }
+
+        using var echo = Process.Start(start)!;
+        var errors = echo.StandardError.ReadToEndAsync();
+        try
+        {
+            for (var waited = 0; !File.Exists(ready) && !echo.HasExited && waited < 300; waited++)
+            {
+                await Task.Delay(200);
+            }
+
+            Assert.True(File.Exists(ready), $"bench echo did not serve {queue} in 60 s as the local users run it: {(echo.HasExited ? await errors : "still starting")}");
+        }
+        finally
+        {
+            echo.Kill(entireProcessTree: true);
+            await echo.WaitForExitAsync();
+            File.Delete(ready);
+            await BusClient.DeleteQueueAsync(LocalEnvironment.RabbitMqUriFor(BusRole.Edge), queue, CancellationToken.None);
+        }
+    }
+
+    [Fact]
+    public async Task Bench_echo_on_a_queue_the_broker_refuses_its_user_is_one_line_and_exit_2_instead_of_a_hang()
+    {
+        var queue = $"edge-echo-{Guid.NewGuid():N}";
+        var environment = new Dictionary<string, string> { ["ConnectionStrings__rabbitmq_edge"] = LocalEnvironment.RabbitMqUriFor(BusRole.Client) };
+
+        var line = await CommandLineTests.OneErrorLineAsync(2, ["bench", "echo", "--queue", queue], environment);
+
+        Assert.Contains($"cannot serve {queue}: the broker refused it (ACCESS_REFUSED", line, StringComparison.Ordinal);
+    }
+
     /// <summary>The broker URI with another password; not through <see cref="UriBuilder"/>, which takes no list of nodes (<c>host:5682,host:5683</c>).</summary>
     private static string WithWrongPassword(string rabbitMqUri)
     {

@@ -11,6 +11,7 @@ using MassTransit;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Options;
+using RabbitMQ.Client.Exceptions;
 
 namespace DanceMoE.Lab.Benchmarks;
 
@@ -283,6 +284,7 @@ public static class ClusterBenchmark
     /// <summary><c>dancemoe bench echo</c>: answers expert batches on <paramref name="queue"/> with their own input until cancelled.</summary>
     public static async Task ServeEchoAsync(string queue, string? readyFile, CancellationToken cancellationToken)
     {
+        var refused = new TaskCompletionSource<OperationInterruptedException>(TaskCreationOptions.RunContinuationsAsynchronously);
         await using var provider = new ServiceCollection()
             .AddMassTransit(bus =>
             {
@@ -290,15 +292,33 @@ public static class ClusterBenchmark
                 bus.AddConsumer<EchoBatchConsumer>();
                 bus.UsingRabbitMq((context, cfg) =>
                 {
-                    new RabbitMqOptions { ConnectionString = LocalEnvironment.RabbitMqUri }.ConfigureHost(cfg);
+                    // As the edge it stands in for: the client's user may not take an edge's queue.
+                    new RabbitMqOptions { ConnectionString = LocalEnvironment.RabbitMqUriFor(BusRole.Edge) }.ConfigureHost(cfg);
                     cfg.AddDeserializer(ExpertBatchSerializer.Instance);
                     // A plain durable queue: a send to `queue:` declares it durable, and a temporary queue would clash with that.
-                    cfg.ReceiveEndpoint(queue, e => e.ConfigureConsumer<EchoBatchConsumer>(context));
+                    cfg.ReceiveEndpoint(queue, e =>
+                    {
+                        e.ConnectReceiveEndpointObserver(new RefusalObserver(refused));
+                        e.ConfigureConsumer<EchoBatchConsumer>(context);
+                    });
                 });
             })
             .BuildServiceProvider(true);
         var bus = provider.GetRequiredService<IBusControl>();
-        await bus.StartAsync(cancellationToken).ConfigureAwait(false);
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        var starting = bus.StartAsync(stop.Token);
+        if (await Task.WhenAny(starting, refused.Task).ConfigureAwait(false) != starting)
+        {
+            // MassTransit would try the refused queue again without end, and the start never return.
+            await stop.CancelAsync().ConfigureAwait(false);
+            await ((Task)starting).WaitAsync(TimeSpan.FromSeconds(10), CancellationToken.None).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
+            var reason = await refused.Task.ConfigureAwait(false);
+            throw new OperationException(
+                $"cannot serve {queue}: the broker refused it ({reason.ShutdownReason?.ReplyText ?? reason.Message}); check the user in ConnectionStrings__rabbitmq_edge or ConnectionStrings__rabbitmq",
+                OperationFailure.InvalidSettings, reason);
+        }
+
+        await starting.ConfigureAwait(false);
         try
         {
             if (readyFile is not null)
@@ -314,6 +334,27 @@ public static class ClusterBenchmark
         finally
         {
             await bus.StopAsync(CancellationToken.None).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Reports the receive endpoint's first fault that is the broker's ACCESS_REFUSED.</summary>
+    private sealed class RefusalObserver(TaskCompletionSource<OperationInterruptedException> refused) : IReceiveEndpointObserver
+    {
+        public Task Ready(ReceiveEndpointReady ready) => Task.CompletedTask;
+
+        public Task Stopping(ReceiveEndpointStopping stopping) => Task.CompletedTask;
+
+        public Task Completed(ReceiveEndpointCompleted completed) => Task.CompletedTask;
+
+        public Task Faulted(ReceiveEndpointFaulted faulted)
+        {
+            ArgumentNullException.ThrowIfNull(faulted);
+            if (ServiceRefusal.AccessRefusal(faulted.Exception) is { } refusal)
+            {
+                refused.TrySetResult(refusal);
+            }
+
+            return Task.CompletedTask;
         }
     }
 
