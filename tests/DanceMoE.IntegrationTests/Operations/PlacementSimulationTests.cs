@@ -52,7 +52,7 @@ public sealed class PlacementSimulationTests
     [Fact]
     public void A_missing_trace_directory_fails_as_one_line()
     {
-        var spec = new SimulationSpec(["law"], 0.3, null, null, LinkSpec.FromMbps(500, 2), new LatencyOptions());
+        var spec = new SimulationSpec(["law"], 1, null, null, LinkSpec.FromMbps(500, 2), new LatencyOptions());
 
         var error = Assert.Throws<OperationException>(() => PlacementSimulation.FromTraces("/nonexistent/traces", null, spec));
 
@@ -115,7 +115,7 @@ public sealed class PlacementSimulationTests
         var path = System.IO.Path.Combine(traces.Path, "intent.layer05.txt");
         File.Delete(path);
         File.CreateSymbolicLink(path, target);
-        var spec = new SimulationSpec(["intent"], 0.6, null, null, LinkSpec.FromMbps(500, 2), new LatencyOptions());
+        var spec = new SimulationSpec(["intent"], 1, null, null, LinkSpec.FromMbps(500, 2), new LatencyOptions());
 
         var error = Assert.Throws<OperationException>(() => PlacementSimulation.FromTraces(traces.Path, null, spec));
 
@@ -135,7 +135,7 @@ public sealed class PlacementSimulationTests
             Assert.Equal(0, mkfifo.ExitCode);
         }
 
-        var spec = new SimulationSpec(["intent"], 0.6, null, null, LinkSpec.FromMbps(500, 2), new LatencyOptions());
+        var spec = new SimulationSpec(["intent"], 1, null, null, LinkSpec.FromMbps(500, 2), new LatencyOptions());
 
         var load = Task.Run(() => PlacementSimulation.FromTraces(traces.Path, null, spec));
         var finished = await Task.WhenAny(load, Task.Delay(TimeSpan.FromSeconds(10))) == load;
@@ -159,7 +159,7 @@ public sealed class PlacementSimulationTests
         var path = System.IO.Path.Combine(traces.Path, "intent.layer05.txt");
         File.Delete(path);
         Directory.CreateDirectory(path);
-        var spec = new SimulationSpec(["intent"], 0.6, null, null, LinkSpec.FromMbps(500, 2), new LatencyOptions());
+        var spec = new SimulationSpec(["intent"], 1, null, null, LinkSpec.FromMbps(500, 2), new LatencyOptions());
 
         var error = Assert.Throws<OperationException>(() => PlacementSimulation.FromTraces(traces.Path, null, spec));
 
@@ -171,7 +171,7 @@ public sealed class PlacementSimulationTests
     {
         using var traces = new TraceFolder(["intent"], sequences: 4);
         File.WriteAllText(System.IO.Path.Combine(traces.Path, "intent.layer03.txt"), "");
-        var spec = new SimulationSpec(["intent"], 0.6, null, null, LinkSpec.FromMbps(500, 2), new LatencyOptions());
+        var spec = new SimulationSpec(["intent"], 1, null, null, LinkSpec.FromMbps(500, 2), new LatencyOptions());
 
         var error = Assert.Throws<OperationException>(() => PlacementSimulation.FromTraces(traces.Path, null, spec));
 
