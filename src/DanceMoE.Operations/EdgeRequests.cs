@@ -67,7 +67,7 @@ public static class EdgeRequests
         }
         catch (SendRefusedException ex)
         {
-            throw new OperationException($"cannot send the request to edge '{edge}': {ex.Message} (send as the client's user)", OperationFailure.InvalidSettings, ex);
+            throw new OperationException($"cannot send the request to edge '{edge}': {ex.Message} (send as the client user: check {LocalEnvironment.RabbitMqSettingsOf(BusRole.Client)})", OperationFailure.InvalidSettings, ex);
         }
         catch (RequestException ex) when (ex.InnerException is MessageReturnedException)
         {

@@ -28,7 +28,7 @@ public static class LocalEnvironment
     /// </summary>
     public static string RabbitMqUriFor(BusRole role)
     {
-        var ownName = RabbitMqOptions.ConnectionName + "_" + role.ToString().ToLowerInvariant();
+        var ownName = RabbitMqSettingOf(role);
         if (Checked(Configuration.GetConnectionString(ownName), ownName, RabbitMqOptions.Parse) is { Length: > 0 } own)
         {
             return own;
@@ -41,9 +41,14 @@ public static class LocalEnvironment
         }
 
         var broker = RabbitMqOptions.Parse(configured is { Length: > 0 } ? configured : LocalRabbitMqUri(LocalRabbitMq, LocalRabbitMqNodes));
-        var password = ReadSecret(RabbitMqPasswordFile(role), $"ConnectionStrings__{RabbitMqOptions.ConnectionName}_{role.ToString().ToLowerInvariant()}");
+        var password = ReadSecret(RabbitMqPasswordFile(role), $"ConnectionStrings__{ownName}");
         return (broker with { Username = BusRoles.UserOf(role), Password = password }).UriFor(broker.VirtualHost);
     }
+
+    /// <summary>The connection strings a process of <paramref name="role"/> takes its broker user from, for a message that says which to check.</summary>
+    public static string RabbitMqSettingsOf(BusRole role) => $"ConnectionStrings__{RabbitMqSettingOf(role)} or ConnectionStrings__{RabbitMqOptions.ConnectionName}";
+
+    private static string RabbitMqSettingOf(BusRole role) => RabbitMqOptions.ConnectionName + "_" + role.ToString().ToLowerInvariant();
 
     /// <summary>The local services' RabbitMQ nodes: as many as the last <c>services up --rabbitmq-nodes N</c> started (1 before).</summary>
     public static int LocalRabbitMqNodes =>

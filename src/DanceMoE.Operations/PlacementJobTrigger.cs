@@ -48,7 +48,7 @@ public static class PlacementJobTrigger
         }
         catch (SendRefusedException ex)
         {
-            throw new OperationException($"cannot send run-now to the coordinator: {ex.Message} (send as the ops user: ConnectionStrings__rabbitmq_ops)", OperationFailure.InvalidSettings, ex);
+            throw new OperationException($"cannot send run-now to the coordinator: {ex.Message} (send as the ops user: check {LocalEnvironment.RabbitMqSettingsOf(BusRole.Ops)})", OperationFailure.InvalidSettings, ex);
         }
 
         return command.CommandId;

@@ -314,7 +314,7 @@ public static class ClusterBenchmark
             await ((Task)starting).WaitAsync(TimeSpan.FromSeconds(10), CancellationToken.None).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
             var reason = await refused.Task.ConfigureAwait(false);
             throw new OperationException(
-                $"cannot serve {queue}: the broker refused it ({reason.ShutdownReason?.ReplyText ?? reason.Message}); check the user in ConnectionStrings__rabbitmq_edge or ConnectionStrings__rabbitmq",
+                $"cannot serve {queue}: the broker refused it ({reason.ShutdownReason?.ReplyText ?? reason.Message}); check the user in {LocalEnvironment.RabbitMqSettingsOf(BusRole.Edge)}",
                 OperationFailure.InvalidSettings, reason);
         }
 
