@@ -138,7 +138,7 @@ public sealed class CommandLineTests
     [InlineData("server '..' is not a domain name", "placement", "simulate", "--history", "/nonexistent", "--servers", "law,..")]
     [InlineData("server 'law' is listed twice", "placement", "simulate", "--history", "/nonexistent", "--servers", "law,law")]
     [InlineData("--algorithms is empty", "placement", "simulate", "--history", "/nonexistent", "--servers", "law", "--algorithms", "")]
-    [InlineData("--algorithms lists uniform twice", "placement", "simulate", "--history", "/nonexistent", "--servers", "law", "--algorithms", "uniform,Uniform")]
+    [InlineData("--algorithms: algorithm uniform is listed twice", "placement", "simulate", "--history", "/nonexistent", "--servers", "law", "--algorithms", "uniform,Uniform")]
     [InlineData("--speed has an empty item: '1,,1'", "placement", "simulate", "--history", "/nonexistent", "--servers", "a,b", "--speed", "1,,1")]
     [InlineData("--plot is empty", "placement", "simulate", "--history", "/nonexistent", "--servers", "law", "--plot", "")]
     [InlineData("--out is empty", "model", "export", "/nonexistent", "--out", "")]
@@ -153,8 +153,8 @@ public sealed class CommandLineTests
     [InlineData("--max-tokens must be between 1 and 512 (got '99999999999999999999')", "bench", "cluster", "--max-tokens", "99999999999999999999")]
     [InlineData("the instance would have 268,435,456 servers x layers x experts; at most 100,000,000 fit in memory",
         "placement", "bench", "--servers", "64", "--layers", "1024", "--experts", "4096", "--top-k", "1", "--requests", "1", "--tokens", "2", "--algorithms", "uniform")]
-    [InlineData("unknown algorithm 'foo'", "placement", "bench", "--layers", "2", "--experts", "4", "--top-k", "2", "--algorithms", "foo")]
-    [InlineData("--algorithms lists uniform twice", "placement", "bench", "--layers", "2", "--experts", "4", "--top-k", "2", "--algorithms", "uniform,uniform")]
+    [InlineData("--algorithms: unknown algorithm 'foo'", "placement", "bench", "--layers", "2", "--experts", "4", "--top-k", "2", "--algorithms", "foo")]
+    [InlineData("--algorithms: algorithm uniform is listed twice", "placement", "bench", "--layers", "2", "--experts", "4", "--top-k", "2", "--algorithms", "uniform,uniform")]
     [InlineData("infeasible: the servers hold 0 experts together but the model has 8: every expert needs a home",
         "placement", "bench", "--layers", "2", "--experts", "4", "--top-k", "2", "--memory", "0.0001", "--algorithms", "uniform")]
     [InlineData("infeasible: the servers hold 0 experts together but the model has 1664: every expert needs a home",
@@ -163,7 +163,8 @@ public sealed class CommandLineTests
     [InlineData("--plot /nonexistent/plot.png: no folder /nonexistent to write it in", "bench", "replay", "--history", "/nonexistent", "--servers", "a,b", "--plot", "/nonexistent/plot.png")]
     [InlineData("--repeats must be a whole number from 1 to 20 (got '1.5')", "bench", "replay", "--history", "/nonexistent", "--servers", "a,b", "--repeats", "1.5")]
     [InlineData("--requests-per-server must be a whole number from 1 to 1000 (got '2.9')", "bench", "replay", "--history", "/nonexistent", "--servers", "a,b", "--requests-per-server", "2.9")]
-    [InlineData("--algorithms lists eplb twice", "bench", "replay", "--history", "/nonexistent", "--servers", "a,b", "--algorithms", "eplb,eplb")]
+    [InlineData("--algorithms: algorithm eplb is listed twice", "bench", "replay", "--history", "/nonexistent", "--servers", "a,b", "--algorithms", "eplb,eplb")]
+    [InlineData("--algorithms: algorithm eplb is listed twice", "bench", "replay", "--history", "/nonexistent", "--servers", "a,b", "--algorithms", "eplb,EPLB")]
     [InlineData("--queue: edge id 'a b' is not an edge id", "bench", "echo", "--queue", "a b")]
     public async Task Offline_verbs_refuse_what_they_cannot_run_in_one_usage_line(string error, params string[] arguments)
     {

@@ -24,6 +24,15 @@ public class PlacementAlgorithmsTests
     }
 
     [Fact]
+    public void A_chosen_list_is_spelled_as_the_names_and_refuses_unknown_or_repeated_names_in_any_case()
+    {
+        Assert.Equal(["eplb", "latency"], PlacementAlgorithms.Chosen(["EPLB", "Latency"]));
+
+        Assert.Equal("algorithm eplb is listed twice", Assert.Throws<ArgumentException>(() => PlacementAlgorithms.Chosen(["eplb", "EPLB"])).Message);
+        Assert.StartsWith("unknown algorithm 'nope' (known: ", Assert.Throws<ArgumentException>(() => PlacementAlgorithms.Chosen(["eplb", "nope"])).Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void A_cancelled_token_stops_every_algorithm()
     {
         var problem = Instances.Random(1);

@@ -124,12 +124,11 @@ public static class PlacementCommand
 
         try
         {
-            var chosen = List(text, "algorithms").Select(PlacementAlgorithms.Create).ToList();
-            return chosen.GroupBy(a => a.Name).FirstOrDefault(g => g.Count() > 1) is { } twice ? throw new UsageException($"--algorithms lists {twice.Key} twice") : chosen;
+            return [.. PlacementAlgorithms.Chosen(List(text, "algorithms")).Select(PlacementAlgorithms.Create)];
         }
         catch (ArgumentException ex)
         {
-            throw new UsageException(ex.Message.Split(" (Parameter", 2)[0]);
+            throw new UsageException($"--algorithms: {ex.Message}");
         }
     }
 

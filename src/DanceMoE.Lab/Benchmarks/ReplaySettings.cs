@@ -90,15 +90,14 @@ public sealed record ReplayBenchmarkSettings
             throw new InvalidSettingsException($"--memory-mb has {memoryMb.Count} budgets for {servers.Count} servers");
         }
 
-        var algorithms = List(Get("algorithms") ?? Flags.Single(f => f.Name == "algorithms").Default!);
-        foreach (var name in algorithms.Where(a => !PlacementAlgorithms.Names.Contains(a)))
+        IReadOnlyList<string> algorithms;
+        try
         {
-            throw new InvalidSettingsException($"--algorithms: unknown algorithm '{name}' (known: {string.Join(", ", PlacementAlgorithms.Names)})");
+            algorithms = PlacementAlgorithms.Chosen(List(Get("algorithms") ?? Flags.Single(f => f.Name == "algorithms").Default!));
         }
-
-        if (algorithms.GroupBy(a => a, StringComparer.Ordinal).FirstOrDefault(g => g.Count() > 1) is { } twice)
+        catch (ArgumentException ex)
         {
-            throw new InvalidSettingsException($"--algorithms lists {twice.Key} twice");
+            throw new InvalidSettingsException($"--algorithms: {ex.Message}");
         }
 
         PlacementPlot.CheckDestination(Get("plot"));
