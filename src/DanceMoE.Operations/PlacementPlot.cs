@@ -20,28 +20,6 @@ public static class PlacementPlot
         new(140, 140, 140), new(120, 160, 200), new(90, 130, 190), new(230, 150, 60), new(200, 90, 70), new(60, 160, 90),
     ];
 
-    /// <summary>
-    /// Refuses a <c>--plot</c> path no chart could be written to (a directory, a file in no folder) before the work the
-    /// chart draws, which takes seconds to minutes and would otherwise end in this error; null (no chart) passes.
-    /// </summary>
-    public static void CheckDestination(string? path)
-    {
-        if (path is null)
-        {
-            return;
-        }
-
-        if (Directory.Exists(path))
-        {
-            throw new InvalidSettingsException($"--plot {path} is a directory, not a file");
-        }
-
-        if (Path.GetDirectoryName(Path.GetFullPath(path)) is { } folder && !Directory.Exists(folder))
-        {
-            throw new InvalidSettingsException($"--plot {path}: no folder {folder} to write it in");
-        }
-    }
-
     /// <summary>Writes the chart of <paramref name="results"/> to <paramref name="path"/> as a PNG.</summary>
     public static void Save(string path, string title, IReadOnlyList<AlgorithmResult> results)
     {

@@ -197,6 +197,25 @@ public sealed class CommandLineTests
     }
 
     [Fact]
+    public async Task Model_tiny_and_export_refuse_an_out_that_is_or_lies_in_a_file_before_any_work()
+    {
+        var file = Path.GetTempFileName();
+        try
+        {
+            // The export's checkpoint does not exist: the --out line shows the check comes before the checkpoint is opened.
+            foreach (var verb in new[] { new[] { "model", "tiny" }, ["model", "export", "/nonexistent"] })
+            {
+                await AssertOneUsageLineAsync([.. verb, "--out", file], $"--out {file} is a file, not a directory: remove it or choose another path");
+                await AssertOneUsageLineAsync([.. verb, "--out", Path.Combine(file, "model")], $"--out {Path.Combine(file, "model")}: {file} is a file, not a folder");
+            }
+        }
+        finally
+        {
+            File.Delete(file);
+        }
+    }
+
+    [Fact]
     public async Task No_verb_prints_the_usage_and_exits_2()
     {
         var (exitCode, output, _) = await RunAsync([]);

@@ -81,6 +81,7 @@ public static class ModelCommand
 
     private static int Tiny(string outDir, TinyOptions options)
     {
+        OutputPaths.CheckDirectory("--out", outDir);
         MoeConfig config;
         try
         {
@@ -110,6 +111,7 @@ public static class ModelCommand
 
     private static int Export(string checkpointDir, string outDir, TensorDtype dtype, ExpertWeightFormat? experts)
     {
+        OutputPaths.CheckDirectory("--out", outDir);
         var checkpoint = Checkpoint.Open(checkpointDir);
         var manifest = Progress.Run($"exporting {checkpointDir}", log => OnnxExporter.Export(checkpoint, outDir, dtype, log, experts));
         var expertBytes = manifest.Experts.First().WeightBytes;

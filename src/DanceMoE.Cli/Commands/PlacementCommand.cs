@@ -69,7 +69,7 @@ public static class PlacementCommand
         string historyDir, string? evalDir, List<string> domains, double memory, string? memoryMb, string? speedText, LinkSpec link, LatencyOptions options,
         IReadOnlyList<IPlacementAlgorithm> algorithms, string? migrateFrom, double horizon, bool asJson, string? plot, CancellationToken cancellationToken)
     {
-        PlacementPlot.CheckDestination(plot);
+        OutputPaths.CheckFile("--plot", plot);
         var budgetsMb = memoryMb is null ? null : Numbers(memoryMb, "memory-mb", domains.Count, 0.001, 1e9);
         var speeds = speedText is null ? null : Numbers(speedText, "speed", domains.Count, 0.001, 1000);
         if (migrateFrom is not null && !algorithms.Any(a => a.Name == migrateFrom))

@@ -100,7 +100,7 @@ public sealed record ReplayBenchmarkSettings
             throw new InvalidSettingsException($"--algorithms: {ex.Message}");
         }
 
-        PlacementPlot.CheckDestination(Get("plot"));
+        OutputPaths.CheckFile("--plot", Get("plot"));
         return new ReplayBenchmarkSettings
         {
             History = Get("history") ?? throw new InvalidSettingsException("--history is required"),
