@@ -265,9 +265,13 @@ public sealed class PlacementSimulation
                     using var reader = File.OpenText(path);
                     layers.Add(TraceReader.ReadLayer(reader, model.TopK, model.Experts));
                 }
-                catch (Exception ex) when (ex is FormatException or IOException or UnauthorizedAccessException)
+                catch (FormatException ex)
                 {
-                    throw new OperationException($"{path}: {ex.Message}");
+                    throw new OperationException($"{path}: {ex.Message}", OperationFailure.InvalidSettings, ex);
+                }
+                catch (Exception ex) when (ex is IOException or UnauthorizedAccessException)
+                {
+                    throw new OperationException($"{path}: {ex.Message}", OperationFailure.Failed, ex);
                 }
             }
 
@@ -277,7 +281,7 @@ public sealed class PlacementSimulation
             }
             catch (FormatException ex)
             {
-                throw new OperationException($"{Path.Combine(directory, domains[server])}.layer*.txt: {ex.Message}");
+                throw new OperationException($"{Path.Combine(directory, domains[server])}.layer*.txt: {ex.Message}", OperationFailure.InvalidSettings, ex);
             }
         }
 

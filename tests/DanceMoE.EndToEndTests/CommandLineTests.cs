@@ -215,6 +215,26 @@ public sealed class CommandLineTests
         }
     }
 
+    [Theory]
+    [InlineData("placement", "simulate")]
+    [InlineData("bench", "replay")]
+    public async Task A_trace_file_that_is_no_trace_is_one_line_naming_it_and_exit_code_2(string verb, string subverb)
+    {
+        var history = Directory.CreateTempSubdirectory("dancemoe-traces-").FullName;
+        try
+        {
+            var path = Path.Combine(history, "law.layer01.txt");
+            string[] arguments = [verb, subverb, "--history", history, "--servers", "law,intent", "--memory", "1"];
+
+            File.WriteAllText(path, "1\t2\n");
+            Assert.Equal($"dancemoe {verb}: error: {path}: line 1: 2 ids is not a positive multiple of top-6", await OneErrorLineAsync(2, arguments));
+        }
+        finally
+        {
+            Directory.Delete(history, recursive: true);
+        }
+    }
+
     [Fact]
     public async Task No_verb_prints_the_usage_and_exits_2()
     {

@@ -176,6 +176,21 @@ public sealed class PlacementSimulationTests
         var error = Assert.Throws<OperationException>(() => PlacementSimulation.FromTraces(traces.Path, null, spec));
 
         Assert.Equal($"{traces.Path}/intent.layer*.txt: layer 3 has 0 sequences, layer 1 has 4", error.Message);
+        Assert.Equal(OperationFailure.InvalidSettings, error.Failure);
+    }
+
+    [Fact]
+    public void A_malformed_trace_line_is_named_with_its_file_as_invalid_input()
+    {
+        using var traces = new TraceFolder(["intent"], sequences: 4);
+        var path = System.IO.Path.Combine(traces.Path, "intent.layer02.txt");
+        File.WriteAllText(path, "1\t2\n");
+        var spec = new SimulationSpec(["intent"], 1, null, null, LinkSpec.FromMbps(500, 2), new LatencyOptions());
+
+        var error = Assert.Throws<OperationException>(() => PlacementSimulation.FromTraces(traces.Path, null, spec));
+
+        Assert.Equal($"{path}: line 1: 2 ids is not a positive multiple of top-6", error.Message);
+        Assert.Equal(OperationFailure.InvalidSettings, error.Failure);
     }
 
     [Fact]
