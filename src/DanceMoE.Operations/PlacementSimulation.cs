@@ -262,8 +262,8 @@ public sealed class PlacementSimulation
 
                 try
                 {
-                    using var reader = File.OpenText(path);
-                    layers.Add(TraceReader.ReadLayer(reader, model.TopK, model.Experts));
+                    using var stream = File.OpenRead(path);
+                    layers.Add(TraceReader.ReadLayer(stream, model.TopK, model.Experts));
                 }
                 catch (FormatException ex)
                 {

@@ -15,6 +15,24 @@ public static class TraceReader
     /// </summary>
     public const int MaxLineChars = 4 << 20;
 
+    /// <summary>
+    /// Returns the expert ids of each line (sequence) of one layer file's bytes, UTF-8 text (a UTF-8 byte order mark is
+    /// skipped). A UTF-16 or UTF-32 byte order mark is refused: the reader would otherwise decode by it without a word.
+    /// </summary>
+    public static IReadOnlyList<int[]> ReadLayer(Stream stream, int topK, int experts)
+    {
+        ArgumentNullException.ThrowIfNull(stream);
+        using var reader = new StreamReader(stream, Encoding.UTF8, detectEncodingFromByteOrderMarks: true, leaveOpen: true);
+        if (reader.Peek() >= 0 && reader.CurrentEncoding is not UTF8Encoding)
+        {
+            var encoding = reader.CurrentEncoding;
+            throw new FormatException(
+                $"starts with a {(encoding is UTF32Encoding ? "UTF-32" : "UTF-16")} {(encoding.GetPreamble()[0] == 0xFF ? "little" : "big")}-endian byte order mark: trace files are UTF-8 text");
+        }
+
+        return ReadLayer(reader, topK, experts);
+    }
+
     /// <summary>Returns the expert ids of each line (sequence) of one layer file.</summary>
     public static IReadOnlyList<int[]> ReadLayer(TextReader reader, int topK, int experts)
     {

@@ -228,6 +228,11 @@ public sealed class CommandLineTests
 
             File.WriteAllText(path, "1\t2\n");
             Assert.Equal($"dancemoe {verb}: error: {path}: line 1: 2 ids is not a positive multiple of top-6", await OneErrorLineAsync(2, arguments));
+
+            // DeepSeek-V2-Lite's top-6 in UTF-16: decoded as its byte order mark says, it read as a good trace.
+            File.WriteAllText(path, "1\t2\t3\t4\t5\t6\n", System.Text.Encoding.Unicode);
+            Assert.Equal(
+                $"dancemoe {verb}: error: {path}: starts with a UTF-16 little-endian byte order mark: trace files are UTF-8 text", await OneErrorLineAsync(2, arguments));
         }
         finally
         {

@@ -92,6 +92,28 @@ public class TraceAndStageTests
         Assert.Equal("line 2 is longer than 4,194,304 characters", error.Message);
     }
 
+    [Theory]
+    [InlineData("utf-16", "UTF-16 little-endian")]
+    [InlineData("utf-16BE", "UTF-16 big-endian")]
+    [InlineData("utf-32", "UTF-32 little-endian")]
+    public void A_file_with_a_utf16_or_utf32_byte_order_mark_is_refused_as_no_utf8_trace(string encodingName, string mark)
+    {
+        var encoding = System.Text.Encoding.GetEncoding(encodingName);
+        using var file = new MemoryStream([.. encoding.GetPreamble(), .. encoding.GetBytes("1\t2\n")]);
+
+        var error = Assert.Throws<FormatException>(() => TraceReader.ReadLayer(file, 2, 8));
+
+        Assert.Equal($"starts with a {mark} byte order mark: trace files are UTF-8 text", error.Message);
+    }
+
+    [Fact]
+    public void A_file_with_a_utf8_byte_order_mark_is_read_without_it()
+    {
+        using var file = new MemoryStream([0xEF, 0xBB, 0xBF, .. "1\t2\n3\t4\n"u8]);
+
+        Assert.Equal([[1, 2], [3, 4]], TraceReader.ReadLayer(file, 2, 8));
+    }
+
     [Fact]
     public void Layers_of_one_domain_must_agree_on_their_sequences()
     {
