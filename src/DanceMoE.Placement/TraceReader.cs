@@ -16,6 +16,12 @@ public static class TraceReader
     public const int MaxLineChars = 4 << 20;
 
     /// <summary>
+    /// The most characters a layer file may hold: 200 times the largest DeepSeek-V2-Lite one (315 KB). Its ids are kept in
+    /// memory, so a file of gigabytes would otherwise be read until the process ran out of it.
+    /// </summary>
+    public const int MaxFileChars = 64 << 20;
+
+    /// <summary>
     /// Returns the expert ids of each line (sequence) of one layer file's bytes, UTF-8 text (a UTF-8 byte order mark is
     /// skipped). A UTF-16 or UTF-32 byte order mark is refused: the reader would otherwise decode by it without a word.
     /// </summary>
@@ -104,6 +110,7 @@ public static class TraceReader
         private readonly StringBuilder _line = new();
         private int _start;
         private int _end;
+        private long _read;
         private bool _afterCarriageReturn;
 
         /// <summary>The next line without its end, or null at the end.</summary>
@@ -121,6 +128,12 @@ public static class TraceReader
                     {
                         _end = 0;
                         return any ? _line.ToString() : null;
+                    }
+
+                    _read += _end;
+                    if (_read > MaxFileChars)
+                    {
+                        throw new FormatException(string.Create(CultureInfo.InvariantCulture, $"longer than {MaxFileChars:N0} characters, the most a trace file may hold"));
                     }
                 }
 

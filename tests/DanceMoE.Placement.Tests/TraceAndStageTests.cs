@@ -115,6 +115,15 @@ public class TraceAndStageTests
     }
 
     [Fact]
+    public void A_file_that_never_ends_is_refused_once_it_passes_the_largest_file_read()
+    {
+        // Each line's weights are never parsed, so the lines hold few ids and the test little memory.
+        var error = Assert.Throws<FormatException>(() => TraceReader.ReadLayer(new Repeating("1\t2\t\t" + new string('0', 1 << 20) + "\n"), 2, 8));
+
+        Assert.Equal("longer than 67,108,864 characters, the most a trace file may hold", error.Message);
+    }
+
+    [Fact]
     public void Layers_of_one_domain_must_agree_on_their_sequences()
     {
         IReadOnlyList<int[]> one = [[1, 2, 3, 4]];
@@ -163,6 +172,23 @@ public class TraceAndStageTests
         var placement = new EplbPlacement().Place(problem);
         Assert.Equal(2, placement.Replicas(0, 0));
         Assert.Empty(placement.Violations(problem.Model, problem.Cluster));
+    }
+
+    /// <summary>One line over and over, without end.</summary>
+    private sealed class Repeating(string line) : TextReader
+    {
+        private int _position;
+
+        public override int Read(Span<char> buffer)
+        {
+            for (var i = 0; i < buffer.Length; i++)
+            {
+                buffer[i] = line[_position];
+                _position = (_position + 1) % line.Length;
+            }
+
+            return buffer.Length;
+        }
     }
 
     /// <summary>A text, then '0' forever.</summary>
