@@ -511,6 +511,19 @@ public sealed class CommandLineFailureTests
         Assert.Contains($"cannot serve {queue}: the broker refused it (ACCESS_REFUSED", line, StringComparison.Ordinal);
     }
 
+    [Fact]
+    public async Task Bench_echo_with_the_broker_down_is_one_line_naming_the_broker_and_its_setting_and_exit_3_instead_of_a_hang()
+    {
+        var environment = new Dictionary<string, string> { ["ConnectionStrings__rabbitmq_edge"] = ClosedRabbitMq };
+        var started = Stopwatch.StartNew();
+
+        var line = await CommandLineTests.OneErrorLineAsync(3, ["bench", "echo", "--queue", "edge-echo-down"], environment);
+
+        Assert.StartsWith("dancemoe bench: error: cannot serve edge-echo-down: cannot connect to RabbitMQ at amqp://dancemoe:***@127.0.0.1:1/dancemoe", line, StringComparison.Ordinal);
+        Assert.Contains("ConnectionStrings__rabbitmq_edge", line, StringComparison.Ordinal);
+        Assert.True(started.Elapsed < TimeSpan.FromSeconds(30), $"took {started.Elapsed}");
+    }
+
     /// <summary>The broker URI with another password; not through <see cref="UriBuilder"/>, which takes no list of nodes (<c>host:5682,host:5683</c>).</summary>
     private static string WithWrongPassword(string rabbitMqUri)
     {

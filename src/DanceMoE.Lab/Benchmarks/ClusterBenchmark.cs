@@ -34,6 +34,8 @@ public static class ClusterBenchmark
 
     private const int OverheadRuns = 3;
 
+    private static readonly TimeSpan EchoStartTimeout = TimeSpan.FromSeconds(15);
+
     private static readonly JsonSerializerOptions Json = new() { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower, WriteIndented = true };
 
     /// <summary>Runs the benchmark; the report (a table, or JSON) goes to <paramref name="output"/>, progress to <paramref name="log"/>.</summary>
@@ -285,6 +287,7 @@ public static class ClusterBenchmark
     public static async Task ServeEchoAsync(string queue, string? readyFile, CancellationToken cancellationToken)
     {
         var refused = new TaskCompletionSource<OperationInterruptedException>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var rabbitMqUri = LocalEnvironment.RabbitMqUriFor(BusRole.Edge);
         await using var provider = new ServiceCollection()
             .AddMassTransit(bus =>
             {
@@ -293,7 +296,7 @@ public static class ClusterBenchmark
                 bus.UsingRabbitMq((context, cfg) =>
                 {
                     // As the edge it stands in for: the client's user may not take an edge's queue.
-                    new RabbitMqOptions { ConnectionString = LocalEnvironment.RabbitMqUriFor(BusRole.Edge) }.ConfigureHost(cfg);
+                    new RabbitMqOptions { ConnectionString = rabbitMqUri }.ConfigureHost(cfg);
                     cfg.AddDeserializer(ExpertBatchSerializer.Instance);
                     // A plain durable queue: a send to `queue:` declares it durable, and a temporary queue would clash with that.
                     cfg.ReceiveEndpoint(queue, e =>
@@ -306,6 +309,8 @@ public static class ClusterBenchmark
             .BuildServiceProvider(true);
         var bus = provider.GetRequiredService<IBusControl>();
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        // MassTransit tries a broker it cannot reach again without end; the start gives up as a client's does.
+        stop.CancelAfter(EchoStartTimeout);
         var starting = bus.StartAsync(stop.Token);
         if (await Task.WhenAny(starting, refused.Task).ConfigureAwait(false) != starting)
         {
@@ -318,7 +323,22 @@ public static class ClusterBenchmark
                 OperationFailure.InvalidSettings, reason);
         }
 
-        await starting.ConfigureAwait(false);
+        try
+        {
+            await starting.ConfigureAwait(false);
+        }
+        catch (Exception ex) when (ex is RabbitMqConnectionException or OperationCanceledException && !cancellationToken.IsCancellationRequested)
+        {
+            var settings = LocalEnvironment.RabbitMqSettingsOf(BusRole.Edge);
+            var why = ex is OperationCanceledException ? new TimeoutException($"no connection within {EchoStartTimeout.TotalSeconds:F0} s", ex) : ex;
+            throw OperationException.ServiceFailure(
+                $"cannot serve {queue}: cannot connect to RabbitMQ at {LocalEnvironment.Redact(rabbitMqUri)} (from {settings})", why, settings);
+        }
+        catch (RabbitMqConnectionException ex) when (cancellationToken.IsCancellationRequested)
+        {
+            throw new OperationCanceledException("cancelled while connecting", ex, cancellationToken);
+        }
+
         try
         {
             if (readyFile is not null)
