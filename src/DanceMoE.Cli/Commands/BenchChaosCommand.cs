@@ -9,7 +9,7 @@ public static class BenchChaosCommand
 {
     public static Command Create()
     {
-        var faults = CliOptions.Text("faults", $"faults to inject, in order ({string.Join(",", ChaosBenchmark.Faults)})", string.Join(",", ChaosBenchmark.Faults));
+        var faults = CliOptions.Text("faults", $"faults to inject, in order; one named twice runs twice ({string.Join(",", ChaosBenchmark.Faults)})", string.Join(",", ChaosBenchmark.Faults));
         var keepLogs = CliOptions.Flag("keep-logs", "keep the processes' logs");
         var json = CliOptions.Flag("json", "print JSON");
         var command = new Command("chaos", "faults under load: edge, broker, broker node, PostgreSQL, coordinator") { faults, keepLogs, json };
