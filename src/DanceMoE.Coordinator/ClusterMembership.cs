@@ -20,9 +20,12 @@ public sealed record EdgeMember(
 /// </summary>
 public sealed class ClusterMembership(IOptions<MembershipOptions> options, TimeProvider? time = null)
 {
+    private static readonly TimeSpan WarmPoll = TimeSpan.FromMilliseconds(250);
+
     private readonly ConcurrentDictionary<string, EdgeHeartbeat> _beats = new(StringComparer.Ordinal);
     private readonly TimeProvider _time = time ?? TimeProvider.System;
     private readonly DateTimeOffset _startedAt = (time ?? TimeProvider.System).GetUtcNow();
+    private readonly ConcurrentDictionary<string, TimeSpan> _expected = new(StringComparer.Ordinal);
 
     public MembershipOptions Options { get; } = options.Value;
 
@@ -44,12 +47,61 @@ public sealed class ClusterMembership(IOptions<MembershipOptions> options, TimeP
     public IReadOnlyList<EdgeMember> Alive(DateTimeOffset now) => Snapshot(now).Where(e => e.IsAlive).ToList();
 
     /// <summary>
-    /// Waits, after a (re)start, until every live edge has had the time to send a heartbeat: until then an edge missing
-    /// from the membership may just not have been heard from yet.
+    /// The edges <c>edge_servers</c> recorded before this (re)start. Those alive at its newest record, by their own
+    /// interval, may still beat, some less often than the coordinator assumes: warm-up waits to hear each of them, or
+    /// until each has missed its own heartbeats. Measured from the newest record, not from now, because the table stood
+    /// still while no coordinator ran.
     /// </summary>
-    public Task WaitUntilWarmAsync(CancellationToken cancellationToken)
+    public void ExpectKnownEdges(IReadOnlyCollection<KnownEdge> edges)
     {
-        var left = _startedAt + Options.DownAfter - _time.GetUtcNow();
-        return left > TimeSpan.Zero ? Task.Delay(left, _time, cancellationToken) : Task.CompletedTask;
+        ArgumentNullException.ThrowIfNull(edges);
+        if (edges.Count == 0)
+        {
+            return;
+        }
+
+        var newest = edges.Max(e => e.LastSeenAt);
+        foreach (var edge in edges)
+        {
+            var downAfter = Options.DownAfterFor(Math.Min(edge.HeartbeatSeconds, MembershipOptions.MaxHeartbeatSeconds));
+            if (newest - edge.LastSeenAt < downAfter)
+            {
+                _expected[edge.EdgeId] = downAfter;
+            }
+        }
+    }
+
+    /// <summary>Whether every live edge could have been heard by <paramref name="now"/> (see <see cref="WaitUntilWarmAsync"/>).</summary>
+    public bool IsWarm(DateTimeOffset now) => now >= WarmBy();
+
+    /// <summary>
+    /// Waits, after a (re)start, until every live edge has had the time to send a heartbeat: until then an edge missing
+    /// from the membership may just not have been heard from yet. That is the coordinator's own missed heartbeats, and for
+    /// each edge of <see cref="ExpectKnownEdges"/> until it is heard or its own missed heartbeats have passed.
+    /// </summary>
+    public async Task WaitUntilWarmAsync(CancellationToken cancellationToken)
+    {
+        for (var now = _time.GetUtcNow(); WarmBy() - now is var left && left > TimeSpan.Zero; now = _time.GetUtcNow())
+        {
+            // Looked at again now and then: an edge heard ends the wait early.
+            await Task.Delay(left < WarmPoll ? left : WarmPoll, _time, cancellationToken).ConfigureAwait(false);
+        }
+    }
+
+    private DateTimeOffset WarmBy()
+    {
+        var by = _startedAt + Options.DownAfter;
+        foreach (var (edge, downAfter) in _expected)
+        {
+            if (!_beats.ContainsKey(edge) && _startedAt + downAfter > by)
+            {
+                by = _startedAt + downAfter;
+            }
+        }
+
+        return by;
     }
 }
+
+/// <summary>An edge as <c>edge_servers</c> last recorded it: when it was last heard and how often it said it beats (0: not said).</summary>
+public sealed record KnownEdge(string EdgeId, DateTimeOffset LastSeenAt, double HeartbeatSeconds);

@@ -79,6 +79,7 @@ public static class CoordinatorHost
         services.AddDanceMoEDatabase(builder.Configuration);
         services.AddHostedService<DatabaseSchemaCheck>();
         services.AddClusterMembership();
+        services.AddHostedService<MembershipWarmUp>();
         services.AddOptions<PlacementJobOptions>().BindConfiguration(PlacementJobOptions.Section).ValidateDataAnnotations().ValidateOnStart();
         services.AddSingleton(TimeProvider.System);
         services.AddSingleton<PlacementAcknowledgements>();

@@ -27,6 +27,9 @@ public sealed class MembershipOptions
     /// the edge's own interval (<paramref name="edgeHeartbeatSeconds"/>, 0 when unknown) when it is longer: an edge set to
     /// beat every 10 s would otherwise be down between any two of its heartbeats.
     /// </summary>
-    public bool IsAlive(DateTimeOffset lastSeen, DateTimeOffset now, double edgeHeartbeatSeconds = 0) =>
-        now - lastSeen < (edgeHeartbeatSeconds > HeartbeatSeconds ? TimeSpan.FromSeconds(edgeHeartbeatSeconds * MissedHeartbeats) : DownAfter);
+    public bool IsAlive(DateTimeOffset lastSeen, DateTimeOffset now, double edgeHeartbeatSeconds = 0) => now - lastSeen < DownAfterFor(edgeHeartbeatSeconds);
+
+    /// <summary>How long an edge that beats every <paramref name="edgeHeartbeatSeconds"/> (0 when unknown) stays alive unheard.</summary>
+    public TimeSpan DownAfterFor(double edgeHeartbeatSeconds) =>
+        edgeHeartbeatSeconds > HeartbeatSeconds ? TimeSpan.FromSeconds(edgeHeartbeatSeconds * MissedHeartbeats) : DownAfter;
 }

@@ -127,6 +127,59 @@ public sealed class MembershipTests(MembershipFixture fixture) : IClassFixture<M
         }
     }
 
+    [Fact]
+    public async Task At_start_the_coordinator_learns_from_edge_servers_which_slow_edges_warm_up_must_wait_for()
+    {
+        var clock = new ManualClock();
+        var start = clock.GetUtcNow();
+        // A database of its own: the newest row of edge_servers is where "alive" is measured from.
+        var database = new IsolatedDatabase();
+        await database.InitializeAsync();
+        try
+        {
+            await DatabaseMigrator.MigrateAsync(database.ConnectionString, TimeSpan.FromSeconds(10), CancellationToken.None);
+            await using (var db = DanceMoEDbContext.Create(database.ConnectionString))
+            {
+                db.EdgeServers.Add(new EdgeServer { Id = "edge-slow", ExecutionProvider = "cpu", LastSeenAt = start.AddSeconds(-30), HeartbeatSeconds = 60 });
+                db.EdgeServers.Add(new EdgeServer { Id = "edge-fast", ExecutionProvider = "cpu", LastSeenAt = start.AddSeconds(-1), HeartbeatSeconds = 2 });
+                await db.SaveChangesAsync();
+            }
+
+            var membership = new ClusterMembership(Options.Create(new MembershipOptions { HeartbeatSeconds = 2, MissedHeartbeats = 3 }), clock);
+            await using var provider = new ServiceCollection()
+                .AddLogging()
+                .AddDbContextFactory<DanceMoEDbContext>(b => DanceMoEDbContext.Configure(b, database.ConnectionString))
+                .BuildServiceProvider();
+            await ActivatorUtilities.CreateInstance<MembershipWarmUp>(provider, membership).StartAsync(CancellationToken.None);
+
+            Assert.False(membership.IsWarm(start.AddSeconds(179)), "edge-slow beats every 60 s: warm-up waits 3 of them unless it is heard");
+            Assert.True(membership.IsWarm(start.AddSeconds(180)));
+            membership.Record(new EdgeHeartbeat { EdgeId = "edge-slow", ExecutionProvider = "cpu", HeartbeatSeconds = 60, SentAt = start.AddSeconds(1) });
+            Assert.True(membership.IsWarm(start.AddSeconds(6)));
+        }
+        finally
+        {
+            await database.DisposeAsync();
+        }
+    }
+
+    [Fact]
+    public async Task A_database_that_does_not_answer_at_start_leaves_warm_up_at_the_coordinators_own_heartbeats()
+    {
+        var clock = new ManualClock();
+        var membership = new ClusterMembership(Options.Create(new MembershipOptions { HeartbeatSeconds = 2, MissedHeartbeats = 3 }), clock);
+        await using var provider = new ServiceCollection()
+            .AddFakeLogging()
+            .AddDbContextFactory<DanceMoEDbContext>(b => DanceMoEDbContext.Configure(b, "postgresql://dancemoe:dancemoe@127.0.0.1:1/nowhere"))
+            .BuildServiceProvider();
+
+        await ActivatorUtilities.CreateInstance<MembershipWarmUp>(provider, membership).StartAsync(CancellationToken.None);
+
+        Assert.True(membership.IsWarm(clock.GetUtcNow().AddSeconds(6)));
+        var warning = Assert.Single(provider.GetFakeLogCollector().GetSnapshot(), r => r.Category == typeof(MembershipWarmUp).FullName);
+        Assert.Equal(LogLevel.Warning, warning.Level);
+    }
+
     /// <summary>Starts <see cref="HeartbeatConsumers"/>' bus, counting the heartbeats it consumes and faults.</summary>
     private async Task<(ServiceProvider Provider, IBusControl Bus, ConsumedHeartbeats Consumed)> StartConsumersAsync(ClusterMembership membership, string? database = null)
     {

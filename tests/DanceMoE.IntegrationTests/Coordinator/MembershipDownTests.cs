@@ -56,6 +56,59 @@ public sealed class MembershipIntervalTests
         Assert.Empty(membership.Alive(sentAt.AddSeconds(30)));
     }
 
+    [Fact]
+    public void After_a_restart_warm_up_lasts_until_an_edge_the_database_knew_alive_is_heard_or_has_missed_its_own_heartbeats()
+    {
+        var clock = new ManualClock();
+        var membership = new ClusterMembership(Microsoft.Extensions.Options.Options.Create(new MembershipOptions { HeartbeatSeconds = 2, MissedHeartbeats = 3 }), clock);
+        var start = clock.GetUtcNow();
+        membership.ExpectKnownEdges(
+        [
+            new KnownEdge("edge-slow", start.AddSeconds(-20), 30),
+            new KnownEdge("edge-fast", start.AddSeconds(-1), 2),
+            // Last heard 3 x 30 s before the newest record, when it was down already: nothing to wait for.
+            new KnownEdge("edge-gone", start.AddSeconds(-91), 30),
+        ]);
+
+        Assert.False(membership.IsWarm(start.AddSeconds(5.9)));
+        Assert.False(membership.IsWarm(start.AddSeconds(6)), "edge-slow beats every 30 s: 6 s is too soon to miss it");
+        Assert.False(membership.IsWarm(start.AddSeconds(89.9)));
+        Assert.True(membership.IsWarm(start.AddSeconds(90)));
+
+        membership.Record(Beat("edge-slow", start.AddSeconds(12), heartbeatSeconds: 30));
+        Assert.False(membership.IsWarm(start.AddSeconds(5.9)), "the coordinator's own interval still holds for edges the database never saw");
+        Assert.True(membership.IsWarm(start.AddSeconds(6)));
+    }
+
+    [Fact]
+    public void An_interval_recorded_beyond_the_most_an_edge_may_beat_is_waited_for_only_up_to_that_most()
+    {
+        var clock = new ManualClock();
+        var membership = new ClusterMembership(Microsoft.Extensions.Options.Options.Create(new MembershipOptions { HeartbeatSeconds = 2, MissedHeartbeats = 3 }), clock);
+        var start = clock.GetUtcNow();
+        membership.ExpectKnownEdges([new KnownEdge("edge-odd", start, 1e9)]);
+
+        Assert.False(membership.IsWarm(start.AddSeconds((3 * MembershipOptions.MaxHeartbeatSeconds) - 1)));
+        Assert.True(membership.IsWarm(start.AddSeconds(3 * MembershipOptions.MaxHeartbeatSeconds)));
+    }
+
+    [Fact]
+    public async Task Warm_up_ends_as_soon_as_every_edge_the_database_knew_alive_is_heard()
+    {
+        var clock = new ManualClock();
+        var membership = new ClusterMembership(Microsoft.Extensions.Options.Options.Create(new MembershipOptions { HeartbeatSeconds = 2, MissedHeartbeats = 3 }), clock);
+        var start = clock.GetUtcNow();
+        membership.ExpectKnownEdges([new KnownEdge("edge-slow", start.AddSeconds(-5), 600)]);
+        clock.Advance(TimeSpan.FromSeconds(10));
+
+        var warm = membership.WaitUntilWarmAsync(CancellationToken.None);
+        await Task.Delay(500);
+        Assert.False(warm.IsCompleted, "warm before edge-slow was heard or could have missed 3 of its 600 s heartbeats");
+
+        membership.Record(Beat("edge-slow", clock.GetUtcNow(), heartbeatSeconds: 600));
+        await warm.WaitAsync(TimeSpan.FromSeconds(5));
+    }
+
     private static DanceMoE.Contracts.EdgeHeartbeat Beat(string edge, DateTimeOffset sentAt, double heartbeatSeconds) =>
         new() { EdgeId = edge, ExecutionProvider = "cpu", HeartbeatSeconds = heartbeatSeconds, SentAt = sentAt };
 }
