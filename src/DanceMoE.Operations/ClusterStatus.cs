@@ -143,6 +143,9 @@ public sealed record ClusterStatusReport(
         return Membership.IsAlive(edge.LastSeenAt, At, edge.HeartbeatSeconds) ? "live" : "stale";
     }
 
+    /// <summary>Whether the edge said it beats less often than <see cref="Membership"/> assumes, and so is judged by its own interval.</summary>
+    private bool BeatsSlower(EdgeServer edge) => edge.HeartbeatSeconds > Membership.HeartbeatSeconds;
+
     /// <summary>Migrations in one of <see cref="MigrationStateName.Running"/>.</summary>
     public int RunningMigrations => MigrationStateName.Running.Sum(state => MigrationsByState.GetValueOrDefault(state));
 
@@ -163,6 +166,8 @@ public sealed record ClusterStatusReport(
             ["state"] = State(e),
             ["last_seen_at"] = e.LastSeenAt,
             ["seconds_since_seen"] = Math.Round(SinceSeen(e).TotalSeconds, 1),
+            ["heartbeat_seconds"] = e.HeartbeatSeconds,
+            ["stale_after_seconds"] = Membership.DownAfterFor(e.HeartbeatSeconds).TotalSeconds,
             ["memory_budget_bytes"] = e.MemoryBudgetBytes,
             ["memory_used_bytes"] = e.MemoryUsedBytes,
             ["execution_provider"] = e.ExecutionProvider,
@@ -212,13 +217,14 @@ public sealed record ClusterStatusReport(
             yield return Coordinator.ToText();
         }
 
+        var ownIntervals = Edges.Any(BeatsSlower) ? ", or of the edge's own interval when longer" : "";
         yield return string.Create(
-            inv, $"edges ({Edges.Count(e => State(e) == "live")} of {Edges.Count} live; stale after {Membership.MissedHeartbeats} missed heartbeats of {Membership.HeartbeatSeconds} s):");
+            inv, $"edges ({Edges.Count(e => State(e) == "live")} of {Edges.Count} live; stale after {Membership.MissedHeartbeats} missed heartbeats of {Membership.HeartbeatSeconds} s{ownIntervals}):");
         foreach (var e in Edges)
         {
             yield return string.Create(
                 inv,
-                $"  {e.Id,-16} {State(e),-6} budget {e.MemoryBudgetBytes / 1048576.0,9:F1} MiB  used {e.MemoryUsedBytes / 1048576.0,9:F1} MiB  {e.ExecutionProvider,-5} last heard {Ago(SinceSeen(e))} ago");
+                $"  {e.Id,-16} {State(e),-6} budget {e.MemoryBudgetBytes / 1048576.0,9:F1} MiB  used {e.MemoryUsedBytes / 1048576.0,9:F1} MiB  {e.ExecutionProvider,-5} last heard {Ago(SinceSeen(e))} ago{(BeatsSlower(e) ? $", beats every {e.HeartbeatSeconds} s" : "")}");
         }
 
         yield return Active is null
