@@ -77,16 +77,30 @@ public sealed class ClusterMembership(IOptions<MembershipOptions> options, TimeP
     /// <summary>
     /// Waits, after a (re)start, until every live edge has had the time to send a heartbeat: until then an edge missing
     /// from the membership may just not have been heard from yet. That is the coordinator's own missed heartbeats, and for
-    /// each edge of <see cref="ExpectKnownEdges"/> until it is heard or its own missed heartbeats have passed.
+    /// each edge of <see cref="ExpectKnownEdges"/> until it is heard or its own missed heartbeats have passed; at most
+    /// <paramref name="most"/>, since an edge that said it beats hourly may be gone and the caller has a deadline.
     /// </summary>
-    public async Task WaitUntilWarmAsync(CancellationToken cancellationToken)
+    /// <returns>Whether warm-up ended; <see langword="false"/> when <paramref name="most"/> ran out first.</returns>
+    public async Task<bool> WaitUntilWarmAsync(TimeSpan most, CancellationToken cancellationToken)
     {
+        var giveUpAt = _time.GetUtcNow() + most;
         for (var now = _time.GetUtcNow(); WarmBy() - now is var left && left > TimeSpan.Zero; now = _time.GetUtcNow())
         {
+            if (now >= giveUpAt)
+            {
+                return false;
+            }
+
             // Looked at again now and then: an edge heard ends the wait early.
-            await Task.Delay(left < WarmPoll ? left : WarmPoll, _time, cancellationToken).ConfigureAwait(false);
+            var step = new[] { left, giveUpAt - now, WarmPoll }.Min();
+            await Task.Delay(step, _time, cancellationToken).ConfigureAwait(false);
         }
+
+        return true;
     }
+
+    /// <summary>The edges <see cref="ExpectKnownEdges"/> named that have not been heard since this (re)start.</summary>
+    public IReadOnlyList<string> NotHeardYet() => [.. _expected.Keys.Where(edge => !_beats.ContainsKey(edge)).Order(StringComparer.Ordinal)];
 
     private DateTimeOffset WarmBy()
     {

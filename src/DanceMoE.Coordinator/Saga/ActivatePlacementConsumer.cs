@@ -32,7 +32,15 @@ public sealed class ActivatePlacementConsumer(
 
         var placement = await registry.GetAsync(version, context.CancellationToken).ConfigureAwait(false)
             ?? throw new InvalidOperationException($"placement version {version} does not exist");
-        await membership.WaitUntilWarmAsync(context.CancellationToken).ConfigureAwait(false);
+        // Warm-up and the acknowledgements share the time the saga gives this stage, so this consumer never works on
+        // after the saga has compensated.
+        var budget = TimeSpan.FromSeconds(options.Value.ActivationTimeoutSeconds * 0.8);
+        var startedAt = time.GetUtcNow();
+        if (!await membership.WaitUntilWarmAsync(budget / 2, context.CancellationToken).ConfigureAwait(false))
+        {
+            logger.LogWarning("migration {Migration}: warm-up cut at {Seconds:0.#} s; not heard since the restart: {Edges}", command.MigrationId, (budget / 2).TotalSeconds, string.Join(", ", membership.NotHeardYet()));
+        }
+
         var edges = membership.Alive(time.GetUtcNow());
         var violations = PlacementInvariants.Check(placement.Assignments, job.Value, edges);
         if (violations.Count > 0)
@@ -50,7 +58,7 @@ public sealed class ActivatePlacementConsumer(
         }
 
         var wanted = edges.Select(e => e.EdgeId).ToList();
-        var wait = TimeSpan.FromSeconds(options.Value.ActivationTimeoutSeconds * 0.8);
+        var wait = budget - (time.GetUtcNow() - startedAt);
         if (!await acknowledgements.WaitForAsync(version, wanted, wait, context.CancellationToken).ConfigureAwait(false))
         {
             var missing = wanted.Except(acknowledgements.AppliedBy(version), StringComparer.Ordinal);

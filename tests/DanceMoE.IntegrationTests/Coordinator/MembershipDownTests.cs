@@ -101,12 +101,32 @@ public sealed class MembershipIntervalTests
         membership.ExpectKnownEdges([new KnownEdge("edge-slow", start.AddSeconds(-5), 600)]);
         clock.Advance(TimeSpan.FromSeconds(10));
 
-        var warm = membership.WaitUntilWarmAsync(CancellationToken.None);
+        var warm = membership.WaitUntilWarmAsync(TimeSpan.FromHours(1), CancellationToken.None);
         await Task.Delay(500);
         Assert.False(warm.IsCompleted, "warm before edge-slow was heard or could have missed 3 of its 600 s heartbeats");
 
+        Assert.Equal(["edge-slow"], membership.NotHeardYet());
         membership.Record(Beat("edge-slow", clock.GetUtcNow(), heartbeatSeconds: 600));
-        await warm.WaitAsync(TimeSpan.FromSeconds(5));
+        Assert.True(await warm.WaitAsync(TimeSpan.FromSeconds(5)));
+    }
+
+    [Fact]
+    public async Task Warm_up_gives_up_at_the_most_the_caller_can_wait_and_says_so()
+    {
+        var clock = new ManualClock();
+        var membership = new ClusterMembership(Microsoft.Extensions.Options.Options.Create(new MembershipOptions { HeartbeatSeconds = 2, MissedHeartbeats = 3 }), clock);
+        var start = clock.GetUtcNow();
+        // It said it beats hourly and may be gone: three missed heartbeats would hold a placement for three hours.
+        membership.ExpectKnownEdges([new KnownEdge("edge-hourly", start, 3600)]);
+
+        var warm = membership.WaitUntilWarmAsync(TimeSpan.FromSeconds(12), CancellationToken.None);
+        clock.Advance(TimeSpan.FromSeconds(11));
+        await Task.Delay(300);
+        Assert.False(warm.IsCompleted, "gave up before its 12 s");
+        clock.Advance(TimeSpan.FromSeconds(1));
+
+        Assert.False(await warm.WaitAsync(TimeSpan.FromSeconds(5)));
+        Assert.Equal(["edge-hourly"], membership.NotHeardYet());
     }
 
     private static DanceMoE.Contracts.EdgeHeartbeat Beat(string edge, DateTimeOffset sentAt, double heartbeatSeconds) =>
