@@ -256,24 +256,6 @@ public sealed class CommandLineFailureTests
         Assert.EndsWith($"check the user and password in {variable}", line, StringComparison.Ordinal);
     }
 
-    [Theory]
-    [InlineData("tiny")]
-    [InlineData("export", "onnx/default")]
-    public async Task Writing_a_model_over_a_file_is_one_line(params string[] command)
-    {
-        var file = Path.GetTempFileName();
-        try
-        {
-            string[] arguments = ["model", .. command.Select(a => a.StartsWith("onnx", StringComparison.Ordinal) ? Path.Combine(DemoBudgetLocalityTests.RepositoryRoot(), a) : a), "--out", file];
-            var line = await CommandLineTests.OneErrorLineAsync(1, arguments);
-            Assert.Equal($"dancemoe model: error: The file '{file}' already exists.", line);
-        }
-        finally
-        {
-            File.Delete(file);
-        }
-    }
-
     [Fact]
     public async Task An_analyst_password_file_that_cannot_be_read_is_one_line()
     {
