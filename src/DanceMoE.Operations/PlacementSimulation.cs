@@ -66,7 +66,7 @@ public sealed class PlacementSimulation
             ? Enumerable.Repeat((long)(spec.MemoryShare * model.TotalExpertBytes), spec.Domains.Count).ToArray()
             : spec.MemoryMb.Select(mb => (long)(mb * 1e6)).ToArray();
         EnsureRoom(model, budgets);
-        var requests = Load(historyDir, spec.Domains, model);
+        var requests = Load("--history", historyDir, spec.Domains, model);
         Workload history;
         Workload eval;
         if (evalDir is null)
@@ -76,7 +76,7 @@ public sealed class PlacementSimulation
         else
         {
             history = new Workload(requests);
-            eval = new Workload(Load(evalDir, spec.Domains, model));
+            eval = new Workload(Load("--eval", evalDir, spec.Domains, model));
         }
 
         if (history.Requests.Count == 0 || eval.Requests.Count == 0)
@@ -84,7 +84,7 @@ public sealed class PlacementSimulation
             throw new OperationException(evalDir is null
                 ? $"{historyDir}: {requests.Count} sequence(s) split into each server's first half (to place from) and second half (to judge on) leave "
                     + $"{(history.Requests.Count == 0 ? "no history" : "nothing to judge on")}; give more sequences, or --eval DIR"
-                : $"{(history.Requests.Count == 0 ? historyDir : evalDir)}: the traces hold no sequence");
+                : $"{(history.Requests.Count == 0 ? historyDir : evalDir)}: the traces hold no sequence", OperationFailure.InvalidSettings);
         }
 
         // One server short of requests would be placed for without its own workload, or judged on nothing, without a word.
@@ -97,7 +97,7 @@ public sealed class PlacementSimulation
                 throw new OperationException(evalDir is null
                     ? $"{historyDir}: server '{spec.Domains[server]}' has {inHistory + inEval} sequence(s): split into its first half (to place from) and second half "
                         + $"(to judge on) they leave {(inHistory == 0 ? "no history" : "nothing to judge on")}; give more sequences, or --eval DIR"
-                    : $"{(inHistory == 0 ? historyDir : evalDir)}: the traces of server '{spec.Domains[server]}' hold no sequence");
+                    : $"{(inHistory == 0 ? historyDir : evalDir)}: the traces of server '{spec.Domains[server]}' hold no sequence", OperationFailure.InvalidSettings);
             }
         }
 
@@ -230,11 +230,12 @@ public sealed class PlacementSimulation
         }
     }
 
-    private static List<TraceRequest> Load(string directory, IReadOnlyList<string> domains, MoeModel model)
+    /// <summary>The traces of <paramref name="directory"/>, given as <paramref name="option"/>: one not there or not a trace is bad input (exit code 2).</summary>
+    private static List<TraceRequest> Load(string option, string directory, IReadOnlyList<string> domains, MoeModel model)
     {
         if (!Directory.Exists(directory))
         {
-            throw new OperationException($"no trace directory {directory}");
+            throw new OperationException($"{option}: no trace directory {directory}", OperationFailure.InvalidSettings);
         }
 
         var requests = new List<TraceRequest>();
@@ -252,12 +253,12 @@ public sealed class PlacementSimulation
                 }
                 catch (ModelFormatException ex)
                 {
-                    throw new OperationException(ex.Message);
+                    throw new OperationException($"{option}: {ex.Message}", OperationFailure.InvalidSettings, ex);
                 }
 
                 if (!exists)
                 {
-                    throw new OperationException($"missing trace file {path}");
+                    throw new OperationException($"{option}: missing trace file {path}", OperationFailure.InvalidSettings);
                 }
 
                 try

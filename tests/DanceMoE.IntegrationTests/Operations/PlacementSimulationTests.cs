@@ -56,7 +56,8 @@ public sealed class PlacementSimulationTests
 
         var error = Assert.Throws<OperationException>(() => PlacementSimulation.FromTraces("/nonexistent/traces", null, spec));
 
-        Assert.Equal("no trace directory /nonexistent/traces", error.Message);
+        Assert.Equal("--history: no trace directory /nonexistent/traces", error.Message);
+        Assert.Equal(OperationFailure.InvalidSettings, error.Failure);
     }
 
     [Fact]
@@ -149,7 +150,23 @@ public sealed class PlacementSimulationTests
 
         Assert.True(finished, "reading a FIFO for a trace file waited for a writer");
         var error = await Assert.ThrowsAsync<OperationException>(() => load);
-        Assert.Equal($"{path} is not a regular file", error.Message);
+        Assert.Equal($"--history: {path} is not a regular file", error.Message);
+        Assert.Equal(OperationFailure.InvalidSettings, error.Failure);
+    }
+
+    [Fact]
+    public void A_missing_trace_file_of_the_eval_traces_names_eval_as_invalid_input()
+    {
+        using var history = new TraceFolder(["intent"], sequences: 4);
+        using var eval = new TraceFolder(["intent"], sequences: 4);
+        var path = System.IO.Path.Combine(eval.Path, "intent.layer07.txt");
+        File.Delete(path);
+        var spec = new SimulationSpec(["intent"], 1, null, null, LinkSpec.FromMbps(500, 2), new LatencyOptions());
+
+        var error = Assert.Throws<OperationException>(() => PlacementSimulation.FromTraces(history.Path, eval.Path, spec));
+
+        Assert.Equal($"--eval: missing trace file {path}", error.Message);
+        Assert.Equal(OperationFailure.InvalidSettings, error.Failure);
     }
 
     [Fact]
@@ -163,7 +180,8 @@ public sealed class PlacementSimulationTests
 
         var error = Assert.Throws<OperationException>(() => PlacementSimulation.FromTraces(traces.Path, null, spec));
 
-        Assert.Equal($"{path} is a directory, not a file", error.Message);
+        Assert.Equal($"--history: {path} is a directory, not a file", error.Message);
+        Assert.Equal(OperationFailure.InvalidSettings, error.Failure);
     }
 
     [Fact]
@@ -212,6 +230,7 @@ public sealed class PlacementSimulationTests
             $"{traces.Path}: server 'law' has 0 sequence(s): split into its first half (to place from) and second half (to judge on) they leave no history; give more sequences, or --eval DIR",
             split.Message);
         Assert.Equal($"{traces.Path}: the traces of server 'law' hold no sequence", separate.Message);
+        Assert.All([split, separate], e => Assert.Equal(OperationFailure.InvalidSettings, e.Failure));
     }
 
     [Fact]
