@@ -72,7 +72,7 @@ public sealed class ClusterMembership(IOptions<MembershipOptions> options, TimeP
     }
 
     /// <summary>Whether every live edge could have been heard by <paramref name="now"/> (see <see cref="WaitUntilWarmAsync"/>).</summary>
-    public bool IsWarm(DateTimeOffset now) => now >= WarmBy();
+    public bool IsWarm(DateTimeOffset now) => now >= WarmBy(ownHeartbeats: true);
 
     /// <summary>
     /// Waits, after a (re)start, until every live edge has had the time to send a heartbeat: until then an edge missing
@@ -81,10 +81,21 @@ public sealed class ClusterMembership(IOptions<MembershipOptions> options, TimeP
     /// <paramref name="most"/>, since an edge that said it beats hourly may be gone and the caller has a deadline.
     /// </summary>
     /// <returns>Whether warm-up ended; <see langword="false"/> when <paramref name="most"/> ran out first.</returns>
-    public async Task<bool> WaitUntilWarmAsync(TimeSpan most, CancellationToken cancellationToken)
+    public Task<bool> WaitUntilWarmAsync(TimeSpan most, CancellationToken cancellationToken) => WaitUntilAsync(() => WarmBy(ownHeartbeats: true), most, cancellationToken);
+
+    /// <summary>
+    /// Waits until every edge of <see cref="ExpectKnownEdges"/> is heard or has missed its own heartbeats, at most
+    /// <paramref name="most"/>: what the placement job needs after a restart, whose recovery firing would otherwise plan
+    /// for the edges heard in its first second. Without the coordinator's own missed heartbeats, which an edge the
+    /// database never knew is the only reason for.
+    /// </summary>
+    /// <returns>Whether every known edge is accounted for; <see langword="false"/> when <paramref name="most"/> ran out first.</returns>
+    public Task<bool> WaitForKnownEdgesAsync(TimeSpan most, CancellationToken cancellationToken) => WaitUntilAsync(() => WarmBy(ownHeartbeats: false), most, cancellationToken);
+
+    private async Task<bool> WaitUntilAsync(Func<DateTimeOffset> readyBy, TimeSpan most, CancellationToken cancellationToken)
     {
         var giveUpAt = _time.GetUtcNow() + most;
-        for (var now = _time.GetUtcNow(); WarmBy() - now is var left && left > TimeSpan.Zero; now = _time.GetUtcNow())
+        for (var now = _time.GetUtcNow(); readyBy() - now is var left && left > TimeSpan.Zero; now = _time.GetUtcNow())
         {
             if (now >= giveUpAt)
             {
@@ -102,9 +113,9 @@ public sealed class ClusterMembership(IOptions<MembershipOptions> options, TimeP
     /// <summary>The edges <see cref="ExpectKnownEdges"/> named that have not been heard since this (re)start.</summary>
     public IReadOnlyList<string> NotHeardYet() => [.. _expected.Keys.Where(edge => !_beats.ContainsKey(edge)).Order(StringComparer.Ordinal)];
 
-    private DateTimeOffset WarmBy()
+    private DateTimeOffset WarmBy(bool ownHeartbeats)
     {
-        var by = _startedAt + Options.DownAfter;
+        var by = ownHeartbeats ? _startedAt + Options.DownAfter : _startedAt;
         foreach (var (edge, downAfter) in _expected)
         {
             if (!_beats.ContainsKey(edge) && _startedAt + downAfter > by)

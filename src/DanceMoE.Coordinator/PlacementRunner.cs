@@ -32,6 +32,9 @@ public sealed class PlacementRunner(
     TimeProvider time,
     ILogger<PlacementRunner> logger)
 {
+    /// <summary>The longest a run waits, after a restart, for the edges the database knew alive (see <see cref="ClusterMembership.WaitForKnownEdgesAsync"/>).</summary>
+    public static readonly TimeSpan KnownEdgesWait = TimeSpan.FromSeconds(60);
+
     private readonly PlacementJobOptions _options = options.Value;
     private readonly ActivationHistory _history = new(DatabaseOptions.ToNpgsql(database.Value.ConnectionString));
     private int _running;
@@ -65,6 +68,11 @@ public sealed class PlacementRunner(
 
     private async Task<Outcome> DecideAsync(string trigger, Guid? commandId, CancellationToken cancellationToken)
     {
+        if (!await membership.WaitForKnownEdgesAsync(KnownEdgesWait, cancellationToken).ConfigureAwait(false))
+        {
+            logger.LogWarning("placement {Trigger}: planning without edges not heard since the restart: {Edges}", trigger, string.Join(", ", membership.NotHeardYet()));
+        }
+
         var now = time.GetUtcNow();
         var from = now - TimeSpan.FromMinutes(_options.WindowMinutes);
         var edges = membership.Alive(now);

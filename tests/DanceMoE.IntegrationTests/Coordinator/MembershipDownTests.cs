@@ -129,6 +129,21 @@ public sealed class MembershipIntervalTests
         Assert.Equal(["edge-hourly"], membership.NotHeardYet());
     }
 
+    [Fact]
+    public async Task Waiting_for_known_edges_leaves_out_the_coordinators_own_missed_heartbeats()
+    {
+        var clock = new ManualClock();
+        var membership = new ClusterMembership(Microsoft.Extensions.Options.Options.Create(new MembershipOptions { HeartbeatSeconds = 2, MissedHeartbeats = 3 }), clock);
+        Assert.True(await membership.WaitForKnownEdgesAsync(TimeSpan.FromHours(1), CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(5)));
+
+        membership.ExpectKnownEdges([new KnownEdge("edge-slow", clock.GetUtcNow(), 30)]);
+        var known = membership.WaitForKnownEdgesAsync(TimeSpan.FromHours(1), CancellationToken.None);
+        await Task.Delay(300);
+        Assert.False(known.IsCompleted, "edge-slow was neither heard nor past its own missed heartbeats");
+        clock.Advance(TimeSpan.FromSeconds(90));
+        Assert.True(await known.WaitAsync(TimeSpan.FromSeconds(5)));
+    }
+
     private static DanceMoE.Contracts.EdgeHeartbeat Beat(string edge, DateTimeOffset sentAt, double heartbeatSeconds) =>
         new() { EdgeId = edge, ExecutionProvider = "cpu", HeartbeatSeconds = heartbeatSeconds, SentAt = sentAt };
 }
