@@ -38,7 +38,10 @@ public sealed class ActivatePlacementConsumer(
         var startedAt = time.GetUtcNow();
         if (!await membership.WaitUntilWarmAsync(budget / 2, context.CancellationToken).ConfigureAwait(false))
         {
-            logger.LogWarning("migration {Migration}: warm-up cut at {Seconds:0.#} s; not heard since the restart: {Edges}", command.MigrationId, (budget / 2).TotalSeconds, string.Join(", ", membership.NotHeardYet()));
+            var unheard = membership.NotHeardYet();
+            logger.LogWarning(
+                "migration {Migration}: warm-up cut at {Seconds:0.#} s; not heard since the restart: {Edges}", command.MigrationId, (budget / 2).TotalSeconds,
+                unheard.Count > 0 ? string.Join(", ", unheard) : "no edge the database knew (an edge it never knew may not have beaten yet)");
         }
 
         var edges = membership.Alive(time.GetUtcNow());
@@ -58,11 +61,12 @@ public sealed class ActivatePlacementConsumer(
         }
 
         var wanted = edges.Select(e => e.EdgeId).ToList();
-        var wait = budget - (time.GetUtcNow() - startedAt);
-        if (!await acknowledgements.WaitForAsync(version, wanted, wait, context.CancellationToken).ConfigureAwait(false))
+        // What warm-up and a slow database left of the budget; none left still takes the acknowledgements already in.
+        var left = budget - (time.GetUtcNow() - startedAt);
+        if (!await acknowledgements.WaitForAsync(version, wanted, left > TimeSpan.Zero ? left : TimeSpan.Zero, context.CancellationToken).ConfigureAwait(false))
         {
             var missing = wanted.Except(acknowledgements.AppliedBy(version), StringComparer.Ordinal);
-            throw new TimeoutException($"{string.Join(", ", missing)} did not acknowledge placement v{version} within {wait.TotalSeconds:0.#} s");
+            throw new TimeoutException($"{string.Join(", ", missing)} did not acknowledge placement v{version} within {budget.TotalSeconds:0.#} s of this stage");
         }
 
         logger.LogInformation("migration {Migration}: v{Version} active on {Edges}", command.MigrationId, version, string.Join(", ", wanted));
