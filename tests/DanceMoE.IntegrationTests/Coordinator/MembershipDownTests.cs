@@ -43,7 +43,7 @@ public sealed class MembershipIntervalTests
     [Fact]
     public void An_edge_that_beats_less_often_than_the_coordinator_assumes_is_down_only_once_it_missed_its_own_heartbeats()
     {
-        var membership = new ClusterMembership(Microsoft.Extensions.Options.Options.Create(new MembershipOptions { HeartbeatSeconds = 2, MissedHeartbeats = 3 }));
+        var membership = NewMembership();
         var sentAt = new DateTimeOffset(2026, 12, 6, 12, 0, 0, TimeSpan.Zero);
         membership.Record(Beat("edge-slow", sentAt, heartbeatSeconds: 10));
         membership.Record(Beat("edge-fast", sentAt, heartbeatSeconds: 1));
@@ -60,7 +60,7 @@ public sealed class MembershipIntervalTests
     public void After_a_restart_warm_up_lasts_until_an_edge_the_database_knew_alive_is_heard_or_has_missed_its_own_heartbeats()
     {
         var clock = new ManualClock();
-        var membership = new ClusterMembership(Microsoft.Extensions.Options.Options.Create(new MembershipOptions { HeartbeatSeconds = 2, MissedHeartbeats = 3 }), clock);
+        var membership = NewMembership(clock);
         var start = clock.GetUtcNow();
         membership.ExpectKnownEdges(
         [
@@ -84,7 +84,7 @@ public sealed class MembershipIntervalTests
     public void An_interval_recorded_beyond_the_most_an_edge_may_beat_is_waited_for_only_up_to_that_most()
     {
         var clock = new ManualClock();
-        var membership = new ClusterMembership(Microsoft.Extensions.Options.Options.Create(new MembershipOptions { HeartbeatSeconds = 2, MissedHeartbeats = 3 }), clock);
+        var membership = NewMembership(clock);
         var start = clock.GetUtcNow();
         membership.ExpectKnownEdges([new KnownEdge("edge-odd", start, 1e9)]);
 
@@ -96,7 +96,7 @@ public sealed class MembershipIntervalTests
     public async Task Warm_up_ends_as_soon_as_every_edge_the_database_knew_alive_is_heard()
     {
         var clock = new ManualClock();
-        var membership = new ClusterMembership(Microsoft.Extensions.Options.Options.Create(new MembershipOptions { HeartbeatSeconds = 2, MissedHeartbeats = 3 }), clock);
+        var membership = NewMembership(clock);
         var start = clock.GetUtcNow();
         membership.ExpectKnownEdges([new KnownEdge("edge-slow", start.AddSeconds(-5), 600)]);
         clock.Advance(TimeSpan.FromSeconds(10));
@@ -114,7 +114,7 @@ public sealed class MembershipIntervalTests
     public async Task Warm_up_gives_up_at_the_most_the_caller_can_wait_and_says_so()
     {
         var clock = new ManualClock();
-        var membership = new ClusterMembership(Microsoft.Extensions.Options.Options.Create(new MembershipOptions { HeartbeatSeconds = 2, MissedHeartbeats = 3 }), clock);
+        var membership = NewMembership(clock);
         var start = clock.GetUtcNow();
         // It said it beats hourly and may be gone: three missed heartbeats would hold a placement for three hours.
         membership.ExpectKnownEdges([new KnownEdge("edge-hourly", start, 3600)]);
@@ -133,7 +133,7 @@ public sealed class MembershipIntervalTests
     public async Task Waiting_for_known_edges_leaves_out_the_coordinators_own_missed_heartbeats()
     {
         var clock = new ManualClock();
-        var membership = new ClusterMembership(Microsoft.Extensions.Options.Options.Create(new MembershipOptions { HeartbeatSeconds = 2, MissedHeartbeats = 3 }), clock);
+        var membership = NewMembership(clock);
         Assert.True(await membership.WaitForKnownEdgesAsync(TimeSpan.FromHours(1), CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(5)));
 
         membership.ExpectKnownEdges([new KnownEdge("edge-slow", clock.GetUtcNow(), 30)]);
@@ -143,6 +143,10 @@ public sealed class MembershipIntervalTests
         clock.Advance(TimeSpan.FromSeconds(90));
         Assert.True(await known.WaitAsync(TimeSpan.FromSeconds(5)));
     }
+
+    /// <summary>A coordinator's membership that counts an edge down after 3 missed heartbeats of 2 s.</summary>
+    private static ClusterMembership NewMembership(TimeProvider? clock = null) =>
+        new(Microsoft.Extensions.Options.Options.Create(new MembershipOptions { HeartbeatSeconds = 2, MissedHeartbeats = 3 }), clock);
 
     private static DanceMoE.Contracts.EdgeHeartbeat Beat(string edge, DateTimeOffset sentAt, double heartbeatSeconds) =>
         new() { EdgeId = edge, ExecutionProvider = "cpu", HeartbeatSeconds = heartbeatSeconds, SentAt = sentAt };
