@@ -26,9 +26,10 @@ public static class ClusterStatus
     /// Reads the state; a missing table fails, an unreachable PostgreSQL or RabbitMQ is <see cref="OperationFailure.Unavailable"/>.
     /// </summary>
     public static async Task<ClusterStatusReport> ReadAsync(
-        string postgresUrl, string rabbitMqUri, TimeSpan window, int decisionCount, int migrationCount, MembershipOptions membership, CancellationToken cancellationToken)
+        string postgresUrl, string rabbitMqUri, TimeSpan window, int decisionCount, int migrationCount, MembershipOptions membership, TimeProvider time,
+        CancellationToken cancellationToken)
     {
-        var report = await ReadDatabaseAsync(postgresUrl, window, decisionCount, migrationCount, membership, cancellationToken).ConfigureAwait(false);
+        var report = await ReadDatabaseAsync(postgresUrl, window, decisionCount, migrationCount, membership, time.GetUtcNow(), cancellationToken).ConfigureAwait(false);
         // A consumer on the coordinator's queue is the coordinator itself: the broker drops it the moment the process goes.
         var queue = RunPlacementNowConsumerDefinition.Queue;
         var consumers = await BusClient.ConsumersOfAsync(rabbitMqUri, queue, cancellationToken).ConfigureAwait(false);
@@ -36,9 +37,8 @@ public static class ClusterStatus
     }
 
     private static async Task<ClusterStatusReport> ReadDatabaseAsync(
-        string postgresUrl, TimeSpan window, int decisionCount, int migrationCount, MembershipOptions membership, CancellationToken cancellationToken)
+        string postgresUrl, TimeSpan window, int decisionCount, int migrationCount, MembershipOptions membership, DateTimeOffset now, CancellationToken cancellationToken)
     {
-        var now = DateTimeOffset.UtcNow;
         try
         {
             await using var db = DanceMoEDbContext.Create(postgresUrl);

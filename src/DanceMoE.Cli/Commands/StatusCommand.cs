@@ -38,7 +38,7 @@ public static class StatusCommand
     private static async Task<int> RunAsync(
         bool asJson, TimeSpan window, int decisionCount, int migrationCount, MembershipOptions membership, CancellationToken cancellationToken)
     {
-        var report = await ClusterStatus.ReadAsync(CliEnvironment.PostgresUrl, CliEnvironment.OpsRabbitMqUri, window, decisionCount, migrationCount, membership, cancellationToken).ConfigureAwait(false);
+        var report = await ClusterStatus.ReadAsync(CliEnvironment.PostgresUrl, CliEnvironment.OpsRabbitMqUri, window, decisionCount, migrationCount, membership, TimeProvider.System, cancellationToken).ConfigureAwait(false);
         if (asJson)
         {
             Console.WriteLine(JsonSerializer.Serialize(report.ToJson(), StatusFormat.Json));

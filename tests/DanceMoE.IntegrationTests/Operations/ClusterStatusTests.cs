@@ -13,7 +13,7 @@ public sealed class ClusterStatusTests(IsolatedDatabase database, IsolatedVirtua
     {
         await DatabaseMigrator.MigrateAsync(database.ConnectionString, TimeSpan.FromSeconds(10), CancellationToken.None);
 
-        var report = await ClusterStatus.ReadAsync(database.ConnectionString, virtualHost.Uri, TimeSpan.FromMinutes(10), 5, 5, Membership, CancellationToken.None);
+        var report = await ClusterStatus.ReadAsync(database.ConnectionString, virtualHost.Uri, TimeSpan.FromMinutes(10), 5, 5, Membership, TimeProvider.System, CancellationToken.None);
 
         Assert.Equal(
             [
@@ -36,7 +36,7 @@ public sealed class ClusterStatusTests(IsolatedDatabase database, IsolatedVirtua
         var empty = new IsolatedDatabase();
         await empty.InitializeAsync();
         var error = await Assert.ThrowsAsync<OperationException>(() => ClusterStatus.ReadAsync(
-            empty.ConnectionString, virtualHost.Uri, TimeSpan.FromMinutes(10), 5, 5, Membership, CancellationToken.None));
+            empty.ConnectionString, virtualHost.Uri, TimeSpan.FromMinutes(10), 5, 5, Membership, TimeProvider.System, CancellationToken.None));
         await empty.DisposeAsync();
 
         Assert.Equal(OperationFailure.Failed, error.Failure);
