@@ -22,6 +22,8 @@ public sealed class BusClient : IAsyncDisposable
 
     public IBusControl Bus { get; }
 
+    private static readonly TimeSpan StartTimeout = TimeSpan.FromSeconds(30);
+
     /// <summary>Requests and commands to edges and the coordinator go here rather than through the bus's own endpoint (see <see cref="RequestChannel"/>).</summary>
     public RequestChannel Requests => _requests.Value;
 
@@ -44,14 +46,12 @@ public sealed class BusClient : IAsyncDisposable
         var bus = provider.GetRequiredService<IBusControl>();
         try
         {
-            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-            timeout.CancelAfter(TimeSpan.FromSeconds(30));
-            await bus.StartAsync(timeout.Token).ConfigureAwait(false);
+            await BusStarter.StartAsync(bus, rabbitMqUri, doing: null, setting: null, StartTimeout, cancellationToken).ConfigureAwait(false);
         }
-        catch (Exception ex) when (ex is RabbitMqConnectionException or OperationCanceledException && !cancellationToken.IsCancellationRequested)
+        catch
         {
             await provider.DisposeAsync().ConfigureAwait(false);
-            throw Unreachable(rabbitMqUri, ex);
+            throw;
         }
 
         return new BusClient(provider, bus);

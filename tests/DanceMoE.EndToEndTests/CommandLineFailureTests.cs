@@ -490,7 +490,9 @@ public sealed class CommandLineFailureTests
 
         var line = await CommandLineTests.OneErrorLineAsync(2, ["bench", "echo", "--queue", queue], environment);
 
-        Assert.Contains($"cannot serve {queue}: the broker refused it (ACCESS_REFUSED", line, StringComparison.Ordinal);
+        Assert.Contains($"cannot serve {queue}: the broker refused access (ACCESS_REFUSED", line, StringComparison.Ordinal);
+        Assert.Contains("refused for user 'dancemoe-client'", line, StringComparison.Ordinal);
+        Assert.Contains("check the user in ConnectionStrings__rabbitmq_edge", line, StringComparison.Ordinal);
     }
 
     [Fact]

@@ -44,6 +44,18 @@ public sealed class BusPermissionsTests
         Assert.Contains("'coordinator'", refused.Message, StringComparison.Ordinal);
     }
 
+    /// <summary>MassTransit tries a refused endpoint again without end: the start would have waited out its 30 s and blamed the broker.</summary>
+    [Fact]
+    public async Task A_client_bus_with_an_endpoint_its_user_may_not_take_fails_at_start_with_the_refusal()
+    {
+        var error = await Assert.ThrowsAsync<OperationException>(() => BusClient.StartAsync(
+            RoleUri(BusRole.Client), cfg => cfg.ReceiveEndpoint(EdgeQueues.Experts("edge-1"), _ => { }), CancellationToken.None));
+
+        Assert.Equal(OperationFailure.InvalidSettings, error.Failure);
+        Assert.StartsWith("the broker refused access (ACCESS_REFUSED", error.Message, StringComparison.Ordinal);
+        Assert.Contains("refused for user 'dancemoe-client'", error.Message, StringComparison.Ordinal);
+    }
+
     [Fact]
     public async Task A_request_the_broker_refuses_for_the_users_permissions_fails_with_what_was_refused_before_its_timeout()
     {

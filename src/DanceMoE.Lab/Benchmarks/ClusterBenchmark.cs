@@ -11,7 +11,6 @@ using MassTransit;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Options;
-using RabbitMQ.Client.Exceptions;
 
 namespace DanceMoE.Lab.Benchmarks;
 
@@ -168,22 +167,12 @@ public static class ClusterBenchmark
         var payload = TensorBytes.FromFloats(Enumerable.Range(0, 2 * hidden).Select(i => (float)Math.Cos(i)).ToArray());
         // Named as an edge's queue: the benchmark talks to the echo and to edge-1 as a peer edge does, with the edge's user.
         const string queue = "edge-bench-echo";
-        await using var provider = new ServiceCollection()
-            .AddMassTransit(bus =>
-            {
-                bus.DisableUsageTelemetry();
-                bus.UsingRabbitMq((_, cfg) =>
-                {
-                    new RabbitMqOptions { ConnectionString = LocalEnvironment.RabbitMqUriFor(BusRole.Edge) }.ConfigureHost(cfg);
-                    cfg.AddDeserializer(ExpertBatchSerializer.Instance);
-                });
-            })
-            .BuildServiceProvider(true);
         using var echo = await StartEchoProcessAsync(queue, cancellationToken).ConfigureAwait(false);
-        var bus = provider.GetRequiredService<IBusControl>();
         try
         {
-            await bus.StartAsync(cancellationToken).ConfigureAwait(false);
+            await using var client = await BusClient.StartAsync(
+                LocalEnvironment.RabbitMqUriFor(BusRole.Edge), cfg => cfg.AddDeserializer(ExpertBatchSerializer.Instance), cancellationToken).ConfigureAwait(false);
+            var bus = client.Bus;
             var bare = bus.CreateRequestClient<RunExpertBatch>(new Uri($"queue:{queue}"), RequestTimeout.After(s: 10));
             var json = bus.CreateRequestClient<RunExpertBatch>(EdgeQueues.ExpertsAddress("edge-1"), RequestTimeout.After(s: 10));
             await using var lane = new ExpertLane(
@@ -249,7 +238,6 @@ public static class ClusterBenchmark
         }
         finally
         {
-            await bus.StopAsync(CancellationToken.None).ConfigureAwait(false);
             echo.Kill();
             await echo.WaitForExitAsync(CancellationToken.None).ConfigureAwait(false);
             await BusClient.DeleteQueueAsync(LocalEnvironment.RabbitMqUriFor(BusRole.Edge), queue, CancellationToken.None).ConfigureAwait(false);
@@ -286,7 +274,6 @@ public static class ClusterBenchmark
     /// <summary><c>dancemoe bench echo</c>: answers expert batches on <paramref name="queue"/> with their own input until cancelled.</summary>
     public static async Task ServeEchoAsync(string queue, string? readyFile, CancellationToken cancellationToken)
     {
-        var refused = new TaskCompletionSource<OperationInterruptedException>(TaskCreationOptions.RunContinuationsAsynchronously);
         var rabbitMqUri = LocalEnvironment.RabbitMqUriFor(BusRole.Edge);
         await using var provider = new ServiceCollection()
             .AddMassTransit(bus =>
@@ -299,45 +286,14 @@ public static class ClusterBenchmark
                     new RabbitMqOptions { ConnectionString = rabbitMqUri }.ConfigureHost(cfg);
                     cfg.AddDeserializer(ExpertBatchSerializer.Instance);
                     // A plain durable queue: a send to `queue:` declares it durable, and a temporary queue would clash with that.
-                    cfg.ReceiveEndpoint(queue, e =>
-                    {
-                        e.ConnectReceiveEndpointObserver(new RefusalObserver(refused));
-                        e.ConfigureConsumer<EchoBatchConsumer>(context);
-                    });
+                    cfg.ReceiveEndpoint(queue, e => e.ConfigureConsumer<EchoBatchConsumer>(context));
                 });
             })
             .BuildServiceProvider(true);
         var bus = provider.GetRequiredService<IBusControl>();
-        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        // MassTransit tries a broker it cannot reach again without end; the start gives up as a client's does.
-        stop.CancelAfter(EchoStartTimeout);
-        var starting = bus.StartAsync(stop.Token);
-        if (await Task.WhenAny(starting, refused.Task).ConfigureAwait(false) != starting)
-        {
-            // MassTransit would try the refused queue again without end, and the start never return.
-            await stop.CancelAsync().ConfigureAwait(false);
-            await ((Task)starting).WaitAsync(TimeSpan.FromSeconds(10), CancellationToken.None).ConfigureAwait(ConfigureAwaitOptions.SuppressThrowing);
-            var reason = await refused.Task.ConfigureAwait(false);
-            throw new OperationException(
-                $"cannot serve {queue}: the broker refused it ({reason.ShutdownReason?.ReplyText ?? reason.Message}); check the user in {LocalEnvironment.RabbitMqSettingsOf(BusRole.Edge)}",
-                OperationFailure.InvalidSettings, reason);
-        }
-
-        try
-        {
-            await starting.ConfigureAwait(false);
-        }
-        catch (Exception ex) when (ex is RabbitMqConnectionException or OperationCanceledException && !cancellationToken.IsCancellationRequested)
-        {
-            var settings = LocalEnvironment.RabbitMqSettingsOf(BusRole.Edge);
-            var why = ex is OperationCanceledException ? new TimeoutException($"no connection within {EchoStartTimeout.TotalSeconds:F0} s", ex) : ex;
-            throw OperationException.ServiceFailure(
-                $"cannot serve {queue}: cannot connect to RabbitMQ at {LocalEnvironment.Redact(rabbitMqUri)} (from {settings})", why, settings);
-        }
-        catch (RabbitMqConnectionException ex) when (cancellationToken.IsCancellationRequested)
-        {
-            throw new OperationCanceledException("cancelled while connecting", ex, cancellationToken);
-        }
+        // Sooner than a client gives up: bench cluster waits 60 s for the echo to be ready and should hear why it is not.
+        await BusStarter.StartAsync(bus, rabbitMqUri, $"cannot serve {queue}", LocalEnvironment.RabbitMqSettingsOf(BusRole.Edge), EchoStartTimeout, cancellationToken)
+            .ConfigureAwait(false);
 
         try
         {
@@ -354,27 +310,6 @@ public static class ClusterBenchmark
         finally
         {
             await bus.StopAsync(CancellationToken.None).ConfigureAwait(false);
-        }
-    }
-
-    /// <summary>Reports the receive endpoint's first fault that is the broker's ACCESS_REFUSED.</summary>
-    private sealed class RefusalObserver(TaskCompletionSource<OperationInterruptedException> refused) : IReceiveEndpointObserver
-    {
-        public Task Ready(ReceiveEndpointReady ready) => Task.CompletedTask;
-
-        public Task Stopping(ReceiveEndpointStopping stopping) => Task.CompletedTask;
-
-        public Task Completed(ReceiveEndpointCompleted completed) => Task.CompletedTask;
-
-        public Task Faulted(ReceiveEndpointFaulted faulted)
-        {
-            ArgumentNullException.ThrowIfNull(faulted);
-            if (ServiceRefusal.AccessRefusal(faulted.Exception) is { } refusal)
-            {
-                refused.TrySetResult(refusal);
-            }
-
-            return Task.CompletedTask;
         }
     }
 
