@@ -69,21 +69,20 @@ public static class CommandLine
         }
 
         // Ctrl-C, SIGTERM and SIGHUP (a timeout, a closed terminal) all cancel the command, which cleans up what it
-        // started (processes, databases, virtual hosts) before it returns.
+        // started (processes, databases, virtual hosts) before it returns; a second signal ends the process at once.
         var topVerb = path.FirstOrDefault() ?? "dancemoe";
         using var cancellation = new CancellationTokenSource();
-        Console.CancelKeyPress += (_, e) =>
-        {
-            e.Cancel = true;
-            cancellation.Cancel();
-        };
         void OnSignal(PosixSignalContext context)
         {
-            context.Cancel = true;
-            Console.Error.WriteLine($"dancemoe {topVerb}: {context.Signal}: stopping...");
+            // Left uncancelled, the runtime's default handling of the signal ends the process.
+            context.Cancel = !cancellation.IsCancellationRequested;
+            Console.Error.WriteLine(context.Cancel
+                ? $"dancemoe {topVerb}: {context.Signal}: stopping (a second signal exits without cleaning up)..."
+                : $"dancemoe {topVerb}: {context.Signal} again: exiting without cleaning up");
             cancellation.Cancel();
         }
 
+        using var interrupt = PosixSignalRegistration.Create(PosixSignal.SIGINT, OnSignal);
         using var term = PosixSignalRegistration.Create(PosixSignal.SIGTERM, OnSignal);
         using var hup = PosixSignalRegistration.Create(PosixSignal.SIGHUP, OnSignal);
 

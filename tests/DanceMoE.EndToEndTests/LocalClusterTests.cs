@@ -131,59 +131,121 @@ public sealed class LocalClusterTests
     [InlineData("TERM")]
     public async Task A_cluster_up_interrupted_while_its_edges_start_stops_them_and_exits_cancelled(string signal)
     {
-        var directory = Path.Combine(Path.GetTempPath(), $"dancemoe-up-cancelled-{Guid.NewGuid():N}");
-        TinyCheckpoint.Write(Path.Combine(directory, "ckpt"), new TinyOptions { Seed = 53 });
-        OnnxExporter.Export(Checkpoint.Open(Path.Combine(directory, "ckpt")), Path.Combine(directory, "onnx"), TensorDtype.F32);
-        var model = Path.Combine(directory, "onnx");
-        // A broker that takes the connection and never answers: the edges live but never serve, so the signal always
-        // comes while up waits for them.
-        using var silentBroker = new System.Net.Sockets.TcpListener(System.Net.IPAddress.Loopback, 0);
-        silentBroker.Start();
-        var brokerPort = ((System.Net.IPEndPoint)silentBroker.LocalEndpoint).Port;
-        var start = new System.Diagnostics.ProcessStartInfo("dotnet") { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
-        start.Environment["DANCEMOE_STATE"] = Path.Combine(directory, "state");
-        start.Environment["ConnectionStrings__rabbitmq"] = $"amqp://nobody:nothing@127.0.0.1:{brokerPort}/";
-        foreach (var argument in (string[])[Path.Combine(AppContext.BaseDirectory, "dancemoe.dll"), "cluster", "up", "--edges", "2", "--model", model,
-            "--provider", "cpu", "--no-traces", "--memory-mb", "256", "--metrics-port-base", TwoFreePorts().ToString(System.Globalization.CultureInfo.InvariantCulture)])
+        await using var up = ClusterUpAgainstASilentBroker.Start();
+        var errors = new List<string>();
+        while (await up.Process.StandardError.ReadLineAsync() is { } line)
         {
-            start.ArgumentList.Add(argument);
+            errors.Add(line);
+            if (line.Contains("waiting until they serve", StringComparison.Ordinal))
+            {
+                Assert.Equal(2, EdgeProcessesOn(up.Model).Count);
+                LocalCluster.Signal(signal, up.Process.Id);
+            }
         }
 
-        using var up = System.Diagnostics.Process.Start(start)!;
-        try
+        await up.Process.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(60));
+        var said = $"exit {up.Process.ExitCode}: {string.Join('\n', errors)}";
+        Assert.True(up.Process.ExitCode == 130, said);
+        Assert.Equal("dancemoe cluster: cancelled", errors[^1]);
+        Assert.Empty(EdgeProcessesOn(up.Model));
+        Assert.Empty(Directory.GetFiles(Path.Combine(up.Directory, "state", "cluster"), "*.pid"));
+    }
+
+    /// <summary>
+    /// A second signal while the command cleans up ends it at once, as an operator who pressed Ctrl-C twice expects: here
+    /// the edges are stopped (SIGSTOP), so cleaning up would wait 20 s for them before it killed them.
+    /// </summary>
+    [Theory]
+    [InlineData("INT", 130)]
+    [InlineData("TERM", 143)]
+    public async Task A_second_signal_while_cluster_up_cleans_up_exits_at_once_and_leaves_its_edges(string signal, int exitCode)
+    {
+        await using var up = ClusterUpAgainstASilentBroker.Start();
+        var errors = new List<string>();
+        while (await up.Process.StandardError.ReadLineAsync() is { } line)
         {
-            var output = up.StandardOutput.ReadToEndAsync();
-            var errors = new List<string>();
-            while (await up.StandardError.ReadLineAsync() is { } line)
+            errors.Add(line);
+            if (line.Contains("waiting until they serve", StringComparison.Ordinal))
             {
-                errors.Add(line);
-                if (line.Contains("waiting until they serve", StringComparison.Ordinal))
+                foreach (var pid in EdgeProcessesOn(up.Model))
                 {
-                    Assert.Equal(2, EdgeProcessesOn(model).Count);
-                    LocalCluster.Signal(signal, up.Id);
+                    LocalCluster.Signal("STOP", pid);
                 }
-            }
 
-            await up.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(60));
-            var said = $"exit {up.ExitCode}: {await output}{string.Join('\n', errors)}";
-            Assert.True(up.ExitCode == 130, said);
-            Assert.Equal("dancemoe cluster: cancelled", errors[^1]);
-            Assert.Empty(EdgeProcessesOn(model));
-            Assert.Empty(Directory.GetFiles(Path.Combine(directory, "state", "cluster"), "*.pid"));
-        }
-        finally
-        {
-            if (!up.HasExited)
+                LocalCluster.Signal(signal, up.Process.Id);
+            }
+            else if (line.Contains("a second signal exits without cleaning up", StringComparison.Ordinal))
             {
-                up.Kill();
+                LocalCluster.Signal(signal, up.Process.Id);
+            }
+        }
+
+        await up.Process.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(60));
+        var said = $"exit {up.Process.ExitCode}: {string.Join('\n', errors)}";
+        Assert.Contains($"dancemoe cluster: SIG{signal}: stopping (a second signal exits without cleaning up)...", errors);
+        Assert.Equal($"dancemoe cluster: SIG{signal} again: exiting without cleaning up", errors[^1]);
+        // The signal's own exit status (128 + its number), as the shell reports a process the signal ended.
+        Assert.True(up.Process.ExitCode == exitCode, said);
+        // Cleaning up would have killed them: the process ended before it did.
+        Assert.Equal(2, EdgeProcessesOn(up.Model).Count);
+    }
+
+    /// <summary>
+    /// <c>cluster up --edges 2</c> with a broker that takes the connection and never answers: the edges live but never
+    /// serve, so up is always waiting for them. Dispose kills whatever is left and deletes the folder.
+    /// </summary>
+    private sealed class ClusterUpAgainstASilentBroker : IAsyncDisposable
+    {
+        private readonly System.Net.Sockets.TcpListener _broker = new(System.Net.IPAddress.Loopback, 0);
+
+        private ClusterUpAgainstASilentBroker()
+        {
+            TinyCheckpoint.Write(Path.Combine(Directory, "ckpt"), new TinyOptions { Seed = 53 });
+            OnnxExporter.Export(Checkpoint.Open(Path.Combine(Directory, "ckpt")), Model, TensorDtype.F32);
+            _broker.Start();
+        }
+
+        public string Directory { get; } = Path.Combine(Path.GetTempPath(), $"dancemoe-up-cancelled-{Guid.NewGuid():N}");
+
+        public string Model => Path.Combine(Directory, "onnx");
+
+        public System.Diagnostics.Process Process { get; private set; } = null!;
+
+        public static ClusterUpAgainstASilentBroker Start()
+        {
+            var up = new ClusterUpAgainstASilentBroker();
+            var start = new System.Diagnostics.ProcessStartInfo("dotnet") { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
+            start.Environment["DANCEMOE_STATE"] = Path.Combine(up.Directory, "state");
+            start.Environment["ConnectionStrings__rabbitmq"] = $"amqp://nobody:nothing@127.0.0.1:{((System.Net.IPEndPoint)up._broker.LocalEndpoint).Port}/";
+            foreach (var argument in (string[])[Path.Combine(AppContext.BaseDirectory, "dancemoe.dll"), "cluster", "up", "--edges", "2", "--model", up.Model,
+                "--provider", "cpu", "--no-traces", "--memory-mb", "256", "--metrics-port-base", TwoFreePorts().ToString(System.Globalization.CultureInfo.InvariantCulture)])
+            {
+                start.ArgumentList.Add(argument);
             }
 
-            foreach (var pid in EdgeProcessesOn(model))
+            up.Process = System.Diagnostics.Process.Start(start)!;
+            // Read, so a full pipe never blocks it.
+            _ = up.Process.StandardOutput.ReadToEndAsync();
+            return up;
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            if (!Process.HasExited)
+            {
+                Process.Kill();
+                await Process.WaitForExitAsync();
+            }
+
+            foreach (var pid in EdgeProcessesOn(Model))
             {
                 LocalCluster.Signal("KILL", pid);
             }
 
-            Directory.Delete(directory, recursive: true);
+            Process.Dispose();
+            _broker.Stop();
+            _broker.Dispose();
+            System.IO.Directory.Delete(Directory, recursive: true);
         }
     }
 
