@@ -74,7 +74,7 @@ public sealed class BusClient : IAsyncDisposable
         }
         catch (BrokerUnreachableException ex)
         {
-            throw Unreachable(rabbitMqUri, ex);
+            throw BusStarter.Unreachable(rabbitMqUri, ex);
         }
     }
 
@@ -86,9 +86,6 @@ public sealed class BusClient : IAsyncDisposable
         await channel.QueueDeleteAsync(queue, ifUnused: false, ifEmpty: false, cancellationToken: cancellationToken).ConfigureAwait(false);
         await channel.ExchangeDeleteAsync(queue, ifUnused: false, cancellationToken: cancellationToken).ConfigureAwait(false);
     }
-
-    private static OperationException Unreachable(string rabbitMqUri, Exception ex) =>
-        OperationException.ServiceFailure($"cannot connect to RabbitMQ at {LocalEnvironment.Redact(rabbitMqUri)}", ex);
 
     private static ConnectionFactory Factory(string rabbitMqUri) => RabbitMqOptions.Parse(rabbitMqUri).ConnectionFactory();
 

@@ -42,8 +42,7 @@ public static class BusStarter
         catch (Exception ex) when (ex is RabbitMqConnectionException or OperationCanceledException && !cancellationToken.IsCancellationRequested)
         {
             var why = ex is OperationCanceledException ? new TimeoutException($"no connection within {timeout.TotalSeconds:F0} s", ex) : ex;
-            var from = setting is null ? "" : $" (from {setting})";
-            throw OperationException.ServiceFailure($"{prefix}cannot connect to RabbitMQ at {LocalEnvironment.Redact(rabbitMqUri)}{from}", why, setting);
+            throw Unreachable(rabbitMqUri, why, prefix, setting);
         }
         catch (RabbitMqConnectionException ex) when (cancellationToken.IsCancellationRequested)
         {
@@ -54,6 +53,11 @@ public static class BusStarter
             observing.Disconnect();
         }
     }
+
+    /// <summary>The broker at <paramref name="rabbitMqUri"/> could not be reached (or refused the login: <see cref="OperationException.ServiceFailure"/> tells).</summary>
+    internal static OperationException Unreachable(string rabbitMqUri, Exception ex, string prefix = "", string? setting = null) =>
+        OperationException.ServiceFailure(
+            $"{prefix}cannot connect to RabbitMQ at {LocalEnvironment.Redact(rabbitMqUri)}{(setting is null ? "" : $" (from {setting})")}", ex, setting);
 
     /// <summary>Reports a receive endpoint's first fault that is the broker's ACCESS_REFUSED.</summary>
     private sealed class RefusalObserver(TaskCompletionSource<OperationInterruptedException> refused) : IReceiveEndpointObserver
