@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Text.Json;
 using DanceMoE.Edge;
 using DanceMoE.IntegrationTests;
@@ -21,7 +22,9 @@ public sealed class ExactlyOnceTests
             var a = cluster.Manifest.Architecture;
             string[] edges = ["edge-1", "edge-2"];
             var placement = cluster.WritePlacement("uniform.json", PlacementFile.Uniform(1, a.NumLayers, a.NumExperts, edges));
-            await cluster.StartEdgesAsync(edges, placement, traceDatabase: database.ConnectionString);
+            var metricsPort = TestPorts.Free();
+            await cluster.StartEdgesAsync(["edge-1"], placement, traceDatabase: database.ConnectionString, extraArguments: ["--metrics-port", metricsPort.ToString(CultureInfo.InvariantCulture)]);
+            await cluster.StartEdgesAsync(["edge-2"], placement, traceDatabase: database.ConnectionString);
             var requestId = NewId.NextGuid();
 
             var first = await InferAsync(cluster, requestId);
@@ -37,6 +40,12 @@ public sealed class ExactlyOnceTests
             await WaitForRowsAsync(database.ConnectionString, later.RequestId);
             Assert.Equal(rowsOfOneServing, await RowsOfAsync(database.ConnectionString, requestId));
             Assert.Equal(0, await ActivationsMinusRoutingAsync(database.ConnectionString));
+
+            // An operator sees the rows the second serving did not store.
+            using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(20) };
+            var scrape = MetricsTests.Parse(await http.GetStringAsync(FormattableString.Invariant($"http://127.0.0.1:{metricsPort}/metrics")));
+            Assert.Equal(rowsOfOneServing, scrape.GetValueOrDefault("dancemoe_trace_rows_duplicate_total"));
+            Assert.Equal(0, scrape.GetValueOrDefault("dancemoe_trace_rows_quarantined_total", -1));
         }
         finally
         {
