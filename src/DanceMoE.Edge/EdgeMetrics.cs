@@ -100,6 +100,7 @@ public sealed class EdgeMetrics : IDisposable
         Meter.CreateObservableGauge("dancemoe_metrics_recording", () => _recording ? 1 : 0, "", "1 while measurements are recorded, 0 while paused (SIGUSR1 pauses, SIGUSR2 resumes)");
         Meter.CreateObservableCounter("dancemoe_trace_rows_lost", () => edge.Traces.State.Lost, "{row}", "Trace rows and summaries lost (neither written nor spilled)");
         Meter.CreateObservableCounter("dancemoe_trace_rows_duplicate", () => edge.Traces.State.RowsDuplicate, "{row}", "Trace rows not written because their request's rows were stored already (a request served again under its id, a replayed batch)");
+        Meter.CreateObservableCounter("dancemoe_trace_request_id_conflicts", () => edge.Traces.State.RequestIdConflicts, "{request}", "Requests not stored because their id is stored for another request (another prompt length or workload tag)");
         Meter.CreateObservableCounter("dancemoe_trace_rows_quarantined", () => edge.Traces.State.Quarantined, "{row}", "Trace rows PostgreSQL refused as data, set aside in .rejected files next to the spill files");
     }
 

@@ -4,7 +4,14 @@ using NpgsqlTypes;
 namespace DanceMoE.Traces;
 
 /// <summary>What one committed batch did.</summary>
-internal readonly record struct BatchOutcome(long RoutingInserted, long RoutingDuplicates, long RequestsInserted, long RequestDuplicates);
+internal readonly record struct BatchOutcome(
+    long RoutingInserted, long RoutingDuplicates, long RequestsInserted, long RequestDuplicates, IReadOnlyList<RequestIdConflict> Conflicts);
+
+/// <summary>
+/// A request summary not stored because its id is stored for a request with another prompt length or workload tag: not
+/// a retry of that request but another one under the same id, whose summary and routing rows are therefore not stored.
+/// </summary>
+internal readonly record struct RequestIdConflict(Guid RequestId, string StoredBy, int StoredPromptTokens, string? StoredTag, int PromptTokens, string? Tag);
 
 /// <summary>
 /// Writes batches over one open connection: binary COPY into session temp tables, then one insert that skips rows
@@ -80,6 +87,13 @@ internal sealed class TraceBatchWriter(string connectionString, string edgeId, T
         SELECT count(*) FROM inserted
         """;
 
+    private const string ConflictingRequests = """
+        SELECT s.id, r.origin_edge, r.prompt_tokens, r.workload_tag, s.prompt_tokens, s.workload_tag
+        FROM requests_staging s JOIN requests r ON r.id = s.id
+        WHERE r.prompt_tokens <> s.prompt_tokens OR r.workload_tag IS DISTINCT FROM s.workload_tag
+        ORDER BY s.id
+        """;
+
     private const string CompletedRequests = "SELECT id FROM requests WHERE id = ANY(@ids) AND status = 'completed'";
 
     private const string EnsurePartitions = "SELECT count(*) FROM dancemoe_create_routing_partitions((now() AT TIME ZONE 'UTC')::date - 1, @days)";
@@ -149,8 +163,27 @@ internal sealed class TraceBatchWriter(string connectionString, string edgeId, T
             requestsInserted = await ScalarAsync(connection, transaction, InsertRequests, cancellationToken).ConfigureAwait(false);
         }
 
+        var conflicts = requestsInserted < requests.Count
+            ? await ConflictsAsync(connection, transaction, cancellationToken).ConfigureAwait(false)
+            : [];
         await transaction.CommitAsync(cancellationToken).ConfigureAwait(false);
-        return new BatchOutcome(routingInserted, routingOffered - routingInserted, requestsInserted, requests.Count - requestsInserted);
+        return new BatchOutcome(routingInserted, routingOffered - routingInserted, requestsInserted, requests.Count - requestsInserted, conflicts);
+    }
+
+    /// <summary>The staged summaries whose id is stored for another request (a retry repeats its prompt and tag).</summary>
+    private async Task<List<RequestIdConflict>> ConflictsAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, CancellationToken cancellationToken)
+    {
+        var conflicts = new List<RequestIdConflict>();
+        await using var command = new NpgsqlCommand(ConflictingRequests, connection, transaction) { CommandTimeout = Seconds(commandTimeout) };
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false);
+        while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
+        {
+            conflicts.Add(new RequestIdConflict(
+                reader.GetGuid(0), reader.GetString(1), reader.GetInt32(2), reader.IsDBNull(3) ? null : reader.GetString(3),
+                reader.GetInt32(4), reader.IsDBNull(5) ? null : reader.GetString(5)));
+        }
+
+        return conflicts;
     }
 
     /// <summary>The rows whose request is not stored as completed yet (a completed request's rows all came before its summary).</summary>

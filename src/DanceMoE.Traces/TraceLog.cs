@@ -44,6 +44,10 @@ internal static class TraceLog
         LogLevel.Error, new EventId(11, "TraceRowsLost"),
         "Trace writer for {EdgeId} lost {Lost} rows so far: memory full and the spill file failed ({Error})");
 
+    public static readonly Action<ILogger, string, Guid, string, string, string, Exception?> RequestIdConflict = LoggerMessage.Define<string, Guid, string, string, string>(
+        LogLevel.Warning, new EventId(12, "TraceRequestIdConflict"),
+        "Trace writer for {EdgeId}: request id {RequestId} is stored for another request ({Stored}, from {StoredBy}); this one ({Summary}) and its routing rows are not stored: a request id must name one request");
+
     public static readonly Action<ILogger, string, long, long, Exception?> Stopped = LoggerMessage.Define<string, long, long>(
         LogLevel.Information, new EventId(10, "TraceWriterStopped"),
         "Trace writer for {EdgeId} stopped: {RowsWritten} rows written, {Spilled} rows left in spill files for the next start");

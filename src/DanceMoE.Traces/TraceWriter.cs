@@ -68,6 +68,7 @@ public sealed class TraceWriter : ITraceWriter, IAsyncDisposable
     private long _rowsAdded;
     private long _rowsWritten;
     private long _rowsDuplicate;
+    private long _requestIdConflicts;
     private long _requestsAdded;
     private long _requestsWritten;
     private long _spilledTotal;
@@ -140,6 +141,7 @@ public sealed class TraceWriter : ITraceWriter, IAsyncDisposable
                 RowsAdded = Interlocked.Read(ref _rowsAdded),
                 RowsWritten = Interlocked.Read(ref _rowsWritten),
                 RowsDuplicate = Interlocked.Read(ref _rowsDuplicate),
+                RequestIdConflicts = Interlocked.Read(ref _requestIdConflicts),
                 RequestsAdded = Interlocked.Read(ref _requestsAdded),
                 RequestsWritten = Interlocked.Read(ref _requestsWritten),
                 Pending = Volatile.Read(ref _memoryCount) + (inFlight is { FromSpill: false } ? inFlight.Items.Count : 0),
@@ -704,6 +706,9 @@ public sealed class TraceWriter : ITraceWriter, IAsyncDisposable
         }
     }
 
+    private static string Described(int promptTokens, string? tag) =>
+        FormattableString.Invariant($"a prompt of {promptTokens} tokens, ") + (tag is null ? "no workload tag" : $"workload tag '{tag}'");
+
     /// <summary>
     /// Retrying a batch PostgreSQL refuses as data would stop every later row: halve it until the refused rows are
     /// alone, write the others, and set the refused ones aside in a <c>.rejected</c> file.
@@ -716,6 +721,13 @@ public sealed class TraceWriter : ITraceWriter, IAsyncDisposable
             Interlocked.Add(ref _rowsWritten, outcome.RoutingInserted);
             Interlocked.Add(ref _rowsDuplicate, outcome.RoutingDuplicates);
             Interlocked.Add(ref _requestsWritten, outcome.RequestsInserted);
+            foreach (var conflict in outcome.Conflicts)
+            {
+                Interlocked.Increment(ref _requestIdConflicts);
+                TraceLog.RequestIdConflict(
+                    _logger, _options.EdgeId, conflict.RequestId, Described(conflict.StoredPromptTokens, conflict.StoredTag), conflict.StoredBy,
+                    Described(conflict.PromptTokens, conflict.Tag), null);
+            }
         }
         catch (PostgresException ex) when (IsDataError(ex) && rows.Count > 1)
         {

@@ -14,6 +14,12 @@ public sealed record TraceWriterState
     /// <summary>Rows it sent that were already stored (replays after a crash or a lost commit acknowledgement).</summary>
     public long RowsDuplicate { get; init; }
 
+    /// <summary>
+    /// Request summaries not stored because their id is stored for another request (another prompt length or workload
+    /// tag, from this edge or another): that request's summary and routing rows are missing from the history.
+    /// </summary>
+    public long RequestIdConflicts { get; init; }
+
     public long RequestsAdded { get; init; }
 
     public long RequestsWritten { get; init; }

@@ -46,6 +46,7 @@ public sealed class ExactlyOnceTests
             var scrape = MetricsTests.Parse(await http.GetStringAsync(FormattableString.Invariant($"http://127.0.0.1:{metricsPort}/metrics")));
             Assert.Equal(rowsOfOneServing, scrape.GetValueOrDefault("dancemoe_trace_rows_duplicate_total"));
             Assert.Equal(0, scrape.GetValueOrDefault("dancemoe_trace_rows_quarantined_total", -1));
+            Assert.Equal(0, scrape.GetValueOrDefault("dancemoe_trace_request_id_conflicts_total", -1));
         }
         finally
         {
