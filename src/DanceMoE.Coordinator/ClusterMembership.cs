@@ -26,6 +26,7 @@ public sealed class ClusterMembership(IOptions<MembershipOptions> options, TimeP
     private readonly TimeProvider _time = time ?? TimeProvider.System;
     private readonly DateTimeOffset _startedAt = (time ?? TimeProvider.System).GetUtcNow();
     private readonly ConcurrentDictionary<string, TimeSpan> _expected = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, bool> _givenUp = new(StringComparer.Ordinal);
 
     public MembershipOptions Options { get; } = options.Value;
 
@@ -78,7 +79,9 @@ public sealed class ClusterMembership(IOptions<MembershipOptions> options, TimeP
     /// Waits, after a (re)start, until every live edge has had the time to send a heartbeat: until then an edge missing
     /// from the membership may just not have been heard from yet. That is the coordinator's own missed heartbeats, and for
     /// each edge of <see cref="ExpectKnownEdges"/> until it is heard or its own missed heartbeats have passed; at most
-    /// <paramref name="most"/>, since an edge that said it beats hourly may be gone and the caller has a deadline.
+    /// <paramref name="most"/>, since an edge that said it beats hourly may be gone and the caller has a deadline. An edge
+    /// still unheard when a wait gives up is not waited for again: each placement run and migration after the restart
+    /// would otherwise wait its whole most until that edge's missed heartbeats have passed, hours for an hourly one.
     /// </summary>
     /// <returns>Whether warm-up ended; <see langword="false"/> when <paramref name="most"/> ran out first.</returns>
     public Task<bool> WaitUntilWarmAsync(TimeSpan most, CancellationToken cancellationToken) => WaitUntilAsync(() => WarmBy(ownHeartbeats: true), most, cancellationToken);
@@ -99,6 +102,11 @@ public sealed class ClusterMembership(IOptions<MembershipOptions> options, TimeP
         {
             if (now >= giveUpAt)
             {
+                foreach (var edge in NotHeardYet())
+                {
+                    _givenUp[edge] = true;
+                }
+
                 return false;
             }
 
@@ -118,7 +126,7 @@ public sealed class ClusterMembership(IOptions<MembershipOptions> options, TimeP
         var by = ownHeartbeats ? _startedAt + Options.DownAfter : _startedAt;
         foreach (var (edge, downAfter) in _expected)
         {
-            if (!_beats.ContainsKey(edge) && _startedAt + downAfter > by)
+            if (!_beats.ContainsKey(edge) && !_givenUp.ContainsKey(edge) && _startedAt + downAfter > by)
             {
                 by = _startedAt + downAfter;
             }

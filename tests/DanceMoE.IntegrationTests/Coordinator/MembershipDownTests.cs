@@ -130,6 +130,30 @@ public sealed class MembershipIntervalTests
     }
 
     [Fact]
+    public async Task An_edge_a_wait_gave_up_on_is_not_waited_for_again()
+    {
+        var clock = new ManualClock();
+        var membership = NewMembership(clock);
+        var start = clock.GetUtcNow();
+        membership.ExpectKnownEdges([new KnownEdge("edge-hourly", start, 3600)]);
+
+        var first = membership.WaitForKnownEdgesAsync(TimeSpan.FromSeconds(60), CancellationToken.None);
+        await Task.Delay(300);
+        Assert.False(first.IsCompleted, "gave up before its 60 s");
+        clock.Advance(TimeSpan.FromSeconds(60));
+        Assert.False(await first.WaitAsync(TimeSpan.FromSeconds(5)));
+        Assert.Equal(["edge-hourly"], membership.NotHeardYet());
+
+        // The next placement run, and a migration's warm-up, go on at once; the edge is still named as not heard.
+        Assert.True(await membership.WaitForKnownEdgesAsync(TimeSpan.FromSeconds(60), CancellationToken.None).WaitAsync(TimeSpan.FromSeconds(5)));
+        Assert.True(membership.IsWarm(clock.GetUtcNow()));
+        Assert.Equal(["edge-hourly"], membership.NotHeardYet());
+        membership.Record(Beat("edge-hourly", clock.GetUtcNow(), heartbeatSeconds: 3600));
+        Assert.Empty(membership.NotHeardYet());
+        Assert.Equal(["edge-hourly"], membership.Alive(clock.GetUtcNow()).Select(e => e.EdgeId));
+    }
+
+    [Fact]
     public async Task Waiting_for_known_edges_leaves_out_the_coordinators_own_missed_heartbeats()
     {
         var clock = new ManualClock();
