@@ -79,9 +79,7 @@ public sealed class ClusterMembership(IOptions<MembershipOptions> options, TimeP
     /// Waits, after a (re)start, until every live edge has had the time to send a heartbeat: until then an edge missing
     /// from the membership may just not have been heard from yet. That is the coordinator's own missed heartbeats, and for
     /// each edge of <see cref="ExpectKnownEdges"/> until it is heard or its own missed heartbeats have passed; at most
-    /// <paramref name="most"/>, since an edge that said it beats hourly may be gone and the caller has a deadline. An edge
-    /// still unheard when a wait gives up is not waited for again: each placement run and migration after the restart
-    /// would otherwise wait its whole most until that edge's missed heartbeats have passed, hours for an hourly one.
+    /// <paramref name="most"/>, since an edge that said it beats hourly may be gone and the caller has a deadline.
     /// </summary>
     /// <returns>Whether warm-up ended; <see langword="false"/> when <paramref name="most"/> ran out first.</returns>
     public Task<bool> WaitUntilWarmAsync(TimeSpan most, CancellationToken cancellationToken) => WaitUntilAsync(() => WarmBy(ownHeartbeats: true), most, cancellationToken);
@@ -90,10 +88,25 @@ public sealed class ClusterMembership(IOptions<MembershipOptions> options, TimeP
     /// Waits until every edge of <see cref="ExpectKnownEdges"/> is heard or has missed its own heartbeats, at most
     /// <paramref name="most"/>: what the placement job needs after a restart, whose recovery firing would otherwise plan
     /// for the edges heard in its first second. Without the coordinator's own missed heartbeats, which an edge the
-    /// database never knew is the only reason for.
+    /// database never knew is the only reason for. An edge still unheard when this wait gives up is not waited for again,
+    /// here or by warm-up: each placement run and migration after the restart would otherwise wait until that edge's
+    /// missed heartbeats have passed, hours for an hourly one. (Warm-up's shorter waits give up on no edge.)
     /// </summary>
     /// <returns>Whether every known edge is accounted for; <see langword="false"/> when <paramref name="most"/> ran out first.</returns>
-    public Task<bool> WaitForKnownEdgesAsync(TimeSpan most, CancellationToken cancellationToken) => WaitUntilAsync(() => WarmBy(ownHeartbeats: false), most, cancellationToken);
+    public async Task<bool> WaitForKnownEdgesAsync(TimeSpan most, CancellationToken cancellationToken)
+    {
+        if (await WaitUntilAsync(() => WarmBy(ownHeartbeats: false), most, cancellationToken).ConfigureAwait(false))
+        {
+            return true;
+        }
+
+        foreach (var edge in NotHeardYet())
+        {
+            _givenUp[edge] = true;
+        }
+
+        return false;
+    }
 
     private async Task<bool> WaitUntilAsync(Func<DateTimeOffset> readyBy, TimeSpan most, CancellationToken cancellationToken)
     {
@@ -102,11 +115,6 @@ public sealed class ClusterMembership(IOptions<MembershipOptions> options, TimeP
         {
             if (now >= giveUpAt)
             {
-                foreach (var edge in NotHeardYet())
-                {
-                    _givenUp[edge] = true;
-                }
-
                 return false;
             }
 

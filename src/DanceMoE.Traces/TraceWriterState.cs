@@ -11,7 +11,7 @@ public sealed record TraceWriterState
     /// <summary>Routing rows this writer inserted into <c>routing_events</c>.</summary>
     public long RowsWritten { get; init; }
 
-    /// <summary>Rows it sent that were already stored (replays after a crash or a lost commit acknowledgement).</summary>
+    /// <summary>Rows it sent that were already stored: replays after a crash or a lost commit acknowledgement, a request served again under its id.</summary>
     public long RowsDuplicate { get; init; }
 
     /// <summary>

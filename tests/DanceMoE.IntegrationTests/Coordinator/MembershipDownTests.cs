@@ -137,6 +137,13 @@ public sealed class MembershipIntervalTests
         var start = clock.GetUtcNow();
         membership.ExpectKnownEdges([new KnownEdge("edge-hourly", start, 3600)]);
 
+        // A migration's short warm-up gives up for itself only.
+        var warmUp = membership.WaitUntilWarmAsync(TimeSpan.FromSeconds(12), CancellationToken.None);
+        await Task.Delay(300);
+        clock.Advance(TimeSpan.FromSeconds(12));
+        Assert.False(await warmUp.WaitAsync(TimeSpan.FromSeconds(5)));
+        Assert.False(membership.IsWarm(clock.GetUtcNow()));
+
         var first = membership.WaitForKnownEdgesAsync(TimeSpan.FromSeconds(60), CancellationToken.None);
         await Task.Delay(300);
         Assert.False(first.IsCompleted, "gave up before its 60 s");
