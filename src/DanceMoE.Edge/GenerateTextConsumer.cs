@@ -36,6 +36,7 @@ public sealed class GenerateTextConsumer(
         var requestContext = new ForwardContext(requestId, recordRouting: true) { PlacementVersion = edge.Routing.Current.Version, Replay = replay };
         var clock = Stopwatch.StartNew();
         var ttft = TimeSpan.Zero;
+        DateTimeOffset? firstTokenAt = null;
         var work = new GenerationWork(
             promptIds,
             request.MaxNewTokens,
@@ -46,7 +47,12 @@ public sealed class GenerateTextConsumer(
             Deadline = context.ExpirationTime is { } expires ? new DateTimeOffset(expires, TimeSpan.Zero) : null,
             TokenProduced = (index, sincePrevious) =>
             {
-                ttft = index == 0 ? clock.Elapsed : ttft;
+                if (index == 0)
+                {
+                    ttft = clock.Elapsed;
+                    firstTokenAt = DateTimeOffset.UtcNow;
+                }
+
                 metrics.TokenProduced(index, sincePrevious);
             },
         };
@@ -143,6 +149,7 @@ public sealed class GenerateTextConsumer(
             Error = error,
             PlacementVersion = requestContext.PlacementVersion,
             ReceivedAt = receivedAt,
+            FirstTokenAt = firstTokenAt,
             CompletedAt = DateTimeOffset.UtcNow,
         };
     }

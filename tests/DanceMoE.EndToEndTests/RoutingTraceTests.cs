@@ -55,6 +55,10 @@ public sealed class RoutingTraceTests
             Assert.Equal("completed", request.Status, ignoreCase: true);
             Assert.Equal(answer.TokenIds.Count, request.GeneratedTokens);
             Assert.Equal("edge-2", request.OriginEdge);
+            Assert.Equal(answer.Stats.PromptTokens, request.PromptTokens);
+            // request_overview.time_to_first_token_ms reads it: the end of the prefill, between arrival and completion.
+            var firstToken = Assert.NotNull(request.FirstTokenAt);
+            Assert.InRange(firstToken, request.ReceivedAt, request.CompletedAt);
         }
         finally
         {
