@@ -56,6 +56,8 @@ public sealed class DanceMoEDbContext(DbContextOptions<DanceMoEDbContext> option
             request.Property(r => r.OriginEdge).HasMaxLength(64).HasComment("Edge server where the request arrived (edge_servers.id).");
             request.Property(r => r.WorkloadTag).HasMaxLength(128).HasComment("Workload the client declared (region, language, application), if any.");
             request.Property(r => r.PromptTokens).HasComment("Tokens in the prompt.");
+            request.Property(r => r.Fingerprint).HasMaxLength(16).HasComment(
+                "First 16 bytes of a SHA-256 of what the answer depends on (prompt token ids, max tokens, sampling, seed, replayed request, workload tag): a retry under the same id has the same; null in rows from before edges stored it.");
             request.Property(r => r.GeneratedTokens).HasComment("Tokens generated.");
             request.Property(r => r.Status).HasMaxLength(16).HasComment("completed, failed or cancelled.");
             request.Property(r => r.Error).HasComment("Error message when the request failed.");

@@ -12,6 +12,9 @@ public sealed class InferenceRequest
 
     public int PromptTokens { get; set; }
 
+    /// <summary>16 bytes hashing what the answer depends on; equal for a retry under the same id.</summary>
+    public byte[]? Fingerprint { get; set; }
+
     public int GeneratedTokens { get; set; }
 
     /// <summary><c>completed</c>, <c>failed</c> or <c>cancelled</c>.</summary>

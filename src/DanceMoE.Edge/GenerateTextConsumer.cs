@@ -21,11 +21,12 @@ public sealed class GenerateTextConsumer(
         var receivedAt = DateTimeOffset.UtcNow;
         IReadOnlyList<int> promptIds;
         ReplayRouting? replay;
+        UInt128 fingerprint;
         try
         {
             promptIds = edge.ValidateRequest(request);
             replay = request.ReplayRequest is { } replayId ? edge.ReplayRoutingOf(replayId, promptIds.Count + request.MaxNewTokens - 1) : null;
-            edge.RequestIds.Claim(requestId, promptIds, request);
+            fingerprint = edge.RequestIds.Claim(requestId, promptIds, request);
         }
         catch (InvalidRequestException ex)
         {
@@ -144,6 +145,7 @@ public sealed class GenerateTextConsumer(
             RequestId = requestId,
             WorkloadTag = request.WorkloadTag,
             PromptTokens = promptIds.Count,
+            Fingerprint = fingerprint,
             GeneratedTokens = generated,
             Status = status,
             Error = error,

@@ -22,8 +22,11 @@ public sealed class RequestIdClaims(string edgeId, int capacity = RequestIdClaim
 
     public int Capacity { get; } = capacity > 0 ? capacity : throw new ArgumentOutOfRangeException(nameof(capacity), capacity, "at least 1");
 
-    /// <summary>Claims <paramref name="requestId"/> for this request, or throws when it was claimed by another one.</summary>
-    public void Claim(Guid requestId, IReadOnlyList<int> promptIds, GenerateText request)
+    /// <summary>
+    /// Claims <paramref name="requestId"/> for this request, or throws when it was claimed by another one. Returns the
+    /// request's fingerprint, which its summary stores so that another edge's trace writer can tell a retry from a reuse.
+    /// </summary>
+    public UInt128 Claim(Guid requestId, IReadOnlyList<int> promptIds, GenerateText request)
     {
         var fingerprint = Fingerprint(promptIds, request);
         lock (_gate)
@@ -36,7 +39,7 @@ public sealed class RequestIdClaims(string edgeId, int capacity = RequestIdClaim
                         $"request id {requestId} was already used on {edgeId} for another prompt or other settings; a new request needs a new id (a retry must repeat its request exactly)");
                 }
 
-                return;
+                return fingerprint;
             }
 
             if (_order.Count == Capacity)
@@ -47,6 +50,8 @@ public sealed class RequestIdClaims(string edgeId, int capacity = RequestIdClaim
             _claims.Add(requestId, fingerprint);
             _order.Enqueue(requestId);
         }
+
+        return fingerprint;
     }
 
     /// <summary>Everything the request's answer and history depend on: the prompt's token ids (given as text or ids), the length, the sampling, the tag.</summary>

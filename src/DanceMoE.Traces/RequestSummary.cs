@@ -9,6 +9,12 @@ public sealed record RequestSummary
 
     public required int PromptTokens { get; init; }
 
+    /// <summary>
+    /// A hash of everything the answer depends on (prompt tokens, length, sampling, tag): a retry under the same id has the
+    /// same, another request reusing the id another. Null where the sender does not compute one.
+    /// </summary>
+    public UInt128? Fingerprint { get; init; }
+
     public required int GeneratedTokens { get; init; }
 
     public required RequestStatus Status { get; init; }

@@ -14,6 +14,9 @@ internal sealed class SpillStore : IDisposable
     private static readonly byte[] Magic = "DMTRSPL1"u8.ToArray();
     private const byte RoutingKind = 1;
     private const byte RequestKind = 2;
+
+    // A request row with its fingerprint at the end; files written before it hold RequestKind rows, still read.
+    private const byte FingerprintedRequestKind = 3;
     private const int MaxFrameBytes = 1 << 20;
 
     private readonly Lock _lock = new();
@@ -325,7 +328,7 @@ internal sealed class SpillStore : IDisposable
                 writer.Write(r.RecordedAt.UtcTicks);
                 break;
             case RequestRow q:
-                writer.Write(RequestKind);
+                writer.Write(FingerprintedRequestKind);
                 writer.Write(q.RequestId.ToByteArray());
                 WriteOptional(writer, q.WorkloadTag);
                 writer.Write(q.PromptTokens);
@@ -338,6 +341,9 @@ internal sealed class SpillStore : IDisposable
                 writer.Write(q.FirstTokenAt.HasValue);
                 writer.Write(q.FirstTokenAt?.UtcTicks ?? 0);
                 writer.Write(q.CompletedAt.UtcTicks);
+                writer.Write(q.Fingerprint.HasValue);
+                writer.Write((ulong)((q.Fingerprint ?? 0) >> 64));
+                writer.Write((ulong)(q.Fingerprint ?? 0));
                 break;
             default:
                 throw new ArgumentException($"unknown trace item {item.GetType().Name}", nameof(item));
@@ -387,7 +393,7 @@ internal sealed class SpillStore : IDisposable
                 };
             }
 
-            case RequestKind:
+            case RequestKind or FingerprintedRequestKind:
             {
                 var requestId = new Guid(reader.ReadBytes(16));
                 var tag = ReadOptional(reader);
@@ -401,11 +407,14 @@ internal sealed class SpillStore : IDisposable
                 var hasFirst = reader.ReadBoolean();
                 var first = reader.ReadInt64();
                 var completed = new DateTimeOffset(reader.ReadInt64(), TimeSpan.Zero);
+                var hasFingerprint = kind == FingerprintedRequestKind && reader.ReadBoolean();
+                var fingerprint = kind == FingerprintedRequestKind ? new UInt128(reader.ReadUInt64(), reader.ReadUInt64()) : 0;
                 return new RequestRow
                 {
                     RequestId = requestId,
                     WorkloadTag = tag,
                     PromptTokens = prompt,
+                    Fingerprint = hasFingerprint ? fingerprint : null,
                     GeneratedTokens = generated,
                     Status = status,
                     Error = error,

@@ -8,8 +8,9 @@ internal readonly record struct BatchOutcome(
     long RoutingInserted, long RoutingDuplicates, long RequestsInserted, long RequestDuplicates, IReadOnlyList<RequestIdConflict> Conflicts);
 
 /// <summary>
-/// A request summary not stored because its id is stored for a request with another prompt length or workload tag: not
-/// a retry of that request but another one under the same id, whose summary and routing rows are therefore not stored.
+/// A request summary not stored because its id is stored for a request with another prompt length, workload tag or
+/// fingerprint (where both have one): not a retry of that request but another one under the same id, whose summary and
+/// routing rows are therefore not stored.
 /// </summary>
 internal readonly record struct RequestIdConflict(Guid RequestId, string StoredBy, int StoredPromptTokens, string? StoredTag, int PromptTokens, string? Tag);
 
@@ -28,7 +29,7 @@ internal sealed class TraceBatchWriter(string connectionString, string edgeId, T
             gate_weights real[], served_by text[], placement_version integer, remote boolean, recorded_at timestamptz
         ) ON COMMIT DELETE ROWS;
         CREATE TEMP TABLE IF NOT EXISTS requests_staging (
-            id uuid, origin_edge character varying(64), workload_tag character varying(128), prompt_tokens integer,
+            id uuid, origin_edge character varying(64), workload_tag character varying(128), prompt_tokens integer, fingerprint bytea,
             generated_tokens integer, status character varying(16), error text, placement_version integer,
             received_at timestamptz, first_token_at timestamptz, completed_at timestamptz
         ) ON COMMIT DELETE ROWS;
@@ -71,14 +72,14 @@ internal sealed class TraceBatchWriter(string connectionString, string edgeId, T
         """;
 
     private const string CopyRequests = """
-        COPY requests_staging (id, origin_edge, workload_tag, prompt_tokens, generated_tokens, status, error, placement_version, received_at, first_token_at, completed_at)
+        COPY requests_staging (id, origin_edge, workload_tag, prompt_tokens, fingerprint, generated_tokens, status, error, placement_version, received_at, first_token_at, completed_at)
         FROM STDIN (FORMAT BINARY)
         """;
 
     private const string InsertRequests = """
         WITH inserted AS (
-            INSERT INTO requests (id, origin_edge, workload_tag, prompt_tokens, generated_tokens, status, error, placement_version, received_at, first_token_at, completed_at)
-            SELECT DISTINCT ON (id) id, origin_edge, workload_tag, prompt_tokens, generated_tokens, status, error, placement_version, received_at, first_token_at, completed_at
+            INSERT INTO requests (id, origin_edge, workload_tag, prompt_tokens, fingerprint, generated_tokens, status, error, placement_version, received_at, first_token_at, completed_at)
+            SELECT DISTINCT ON (id) id, origin_edge, workload_tag, prompt_tokens, fingerprint, generated_tokens, status, error, placement_version, received_at, first_token_at, completed_at
             FROM requests_staging
             ORDER BY id
             ON CONFLICT (id) DO NOTHING
@@ -90,7 +91,7 @@ internal sealed class TraceBatchWriter(string connectionString, string edgeId, T
     private const string ConflictingRequests = """
         SELECT s.id, r.origin_edge, r.prompt_tokens, r.workload_tag, s.prompt_tokens, s.workload_tag
         FROM requests_staging s JOIN requests r ON r.id = s.id
-        WHERE r.prompt_tokens <> s.prompt_tokens OR r.workload_tag IS DISTINCT FROM s.workload_tag
+        WHERE r.prompt_tokens <> s.prompt_tokens OR r.workload_tag IS DISTINCT FROM s.workload_tag OR r.fingerprint <> s.fingerprint
         ORDER BY s.id
         """;
 
@@ -170,7 +171,7 @@ internal sealed class TraceBatchWriter(string connectionString, string edgeId, T
         return new BatchOutcome(routingInserted, routingOffered - routingInserted, requestsInserted, requests.Count - requestsInserted, conflicts);
     }
 
-    /// <summary>The staged summaries whose id is stored for another request (a retry repeats its prompt and tag).</summary>
+    /// <summary>The staged summaries whose id is stored for another request (a retry repeats its prompt, tag and fingerprint).</summary>
     private async Task<List<RequestIdConflict>> ConflictsAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, CancellationToken cancellationToken)
     {
         var conflicts = new List<RequestIdConflict>();
@@ -300,6 +301,7 @@ internal sealed class TraceBatchWriter(string connectionString, string edgeId, T
                 importer.Write(edgeId, NpgsqlDbType.Varchar);
                 WriteNullable(importer, row.WorkloadTag, NpgsqlDbType.Varchar);
                 importer.Write(row.PromptTokens, NpgsqlDbType.Integer);
+                WriteNullable(importer, row.Fingerprint is { } fingerprint ? FingerprintBytes(fingerprint) : null, NpgsqlDbType.Bytea);
                 importer.Write(row.GeneratedTokens, NpgsqlDbType.Integer);
                 importer.Write(row.Status, NpgsqlDbType.Varchar);
                 WriteNullable(importer, row.Error, NpgsqlDbType.Text);
@@ -311,6 +313,14 @@ internal sealed class TraceBatchWriter(string connectionString, string edgeId, T
 
             await importer.CompleteAsync(cancellationToken).ConfigureAwait(false);
         }
+    }
+
+    /// <summary>Big-endian, so the column's hex reads as the number does.</summary>
+    private static byte[] FingerprintBytes(UInt128 fingerprint)
+    {
+        var bytes = new byte[16];
+        System.Buffers.Binary.BinaryPrimitives.WriteUInt128BigEndian(bytes, fingerprint);
+        return bytes;
     }
 
     private static void WriteNullable<T>(NpgsqlBinaryImporter importer, T? value, NpgsqlDbType type)

@@ -40,6 +40,8 @@ internal sealed class RequestRow : TraceItem
 
     public required int PromptTokens { get; init; }
 
+    public UInt128? Fingerprint { get; init; }
+
     public required int GeneratedTokens { get; init; }
 
     public required string Status { get; init; }

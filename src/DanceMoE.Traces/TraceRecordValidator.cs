@@ -170,6 +170,7 @@ internal sealed class TraceRecordValidator(TraceWriterOptions options)
             RequestId = summary.RequestId,
             WorkloadTag = summary.WorkloadTag,
             PromptTokens = summary.PromptTokens,
+            Fingerprint = summary.Fingerprint,
             GeneratedTokens = summary.GeneratedTokens,
             Status = summary.Status.ToString().ToLowerInvariant(),
             Error = Truncate(summary.Error?.Replace("\0", "", StringComparison.Ordinal), TraceLimits.MaxErrorLength),

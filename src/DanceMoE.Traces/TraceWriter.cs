@@ -706,6 +706,11 @@ public sealed class TraceWriter : ITraceWriter, IAsyncDisposable
         }
     }
 
+    /// <summary>The conflicting request; where its length and tag are the stored one's, only the fingerprints told them apart.</summary>
+    private static string Described(RequestIdConflict conflict) =>
+        Described(conflict.PromptTokens, conflict.Tag)
+        + (conflict.PromptTokens == conflict.StoredPromptTokens && conflict.Tag == conflict.StoredTag ? ", with other prompt tokens or settings" : "");
+
     private static string Described(int promptTokens, string? tag) =>
         FormattableString.Invariant($"a prompt of {promptTokens} tokens, ") + (tag is null ? "no workload tag" : $"workload tag '{tag}'");
 
@@ -726,7 +731,7 @@ public sealed class TraceWriter : ITraceWriter, IAsyncDisposable
                 Interlocked.Increment(ref _requestIdConflicts);
                 TraceLog.RequestIdConflict(
                     _logger, _options.EdgeId, conflict.RequestId, Described(conflict.StoredPromptTokens, conflict.StoredTag), conflict.StoredBy,
-                    Described(conflict.PromptTokens, conflict.Tag), null);
+                    Described(conflict), null);
             }
         }
         catch (PostgresException ex) when (IsDataError(ex) && rows.Count > 1)

@@ -23,15 +23,19 @@ public sealed class ExactlyOnceTests
             string[] edges = ["edge-1", "edge-2"];
             var placement = cluster.WritePlacement("uniform.json", PlacementFile.Uniform(1, a.NumLayers, a.NumExperts, edges));
             var metricsPort = TestPorts.Free();
+            var otherMetricsPort = TestPorts.Free();
             await cluster.StartEdgesAsync(["edge-1"], placement, traceDatabase: database.ConnectionString, extraArguments: ["--metrics-port", metricsPort.ToString(CultureInfo.InvariantCulture)]);
-            await cluster.StartEdgesAsync(["edge-2"], placement, traceDatabase: database.ConnectionString);
+            await cluster.StartEdgesAsync(["edge-2"], placement, traceDatabase: database.ConnectionString, extraArguments: ["--metrics-port", otherMetricsPort.ToString(CultureInfo.InvariantCulture)]);
             var requestId = NewId.NextGuid();
 
-            var first = await InferAsync(cluster, requestId);
-            var second = await InferAsync(cluster, requestId);
+            var first = await InferAsync(cluster, "edge-1", requestId, maxTokens: 6);
+            var second = await InferAsync(cluster, "edge-1", requestId, maxTokens: 6);
+            // The id reused on an edge that never saw it, for the same prompt with another length: served, and not stored.
+            var reuse = await InferAsync(cluster, "edge-2", requestId, maxTokens: 5);
 
             Assert.Equal(requestId, first.GetProperty("request_id").GetGuid());
             Assert.Equal(requestId, second.GetProperty("request_id").GetGuid());
+            Assert.Equal(requestId, reuse.GetProperty("request_id").GetGuid());
             var stats = first.GetProperty("stats");
             var rowsOfOneServing = (stats.GetProperty("prompt_tokens").GetInt32() + first.GetProperty("token_ids").GetArrayLength() - 1) * a.NumLayers;
 
@@ -47,6 +51,17 @@ public sealed class ExactlyOnceTests
             Assert.Equal(rowsOfOneServing, scrape.GetValueOrDefault("dancemoe_trace_rows_duplicate_total"));
             Assert.Equal(0, scrape.GetValueOrDefault("dancemoe_trace_rows_quarantined_total", -1));
             Assert.Equal(0, scrape.GetValueOrDefault("dancemoe_trace_request_id_conflicts_total", -1));
+            // edge-2's writer flushes on its own clock: its conflict shows once its batch is written.
+            var deadline = DateTime.UtcNow.AddSeconds(20);
+            double conflicts;
+            while ((conflicts = MetricsTests.Parse(await http.GetStringAsync(FormattableString.Invariant($"http://127.0.0.1:{otherMetricsPort}/metrics")))
+                       .GetValueOrDefault("dancemoe_trace_request_id_conflicts_total", -1)) < 1 && DateTime.UtcNow < deadline)
+            {
+                await Task.Delay(200);
+            }
+
+            Assert.Equal(1, conflicts);
+            Assert.Equal(first.GetProperty("token_ids").GetArrayLength(), await ScalarAsync(database.ConnectionString, "SELECT generated_tokens FROM requests WHERE id = @r", requestId));
         }
         finally
         {
@@ -66,10 +81,10 @@ public sealed class ExactlyOnceTests
         Assert.StartsWith("dancemoe infer: --request-id: not a GUID", line, StringComparison.Ordinal);
     }
 
-    private static async Task<JsonElement> InferAsync(EdgeCluster cluster, Guid requestId)
+    private static async Task<JsonElement> InferAsync(EdgeCluster cluster, string edge, Guid requestId, int maxTokens)
     {
         var (exitCode, output, errors) = await CommandLineTests.RunAsync(
-            ["infer", "--edge", "edge-1", "--prompt", "the same request twice", "--max-tokens", "6", "--request-id", requestId.ToString(), "--json"],
+            ["infer", "--edge", edge, "--prompt", "the same request twice", "--max-tokens", maxTokens.ToString(CultureInfo.InvariantCulture), "--request-id", requestId.ToString(), "--json"],
             new Dictionary<string, string> { ["ConnectionStrings__rabbitmq"] = cluster.VirtualHost.Uri });
         Assert.True(exitCode == 0, $"exit {exitCode}: {errors}");
         return JsonDocument.Parse(output).RootElement.Clone();

@@ -59,6 +59,7 @@ public sealed class RoutingTraceTests
             // request_overview.time_to_first_token_ms reads it: the end of the prefill, between arrival and completion.
             var firstToken = Assert.NotNull(request.FirstTokenAt);
             Assert.InRange(firstToken, request.ReceivedAt, request.CompletedAt);
+            Assert.Equal(16, request.Fingerprint?.Length);
         }
         finally
         {

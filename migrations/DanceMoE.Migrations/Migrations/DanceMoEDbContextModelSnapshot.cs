@@ -129,6 +129,12 @@ namespace DanceMoE.Migrations.Migrations
                         .HasColumnName("error")
                         .HasComment("Error message when the request failed.");
 
+                    b.Property<byte[]>("Fingerprint")
+                        .HasMaxLength(16)
+                        .HasColumnType("bytea")
+                        .HasColumnName("fingerprint")
+                        .HasComment("First 16 bytes of a SHA-256 of what the answer depends on (prompt token ids, max tokens, sampling, seed, replayed request, workload tag): a retry under the same id has the same; null in rows from before edges stored it.");
+
                     b.Property<DateTimeOffset?>("FirstTokenAt")
                         .HasColumnType("timestamp with time zone")
                         .HasColumnName("first_token_at")

@@ -114,20 +114,22 @@ public sealed class ExactlyOnceTests(TraceDatabase database) : IClassFixture<Tra
     public async Task Another_request_under_a_stored_request_id_is_reported_with_both_requests_and_a_retry_is_not()
     {
         var reused = Guid.NewGuid();
+        var reusedAlike = Guid.NewGuid();
         var retried = Guid.NewGuid();
         var at = DateTimeOffset.UtcNow.AddSeconds(-10);
-        RequestSummary Summary(Guid id, int promptTokens, string? tag) => new()
+        RequestSummary Summary(Guid id, int promptTokens, string? tag, UInt128 fingerprint) => new()
         {
-            RequestId = id, WorkloadTag = tag, PromptTokens = promptTokens, GeneratedTokens = 4, Status = RequestStatus.Completed,
-            ReceivedAt = at.AddSeconds(-1), CompletedAt = at,
+            RequestId = id, WorkloadTag = tag, PromptTokens = promptTokens, Fingerprint = fingerprint, GeneratedTokens = 4,
+            Status = RequestStatus.Completed, ReceivedAt = at.AddSeconds(-1), CompletedAt = at,
         };
 
         await using (var first = new TraceWriter(database.Options("edge-id-first")))
         {
             first.Start();
             TraceRecords.Request("edge-id-first", reused, positions: 8, layers: 2, at: at).ToList().ForEach(first.Add);
-            first.Add(Summary(reused, 5, "law"));
-            first.Add(Summary(retried, 5, "law"));
+            first.Add(Summary(reused, 5, "law", 1));
+            first.Add(Summary(reusedAlike, 5, "law", 2));
+            first.Add(Summary(retried, 5, "law", 3));
             await first.FlushAsync(CancellationToken.None);
         }
 
@@ -135,18 +137,25 @@ public sealed class ExactlyOnceTests(TraceDatabase database) : IClassFixture<Tra
         await using var second = new TraceWriter(database.Options("edge-id-second"), log);
         second.Start();
         TraceRecords.Request("edge-id-second", reused, positions: 3, layers: 2).ToList().ForEach(second.Add);
-        second.Add(Summary(reused, 3, null));
-        second.Add(Summary(retried, 5, "law"));
+        second.Add(Summary(reused, 3, null, 4));
+        // The same length and tag: only the fingerprint (other prompt tokens or settings) tells it from a retry.
+        second.Add(Summary(reusedAlike, 5, "law", 5));
+        second.Add(Summary(retried, 5, "law", 3));
         await second.FlushAsync(CancellationToken.None);
 
-        Assert.Equal(1, second.State.RequestIdConflicts);
+        Assert.Equal(2, second.State.RequestIdConflicts);
         Assert.Equal(0, second.State.RequestsWritten);
         Assert.Equal(0, second.State.RowsWritten);
-        var warning = Assert.Single(log.Entries, e => e.Level == LogLevel.Warning);
-        Assert.Equal(
-            $"Trace writer for edge-id-second: request id {reused} is stored for another request (a prompt of 5 tokens, workload tag 'law', from edge-id-first); "
-            + "this one (a prompt of 3 tokens, no workload tag) and its routing rows are not stored: a request id must name one request",
-            warning.Message);
+        const string Stored = "is stored for another request (a prompt of 5 tokens, workload tag 'law', from edge-id-first); ";
+        const string NotStored = " and its routing rows are not stored: a request id must name one request";
+        Assert.Equivalent(
+            new[]
+            {
+                $"Trace writer for edge-id-second: request id {reused} {Stored}this one (a prompt of 3 tokens, no workload tag){NotStored}",
+                $"Trace writer for edge-id-second: request id {reusedAlike} {Stored}this one (a prompt of 5 tokens, workload tag 'law', with other prompt tokens or settings){NotStored}",
+            },
+            log.Entries.Where(e => e.Level == LogLevel.Warning).Select(e => e.Message).ToArray(),
+            strict: true);
         var stored = Assert.Single(await database.RowsAsync("SELECT origin_edge, prompt_tokens FROM requests WHERE id = @r", ("r", reused)));
         Assert.Equal(["edge-id-first", 5], stored);
         Assert.Equal(8 * 2, await database.ScalarAsync("SELECT count(*) FROM routing_events WHERE request_id = @r", ("r", reused)));

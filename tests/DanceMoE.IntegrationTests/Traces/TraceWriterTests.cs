@@ -19,6 +19,7 @@ public sealed class TraceWriterTests(TraceDatabase database) : IClassFixture<Tra
             RequestId = request,
             WorkloadTag = "law",
             PromptTokens = 32,
+            Fingerprint = new UInt128(0x0102030405060708, 0x090A0B0C0D0E0F10),
             GeneratedTokens = 8,
             Status = RequestStatus.Completed,
             PlacementVersion = 2,
@@ -64,8 +65,9 @@ public sealed class TraceWriterTests(TraceDatabase database) : IClassFixture<Tra
         }
 
         var requestRow = Assert.Single(await database.RowsAsync(
-            "SELECT origin_edge, workload_tag, prompt_tokens, generated_tokens, status, placement_version, received_at, first_token_at, completed_at, error FROM requests WHERE id = @id",
+            "SELECT origin_edge, workload_tag, prompt_tokens, generated_tokens, status, placement_version, received_at, first_token_at, completed_at, error, encode(fingerprint, 'hex') FROM requests WHERE id = @id",
             ("id", request)));
+        Assert.Equal("0102030405060708090a0b0c0d0e0f10", requestRow[10]);
         Assert.Equal([edge, "law", 32, 8, "completed", 2], requestRow[..6]);
         Assert.Equal(Micros(summary.ReceivedAt), Micros((DateTime)requestRow[6]));
         Assert.Equal(Micros(summary.FirstTokenAt!.Value), Micros((DateTime)requestRow[7]));
@@ -117,6 +119,55 @@ public sealed class TraceWriterTests(TraceDatabase database) : IClassFixture<Tra
         Assert.Equal(added.Count, await database.ScalarAsync("SELECT count(*) FROM routing_events WHERE origin_edge = @e", ("e", edge)));
         Assert.Equal(added.Count, await database.ScalarAsync("SELECT count(DISTINCT (request_id, position, layer)) FROM routing_events WHERE origin_edge = @e", ("e", edge)));
         Assert.Empty(await database.RollUpDifferencesAsync(edge));
+    }
+
+    [Fact]
+    public async Task Spilled_summaries_replay_with_their_fingerprints_and_a_spill_file_from_before_fingerprints_still_replays()
+    {
+        const string edge = "edge-fingerprint";
+        var spill = database.NewSpillDirectory();
+        var at = DateTimeOffset.UtcNow.AddSeconds(-5);
+        RequestSummary Summary(UInt128? fingerprint) => new()
+        {
+            RequestId = Guid.NewGuid(), PromptTokens = 3, Fingerprint = fingerprint, GeneratedTokens = 2, Status = RequestStatus.Completed,
+            ReceivedAt = at, CompletedAt = at.AddSeconds(1),
+        };
+        var fresh = Summary(0xABCDEF);
+        var old = Summary(0x123456);
+        var none = Summary(null);
+        var down = database.Options(edge, spill, ClosedPort);
+        down.ShutdownTimeout = TimeSpan.Zero;
+        await using (var writer = new TraceWriter(down))
+        {
+            writer.Add(fresh);
+            writer.Add(old);
+            writer.Add(none);
+        }
+
+        // An edge from before fingerprints wrote request frames of kind 2: the same fields without the fingerprint's 17 bytes.
+        var segment = Assert.Single(Directory.GetFiles(spill, "*.spill"));
+        var bytes = File.ReadAllBytes(segment);
+        var secondFrame = 8 + 4 + BitConverter.ToInt32(bytes, 8);
+        var length = BitConverter.ToInt32(bytes, secondFrame);
+        Assert.Equal(3, bytes[secondFrame + 4]);
+        bytes[secondFrame + 4] = 2;
+        BitConverter.TryWriteBytes(bytes.AsSpan(secondFrame), length - 17);
+        File.WriteAllBytes(segment, [.. bytes[..(secondFrame + 4 + length - 17)], .. bytes[(secondFrame + 4 + length)..]]);
+
+        await using (var writer = new TraceWriter(database.Options(edge, spill)))
+        {
+            Assert.Equal(3, writer.State.Spilled);
+            writer.Start();
+            await writer.FlushAsync(CancellationToken.None);
+            Assert.Equal(3, writer.State.RequestsWritten);
+        }
+
+        Assert.Empty(Directory.GetFiles(spill, "*.spill*"));
+        foreach (var (summary, expected) in new[] { (fresh, new string('0', 26) + "abcdef"), (old, null), (none, null) })
+        {
+            Assert.Equal((object?)expected ?? DBNull.Value, Assert.Single(await database.RowsAsync(
+                "SELECT encode(fingerprint, 'hex') FROM requests WHERE id = @id", ("id", summary.RequestId)))[0]);
+        }
     }
 
     [Fact]
