@@ -17,6 +17,7 @@ public static class EdgeCommandLine
         ["--placement"] = "Edge:PlacementFile",
         ["--uniform-over"] = "Edge:UniformOver",
         ["--provider"] = "Edge:Provider",
+        ["--compute-class"] = "Edge:ComputeClass",
         ["--threads"] = "Edge:IntraOpThreads",
         ["--deadline-ms"] = "Edge:ExpertDeadlineMs",
         ["--expert-concurrency"] = "Edge:ExpertConcurrency",

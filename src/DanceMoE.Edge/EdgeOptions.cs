@@ -38,6 +38,10 @@ public sealed class EdgeOptions : IValidatableObject
     [RegularExpression("^(auto|cuda|cpu)$")]
     public string Provider { get; set; } = "auto";
 
+    /// <summary>What the edge computes on, free text for the coordinator (<c>edge_servers.compute_class</c>); unset: <see cref="ComputeClassProbe"/>.</summary>
+    [MaxLength(ComputeClassProbe.MaxLength, ErrorMessage = "longer than 128 characters, the most the coordinator records")]
+    public string? ComputeClass { get; set; }
+
     /// <summary>
     /// Intra-op threads of each ONNX Runtime session, one session per expert and per dense graph (0: one pool shared by
     /// all); at most the machine's cores.
@@ -111,6 +115,11 @@ public sealed class EdgeOptions : IValidatableObject
             yield return new ValidationResult(
                 $"Edge:IntraOpThreads {IntraOpThreads} is more than this machine's {Environment.ProcessorCount} cores: each session (one per expert and dense graph) would get a pool this large",
                 [nameof(IntraOpThreads)]);
+        }
+
+        if (ComputeClass is { } computeClass && computeClass.Any(char.IsControl))
+        {
+            yield return new ValidationResult("Edge:ComputeClass has a control character: one line of text", [nameof(ComputeClass)]);
         }
     }
 

@@ -35,6 +35,29 @@ public sealed class EdgeRuntime(
     /// <summary>The provider the sessions run on, once the first one is created.</summary>
     public string ExecutionProvider => model.Sessions.ProviderInUse ?? "cpu";
 
+    private (string Provider, string Described)? _computeClass;
+
+    /// <summary>What the edge computes on, as its heartbeats tell the coordinator: the operator's words, else what the machine says.</summary>
+    public string ComputeClass
+    {
+        get
+        {
+            if (Options.ComputeClass is { Length: > 0 } given)
+            {
+                return given;
+            }
+
+            var provider = ExecutionProvider;
+            if (_computeClass is not { } known || known.Provider != provider)
+            {
+                known = (provider, ComputeClassProbe.Describe(provider, Environment.ProcessorCount));
+                _computeClass = known;
+            }
+
+            return known.Described;
+        }
+    }
+
     /// <summary>Peers' expert batches being served now, from receipt to answer: the queue depth each answer reports.</summary>
     public InFlightCounter ExpertBatches { get; } = new();
 

@@ -49,6 +49,7 @@ public sealed class HeartbeatService(EdgeRuntime edge, IBus bus, ILogger<Heartbe
         QueueDepth = edge.ExpertBatches.Count + edge.Scheduler.ActiveCount + edge.Scheduler.WaitingCount,
         ExpertMilliseconds = Math.Round(edge.Experts.ExpertMilliseconds, 3),
         ExecutionProvider = edge.ExecutionProvider,
+        ComputeClass = edge.ComputeClass,
         PlacementVersion = edge.Routing.Current.Version,
         TraceRowsWritten = traces.RowsWritten,
         TraceRowsPending = traces.Pending,

@@ -331,6 +331,19 @@ public sealed class CommandLineFailureTests
     }
 
     [Theory]
+    [InlineData(129, "Edge:ComputeClass: longer than 128 characters, the most the coordinator records")]
+    [InlineData(-1, "Edge:ComputeClass has a control character: one line of text")]
+    public async Task A_compute_class_the_coordinator_would_refuse_is_one_line_naming_the_key_before_the_model_loads(int length, string error)
+    {
+        await using var cluster = await EdgeCluster.CreateAsync(seed: 59);
+
+        var line = await CommandLineTests.OneErrorLineAsync(2,
+            ["edge", "--id", "edge-1", "--model", cluster.ModelDirectory, "--uniform-over", "edge-1", "--no-traces", "--compute-class", length > 0 ? new string('x', length) : "gpu\tname"],
+            cluster.CliEnvironment());
+        Assert.Equal("dancemoe edge: error: " + error, line);
+    }
+
+    [Theory]
     [InlineData("generate", "--model", "/nonexistent", "--prompt")]
     [InlineData("infer", "--edge", "edge-1", "--prompt")]
     public async Task An_argument_that_is_not_utf8_is_one_line_before_anything_runs(params string[] arguments)

@@ -47,6 +47,8 @@ public sealed class MigrationTests(ITestOutputHelper output)
         Assert.Equal(id, migrations.GetProperty("latest")[0].GetProperty("id").GetGuid());
         Assert.Equal(migration.LoadsDone, migrations.GetProperty("latest")[0].GetProperty("loads").GetInt32());
         Assert.Equal(decision.CandidateVersion, status.RootElement.GetProperty("active_placement").GetProperty("version").GetInt32());
+        // Each edge's heartbeats said what it computes on (no --compute-class given: the CPU's model and its cores).
+        Assert.All(status.RootElement.GetProperty("edges").EnumerateArray(), e => Assert.Matches(@"^cpu: \S.* x [1-9][0-9]*$", e.GetProperty("compute_class").GetString()));
         Assert.True(results.Count >= 6, $"only {results.Count} requests during the run");
         Assert.Empty(scenario.InvariantViolations);
     }

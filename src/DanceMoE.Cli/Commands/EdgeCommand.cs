@@ -24,6 +24,7 @@ public static class EdgeCommand
             placement,
             uniformOver,
             CliOptions.Provider(),
+            CliOptions.Text("compute-class", "what the edge computes on, as the coordinator records it (default: the GPU's or the CPU's model)", valueName: "TEXT"),
             CliOptions.Int("threads", 1, "intra-op threads per session (0: one pool shared by all sessions)", 0, Environment.ProcessorCount),
             CliOptions.Int("deadline-ms", 5000, "deadline of a remote expert call", 50, 600_000),
             CliOptions.Int("expert-concurrency", 0, "peers' expert batches run at once (0: one per core)", 0, 256),
