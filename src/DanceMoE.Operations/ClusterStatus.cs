@@ -224,7 +224,7 @@ public sealed record ClusterStatusReport(
         {
             yield return string.Create(
                 inv,
-                $"  {e.Id,-16} {State(e),-6} budget {e.MemoryBudgetBytes / 1048576.0,9:F1} MiB  used {e.MemoryUsedBytes / 1048576.0,9:F1} MiB  {e.ExecutionProvider,-5} last heard {Ago(SinceSeen(e))} ago{(BeatsSlower(e) ? $", beats every {e.HeartbeatSeconds} s" : "")}");
+                $"  {e.Id,-16} {State(e),-6} budget {e.MemoryBudgetBytes / 1048576.0,9:F1} MiB  used {e.MemoryUsedBytes / 1048576.0,9:F1} MiB  {e.ExecutionProvider,-5} {(e.ComputeClass is { Length: > 0 } computeClass ? $"({computeClass}) " : "")}last heard {Ago(SinceSeen(e))} ago{(BeatsSlower(e) ? $", beats every {e.HeartbeatSeconds} s" : "")}");
         }
 
         yield return Active is null

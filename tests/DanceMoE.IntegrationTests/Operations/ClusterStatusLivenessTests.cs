@@ -23,7 +23,10 @@ public sealed class ClusterStatusLivenessTests(IsolatedDatabase database, Isolat
         var now = clock.GetUtcNow();
         await using (var db = DanceMoEDbContext.Create(database.ConnectionString))
         {
-            db.EdgeServers.Add(new EdgeServer { Id = "edge-live", ExecutionProvider = "cpu", MemoryBudgetBytes = 1 << 20, FirstSeenAt = now.AddHours(-1), LastSeenAt = now.AddSeconds(-1) });
+            db.EdgeServers.Add(new EdgeServer
+            {
+                Id = "edge-live", ExecutionProvider = "cuda", ComputeClass = "NVIDIA L4", MemoryBudgetBytes = 1 << 20, FirstSeenAt = now.AddHours(-1), LastSeenAt = now.AddSeconds(-1),
+            });
             db.EdgeServers.Add(new EdgeServer { Id = "edge-stale", ExecutionProvider = "cpu", MemoryBudgetBytes = 1 << 20, FirstSeenAt = now.AddHours(-1), LastSeenAt = now.AddMinutes(-10) });
 
             // It beats every 10 s: 20 s after its last heartbeat it has missed one, not three.
@@ -41,7 +44,8 @@ public sealed class ClusterStatusLivenessTests(IsolatedDatabase database, Isolat
         Assert.Contains("edges (2 of 3 live; stale after 3 missed heartbeats of 2 s, or of the edge's own interval when longer):", text);
         Assert.Single(text, line => line.StartsWith("  edge-slow ", StringComparison.Ordinal) && line.Contains(" live ", StringComparison.Ordinal)
             && line.EndsWith("last heard 20 s ago, beats every 10 s", StringComparison.Ordinal));
-        Assert.Single(text, line => line.StartsWith("  edge-live ", StringComparison.Ordinal) && line.Contains(" live ", StringComparison.Ordinal));
+        Assert.Single(text, line => line.StartsWith("  edge-live ", StringComparison.Ordinal) && line.Contains(" live ", StringComparison.Ordinal)
+            && line.EndsWith(" cuda  (NVIDIA L4) last heard 1 s ago", StringComparison.Ordinal));
         Assert.Single(text, line => line.StartsWith("  edge-stale ", StringComparison.Ordinal) && line.Contains(" stale ", StringComparison.Ordinal)
             && line.EndsWith("last heard 10 min ago", StringComparison.Ordinal));
 
@@ -51,6 +55,7 @@ public sealed class ClusterStatusLivenessTests(IsolatedDatabase database, Isolat
         Assert.Equal("live", live["state"]);
         Assert.Equal(true, live["alive"]);
         Assert.Equal(1.0, live["seconds_since_seen"]);
+        Assert.Equal("NVIDIA L4", live["compute_class"]);
         Assert.Equal("stale", stale["state"]);
         Assert.Equal(false, stale["alive"]);
         Assert.Equal(600.0, stale["seconds_since_seen"]);
