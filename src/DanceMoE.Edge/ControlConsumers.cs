@@ -10,13 +10,15 @@ namespace DanceMoE.Edge;
 /// transfer), then the weights arrive and are loaded. With <c>--load-ms-per-mb</c> the transfer from a peer is emulated
 /// (on one machine every edge reads the same files).
 /// </summary>
-public sealed class LoadExpertConsumer(EdgeRuntime edge) : IConsumer<LoadExpert>
+public sealed class LoadExpertConsumer(EdgeRuntime edge, EdgeMetrics metrics) : IConsumer<LoadExpert>
 {
     public async Task Consume(ConsumeContext<LoadExpert> context)
     {
         var command = context.Message;
-        using (var reservation = edge.Experts.Reserve(command.Layer, command.Expert))
+        edge.ExpertLoads.Enter();
+        try
         {
+            using var reservation = edge.Experts.Reserve(command.Layer, command.Expert);
             if (!edge.Experts.Holds(command.Layer, command.Expert) && edge.Options.LoadMsPerMb > 0)
             {
                 var megabytes = edge.Experts.BytesOf(command.Layer, command.Expert) / 1048576.0;
@@ -24,6 +26,16 @@ public sealed class LoadExpertConsumer(EdgeRuntime edge) : IConsumer<LoadExpert>
             }
 
             reservation.Load();
+            metrics.ExpertLoaded(succeeded: true);
+        }
+        catch
+        {
+            metrics.ExpertLoaded(succeeded: false);
+            throw;
+        }
+        finally
+        {
+            edge.ExpertLoads.Leave();
         }
 
         await context.RespondAsync(new ExpertLoaded
@@ -38,12 +50,17 @@ public sealed class LoadExpertConsumer(EdgeRuntime edge) : IConsumer<LoadExpert>
 }
 
 /// <summary>Unloads an expert on command; unloading one that is not held is not an error.</summary>
-public sealed class UnloadExpertConsumer(EdgeRuntime edge) : IConsumer<UnloadExpert>
+public sealed class UnloadExpertConsumer(EdgeRuntime edge, EdgeMetrics metrics) : IConsumer<UnloadExpert>
 {
     public Task Consume(ConsumeContext<UnloadExpert> context)
     {
         var command = context.Message;
         var was = edge.Experts.Unload(command.Layer, command.Expert);
+        if (was)
+        {
+            metrics.ExpertUnloaded();
+        }
+
         return context.RespondAsync(new ExpertUnloaded
         {
             CommandId = command.CommandId,

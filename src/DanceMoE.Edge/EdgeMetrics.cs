@@ -29,6 +29,9 @@ public sealed class EdgeMetrics : IDisposable
     private readonly Counter<long> _expertCalls;
     private readonly Histogram<double> _peerRoundTrip;
     private readonly Counter<long> _activations;
+    private long _expertsLoaded;
+    private long _expertLoadsFailed;
+    private long _expertsUnloaded;
     private readonly object[] _numbers;
     private readonly bool _expertMetrics;
     private readonly List<PosixSignalRegistration> _signals = [];
@@ -53,6 +56,15 @@ public sealed class EdgeMetrics : IDisposable
             tags: null, advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = StepBuckets });
         _activations = Meter.CreateCounter<long>("dancemoe_expert_activations", "{token}",
             "Token rows routed to each expert by this edge's requests (--expert-metrics only)");
+
+        // Read at each scrape, so that they show (at 0) before any migration: rate() and the dashboard need the series.
+        Meter.CreateObservableCounter("dancemoe_expert_loads", () => new[]
+        {
+            new Measurement<long>(Interlocked.Read(ref _expertsLoaded), new KeyValuePair<string, object?>("outcome", "loaded")),
+            new Measurement<long>(Interlocked.Read(ref _expertLoadsFailed), new KeyValuePair<string, object?>("outcome", "failed")),
+        }, "{expert}", "Experts this edge loaded on a migration's command (LoadExpert), by outcome (loaded, failed)");
+        Meter.CreateObservableCounter("dancemoe_expert_unloads", () => Interlocked.Read(ref _expertsUnloaded), "{expert}",
+            "Experts this edge held and dropped on a migration's command (UnloadExpert)");
 
         // Boxed once, so that a per-expert measurement allocates nothing.
         _numbers = _expertMetrics ? [.. Enumerable.Range(0, 4096).Select(i => (object)i.ToString(System.Globalization.CultureInfo.InvariantCulture))] : [];
@@ -94,6 +106,8 @@ public sealed class EdgeMetrics : IDisposable
         Meter.CreateObservableGauge("dancemoe_experts_loaded", () => edge.Experts.Loaded().Count, "{expert}", "Experts this edge holds now");
         Meter.CreateObservableGauge("dancemoe_expert_memory_used_bytes", () => edge.Experts.UsedBytes, "By", "Memory the held experts' weights use");
         Meter.CreateObservableGauge("dancemoe_expert_memory_budget_bytes", () => edge.Experts.BudgetBytes, "By", "Memory this edge may spend on experts");
+        Meter.CreateObservableGauge("dancemoe_expert_loads_in_progress", () => edge.ExpertLoads.Count, "{expert}",
+            "Experts a migration is loading onto this edge now: while above 0 the edge is being rebalanced, and a balancer may prefer other edges");
         Meter.CreateObservableGauge("dancemoe_placement_version", () => edge.Routing.Current.Version, "", "Version of the placement this edge routes by");
         Meter.CreateObservableGauge("dancemoe_trace_rows_buffered", () => edge.Traces.State.Pending, "{row}", "Trace rows and summaries in memory, not yet written");
         Meter.CreateObservableGauge("dancemoe_trace_rows_spilled", () => edge.Traces.State.Spilled, "{row}", "Trace rows and summaries in spill files, waiting for replay");
@@ -147,6 +161,11 @@ public sealed class EdgeMetrics : IDisposable
             _peerRoundTrip.Record(elapsed.TotalSeconds, new KeyValuePair<string, object?>("peer", peer));
         }
     }
+
+    /// <summary>A migration's load of an expert ended (a cancelled or failed load counts as failed).</summary>
+    public void ExpertLoaded(bool succeeded) => Interlocked.Increment(ref succeeded ? ref _expertsLoaded : ref _expertLoadsFailed);
+
+    public void ExpertUnloaded() => Interlocked.Increment(ref _expertsUnloaded);
 
     public void ExpertActivated(int layer, int expert, int rows)
     {

@@ -61,6 +61,9 @@ public sealed class EdgeRuntime(
     /// <summary>Peers' expert batches being served now, from receipt to answer: the queue depth each answer reports.</summary>
     public InFlightCounter ExpertBatches { get; } = new();
 
+    /// <summary>Experts a migration is loading onto this edge now (its LoadExpert commands in progress).</summary>
+    public InFlightCounter ExpertLoads { get; } = new();
+
     /// <summary>This edge's own requests, batched step by step.</summary>
     public StepScheduler Scheduler { get; } = scheduler;
 

@@ -46,6 +46,22 @@ public sealed class MigrationScenario : IAsyncDisposable
 
     public Dictionary<string, IReadOnlyList<int>> Oracle { get; } = [];
 
+    /// <summary>Each edge's <c>--metrics-port</c> (a restarted edge keeps its own).</summary>
+    public Dictionary<string, int> MetricsPorts { get; } = [];
+
+    /// <summary>The sum over the edges of one series of their <c>/metrics</c> (0 where an edge has not written it).</summary>
+    public async Task<double> EdgesMetricAsync(string series)
+    {
+        using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(20) };
+        var sum = 0.0;
+        foreach (var port in MetricsPorts.Values)
+        {
+            sum += MetricsTests.Parse(await http.GetStringAsync(FormattableString.Invariant($"http://127.0.0.1:{port}/metrics"))).GetValueOrDefault(series);
+        }
+
+        return sum;
+    }
+
     /// <summary>Moments when the edges' heartbeats showed an expert without a loaded replica or an edge over its budget.</summary>
     public IReadOnlyCollection<string> InvariantViolations => _violations;
 
@@ -62,7 +78,13 @@ public sealed class MigrationScenario : IAsyncDisposable
         var coordinator = new CoordinatorProcess(cluster.Directory, cluster.VirtualHost.Uri, database.ConnectionString, cluster.ModelDirectory, coordinatorArguments);
         var scenario = new MigrationScenario(cluster, database, coordinator);
         await scenario.StartMonitorAsync();
-        await cluster.StartEdgesAsync(Edges, bootstrap, deadlineMs: 5000, memoryMb: MemoryMb, traceDatabase: null, "--load-ms-per-mb", CoordinatorProcess.Invariant(loadMsPerMb));
+        foreach (var edge in Edges)
+        {
+            scenario.MetricsPorts[edge] = TestPorts.Free();
+            await cluster.StartEdgesAsync([edge], bootstrap, deadlineMs: 5000, memoryMb: MemoryMb, traceDatabase: null,
+                "--load-ms-per-mb", CoordinatorProcess.Invariant(loadMsPerMb), "--metrics-port", CoordinatorProcess.Invariant(scenario.MetricsPorts[edge]));
+        }
+
         await coordinator.StartAsync();
         foreach (var prompt in Prompts)
         {

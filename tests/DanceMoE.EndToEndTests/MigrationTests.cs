@@ -28,6 +28,11 @@ public sealed class MigrationTests(ITestOutputHelper output)
             + $"{migration.FinishedAt - migration.StartedAt}, {results.Count} requests, last version activated v{migration.ActivatedVersion}");
         Assert.True(migration.CurrentState == "Completed", $"{migration.CurrentState}: {migration.Reason}\n{MigrationScenario.Tail(scenario.Coordinator.Log())}");
         Assert.True(migration.LoadsDone > 0, $"{migration.LoadsDone} loads");
+        // The edges' metrics show the rebalancing: what the saga loaded and dropped (a retried command may load again), none now.
+        Assert.InRange(await scenario.EdgesMetricAsync("dancemoe_expert_loads_total{outcome=\"loaded\"}"), migration.LoadsDone, migration.LoadsDone + migration.Retries);
+        Assert.Equal(0, await scenario.EdgesMetricAsync("dancemoe_expert_loads_total{outcome=\"failed\"}"));
+        Assert.InRange(await scenario.EdgesMetricAsync("dancemoe_expert_unloads_total"), migration.UnloadsDone - migration.Retries, migration.UnloadsDone);
+        Assert.Equal(0, await scenario.EdgesMetricAsync("dancemoe_expert_loads_in_progress"));
         Assert.Equal(("skipped", "none"), (meanwhile.Decision, meanwhile.Status));
         Assert.Contains("still running", meanwhile.Reason, StringComparison.Ordinal);
         await using (var db = scenario.Db())
