@@ -36,6 +36,7 @@ public static partial class HeartbeatCheck
                 $"heartbeat interval {beat.HeartbeatSeconds} s is not 0 to {MembershipOptions.MaxHeartbeatSeconds}",
             _ when beat.ExecutionProvider is null || !ProviderName().IsMatch(beat.ExecutionProvider) => "execution provider is not 1 to 16 lowercase letters and digits",
             _ when beat.ComputeClass is { Length: > 128 } => $"compute class of {beat.ComputeClass.Length} characters (at most 128)",
+            _ when beat.ComputeClass is { } computeClass && computeClass.Any(char.IsControl) => "compute class has a control character (one line of text)",
             _ when beat.LoadedExperts is null || beat.LoadedExperts.Count > MaxLoadedExperts => $"loaded experts missing or over {MaxLoadedExperts}",
             _ when beat.SentAt - now > ClockSkew.Max => $"sent at {beat.SentAt:O}, more than {ClockSkew.Max.TotalMinutes:0} minute ahead of the coordinator's clock",
             _ => null,

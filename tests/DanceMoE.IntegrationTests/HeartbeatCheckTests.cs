@@ -42,6 +42,8 @@ public sealed class HeartbeatCheckTests
         { Good with { HeartbeatSeconds = 1e9 }, "heartbeat interval 1000000000 s is not 0 to 3600" },
         { Good with { ExecutionProvider = "CUDAExecutionProvider" }, "execution provider is not 1 to 16 lowercase letters and digits" },
         { Good with { ComputeClass = new string('x', 129) }, "compute class of 129 characters (at most 128)" },
+        { Good with { ComputeClass = "H200\0" }, "compute class has a control character (one line of text)" },
+        { Good with { ComputeClass = "H200\nedge-9   live" }, "compute class has a control character (one line of text)" },
         { Good with { LoadedExperts = null! }, "loaded experts missing" },
         { Good with { LoadedExperts = ["0:1", "0;2"] }, "loaded expert '0;2' is not a layer:expert key" },
         { Good with { LoadedExperts = ["0:1", null!] }, "loaded expert '' is not a layer:expert key" },
