@@ -19,7 +19,8 @@ public sealed record EdgeTop(
     double? LocalShare,
     double? RequestP99Seconds,
     IReadOnlyDictionary<string, double> PeerRoundTripMs,
-    double? PlacementVersion);
+    double? PlacementVersion,
+    double? ExpertsLoading = null);
 
 /// <summary>What <c>dancemoe top</c> shows at one moment.</summary>
 public sealed record TopFrame(DateTimeOffset At, IReadOnlyList<EdgeTop> Edges, string Migration)
@@ -34,7 +35,8 @@ public sealed record TopFrame(DateTimeOffset At, IReadOnlyList<EdgeTop> Edges, s
     [
         e.Id,
         e.Pid.ToString(Inv),
-        !e.Up ? "down" : e.Ready switch { true => "ready", false => "not ready", null => "up" },
+        (!e.Up ? "down" : e.Ready switch { true => "ready", false => "not ready", null => "up" })
+            + (e.Up && e.ExpertsLoading is { } loading && loading > 0 ? ", loading " + loading.ToString("F0", Inv) : ""),
         Number(e.ActiveRequests, "F0"),
         Number(e.WaitingRequests, "F0"),
         e.TokensPerSecond is { } r ? r.ToString("F1", Inv) : e.TokensTotal is { } t ? t.ToString("F0", Inv) + " total" : "-",
@@ -137,7 +139,8 @@ public sealed class ClusterTop(HttpClient http, string postgresUrl) : IDisposabl
             share,
             p99,
             peers,
-            PrometheusText.Sum(current, "dancemoe_placement_version"));
+            PrometheusText.Sum(current, "dancemoe_placement_version"),
+            PrometheusText.Sum(current, "dancemoe_expert_loads_in_progress"));
     }
 
     private async Task<string?> GetAsync(string url, CancellationToken cancellationToken)

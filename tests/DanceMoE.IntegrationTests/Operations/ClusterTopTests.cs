@@ -13,6 +13,7 @@ public sealed class ClusterTopTests
         dancemoe_requests_active 1
         dancemoe_requests_waiting 3
         dancemoe_placement_version 7
+        dancemoe_expert_loads_in_progress 2
         dancemoe_request_duration_seconds_bucket{le="0.1"} 50
         dancemoe_request_duration_seconds_bucket{le="1"} 90
         dancemoe_request_duration_seconds_bucket{le="2"} 100
@@ -31,7 +32,7 @@ public sealed class ClusterTopTests
     {
         var samples = PrometheusText.Parse(Scrape);
 
-        Assert.Equal(16, samples.Count);
+        Assert.Equal(17, samples.Count);
         Assert.Equal(100, PrometheusText.Sum(samples, "dancemoe_generated_tokens_total"));
         Assert.Equal(30, PrometheusText.Sum(samples, "dancemoe_expert_calls_total", ("locality", "local")));
         Assert.Equal(40, PrometheusText.Sum(samples, "dancemoe_expert_calls_total"));
@@ -79,6 +80,7 @@ public sealed class ClusterTopTests
         Assert.Equal(1, edge.ActiveRequests);
         Assert.Equal(3, edge.WaitingRequests);
         Assert.Equal(7, edge.PlacementVersion);
+        Assert.Equal(2, edge.ExpertsLoading);
         Assert.Equal(1.9, edge.RequestP99Seconds!.Value, 9);
         Assert.Equal(5, edge.PeerRoundTripMs["edge-2"], 9);
         Assert.Equal(30, edge.PeerRoundTripMs["edge-3"], 9);
@@ -104,7 +106,8 @@ public sealed class ClusterTopTests
         var lines = text.Split(Environment.NewLine);
 
         Assert.StartsWith("edge-1", lines[2], StringComparison.Ordinal);
-        Assert.Contains("ready", lines[2], StringComparison.Ordinal);
+        // A migration loads two experts onto it: a balancer, and the operator, see it mid-rebalance.
+        Assert.Contains("ready, loading 2", lines[2], StringComparison.Ordinal);
         Assert.Contains("75.0 %", lines[2], StringComparison.Ordinal);
         Assert.Contains("100 total", lines[2], StringComparison.Ordinal);
         Assert.Contains("edge-2=5.00 edge-3=30.00", lines[2], StringComparison.Ordinal);
