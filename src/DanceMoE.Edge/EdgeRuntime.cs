@@ -100,7 +100,7 @@ public sealed class EdgeRuntime(
     /// Writes the routing decisions of a request's completed layers with the edge that served each expert, one
     /// <c>routing_events</c> row per (position, layer), stamped when its layer completed.
     /// </summary>
-    public void WriteRouting(ForwardContext request)
+    public void WriteRouting(ForwardContext request, UInt128 fingerprint)
     {
         ArgumentNullException.ThrowIfNull(request);
         foreach (var layer in request.RoutedLayers)
@@ -117,6 +117,7 @@ public sealed class EdgeRuntime(
                     ServedBy = [.. decision.Choices.Select(c => layer.ServedBy[c.Expert])],
                     PlacementVersion = layer.PlacementVersion,
                     RecordedAt = layer.CompletedAt,
+                    RequestFingerprint = fingerprint,
                 });
             }
         }

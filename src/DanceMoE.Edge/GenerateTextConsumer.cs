@@ -99,7 +99,7 @@ public sealed class GenerateTextConsumer(
         {
             var status = ex is OperationCanceledException or TimeoutException ? "cancelled" : "failed";
             metrics.RequestFinished(status, 0, clock.Elapsed, requestContext.LocalExpertCalls, requestContext.RemoteExpertCalls);
-            edge.WriteRouting(requestContext);
+            edge.WriteRouting(requestContext, fingerprint);
             edge.Traces.Add(Summary(status == "cancelled" ? RequestStatus.Cancelled : RequestStatus.Failed, 0, ex.Message));
             if (cancellation.Token.IsCancellationRequested)
             {
@@ -111,7 +111,7 @@ public sealed class GenerateTextConsumer(
             throw;
         }
 
-        edge.WriteRouting(requestContext);
+        edge.WriteRouting(requestContext, fingerprint);
         edge.Traces.Add(Summary(RequestStatus.Completed, result.TokenIds.Count, null));
         // A client that got its answer must find the request's rows, even if this edge is killed right after answering.
         edge.Traces.Persist();

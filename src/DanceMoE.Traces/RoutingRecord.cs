@@ -33,4 +33,10 @@ public sealed record RoutingRecord
 
     /// <summary>When the decision was made; left default, the writer stamps the time of <c>Add</c>.</summary>
     public DateTimeOffset RecordedAt { get; init; }
+
+    /// <summary>
+    /// The request's fingerprint, as its summary carries it (not stored in the row): a row whose request id is stored for
+    /// a request with another fingerprint belongs to another request under the same id and is not stored.
+    /// </summary>
+    public UInt128? RequestFingerprint { get; init; }
 }

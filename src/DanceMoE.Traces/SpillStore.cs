@@ -15,8 +15,9 @@ internal sealed class SpillStore : IDisposable
     private const byte RoutingKind = 1;
     private const byte RequestKind = 2;
 
-    // A request row with its fingerprint at the end; files written before it hold RequestKind rows, still read.
+    // Rows with their request's fingerprint at the end; files written before them hold the kinds above, still read.
     private const byte FingerprintedRequestKind = 3;
+    private const byte FingerprintedRoutingKind = 4;
     private const int MaxFrameBytes = 1 << 20;
 
     private readonly Lock _lock = new();
@@ -303,7 +304,7 @@ internal sealed class SpillStore : IDisposable
         switch (item)
         {
             case RoutingRow r:
-                writer.Write(RoutingKind);
+                writer.Write(FingerprintedRoutingKind);
                 writer.Write(r.RequestId.ToByteArray());
                 writer.Write(r.Position);
                 writer.Write(r.Layer);
@@ -326,6 +327,7 @@ internal sealed class SpillStore : IDisposable
                 writer.Write(r.PlacementVersion);
                 writer.Write(r.Remote);
                 writer.Write(r.RecordedAt.UtcTicks);
+                WriteFingerprint(writer, r.RequestFingerprint);
                 break;
             case RequestRow q:
                 writer.Write(FingerprintedRequestKind);
@@ -341,9 +343,7 @@ internal sealed class SpillStore : IDisposable
                 writer.Write(q.FirstTokenAt.HasValue);
                 writer.Write(q.FirstTokenAt?.UtcTicks ?? 0);
                 writer.Write(q.CompletedAt.UtcTicks);
-                writer.Write(q.Fingerprint.HasValue);
-                writer.Write((ulong)((q.Fingerprint ?? 0) >> 64));
-                writer.Write((ulong)(q.Fingerprint ?? 0));
+                WriteFingerprint(writer, q.Fingerprint);
                 break;
             default:
                 throw new ArgumentException($"unknown trace item {item.GetType().Name}", nameof(item));
@@ -355,7 +355,7 @@ internal sealed class SpillStore : IDisposable
         var kind = reader.ReadByte();
         switch (kind)
         {
-            case RoutingKind:
+            case RoutingKind or FingerprintedRoutingKind:
             {
                 var requestId = new Guid(reader.ReadBytes(16));
                 var position = reader.ReadInt32();
@@ -390,6 +390,7 @@ internal sealed class SpillStore : IDisposable
                     PlacementVersion = reader.ReadInt32(),
                     Remote = reader.ReadBoolean(),
                     RecordedAt = new DateTimeOffset(reader.ReadInt64(), TimeSpan.Zero),
+                    RequestFingerprint = kind == FingerprintedRoutingKind ? ReadFingerprint(reader) : null,
                 };
             }
 
@@ -407,14 +408,13 @@ internal sealed class SpillStore : IDisposable
                 var hasFirst = reader.ReadBoolean();
                 var first = reader.ReadInt64();
                 var completed = new DateTimeOffset(reader.ReadInt64(), TimeSpan.Zero);
-                var hasFingerprint = kind == FingerprintedRequestKind && reader.ReadBoolean();
-                var fingerprint = kind == FingerprintedRequestKind ? new UInt128(reader.ReadUInt64(), reader.ReadUInt64()) : 0;
+                var fingerprint = kind == FingerprintedRequestKind ? ReadFingerprint(reader) : null;
                 return new RequestRow
                 {
                     RequestId = requestId,
                     WorkloadTag = tag,
                     PromptTokens = prompt,
-                    Fingerprint = hasFingerprint ? fingerprint : null,
+                    Fingerprint = fingerprint,
                     GeneratedTokens = generated,
                     Status = status,
                     Error = error,
@@ -428,6 +428,20 @@ internal sealed class SpillStore : IDisposable
             default:
                 throw new InvalidDataException($"{path}: unknown record kind {kind}");
         }
+    }
+
+    private static void WriteFingerprint(BinaryWriter writer, UInt128? fingerprint)
+    {
+        writer.Write(fingerprint.HasValue);
+        writer.Write((ulong)((fingerprint ?? 0) >> 64));
+        writer.Write((ulong)(fingerprint ?? 0));
+    }
+
+    private static UInt128? ReadFingerprint(BinaryReader reader)
+    {
+        var has = reader.ReadBoolean();
+        var fingerprint = new UInt128(reader.ReadUInt64(), reader.ReadUInt64());
+        return has ? fingerprint : null;
     }
 
     private static void WriteOptional(BinaryWriter writer, string? value)

@@ -95,7 +95,7 @@ internal sealed class TraceBatchWriter(string connectionString, string edgeId, T
         ORDER BY s.id
         """;
 
-    private const string CompletedRequests = "SELECT id FROM requests WHERE id = ANY(@ids) AND status = 'completed'";
+    private const string StoredRequests = "SELECT id, status = 'completed', fingerprint FROM requests WHERE id = ANY(@ids)";
 
     private const string EnsurePartitions = "SELECT count(*) FROM dancemoe_create_routing_partitions((now() AT TIME ZONE 'UTC')::date - 1, @days)";
 
@@ -146,7 +146,7 @@ internal sealed class TraceBatchWriter(string connectionString, string edgeId, T
         var requests = batch.OfType<RequestRow>().ToList();
         await using var transaction = await connection.BeginTransactionAsync(cancellationToken).ConfigureAwait(false);
         var routingOffered = routing.Count;
-        routing = await WithoutCompletedRequestsAsync(connection, transaction, routing, cancellationToken).ConfigureAwait(false);
+        routing = await WithoutStoredRequestsAsync(connection, transaction, routing, cancellationToken).ConfigureAwait(false);
         long routingInserted = 0, requestsInserted = 0;
         if (routing.Count > 0)
         {
@@ -187,8 +187,12 @@ internal sealed class TraceBatchWriter(string connectionString, string edgeId, T
         return conflicts;
     }
 
-    /// <summary>The rows whose request is not stored as completed yet (a completed request's rows all came before its summary).</summary>
-    private async Task<List<RoutingRow>> WithoutCompletedRequestsAsync(
+    /// <summary>
+    /// The rows whose request is not stored as completed yet (a completed request's rows all came before its summary) nor
+    /// stored for another request: a stored summary with another fingerprint than the rows' is another request under
+    /// their id, whose rows are the ones the history keeps.
+    /// </summary>
+    private async Task<List<RoutingRow>> WithoutStoredRequestsAsync(
         NpgsqlConnection connection, NpgsqlTransaction transaction, List<RoutingRow> rows, CancellationToken cancellationToken)
     {
         if (rows.Count == 0)
@@ -196,18 +200,19 @@ internal sealed class TraceBatchWriter(string connectionString, string edgeId, T
             return rows;
         }
 
-        await using var command = new NpgsqlCommand(CompletedRequests, connection, transaction) { CommandTimeout = Seconds(commandTimeout) };
+        await using var command = new NpgsqlCommand(StoredRequests, connection, transaction) { CommandTimeout = Seconds(commandTimeout) };
         command.Parameters.AddWithValue("ids", NpgsqlDbType.Array | NpgsqlDbType.Uuid, rows.Select(r => r.RequestId).Distinct().ToArray());
-        var completed = new HashSet<Guid>();
+        var stored = new Dictionary<Guid, (bool Completed, UInt128? Fingerprint)>();
         await using (var reader = await command.ExecuteReaderAsync(cancellationToken).ConfigureAwait(false))
         {
             while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
             {
-                completed.Add(reader.GetGuid(0));
+                stored[reader.GetGuid(0)] = (reader.GetBoolean(1), reader.IsDBNull(2) ? null : Fingerprint(reader.GetFieldValue<byte[]>(2)));
             }
         }
 
-        return completed.Count == 0 ? rows : rows.Where(r => !completed.Contains(r.RequestId)).ToList();
+        return stored.Count == 0 ? rows : rows.Where(r => !stored.TryGetValue(r.RequestId, out var request)
+            || !(request.Completed || (request.Fingerprint is { } first && r.RequestFingerprint is { } mine && first != mine))).ToList();
     }
 
     /// <summary>
@@ -322,6 +327,9 @@ internal sealed class TraceBatchWriter(string connectionString, string edgeId, T
         System.Buffers.Binary.BinaryPrimitives.WriteUInt128BigEndian(bytes, fingerprint);
         return bytes;
     }
+
+    /// <summary>A stored fingerprint; null for one that is not 16 bytes (not written by an edge), which then tells nothing apart.</summary>
+    private static UInt128? Fingerprint(byte[] bytes) => bytes.Length == 16 ? System.Buffers.Binary.BinaryPrimitives.ReadUInt128BigEndian(bytes) : null;
 
     private static void WriteNullable<T>(NpgsqlBinaryImporter importer, T? value, NpgsqlDbType type)
     {

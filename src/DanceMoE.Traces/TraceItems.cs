@@ -28,6 +28,8 @@ internal sealed class RoutingRow : TraceItem
 
     public required bool Remote { get; init; }
 
+    public UInt128? RequestFingerprint { get; init; }
+
     /// <summary>UTC, whole microseconds (what timestamptz keeps), so a replayed row has exactly the same key.</summary>
     public required DateTimeOffset RecordedAt { get; init; }
 }

@@ -109,6 +109,7 @@ internal sealed class TraceRecordValidator(TraceWriterOptions options)
             ServedBy = servedBy,
             PlacementVersion = record.PlacementVersion,
             Remote = remote,
+            RequestFingerprint = record.RequestFingerprint,
             RecordedAt = Timestamp(record.RecordedAt == default ? now : record.RecordedAt, now) ?? throw OutOfRange(Where(), "recorded-at", record.RecordedAt),
         };
     }

@@ -161,6 +161,46 @@ public sealed class ExactlyOnceTests(TraceDatabase database) : IClassFixture<Tra
         Assert.Equal(8 * 2, await database.ScalarAsync("SELECT count(*) FROM routing_events WHERE request_id = @r", ("r", reused)));
     }
 
+    [Fact]
+    public async Task Under_the_id_of_a_failed_request_another_requests_rows_are_not_stored_and_a_retrys_further_rows_are()
+    {
+        var reused = Guid.NewGuid();
+        var retried = Guid.NewGuid();
+        var at = DateTimeOffset.UtcNow.AddSeconds(-10);
+        IEnumerable<RoutingRecord> Rows(string edge, Guid id, int positions, UInt128 fingerprint) =>
+            TraceRecords.Request(edge, id, positions, layers: 2, at: at).Select(r => r with { RequestFingerprint = fingerprint });
+        RequestSummary Summary(Guid id, RequestStatus status, UInt128 fingerprint) => new()
+        {
+            RequestId = id, PromptTokens = 3, Fingerprint = fingerprint, GeneratedTokens = status == RequestStatus.Completed ? 5 : 0, Status = status,
+            ReceivedAt = at.AddSeconds(-1), CompletedAt = at,
+        };
+
+        // Both failed after 4 of their 8 positions (a peer died): their summaries and rows so far are stored.
+        await using (var first = new TraceWriter(database.Options("edge-failed-first")))
+        {
+            first.Start();
+            Rows("edge-failed-first", reused, 4, 1).Concat(Rows("edge-failed-first", retried, 4, 3)).ToList().ForEach(first.Add);
+            first.Add(Summary(reused, RequestStatus.Failed, 1));
+            first.Add(Summary(retried, RequestStatus.Failed, 3));
+            await first.FlushAsync(CancellationToken.None);
+        }
+
+        await using var second = new TraceWriter(database.Options("edge-failed-second"));
+        second.Start();
+        Rows("edge-failed-second", reused, 8, 2).ToList().ForEach(second.Add);
+        second.Add(Summary(reused, RequestStatus.Completed, 2));
+        Rows("edge-failed-second", retried, 8, 3).ToList().ForEach(second.Add);
+        second.Add(Summary(retried, RequestStatus.Completed, 3));
+        await second.FlushAsync(CancellationToken.None);
+
+        Assert.Equal(1, second.State.RequestIdConflicts);
+        Assert.Equal(4 * 2, second.State.RowsWritten);
+        // The history keeps one request per id: the first's 4 positions; the retry's later positions complete its own.
+        Assert.Equal(4 * 2, await database.ScalarAsync("SELECT count(*) FROM routing_events WHERE request_id = @r", ("r", reused)));
+        Assert.Equal(0, await database.ScalarAsync("SELECT count(*) FROM routing_events WHERE request_id = @r AND origin_edge <> 'edge-failed-first'", ("r", reused)));
+        Assert.Equal(8 * 2, await database.ScalarAsync("SELECT count(*) FROM routing_events WHERE request_id = @r", ("r", retried)));
+    }
+
     /// <summary>The first serving's rows (and summary) by one writer, then the second's by a restarted one, which stores none of them.</summary>
     private async Task ServeTwiceAsync(string edge, List<RoutingRecord> first, List<RoutingRecord> again, RequestSummary? firstSummary = null)
     {

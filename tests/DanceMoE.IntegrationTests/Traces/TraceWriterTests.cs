@@ -122,7 +122,7 @@ public sealed class TraceWriterTests(TraceDatabase database) : IClassFixture<Tra
     }
 
     [Fact]
-    public async Task Spilled_summaries_replay_with_their_fingerprints_and_a_spill_file_from_before_fingerprints_still_replays()
+    public async Task Spilled_rows_and_summaries_replay_with_their_fingerprints_and_a_spill_file_from_before_fingerprints_still_replays()
     {
         const string edge = "edge-fingerprint";
         var spill = database.NewSpillDirectory();
@@ -135,31 +135,48 @@ public sealed class TraceWriterTests(TraceDatabase database) : IClassFixture<Tra
         var fresh = Summary(0xABCDEF);
         var old = Summary(0x123456);
         var none = Summary(null);
+        var rows = TraceRecords.Request(edge, fresh.RequestId, positions: 2, layers: 2, at: at).Select(r => r with { RequestFingerprint = 0xABCDEF }).ToList();
         var down = database.Options(edge, spill, ClosedPort);
         down.ShutdownTimeout = TimeSpan.Zero;
         await using (var writer = new TraceWriter(down))
         {
+            rows.ForEach(writer.Add);
             writer.Add(fresh);
             writer.Add(old);
             writer.Add(none);
         }
 
-        // An edge from before fingerprints wrote request frames of kind 2: the same fields without the fingerprint's 17 bytes.
+        // An edge from before fingerprints wrote routing frames of kind 1 and request frames of kind 2: the same fields
+        // without the fingerprint's 17 bytes at the end. Here the first two rows and the second summary are such frames.
         var segment = Assert.Single(Directory.GetFiles(spill, "*.spill"));
         var bytes = File.ReadAllBytes(segment);
-        var secondFrame = 8 + 4 + BitConverter.ToInt32(bytes, 8);
-        var length = BitConverter.ToInt32(bytes, secondFrame);
-        Assert.Equal(3, bytes[secondFrame + 4]);
-        bytes[secondFrame + 4] = 2;
-        BitConverter.TryWriteBytes(bytes.AsSpan(secondFrame), length - 17);
-        File.WriteAllBytes(segment, [.. bytes[..(secondFrame + 4 + length - 17)], .. bytes[(secondFrame + 4 + length)..]]);
+        var rewritten = new List<byte>(bytes[..8]);
+        var frame = 0;
+        for (var offset = 8; offset < bytes.Length; frame++)
+        {
+            var length = BitConverter.ToInt32(bytes, offset);
+            var body = bytes[(offset + 4)..(offset + 4 + length)];
+            offset += 4 + length;
+            if (frame is 0 or 1 or 5)
+            {
+                Assert.Equal(frame == 5 ? 3 : 4, body[0]);
+                body = [(byte)(frame == 5 ? 2 : 1), .. body[1..^17]];
+            }
+
+            rewritten.AddRange(BitConverter.GetBytes(body.Length));
+            rewritten.AddRange(body);
+        }
+
+        Assert.Equal(rows.Count + 3, frame);
+        File.WriteAllBytes(segment, [.. rewritten]);
 
         await using (var writer = new TraceWriter(database.Options(edge, spill)))
         {
-            Assert.Equal(3, writer.State.Spilled);
+            Assert.Equal(rows.Count + 3, writer.State.Spilled);
             writer.Start();
             await writer.FlushAsync(CancellationToken.None);
             Assert.Equal(3, writer.State.RequestsWritten);
+            Assert.Equal(rows.Count, writer.State.RowsWritten);
         }
 
         Assert.Empty(Directory.GetFiles(spill, "*.spill*"));
