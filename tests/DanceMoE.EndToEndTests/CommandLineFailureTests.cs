@@ -223,7 +223,7 @@ public sealed class CommandLineFailureTests
     public void The_edge_hosts_flags_mistyped_are_refused_and_its_switches_take_no_value()
     {
         var refused = Assert.Throws<HostFlagException>(() => EdgeCommandLine.Build(["--id", "edge-1", "--memroy-mb", "512"]));
-        Assert.StartsWith("unknown flag '--memroy-mb' (flags: --deadline-ms, --expert-concurrency, --expert-metrics, --heartbeat-seconds, ", refused.Message, StringComparison.Ordinal);
+        Assert.StartsWith("unknown flag '--memroy-mb' (flags: --compute-class, --deadline-ms, --expert-concurrency, --expert-metrics, --heartbeat-seconds, ", refused.Message, StringComparison.Ordinal);
 
         var configuration = EdgeCommandLine.Build(["--no-traces", "--id", "edge-1", "--expert-metrics", "--memory-mb=512"]);
         Assert.Equal("edge-1", configuration["Edge:Id"]);
