@@ -29,13 +29,13 @@ public sealed class EdgeMetrics : IDisposable
     private readonly Counter<long> _expertCalls;
     private readonly Histogram<double> _peerRoundTrip;
     private readonly Counter<long> _activations;
-    private long _expertsLoaded;
-    private long _expertLoadsFailed;
-    private long _expertsUnloaded;
     private readonly object[] _numbers;
     private readonly bool _expertMetrics;
     private readonly List<PosixSignalRegistration> _signals = [];
     private volatile bool _recording = true;
+    private long _expertsLoaded;
+    private long _expertLoadsFailed;
+    private long _expertsUnloaded;
 
     public EdgeMetrics(IOptions<EdgeOptions> options)
     {
@@ -114,7 +114,7 @@ public sealed class EdgeMetrics : IDisposable
         Meter.CreateObservableGauge("dancemoe_metrics_recording", () => _recording ? 1 : 0, "", "1 while measurements are recorded, 0 while paused (SIGUSR1 pauses, SIGUSR2 resumes)");
         Meter.CreateObservableCounter("dancemoe_trace_rows_lost", () => edge.Traces.State.Lost, "{row}", "Trace rows and summaries lost (neither written nor spilled)");
         Meter.CreateObservableCounter("dancemoe_trace_rows_duplicate", () => edge.Traces.State.RowsDuplicate, "{row}", "Trace rows not written because their request's rows were stored already (a request served again under its id, a replayed batch)");
-        Meter.CreateObservableCounter("dancemoe_trace_request_id_conflicts", () => edge.Traces.State.RequestIdConflicts, "{request}", "Requests not stored because their id is stored for another request (another prompt length or workload tag)");
+        Meter.CreateObservableCounter("dancemoe_trace_request_id_conflicts", () => edge.Traces.State.RequestIdConflicts, "{request}", "Requests not stored because their id is stored for another request (another prompt, length, sampling or workload tag)");
         Meter.CreateObservableCounter("dancemoe_trace_rows_quarantined", () => edge.Traces.State.Quarantined, "{row}", "Trace rows PostgreSQL refused as data, set aside in .rejected files next to the spill files");
     }
 

@@ -19,6 +19,10 @@ public sealed class GenerateTextConsumer(
         var request = context.Message;
         var requestId = request.RequestId == Guid.Empty ? context.RequestId ?? NewId.NextGuid() : request.RequestId;
         var receivedAt = DateTimeOffset.UtcNow;
+        // The summary's later times follow the monotonic clock from here: a wall clock stepped back during the request
+        // cannot put them before its arrival (which the trace writer refuses).
+        var received = Stopwatch.GetTimestamp();
+        DateTimeOffset Now() => receivedAt + Stopwatch.GetElapsedTime(received);
         IReadOnlyList<int> promptIds;
         ReplayRouting? replay;
         UInt128 fingerprint;
@@ -51,7 +55,7 @@ public sealed class GenerateTextConsumer(
                 if (index == 0)
                 {
                     ttft = clock.Elapsed;
-                    firstTokenAt = DateTimeOffset.UtcNow;
+                    firstTokenAt = Now();
                 }
 
                 metrics.TokenProduced(index, sincePrevious);
@@ -152,7 +156,7 @@ public sealed class GenerateTextConsumer(
             PlacementVersion = requestContext.PlacementVersion,
             ReceivedAt = receivedAt,
             FirstTokenAt = firstTokenAt,
-            CompletedAt = DateTimeOffset.UtcNow,
+            CompletedAt = Now(),
         };
     }
 
