@@ -19,10 +19,9 @@ public sealed class GenerateTextConsumer(
         var request = context.Message;
         var requestId = request.RequestId == Guid.Empty ? context.RequestId ?? NewId.NextGuid() : request.RequestId;
         var receivedAt = DateTimeOffset.UtcNow;
-        // The summary's later times follow the monotonic clock from here: a wall clock stepped back during the request
-        // cannot put them before its arrival (which the trace writer refuses).
-        var received = Stopwatch.GetTimestamp();
-        DateTimeOffset Now() => receivedAt + Stopwatch.GetElapsedTime(received);
+        // The summary's later times follow this monotonic clock from the arrival: a wall clock stepped back during the
+        // request cannot put them before it (which the trace writer refuses).
+        var clock = Stopwatch.StartNew();
         IReadOnlyList<int> promptIds;
         ReplayRouting? replay;
         UInt128 fingerprint;
@@ -39,7 +38,6 @@ public sealed class GenerateTextConsumer(
         }
 
         var requestContext = new ForwardContext(requestId, recordRouting: true) { PlacementVersion = edge.Routing.Current.Version, Replay = replay };
-        var clock = Stopwatch.StartNew();
         var ttft = TimeSpan.Zero;
         DateTimeOffset? firstTokenAt = null;
         var work = new GenerationWork(
@@ -55,7 +53,7 @@ public sealed class GenerateTextConsumer(
                 if (index == 0)
                 {
                     ttft = clock.Elapsed;
-                    firstTokenAt = Now();
+                    firstTokenAt = receivedAt + ttft;
                 }
 
                 metrics.TokenProduced(index, sincePrevious);
@@ -156,7 +154,7 @@ public sealed class GenerateTextConsumer(
             PlacementVersion = requestContext.PlacementVersion,
             ReceivedAt = receivedAt,
             FirstTokenAt = firstTokenAt,
-            CompletedAt = Now(),
+            CompletedAt = receivedAt + clock.Elapsed,
         };
     }
 

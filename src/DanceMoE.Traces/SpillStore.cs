@@ -433,14 +433,13 @@ internal sealed class SpillStore : IDisposable
     private static void WriteFingerprint(BinaryWriter writer, UInt128? fingerprint)
     {
         writer.Write(fingerprint.HasValue);
-        writer.Write((ulong)((fingerprint ?? 0) >> 64));
-        writer.Write((ulong)(fingerprint ?? 0));
+        writer.Write(RequestFingerprints.ToBytes(fingerprint ?? 0));
     }
 
     private static UInt128? ReadFingerprint(BinaryReader reader)
     {
         var has = reader.ReadBoolean();
-        var fingerprint = new UInt128(reader.ReadUInt64(), reader.ReadUInt64());
+        var fingerprint = RequestFingerprints.FromBytes(reader.ReadBytes(RequestFingerprints.Length));
         return has ? fingerprint : null;
     }
 

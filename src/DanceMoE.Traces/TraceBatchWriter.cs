@@ -207,7 +207,7 @@ internal sealed class TraceBatchWriter(string connectionString, string edgeId, T
         {
             while (await reader.ReadAsync(cancellationToken).ConfigureAwait(false))
             {
-                stored[reader.GetGuid(0)] = (reader.GetBoolean(1), reader.IsDBNull(2) ? null : Fingerprint(reader.GetFieldValue<byte[]>(2)));
+                stored[reader.GetGuid(0)] = (reader.GetBoolean(1), reader.IsDBNull(2) ? null : RequestFingerprints.FromBytes(reader.GetFieldValue<byte[]>(2)));
             }
         }
 
@@ -306,7 +306,7 @@ internal sealed class TraceBatchWriter(string connectionString, string edgeId, T
                 importer.Write(edgeId, NpgsqlDbType.Varchar);
                 WriteNullable(importer, row.WorkloadTag, NpgsqlDbType.Varchar);
                 importer.Write(row.PromptTokens, NpgsqlDbType.Integer);
-                WriteNullable(importer, row.Fingerprint is { } fingerprint ? FingerprintBytes(fingerprint) : null, NpgsqlDbType.Bytea);
+                WriteNullable(importer, row.Fingerprint is { } fingerprint ? RequestFingerprints.ToBytes(fingerprint) : null, NpgsqlDbType.Bytea);
                 importer.Write(row.GeneratedTokens, NpgsqlDbType.Integer);
                 importer.Write(row.Status, NpgsqlDbType.Varchar);
                 WriteNullable(importer, row.Error, NpgsqlDbType.Text);
@@ -319,17 +319,6 @@ internal sealed class TraceBatchWriter(string connectionString, string edgeId, T
             await importer.CompleteAsync(cancellationToken).ConfigureAwait(false);
         }
     }
-
-    /// <summary>Big-endian, so the column's hex reads as the number does.</summary>
-    private static byte[] FingerprintBytes(UInt128 fingerprint)
-    {
-        var bytes = new byte[16];
-        System.Buffers.Binary.BinaryPrimitives.WriteUInt128BigEndian(bytes, fingerprint);
-        return bytes;
-    }
-
-    /// <summary>A stored fingerprint; null for one that is not 16 bytes (not written by an edge), which then tells nothing apart.</summary>
-    private static UInt128? Fingerprint(byte[] bytes) => bytes.Length == 16 ? System.Buffers.Binary.BinaryPrimitives.ReadUInt128BigEndian(bytes) : null;
 
     private static void WriteNullable<T>(NpgsqlBinaryImporter importer, T? value, NpgsqlDbType type)
     {
