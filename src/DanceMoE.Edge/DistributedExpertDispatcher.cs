@@ -121,6 +121,7 @@ public sealed class DistributedExpertDispatcher(
         }
 
         estimates.Failed(server);
+        metrics.PeerBatchFailed(server);
         logger.LogWarning("expert batch for layer {Layer} on {Server} failed ({Reason}); retrying on other replicas", layer, server, Describe(failure));
         foreach (var request in indexes.SelectMany(i => step.Batches[i].Requests).Distinct())
         {
@@ -142,6 +143,7 @@ public sealed class DistributedExpertDispatcher(
             catch (Exception retryEx) when (IsPeerFailure(retryEx) && !cancellationToken.IsCancellationRequested)
             {
                 estimates.Failed(kv.Key);
+                metrics.PeerBatchFailed(kv.Key);
                 foreach (var i in kv.Value)
                 {
                     step.Fail(i, new ExpertUnavailableException(

@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Diagnostics.Metrics;
 using System.Runtime.InteropServices;
 using Microsoft.Extensions.Options;
@@ -29,8 +30,11 @@ public sealed class EdgeMetrics : IDisposable
     private readonly Counter<long> _expertCalls;
     private readonly Histogram<double> _peerRoundTrip;
     private readonly Counter<long> _activations;
+    private readonly Counter<long> _peerBytes;
+    private readonly ConcurrentDictionary<string, long> _peerFailures = new(StringComparer.Ordinal);
     private readonly object[] _numbers;
     private readonly bool _expertMetrics;
+    private readonly string _edgeId;
     private readonly List<PosixSignalRegistration> _signals = [];
     private volatile bool _recording = true;
     private long _expertsLoaded;
@@ -42,6 +46,7 @@ public sealed class EdgeMetrics : IDisposable
         ArgumentNullException.ThrowIfNull(options);
         Meter = new Meter(MeterName);
         _expertMetrics = options.Value.ExpertMetrics;
+        _edgeId = options.Value.Id;
         _requests = Meter.CreateCounter<long>("dancemoe_requests", "{request}", "Generation requests this edge finished, by status (completed, failed, cancelled, rejected)");
         _tokens = Meter.CreateCounter<long>("dancemoe_generated_tokens", "{token}", "Tokens this edge generated for its requests");
         _duration = Meter.CreateHistogram<double>("dancemoe_request_duration_seconds", "s", "Time from a request's start to its answer",
@@ -54,6 +59,8 @@ public sealed class EdgeMetrics : IDisposable
             "Expert calls of this edge's requests (one per expert, layer and forward step), run here (local) or on a peer (remote)");
         _peerRoundTrip = Meter.CreateHistogram<double>("dancemoe_peer_round_trip_seconds", "s", "Round trip of one expert batch to a peer, from send to its answer",
             tags: null, advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = StepBuckets });
+        _peerBytes = Meter.CreateCounter<long>("dancemoe_peer_batch_bytes", "By",
+            "Bytes of this edge's expert batches on the bus, by peer: the batches it sent (direction=sent) and their answers (direction=received)");
         _activations = Meter.CreateCounter<long>("dancemoe_expert_activations", "{token}",
             "Token rows routed to each expert by this edge's requests (--expert-metrics only)");
 
@@ -108,6 +115,8 @@ public sealed class EdgeMetrics : IDisposable
         Meter.CreateObservableGauge("dancemoe_expert_memory_budget_bytes", () => edge.Experts.BudgetBytes, "By", "Memory this edge may spend on experts");
         Meter.CreateObservableGauge("dancemoe_expert_loads_in_progress", () => edge.ExpertLoads.Count, "{expert}",
             "Experts a migration is loading onto this edge now: while above 0 the edge is being rebalanced, and a balancer may prefer other edges");
+        Meter.CreateObservableCounter("dancemoe_peer_batch_failures", () => PeerFailures(edge.Routing.Current), "{batch}",
+            "Expert batches of this edge that a peer did not answer in time, refused or answered wrongly (each retried on another replica once), by peer");
         Meter.CreateObservableGauge("dancemoe_placement_version", () => edge.Routing.Current.Version, "", "Version of the placement this edge routes by");
         Meter.CreateObservableGauge("dancemoe_trace_rows_buffered", () => edge.Traces.State.Pending, "{row}", "Trace rows and summaries in memory, not yet written");
         Meter.CreateObservableGauge("dancemoe_trace_rows_spilled", () => edge.Traces.State.Spilled, "{row}", "Trace rows and summaries in spill files, waiting for replay");
@@ -162,6 +171,19 @@ public sealed class EdgeMetrics : IDisposable
         }
     }
 
+    public void PeerBatchBytes(string peer, int sent, int received)
+    {
+        if (_recording)
+        {
+            var to = new KeyValuePair<string, object?>("peer", peer);
+            _peerBytes.Add(sent, to, new KeyValuePair<string, object?>("direction", "sent"));
+            _peerBytes.Add(received, to, new KeyValuePair<string, object?>("direction", "received"));
+        }
+    }
+
+    /// <summary>A batch sent to <paramref name="peer"/> failed there (counted whether or not recording is paused, as loads are).</summary>
+    public void PeerBatchFailed(string peer) => _peerFailures.AddOrUpdate(peer, 1, (_, n) => n + 1);
+
     /// <summary>A migration's load of an expert ended (a cancelled or failed load counts as failed).</summary>
     public void ExpertLoaded(bool succeeded) => Interlocked.Increment(ref succeeded ? ref _expertsLoaded : ref _expertLoadsFailed);
 
@@ -173,6 +195,15 @@ public sealed class EdgeMetrics : IDisposable
         {
             _activations.Add(rows, new KeyValuePair<string, object?>("layer", _numbers[layer]), new KeyValuePair<string, object?>("expert", _numbers[expert]));
         }
+    }
+
+    // Every peer of the placement shows, at 0 until one of its batches fails, so that increase() sees the first failure.
+    private IEnumerable<Measurement<long>> PeerFailures(EdgePlacement placement)
+    {
+        var peers = new SortedSet<string>(placement.Assignments.SelectMany(a => a.Servers), StringComparer.Ordinal);
+        peers.UnionWith(_peerFailures.Keys);
+        peers.Remove(_edgeId);
+        return peers.Select(p => new Measurement<long>(_peerFailures.GetValueOrDefault(p), new KeyValuePair<string, object?>("peer", p)));
     }
 
     public void Dispose()

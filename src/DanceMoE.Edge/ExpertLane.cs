@@ -19,7 +19,7 @@ namespace DanceMoE.Edge;
 /// about 1.5 ms of CPU per remote batch; an edge at 16 concurrent requests is CPU-bound on them. The connection recovers
 /// after a broker restart or a node's death, queues, bindings and consumers with it (the client's automatic recovery).
 /// </summary>
-public sealed class ExpertLane(IOptions<RabbitMqOptions> rabbit, IOptions<EdgeOptions> options, ILogger<ExpertLane> logger) : IAsyncDisposable
+public sealed class ExpertLane(IOptions<RabbitMqOptions> rabbit, IOptions<EdgeOptions> options, ILogger<ExpertLane> logger, EdgeMetrics? metrics = null) : IAsyncDisposable
 {
     public const string BatchType = "run-expert-batch";
     public const string ResultType = "expert-batch-result";
@@ -32,7 +32,7 @@ public sealed class ExpertLane(IOptions<RabbitMqOptions> rabbit, IOptions<EdgeOp
 
     private readonly RabbitMqBroker _broker = RabbitMqOptions.Parse(rabbit.Value.ConnectionString);
     private readonly string _edgeId = options.Value.Id;
-    private readonly ConcurrentDictionary<string, TaskCompletionSource<ExpertBatchResult>> _pending = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, PendingCall> _pending = new(StringComparer.Ordinal);
     private readonly SemaphoreSlim _publishing = new(1, 1);
     private IConnection? _connection;
     private IChannel? _publisher;
@@ -82,12 +82,14 @@ public sealed class ExpertLane(IOptions<RabbitMqOptions> rabbit, IOptions<EdgeOp
     {
         ArgumentNullException.ThrowIfNull(batch);
         var id = batch.BatchId.ToString("N", CultureInfo.InvariantCulture);
-        var answer = new TaskCompletionSource<ExpertBatchResult>(TaskCreationOptions.RunContinuationsAsynchronously);
-        if (!_pending.TryAdd(id, answer))
+        var call = new PendingCall();
+        var answer = call.Answer;
+        if (!_pending.TryAdd(id, call))
         {
             throw new InvalidOperationException($"expert batch {batch.BatchId} is already in flight");
         }
 
+        var sentBytes = 0;
         try
         {
             using var deadline = new CancellationTokenSource(timeout);
@@ -106,7 +108,9 @@ public sealed class ExpertLane(IOptions<RabbitMqOptions> rabbit, IOptions<EdgeOp
             using var giveUp = CancellationTokenSource.CreateLinkedTokenSource(deadline.Token, cancellationToken);
             try
             {
-                await PublishAsync(ExpertLaneQueues.Batches(peer), properties, ExpertBatchSerializer.Encode(batch), retry: true, giveUp.Token).ConfigureAwait(false);
+                var body = ExpertBatchSerializer.Encode(batch);
+                await PublishAsync(ExpertLaneQueues.Batches(peer), properties, body, retry: true, giveUp.Token).ConfigureAwait(false);
+                sentBytes = body.Length;
             }
             catch (OperationCanceledException) when (giveUp.IsCancellationRequested)
             {
@@ -118,6 +122,7 @@ public sealed class ExpertLane(IOptions<RabbitMqOptions> rabbit, IOptions<EdgeOp
         finally
         {
             _pending.TryRemove(id, out _);
+            metrics?.PeerBatchBytes(peer, sentBytes, Volatile.Read(ref call.AnswerBytes));
         }
     }
 
@@ -188,7 +193,7 @@ public sealed class ExpertLane(IOptions<RabbitMqOptions> rabbit, IOptions<EdgeOp
     private void Answer(BasicDeliverEventArgs delivery)
     {
         var properties = delivery.BasicProperties;
-        if (properties.CorrelationId is not { } id || !_pending.TryGetValue(id, out var answer))
+        if (properties.CorrelationId is not { } id || !_pending.TryGetValue(id, out var call))
         {
             return;
         }
@@ -199,6 +204,8 @@ public sealed class ExpertLane(IOptions<RabbitMqOptions> rabbit, IOptions<EdgeOp
             return;
         }
 
+        Volatile.Write(ref call.AnswerBytes, delivery.Body.Length);
+        var answer = call.Answer;
         if (properties.Type == FaultType)
         {
             answer.TrySetException(new ExpertLaneException(Encoding.UTF8.GetString(delivery.Body.Span)));
@@ -214,6 +221,15 @@ public sealed class ExpertLane(IOptions<RabbitMqOptions> rabbit, IOptions<EdgeOp
             answer.TrySetException(new InvalidExpertResultException($"an answer to batch {id} is unreadable: {ex.Message}"));
         }
     }
+}
+
+/// <summary>A batch sent and waiting for its answer, and the size of the answer once it came (the link's bytes back).</summary>
+internal sealed class PendingCall
+{
+    public TaskCompletionSource<ExpertBatchResult> Answer { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    // A field, so that the receiving thread hands it to the caller with Volatile.
+    public int AnswerBytes;
 }
 
 /// <summary>A peer refused an expert batch sent on the lane; the message is the peer's reason.</summary>

@@ -20,7 +20,9 @@ public sealed record EdgeTop(
     double? RequestP99Seconds,
     IReadOnlyDictionary<string, double> PeerRoundTripMs,
     double? PlacementVersion,
-    double? ExpertsLoading = null);
+    double? ExpertsLoading = null,
+    IReadOnlyDictionary<string, double>? PeerKibPerSecond = null,
+    IReadOnlyDictionary<string, double>? PeerFailures = null);
 
 /// <summary>What <c>dancemoe top</c> shows at one moment.</summary>
 public sealed record TopFrame(DateTimeOffset At, IReadOnlyList<EdgeTop> Edges, string Migration)
@@ -28,7 +30,7 @@ public sealed record TopFrame(DateTimeOffset At, IReadOnlyList<EdgeTop> Edges, s
     private static readonly CultureInfo Inv = CultureInfo.InvariantCulture;
 
     public static readonly IReadOnlyList<string> Columns =
-        ["edge", "pid", "state", "active", "waiting", "tok/s", "local", "p99 ms", "placement", "peer rtt ms"];
+        ["edge", "pid", "state", "active", "waiting", "tok/s", "local", "p99 ms", "placement", "peer rtt ms", "peer KiB/s"];
 
     /// <summary>One row of cells per edge, in <see cref="Columns"/> order.</summary>
     public IEnumerable<IReadOnlyList<string>> Rows() => Edges.Select(e => (IReadOnlyList<string>)
@@ -43,7 +45,8 @@ public sealed record TopFrame(DateTimeOffset At, IReadOnlyList<EdgeTop> Edges, s
         e.LocalShare is { } s ? (s * 100).ToString("F1", Inv) + " %" : "-",
         e.RequestP99Seconds is { } p ? (p * 1000).ToString("F1", Inv) : "-",
         e.PlacementVersion is { } v ? "v" + v.ToString("F0", Inv) : "-",
-        e.PeerRoundTripMs.Count == 0 ? "-" : string.Join(" ", e.PeerRoundTripMs.OrderBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => kv.Key + "=" + kv.Value.ToString("F2", Inv))),
+        PeerCell(e.PeerRoundTripMs, "F2", e.PeerFailures),
+        PeerCell(e.PeerKibPerSecond, "F1", null),
     ]);
 
     /// <summary>The frame as plain text: a header line, an aligned table, the migration line.</summary>
@@ -59,6 +62,15 @@ public sealed record TopFrame(DateTimeOffset At, IReadOnlyList<EdgeTop> Edges, s
     }
 
     private static string Number(double? value, string format) => value is { } v ? v.ToString(format, Inv) : "-";
+
+    // Per peer, in name order; a peer whose batches failed shows how many, with or without a figure of its own.
+    private static string PeerCell(IReadOnlyDictionary<string, double>? values, string format, IReadOnlyDictionary<string, double>? failures)
+    {
+        var peers = (values?.Keys ?? []).Union(failures?.Where(f => f.Value > 0).Select(f => f.Key) ?? [], StringComparer.Ordinal).Order(StringComparer.Ordinal).ToList();
+        return peers.Count == 0 ? "-" : string.Join(" ", peers.Select(p =>
+            p + "=" + (values is not null && values.TryGetValue(p, out var v) ? v.ToString(format, Inv) : "-")
+            + (failures is not null && failures.TryGetValue(p, out var f) && f > 0 ? " (" + f.ToString("F0", Inv) + " failed)" : "")));
+    }
 }
 
 /// <summary>
@@ -127,6 +139,20 @@ public sealed class ClusterTop(HttpClient http, string postgresUrl) : IDisposabl
             }
         }
 
+        var traffic = new Dictionary<string, double>(StringComparer.Ordinal);
+        if (previous is not null && seconds > 0)
+        {
+            foreach (var peer in current.Where(s => s.Name == "dancemoe_peer_batch_bytes_total").Select(s => s.Label("peer")).OfType<string>().Distinct())
+            {
+                var bytes = PrometheusText.Sum(current, "dancemoe_peer_batch_bytes_total", ("peer", peer)) ?? 0;
+                var before = PrometheusText.Sum(previous, "dancemoe_peer_batch_bytes_total", ("peer", peer)) ?? 0;
+                traffic[peer] = Math.Max(0, bytes - before) / 1024 / seconds;
+            }
+        }
+
+        var failures = current.Where(s => s.Name == "dancemoe_peer_batch_failures_total").Select(s => s.Label("peer")).OfType<string>().Distinct()
+            .ToDictionary(p => p, p => PrometheusText.Sum(current, "dancemoe_peer_batch_failures_total", ("peer", p)) ?? 0, StringComparer.Ordinal);
+
         return new EdgeTop(
             id,
             pid,
@@ -140,7 +166,9 @@ public sealed class ClusterTop(HttpClient http, string postgresUrl) : IDisposabl
             p99,
             peers,
             PrometheusText.Sum(current, "dancemoe_placement_version"),
-            PrometheusText.Sum(current, "dancemoe_expert_loads_in_progress"));
+            PrometheusText.Sum(current, "dancemoe_expert_loads_in_progress"),
+            traffic,
+            failures);
     }
 
     private async Task<string?> GetAsync(string url, CancellationToken cancellationToken)

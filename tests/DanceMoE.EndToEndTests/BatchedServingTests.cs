@@ -234,10 +234,14 @@ public sealed class BatchedServingTests(UniformClusterFixture fixture) : IClassF
         var assignments = PlacementFile.Uniform(1, a.NumLayers, a.NumExperts, ["edge-1"]).Assignments
             .Select(x => (x.Layer, x.Expert) == lost ? x with { Servers = ["edge-3"] } : x);
         var placement = cluster.WritePlacement("one-lost.json", new EdgePlacement(1, assignments));
-        await cluster.StartEdgesAsync(["edge-1", "edge-3"], placement, deadlineMs: 1000, extraArguments: ["--max-active", "16"]);
+        var port = TestPorts.Free();
+        await cluster.StartEdgesAsync(["edge-1"], placement, deadlineMs: 1000, extraArguments: ["--max-active", "16", "--metrics-port", port.ToString(CultureInfo.InvariantCulture)]);
+        await cluster.StartEdgesAsync(["edge-3"], placement, deadlineMs: 1000, extraArguments: ["--max-active", "16"]);
         cluster.Kill("edge-3");
 
         var outcomes = await Task.WhenAll(prompts.Select(p => Attempt(cluster.GenerateAsync("edge-1", p, tokens, TimeSpan.FromSeconds(60)))));
+        using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(20) };
+        var metrics = MetricsTests.Parse(await http.GetStringAsync(new Uri(FormattableString.Invariant($"http://127.0.0.1:{port}/metrics"))));
 
         for (var i = 0; i < prompts.Length; i++)
         {
@@ -251,6 +255,10 @@ public sealed class BatchedServingTests(UniformClusterFixture fixture) : IClassF
                 Assert.Equal(expected[i], outcomes[i].Answer!.TokenIds);
             }
         }
+
+        // Each step that needed the lost expert sent edge-3 one batch, which failed: an operator sees which peer fails.
+        Assert.InRange(metrics.GetValueOrDefault("dancemoe_peer_batch_failures_total{peer=\"edge-3\"}"), 1, needing.Count * (tokens + 1) * a.NumLayers);
+        Assert.DoesNotContain(metrics.Keys, k => k.StartsWith("dancemoe_peer_batch_bytes_total", StringComparison.Ordinal) && k.Contains("direction=\"received\"", StringComparison.Ordinal) && metrics[k] > 0);
     }
 
     private static async Task<(IReadOnlyList<int> Tokens, HashSet<(int Layer, int Expert)> Used)> MonolithicWithRoutingAsync(ModelManifest manifest, string prompt, int maxTokens)

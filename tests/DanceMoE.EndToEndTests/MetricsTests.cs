@@ -43,6 +43,7 @@ public sealed class MetricsTests(MetricsClusterFixture fixture) : IClassFixture<
     public async Task Counters_move_by_what_the_answers_report()
     {
         var before = await ScrapeAsync("edge-1");
+        var peerBefore = await ScrapeAsync("edge-2");
         var answers = new List<TextGenerated>();
         foreach (var prompt in new[] { "metrics count every request", "and every token", "def f(x):\n    return x" })
         {
@@ -50,6 +51,7 @@ public sealed class MetricsTests(MetricsClusterFixture fixture) : IClassFixture<
         }
 
         var after = await ScrapeAsync("edge-1");
+        var peerAfter = await ScrapeAsync("edge-2");
 
         double Delta(string series) => Value(after, series) - Value(before, series);
         Assert.Equal(3, Delta("dancemoe_requests_total{status=\"completed\"}"));
@@ -61,6 +63,19 @@ public sealed class MetricsTests(MetricsClusterFixture fixture) : IClassFixture<
         Assert.Equal(answers.Count(a => a.TokenIds.Count > 0), Delta("dancemoe_time_to_first_token_seconds_count"));
         Assert.Equal(answers.Sum(a => Math.Max(0, a.TokenIds.Count - 1)), Delta("dancemoe_time_per_output_token_seconds_count"));
         Assert.True(Delta("dancemoe_peer_round_trip_seconds_count{peer=\"edge-2\"}") >= answers.Sum(a => a.Stats.RemoteBatches) - 0.5);
+        // The bodies on the bus: every batch's and answer's tensor (what the answers count) and a small header each.
+        var sent = Sum(after, "dancemoe_peer_batch_bytes_total", "peer=\"edge-2\"", "direction=\"sent\"") - Sum(before, "dancemoe_peer_batch_bytes_total", "peer=\"edge-2\"", "direction=\"sent\"");
+        var received = Sum(after, "dancemoe_peer_batch_bytes_total", "peer=\"edge-2\"", "direction=\"received\"") - Sum(before, "dancemoe_peer_batch_bytes_total", "peer=\"edge-2\"", "direction=\"received\"");
+        var tensors = answers.Sum(a => a.Stats.RemoteBytes);
+        var batches = answers.Sum(a => a.Stats.RemoteBatches);
+        Assert.True(sent > 0 && received > 0, $"sent {sent}, received {received}");
+        Assert.InRange(sent + received, tensors + (2 * batches), tensors + (2 * batches * 4096));
+        Assert.Equal(0, Sum(after, "dancemoe_peer_batch_bytes_total", "peer=\"edge-1\"") - Sum(before, "dancemoe_peer_batch_bytes_total", "peer=\"edge-1\""));
+        Assert.True(after.ContainsKey("dancemoe_peer_batch_failures_total{peer=\"edge-2\"}"), "the peer's failures are not exported at 0");
+        Assert.Equal(0, Value(after, "dancemoe_peer_batch_failures_total{peer=\"edge-2\"}"));
+        Assert.DoesNotContain(after.Keys, k => k.StartsWith("dancemoe_peer_batch_failures_total{peer=\"edge-1\"", StringComparison.Ordinal));
+        // edge-2 served them and asked nothing of edge-1 meanwhile.
+        Assert.Equal(0, Sum(peerAfter, "dancemoe_peer_batch_bytes_total") - Sum(peerBefore, "dancemoe_peer_batch_bytes_total"));
         Assert.Equal(0, Value(after, "dancemoe_requests_active"));
         Assert.Equal(1, Value(after, "dancemoe_placement_version"));
         var architecture = Cluster.Manifest.Architecture;
@@ -171,6 +186,11 @@ public sealed class MetricsTests(MetricsClusterFixture fixture) : IClassFixture<
 
     // A series not written yet counts as 0 (a counter nobody has added to).
     private static double Value(Dictionary<string, double> scrape, string series) => scrape.GetValueOrDefault(series);
+
+    // The sum of a metric's series that carry every one of the labels, in whatever order the exporter writes them.
+    private static double Sum(Dictionary<string, double> scrape, string name, params string[] labels) =>
+        scrape.Where(kv => (kv.Key == name || kv.Key.StartsWith(name + "{", StringComparison.Ordinal))
+            && labels.All(l => kv.Key.Contains(l, StringComparison.Ordinal))).Sum(kv => kv.Value);
 
     internal static async Task<(int Exit, string Output)> PromtoolAsync(string text)
     {

@@ -87,6 +87,36 @@ public sealed class ClusterTopTests
     }
 
     [Fact]
+    public void Peer_traffic_is_a_rate_over_two_scrapes_and_failed_batches_show_beside_the_round_trips()
+    {
+        var before = PrometheusText.Parse("""
+            dancemoe_peer_batch_bytes_total{peer="edge-2",direction="sent"} 1024
+            dancemoe_peer_batch_bytes_total{peer="edge-2",direction="received"} 1024
+            """);
+        var now = PrometheusText.Parse(Scrape + """
+
+            dancemoe_peer_batch_bytes_total{peer="edge-2",direction="sent"} 11264
+            dancemoe_peer_batch_bytes_total{peer="edge-2",direction="received"} 3072
+            dancemoe_peer_batch_bytes_total{peer="edge-3",direction="sent"} 4096
+            dancemoe_peer_batch_failures_total{peer="edge-2"} 0
+            dancemoe_peer_batch_failures_total{peer="edge-3"} 3
+            dancemoe_peer_batch_failures_total{peer="edge-4"} 1
+            """);
+
+        var edge = ClusterTop.Compute("edge-1", 1, true, before, now, 2.0);
+        var row = new TopFrame(DateTimeOffset.UnixEpoch, [edge], "migration: none running").Rows().Single();
+
+        // edge-2: 14336 - 2048 bytes in 2 s; edge-3 was first asked between the scrapes, so all its bytes are new.
+        Assert.Equal(6, edge.PeerKibPerSecond!["edge-2"], 9);
+        Assert.Equal(2, edge.PeerKibPerSecond["edge-3"], 9);
+        Assert.Equal(3, edge.PeerFailures!["edge-3"]);
+        Assert.Equal("edge-2=5.00 edge-3=30.00 (3 failed) edge-4=- (1 failed)", row[9]);
+        Assert.Equal("edge-2=6.0 edge-3=2.0", row[10]);
+        var first = ClusterTop.Compute("edge-1", 1, true, null, now, 0);
+        Assert.Equal("-", new TopFrame(DateTimeOffset.UnixEpoch, [first], "").Rows().Single()[10]);
+    }
+
+    [Fact]
     public void A_first_scrape_has_no_rate_and_a_restarted_counter_gives_zero()
     {
         var now = PrometheusText.Parse("dancemoe_generated_tokens_total 5\n");
