@@ -76,13 +76,20 @@ internal sealed class TraceBatchWriter(string connectionString, string edgeId, T
         FROM STDIN (FORMAT BINARY)
         """;
 
+    // The first summary of an id stays, but a completed retry of the same request (same fingerprint) replaces one that
+    // did not complete: the answer the client got is what the history says.
     private const string InsertRequests = """
         WITH inserted AS (
-            INSERT INTO requests (id, origin_edge, workload_tag, prompt_tokens, fingerprint, generated_tokens, status, error, placement_version, received_at, first_token_at, completed_at)
+            INSERT INTO requests AS r (id, origin_edge, workload_tag, prompt_tokens, fingerprint, generated_tokens, status, error, placement_version, received_at, first_token_at, completed_at)
             SELECT DISTINCT ON (id) id, origin_edge, workload_tag, prompt_tokens, fingerprint, generated_tokens, status, error, placement_version, received_at, first_token_at, completed_at
             FROM requests_staging
-            ORDER BY id
-            ON CONFLICT (id) DO NOTHING
+            ORDER BY id, status = 'completed' DESC
+            ON CONFLICT (id) DO UPDATE SET
+                origin_edge = excluded.origin_edge, generated_tokens = excluded.generated_tokens, status = excluded.status,
+                error = excluded.error, placement_version = excluded.placement_version, received_at = excluded.received_at,
+                first_token_at = excluded.first_token_at, completed_at = excluded.completed_at
+            WHERE r.status <> 'completed' AND excluded.status = 'completed' AND r.fingerprint = excluded.fingerprint
+                AND r.prompt_tokens = excluded.prompt_tokens AND r.workload_tag IS NOT DISTINCT FROM excluded.workload_tag
             RETURNING 1
         )
         SELECT count(*) FROM inserted

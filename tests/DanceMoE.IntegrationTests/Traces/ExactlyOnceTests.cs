@@ -162,7 +162,7 @@ public sealed class ExactlyOnceTests(TraceDatabase database) : IClassFixture<Tra
     }
 
     [Fact]
-    public async Task Under_the_id_of_a_failed_request_another_requests_rows_are_not_stored_and_a_retrys_further_rows_are()
+    public async Task Under_the_id_of_a_failed_request_another_requests_rows_are_not_stored_and_a_retrys_further_rows_and_completed_summary_are()
     {
         var reused = Guid.NewGuid();
         var retried = Guid.NewGuid();
@@ -172,7 +172,7 @@ public sealed class ExactlyOnceTests(TraceDatabase database) : IClassFixture<Tra
         RequestSummary Summary(Guid id, RequestStatus status, UInt128 fingerprint) => new()
         {
             RequestId = id, PromptTokens = 3, Fingerprint = fingerprint, GeneratedTokens = status == RequestStatus.Completed ? 5 : 0, Status = status,
-            ReceivedAt = at.AddSeconds(-1), CompletedAt = at,
+            Error = status == RequestStatus.Failed ? "expert 1.2 failed on edge-3" : null, ReceivedAt = at.AddSeconds(-1), CompletedAt = at,
         };
 
         // Both failed after 4 of their 8 positions (a peer died): their summaries and rows so far are stored.
@@ -199,6 +199,20 @@ public sealed class ExactlyOnceTests(TraceDatabase database) : IClassFixture<Tra
         Assert.Equal(4 * 2, await database.ScalarAsync("SELECT count(*) FROM routing_events WHERE request_id = @r", ("r", reused)));
         Assert.Equal(0, await database.ScalarAsync("SELECT count(*) FROM routing_events WHERE request_id = @r AND origin_edge <> 'edge-failed-first'", ("r", reused)));
         Assert.Equal(8 * 2, await database.ScalarAsync("SELECT count(*) FROM routing_events WHERE request_id = @r", ("r", retried)));
+
+        // The completed retry's summary replaced the failed one of the same request; another request's did not.
+        Assert.Equal(1, await database.ScalarAsync("SELECT count(*) FROM requests WHERE id = @r AND status = 'completed' AND generated_tokens = 5 AND origin_edge = 'edge-failed-second' AND error IS NULL", ("r", retried)));
+        Assert.Equal(1, await database.ScalarAsync("SELECT count(*) FROM requests WHERE id = @r AND status = 'failed' AND origin_edge = 'edge-failed-first'", ("r", reused)));
+
+        // A failed serving's summary that arrives after the completed one (a spill replayed late) does not replace it.
+        await using (var late = new TraceWriter(database.Options("edge-failed-late")))
+        {
+            late.Start();
+            late.Add(Summary(retried, RequestStatus.Failed, 3) with { Error = "a peer died" });
+            await late.FlushAsync(CancellationToken.None);
+        }
+
+        Assert.Equal(1, await database.ScalarAsync("SELECT count(*) FROM requests WHERE id = @r AND status = 'completed' AND origin_edge = 'edge-failed-second'", ("r", retried)));
     }
 
     /// <summary>The first serving's rows (and summary) by one writer, then the second's by a restarted one, which stores none of them.</summary>
