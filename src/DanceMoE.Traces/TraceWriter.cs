@@ -561,12 +561,12 @@ public sealed class TraceWriter : ITraceWriter, IAsyncDisposable
         catch (Exception ex)
         {
             Interlocked.Increment(ref _failures);
-            _lastError = ex.Message;
+            _lastError = Explained(ex);
             await _database.CloseAsync().ConfigureAwait(false);
             if (_reachable)
             {
                 _reachable = false;
-                TraceLog.Unreachable(_logger, _options.EdgeId, ex.Message, ex);
+                TraceLog.Unreachable(_logger, _options.EdgeId, _lastError, ex);
             }
 
             _nextAttemptMs = Environment.TickCount64 + (long)_retryDelay.TotalMilliseconds;
@@ -748,6 +748,13 @@ public sealed class TraceWriter : ITraceWriter, IAsyncDisposable
             TraceLog.Quarantined(_logger, _options.EdgeId, rows.Count, path, ex.MessageText, null);
         }
     }
+
+    // A table, column or function of ours missing: the database was not migrated to this edge's version (an upgrade that
+    // started the edges first). Said so, rather than left to read as an outage; the rows wait as in one.
+    private static string Explained(Exception ex) =>
+        ex is PostgresException { SqlState: PostgresErrorCodes.UndefinedColumn or PostgresErrorCodes.UndefinedTable or PostgresErrorCodes.UndefinedFunction }
+            ? ex.Message + "; the database's schema is older than this edge: run `dancemoe db migrate` against it"
+            : ex.Message;
 
     private static bool IsDataError(PostgresException ex) =>
         ex.SqlState.StartsWith("22", StringComparison.Ordinal) || ex.SqlState.StartsWith("23", StringComparison.Ordinal);

@@ -65,6 +65,57 @@ public sealed class ExactlyOnceMigrationTests
         }
     }
 
+    [Fact]
+    public async Task An_edge_newer_than_the_schema_says_to_migrate_keeps_its_rows_and_writes_them_once_migrated()
+    {
+        var database = new IsolatedDatabase();
+        var spill = Path.Combine(Path.GetTempPath(), TestServices.UniqueName("spill"));
+        await database.InitializeAsync();
+        try
+        {
+            await using (var context = DanceMoEDbContext.Create(database.ConnectionString))
+            {
+                await context.GetService<IMigrator>().MigrateAsync("20261206221031_EdgeHeartbeatInterval");
+            }
+
+            const string edge = "edge-ahead-of-the-schema";
+            var request = Guid.NewGuid();
+            await using var writer = new TraceWriter(Options(edge, database.ConnectionString, spill));
+            writer.Start();
+            TraceRecords.Request(edge, request, positions: 4, layers: 2, at: DateTimeOffset.UtcNow.AddSeconds(-5)).ToList().ForEach(writer.Add);
+            writer.Add(new RequestSummary
+            {
+                RequestId = request, PromptTokens = 3, Fingerprint = 7, GeneratedTokens = 4, Status = RequestStatus.Completed,
+                ReceivedAt = DateTimeOffset.UtcNow.AddSeconds(-6), CompletedAt = DateTimeOffset.UtcNow.AddSeconds(-4),
+            });
+
+            var deadline = DateTime.UtcNow.AddSeconds(20);
+            while (writer.State.LastError is not { } error || !error.Contains("run `dancemoe db migrate`", StringComparison.Ordinal))
+            {
+                Assert.True(DateTime.UtcNow < deadline, $"the writer did not say to migrate: {writer.State.LastError}");
+                await Task.Delay(50);
+            }
+
+            Assert.Contains("fingerprint", writer.State.LastError, StringComparison.Ordinal);
+            Assert.Equal(0, writer.State.Lost);
+
+            await DatabaseMigrator.MigrateAsync(database.ConnectionString, TimeSpan.FromSeconds(10), CancellationToken.None);
+            using var flushed = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+            await writer.FlushAsync(flushed.Token);
+
+            Assert.Equal(4 * 2, await ScalarAsync(database.ConnectionString, $"SELECT count(*) FROM routing_events WHERE request_id = '{request}'"));
+            Assert.Equal(1, await ScalarAsync(database.ConnectionString, $"SELECT count(*) FROM requests WHERE id = '{request}' AND fingerprint IS NOT NULL"));
+        }
+        finally
+        {
+            await database.DisposeAsync();
+            if (Directory.Exists(spill))
+            {
+                Directory.Delete(spill, recursive: true);
+            }
+        }
+    }
+
     private static TraceWriterOptions Options(string edge, string connectionString, string spill) => new()
     {
         EdgeId = edge,
