@@ -65,6 +65,12 @@ public sealed class DanceMoEDbContext(DbContextOptions<DanceMoEDbContext> option
             request.Property(r => r.ReceivedAt).HasComment("When the origin edge received the request.");
             request.Property(r => r.FirstTokenAt).HasComment("When the first token was generated (end of prefill).");
             request.Property(r => r.CompletedAt).HasComment("When the request completed or failed.");
+            request.Property(r => r.RemoteBatches).HasComment(
+                "Expert batch messages to other edges that carried rows of this request (one per peer per layer per step at most); null in rows from before edges stored it.");
+            request.Property(r => r.RemoteBatchShare).HasComment(
+                "This request's share of its remote_batches by its rows in each: summed over requests, the messages sent (a message several requests shared counts once).");
+            request.Property(r => r.RemoteBytes).HasComment("This request's share of the tensor bytes sent to other edges and received back (hidden rows out, expert outputs in).");
+            request.Property(r => r.BatchRetries).HasComment("Expert batches of this request retried on another replica after a peer did not answer in time or refused.");
             request.HasIndex(r => new { r.OriginEdge, r.ReceivedAt });
             request.HasIndex(r => r.ReceivedAt);
         });

@@ -29,4 +29,16 @@ public sealed class InferenceRequest
     public DateTimeOffset? FirstTokenAt { get; set; }
 
     public DateTimeOffset CompletedAt { get; set; }
+
+    /// <summary>Expert batch messages to other edges that carried its rows; null in rows from before edges stored it.</summary>
+    public int? RemoteBatches { get; set; }
+
+    /// <summary>Its share of those messages by its rows in each (a message several requests shared counts once over all).</summary>
+    public double? RemoteBatchShare { get; set; }
+
+    /// <summary>Its share of the tensor bytes sent to and received from other edges.</summary>
+    public long? RemoteBytes { get; set; }
+
+    /// <summary>Expert batches retried on another replica after a peer failed.</summary>
+    public int? BatchRetries { get; set; }
 }

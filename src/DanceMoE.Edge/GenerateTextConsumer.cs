@@ -155,6 +155,8 @@ public sealed class GenerateTextConsumer(
             ReceivedAt = receivedAt,
             FirstTokenAt = firstTokenAt,
             CompletedAt = receivedAt + clock.Elapsed,
+            Communication = new RequestCommunication(
+                (int)Math.Min(int.MaxValue, requestContext.RemoteBatches), requestContext.RemoteBatchShare, requestContext.RemoteBytes, requestContext.Retries),
         };
     }
 

@@ -29,7 +29,13 @@ public sealed record RequestSummary
     public DateTimeOffset? FirstTokenAt { get; init; }
 
     public required DateTimeOffset CompletedAt { get; init; }
+
+    /// <summary>What crossed the network for it (the answer's stats); null where the sender does not count it.</summary>
+    public RequestCommunication? Communication { get; init; }
 }
+
+/// <summary>A request's expert batches to other edges: messages, its share of them by rows, its share of their tensor bytes, retries.</summary>
+public sealed record RequestCommunication(int RemoteBatches, double RemoteBatchShare, long RemoteBytes, int BatchRetries);
 
 public enum RequestStatus
 {

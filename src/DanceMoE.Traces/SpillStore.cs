@@ -18,6 +18,9 @@ internal sealed class SpillStore : IDisposable
     // Rows with their request's fingerprint at the end; files written before them hold the kinds above, still read.
     private const byte FingerprintedRequestKind = 3;
     private const byte FingerprintedRoutingKind = 4;
+
+    // A request with what crossed the network for it after the fingerprint; kinds 2 and 3 are still read.
+    private const byte CommunicatedRequestKind = 5;
     private const int MaxFrameBytes = 1 << 20;
 
     private readonly Lock _lock = new();
@@ -330,7 +333,7 @@ internal sealed class SpillStore : IDisposable
                 WriteFingerprint(writer, r.RequestFingerprint);
                 break;
             case RequestRow q:
-                writer.Write(FingerprintedRequestKind);
+                writer.Write(CommunicatedRequestKind);
                 writer.Write(q.RequestId.ToByteArray());
                 WriteOptional(writer, q.WorkloadTag);
                 writer.Write(q.PromptTokens);
@@ -344,6 +347,11 @@ internal sealed class SpillStore : IDisposable
                 writer.Write(q.FirstTokenAt?.UtcTicks ?? 0);
                 writer.Write(q.CompletedAt.UtcTicks);
                 WriteFingerprint(writer, q.Fingerprint);
+                writer.Write(q.Communication is not null);
+                writer.Write(q.Communication?.RemoteBatches ?? 0);
+                writer.Write(q.Communication?.RemoteBatchShare ?? 0);
+                writer.Write(q.Communication?.RemoteBytes ?? 0);
+                writer.Write(q.Communication?.BatchRetries ?? 0);
                 break;
             default:
                 throw new ArgumentException($"unknown trace item {item.GetType().Name}", nameof(item));
@@ -394,7 +402,7 @@ internal sealed class SpillStore : IDisposable
                 };
             }
 
-            case RequestKind or FingerprintedRequestKind:
+            case RequestKind or FingerprintedRequestKind or CommunicatedRequestKind:
             {
                 var requestId = new Guid(reader.ReadBytes(16));
                 var tag = ReadOptional(reader);
@@ -408,7 +416,8 @@ internal sealed class SpillStore : IDisposable
                 var hasFirst = reader.ReadBoolean();
                 var first = reader.ReadInt64();
                 var completed = new DateTimeOffset(reader.ReadInt64(), TimeSpan.Zero);
-                var fingerprint = kind == FingerprintedRequestKind ? ReadFingerprint(reader) : null;
+                var fingerprint = kind is FingerprintedRequestKind or CommunicatedRequestKind ? ReadFingerprint(reader) : null;
+                var communication = kind == CommunicatedRequestKind ? ReadCommunication(reader) : null;
                 return new RequestRow
                 {
                     RequestId = requestId,
@@ -422,6 +431,7 @@ internal sealed class SpillStore : IDisposable
                     ReceivedAt = received,
                     FirstTokenAt = hasFirst ? new DateTimeOffset(first, TimeSpan.Zero) : null,
                     CompletedAt = completed,
+                    Communication = communication,
                 };
             }
 
@@ -441,6 +451,13 @@ internal sealed class SpillStore : IDisposable
         var has = reader.ReadBoolean();
         var fingerprint = RequestFingerprints.FromBytes(reader.ReadBytes(RequestFingerprints.Length));
         return has ? fingerprint : null;
+    }
+
+    private static RequestCommunication? ReadCommunication(BinaryReader reader)
+    {
+        var has = reader.ReadBoolean();
+        var communication = new RequestCommunication(reader.ReadInt32(), reader.ReadDouble(), reader.ReadInt64(), reader.ReadInt32());
+        return has ? communication : null;
     }
 
     private static void WriteOptional(BinaryWriter writer, string? value)

@@ -31,7 +31,8 @@ internal sealed class TraceBatchWriter(string connectionString, string edgeId, T
         CREATE TEMP TABLE IF NOT EXISTS requests_staging (
             id uuid, origin_edge character varying(64), workload_tag character varying(128), prompt_tokens integer, fingerprint bytea,
             generated_tokens integer, status character varying(16), error text, placement_version integer,
-            received_at timestamptz, first_token_at timestamptz, completed_at timestamptz
+            received_at timestamptz, first_token_at timestamptz, completed_at timestamptz,
+            remote_batches integer, remote_batch_share double precision, remote_bytes bigint, batch_retries integer
         ) ON COMMIT DELETE ROWS;
         """;
 
@@ -72,7 +73,8 @@ internal sealed class TraceBatchWriter(string connectionString, string edgeId, T
         """;
 
     private const string CopyRequests = """
-        COPY requests_staging (id, origin_edge, workload_tag, prompt_tokens, fingerprint, generated_tokens, status, error, placement_version, received_at, first_token_at, completed_at)
+        COPY requests_staging (id, origin_edge, workload_tag, prompt_tokens, fingerprint, generated_tokens, status, error, placement_version, received_at, first_token_at, completed_at,
+            remote_batches, remote_batch_share, remote_bytes, batch_retries)
         FROM STDIN (FORMAT BINARY)
         """;
 
@@ -80,14 +82,18 @@ internal sealed class TraceBatchWriter(string connectionString, string edgeId, T
     // did not complete: the answer the client got is what the history says.
     private const string InsertRequests = """
         WITH inserted AS (
-            INSERT INTO requests AS r (id, origin_edge, workload_tag, prompt_tokens, fingerprint, generated_tokens, status, error, placement_version, received_at, first_token_at, completed_at)
-            SELECT DISTINCT ON (id) id, origin_edge, workload_tag, prompt_tokens, fingerprint, generated_tokens, status, error, placement_version, received_at, first_token_at, completed_at
+            INSERT INTO requests AS r (id, origin_edge, workload_tag, prompt_tokens, fingerprint, generated_tokens, status, error, placement_version, received_at, first_token_at, completed_at,
+                remote_batches, remote_batch_share, remote_bytes, batch_retries)
+            SELECT DISTINCT ON (id) id, origin_edge, workload_tag, prompt_tokens, fingerprint, generated_tokens, status, error, placement_version, received_at, first_token_at, completed_at,
+                remote_batches, remote_batch_share, remote_bytes, batch_retries
             FROM requests_staging
             ORDER BY id, status = 'completed' DESC
             ON CONFLICT (id) DO UPDATE SET
                 origin_edge = excluded.origin_edge, generated_tokens = excluded.generated_tokens, status = excluded.status,
                 error = excluded.error, placement_version = excluded.placement_version, received_at = excluded.received_at,
-                first_token_at = excluded.first_token_at, completed_at = excluded.completed_at
+                first_token_at = excluded.first_token_at, completed_at = excluded.completed_at,
+                remote_batches = excluded.remote_batches, remote_batch_share = excluded.remote_batch_share,
+                remote_bytes = excluded.remote_bytes, batch_retries = excluded.batch_retries
             WHERE r.status <> 'completed' AND excluded.status = 'completed' AND r.fingerprint = excluded.fingerprint
                 AND r.prompt_tokens = excluded.prompt_tokens AND r.workload_tag IS NOT DISTINCT FROM excluded.workload_tag
             RETURNING 1
@@ -321,6 +327,10 @@ internal sealed class TraceBatchWriter(string connectionString, string edgeId, T
                 importer.Write(row.ReceivedAt, NpgsqlDbType.TimestampTz);
                 WriteNullable(importer, row.FirstTokenAt, NpgsqlDbType.TimestampTz);
                 importer.Write(row.CompletedAt, NpgsqlDbType.TimestampTz);
+                WriteNullable(importer, row.Communication?.RemoteBatches, NpgsqlDbType.Integer);
+                WriteNullable(importer, row.Communication?.RemoteBatchShare, NpgsqlDbType.Double);
+                WriteNullable(importer, row.Communication?.RemoteBytes, NpgsqlDbType.Bigint);
+                WriteNullable(importer, row.Communication?.BatchRetries, NpgsqlDbType.Integer);
             }
 
             await importer.CompleteAsync(cancellationToken).ConfigureAwait(false);

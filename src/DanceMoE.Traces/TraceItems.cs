@@ -57,4 +57,6 @@ internal sealed class RequestRow : TraceItem
     public DateTimeOffset? FirstTokenAt { get; init; }
 
     public required DateTimeOffset CompletedAt { get; init; }
+
+    public RequestCommunication? Communication { get; init; }
 }

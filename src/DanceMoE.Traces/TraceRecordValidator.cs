@@ -166,6 +166,13 @@ internal sealed class TraceRecordValidator(TraceWriterOptions options)
             throw new InvalidTraceRecordException($"{Where()}: first token at {f:O} is outside {received:O}..{completed:O}");
         }
 
+        if (summary.Communication is { } c && (c.RemoteBatches < 0 || c.RemoteBytes < 0 || c.BatchRetries < 0
+            || !double.IsFinite(c.RemoteBatchShare) || c.RemoteBatchShare < 0 || c.RemoteBatchShare > c.RemoteBatches + 1e-6))
+        {
+            throw new InvalidTraceRecordException(
+                $"{Where()}: communication {c} has a negative count or a batch share outside 0..{c.RemoteBatches} batches");
+        }
+
         return new RequestRow
         {
             RequestId = summary.RequestId,
@@ -179,6 +186,7 @@ internal sealed class TraceRecordValidator(TraceWriterOptions options)
             ReceivedAt = received,
             FirstTokenAt = firstToken,
             CompletedAt = completed,
+            Communication = summary.Communication,
         };
     }
 

@@ -60,6 +60,13 @@ public sealed class RoutingTraceTests
             var firstToken = Assert.NotNull(request.FirstTokenAt);
             Assert.InRange(firstToken, request.ReceivedAt, request.CompletedAt);
             Assert.Equal(16, request.Fingerprint?.Length);
+            // What crossed the network for it, as its answer counted it (it ran alone: every batch was its own).
+            Assert.True(answer.Stats.RemoteBytes > 0);
+            Assert.Equal(answer.Stats.RemoteBatches, (long?)request.RemoteBatches);
+            Assert.Equal(answer.Stats.RemoteBatchShare, request.RemoteBatchShare);
+            Assert.Equal(answer.Stats.RemoteBytes, request.RemoteBytes);
+            Assert.Equal(answer.Stats.Retries, request.BatchRetries);
+            Assert.Equal((double?)request.RemoteBatches, request.RemoteBatchShare);
         }
         finally
         {

@@ -119,6 +119,11 @@ namespace DanceMoE.Migrations.Migrations
                         .HasColumnName("id")
                         .HasComment("Request id (the id the client and routing_events.request_id use).");
 
+                    b.Property<int?>("BatchRetries")
+                        .HasColumnType("integer")
+                        .HasColumnName("batch_retries")
+                        .HasComment("Expert batches of this request retried on another replica after a peer did not answer in time or refused.");
+
                     b.Property<DateTimeOffset>("CompletedAt")
                         .HasColumnType("timestamp with time zone")
                         .HasColumnName("completed_at")
@@ -166,6 +171,21 @@ namespace DanceMoE.Migrations.Migrations
                         .HasColumnType("timestamp with time zone")
                         .HasColumnName("received_at")
                         .HasComment("When the origin edge received the request.");
+
+                    b.Property<double?>("RemoteBatchShare")
+                        .HasColumnType("double precision")
+                        .HasColumnName("remote_batch_share")
+                        .HasComment("This request's share of its remote_batches by its rows in each: summed over requests, the messages sent (a message several requests shared counts once).");
+
+                    b.Property<int?>("RemoteBatches")
+                        .HasColumnType("integer")
+                        .HasColumnName("remote_batches")
+                        .HasComment("Expert batch messages to other edges that carried rows of this request (one per peer per layer per step at most); null in rows from before edges stored it.");
+
+                    b.Property<long?>("RemoteBytes")
+                        .HasColumnType("bigint")
+                        .HasColumnName("remote_bytes")
+                        .HasComment("This request's share of the tensor bytes sent to other edges and received back (hidden rows out, expert outputs in).");
 
                     b.Property<string>("Status")
                         .IsRequired()

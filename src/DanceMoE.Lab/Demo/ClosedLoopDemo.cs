@@ -198,6 +198,7 @@ public static class ClosedLoopDemo
             var share2 = LocalShare(round2);
             var same = round1.Zip(round2).All(p => p.First.Answer.TokenIds.SequenceEqual(p.Second.Answer.TokenIds));
             output.WriteLine($"[demo] round 2: {Percent(share2)} of the expert calls local ({PerEdge(round2)}); answers {(same ? "identical to round 1 (token ids)" : "DIFFERENT from round 1")}");
+            output.WriteLine($"[demo] over the bus per generated token: {Traffic(round1)} -> {Traffic(round2)} (SQL: communication_by_placement)");
             output.WriteLine();
 
             var summary = $"local share of expert calls {Percent(share1)} -> {Percent(share2)}";
@@ -275,6 +276,13 @@ public static class ClosedLoopDemo
     {
         var local = round.Sum(a => a.Answer.Stats.LocalExpertCalls);
         return (double)local / Math.Max(1, local + round.Sum(a => a.Answer.Stats.RemoteExpertCalls));
+    }
+
+    private static string Traffic(List<Answered> round)
+    {
+        var tokens = Math.Max(1, round.Sum(a => a.Answer.TokenIds.Count));
+        return string.Create(CultureInfo.InvariantCulture,
+            $"{round.Sum(a => a.Answer.Stats.RemoteBatchShare) / tokens:F2} expert batches, {round.Sum(a => a.Answer.Stats.RemoteBytes) / 1024.0 / tokens:F1} KiB");
     }
 
     private static string PerEdge(List<Answered> round) => string.Join(", ", round.Select(a => $"{a.Edge} {Percent(Share(a.Answer.Stats))}"));

@@ -8,7 +8,7 @@ namespace DanceMoE.IntegrationTests.Operations;
 /// <summary>The database asks everyone for a password, the application role is minimal, analysts read the views only.</summary>
 public sealed class PostgresSecurityTests(TraceDatabase database) : IClassFixture<TraceDatabase>
 {
-    private static readonly string[] Views = ["expert_popularity_hourly", "local_ratio_by_placement", "expert_coactivation", "request_path", "request_overview"];
+    private static readonly string[] Views = ["expert_popularity_hourly", "local_ratio_by_placement", "expert_coactivation", "request_path", "request_overview", "communication_by_placement"];
 
     private static string Admin => AdminDatabase.ConnectionString(TestServices.PostgresUrl);
 

@@ -7,7 +7,7 @@ namespace DanceMoE.IntegrationTests.Traces;
 
 public sealed class TraceSchemaTests(TraceDatabase database) : IClassFixture<TraceDatabase>
 {
-    private static readonly string[] Views = ["expert_popularity_hourly", "local_ratio_by_placement", "expert_coactivation", "request_path", "request_overview"];
+    private static readonly string[] Views = ["expert_popularity_hourly", "local_ratio_by_placement", "expert_coactivation", "request_path", "request_overview", "communication_by_placement"];
     private static readonly string[] Tables = ["requests", "routing_events", "activation_counts", "placements", "placement_assignments", "edge_servers"];
 
     [Fact]
@@ -19,7 +19,8 @@ public sealed class TraceSchemaTests(TraceDatabase database) : IClassFixture<Tra
             LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p')
             WHERE c.relnamespace = 'public'::regnamespace
               AND c.relname IN ('requests', 'routing_events', 'activation_counts', 'placements', 'placement_assignments',
-                                'expert_popularity_hourly', 'local_ratio_by_placement', 'expert_coactivation', 'request_path', 'request_overview')
+                                'expert_popularity_hourly', 'local_ratio_by_placement', 'expert_coactivation', 'request_path', 'request_overview',
+                                'communication_by_placement')
               AND (CASE WHEN a.attname IS NULL THEN obj_description(c.oid, 'pg_class') ELSE col_description(c.oid, a.attnum) END) IS NULL
             """);
         Assert.Empty(missing.Select(r => (string)r[0]));
@@ -82,8 +83,23 @@ public sealed class TraceSchemaTests(TraceDatabase database) : IClassFixture<Tra
             writer.Add(new RequestSummary
             {
                 RequestId = request, WorkloadTag = "intent", PromptTokens = 3, GeneratedTokens = 1, Status = RequestStatus.Completed,
-                ReceivedAt = at.AddSeconds(-1), FirstTokenAt = at, CompletedAt = at.AddSeconds(1),
+                ReceivedAt = at.AddSeconds(-1), FirstTokenAt = at, CompletedAt = at.AddSeconds(1), PlacementVersion = 3,
+                Communication = new RequestCommunication(6, 4.5, 12288, 1),
             });
+            foreach (var (generated, status, communication) in new[]
+            {
+                (4, RequestStatus.Completed, new RequestCommunication(2, 1.5, 4096, 0)),
+                (2, RequestStatus.Failed, new RequestCommunication(9, 9, 99999, 2)),
+                (8, RequestStatus.Completed, (RequestCommunication?)null),
+            })
+            {
+                writer.Add(new RequestSummary
+                {
+                    RequestId = Guid.NewGuid(), PromptTokens = 3, GeneratedTokens = generated, Status = status,
+                    ReceivedAt = at.AddSeconds(-1), CompletedAt = at.AddSeconds(1), PlacementVersion = 3, Communication = communication,
+                });
+            }
+
             await writer.FlushAsync(CancellationToken.None);
         }
 
@@ -111,6 +127,14 @@ public sealed class TraceSchemaTests(TraceDatabase database) : IClassFixture<Tra
         var overview = Assert.Single(await database.RowsAsync(
             "SELECT token_layers, remote_token_layers, duration_ms, time_to_first_token_ms FROM request_overview WHERE request_id = @id", ("id", request)));
         Assert.Equal([8L, 4L, 2000.0, 1000.0], overview);
+        Assert.Equal([6, 4.5, 12288L, 1], Assert.Single(await database.RowsAsync(
+            "SELECT remote_batches, remote_batch_share, remote_bytes, batch_retries FROM request_overview WHERE request_id = @id", ("id", request))));
+
+        // Completed requests that recorded it: the failed one and the one from before the columns are left out.
+        var byPlacement = Assert.Single(await database.RowsAsync(
+            "SELECT placement_version, requests, generated_tokens, remote_batches, remote_bytes, batch_retries, remote_batches_per_token, remote_bytes_per_token FROM communication_by_placement WHERE origin_edge = @e",
+            ("e", edge)));
+        Assert.Equal([3, 2L, 5L, 6.0, 16384m, 1L, 1.2, 16384 / 5.0], byPlacement);
     }
 
     [Fact]

@@ -122,7 +122,7 @@ public sealed class TraceWriterTests(TraceDatabase database) : IClassFixture<Tra
     }
 
     [Fact]
-    public async Task Spilled_rows_and_summaries_replay_with_their_fingerprints_and_a_spill_file_from_before_fingerprints_still_replays()
+    public async Task Spilled_rows_and_summaries_replay_with_their_fingerprints_and_communication_and_spill_files_from_before_still_replay()
     {
         const string edge = "edge-fingerprint";
         var spill = database.NewSpillDirectory();
@@ -132,7 +132,7 @@ public sealed class TraceWriterTests(TraceDatabase database) : IClassFixture<Tra
             RequestId = Guid.NewGuid(), PromptTokens = 3, Fingerprint = fingerprint, GeneratedTokens = 2, Status = RequestStatus.Completed,
             ReceivedAt = at, CompletedAt = at.AddSeconds(1),
         };
-        var fresh = Summary(0xABCDEF);
+        var fresh = Summary(0xABCDEF) with { Communication = new RequestCommunication(5, 2.5, 4096, 1) };
         var old = Summary(0x123456);
         var none = Summary(null);
         var rows = TraceRecords.Request(edge, fresh.RequestId, positions: 2, layers: 2, at: at).Select(r => r with { RequestFingerprint = 0xABCDEF }).ToList();
@@ -147,7 +147,8 @@ public sealed class TraceWriterTests(TraceDatabase database) : IClassFixture<Tra
         }
 
         // An edge from before fingerprints wrote routing frames of kind 1 and request frames of kind 2: the same fields
-        // without the fingerprint's 17 bytes at the end. Here the first two rows and the second summary are such frames.
+        // without the fingerprint's 17 bytes at the end (a request's without its communication's 25 bytes too). Here the
+        // first two rows and the second summary are such frames; the third summary is of kind 3, from before communication.
         var segment = Assert.Single(Directory.GetFiles(spill, "*.spill"));
         var bytes = File.ReadAllBytes(segment);
         var rewritten = new List<byte>(bytes[..8]);
@@ -157,10 +158,15 @@ public sealed class TraceWriterTests(TraceDatabase database) : IClassFixture<Tra
             var length = BitConverter.ToInt32(bytes, offset);
             var body = bytes[(offset + 4)..(offset + 4 + length)];
             offset += 4 + length;
-            if (frame is 0 or 1 or 5)
+            if (frame is 0 or 1)
             {
-                Assert.Equal(frame == 5 ? 3 : 4, body[0]);
-                body = [(byte)(frame == 5 ? 2 : 1), .. body[1..^17]];
+                Assert.Equal(4, body[0]);
+                body = [1, .. body[1..^17]];
+            }
+            else if (frame is 5 or 6)
+            {
+                Assert.Equal(5, body[0]);
+                body = frame == 5 ? [2, .. body[1..^(17 + 25)]] : [3, .. body[1..^25]];
             }
 
             rewritten.AddRange(BitConverter.GetBytes(body.Length));
@@ -185,6 +191,10 @@ public sealed class TraceWriterTests(TraceDatabase database) : IClassFixture<Tra
             Assert.Equal((object?)expected ?? DBNull.Value, Assert.Single(await database.RowsAsync(
                 "SELECT encode(fingerprint, 'hex') FROM requests WHERE id = @id", ("id", summary.RequestId)))[0]);
         }
+
+        Assert.Equal([5, 2.5, 4096L, 1], Assert.Single(await database.RowsAsync(
+            "SELECT remote_batches, remote_batch_share, remote_bytes, batch_retries FROM requests WHERE id = @id", ("id", fresh.RequestId))));
+        Assert.Equal(2, await database.ScalarAsync("SELECT count(*) FROM requests WHERE id IN (@a, @b) AND remote_bytes IS NULL", ("a", old.RequestId), ("b", none.RequestId)));
     }
 
     [Fact]
@@ -403,12 +413,16 @@ public sealed class TraceWriterTests(TraceDatabase database) : IClassFixture<Tra
         Assert.Contains("prompt tokens -1", Assert.Throws<InvalidTraceRecordException>(() => writer.Add(good with { PromptTokens = -1 })).Message, StringComparison.Ordinal);
         Assert.Contains("first token at", Assert.Throws<InvalidTraceRecordException>(() => writer.Add(good with { FirstTokenAt = now.AddSeconds(1) })).Message, StringComparison.Ordinal);
         Assert.Contains("status 9", Assert.Throws<InvalidTraceRecordException>(() => writer.Add(good with { Status = (RequestStatus)9 })).Message, StringComparison.Ordinal);
+        foreach (var bad in new[] { new RequestCommunication(-1, 0, 0, 0), new RequestCommunication(1, 0, -4, 0), new RequestCommunication(1, 0, 0, -1), new RequestCommunication(2, 2.5, 8, 0), new RequestCommunication(2, double.NaN, 8, 0) })
+        {
+            Assert.Contains("communication", Assert.Throws<InvalidTraceRecordException>(() => writer.Add(good with { Communication = bad })).Message, StringComparison.Ordinal);
+        }
 
         writer.Start();
         writer.Add(good with { Error = new string('e', 10_000) });
         await writer.FlushAsync(CancellationToken.None);
         Assert.Equal(TraceLimits.MaxErrorLength, await database.ScalarAsync("SELECT length(error) FROM requests WHERE id = @id", ("id", good.RequestId)));
-        Assert.Equal(6, writer.State.Rejected);
+        Assert.Equal(11, writer.State.Rejected);
     }
 
     [Fact]
