@@ -120,8 +120,7 @@ public sealed class DistributedExpertDispatcher(
             failure = ex;
         }
 
-        estimates.Failed(server);
-        metrics.PeerBatchFailed(server);
+        PeerFailed(server);
         logger.LogWarning("expert batch for layer {Layer} on {Server} failed ({Reason}); retrying on other replicas", layer, server, Describe(failure));
         foreach (var request in indexes.SelectMany(i => step.Batches[i].Requests).Distinct())
         {
@@ -142,8 +141,7 @@ public sealed class DistributedExpertDispatcher(
             }
             catch (Exception retryEx) when (IsPeerFailure(retryEx) && !cancellationToken.IsCancellationRequested)
             {
-                estimates.Failed(kv.Key);
-                metrics.PeerBatchFailed(kv.Key);
+                PeerFailed(kv.Key);
                 foreach (var i in kv.Value)
                 {
                     step.Fail(i, new ExpertUnavailableException(
@@ -157,6 +155,13 @@ public sealed class DistributedExpertDispatcher(
     // on another replica like a peer that did not answer.
     private static bool IsPeerFailure(Exception ex) =>
         ex is RequestTimeoutException or ExpertLaneException or RequestFaultException or InvalidExpertResultException or ExpertUnavailableException or TransportException;
+
+    // Avoided until it answers again, and counted where operators see it.
+    private void PeerFailed(string server)
+    {
+        estimates.Failed(server);
+        metrics.PeerBatchFailed(server);
+    }
 
     private async Task SendAsync(string server, int layer, List<int> indexes, Step step, CancellationToken cancellationToken)
     {

@@ -128,30 +128,21 @@ public sealed class ClusterTop(HttpClient http, string postgresUrl) : IDisposabl
         var remote = PrometheusText.Sum(current, "dancemoe_expert_calls_total", ("locality", "remote")) ?? 0;
         double? share = local + remote > 0 ? local / (local + remote) : null;
         var p99 = PrometheusText.HistogramQuantile(current, "dancemoe_request_duration_seconds", 0.99);
-        var peers = new Dictionary<string, double>(StringComparer.Ordinal);
-        foreach (var peer in current.Where(s => s.Name == "dancemoe_peer_round_trip_seconds_count").Select(s => s.Label("peer")).OfType<string>().Distinct())
-        {
-            var count = PrometheusText.Sum(current, "dancemoe_peer_round_trip_seconds_count", ("peer", peer)) ?? 0;
-            var sum = PrometheusText.Sum(current, "dancemoe_peer_round_trip_seconds_sum", ("peer", peer)) ?? 0;
-            if (count > 0)
-            {
-                peers[peer] = sum / count * 1000;
-            }
-        }
+        var roundTrips = PrometheusText.SumBy(current, "dancemoe_peer_round_trip_seconds_sum", "peer");
+        var peers = PrometheusText.SumBy(current, "dancemoe_peer_round_trip_seconds_count", "peer").Where(c => c.Value > 0)
+            .ToDictionary(c => c.Key, c => roundTrips.GetValueOrDefault(c.Key) / c.Value * 1000, StringComparer.Ordinal);
 
         var traffic = new Dictionary<string, double>(StringComparer.Ordinal);
         if (previous is not null && seconds > 0)
         {
-            foreach (var peer in current.Where(s => s.Name == "dancemoe_peer_batch_bytes_total").Select(s => s.Label("peer")).OfType<string>().Distinct())
+            var before = PrometheusText.SumBy(previous, "dancemoe_peer_batch_bytes_total", "peer");
+            foreach (var (peer, bytes) in PrometheusText.SumBy(current, "dancemoe_peer_batch_bytes_total", "peer"))
             {
-                var bytes = PrometheusText.Sum(current, "dancemoe_peer_batch_bytes_total", ("peer", peer)) ?? 0;
-                var before = PrometheusText.Sum(previous, "dancemoe_peer_batch_bytes_total", ("peer", peer)) ?? 0;
-                traffic[peer] = Math.Max(0, bytes - before) / 1024 / seconds;
+                traffic[peer] = Math.Max(0, bytes - before.GetValueOrDefault(peer)) / 1024 / seconds;
             }
         }
 
-        var failures = current.Where(s => s.Name == "dancemoe_peer_batch_failures_total").Select(s => s.Label("peer")).OfType<string>().Distinct()
-            .ToDictionary(p => p, p => PrometheusText.Sum(current, "dancemoe_peer_batch_failures_total", ("peer", p)) ?? 0, StringComparer.Ordinal);
+        var failures = PrometheusText.SumBy(current, "dancemoe_peer_batch_failures_total", "peer");
 
         return new EdgeTop(
             id,

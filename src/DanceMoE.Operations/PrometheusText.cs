@@ -145,6 +145,21 @@ public static class PrometheusText
         return total;
     }
 
+    /// <summary>Sums of the samples named <paramref name="name"/> per value of their label <paramref name="label"/> (samples without it left out).</summary>
+    public static Dictionary<string, double> SumBy(IEnumerable<PrometheusSample> samples, string name, string label)
+    {
+        var totals = new Dictionary<string, double>(StringComparer.Ordinal);
+        foreach (var s in samples)
+        {
+            if (s.Name == name && s.Label(label) is { } value)
+            {
+                totals[value] = totals.GetValueOrDefault(value) + s.Value;
+            }
+        }
+
+        return totals;
+    }
+
     /// <summary>
     /// The <paramref name="quantile"/> of a histogram from its cumulative <c>_bucket</c> samples, interpolated linearly within
     /// the bucket as Prometheus' histogram_quantile does; null without observations. Past the last finite bound: that bound.
