@@ -78,15 +78,17 @@ public sealed class BatchedServingTests(UniformClusterFixture fixture) : IClassF
         var port = await StartOneSlotEdgeAsync(cluster);
         var expected = await cluster.MonolithicAsync("after the impatient one", 6);
 
-        // 200 tokens at 4 layers x at least 10 ms of emulated round trip per token: far beyond the 2 s the client waits.
-        var impatient = Attempt(cluster.GenerateAsync("edge-1", "impatient", 200, TimeSpan.FromSeconds(2)));
+        // 500 tokens (this prompt does not end early on this model), most paying 10 ms of emulated round trip per remote layer:
+        // far beyond the 6 s the client waits. Its time to live is those 6 s too, long enough for the broker to hand it to
+        // edge-1 on a loaded machine (2 s once was not).
+        var impatient = Attempt(cluster.GenerateAsync("edge-1", "the client waits no longer", 500, TimeSpan.FromSeconds(6)));
         // The next request is sent once the impatient one holds the only slot (or has already left it), so it is served only if the slot is freed.
-        await MetricsUntilAsync(port, m => Active(m) >= 1 || Cancelled(m) >= 1, cluster);
+        await MetricsUntilAsync(port, m => Active(m) >= 1 || Cancelled(m) >= 1, cluster, impatient);
         var next = await cluster.GenerateAsync("edge-1", "after the impatient one", 6, TimeSpan.FromSeconds(60));
         var gaveUp = await impatient;
 
         Assert.Equal(expected, next.TokenIds);
-        Assert.Contains("Timeout", gaveUp.Fault ?? "(answered)", StringComparison.Ordinal);
+        Assert.Contains("Timeout", gaveUp.Fault ?? $"(answered: {gaveUp.Answer!.TokenIds.Count} tokens in {gaveUp.Answer.Stats})", StringComparison.Ordinal);
         // The edge drops the request at its first step past the deadline, which the client's own timer may beat.
         var metrics = await MetricsUntilAsync(port, m => Cancelled(m) >= 1 && Active(m) == 0, cluster);
         Assert.Equal(1, Cancelled(metrics));
@@ -193,7 +195,8 @@ public sealed class BatchedServingTests(UniformClusterFixture fixture) : IClassF
 
     private static double Cancelled(Dictionary<string, double> metrics) => metrics.GetValueOrDefault("dancemoe_requests_total{status=\"cancelled\"}");
 
-    private static async Task<Dictionary<string, double>> MetricsUntilAsync(int port, Func<Dictionary<string, double>, bool> condition, EdgeCluster cluster)
+    /// <summary>edge-1's metrics once <paramref name="condition"/> holds; fails after 20 s, or at once when <paramref name="sent"/> ended before it held.</summary>
+    private static async Task<Dictionary<string, double>> MetricsUntilAsync(int port, Func<Dictionary<string, double>, bool> condition, EdgeCluster cluster, Task<(TextGenerated? Answer, string? Fault)>? sent = null)
     {
         var deadline = DateTime.UtcNow.AddSeconds(20);
         while (true)
@@ -203,6 +206,13 @@ public sealed class BatchedServingTests(UniformClusterFixture fixture) : IClassF
             {
                 return condition(metrics) ? metrics : throw new Xunit.Sdk.XunitException(
                     $"edge-1's metrics did not settle in 20 s: active {Active(metrics)}, waiting {Waiting(metrics)}, cancelled {Cancelled(metrics)}; its log:\n{cluster.LogOf("edge-1")}");
+            }
+
+            if (sent is { IsCompleted: true })
+            {
+                var outcome = await sent;
+                throw new Xunit.Sdk.XunitException(
+                    $"the request ended ({outcome.Fault ?? "answered"}) before edge-1's metrics showed it: active {Active(metrics)}, waiting {Waiting(metrics)}, cancelled {Cancelled(metrics)}; its log:\n{cluster.LogOf("edge-1")}");
             }
 
             await Task.Delay(50);
