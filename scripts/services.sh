@@ -50,8 +50,11 @@ PG_DATA="$PG_DIR/data"
 PG_ADMIN_PASSWORD_FILE="$PG_DIR/admin.password"
 # One RabbitMQ user per role (scripts/rabbitmq-users.sh), each with a password generated once, readable by root only.
 RABBIT_USERS_DIR="$RABBIT_DIR/users"
+# The fingerprint of the broker's users, permissions and policy as the last setup left them.
+RABBIT_SETUP_FILE="$RABBIT_DIR/setup.sha256"
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=scripts/rabbitmq-users.sh
-. "$(dirname "${BASH_SOURCE[0]}")/rabbitmq-users.sh"
+. "$SCRIPT_DIR/rabbitmq-users.sh"
 
 log() { echo "services: $*" >&2; }
 die() { echo "services: error: $*" >&2; exit 1; }
@@ -238,6 +241,15 @@ rabbit_shrink() {
 }
 
 rabbit_setup() {
+  # Each rabbitmqctl call starts an Erlang VM (about half a second here): the two dozen that set the users, permissions
+  # and policy are skipped when the broker still holds what the last setup left (below).
+  if [ -s "$RABBIT_SETUP_FILE" ]; then
+    if [ "$(rabbit_setup_fingerprint)" = "$(cat "$RABBIT_SETUP_FILE")" ]; then
+      log "RabbitMQ users, permissions and policy as the last setup left them"
+      return 0
+    fi
+    log "RabbitMQ users, permissions or policy changed since the last setup (or its scripts or passwords did): setting them again"
+  fi
   rabbitmqctl add_vhost "$APP_VHOST" >/dev/null 2>&1 || true
   rabbit_users
   rabbitmqctl delete_user guest >/dev/null 2>&1 || true
@@ -245,6 +257,21 @@ rabbit_setup() {
   # 256 MiB per queue, the oldest dropped first.
   rabbitmqctl set_operator_policy -p "$APP_VHOST" --apply-to queues dancemoe-dead-letters '_(error|skipped)$' \
     '{"message-ttl":604800000,"max-length":10000,"max-length-bytes":268435456}' >/dev/null
+  (umask 077; rabbit_setup_fingerprint >"$RABBIT_SETUP_FILE")
+}
+
+# What the setup depends on and what it leaves: the scripts that define it, the roles' password files, and the broker's
+# users with their tags, the virtual host's permissions and its operator policies as the broker lists them. A user,
+# tag, permission or policy changed or removed on the broker (or a new data folder), a new password file or a changed
+# script gives another fingerprint, and the whole setup runs again. A password changed on the broker itself is not seen.
+rabbit_setup_fingerprint() {
+  {
+    cat "$SCRIPT_DIR/services.sh" "$SCRIPT_DIR/rabbitmq-users.sh"
+    local role; for role in $RABBITMQ_ROLES; do cat "$(rabbit_password_file "$role")" 2>/dev/null; echo; done
+    rabbitmqctl list_users -q 2>&1 | sort
+    rabbitmqctl list_permissions -p "$APP_VHOST" -q 2>&1 | sort
+    rabbitmqctl list_operator_policies -p "$APP_VHOST" -q 2>&1 | sort
+  } | sha256sum | cut -d' ' -f1
 }
 
 rabbit_password_file() { echo "$RABBIT_USERS_DIR/$1.password"; }

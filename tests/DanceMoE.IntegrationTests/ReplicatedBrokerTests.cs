@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using System.Diagnostics;
+using System.Net;
 using System.Net.Http.Headers;
 using System.Text;
 using System.Text.Json;
@@ -316,6 +317,25 @@ public sealed class ReplicatedBrokerTests
         await WaitUntilAsync(() => received.ContainsKey(id), "the message sent after two ups consumed");
     }
 
+    [Fact]
+    public async Task A_later_up_sets_the_broker_users_again_only_when_they_changed_on_the_broker()
+    {
+        await using var cluster = await PrivateRabbitCluster.StartAsync(nodes: 1);
+        var vhost = Uri.EscapeDataString(RabbitMqOptions.Parse(cluster.Uri).VirtualHost);
+        var clientPermissions = $"api/permissions/{vhost}/{BusRoles.UserOf(BusRole.Client)}";
+        var (_, granted) = await cluster.ManagementAsync(HttpMethod.Get, clientPermissions);
+        Assert.Contains("as the last setup left them", await cluster.UpLogAsync(), StringComparison.Ordinal);
+
+        // What someone with the administrator's password might do by hand: the client may touch everything, guest is back.
+        await cluster.ManagementAsync(HttpMethod.Put, clientPermissions, """{"configure":".*","write":".*","read":".*"}""");
+        await cluster.ManagementAsync(HttpMethod.Put, "api/users/guest", """{"password":"guest","tags":"administrator"}""");
+        Assert.Contains("changed since the last setup", await cluster.UpLogAsync(), StringComparison.Ordinal);
+
+        Assert.Equal(granted, (await cluster.ManagementAsync(HttpMethod.Get, clientPermissions)).Body);
+        Assert.Equal(HttpStatusCode.NotFound, (await cluster.ManagementAsync(HttpMethod.Get, "api/users/guest")).Status);
+        Assert.Contains("as the last setup left them", await cluster.UpLogAsync(), StringComparison.Ordinal);
+    }
+
     /// <summary>A bus consuming the quorum queue, recording each request id it receives.</summary>
     private static Task<TestBus> ConsumeAsync(string uri, string queue, ConcurrentDictionary<Guid, bool> received) =>
         TestBus.StartAsync(uri, cfg => cfg.ReceiveEndpoint(queue, e =>
@@ -374,10 +394,31 @@ public sealed class PrivateRabbitCluster : IAsyncDisposable
         }
     }
 
-    public Task<string> ServicesAsync(params string[] arguments) => ServicesAsync(false, arguments);
+    public async Task<string> ServicesAsync(params string[] arguments) => (await RunServicesAsync(false, arguments)).Output;
 
     /// <summary>`services status --json`, which exits 1 here: this broker has no PostgreSQL.</summary>
-    public Task<string> StatusJsonAsync() => ServicesAsync(allowFailure: true, "status", "--json");
+    public async Task<string> StatusJsonAsync() => (await RunServicesAsync(allowFailure: true, "status", "--json")).Output;
+
+    /// <summary>What `services up` of this one-node broker logs.</summary>
+    public async Task<string> UpLogAsync() => (await RunServicesAsync(false, "up", "--rabbitmq-nodes", "1", "--rabbitmq-only")).Errors;
+
+    /// <summary>A call of node 1's management API as the administrator role.</summary>
+    public async Task<(HttpStatusCode Status, string Body)> ManagementAsync(HttpMethod method, string path, string? json = null)
+    {
+        var broker = RabbitMqOptions.Parse(Uri);
+        using var client = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{ManagementPort}/") };
+        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Basic", Convert.ToBase64String(Encoding.UTF8.GetBytes($"{broker.Username}:{broker.Password}")));
+        using var request = new HttpRequestMessage(method, new Uri(path, UriKind.Relative));
+        if (json is not null)
+        {
+            request.Content = new StringContent(json, Encoding.UTF8, "application/json");
+        }
+
+        using var response = await client.SendAsync(request);
+        var body = await response.Content.ReadAsStringAsync();
+        Assert.True(response.IsSuccessStatusCode || response.StatusCode == HttpStatusCode.NotFound, $"{method} {path}: {(int)response.StatusCode} {body}");
+        return (response.StatusCode, body);
+    }
 
     public async Task<string> QueueTypeAsync(string queue)
     {
@@ -412,14 +453,14 @@ public sealed class PrivateRabbitCluster : IAsyncDisposable
 
     public async ValueTask DisposeAsync()
     {
-        await ServicesAsync(allowFailure: true, "down");
+        await RunServicesAsync(allowFailure: true, "down");
         if (Directory.Exists(_state))
         {
             Directory.Delete(_state, recursive: true);
         }
     }
 
-    private async Task<string> ServicesAsync(bool allowFailure, params string[] arguments)
+    private async Task<(string Output, string Errors)> RunServicesAsync(bool allowFailure, params string[] arguments)
     {
         var start = new ProcessStartInfo(Path.Combine(RepositoryRoot(), "scripts", "services.sh"))
         {
@@ -442,7 +483,7 @@ public sealed class PrivateRabbitCluster : IAsyncDisposable
         var errors = process.StandardError.ReadToEndAsync();
         await process.WaitForExitAsync();
         Assert.True(allowFailure || process.ExitCode == 0, $"services {string.Join(' ', arguments)} exited {process.ExitCode}: {await errors}");
-        return await output;
+        return (await output, await errors);
     }
 
     private static string RepositoryRoot()
