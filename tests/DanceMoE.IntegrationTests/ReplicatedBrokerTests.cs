@@ -405,9 +405,7 @@ public sealed class PrivateRabbitCluster : IAsyncDisposable
     /// <summary>A call of node 1's management API as the administrator role.</summary>
     public async Task<(HttpStatusCode Status, string Body)> ManagementAsync(HttpMethod method, string path, string? json = null)
     {
-        var broker = RabbitMqOptions.Parse(Uri);
-        using var client = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{ManagementPort}/") };
-        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Basic", Convert.ToBase64String(Encoding.UTF8.GetBytes($"{broker.Username}:{broker.Password}")));
+        using var client = ManagementClient(ManagementPort);
         using var request = new HttpRequestMessage(method, new Uri(path, UriKind.Relative));
         if (json is not null)
         {
@@ -423,8 +421,7 @@ public sealed class PrivateRabbitCluster : IAsyncDisposable
     public async Task<string> QueueTypeAsync(string queue)
     {
         var broker = RabbitMqOptions.Parse(Uri);
-        using var client = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{ManagementPort + 1}/") };
-        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Basic", Convert.ToBase64String(Encoding.UTF8.GetBytes($"{broker.Username}:{broker.Password}")));
+        using var client = ManagementClient(ManagementPort + 1);
         var json = await client.GetStringAsync(new Uri($"api/queues/{System.Uri.EscapeDataString(broker.VirtualHost)}/{queue}", UriKind.Relative));
         return JsonDocument.Parse(json).RootElement.GetProperty("type").GetString()!;
     }
@@ -433,8 +430,7 @@ public sealed class PrivateRabbitCluster : IAsyncDisposable
     public async Task<string[]> QueueMembersAsync(string queue, int expected)
     {
         var broker = RabbitMqOptions.Parse(Uri);
-        using var client = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{ManagementPort}/") };
-        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Basic", Convert.ToBase64String(Encoding.UTF8.GetBytes($"{broker.Username}:{broker.Password}")));
+        using var client = ManagementClient(ManagementPort);
         var deadline = DateTime.UtcNow.AddSeconds(30);
         while (true)
         {
@@ -449,6 +445,15 @@ public sealed class PrivateRabbitCluster : IAsyncDisposable
 
             await Task.Delay(500);
         }
+    }
+
+    /// <summary>An HTTP client of a node's management API, as the administrator role.</summary>
+    private HttpClient ManagementClient(int port)
+    {
+        var broker = RabbitMqOptions.Parse(Uri);
+        var client = new HttpClient { BaseAddress = new Uri($"http://127.0.0.1:{port}/") };
+        client.DefaultRequestHeaders.Authorization = new AuthenticationHeaderValue("Basic", Convert.ToBase64String(Encoding.UTF8.GetBytes($"{broker.Username}:{broker.Password}")));
+        return client;
     }
 
     public async ValueTask DisposeAsync()
