@@ -172,14 +172,14 @@ node_registered() { ERL_EPMD_PORT="$EPMD_PORT" epmd -names 2>/dev/null | grep -q
 # Awaits node $1 and keeps the nodes given after it starting: a peer that stopped while starting is started
 # again here too, since the node awaited may wait for that peer's tables (the last of the cluster to stop).
 node_await() {
-  local i="$1" n j; shift
+  local i="$1" n j started=$SECONDS; shift
   for n in $(seq 1 60); do
     if node_ctl "$i" await_startup --timeout 5 >/dev/null 2>&1; then
       # A node started again after a failed start may have lost its pid file to the failed one's exit.
       node_running "$i" || node_ctl "$i" eval 'list_to_integer(os:getpid()).' >"$(node_dir "$i")/rabbitmq.pid" 2>/dev/null
       return 0
     fi
-    [ "$n" = 60 ] && die "RabbitMQ node $(node_name "$i") did not start within 2 minutes; see $(node_dir "$i")/log"
+    [ "$n" = 60 ] && die "RabbitMQ node $(node_name "$i") did not start in $((SECONDS - started)) s (60 tries); see $(node_dir "$i")/log"
     # A node of a cluster that asks its peers while they are still starting may stop (incompatible_feature_flags,
     # badrpc): started again, it finds them up.
     for j in $(printf '%s\n' "$i" "$@" | awk '!seen[$0]++'); do
@@ -234,6 +234,9 @@ rabbit_shrink() {
     out=$(rabbitmq_queues shrink "$(node_name "$i")" --errors-only 2>&1 </dev/null) || die "cannot move quorum queues off $(node_name "$i"): $out"
     node_ctl "$i" stop_app >/dev/null
     out=$(node_ctl 1 forget_cluster_node "$(node_name "$i")" 2>&1 </dev/null) || die "cannot remove $(node_name "$i") from the cluster: $out"
+    # Counted out at once: a shrink interrupted after this leaves a later `up` the nodes still in the cluster, not one
+    # it forgot (which would wait for its old cluster until the start gave up).
+    echo $((i - 1)) >"$RABBIT_NODES_FILE"
     node_stop "$i"
     rm -rf "$(node_dir "$i")"
     log "RabbitMQ node $(node_name "$i") left the cluster"
@@ -466,8 +469,21 @@ node_kill() {
   while node_running "$i"; do sleep 0.1; done
 }
 
+# Nodes beyond the recorded count left the cluster in a shrink interrupted after node 1 forgot them: started with their
+# data, they would wait for a cluster that no longer has them until the start gave up. Stopped and their data deleted.
+rabbit_remove_stale_nodes() {
+  local i
+  for i in $(seq $(($(rabbit_nodes) + 1)) 9); do
+    [ -d "$(node_dir "$i")" ] || continue
+    log "removing RabbitMQ node $(node_name "$i"), which an interrupted shrink took out of the cluster but left on disk"
+    node_stop "$i"
+    rm -rf "$(node_dir "$i")"
+  done
+}
+
 rabbit_down() {
   local i
+  rabbit_remove_stale_nodes
   for i in $(seq "$(rabbit_nodes)" -1 1); do node_stop "$i"; done
   # epmd outlives the node; ours listens on its own port, so this kills only ours.
   ERL_EPMD_PORT="$EPMD_PORT" epmd -kill >/dev/null 2>&1 || true
@@ -552,6 +568,7 @@ main() {
       mkdir -p "$STATE" "$RABBIT_DIR"; chmod 755 "$STATE"
       ensure_installed
       if [ "$nodes" -lt "$(rabbit_nodes)" ]; then rabbit_shrink "$(rabbit_nodes)" "$nodes"; fi
+      rabbit_remove_stale_nodes
       echo "$nodes" >"$RABBIT_NODES_FILE"
       rabbit_up "$nodes"; rabbit_setup; rabbit_upgrade_queues; rabbit_grow_queues "$nodes"
       # A broker of its own (the replicated-broker tests start one on other ports) needs no database.
