@@ -237,8 +237,7 @@ rabbit_shrink() {
     # Counted out at once: a shrink interrupted after this leaves a later `up` the nodes still in the cluster, not one
     # it forgot (which would wait for its old cluster until the start gave up).
     echo $((i - 1)) >"$RABBIT_NODES_FILE"
-    node_stop "$i"
-    rm -rf "$(node_dir "$i")"
+    node_delete "$i"
     log "RabbitMQ node $(node_name "$i") left the cluster"
   done
 }
@@ -460,6 +459,9 @@ node_stop() {
   rm -f "$dir/rabbitmq.pid"
 }
 
+# A node out of the cluster: stopped, its data deleted.
+node_delete() { node_stop "$1"; rm -rf "$(node_dir "$1")"; }
+
 # SIGKILL, as a crash or a lost machine would: the node's pid file stays, so `node start` knows it is down.
 node_kill() {
   local i="$1" dir; dir=$(node_dir "$i")
@@ -476,8 +478,7 @@ rabbit_remove_stale_nodes() {
   for i in $(seq $(($(rabbit_nodes) + 1)) 9); do
     [ -d "$(node_dir "$i")" ] || continue
     log "removing RabbitMQ node $(node_name "$i"), which an interrupted shrink took out of the cluster but left on disk"
-    node_stop "$i"
-    rm -rf "$(node_dir "$i")"
+    node_delete "$i"
   done
 }
 
