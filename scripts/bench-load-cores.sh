@@ -28,7 +28,7 @@ descendants() {
 }
 
 service_pids=()
-for pid_file in "$state"/rabbitmq/rabbitmq.pid "$state"/rabbitmq/nodes/*/rabbitmq.pid "$state"/postgres/data/postmaster.pid; do
+for pid_file in "$state"/rabbitmq/rabbitmq.pid "$state"/rabbitmq/node*/rabbitmq.pid "$state"/postgres/data/postmaster.pid; do
   [ -f "$pid_file" ] || continue
   pid=$(head -n1 "$pid_file")
   kill -0 "$pid" 2>/dev/null || continue
