@@ -164,6 +164,40 @@ public sealed class CommandLineFailureTests
     }
 
     [Theory]
+    [InlineData("", "usage: scripts/bench-load-cores.sh CPUS [bench load options]", 2)]
+    [InlineData("--edges 3", "usage: scripts/bench-load-cores.sh CPUS [bench load options]", 2)]
+    [InlineData("4096 --edges 3", "bench-load-cores: '4096' names no CPU of this machine (it has ", 2)]
+    [InlineData("0;true --edges 3", "bench-load-cores: '0;true' names no CPU of this machine (it has ", 2)]
+    [InlineData("0 --edges 3", "bench-load-cores: no local services running under ", 1)]
+    public async Task Bench_load_on_chosen_cores_refuses_what_it_cannot_pin_in_one_line_before_any_benchmark(string arguments, string error, int exitCode)
+    {
+        // A state folder with no services in it: a run that got past its checks would pin nothing and start no benchmark.
+        var state = Directory.CreateTempSubdirectory("dancemoe-cores-");
+        try
+        {
+            var start = new ProcessStartInfo(Path.Combine(DemoBudgetLocalityTests.RepositoryRoot(), "scripts", "bench-load-cores.sh"), arguments.Split(' ', StringSplitOptions.RemoveEmptyEntries))
+            {
+                UseShellExecute = false,
+                RedirectStandardOutput = true,
+                RedirectStandardError = true,
+            };
+            start.Environment["DANCEMOE_STATE"] = state.FullName;
+            using var script = Process.Start(start)!;
+            var output = script.StandardOutput.ReadToEndAsync();
+            var errors = script.StandardError.ReadToEndAsync();
+            await script.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(20));
+
+            Assert.Equal(exitCode, script.ExitCode);
+            Assert.Empty(await output);
+            Assert.StartsWith(error, Assert.Single((await errors).Split('\n', StringSplitOptions.RemoveEmptyEntries)), StringComparison.Ordinal);
+        }
+        finally
+        {
+            state.Delete(recursive: true);
+        }
+    }
+
+    [Theory]
     [InlineData("--cron=not-a-cron", "", "", "PlacementJob:Cron 'not-a-cron' is not a Quartz cron expression")]
     [InlineData("--algorithm=nope", "", "", "PlacementJob:Algorithm 'nope' is not one of uniform, ")]
     [InlineData("--drain-ms=5", "PlacementJob__SampleRequests", "0", "PlacementJob:SampleRequests: The field SampleRequests must be between 1 and 100000.")]
