@@ -131,10 +131,11 @@ public static class BenchCommand
             "then run the highest level on one cluster, rounds of one level with metrics on (scraped every second, per-expert counters) and one off; prints median ratios");
         var overheadRounds = CliOptions.Int("overhead-rounds", 8, "rounds of --metrics-overhead", 1, 1000);
         var metricsPortBase = CliOptions.Int("metrics-port-base", 9470, "with --metrics-overhead: edge-i serves /metrics on 127.0.0.1 at this port + i - 1", 1024, 65000);
+        var provider = CliOptions.Choice("provider", "execution provider of the edges and of the monolithic oracle", "cpu", "cuda");
         var command = new Command("load", "tokens/s and latency of a local cluster under concurrent requests, each answer checked against the monolithic one. "
             + "Per-token time is per request: (latency - time to first token) / (tokens - 1); time to first token is the client's latency less the edge's time after its first token")
         {
-            model, edges, concurrency, requestsPerLevel, rounds, maxTokens, linkDelay, linkMbps, rate, onlyEdge, json, metricsOverhead, overheadRounds, metricsPortBase,
+            model, edges, concurrency, requestsPerLevel, rounds, maxTokens, linkDelay, linkMbps, rate, onlyEdge, provider, json, metricsOverhead, overheadRounds, metricsPortBase,
         };
         command.SetAction(async (result, cancellationToken) =>
         {
@@ -150,6 +151,7 @@ public static class BenchCommand
                 LinkMbps = result.GetValue(linkMbps),
                 Rate = result.GetValue(rate),
                 OnlyEdge = result.GetValue(onlyEdge),
+                Provider = result.GetRequiredValue(provider),
                 Json = result.GetValue(json),
                 MetricsOverhead = result.GetValue(metricsOverhead),
                 OverheadRounds = result.GetValue(overheadRounds),

@@ -61,7 +61,7 @@ public static class LoadBenchmark
         // Every request's prompt, and the warm-up's (one request per edge): fewer requests than edges is allowed.
         var prompts = Prompts.Take(Math.Max(settings.Edges, settings.Concurrency.Max(settings.RequestsAt))).ToList();
         log.WriteLine($"bench: the monolithic answers of {prompts.Count} prompts (the oracle)...");
-        var oracle = await OracleAsync(manifest, prompts, settings.MaxTokens, cancellationToken).ConfigureAwait(false);
+        var oracle = await OracleAsync(manifest, prompts, settings.MaxTokens, InferenceOptions.ParseProvider(settings.Provider), cancellationToken).ConfigureAwait(false);
 
         log.WriteLine($"bench: {settings.Edges} edges, uniform placement{LinkLabel(settings)}, {TargetLabel(settings)}...");
         var levels = await OnClusterAsync(exported, settings, oracle, settings.Concurrency, log, cancellationToken).ConfigureAwait(false);
@@ -96,7 +96,7 @@ public static class LoadBenchmark
         var edges = await LocalCluster.UpAsync(
             new ClusterSpec
             {
-                Edges = settings.Edges, Model = exported, Provider = "cpu", LinkDelayMs = settings.LinkDelayMs, LinkMbps = settings.LinkMbps,
+                Edges = settings.Edges, Model = exported, Provider = settings.Provider, LinkDelayMs = settings.LinkDelayMs, LinkMbps = settings.LinkMbps,
             },
             log.WriteLine, cancellationToken).ConfigureAwait(false);
         try
@@ -132,7 +132,8 @@ public static class LoadBenchmark
         return levels;
     }
 
-    private static async Task<Dictionary<string, IReadOnlyList<int>>> OracleAsync(ModelManifest manifest, List<string> prompts, int maxTokens, CancellationToken cancellationToken)
+    private static async Task<Dictionary<string, IReadOnlyList<int>>> OracleAsync(
+        ModelManifest manifest, List<string> prompts, int maxTokens, ExecutionProvider provider, CancellationToken cancellationToken)
     {
         if (manifest.Tokenizer is not { Kind: ByteTokenizer.Kind } info)
         {
@@ -146,9 +147,17 @@ public static class LoadBenchmark
             throw new InvalidSettingsException($"a prompt ({longest} tokens) + --max-tokens exceeds the model's {manifest.Architecture.MaxPositions} positions");
         }
 
-        var factory = new SessionFactory(new InferenceOptions { Provider = ExecutionProvider.Cpu, IntraOpThreads = 1, InterOpThreads = 1 });
+        var factory = new SessionFactory(new InferenceOptions { Provider = provider, IntraOpThreads = 1, InterOpThreads = 1 });
         using var pool = new ExpertSessionPool(manifest, factory);
-        pool.LoadAll();
+        try
+        {
+            pool.LoadAll();
+        }
+        catch (Exception ex) when (OnnxRuntimeFailures.Translate(ex) is { } failure)
+        {
+            throw failure;
+        }
+
         using var forward = new MoeForward(manifest, factory, new LocalExpertDispatcher(pool));
         var answers = new Dictionary<string, IReadOnlyList<int>>(StringComparer.Ordinal);
         foreach (var prompt in prompts)
@@ -275,7 +284,7 @@ public static class LoadBenchmark
             ? string.Create(CultureInfo.InvariantCulture, $"Poisson arrivals at {rate:0.##}/s, concurrency caps requests in flight")
             : "closed-loop clients";
         output.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"model {arch.RoutedLayers} layers x {arch.NumExperts} experts (top-{arch.TopK}); {settings.Edges} edges{LinkLabel(settings)}; {settings.MaxTokens} tokens per answer; {clients}, {TargetLabel(settings)}{RoundsLabel(settings)}"));
+            $"model {arch.RoutedLayers} layers x {arch.NumExperts} experts (top-{arch.TopK}); {settings.Edges} edges{(settings.Provider == "cpu" ? string.Empty : " on " + settings.Provider)}{LinkLabel(settings)}; {settings.MaxTokens} tokens per answer; {clients}, {TargetLabel(settings)}{RoundsLabel(settings)}"));
         output.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"{"conc",5} {"reqs",5} {"fail",5} {"wrong",5} {"tokens/s",9} {$"vs c={baseline.Concurrency}",8} {"ms/tok p50",11} {"ms/tok p99",11} {$"p99 vs c={baseline.Concurrency}",12} "
             + $"{"req ms p50",11} {"req ms p99",11} {"ttft p50",9} {"ttft p99",9} {"batches/tok",12} {"cpu ms/tok edges",17} {"broker",7} {"client",7} {"cores busy",11}"));
@@ -558,6 +567,9 @@ public sealed record LoadBenchmarkSettings
 
     public int Seed { get; init; } = 1;
     public bool Json { get; init; }
+
+    /// <summary>The edges' and the oracle's execution provider, as <c>edge --provider</c> takes it: <c>cpu</c> or <c>cuda</c>.</summary>
+    public string Provider { get; init; } = "cpu";
 
     /// <summary>
     /// The one edge (1-based) every request goes to, the others serving its experts only; none: request i to edge

@@ -24,7 +24,7 @@ internal static class MetricsOverheadBenchmark
         var edges = await LocalCluster.UpAsync(
             new ClusterSpec
             {
-                Edges = settings.Edges, Model = exported, Provider = "cpu", LinkDelayMs = settings.LinkDelayMs, LinkMbps = settings.LinkMbps,
+                Edges = settings.Edges, Model = exported, Provider = settings.Provider, LinkDelayMs = settings.LinkDelayMs, LinkMbps = settings.LinkMbps,
                 MetricsPortBase = settings.MetricsPortBase,
             },
             log.WriteLine, cancellationToken).ConfigureAwait(false);
