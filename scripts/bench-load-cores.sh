@@ -17,7 +17,6 @@ shift
 taskset -c "$cpus" true 2>/dev/null || { echo "bench-load-cores: '$cpus' names no CPU of this machine (it has $(nproc --all))" >&2; exit 2; }
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-state=${DANCEMOE_STATE:-/var/tmp/dancemoe}
 
 descendants() {
   local child
@@ -27,15 +26,13 @@ descendants() {
   done
 }
 
+main_pids=$("$root/scripts/services.sh" pids)
 service_pids=()
-for pid_file in "$state"/rabbitmq/rabbitmq.pid "$state"/rabbitmq/node*/rabbitmq.pid "$state"/postgres/data/postmaster.pid; do
-  [ -f "$pid_file" ] || continue
-  pid=$(head -n1 "$pid_file")
-  kill -0 "$pid" 2>/dev/null || continue
+for pid in $main_pids; do
   service_pids+=("$pid" $(descendants "$pid"))
 done
 if [ ${#service_pids[@]} -eq 0 ]; then
-  echo "bench-load-cores: no local services running under $state: ./dancemoe services up" >&2
+  echo "bench-load-cores: no local services running under ${DANCEMOE_STATE:-/var/tmp/dancemoe}: ./dancemoe services up" >&2
   exit 1
 fi
 

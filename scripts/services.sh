@@ -3,6 +3,7 @@
 # Usage: scripts/services.sh up [--rabbitmq-nodes N] [--rabbitmq-only]|down|status [--json]
 #        scripts/services.sh node start|stop|kill I|all   (one RabbitMQ node, or every node; for the chaos benchmark)
 #        scripts/services.sh postgres start|stop
+#        scripts/services.sh pids   (the main process of each running service, one per line)
 # Both run as private instances on fixed loopback ports with their data under $DANCEMOE_STATE
 # (default /var/tmp/dancemoe: outside the source tree, and readable by the postgres user even
 # when the checkout lives in a private temporary folder).
@@ -109,6 +110,15 @@ node_vm_pids() {
   done
 }
 rabbit_running() { node_running 1; }
+# Every running RabbitMQ node's VM, then PostgreSQL's postmaster, one pid per line.
+service_pids() {
+  local i
+  for i in $(seq 1 "$(rabbit_nodes)"); do
+    # RabbitMQ writes its pid file without a line feed.
+    if node_running "$i"; then echo "$(head -n1 "$(node_dir "$i")/rabbitmq.pid")"; fi
+  done
+  if pid_alive "$PG_DATA/postmaster.pid"; then echo "$(head -n1 "$PG_DATA/postmaster.pid")"; fi
+}
 pg_running() { [ -f "$PG_DATA/postmaster.pid" ] && pg "$PG_BIN/pg_ctl" -D "$PG_DATA" status >/dev/null 2>&1; }
 
 apt_install() {
@@ -580,6 +590,7 @@ main() {
     down) rabbit_down; pg_down; log "stopped" ;;
     status) status "$@" ;;
     node) node_verb "$@" ;;
+    pids) service_pids ;;
     postgres)
       case "${1:-}" in
         start) pg_up ;;
@@ -587,7 +598,7 @@ main() {
         *) die "usage: services postgres start|stop" ;;
       esac
       ;;
-    *) echo "usage: dancemoe services up [--rabbitmq-nodes N]|down|status [--json]|node start|stop|kill I|all|postgres start|stop" >&2; exit 2 ;;
+    *) echo "usage: dancemoe services up [--rabbitmq-nodes N]|down|status [--json]|node start|stop|kill I|all|postgres start|stop|pids" >&2; exit 2 ;;
   esac
 }
 

@@ -148,25 +148,24 @@ public static class LoadBenchmark
         }
 
         var factory = new SessionFactory(new InferenceOptions { Provider = provider, IntraOpThreads = 1, InterOpThreads = 1 });
-        using var pool = new ExpertSessionPool(manifest, factory);
         try
         {
+            using var pool = new ExpertSessionPool(manifest, factory);
             pool.LoadAll();
+            using var forward = new MoeForward(manifest, factory, new LocalExpertDispatcher(pool));
+            var answers = new Dictionary<string, IReadOnlyList<int>>(StringComparer.Ordinal);
+            foreach (var prompt in prompts)
+            {
+                var result = await Generator.GenerateAsync(forward, tokenizer, tokenizer.Encode(prompt), maxTokens, new SamplingOptions(), new ForwardContext(), cancellationToken).ConfigureAwait(false);
+                answers[prompt] = result.TokenIds;
+            }
+
+            return answers;
         }
         catch (Exception ex) when (OnnxRuntimeFailures.Translate(ex) is { } failure)
         {
             throw failure;
         }
-
-        using var forward = new MoeForward(manifest, factory, new LocalExpertDispatcher(pool));
-        var answers = new Dictionary<string, IReadOnlyList<int>>(StringComparer.Ordinal);
-        foreach (var prompt in prompts)
-        {
-            var result = await Generator.GenerateAsync(forward, tokenizer, tokenizer.Encode(prompt), maxTokens, new SamplingOptions(), new ForwardContext(), cancellationToken).ConfigureAwait(false);
-            answers[prompt] = result.TokenIds;
-        }
-
-        return answers;
     }
 
     /// <summary>
